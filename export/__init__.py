@@ -1,0 +1,1 @@
+"""PyTorch → ONNX → simplified graph → parity → (TensorRT) → artifact directory with a manifest."""

@@ -1,0 +1,50 @@
+"""Spatial Group-wise Enhance (SGE).
+
+Li, Hu, Yang: "Spatial Group-wise Enhance: Improving Semantic Feature Learning in Convolutional Networks",
+arXiv:1905.09646. Numerics follow the official ``SpatialGroupEnhance`` (implus/PytorchInsight): the global
+descriptor is the spatial mean of each group, the similarity map is normalised with the *unbiased* standard
+deviation, and eps is added to the std (not inside the square root).
+"""
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class FeatureTooSmallError(ValueError):
+    """An SGE block saw a 1×1 feature map, where the unbiased std is undefined."""
+
+
+class SpatialGroupEnhance(nn.Module):
+    child_name = "sge"
+
+    def __init__(self, channels: int, *, groups: int = 64, eps: float = 1e-5) -> None:
+        super().__init__()
+        if channels % groups:
+            raise ValueError(f"SGE needs channels divisible by groups; got channels={channels}, groups={groups}")
+        self.channels = channels
+        self.groups = groups
+        self.eps = eps
+        # γ starts at 0 and β at 1, as in the official code: the block starts as x·sigmoid(1).
+        self.weight = nn.Parameter(torch.zeros(1, groups, 1, 1))
+        self.bias = nn.Parameter(torch.ones(1, groups, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _, c, h, w = x.shape
+        if not torch.onnx.is_in_onnx_export() and h * w == 1:
+            raise FeatureTooSmallError(
+                f"SGE block ({c} channels) received a 1×1 feature map, where its unbiased std is undefined; "
+                "use an input of at least 64×64 (a 32×32 input gives 1×1 at layer4)"
+            )
+        groups = self.groups
+        x = x.reshape(-1, c // groups, h, w)  # (B·G, C/G, H, W)
+        similarity = (x * F.adaptive_avg_pool2d(x, 1)).sum(dim=1, keepdim=True)  # c_i = g·x_i
+        t = similarity.reshape(-1, h * w)
+        t = t - t.mean(dim=1, keepdim=True)
+        t = t / (t.std(dim=1, keepdim=True) + self.eps)  # unbiased std, eps outside the root
+        t = t.reshape(-1, groups, h, w) * self.weight + self.bias  # a_i = γ_g·ĉ_i + β_g
+        x = x * torch.sigmoid(t.reshape(-1, 1, h, w))
+        return x.reshape(-1, c, h, w)
+
+    def extra_repr(self) -> str:
+        return f"channels={self.channels}, groups={self.groups}, eps={self.eps}"

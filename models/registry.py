@@ -1,0 +1,130 @@
+"""Model configurations by name (``sge_resnet50``, ``resnet18``, ...) and ``create_model``.
+
+Each config carries what a deployment needs besides the weights: the input size and the normalisation.
+"""
+
+import functools
+from dataclasses import asdict, dataclass, field
+from difflib import get_close_matches
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from models.layers import get_attention
+from models.resnet import ARCHITECTURES, ResNet
+from models.transforms import IMAGENET_MEAN, IMAGENET_STD
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str
+    depth: int
+    attention: str | None = None
+    attn_stages: tuple[bool, bool, bool, bool] = (True, True, True, True)
+    attn_kwargs: dict[str, Any] = field(default_factory=dict)
+    input_size: tuple[int, int] = (224, 224)
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    num_classes: int = 1000
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class UnknownModelError(KeyError):
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0])
+
+
+MODEL_CONFIGS: dict[str, ModelConfig] = {}
+
+
+def register_model(config: ModelConfig) -> None:
+    if config.name in MODEL_CONFIGS:
+        raise ValueError(f"model {config.name!r} is registered twice")
+    MODEL_CONFIGS[config.name] = config
+
+
+# Stages 2-4 (c3-c5) for GC, as in the GCNet paper's ResNet-50 setting; every stage for the others.
+_ATTENTION_STAGES = {
+    "sge": (True, True, True, True),
+    "se": (True, True, True, True),
+    "gc": (False, True, True, True),
+    "sa": (True, True, True, True),
+    "cbam": (True, True, True, True),
+    "eca": (True, True, True, True),
+}
+
+for _depth in ARCHITECTURES:
+    register_model(ModelConfig(name=f"resnet{_depth}", depth=_depth))
+    for _attn, _stages in _ATTENTION_STAGES.items():
+        register_model(ModelConfig(name=f"{_attn}_resnet{_depth}", depth=_depth, attention=_attn, attn_stages=_stages))
+
+
+def list_models() -> list[str]:
+    return sorted(MODEL_CONFIGS, key=lambda n: (n.rsplit("resnet", 1)[0], int(n.rsplit("resnet", 1)[1])))
+
+
+def get_config(name: str) -> ModelConfig:
+    try:
+        return MODEL_CONFIGS[name]
+    except KeyError:
+        close = get_close_matches(name, MODEL_CONFIGS, n=3, cutoff=0.5)
+        hint = f"did you mean {', '.join(close)}? " if close else ""
+        raise UnknownModelError(
+            f"unknown model {name!r}; {hint}run `python scripts/export.py --list-models` for all "
+            f"{len(MODEL_CONFIGS)} names"
+        ) from None
+
+
+def _stage_factories(config: ModelConfig, overrides: dict[str, Any]) -> list:
+    """One attention factory per stage; an override given as a 4-sequence is read per stage."""
+    if config.attention is None:
+        if overrides:
+            raise TypeError(f"{config.name} has no attention layer to take {sorted(overrides)}")
+        return [None] * 4
+    layer = get_attention(config.attention)
+    kwargs = {**config.attn_kwargs, **overrides}
+    stages = kwargs.pop("attn_stages", config.attn_stages)
+    factories = []
+    for i, enabled in enumerate(stages):
+        stage_kwargs = {k: (v[i] if isinstance(v, (list, tuple)) else v) for k, v in kwargs.items()}
+        factories.append(functools.partial(layer, **stage_kwargs) if enabled else None)
+    return factories
+
+
+def build_model(name: str, *, num_classes: int = 1000, **block_overrides: Any) -> ResNet:
+    """The architecture alone, with PyTorch's default initialisation."""
+    config = get_config(name)
+    block, layers = ARCHITECTURES[config.depth]
+    return ResNet(block, layers, num_classes=num_classes, stage_attn=_stage_factories(config, block_overrides))
+
+
+def create_model(
+    name: str,
+    num_classes: int = 1000,
+    checkpoint: str | Path | None = None,
+    *,
+    init: str = "calibrated",
+    strict: bool = True,
+    **block_overrides: Any,
+) -> nn.Module:
+    """A model in eval mode: the checkpoint's weights if given, else the project's default weights.
+
+    ``init`` (without a checkpoint): ``"calibrated"`` is a seeded init with every attention path active and
+    BatchNorm statistics re-estimated on real photographs (NOT trained weights); ``"random"`` skips the
+    photographs. Attention options go to every stage's layer (``groups=32``), or per stage as a 4-sequence.
+    """
+    from models import default_weights
+    from models.checkpoints import load_checkpoint
+
+    if init not in ("calibrated", "random"):
+        raise ValueError(f"init must be 'calibrated' or 'random'; got {init!r}")
+    config = get_config(name)
+    model = default_weights.seeded_model(lambda: build_model(name, num_classes=num_classes, **block_overrides), seed=0)
+    if checkpoint is not None:
+        load_checkpoint(model, checkpoint, strict=strict)
+    elif init == "calibrated":
+        default_weights.calibrate_batchnorm(model, size=config.input_size, mean=config.mean, std=config.std)
+    return model.eval()

@@ -1,0 +1,91 @@
+"""The ImageNet evaluation transform and the real photographs bundled with scikit-image.
+
+Eval transform as torchvision's reference recipe: resize the shorter side to crop/0.875 (256 for 224) with
+bilinear, antialiased resampling (PIL), centre-crop, scale to [0, 1], subtract the mean and divide by the std.
+"""
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+# Real photographs shipped inside the scikit-image wheel (no download at run time).
+PHOTO_NAMES = (
+    "astronaut",
+    "chelsea",
+    "coffee",
+    "rocket",
+    "immunohistochemistry",
+    "hubble_deep_field",
+    "camera",
+)
+
+
+class ImageReadError(ValueError):
+    """An image file could not be decoded."""
+
+
+def load_image(path: str | Path) -> np.ndarray:
+    """Read an image file as an (H, W, 3) uint8 RGB array."""
+    try:
+        with Image.open(path) as img:
+            return np.asarray(img.convert("RGB"))
+    except (OSError, ValueError) as err:
+        raise ImageReadError(f"cannot read image {path}: {err}; give a JPEG or PNG file") from err
+
+
+def to_rgb(image: np.ndarray) -> np.ndarray:
+    if image.ndim == 2:
+        return np.repeat(image[:, :, None], 3, axis=2)
+    if image.ndim == 3 and image.shape[2] == 4:
+        return image[:, :, :3]
+    if image.ndim == 3 and image.shape[2] == 3:
+        return image
+    raise ValueError(f"expected an (H, W), (H, W, 3) or (H, W, 4) image; got shape {image.shape}")
+
+
+def resize_for_crop(crop: int) -> int:
+    """The shorter-side resize that precedes a centre crop (256 for 224, the 0.875 crop ratio)."""
+    return round(crop / 0.875)
+
+
+def eval_transform(
+    image: np.ndarray,
+    *,
+    size: tuple[int, int] = (224, 224),
+    mean: tuple[float, float, float] = IMAGENET_MEAN,
+    std: tuple[float, float, float] = IMAGENET_STD,
+) -> np.ndarray:
+    """(H, W, 3) uint8 → (3, h, w) float32: resize the shorter side, centre-crop to ``size``, normalise."""
+    img = Image.fromarray(to_rgb(np.asarray(image)).astype(np.uint8))
+    crop_h, crop_w = size
+    short = resize_for_crop(max(crop_h, crop_w))
+    scale = short / min(img.width, img.height)
+    new_w, new_h = max(crop_w, round(img.width * scale)), max(crop_h, round(img.height * scale))
+    img = img.resize((new_w, new_h), Image.BILINEAR, reducing_gap=None)
+    left, top = (new_w - crop_w) // 2, (new_h - crop_h) // 2
+    arr = np.asarray(img.crop((left, top, left + crop_w, top + crop_h)), dtype=np.float32) / 255.0
+    arr = (arr - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
+    return np.ascontiguousarray(arr.transpose(2, 0, 1))
+
+
+def sample_photos(names: tuple[str, ...] = PHOTO_NAMES) -> dict[str, np.ndarray]:
+    """The named scikit-image photographs as (H, W, 3) uint8 RGB arrays."""
+    import skimage.data
+
+    return {name: to_rgb(getattr(skimage.data, name)()) for name in names}
+
+
+def photo_batch(
+    size: tuple[int, int] = (224, 224),
+    *,
+    names: tuple[str, ...] = PHOTO_NAMES,
+    mean: tuple[float, float, float] = IMAGENET_MEAN,
+    std: tuple[float, float, float] = IMAGENET_STD,
+) -> np.ndarray:
+    """The bundled photographs, eval-transformed, as an (N, 3, h, w) float32 batch."""
+    photos = sample_photos(names)
+    return np.stack([eval_transform(img, size=size, mean=mean, std=std) for img in photos.values()])

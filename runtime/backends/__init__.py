@@ -1,0 +1,1 @@
+"""Runners, one per backend, behind ``runtime.backends.base.Runner``."""

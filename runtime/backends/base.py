@@ -1,0 +1,132 @@
+"""The runner contract every backend implements (Polygraphy-style: public methods validate, ``_impl`` hooks run).
+
+A runner opens a model (an artifact directory or a model file), describes its input and output, and maps one
+NCHW float batch to one output array. ``activate``/``deactivate`` (or ``with runner:``) hold the backend's
+session; ``infer`` checks the batch against the model's input spec before calling the backend.
+"""
+
+import abc
+import logging
+from typing import Any
+
+import numpy as np
+
+from export.artifacts import TensorSpec
+
+logger = logging.getLogger(__name__)
+
+
+class InputMismatchError(ValueError):
+    """A batch does not fit the model's input (rank, shape, dtype or layout)."""
+
+
+class NonFiniteOutputError(FloatingPointError):
+    """The model produced NaN or Inf."""
+
+
+class BackendUnavailableError(ImportError):
+    """The backend's package is not installed (the message names it)."""
+
+
+def check_batch(batch: Any, spec: TensorSpec) -> np.ndarray:
+    """Validate ``batch`` against ``spec`` and return it as a C-contiguous array; raise one clear error."""
+    if not isinstance(batch, np.ndarray):
+        raise InputMismatchError(f"input {spec.name!r} must be a numpy array; got {type(batch).__name__}")
+    want_dtype = np.dtype(spec.dtype)
+    if batch.dtype != want_dtype:
+        raise InputMismatchError(
+            f"input {spec.name!r} must be {want_dtype}; got {batch.dtype} (convert with batch.astype(np.{want_dtype}))"
+        )
+    if batch.ndim != len(spec.shape):
+        hint = "; add a batch dimension with batch[None]" if batch.ndim == len(spec.shape) - 1 else ""
+        raise InputMismatchError(
+            f"input {spec.name!r} must have shape {format_shape(spec.shape)}; got {batch.shape}{hint}"
+        )
+    if (
+        spec.layout == "NCHW"
+        and batch.ndim == 4
+        and batch.shape[1] != spec.shape[1]
+        and batch.shape[3] == spec.shape[1]
+    ):
+        raise InputMismatchError(
+            f"input {spec.name!r} must be NCHW {format_shape(spec.shape)}; got {batch.shape}, which looks NHWC: "
+            "transpose with batch.transpose(0, 3, 1, 2)"
+        )
+    for axis, (got, want) in enumerate(zip(batch.shape, spec.shape, strict=True)):
+        if isinstance(want, int) and want >= 0 and got != want:
+            raise InputMismatchError(
+                f"input {spec.name!r} must have shape {format_shape(spec.shape)}; got {batch.shape} (axis {axis})"
+            )
+    if batch.shape[0] == 0:
+        raise InputMismatchError(f"input {spec.name!r} has an empty batch")
+    return np.ascontiguousarray(batch)
+
+
+def format_shape(shape: tuple[int | str, ...]) -> str:
+    return "(" + ", ".join(str(d) for d in shape) + ")"
+
+
+class Runner(abc.ABC):
+    """Base class: subclasses set ``name`` and implement the ``_activate_impl``/``_infer_impl`` hooks."""
+
+    name: str = "runner"
+
+    def __init__(self, *, check_finite: bool = False) -> None:
+        self.check_finite = check_finite
+        self.is_active = False
+
+    # -- the contract ------------------------------------------------------------------------------------------
+    @property
+    @abc.abstractmethod
+    def input_spec(self) -> TensorSpec: ...
+
+    @property
+    @abc.abstractmethod
+    def output_spec(self) -> TensorSpec: ...
+
+    def activate(self) -> "Runner":
+        if not self.is_active:
+            self._activate_impl()
+            self.is_active = True
+        return self
+
+    def deactivate(self) -> None:
+        if self.is_active:
+            self._deactivate_impl()
+            self.is_active = False
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        if not self.is_active:
+            raise RuntimeError(f"{self.name} runner is not active; use `with runner:` or call runner.activate()")
+        batch = check_batch(batch, self.input_spec)
+        out = self._infer_impl(batch)
+        if self.check_finite and not np.isfinite(out).all():
+            bad = int((~np.isfinite(out)).sum())
+            raise NonFiniteOutputError(
+                f"{self.name} produced {bad} non-finite values (NaN/Inf) for a batch of {batch.shape[0]}; "
+                "check the input for NaN/Inf and the precision (FP16 overflows past 65504)"
+            )
+        return out
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "backend": self.name,
+            "input": self.input_spec.to_dict(),
+            "output": self.output_spec.to_dict(),
+        }
+
+    def __enter__(self) -> "Runner":
+        return self.activate()
+
+    def __exit__(self, *exc: object) -> None:
+        self.deactivate()
+
+    # -- hooks -------------------------------------------------------------------------------------------------
+    @abc.abstractmethod
+    def _activate_impl(self) -> None: ...
+
+    def _deactivate_impl(self) -> None:
+        return None
+
+    @abc.abstractmethod
+    def _infer_impl(self, batch: np.ndarray) -> np.ndarray: ...
