@@ -77,7 +77,10 @@ def ort_session(
     """A CPU session with ``threads`` intra-op threads; ``level`` is "all" (NCHWc layout) or "extended"."""
     import onnxruntime as ort
 
-    levels = {"all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL, "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED}
+    levels = {
+        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+    }
     if level not in levels:
         raise ValueError(f"level must be one of {sorted(levels)}; got {level!r}")
     options = ort.SessionOptions()
@@ -179,14 +182,15 @@ def machine_description(threads: int) -> dict[str, Any]:
     """CPU model, core count and vector extensions, and the versions of the runtimes timed."""
     import os
 
-    cpu, flags = platform.processor() or "unknown CPU", set()
+    cpu, flags = "", set()
     cpuinfo = Path("/proc/cpuinfo")
     if cpuinfo.exists():
         for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name") and cpu == platform.processor():
+            if line.startswith("model name") and not cpu:
                 cpu = line.split(":", 1)[1].strip()
-            elif line.startswith("flags"):
+            elif line.startswith("flags") and not flags:
                 flags = set(line.split(":", 1)[1].split())
+    cpu = cpu or platform.processor() or "unknown CPU"
     versions = {}
     for package in ("onnxruntime", "openvino", "torch", "numpy"):
         try:
