@@ -32,17 +32,21 @@ from models.layers.sge import FeatureTooSmallError, SpatialGroupEnhance
 
 logger = logging.getLogger(__name__)
 
-NCHWC_BLOCK = 8  # ORT's NCHWc block on AVX2 (16 on AVX-512); 16 is a multiple, so 8 suits both
+NCHWC_BLOCK = 8  # ORT's NCHWc block on AVX2; AVX-512 machines use 16 (pass block=16 there)
 
 
 class FeatureSizeMismatchError(ValueError):
     """A compact SGE compiled for a static feature size received another size."""
 
 
-def _group_sum_weights(channels: int, groups: int) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """Block-one-hot 1×1 weights: reduce C→G (sum within a group) and expand G→C (copy the group's value)."""
+def _group_sum_weights(channels: int, groups: int, *, block: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Block-one-hot 1×1 weights: reduce C→G (sum within a group) and expand G→C (copy the group's value).
+
+    Each conv group covers ``block`` SGE groups (1 when G is not a multiple), so its channel counts are multiples
+    of ORT's NCHWc block; the price is block multiply-adds of zeros per element (2·block·C·H·W MACs per layer).
+    """
     per_group = channels // groups
-    pack = NCHWC_BLOCK if groups % NCHWC_BLOCK == 0 else 1  # SGE groups handled by one conv group
+    pack = block if groups % block == 0 else 1  # SGE groups handled by one conv group
     conv_groups = groups // pack
     group_of_channel = torch.arange(channels) // per_group  # SGE group of each channel
     reduce_w = torch.zeros(groups, pack * per_group, 1, 1)
@@ -62,7 +66,13 @@ class CompactSGE(nn.Module):
     child_name = "sge"
 
     def __init__(
-        self, channels: int, *, groups: int = 64, eps: float = 1e-5, feature_size: Sequence[int] | None = None
+        self,
+        channels: int,
+        *,
+        groups: int = 64,
+        eps: float = 1e-5,
+        feature_size: Sequence[int] | None = None,
+        block: int = NCHWC_BLOCK,
     ) -> None:
         super().__init__()
         if channels % groups:
@@ -75,14 +85,18 @@ class CompactSGE(nn.Module):
         self.feature_size = None if feature_size is None else (int(feature_size[0]), int(feature_size[1]))
         self.weight = nn.Parameter(torch.zeros(1, groups, 1, 1))
         self.bias = nn.Parameter(torch.ones(1, groups, 1, 1))
-        reduce_w, expand_w, self.conv_groups = _group_sum_weights(channels, groups)
+        if block < 1:
+            raise ValueError(f"block must be ≥ 1; got {block}")
+        reduce_w, expand_w, self.conv_groups = _group_sum_weights(channels, groups, block=block)
         self.register_buffer("reduce_weight", reduce_w, persistent=False)
         self.register_buffer("expand_weight", expand_w, persistent=False)
 
     @classmethod
-    def from_official(cls, layer: SpatialGroupEnhance, *, feature_size: Sequence[int] | None = None) -> "CompactSGE":
+    def from_official(
+        cls, layer: SpatialGroupEnhance, *, feature_size: Sequence[int] | None = None, block: int = NCHWC_BLOCK
+    ) -> "CompactSGE":
         """A compact layer sharing ``layer``'s parameters (the same tensors, not copies)."""
-        compact = cls(layer.channels, groups=layer.groups, eps=layer.eps, feature_size=feature_size)
+        compact = cls(layer.channels, groups=layer.groups, eps=layer.eps, feature_size=feature_size, block=block)
         compact.weight, compact.bias = layer.weight, layer.bias
         return compact.to(device=layer.weight.device, dtype=layer.weight.dtype)
 
@@ -142,19 +156,20 @@ def _sge_feature_sizes(model: nn.Module, input_size: Sequence[int]) -> dict[int,
     return sizes
 
 
-def compact_sge(model: nn.Module, *, input_size: Sequence[int] | None = None) -> nn.Module:
+def compact_sge(model: nn.Module, *, input_size: Sequence[int] | None = None, block: int = NCHWC_BLOCK) -> nn.Module:
     """Replace every ``SpatialGroupEnhance`` in ``model`` (in place) by a ``CompactSGE``; returns ``model``.
 
-    ``input_size=(h, w)``: the image size the deployed model will take; each block is built for its feature
-    size (fastest on ORT's CPU provider; other sizes then raise ``FeatureSizeMismatchError`` in PyTorch and fail
-    in ONNX Runtime). ``None``: any size (for exports with a dynamic H×W). A model without SGE is returned as is.
+        ``input_size=(h, w)``: the image size the deployed model will take; each block is built for its feature
+        size (fastest on ORT's CPU provider; other sizes then raise ``FeatureSizeMismatchError`` in PyTorch and fail
+        in ONNX Runtime). ``None``: any size (for exports with a dynamic H×W). ``block``: ORT's NCHWc block of the
+    deployment CPU (8 with AVX2, 16 with AVX-512). A model without SGE is returned as is.
     """
     sizes = _sge_feature_sizes(model, input_size) if input_size is not None else {}
     replaced = 0
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
             if isinstance(child, SpatialGroupEnhance):
-                setattr(parent, name, CompactSGE.from_official(child, feature_size=sizes.get(id(child))))
+                setattr(parent, name, CompactSGE.from_official(child, feature_size=sizes.get(id(child)), block=block))
                 replaced += 1
     logger.info("compact_sge: replaced %d SGE layers (feature sizes %s)", replaced, "static" if sizes else "dynamic")
     return model
