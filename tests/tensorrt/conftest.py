@@ -23,7 +23,7 @@ def export_onnx(module: torch.nn.Module, path: Path, *, shape: tuple[int, ...], 
     return path
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def sge18(tmp_path_factory: pytest.TempPathFactory) -> tuple[torch.nn.Module, Path]:
     model = models.create_model("sge_resnet18")
     return model, export_onnx(model, tmp_path_factory.mktemp("sge18") / "model.onnx", shape=(1, 3, 128, 128))
