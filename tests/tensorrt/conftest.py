@@ -27,3 +27,12 @@ def export_onnx(module: torch.nn.Module, path: Path, *, shape: tuple[int, ...], 
 def sge18(tmp_path_factory: pytest.TempPathFactory) -> tuple[torch.nn.Module, Path]:
     model = models.create_model("sge_resnet18")
     return model, export_onnx(model, tmp_path_factory.mktemp("sge18") / "model.onnx", shape=(1, 3, 128, 128))
+
+
+@pytest.fixture
+def trt_gpu(request: pytest.FixtureRequest) -> tuple[torch.nn.Module, Path]:
+    """Skip unless TensorRT and a CUDA device are present; then the exported sge_resnet18 (exported only then)."""
+    pytest.importorskip("tensorrt", reason="TensorRT is not installed (it cannot be on this project's machines)")
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    return request.getfixturevalue("sge18")

@@ -187,11 +187,6 @@ def test_missing_tensorrt_says_how_to_install(monkeypatch, sge18, tmp_path):
 
 @pytest.mark.tensorrt
 @pytest.mark.gpu
-def test_build_fp16_engine_on_a_gpu(request, tmp_path):
-    pytest.importorskip("tensorrt", reason="TensorRT is not installed (it cannot be on this project's machines)")
-    torch = pytest.importorskip("torch")
-    if not torch.cuda.is_available():
-        pytest.skip("no CUDA device")
-    sge18 = request.getfixturevalue("sge18")  # exported only once the test can run
-    result = build_engine(sge18[1], tmp_path, options=TrtBuildOptions(precision="fp16", batch=(1, 2, 4)))
+def test_build_fp16_engine_on_a_gpu(trt_gpu, tmp_path):
+    result = build_engine(trt_gpu[1], tmp_path, options=TrtBuildOptions(precision="fp16", batch=(1, 2, 4)))
     assert result.plan.stat().st_size > 0 and result.info["fp32_layers"] > 0

@@ -66,16 +66,13 @@ def test_device_timings_total():
 
 @pytest.mark.tensorrt
 @pytest.mark.gpu
-def test_engine_matches_onnxruntime_on_a_gpu(request, tmp_path):
-    pytest.importorskip("tensorrt", reason="TensorRT is not installed (it cannot be on this project's machines)")
-    torch = pytest.importorskip("torch")
-    if not torch.cuda.is_available():
-        pytest.skip("no CUDA device")
-    sge18 = request.getfixturevalue("sge18")  # exported only once the test can run
+def test_fp32_engine_matches_eager_pytorch_on_a_gpu(trt_gpu, tmp_path):
+    import torch
+
     from export.trt_build import TrtBuildOptions, build_engine
     from models.transforms import photo_batch
 
-    model, onnx_path = sge18
+    model, onnx_path = trt_gpu
     result = build_engine(onnx_path, tmp_path, options=TrtBuildOptions(precision="fp32", batch=(1, 7, 8)))
     x = photo_batch((128, 128))
     with torch.no_grad():
