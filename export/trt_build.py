@@ -8,8 +8,8 @@ Two API generations:
 
 * **10.x** keeps weak typing. fp16 = ``BuilderFlag.FP16`` + ``OBEY_PRECISION_CONSTRAINTS`` with SGE's
   normalisation layers pinned to FP32 (the islands of ``export.fp16``); int8 = ``BuilderFlag.INT8`` with an
-  entropy calibrator (``export.trt_calibrate``) and its cache. Given an FP16-islands ONNX, 10.x builds it strongly
-  typed instead (weak typing is deprecated from 10.12).
+  entropy calibrator (``export.trt_calibrate``) and its cache. With ``strong_typing`` (weak typing is deprecated
+  from 10.12), 10.x builds the FP16-islands ONNX strongly typed, as 11.x does.
 * **11.x** removed weak typing: every network is strongly typed, fp16 needs the FP16-islands ONNX
   (``export.fp16``), int8 needs an ONNX that already holds Q/DQ nodes; ``EXPLICIT_BATCH`` is gone.
 """
@@ -98,6 +98,7 @@ class TrtBuildOptions:
     fp16_onnx: Path | None = None  # the FP16-islands ONNX (export.fp16); required for fp16 on 11.x
     int8_mode: str = "auto"  # "auto": calibrator on 10.x, Q/DQ ONNX on 11.x; "qdq": insist on Q/DQ
     tf32: bool = False  # fp32 means FP32: TF32 convolutions are off unless asked
+    strong_typing: bool = False  # 10.x: build fp16 strongly typed from fp16_onnx instead of weak typing
 
     def to_dict(self) -> dict[str, Any]:
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in self.__dict__.items()}
@@ -164,7 +165,7 @@ def plan_route(
     if precision == "fp16":
         if options.fp16_onnx is not None and not fp16_onnx_exists:
             raise TrtRequestError(f"the FP16 ONNX {options.fp16_onnx} does not exist; export it with --fp16-onnx")
-        if options.fp16_onnx is not None:
+        if options.fp16_onnx is not None and (options.strong_typing or not api.weak_typing):
             return BuildRoute(options.fp16_onnx, True, (), False, False)
         if not api.weak_typing:
             raise TrtRequestError(
@@ -298,10 +299,12 @@ class EngineResult:
 
 def build_engine(onnx_path: str | Path, out_dir: str | Path, *, options: TrtBuildOptions) -> EngineResult:
     """Parse ``onnx_path``, build with ``options`` and write ``model.plan`` + ``model.plan.json`` into ``out_dir``."""
-    trt = import_tensorrt()
-    api = TrtApi.from_version(trt.__version__)
     onnx_path, out_dir = Path(onnx_path), Path(out_dir)
     model = onnx.load(str(onnx_path), load_external_data=False)
+    profile = derive_profile(onnx_input_spec(model), options.batch)  # requests checked before TensorRT is needed
+    workspace = workspace_bytes(options.workspace_gb)
+    trt = import_tensorrt()
+    api = TrtApi.from_version(trt.__version__)
     calib_cache = options.calib_cache or out_dir / "calibration.cache"
     route = plan_route(
         api,
@@ -311,7 +314,6 @@ def build_engine(onnx_path: str | Path, out_dir: str | Path, *, options: TrtBuil
         fp16_onnx_exists=options.fp16_onnx is not None and Path(options.fp16_onnx).is_file(),
         calib_cache_exists=calib_cache.is_file(),
     )
-    profile = derive_profile(onnx_input_spec(model), options.batch)
     gpu = gpu_info()
     logger.info("TensorRT %s: building %s from %s (%s)", api.version, options.precision, route.onnx.name, route)
 
@@ -327,7 +329,7 @@ def build_engine(onnx_path: str | Path, out_dir: str | Path, *, options: TrtBuil
         raise TrtBuildError(f"TensorRT's ONNX parser rejected {route.onnx}: {errors}")
 
     config = builder.create_builder_config()
-    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_bytes(options.workspace_gb))
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace)
     trt_profile = builder.create_optimization_profile()
     trt_profile.set_shape(profile.input_name, profile.min, profile.opt, profile.max)
     config.add_optimization_profile(trt_profile)

@@ -65,10 +65,10 @@ def test_fp32_route():
     assert route(TRT11, "fp32").strongly_typed
 
 
-def test_fp16_on_10x_is_weak_typing_with_sge_pinned_fp32_unless_given_the_fp16_onnx():
-    weak = route(TRT10, "fp16")
+def test_fp16_on_10x_is_weak_typing_with_sge_pinned_fp32_unless_strong_typing_is_asked():
+    weak = route(TRT10, "fp16", fp16_onnx=Path("model_fp16.onnx"))
     assert weak.flags == ("FP16", "OBEY_PRECISION_CONSTRAINTS") and weak.fp32_islands and weak.onnx == ONNX
-    strong = route(TRT10, "fp16", fp16_onnx=Path("model_fp16.onnx"))
+    strong = route(TRT10, "fp16", fp16_onnx=Path("model_fp16.onnx"), strong_typing=True)
     assert strong.strongly_typed and strong.flags == () and strong.onnx.name == "model_fp16.onnx"
 
 
@@ -182,6 +182,8 @@ def test_missing_tensorrt_says_how_to_install(monkeypatch, sge18, tmp_path):
         import_tensorrt()
     with pytest.raises(TensorRTNotInstalledError):
         build_engine(sge18[1], tmp_path, options=TrtBuildOptions())
+    with pytest.raises(TrtRequestError, match="MIN <= OPT <= MAX"):  # a bad request is reported first
+        build_engine(sge18[1], tmp_path, options=TrtBuildOptions(batch=(4, 2, 1)))
     assert not (tmp_path / PLAN_NAME).exists()
 
 
