@@ -1,0 +1,86 @@
+"""OpenVINO on the CPU, reading the ONNX file directly (no IR conversion step).
+
+Threads go through ``INFERENCE_NUM_THREADS``; ``INFERENCE_PRECISION_HINT`` is pinned to f32 because OpenVINO
+otherwise picks bf16 on CPUs with AMX or AVX512-BF16, which would break parity with the FP32 reference.
+"""
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from export.artifacts import TensorSpec
+from runtime.backends.base import BackendUnavailableError, Runner
+from runtime.source import ModelSource, open_source
+
+logger = logging.getLogger(__name__)
+
+
+def import_openvino() -> Any:
+    try:
+        import openvino
+    except ImportError as err:
+        raise BackendUnavailableError("the openvino backend needs the openvino package: pip install openvino") from err
+    return openvino
+
+
+class OpenVINORunner(Runner):
+    name = "openvino"
+
+    def __init__(
+        self,
+        source: str | Path | ModelSource,
+        *,
+        device: str = "CPU",
+        threads: int | None = None,
+        precision: str = "f32",
+        config: dict[str, Any] | None = None,
+        check_finite: bool = False,
+    ) -> None:
+        super().__init__(check_finite=check_finite)
+        self.source = open_source(source)
+        self.device = device
+        self.threads = threads
+        self.precision = precision
+        self.config = dict(config or {})
+        self._compiled: Any = None
+        self._request: Any = None
+
+    @property
+    def input_spec(self) -> TensorSpec:
+        return self.source.input_spec
+
+    @property
+    def output_spec(self) -> TensorSpec:
+        return self.source.output_spec
+
+    def compile_config(self) -> dict[str, Any]:
+        config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": self.precision, "PERFORMANCE_HINT": "LATENCY"}
+        if self.threads is not None:
+            config["INFERENCE_NUM_THREADS"] = self.threads
+        config.update(self.config)
+        return config
+
+    def _activate_impl(self) -> None:
+        ov = import_openvino()
+        core = ov.Core()
+        if self.device not in core.available_devices:
+            raise BackendUnavailableError(
+                f"OpenVINO device {self.device!r} is not available here (it has {', '.join(core.available_devices)})"
+            )
+        model = core.read_model(str(self.source.model_path))
+        self._compiled = core.compile_model(model, self.device, self.compile_config())
+        self._request = self._compiled.create_infer_request()
+        logger.info("openvino %s on %s: %s", ov.__version__, self.device, self.compile_config())
+
+    def _deactivate_impl(self) -> None:
+        self._request = None
+        self._compiled = None
+
+    def _infer_impl(self, batch: np.ndarray) -> np.ndarray:
+        self._request.infer({0: batch})
+        return self._request.get_output_tensor(0).data.copy()
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "device": self.device, "threads": self.threads, "config": self.compile_config()}
