@@ -91,6 +91,8 @@ def _from_onnx(path: Path) -> ModelSource:
         graph = onnx.load(str(path), load_external_data=False).graph
     except (OSError, ValueError, DecodeError) as err:
         raise ArtifactError(f"{path} is not a readable ONNX model ({err}); re-export it") from err
+    if not graph.node:
+        raise ArtifactError(f"{path} is not a readable ONNX model (its graph is empty); re-export it")
     initializers = {init.name for init in graph.initializer}
     inputs = [value for value in graph.input if value.name not in initializers]
     if len(inputs) != 1 or len(graph.output) != 1:

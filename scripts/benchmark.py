@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         OSError,
         ValueError,
     ) as err:
-        console.print(f"[red]error:[/red] {err}")
+        console.print(f"[red]error:[/red] {err}", soft_wrap=True)
         return 2
     print_result(console, result)
     if args.json:

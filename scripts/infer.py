@@ -59,11 +59,11 @@ def main(argv: list[str] | None = None) -> int:
         runtime.UnknownBackendError,
         ValueError,
     ) as err:
-        console.print(f"[red]error:[/red] {err}")
+        console.print(f"[red]error:[/red] {err}", soft_wrap=True)
         return 2
     results = []
     for image, preds in zip(args.images, predictions, strict=True):
-        table = Table(title=f"{image} ({args.backend})")
+        table = Table(title=f"{image.name} ({args.backend})")
         for column in ("rank", "class", "label", "probability"):
             table.add_column(column, justify="right" if column != "label" else "left")
         for rank, p in enumerate(preds, start=1):

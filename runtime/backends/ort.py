@@ -12,9 +12,9 @@ from typing import Any
 
 import numpy as np
 
-from export.artifacts import TensorSpec
-from runtime.backends.base import BackendUnavailableError, Runner
-from runtime.source import ModelSource, open_source
+from runtime.backends.base import BackendUnavailableError
+from runtime.backends.source_runner import SourceRunner, import_backend
+from runtime.source import ModelSource
 
 logger = logging.getLogger(__name__)
 
@@ -27,17 +27,14 @@ PROVIDERS = {
 
 
 def import_onnxruntime() -> Any:
-    try:
-        import onnxruntime
-    except ImportError as err:
-        raise BackendUnavailableError(
-            "the onnxruntime backend needs the onnxruntime package: pip install onnxruntime "
-            "(onnxruntime-gpu for the CUDA and TensorRT providers)"
-        ) from err
-    return onnxruntime
+    return import_backend(
+        "onnxruntime",
+        backend="onnxruntime",
+        install="onnxruntime (onnxruntime-gpu for the CUDA and TensorRT providers)",
+    )
 
 
-class OnnxRuntimeRunner(Runner):
+class OnnxRuntimeRunner(SourceRunner):
     name = "onnxruntime"
 
     def __init__(
@@ -52,30 +49,20 @@ class OnnxRuntimeRunner(Runner):
         cache_dir: str | Path | None = None,
         check_finite: bool = False,
     ) -> None:
-        super().__init__(check_finite=check_finite)
+        super().__init__(source, threads=threads, check_finite=check_finite)
         if device not in PROVIDERS:
             raise ValueError(f"onnxruntime device must be one of {', '.join(PROVIDERS)}; got {device!r}")
         if fp16 and device != "tensorrt":
             raise ValueError(
                 "fp16=True applies to the TensorRT provider (device='tensorrt'); export an FP16 model else"
             )
-        self.source = open_source(source)
         self.device = device
-        self.threads = threads
         self.allow_spinning = allow_spinning
         self.fp16 = fp16
         self.provider_options = dict(provider_options or {})
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
         self._session: Any = None
         self._binding: Any = None
-
-    @property
-    def input_spec(self) -> TensorSpec:
-        return self.source.input_spec
-
-    @property
-    def output_spec(self) -> TensorSpec:
-        return self.source.output_spec
 
     def session_options(self) -> Any:
         ort = import_onnxruntime()
@@ -162,6 +149,5 @@ class OnnxRuntimeRunner(Runner):
             "providers": self._session.get_providers()
             if self._session is not None
             else [p for p, _ in self.providers()],
-            "threads": self.threads,
             "allow_spinning": self.allow_spinning,
         }

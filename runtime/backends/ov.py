@@ -10,22 +10,18 @@ from typing import Any
 
 import numpy as np
 
-from export.artifacts import TensorSpec
-from runtime.backends.base import BackendUnavailableError, Runner
-from runtime.source import ModelSource, open_source
+from runtime.backends.base import BackendUnavailableError
+from runtime.backends.source_runner import SourceRunner, import_backend
+from runtime.source import ModelSource
 
 logger = logging.getLogger(__name__)
 
 
 def import_openvino() -> Any:
-    try:
-        import openvino
-    except ImportError as err:
-        raise BackendUnavailableError("the openvino backend needs the openvino package: pip install openvino") from err
-    return openvino
+    return import_backend("openvino", backend="openvino", install="openvino")
 
 
-class OpenVINORunner(Runner):
+class OpenVINORunner(SourceRunner):
     name = "openvino"
 
     def __init__(
@@ -38,22 +34,12 @@ class OpenVINORunner(Runner):
         config: dict[str, Any] | None = None,
         check_finite: bool = False,
     ) -> None:
-        super().__init__(check_finite=check_finite)
-        self.source = open_source(source)
+        super().__init__(source, threads=threads, check_finite=check_finite)
         self.device = device
-        self.threads = threads
         self.precision = precision
         self.config = dict(config or {})
         self._compiled: Any = None
         self._request: Any = None
-
-    @property
-    def input_spec(self) -> TensorSpec:
-        return self.source.input_spec
-
-    @property
-    def output_spec(self) -> TensorSpec:
-        return self.source.output_spec
 
     def compile_config(self) -> dict[str, Any]:
         config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": self.precision, "PERFORMANCE_HINT": "LATENCY"}
@@ -83,4 +69,4 @@ class OpenVINORunner(Runner):
         return self._request.get_output_tensor(0).data.copy()
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "device": self.device, "threads": self.threads, "config": self.compile_config()}
+        return {**super().describe(), "device": self.device, "config": self.compile_config()}

@@ -12,9 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from export.artifacts import TensorSpec
-from runtime.backends.base import Runner
-from runtime.source import ModelSource, open_source
+from runtime.backends.source_runner import SourceRunner
+from runtime.source import ModelSource
 
 logger = logging.getLogger(__name__)
 
@@ -22,7 +21,7 @@ DEVICES = ("cpu", "cuda")
 PRECISIONS = ("fp32", "fp16")
 
 
-class TorchRunner(Runner):
+class TorchRunner(SourceRunner):
     name = "torch"
 
     def __init__(
@@ -36,14 +35,13 @@ class TorchRunner(Runner):
         threads: int | None = None,
         check_finite: bool = False,
     ) -> None:
-        super().__init__(check_finite=check_finite)
+        super().__init__(source, threads=threads, check_finite=check_finite)
         if device not in DEVICES:
             raise ValueError(f"torch device must be one of {', '.join(DEVICES)}; got {device!r}")
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}")
         if precision == "fp16" and device != "cuda":
             raise ValueError("precision='fp16' needs device='cuda' (PyTorch's CPU kernels are not timed in FP16 here)")
-        self.source = open_source(source)
         self.model_name = model or self.source.model_name
         if self.model_name is None:
             raise ValueError(
@@ -53,16 +51,8 @@ class TorchRunner(Runner):
         self.checkpoint = checkpoint
         self.device = device
         self.precision = precision
-        self.threads = threads
         self._model: Any = None
-
-    @property
-    def input_spec(self) -> TensorSpec:
-        return self.source.input_spec
-
-    @property
-    def output_spec(self) -> TensorSpec:
-        return self.source.output_spec
+        self._saved_threads: int | None = None
 
     def build_options(self) -> dict[str, Any]:
         """The ``models.create_model`` arguments that reproduce the exported model."""
@@ -87,7 +77,8 @@ class TorchRunner(Runner):
                 "machine, or use device='cpu'"
             )
         if self.threads is not None:
-            # Process-wide: PyTorch has no per-model thread pool.
+            # Process-wide (PyTorch has no per-model thread pool): restored on deactivate.
+            self._saved_threads = torch.get_num_threads()
             torch.set_num_threads(self.threads)
         options = self.build_options()
         logger.info("torch: building %s with %s", self.model_name, options)
@@ -95,10 +86,13 @@ class TorchRunner(Runner):
         self._model = model.half() if self.precision == "fp16" else model
 
     def _deactivate_impl(self) -> None:
-        self._model = None
-        if self.device == "cuda":
-            import torch
+        import torch
 
+        self._model = None
+        if self._saved_threads is not None:
+            torch.set_num_threads(self._saved_threads)
+            self._saved_threads = None
+        if self.device == "cuda":
             torch.cuda.empty_cache()
 
     # The three stages the benchmark times apart on a GPU (host→device, compute, device→host).
@@ -132,5 +126,4 @@ class TorchRunner(Runner):
             "model": self.model_name,
             "device": self.device,
             "precision": self.precision,
-            "threads": self.threads,
         }
