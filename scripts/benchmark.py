@@ -8,12 +8,21 @@ python scripts/benchmark.py ARTIFACT [--backends torch,onnxruntime,openvino] [--
 import sys
 from pathlib import Path
 
-sys.path[0] = str(
-    Path(__file__).resolve().parents[1]
-)  # repo root, not scripts/ (scripts/inspect.py would shadow stdlib)
+# repo root, not scripts/ (scripts/inspect.py would shadow stdlib)
+sys.path[0] = str(Path(__file__).resolve().parents[1])
+
+if __name__ == "__main__":
+    import os
+
+    # PyTorch's OpenMP threads busy-wait after each parallel region, as ONNX Runtime's spin: with several backends
+    # in one process (or a loaded machine) they steal the CPU, and torch at 2 threads measured 5-10× slower than
+    # at 1 thread on this project's shared 2-core machine. PASSIVE makes them sleep, the counterpart of ORT's
+    # allow_spinning="0". It must be set before torch is imported; an OMP_WAIT_POLICY already set wins.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse  # noqa: E402
 import logging  # noqa: E402
+import os  # noqa: E402
 from typing import Any  # noqa: E402
 
 from rich.console import Console  # noqa: E402
@@ -126,7 +135,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print_result(console, result)
     if args.json:
-        write_json(args.json, result.to_dict())
+        environment = {k: os.environ[k] for k in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS") if k in os.environ}
+        write_json(args.json, {**result.to_dict(), "environment": environment})
         console.print(f"wrote {args.json}")
     if args.export_times:
         write_json(args.export_times, result.times())

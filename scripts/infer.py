@@ -6,9 +6,8 @@ python scripts/infer.py ARTIFACT IMAGE... [--backend onnxruntime] [--top-k 5] [-
 import sys
 from pathlib import Path
 
-sys.path[0] = str(
-    Path(__file__).resolve().parents[1]
-)  # repo root, not scripts/ (scripts/inspect.py would shadow stdlib)
+# repo root, not scripts/ (scripts/inspect.py would shadow stdlib)
+sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 import argparse  # noqa: E402
 import logging  # noqa: E402
