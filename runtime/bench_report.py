@@ -67,6 +67,7 @@ def plot_latencies(reports: Sequence[LatencyReport], path: str | Path, *, title:
     fig, (box_ax, trace_ax) = plt.subplots(1, 2, figsize=(12, 1.2 + 0.9 * max(len(reports), 3)))
     box_ax.boxplot([r.times_ms for r in reports], vert=False, whis=(1, 99), showmeans=True)
     box_ax.set_yticks(range(1, len(names) + 1), names)
+    box_ax.invert_yaxis()  # the first backend (the base of the ratios) on top
     box_ax.set_xlabel("host latency per query (ms); whiskers at p1/p99, triangle = mean")
     box_ax.grid(axis="x", alpha=0.3)
     for r in reports:

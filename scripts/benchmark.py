@@ -87,8 +87,8 @@ def print_result(console: Console, result: BenchmarkResult) -> None:
             f"{row['mean_ms']:.3f}",
             *(f"{row['percentiles_ms'][f'{p:g}']:.3f}" for p in percentiles),
             f"{row['cv'] * 100:.2f}",
-            f"{row['throughput_qps']:.1f}",
-            f"{row['throughput_images_per_s']:.1f}",
+            f"{row['throughput_qps']:.4g}",
+            f"{row['throughput_images_per_s']:.4g}",
             f"{row['latency_ratio']:.2f}×",
         )
     console.print(table)
