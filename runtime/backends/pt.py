@@ -1,9 +1,9 @@
 """Eager PyTorch, the reference backend: rebuilds the model the artifact was exported from.
 
-The model comes from the manifest's model name with the checkpoint recorded in ``manifest.extra["checkpoint"]``
-(a path, relative to the artifact directory or absolute), else the project's default weights
-(``manifest.extra["init"]``, "calibrated" unless stated). ``manifest.extra`` may also carry ``num_classes`` and
-``block_overrides`` (attention options). Runs on ``cpu`` or ``cuda``; ``precision="fp16"`` only on ``cuda``.
+The model comes from the manifest's model name with what the export recorded in ``manifest.extra["source"]``:
+the checkpoint (a path, absolute or relative to the artifact directory; its sha256 is checked), else the project's
+default weights with the recorded ``init`` ("calibrated" unless stated), ``num_classes`` and ``block_overrides``
+(attention options). Runs on ``cpu`` or ``cuda``; ``precision="fp16"`` only on ``cuda``.
 """
 
 import logging
@@ -55,16 +55,42 @@ class TorchRunner(SourceRunner):
         self._saved_threads: int | None = None
 
     def build_options(self) -> dict[str, Any]:
-        """The ``models.create_model`` arguments that reproduce the exported model."""
+        """The ``models.create_model`` arguments that reproduce the exported model (from ``manifest.extra``)."""
         extra = self.source.manifest.extra if self.source.manifest is not None else {}
-        checkpoint = self.checkpoint or extra.get("checkpoint")
+        recorded = extra.get("source", extra)  # the export pipeline nests them under "source"
+        if recorded.get("registry") is False and self.model_name == self.source.model_name:
+            raise ValueError(
+                f"{self.model_name} was exported from a custom module, which the torch backend cannot rebuild; "
+                "pass model=NAME for a registry model, or compare with the onnxruntime backend"
+            )
+        checkpoint = self.checkpoint or recorded.get("checkpoint")
         if checkpoint is not None and self.source.directory is not None and not Path(checkpoint).is_absolute():
             checkpoint = self.source.directory / checkpoint
-        options: dict[str, Any] = {"checkpoint": checkpoint, "init": extra.get("init", "calibrated")}
-        if "num_classes" in extra:
-            options["num_classes"] = int(extra["num_classes"])
-        options.update(extra.get("block_overrides", {}))
+        init = recorded.get("init", "calibrated")
+        options: dict[str, Any] = {
+            "checkpoint": checkpoint,
+            "init": init if init in ("calibrated", "random") else "calibrated",
+        }
+        if recorded.get("num_classes") is not None:
+            options["num_classes"] = int(recorded["num_classes"])
+        options.update(recorded.get("block_overrides") or {})
         return options
+
+    def _check_checkpoint(self, checkpoint: Path | None) -> None:
+        """The checkpoint must still be the file the artifact was exported from."""
+        extra = self.source.manifest.extra if self.source.manifest is not None else {}
+        recorded = extra.get("source", extra).get("checkpoint_sha256", "")
+        if checkpoint is None or self.checkpoint is not None or not recorded or recorded.startswith("default-weights"):
+            return
+        from models import CheckpointError
+        from models.checkpoints import file_sha256
+
+        if not Path(checkpoint).is_file():
+            raise CheckpointError(f"the artifact was exported from {checkpoint}, which is gone; pass checkpoint=PATH")
+        if file_sha256(checkpoint) != recorded:
+            raise CheckpointError(
+                f"{checkpoint} changed since the export (sha256 differs); re-export, or pass checkpoint=PATH"
+            )
 
     def _activate_impl(self) -> None:
         import torch
@@ -81,6 +107,7 @@ class TorchRunner(SourceRunner):
             self._saved_threads = torch.get_num_threads()
             torch.set_num_threads(self.threads)
         options = self.build_options()
+        self._check_checkpoint(options["checkpoint"])
         logger.info("torch: building %s with %s", self.model_name, options)
         model = models.create_model(self.model_name, **options).eval().to(self.device)
         self._model = model.half() if self.precision == "fp16" else model

@@ -1,5 +1,6 @@
 """Every CPU backend against eager PyTorch, input checks, missing packages, bare ONNX files, tampered artifacts."""
 
+import json
 import shutil
 import sys
 
@@ -7,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+import models
 import runtime
 from export.artifacts import ArtifactError
 from runtime.backends.base import BackendUnavailableError, InputMismatchError
@@ -151,3 +153,25 @@ def test_incomplete_artifact_and_missing_path(tmp_path):
     (tmp_path / "model.onnx").write_bytes(b"\x0fnot an onnx file at all")
     with pytest.raises(ArtifactError, match="not a readable ONNX model"):
         runtime.load(tmp_path / "model.onnx")
+
+
+def test_torch_rebuilds_what_the_export_recorded(artifact):
+    runner = runtime.load(artifact, backend="torch")
+    assert runner.build_options() == {"checkpoint": None, "init": "random", "num_classes": 1000}
+
+
+def test_torch_refuses_a_checkpoint_changed_since_export(artifact, tmp_path):
+    copy = tmp_path / "copy"
+    shutil.copytree(artifact, copy)
+    checkpoint = tmp_path / "weights.safetensors"
+    checkpoint.write_bytes(b"changed after the export")
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["extra"]["source"].update(checkpoint=str(checkpoint), checkpoint_sha256="0" * 64, init="checkpoint")
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    runner = runtime.load(copy, backend="torch")
+    assert runner.build_options()["checkpoint"] == str(checkpoint)
+    with pytest.raises(models.CheckpointError, match="changed since the export"):
+        runner.activate()
+    checkpoint.unlink()
+    with pytest.raises(models.CheckpointError, match="which is gone"):
+        runner.activate()
