@@ -17,7 +17,8 @@ from typing import Any
 import numpy as np
 
 from export.artifacts import atomic_path
-from runtime.bench import BenchmarkConfig, LatencyReport, measure_all
+from runtime.bench import measure_all
+from runtime.latency import BenchmarkConfig, LatencyReport
 from runtime.preprocess import preprocess_arrays, preprocessing_for
 from runtime.source import ModelSource, open_source
 

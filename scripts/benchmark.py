@@ -32,8 +32,8 @@ from rich.table import Table  # noqa: E402
 from export.artifacts import ArtifactError, write_json  # noqa: E402
 from runtime import UnknownBackendError  # noqa: E402
 from runtime.backends.base import BackendUnavailableError, InputMismatchError  # noqa: E402
-from runtime.bench import BenchmarkConfig  # noqa: E402
 from runtime.bench_report import BenchmarkResult, plot_latencies, run_benchmark  # noqa: E402
+from runtime.latency import BenchmarkConfig  # noqa: E402
 
 
 def backend_options(name: str, args: argparse.Namespace) -> dict[str, Any]:

@@ -7,17 +7,16 @@ import pytest
 
 from export.artifacts import TensorSpec
 from runtime.backends.base import InputMismatchError, Runner
-from runtime.bench import (
+from runtime.bench import measure, measure_all
+from runtime.bench_report import comparison, plot_latencies
+from runtime.latency import (
     BenchmarkConfig,
     LatencyStats,
     coefficient_of_variation,
     make_report,
-    measure,
-    measure_all,
     trtexec_median,
     trtexec_percentile,
 )
-from runtime.bench_report import comparison, plot_latencies
 
 TEN = [float(v) for v in range(1, 11)]  # 1..10 ms
 
