@@ -162,3 +162,35 @@ def test_config_rejects_bad_values():
         BenchmarkConfig(mode="parallel")
     with pytest.raises(ValueError, match="percentiles"):
         BenchmarkConfig(percentiles=(101,))
+
+
+class StagedRunner(MatmulRunner):
+    """A runner with the GPU runners' three stages (run on numpy here) to exercise the device-time plumbing."""
+
+    device = "cuda"
+
+    def to_device(self, batch):
+        return batch.copy()
+
+    def compute(self, batch):
+        self.calls += 1
+        return batch @ self.weight
+
+    def to_host(self, out):
+        return np.asarray(out)
+
+    def synchronize(self):
+        return None
+
+
+def test_staged_runner_reports_h2d_compute_d2h():
+    with StagedRunner() as runner:
+        report = measure(runner, np.ones((2, 4), np.float32), BenchmarkConfig(warmup_ms=0, duration_s=0, iterations=6))
+    assert set(report.device_stats) == {"h2d", "compute", "d2h"}
+    assert all(len(v) == 6 for v in report.device_times_ms.values())
+    for i in range(6):  # the stages lie inside the host latency of the same query
+        assert sum(report.device_times_ms[k][i] for k in ("h2d", "compute", "d2h")) <= report.times_ms[i] * 1.001
+    lines = report.summary_lines()
+    assert any(line.startswith("GPU Compute Time: min = ") for line in lines)
+    assert any(line.startswith("Total GPU Compute Time: ") for line in lines)
+    assert report.description["stage_timing"] in ("cuda events", "host clock after device sync")
