@@ -102,15 +102,16 @@ class TorchRunner(SourceRunner):
                 "device='cuda' but this PyTorch build sees no CUDA device; install a CUDA build of torch on a GPU "
                 "machine, or use device='cpu'"
             )
-        if self.threads is not None:
-            # Process-wide (PyTorch has no per-model thread pool): restored on deactivate.
-            self._saved_threads = torch.get_num_threads()
-            torch.set_num_threads(self.threads)
         options = self.build_options()
         self._check_checkpoint(options["checkpoint"])
         logger.info("torch: building %s with %s", self.model_name, options)
         model = models.create_model(self.model_name, **options).eval().to(self.device)
         self._model = model.half() if self.precision == "fp16" else model
+        if self.threads is not None:
+            # Process-wide (PyTorch has no per-model thread pool): set last, so that a failed activation leaves
+            # it untouched, and restored on deactivate.
+            self._saved_threads = torch.get_num_threads()
+            torch.set_num_threads(self.threads)
 
     def _deactivate_impl(self) -> None:
         import torch

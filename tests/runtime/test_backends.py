@@ -173,5 +173,7 @@ def test_torch_refuses_a_checkpoint_changed_since_export(artifact, tmp_path):
     with pytest.raises(models.CheckpointError, match="changed since the export"):
         runner.activate()
     checkpoint.unlink()
+    threads = torch.get_num_threads()
     with pytest.raises(models.CheckpointError, match="which is gone"):
-        runner.activate()
+        runtime.load(copy, backend="torch", threads=threads + 1).activate()
+    assert torch.get_num_threads() == threads  # a failed activation leaves the process's thread count alone
