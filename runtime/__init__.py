@@ -36,7 +36,8 @@ def backend_class(name: str) -> type[Runner]:
     """The runner class for ``name`` (or an alias such as "ort"); a miss lists the choices."""
     key = ALIASES.get(name, name)
     if key not in BACKENDS:
-        close = get_close_matches(name, [*BACKENDS, *ALIASES], n=2, cutoff=0.5)
+        known = [*BACKENDS, *(alias for alias, target in ALIASES.items() if target in BACKENDS)]
+        close = get_close_matches(name, known, n=2, cutoff=0.5)
         hint = f"did you mean {' or '.join(close)}? " if close else ""
         raise UnknownBackendError(f"unknown backend {name!r}; {hint}choose from {', '.join(BACKENDS)}")
     module_name, class_name = BACKENDS[key].split(":")

@@ -91,6 +91,9 @@ def test_torch_restores_the_thread_count(artifact):
 def test_unknown_backend_lists_the_choices(artifact):
     with pytest.raises(runtime.UnknownBackendError, match=r"did you mean openvino.*choose from torch, onnxruntime"):
         runtime.load(artifact, backend="openvin")
+    if "tensorrt" not in runtime.BACKENDS:  # an alias of an unregistered backend is never suggested
+        with pytest.raises(runtime.UnknownBackendError, match="backend 'tensorrt'; did you mean ort\\?"):
+            runtime.load(artifact, backend="tensorrt")
 
 
 @pytest.mark.parametrize(
