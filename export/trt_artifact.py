@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnx
 
 from export.artifacts import Manifest, load_manifest, write_manifest
 from export.fp16 import write_fp16_onnx

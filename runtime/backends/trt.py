@@ -3,7 +3,8 @@
 Written against TensorRT 10/11's name-based API (``set_input_shape``, ``set_tensor_address``,
 ``execute_async_v3``); NOT run on this project's machines, where TensorRT cannot be installed (notes/tensorrt.md).
 Device buffers, the stream and CUDA events come from ``torch.cuda`` (already a dependency; a CUDA build of
-PyTorch is needed). Buffers are allocated once for the profile's largest batch; host staging buffers are pinned.
+PyTorch is needed), on torch's current stream. Buffers are allocated once for the profile's largest batch; host
+staging buffers are pinned.
 """
 
 import json
@@ -14,8 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from export.artifacts import TensorSpec, load_manifest
+from export.artifacts import TensorSpec
 from runtime.backends.base import BackendUnavailableError, InputMismatchError, Runner
+from runtime.source import ModelSource, open_source
 
 logger = logging.getLogger(__name__)
 
@@ -63,25 +65,33 @@ def profile_batch_range(profile: dict[str, Any]) -> tuple[int, int]:
 
 
 class TrtRunner(Runner):
-    """Run ``model.plan`` from an artifact directory (manifest-verified) or a plan file with its sidecar JSON."""
+    """Run ``model.plan`` from an artifact directory (manifest-verified) or a plan file with its sidecar JSON.
+
+    Besides ``infer``, it offers the GPU stages the benchmark times apart (``to_device``, ``compute``, ``to_host``,
+    ``synchronize``), all on torch's current CUDA stream so that events recorded there bracket each stage.
+    ``threads`` is accepted for the common backend options and ignored (TensorRT runs on the GPU).
+    """
 
     name = "tensorrt"
+    device = "cuda"
 
-    def __init__(self, source: str | Path, *, check_finite: bool = False) -> None:
+    def __init__(
+        self, source: str | Path | ModelSource, *, threads: int | None = None, check_finite: bool = False
+    ) -> None:
         super().__init__(check_finite=check_finite)
-        source = Path(source)
-        if source.is_dir():
-            manifest = load_manifest(source, verify=True)
-            trt_entry = manifest.extra.get("tensorrt")
-            if not trt_entry:
+        source = source if isinstance(source, ModelSource) or Path(source).suffix == ".plan" else open_source(source)
+        if isinstance(source, ModelSource):
+            trt_entry = source.manifest.extra.get("tensorrt") if source.manifest is not None else None
+            if not trt_entry or source.directory is None:
                 raise PlanMismatchError(
-                    f"artifact {source} has no TensorRT engine; build one with `scripts/export.py ... --trt fp16`"
+                    f"{source.model_path.parent} has no TensorRT engine; build one with `scripts/export.py --trt fp16`"
                 )
-            self.plan_path = source / trt_entry["plan"]
-            sidecar = source / trt_entry["sidecar"]
-            self._input, self._output = manifest.inputs[0], manifest.outputs[0]
+            self.plan_path = source.directory / trt_entry["plan"]
+            sidecar = source.directory / trt_entry["sidecar"]
+            self._input, self._output = source.input_spec, source.output_spec
         else:
-            self.plan_path, sidecar = source, source.with_name(source.name + ".json")
+            self.plan_path = Path(source)
+            sidecar = self.plan_path.with_name(self.plan_path.name + ".json")
             self._input = self._output = None
         if not self.plan_path.is_file() or not sidecar.is_file():
             raise FileNotFoundError(f"need {self.plan_path} and its sidecar {sidecar}; re-run the TensorRT build")
@@ -110,6 +120,7 @@ class TrtRunner(Runner):
         trt, torch = _import_trt(), _import_torch_cuda()
         major, minor = torch.cuda.get_device_capability(0)
         check_plan_compatible(self.info, trt_version=trt.__version__, compute_capability=f"{major}.{minor}")
+        self._torch = torch
         self._trt_logger = trt.Logger(trt.Logger.WARNING)
         self._runtime = trt.Runtime(self._trt_logger)
         self._engine = self._runtime.deserialize_cuda_engine(self.plan_path.read_bytes())
@@ -131,15 +142,31 @@ class TrtRunner(Runner):
         self._dev_out = torch.empty(out_max, dtype=out_dtype, device="cuda")
         self._host_in = torch.empty(max_shape, dtype=in_dtype).pin_memory()
         self._host_out = torch.empty(out_max, dtype=out_dtype).pin_memory()
-        self._stream = torch.cuda.Stream()
         self._events = [torch.cuda.Event(enable_timing=True) for _ in range(4)]
         if self._output is None:
             self._output = TensorSpec(self._out_name, ("batch", *out_max[1:]))  # returned as float32
         logger.info("TensorRT %s: %s loaded, batch %d..%d", trt.__version__, self.plan_path.name, *self.batch_range)
 
     def _infer_impl(self, batch: np.ndarray) -> np.ndarray:
-        import torch
+        stream = self._torch.cuda.current_stream()
+        start, h2d_done, compute_done, d2h_done = self._events
+        start.record(stream)
+        device_input = self.to_device(batch)
+        h2d_done.record(stream)
+        device_output = self.compute(device_input)
+        compute_done.record(stream)
+        host = self._copy_to_host(device_output)
+        d2h_done.record(stream)
+        d2h_done.synchronize()
+        self.last_timings = DeviceTimings(
+            h2d_ms=start.elapsed_time(h2d_done),
+            compute_ms=h2d_done.elapsed_time(compute_done),
+            d2h_ms=compute_done.elapsed_time(d2h_done),
+        )
+        return host.numpy().astype(np.float32, copy=True)
 
+    # -- the stages the benchmark times apart ----------------------------------------------------------------
+    def to_device(self, batch: np.ndarray) -> Any:
         n = batch.shape[0]
         lo, hi = self.batch_range
         if not lo <= n <= hi:
@@ -147,33 +174,37 @@ class TrtRunner(Runner):
                 f"batch of {n} is outside the engine's profile ({lo}..{hi}); split the batch or rebuild with "
                 f"--trt-batch MIN OPT MAX covering {n}"
             )
-        self._context.set_input_shape(self._in_name, tuple(batch.shape))
+        self._host_in[:n].copy_(self._torch.from_numpy(batch))
+        device_input = self._dev_in[:n]
+        device_input.copy_(self._host_in[:n], non_blocking=True)
+        return device_input
+
+    def compute(self, device_input: Any) -> Any:
+        n = device_input.shape[0]
+        self._context.set_input_shape(self._in_name, tuple(device_input.shape))
         out_shape = tuple(self._context.get_tensor_shape(self._out_name))
-        dev_in, dev_out = self._dev_in[:n], self._dev_out[:n]
-        host_in, host_out = self._host_in[:n], self._host_out[:n]
-        host_in.copy_(torch.from_numpy(batch))
-        self._context.set_tensor_address(self._in_name, dev_in.data_ptr())
-        self._context.set_tensor_address(self._out_name, dev_out.data_ptr())
-        start, h2d_done, compute_done, d2h_done = self._events
-        with torch.cuda.stream(self._stream):
-            start.record(self._stream)
-            dev_in.copy_(host_in, non_blocking=True)
-            h2d_done.record(self._stream)
-            if not self._context.execute_async_v3(self._stream.cuda_stream):
-                raise RuntimeError("TensorRT execute_async_v3 failed (see its log)")
-            compute_done.record(self._stream)
-            host_out.copy_(dev_out, non_blocking=True)
-            d2h_done.record(self._stream)
-        self._stream.synchronize()
-        self.last_timings = DeviceTimings(
-            h2d_ms=start.elapsed_time(h2d_done),
-            compute_ms=h2d_done.elapsed_time(compute_done),
-            d2h_ms=compute_done.elapsed_time(d2h_done),
-        )
-        return host_out.numpy().reshape(out_shape).astype(np.float32, copy=True)
+        device_output = self._dev_out[:n]
+        self._context.set_tensor_address(self._in_name, device_input.data_ptr())
+        self._context.set_tensor_address(self._out_name, device_output.data_ptr())
+        if not self._context.execute_async_v3(self._torch.cuda.current_stream().cuda_stream):
+            raise RuntimeError("TensorRT execute_async_v3 failed (see its log)")
+        return device_output.view(out_shape)
+
+    def to_host(self, device_output: Any) -> np.ndarray:
+        host = self._copy_to_host(device_output)
+        self.synchronize()
+        return host.numpy().astype(np.float32, copy=True)
+
+    def _copy_to_host(self, device_output: Any) -> Any:
+        host = self._host_out[: device_output.shape[0]].view(tuple(device_output.shape))
+        host.copy_(device_output, non_blocking=True)  # asynchronous: the caller synchronizes
+        return host
+
+    def synchronize(self) -> None:
+        self._torch.cuda.current_stream().synchronize()
 
     def _deactivate_impl(self) -> None:
-        for attr in ("_context", "_engine", "_runtime", "_dev_in", "_dev_out", "_host_in", "_host_out", "_stream"):
+        for attr in ("_context", "_engine", "_runtime", "_dev_in", "_dev_out", "_host_in", "_host_out"):
             setattr(self, attr, None)
 
 

@@ -6,10 +6,13 @@ import sys
 import numpy as np
 import pytest
 
+import runtime
 from export.artifacts import Manifest, TensorSpec, write_manifest
+from export.trt_build import record_engine
 from runtime.backends.base import BackendUnavailableError
 from runtime.backends.trt import DeviceTimings, PlanMismatchError, TrtRunner, check_plan_compatible
 
+SPEC_IN, SPEC_OUT = TensorSpec("input", ("batch", 3, 96, 96)), TensorSpec("logits", ("batch", 10))
 INFO = {
     "tensorrt_version": "10.13.3",
     "gpu": {"name": "NVIDIA H100", "compute_capability": "9.0"},
@@ -44,7 +47,7 @@ def test_bare_plan_spec_from_sidecar_and_missing_sidecar(bare_plan, tmp_path):
 
 def test_artifact_without_engine_says_how_to_build_one(tmp_path):
     (tmp_path / "model.onnx").write_bytes(b"onnx")
-    manifest = Manifest(model="m", deploy="model.onnx", inputs=[TensorSpec("input", ("batch", 3, 96, 96))], outputs=[])
+    manifest = Manifest(model="m", deploy="model.onnx", inputs=[SPEC_IN], outputs=[SPEC_OUT])
     manifest.record(tmp_path, "model.onnx", role="model")
     write_manifest(tmp_path, manifest)
     with pytest.raises(PlanMismatchError, match=r"no TensorRT engine.*--trt fp16"):
@@ -57,6 +60,20 @@ def test_activation_without_tensorrt_names_the_package(monkeypatch, bare_plan):
     with pytest.raises(BackendUnavailableError, match=r"pip install tensorrt-cu12 .* tensorrt-cu13"):
         runner.activate()
     assert not runner.is_active
+
+
+def test_registered_backend_opens_an_artifact_with_an_engine(monkeypatch, bare_plan, tmp_path):
+    (tmp_path / "model.onnx").write_bytes(b"onnx")
+    manifest = Manifest(model="m", deploy="model.onnx", inputs=[SPEC_IN], outputs=[SPEC_OUT])
+    manifest.record(tmp_path, "model.onnx", role="model")
+    record_engine(manifest, tmp_path, {**INFO, "precision": "fp16"})
+    write_manifest(tmp_path, manifest)
+    runner = runtime.load(tmp_path, backend="trt")  # the alias, through the runtime's backend table
+    assert isinstance(runner, TrtRunner) and runner.output_spec.shape == ("batch", 10)
+    assert runner.plan_path == bare_plan and runner.batch_range == (1, 8)
+    monkeypatch.setitem(sys.modules, "tensorrt", None)
+    with pytest.raises(BackendUnavailableError, match="tensorrt-cu12"):
+        runner.activate()
 
 
 def test_device_timings_total():
