@@ -100,12 +100,12 @@ def sge_layer_model(tmp_path):
     return layer, export_onnx(layer, tmp_path / "sge.onnx", shape=(1, 64, 16, 16))
 
 
-def run_reference(model: onnx.ModelProto, batch: np.ndarray) -> np.ndarray:
+def run_reference(model: onnx.ModelProto, batch: np.ndarray, *, name: str = "input") -> np.ndarray:
     """ONNX's numpy reference evaluator: FP16 nodes really compute in FP16 (ORT's CPU EP runs most FP16 nodes
     through FP32 fallback kernels, so it cannot show an FP16 overflow)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # the overflow this test provokes on purpose
-        return ReferenceEvaluator(model).run(None, {"input": batch})[0]
+        return ReferenceEvaluator(model).run(None, {name: batch})[0]
 
 
 def test_islands_are_what_keeps_sge_right_past_fp16_range(tmp_path):
@@ -147,3 +147,67 @@ def test_decomposed_layernorm_is_found_as_a_standardisation(tmp_path):
     plan = plan_precision(onnx.load(export_onnx(gc, tmp_path / "g16.onnx", shape=(1, 3, 64, 64), opset=16)))
     n_blocks = sum(isinstance(m, torch.nn.LayerNorm) for m in gc.modules())
     assert len(plan.islands) == n_blocks > 0
+
+
+def test_dynamo_form_of_the_normalisation_is_found(tmp_path):
+    """The dynamo exporter writes the std as two-pass variance → Reshape → Expand → Sqrt (no Shape/Cast count);
+    built by hand here (the dynamo export itself takes ~30 s), with the island boundary checked exactly."""
+    from onnx import helper, numpy_helper
+
+    def const(name, value, dtype=np.float32):
+        return numpy_helper.from_array(np.asarray(value, dtype=dtype), name)
+
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["conv"], name="conv"),
+        helper.make_node("Reshape", ["conv", "shape_groups"], ["view"], name="view"),
+        helper.make_node("ReduceMean", ["view", "axes_hw"], ["gap"], name="gap"),
+        helper.make_node("Mul", ["view", "gap"], ["xg"], name="xg"),
+        helper.make_node("ReduceSum", ["xg", "axes_c"], ["sim"], name="sim", keepdims=1),
+        helper.make_node("Reshape", ["sim", "shape_flat"], ["t"], name="t"),
+        helper.make_node("ReduceMean", ["t", "axes_1"], ["mean"], name="mean"),
+        helper.make_node("Sub", ["t", "mean"], ["centred"], name="centred"),
+        helper.make_node("ReduceMean", ["centred", "axes_1"], ["m2"], name="m2"),
+        helper.make_node("Sub", ["centred", "m2"], ["d"], name="d"),
+        helper.make_node("Mul", ["d", "d"], ["sq"], name="sq"),
+        helper.make_node("ReduceMean", ["sq", "axes_1"], ["var_n"], name="var_n"),
+        helper.make_node("Mul", ["var_n", "n"], ["ssq"], name="ssq"),
+        helper.make_node("Div", ["ssq", "n_minus_1"], ["var"], name="var"),
+        helper.make_node("Expand", ["var", "shape_var"], ["var_b"], name="var_b"),
+        helper.make_node("Sqrt", ["var_b"], ["std"], name="std"),
+        helper.make_node("Add", ["std", "eps"], ["den"], name="den"),
+        helper.make_node("Div", ["centred", "den"], ["norm"], name="norm"),
+        helper.make_node("Reshape", ["norm", "shape_gate"], ["gate_in"], name="gate_in"),
+        helper.make_node("Sigmoid", ["gate_in"], ["gate"], name="gate"),
+        helper.make_node("Mul", ["view", "gate"], ["y"], name="y"),
+    ]
+    inits = [
+        const("w", np.random.default_rng(0).standard_normal((8, 8, 1, 1)) * 10),
+        const("shape_groups", [-1, 2, 4, 4], np.int64),
+        const("axes_hw", [2, 3], np.int64),
+        const("axes_c", [1], np.int64),
+        const("shape_flat", [-1, 16], np.int64),
+        const("axes_1", [1], np.int64),
+        const("n", 16.0),
+        const("n_minus_1", 15.0),
+        const("shape_var", [4, 1], np.int64),
+        const("eps", 1e-5),
+        const("shape_gate", [-1, 1, 4, 4], np.int64),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "sge_dynamo_form",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 4, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4, 2, 4, 4])],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    plan = plan_precision(model)
+    assert len(plan.islands) == 1
+    island = set(plan.islands[0])
+    # Everything from the similarity to the divide; not the conv, the gate, or the gated product.
+    similarity = {"gap", "xg", "sim", "t"}
+    standardisation = {"mean", "centred", "m2", "d", "sq", "var_n", "ssq", "var", "var_b", "std", "den", "norm"}
+    assert island == similarity | standardisation
+    x = np.random.default_rng(1).standard_normal((1, 8, 4, 4)).astype(np.float32)
+    ref = ReferenceEvaluator(model).run(None, {"x": x})[0]
+    np.testing.assert_allclose(run_reference(convert_to_fp16(model, plan), x, name="x"), ref, rtol=0.01, atol=0.05)
