@@ -9,9 +9,8 @@ Writes per-stage PNGs, stats.png, stats.json and index.md (written last) into --
 import sys
 from pathlib import Path
 
-sys.path[0] = str(
-    Path(__file__).resolve().parents[1]
-)  # repo root, not scripts/ (scripts/inspect.py would shadow stdlib)
+# The repo root, not scripts/, first on the path: this file's name would otherwise shadow the stdlib `inspect`.
+sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 import argparse  # noqa: E402
 import logging  # noqa: E402
