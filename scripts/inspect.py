@@ -48,19 +48,19 @@ def print_summary(result: InspectionResult) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"{result.model} on {result.image} — {result.weights}")
-    for col in ("stage", "kind", "map", "var in", "var out", "ratio", "ĉ mean", "ĉ var", "enhanced"):
-        table.add_column(col, justify="left" if col in ("stage", "kind") else "right")
+    kind = "/".join(dict.fromkeys(s.kind for s in result.stages))
+    table = Table(title=f"{result.model} ({kind}) on {result.image}", caption=result.weights)
+    for col in ("stage", "map", "var in", "var out", "spread in", "spread out", "ĉ var", "enhanced"):
+        table.add_column(col, justify="left" if col == "stage" else "right")
     for s in result.stages:
-        sim = ("—", "—") if s.similarity_mean is None else (f"{s.similarity_mean:+.0e}", f"{s.similarity_var:.3f}")
         table.add_row(
             s.stage,
-            s.kind,
             f"{s.height}×{s.width}",
             f"{s.var_before:.4g}",
             f"{s.var_after:.4g}",
-            f"{s.var_ratio:.3f}",
-            *sim,
+            f"{s.spread_before:.3f}",
+            f"{s.spread_after:.3f}",
+            "—" if s.similarity_var is None else f"{s.similarity_var:.3f}",
             f"{s.enhanced_share:.1%}",
         )
     console = Console()

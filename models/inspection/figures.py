@@ -20,7 +20,7 @@ DPI = 100
 HEADER_PX = 40  # figure title
 FOOTER_PX = 50  # colour bar strip
 TITLE_PX = 14  # panel title, inside the panel's square
-STATS_SIZE_PX = (1200, 900)
+STATS_SIZE_PX = (1200, 1200)
 
 
 @dataclass(frozen=True)
@@ -135,15 +135,15 @@ def _stage_bounds(blocks: Sequence[BlockStats]) -> list[int]:
 
 
 def stats_plot(blocks: Sequence[BlockStats], *, path: str | Path, title: str) -> Path:
-    """Four panels over the attention blocks: variance before/after, share enhanced, map moments, per-group scatter."""
+    """Six panels over the attention blocks: variance and spread before/after, share enhanced, ĉ, map, per group."""
     figure_cls = _figure_class()
     width, height = STATS_SIZE_PX
     fig = figure_cls(figsize=(width / DPI, height / DPI), dpi=DPI)
     fig.suptitle(title, fontsize=11)
-    fig.subplots_adjust(left=0.07, right=0.98, top=0.92, bottom=0.12, hspace=0.45, wspace=0.22)
+    fig.subplots_adjust(left=0.07, right=0.98, top=0.94, bottom=0.05, hspace=0.5, wspace=0.22)
     x = np.arange(len(blocks))
     names = [b.block for b in blocks]
-    axes = [fig.add_subplot(2, 2, i + 1) for i in range(4)]
+    axes = [fig.add_subplot(3, 2, i + 1) for i in range(6)]
 
     ax = axes[0]
     ax.plot(x, [b.var_before for b in blocks], "o-", label="before the attention layer")
@@ -153,27 +153,38 @@ def stats_plot(blocks: Sequence[BlockStats], *, path: str | Path, title: str) ->
     ax.legend(fontsize=8)
 
     ax = axes[1]
+    ax.plot(x, [b.spread_before for b in blocks], "o-", label="before")
+    ax.plot(x, [b.spread_after for b in blocks], "s-", label="after")
+    ax.set_title("within-group spread, std / mean |x| (scale-free)", fontsize=9)
+    ax.legend(fontsize=8)
+
+    ax = axes[2]
     ax.bar(x, [b.enhanced_share for b in blocks], color="tab:green")
     ax.set_ylim(0, 1)
     ax.axhline(0.5, color="grey", lw=0.8, ls="--")
     ax.set_title("share of positions enhanced (gate > 0.5; GC: softmax > 1/HW)", fontsize=9)
 
-    ax = axes[2]
-    has_similarity = any(b.similarity_mean is not None for b in blocks)
-    if has_similarity:
-        ax.plot(x, [b.similarity_mean for b in blocks], "o-", label="ĉ mean")
-        ax.plot(x, [b.similarity_var for b in blocks], "s-", label="ĉ variance")
-    ax.plot(x, [b.attention_mean for b in blocks], "^-", label="attention map mean")
-    ax.plot(x, [b.attention_var for b in blocks], "v-", label="attention map variance")
-    ax.set_title("normalised similarity map ĉ and attention map" if has_similarity else "attention map", fontsize=9)
-    ax.legend(fontsize=7, loc="center right")
+    ax = axes[3]
+    ax.plot(x, [b.attention_mean for b in blocks], "^-", label="mean")
+    ax.plot(x, [b.attention_var for b in blocks], "v-", label="variance")
+    ax.set_title("attention map (SGE: gate σ(a))", fontsize=9)
+    ax.legend(fontsize=8)
 
-    for ax in axes[:3]:
+    ax = axes[4]
+    if any(b.similarity_mean is not None for b in blocks):
+        ax.plot(x, [b.similarity_mean for b in blocks], "o-", label="mean")
+        ax.plot(x, [b.similarity_var for b in blocks], "s-", label="variance")
+        ax.set_title("SGE normalised similarity map ĉ", fontsize=9)
+        ax.legend(fontsize=8)
+    else:
+        ax.text(0.5, 0.5, "no similarity map (SGE only)", ha="center", va="center", transform=ax.transAxes)
+
+    for ax in axes[:5]:
         ax.set_xticks(x, names, rotation=90, fontsize=6)
         for bound in _stage_bounds(blocks):
             ax.axvline(bound - 0.5, color="grey", lw=0.6)
 
-    ax = axes[3]
+    ax = axes[5]
     for stage in dict.fromkeys(b.stage for b in blocks):
         before = [v for b in blocks if b.stage == stage for v in b.group_var_before]
         after = [v for b in blocks if b.stage == stage for v in b.group_var_after]

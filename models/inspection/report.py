@@ -159,20 +159,23 @@ def index_markdown(result: InspectionResult, figures: dict[str, list[str]]) -> s
         "",
         f"Weights: {result.weights}. Input {h}×{w}; one forward pass, maps captured with forward hooks.",
         "",
-        "| stage | kind | blocks | map | var before | var after | ratio | ĉ mean | ĉ var | map mean | enhanced |",
-        "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| stage | kind | blocks | map | var before | var after | spread before | spread after | ĉ mean | ĉ var "
+        "| map mean | enhanced |",
+        "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for s in result.stages:
         lines.append(
             f"| {s.stage} | {s.kind} | {s.blocks} | {s.height}×{s.width} | {_fmt(s.var_before)} | {_fmt(s.var_after)} "
-            f"| {_fmt(s.var_ratio)} | {_fmt(s.similarity_mean)} | {_fmt(s.similarity_var)} | {_fmt(s.attention_mean)} "
-            f"| {s.enhanced_share:.1%} |"
+            f"| {_fmt(s.spread_before)} | {_fmt(s.spread_after)} | {_fmt(s.similarity_mean)} "
+            f"| {_fmt(s.similarity_var)} | {_fmt(s.attention_mean)} | {s.enhanced_share:.1%} |"
         )
     lines += [
         "",
         "Stage values are means over the stage's blocks. *var*: within-group variance of the activations entering "
-        "and leaving the attention layer; *ĉ*: SGE's normalised similarity map; *enhanced*: share of positions with "
-        "gate > 0.5 (GC: softmax weight > 1/(H·W)). All numbers per block are in `stats.json`.",
+        "and leaving the attention layer (a gate below 1 scales them down, so it usually falls); *spread*: the "
+        "scale-free std / mean |x| of the same values, which rises when the gate sharpens them; *ĉ*: SGE's "
+        "normalised similarity map; *enhanced*: share of positions with gate > 0.5 (GC: softmax weight > 1/(H·W)). "
+        "All numbers per block are in `stats.json`.",
         "",
         "![statistics per block](stats.png)",
     ]

@@ -4,7 +4,10 @@ Li, Hu, Yang, arXiv:1905.09646, show that SGE raises the variance of the activat
 measured on one model, before vs after its SGE layer:
 
 - within-group variance: the population variance of each group's activations over its channels and positions,
-  averaged over groups and images (SGE's own group count; the whole tensor, one group, for CBAM, SA and GC);
+  averaged over groups and images (SGE's own group count; the whole tensor, one group, for CBAM, SA and GC).
+  A gate below 1 scales the activations down, so this variance usually falls even where the gate sharpens them;
+- within-group spread: the scale-free std / mean |x| of the same values, which rises when the gate keeps the
+  strong positions and suppresses the weak ones (the sharpening the paper describes);
 - the normalised similarity map ĉ (SGE only): its mean and population variance over groups and positions;
 - the attention map: mean, population variance, and the share of positions enhanced — a sigmoid gate above 0.5,
   or for GC's softmax a weight above the uniform 1/(H·W).
@@ -32,6 +35,13 @@ def group_variance(x: torch.Tensor, groups: int) -> torch.Tensor:
     return x.double().reshape(b, groups, -1).var(dim=2, unbiased=False)
 
 
+def group_spread(x: torch.Tensor, groups: int) -> torch.Tensor:
+    """(B, C, H, W) → (B, G): population std / mean |x| of each group's values (scale-free; 0 where all are 0)."""
+    values = x.double().reshape(x.shape[0], groups, -1)
+    std, mean_abs = values.std(dim=2, unbiased=False), values.abs().mean(dim=2)
+    return torch.where(mean_abs > 0, std / mean_abs, 0.0)
+
+
 def enhanced_threshold(kind: str, *, height: int, width: int) -> float:
     """Above this value a position counts as enhanced: 0.5 for a sigmoid gate, 1/(H·W) for GC's softmax."""
     return 1.0 / (height * width) if kind == "gc" else 0.5
@@ -52,6 +62,8 @@ class BlockStats:
     width: int
     var_before: float  # within-group variance of the layer's input
     var_after: float  # ... of its output
+    spread_before: float  # within-group std / mean |x| of the layer's input
+    spread_after: float
     attention_mean: float
     attention_var: float
     enhanced_share: float
@@ -85,6 +97,8 @@ def block_stats(cap: BlockCapture) -> BlockStats:
         width=w,
         var_before=before.mean().item(),
         var_after=after.mean().item(),
+        spread_before=group_spread(cap.input, cap.groups).mean().item(),
+        spread_after=group_spread(cap.output, cap.groups).mean().item(),
         attention_mean=att_mean,
         attention_var=att_var,
         enhanced_share=enhanced_share(cap.attention, threshold),
@@ -100,6 +114,8 @@ def block_stats(cap: BlockCapture) -> BlockStats:
 STAGE_FIELDS = (
     "var_before",
     "var_after",
+    "spread_before",
+    "spread_after",
     "attention_mean",
     "attention_var",
     "enhanced_share",
@@ -117,6 +133,8 @@ class StageStats:
     width: int
     var_before: float
     var_after: float
+    spread_before: float
+    spread_after: float
     attention_mean: float
     attention_var: float
     enhanced_share: float

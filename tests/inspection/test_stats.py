@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from models.inspection import block_stats, capture, stage_stats
-from models.inspection.stats import group_variance
+from models.inspection.stats import group_spread, group_variance
 
 
 def _numpy_block(cap) -> dict[str, float]:
@@ -15,9 +15,13 @@ def _numpy_block(cap) -> dict[str, float]:
     var_in = np.var(x.reshape(b, g, -1), axis=2)
     var_out = np.var(y.reshape(b, g, -1), axis=2)
     threshold = 1 / (h * w) if cap.kind == "gc" else 0.5
+    spread_in = np.std(x.reshape(b, g, -1), axis=2) / np.mean(np.abs(x.reshape(b, g, -1)), axis=2)
+    spread_out = np.std(y.reshape(b, g, -1), axis=2) / np.mean(np.abs(y.reshape(b, g, -1)), axis=2)
     ref = {
         "var_before": var_in.mean(),
         "var_after": var_out.mean(),
+        "spread_before": spread_in.mean(),
+        "spread_after": spread_out.mean(),
         "attention_mean": att.mean(),
         "attention_var": att.var(),
         "enhanced_share": np.count_nonzero(att > threshold) / att.size,
@@ -65,10 +69,16 @@ def test_stage_stats_average_the_blocks(sge_captures):
     for s in stages:
         members = [b for b in blocks if b.stage == s.stage]
         assert s.blocks == len(members) == 2
-        for key in ("var_before", "var_after", "attention_mean", "enhanced_share", "similarity_var"):
+        for key in ("var_before", "var_after", "spread_after", "attention_mean", "enhanced_share", "similarity_var"):
             assert getattr(s, key) == pytest.approx(np.mean([getattr(b, key) for b in members]), rel=1e-12)
 
 
 def test_group_variance_refuses_uneven_groups():
     with pytest.raises(ValueError, match="do not split into 3 groups"):
         group_variance(torch.zeros(1, 8, 2, 2), 3)
+
+
+def test_group_spread_is_scale_free_and_zero_for_zeros():
+    x = torch.randn(2, 8, 3, 3, dtype=torch.float64)
+    torch.testing.assert_close(group_spread(3.0 * x, 4), group_spread(x, 4))
+    assert group_spread(torch.zeros(1, 4, 2, 2), 2).tolist() == [[0.0, 0.0]]
