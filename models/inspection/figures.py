@@ -145,18 +145,24 @@ def stats_plot(blocks: Sequence[BlockStats], *, path: str | Path, title: str) ->
     names = [b.block for b in blocks]
     axes = [fig.add_subplot(3, 2, i + 1) for i in range(6)]
 
-    ax = axes[0]
-    ax.plot(x, [b.var_before for b in blocks], "o-", label="before the attention layer")
-    ax.plot(x, [b.var_after for b in blocks], "s-", label="after")
-    ax.set_yscale("log")
-    ax.set_title("within-group variance of activations (mean over groups)", fontsize=9)
-    ax.legend(fontsize=8)
+    def lines(ax: Any, title: str, series: dict[str, str]) -> None:
+        """One line per (label → BlockStats field), markers in a fixed order."""
+        for (label, key), marker in zip(series.items(), ("o-", "s-"), strict=False):
+            ax.plot(x, [getattr(b, key) for b in blocks], marker, label=label)
+        ax.set_title(title, fontsize=9)
+        ax.legend(fontsize=8)
 
-    ax = axes[1]
-    ax.plot(x, [b.spread_before for b in blocks], "o-", label="before")
-    ax.plot(x, [b.spread_after for b in blocks], "s-", label="after")
-    ax.set_title("within-group spread, std / mean |x| (scale-free)", fontsize=9)
-    ax.legend(fontsize=8)
+    lines(
+        axes[0],
+        "within-group variance of activations (mean over groups)",
+        {"before": "var_before", "after": "var_after"},
+    )
+    axes[0].set_yscale("log")
+    lines(
+        axes[1],
+        "within-group spread, std / mean |x| (scale-free)",
+        {"before": "spread_before", "after": "spread_after"},
+    )
 
     ax = axes[2]
     ax.bar(x, [b.enhanced_share for b in blocks], color="tab:green")
@@ -164,20 +170,11 @@ def stats_plot(blocks: Sequence[BlockStats], *, path: str | Path, title: str) ->
     ax.axhline(0.5, color="grey", lw=0.8, ls="--")
     ax.set_title("share of positions enhanced (gate > 0.5; GC: softmax > 1/HW)", fontsize=9)
 
-    ax = axes[3]
-    ax.plot(x, [b.attention_mean for b in blocks], "^-", label="mean")
-    ax.plot(x, [b.attention_var for b in blocks], "v-", label="variance")
-    ax.set_title("attention map (SGE: gate σ(a))", fontsize=9)
-    ax.legend(fontsize=8)
-
-    ax = axes[4]
+    lines(axes[3], "attention map (gate; GC: softmax weight)", {"mean": "attention_mean", "variance": "attention_var"})
     if any(b.similarity_mean is not None for b in blocks):
-        ax.plot(x, [b.similarity_mean for b in blocks], "o-", label="mean")
-        ax.plot(x, [b.similarity_var for b in blocks], "s-", label="variance")
-        ax.set_title("SGE normalised similarity map ĉ", fontsize=9)
-        ax.legend(fontsize=8)
+        lines(axes[4], "SGE normalised similarity map ĉ", {"mean": "similarity_mean", "variance": "similarity_var"})
     else:
-        ax.text(0.5, 0.5, "no similarity map (SGE only)", ha="center", va="center", transform=ax.transAxes)
+        axes[4].text(0.5, 0.5, "no similarity map (SGE only)", ha="center", va="center", transform=axes[4].transAxes)
 
     for ax in axes[:5]:
         ax.set_xticks(x, names, rotation=90, fontsize=6)

@@ -81,11 +81,11 @@ def group_map(x: torch.Tensor, *, groups: int, group: int) -> np.ndarray:
     return x.reshape(groups, c // groups, h, w)[group].mean(dim=0).numpy()
 
 
-def _before_after(before: np.ndarray, after: np.ndarray, label: str) -> list[Panel]:
+def _before_after(before: np.ndarray, after: np.ndarray, *, prefix: str = "") -> list[Panel]:
     lo, hi = float(min(before.min(), after.min())), float(max(before.max(), after.max()))
     return [
-        Panel("map", before, f"{label} before · map var {before.var():.3g}", "magma", lo, hi),
-        Panel("map", after, f"{label} after · map var {after.var():.3g}", "magma", lo, hi),
+        Panel("map", before, f"{prefix}before · map var {before.var():.3g}", "magma", lo, hi),
+        Panel("map", after, f"{prefix}after · map var {after.var():.3g}", "magma", lo, hi),
     ]
 
 
@@ -97,12 +97,8 @@ def sge_figures(cap: BlockCapture, *, photo: np.ndarray, out_dir: Path, groups_s
     panels = [Panel("overlay", gates[i].numpy(), f"g{i}", "viridis", 0.0, 1.0) for i in range(g)]
     grid = [panels[r : r + cols] for r in range(0, g, cols)]
     h, w = gates.shape[1:]
-    scale = ColorScale(
-        "viridis",
-        0.0,
-        1.0,
-        "gate σ(a): the factor the group's activations are multiplied by (> 0.5 counted as enhanced)",
-    )
+    label = "gate σ(a): the factor the group's activations are multiplied by (> 0.5 counted as enhanced)"
+    scale = ColorScale("viridis", 0.0, 1.0, label)
     title = f"{cap.name}: SGE gate per group ({g} groups, {h}×{w} map over the {photo.shape[0]}px input)"
     gates_png = panel_grid(
         grid, photo=photo, path=out_dir / f"{cap.stage}_sge_gates.png", title=title, panel_px=96, colorbar=scale
@@ -112,11 +108,17 @@ def sge_figures(cap: BlockCapture, *, photo: np.ndarray, out_dir: Path, groups_s
         before = group_map(cap.input[0], groups=g, group=i)
         after = group_map(cap.output[0], groups=g, group=i)
         columns.append([Panel("overlay", gates[i].numpy(), f"g{i} gate", "viridis", 0.0, 1.0)])
-        columns[-1] += _before_after(before, after, f"g{i}")
+        columns[-1] += _before_after(before, after, prefix=f"g{i} ")
     rows = [list(r) for r in zip(*columns, strict=True)]
     title = f"{cap.name}: most selective groups — gate, group activation (channel mean) before and after SGE"
+    gate_key = ColorScale("viridis", 0.0, 1.0, "gate σ(a) (top row); activation rows: one colour scale per group")
     act_png = panel_grid(
-        rows, photo=photo, path=out_dir / f"{cap.stage}_sge_activations.png", title=title, panel_px=180
+        rows,
+        photo=photo,
+        path=out_dir / f"{cap.stage}_sge_activations.png",
+        title=title,
+        panel_px=180,
+        colorbar=gate_key,
     )
     return [gates_png, act_png]
 
@@ -132,10 +134,10 @@ def map_figure(cap: BlockCapture, *, photo: np.ndarray, out_dir: Path) -> list[P
         Panel(
             "map", att, f"own scale: {att.min():.3g} to {att.max():.3g}", "viridis", float(att.min()), float(att.max())
         ),
-        *_before_after(cap.input[0].mean(dim=0).numpy(), cap.output[0].mean(dim=0).numpy(), "channel mean"),
+        *_before_after(cap.input[0].mean(dim=0).numpy(), cap.output[0].mean(dim=0).numpy()),
     ]
     suffix = "gc_softmax" if cap.kind == "gc" else f"{cap.kind}_spatial_gate"
-    title = f"{cap.name}: {name}, {att.shape[0]}×{att.shape[1]} map"
+    title = f"{cap.name}: {name} ({att.shape[0]}×{att.shape[1]}); activations (channel mean) before and after"
     return [panel_grid([row], photo=photo, path=out_dir / f"{cap.stage}_{suffix}.png", title=title, panel_px=200)]
 
 

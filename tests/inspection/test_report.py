@@ -43,8 +43,8 @@ def test_sge_report_files_sizes_and_content(sge_report):
         assert gates.shape[:2][::-1] == grid_size_px(2, 2, panel_px=96, colorbar=True) == (192, 282)
         _assert_panels_drawn(gates, rows=2, cols=2, panel_px=96)
         acts = _pixels(out / f"{stage}_sge_activations.png")
-        # 4 groups shown × (gate, before, after) in 180 px panels.
-        assert acts.shape[:2][::-1] == grid_size_px(3, 4, panel_px=180, colorbar=False) == (720, 580)
+        # 4 groups shown × (gate, before, after) in 180 px panels, with the gate's colour bar.
+        assert acts.shape[:2][::-1] == grid_size_px(3, 4, panel_px=180, colorbar=True) == (720, 630)
         _assert_panels_drawn(acts, rows=3, cols=4, panel_px=180)
     stats_png = _pixels(out / "stats.png")
     assert stats_png.shape[:2][::-1] == STATS_SIZE_PX

@@ -22,11 +22,13 @@ def test_runs_as_a_file_next_to_the_stdlib_name(tmp_path):
     # `python scripts/inspect.py` puts scripts/ first on sys.path, where this file would shadow the stdlib
     # `inspect` that torch imports; the script must replace that entry before importing anything else.
     out = tmp_path / "report"
-    args = ["--model", "gc_resnet18", "--image", "camera", "--size", "64", "64", "--init", "random", "--out", str(out)]
+    args = ["--model", "sa_resnet18", "--image", "camera", "--size", "64", "64", "--init", "random", "--out", str(out)]
     done = subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert "layer4" in done.stdout and (out / "index.md").is_file()
-    assert sorted(p.name for p in out.glob("*_gc_softmax.png")) == [f"layer{i}_gc_softmax.png" for i in (2, 3, 4)]
+    assert sorted(p.name for p in out.glob("*.png")) == [f"layer{i}_sa_spatial_gate.png" for i in (1, 2, 3, 4)] + [
+        "stats.png"
+    ]
 
 
 @pytest.mark.parametrize(
