@@ -38,6 +38,7 @@ def test_runs_as_a_file_next_to_the_stdlib_name(tmp_path):
         (["--model", "resnet18", "--image", "astronaut"], "no attention, which computes no spatial map"),
         (["--model", "se_resnet18", "--image", "astronaut"], "se attention, which computes no spatial map"),
         (["--model", "sge_resnet18", "--image", "no_such_photo"], "no such file; give a JPEG or PNG file or a bundled"),
+        (["--model", "sge_resnet18", "--image", "rocket", "--size", "32", "32", "--init", "random"], "at least 33×33"),
     ],
 )
 def test_bad_inputs_exit_2_with_one_line(script, tmp_path, capsys, args, message):
