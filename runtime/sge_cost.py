@@ -218,6 +218,7 @@ class CostReport:
     ratios: dict[str, dict[str, float]] = field(default_factory=dict)
     targets: dict[str, dict[str, Any]] = field(default_factory=dict)
     parity: dict[str, Any] = field(default_factory=dict)
+    profile: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
@@ -228,3 +229,43 @@ def ratio(timings: Mapping[str, Timing], numerator: str, denominator: str) -> di
     """numerator/denominator for wall-time medians and for CPU-time medians."""
     a, b = timings[numerator], timings[denominator]
     return {"wall": round(a.wall_median / b.wall_median, 4), "cpu": round(a.cpu_median / b.cpu_median, 4)}
+
+
+def ort_profile(path: str | Path, batch: np.ndarray, *, threads: int, runs: int, prefix: str | Path) -> dict[str, Any]:
+    """ORT's profiler over ``runs`` calls: kernel ms per run by op type, and the SGE nodes' share.
+
+    Nodes are attributed to SGE by the exporter's scope names (``/sge/``); NCHWc reorders and the residual
+    Add/ReLU that SGE keeps from fusing are listed by op type.
+    """
+    import json
+
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.enable_profiling = True
+    options.profile_file_prefix = str(prefix)
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    feeds = {session.get_inputs()[0].name: batch}
+    for _ in range(runs + 1):  # the first run (allocations) is left out of the figures
+        session.run(None, feeds)
+    events = json.loads(Path(session.end_profiling()).read_text())
+    starts = sorted(e["ts"] for e in events if e.get("name") == "model_run")
+    after_first = starts[1] if len(starts) > 1 else 0
+    by_op: dict[str, float] = {}
+    sge_ms = 0.0
+    for e in events:
+        if e.get("cat") != "Node" or not e.get("name", "").endswith("_kernel_time") or e["ts"] < after_first:
+            continue
+        ms = e["dur"] / 1e3 / runs
+        op = e.get("args", {}).get("op_name", "?")
+        by_op[op] = by_op.get(op, 0.0) + ms
+        if "/sge/" in e["name"]:
+            sge_ms += ms
+    return {
+        "kernel_ms_per_run": round(sum(by_op.values()), 3),
+        "sge_nodes_ms_per_run": round(sge_ms, 3),
+        "by_op_ms_per_run": {k: round(v, 3) for k, v in sorted(by_op.items(), key=lambda kv: -kv[1])},
+        "runs": runs,
+    }

@@ -40,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gemm-n", type=int, default=1024, help="n of the n×n×n FP32 MatMul that sets the floor")
     p.add_argument("--no-openvino", action="store_true", help="skip OpenVINO")
     p.add_argument("--no-torch", action="store_true", help="skip eager PyTorch")
+    p.add_argument("--profile-runs", type=int, default=10, help="ORT profiler runs per model at batch 1 (0: skip)")
     p.add_argument("--workdir", type=Path, help="keep the exported ONNX files here (default: a temporary folder)")
     p.add_argument("--json", type=Path, default=Path("sge_cost.json"), help="result file (default sge_cost.json)")
     p.add_argument("-v", "--verbose", action="store_true")
@@ -100,6 +101,7 @@ def measure(args: argparse.Namespace, workdir: Path, console) -> "CostReport":  
         gemm_runner,
         machine_description,
         openvino_runner,
+        ort_profile,
         ort_runner,
         ort_session,
         ratio,
@@ -157,6 +159,13 @@ def measure(args: argparse.Namespace, workdir: Path, console) -> "CostReport":  
             r["ov_resnet50/ort_resnet50"] = ratio(timings, "ov_resnet50", "ort_resnet50")
             r["ov_sge_compact/ov_resnet50"] = ratio(timings, "ov_sge_compact", "ov_resnet50")
         report.ratios[f"batch{batch_size}"] = r
+    if args.profile_runs > 0:
+        console.print(f"profiling resnet50 and both SGE graphs in ONNX Runtime ({args.profile_runs} runs each)…")
+        x = rng.standard_normal((1, 3, *size), dtype=np.float32)
+        for name, path in paths.items():
+            report.profile[name] = ort_profile(
+                path, x, threads=args.threads, runs=args.profile_runs, prefix=workdir / f"profile_{name}"
+            )
     report.targets = _targets(report)
     return report
 
@@ -206,6 +215,18 @@ def print_report(report, console) -> None:
         for name, value in report.ratios[key].items():
             rt.add_row(name, f"{value['wall']:.3f}", f"{value['cpu']:.3f}" if "cpu" in value else "–")
         console.print(rt)
+    if report.profile:
+        pt = Table(title="ORT profile, batch 1: kernel ms per run by op type")
+        pt.add_column("op")
+        for name in report.profile:
+            pt.add_column(name, justify="right")
+        ops = sorted({op for p in report.profile.values() for op in p["by_op_ms_per_run"]})
+        ops.sort(key=lambda op: -max(p["by_op_ms_per_run"].get(op, 0.0) for p in report.profile.values()))
+        for op in ops:
+            pt.add_row(op, *(f"{p['by_op_ms_per_run'].get(op, 0.0):.2f}" for p in report.profile.values()))
+        pt.add_row("total", *(f"{p['kernel_ms_per_run']:.2f}" for p in report.profile.values()))
+        pt.add_row("in /sge/ nodes", *(f"{p['sge_nodes_ms_per_run']:.2f}" for p in report.profile.values()))
+        console.print(pt)
     tt = Table(title="issue 7 targets")
     for col in ("target", "bound", "measured", "met"):
         tt.add_column(col)
