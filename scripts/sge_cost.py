@@ -23,6 +23,7 @@ import tempfile  # noqa: E402
 
 EXIT_INPUT = 2
 
+MAX_SPREAD = 0.10  # wall-time IQR/median above which a loop is too noisy to judge a 2 % target
 TARGETS = {  # issue 7
     "sge/resnet50 (ORT, batch 1)": ("≤", 1.02),
     "sge vs FP32 floor (ORT, batch 1)": ("≤", 1.06),
@@ -159,6 +160,13 @@ def measure(args: argparse.Namespace, workdir: Path, console) -> "CostReport":  
             r["ov_resnet50/ort_resnet50"] = ratio(timings, "ov_resnet50", "ort_resnet50")
             r["ov_sge_compact/ov_resnet50"] = ratio(timings, "ov_sge_compact", "ov_resnet50")
         report.ratios[f"batch{batch_size}"] = r
+        spread = max(t.spread for t in timings.values())
+        if spread > MAX_SPREAD or r["resnet50/floor"]["wall"] < 0.9:
+            report.notes.append(
+                f"batch {batch_size}: wall times too noisy to judge the targets (largest IQR/median {spread:.2f}, "
+                f"resnet50/floor {r['resnet50/floor']['wall']:.2f}); other processes share the CPU: re-run on a quiet "
+                "machine (the CPU-time ratios are less disturbed but are not the targets' measure)"
+            )
     if args.profile_runs > 0:
         console.print(f"profiling resnet50 and both SGE graphs in ONNX Runtime ({args.profile_runs} runs each)…")
         x = rng.standard_normal((1, 3, *size), dtype=np.float32)
@@ -181,11 +189,12 @@ def _targets(report) -> dict:
             default=None,
         ),
     }
+    noisy = any(note.startswith("batch 1:") for note in report.notes)
     out = {}
     for name, (op, bound) in TARGETS.items():
         value = measured[name]
-        met = None if value is None else (value <= bound if op == "≤" else value >= bound)
-        out[name] = {"target": f"{op} {bound}", "measured": value, "met": met}
+        met = None if value is None or noisy else (value <= bound if op == "≤" else value >= bound)
+        out[name] = {"target": f"{op} {bound}", "measured": value, "met": met, "noisy": noisy}
     return out
 
 
@@ -232,8 +241,11 @@ def print_report(report, console) -> None:
         tt.add_column(col)
     for name, t in report.targets.items():
         value = "–" if t["measured"] is None else f"{t['measured']:.3f}"
-        tt.add_row(name, t["target"], value, {True: "yes", False: "NO", None: "–"}[t["met"]])
+        verdict = "noisy: not judged" if t["noisy"] else {True: "yes", False: "NO", None: "–"}[t["met"]]
+        tt.add_row(name, t["target"], value, verdict)
     console.print(tt)
+    for note in report.notes:
+        console.print(f"[yellow]warning:[/yellow] {note}")
 
 
 def main(argv: list[str] | None = None) -> int:
