@@ -181,18 +181,20 @@ def restore_batch_symbol(model_proto: "onnx.ModelProto") -> "onnx.ModelProto":  
     ONNX shape inference computes a Resize output dim as floor(dim·scale), which loses a symbolic batch; ORT
     then cannot prove that ``x`` and the broadcast mean have the same shape and runs the block in NCHW.
     Only Resize nodes with a unit batch and channel scale are touched (those keep the batch by definition).
+    Spatial means written as ReduceMean over (H, W) (the dynamo exporter's form) become GlobalAveragePool,
+    which ORT runs in NCHWc.
     """
     import onnx
-    from onnx import numpy_helper, shape_inference
+    from onnx import shape_inference
 
     batch = model_proto.graph.input[0].type.tensor_type.shape.dim[0].dim_param
     if not batch:
         return model_proto  # a static batch: nothing to restore
-    inferred = shape_inference.infer_shapes(model_proto)
-    constants = {t.name: numpy_helper.to_array(t) for t in inferred.graph.initializer}
-    constants.update(
-        {n.output[0]: numpy_helper.to_array(n.attribute[0].t) for n in inferred.graph.node if n.op_type == "Constant"}
-    )
+    fixed = onnx.ModelProto()
+    fixed.CopyFrom(model_proto)
+    constants = _constants(fixed.graph)
+    _spatial_means_as_global_pool(fixed.graph, constants, shape_inference.infer_shapes(fixed).graph)
+    inferred = shape_inference.infer_shapes(fixed)
     resize_outputs = set()
     for node in inferred.graph.node:
         if node.op_type != "Resize" or len(node.input) < 3 or node.input[2] not in constants:
@@ -200,8 +202,6 @@ def restore_batch_symbol(model_proto: "onnx.ModelProto") -> "onnx.ModelProto":  
         scales = constants[node.input[2]]
         if scales.shape == (4,) and scales[0] == 1 and scales[1] == 1:
             resize_outputs.add(node.output[0])
-    fixed = onnx.ModelProto()
-    fixed.CopyFrom(model_proto)
     del fixed.graph.value_info[:]
     for info in inferred.graph.value_info:
         if info.name in resize_outputs:
@@ -211,3 +211,46 @@ def restore_batch_symbol(model_proto: "onnx.ModelProto") -> "onnx.ModelProto":  
             fixed.graph.value_info.append(info)
     logger.info("restore_batch_symbol: %d Resize outputs annotated with %r", len(resize_outputs), batch)
     return shape_inference.infer_shapes(fixed)
+
+
+def _constants(graph: "onnx.GraphProto") -> dict[str, "np.ndarray"]:  # noqa: F821
+    """Initializers and Constant-node tensors by name."""
+    from onnx import helper, numpy_helper
+
+    constants = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    for node in graph.node:
+        if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
+            constants[node.output[0]] = numpy_helper.to_array(helper.get_attribute_value(node.attribute[0]))
+    return constants
+
+
+def _spatial_means_as_global_pool(graph: "onnx.GraphProto", constants: dict, inferred: "onnx.GraphProto") -> int:  # noqa: F821
+    """ReduceMean over (H, W) feeding a Resize (CompactSGE's channel mean) → GlobalAveragePool, in place; a count.
+
+    Only those: the small similarity map's mean is better left in NCHW beside the rest of the normalisation.
+    """
+    from onnx import helper
+
+    resized = {n.input[0] for n in graph.node if n.op_type == "Resize"}
+    ranks = {
+        v.name: len(v.type.tensor_type.shape.dim)
+        for v in [*inferred.input, *inferred.value_info]
+        if v.type.tensor_type.HasField("shape")
+    }
+    count = 0
+    for i, node in [(i, n) for i, n in enumerate(graph.node) if n.op_type == "ReduceMean"]:
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        axes = attrs.get("axes")
+        if axes is None and len(node.input) > 1 and node.input[1] in constants:
+            axes = constants[node.input[1]].tolist()
+        if node.output[0] not in resized or attrs.get("keepdims", 1) != 1 or axes is None:
+            continue
+        if ranks.get(node.input[0]) != 4:
+            continue
+        if sorted(a % 4 for a in axes) != [2, 3]:
+            continue
+        graph.node[i].CopyFrom(
+            helper.make_node("GlobalAveragePool", [node.input[0]], list(node.output), name=node.name)
+        )
+        count += 1
+    return count

@@ -120,3 +120,34 @@ def test_restore_batch_symbol_leaves_a_static_batch_alone(tmp_path):
         )
     )
     assert restore_batch_symbol(model) is model
+
+
+def test_spatial_mean_feeding_resize_becomes_global_pool():
+    """The dynamo exporter's ReduceMean form of the channel mean is rewritten; other means are left alone."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    nodes = [
+        helper.make_node("ReduceMean", ["x", "axes"], ["m"], keepdims=1),
+        helper.make_node("Resize", ["m", "", "scales"], ["mf"], mode="nearest"),
+        helper.make_node("Mul", ["x", "mf"], ["p"]),
+        helper.make_node("ReduceMean", ["p", "axes"], ["q"], keepdims=1),
+        helper.make_node("Add", ["p", "q"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 8, 4, 5])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 8, 4, 5])],
+        [
+            numpy_helper.from_array(np.array([2, 3], dtype=np.int64), "axes"),
+            numpy_helper.from_array(np.array([1, 1, 4, 5], dtype=np.float32), "scales"),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    fixed = restore_batch_symbol(model)
+    assert [n.op_type for n in fixed.graph.node] == ["GlobalAveragePool", "Resize", "Mul", "ReduceMean", "Add"]
+    assert [tensor_dims(v) for v in fixed.graph.value_info if v.name == "mf"] == [["batch", 8, 4, 5]]
+    x = np.random.default_rng(0).standard_normal((3, 8, 4, 5), dtype=np.float32)
+    want = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    got = ort.InferenceSession(fixed.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    np.testing.assert_allclose(got, want, atol=1e-6)
