@@ -11,6 +11,7 @@ from runtime.sge_cost import (
     gemm_runner,
     machine_description,
     ratio,
+    time_blocked,
     time_interleaved,
 )
 
@@ -41,3 +42,30 @@ def test_resnet50_flops_match_the_paper():
 def test_machine_description_names_the_runtimes():
     d = machine_description(2)
     assert d["threads"] == 2 and d["cpu"] and set(d["versions"]) >= {"onnxruntime", "openvino", "torch"}
+
+
+def test_time_blocked_runs_each_runner_in_blocks():
+    calls = []
+    timings = time_blocked({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, rounds=2, blocks=2)
+    assert calls == (["a"] * 4 + ["b"] * 4) * 2  # 2 warm-up + 2 timed per block
+    assert len(timings["a"].wall_ms) == 4
+    with pytest.raises(ValueError, match="blocks"):
+        time_blocked({"a": lambda: None}, rounds=1, blocks=0)
+
+
+def load_script():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "scripts" / "sge_cost.py"
+    spec = importlib.util.spec_from_file_location("scripts_sge_cost", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("argv", [["--threads", "0"], ["--rounds", "0"], ["--size", "32", "32"]])
+def test_script_refuses_bad_options_without_writing(argv, tmp_path, capsys):
+    out = tmp_path / "cost.json"
+    assert load_script().main([*argv, "--json", str(out)]) == 2
+    assert "error:" in capsys.readouterr().out and not out.exists()
