@@ -95,6 +95,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        os.chmod(tmp_path, 0o644)  # mkstemp creates 0600; an artifact is read by other users (e.g. a server)
         os.replace(tmp_path, path)
     finally:
         tmp_path.unlink(missing_ok=True)

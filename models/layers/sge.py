@@ -28,13 +28,24 @@ class SpatialGroupEnhance(nn.Module):
         # γ starts at 0 and β at 1, as in the official code: the block starts as x·sigmoid(1).
         self.weight = nn.Parameter(torch.zeros(1, groups, 1, 1))
         self.bias = nn.Parameter(torch.ones(1, groups, 1, 1))
+        # Set by the network that holds the block, for error messages: where it sits and how far the input
+        # has been downsampled by the time it gets here.
+        self.location = "sge"
+        self.input_stride: int | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _, c, h, w = x.shape
         if not torch.onnx.is_in_onnx_export() and h * w == 1:
+            stride = self.input_stride
+            fix = (
+                f"the network downsamples by {stride} before this block, so use an input of at least "
+                f"{stride + 1}×{stride + 1}"
+                if stride
+                else "give it a feature map of at least 1×2"
+            )
             raise FeatureTooSmallError(
-                f"SGE block ({c} channels) received a 1×1 feature map, where its unbiased std is undefined; "
-                "use an input of at least 64×64 (a 32×32 input gives 1×1 at layer4)"
+                f"SGE block {self.location} ({c} channels) received a 1×1 feature map, where the unbiased std "
+                f"is undefined (NaN in the official code); {fix}"
             )
         groups = self.groups
         x = x.reshape(-1, c // groups, h, w)  # (B·G, C/G, H, W)

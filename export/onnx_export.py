@@ -1,0 +1,103 @@
+"""PyTorch module → ONNX file with ``torch.onnx.export``, then the ONNX checker and shape inference.
+
+Two exporters are available (``ExportSpec.exporter``): the TorchScript tracer (``dynamo=False``, the default here)
+and torch.export (``dynamo=True``, PyTorch's default since 2.9). notes/export.md has the measurements behind the
+choice. Either way the example batch is ``spec.example_batch`` (2): torch.export specialises sizes 0 and 1 into
+constants, and a traced example of 1 would hide a Reshape that bakes the batch in.
+"""
+
+import logging
+import warnings
+from collections import Counter
+from pathlib import Path
+
+import onnx
+import torch
+from torch import nn
+
+from export.spec import ExportSpec
+
+logger = logging.getLogger(__name__)
+
+
+class OnnxExportError(RuntimeError):
+    """torch.onnx.export failed, or its graph breaks the export spec (e.g. a batch that is not symbolic)."""
+
+
+def export_onnx(model: nn.Module, path: str | Path, *, spec: ExportSpec) -> Path:
+    """Export ``model`` (eval mode) to ``path`` as one self-contained ONNX file; returns ``path``."""
+    path = Path(path)
+    example = torch.randn(spec.example_shape(), generator=torch.Generator().manual_seed(spec.seed))
+    common = {
+        "input_names": [spec.input_name],
+        "output_names": [spec.output_name],
+        "opset_version": spec.opset,
+    }
+    model = model.eval()
+    with warnings.catch_warnings(record=True) as caught, torch.no_grad():
+        warnings.simplefilter("always")
+        try:
+            if spec.exporter == "dynamo":
+                program = torch.onnx.export(
+                    model, (example,), dynamo=True, dynamic_shapes=spec.dynamic_shapes(), optimize=True, **common
+                )
+                program.save(str(path), external_data=False)
+            else:
+                torch.onnx.export(
+                    model, (example,), str(path), dynamo=False, dynamic_axes=spec.dynamic_axes(), **common
+                )
+        except Exception as err:  # the exporters raise many unrelated types; name the step and re-raise one
+            raise OnnxExportError(f"torch.onnx.export ({spec.exporter}) failed: {err}") from err
+    for w in caught:  # the legacy exporter's deprecation notice and tracer warnings about shape checks
+        logger.debug("torch.onnx.export: %s", w.message)
+    return path
+
+
+def check_onnx(path: str | Path) -> onnx.ModelProto:
+    """The ONNX checker's full check (which includes strict shape inference); returns the shape-inferred model."""
+    try:
+        onnx.checker.check_model(str(path), full_check=True)
+        model = onnx.shape_inference.infer_shapes(onnx.load(str(path)), strict_mode=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as err:
+        raise OnnxExportError(f"{path} fails the ONNX checker: {err}") from err
+    return model
+
+
+def tensor_dims(value: onnx.ValueInfoProto) -> list[int | str]:
+    """A graph input/output's dims: ints where static, dim_param names where symbolic, "?" where unknown."""
+    return [d.dim_param or (d.dim_value if d.HasField("dim_value") else "?") for d in value.type.tensor_type.shape.dim]
+
+
+def check_io(model: onnx.ModelProto, *, spec: ExportSpec, num_classes: int) -> None:
+    """The graph's input and output have the spec's names, and symbolic dims exactly where the spec wants them."""
+    problems = []
+    inputs = [i for i in model.graph.input if i.name not in {t.name for t in model.graph.initializer}]
+    if [i.name for i in inputs] != [spec.input_name]:
+        problems.append(f"inputs are {[i.name for i in inputs]}, expected [{spec.input_name!r}]")
+    elif not _dims_match(tensor_dims(inputs[0]), spec.input_shape):
+        problems.append(f"input dims are {tensor_dims(inputs[0])}, expected {list(spec.input_shape)}")
+    outputs = list(model.graph.output)
+    if [o.name for o in outputs] != [spec.output_name]:
+        problems.append(f"outputs are {[o.name for o in outputs]}, expected [{spec.output_name!r}]")
+    elif not _dims_match(tensor_dims(outputs[0]), ("batch", num_classes)):
+        problems.append(f"output dims are {tensor_dims(outputs[0])}, expected ['batch', {num_classes}]")
+    if problems:
+        raise OnnxExportError("the exported graph breaks the export spec: " + "; ".join(problems))
+
+
+def _dims_match(dims: list[int | str], expected: tuple[int | str, ...]) -> bool:
+    """Static dims must be equal; a symbolic expected dim must be symbolic (any name) in the graph."""
+    if len(dims) != len(expected):
+        return False
+    return all(
+        (isinstance(d, str) and d != "?") if isinstance(e, str) else d == e for d, e in zip(dims, expected, strict=True)
+    )
+
+
+def op_counts(model: onnx.ModelProto) -> Counter[str]:
+    """Node count per op type in the main graph."""
+    return Counter(node.op_type for node in model.graph.node)
+
+
+def opset_of(model: onnx.ModelProto) -> int:
+    return next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))

@@ -1,0 +1,279 @@
+"""``export_model``: a registry model (or any image classifier module) → a verified ONNX artifact directory.
+
+Stages: load (model, checkpoint, photographs, and one eager forward at the example size, so every bad input fails
+before any file is written) → export (torch.onnx.export, checker, shape inference) → simplify (op counts before
+and after, batch still symbolic, metadata) → parity (eager vs ONNX Runtime, parity.json) → manifest (written last,
+only when parity passed). A directory without manifest.json is incomplete; an older manifest is removed first.
+"""
+
+import logging
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import onnx
+import torch
+from torch import nn
+
+from export.artifacts import MANIFEST_NAME, Manifest, atomic_path, file_sha256, write_json, write_manifest
+from export.metadata import build_metadata, set_metadata, tool_versions
+from export.onnx_export import check_io, check_onnx, export_onnx, op_counts, opset_of
+from export.parity import ParityReport
+from export.simplify import simplify
+from export.spec import ExportSpec
+from export.validate import onnxruntime_runner, photo_inputs, run_parity
+
+logger = logging.getLogger(__name__)
+
+ONNX_NAME = "model.onnx"
+PARITY_NAME = "parity.json"
+STAGES = ("load", "export", "simplify", "parity", "manifest")
+
+# Called with (stage, None) when a stage starts and (stage, seconds) when it ends.
+ProgressCallback = Callable[[str, float | None], None]
+
+
+@dataclass
+class ExportResult:
+    model: str
+    output_dir: Path
+    spec: ExportSpec
+    parity: ParityReport
+    onnx_path: Path
+    parity_path: Path
+    manifest_path: Path | None  # None when parity failed: the directory is then not a usable artifact
+    ops_before: dict[str, int] = field(default_factory=dict)
+    ops_after: dict[str, int] = field(default_factory=dict)
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def passed(self) -> bool:
+        return self.parity.passed
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "output_dir": str(self.output_dir),
+            "onnx": str(self.onnx_path),
+            "parity_json": str(self.parity_path),
+            "manifest": str(self.manifest_path) if self.manifest_path else None,
+            "spec": self.spec.to_dict(),
+            "ops_before": self.ops_before,
+            "ops_after": self.ops_after,
+            "stage_seconds": self.stage_seconds,
+            "parity": self.parity.to_dict(),
+        }
+
+
+def prepare_for_export(model: nn.Module) -> nn.Module:
+    """The one place where a module is rewritten for export (e.g. a compact SGE form); identity for now.
+
+    Parity always compares the exported graph with the ORIGINAL eager module, so a rewrite is verified too.
+    """
+    return model
+
+
+@dataclass(frozen=True)
+class _Source:
+    name: str
+    model: nn.Module
+    registry: bool
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    checkpoint: Path | None
+    checkpoint_sha256: str
+    init: str
+    model_kwargs: dict[str, Any]
+
+
+def _load_source(
+    name_or_module: str | nn.Module,
+    *,
+    checkpoint: str | Path | None,
+    init: str,
+    model_name: str | None,
+    model_kwargs: dict[str, Any],
+) -> _Source:
+    import models
+    from models.transforms import IMAGENET_MEAN, IMAGENET_STD
+
+    if isinstance(name_or_module, nn.Module):
+        if checkpoint is not None:
+            models.load_checkpoint(name_or_module, checkpoint)
+        name = model_name or type(name_or_module).__name__.lower()
+        registry, mean, std, model = False, IMAGENET_MEAN, IMAGENET_STD, name_or_module.eval()
+    else:
+        config = models.get_config(name_or_module)
+        model = models.create_model(name_or_module, checkpoint=checkpoint, init=init, **model_kwargs)
+        name, registry, mean, std = config.name, True, config.mean, config.std
+    sha = file_sha256(checkpoint) if checkpoint is not None else f"default-weights:{init}"
+    return _Source(
+        name=name,
+        model=model,
+        registry=registry,
+        mean=tuple(mean),
+        std=tuple(std),
+        checkpoint=Path(checkpoint).resolve() if checkpoint is not None else None,
+        checkpoint_sha256=sha,
+        init=init if checkpoint is None else "checkpoint",
+        model_kwargs=model_kwargs,
+    )
+
+
+def export_model(
+    name_or_module: str | nn.Module,
+    output_dir: str | Path | None = None,
+    *,
+    checkpoint: str | Path | None = None,
+    init: str = "calibrated",
+    images: Sequence[str | Path] | None = None,
+    model_name: str | None = None,
+    model_kwargs: dict[str, Any] | None = None,
+    check: bool = True,
+    progress: ProgressCallback | None = None,
+    spec: ExportSpec | None = None,
+    **spec_options: Any,
+) -> ExportResult:
+    """Export, simplify, verify and package a model; returns paths, op counts, stage times and the parity report.
+
+    ``spec_options`` are ExportSpec fields (``input_size=(h, w)``, ``dynamic_hw``, ``opset``, ``simplifier``,
+    ``atol``, ``rtol``, ...). With ``check`` a parity failure raises ParityError after parity.json is written;
+    either way no manifest is written for a model that failed parity.
+    """
+    if spec is not None and spec_options:
+        raise TypeError(f"give either spec or ExportSpec fields, not both; got spec and {sorted(spec_options)}")
+    spec = spec or ExportSpec(**spec_options)
+    times: dict[str, float] = {}
+    stage = _stage_timer(times, progress)
+
+    with stage("load"):
+        source = _load_source(
+            name_or_module, checkpoint=checkpoint, init=init, model_name=model_name, model_kwargs=model_kwargs or {}
+        )
+        photos = photo_inputs(spec.input_size, mean=source.mean, std=source.std, images=images)
+        num_classes = _probe(source.model, spec)
+
+    output_dir = Path(output_dir) if output_dir is not None else Path("artifacts") / source.name
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / MANIFEST_NAME).unlink(missing_ok=True)  # from here on the directory is incomplete
+    onnx_path, parity_path = output_dir / ONNX_NAME, output_dir / PARITY_NAME
+
+    with stage("export"), tempfile.TemporaryDirectory(prefix="sge-export-") as tmp:
+        raw_path = export_onnx(prepare_for_export(source.model), Path(tmp) / "raw.onnx", spec=spec)
+        raw = check_onnx(raw_path)
+    with stage("simplify"):
+        final = simplify(raw, simplifier=spec.simplifier)
+        final = onnx.shape_inference.infer_shapes(final, strict_mode=True)
+        check_io(final, spec=spec, num_classes=num_classes)
+        opset = opset_of(final)
+        props = build_metadata(
+            model_name=source.name,
+            input_name=spec.input_name,
+            input_shape=spec.input_shape,
+            mean=source.mean,
+            std=source.std,
+            num_classes=num_classes,
+            checkpoint_sha256=source.checkpoint_sha256,
+            exporter=spec.exporter,
+            opset=opset,
+        )
+        with atomic_path(onnx_path) as tmp_onnx:
+            onnx.save(set_metadata(final, props), str(tmp_onnx))
+            check_onnx(tmp_onnx)
+    with stage("parity"):
+        runner = onnxruntime_runner(onnx_path, input_name=spec.input_name)
+        report = run_parity(source.model, runner, spec=spec, photos=photos, backend="onnxruntime")
+        write_json(parity_path, report.to_dict())
+
+    result = ExportResult(
+        model=source.name,
+        output_dir=output_dir,
+        spec=spec,
+        parity=report,
+        onnx_path=onnx_path,
+        parity_path=parity_path,
+        manifest_path=None,
+        ops_before=dict(op_counts(raw).most_common()),
+        ops_after=dict(op_counts(final).most_common()),
+        stage_seconds=times,
+    )
+    if not report.passed:
+        logger.error("parity failed; %s is not a usable artifact (no manifest written)", output_dir)
+        if check:
+            report.raise_for_failures()
+        return result
+    with stage("manifest"):
+        manifest = _manifest(source, spec=spec, opset=opset, num_classes=num_classes, result=result)
+        manifest.record(output_dir, ONNX_NAME, role="model")
+        manifest.record(output_dir, PARITY_NAME, role="report")
+        result.manifest_path = write_manifest(output_dir, manifest)
+    return result
+
+
+@torch.no_grad()
+def _probe(model: nn.Module, spec: ExportSpec) -> int:
+    """One eager forward at the example shape: a size the model cannot take fails here, before any file exists."""
+    out = model(torch.zeros(spec.example_shape()))
+    if out.dim() != 2 or out.shape[0] != spec.example_batch:
+        raise ValueError(f"expected (N, classes) logits from the model; got shape {tuple(out.shape)}")
+    if not torch.isfinite(out).all():
+        raise ValueError("the model's eager output has NaN or Inf at the example input; check its weights")
+    return int(out.shape[1])
+
+
+def _manifest(source: _Source, *, spec: ExportSpec, opset: int, num_classes: int, result: ExportResult) -> Manifest:
+    from models.transforms import resize_for_crop
+
+    h, w = spec.input_size
+    return Manifest(
+        model=source.name,
+        deploy=ONNX_NAME,
+        inputs=[spec.input_spec()],
+        outputs=[spec.output_spec(num_classes)],
+        opset=opset,
+        preprocessing={
+            "input_size": [h, w],
+            "resize_shorter": resize_for_crop(max(h, w)),
+            "interpolation": "bilinear",
+            "scale": 1 / 255,
+            "mean": list(source.mean),
+            "std": list(source.std),
+            "layout": "NCHW",
+            "color": "RGB",
+        },
+        versions=tool_versions(spec.simplifier),
+        parity=result.parity.summary(),
+        extra={
+            "source": {
+                "registry": source.registry,
+                "checkpoint": str(source.checkpoint) if source.checkpoint else None,
+                "checkpoint_sha256": source.checkpoint_sha256,
+                "init": source.init,
+                "num_classes": num_classes,
+                "block_overrides": source.model_kwargs,
+            },
+            "spec": spec.to_dict(),
+            "ops_before": result.ops_before,
+            "ops_after": result.ops_after,
+            "stage_seconds": {k: round(v, 3) for k, v in result.stage_seconds.items()},
+        },
+    )
+
+
+def _stage_timer(times: dict[str, float], progress: ProgressCallback | None) -> Callable[[str], Any]:
+    @contextmanager
+    def stage(name: str) -> Iterator[None]:
+        if progress:
+            progress(name, None)
+        start = time.perf_counter()
+        yield
+        times[name] = time.perf_counter() - start
+        logger.info("stage %s: %.2f s", name, times[name])
+        if progress:
+            progress(name, times[name])
+
+    return stage

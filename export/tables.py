@@ -1,0 +1,56 @@
+"""Rich tables for the export and validate scripts (built here, printed by the scripts)."""
+
+from collections.abc import Mapping
+
+from rich.table import Table
+
+from export.parity import ParityReport
+
+
+def ops_table(before: Mapping[str, int], after: Mapping[str, int], *, simplifier: str) -> Table:
+    table = Table(title=f"ONNX op counts: exported → {simplifier}")
+    table.add_column("op")
+    table.add_column("exported", justify="right")
+    table.add_column("simplified", justify="right")
+    ops = sorted(set(before) | set(after), key=lambda op: (-after.get(op, 0), -before.get(op, 0), op))
+    for op in ops:
+        table.add_row(op, str(before.get(op, 0)), str(after.get(op, 0)))
+    table.add_section()
+    table.add_row("total", str(sum(before.values())), str(sum(after.values())), style="bold")
+    return table
+
+
+def parity_table(report: ParityReport) -> Table:
+    table = Table(
+        title=f"parity: eager PyTorch vs {report.backend} (gates: max abs ≤ {report.atol:g}, rel L2 ≤ {report.rtol:g})"
+    )
+    for name in ("inputs", "batch", "max abs", "mean abs", "rel L2", "cosine", "top-1", "top-5", "result"):
+        table.add_column(name, justify="left" if name in ("inputs", "result") else "right")
+    for case in report.cases:
+        s = case.stats
+        cells = (
+            [
+                f"{s.max_abs:.2e}",
+                f"{s.mean_abs:.2e}",
+                f"{s.rel_l2:.2e}",
+                f"{s.cosine:.9f}",
+                f"{s.top1:.0%}",
+                f"{s.top5:.0%}",
+            ]
+            if s
+            else ["—"] * 6
+        )
+        verdict = "[green]pass[/]" if case.passed else "[red]FAIL[/]"
+        table.add_row(case.inputs, str(case.batch), *cells, verdict)
+    return table
+
+
+def stage_table(seconds: Mapping[str, float]) -> Table:
+    table = Table(title="stage times")
+    table.add_column("stage")
+    table.add_column("seconds", justify="right")
+    for stage, value in seconds.items():
+        table.add_row(stage, f"{value:.2f}")
+    table.add_section()
+    table.add_row("total", f"{sum(seconds.values()):.2f}", style="bold")
+    return table

@@ -1,0 +1,125 @@
+"""Run parity: eager PyTorch against an exported model on seeded random inputs and on real photographs.
+
+Inputs at each batch size (1, 3, 8 by default; the exporter saw only batch 2): a seeded standard-normal batch, and
+photographs through the ImageNet eval transform (resize the shorter side to crop/0.875, centre-crop, mean/std),
+cycled to fill the batch: scikit-image's bundled photographs, or the user's ``images``.
+``validate_artifact`` re-runs this on an existing artifact directory after verifying its hashes.
+"""
+
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from export.artifacts import ArtifactError, file_sha256, load_manifest
+from export.parity import ParityReport, evaluate_case
+from export.spec import ExportSpec
+
+logger = logging.getLogger(__name__)
+
+Runner = Callable[[np.ndarray], np.ndarray]
+BACKENDS = ("onnxruntime",)
+
+
+def photo_inputs(
+    size: tuple[int, int],
+    *,
+    mean: Sequence[float],
+    std: Sequence[float],
+    images: Sequence[str | Path] | None = None,
+) -> np.ndarray:
+    """(N, 3, h, w) float32: the given image files, or the bundled photographs, eval-transformed."""
+    from models.transforms import eval_transform, load_image, photo_batch
+
+    if not images:
+        return photo_batch(size, mean=tuple(mean), std=tuple(std))
+    return np.stack([eval_transform(load_image(p), size=size, mean=tuple(mean), std=tuple(std)) for p in images])
+
+
+def parity_inputs(spec: ExportSpec, photos: np.ndarray) -> list[tuple[str, np.ndarray]]:
+    """(kind, batch) pairs: a seeded random batch and a photo batch (photos cycled) at every spec batch size."""
+    rng = np.random.default_rng(spec.seed)
+    cases = []
+    for batch in spec.batch_sizes:
+        cases.append(("random", rng.standard_normal((batch, 3, *photos.shape[2:]), dtype=np.float32)))
+        cases.append(("photos", np.ascontiguousarray(photos[np.arange(batch) % len(photos)])))
+    return cases
+
+
+def onnxruntime_runner(path: str | Path, *, input_name: str) -> Runner:
+    """An ONNX Runtime CPU session as a function of one input array."""
+    try:
+        import onnxruntime as ort
+    except ImportError as err:
+        raise ImportError("onnxruntime is not installed: pip install onnxruntime") from err
+    options = ort.SessionOptions()
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # PyTorch runs in the same process
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return lambda x: session.run(None, {input_name: x})[0]
+
+
+def make_runner(backend: str, path: str | Path, *, input_name: str) -> Runner:
+    if backend == "onnxruntime":
+        return onnxruntime_runner(path, input_name=input_name)
+    raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+
+
+@torch.no_grad()
+def run_parity(
+    model: nn.Module, runner: Runner, *, spec: ExportSpec, photos: np.ndarray, backend: str = "onnxruntime"
+) -> ParityReport:
+    """Eager ``model`` against ``runner`` on every parity input; the report holds every case, passed or not."""
+    model = model.eval()
+    report = ParityReport(backend=backend, atol=spec.atol, rtol=spec.rtol)
+    for kind, x in parity_inputs(spec, photos):
+        reference = model(torch.from_numpy(x)).numpy()
+        case = evaluate_case(kind, reference, runner(x), atol=spec.atol, rtol=spec.rtol)
+        logger.info("parity %s batch %d: %s", kind, case.batch, case.stats)
+        report.cases.append(case)
+    return report
+
+
+def validate_artifact(
+    directory: str | Path,
+    *,
+    backend: str = "onnxruntime",
+    images: Sequence[str | Path] | None = None,
+    batch_sizes: Sequence[int] | None = None,
+    checkpoint: str | Path | None = None,
+) -> ParityReport:
+    """Verify the artifact's hashes, rebuild the eager reference it was exported from, and re-run parity."""
+    import models
+
+    directory = Path(directory)
+    manifest = load_manifest(directory, verify=True)
+    source = manifest.extra.get("source", {})
+    spec = ExportSpec.from_dict(manifest.extra.get("spec", {}))
+    if batch_sizes:
+        spec = ExportSpec.from_dict({**spec.to_dict(), "batch_sizes": tuple(batch_sizes)})
+    if source.get("registry") is not True:
+        raise ArtifactError(
+            f"{directory} was exported from a module outside the model registry; validate it from Python with "
+            "export.validate.run_parity and the original module"
+        )
+    checkpoint = checkpoint or source.get("checkpoint")
+    if checkpoint is not None:
+        if not Path(checkpoint).is_file():
+            raise ArtifactError(
+                f"the checkpoint {checkpoint} this artifact was exported from is gone; pass --checkpoint"
+            )
+        if file_sha256(checkpoint) != source.get("checkpoint_sha256"):
+            raise ArtifactError(f"{checkpoint} is not the checkpoint this artifact was exported from (sha256 differs)")
+    model = models.create_model(
+        manifest.model,
+        num_classes=source.get("num_classes", 1000),
+        checkpoint=checkpoint,
+        init=source.get("init", "calibrated"),
+        **source.get("block_overrides", {}),
+    )
+    pre = manifest.preprocessing
+    photos = photo_inputs(tuple(spec.input_size), mean=pre["mean"], std=pre["std"], images=images)
+    runner = make_runner(backend, directory / manifest.deploy, input_name=spec.input_name)
+    return run_parity(model, runner, spec=spec, photos=photos, backend=backend)

@@ -1,0 +1,153 @@
+"""Export a model to a verified ONNX artifact directory: model.onnx, parity.json, manifest.json.
+
+python scripts/export.py --model sge_resnet50                      # → artifacts/sge_resnet50/
+python scripts/export.py --model se_resnet50 --checkpoint se.pth --output out/se --input-size 256 256
+"""
+
+import sys
+from pathlib import Path
+
+sys.path[0] = str(
+    Path(__file__).resolve().parents[1]
+)  # repo root, not scripts/ (scripts/inspect.py would shadow stdlib)
+
+import argparse  # noqa: E402
+import logging  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+
+from rich.console import Console  # noqa: E402
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn  # noqa: E402
+
+EXIT_PARITY, EXIT_INPUT = 1, 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from export.spec import EXPORTERS, SIMPLIFIERS, ExportSpec
+
+    d = ExportSpec()
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", help="registry name, e.g. sge_resnet50 (see --list-models)")
+    p.add_argument("--checkpoint", type=Path, help="weights (.pth/.pt/.pth.tar/.safetensors); default weights without")
+    p.add_argument("--output", type=Path, help="artifact directory (default: artifacts/<model>/)")
+    p.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"), default=d.input_size)
+    p.add_argument("--dynamic-hw", action="store_true", help="make height and width symbolic too (batch always is)")
+    p.add_argument("--opset", type=int, default=d.opset, help=f"ONNX opset (default {d.opset}, see notes/export.md)")
+    p.add_argument("--exporter", choices=EXPORTERS, default=d.exporter)
+    p.add_argument("--simplifier", choices=SIMPLIFIERS, default=d.simplifier)
+    p.add_argument("--atol", type=float, default=d.atol, help=f"max abs difference gate (default {d.atol:g})")
+    p.add_argument("--rtol", type=float, default=d.rtol, help=f"relative L2 gate (default {d.rtol:g})")
+    p.add_argument("--batch-sizes", default=",".join(map(str, d.batch_sizes)), help="parity batch sizes, e.g. 1,3,8")
+    p.add_argument("--images", nargs="+", type=Path, metavar="FILE", help="photographs for parity (default: bundled)")
+    p.add_argument("--init", choices=("calibrated", "random"), default="calibrated", help="default-weights init")
+    p.add_argument("--json", type=Path, metavar="FILE", help="write the result (paths, op counts, parity) as JSON")
+    p.add_argument("--list-models", action="store_true", help="list the model names and exit")
+    p.add_argument("-v", "--verbose", action="store_true", help="log the library's progress")
+    return p
+
+
+def parse_batch_sizes(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(b) for b in text.split(",") if b.strip())
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(
+            f"--batch-sizes takes comma-separated integers such as 1,3,8; got {text!r}"
+        ) from err
+
+
+def input_errors() -> tuple[type[BaseException], ...]:
+    """Errors that mean a bad input or a failed step: one line on stderr, exit 2."""
+    import models
+    from export.artifacts import ArtifactError
+    from export.onnx_export import OnnxExportError
+    from export.simplify import SimplifyError
+    from export.spec import SpecError
+    from models.transforms import ImageReadError
+
+    return (
+        models.UnknownModelError,
+        models.CheckpointError,
+        models.FeatureTooSmallError,
+        models.InputShapeError,
+        SpecError,
+        ImageReadError,
+        ArtifactError,
+        OnnxExportError,
+        SimplifyError,
+        ImportError,
+        OSError,
+        argparse.ArgumentTypeError,
+    )
+
+
+def follow_up_steps(args: argparse.Namespace) -> list[Callable]:
+    """Steps that run on a finished ONNX artifact, each ``step(args, result, console)``; TensorRT/Triton go here."""
+    return []
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    console = Console(highlight=False, width=max(Console().width, 110))  # the parity table needs ~105 columns
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(name)s: %(message)s")
+    if args.list_models:
+        import models
+
+        console.print("\n".join(models.list_models()))
+        return 0
+    if not args.model:
+        print("error: give --model NAME (see --list-models)", file=sys.stderr)
+        return EXIT_INPUT
+
+    from export.pipeline import export_model
+    from export.tables import ops_table, parity_table, stage_table
+
+    try:
+        with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console) as bar:
+            tasks: dict[str, int] = {}
+
+            def on_stage(stage: str, seconds: float | None) -> None:
+                if seconds is None:
+                    tasks[stage] = bar.add_task(f"{stage}…", total=1)
+                else:
+                    bar.update(tasks[stage], completed=1, description=f"{stage} ({seconds:.1f} s)")
+
+            result = export_model(
+                args.model,
+                args.output,
+                checkpoint=args.checkpoint,
+                init=args.init,
+                images=args.images,
+                check=False,
+                progress=on_stage,
+                input_size=tuple(args.input_size),
+                dynamic_hw=args.dynamic_hw,
+                opset=args.opset,
+                exporter=args.exporter,
+                simplifier=args.simplifier,
+                atol=args.atol,
+                rtol=args.rtol,
+                batch_sizes=parse_batch_sizes(args.batch_sizes),
+            )
+    except input_errors() as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_INPUT
+
+    console.print(ops_table(result.ops_before, result.ops_after, simplifier=result.spec.simplifier))
+    console.print(parity_table(result.parity))
+    console.print(stage_table(result.stage_seconds))
+    if args.json:
+        from export.artifacts import write_json
+
+        write_json(args.json, result.to_dict())
+    if not result.passed:
+        print(f"error: parity failed ({'; '.join(result.parity.failures())}); no manifest written", file=sys.stderr)
+        return EXIT_PARITY
+    for step in follow_up_steps(args):
+        step(args, result, console)
+    console.print(
+        f"artifact: {result.output_dir} (deploy {result.onnx_path.name}; manifest {result.manifest_path.name})"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
