@@ -40,6 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--images", nargs="+", type=Path, metavar="FILE", help="photographs for parity (default: bundled)")
     p.add_argument("--init", choices=("calibrated", "random"), default="calibrated", help="default-weights init")
     p.add_argument("--json", type=Path, metavar="FILE", help="write the result (paths, op counts, parity) as JSON")
+    p.add_argument(
+        "--triton-repo", type=Path, metavar="DIR", help="also write a Triton model repository (DIR/<model>/)"
+    )
     p.add_argument("--list-models", action="store_true", help="list the model names and exit")
     p.add_argument("-v", "--verbose", action="store_true", help="log the library's progress")
     return p
@@ -61,6 +64,7 @@ def input_errors() -> tuple[type[BaseException], ...]:
     from export.onnx_export import OnnxExportError
     from export.simplify import SimplifyError
     from export.spec import SpecError
+    from export.triton_repo import TritonConfigError
     from models.transforms import ImageReadError
 
     return (
@@ -73,6 +77,7 @@ def input_errors() -> tuple[type[BaseException], ...]:
         ArtifactError,
         OnnxExportError,
         SimplifyError,
+        TritonConfigError,
         ImportError,
         OSError,
         argparse.ArgumentTypeError,
@@ -81,7 +86,17 @@ def input_errors() -> tuple[type[BaseException], ...]:
 
 def follow_up_steps(args: argparse.Namespace) -> list[Callable]:
     """Steps that run on a finished ONNX artifact, each ``step(args, result, console)``; TensorRT/Triton go here."""
-    return []
+    steps: list[Callable] = []
+    if args.triton_repo is not None:
+        steps.append(write_triton_repo)
+    return steps
+
+
+def write_triton_repo(args: argparse.Namespace, result, console: Console) -> None:
+    from export.triton_repo import write_triton_repository
+
+    repo = write_triton_repository(result.output_dir, args.triton_repo, overwrite=True)
+    console.print(f"Triton model repository: {repo.root} ({', '.join(repo.models)})")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -141,8 +156,12 @@ def main(argv: list[str] | None = None) -> int:
     if not result.passed:
         print(f"error: parity failed ({'; '.join(result.parity.failures())}); no manifest written", file=sys.stderr)
         return EXIT_PARITY
-    for step in follow_up_steps(args):
-        step(args, result, console)
+    try:
+        for step in follow_up_steps(args):
+            step(args, result, console)
+    except input_errors() as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_INPUT
     console.print(
         f"artifact: {result.output_dir} (deploy {result.onnx_path.name}; manifest {result.manifest_path.name})"
     )

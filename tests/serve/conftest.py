@@ -1,16 +1,18 @@
-"""Fixtures for the serving tests: a small real ONNX artifact (resnet18 at 64×64) and an ONNX Runtime runner.
+"""Fixtures for the serving tests: a small real artifact (resnet18 at 64×64) and an ONNX Runtime runner.
 
-The runner here is a minimal real ONNX Runtime runner on the ``Runner`` contract, used until ``runtime.load`` is on
-main; the artifact is exported with ``torch.onnx.export`` and described by a manifest from ``export.artifacts``.
+The artifact comes from scripts/export.py (which also writes the Triton repository under test). The runner here is a
+minimal real ONNX Runtime runner on the ``Runner`` contract, used until ``runtime.load`` is on main.
 """
 
+import importlib.util
 import socket
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import pytest
 
-from export.artifacts import Manifest, TensorSpec, write_manifest
+from export.artifacts import TensorSpec
 from runtime.backends.base import Runner
 
 MODEL = "resnet18"
@@ -51,28 +53,28 @@ class OrtTestRunner(Runner):
         return self._session.run([OUTPUT.name], {INPUT.name: batch})[0]
 
 
-@pytest.fixture(scope="session")
-def onnx_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch = pytest.importorskip("torch")
-    import models
+def load_script(name: str) -> ModuleType:
+    """A script as a module (never ``import export``: scripts/export.py would shadow the package)."""
+    path = Path(__file__).resolve().parents[2] / "scripts" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"scripts_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
-    directory = tmp_path_factory.mktemp("artifact")
-    model = models.create_model(MODEL, init="random")
-    with torch.no_grad():
-        torch.onnx.export(
-            model,
-            (torch.zeros(1, 3, SIZE, SIZE),),
-            str(directory / "model.onnx"),
-            input_names=[INPUT.name],
-            output_names=[OUTPUT.name],
-            dynamic_axes={INPUT.name: {0: "batch"}, OUTPUT.name: {0: "batch"}},
-            opset_version=17,
-            dynamo=False,
-        )
-    manifest = Manifest(model=MODEL, deploy="model.onnx", inputs=[INPUT], outputs=[OUTPUT], opset=17)
-    manifest.record(directory, "model.onnx", role="model")
-    write_manifest(directory, manifest)
-    return directory
+
+@pytest.fixture(scope="session")
+def exported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """resnet18 at 64×64 through the real export pipeline, with ``--triton-repo``: the artifact and the repository."""
+    root = tmp_path_factory.mktemp("export")
+    argv = ["--model", MODEL, "--init", "random", "--input-size", str(SIZE), str(SIZE), "--batch-sizes", "1,2"]
+    argv += ["--output", str(root / "artifact"), "--triton-repo", str(root / "repo")]
+    assert load_script("export").main(argv) == 0
+    return {"artifact": root / "artifact", "repo": root / "repo"}
+
+
+@pytest.fixture(scope="session")
+def onnx_artifact(exported: dict[str, Path]) -> Path:
+    return exported["artifact"]
 
 
 def free_ports(count: int) -> list[int]:

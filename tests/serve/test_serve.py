@@ -19,7 +19,7 @@ from runtime.serve import (
     library_path_with_libpython,
     triton_child_environment,
 )
-from tests.serve.conftest import INPUT, OUTPUT, SIZE, OrtTestRunner, free_ports
+from tests.serve.conftest import INPUT, OUTPUT, SIZE, OrtTestRunner, free_ports, load_script
 
 pytestmark = [pytest.mark.serve, pytest.mark.timeout(180)]
 
@@ -225,17 +225,6 @@ def test_libpython_goes_first_on_the_library_path(monkeypatch):
     assert "PYTRITON_NO_TENSORSTORE" not in os.environ
     with triton_child_environment(instances=1):
         assert "PYTRITON_NO_TENSORSTORE" not in os.environ
-
-
-def load_script(name):
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[2] / "scripts" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"scripts_{name}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.mark.parametrize("protocol", ["http", "grpc"])

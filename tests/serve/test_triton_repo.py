@@ -95,6 +95,17 @@ def test_repository_configs_match_the_onnx_graph(onnx_artifact, tmp_path):
         assert list(tensor.dims) == [d if isinstance(d, int) else -1 for d in dims[1:]], tensor.name
 
 
+def test_export_script_writes_a_repository_that_matches_the_graph(exported):
+    model_dir = exported["repo"] / "resnet18"
+    config = parse((model_dir / "config.pbtxt").read_text())
+    assert config.name == "resnet18" and config.platform == "onnxruntime_onnx"
+    assert config.max_batch_size == 32 and config.dynamic_batching.max_queue_delay_microseconds == 500
+    graph = onnx_tensors(model_dir / "1" / "model.onnx")
+    assert {t.name: (triton_dtype_name(t.data_type), [-1, *t.dims]) for t in (*config.input, *config.output)} == {
+        name: (dtype, [-1 if isinstance(d, str) else d for d in dims]) for name, (dtype, dims) in graph.items()
+    }
+
+
 def test_rendered_configs_parse_for_every_option():
     """Batching off, CPU instances, a TensorRT plan, extra parameters, symbolic spatial dims."""
     dynamic = TensorSpec("image", ("batch", 3, "height", "width"), "float16", "NCHW")
