@@ -2,6 +2,7 @@
 
     python scripts/serve.py ARTIFACT [--backend onnxruntime] [--model-name NAME] [--http-port 8000]
         [--grpc-port 8001] [--metrics-port 8002] [--max-batch 32] [--queue-delay-us 500] [--instances N]
+        [--threads N] [--host 127.0.0.1]
 
 Runs until Ctrl+C (SIGINT).
 """
@@ -20,6 +21,7 @@ from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from export.artifacts import ArtifactError, load_manifest  # noqa: E402
+from runtime import UnknownBackendError  # noqa: E402
 from runtime.backends.base import BackendUnavailableError  # noqa: E402
 from runtime.serve import ServeConfig, ServeConfigError, ServeError, serve_artifact  # noqa: E402
 
@@ -36,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-batch", type=int, default=32, help="largest batch the dynamic batcher forms")
     parser.add_argument("--queue-delay-us", type=int, default=500, help="longest wait for a fuller batch (µs)")
     parser.add_argument("--instances", type=int, default=1, help="model instances, one runner each")
+    parser.add_argument("--threads", type=int, help="CPU threads per runner (default: the backend's own)")
     parser.add_argument("-v", "--verbose", action="store_true", help="Triton's verbose log")
     return parser
 
@@ -61,9 +64,17 @@ def main(argv: list[str] | None = None) -> int:
             instances=args.instances,
             log_verbose=1 if args.verbose else 0,
         )
-        server = serve_artifact(args.artifact, config=config, backend=args.backend)
+        options = {"threads": args.threads} if args.threads is not None else {}
+        server = serve_artifact(args.artifact, config=config, backend=args.backend, load_options=options)
         server.start()
-    except (ArtifactError, ServeConfigError, ServeError, BackendUnavailableError, ValueError) as err:
+    except (
+        ArtifactError,
+        ServeConfigError,
+        ServeError,
+        BackendUnavailableError,
+        UnknownBackendError,
+        ValueError,
+    ) as err:
         console.print(f"[red]error:[/] {err}")
         return 2
     table = Table(title=f"serving {model_name} ({args.backend}, {args.instances} instance(s))")

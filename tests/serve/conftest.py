@@ -1,56 +1,19 @@
-"""Fixtures for the serving tests: a small real artifact (resnet18 at 64×64) and an ONNX Runtime runner.
-
-The artifact comes from scripts/export.py (which also writes the Triton repository under test). The runner here is a
-minimal real ONNX Runtime runner on the ``Runner`` contract, used until ``runtime.load`` is on main.
-"""
+"""Fixtures for the serving tests: a small real artifact (resnet18 at 64×64) from scripts/export.py, which also
+writes the Triton model repository under test."""
 
 import importlib.util
 import socket
 from pathlib import Path
 from types import ModuleType
 
-import numpy as np
 import pytest
 
 from export.artifacts import TensorSpec
-from runtime.backends.base import Runner
 
 MODEL = "resnet18"
 SIZE = 64
 INPUT = TensorSpec("input", ("batch", 3, SIZE, SIZE), "float32", "NCHW")
 OUTPUT = TensorSpec("logits", ("batch", 1000), "float32", "NC")
-
-
-class OrtTestRunner(Runner):
-    name = "onnxruntime"
-
-    def __init__(self, model_path: Path, *, threads: int = 1) -> None:
-        super().__init__()
-        self.model_path = model_path
-        self.threads = threads
-        self._session = None
-
-    @property
-    def input_spec(self) -> TensorSpec:
-        return INPUT
-
-    @property
-    def output_spec(self) -> TensorSpec:
-        return OUTPUT
-
-    def _activate_impl(self) -> None:
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = self.threads
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self._session = ort.InferenceSession(str(self.model_path), options, providers=["CPUExecutionProvider"])
-
-    def _deactivate_impl(self) -> None:
-        self._session = None
-
-    def _infer_impl(self, batch: np.ndarray) -> np.ndarray:
-        return self._session.run([OUTPUT.name], {INPUT.name: batch})[0]
 
 
 def load_script(name: str) -> ModuleType:

@@ -11,15 +11,17 @@ import urllib.request
 import numpy as np
 import pytest
 
+import runtime
 from runtime.serve import (
     ModelServer,
     ServeConfig,
     ServeConfigError,
     ServeError,
     library_path_with_libpython,
+    serve_artifact,
     triton_child_environment,
 )
-from tests.serve.conftest import INPUT, OUTPUT, SIZE, OrtTestRunner, free_ports, load_script
+from tests.serve.conftest import INPUT, OUTPUT, SIZE, free_ports, load_script
 
 pytestmark = [pytest.mark.serve, pytest.mark.timeout(180)]
 
@@ -29,6 +31,7 @@ pytest.importorskip("pytriton")
 
 MAX_BATCH = 8
 MODEL = "r18"
+RUNNER_OPTIONS = {"threads": 1, "allow_spinning": False}  # two instances and the clients share 2 cores
 RTOL, ATOL = 1e-5, 1e-5  # same ONNX Runtime build, same graph: only batch-composition rounding differs
 
 
@@ -44,8 +47,7 @@ def server(onnx_artifact):
         queue_delay_us=2000,
         instances=2,
     )
-    runners = [OrtTestRunner(onnx_artifact / "model.onnx") for _ in range(config.instances)]
-    with ModelServer(runners, config=config) as running:
+    with serve_artifact(onnx_artifact, config=config, backend="onnxruntime", load_options=RUNNER_OPTIONS) as running:
         yield running
     assert not running.is_running
 
@@ -53,8 +55,7 @@ def server(onnx_artifact):
 @pytest.fixture(scope="module")
 def reference(onnx_artifact):
     """The runner's own outputs, computed outside the server."""
-    runner = OrtTestRunner(onnx_artifact / "model.onnx")
-    with runner:
+    with runtime.load(onnx_artifact, backend="onnxruntime", **RUNNER_OPTIONS) as runner:
         yield runner.infer
 
 
@@ -202,7 +203,7 @@ def test_a_taken_port_fails_fast_with_the_flag_to_change(server, onnx_artifact):
         metrics_port=server.config.metrics_port,
     )
     with pytest.raises(ServeError, match=r"--http-port.*--metrics-port"):
-        ModelServer([OrtTestRunner(onnx_artifact / "model.onnx")], config=config).start()
+        ModelServer([runtime.load(onnx_artifact, backend="onnxruntime")], config=config).start()
 
 
 def test_bad_options_are_refused():
@@ -256,3 +257,8 @@ def test_loadtest_refuses_other_hosts_and_unknown_models(server, capsys):
 def test_serve_script_refuses_a_bad_artifact(tmp_path, capsys):
     assert load_script("serve").main([str(tmp_path), "--http-port", "1"]) == 2
     assert "manifest.json" in capsys.readouterr().err
+
+
+def test_serve_script_refuses_an_unknown_backend(onnx_artifact, capsys):
+    assert load_script("serve").main([str(onnx_artifact), "--backend", "onnxruntme"]) == 2
+    assert "unknown backend" in capsys.readouterr().err
