@@ -313,6 +313,7 @@ def run_load(url: str, *, model: str, config: LoadConfig = LoadConfig()) -> Load
             "processor": platform.processor() or platform.machine(),
             "cpu_count": os.cpu_count(),
             "python": platform.python_version(),
+            "load_average": [round(v, 2) for v in os.getloadavg()],  # other work on the machine at the start
             "note": "client and server share this machine's CPUs",
         },
     )

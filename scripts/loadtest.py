@@ -42,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    console = Console()
+    console = Console(width=max(Console().width, 110))  # nine columns
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         config = LoadConfig(
@@ -74,9 +74,8 @@ def main(argv: list[str] | None = None) -> int:
             *cells,
         )
     console.print(table)
-    console.print(
-        f"machine: {report.machine['processor']}, {report.machine['cpu_count']} CPUs; {report.machine['note']}"
-    )
+    m = report.machine
+    console.print(f"machine: {m['processor']}, {m['cpu_count']} CPUs, load average {m['load_average']}; {m['note']}")
     if args.json:
         write_json(args.json, report.to_dict())
         console.print(f"wrote {args.json}")

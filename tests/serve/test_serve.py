@@ -168,18 +168,18 @@ def test_malformed_requests_get_errors_and_the_server_stays_up(server, reference
     client = http_client(server) if protocol == "http" else grpc_client(server)
     infer = http_infer if protocol == "http" else grpc_infer
     error = httpclient.InferenceServerException if protocol == "http" else grpcclient.InferenceServerException
-    bad = {
-        "wrong shape": (np.zeros((1, 3, SIZE + 1, SIZE), np.float32), "FP32"),
-        "NHWC": (np.zeros((1, SIZE, SIZE, 3), np.float32), "FP32"),
-        "wrong rank": (np.zeros((3, SIZE, SIZE), np.float32), "FP32"),
-        "wrong dtype": (np.zeros((1, 3, SIZE, SIZE), np.float64), "FP64"),
-        "batch above max": (np.zeros((MAX_BATCH + 1, 3, SIZE, SIZE), np.float32), "FP32"),
+    bad = {  # what is sent → what Triton's error must mention
+        "wrong shape": (np.zeros((1, 3, SIZE + 1, SIZE), np.float32), "FP32", "unexpected shape"),
+        "NHWC": (np.zeros((1, SIZE, SIZE, 3), np.float32), "FP32", "unexpected shape"),
+        "wrong rank": (np.zeros((3, SIZE, SIZE), np.float32), "FP32", "unexpected shape"),
+        "wrong dtype": (np.zeros((1, 3, SIZE, SIZE), np.float64), "FP64", "data-type"),
+        "batch above max": (np.zeros((MAX_BATCH + 1, 3, SIZE, SIZE), np.float32), "FP32", "batch-size must be <="),
     }
     try:
-        for what, (batch, datatype) in bad.items():
+        for what, (batch, datatype, says) in bad.items():
             with pytest.raises(error) as info:
                 infer(client, batch, datatype=datatype)
-            assert info.value.message(), what
+            assert says in info.value.message(), f"{what}: {info.value.message()}"
         good = random_batch(MAX_BATCH, seed=7)
         np.testing.assert_allclose(infer(client, good), reference(good), rtol=RTOL, atol=ATOL)
     finally:
