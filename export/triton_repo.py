@@ -3,9 +3,10 @@
 Triton's own ONNX Runtime backend (and its TensorRT backend, for an engine) load the repository without any Python:
 ``DIR/<name>/config.pbtxt`` and ``DIR/<name>/1/model.onnx``; when the artifact holds a TensorRT engine, also
 ``DIR/<name>_tensorrt/config.pbtxt`` and ``DIR/<name>_tensorrt/1/model.plan`` with ``platform: "tensorrt_plan"``.
-The config follows Triton's model configuration schema (``model_config.proto``; the protobuf module ships with
-tritonclient as ``tritonclient.grpc.model_config_pb2``) and the ONNX Runtime backend's documented TensorRT
-accelerator parameters (https://github.com/triton-inference-server/onnxruntime_backend#onnx-runtime-with-tensorrt-optimization).
+An engine is the manifest file with role ``engine`` (``export.trt_build.record_engine``); its config's
+``max_batch_size`` is capped by the engine's optimisation profile. The config follows Triton's model configuration
+schema (``model_config.proto``; the protobuf module ships with tritonclient as ``tritonclient.grpc.model_config_pb2``)
+and the ONNX Runtime backend's documented TensorRT accelerator parameters (https://github.com/triton-inference-server/onnxruntime_backend#onnx-runtime-with-tensorrt-optimization).
 
 Rendering a config is a pure function of its inputs; only ``write_triton_repository`` touches the disk.
 """
@@ -36,7 +37,6 @@ TRITON_DTYPES = {
 }
 INSTANCE_KINDS = {"auto": "KIND_AUTO", "gpu": "KIND_GPU", "cpu": "KIND_CPU"}
 PRECISION_MODES = ("FP32", "FP16", "INT8")
-ENGINE_SUFFIXES = (".plan", ".engine", ".trt")
 LABELS_NAME = "labels.txt"
 
 
@@ -262,13 +262,21 @@ def write_triton_repository(
         tensorrt=tensorrt,
         label_filename=LABELS_NAME if labels is not None else None,
     )
-    plans = [p for p, entry in manifest.files.items() if entry.role == "engine" or p.endswith(ENGINE_SUFFIXES)]
+    plans = [p for p, entry in manifest.files.items() if entry.role == "engine"]
     if len(plans) > 1:
         raise ArtifactError(f"artifact {artifact} holds {len(plans)} engines ({', '.join(plans)}); expected one")
     plan_config = None
     if plans:
+        plan_batch = engine_max_batch(manifest.extra, max_batch_size)
         plan_config = TritonModelConfig(
-            **{**_fields(onnx_config), "name": f"{name}_tensorrt", "platform": "tensorrt_plan", "tensorrt": None}
+            **{
+                **_fields(onnx_config),
+                "name": f"{name}_tensorrt",
+                "platform": "tensorrt_plan",
+                "tensorrt": None,
+                "max_batch_size": plan_batch,
+                "preferred_batch_sizes": tuple(b for b in preferred_batch_sizes if b <= plan_batch),
+            }
         )
     # Render every config before writing anything: an invalid request leaves the repository untouched.
     texts = {onnx_config.name: render_config(onnx_config)}
@@ -286,6 +294,15 @@ def write_triton_repository(
         models[plan_config.name] = plan_config
     logger.info("wrote Triton model repository %s: %s", root, ", ".join(models))
     return TritonRepository(root=root, models=models)
+
+
+def engine_max_batch(extra: dict[str, Any], requested: int) -> int:
+    """The plan's max_batch_size: ``requested``, capped by the engine's profile (manifest ``extra["tensorrt"]``)."""
+    profile_max = extra.get("tensorrt", {}).get("profile", {}).get("max") or [None]
+    if isinstance(profile_max[0], int) and 0 < profile_max[0] < requested:
+        logger.warning("the engine's profile takes batches up to %d; its Triton config says so", profile_max[0])
+        return profile_max[0]
+    return requested
 
 
 def _fields(config: TritonModelConfig) -> dict[str, Any]:

@@ -32,6 +32,9 @@ class SpatialGroupEnhance(nn.Module):
         # has been downsampled by the time it gets here.
         self.location = "sge"
         self.input_stride: int | None = None
+        # Hook points for inspection (no parameters: state_dict keys and numerics unchanged).
+        self.normalized = nn.Identity()  # ĉ, (B·G, H·W)
+        self.gate = nn.Sigmoid()  # σ(a), (B·G, 1, H, W)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _, c, h, w = x.shape
@@ -52,9 +55,9 @@ class SpatialGroupEnhance(nn.Module):
         similarity = (x * F.adaptive_avg_pool2d(x, 1)).sum(dim=1, keepdim=True)  # c_i = g·x_i
         t = similarity.reshape(-1, h * w)
         t = t - t.mean(dim=1, keepdim=True)
-        t = t / (t.std(dim=1, keepdim=True) + self.eps)  # unbiased std, eps outside the root
+        t = self.normalized(t / (t.std(dim=1, keepdim=True) + self.eps))  # unbiased std, eps outside the root
         t = t.reshape(-1, groups, h, w) * self.weight + self.bias  # a_i = γ_g·ĉ_i + β_g
-        x = x * torch.sigmoid(t.reshape(-1, 1, h, w))
+        x = x * self.gate(t.reshape(-1, 1, h, w))
         return x.reshape(-1, c, h, w)
 
     def extra_repr(self) -> str:

@@ -12,6 +12,7 @@ from export.triton_repo import (
     TensorRTAccelerator,
     TritonConfigError,
     TritonModelConfig,
+    engine_max_batch,
     render_config,
     write_triton_repository,
 )
@@ -190,3 +191,10 @@ def test_a_tampered_artifact_is_refused(onnx_artifact, tmp_path):
     with pytest.raises(ArtifactError, match="re-export"):
         write_triton_repository(copy, tmp_path / "repo")
     assert not (tmp_path / "repo").exists()
+
+
+def test_an_engines_config_is_capped_by_its_profile():
+    extra = {"tensorrt": {"profile": {"input": "input", "min": [1, 3, 64, 64], "max": [16, 3, 64, 64]}}}
+    assert engine_max_batch(extra, 32) == 16
+    assert engine_max_batch(extra, 8) == 8
+    assert engine_max_batch({}, 32) == 32
