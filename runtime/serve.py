@@ -171,11 +171,12 @@ def infer_function(runner: Runner) -> Callable[..., dict[str, np.ndarray]]:
 
 
 def check_ports_free(config: ServeConfig) -> None:
-    """Fail fast with a clear message when a port is taken (Triton would otherwise exit after a long wait)."""
+    """Fail before Triton starts, naming the flag to change, when a port is taken."""
     taken = []
     for key in ("http_port", "grpc_port", "metrics_port"):
         port = getattr(config, key)
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        family = socket.AF_INET6 if ":" in config.host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as sock:
             try:
                 sock.bind((config.host, port))
             except OSError as err:

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import runtime
+from export.artifacts import TensorSpec
 from runtime.serve import (
     ModelServer,
     ServeConfig,
@@ -20,6 +21,7 @@ from runtime.serve import (
     library_path_with_libpython,
     serve_artifact,
     triton_child_environment,
+    triton_tensor,
 )
 from tests.serve.conftest import INPUT, OUTPUT, SIZE, free_ports, load_script
 
@@ -211,6 +213,13 @@ def test_bad_options_are_refused():
         ServeConfig(model_name="a b", http_port=0, grpc_port=8001, metrics_port=8001, max_batch=0, instances=0)
     for word in ("model name", "http_port", "must differ", "max_batch", "instances"):
         assert word in str(info.value)
+    with pytest.raises(ServeConfigError, match="dynamic batch"):
+        triton_tensor(TensorSpec("input", (1, 3, SIZE, SIZE)))
+
+
+def test_one_runner_per_instance(onnx_artifact):
+    with pytest.raises(ServeConfigError, match="1 runners for 2 instances"):
+        ModelServer([runtime.load(onnx_artifact)], config=ServeConfig(model_name="m", instances=2))
 
 
 def test_libpython_goes_first_on_the_library_path(monkeypatch):
