@@ -182,26 +182,24 @@ def model_metadata(address: str, model: str, *, protocol: str) -> dict[str, Any]
     """The model's inputs and outputs as ``{"inputs": [{name, datatype, shape}], "outputs": [...]}``."""
     if protocol == "http":
         import tritonclient.http as client_module
-
-        client = client_module.InferenceServerClient(address)
-        try:
-            if not client.is_model_ready(model):
-                raise LoadTestError(f"model {model!r} is not ready on {address}; check the name and the server log")
-            meta = client.get_model_metadata(model)
-        finally:
-            client.close()
-        return {"inputs": meta["inputs"], "outputs": meta["outputs"]}
-    import tritonclient.grpc as client_module
+    else:
+        import tritonclient.grpc as client_module
+    from tritonclient.utils import InferenceServerException
 
     client = client_module.InferenceServerClient(address)
     try:
-        if not client.is_model_ready(model):
-            raise LoadTestError(f"model {model!r} is not ready on {address}; check the name and the server log")
-        meta = client.get_model_metadata(model, as_json=True)
+        ready = client.is_model_ready(model)
+        meta = client.get_model_metadata(model, **({"as_json": True} if protocol == "grpc" else {})) if ready else {}
+    except (InferenceServerException, OSError) as err:
+        raise LoadTestError(
+            f"cannot reach {protocol}://{address} ({err}); is the server running on that port?"
+        ) from err
     finally:
         client.close()
-    tensors = {k: [{**t, "shape": [int(d) for d in t["shape"]]} for t in meta[k]] for k in ("inputs", "outputs")}
-    return tensors
+    if not ready:
+        raise LoadTestError(f"model {model!r} is not ready on {address}; check the name and the server log")
+    # gRPC's JSON form gives dims as strings
+    return {k: [{**t, "shape": [int(d) for d in t["shape"]]} for t in meta[k]] for k in ("inputs", "outputs")}
 
 
 def make_batch(meta: dict[str, Any], *, batch_size: int, seed: int) -> np.ndarray:

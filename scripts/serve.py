@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         UnknownBackendError,
         ValueError,
     ) as err:
-        console.print(f"[red]error:[/] {err}")
+        print(f"error: {err}", file=sys.stderr)
         return 2
     table = Table(title=f"serving {model_name} ({args.backend}, {args.instances} instance(s))")
     table.add_column("endpoint")

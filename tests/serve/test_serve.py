@@ -254,13 +254,18 @@ def test_loadtest_script_reports_every_level(server, tmp_path, protocol):
     assert report["input"] == {"name": INPUT.name, "shape": [1, 3, SIZE, SIZE], "datatype": "FP32"}
 
 
-def test_loadtest_refuses_other_hosts_and_unknown_models(server, capsys):
+def test_loadtest_refuses_other_hosts_unknown_models_and_closed_ports(server, capsys):
     loadtest = load_script("loadtest")
     assert loadtest.main(["http://192.0.2.1:8000", "--model", MODEL, "--duration", "1"]) == 2
-    assert "not a loopback address" in capsys.readouterr().out
+    assert "not a loopback address" in capsys.readouterr().err
     url = f"http://127.0.0.1:{server.config.http_port}"
     assert loadtest.main([url, "--model", "nope", "--duration", "1"]) == 2
-    assert "nope" in capsys.readouterr().out
+    assert "nope" in capsys.readouterr().err
+    closed = free_ports(1)[0]
+    for protocol in ("http", "grpc"):
+        assert loadtest.main([f"127.0.0.1:{closed}", "--model", MODEL, "--protocol", protocol]) == 2
+        err = capsys.readouterr().err
+        assert "is the server running" in err and err.count("\n") == 1, err
 
 
 def test_serve_script_refuses_a_bad_artifact(tmp_path, capsys):
