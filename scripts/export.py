@@ -53,6 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trt-workspace", type=float, default=4.0, metavar="GB", help="TensorRT workspace limit")
     p.add_argument("--trt-timing-cache", type=Path, metavar="FILE", help="TensorRT timing cache, loaded and saved")
     p.add_argument("--trt-calib-dir", type=Path, metavar="DIR", help="INT8 calibration images (TensorRT 10.x)")
+    p.add_argument(
+        "--triton-repo", type=Path, metavar="DIR", help="also write a Triton model repository (DIR/<model>/)"
+    )
     p.add_argument("--list-models", action="store_true", help="list the model names and exit")
     p.add_argument("-v", "--verbose", action="store_true", help="log the library's progress")
     return p
@@ -75,6 +78,7 @@ def input_errors() -> tuple[type[BaseException], ...]:
     from export.onnx_export import OnnxExportError
     from export.simplify import SimplifyError
     from export.spec import SpecError
+    from export.triton_repo import TritonConfigError
     from export.trt_build import TrtBuildError, TrtRequestError
     from export.trt_calibrate import CalibrationDataError
     from models.transforms import ImageReadError
@@ -93,6 +97,7 @@ def input_errors() -> tuple[type[BaseException], ...]:
         TrtRequestError,
         TrtBuildError,
         CalibrationDataError,
+        TritonConfigError,
         ImportError,
         OSError,
         argparse.ArgumentTypeError,
@@ -101,7 +106,17 @@ def input_errors() -> tuple[type[BaseException], ...]:
 
 def follow_up_steps(args: argparse.Namespace) -> list[Callable]:
     """Steps that run on a finished ONNX artifact, each ``step(args, result, console)``; TensorRT/Triton go here."""
-    return [tensorrt_step] if args.fp16_onnx or args.trt else []
+    steps: list[Callable] = [tensorrt_step] if args.fp16_onnx or args.trt else []
+    if args.triton_repo is not None:
+        steps.append(triton_repo_step)  # last: the repository takes the engine when one was built
+    return steps
+
+
+def triton_repo_step(args: argparse.Namespace, result: Any, console: Console) -> None:
+    from export.triton_repo import write_triton_repository
+
+    repo = write_triton_repository(result.output_dir, args.triton_repo, overwrite=True)
+    console.print(f"Triton model repository: {repo.root} ({', '.join(repo.models)})")
 
 
 def tensorrt_step(args: argparse.Namespace, result: Any, console: Console) -> None:
