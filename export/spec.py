@@ -29,7 +29,7 @@ class ExportSpec:
     opset: int = 17
     exporter: str = "torchscript"  # see notes/export.md for the measurements behind this default
     simplifier: str = "onnxsim"
-    sge_form: str = "compact"  # SGE layers exported as CompactSGE (same numerics, NCHWc-friendly graph)
+    sge_form: str = "official"  # "compact": SGE as CompactSGE (same numerics, no Reshape; notes/sgeperf.md)
     atol: float = 1e-4  # gate: max |onnx - eager| over every logit
     rtol: float = 1e-5  # gate: ‖onnx - eager‖₂ / ‖eager‖₂ per case
     batch_sizes: tuple[int, ...] = (1, 3, 8)  # parity batches, none of them the example batch

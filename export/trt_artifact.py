@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from export.artifacts import Manifest, load_manifest, write_manifest
-from export.fp16 import write_fp16_onnx
+from export.fp16 import Fp16ConversionError, fp16_refusal, write_fp16_onnx
 from export.trt_build import EngineResult, TrtBuildOptions, build_engine, record_engine
 
 logger = logging.getLogger(__name__)
@@ -55,6 +55,9 @@ def add_fp16_onnx(directory: str | Path, *, photos: np.ndarray | None = None) ->
 
     directory = Path(directory)
     manifest = load_manifest(directory, verify=True)
+    refusal = fp16_refusal(model=manifest.model, sge_form=manifest.extra.get("spec", {}).get("sge_form", "official"))
+    if refusal:
+        raise Fp16ConversionError(refusal)
     fp32_path = directory / manifest.deploy
     path, plan = write_fp16_onnx(fp32_path, directory / FP16_ONNX_NAME)
     if photos is None:

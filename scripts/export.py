@@ -39,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--sge-form",
         choices=SGE_FORMS,
         default=d.sge_form,
-        help="SGE graph: compact (same numerics, faster on ONNX Runtime; notes/sgeperf.md) or official",
+        help="SGE graph: official (default) or compact (same numerics, no Reshape; faster in OpenVINO; README)",
     )
     p.add_argument("--atol", type=float, default=d.atol, help=f"max abs difference gate (default {d.atol:g})")
     p.add_argument("--rtol", type=float, default=d.rtol, help=f"relative L2 gate (default {d.rtol:g})")
@@ -161,8 +161,14 @@ def main(argv: list[str] | None = None) -> int:
         print("error: give --model NAME (see --list-models)", file=sys.stderr)
         return EXIT_INPUT
 
+    from export.fp16 import fp16_refusal
     from export.pipeline import export_model
     from export.tables import ops_table, parity_table, stage_table
+
+    refusal = fp16_refusal(model=args.model, sge_form=args.sge_form)
+    if refusal and (args.fp16_onnx or args.trt in ("fp16", "int8")):
+        print(f"error: {refusal}", file=sys.stderr)  # before any file is written
+        return EXIT_INPUT
 
     try:
         with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console) as bar:

@@ -95,14 +95,14 @@ def test_compact_graph_runs_in_nchwc(sge18, tmp_path):
 
 
 def test_prepare_for_export_rewrites_a_copy(sge18):
-    prepared = prepare_for_export(sge18, spec=ExportSpec(input_size=(96, 96)))
+    prepared = prepare_for_export(sge18, spec=ExportSpec(input_size=(96, 96), sge_form="compact"))
     assert prepared is not sge18
     assert sum(isinstance(m, CompactSGE) for m in prepared.modules()) == 8
     assert all(m.feature_size is not None for m in prepared.modules() if isinstance(m, CompactSGE))
     assert sum(isinstance(m, SpatialGroupEnhance) for m in sge18.modules()) == 8  # the original is untouched
-    dynamic = prepare_for_export(sge18, spec=ExportSpec(input_size=(96, 96), dynamic_hw=True))
+    dynamic = prepare_for_export(sge18, spec=ExportSpec(input_size=(96, 96), dynamic_hw=True, sge_form="compact"))
     assert all(m.feature_size is None for m in dynamic.modules() if isinstance(m, CompactSGE))
-    assert prepare_for_export(sge18, spec=ExportSpec(sge_form="official")) is sge18
+    assert prepare_for_export(sge18, spec=ExportSpec()) is sge18  # official is the default
 
 
 def test_unknown_sge_form_is_refused():

@@ -41,3 +41,23 @@ def test_bad_trt_request_is_one_line_and_exit_2(export_main, tmp_path, monkeypat
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: --trt-batch needs 1 <= MIN <= OPT <= MAX; got 8 4 1") and "\n" not in err
     assert load_manifest(tmp_path, verify=True).deploy == "model.onnx"  # the ONNX artifact is intact
+
+
+@pytest.mark.parametrize("flags", [["--fp16-onnx"], ["--trt", "fp16"], ["--trt", "int8"]])
+def test_fp16_of_the_compact_sge_form_is_refused_before_any_file(export_main, tmp_path, capsys, flags):
+    # The compact form folds γ into a Mul, so the FP16 converter would find no normalisation to keep in FP32.
+    out = tmp_path / "art"
+    assert export_main([*SMALL, "--output", str(out), "--sge-form", "compact", *flags]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--sge-form official" in err and "\n" not in err
+    assert not out.exists()
+
+
+def test_fp16_of_a_compact_artifact_is_refused_by_the_library(export_main, tmp_path):
+    from export.fp16 import Fp16ConversionError
+    from export.trt_artifact import add_fp16_onnx
+
+    assert export_main([*SMALL, "--output", str(tmp_path), "--sge-form", "compact"]) == 0
+    with pytest.raises(Fp16ConversionError, match="compact SGE form"):
+        add_fp16_onnx(tmp_path)
+    assert not (tmp_path / "model_fp16.onnx").exists()
