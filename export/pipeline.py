@@ -6,6 +6,7 @@ and after, batch still symbolic, metadata) → parity (eager vs ONNX Runtime, pa
 only when parity passed). A directory without manifest.json is incomplete; an older manifest is removed first.
 """
 
+import hashlib
 import logging
 import tempfile
 import time
@@ -110,7 +111,12 @@ def _load_source(
         config = models.get_config(name_or_module)
         model = models.create_model(name_or_module, checkpoint=checkpoint, init=init, **model_kwargs)
         name, registry, mean, std = config.name, True, config.mean, config.std
-    sha = file_sha256(checkpoint) if checkpoint is not None else f"default-weights:{init}"
+    if checkpoint is not None:
+        sha = file_sha256(checkpoint)
+    elif registry:
+        sha = f"default-weights:{init}"
+    else:
+        sha = f"module-state-dict:{_state_dict_sha256(model)}"
     return _Source(
         name=name,
         model=model,
@@ -122,6 +128,15 @@ def _load_source(
         init=init if checkpoint is None else "checkpoint",
         model_kwargs=model_kwargs,
     )
+
+
+def _state_dict_sha256(model: nn.Module) -> str:
+    """A digest of a module's weights (names, shapes and bytes), for a module that came without a file."""
+    digest = hashlib.sha256()
+    for key, tensor in sorted(model.state_dict().items()):
+        digest.update(f"{key}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
 
 
 def export_model(

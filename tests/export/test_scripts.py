@@ -1,0 +1,75 @@
+"""The command lines: the README's main command at full size, --dynamic-hw, validate, and a tampered artifact."""
+
+import json
+import shutil
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+import models
+from export.artifacts import ArtifactError, load_manifest
+from export.onnx_export import tensor_dims
+from export.validate import onnxruntime_runner
+
+
+@pytest.mark.slow
+def test_main_command_full_size_sge_resnet50(export_script, tmp_path, capsys):
+    out = tmp_path / "sge_resnet50"
+    assert (
+        export_script.main(["--model", "sge_resnet50", "--output", str(out), "--json", str(tmp_path / "r.json")]) == 0
+    )
+    printed = capsys.readouterr().out
+    assert "ONNX op counts" in printed and "max abs ≤ 0.0001" in printed and "stage times" in printed
+    assert {p.name for p in out.iterdir()} == {"model.onnx", "parity.json", "manifest.json"}
+    manifest = load_manifest(out, verify=True)
+    assert manifest.inputs[0].shape == ("batch", 3, 224, 224) and manifest.parity["passed"] is True
+    assert manifest.preprocessing["resize_shorter"] == 256
+    result = json.loads((tmp_path / "r.json").read_text())
+    assert result["parity"]["passed"] is True and set(result["stage_seconds"]) >= {"export", "simplify", "parity"}
+
+
+def test_dynamic_hw_non_square(export_script, tmp_path):
+    out = tmp_path / "dyn"
+    argv = ["--model", "sge_resnet18", "--dynamic-hw", "--input-size", "96", "128", "--output", str(out)]
+    assert export_script.main([*argv, "--init", "random", "--atol", "1e-3"]) == 0
+    path = out / "model.onnx"
+    dims = tensor_dims(onnx.load(str(path), load_external_data=False).graph.input[0])
+    assert isinstance(dims[0], str) and dims[1] == 3 and all(isinstance(d, str) for d in dims[2:])
+    run = onnxruntime_runner(path, input_name="input")
+    model = models.create_model("sge_resnet18", init="random")
+    for shape in [(2, 3, 128, 96), (1, 3, 160, 112)]:  # sizes the export never saw
+        x = np.random.default_rng(0).standard_normal(shape, dtype=np.float32)
+        with torch.no_grad():
+            ref = model(torch.from_numpy(x)).numpy()
+        np.testing.assert_allclose(run(x), ref, rtol=0, atol=1e-5 * np.abs(ref).max())
+
+
+def test_validate_reruns_parity_at_an_unseen_batch(validate_script, sge_artifact, tmp_path, capsys):
+    assert validate_script.main([str(sge_artifact), "--batch-sizes", "5", "--json", str(tmp_path / "p.json")]) == 0
+    report = json.loads((tmp_path / "p.json").read_text())
+    assert report["passed"] is True and report["batch_sizes"] == [5]
+    assert "hashes verified" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("victim", ["model.onnx", "parity.json"])
+def test_tampered_artifact_is_refused(validate_script, sge_artifact, tmp_path, capsys, victim):
+    copy = tmp_path / "copy"
+    shutil.copytree(sge_artifact, copy)
+    data = bytearray((copy / victim).read_bytes())
+    data[len(data) // 2] ^= 0x01
+    (copy / victim).write_bytes(data)
+    with pytest.raises(ArtifactError, match=f"{victim} does not match its recorded sha256"):
+        load_manifest(copy)
+    assert validate_script.main([str(copy)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "re-export" in err and "\n" not in err
+
+
+def test_directory_without_manifest_is_incomplete(validate_script, sge_artifact, tmp_path, capsys):
+    copy = tmp_path / "partial"
+    shutil.copytree(sge_artifact, copy)
+    (copy / "manifest.json").unlink()
+    assert validate_script.main([str(copy)]) == 2
+    assert "no manifest.json" in capsys.readouterr().err
