@@ -118,6 +118,16 @@ class ResNet(nn.Module):
         self.layer4 = self._make_stage(block, 512, layers[3], stride=2, attn_layer=stage_attn[3])
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(512 * block.expansion, num_classes)
+        self._tell_attention_where_it_is()
+
+    def _tell_attention_where_it_is(self) -> None:
+        """Give each attention layer its name and input stride, for its error messages."""
+        for stage, stride in (("layer1", 4), ("layer2", 8), ("layer3", 16), ("layer4", 32)):
+            for i, block in enumerate(getattr(self, stage)):
+                if block.attn_name is not None:
+                    layer = getattr(block, block.attn_name)
+                    layer.location = f"{stage}.{i}.{block.attn_name}"
+                    layer.input_stride = stride
 
     def _make_stage(
         self,

@@ -28,22 +28,36 @@ class SpatialGroupEnhance(nn.Module):
         # γ starts at 0 and β at 1, as in the official code: the block starts as x·sigmoid(1).
         self.weight = nn.Parameter(torch.zeros(1, groups, 1, 1))
         self.bias = nn.Parameter(torch.ones(1, groups, 1, 1))
+        # Set by the network that holds the block, for error messages: where it sits and how far the input
+        # has been downsampled by the time it gets here.
+        self.location = "sge"
+        self.input_stride: int | None = None
+        # Hook points for inspection (no parameters: state_dict keys and numerics unchanged).
+        self.normalized = nn.Identity()  # ĉ, (B·G, H·W)
+        self.gate = nn.Sigmoid()  # σ(a), (B·G, 1, H, W)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _, c, h, w = x.shape
         if not torch.onnx.is_in_onnx_export() and h * w == 1:
+            stride = self.input_stride
+            fix = (
+                f"the network downsamples by {stride} before this block, so use an input of at least "
+                f"{stride + 1}×{stride + 1}"
+                if stride
+                else "give it a feature map of at least 1×2"
+            )
             raise FeatureTooSmallError(
-                f"SGE block ({c} channels) received a 1×1 feature map, where its unbiased std is undefined; "
-                "use an input of at least 64×64 (a 32×32 input gives 1×1 at layer4)"
+                f"SGE block {self.location} ({c} channels) received a 1×1 feature map, where the unbiased std "
+                f"is undefined (NaN in the official code); {fix}"
             )
         groups = self.groups
         x = x.reshape(-1, c // groups, h, w)  # (B·G, C/G, H, W)
         similarity = (x * F.adaptive_avg_pool2d(x, 1)).sum(dim=1, keepdim=True)  # c_i = g·x_i
         t = similarity.reshape(-1, h * w)
         t = t - t.mean(dim=1, keepdim=True)
-        t = t / (t.std(dim=1, keepdim=True) + self.eps)  # unbiased std, eps outside the root
+        t = self.normalized(t / (t.std(dim=1, keepdim=True) + self.eps))  # unbiased std, eps outside the root
         t = t.reshape(-1, groups, h, w) * self.weight + self.bias  # a_i = γ_g·ĉ_i + β_g
-        x = x * torch.sigmoid(t.reshape(-1, 1, h, w))
+        x = x * self.gate(t.reshape(-1, 1, h, w))
         return x.reshape(-1, c, h, w)
 
     def extra_repr(self) -> str:

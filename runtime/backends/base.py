@@ -99,6 +99,11 @@ class Runner(abc.ABC):
         if not self.is_active:
             raise RuntimeError(f"{self.name} runner is not active; use `with runner:` or call runner.activate()")
         batch = check_batch(batch, self.input_spec)
+        if self.check_finite and not np.isfinite(batch).all():
+            bad = int((~np.isfinite(batch)).sum())
+            raise InputMismatchError(
+                f"input {self.input_spec.name!r} holds {bad} NaN/Inf values; fix the preprocessing or the data"
+            )
         out = self._infer_impl(batch)
         if self.check_finite and not np.isfinite(out).all():
             bad = int((~np.isfinite(out)).sum())

@@ -1,0 +1,153 @@
+"""ONNX Runtime: CPU execution provider, or the CUDA / TensorRT providers when ``onnxruntime-gpu`` is installed.
+
+On ``cuda`` the input and output stay bound to the device (IO binding), so the benchmark can time the host→device
+copy, the run and the device→host copy apart. ``allow_spinning=False`` sets ``session.intra_op.allow_spinning`` to
+"0": idle intra-op threads then sleep instead of spinning, which they must when several backends or sessions are
+timed in one process (spinning threads steal the CPU from the others).
+"""
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from runtime.backends.base import BackendUnavailableError
+from runtime.backends.source_runner import SourceRunner, import_backend
+from runtime.source import ModelSource
+
+logger = logging.getLogger(__name__)
+
+# device → the execution providers to ask for, in priority order.
+PROVIDERS = {
+    "cpu": ("CPUExecutionProvider",),
+    "cuda": ("CUDAExecutionProvider", "CPUExecutionProvider"),
+    "tensorrt": ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"),
+}
+
+
+def import_onnxruntime() -> Any:
+    return import_backend(
+        "onnxruntime",
+        backend="onnxruntime",
+        install="onnxruntime (onnxruntime-gpu for the CUDA and TensorRT providers)",
+    )
+
+
+class OnnxRuntimeRunner(SourceRunner):
+    name = "onnxruntime"
+
+    def __init__(
+        self,
+        source: str | Path | ModelSource,
+        *,
+        device: str = "cpu",
+        threads: int | None = None,
+        allow_spinning: bool = True,
+        fp16: bool = False,
+        provider_options: dict[str, Any] | None = None,
+        cache_dir: str | Path | None = None,
+        check_finite: bool = False,
+    ) -> None:
+        super().__init__(source, threads=threads, check_finite=check_finite)
+        if device not in PROVIDERS:
+            raise ValueError(f"onnxruntime device must be one of {', '.join(PROVIDERS)}; got {device!r}")
+        if fp16 and device != "tensorrt":
+            raise ValueError(
+                "fp16=True applies to the TensorRT provider (device='tensorrt'); export an FP16 model else"
+            )
+        self.device = device
+        self.allow_spinning = allow_spinning
+        self.fp16 = fp16
+        self.provider_options = dict(provider_options or {})
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else None
+        self._session: Any = None
+        self._binding: Any = None
+
+    def session_options(self) -> Any:
+        ort = import_onnxruntime()
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        if self.threads is not None:
+            options.intra_op_num_threads = self.threads
+            options.inter_op_num_threads = 1
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if self.allow_spinning else "0")
+        return options
+
+    def providers(self) -> list[tuple[str, dict[str, Any]]]:
+        """(provider, options) pairs for the session; the first is this runner's device's provider."""
+        names = PROVIDERS[self.device]
+        chosen = []
+        for name in names:
+            options: dict[str, Any] = {}
+            if name == "TensorrtExecutionProvider":
+                options = {"trt_fp16_enable": self.fp16}
+                if self.cache_dir is not None:
+                    options.update(trt_engine_cache_enable=True, trt_engine_cache_path=str(self.cache_dir))
+            elif name == "CUDAExecutionProvider":
+                options = {"device_id": 0}
+            if name == names[0]:
+                options.update(self.provider_options)
+            chosen.append((name, options))
+        return chosen
+
+    def _activate_impl(self) -> None:
+        ort = import_onnxruntime()
+        wanted = PROVIDERS[self.device][0]
+        if wanted not in ort.get_available_providers():
+            raise BackendUnavailableError(
+                f"onnxruntime device {self.device!r} needs {wanted}, which this onnxruntime build lacks "
+                f"(it has {', '.join(ort.get_available_providers())}); pip install onnxruntime-gpu on a GPU machine"
+            )
+        providers = self.providers()
+        self._session = ort.InferenceSession(
+            str(self.source.model_path),
+            sess_options=self.session_options(),
+            providers=[name for name, _ in providers],
+            provider_options=[options for _, options in providers],
+        )
+        active = self._session.get_providers()
+        if active[0] != wanted:
+            raise RuntimeError(f"onnxruntime fell back to {active[0]} instead of {wanted}; check the CUDA install")
+        logger.info("onnxruntime %s: providers %s, threads %s", ort.__version__, active, self.threads)
+        if self.device != "cpu":
+            self._binding = self._session.io_binding()
+
+    def _deactivate_impl(self) -> None:
+        self._binding = None
+        self._session = None
+
+    # The three stages the benchmark times apart on a GPU (host→device, compute, device→host).
+    def to_device(self, batch: np.ndarray) -> Any:
+        ort = import_onnxruntime()
+        value = ort.OrtValue.ortvalue_from_numpy(batch, "cuda", 0)
+        self._binding.bind_ortvalue_input(self.input_spec.name, value)
+        self._binding.bind_output(self.output_spec.name, "cuda", 0)
+        return value
+
+    def compute(self, value: Any) -> Any:
+        self._session.run_with_iobinding(self._binding)
+        return self._binding.get_outputs()[0]
+
+    def to_host(self, value: Any) -> np.ndarray:
+        return value.numpy()
+
+    def synchronize(self) -> None:
+        if self._binding is not None:
+            self._binding.synchronize_outputs()
+
+    def _infer_impl(self, batch: np.ndarray) -> np.ndarray:
+        if self.device == "cpu":
+            return self._session.run([self.output_spec.name], {self.input_spec.name: batch})[0]
+        return self.to_host(self.compute(self.to_device(batch)))
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            **super().describe(),
+            "device": self.device,
+            "providers": self._session.get_providers()
+            if self._session is not None
+            else [p for p, _ in self.providers()],
+            "allow_spinning": self.allow_spinning,
+        }

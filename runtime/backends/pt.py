@@ -1,0 +1,157 @@
+"""Eager PyTorch, the reference backend: rebuilds the model the artifact was exported from.
+
+The model comes from the manifest's model name with what the export recorded in ``manifest.extra["source"]``:
+the checkpoint (a path, absolute or relative to the artifact directory; its sha256 is checked), else the project's
+default weights with the recorded ``init`` ("calibrated" unless stated), ``num_classes`` and ``block_overrides``
+(attention options). Runs on ``cpu`` or ``cuda``; ``precision="fp16"`` only on ``cuda``.
+"""
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from runtime.backends.source_runner import SourceRunner
+from runtime.source import ModelSource
+
+logger = logging.getLogger(__name__)
+
+DEVICES = ("cpu", "cuda")
+PRECISIONS = ("fp32", "fp16")
+
+
+class TorchRunner(SourceRunner):
+    name = "torch"
+
+    def __init__(
+        self,
+        source: str | Path | ModelSource,
+        *,
+        model: str | None = None,
+        checkpoint: str | Path | None = None,
+        device: str = "cpu",
+        precision: str = "fp32",
+        threads: int | None = None,
+        check_finite: bool = False,
+    ) -> None:
+        super().__init__(source, threads=threads, check_finite=check_finite)
+        if device not in DEVICES:
+            raise ValueError(f"torch device must be one of {', '.join(DEVICES)}; got {device!r}")
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}")
+        if precision == "fp16" and device != "cuda":
+            raise ValueError("precision='fp16' needs device='cuda' (PyTorch's CPU kernels are not timed in FP16 here)")
+        self.model_name = model or self.source.model_name
+        if self.model_name is None:
+            raise ValueError(
+                f"{self.source.model_path} is a bare ONNX file with no model name; pass model=NAME (and "
+                "checkpoint=PATH) to the torch backend, or open the artifact directory instead"
+            )
+        self.checkpoint = checkpoint
+        self.device = device
+        self.precision = precision
+        self._model: Any = None
+        self._saved_threads: int | None = None
+
+    def build_options(self) -> dict[str, Any]:
+        """The ``models.create_model`` arguments that reproduce the exported model (from ``manifest.extra``)."""
+        extra = self.source.manifest.extra if self.source.manifest is not None else {}
+        recorded = extra.get("source", extra)  # the export pipeline nests them under "source"
+        if recorded.get("registry") is False and self.model_name == self.source.model_name:
+            raise ValueError(
+                f"{self.model_name} was exported from a custom module, which the torch backend cannot rebuild; "
+                "pass model=NAME for a registry model, or compare with the onnxruntime backend"
+            )
+        checkpoint = self.checkpoint or recorded.get("checkpoint")
+        if checkpoint is not None and self.source.directory is not None and not Path(checkpoint).is_absolute():
+            checkpoint = self.source.directory / checkpoint
+        init = recorded.get("init", "calibrated")
+        options: dict[str, Any] = {
+            "checkpoint": checkpoint,
+            "init": init if init in ("calibrated", "random") else "calibrated",
+        }
+        if recorded.get("num_classes") is not None:
+            options["num_classes"] = int(recorded["num_classes"])
+        options.update(recorded.get("block_overrides") or {})
+        return options
+
+    def _check_checkpoint(self, checkpoint: Path | None) -> None:
+        """The checkpoint must still be the file the artifact was exported from."""
+        extra = self.source.manifest.extra if self.source.manifest is not None else {}
+        recorded = extra.get("source", extra).get("checkpoint_sha256", "")
+        if checkpoint is None or self.checkpoint is not None or not recorded or recorded.startswith("default-weights"):
+            return
+        from models import CheckpointError
+        from models.checkpoints import file_sha256
+
+        if not Path(checkpoint).is_file():
+            raise CheckpointError(f"the artifact was exported from {checkpoint}, which is gone; pass checkpoint=PATH")
+        if file_sha256(checkpoint) != recorded:
+            raise CheckpointError(
+                f"{checkpoint} changed since the export (sha256 differs); re-export, or pass checkpoint=PATH"
+            )
+
+    def _activate_impl(self) -> None:
+        import torch
+
+        import models
+
+        if self.device == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError(
+                "device='cuda' but this PyTorch build sees no CUDA device; install a CUDA build of torch on a GPU "
+                "machine, or use device='cpu'"
+            )
+        options = self.build_options()
+        self._check_checkpoint(options["checkpoint"])
+        logger.info("torch: building %s with %s", self.model_name, options)
+        model = models.create_model(self.model_name, **options).eval().to(self.device)
+        self._model = model.half() if self.precision == "fp16" else model
+        if self.threads is not None:
+            # Process-wide (PyTorch has no per-model thread pool): set last, so that a failed activation leaves
+            # it untouched, and restored on deactivate.
+            self._saved_threads = torch.get_num_threads()
+            torch.set_num_threads(self.threads)
+
+    def _deactivate_impl(self) -> None:
+        import torch
+
+        self._model = None
+        if self._saved_threads is not None:
+            torch.set_num_threads(self._saved_threads)
+            self._saved_threads = None
+        if self.device == "cuda":
+            torch.cuda.empty_cache()
+
+    # The three stages the benchmark times apart on a GPU (host→device, compute, device→host).
+    def to_device(self, batch: np.ndarray) -> Any:
+        import torch
+
+        tensor = torch.from_numpy(batch).to(self.device, non_blocking=False)
+        return tensor.half() if self.precision == "fp16" else tensor
+
+    def compute(self, tensor: Any) -> Any:
+        import torch
+
+        with torch.inference_mode():
+            return self._model(tensor)
+
+    def to_host(self, tensor: Any) -> np.ndarray:
+        return tensor.float().cpu().numpy()
+
+    def synchronize(self) -> None:
+        if self.device == "cuda":
+            import torch
+
+            torch.cuda.synchronize()
+
+    def _infer_impl(self, batch: np.ndarray) -> np.ndarray:
+        return self.to_host(self.compute(self.to_device(batch)))
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            **super().describe(),
+            "model": self.model_name,
+            "device": self.device,
+            "precision": self.precision,
+        }

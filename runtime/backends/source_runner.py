@@ -1,0 +1,43 @@
+"""The part every file-backed runner shares: open the model source, expose its specs, import the backend lazily."""
+
+import importlib
+from pathlib import Path
+from typing import Any
+
+from export.artifacts import TensorSpec
+from runtime.backends.base import BackendUnavailableError, Runner
+from runtime.source import ModelSource, open_source
+
+
+def import_backend(module: str, *, backend: str, install: str) -> Any:
+    """Import a backend's optional package, or raise BackendUnavailableError saying what to install."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as err:
+        raise BackendUnavailableError(
+            f"the {backend} backend needs the {module} package: pip install {install}"
+        ) from err
+
+
+class SourceRunner(Runner):
+    """A runner over an artifact directory or a bare model file, with an intra-op thread count."""
+
+    def __init__(
+        self, source: str | Path | ModelSource, *, threads: int | None = None, check_finite: bool = False
+    ) -> None:
+        super().__init__(check_finite=check_finite)
+        if threads is not None and threads < 1:
+            raise ValueError(f"threads must be at least 1 (or None for the backend's default); got {threads}")
+        self.source = open_source(source)
+        self.threads = threads
+
+    @property
+    def input_spec(self) -> TensorSpec:
+        return self.source.input_spec
+
+    @property
+    def output_spec(self) -> TensorSpec:
+        return self.source.output_spec
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "model_path": str(self.source.model_path), "threads": self.threads}

@@ -1,0 +1,67 @@
+"""Image files → the normalised NCHW float32 batch a model takes, with the artifact's own preprocessing.
+
+The transform is the project's ImageNet evaluation transform (``models.transforms.eval_transform``); its size,
+mean and std come from the manifest's ``preprocessing`` when it has them, else from the model's registered config,
+else from the model's input shape with the ImageNet statistics.
+"""
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from models.transforms import IMAGENET_MEAN, IMAGENET_STD, eval_transform, load_image
+from runtime.source import ModelSource
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    size: tuple[int, int] = (224, 224)
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"input_size": list(self.size), "mean": list(self.mean), "std": list(self.std), "layout": "NCHW"}
+
+
+def preprocessing_for(source: ModelSource) -> Preprocessing:
+    """The preprocessing an artifact records; gaps are filled from the model's config, then from its input shape."""
+    from models import UnknownModelError, get_config
+
+    recorded = source.manifest.preprocessing if source.manifest is not None else {}
+    default = Preprocessing()
+    if source.model_name is not None:
+        try:
+            config = get_config(source.model_name)
+            default = Preprocessing(size=tuple(config.input_size), mean=tuple(config.mean), std=tuple(config.std))
+        except UnknownModelError:
+            pass  # a model this checkout does not know: the recorded values and the input shape decide
+    shape = source.input_spec.shape
+    if len(shape) == 4 and all(isinstance(d, int) for d in shape[2:]):
+        default = Preprocessing(size=(shape[2], shape[3]), mean=default.mean, std=default.std)
+    size = recorded.get("input_size", recorded.get("size", default.size))
+    return Preprocessing(
+        size=(int(size[0]), int(size[1])),
+        mean=tuple(float(v) for v in recorded.get("mean", default.mean)),
+        std=tuple(float(v) for v in recorded.get("std", default.std)),
+    )
+
+
+def preprocess_images(paths: Sequence[str | Path], preprocessing: Preprocessing) -> np.ndarray:
+    """Read and transform ``paths`` into an (N, 3, h, w) float32 batch; raises ImageReadError on a bad file."""
+    if not paths:
+        raise ValueError("no images given; pass one or more JPEG or PNG files")
+    images = [load_image(path) for path in paths]
+    return preprocess_arrays(images, preprocessing)
+
+
+def preprocess_arrays(images: Sequence[np.ndarray], preprocessing: Preprocessing) -> np.ndarray:
+    """(H, W, 3) uint8 images → an (N, 3, h, w) float32 batch."""
+    return np.stack(
+        [
+            eval_transform(image, size=preprocessing.size, mean=preprocessing.mean, std=preprocessing.std)
+            for image in images
+        ]
+    )

@@ -1,0 +1,115 @@
+"""What a runner opens: an artifact directory (verified against its manifest) or a bare ``.onnx`` file.
+
+An artifact directory carries the model name, the input/output specs and the preprocessing; a bare ONNX file
+carries only its graph, so its specs are read from the graph's inputs and outputs.
+"""
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from export.artifacts import MANIFEST_NAME, ArtifactError, Manifest, TensorSpec, load_manifest
+
+logger = logging.getLogger(__name__)
+
+# ONNX TensorProto element types → numpy dtype names (the ones an image classifier takes or gives).
+_ONNX_DTYPES = {1: "float32", 10: "float16", 11: "float64", 2: "uint8", 3: "int8", 6: "int32", 7: "int64"}
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """The file a backend reads, its tensor specs, and the manifest when it came from an artifact directory."""
+
+    model_path: Path
+    input_spec: TensorSpec
+    output_spec: TensorSpec
+    manifest: Manifest | None = None
+    directory: Path | None = None
+
+    @property
+    def model_name(self) -> str | None:
+        return self.manifest.model if self.manifest is not None else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model_path": str(self.model_path),
+            "model": self.model_name,
+            "input": self.input_spec.to_dict(),
+            "output": self.output_spec.to_dict(),
+        }
+
+
+def open_source(path: str | Path | ModelSource) -> ModelSource:
+    """Resolve ``path`` (an artifact directory, its ``manifest.json``, or an ``.onnx`` file) to a ``ModelSource``."""
+    if isinstance(path, ModelSource):
+        return path
+    path = Path(path)
+    if path.name == MANIFEST_NAME:
+        path = path.parent
+    if path.is_dir():
+        return _from_directory(path)
+    if path.suffix == ".onnx" and path.is_file():
+        return _from_onnx(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist; give an artifact directory or an .onnx file")
+    raise ArtifactError(f"{path} is neither an artifact directory nor an .onnx file; give one of those")
+
+
+def _from_directory(directory: Path) -> ModelSource:
+    manifest = load_manifest(directory, verify=True)
+    if len(manifest.inputs) != 1 or len(manifest.outputs) != 1:
+        raise ArtifactError(
+            f"{directory}: the runners take one input and give one output; the manifest lists "
+            f"{len(manifest.inputs)} inputs and {len(manifest.outputs)} outputs"
+        )
+    onnx_file = _onnx_file(directory, manifest)
+    return ModelSource(
+        model_path=onnx_file,
+        input_spec=manifest.inputs[0],
+        output_spec=manifest.outputs[0],
+        manifest=manifest,
+        directory=directory,
+    )
+
+
+def _onnx_file(directory: Path, manifest: Manifest) -> Path:
+    """The ONNX file ONNX Runtime and OpenVINO read: the deploy file if it is ONNX, else the recorded one."""
+    if manifest.deploy.endswith(".onnx"):
+        return directory / manifest.deploy
+    onnx_files = sorted(rel for rel, entry in manifest.files.items() if rel.endswith(".onnx") and entry.role == "model")
+    if not onnx_files:
+        raise ArtifactError(f"{directory} records no ONNX model file; re-export the model")
+    return directory / onnx_files[0]
+
+
+def _from_onnx(path: Path) -> ModelSource:
+    import onnx
+    from google.protobuf.message import DecodeError
+
+    try:
+        graph = onnx.load(str(path), load_external_data=False).graph
+    except (OSError, ValueError, DecodeError) as err:
+        raise ArtifactError(f"{path} is not a readable ONNX model ({err}); re-export it") from err
+    if not graph.node:
+        raise ArtifactError(f"{path} is not a readable ONNX model (its graph is empty); re-export it")
+    initializers = {init.name for init in graph.initializer}
+    inputs = [value for value in graph.input if value.name not in initializers]
+    if len(inputs) != 1 or len(graph.output) != 1:
+        raise ArtifactError(
+            f"{path}: the runners take one input and give one output; the graph has {len(inputs)} inputs and "
+            f"{len(graph.output)} outputs"
+        )
+    logger.info("%s is a bare ONNX file: verified nothing, specs read from the graph", path)
+    return ModelSource(model_path=path, input_spec=_spec(inputs[0]), output_spec=_spec(graph.output[0]))
+
+
+def _spec(value: Any) -> TensorSpec:
+    tensor_type = value.type.tensor_type
+    shape = tuple(
+        d.dim_param if d.dim_param or not d.HasField("dim_value") else d.dim_value for d in tensor_type.shape.dim
+    )
+    shape = tuple(d if d != "" else "?" for d in shape)
+    dtype = _ONNX_DTYPES.get(tensor_type.elem_type, f"onnx-type-{tensor_type.elem_type}")
+    layout = "NCHW" if len(shape) == 4 and shape[1] in (1, 3) else ""
+    return TensorSpec(name=value.name, shape=shape, dtype=dtype, layout=layout)

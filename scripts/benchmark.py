@@ -1,0 +1,151 @@
+"""Time an exported model on several backends in one run, and print trtexec-shaped summaries and a comparison.
+
+python scripts/benchmark.py ARTIFACT [--backends torch,onnxruntime,openvino] [--batch N] [--threads N]
+    [--warmup-ms 200] [--duration 3] [--iterations 10] [--percentiles 90,95,99] [--json FILE]
+    [--export-times FILE] [--plot FILE.png]
+"""
+
+import sys
+from pathlib import Path
+
+# repo root, not scripts/ (scripts/inspect.py would shadow stdlib)
+sys.path[0] = str(Path(__file__).resolve().parents[1])
+
+if __name__ == "__main__":
+    import os
+
+    # PyTorch's OpenMP threads busy-wait after each parallel region, as ONNX Runtime's spin: with several backends
+    # in one process (or a loaded machine) they steal the CPU, and torch at 2 threads measured 5-10× slower than
+    # at 1 thread on this project's shared 2-core machine. PASSIVE makes them sleep, the counterpart of ORT's
+    # allow_spinning="0". It must be set before torch is imported; an OMP_WAIT_POLICY already set wins.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import argparse  # noqa: E402
+import logging  # noqa: E402
+import os  # noqa: E402
+from typing import Any  # noqa: E402
+
+from rich.console import Console  # noqa: E402
+from rich.panel import Panel  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+from export.artifacts import ArtifactError, write_json  # noqa: E402
+from runtime import UnknownBackendError  # noqa: E402
+from runtime.backends.base import BackendUnavailableError, InputMismatchError  # noqa: E402
+from runtime.bench_report import BenchmarkResult, plot_latencies, run_benchmark  # noqa: E402
+from runtime.latency import BenchmarkConfig  # noqa: E402
+
+
+def backend_options(name: str, args: argparse.Namespace) -> dict[str, Any]:
+    """Each backend's runner options from the command line (one entry per backend)."""
+    table = {
+        "torch": {"threads": args.threads, "device": args.device, "precision": "fp16" if args.fp16 else "fp32"},
+        # Idle ORT threads must sleep, not spin, while other backends are timed in this process.
+        "onnxruntime": {"threads": args.threads, "device": args.device, "allow_spinning": False},
+        "openvino": {"threads": args.threads},
+    }
+    return table.get(name, {"threads": args.threads})
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("artifact", type=Path, help="artifact directory (or a bare .onnx file)")
+    parser.add_argument(
+        "--backends", default="torch,onnxruntime,openvino", help="comma-separated; the first is the base"
+    )
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=None, help="intra-op threads for every backend")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="torch and onnxruntime device")
+    parser.add_argument("--fp16", action="store_true", help="torch on cuda in FP16")
+    parser.add_argument("--warmup-ms", type=float, default=200.0)
+    parser.add_argument("--duration", type=float, default=3.0, help="at least this many seconds per backend")
+    parser.add_argument("--iterations", type=int, default=10, help="at least this many queries per backend")
+    parser.add_argument("--percentiles", default="90,95,99")
+    parser.add_argument("--mode", choices=("block", "interleave"), default="block")
+    parser.add_argument("--json", type=Path, help="write every figure, the command, versions and machine here")
+    parser.add_argument("--export-times", type=Path, help="write every query's latency here (JSON)")
+    parser.add_argument("--plot", type=Path, help="PNG of the latency distributions")
+    return parser.parse_args(argv)
+
+
+def print_result(console: Console, result: BenchmarkResult) -> None:
+    for report in result.reports:
+        text = "\n".join(report.summary_lines())
+        style = "yellow" if report.cv_warning else "green"
+        console.print(Panel(text, title=f"Performance summary: {report.backend}", border_style=style, expand=False))
+    percentiles = list(result.config.percentiles)
+    table = Table(
+        title=f"{result.model or result.artifact}, batch {result.reports[0].batch}, same run ({result.config.mode})"
+    )
+    for column in ("backend", "median ms", "mean ms", *(f"p{p:g} ms" for p in percentiles), "CV %", "qps", "images/s"):
+        table.add_column(column, justify="left" if column == "backend" else "right")
+    table.add_column(f"median / {result.reports[0].backend}", justify="right")
+    for row in result.comparison():
+        table.add_row(
+            row["backend"],
+            f"{row['median_ms']:.3f}",
+            f"{row['mean_ms']:.3f}",
+            *(f"{row['percentiles_ms'][f'{p:g}']:.3f}" for p in percentiles),
+            f"{row['cv'] * 100:.2f}",
+            f"{row['throughput_qps']:.4g}",
+            f"{row['throughput_images_per_s']:.4g}",
+            f"{row['latency_ratio']:.2f}×",
+        )
+    console.print(table)
+    agreement = ", ".join(f"{k}: max|Δ| {v['max_abs']:.2e}" for k, v in list(result.agreement.items())[1:])
+    if agreement:
+        console.print(f"outputs vs {result.reports[0].backend} on the timed batch: {agreement}")
+    machine = result.machine
+    console.print(
+        f"machine: {machine['cpu_model']}, {machine['physical_cores']} cores / {machine['logical_cpus']} threads "
+        f"({machine['usable_cpus']} usable), load {machine.get('load_average_1_5_15')}"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    console = Console()
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+    try:
+        config = BenchmarkConfig(
+            warmup_ms=args.warmup_ms,
+            duration_s=args.duration,
+            iterations=args.iterations,
+            percentiles=tuple(float(p) for p in args.percentiles.split(",")),
+            mode=args.mode,
+        )
+        result = run_benchmark(
+            args.artifact,
+            backends,
+            batch=args.batch,
+            config=config,
+            options={name: backend_options(name, args) for name in backends},
+            command=["python", "scripts/benchmark.py", *(sys.argv[1:] if argv is None else argv)],
+        )
+    except (
+        ArtifactError,
+        BackendUnavailableError,
+        InputMismatchError,
+        UnknownBackendError,
+        OSError,
+        ValueError,
+    ) as err:
+        console.print(f"[red]error:[/red] {err}", soft_wrap=True)
+        return 2
+    print_result(console, result)
+    if args.json:
+        environment = {k: os.environ[k] for k in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS") if k in os.environ}
+        write_json(args.json, {**result.to_dict(), "environment": environment})
+        console.print(f"wrote {args.json}")
+    if args.export_times:
+        write_json(args.export_times, result.times())
+        console.print(f"wrote {args.export_times}")
+    if args.plot:
+        plot_latencies(result.reports, args.plot, title=f"{result.model}: latency per query, batch {args.batch}")
+        console.print(f"wrote {args.plot}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,70 @@
+"""scripts/inspect.py: runs as a file despite its stdlib-shadowing name; bad inputs give one-line errors and exit 2."""
+
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "inspect.py"
+
+
+@pytest.fixture(scope="module")
+def script():
+    spec = importlib.util.spec_from_file_location("scripts_inspect", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_runs_as_a_file_next_to_the_stdlib_name(tmp_path):
+    # `python scripts/inspect.py` puts scripts/ first on sys.path, where this file would shadow the stdlib
+    # `inspect` that torch imports; the script must replace that entry before importing anything else.
+    out = tmp_path / "report"
+    args = ["--model", "sa_resnet18", "--image", "camera", "--size", "64", "64", "--init", "random", "--out", str(out)]
+    done = subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "layer4" in done.stdout and (out / "index.md").is_file()
+    assert sorted(p.name for p in out.glob("*.png")) == [f"layer{i}_sa_spatial_gate.png" for i in (1, 2, 3, 4)] + [
+        "stats.png"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--model", "sge_resnt18", "--image", "astronaut"], "unknown model 'sge_resnt18'; did you mean"),
+        (["--model", "resnet18", "--image", "astronaut"], "no attention, which computes no spatial map"),
+        (["--model", "se_resnet18", "--image", "astronaut"], "se attention, which computes no spatial map"),
+        (["--model", "sge_resnet18", "--image", "no_such_photo"], "no such file; give a JPEG or PNG file or a bundled"),
+        (["--model", "sge_resnet18", "--image", "rocket", "--size", "32", "32", "--init", "random"], "at least 33×33"),
+    ],
+)
+def test_bad_inputs_exit_2_with_one_line(script, tmp_path, capsys, args, message):
+    assert script.main([*args, "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_unreadable_image_and_broken_checkpoint(script, tmp_path, capsys):
+    bad_image = tmp_path / "photo.jpg"
+    bad_image.write_bytes(b"not a jpeg")
+    assert script.main(["--model", "sge_resnet18", "--image", str(bad_image), "--out", str(tmp_path / "a")]) == 2
+    assert f"cannot read image {bad_image}" in capsys.readouterr().err
+    bad_ckpt = tmp_path / "weights.pth"
+    bad_ckpt.write_bytes(b"\x00" * 64)
+    argv = [
+        "--model",
+        "sge_resnet18",
+        "--image",
+        "astronaut",
+        "--checkpoint",
+        str(bad_ckpt),
+        "--out",
+        str(tmp_path / "b"),
+    ]
+    assert script.main(argv) == 2
+    assert str(bad_ckpt.name) in capsys.readouterr().err
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()

@@ -1,0 +1,155 @@
+"""Checkpoint loading: official layouts, wrappers, prefixes, safetensors, and the errors for wrong files."""
+
+import pickle
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from models import CheckpointError, build_model, create_model, load_checkpoint
+from models.checkpoints import compare_keys, remap_keys
+from tests.models.official_sge_resnet import OfficialResNet50, randomised
+
+INPUT = (2, 3, 64, 80)  # small, non-square; 64 > 32 keeps layer4 at 2×3
+
+
+@pytest.fixture(scope="module")
+def official_sge() -> torch.nn.Module:
+    return randomised(OfficialResNet50(sge=True), seed=1)
+
+
+def test_official_sge_checkpoint_loads_strictly_and_reproduces_outputs(tmp_path: Path, official_sge) -> None:
+    # The official checkpoints are saved from DataParallel inside {'state_dict': ...}.
+    state = {"module." + k: v for k, v in official_sge.state_dict().items()}
+    path = tmp_path / "sge_resnet50.pth.tar"
+    torch.save({"epoch": 100, "arch": "sge_resnet50", "state_dict": state}, path)
+
+    model = create_model("sge_resnet50", checkpoint=path)
+    x = torch.randn(INPUT)
+    with torch.no_grad():
+        assert torch.equal(model(x), official_sge(x))
+
+
+def test_torchvision_layout_resnet50_loads(tmp_path: Path) -> None:
+    source = randomised(OfficialResNet50(sge=False), seed=2)  # torchvision's key layout, no attention
+    path = tmp_path / "resnet50.pth"
+    torch.save(source.state_dict(), path)
+    model = create_model("resnet50", checkpoint=path)
+    x = torch.randn(INPUT)
+    with torch.no_grad():
+        assert torch.equal(model(x), source(x))
+
+
+def test_safetensors_checkpoint_loads(tmp_path: Path, official_sge) -> None:
+    path = tmp_path / "sge.safetensors"
+    save_file({k: v.contiguous() for k, v in official_sge.state_dict().items()}, str(path))
+    model = create_model("sge_resnet50", checkpoint=path)
+    x = torch.randn(INPUT)
+    with torch.no_grad():
+        assert torch.equal(model(x), official_sge(x))
+
+
+def test_official_cbam_layout_is_renamed(tmp_path: Path) -> None:
+    source = build_model("cbam_resnet18").eval()
+    official_names = {
+        "channel_gate.fc1.": "ChannelGate.mlp.1.",
+        "channel_gate.fc2.": "ChannelGate.mlp.3.",
+        "spatial_gate.conv.": "SpatialGate.spatial.conv.",
+        "spatial_gate.bn.": "SpatialGate.spatial.bn.",
+    }
+    state = {}
+    for key, value in source.state_dict().items():
+        for ours, theirs in official_names.items():
+            key = key.replace(ours, theirs)
+        state[key] = value
+    assert any(".cbam.ChannelGate.mlp.1.weight" in k for k in state)
+    path = tmp_path / "cbam.pth"
+    torch.save({"state_dict": state}, path)
+    model = create_model("cbam_resnet18", checkpoint=path)
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(model(x), source(x))
+
+
+@pytest.mark.parametrize(
+    ("name", "keys"),
+    [
+        ("se_resnet50", ["layer1.0.se.fc1.weight", "layer1.0.se.fc1.bias", "layer1.0.se.fc2.weight"]),  # timm
+        (
+            "gc_resnet50",
+            ["layer2.0.context_block.conv_mask.weight", "layer2.0.context_block.channel_add_conv.1.weight"],
+        ),
+        ("eca_resnet50", ["layer1.0.eca.conv.weight"]),
+        ("sge_resnet50", ["layer1.0.sge.weight", "layer1.0.sge.bias"]),
+    ],
+)
+def test_official_key_layouts_are_ours(name: str, keys: list[str]) -> None:
+    state = build_model(name).state_dict()
+    assert all(k in state for k in keys)
+    # GC sits in stages c3-c5 only, as in GCNet's ResNet-50 setting.
+    if name == "gc_resnet50":
+        assert not any(k.startswith("layer1.") and "context_block" in k for k in state)
+
+
+def test_remap_keys_is_pure_and_strips_nested_prefixes() -> None:
+    state = {"module.module.layer1.0.cbam.ChannelGate.mlp.1.weight": torch.zeros(1), "fc.bias": torch.zeros(1)}
+    out = remap_keys(state)
+    assert set(out) == {"layer1.0.cbam.channel_gate.fc1.weight", "fc.bias"}
+    assert "module.module.layer1.0.cbam.ChannelGate.mlp.1.weight" in state  # input untouched
+
+
+def test_wrong_checkpoint_lists_every_key_difference(tmp_path: Path) -> None:
+    path = tmp_path / "resnet50.pth"
+    torch.save(build_model("resnet50").state_dict(), path)
+    with pytest.raises(CheckpointError, match=r"32 missing: layer1\.0\.sge\.bias"):
+        create_model("sge_resnet50", checkpoint=path)
+
+
+def test_shape_mismatch_is_reported(tmp_path: Path) -> None:
+    path = tmp_path / "resnet50_10cls.pth"
+    torch.save(build_model("resnet50", num_classes=10).state_dict(), path)
+    with pytest.raises(CheckpointError, match=r"2 shape: fc\.bias: checkpoint \(10,\) vs model \(1000,\)"):
+        create_model("resnet50", checkpoint=path)
+
+
+def test_non_strict_load_reports_what_it_skipped(tmp_path: Path) -> None:
+    path = tmp_path / "resnet50.pth"
+    torch.save(build_model("resnet50").state_dict(), path)
+    report = load_checkpoint(build_model("sge_resnet50"), path, strict=False)
+    assert not report.ok and len(report.missing) == 32 and not report.unexpected
+
+
+class _Payload:
+    def __reduce__(self):
+        return (print, ("code ran while loading",))
+
+
+@pytest.mark.parametrize(
+    ("content", "match"),
+    [
+        (b"this is not a checkpoint", "cannot read checkpoint"),
+        (pickle.dumps(_Payload()), "cannot read checkpoint"),  # refused by weights_only, never executed
+    ],
+    ids=["garbage", "pickled-code"],
+)
+def test_unreadable_checkpoint_is_refused(tmp_path: Path, content: bytes, match: str, capsys) -> None:
+    path = tmp_path / "bad.pth"
+    path.write_bytes(content)
+    with pytest.raises(CheckpointError, match=match):
+        create_model("resnet18", checkpoint=path)
+    assert "code ran" not in capsys.readouterr().out
+
+
+def test_missing_and_non_state_dict_files(tmp_path: Path) -> None:
+    with pytest.raises(CheckpointError, match="does not exist"):
+        create_model("resnet18", checkpoint=tmp_path / "nope.pth")
+    path = tmp_path / "list.pth"
+    torch.save([1, 2, 3], path)
+    with pytest.raises(CheckpointError, match="no state dict"):
+        create_model("resnet18", checkpoint=path)
+
+
+def test_compare_keys_on_matching_state_is_clean() -> None:
+    model = build_model("resnet18")
+    assert compare_keys(model, model.state_dict()).ok

@@ -1,0 +1,151 @@
+"""The model family: names, parameter counts of the published architectures, options, bad inputs, default weights."""
+
+import numpy as np
+import pytest
+import torch
+
+from models import (
+    FeatureTooSmallError,
+    InputShapeError,
+    UnknownModelError,
+    build_model,
+    create_model,
+    get_config,
+    list_models,
+)
+from models.layers import ATTENTION_LAYERS
+from models.transforms import photo_batch
+
+
+def n_params(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+# The official architectures' parameter counts (torchvision resnet50; the SGE, SENet and CBAM papers' models).
+@pytest.mark.parametrize(
+    ("name", "count"),
+    [
+        ("resnet50", 25_557_032),
+        ("sge_resnet50", 25_559_080),
+        ("se_resnet50", 28_088_024),
+        ("cbam_resnet50", 28_089_624),
+        ("resnet18", 11_689_512),
+    ],
+)
+def test_parameter_counts_equal_the_official_architectures(name: str, count: int) -> None:
+    assert n_params(build_model(name)) == count
+
+
+def test_every_attention_on_every_depth_is_registered() -> None:
+    names = list_models()
+    assert len(names) == 5 * (1 + len(ATTENTION_LAYERS)) == len(set(names))
+    for depth in (18, 34, 50, 101, 152):
+        assert f"resnet{depth}" in names
+        assert all(f"{attn}_resnet{depth}" in names for attn in ATTENTION_LAYERS)
+
+
+@pytest.mark.parametrize("name", ["sge_resnet18", "se_resnet34", "gc_resnet18", "sa_resnet18", "cbam_resnet18",
+                                  "eca_resnet18"])  # fmt: skip
+def test_basic_block_models_run_and_place_attention_after_bn2(name: str) -> None:
+    model = build_model(name).eval()
+    block = model.layer2[0]
+    child = get_config(name).attention
+    attn = getattr(block, block.attn_name)
+    assert type(attn) is ATTENTION_LAYERS[child]
+    assert (
+        list(dict(block.named_children())).index(block.attn_name) == list(dict(block.named_children())).index("bn2") + 1
+    )
+    with torch.no_grad():
+        assert model(torch.randn(2, 3, 64, 96)).shape == (2, 1000)
+
+
+def test_unknown_model_lists_close_matches() -> None:
+    with pytest.raises(UnknownModelError, match="did you mean sge_resnet50"):
+        create_model("sge_resnet05")
+
+
+def test_block_overrides_reach_every_stage_or_each_stage() -> None:
+    sge32 = build_model("sge_resnet50", groups=32)
+    assert sge32.layer1[0].sge.groups == 32 and n_params(sge32) == 25_557_032 + 16 * 2 * 32
+    eca = build_model("eca_resnet50", kernel_size=(3, 5, 5, 7))
+    assert [s[0].eca.conv.kernel_size[0] for s in (eca.layer1, eca.layer2, eca.layer3, eca.layer4)] == [3, 5, 5, 7]
+    gc_all = build_model("gc_resnet50", attn_stages=(True, True, True, True), se_refine=True)
+    assert gc_all.layer1[0].context_block.se is not None
+    with pytest.raises(TypeError, match="no attention layer"):
+        build_model("resnet50", groups=32)
+
+
+@pytest.mark.parametrize(
+    ("shape", "error", "match"),
+    [
+        ((3, 64, 64), InputShapeError, r"add a batch dimension"),
+        ((1, 4, 64, 64), InputShapeError, r"\(N, 3, H, W\)"),
+        ((1, 3, 32, 32), FeatureTooSmallError, r"layer4\.0\.sge .*at least 33×33"),
+    ],
+)
+def test_bad_input_gives_one_clear_error(shape: tuple[int, ...], error: type, match: str) -> None:
+    model = build_model("sge_resnet50").eval()
+    with pytest.raises(error, match=match), torch.no_grad():
+        model(torch.randn(shape))
+
+
+def test_channels_last_input_gives_the_same_output() -> None:
+    model = build_model("sge_resnet18").eval()
+    x = torch.randn(2, 3, 64, 80)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x.to(memory_format=torch.channels_last)), model(x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def default_sge() -> torch.nn.Module:
+    return create_model("sge_resnet50")
+
+
+def test_default_weights_are_deterministic_and_exercise_attention(default_sge) -> None:
+    again = create_model("sge_resnet50")
+    for (k, a), b in zip(default_sge.state_dict().items(), again.state_dict().values(), strict=True):
+        assert torch.equal(a, b), k
+    assert all(m.sge.weight.abs().min() > 0 for m in default_sge.layer3)  # γ ≠ 0: the similarity map matters
+    gc = create_model("gc_resnet18", init="random")
+    assert gc.layer2[0].context_block.channel_add_conv[3].weight.abs().sum() > 0  # GC is not the identity
+
+
+def batchnorm_output_stats(model: torch.nn.Module) -> list[tuple[float, float]]:
+    """Per BatchNorm: the largest |per-channel mean| and |per-channel variance − 1| of its output on the photos."""
+
+    photos = photo_batch((224, 224))
+    batch = torch.from_numpy(np.concatenate([photos, photos[..., ::-1]]).copy())  # the calibration set
+    stats = []
+
+    def hook(module, inputs, output):
+        mean = output.mean(dim=(0, 2, 3))
+        var = output.var(dim=(0, 2, 3))
+        stats.append((mean.abs().max().item(), (var - 1).abs().max().item()))
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    with torch.no_grad():
+        logits = model(batch)
+    for h in handles:
+        h.remove()
+    assert torch.isfinite(logits).all() and len(set(logits.argmax(1).tolist())) > 1  # not a constant network
+    return stats
+
+
+def test_default_weights_normalise_every_layer_on_real_photographs(default_sge) -> None:
+    stats = batchnorm_output_stats(default_sge)
+    assert len(stats) == 53  # every BatchNorm of the network
+    # BatchNorm statistics re-estimated on the photographs: each layer's output is standardised on them (measured:
+    # mean <= 0.007, |var - 1| <= 0.012; the running variance is the unbiased one, a 1/(2N) drift per layer).
+    assert max(m for m, _ in stats) < 0.02
+    assert max(v for _, v in stats) < 0.05
+    # ...which a random init's running statistics (0 and 1) are far from.
+    random_stats = batchnorm_output_stats(create_model("sge_resnet50", init="random"))
+    assert max(m for m, _ in random_stats) > 0.5  # measured: 5.7
+
+
+def test_create_model_leaves_the_callers_random_state_alone() -> None:
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    create_model("resnet18", init="random")
+    assert torch.equal(torch.rand(3), expected)
