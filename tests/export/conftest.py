@@ -28,9 +28,18 @@ def validate_script() -> ModuleType:
 
 
 @pytest.fixture(scope="session")
-def sge_artifact(tmp_path_factory, export_script) -> Path:
-    """sge_resnet50 at 96×96 exported through the script (registry model, default calibrated weights)."""
-    out = tmp_path_factory.mktemp("artifacts") / "sge_resnet50"
-    code = export_script.main(["--model", "sge_resnet50", "--input-size", *map(str, SMALL), "--output", str(out)])
-    assert code == 0
-    return out
+def full_artifact(tmp_path_factory, export_script) -> tuple[Path, str, Path]:
+    """The README's main command at full size (224×224, default weights): (directory, stdout, --json file).
+
+    Shared by the full-size test and the validate/tamper tests, so the suite exports a 224 ResNet-50 once.
+    """
+    import contextlib
+    import io
+
+    root = tmp_path_factory.mktemp("full")
+    out, json_path = root / "sge_resnet50", root / "result.json"
+    stdout = io.StringIO()
+    with contextlib.redirect_stdout(stdout):
+        code = export_script.main(["--model", "sge_resnet50", "--output", str(out), "--json", str(json_path)])
+    assert code == 0, stdout.getvalue()
+    return out, stdout.getvalue(), json_path

@@ -3,10 +3,8 @@ eager PyTorch at batches 1, 3 and 8 on random inputs and photographs."""
 
 import json
 
-import numpy as np
 import onnx
 import pytest
-import torch
 
 import models
 from export.artifacts import load_manifest
@@ -14,8 +12,9 @@ from export.metadata import read_metadata
 from export.onnx_export import tensor_dims
 from export.pipeline import export_model
 from export.spec import ExportSpec
-from export.validate import onnxruntime_runner
+from export.validate import onnxruntime_runner, run_parity
 from models.default_weights import calibrate_batchnorm
+from models.transforms import photo_batch
 from tests.export.conftest import SMALL
 
 MODELS = ["resnet18", "sge_resnet50", "se_resnet50", "gc_resnet50", "sa_resnet50", "cbam_resnet50", "eca_resnet50"]
@@ -70,16 +69,17 @@ def test_batch_is_symbolic_in_the_graph_and_runs_at_an_unseen_batch(exported):
     in_dims, out_dims = tensor_dims(graph.input[0]), tensor_dims(graph.output[0])
     assert isinstance(in_dims[0], str) and in_dims[0] != "?" and in_dims[1:] == [3, *SMALL]
     assert isinstance(out_dims[0], str) and out_dims[1:] == [1000]
-    x = np.random.default_rng(5).standard_normal((5, 3, *SMALL), dtype=np.float32)  # export saw 2, parity 1/3/8
-    out = onnxruntime_runner(result.onnx_path, input_name="input")(x)
-    with torch.no_grad():
-        ref = model(torch.from_numpy(x)).numpy()
-    assert out.shape == (5, 1000)
-    np.testing.assert_allclose(out, ref, atol=ExportSpec().atol, rtol=0)
+    # Batch 5: the export saw 2, parity 1/3/8. Same gates as the export's parity, on random inputs and photographs.
+    spec = ExportSpec(input_size=SMALL, batch_sizes=(5,))
+    runner = onnxruntime_runner(result.onnx_path, input_name="input")
+    report = run_parity(model, runner, spec=spec, photos=photo_batch(SMALL))
+    assert report.passed, report.failures()
+    assert [(case.inputs, case.batch) for case in report.cases] == [("random", 5), ("photos", 5)]
 
 
 def test_simplifier_did_not_grow_the_graph(exported):
     _, result = exported
     before, after = sum(result.ops_before.values()), sum(result.ops_after.values())
-    assert after < before
-    assert "Shape" not in result.ops_after  # every shape computation folded (static H, W; -1 batch slots)
+    assert after <= before  # plain resnet18 has nothing to fold (49 → 49); the attention models shrink
+    if result.model.startswith("sge"):
+        assert "Shape" not in result.ops_after  # SGE's reshapes fold to constants with -1 in the batch slot

@@ -15,19 +15,16 @@ from export.validate import onnxruntime_runner
 
 
 @pytest.mark.slow
-def test_main_command_full_size_sge_resnet50(export_script, tmp_path, capsys):
-    out = tmp_path / "sge_resnet50"
-    assert (
-        export_script.main(["--model", "sge_resnet50", "--output", str(out), "--json", str(tmp_path / "r.json")]) == 0
-    )
-    printed = capsys.readouterr().out
+def test_main_command_full_size_sge_resnet50(full_artifact):
+    out, printed, json_path = full_artifact
     assert "ONNX op counts" in printed and "max abs ≤ 0.0001" in printed and "stage times" in printed
     assert {p.name for p in out.iterdir()} == {"model.onnx", "parity.json", "manifest.json"}
     manifest = load_manifest(out, verify=True)
     assert manifest.inputs[0].shape == ("batch", 3, 224, 224) and manifest.parity["passed"] is True
-    assert manifest.preprocessing["resize_shorter"] == 256
-    result = json.loads((tmp_path / "r.json").read_text())
+    assert manifest.preprocessing["resize_shorter"] == 256 and manifest.extra["source"]["init"] == "calibrated"
+    result = json.loads(json_path.read_text())
     assert result["parity"]["passed"] is True and set(result["stage_seconds"]) >= {"export", "simplify", "parity"}
+    assert sum(result["ops_after"].values()) < sum(result["ops_before"].values())
 
 
 def test_dynamic_hw_non_square(export_script, tmp_path):
@@ -46,17 +43,18 @@ def test_dynamic_hw_non_square(export_script, tmp_path):
         np.testing.assert_allclose(run(x), ref, rtol=0, atol=1e-5 * np.abs(ref).max())
 
 
-def test_validate_reruns_parity_at_an_unseen_batch(validate_script, sge_artifact, tmp_path, capsys):
-    assert validate_script.main([str(sge_artifact), "--batch-sizes", "5", "--json", str(tmp_path / "p.json")]) == 0
+@pytest.mark.slow
+def test_validate_reruns_parity_at_an_unseen_batch(validate_script, full_artifact, tmp_path, capsys):
+    assert validate_script.main([str(full_artifact[0]), "--batch-sizes", "5", "--json", str(tmp_path / "p.json")]) == 0
     report = json.loads((tmp_path / "p.json").read_text())
     assert report["passed"] is True and report["batch_sizes"] == [5]
     assert "hashes verified" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("victim", ["model.onnx", "parity.json"])
-def test_tampered_artifact_is_refused(validate_script, sge_artifact, tmp_path, capsys, victim):
+def test_tampered_artifact_is_refused(validate_script, full_artifact, tmp_path, capsys, victim):
     copy = tmp_path / "copy"
-    shutil.copytree(sge_artifact, copy)
+    shutil.copytree(full_artifact[0], copy)
     data = bytearray((copy / victim).read_bytes())
     data[len(data) // 2] ^= 0x01
     (copy / victim).write_bytes(data)
@@ -67,9 +65,9 @@ def test_tampered_artifact_is_refused(validate_script, sge_artifact, tmp_path, c
     assert err.startswith("error: ") and "re-export" in err and "\n" not in err
 
 
-def test_directory_without_manifest_is_incomplete(validate_script, sge_artifact, tmp_path, capsys):
+def test_directory_without_manifest_is_incomplete(validate_script, full_artifact, tmp_path, capsys):
     copy = tmp_path / "partial"
-    shutil.copytree(sge_artifact, copy)
+    shutil.copytree(full_artifact[0], copy)
     (copy / "manifest.json").unlink()
     assert validate_script.main([str(copy)]) == 2
     assert "no manifest.json" in capsys.readouterr().err
