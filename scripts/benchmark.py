@@ -43,6 +43,7 @@ def backend_options(name: str, args: argparse.Namespace) -> dict[str, Any]:
         # Idle ORT threads must sleep, not spin, while other backends are timed in this process.
         "onnxruntime": {"threads": args.threads, "device": args.device, "allow_spinning": False},
         "openvino": {"threads": args.threads},
+        "tensorrt": {},  # the engine's precision and batch profile were fixed when it was built
     }
     return table.get(name, {"threads": args.threads})
 

@@ -14,6 +14,7 @@ sys.path[0] = str(
 import argparse  # noqa: E402
 import logging  # noqa: E402
 from collections.abc import Callable  # noqa: E402
+from typing import Any  # noqa: E402
 
 from rich.console import Console  # noqa: E402
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn  # noqa: E402
@@ -40,6 +41,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--images", nargs="+", type=Path, metavar="FILE", help="photographs for parity (default: bundled)")
     p.add_argument("--init", choices=("calibrated", "random"), default="calibrated", help="default-weights init")
     p.add_argument("--json", type=Path, metavar="FILE", help="write the result (paths, op counts, parity) as JSON")
+    p.add_argument("--fp16-onnx", action="store_true", help="also write model_fp16.onnx (FP32 islands around SGE)")
+    p.add_argument("--trt", choices=("fp32", "fp16", "int8"), help="build a TensorRT engine (see notes/tensorrt.md)")
+    p.add_argument("--trt-batch", type=int, nargs=3, metavar=("MIN", "OPT", "MAX"), default=(1, 8, 32))
+    p.add_argument("--trt-workspace", type=float, default=4.0, metavar="GB", help="TensorRT workspace limit")
+    p.add_argument("--trt-timing-cache", type=Path, metavar="FILE", help="TensorRT timing cache, loaded and saved")
+    p.add_argument("--trt-calib-dir", type=Path, metavar="DIR", help="INT8 calibration images (TensorRT 10.x)")
+    p.add_argument(
+        "--triton-repo", type=Path, metavar="DIR", help="also write a Triton model repository (DIR/<model>/)"
+    )
     p.add_argument("--list-models", action="store_true", help="list the model names and exit")
     p.add_argument("-v", "--verbose", action="store_true", help="log the library's progress")
     return p
@@ -58,9 +68,13 @@ def input_errors() -> tuple[type[BaseException], ...]:
     """Errors that mean a bad input or a failed step: one line on stderr, exit 2."""
     import models
     from export.artifacts import ArtifactError
+    from export.fp16 import Fp16ConversionError
     from export.onnx_export import OnnxExportError
     from export.simplify import SimplifyError
     from export.spec import SpecError
+    from export.triton_repo import TritonConfigError
+    from export.trt_build import TrtBuildError, TrtRequestError
+    from export.trt_calibrate import CalibrationDataError
     from models.transforms import ImageReadError
 
     return (
@@ -73,6 +87,11 @@ def input_errors() -> tuple[type[BaseException], ...]:
         ArtifactError,
         OnnxExportError,
         SimplifyError,
+        Fp16ConversionError,
+        TrtRequestError,
+        TrtBuildError,
+        CalibrationDataError,
+        TritonConfigError,
         ImportError,
         OSError,
         argparse.ArgumentTypeError,
@@ -81,7 +100,46 @@ def input_errors() -> tuple[type[BaseException], ...]:
 
 def follow_up_steps(args: argparse.Namespace) -> list[Callable]:
     """Steps that run on a finished ONNX artifact, each ``step(args, result, console)``; TensorRT/Triton go here."""
-    return []
+    steps: list[Callable] = [tensorrt_step] if args.fp16_onnx or args.trt else []
+    if args.triton_repo is not None:
+        steps.append(triton_repo_step)  # last: the repository takes the engine when one was built
+    return steps
+
+
+def triton_repo_step(args: argparse.Namespace, result: Any, console: Console) -> None:
+    from export.triton_repo import write_triton_repository
+
+    repo = write_triton_repository(result.output_dir, args.triton_repo, overwrite=True)
+    console.print(f"Triton model repository: {repo.root} ({', '.join(repo.models)})")
+
+
+def tensorrt_step(args: argparse.Namespace, result: Any, console: Console) -> None:
+    """The FP16-islands ONNX, then the engine; without TensorRT, a warning and the ONNX artifacts stand (exit 0)."""
+    from export.trt_artifact import add_engine, add_fp16_onnx
+    from export.trt_build import TensorRTNotInstalledError, TrtBuildOptions
+
+    if args.fp16_onnx or args.trt == "fp16":
+        path, parity = add_fp16_onnx(result.output_dir)
+        console.print(
+            f"{path.name}: vs model.onnx on {parity.cases} photographs, top-1 agreement {parity.top1_agreement:.0%}, "
+            f"max |Δlogit| {parity.max_abs:.3g} ({parity.max_rel:.2%} of the largest logit)"
+        )
+    if not args.trt:
+        return
+    options = TrtBuildOptions(
+        precision=args.trt,
+        batch=tuple(args.trt_batch),
+        workspace_gb=args.trt_workspace,
+        timing_cache=args.trt_timing_cache,
+        calib_dir=args.trt_calib_dir,
+    )
+    try:
+        engine = add_engine(result.output_dir, options=options)
+    except TensorRTNotInstalledError as err:
+        print(f"warning: {err}; the ONNX artifacts are complete, no engine was built", file=sys.stderr)
+        return
+    info = engine.info
+    console.print(f"{engine.plan.name}: TensorRT {info['tensorrt_version']} {args.trt}, {info['gpu']['name']}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -141,8 +199,12 @@ def main(argv: list[str] | None = None) -> int:
     if not result.passed:
         print(f"error: parity failed ({'; '.join(result.parity.failures())}); no manifest written", file=sys.stderr)
         return EXIT_PARITY
-    for step in follow_up_steps(args):
-        step(args, result, console)
+    try:
+        for step in follow_up_steps(args):
+            step(args, result, console)
+    except input_errors() as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_INPUT
     console.print(
         f"artifact: {result.output_dir} (deploy {result.onnx_path.name}; manifest {result.manifest_path.name})"
     )

@@ -111,15 +111,16 @@ def test_default_weights_are_deterministic_and_exercise_attention(default_sge) -
 
 
 def batchnorm_output_stats(model: torch.nn.Module) -> list[tuple[float, float]]:
-    """Per BatchNorm: the largest |per-channel mean| and |per-channel variance − 1| of its output on the photos."""
+    """Per BatchNorm: the largest |mean| and |variance − 1| of its standardised output (affine undone) per channel."""
 
     photos = photo_batch((224, 224))
     batch = torch.from_numpy(np.concatenate([photos, photos[..., ::-1]]).copy())  # the calibration set
     stats = []
 
     def hook(module, inputs, output):
-        mean = output.mean(dim=(0, 2, 3))
-        var = output.var(dim=(0, 2, 3))
+        standardised = (output - module.bias[:, None, None]) / module.weight[:, None, None]
+        mean = standardised.mean(dim=(0, 2, 3))
+        var = standardised.var(dim=(0, 2, 3))
         stats.append((mean.abs().max().item(), (var - 1).abs().max().item()))
 
     handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]

@@ -1,0 +1,328 @@
+"""Load report for a KServe v2 server (Triton): throughput and latency percentiles per concurrency level.
+
+Like Triton's ``perf_analyzer`` in its concurrency mode: for each level N, N workers keep one request in flight
+each (closed loop) for a fixed time or until a request budget is spent, whichever comes first; the report gives
+completed requests per second, images per second and p50/p90/p95/p99 latency of the successful requests, measured
+on the client with ``time.perf_counter()`` after one warm-up request per worker. Each worker owns its client
+(tritonclient's HTTP client is not thread-safe). Targets are restricted to loopback addresses: this is a tool for
+measuring one's own server, not for loading someone else's.
+"""
+
+import ipaddress
+import logging
+import os
+import platform
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+PROTOCOLS = ("http", "grpc")
+PERCENTILES = (50, 90, 95, 99)
+DTYPES = {"FP32": np.float32, "FP16": np.float16, "FP64": np.float64, "UINT8": np.uint8, "INT64": np.int64}
+
+
+class LoadTestError(ValueError):
+    """The load test cannot run as asked (the message says what to change)."""
+
+
+@dataclass(frozen=True)
+class LoadConfig:
+    concurrency: tuple[int, ...] = (1, 4, 16)
+    duration_s: float = 10.0
+    max_requests: int = 100_000  # per level: the count bound beside the time bound
+    batch_size: int = 1
+    protocol: str = "http"
+    request_timeout_s: float = 30.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        problems = []
+        if not self.concurrency or any(c < 1 for c in self.concurrency):
+            problems.append(f"concurrency levels must be ≥ 1; got {list(self.concurrency)}")
+        if max(self.concurrency, default=0) > 256:
+            problems.append(f"concurrency above 256 is not supported; got {max(self.concurrency)}")
+        if self.duration_s <= 0 or self.duration_s > 600:
+            problems.append(f"duration must lie in (0, 600] seconds; got {self.duration_s}")
+        if self.max_requests < 1:
+            problems.append(f"max_requests must be ≥ 1; got {self.max_requests}")
+        if self.batch_size < 1:
+            problems.append(f"batch_size must be ≥ 1; got {self.batch_size}")
+        if self.protocol not in PROTOCOLS:
+            problems.append(f"protocol must be one of {', '.join(PROTOCOLS)}; got {self.protocol!r}")
+        if problems:
+            raise LoadTestError("; ".join(problems))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "concurrency": list(self.concurrency),
+            "duration_s": self.duration_s,
+            "max_requests": self.max_requests,
+            "batch_size": self.batch_size,
+            "protocol": self.protocol,
+            "request_timeout_s": self.request_timeout_s,
+        }
+
+
+@dataclass(frozen=True)
+class LevelResult:
+    concurrency: int
+    requests: int  # successful
+    errors: int
+    elapsed_s: float
+    throughput_rps: float
+    images_per_s: float
+    latency_ms: dict[str, float]  # mean, p50, p90, p95, p99, min, max
+    first_error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "concurrency": self.concurrency,
+            "requests": self.requests,
+            "errors": self.errors,
+            "elapsed_s": round(self.elapsed_s, 3),
+            "throughput_rps": round(self.throughput_rps, 2),
+            "images_per_s": round(self.images_per_s, 2),
+            "latency_ms": {k: round(v, 3) for k, v in self.latency_ms.items()},
+            "first_error": self.first_error,
+        }
+
+
+@dataclass
+class LoadReport:
+    url: str
+    model: str
+    config: LoadConfig
+    input: dict[str, Any]
+    levels: list[LevelResult] = field(default_factory=list)
+    machine: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "url": self.url,
+            "model": self.model,
+            "config": self.config.to_dict(),
+            "input": self.input,
+            "levels": [level.to_dict() for level in self.levels],
+            "machine": self.machine,
+        }
+
+
+def loopback_address(url: str, *, protocol: str) -> str:
+    """``host:port`` for tritonclient from ``url`` (with or without a scheme); refuse non-loopback hosts."""
+    parts = urlsplit(url if "://" in url else f"{protocol}://{url}")
+    host, port = parts.hostname, parts.port
+    if host is None or port is None:
+        raise LoadTestError(f"cannot read host and port from {url!r}; pass e.g. http://127.0.0.1:8000")
+    if host != "localhost":
+        try:
+            loopback = ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            loopback = False
+        if not loopback:
+            raise LoadTestError(
+                f"{host} is not a loopback address; the load test only targets servers on this machine "
+                "(127.0.0.1, ::1 or localhost)"
+            )
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def percentiles(latencies_s: Sequence[float]) -> dict[str, float]:
+    """Latency summary in milliseconds (empty when no request succeeded); pure."""
+    if not latencies_s:
+        return {}
+    ms = np.asarray(latencies_s, dtype=np.float64) * 1e3
+    summary = {"mean": float(ms.mean()), "min": float(ms.min()), "max": float(ms.max())}
+    for p in PERCENTILES:
+        summary[f"p{p}"] = float(np.percentile(ms, p))
+    return summary
+
+
+class _Client:
+    """One worker's tritonclient client and its prepared request."""
+
+    def __init__(self, address: str, model: str, batch: np.ndarray, meta: dict[str, Any], config: LoadConfig):
+        self.protocol = config.protocol
+        self.model = model
+        self.timeout = config.request_timeout_s
+        if self.protocol == "http":
+            import tritonclient.http as client_module
+
+            self.client = client_module.InferenceServerClient(
+                address, connection_timeout=self.timeout, network_timeout=self.timeout
+            )
+            outputs = [client_module.InferRequestedOutput(o["name"], binary_data=True) for o in meta["outputs"]]
+        else:
+            import tritonclient.grpc as client_module
+
+            self.client = client_module.InferenceServerClient(address)
+            outputs = [client_module.InferRequestedOutput(o["name"]) for o in meta["outputs"]]
+        tensor = client_module.InferInput(meta["inputs"][0]["name"], list(batch.shape), meta["inputs"][0]["datatype"])
+        tensor.set_data_from_numpy(batch)
+        self.inputs, self.outputs = [tensor], outputs
+        self.error_type = client_module.InferenceServerException
+
+    def infer(self) -> None:
+        if self.protocol == "http":
+            self.client.infer(self.model, self.inputs, outputs=self.outputs)
+        else:
+            self.client.infer(self.model, self.inputs, outputs=self.outputs, client_timeout=self.timeout)
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def model_metadata(address: str, model: str, *, protocol: str) -> dict[str, Any]:
+    """The model's inputs and outputs as ``{"inputs": [{name, datatype, shape}], "outputs": [...]}``."""
+    if protocol == "http":
+        import tritonclient.http as client_module
+    else:
+        import tritonclient.grpc as client_module
+    from tritonclient.utils import InferenceServerException
+
+    client = client_module.InferenceServerClient(address)
+    try:
+        ready = client.is_model_ready(model)
+        meta = client.get_model_metadata(model, **({"as_json": True} if protocol == "grpc" else {})) if ready else {}
+    except (InferenceServerException, OSError) as err:
+        raise LoadTestError(
+            f"cannot reach {protocol}://{address} ({err}); is the server running on that port?"
+        ) from err
+    finally:
+        client.close()
+    if not ready:
+        raise LoadTestError(f"model {model!r} is not ready on {address}; check the name and the server log")
+    # gRPC's JSON form gives dims as strings
+    return {k: [{**t, "shape": [int(d) for d in t["shape"]]} for t in meta[k]] for k in ("inputs", "outputs")}
+
+
+def make_batch(meta: dict[str, Any], *, batch_size: int, seed: int) -> np.ndarray:
+    """Random input for the model's (first) input: the batch axis set to ``batch_size``; pure given ``seed``."""
+    if len(meta["inputs"]) != 1:
+        raise LoadTestError(f"the load test drives single-input models; this one has {len(meta['inputs'])} inputs")
+    spec = meta["inputs"][0]
+    shape = list(spec["shape"])
+    if not shape or shape[0] != -1:
+        raise LoadTestError(f"input {spec['name']!r} has shape {shape} without a batch axis; serve with batching")
+    if any(d < 0 for d in shape[1:]):
+        raise LoadTestError(f"input {spec['name']!r} has dynamic dimensions {shape}; the load test needs fixed ones")
+    if spec["datatype"] not in DTYPES:
+        raise LoadTestError(f"input datatype {spec['datatype']} is not supported (one of {', '.join(DTYPES)})")
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal([batch_size, *shape[1:]]).astype(DTYPES[spec["datatype"]])
+
+
+def run_level(
+    address: str, model: str, batch: np.ndarray, meta: dict[str, Any], *, concurrency: int, config: LoadConfig
+) -> LevelResult:
+    """N workers in a closed loop until the time or the request budget runs out."""
+    clients = [_Client(address, model, batch, meta, config) for _ in range(concurrency)]
+    lock = threading.Lock()
+    latencies: list[float] = []
+    errors: list[str] = []
+    window = {"begin": 0.0, "deadline": 0.0, "issued": 0}
+
+    def open_window() -> None:  # runs once, when every worker is warm
+        window["begin"] = time.perf_counter()
+        window["deadline"] = window["begin"] + config.duration_s
+
+    barrier = threading.Barrier(concurrency, action=open_window)
+
+    def take_ticket() -> bool:
+        with lock:
+            if window["issued"] >= config.max_requests or time.perf_counter() >= window["deadline"]:
+                return False
+            window["issued"] += 1
+            return True
+
+    def work(client: _Client) -> None:
+        try:
+            client.infer()  # warm-up, not counted
+        except (client.error_type, OSError) as err:
+            with lock:
+                errors.append(f"warm-up: {err}")
+        try:
+            barrier.wait(timeout=config.request_timeout_s * 2)
+        except threading.BrokenBarrierError:
+            with lock:
+                errors.append("a worker's warm-up request did not finish in time")
+            return
+        while take_ticket():
+            t0 = time.perf_counter()
+            try:
+                client.infer()
+            except (client.error_type, OSError) as err:
+                with lock:
+                    errors.append(str(err))
+                continue
+            elapsed = time.perf_counter() - t0
+            with lock:
+                latencies.append(elapsed)
+
+    threads = [threading.Thread(target=work, args=(c,), daemon=True) for c in clients]
+    try:
+        for t in threads:
+            t.start()
+        limit = time.perf_counter() + 2 * config.request_timeout_s + config.duration_s + config.request_timeout_s
+        for t in threads:
+            t.join(timeout=max(0.0, limit - time.perf_counter()))
+        end = time.perf_counter()
+        if any(t.is_alive() for t in threads):
+            raise LoadTestError(f"a worker did not finish within {config.request_timeout_s}s of the deadline")
+    finally:
+        for c in clients:
+            c.close()
+    elapsed = max(end - window["begin"], 1e-9) if window["begin"] else 0.0
+    ok = len(latencies)
+    return LevelResult(
+        concurrency=concurrency,
+        requests=ok,
+        errors=len(errors),
+        elapsed_s=elapsed,
+        throughput_rps=ok / elapsed if elapsed else 0.0,
+        images_per_s=ok * batch.shape[0] / elapsed if elapsed else 0.0,
+        latency_ms=percentiles(latencies),
+        first_error=errors[0] if errors else None,
+    )
+
+
+def run_load(url: str, *, model: str, config: LoadConfig = LoadConfig()) -> LoadReport:
+    """Drive ``model`` at ``url`` at each concurrency level in turn; return the report."""
+    address = loopback_address(url, protocol=config.protocol)
+    meta = model_metadata(address, model, protocol=config.protocol)
+    batch = make_batch(meta, batch_size=config.batch_size, seed=config.seed)
+    report = LoadReport(
+        url=url,
+        model=model,
+        config=config,
+        input={
+            "name": meta["inputs"][0]["name"],
+            "shape": list(batch.shape),
+            "datatype": meta["inputs"][0]["datatype"],
+        },
+        machine={
+            "platform": platform.platform(),
+            "processor": platform.processor() or platform.machine(),
+            "cpu_count": os.cpu_count(),
+            "python": platform.python_version(),
+            "load_average": [round(v, 2) for v in os.getloadavg()],  # other work on the machine at the start
+            "note": "client and server share this machine's CPUs",
+        },
+    )
+    for concurrency in config.concurrency:
+        level = run_level(address, model, batch, meta, concurrency=concurrency, config=config)
+        logger.info(
+            "concurrency %d: %d requests, %.1f req/s, p50 %.1f ms",
+            concurrency,
+            level.requests,
+            level.throughput_rps,
+            level.latency_ms.get("p50", float("nan")),
+        )
+        report.levels.append(level)
+    return report

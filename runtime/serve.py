@@ -1,0 +1,314 @@
+"""Local serving: a real Triton Inference Server, started through PyTriton, hosting a runtime runner.
+
+The server speaks the KServe v2 inference protocol over HTTP and gRPC, reports Prometheus metrics, answers the
+health endpoints (``/v2/health/live``, ``/v2/health/ready``) and the model metadata (input and output names,
+datatypes and shapes), and batches concurrent requests dynamically (up to ``max_batch`` rows, waiting at most
+``queue_delay_us`` for more). Each of ``instances`` model instances owns one runner. Triton checks every request
+against the model's input spec before it is queued, so a wrong shape, a wrong dtype or a batch above the maximum
+gets an error response and never reaches the runner; the server stays up.
+
+PyTriton runs the model's Python backend stubs as children of ``tritonserver``; ``triton_child_environment`` sets
+what they need from their environment (this interpreter's libpython first on ``LD_LIBRARY_PATH``; PyTriton's socket
+transport, which makes multi-instance start-up reliable) and says why.
+"""
+
+import contextlib
+import logging
+import os
+import socket
+import sysconfig
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from export.artifacts import TensorSpec
+from runtime.backends.base import BackendUnavailableError, Runner
+
+logger = logging.getLogger(__name__)
+
+
+class ServeError(RuntimeError):
+    """The server could not start or is not serving the model (the message says what to do)."""
+
+
+class ServeConfigError(ValueError):
+    """A serving option is out of range."""
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    model_name: str
+    host: str = "127.0.0.1"
+    http_port: int = 8000
+    grpc_port: int = 8001
+    metrics_port: int = 8002
+    max_batch: int = 32
+    queue_delay_us: int = 500
+    instances: int = 1
+    exit_timeout_s: int = 10  # how long Triton waits for in-flight requests when stopping
+    log_verbose: int = 0
+
+    def __post_init__(self) -> None:
+        problems = []
+        if not self.model_name or not all(c.isalnum() or c in "._-" for c in self.model_name):
+            problems.append(f"model name {self.model_name!r} may only hold letters, digits, '.', '_' and '-'")
+        ports = {"http_port": self.http_port, "grpc_port": self.grpc_port, "metrics_port": self.metrics_port}
+        for key, port in ports.items():
+            if not 1 <= port <= 65535:
+                problems.append(f"{key} must lie in 1..65535; got {port}")
+        if len(set(ports.values())) != len(ports):
+            problems.append(f"the HTTP, gRPC and metrics ports must differ; got {sorted(ports.values())}")
+        if self.max_batch < 1:
+            problems.append(f"max_batch must be ≥ 1; got {self.max_batch}")
+        if self.queue_delay_us < 0:
+            problems.append(f"queue_delay_us must be ≥ 0; got {self.queue_delay_us}")
+        if self.instances < 1:
+            problems.append(f"instances must be ≥ 1; got {self.instances}")
+        if problems:
+            raise ServeConfigError("; ".join(problems))
+
+    @property
+    def urls(self) -> dict[str, str]:
+        return {
+            "http": f"http://{self.host}:{self.http_port}",
+            "grpc": f"grpc://{self.host}:{self.grpc_port}",
+            "metrics": f"http://{self.host}:{self.metrics_port}/metrics",
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model_name": self.model_name,
+            "host": self.host,
+            "http_port": self.http_port,
+            "grpc_port": self.grpc_port,
+            "metrics_port": self.metrics_port,
+            "max_batch": self.max_batch,
+            "queue_delay_us": self.queue_delay_us,
+            "instances": self.instances,
+            "urls": self.urls,
+        }
+
+
+def library_path_with_libpython(current: str | None) -> str:
+    """``LD_LIBRARY_PATH`` with this interpreter's library directory first (pure; ``current`` may be None)."""
+    libdir = sysconfig.get_config_var("LIBDIR")
+    rest = [p for p in (current or "").split(os.pathsep) if p and p != libdir]
+    return os.pathsep.join([libdir, *rest]) if libdir else os.pathsep.join(rest)
+
+
+@contextlib.contextmanager
+def triton_child_environment(*, instances: int) -> Iterator[dict[str, str]]:
+    """The environment PyTriton hands to ``tritonserver`` and its Python backend stubs, set while the server starts.
+
+    PyTriton builds the child's environment from this process's environment (and reads the transport switch at
+    bind time), so this is the one place where the project writes environment variables; the previous values are
+    restored once the server is up.
+
+    - ``LD_LIBRARY_PATH``: this interpreter's libpython first. The stub links the system libpython; when this
+      interpreter is another build, model load fails with
+      ``'_thread.RLock' object has no attribute '_recursion_count'``.
+    - ``PYTRITON_NO_TENSORSTORE=1`` when ``instances > 1``: requests and responses travel between the stubs and
+      this process over PyTriton's socket transport instead of its shared-memory tensor store. With the tensor
+      store, instance 0 spawns a store process before it opens the handshake socket that the other instances wait
+      on for only one second, so on a busy machine model load fails with ``Timeout occurred while waiting for config
+      file``. A single instance keeps the tensor store, which the load test measured as the faster of the two
+      (notes/serve.md).
+    """
+    libdir = sysconfig.get_config_var("LIBDIR")
+    if not libdir or not any(Path(libdir).glob("libpython3*.so*")):
+        logger.warning("no shared libpython in %s; Triton's Python backend stub may fail to load the model", libdir)
+    wanted = {"LD_LIBRARY_PATH": library_path_with_libpython(os.environ.get("LD_LIBRARY_PATH"))}
+    if instances > 1:
+        wanted["PYTRITON_NO_TENSORSTORE"] = "1"
+    previous = {key: os.environ.get(key) for key in wanted}
+    os.environ.update(wanted)
+    try:
+        yield wanted
+    finally:
+        for key, value in previous.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def import_pytriton() -> Any:
+    try:
+        import pytriton.triton
+    except ImportError as err:
+        raise BackendUnavailableError(
+            "serving needs PyTriton: pip install nvidia-pytriton tritonclient[all] (or the project's [serve] extra)"
+        ) from err
+    return pytriton
+
+
+def triton_tensor(spec: TensorSpec) -> Any:
+    """A PyTriton tensor for ``spec``: shape without the batch axis, symbolic dimensions as -1."""
+    from pytriton.model_config import Tensor
+
+    if not spec.shape or not (isinstance(spec.shape[0], str) or spec.shape[0] == -1):
+        raise ServeConfigError(
+            f"tensor {spec.name!r} has shape {spec.shape} without a dynamic batch axis; re-export with a dynamic batch"
+        )
+    dims = tuple(d if isinstance(d, int) else -1 for d in spec.shape[1:])
+    return Tensor(name=spec.name, dtype=np.dtype(spec.dtype), shape=dims)
+
+
+def infer_function(runner: Runner) -> Callable[..., dict[str, np.ndarray]]:
+    """PyTriton callable for one model instance: the batched requests' input → the runner → the output."""
+    from pytriton.decorators import batch
+
+    input_name, output_name = runner.input_spec.name, runner.output_spec.name
+
+    @batch
+    def infer(**inputs: np.ndarray) -> dict[str, np.ndarray]:
+        return {output_name: runner.infer(inputs[input_name])}
+
+    return infer
+
+
+def check_ports_free(config: ServeConfig) -> None:
+    """Fail before Triton starts, naming the flag to change, when a port is taken."""
+    taken = []
+    for key in ("http_port", "grpc_port", "metrics_port"):
+        port = getattr(config, key)
+        family = socket.AF_INET6 if ":" in config.host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind((config.host, port))
+            except OSError as err:
+                taken.append(f"{key} {port} ({err.strerror})")
+    if taken:
+        flags = ", ".join("--" + t.split()[0].replace("_", "-") for t in taken)
+        raise ServeError(f"cannot bind {config.host}: {'; '.join(taken)}; choose free ports with {flags}")
+
+
+class ModelServer:
+    """A Triton Inference Server serving ``runners`` (one per model instance) under ``config.model_name``.
+
+    ``with ModelServer(runners, config=...) as server:`` starts the server and returns once the model is ready;
+    leaving the block stops Triton and deactivates the runners.
+    """
+
+    def __init__(self, runners: Sequence[Runner], *, config: ServeConfig) -> None:
+        if len(runners) != config.instances:
+            raise ServeConfigError(f"got {len(runners)} runners for {config.instances} instances; pass one each")
+        specs = {(r.input_spec, r.output_spec) for r in runners}
+        if len(specs) != 1:
+            raise ServeConfigError("all instances' runners must have the same input and output specs")
+        self.runners = list(runners)
+        self.config = config
+        self._triton: Any = None
+
+    @property
+    def input_spec(self) -> TensorSpec:
+        return self.runners[0].input_spec
+
+    @property
+    def output_spec(self) -> TensorSpec:
+        return self.runners[0].output_spec
+
+    @property
+    def is_running(self) -> bool:
+        return self._triton is not None and self._triton.is_alive()
+
+    def start(self) -> "ModelServer":
+        if self._triton is not None:
+            raise ServeError("the server is already running; stop() it first")
+        pytriton = import_pytriton()
+        from pytriton.model_config import DynamicBatcher, ModelConfig
+
+        check_ports_free(self.config)
+        for runner in self.runners:
+            runner.activate()
+        c = self.config
+        triton_config = pytriton.triton.TritonConfig(
+            http_address=c.host,
+            http_port=c.http_port,
+            grpc_address=c.host,
+            grpc_port=c.grpc_port,
+            metrics_address=c.host,
+            metrics_port=c.metrics_port,
+            allow_metrics=True,
+            exit_timeout_secs=c.exit_timeout_s,
+            log_verbose=c.log_verbose,
+        )
+        try:
+            with triton_child_environment(instances=c.instances):
+                self._triton = pytriton.triton.Triton(config=triton_config)
+                self._triton.bind(
+                    model_name=c.model_name,
+                    infer_func=[infer_function(r) for r in self.runners],
+                    inputs=[triton_tensor(self.input_spec)],
+                    outputs=[triton_tensor(self.output_spec)],
+                    config=ModelConfig(
+                        max_batch_size=c.max_batch,
+                        batcher=DynamicBatcher(max_queue_delay_microseconds=c.queue_delay_us),
+                    ),
+                    strict=True,
+                )
+                self._triton.run()
+            self._check_ready()
+        except BaseException:
+            self.stop()
+            raise
+        logger.info("serving %s on %s", c.model_name, ", ".join(f"{k} {v}" for k, v in c.urls.items()))
+        return self
+
+    def _check_ready(self) -> None:
+        import tritonclient.http
+
+        address = f"{self.config.host}:{self.config.http_port}"
+        with contextlib.closing(tritonclient.http.InferenceServerClient(address)) as client:
+            if not client.is_model_ready(self.config.model_name):
+                raise ServeError(
+                    f"Triton started but model {self.config.model_name!r} is not ready; "
+                    "the Triton log above says why (run with log_verbose=1 for more)"
+                )
+
+    def serve_forever(self) -> None:
+        """Block until Triton exits or the process gets SIGINT (Ctrl+C); then stop."""
+        if self._triton is None:
+            raise ServeError("start() the server before serve_forever()")
+        try:
+            self._triton.serve()
+        finally:
+            self.stop()
+
+    def stop(self) -> None:
+        if self._triton is not None:
+            self._triton.stop()
+            self._triton = None
+        for runner in self.runners:
+            runner.deactivate()
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            **self.config.to_dict(),
+            "input": self.input_spec.to_dict(),
+            "output": self.output_spec.to_dict(),
+            "runner": self.runners[0].describe(),
+        }
+
+    def __enter__(self) -> "ModelServer":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def serve_artifact(
+    artifact: str | Path,
+    *,
+    config: ServeConfig,
+    backend: str = "onnxruntime",
+    load_options: Mapping[str, Any] | None = None,
+) -> ModelServer:
+    """A (not yet started) server for ``artifact``: one runner per instance from ``runtime.load``."""
+    from runtime import load
+
+    runners = [load(artifact, backend=backend, **dict(load_options or {})) for _ in range(config.instances)]
+    return ModelServer(runners, config=config)

@@ -1,0 +1,88 @@
+"""Load report for a model served on this machine: throughput and p50/p90/p95/p99 latency per concurrency level.
+
+python scripts/loadtest.py URL --model NAME [--concurrency 1,4,16] [--duration 10] [--protocol http|grpc]
+    [--batch-size 1] [--max-requests N] [--json FILE]
+"""
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+sys.path[0] = str(
+    Path(__file__).resolve().parents[1]
+)  # repo root, not scripts/ (scripts/inspect.py would shadow stdlib)
+
+from rich.console import Console  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+from export.artifacts import write_json  # noqa: E402
+from runtime.loadtest import LoadConfig, LoadTestError, run_load  # noqa: E402
+
+
+def concurrency_levels(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers such as 1,4,16; got {text!r}") from err
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("url", help="server address on this machine, e.g. http://127.0.0.1:8000 or 127.0.0.1:8001")
+    parser.add_argument("--model", required=True, help="served model name")
+    parser.add_argument("--concurrency", type=concurrency_levels, default=(1, 4, 16), help="levels, e.g. 1,4,16")
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per level")
+    parser.add_argument("--max-requests", type=int, default=100_000, help="request budget per level")
+    parser.add_argument("--protocol", choices=("http", "grpc"), default="http")
+    parser.add_argument("--batch-size", type=int, default=1, help="images per request")
+    parser.add_argument("--json", type=Path, help="write the report here")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    console = Console(width=max(Console().width, 110))  # nine columns
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        config = LoadConfig(
+            concurrency=args.concurrency,
+            duration_s=args.duration,
+            max_requests=args.max_requests,
+            batch_size=args.batch_size,
+            protocol=args.protocol,
+        )
+        report = run_load(args.url, model=args.model, config=config)
+    except LoadTestError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    table = Table(title=f"{args.model} at {args.url} ({args.protocol}, batch {args.batch_size}, {args.duration:g} s)")
+    for column in ("concurrency", "requests", "errors", "req/s", "img/s", "p50 ms", "p90 ms", "p95 ms", "p99 ms"):
+        table.add_column(column, justify="right")
+    for level in report.levels:
+        lat = level.latency_ms
+        cells = [f"{lat[k]:.1f}" if k in lat else "—" for k in ("p50", "p90", "p95", "p99")]
+        table.add_row(
+            str(level.concurrency),
+            str(level.requests),
+            str(level.errors),
+            f"{level.throughput_rps:.1f}",
+            f"{level.images_per_s:.1f}",
+            *cells,
+        )
+    console.print(table)
+    m = report.machine
+    console.print(f"machine: {m['processor']}, {m['cpu_count']} CPUs, load average {m['load_average']}; {m['note']}")
+    if args.json:
+        write_json(args.json, report.to_dict())
+        console.print(f"wrote {args.json}")
+    failed = [level for level in report.levels if level.errors]
+    if failed:
+        first = " ".join(str(failed[0].first_error).split())
+        print(f"error: {sum(lv.errors for lv in failed)} requests failed; first: {first}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

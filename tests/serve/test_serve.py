@@ -1,0 +1,278 @@
+"""A real Triton Inference Server (PyTriton) on loopback serving an ONNX Runtime runner.
+
+One server for the module (start-up is the slow part); every test ends on its own (pytest-timeout).
+"""
+
+import os
+import sysconfig
+import threading
+import urllib.request
+
+import numpy as np
+import pytest
+
+import runtime
+from export.artifacts import TensorSpec
+from runtime.serve import (
+    ModelServer,
+    ServeConfig,
+    ServeConfigError,
+    ServeError,
+    library_path_with_libpython,
+    serve_artifact,
+    triton_child_environment,
+    triton_tensor,
+)
+from tests.serve.conftest import INPUT, OUTPUT, SIZE, free_ports, load_script
+
+pytestmark = [pytest.mark.serve, pytest.mark.timeout(180)]
+
+httpclient = pytest.importorskip("tritonclient.http")
+grpcclient = pytest.importorskip("tritonclient.grpc")
+pytest.importorskip("pytriton")
+
+MAX_BATCH = 8
+MODEL = "r18"
+RUNNER_OPTIONS = {"threads": 1, "allow_spinning": False}  # two instances and the clients share 2 cores
+RTOL, ATOL = 1e-5, 1e-5  # same ONNX Runtime build, same graph: only batch-composition rounding differs
+
+
+@pytest.fixture(scope="module")
+def server(onnx_artifact):
+    http_port, grpc_port, metrics_port = free_ports(3)
+    config = ServeConfig(
+        model_name=MODEL,
+        http_port=http_port,
+        grpc_port=grpc_port,
+        metrics_port=metrics_port,
+        max_batch=MAX_BATCH,
+        queue_delay_us=2000,
+        instances=2,
+    )
+    with serve_artifact(onnx_artifact, config=config, backend="onnxruntime", load_options=RUNNER_OPTIONS) as running:
+        yield running
+    assert not running.is_running
+
+
+@pytest.fixture(scope="module")
+def reference(onnx_artifact):
+    """The runner's own outputs, computed outside the server."""
+    with runtime.load(onnx_artifact, backend="onnxruntime", **RUNNER_OPTIONS) as runner:
+        yield runner.infer
+
+
+def http_client(server):
+    return httpclient.InferenceServerClient(f"127.0.0.1:{server.config.http_port}", network_timeout=30)
+
+
+def grpc_client(server):
+    return grpcclient.InferenceServerClient(f"127.0.0.1:{server.config.grpc_port}")
+
+
+def http_infer(client, batch, *, datatype="FP32"):
+    tensor = httpclient.InferInput(INPUT.name, list(batch.shape), datatype)
+    tensor.set_data_from_numpy(batch)
+    return client.infer(MODEL, [tensor], outputs=[httpclient.InferRequestedOutput(OUTPUT.name)]).as_numpy(OUTPUT.name)
+
+
+def grpc_infer(client, batch, *, datatype="FP32"):
+    tensor = grpcclient.InferInput(INPUT.name, list(batch.shape), datatype)
+    tensor.set_data_from_numpy(batch)
+    return client.infer(MODEL, [tensor], client_timeout=30).as_numpy(OUTPUT.name)
+
+
+def random_batch(n, seed):
+    return np.random.default_rng(seed).standard_normal((n, 3, SIZE, SIZE)).astype(np.float32)
+
+
+def photo_batch():
+    from models.transforms import photo_batch
+
+    return photo_batch((SIZE, SIZE))
+
+
+def test_health_metadata_and_config(server):
+    client = http_client(server)
+    try:
+        assert client.is_server_live() and client.is_server_ready() and client.is_model_ready(MODEL)
+        meta = client.get_model_metadata(MODEL)
+        assert [(t["name"], t["datatype"], t["shape"]) for t in meta["inputs"]] == [
+            (INPUT.name, "FP32", [-1, 3, SIZE, SIZE])
+        ]
+        assert [(t["name"], t["datatype"], t["shape"]) for t in meta["outputs"]] == [(OUTPUT.name, "FP32", [-1, 1000])]
+        config = client.get_model_config(MODEL)
+        assert config["max_batch_size"] == MAX_BATCH
+        assert config["dynamic_batching"]["max_queue_delay_microseconds"] == 2000
+        assert sum(g["count"] for g in config["instance_group"]) == 2
+    finally:
+        client.close()
+    assert grpc_client(server).is_model_ready(MODEL)
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_outputs_are_the_runners_own(server, reference, protocol):
+    batches = [random_batch(3, seed=1), random_batch(1, seed=2), photo_batch()]
+    if protocol == "http":
+        client = http_client(server)
+        try:
+            got = [http_infer(client, b) for b in batches]
+        finally:
+            client.close()
+    else:
+        client = grpc_client(server)
+        got = [grpc_infer(client, b) for b in batches]
+    for batch, out in zip(batches, got, strict=True):
+        assert out.shape == (batch.shape[0], 1000) and out.dtype == np.float32
+        np.testing.assert_allclose(out, reference(batch), rtol=RTOL, atol=ATOL)
+    assert not np.allclose(got[0][0], got[0][1]), "different images gave the same logits"
+
+
+def test_sixteen_concurrent_clients_lose_nothing(server, reference):
+    """16 threads × 6 requests (each its own client, HTTP and gRPC mixed): every answer is the right one."""
+    clients, per_client = 16, 6
+    inputs = {
+        (c, r): random_batch(1 + (c + r) % 3, seed=100 * c + r) for c in range(clients) for r in range(per_client)
+    }
+    answers: dict[tuple[int, int], np.ndarray] = {}
+    errors: list[str] = []
+    lock = threading.Lock()
+
+    def work(c: int) -> None:
+        use_grpc = c % 2 == 1
+        client = grpc_client(server) if use_grpc else http_client(server)
+        try:
+            for r in range(per_client):
+                out = (grpc_infer if use_grpc else http_infer)(client, inputs[c, r])
+                with lock:
+                    answers[c, r] = out
+        except Exception as err:  # collected and reported by the assertion below
+            with lock:
+                errors.append(f"client {c}: {err}")
+        finally:
+            client.close()
+
+    threads = [threading.Thread(target=work, args=(c,)) for c in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not any(t.is_alive() for t in threads), "a client hung"
+    assert errors == []
+    assert len(answers) == clients * per_client
+    stacked = np.concatenate([inputs[k] for k in sorted(inputs)])
+    expected = reference(stacked)
+    got = np.concatenate([answers[k] for k in sorted(inputs)])
+    np.testing.assert_allclose(got, expected, rtol=RTOL, atol=ATOL)
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_malformed_requests_get_errors_and_the_server_stays_up(server, reference, protocol):
+    client = http_client(server) if protocol == "http" else grpc_client(server)
+    infer = http_infer if protocol == "http" else grpc_infer
+    error = httpclient.InferenceServerException if protocol == "http" else grpcclient.InferenceServerException
+    bad = {  # what is sent → what Triton's error must mention
+        "wrong shape": (np.zeros((1, 3, SIZE + 1, SIZE), np.float32), "FP32", "unexpected shape"),
+        "NHWC": (np.zeros((1, SIZE, SIZE, 3), np.float32), "FP32", "unexpected shape"),
+        "wrong rank": (np.zeros((3, SIZE, SIZE), np.float32), "FP32", "unexpected shape"),
+        "wrong dtype": (np.zeros((1, 3, SIZE, SIZE), np.float64), "FP64", "data-type"),
+        "batch above max": (np.zeros((MAX_BATCH + 1, 3, SIZE, SIZE), np.float32), "FP32", "batch-size must be <="),
+    }
+    try:
+        for what, (batch, datatype, says) in bad.items():
+            with pytest.raises(error) as info:
+                infer(client, batch, datatype=datatype)
+            assert says in info.value.message(), f"{what}: {info.value.message()}"
+        good = random_batch(MAX_BATCH, seed=7)
+        np.testing.assert_allclose(infer(client, good), reference(good), rtol=RTOL, atol=ATOL)
+    finally:
+        client.close()
+
+
+def test_prometheus_metrics_count_the_requests(server):
+    text = urllib.request.urlopen(server.config.urls["metrics"], timeout=10).read().decode()
+    lines = [line for line in text.splitlines() if line.startswith("nv_inference_request_success") and MODEL in line]
+    assert lines, "no success counter for the model"
+    assert sum(float(line.rsplit(" ", 1)[1]) for line in lines) > 0
+    failures = [line for line in text.splitlines() if line.startswith("nv_inference_request_failure") and MODEL in line]
+    assert sum(float(line.rsplit(" ", 1)[1]) for line in failures) >= 0
+
+
+def test_a_taken_port_fails_fast_with_the_flag_to_change(server, onnx_artifact):
+    config = ServeConfig(
+        model_name="other",
+        http_port=server.config.http_port,
+        grpc_port=free_ports(1)[0],
+        metrics_port=server.config.metrics_port,
+    )
+    with pytest.raises(ServeError, match=r"--http-port.*--metrics-port"):
+        ModelServer([runtime.load(onnx_artifact, backend="onnxruntime")], config=config).start()
+
+
+def test_bad_options_are_refused():
+    with pytest.raises(ServeConfigError) as info:
+        ServeConfig(model_name="a b", http_port=0, grpc_port=8001, metrics_port=8001, max_batch=0, instances=0)
+    for word in ("model name", "http_port", "must differ", "max_batch", "instances"):
+        assert word in str(info.value)
+    with pytest.raises(ServeConfigError, match="dynamic batch"):
+        triton_tensor(TensorSpec("input", (1, 3, SIZE, SIZE)))
+
+
+def test_one_runner_per_instance(onnx_artifact):
+    with pytest.raises(ServeConfigError, match="1 runners for 2 instances"):
+        ModelServer([runtime.load(onnx_artifact)], config=ServeConfig(model_name="m", instances=2))
+
+
+def test_libpython_goes_first_on_the_library_path(monkeypatch):
+    libdir = sysconfig.get_config_var("LIBDIR")
+    assert library_path_with_libpython(None) == libdir
+    assert library_path_with_libpython(f"/a:{libdir}:/b").split(":") == [libdir, "/a", "/b"]
+    monkeypatch.setenv("LD_LIBRARY_PATH", "/a")
+    monkeypatch.delenv("PYTRITON_NO_TENSORSTORE", raising=False)
+    with triton_child_environment(instances=2):
+        assert os.environ["LD_LIBRARY_PATH"].split(":") == [libdir, "/a"]
+        assert os.environ["PYTRITON_NO_TENSORSTORE"] == "1"
+    assert os.environ["LD_LIBRARY_PATH"] == "/a"
+    assert "PYTRITON_NO_TENSORSTORE" not in os.environ
+    with triton_child_environment(instances=1):
+        assert "PYTRITON_NO_TENSORSTORE" not in os.environ
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_loadtest_script_reports_every_level(server, tmp_path, protocol):
+    import json
+
+    port = server.config.http_port if protocol == "http" else server.config.grpc_port
+    out = tmp_path / "load.json"
+    argv = [f"127.0.0.1:{port}", "--model", MODEL, "--protocol", protocol, "--concurrency", "1,4"]
+    assert load_script("loadtest").main([*argv, "--duration", "2", "--max-requests", "12", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert [level["concurrency"] for level in report["levels"]] == [1, 4]
+    for level in report["levels"]:
+        assert 0 < level["requests"] <= 12 and level["errors"] == 0
+        lat = level["latency_ms"]
+        assert lat["min"] <= lat["p50"] <= lat["p90"] <= lat["p95"] <= lat["p99"] <= lat["max"]
+    assert report["input"] == {"name": INPUT.name, "shape": [1, 3, SIZE, SIZE], "datatype": "FP32"}
+
+
+def test_loadtest_refuses_other_hosts_unknown_models_and_closed_ports(server, capsys):
+    loadtest = load_script("loadtest")
+    assert loadtest.main(["http://192.0.2.1:8000", "--model", MODEL, "--duration", "1"]) == 2
+    assert "not a loopback address" in capsys.readouterr().err
+    url = f"http://127.0.0.1:{server.config.http_port}"
+    assert loadtest.main([url, "--model", "nope", "--duration", "1"]) == 2
+    assert "nope" in capsys.readouterr().err
+    closed = free_ports(1)[0]
+    for protocol in ("http", "grpc"):
+        assert loadtest.main([f"127.0.0.1:{closed}", "--model", MODEL, "--protocol", protocol]) == 2
+        err = capsys.readouterr().err
+        assert "is the server running" in err and err.count("\n") == 1, err
+
+
+def test_serve_script_refuses_a_bad_artifact(tmp_path, capsys):
+    assert load_script("serve").main([str(tmp_path), "--http-port", "1"]) == 2
+    assert "manifest.json" in capsys.readouterr().err
+
+
+def test_serve_script_refuses_an_unknown_backend(onnx_artifact, capsys):
+    assert load_script("serve").main([str(onnx_artifact), "--backend", "onnxruntme"]) == 2
+    assert "unknown backend" in capsys.readouterr().err

@@ -1,0 +1,100 @@
+"""The TensorRT runner's checks that need no GPU: plan compatibility, sources, profile limits, missing packages."""
+
+import json
+import sys
+
+import numpy as np
+import pytest
+
+import runtime
+from export.artifacts import Manifest, TensorSpec, write_manifest
+from export.trt_build import record_engine
+from runtime.backends.base import BackendUnavailableError
+from runtime.backends.trt import DeviceTimings, PlanMismatchError, TrtRunner, check_plan_compatible
+
+SPEC_IN, SPEC_OUT = TensorSpec("input", ("batch", 3, 96, 96)), TensorSpec("logits", ("batch", 10))
+INFO = {
+    "tensorrt_version": "10.13.3",
+    "gpu": {"name": "NVIDIA H100", "compute_capability": "9.0"},
+    "profile": {"input": "input", "min": [1, 3, 96, 96], "opt": [4, 3, 96, 96], "max": [8, 3, 96, 96]},
+}
+
+
+def test_plan_compatibility():
+    check_plan_compatible(INFO, trt_version="10.13.3.9", compute_capability="9.0")
+    with pytest.raises(PlanMismatchError, match=r"built with TensorRT 10\.13\.3, this machine has 11\.1\.0") as err:
+        check_plan_compatible(INFO, trt_version="11.1.0", compute_capability="8.9")
+    assert "compute capability 9.0, this GPU is 8.9" in str(err.value)  # both problems in one message
+
+
+@pytest.fixture
+def bare_plan(tmp_path):
+    # These bytes stand in for a plan file so the runner's file handling can be tested; nothing deserializes them.
+    plan = tmp_path / "model.plan"
+    plan.write_bytes(b"not a real plan")
+    (tmp_path / "model.plan.json").write_text(json.dumps(INFO))
+    return plan
+
+
+def test_bare_plan_spec_from_sidecar_and_missing_sidecar(bare_plan, tmp_path):
+    runner = TrtRunner(bare_plan)
+    assert runner.input_spec == TensorSpec(name="input", shape=("batch", 3, 96, 96))
+    assert runner.batch_range == (1, 8)
+    (tmp_path / "model.plan.json").unlink()
+    with pytest.raises(FileNotFoundError, match="sidecar"):
+        TrtRunner(bare_plan)
+
+
+def test_artifact_without_engine_says_how_to_build_one(tmp_path):
+    (tmp_path / "model.onnx").write_bytes(b"onnx")
+    manifest = Manifest(model="m", deploy="model.onnx", inputs=[SPEC_IN], outputs=[SPEC_OUT])
+    manifest.record(tmp_path, "model.onnx", role="model")
+    write_manifest(tmp_path, manifest)
+    with pytest.raises(PlanMismatchError, match=r"no TensorRT engine.*--trt fp16"):
+        TrtRunner(tmp_path)
+
+
+def test_activation_without_tensorrt_names_the_package(monkeypatch, bare_plan):
+    monkeypatch.setitem(sys.modules, "tensorrt", None)
+    runner = TrtRunner(bare_plan)
+    with pytest.raises(BackendUnavailableError, match=r"pip install tensorrt-cu12 .* tensorrt-cu13"):
+        runner.activate()
+    assert not runner.is_active
+
+
+def test_registered_backend_opens_an_artifact_with_an_engine(monkeypatch, bare_plan, tmp_path):
+    (tmp_path / "model.onnx").write_bytes(b"onnx")
+    manifest = Manifest(model="m", deploy="model.onnx", inputs=[SPEC_IN], outputs=[SPEC_OUT])
+    manifest.record(tmp_path, "model.onnx", role="model")
+    record_engine(manifest, tmp_path, {**INFO, "precision": "fp16"})
+    write_manifest(tmp_path, manifest)
+    runner = runtime.load(tmp_path, backend="trt")  # the alias, through the runtime's backend table
+    assert isinstance(runner, TrtRunner) and runner.output_spec.shape == ("batch", 10)
+    assert runner.plan_path == bare_plan and runner.batch_range == (1, 8)
+    monkeypatch.setitem(sys.modules, "tensorrt", None)
+    with pytest.raises(BackendUnavailableError, match="tensorrt-cu12"):
+        runner.activate()
+
+
+def test_device_timings_total():
+    t = DeviceTimings(h2d_ms=0.5, compute_ms=2.0, d2h_ms=0.25)
+    assert t.to_dict() == {"h2d_ms": 0.5, "compute_ms": 2.0, "d2h_ms": 0.25, "total_ms": 2.75}
+
+
+@pytest.mark.tensorrt
+@pytest.mark.gpu
+def test_fp32_engine_matches_eager_pytorch_on_a_gpu(trt_gpu, tmp_path):
+    import torch
+
+    from export.trt_build import TrtBuildOptions, build_engine
+    from models.transforms import photo_batch
+
+    model, onnx_path = trt_gpu
+    result = build_engine(onnx_path, tmp_path, options=TrtBuildOptions(precision="fp32", batch=(1, 7, 8)))
+    x = photo_batch((128, 128))
+    with torch.no_grad():
+        ref = model(torch.from_numpy(x)).numpy()
+    with TrtRunner(result.plan) as runner:
+        out = runner.infer(x)
+        assert runner.last_timings is not None and runner.last_timings.compute_ms > 0
+    np.testing.assert_allclose(out, ref, rtol=1e-3, atol=1e-3)
