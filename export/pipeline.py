@@ -6,6 +6,7 @@ and after, batch still symbolic, metadata) → parity (eager vs ONNX Runtime, pa
 only when parity passed). A directory without manifest.json is incomplete; an older manifest is removed first.
 """
 
+import copy
 import hashlib
 import logging
 import tempfile
@@ -24,6 +25,7 @@ from export.artifacts import MANIFEST_NAME, Manifest, atomic_path, file_sha256, 
 from export.metadata import build_metadata, set_metadata, tool_versions
 from export.onnx_export import check_io, check_onnx, export_onnx, op_counts, opset_of
 from export.parity import ParityReport
+from export.sge_compact import compact_sge, restore_batch_symbol
 from export.simplify import simplify
 from export.spec import ExportSpec
 from export.validate import onnxruntime_runner, photo_inputs, run_parity
@@ -70,12 +72,15 @@ class ExportResult:
         }
 
 
-def prepare_for_export(model: nn.Module) -> nn.Module:
-    """The one place where a module is rewritten for export (e.g. a compact SGE form); identity for now.
+def prepare_for_export(model: nn.Module, *, spec: ExportSpec) -> nn.Module:
+    """The one place where a module is rewritten for export: SGE layers → CompactSGE unless sge_form="official".
 
-    Parity always compares the exported graph with the ORIGINAL eager module, so a rewrite is verified too.
+    Returns a rewritten copy (``model`` is untouched). Parity always compares the exported graph with the ORIGINAL
+    eager module, so a rewrite is verified too.
     """
-    return model
+    if spec.sge_form == "official":
+        return model
+    return compact_sge(copy.deepcopy(model), input_size=None if spec.dynamic_hw else spec.input_size)
 
 
 @dataclass(frozen=True)
@@ -178,10 +183,12 @@ def export_model(
     onnx_path, parity_path = output_dir / ONNX_NAME, output_dir / PARITY_NAME
 
     with stage("export"), tempfile.TemporaryDirectory(prefix="sge-export-") as tmp:
-        raw_path = export_onnx(prepare_for_export(source.model), Path(tmp) / "raw.onnx", spec=spec)
+        raw_path = export_onnx(prepare_for_export(source.model, spec=spec), Path(tmp) / "raw.onnx", spec=spec)
         raw = check_onnx(raw_path)
     with stage("simplify"):
         final = simplify(raw, simplifier=spec.simplifier)
+        if spec.sge_form == "compact":
+            final = restore_batch_symbol(final)  # after the simplifier, which may re-infer shapes
         check_io(final, spec=spec, num_classes=num_classes)
         opset = opset_of(final)
         props = build_metadata(

@@ -11,6 +11,7 @@ from export.artifacts import TensorSpec
 
 EXPORTERS = ("torchscript", "dynamo")
 SIMPLIFIERS = ("onnxsim", "onnxslim", "none")
+SGE_FORMS = ("compact", "official")  # export/sge_compact.py; notes/sgeperf.md has the measurements
 # TensorRT 10's ONNX parser and ONNX Runtime both import opsets up to 20; the dynamo exporter emits 18 or newer.
 MIN_OPSET, MAX_OPSET = 13, 20
 
@@ -28,6 +29,7 @@ class ExportSpec:
     opset: int = 17
     exporter: str = "torchscript"  # see notes/export.md for the measurements behind this default
     simplifier: str = "onnxsim"
+    sge_form: str = "compact"  # SGE layers exported as CompactSGE (same numerics, NCHWc-friendly graph)
     atol: float = 1e-4  # gate: max |onnx - eager| over every logit
     rtol: float = 1e-5  # gate: ‖onnx - eager‖₂ / ‖eager‖₂ per case
     batch_sizes: tuple[int, ...] = (1, 3, 8)  # parity batches, none of them the example batch
@@ -49,6 +51,8 @@ class ExportSpec:
             problems.append(f"exporter must be one of {', '.join(EXPORTERS)}; got {self.exporter!r}")
         if self.simplifier not in SIMPLIFIERS:
             problems.append(f"simplifier must be one of {', '.join(SIMPLIFIERS)}; got {self.simplifier!r}")
+        if self.sge_form not in SGE_FORMS:
+            problems.append(f"sge_form must be one of {', '.join(SGE_FORMS)}; got {self.sge_form!r}")
         if self.atol <= 0 or self.rtol <= 0:
             problems.append(f"tolerances must be positive; got atol={self.atol}, rtol={self.rtol}")
         if not self.batch_sizes or min(self.batch_sizes) < 1:

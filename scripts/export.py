@@ -23,7 +23,7 @@ EXIT_PARITY, EXIT_INPUT = 1, 2
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from export.spec import EXPORTERS, SIMPLIFIERS, ExportSpec
+    from export.spec import EXPORTERS, SGE_FORMS, SIMPLIFIERS, ExportSpec
 
     d = ExportSpec()
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -35,6 +35,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--opset", type=int, default=d.opset, help=f"ONNX opset (default {d.opset}, see notes/export.md)")
     p.add_argument("--exporter", choices=EXPORTERS, default=d.exporter)
     p.add_argument("--simplifier", choices=SIMPLIFIERS, default=d.simplifier)
+    p.add_argument(
+        "--sge-form",
+        choices=SGE_FORMS,
+        default=d.sge_form,
+        help="SGE graph: compact (same numerics, faster on ONNX Runtime; notes/sgeperf.md) or official",
+    )
     p.add_argument("--atol", type=float, default=d.atol, help=f"max abs difference gate (default {d.atol:g})")
     p.add_argument("--rtol", type=float, default=d.rtol, help=f"relative L2 gate (default {d.rtol:g})")
     p.add_argument("--batch-sizes", default=",".join(map(str, d.batch_sizes)), help="parity batch sizes, e.g. 1,3,8")
@@ -181,6 +187,7 @@ def main(argv: list[str] | None = None) -> int:
                 opset=args.opset,
                 exporter=args.exporter,
                 simplifier=args.simplifier,
+                sge_form=args.sge_form,
                 atol=args.atol,
                 rtol=args.rtol,
                 batch_sizes=parse_batch_sizes(args.batch_sizes),

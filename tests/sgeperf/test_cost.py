@@ -1,0 +1,71 @@
+"""The timing helpers behind scripts/sge_cost.py (no timings are asserted: speed belongs to the script)."""
+
+import numpy as np
+import onnx
+import pytest
+
+from models import create_model
+from runtime.sge_cost import (
+    conv_linear_flops,
+    gemm_model,
+    gemm_runner,
+    machine_description,
+    ratio,
+    time_blocked,
+    time_interleaved,
+)
+
+
+def test_time_interleaved_runs_every_runner_each_round():
+    calls = []
+    timings = time_interleaved({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, rounds=4, warmup=1)
+    assert calls == ["a", "b"] * 5
+    assert len(timings["a"].wall_ms) == 4 and timings["b"].wall_median >= 0
+    assert set(ratio(timings, "a", "b")) == {"wall", "cpu"}
+    with pytest.raises(ValueError, match="rounds"):
+        time_interleaved({"a": lambda: None}, rounds=0)
+
+
+def test_gemm_model_multiplies():
+    model = onnx.load_from_string(gemm_model(16))
+    assert [n.op_type for n in model.graph.node] == ["MatMul"]
+    run = gemm_runner(n=16, threads=1)
+    (y,) = run()
+    assert y.shape == (16, 16) and np.isfinite(y).all()
+
+
+def test_resnet50_flops_match_the_paper():
+    # He et al. / the SGE paper: ResNet-50 is 4.1 GMAC at 224×224; conv+linear FLOPs count 2 per MAC.
+    assert conv_linear_flops(create_model("resnet50", init="random"), (224, 224)) / 1e9 == pytest.approx(8.18, abs=0.05)
+
+
+def test_machine_description_names_the_runtimes():
+    d = machine_description(2)
+    assert d["threads"] == 2 and d["cpu"] and set(d["versions"]) >= {"onnxruntime", "openvino", "torch"}
+
+
+def test_time_blocked_runs_each_runner_in_blocks():
+    calls = []
+    timings = time_blocked({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, rounds=2, blocks=2)
+    assert calls == (["a"] * 4 + ["b"] * 4) * 2  # 2 warm-up + 2 timed per block
+    assert len(timings["a"].wall_ms) == 4
+    with pytest.raises(ValueError, match="blocks"):
+        time_blocked({"a": lambda: None}, rounds=1, blocks=0)
+
+
+def load_script():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "scripts" / "sge_cost.py"
+    spec = importlib.util.spec_from_file_location("scripts_sge_cost", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("argv", [["--threads", "0"], ["--rounds", "0"], ["--size", "32", "32"]])
+def test_script_refuses_bad_options_without_writing(argv, tmp_path, capsys):
+    out = tmp_path / "cost.json"
+    assert load_script().main([*argv, "--json", str(out)]) == 2
+    assert "error:" in capsys.readouterr().out and not out.exists()
