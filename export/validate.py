@@ -136,7 +136,7 @@ def validate_artifact(
         manifest.model,
         num_classes=source.get("num_classes", 1000),
         checkpoint=checkpoint,
-        init=source.get("init", "calibrated"),
+        init="calibrated" if checkpoint is not None else source.get("init", "calibrated"),  # unused with a checkpoint
         **source.get("block_overrides", {}),
     )
     pre = manifest.preprocessing

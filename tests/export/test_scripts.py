@@ -71,3 +71,22 @@ def test_directory_without_manifest_is_incomplete(validate_script, full_artifact
     (copy / "manifest.json").unlink()
     assert validate_script.main([str(copy)]) == 2
     assert "no manifest.json" in capsys.readouterr().err
+
+
+def test_checkpoint_export_records_its_hash_and_validates(export_script, validate_script, tmp_path):
+    """--checkpoint end to end: the file's sha256 in metadata and manifest, and validate rebuilds from it."""
+    from export.artifacts import file_sha256
+    from export.metadata import read_metadata
+
+    checkpoint = tmp_path / "resnet18.pth"
+    torch.save({"state_dict": models.create_model("resnet18", init="random").state_dict()}, checkpoint)
+    out = tmp_path / "r18"
+    argv = ["--model", "resnet18", "--checkpoint", str(checkpoint), "--input-size", "64", "64", "--output", str(out)]
+    assert export_script.main([*argv, "--batch-sizes", "1,3"]) == 0
+    sha = file_sha256(checkpoint)
+    assert read_metadata(onnx.load(str(out / "model.onnx")))["checkpoint_sha256"] == sha
+    source = load_manifest(out).extra["source"]
+    assert source["checkpoint_sha256"] == sha and source["init"] == "checkpoint"
+    assert validate_script.main([str(out), "--batch-sizes", "2"]) == 0
+    checkpoint.write_bytes(checkpoint.read_bytes() + b"\0")  # a different file at the recorded path
+    assert validate_script.main([str(out)]) == 2
