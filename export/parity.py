@@ -3,14 +3,22 @@
 Per case (one input kind at one batch size): max and mean absolute difference over every logit, relative L2
 ``‖c − r‖₂ / ‖r‖₂`` and cosine similarity per sample (the worst sample is reported), and the fraction of samples
 whose top-1 class and top-5 set agree. The gates are ``max_abs ≤ atol`` and ``rel_l2 ≤ rtol``; the top-k figures
-are reported, not gated (near-tied logits may swap within any tolerance). Checks run names/shapes first, then
-finiteness, then values; every failure is collected and raised once.
+are reported, not gated (near-tied logits may swap within any tolerance). Checks run shapes first, then finiteness,
+then values; every failure is collected and raised once.
+
+FP32 noise floor: some networks amplify rounding so much that eager FP32 PyTorch is itself far from the exact
+result (gc_resnet50 with the default weights: relative L2 6e-4 against float64 at 96×96). No exported graph can
+then match eager FP32 within 1e-5. When the value gates fail and an exact (float64 eager) reference is given, a
+case still passes if the candidate is no further from the exact result than ``NOISE_FLOOR_FACTOR`` × eager FP32's
+own distance from it; the case records which gate passed it and both distances.
 """
 
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
+
+NOISE_FLOOR_FACTOR = 4.0  # rounding amplified through 50 layers varies run to run by about 2× (measured)
 
 
 class ParityError(ValueError):
@@ -63,6 +71,8 @@ class ParityCase:
     batch: int
     stats: ParityStats | None  # None when the shapes or values made statistics meaningless
     failures: tuple[str, ...] = ()
+    gate: str = "tolerance"  # or "fp32-noise-floor" (see the module docstring)
+    noise_floor: dict[str, float] | None = None  # rel L2 of eager FP32 and of the candidate against float64
 
     @property
     def passed(self) -> bool:
@@ -75,11 +85,21 @@ class ParityCase:
             "stats": self.stats.to_dict() if self.stats else None,
             "failures": list(self.failures),
             "passed": self.passed,
+            "gate": self.gate,
+            "noise_floor": self.noise_floor,
         }
 
 
-def evaluate_case(inputs: str, reference: np.ndarray, candidate: np.ndarray, *, atol: float, rtol: float) -> ParityCase:
-    """One case: shape, then finiteness, then the value gates; every failure is listed."""
+def evaluate_case(
+    inputs: str,
+    reference: np.ndarray,
+    candidate: np.ndarray,
+    *,
+    atol: float,
+    rtol: float,
+    exact: np.ndarray | None = None,
+) -> ParityCase:
+    """One case: shape, then finiteness, then the value gates (and the noise-floor gate when ``exact`` is given)."""
     batch = len(reference)
     label = f"{inputs} batch {batch}"
     if np.shape(candidate) != np.shape(reference):
@@ -94,7 +114,16 @@ def evaluate_case(inputs: str, reference: np.ndarray, candidate: np.ndarray, *, 
         failures.append(f"{label}: max abs {stats.max_abs:.3g} > atol {atol:.3g}")
     if stats.rel_l2 > rtol:
         failures.append(f"{label}: relative L2 {stats.rel_l2:.3g} > rtol {rtol:.3g}")
-    return ParityCase(inputs, batch, stats, tuple(failures))
+    if not failures or exact is None:
+        return ParityCase(inputs, batch, stats, tuple(failures))
+    floor = {"eager_fp32": compare(exact, reference).rel_l2, "candidate": compare(exact, candidate).rel_l2}
+    if floor["candidate"] <= NOISE_FLOOR_FACTOR * floor["eager_fp32"]:
+        return ParityCase(inputs, batch, stats, (), gate="fp32-noise-floor", noise_floor=floor)
+    failures.append(
+        f"{label}: against float64 the candidate's relative L2 {floor['candidate']:.3g} exceeds "
+        f"{NOISE_FLOOR_FACTOR:g} × eager FP32's {floor['eager_fp32']:.3g}"
+    )
+    return ParityCase(inputs, batch, stats, tuple(failures), noise_floor=floor)
 
 
 @dataclass
@@ -133,6 +162,7 @@ class ParityReport:
             "atol": self.atol,
             "rtol": self.rtol,
             "cases": len(self.cases),
+            "noise_floor_cases": sum(case.gate == "fp32-noise-floor" for case in self.cases),
             "batch_sizes": sorted({case.batch for case in self.cases}),
             "worst": self.worst(),
         }

@@ -1,0 +1,62 @@
+"""Re-run parity on an existing artifact directory (hashes verified first): eager PyTorch vs a backend.
+
+python scripts/validate.py artifacts/sge_resnet50
+python scripts/validate.py artifacts/sge_resnet50 --images my.jpg --batch-sizes 1,5
+"""
+
+import sys
+from pathlib import Path
+
+sys.path[0] = str(
+    Path(__file__).resolve().parents[1]
+)  # repo root, not scripts/ (scripts/inspect.py would shadow stdlib)
+
+import argparse  # noqa: E402
+
+from rich.console import Console  # noqa: E402
+
+EXIT_PARITY, EXIT_INPUT = 1, 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from export.validate import BACKENDS
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("directory", type=Path, help="artifact directory (with manifest.json)")
+    p.add_argument("--backend", choices=BACKENDS, default="onnxruntime")
+    p.add_argument("--images", nargs="+", type=Path, metavar="FILE", help="photographs (default: bundled)")
+    p.add_argument("--batch-sizes", default=None, help="comma-separated, e.g. 1,3,8 (default: the export's)")
+    p.add_argument("--checkpoint", type=Path, help="the checkpoint the artifact came from, if it moved")
+    p.add_argument("--json", type=Path, metavar="FILE", help="write the parity report as JSON")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    console = Console(highlight=False, width=max(Console().width, 110))
+    import models
+    from export.artifacts import ArtifactError, write_json
+    from export.tables import parity_table
+    from export.validate import validate_artifact
+    from models.transforms import ImageReadError
+
+    try:
+        sizes = tuple(int(b) for b in args.batch_sizes.split(",")) if args.batch_sizes else None
+        report = validate_artifact(
+            args.directory, backend=args.backend, images=args.images, batch_sizes=sizes, checkpoint=args.checkpoint
+        )
+    except (ArtifactError, models.CheckpointError, ImageReadError, ImportError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_INPUT
+    console.print(parity_table(report))
+    if args.json:
+        write_json(args.json, report.to_dict())
+    if not report.passed:
+        print(f"error: parity failed: {'; '.join(report.failures())}", file=sys.stderr)
+        return EXIT_PARITY
+    console.print(f"{args.directory}: hashes verified, parity passed on {args.backend}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,43 @@
+"""Simplification keeps the batch symbolic, never adds nodes, and leaves the outputs unchanged."""
+
+import numpy as np
+import onnx
+import pytest
+
+import models
+from export.onnx_export import check_io, check_onnx, export_onnx, tensor_dims
+from export.simplify import simplify
+from export.spec import ExportSpec
+from export.validate import onnxruntime_runner
+from tests.export.conftest import SMALL
+
+
+@pytest.fixture(scope="module")
+def raw_sge(tmp_path_factory):
+    """The unsimplified TorchScript export of sge_resnet18 (SGE's reshapes are the shape arithmetic to fold)."""
+    spec = ExportSpec(input_size=SMALL)
+    path = tmp_path_factory.mktemp("raw") / "raw.onnx"
+    export_onnx(models.create_model("sge_resnet18", init="random"), path, spec=spec)
+    return check_onnx(path), path, spec
+
+
+@pytest.mark.parametrize("simplifier", ["onnxsim", "onnxslim"])
+def test_simplified_graph_is_smaller_keeps_the_batch_and_the_outputs(raw_sge, simplifier, tmp_path):
+    raw, raw_path, spec = raw_sge
+    simplified = simplify(raw, simplifier=simplifier)
+    assert len(simplified.graph.node) < len(raw.graph.node)
+    assert len(raw.graph.node) > 0 and "Shape" in {n.op_type for n in raw.graph.node}
+    check_io(simplified, spec=spec, num_classes=1000)  # raises if the batch became static
+    assert isinstance(tensor_dims(simplified.graph.input[0])[0], str)
+    assert "Shape" not in {n.op_type for n in simplified.graph.node}  # folded, with -1 left in the batch slot
+    path = tmp_path / "simplified.onnx"
+    onnx.save(simplified, str(path))
+    x = np.random.default_rng(1).standard_normal((5, 3, *SMALL), dtype=np.float32)
+    before = onnxruntime_runner(raw_path, input_name="input")(x)
+    after = onnxruntime_runner(path, input_name="input")(x)
+    np.testing.assert_allclose(after, before, rtol=0, atol=1e-5 * np.abs(before).max())
+
+
+def test_none_returns_the_graph_unchanged(raw_sge):
+    raw, _, _ = raw_sge
+    assert simplify(raw, simplifier="none") is raw
