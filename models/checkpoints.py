@@ -64,6 +64,12 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+def first_line(err: BaseException) -> str:
+    """The first line of an error's message (some have none, e.g. torch.load on an empty file)."""
+    lines = str(err).strip().splitlines()
+    return lines[0][:200] if lines else "(no message)"
+
+
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Read a checkpoint file into a flat ``{key: tensor}`` dict (wrappers removed, keys as saved)."""
     path = Path(path)
@@ -78,7 +84,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # each reader raises its own types for a corrupt file
         raise CheckpointError(
-            f"cannot read checkpoint {path}: {type(err).__name__}: {str(err).splitlines()[0][:200]}; "
+            f"cannot read checkpoint {path}: {type(err).__name__}: {first_line(err)}; "
             "expected a torch.save'd state dict (.pth/.pt/.pth.tar) or a .safetensors file"
         ) from err
     return unwrap_state_dict(obj, source=str(path))

@@ -21,17 +21,7 @@ def test_bad_option_is_one_line_and_writes_nothing(export_script, tmp_path, caps
     assert not out.exists()
 
 
-EMPTY_FILE_BUG = pytest.mark.xfail(
-    strict=True,
-    raises=IndexError,
-    reason="models/checkpoints.py formats str(err).splitlines()[0], which torch.load's error for an empty file "
-    "does not have (IndexError); reported to the lead",
-)
-
-
-@pytest.mark.parametrize(
-    "content", [b"not a checkpoint at all", pytest.param(b"", marks=EMPTY_FILE_BUG)], ids=["garbage", "empty"]
-)
+@pytest.mark.parametrize("content", [b"not a checkpoint at all", b""], ids=["garbage", "empty"])
 def test_unreadable_checkpoint_is_one_line_and_writes_nothing(export_script, tmp_path, capsys, content):
     checkpoint = tmp_path / "broken.pth"
     checkpoint.write_bytes(content)
