@@ -46,12 +46,19 @@ def _check(captures) -> None:
 def test_sge_block_stats_match_numpy(sge_captures):
     captures, _ = sge_captures
     _check(captures)
-    # ĉ is normalised by the unbiased std: population variance (m-1)/m up to eps, mean 0.
+    # ĉ = (c − mean) / (σ + eps) with σ the unbiased std of c over m positions: its population variance is
+    # (m−1)/m · (σ / (σ + eps))², averaged over the groups; mean 0. σ from the captured input, in float64.
     for cap in captures:
         stats = block_stats(cap)
-        m = stats.height * stats.width
+        x = cap.input.numpy().astype(np.float64)
+        b, c, h, w = x.shape
+        xg = x.reshape(b, cap.groups, c // cap.groups, h * w)
+        similarity = (xg * xg.mean(axis=3, keepdims=True)).sum(axis=2)
+        m = h * w
+        sigma = similarity.std(axis=2, ddof=1)
+        expected = ((m - 1) / m * (sigma / (sigma + 1e-5)) ** 2).mean()
         assert stats.similarity_mean == pytest.approx(0, abs=1e-6)
-        assert stats.similarity_var == pytest.approx((m - 1) / m, rel=1e-3)
+        assert stats.similarity_var == pytest.approx(expected, rel=1e-4)
         assert 0 < stats.enhanced_share < 1
 
 
