@@ -1,7 +1,7 @@
 """PyTorch module → ONNX file with ``torch.onnx.export``, then the ONNX checker and shape inference.
 
 Two exporters are available (``ExportSpec.exporter``): the TorchScript tracer (``dynamo=False``, the default here)
-and torch.export (``dynamo=True``, PyTorch's default since 2.9). notes/export.md has the measurements behind the
+and torch.export (``dynamo=True``, PyTorch's default since 2.9). the README (Export) has the measurements behind the
 choice. Either way the example batch is ``spec.example_batch`` (2): torch.export specialises sizes 0 and 1 into
 constants, and a traced example of 1 would hide a Reshape that bakes the batch in.
 """

@@ -19,8 +19,8 @@ layout (only the G-channel similarity map is normalised in plain NCHW):
 ``compact_sge(model)`` swaps every SGE layer in place; the state_dict is unchanged (the 0/1 weights are
 non-persistent buffers). After ONNX export, ``restore_batch_symbol`` puts the batch symbol back on the Resize
 outputs (ONNX shape inference drops it), without which ORT cannot prove the shapes equal and falls back to NCHW.
-Measurements: notes/sgeperf.md (on a 2-core AVX2 CPU it was not measurably faster than the official graph in
-ONNX Runtime, 7–19 % faster in OpenVINO).
+Measurements: README, Performance (on a 2-core AVX2 CPU: no faster than the official graph in ONNX Runtime at
+batch 1, ~10 % faster at batch 8, ~20 % faster in OpenVINO).
 """
 
 import logging

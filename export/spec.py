@@ -1,7 +1,7 @@
 """One export specification drives both the export and its validation (names, shapes, dynamic axes, opset, tolerances).
 
 The defaults are the project's deployment contract: input ``input`` (N, 3, H, W) float32 NCHW with a symbolic batch
-``batch``, output ``logits`` (N, classes), opset 17, onnxsim, and FP32 parity tolerances measured in notes/export.md.
+``batch``, output ``logits`` (N, classes), opset 17, onnxsim, and the FP32 parity tolerances the README measures.
 """
 
 from dataclasses import asdict, dataclass, fields
@@ -11,7 +11,7 @@ from export.artifacts import TensorSpec
 
 EXPORTERS = ("torchscript", "dynamo")
 SIMPLIFIERS = ("onnxsim", "onnxslim", "none")
-SGE_FORMS = ("compact", "official")  # export/sge_compact.py; notes/sgeperf.md has the measurements
+SGE_FORMS = ("compact", "official")  # export/sge_compact.py; the README's Performance section has the measurements
 # TensorRT 10's ONNX parser and ONNX Runtime both import opsets up to 20; the dynamo exporter emits 18 or newer.
 MIN_OPSET, MAX_OPSET = 13, 20
 
@@ -27,9 +27,9 @@ class ExportSpec:
     input_size: tuple[int, int] = (224, 224)  # (H, W) of the example input and of the parity inputs
     dynamic_hw: bool = False  # the batch is always dynamic; height and width only on request
     opset: int = 17
-    exporter: str = "torchscript"  # see notes/export.md for the measurements behind this default
+    exporter: str = "torchscript"  # see the README (Export) for the measurements behind this default
     simplifier: str = "onnxsim"
-    sge_form: str = "official"  # "compact": SGE as CompactSGE (same numerics, no Reshape; notes/sgeperf.md)
+    sge_form: str = "official"  # "compact": SGE as CompactSGE (same numerics, no Reshape; README, Performance)
     atol: float = 1e-4  # gate: max |onnx - eager| over every logit
     rtol: float = 1e-5  # gate: ‖onnx - eager‖₂ / ‖eager‖₂ per case
     batch_sizes: tuple[int, ...] = (1, 3, 8)  # parity batches, none of them the example batch

@@ -1,7 +1,7 @@
 """Build a TensorRT engine (``model.plan`` + sidecar JSON) from the exported ONNX, for TensorRT 10.x and 11.x.
 
 Written against TensorRT's documented Python API; it has NOT been run on this project's machines, where TensorRT
-cannot be installed (see notes/tensorrt.md). The decisions are pure functions (version gating, profile, precision
+cannot be installed (see README: TensorRT). The decisions are pure functions (version gating, profile, precision
 route, sidecar) and are tested without TensorRT; ``build_engine`` only carries them out.
 
 Two API generations:

@@ -18,7 +18,7 @@ BACKENDS: dict[str, str] = {
     "torch": "runtime.backends.pt:TorchRunner",
     "onnxruntime": "runtime.backends.ort:OnnxRuntimeRunner",
     "openvino": "runtime.backends.ov:OpenVINORunner",
-    "tensorrt": "runtime.backends.trt:TrtRunner",  # needs tensorrt + CUDA torch; never run here (notes/tensorrt.md)
+    "tensorrt": "runtime.backends.trt:TrtRunner",  # needs tensorrt + CUDA torch; never run here (README: TensorRT)
 }
 
 ALIASES = {"pytorch": "torch", "pt": "torch", "ort": "onnxruntime", "ov": "openvino", "trt": "tensorrt"}

@@ -115,7 +115,7 @@ def triton_child_environment(*, instances: int) -> Iterator[dict[str, str]]:
       store, instance 0 spawns a store process before it opens the handshake socket that the other instances wait
       on for only one second, so on a busy machine model load fails with ``Timeout occurred while waiting for config
       file``. A single instance keeps the tensor store, which the load test measured as the faster of the two
-      (notes/serve.md).
+      (README: Serving).
     """
     libdir = sysconfig.get_config_var("LIBDIR")
     if not libdir or not any(Path(libdir).glob("libpython3*.so*")):

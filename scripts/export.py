@@ -32,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", type=Path, help="artifact directory (default: artifacts/<model>/)")
     p.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"), default=d.input_size)
     p.add_argument("--dynamic-hw", action="store_true", help="make height and width symbolic too (batch always is)")
-    p.add_argument("--opset", type=int, default=d.opset, help=f"ONNX opset (default {d.opset}, see notes/export.md)")
+    p.add_argument("--opset", type=int, default=d.opset, help=f"ONNX opset (default {d.opset}, see the README)")
     p.add_argument("--exporter", choices=EXPORTERS, default=d.exporter)
     p.add_argument("--simplifier", choices=SIMPLIFIERS, default=d.simplifier)
     p.add_argument(
@@ -48,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--init", choices=("calibrated", "random"), default="calibrated", help="default-weights init")
     p.add_argument("--json", type=Path, metavar="FILE", help="write the result (paths, op counts, parity) as JSON")
     p.add_argument("--fp16-onnx", action="store_true", help="also write model_fp16.onnx (FP32 islands around SGE)")
-    p.add_argument("--trt", choices=("fp32", "fp16", "int8"), help="build a TensorRT engine (see notes/tensorrt.md)")
+    p.add_argument("--trt", choices=("fp32", "fp16", "int8"), help="build a TensorRT engine (see README: TensorRT)")
     p.add_argument("--trt-batch", type=int, nargs=3, metavar=("MIN", "OPT", "MAX"), default=(1, 8, 32))
     p.add_argument("--trt-workspace", type=float, default=4.0, metavar="GB", help="TensorRT workspace limit")
     p.add_argument("--trt-timing-cache", type=Path, metavar="FILE", help="TensorRT timing cache, loaded and saved")

@@ -1,7 +1,7 @@
 """TensorRT runner: a serialized plan behind the runner contract, with trtexec-style H2D / compute / D2H timings.
 
 Written against TensorRT 10/11's name-based API (``set_input_shape``, ``set_tensor_address``,
-``execute_async_v3``); NOT run on this project's machines, where TensorRT cannot be installed (notes/tensorrt.md).
+``execute_async_v3``); NOT run on this project's machines, where TensorRT cannot be installed (README: TensorRT).
 Device buffers, the stream and CUDA events come from ``torch.cuda`` (already a dependency; a CUDA build of
 PyTorch is needed), on torch's current stream. Buffers are allocated once for the profile's largest batch; host
 staging buffers are pinned.
