@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.layers.sge import FeatureTooSmallError, SpatialGroupEnhance
+from models.layers.sge import SpatialGroupEnhance, check_feature_size
 
 logger = logging.getLogger(__name__)
 
@@ -88,6 +88,7 @@ class CompactSGE(nn.Module):
         self.feature_size = None if feature_size is None else (int(feature_size[0]), int(feature_size[1]))
         self.weight = nn.Parameter(torch.zeros(1, groups, 1, 1))
         self.bias = nn.Parameter(torch.ones(1, groups, 1, 1))
+        self.location, self.input_stride = "sge", None  # as SpatialGroupEnhance; from_official copies the real ones
         if block < 1:
             raise ValueError(f"block must be ≥ 1; got {block}")
         reduce_w, expand_w, self.conv_groups = _group_sum_weights(channels, groups, block=block)
@@ -101,6 +102,7 @@ class CompactSGE(nn.Module):
         """A compact layer sharing ``layer``'s parameters (the same tensors, not copies)."""
         compact = cls(layer.channels, groups=layer.groups, eps=layer.eps, feature_size=feature_size, block=block)
         compact.weight, compact.bias = layer.weight, layer.bias
+        compact.location, compact.input_stride = layer.location, layer.input_stride
         return compact.to(device=layer.weight.device, dtype=layer.weight.dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -124,11 +126,7 @@ class CompactSGE(nn.Module):
         return x * F.conv2d(gate, self.expand_weight, groups=self.conv_groups)
 
     def _check_size(self, h: int, w: int) -> None:
-        if h * w == 1:
-            raise FeatureTooSmallError(
-                f"SGE block ({self.channels} channels) received a 1×1 feature map, where its unbiased std is "
-                "undefined; use an input of at least 64×64 (a 32×32 input gives 1×1 at layer4)"
-            )
+        check_feature_size(h, w, channels=self.channels, location=self.location, input_stride=self.input_stride)
         if self.feature_size is not None and (h, w) != self.feature_size:
             raise FeatureSizeMismatchError(
                 f"compact SGE block was built for {self.feature_size[0]}×{self.feature_size[1]} feature maps "

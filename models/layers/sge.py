@@ -15,6 +15,22 @@ class FeatureTooSmallError(ValueError):
     """An SGE block saw a 1×1 feature map, where the unbiased std is undefined."""
 
 
+def check_feature_size(h: int, w: int, *, channels: int, location: str, input_stride: int | None) -> None:
+    """Refuse a 1×1 map, where the unbiased std is undefined (the official code returns NaN)."""
+    if h * w != 1:
+        return
+    fix = (
+        f"the network downsamples by {input_stride} before this block, so use an input of at least "
+        f"{input_stride + 1}×{input_stride + 1}"
+        if input_stride
+        else "give it a feature map of at least 1×2"
+    )
+    raise FeatureTooSmallError(
+        f"SGE block {location} ({channels} channels) received a 1×1 feature map, where the unbiased std "
+        f"is undefined (NaN in the official code); {fix}"
+    )
+
+
 class SpatialGroupEnhance(nn.Module):
     child_name = "sge"
 
@@ -38,18 +54,8 @@ class SpatialGroupEnhance(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _, c, h, w = x.shape
-        if not torch.onnx.is_in_onnx_export() and h * w == 1:
-            stride = self.input_stride
-            fix = (
-                f"the network downsamples by {stride} before this block, so use an input of at least "
-                f"{stride + 1}×{stride + 1}"
-                if stride
-                else "give it a feature map of at least 1×2"
-            )
-            raise FeatureTooSmallError(
-                f"SGE block {self.location} ({c} channels) received a 1×1 feature map, where the unbiased std "
-                f"is undefined (NaN in the official code); {fix}"
-            )
+        if not torch.onnx.is_in_onnx_export():
+            check_feature_size(h, w, channels=c, location=self.location, input_stride=self.input_stride)
         groups = self.groups
         x = x.reshape(-1, c // groups, h, w)  # (B·G, C/G, H, W)
         similarity = (x * F.adaptive_avg_pool2d(x, 1)).sum(dim=1, keepdim=True)  # c_i = g·x_i

@@ -138,6 +138,12 @@ def test_one_by_one_feature_map_is_refused():
         CompactSGE(64, groups=8)(torch.randn(1, 64, 1, 1))
 
 
+def test_compacted_network_names_the_block_and_the_smallest_input():
+    model = compact_sge(create_model("sge_resnet18", init="random"))
+    with pytest.raises(FeatureTooSmallError, match=r"layer4\.0\.sge .*at least 33×33"), torch.no_grad():
+        model(torch.randn(1, 3, 32, 32))
+
+
 @pytest.mark.parametrize("kwargs", [{"groups": 7}, {"feature_size": (0, 4)}, {"block": 0}])
 def test_bad_construction_is_refused(kwargs):
     with pytest.raises(ValueError):
