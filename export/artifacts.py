@@ -4,14 +4,11 @@ Loading an artifact verifies every recorded file's size and sha256 and refuses a
 """
 
 import json
-import os
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from models.atomic import atomic_path
 from models.checkpoints import file_sha256
 
 MANIFEST_NAME = "manifest.json"
@@ -83,22 +80,6 @@ class Manifest:
     def record(self, directory: str | Path, relpath: str, *, role: str) -> None:
         path = Path(directory) / relpath
         self.files[relpath] = FileEntry(sha256=file_sha256(path), size=path.stat().st_size, role=role)
-
-
-@contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
-    try:
-        yield tmp_path
-        os.chmod(tmp_path, 0o644)  # mkstemp creates 0600; an artifact is read by other users (e.g. a server)
-        os.replace(tmp_path, path)
-    finally:
-        tmp_path.unlink(missing_ok=True)
 
 
 def write_json(path: str | Path, data: Any) -> Path:

@@ -111,9 +111,10 @@ def remap_keys(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     for key, value in state_dict.items():
         while key.startswith("module."):
             key = key[len("module.") :]
+        dotted = "." + key  # the patterns match whole dotted names
         for pattern, replacement in _KEY_RENAMES:
-            key = pattern.sub(replacement, "." + key)[1:] if pattern.search("." + key) else key
-        out[key] = value
+            dotted = pattern.sub(replacement, dotted)
+        out[dotted[1:]] = value
     return out
 
 

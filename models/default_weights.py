@@ -72,6 +72,17 @@ def seeded_model(build: Callable[[], nn.Module], *, seed: int = 0) -> nn.Module:
     return model
 
 
+def calibration_batch(
+    size: tuple[int, int] = (224, 224),
+    *,
+    mean: tuple[float, float, float] = IMAGENET_MEAN,
+    std: tuple[float, float, float] = IMAGENET_STD,
+) -> np.ndarray:
+    """The bundled photographs and their mirror images, eval-transformed: what BatchNorm is calibrated on."""
+    photos = photo_batch(size, mean=mean, std=std)
+    return np.concatenate([photos, photos[..., ::-1]])
+
+
 @torch.no_grad()
 def calibrate_batchnorm(
     model: nn.Module,
@@ -85,8 +96,7 @@ def calibrate_batchnorm(
     One training-mode pass over the whole batch with a cumulative average makes the running statistics equal
     the batch statistics, so evaluation mode then normalises these photographs exactly as training mode would.
     """
-    photos = photo_batch(size, mean=mean, std=std)
-    batch = torch.from_numpy(np.concatenate([photos, photos[..., ::-1]]).copy())
+    batch = torch.from_numpy(calibration_batch(size, mean=mean, std=std))
     norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
     saved_momentum = [m.momentum for m in norms]
     for m in norms:

@@ -51,8 +51,7 @@ def load(path: str | Path | ModelSource, backend: str = "onnxruntime", **options
     An artifact directory is verified against its manifest (sizes and sha256) before anything is read. ``options``
     go to the backend's runner: ``threads``, ``device``, ``check_finite``, and the backend's own ones.
     """
-    runner_class = backend_class(backend)
-    return runner_class(open_source(path), **options)
+    return backend_class(backend)(path, **options)  # each runner opens (and verifies) its own source
 
 
 __all__ = [

@@ -308,7 +308,8 @@ def serve_artifact(
     load_options: Mapping[str, Any] | None = None,
 ) -> ModelServer:
     """A (not yet started) server for ``artifact``: one runner per instance from ``runtime.load``."""
-    from runtime import load
+    from runtime import load, open_source
 
-    runners = [load(artifact, backend=backend, **dict(load_options or {})) for _ in range(config.instances)]
+    source = open_source(artifact)  # verify the artifact's hashes once, not once per instance
+    runners = [load(source, backend=backend, **dict(load_options or {})) for _ in range(config.instances)]
     return ModelServer(runners, config=config)

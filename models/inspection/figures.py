@@ -5,8 +5,6 @@ advance: ``grid_size_px`` for panel grids, ``STATS_SIZE_PX`` for the statistics 
 temporary name and renamed, so an interrupted run leaves no complete-looking PNG behind.
 """
 
-import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from models.atomic import atomic_path
 from models.inspection.stats import BlockStats
 
 DPI = 100
@@ -58,17 +57,9 @@ def grid_size_px(rows: int, cols: int, *, panel_px: int, colorbar: bool) -> tupl
 
 def save_png(fig: Any, path: str | Path) -> Path:
     """Write ``fig`` to ``path`` atomically (temporary name in the same folder, then rename)."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            fig.savefig(f, format="png", dpi=DPI)
-        os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide the figure from other users
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=DPI)
+    return Path(path)
 
 
 def _draw_panel(ax: Any, panel: Panel, photo: np.ndarray) -> None:

@@ -5,8 +5,6 @@
 
 import json
 import logging
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,6 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from models.atomic import atomic_path
 from models.inspection.figures import ColorScale, Panel, panel_grid, stats_plot
 from models.inspection.hooks import SPATIAL_KINDS, BlockCapture, NoSpatialAttentionError, capture
 from models.inspection.stats import BlockStats, StageStats, block_stats, stage_stats
@@ -142,11 +141,8 @@ def map_figure(cap: BlockCapture, *, photo: np.ndarray, out_dir: Path) -> list[P
 
 
 def _write_text(path: Path, text: str) -> Path:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
     return path
 
 

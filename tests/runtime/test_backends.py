@@ -1,6 +1,7 @@
 """Every CPU backend against eager PyTorch, input checks, missing packages, bare ONNX files, tampered artifacts."""
 
 import json
+import re
 import shutil
 import sys
 
@@ -88,12 +89,13 @@ def test_torch_restores_the_thread_count(artifact):
     assert torch.get_num_threads() == before
 
 
-def test_unknown_backend_lists_the_choices(artifact):
+def test_unknown_backend_lists_the_choices(artifact, monkeypatch):
     with pytest.raises(runtime.UnknownBackendError, match=r"did you mean openvino.*choose from torch, onnxruntime"):
         runtime.load(artifact, backend="openvin")
-    if "tensorrt" not in runtime.BACKENDS:  # an alias of an unregistered backend is never suggested
-        with pytest.raises(runtime.UnknownBackendError, match="backend 'tensorrt'; did you mean ort\\?"):
-            runtime.load(artifact, backend="tensorrt")
+    monkeypatch.delitem(runtime.BACKENDS, "tensorrt")  # an alias of an unregistered backend is never suggested
+    with pytest.raises(runtime.UnknownBackendError) as err:
+        runtime.load(artifact, backend="tensorrt")
+    assert not re.search(r"\btrt\b", str(err.value))
 
 
 @pytest.mark.parametrize(

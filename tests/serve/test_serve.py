@@ -193,8 +193,6 @@ def test_prometheus_metrics_count_the_requests(server):
     lines = [line for line in text.splitlines() if line.startswith("nv_inference_request_success") and MODEL in line]
     assert lines, "no success counter for the model"
     assert sum(float(line.rsplit(" ", 1)[1]) for line in lines) > 0
-    failures = [line for line in text.splitlines() if line.startswith("nv_inference_request_failure") and MODEL in line]
-    assert sum(float(line.rsplit(" ", 1)[1]) for line in failures) >= 0
 
 
 def test_a_taken_port_fails_fast_with_the_flag_to_change(server, onnx_artifact):

@@ -3,6 +3,7 @@
 import numpy as np
 import onnx
 import pytest
+import torch
 
 from models import create_model
 from runtime.sge_cost import (
@@ -40,8 +41,10 @@ def test_resnet50_flops_match_the_paper():
 
 
 def test_machine_description_names_the_runtimes():
+    import onnxruntime
+
     d = machine_description(2)
-    assert d["threads"] == 2 and d["cpu"] and set(d["versions"]) >= {"onnxruntime", "openvino", "torch"}
+    assert d["versions"]["onnxruntime"] == onnxruntime.__version__ and d["versions"]["torch"] == torch.__version__
 
 
 def test_time_blocked_runs_each_runner_in_blocks():
