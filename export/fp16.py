@@ -58,13 +58,13 @@ REASON_NORMALISATION = "standardisation (SGE mean/std/divide): squares overflow 
 REASON_LAYERNORM = "LayerNormalization: tiny tensor, FP32 regardless of the runtime's stash_type"
 
 
-def fp16_refusal(*, model: str, sge_form: str) -> str | None:
+def fp16_refusal(*, model: str, compact_sge_layers: int) -> str | None:
     """Why an FP16 ONNX of this export would be unsafe, or None.
 
     The FP32 islands are found by the standardisation's structure, ``Div(Sub(t, ReduceMean(t)), f(centred))``;
     the compact SGE form folds γ into the divisor (a Mul), so its normalisation would silently run in FP16.
     """
-    if sge_form == "compact" and "sge" in model:
+    if compact_sge_layers:
         return (
             f"{model} was exported with the compact SGE form, whose normalisation the FP16 converter cannot keep "
             "in FP32; re-export with --sge-form official for --fp16-onnx or --trt fp16/int8"

@@ -61,11 +61,12 @@ def export_onnx(model: nn.Module, path: str | Path, *, spec: ExportSpec) -> Path
 
 def check_onnx(path: str | Path) -> onnx.ModelProto:
     """The ONNX checker's full check, which includes strict shape inference; returns the loaded model."""
+    model = onnx.load(str(path))  # parsed once: the exports are single self-contained files
     try:
-        onnx.checker.check_model(str(path), full_check=True)
+        onnx.checker.check_model(model, full_check=True)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as err:
         raise OnnxExportError(f"{path} fails the ONNX checker: {err}") from err
-    return onnx.load(str(path))
+    return model
 
 
 def tensor_dims(value: onnx.ValueInfoProto) -> list[int | str]:

@@ -29,6 +29,7 @@ from export.sge_compact import compact_sge, restore_batch_symbol
 from export.simplify import simplify
 from export.spec import ExportSpec
 from export.validate import onnxruntime_runner, photo_inputs, run_parity
+from models.layers.sge import SpatialGroupEnhance
 
 logger = logging.getLogger(__name__)
 
@@ -81,6 +82,11 @@ def prepare_for_export(model: nn.Module, *, spec: ExportSpec) -> nn.Module:
     if spec.sge_form == "official":
         return model
     return compact_sge(copy.deepcopy(model), input_size=None if spec.dynamic_hw else spec.input_size)
+
+
+def _compact_sge_layers(model: nn.Module, spec: ExportSpec) -> int:
+    """How many SGE layers ``prepare_for_export`` rewrote into the compact form."""
+    return sum(isinstance(m, SpatialGroupEnhance) for m in model.modules()) if spec.sge_form == "compact" else 0
 
 
 @dataclass(frozen=True)
@@ -278,6 +284,8 @@ def _manifest(source: _Source, *, spec: ExportSpec, opset: int, num_classes: int
                 "block_overrides": source.model_kwargs,
             },
             "spec": spec.to_dict(),
+            # SGE layers exported in the compact form (whose normalisation the FP16 converter cannot keep FP32)
+            "compact_sge_layers": _compact_sge_layers(source.model, spec),
             "ops_before": result.ops_before,
             "ops_after": result.ops_after,
             "stage_seconds": {k: round(v, 3) for k, v in result.stage_seconds.items()},

@@ -55,7 +55,7 @@ def add_fp16_onnx(directory: str | Path, *, photos: np.ndarray | None = None) ->
 
     directory = Path(directory)
     manifest = load_manifest(directory, verify=True)
-    refusal = fp16_refusal(model=manifest.model, sge_form=manifest.extra.get("spec", {}).get("sge_form", "official"))
+    refusal = fp16_refusal(model=manifest.model, compact_sge_layers=manifest.extra.get("compact_sge_layers", 0))
     if refusal:
         raise Fp16ConversionError(refusal)
     fp32_path = directory / manifest.deploy

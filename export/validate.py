@@ -12,6 +12,7 @@ cycled to fill the batch: scikit-image's bundled photographs, or the user's ``im
 import copy
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -118,7 +119,7 @@ def validate_artifact(
     source = manifest.extra.get("source", {})
     spec = ExportSpec.from_dict(manifest.extra.get("spec", {}))
     if batch_sizes:
-        spec = ExportSpec.from_dict({**spec.to_dict(), "batch_sizes": tuple(batch_sizes)})
+        spec = replace(spec, batch_sizes=tuple(batch_sizes))
     if source.get("registry") is not True:
         raise ArtifactError(
             f"{directory} was exported from a module outside the model registry; validate it from Python with "

@@ -161,11 +161,13 @@ def main(argv: list[str] | None = None) -> int:
         print("error: give --model NAME (see --list-models)", file=sys.stderr)
         return EXIT_INPUT
 
+    import models
     from export.fp16 import fp16_refusal
     from export.pipeline import export_model
     from export.tables import ops_table, parity_table, stage_table
 
-    refusal = fp16_refusal(model=args.model, sge_form=args.sge_form)
+    has_sge = args.model in models.MODEL_CONFIGS and models.get_config(args.model).attention == "sge"
+    refusal = fp16_refusal(model=args.model, compact_sge_layers=int(has_sge and args.sge_form == "compact"))
     if refusal and (args.fp16_onnx or args.trt in ("fp16", "int8")):
         print(f"error: {refusal}", file=sys.stderr)  # before any file is written
         return EXIT_INPUT

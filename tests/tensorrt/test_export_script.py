@@ -61,3 +61,17 @@ def test_fp16_of_a_compact_artifact_is_refused_by_the_library(export_main, tmp_p
     with pytest.raises(Fp16ConversionError, match="compact SGE form"):
         add_fp16_onnx(tmp_path)
     assert not (tmp_path / "model_fp16.onnx").exists()
+
+
+def test_fp16_refusal_follows_the_recorded_layers_not_the_model_name(tmp_path):
+    # A module exported under a name without "sge" still carries compact SGE layers: the manifest says so.
+    import models
+    from export.fp16 import Fp16ConversionError
+    from export.pipeline import export_model
+    from export.trt_artifact import add_fp16_onnx
+
+    module = models.create_model("sge_resnet18", init="random")
+    export_model(module, tmp_path, model_name="mynet", input_size=(64, 64), batch_sizes=(1,), sge_form="compact")
+    assert load_manifest(tmp_path).extra["compact_sge_layers"] == 8
+    with pytest.raises(Fp16ConversionError, match="compact SGE form"):
+        add_fp16_onnx(tmp_path)
