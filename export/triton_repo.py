@@ -15,7 +15,7 @@ import logging
 import shutil
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -268,15 +268,13 @@ def write_triton_repository(
     plan_config = None
     if plans:
         plan_batch = engine_max_batch(manifest.extra, max_batch_size)
-        plan_config = TritonModelConfig(
-            **{
-                **_fields(onnx_config),
-                "name": f"{name}_tensorrt",
-                "platform": "tensorrt_plan",
-                "tensorrt": None,
-                "max_batch_size": plan_batch,
-                "preferred_batch_sizes": tuple(b for b in preferred_batch_sizes if b <= plan_batch),
-            }
+        plan_config = replace(
+            onnx_config,
+            name=f"{name}_tensorrt",
+            platform="tensorrt_plan",
+            tensorrt=None,
+            max_batch_size=plan_batch,
+            preferred_batch_sizes=tuple(b for b in preferred_batch_sizes if b <= plan_batch),
         )
     # Render every config before writing anything: an invalid request leaves the repository untouched.
     texts = {onnx_config.name: render_config(onnx_config)}
@@ -303,10 +301,6 @@ def engine_max_batch(extra: dict[str, Any], requested: int) -> int:
         logger.warning("the engine's profile takes batches up to %d; its Triton config says so", profile_max[0])
         return profile_max[0]
     return requested
-
-
-def _fields(config: TritonModelConfig) -> dict[str, Any]:
-    return {f: getattr(config, f) for f in config.__dataclass_fields__}
 
 
 def _write_model_dir(

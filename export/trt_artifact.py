@@ -15,6 +15,7 @@ import numpy as np
 from export.artifacts import Manifest, load_manifest, write_manifest
 from export.fp16 import Fp16ConversionError, fp16_refusal, write_fp16_onnx
 from export.trt_build import EngineResult, TrtBuildOptions, build_engine, record_engine
+from export.validate import onnxruntime_runner
 
 logger = logging.getLogger(__name__)
 
@@ -35,14 +36,7 @@ class Fp16Parity:
 
 
 def compare_fp16(fp32_onnx: Path, fp16_onnx: Path, batch: np.ndarray, *, input_name: str) -> Fp16Parity:
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    ref, got = (
-        ort.InferenceSession(str(p), options, providers=["CPUExecutionProvider"]).run(None, {input_name: batch})[0]
-        for p in (fp32_onnx, fp16_onnx)
-    )
+    ref, got = (onnxruntime_runner(p, input_name=input_name)(batch) for p in (fp32_onnx, fp16_onnx))
     diff = np.abs(got - ref)
     rel = diff.max(axis=1) / np.abs(ref).max(axis=1)
     agree = float((got.argmax(1) == ref.argmax(1)).mean())
