@@ -2,8 +2,10 @@
 
 Stages: load (model, checkpoint, photographs, and one eager forward at the example size, so every bad input fails
 before any file is written) → export (torch.onnx.export, checker, shape inference) → simplify (op counts before
-and after, batch still symbolic, metadata) → parity (eager vs ONNX Runtime, parity.json) → manifest (written last,
-only when parity passed). A directory without manifest.json is incomplete; an older manifest is removed first.
+and after, batch still symbolic, metadata) → parity (eager vs ONNX Runtime, parity.json) → fused (SGE models only:
+the same model with each SGE + residual add + ReLU as one custom op, ``model.sge_fused.onnx``, with its own parity
+file; ONNX Runtime's CPU runner prefers it) → manifest (written last, only when every parity check passed). A
+directory without manifest.json is incomplete; an older manifest is removed first.
 """
 
 import copy
@@ -13,7 +15,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +24,12 @@ import torch
 from torch import nn
 
 from export.artifacts import MANIFEST_NAME, Manifest, atomic_path, file_sha256, write_json, write_manifest
+from export.kernels.build import KernelBuildError, kernel_library
 from export.metadata import build_metadata, set_metadata, tool_versions
 from export.onnx_export import check_io, check_onnx, export_onnx, op_counts, opset_of
 from export.parity import ParityReport
 from export.sge_compact import compact_sge, restore_batch_symbol
+from export.sge_fused import fuse_sge_residual
 from export.simplify import simplify
 from export.spec import ExportSpec
 from export.validate import onnxruntime_runner, photo_inputs, run_parity
@@ -35,7 +39,10 @@ logger = logging.getLogger(__name__)
 
 ONNX_NAME = "model.onnx"
 PARITY_NAME = "parity.json"
-STAGES = ("load", "export", "simplify", "parity", "manifest")
+FUSED_NAME = "model.sge_fused.onnx"  # ONNX Runtime CPU only: needs the custom-op library (export/kernels)
+FUSED_PARITY_NAME = "parity_sge_fused.json"
+FUSED_ROLE = "model-ort-cpu"
+STAGES = ("load", "export", "simplify", "parity", "fused", "manifest")
 
 # Called with (stage, None) when a stage starts and (stage, seconds) when it ends.
 ProgressCallback = Callable[[str, float | None], None]
@@ -50,13 +57,15 @@ class ExportResult:
     onnx_path: Path
     parity_path: Path
     manifest_path: Path | None  # None when parity failed: the directory is then not a usable artifact
+    fused_path: Path | None = None  # model.sge_fused.onnx, for SGE models when the kernel compiled here
+    fused_parity: ParityReport | None = None
     ops_before: dict[str, int] = field(default_factory=dict)
     ops_after: dict[str, int] = field(default_factory=dict)
     stage_seconds: dict[str, float] = field(default_factory=dict)
 
     @property
     def passed(self) -> bool:
-        return self.parity.passed
+        return self.parity.passed and (self.fused_parity is None or self.fused_parity.passed)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -70,6 +79,8 @@ class ExportResult:
             "ops_after": self.ops_after,
             "stage_seconds": self.stage_seconds,
             "parity": self.parity.to_dict(),
+            "sge_fused": str(self.fused_path) if self.fused_path else None,
+            "sge_fused_parity": self.fused_parity.to_dict() if self.fused_parity else None,
         }
 
 
@@ -84,9 +95,37 @@ def prepare_for_export(model: nn.Module, *, spec: ExportSpec) -> nn.Module:
     return compact_sge(copy.deepcopy(model), input_size=None if spec.dynamic_hw else spec.input_size)
 
 
+def _sge_layers(model: nn.Module) -> int:
+    return sum(isinstance(m, SpatialGroupEnhance) for m in model.modules())
+
+
 def _compact_sge_layers(model: nn.Module, spec: ExportSpec) -> int:
     """How many SGE layers ``prepare_for_export`` rewrote into the compact form."""
-    return sum(isinstance(m, SpatialGroupEnhance) for m in model.modules()) if spec.sge_form == "compact" else 0
+    return _sge_layers(model) if spec.sge_form == "compact" else 0
+
+
+def _export_fused(
+    source: "_Source", *, spec: ExportSpec, photos: Any, props: dict[str, str], num_classes: int, out: Path
+) -> tuple[Path, ParityReport] | None:
+    """``model.sge_fused.onnx`` and its parity report, or None (with a warning) where the kernel cannot compile."""
+    try:
+        kernel_library()  # compiled (or found cached) first: without it the graph cannot be checked
+    except KernelBuildError as err:
+        logger.warning("%s; writing no %s (model.onnx is complete without it)", err, FUSED_NAME)
+        return None
+    fused_model, blocks = fuse_sge_residual(source.model)
+    fused_spec = spec if spec.exporter == "torchscript" else replace(spec, exporter="torchscript")
+    with tempfile.TemporaryDirectory(prefix="sge-fused-") as tmp:
+        raw = check_onnx(export_onnx(fused_model, Path(tmp) / "fused.onnx", spec=fused_spec))
+    final = simplify(raw, simplifier=spec.simplifier)
+    check_io(final, spec=spec, num_classes=num_classes)
+    path = out / FUSED_NAME
+    with atomic_path(path) as tmp_path:
+        onnx.save(set_metadata(final, {**props, "sge_fused_blocks": str(blocks)}), str(tmp_path))
+    runner = onnxruntime_runner(path, input_name=spec.input_name)
+    report = run_parity(source.model, runner, spec=spec, photos=photos, backend="onnxruntime (sge_fused)")
+    write_json(out / FUSED_PARITY_NAME, report.to_dict())
+    return path, report
 
 
 @dataclass(frozen=True)
@@ -186,6 +225,8 @@ def export_model(
     output_dir = Path(output_dir) if output_dir is not None else Path("artifacts") / source.name
     output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / MANIFEST_NAME).unlink(missing_ok=True)  # from here on the directory is incomplete
+    for stale in (FUSED_NAME, FUSED_PARITY_NAME):  # an earlier export's, which this one may not rewrite
+        (output_dir / stale).unlink(missing_ok=True)
     onnx_path, parity_path = output_dir / ONNX_NAME, output_dir / PARITY_NAME
 
     with stage("export"), tempfile.TemporaryDirectory(prefix="sge-export-") as tmp:
@@ -216,6 +257,14 @@ def export_model(
         report = run_parity(source.model, runner, spec=spec, photos=photos, backend="onnxruntime")
         write_json(parity_path, report.to_dict())
 
+    fused_path, fused_report = None, None
+    if spec.fused_sge and _sge_layers(source.model) and report.passed:
+        with stage("fused"):
+            fused = _export_fused(
+                source, spec=spec, photos=photos, props=props, num_classes=num_classes, out=output_dir
+            )
+            if fused is not None:
+                fused_path, fused_report = fused
     result = ExportResult(
         model=source.name,
         output_dir=output_dir,
@@ -224,19 +273,26 @@ def export_model(
         onnx_path=onnx_path,
         parity_path=parity_path,
         manifest_path=None,
+        fused_path=fused_path,
+        fused_parity=fused_report,
         ops_before=dict(op_counts(raw).most_common()),
         ops_after=dict(op_counts(final).most_common()),
         stage_seconds=times,
     )
-    if not report.passed:
+    if not result.passed:
         logger.error("parity failed; %s is not a usable artifact (no manifest written)", output_dir)
         if check:
-            report.raise_for_failures()
+            for failed in (report, fused_report):
+                if failed is not None:
+                    failed.raise_for_failures()
         return result
     with stage("manifest"):
         manifest = _manifest(source, spec=spec, opset=opset, num_classes=num_classes, result=result)
         manifest.record(output_dir, ONNX_NAME, role="model")
         manifest.record(output_dir, PARITY_NAME, role="report")
+        if fused_path is not None:
+            manifest.record(output_dir, FUSED_NAME, role=FUSED_ROLE)
+            manifest.record(output_dir, FUSED_PARITY_NAME, role="report")
         result.manifest_path = write_manifest(output_dir, manifest)
     return result
 
@@ -286,6 +342,14 @@ def _manifest(source: _Source, *, spec: ExportSpec, opset: int, num_classes: int
             "spec": spec.to_dict(),
             # SGE layers exported in the compact form (whose normalisation the FP16 converter cannot keep FP32)
             "compact_sge_layers": _compact_sge_layers(source.model, spec),
+            "sge_fused": {
+                "file": FUSED_NAME,
+                "op": "ai.sgedeploy::SgeResidual",
+                "parity": result.fused_parity.summary(),
+                "runs_on": "onnxruntime CPU with the custom-op library export/kernels compiles on first use",
+            }
+            if result.fused_path is not None and result.fused_parity is not None
+            else None,
             "ops_before": result.ops_before,
             "ops_after": result.ops_after,
             "stage_seconds": {k: round(v, 3) for k, v in result.stage_seconds.items()},

@@ -58,14 +58,14 @@ def parity_inputs(spec: ExportSpec, photos: np.ndarray) -> dict[str, np.ndarray]
 
 
 def onnxruntime_runner(path: str | Path, *, input_name: str) -> Runner:
-    """An ONNX Runtime CPU session as a function of one input array."""
+    """An ONNX Runtime CPU session as a function of one input array (fused-SGE graphs included)."""
     try:
-        import onnxruntime as ort
+        import onnxruntime  # noqa: F401
     except ImportError as err:
         raise ImportError("onnxruntime is not installed: pip install onnxruntime") from err
-    options = ort.SessionOptions()
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # PyTorch runs in the same process
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    from export.ort_session import cpu_session, plan_session
+
+    session = cpu_session(plan_session(path), spinning=False)  # PyTorch runs in the same process
     return lambda x: session.run(None, {input_name: x})[0]
 
 

@@ -45,10 +45,15 @@ class BasicBlock(nn.Module):
         _attach_attention(self, attn_layer, planes)
         self.downsample = downsample
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def branches(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(residual branch before attention, identity branch); export's fused SGE form starts from these."""
         identity = x if self.downsample is None else self.downsample(x)
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
+        return out, identity
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out, identity = self.branches(x)
         if self.attn_name is not None:
             out = getattr(self, self.attn_name)(out)
         return self.relu(out + identity)
@@ -79,11 +84,16 @@ class Bottleneck(nn.Module):
         _attach_attention(self, attn_layer, planes * self.expansion)
         self.downsample = downsample
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def branches(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(residual branch before attention, identity branch); export's fused SGE form starts from these."""
         identity = x if self.downsample is None else self.downsample(x)
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.relu(self.bn2(self.conv2(out)))
         out = self.bn3(self.conv3(out))
+        return out, identity
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out, identity = self.branches(x)
         if self.attn_name is not None:
             out = getattr(self, self.attn_name)(out)
         return self.relu(out + identity)

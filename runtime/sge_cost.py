@@ -105,8 +105,17 @@ def ort_session(
     optimized_path: str | Path | None = None,
     spinning: bool = False,
 ) -> "onnxruntime.InferenceSession":  # noqa: F821
-    """A CPU session with ``threads`` intra-op threads; ``level`` is "all" (NCHWc layout) or "extended"."""
+    """A CPU session with ``threads`` intra-op threads; ``level`` is "all" (NCHWc layout) or "extended".
+
+    A fused-SGE graph opens the way the runtime opens it (export/ort_session.py); ``level`` does not apply to it.
+    """
     import onnxruntime as ort
+
+    from export.ort_session import cpu_session, plan_session
+
+    plan = plan_session(path)
+    if plan.library is not None:
+        return cpu_session(plan, threads=threads, spinning=spinning)
 
     levels = {
         "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
@@ -266,19 +275,15 @@ def ratio(timings: Mapping[str, Timing], numerator: str, denominator: str) -> di
 def ort_profile(path: str | Path, batch: np.ndarray, *, threads: int, runs: int, prefix: str | Path) -> dict[str, Any]:
     """ORT's profiler over ``runs`` calls: kernel ms per run by op type, and the SGE nodes' share.
 
-    Nodes are attributed to SGE by the exporter's scope names (``/sge/``); NCHWc reorders and the residual
-    Add/ReLU that SGE keeps from fusing are listed by op type.
+    Nodes are attributed to SGE by the exporter's scope names (``/sge/``) or, in the fused graph, by the op
+    (``SgeResidual``, which also does the residual add and ReLU); NCHWc reorders and the residual Add/ReLU that
+    SGE keeps from fusing are listed by op type.
     """
     import json
 
-    import onnxruntime as ort
+    from export.ort_session import cpu_session, plan_session
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    options.enable_profiling = True
-    options.profile_file_prefix = str(prefix)
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    session = cpu_session(plan_session(path), threads=threads, spinning=False, profile_prefix=str(prefix))
     feeds = {session.get_inputs()[0].name: batch}
     for _ in range(runs + 1):  # the first run (allocations) is left out of the figures
         session.run(None, feeds)
@@ -293,7 +298,7 @@ def ort_profile(path: str | Path, batch: np.ndarray, *, threads: int, runs: int,
         ms = e["dur"] / 1e3 / runs
         op = e.get("args", {}).get("op_name", "?")
         by_op[op] = by_op.get(op, 0.0) + ms
-        if "/sge/" in e["name"]:
+        if "/sge/" in e["name"] or op == "SgeResidual":
             sge_ms += ms
     return {
         "kernel_ms_per_run": round(sum(by_op.values()), 3),

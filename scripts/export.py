@@ -41,6 +41,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=d.sge_form,
         help="SGE graph: official (default) or compact (same numerics, no Reshape; faster in OpenVINO; README)",
     )
+    p.add_argument(
+        "--no-fused-sge",
+        dest="fused_sge",
+        action="store_false",
+        help="SGE models: skip model.sge_fused.onnx (SGE + residual as one compiled op for ONNX Runtime CPU; README)",
+    )
     p.add_argument("--atol", type=float, default=d.atol, help=f"max abs difference gate (default {d.atol:g})")
     p.add_argument("--rtol", type=float, default=d.rtol, help=f"relative L2 gate (default {d.rtol:g})")
     p.add_argument("--batch-sizes", default=",".join(map(str, d.batch_sizes)), help="parity batch sizes, e.g. 1,3,8")
@@ -196,6 +202,7 @@ def main(argv: list[str] | None = None) -> int:
                 exporter=args.exporter,
                 simplifier=args.simplifier,
                 sge_form=args.sge_form,
+                fused_sge=args.fused_sge,
                 atol=args.atol,
                 rtol=args.rtol,
                 batch_sizes=parse_batch_sizes(args.batch_sizes),
@@ -206,13 +213,16 @@ def main(argv: list[str] | None = None) -> int:
 
     console.print(ops_table(result.ops_before, result.ops_after, simplifier=result.spec.simplifier))
     console.print(parity_table(result.parity))
+    if result.fused_parity is not None:
+        console.print(parity_table(result.fused_parity))
     console.print(stage_table(result.stage_seconds))
     if args.json:
         from export.artifacts import write_json
 
         write_json(args.json, result.to_dict())
     if not result.passed:
-        print(f"error: parity failed ({'; '.join(result.parity.failures())}); no manifest written", file=sys.stderr)
+        failures = [*result.parity.failures(), *(result.fused_parity.failures() if result.fused_parity else [])]
+        print(f"error: parity failed ({'; '.join(failures)}); no manifest written", file=sys.stderr)
         return EXIT_PARITY
     try:
         for step in follow_up_steps(args):
@@ -220,8 +230,9 @@ def main(argv: list[str] | None = None) -> int:
     except input_errors() as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_INPUT
+    fused = f"; ONNX Runtime CPU: {result.fused_path.name}" if result.fused_path else ""
     console.print(
-        f"artifact: {result.output_dir} (deploy {result.onnx_path.name}; manifest {result.manifest_path.name})"
+        f"artifact: {result.output_dir} (deploy {result.onnx_path.name}{fused}; manifest {result.manifest_path.name})"
     )
     return 0
 

@@ -1,5 +1,9 @@
 """ONNX Runtime: CPU execution provider, or the CUDA / TensorRT providers when ``onnxruntime-gpu`` is installed.
 
+On the CPU, an artifact of an SGE model runs its ``model.sge_fused.onnx`` (SGE + residual add + ReLU as one
+compiled op in ORT's blocked layout; export/sge_fused.py, export/ort_session.py) unless ``sge_fused=False``; where
+the kernel cannot be compiled the runner says so and runs ``model.onnx``.
+
 On ``cuda`` the input and output stay bound to the device (IO binding), so the benchmark can time the host→device
 copy, the run and the device→host copy apart. ``allow_spinning=False`` sets ``session.intra_op.allow_spinning`` to
 "0": idle intra-op threads then sleep instead of spinning, which they must when several backends or sessions are
@@ -48,6 +52,7 @@ class OnnxRuntimeRunner(SourceRunner):
         provider_options: dict[str, Any] | None = None,
         cache_dir: str | Path | None = None,
         check_finite: bool = False,
+        sge_fused: bool = True,
     ) -> None:
         super().__init__(source, threads=threads, check_finite=check_finite)
         if device not in PROVIDERS:
@@ -61,6 +66,8 @@ class OnnxRuntimeRunner(SourceRunner):
         self.fp16 = fp16
         self.provider_options = dict(provider_options or {})
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
+        self.sge_fused = sge_fused
+        self._plan: Any = None  # export.ort_session.SessionPlan of the CPU session
         self._session: Any = None
         self._binding: Any = None
 
@@ -100,6 +107,9 @@ class OnnxRuntimeRunner(SourceRunner):
                 f"onnxruntime device {self.device!r} needs {wanted}, which this onnxruntime build lacks "
                 f"(it has {', '.join(ort.get_available_providers())}); pip install onnxruntime-gpu on a GPU machine"
             )
+        if self.device == "cpu":
+            self._activate_cpu()
+            return
         providers = self.providers()
         self._session = ort.InferenceSession(
             str(self.source.model_path),
@@ -114,9 +124,34 @@ class OnnxRuntimeRunner(SourceRunner):
         if self.device != "cpu":
             self._binding = self._session.io_binding()
 
+    def cpu_model_path(self) -> Path:
+        """The graph the CPU session runs: the artifact's fused-SGE graph when it has one, else its model."""
+        manifest, directory = self.source.manifest, self.source.directory
+        fused = (manifest.extra.get("sge_fused") or {}).get("file") if manifest is not None else None
+        if self.sge_fused and fused and directory is not None:
+            return directory / fused
+        return self.source.model_path
+
+    def _activate_cpu(self) -> None:
+        from export.kernels.build import KernelBuildError
+        from export.ort_session import cpu_session, plan_session
+
+        path = self.cpu_model_path()
+        try:
+            self._plan = plan_session(path)
+        except KernelBuildError as err:
+            if path == self.source.model_path:
+                raise
+            logger.warning("%s; running %s instead", err, self.source.model_path.name)
+            self._plan = plan_session(self.source.model_path)
+        self._session = cpu_session(self._plan, threads=self.threads, spinning=self.allow_spinning)
+        ort = import_onnxruntime()
+        logger.info("onnxruntime %s CPU, threads %s: %s", ort.__version__, self.threads, self._plan.describe())
+
     def _deactivate_impl(self) -> None:
         self._binding = None
         self._session = None
+        self._plan = None
 
     # The three stages the benchmark times apart on a GPU (host→device, compute, device→host).
     def to_device(self, batch: np.ndarray) -> Any:
@@ -150,4 +185,5 @@ class OnnxRuntimeRunner(SourceRunner):
             if self._session is not None
             else [p for p, _ in self.providers()],
             "allow_spinning": self.allow_spinning,
+            **(self._plan.describe() if self._plan is not None else {}),
         }

@@ -54,10 +54,24 @@ def test_parity_passes_at_every_batch_on_random_and_photos(exported):
     assert on_disk["passed"] is True and len(on_disk["cases"]) == 8
 
 
+def test_only_sge_models_get_a_fused_graph_and_it_passes_the_same_gates(exported):
+    _, result = exported
+    assert (result.fused_path is not None) == (result.model == "sge_resnet50")
+    if result.fused_parity is None:
+        return
+    spec = ExportSpec()
+    cases = result.fused_parity.cases
+    assert {(c.inputs, c.batch) for c in cases} == {(kind, b) for kind in ("random", "photos") for b in (1, 3, 5, 8)}
+    assert all(c.gate == "tolerance" for c in cases)
+    assert max(c.stats.max_abs for c in cases) <= spec.atol and max(c.stats.rel_l2 for c in cases) <= spec.rtol
+    assert result.fused_parity.worst()["top5"] == 1.0
+
+
 def test_manifest_records_files_and_metadata(exported):
     _, result = exported
     manifest = load_manifest(result.output_dir, verify=True)
-    assert manifest.deploy == "model.onnx" and set(manifest.files) == {"model.onnx", "parity.json"}
+    fused = {"model.sge_fused.onnx", "parity_sge_fused.json"} if result.model == "sge_resnet50" else set()
+    assert manifest.deploy == "model.onnx" and set(manifest.files) == {"model.onnx", "parity.json"} | fused
     assert manifest.opset == 17 and manifest.parity["passed"] is True
     assert {"torch", "onnx", "onnxruntime", "onnxsim"} <= set(manifest.versions)
     assert manifest.inputs[0].shape == ("batch", 3, *SMALL) and manifest.outputs[0].shape == ("batch", 1000)

@@ -18,12 +18,15 @@ from export.validate import onnxruntime_runner
 def test_main_command_full_size_sge_resnet50(full_artifact):
     out, printed, json_path = full_artifact
     assert "ONNX op counts" in printed and "max abs ≤ 0.0001" in printed and "stage times" in printed
-    assert {p.name for p in out.iterdir()} == {"model.onnx", "parity.json", "manifest.json"}
+    fused = {"model.sge_fused.onnx", "parity_sge_fused.json"}  # ONNX Runtime CPU's graph, beside the portable one
+    assert {p.name for p in out.iterdir()} == {"model.onnx", "parity.json", "manifest.json"} | fused
+    assert "model.sge_fused.onnx" in printed and "vs onnxruntime (sge_fused)" in printed
     manifest = load_manifest(out, verify=True)
     assert manifest.inputs[0].shape == ("batch", 3, 224, 224) and manifest.parity["passed"] is True
     assert manifest.preprocessing["resize_shorter"] == 256 and manifest.extra["source"]["init"] == "calibrated"
     result = json.loads(json_path.read_text())
     assert result["parity"]["passed"] is True and set(result["stage_seconds"]) >= {"export", "simplify", "parity"}
+    assert result["sge_fused_parity"]["passed"] is True and "fused" in result["stage_seconds"]
     assert sum(result["ops_after"].values()) < sum(result["ops_before"].values())
 
 

@@ -1,0 +1,1 @@
+"""The fused SGE kernel for ONNX Runtime: C++ sources and the on-machine build (build.py)."""

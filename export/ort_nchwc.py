@@ -1,0 +1,168 @@
+"""Keep ONNX Runtime's CPU graph in its blocked NCHWc layout across the fused SGE op (export/sge_fused.py).
+
+ORT's NCHWc transformer runs convolutions in a blocked layout ([N, C/8, H, W, 8] on AVX2, /16 on AVX-512) and puts
+``ReorderOutput`` before, and ``ReorderInput`` after, every node it does not know: around each fused SGE block that
+is two extra passes over the activation map. The kernel also reads the blocked layout (attribute ``block``), so
+``drop_reorders`` takes an ORT-optimised graph (``SessionOptions.optimized_model_filepath``) and wires each
+SgeResidual straight to the blocked tensors. It is safe only on the machine (block size) it was optimised for,
+which is why ``export/ort_session.py`` does it when a session is opened, never at export.
+"""
+
+import functools
+import logging
+from collections import defaultdict
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+logger = logging.getLogger(__name__)
+
+NCHWC_DOMAIN = "com.microsoft.nchwc"
+FUSED_DOMAIN = "ai.sgedeploy"
+FUSED_OP = "SgeResidual"
+
+
+def _attr(node: onnx.NodeProto, name: str, default: int | None = None) -> int | None:
+    for a in node.attribute:
+        if a.name == name:
+            return helper.get_attribute_value(a)
+    return default
+
+
+def _is(node: onnx.NodeProto | None, domain: str, op_type: str) -> bool:
+    return node is not None and node.domain == domain and node.op_type == op_type
+
+
+@functools.lru_cache(maxsize=1)
+def nchwc_block_size() -> int:
+    """ORT's NCHWc block on this CPU (8 on AVX2, 16 on AVX-512), or 0 where ORT does not use NCHWc.
+
+    Read off ORT itself: a 1×1 convolution to 20 channels gets its filter padded to the next whole block.
+    """
+
+    weight = numpy_helper.from_array(np.ones((20, 32, 1, 1), np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["y"])],
+        "probe",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 32, 4, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 20, 4, 4])],
+        [weight],
+    )
+    probe = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    optimized = optimized_graph(probe.SerializeToString(), threads=1)
+    padded_to_block = {24: 8, 32: 16}  # 20 output channels pad to 24 with 8-wide blocks, to 32 with 16-wide ones
+    for node in optimized.graph.node:
+        if _is(node, NCHWC_DOMAIN, "Conv"):
+            for init in optimized.graph.initializer:
+                if init.name == node.input[1]:
+                    return padded_to_block.get(init.dims[0], 0)
+    return 0
+
+
+def optimized_graph(model: bytes | str, *, threads: int, custom_ops: str | None = None) -> onnx.ModelProto:
+    """ORT's fully optimised CPU graph of ``model`` (bytes or a path), as ORT saves it."""
+    import tempfile
+
+    import onnxruntime as ort
+
+    with tempfile.TemporaryDirectory() as scratch:
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.intra_op_num_threads = threads
+        options.optimized_model_filepath = f"{scratch}/optimized.onnx"
+        options.log_severity_level = 3  # ORT warns that a saved NCHWc graph is machine-specific: that is the point
+        if custom_ops is not None:
+            options.register_custom_ops_library(custom_ops)
+        ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+        return onnx.load(f"{scratch}/optimized.onnx")
+
+
+def drop_reorders(model: onnx.ModelProto, *, block: int) -> tuple[onnx.ModelProto, int]:
+    """A copy of ORT-optimised ``model`` whose SgeResidual nodes read and write NCHWc; how many were rewritten.
+
+    A node is rewritten when each of its two activations comes from a ``ReorderOutput`` or from another rewritten
+    node. Its output's ``ReorderInput`` consumers are bypassed; any other consumer (the head's pooling, a node left
+    in NCHW, a graph output) reads it through one new ``ReorderOutput``.
+    """
+    model = onnx.ModelProto.FromString(model.SerializeToString())
+    graph = model.graph
+    producer = {out: n for n in graph.node for out in n.output}
+    consumers: dict[str, list[onnx.NodeProto]] = defaultdict(list)
+    for n in graph.node:
+        for name in n.input:
+            consumers[name].append(n)
+
+    def plain_reorder_out(node: onnx.NodeProto | None) -> bool:
+        return _is(node, NCHWC_DOMAIN, "ReorderOutput") and not _attr(node, "channels_last", 0)
+
+    def plain_reorder_in(node: onnx.NodeProto) -> bool:
+        return _is(node, NCHWC_DOMAIN, "ReorderInput") and not _attr(node, "channels_last", 0)
+
+    fused = [n for n in graph.node if _is(n, FUSED_DOMAIN, FUSED_OP)]
+    chosen = {id(n) for n in fused}
+    changed = True
+    while changed:  # drop nodes whose inputs cannot come in the blocked layout, until nothing changes
+        changed = False
+        for n in fused:
+            if id(n) in chosen and not all(
+                plain_reorder_out(producer.get(name)) or id(producer.get(name)) in chosen for name in n.input[:2]
+            ):
+                chosen.discard(id(n))
+                changed = True
+
+    removed: set[int] = set()
+    added: list[onnx.NodeProto] = []
+    channels: dict[str, int] = {}  # of each rewritten node's output, for the ReorderOutput it may need
+    for n in fused:
+        if id(n) not in chosen:
+            continue
+        for i in (0, 1):
+            source = producer.get(n.input[i])
+            if plain_reorder_out(source):
+                n.input[i] = source.input[0]
+                channels[n.output[0]] = _attr(source, "channels")
+            else:  # another rewritten node, earlier in topological order
+                channels[n.output[0]] = channels[source.output[0]]
+        blocked = n.output[0]
+        plain_readers = [c for c in consumers[blocked] if not plain_reorder_in(c) and id(c) not in chosen]
+        is_output = any(o.name == blocked for o in graph.output)
+        for c in consumers[blocked]:
+            if plain_reorder_in(c):  # its consumers now read the fused node's blocked output directly
+                for reader in consumers[c.output[0]]:
+                    reader.input[:] = [blocked if name == c.output[0] else name for name in reader.input]
+                removed.add(id(c))
+        if plain_readers or is_output:
+            plain = f"{blocked}_nchw"
+            added.append(
+                helper.make_node(
+                    "ReorderOutput",
+                    [blocked],
+                    [plain],
+                    domain=NCHWC_DOMAIN,
+                    channels=channels[blocked],
+                    channels_last=0,
+                )
+            )
+            for reader in plain_readers:
+                reader.input[:] = [plain if name == blocked else name for name in reader.input]
+            for o in graph.output:
+                if o.name == blocked:
+                    o.name = plain
+        for a in n.attribute:
+            if a.name == "block":
+                a.i = block
+    still_read = {name for n in graph.node if id(n) not in removed for name in n.input}
+    still_read |= {name for n in added for name in n.input} | {o.name for o in graph.output}
+    kept = [
+        n for n in graph.node if id(n) not in removed and not (plain_reorder_out(n) and n.output[0] not in still_read)
+    ]
+    after: dict[str, list[onnx.NodeProto]] = defaultdict(list)
+    for node in added:  # each right after its producer, so the node list stays topologically sorted
+        after[node.input[0]].append(node)
+    del graph.node[:]
+    for node in kept:
+        graph.node.append(node)
+        graph.node.extend(after[node.output[0]])
+    logger.info("NCHWc: %d of %d fused SGE blocks read the blocked layout directly", len(chosen), len(fused))
+    return model, len(chosen)

@@ -1,0 +1,98 @@
+"""ONNX Runtime CPU sessions for this project's graphs, including the fused-SGE graph (``model.sge_fused.onnx``).
+
+A plain graph opens as usual (all graph optimisations). A graph with ``ai.sgedeploy::SgeResidual`` nodes needs the
+custom-op library, compiled for this machine (``export/kernels``), and is opened in two steps: ORT optimises it
+once (NCHWc convolutions), ``drop_reorders`` wires the fused nodes to the blocked tensors, and the session runs
+that graph with no further optimisation. Export's parity check and the runtime's ONNX Runtime runner both open
+sessions here, so what is verified is what runs.
+"""
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import onnx
+
+from export.kernels.build import kernel_library
+from export.ort_nchwc import FUSED_DOMAIN, drop_reorders, nchwc_block_size, optimized_graph
+
+logger = logging.getLogger(__name__)
+
+
+def uses_fused_sge(model: str | Path | onnx.ModelProto) -> bool:
+    """Whether the graph holds fused SGE nodes (and so needs the custom-op library)."""
+    if not isinstance(model, onnx.ModelProto):
+        model = onnx.load(str(model), load_external_data=False)
+    return any(op.domain == FUSED_DOMAIN for op in model.opset_import)
+
+
+@dataclass(frozen=True)
+class SessionPlan:
+    """What a CPU session loads: a path or the bytes of a rewritten graph, the custom ops, and how it was made."""
+
+    model: str | bytes
+    library: Path | None = None
+    optimize: bool = True  # False: the graph was optimised already (NCHWc) and must run as it is
+    fused_blocks: int = 0
+    nchwc_blocks: int = 0
+    nchwc_block: int = 0
+
+    def describe(self) -> dict[str, Any]:
+        if self.library is None:
+            return {"graph": "plain"}
+        return {
+            "graph": "sge_fused",
+            "fused_sge_blocks": self.fused_blocks,
+            "nchwc_sge_blocks": self.nchwc_blocks,
+            "nchwc_block": self.nchwc_block,
+            "kernel": str(self.library),
+        }
+
+
+def plan_session(path: str | Path, *, cache_dir: str | Path | None = None) -> SessionPlan:
+    """How to open ``path`` on this machine's CPU (compiling the fused-SGE kernel first if the graph needs it)."""
+    path = Path(path)
+    model = onnx.load(str(path), load_external_data=False)
+    if not uses_fused_sge(model):
+        return SessionPlan(model=str(path))
+    library = kernel_library(cache_dir=cache_dir)
+    fused = sum(node.domain == FUSED_DOMAIN for node in model.graph.node)
+    block = nchwc_block_size()
+    if block == 0:  # ORT uses no blocked layout on this CPU: the fused graph runs in plain NCHW
+        return SessionPlan(model=str(path), library=library, fused_blocks=fused)
+    rewritten, blocked = drop_reorders(optimized_graph(str(path), threads=1, custom_ops=str(library)), block=block)
+    return SessionPlan(
+        model=rewritten.SerializeToString(),
+        library=library,
+        optimize=False,
+        fused_blocks=fused,
+        nchwc_blocks=blocked,
+        nchwc_block=block,
+    )
+
+
+def cpu_session(
+    plan: SessionPlan, *, threads: int | None = None, spinning: bool = True, profile_prefix: str | None = None
+) -> "onnxruntime.InferenceSession":  # noqa: F821
+    """An ONNX Runtime CPU session for ``plan``; ``spinning=False`` lets idle intra-op threads sleep.
+
+    ``profile_prefix`` turns on ORT's profiler, writing ``<prefix>_<date>.json``.
+    """
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = (
+        ort.GraphOptimizationLevel.ORT_ENABLE_ALL if plan.optimize else ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    )
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    if threads is not None:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
+    if plan.library is not None:
+        options.register_custom_ops_library(str(plan.library))
+    if profile_prefix is not None:
+        options.enable_profiling = True
+        options.profile_file_prefix = profile_prefix
+    return ort.InferenceSession(plan.model, options, providers=["CPUExecutionProvider"])

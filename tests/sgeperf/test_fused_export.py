@@ -1,0 +1,162 @@
+"""The fused-SGE graph: export, NCHWc rewiring, the runner's choice of graph, and what happens without a compiler."""
+
+import collections
+import logging
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+import runtime
+from export.artifacts import ArtifactError, load_manifest
+from export.kernels.build import KernelBuildError
+from export.onnx_export import export_onnx, tensor_dims
+from export.ort_nchwc import NCHWC_DOMAIN, drop_reorders, nchwc_block_size, optimized_graph
+from export.ort_session import cpu_session, plan_session
+from export.pipeline import FUSED_NAME, export_model
+from export.sge_fused import OP_TYPE, SgeResidualBlock, _SgeResidual, fuse_sge_residual
+from export.spec import ExportSpec
+from models import create_model
+from models.default_weights import calibrate_batchnorm
+from models.transforms import photo_batch
+from tests.export.conftest import SMALL
+
+ATOL, RTOL_L2 = 1e-4, 1e-5  # the export's parity gates (ExportSpec defaults)
+
+
+@pytest.fixture(scope="module")
+def sge18():
+    model = create_model("sge_resnet18", init="random")
+    calibrate_batchnorm(model, size=SMALL)
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def artifact(sge18, tmp_path_factory):
+    out = tmp_path_factory.mktemp("fused") / "sge_resnet18"
+    result = export_model(sge18, out, model_name="sge_resnet18", input_size=SMALL, batch_sizes=(1, 3))
+    assert result.passed and result.fused_path is not None
+    return out
+
+
+def assert_parity(got: np.ndarray, want: np.ndarray) -> None:
+    assert np.abs(got - want).max() <= ATOL
+    assert np.linalg.norm(got - want) / np.linalg.norm(want) <= RTOL_L2
+    assert (got.argmax(1) == want.argmax(1)).all()
+
+
+def test_fuse_wraps_every_sge_block_of_a_copy():
+    model = create_model("sge_resnet50", init="random").eval()
+    fused, wrapped = fuse_sge_residual(model)
+    assert wrapped == 16 and sum(isinstance(m, SgeResidualBlock) for m in fused.modules()) == 16
+    assert not any(isinstance(m, SgeResidualBlock) for m in model.modules())
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(fused(x), model(x))  # eager runs the blocks' own modules
+    assert fuse_sge_residual(create_model("se_resnet50", init="random"))[1] == 0
+
+
+def test_the_export_time_maths_equals_the_block():
+    """What the exporter traces through (the autograd function's forward) is the official block, to FP32 rounding."""
+    block = create_model("sge_resnet50", init="random").eval().layer2[1]
+    torch.nn.init.normal_(block.sge.weight)
+    x = torch.randn(3, 512, 9, 7)
+    with torch.no_grad():
+        out, identity = block.branches(x)
+        sge = block.sge
+        got = _SgeResidual.apply(out, identity, sge.weight.reshape(-1), sge.bias.reshape(-1), sge.groups, sge.eps)
+        torch.testing.assert_close(got, block(x), atol=1e-5, rtol=1e-5)
+
+
+def test_graph_has_one_node_per_block_and_a_symbolic_batch(sge18, tmp_path):
+    fused, _ = fuse_sge_residual(sge18)
+    path = export_onnx(fused, tmp_path / "fused.onnx", spec=ExportSpec(input_size=SMALL))
+    model = onnx.load(str(path))
+    ops = collections.Counter(n.op_type for n in model.graph.node)
+    assert ops[OP_TYPE] == 8 and ops["ReduceMean"] == 0 and ops["Sigmoid"] == 0
+    assert isinstance(tensor_dims(model.graph.input[0])[0], str)
+    plan = plan_session(path)
+    x = photo_batch(SMALL)[:3]
+    with torch.no_grad():
+        assert_parity(cpu_session(plan, threads=2).run(None, {"input": x})[0], sge18(torch.from_numpy(x)).numpy())
+
+
+@pytest.mark.skipif(nchwc_block_size() == 0, reason="ONNX Runtime uses no NCHWc layout on this CPU")
+def test_every_block_reads_the_blocked_layout(sge18, tmp_path):
+    fused, _ = fuse_sge_residual(sge18)
+    path = export_onnx(fused, tmp_path / "fused.onnx", spec=ExportSpec(input_size=SMALL))
+    from export.kernels.build import kernel_library
+
+    optimized = optimized_graph(str(path), threads=1, custom_ops=str(kernel_library()))
+    before = collections.Counter(n.op_type for n in optimized.graph.node if n.domain == NCHWC_DOMAIN)
+    rewritten, blocked = drop_reorders(optimized, block=nchwc_block_size())
+    after = collections.Counter(n.op_type for n in rewritten.graph.node if n.domain == NCHWC_DOMAIN)
+    assert blocked == 8
+    assert before["ReorderInput"] == 7 and after["ReorderInput"] == 0  # the last block feeds the plain pooling
+    assert after["ReorderOutput"] == 1  # only before the classifier's pooling, as in plain ResNet
+    fused_nodes = [n for n in rewritten.graph.node if n.op_type == OP_TYPE]
+    assert all(a.i == nchwc_block_size() for n in fused_nodes for a in n.attribute if a.name == "block")
+
+
+def test_dynamic_hw_graph_runs_at_another_size(sge18, tmp_path):
+    fused, _ = fuse_sge_residual(sge18)
+    path = export_onnx(fused, tmp_path / "fused.onnx", spec=ExportSpec(input_size=SMALL, dynamic_hw=True))
+    x = np.random.default_rng(0).standard_normal((2, 3, 80, 112), dtype=np.float32)
+    got = cpu_session(plan_session(path), threads=2).run(None, {"input": x})[0]
+    with torch.no_grad():
+        assert_parity(got, sge18(torch.from_numpy(x)).numpy())
+
+
+def test_runner_prefers_the_fused_graph_and_can_be_told_not_to(artifact, sge18):
+    x = photo_batch(SMALL)[:3]
+    with torch.no_grad():
+        want = sge18(torch.from_numpy(x)).numpy()
+    with runtime.load(artifact, "onnxruntime", threads=2) as runner:
+        described = runner.describe()
+        assert described["graph"] == "sge_fused" and described["fused_sge_blocks"] == 8
+        assert_parity(runner.infer(x), want)
+    with runtime.load(artifact, "onnxruntime", threads=2, sge_fused=False) as runner:
+        assert runner.describe()["graph"] == "plain"
+        assert_parity(runner.infer(x), want)
+
+
+def test_manifest_records_the_fused_graph_and_its_parity(artifact):
+    manifest = load_manifest(artifact, verify=True)
+    assert manifest.files[FUSED_NAME].role == "model-ort-cpu"
+    assert manifest.extra["sge_fused"]["file"] == FUSED_NAME and manifest.extra["sge_fused"]["parity"]["passed"]
+    assert manifest.deploy == "model.onnx"  # the portable graph stays the one to deploy elsewhere
+
+
+def test_tampered_fused_graph_is_refused(artifact, tmp_path):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(artifact, copy)
+    with open(copy / FUSED_NAME, "r+b") as f:
+        f.seek(-64, 2)
+        f.write(b"\0" * 8)
+    with pytest.raises(ArtifactError, match=FUSED_NAME):
+        runtime.load(copy, "onnxruntime")
+
+
+def test_without_a_compiler_the_export_is_complete_without_the_fused_graph(sge18, tmp_path, monkeypatch, caplog):
+    import export.pipeline as pipeline
+
+    def no_compiler(**_):
+        raise KernelBuildError("the fused SGE kernel needs a C++ compiler and none was found")
+
+    monkeypatch.setattr(pipeline, "kernel_library", no_compiler)
+    (tmp_path / FUSED_NAME).write_bytes(b"stale")  # an earlier export's file must not survive
+    with caplog.at_level(logging.WARNING):
+        result = export_model(sge18, tmp_path, model_name="sge_resnet18", input_size=SMALL, batch_sizes=(1,))
+    assert result.passed and result.fused_path is None and not (tmp_path / FUSED_NAME).exists()
+    assert load_manifest(tmp_path, verify=True).extra["sge_fused"] is None
+    assert any("C++ compiler" in r.message for r in caplog.records)
+
+
+def test_spec_can_turn_the_fused_graph_off(sge18, tmp_path):
+    result = export_model(
+        sge18, tmp_path, model_name="sge_resnet18", input_size=SMALL, batch_sizes=(1,), fused_sge=False
+    )
+    assert result.passed and result.fused_path is None and result.fused_parity is None

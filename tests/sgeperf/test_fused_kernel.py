@@ -1,0 +1,157 @@
+"""The compiled SgeResidual kernel against a float64 NumPy transcription of the official SGE, in NCHW and NCHWc.
+
+Each case is a one-op ONNX graph run by ONNX Runtime with the library that export/kernels/build.py compiles here.
+The NCHWc cases wrap the op between two 1×1 identity convolutions, so that ORT runs them blocked and
+``drop_reorders`` hands the kernel blocked tensors; the convolutions copy exactly, so the reference is unchanged.
+"""
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from export.kernels.build import KernelBuildError, kernel_library
+from export.ort_nchwc import nchwc_block_size
+from export.ort_session import cpu_session, plan_session
+from export.sge_fused import DOMAIN, DOMAIN_VERSION, OP_TYPE
+
+EPS = 1e-5
+ATOL = 2e-5  # float32 kernel vs float64 reference, on O(1) activations
+
+
+def reference(x, identity, gamma, beta, groups: int) -> np.ndarray:
+    """relu(SGE(x) + identity) in float64, written from the paper's equations and the official code's numerics."""
+    n, c, h, w = x.shape
+    xg = x.astype(np.float64).reshape(n, groups, c // groups, h * w)
+    similarity = (xg * xg.mean(axis=-1, keepdims=True)).sum(axis=2)  # (n, G, hw)
+    centred = similarity - similarity.mean(axis=-1, keepdims=True)
+    normalised = centred / (centred.std(axis=-1, ddof=1, keepdims=True) + EPS)  # unbiased std, eps outside
+    gate = 1.0 / (1.0 + np.exp(-(normalised * gamma[None, :, None] + beta[None, :, None])))
+    out = (xg * gate[:, :, None, :]).reshape(n, c, h, w) + identity
+    return np.maximum(out, 0.0)
+
+
+def fused_graph(shape, groups: int, rng, *, around_convs: bool) -> onnx.ModelProto:
+    _, c, h, w = shape
+    gamma = numpy_helper.from_array(rng.standard_normal(groups).astype(np.float32), "gamma")
+    beta = numpy_helper.from_array(rng.standard_normal(groups).astype(np.float32), "beta")
+    eye = numpy_helper.from_array(np.eye(c, dtype=np.float32).reshape(c, c, 1, 1), "eye")
+    nodes, x, identity = [], "x", "identity"
+    if around_convs:
+        nodes += [
+            helper.make_node("Conv", ["x", "eye"], ["x_c"]),
+            helper.make_node("Conv", ["identity", "eye"], ["i_c"]),
+        ]
+        x, identity = "x_c", "i_c"
+    fused_out = "fused" if around_convs else "y"
+    nodes.append(
+        helper.make_node(
+            OP_TYPE, [x, identity, "gamma", "beta"], [fused_out], domain=DOMAIN, groups=groups, eps=EPS, block=0
+        )
+    )
+    if around_convs:
+        nodes.append(helper.make_node("Conv", ["fused", "eye"], ["y"]))
+    value = helper.make_tensor_value_info
+    graph = helper.make_graph(
+        nodes,
+        "sge_residual",
+        [value("x", TensorProto.FLOAT, ["n", c, h, w]), value("identity", TensorProto.FLOAT, ["n", c, h, w])],
+        [value("y", TensorProto.FLOAT, ["n", c, h, w])],
+        [gamma, beta, eye] if around_convs else [gamma, beta],
+    )
+    opsets = [helper.make_opsetid("", 17), helper.make_opsetid(DOMAIN, DOMAIN_VERSION)]
+    return helper.make_model(graph, opset_imports=opsets)
+
+
+def run(model: onnx.ModelProto, tmp_path, x, identity):
+    path = tmp_path / "fused.onnx"
+    onnx.save(model, str(path))
+    plan = plan_session(path)
+    session = cpu_session(plan, threads=2, spinning=False)
+    return plan, session.run(None, {"x": x, "identity": identity})[0]
+
+
+def params(model: onnx.ModelProto) -> tuple[np.ndarray, np.ndarray]:
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    return inits["gamma"], inits["beta"]
+
+
+# (channels, groups): channels per group 1, 2, 4 (several groups share an 8-lane block), 8, 16, 32 (a group spans
+# blocks); feature sizes with H·W not a multiple of 8 or 4 exercise the vector loops' tails.
+GROUPINGS = [(32, 32), (32, 16), (64, 16), (64, 8), (64, 4), (128, 4)]
+SIZES = [(7, 7), (5, 9), (8, 8), (1, 2)]
+
+
+@pytest.mark.parametrize(("channels", "groups"), GROUPINGS)
+@pytest.mark.parametrize("size", SIZES)
+@pytest.mark.parametrize("around_convs", [False, True], ids=["nchw", "nchwc"])
+def test_kernel_matches_float64_reference(channels, groups, size, around_convs, tmp_path):
+    rng = np.random.default_rng(channels * 100 + groups + size[0])
+    shape = (3, channels, *size)
+    x = rng.standard_normal(shape, dtype=np.float32)
+    identity = rng.standard_normal(shape, dtype=np.float32)
+    model = fused_graph(shape, groups, rng, around_convs=around_convs)
+    plan, got = run(model, tmp_path, x, identity)
+    want = reference(x, identity, *params(model), groups)
+    assert np.abs(got - want).max() <= ATOL
+    if around_convs and nchwc_block_size():
+        assert plan.nchwc_blocks == 1  # the kernel really read the blocked layout
+
+
+def test_every_batch_item_is_its_own(tmp_path):
+    """Batch 1 and batch 3 give the same rows: the kernel's (image, unit) split has no cross-talk."""
+    rng = np.random.default_rng(1)
+    shape = (3, 64, 7, 7)
+    x, identity = rng.standard_normal(shape, dtype=np.float32), rng.standard_normal(shape, dtype=np.float32)
+    model = fused_graph(shape, 16, rng, around_convs=True)
+    _, whole = run(model, tmp_path, x, identity)
+    _, single = run(model, tmp_path, x[1:2], identity[1:2])
+    np.testing.assert_allclose(single[0], whole[1], atol=1e-6)
+
+
+def test_nan_stays_in_its_group(tmp_path):
+    rng = np.random.default_rng(2)
+    shape = (1, 32, 4, 4)
+    x, identity = rng.standard_normal(shape, dtype=np.float32), rng.standard_normal(shape, dtype=np.float32)
+    x[0, 5, 1, 1] = np.nan  # channel 5 is in group 1 of 8 groups (4 channels each)
+    model = fused_graph(shape, 8, rng, around_convs=False)
+    _, got = run(model, tmp_path, x, identity)
+    want = reference(x, identity, *params(model), 8)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    assert np.isnan(got[0, 4:8]).all() and not np.isnan(got[0, :4]).any()
+
+
+@pytest.mark.parametrize(
+    ("x_shape", "identity_shape", "groups", "message"),
+    [
+        ((1, 32, 1, 1), (1, 32, 1, 1), 8, "H*W must be at least 2"),
+        ((1, 32, 4, 4), (1, 32, 4, 5), 8, "differs from x"),
+        ((1, 30, 4, 4), (1, 30, 4, 4), 8, "divisible by the groups"),
+    ],
+)
+def test_bad_shapes_fail_with_one_clear_error(x_shape, identity_shape, groups, message, tmp_path):
+    rng = np.random.default_rng(3)
+    model = fused_graph(x_shape, groups, rng, around_convs=False)
+    model.graph.input[1].type.tensor_type.shape.dim[3].dim_value = identity_shape[3]
+    x = rng.standard_normal(x_shape, dtype=np.float32)
+    identity = rng.standard_normal(identity_shape, dtype=np.float32)
+    errors = ort.capi.onnxruntime_pybind11_state
+    with pytest.raises((errors.Fail, errors.InvalidArgument)) as err:
+        run(model, tmp_path, x, identity)
+    assert message in str(err.value)
+
+
+def test_missing_compiler_is_one_clear_error(monkeypatch, tmp_path):
+    import export.kernels.build as build
+
+    monkeypatch.setattr(build.shutil, "which", lambda name: None)
+    with pytest.raises(KernelBuildError, match="needs a C\\+\\+ compiler"):
+        kernel_library(cache_dir=tmp_path)
+    assert not any(tmp_path.iterdir())
+
+
+def test_library_is_cached_by_content(tmp_path):
+    first = kernel_library(cache_dir=tmp_path)
+    assert kernel_library(cache_dir=tmp_path) == first
+    assert [p.name for p in tmp_path.iterdir()] == [first.name]  # no scratch directory or partial file left
