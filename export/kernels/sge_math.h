@@ -88,9 +88,9 @@ inline void unit_nchw(const float* x, const float* identity, const float* gamma,
   }
   gate_from_similarity(similarity, hw, gamma[g], beta[g], s.eps);
   for (int64_t c = 0; c < cg; ++c) {
-    const float* __restrict xc = x + c * hw;
-    const float* __restrict ic = identity + c * hw;
-    float* __restrict oc = out + c * hw;
+    const float* xc = x + c * hw;  // out may be x itself (ORT runs the op in place when it can)
+    const float* ic = identity + c * hw;
+    float* oc = out + c * hw;
     for (int64_t i = 0; i < hw; ++i) {
       const float v = xc[i] * similarity[i] + ic[i];
       oc[i] = v < 0.0f ? 0.0f : v;  // NaN stays NaN, as in torch.relu

@@ -17,7 +17,8 @@ namespace {
 using Status = void*;  // OrtStatus*, NULL on success
 using Api = void* const*;
 
-constexpr uint32_t kApiVersion = 17;
+constexpr uint32_t kApiVersion = 17;  // GetApi(17): the functions below exist from ORT 1.17
+constexpr uint32_t kOpVersion = 18;   // OrtCustomOp fields up to ReleaseMayInplace are read from ORT 1.18
 
 // Indices into OrtApi.
 enum Entry : int {
@@ -159,7 +160,7 @@ Status create_kernel(const void*, const void*, const void* info, void** kernel_o
   return nullptr;
 }
 
-// OrtCustomOp, version 17: the fields up to GetEndVersion, in ORT's order.
+// OrtCustomOp, version 18: its fields in ORT's order.
 struct CustomOp {
   uint32_t version;
   void* (*CreateKernel)(const void*, const void*, const void*);
@@ -183,13 +184,15 @@ struct CustomOp {
   Status (*InferOutputShapeFn)(const void*, void*);
   int (*GetStartVersion)(const void*);
   int (*GetEndVersion)(const void*);
-  void* reserved[4];  // GetMayInplace … ReleaseAliasMap: read from version 18 only
+  size_t (*GetMayInplace)(int** input_index, int** output_index);
+  void (*ReleaseMayInplace)(int* input_index, int* output_index);
+  void* alias_map[2];  // GetAliasMap, ReleaseAliasMap: unused (NULL)
 };
 
 CustomOp make_op() {
   CustomOp op;
   std::memset(&op, 0, sizeof(op));
-  op.version = kApiVersion;
+  op.version = kOpVersion;
   op.GetName = [](const void*) { return "SgeResidual"; };
   op.GetExecutionProviderType = [](const void*) -> const char* { return "CPUExecutionProvider"; };
   op.GetInputType = [](const void*, size_t) { return kElementFloat; };
@@ -208,6 +211,17 @@ CustomOp make_op() {
   op.KernelComputeV2 = compute;
   op.GetStartVersion = [](const void*) { return 1; };
   op.GetEndVersion = [](const void*) { return 1 << 30; };
+  // The output may take x's buffer (x is read before each element is written): the block then writes into
+  // cache lines it has just read instead of allocating a fresh map, which saves a read-for-ownership pass.
+  op.GetMayInplace = [](int** input_index, int** output_index) -> size_t {
+    *input_index = new int[1]{0};
+    *output_index = new int[1]{0};
+    return 1;
+  };
+  op.ReleaseMayInplace = [](int* input_index, int* output_index) {
+    delete[] input_index;
+    delete[] output_index;
+  };
   return op;
 }
 
