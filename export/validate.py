@@ -110,8 +110,13 @@ def validate_artifact(
     images: Sequence[str | Path] | None = None,
     batch_sizes: Sequence[int] | None = None,
     checkpoint: str | Path | None = None,
+    graph: str | None = None,
 ) -> ParityReport:
-    """Verify the artifact's hashes, rebuild the eager reference it was exported from, and re-run parity."""
+    """Verify the artifact's hashes, rebuild the eager reference it was exported from, and re-run parity.
+
+    ``graph`` is the artifact's ONNX file to check (default: the deploy file; ``model.sge_fused.onnx`` for the
+    fused-SGE graph, run the way the runtime runs it).
+    """
     import models
 
     directory = Path(directory)
@@ -142,5 +147,10 @@ def validate_artifact(
     )
     pre = manifest.preprocessing
     photos = photo_inputs(tuple(spec.input_size), mean=pre["mean"], std=pre["std"], images=images)
-    runner = make_runner(backend, directory / manifest.deploy, input_name=spec.input_name)
-    return run_parity(model, runner, spec=spec, photos=photos, backend=backend)
+    graph = graph or manifest.deploy
+    if graph not in manifest.files or not graph.endswith(".onnx"):
+        onnx_files = sorted(name for name in manifest.files if name.endswith(".onnx"))
+        raise ArtifactError(f"{directory} records no ONNX file {graph!r}; it has {', '.join(onnx_files)}")
+    runner = make_runner(backend, directory / graph, input_name=spec.input_name)
+    label = backend if graph == manifest.deploy else f"{backend} ({graph})"
+    return run_parity(model, runner, spec=spec, photos=photos, backend=label)

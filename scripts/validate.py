@@ -1,5 +1,7 @@
 """Re-run parity on an existing artifact directory (hashes verified first): eager PyTorch vs a backend.
 
+Every ONNX graph the artifact deploys is checked: model.onnx and, for SGE models, model.sge_fused.onnx.
+
 python scripts/validate.py artifacts/sge_resnet50
 python scripts/validate.py artifacts/sge_resnet50 --images my.jpg --batch-sizes 1,5
 """
@@ -27,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--images", nargs="+", type=Path, metavar="FILE", help="photographs (default: bundled)")
     p.add_argument("--batch-sizes", default=None, help="comma-separated, e.g. 1,3,8 (default: the export's)")
     p.add_argument("--checkpoint", type=Path, help="the checkpoint the artifact came from, if it moved")
-    p.add_argument("--json", type=Path, metavar="FILE", help="write the parity report as JSON")
+    p.add_argument("--json", type=Path, metavar="FILE", help="write the parity reports as JSON (keyed by file)")
     return p
 
 
@@ -42,20 +44,39 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         sizes = tuple(int(b) for b in args.batch_sizes.split(",")) if args.batch_sizes else None
-        report = validate_artifact(
-            args.directory, backend=args.backend, images=args.images, batch_sizes=sizes, checkpoint=args.checkpoint
-        )
+        reports = {
+            graph: validate_artifact(
+                args.directory,
+                backend=args.backend,
+                images=args.images,
+                batch_sizes=sizes,
+                checkpoint=args.checkpoint,
+                graph=graph,
+            )
+            for graph in graphs_to_check(args.directory)
+        }
     except (ArtifactError, models.CheckpointError, ImageReadError, ImportError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_INPUT
-    console.print(parity_table(report))
+    for report in reports.values():
+        console.print(parity_table(report))
     if args.json:
-        write_json(args.json, report.to_dict())
-    if not report.passed:
-        print(f"error: parity failed: {'; '.join(report.failures())}", file=sys.stderr)
+        write_json(args.json, {graph: report.to_dict() for graph, report in reports.items()})
+    failures = [f"{graph}: {failure}" for graph, report in reports.items() for failure in report.failures()]
+    if failures:
+        print(f"error: parity failed: {'; '.join(failures)}", file=sys.stderr)
         return EXIT_PARITY
-    console.print(f"{args.directory}: hashes verified, parity passed on {args.backend}")
+    console.print(f"{args.directory}: hashes verified, parity passed on {args.backend} ({', '.join(reports)})")
     return 0
+
+
+def graphs_to_check(directory: Path) -> list[str]:
+    """The deploy file, and the fused-SGE graph when the artifact has one (the ONNX Runtime backend only)."""
+    from export.artifacts import load_manifest
+
+    manifest = load_manifest(directory, verify=False)  # validate_artifact verifies the hashes
+    fused = (manifest.extra.get("sge_fused") or {}).get("file")
+    return [manifest.deploy, *([fused] if fused else [])]
 
 
 if __name__ == "__main__":

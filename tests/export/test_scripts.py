@@ -49,12 +49,13 @@ def test_dynamic_hw_non_square(export_script, tmp_path):
 @pytest.mark.slow
 def test_validate_reruns_parity_at_an_unseen_batch(validate_script, full_artifact, tmp_path, capsys):
     assert validate_script.main([str(full_artifact[0]), "--batch-sizes", "5", "--json", str(tmp_path / "p.json")]) == 0
-    report = json.loads((tmp_path / "p.json").read_text())
-    assert report["passed"] is True and report["batch_sizes"] == [5]
+    reports = json.loads((tmp_path / "p.json").read_text())
+    assert set(reports) == {"model.onnx", "model.sge_fused.onnx"}  # every graph the artifact deploys
+    assert all(r["passed"] is True and r["batch_sizes"] == [5] for r in reports.values())
     assert "hashes verified" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("victim", ["model.onnx", "parity.json"])
+@pytest.mark.parametrize("victim", ["model.onnx", "parity.json", "model.sge_fused.onnx"])
 def test_tampered_artifact_is_refused(validate_script, full_artifact, tmp_path, capsys, victim):
     copy = tmp_path / "copy"
     shutil.copytree(full_artifact[0], copy)
