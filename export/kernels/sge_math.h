@@ -98,16 +98,17 @@ inline void unit_nchw(const float* x, const float* identity, const float* gamma,
   }
 }
 
-// Sums of the lanes of 8 consecutive B-lane vectors v[0..7] (stored contiguously) → out[0..7].
+// Weighted sums of the lanes of 8 consecutive B-lane rows v[0..7] (stored contiguously): out[j] = Σ_l v[j][l]·w[l].
 template <int B>
-inline void lane_sums8(const float* v, float* out) {
+inline void lane_dots8(const float* v, const float* w, float* out) {
 #if defined(__AVX__)
   if constexpr (B == 8) {
+    const __m256 weight = _mm256_loadu_ps(w);
     __m256 r[8];
-    for (int j = 0; j < 8; ++j) r[j] = _mm256_loadu_ps(v + j * 8);
+    for (int j = 0; j < 8; ++j) r[j] = _mm256_mul_ps(_mm256_loadu_ps(v + j * 8), weight);
     const __m256 a = _mm256_hadd_ps(_mm256_hadd_ps(r[0], r[1]), _mm256_hadd_ps(r[2], r[3]));
     const __m256 b = _mm256_hadd_ps(_mm256_hadd_ps(r[4], r[5]), _mm256_hadd_ps(r[6], r[7]));
-    // a = [s0 s1 s2 s3 | s0' s1' s2' s3'] (low and high halves of each vector), b likewise for 4..7
+    // a = [s0 s1 s2 s3 | s0' s1' s2' s3'] (low and high halves of each row), b likewise for rows 4..7
     const __m256 lows = _mm256_permute2f128_ps(a, b, 0x20), highs = _mm256_permute2f128_ps(a, b, 0x31);
     _mm256_storeu_ps(out, _mm256_add_ps(lows, highs));
     return;
@@ -115,7 +116,7 @@ inline void lane_sums8(const float* v, float* out) {
 #endif
   for (int j = 0; j < 8; ++j) {
     float sum = 0.0f;
-    for (int l = 0; l < B; ++l) sum += v[j * B + l];
+    for (int l = 0; l < B; ++l) sum += v[j * B + l] * w[l];
     out[j] = sum;
   }
 }
@@ -168,10 +169,13 @@ void unit_nchwc(const float* x, const float* identity, const float* gamma, const
   identity += offset;
   out += offset;
 
-  // scratch: lanes [hw][B] (Σ over the unit's blocks of x·mean), similarity [groups_in_unit][hw] (then gates)
-  scratch.resize(hw * B + groups_in_unit * hw);
+  // The similarity map is a weighted lane sum of `rows` ([hw][B]): of x itself, weighted by the channel means, when
+  // the unit is one block; else of the per-lane sums over the unit's blocks (scratch), weighted by 1.
+  // scratch: lanes [hw][B] (only for several blocks), similarity [groups_in_unit][hw] (then the gates)
+  scratch.resize((blocks > 1 ? hw * B : 0) + groups_in_unit * hw);
   float* lanes = scratch.data();
-  float* similarity = lanes + hw * B;
+  float* similarity = lanes + (blocks > 1 ? hw * B : 0);
+  float weight[B];
   for (int64_t b = 0; b < blocks; ++b) {
     const float* xb = x + b * hw * B;
     V even = {}, odd = {};  // two accumulators: half the add-latency chain
@@ -182,31 +186,39 @@ void unit_nchwc(const float* x, const float* identity, const float* gamma, const
     }
     if (i < hw) even += load<B>(xb + i * B);
     const V mean = (even + odd) / static_cast<float>(hw);
+    if (blocks == 1) {
+      store<B>(weight, mean);
+      break;
+    }
     for (i = 0; i < hw; ++i) {
       const V product = load<B>(xb + i * B) * mean;
       store<B>(lanes + i * B, b == 0 ? product : load<B>(lanes + i * B) + product);
     }
   }
+  if (blocks > 1)
+    for (int l = 0; l < B; ++l) weight[l] = 1.0f;
+  const float* rows = blocks == 1 ? x : lanes;
   if (groups_in_unit == 1) {  // the group spans whole blocks: its similarity is the sum of all B lanes
     int64_t i = 0;
-    for (; i + 8 <= hw; i += 8) lane_sums8<B>(lanes + i * B, similarity + i);
+    for (; i + 8 <= hw; i += 8) lane_dots8<B>(rows + i * B, weight, similarity + i);
     for (; i < hw; ++i) {
       float sum = 0.0f;
-      for (int l = 0; l < B; ++l) sum += lanes[i * B + l];
+      for (int l = 0; l < B; ++l) sum += rows[i * B + l] * weight[l];
       similarity[i] = sum;
     }
   } else {
     int64_t i = 0;
 #if defined(__AVX__)
     if (B == 8 && cg == 4) {  // two groups per block: hadd twice gives both halves' sums for 4 positions
+      const __m256 w = _mm256_loadu_ps(weight);
       float* first = similarity;
       float* second = similarity + hw;
       for (; i + 4 <= hw; i += 4) {
-        const float* v = lanes + i * B;
-        const __m256 pairs01 = _mm256_hadd_ps(_mm256_loadu_ps(v), _mm256_loadu_ps(v + 8));
-        const __m256 pairs23 = _mm256_hadd_ps(_mm256_loadu_ps(v + 16), _mm256_loadu_ps(v + 24));
-        const __m256 quads = _mm256_hadd_ps(pairs01, pairs23);  // [first: i, i+1, i+2, i+3 | second: same]
-        _mm_storeu_ps(first + i, _mm256_castps256_ps128(quads));
+        const float* v = rows + i * B;
+        const __m256 r0 = _mm256_mul_ps(_mm256_loadu_ps(v), w), r1 = _mm256_mul_ps(_mm256_loadu_ps(v + 8), w);
+        const __m256 r2 = _mm256_mul_ps(_mm256_loadu_ps(v + 16), w), r3 = _mm256_mul_ps(_mm256_loadu_ps(v + 24), w);
+        const __m256 quads = _mm256_hadd_ps(_mm256_hadd_ps(r0, r1), _mm256_hadd_ps(r2, r3));
+        _mm_storeu_ps(first + i, _mm256_castps256_ps128(quads));  // [first: i..i+3 | second: i..i+3]
         _mm_storeu_ps(second + i, _mm256_extractf128_ps(quads, 1));
       }
     }
@@ -214,7 +226,7 @@ void unit_nchwc(const float* x, const float* identity, const float* gamma, const
     for (; i < hw; ++i)
       for (int64_t k = 0; k < groups_in_unit; ++k) {
         float sum = 0.0f;
-        for (int64_t l = k * cg; l < (k + 1) * cg; ++l) sum += lanes[i * B + l];
+        for (int64_t l = k * cg; l < (k + 1) * cg; ++l) sum += rows[i * B + l] * weight[l];
         similarity[k * hw + i] = sum;
       }
   }
