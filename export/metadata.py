@@ -16,6 +16,11 @@ import onnx
 PACKAGE = "sge-deploy"
 
 
+def tensor_dims(value: onnx.ValueInfoProto) -> list[int | str]:
+    """A graph input/output's dims: ints where static, dim_param names where symbolic, "?" where unknown."""
+    return [d.dim_param or (d.dim_value if d.HasField("dim_value") else "?") for d in value.type.tensor_type.shape.dim]
+
+
 def package_version() -> str:
     """This project's version: the installed distribution's, else pyproject.toml's (a source checkout)."""
     try:

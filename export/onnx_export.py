@@ -15,6 +15,7 @@ import onnx
 import torch
 from torch import nn
 
+from export.metadata import tensor_dims
 from export.spec import ExportSpec
 
 logger = logging.getLogger(__name__)
@@ -67,11 +68,6 @@ def check_onnx(path: str | Path) -> onnx.ModelProto:
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as err:
         raise OnnxExportError(f"{path} fails the ONNX checker: {err}") from err
     return model
-
-
-def tensor_dims(value: onnx.ValueInfoProto) -> list[int | str]:
-    """A graph input/output's dims: ints where static, dim_param names where symbolic, "?" where unknown."""
-    return [d.dim_param or (d.dim_value if d.HasField("dim_value") else "?") for d in value.type.tensor_type.shape.dim]
 
 
 def check_io(model: onnx.ModelProto, *, spec: ExportSpec, num_classes: int) -> None:

@@ -10,6 +10,7 @@ which is why ``export/ort_session.py`` does it when a session is opened, never a
 
 import functools
 import logging
+import tempfile
 from collections import defaultdict
 
 import numpy as np
@@ -40,7 +41,6 @@ def nchwc_block_size() -> int:
 
     Read off ORT itself: a 1×1 convolution to 20 channels gets its filter padded to the next whole block.
     """
-
     weight = numpy_helper.from_array(np.ones((20, 32, 1, 1), np.float32), "w")
     graph = helper.make_graph(
         [helper.make_node("Conv", ["x", "w"], ["y"])],
@@ -62,8 +62,6 @@ def nchwc_block_size() -> int:
 
 def optimized_graph(model: bytes | str, *, threads: int, custom_ops: str | None = None) -> onnx.ModelProto:
     """ORT's fully optimised CPU graph of ``model`` (bytes or a path), as ORT saves it."""
-    import tempfile
-
     import onnxruntime as ort
 
     with tempfile.TemporaryDirectory() as scratch:

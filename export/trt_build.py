@@ -22,6 +22,7 @@ from typing import Any
 import onnx
 
 from export.artifacts import Manifest, TensorSpec, atomic_path, file_sha256, write_json
+from export.metadata import tensor_dims
 from models.transforms import IMAGENET_MEAN, IMAGENET_STD
 
 logger = logging.getLogger(__name__)
@@ -203,9 +204,7 @@ def onnx_input_spec(model: onnx.ModelProto) -> TensorSpec:
     inputs = [v for v in model.graph.input if v.name not in inits]
     if len(inputs) != 1:
         raise TrtRequestError(f"expected one image input in the ONNX; found {[v.name for v in inputs]}")
-    dims = inputs[0].type.tensor_type.shape.dim
-    shape = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in dims)
-    return TensorSpec(name=inputs[0].name, shape=shape)
+    return TensorSpec(name=inputs[0].name, shape=tuple(tensor_dims(inputs[0])))
 
 
 def has_qdq(model: onnx.ModelProto) -> bool:

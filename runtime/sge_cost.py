@@ -272,22 +272,34 @@ def ratio(timings: Mapping[str, Timing], numerator: str, denominator: str) -> di
     return {"wall": round(a.wall_median / b.wall_median, 4), "cpu": round(a.cpu_median / b.cpu_median, 4)}
 
 
-def ort_profile(path: str | Path, batch: np.ndarray, *, threads: int, runs: int, prefix: str | Path) -> dict[str, Any]:
-    """ORT's profiler over ``runs`` calls: kernel ms per run by op type, and the SGE nodes' share.
+def ort_profiles(
+    paths: Mapping[str, str | Path], batch: np.ndarray, *, threads: int, runs: int, prefix: str | Path
+) -> dict[str, dict[str, Any]]:
+    """ORT's profiler over ``runs`` calls of each model, interleaved round by round (as the timings are).
 
-    Nodes are attributed to SGE by the exporter's scope names (``/sge/``) or, in the fused graph, by the op
-    (``SgeResidual``, which also does the residual add and ReLU); NCHWc reorders and the residual Add/ReLU that
-    SGE keeps from fusing are listed by op type.
+    Per model: kernel ms per run by op type, and the SGE nodes' share. Nodes are attributed to SGE by the
+    exporter's scope names (``/sge/``) or, in the fused graph, by the op (``SgeResidual``, which also does the
+    residual add and ReLU); NCHWc reorders and the residual Add/ReLU that SGE keeps from fusing are listed by op type.
     """
     import json
 
     from export.ort_session import cpu_session, plan_session
 
-    session = cpu_session(plan_session(path), threads=threads, spinning=False, profile_prefix=str(prefix))
-    feeds = {session.get_inputs()[0].name: batch}
+    sessions = {
+        name: cpu_session(plan_session(path), threads=threads, spinning=False, profile_prefix=f"{prefix}_{name}")
+        for name, path in paths.items()
+    }
+    feeds = {name: {session.get_inputs()[0].name: batch} for name, session in sessions.items()}
     for _ in range(runs + 1):  # the first run (allocations) is left out of the figures
-        session.run(None, feeds)
-    events = json.loads(Path(session.end_profiling()).read_text())
+        for name, session in sessions.items():
+            session.run(None, feeds[name])
+    return {
+        name: _profile_summary(json.loads(Path(session.end_profiling()).read_text()), runs=runs)
+        for name, session in sessions.items()
+    }
+
+
+def _profile_summary(events: list[dict[str, Any]], *, runs: int) -> dict[str, Any]:
     starts = sorted(e["ts"] for e in events if e.get("name") == "model_run")
     after_first = starts[1] if len(starts) > 1 else 0
     by_op: dict[str, float] = {}

@@ -105,11 +105,10 @@ def _from_onnx(path: Path) -> ModelSource:
 
 
 def _spec(value: Any) -> TensorSpec:
+    from export.metadata import tensor_dims
+
     tensor_type = value.type.tensor_type
-    shape = tuple(
-        d.dim_param if d.dim_param or not d.HasField("dim_value") else d.dim_value for d in tensor_type.shape.dim
-    )
-    shape = tuple(d if d != "" else "?" for d in shape)
+    shape = tuple(tensor_dims(value))
     dtype = _ONNX_DTYPES.get(tensor_type.elem_type, f"onnx-type-{tensor_type.elem_type}")
     layout = "NCHW" if len(shape) == 4 and shape[1] in (1, 3) else ""
     return TensorSpec(name=value.name, shape=shape, dtype=dtype, layout=layout)

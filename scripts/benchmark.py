@@ -96,6 +96,13 @@ def print_result(console: Console, result: BenchmarkResult) -> None:
     agreement = ", ".join(f"{k}: max|Δ| {v['max_abs']:.2e}" for k, v in list(result.agreement.items())[1:])
     if agreement:
         console.print(f"outputs vs {result.reports[0].backend} on the timed batch: {agreement}")
+    for report in result.reports:
+        graph = report.description.get("graph")
+        if graph == "sge_fused":
+            blocked = f"{report.description['nchwc_sge_blocks']}/{report.description['fused_sge_blocks']}"
+            console.print(f"{report.backend} ran the fused-SGE graph (model.sge_fused.onnx; {blocked} blocks in NCHWc)")
+        elif graph is not None:
+            console.print(f"{report.backend} ran {Path(report.description.get('model_path', 'model.onnx')).name}")
     machine = result.machine
     console.print(
         f"machine: {machine['cpu_model']}, {machine['physical_cores']} cores / {machine['logical_cpus']} threads "

@@ -118,7 +118,7 @@ def measure(args: argparse.Namespace, workdir: Path, console) -> "CostReport":  
         gemm_runner,
         machine_description,
         openvino_runner,
-        ort_profile,
+        ort_profiles,
         ort_runner,
         ort_session,
         ratio,
@@ -191,12 +191,11 @@ def measure(args: argparse.Namespace, workdir: Path, console) -> "CostReport":  
                 f"{r['resnet50/floor']['wall']:.2f}); the median ratios are judged, but check them against a repeat run"
             )
     if args.profile_runs > 0:
-        console.print(f"profiling resnet50 and the SGE graphs in ONNX Runtime ({args.profile_runs} runs each)…")
+        console.print(f"profiling resnet50 and the SGE graphs in ONNX Runtime ({args.profile_runs} interleaved runs)…")
         x = rng.standard_normal((1, 3, *size), dtype=np.float32)
-        for name, path in paths.items():
-            report.profile[name] = ort_profile(
-                path, x, threads=args.threads, runs=args.profile_runs, prefix=workdir / f"profile_{name}"
-            )
+        report.profile = ort_profiles(
+            paths, x, threads=args.threads, runs=args.profile_runs, prefix=workdir / "profile"
+        )
     report.targets = _targets(report)
     return report
 

@@ -68,6 +68,7 @@ class OnnxRuntimeRunner(SourceRunner):
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
         self.sge_fused = sge_fused
         self._plan: Any = None  # export.ort_session.SessionPlan of the CPU session
+        self._cpu_path: Path | None = None  # the graph the CPU session runs
         self._session: Any = None
         self._binding: Any = None
 
@@ -143,7 +144,9 @@ class OnnxRuntimeRunner(SourceRunner):
             if path == self.source.model_path:
                 raise
             logger.warning("%s; running %s instead", err, self.source.model_path.name)
-            self._plan = plan_session(self.source.model_path)
+            path = self.source.model_path
+            self._plan = plan_session(path)
+        self._cpu_path = path
         self._session = cpu_session(self._plan, threads=self.threads, spinning=self.allow_spinning)
         ort = import_onnxruntime()
         logger.info("onnxruntime %s CPU, threads %s: %s", ort.__version__, self.threads, self._plan.describe())
@@ -152,6 +155,7 @@ class OnnxRuntimeRunner(SourceRunner):
         self._binding = None
         self._session = None
         self._plan = None
+        self._cpu_path = None
 
     # The three stages the benchmark times apart on a GPU (host→device, compute, device→host).
     def to_device(self, batch: np.ndarray) -> Any:
@@ -186,4 +190,5 @@ class OnnxRuntimeRunner(SourceRunner):
             else [p for p, _ in self.providers()],
             "allow_spinning": self.allow_spinning,
             **(self._plan.describe() if self._plan is not None else {}),
+            **({"model_path": str(self._cpu_path)} if self._cpu_path is not None else {}),
         }

@@ -72,3 +72,24 @@ def test_script_refuses_bad_options_without_writing(argv, tmp_path, capsys):
     out = tmp_path / "cost.json"
     assert load_script().main([*argv, "--json", str(out)]) == 2
     assert "error:" in capsys.readouterr().out and not out.exists()
+
+
+def test_profile_summary_leaves_out_the_first_run_and_attributes_sge():
+    from runtime.sge_cost import _profile_summary
+
+    def node(ts, name, op, dur):
+        return {"cat": "Node", "ts": ts, "name": f"{name}_kernel_time", "dur": dur, "args": {"op_name": op}}
+
+    events = [
+        {"name": "model_run", "ts": 0},
+        node(1, "/conv/Conv", "Conv", 9_000),  # first run: allocations, left out
+        {"name": "model_run", "ts": 10},
+        node(11, "/conv/Conv", "Conv", 2_000),
+        node(12, "/layer1/layer1.0/SgeResidual", "SgeResidual", 500),
+        node(13, "/layer1/layer1.0/sge/Mul", "Mul", 250),
+        {"name": "model_run", "ts": 20},
+        node(21, "/conv/Conv", "Conv", 4_000),
+    ]
+    summary = _profile_summary(events, runs=2)
+    assert summary["by_op_ms_per_run"] == {"Conv": 3.0, "SgeResidual": 0.25, "Mul": 0.125}
+    assert summary["sge_nodes_ms_per_run"] == 0.375 and summary["kernel_ms_per_run"] == 3.375

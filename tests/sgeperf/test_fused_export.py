@@ -115,6 +115,7 @@ def test_runner_prefers_the_fused_graph_and_can_be_told_not_to(artifact, sge18):
     with runtime.load(artifact, "onnxruntime", threads=2) as runner:
         described = runner.describe()
         assert described["graph"] == "sge_fused" and described["fused_sge_blocks"] == 8
+        assert described["model_path"].endswith(FUSED_NAME)
         assert_parity(runner.infer(x), want)
     with runtime.load(artifact, "onnxruntime", threads=2, sge_fused=False) as runner:
         assert runner.describe()["graph"] == "plain"
@@ -160,3 +161,19 @@ def test_spec_can_turn_the_fused_graph_off(sge18, tmp_path):
         sge18, tmp_path, model_name="sge_resnet18", input_size=SMALL, batch_sizes=(1,), fused_sge=False
     )
     assert result.passed and result.fused_path is None and result.fused_parity is None
+
+
+def test_runner_falls_back_to_the_portable_graph_without_a_compiler(artifact, sge18, monkeypatch, caplog):
+    import export.ort_session as ort_session
+
+    def no_compiler(**_):
+        raise KernelBuildError("the fused SGE kernel needs a C++ compiler and none was found")
+
+    monkeypatch.setattr(ort_session, "kernel_library", no_compiler)
+    x = photo_batch(SMALL)[:2]
+    with caplog.at_level(logging.WARNING), runtime.load(artifact, "onnxruntime", threads=2) as runner:
+        described = runner.describe()
+        assert described["graph"] == "plain" and described["model_path"].endswith("model.onnx")
+        with torch.no_grad():
+            assert_parity(runner.infer(x), sge18(torch.from_numpy(x)).numpy())
+    assert any("running model.onnx instead" in r.message for r in caplog.records)

@@ -97,6 +97,8 @@ def test_kernel_matches_float64_reference(channels, groups, size, around_convs, 
     assert np.abs(got - want).max() <= ATOL
     if around_convs and nchwc_block_size():
         assert plan.nchwc_blocks == 1  # the kernel really read the blocked layout
+    if not around_convs:
+        assert plan.nchwc_blocks == 0  # graph inputs come in NCHW: nothing to rewire
 
 
 def to_blocked(a: np.ndarray, block: int) -> np.ndarray:
