@@ -17,10 +17,10 @@ import copy
 import torch
 from torch import nn
 
+from export.ort_nchwc import FUSED_DOMAIN as DOMAIN
+from export.ort_nchwc import FUSED_OP as OP_TYPE
 from models.layers.sge import SpatialGroupEnhance
 
-DOMAIN = "ai.sgedeploy"
-OP_TYPE = "SgeResidual"
 DOMAIN_VERSION = 1
 
 
