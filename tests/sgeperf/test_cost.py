@@ -93,3 +93,23 @@ def test_profile_summary_leaves_out_the_first_run_and_attributes_sge():
     summary = _profile_summary(events, runs=2)
     assert summary["by_op_ms_per_run"] == {"Conv": 3.0, "SgeResidual": 0.25, "Mul": 0.125}
     assert summary["sge_nodes_ms_per_run"] == 0.375 and summary["kernel_ms_per_run"] == 3.375
+
+
+def test_the_study_end_to_end_at_a_small_size(tmp_path):
+    """Export, parity guard, timing loop, floor, profile and targets run through (no timing is asserted)."""
+    from runtime.sge_study import SGE_GRAPHS, TARGETS, StudyOptions, run_study
+
+    options = StudyOptions(
+        batch_sizes=(1,), size=(64, 64), rounds=1, gemm_n=64, openvino=False, torch=False, profile_runs=1
+    )
+    lines = []
+    report = run_study(options, tmp_path, command="test", progress=lines.append)
+    assert set(report.parity) == set(SGE_GRAPHS)
+    assert all(p["max_abs"] < 1e-4 and p["top1_agree"] == 1.0 for p in report.parity.values())
+    assert set(report.timings["batch1"]) == {"gemm", "ort_resnet50", *(f"ort_{g}" for g in SGE_GRAPHS)}
+    assert report.ratios["batch1"]["sge_fused/resnet50"]["wall"] > 0
+    assert report.profile["sge_fused"]["by_op_ms_per_run"]["SgeResidual"] > 0  # the fused graph really ran
+    assert set(report.targets) == set(TARGETS)
+    assert report.targets["OpenVINO / ORT sge"]["met"] is None  # not measured: OpenVINO was off
+    assert report.targets["sge/resnet50 (ORT, batch 1)"]["measured"] is not None
+    assert len(lines) == 3 and lines[0].startswith("exporting")
