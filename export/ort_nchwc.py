@@ -76,20 +76,29 @@ def optimized_graph(model: bytes | str, *, threads: int, custom_ops: str | None 
         return onnx.load(f"{scratch}/optimized.onnx")
 
 
-def drop_reorders(model: onnx.ModelProto, *, block: int) -> tuple[onnx.ModelProto, int]:
-    """A copy of ORT-optimised ``model`` whose SgeResidual nodes read and write NCHWc; how many were rewritten.
+def fits_block(channels: int | None, groups: int, block: int) -> bool:
+    """Whether the kernel can read a ``channels``-channel map of ``groups`` groups in ``block``-wide NCHWc."""
+    if not channels or channels % block or channels % groups:
+        return False
+    per_group = channels // groups
+    return block % per_group == 0 if per_group < block else per_group % block == 0
 
-    A node is rewritten when each of its two activations comes from a ``ReorderOutput`` or from another rewritten
-    node. Its output's ``ReorderInput`` consumers are bypassed; any other consumer (the head's pooling, a node left
-    in NCHW, a graph output) reads it through one new ``ReorderOutput``.
+
+def drop_reorders(model: onnx.ModelProto, *, block: int) -> int:
+    """Rewire ORT-optimised ``model`` in place so its SgeResidual nodes read and write NCHWc; how many were.
+
+    A node is rewritten when its map fits the block (``fits_block``), its output is not a graph output, and each of
+    its two activations comes from a ``ReorderOutput`` or from another rewritten node. Its output's ``ReorderInput``
+    consumers are bypassed; any other consumer (the head's pooling, a node left in NCHW) reads it through one new
+    ``ReorderOutput``.
     """
-    model = onnx.ModelProto.FromString(model.SerializeToString())
     graph = model.graph
     producer = {out: n for n in graph.node for out in n.output}
     consumers: dict[str, list[onnx.NodeProto]] = defaultdict(list)
     for n in graph.node:
         for name in n.input:
             consumers[name].append(n)
+    graph_outputs = {o.name for o in graph.output}
 
     def plain_reorder_out(node: onnx.NodeProto | None) -> bool:
         return _is(node, NCHWC_DOMAIN, "ReorderOutput") and not _attr(node, "channels_last", 0)
@@ -98,7 +107,17 @@ def drop_reorders(model: onnx.ModelProto, *, block: int) -> tuple[onnx.ModelProt
         return _is(node, NCHWC_DOMAIN, "ReorderInput") and not _attr(node, "channels_last", 0)
 
     fused = [n for n in graph.node if _is(n, FUSED_DOMAIN, FUSED_OP)]
-    chosen = {id(n) for n in fused}
+    channels: dict[str, int | None] = {}  # of each fused node's output; nodes are in topological order
+    for n in fused:
+        source = producer.get(n.input[0])
+        channels[n.output[0]] = _attr(source, "channels") if plain_reorder_out(source) else channels.get(n.input[0])
+    chosen = {
+        id(n)
+        for n in fused
+        if fits_block(channels[n.output[0]], _attr(n, "groups"), block)
+        and n.output[0] not in graph_outputs
+        and not any(plain_reorder_in(c) and c.output[0] in graph_outputs for c in consumers[n.output[0]])
+    }
     changed = True
     while changed:  # drop nodes whose inputs cannot come in the blocked layout, until nothing changes
         changed = False
@@ -111,7 +130,6 @@ def drop_reorders(model: onnx.ModelProto, *, block: int) -> tuple[onnx.ModelProt
 
     removed: set[int] = set()
     added: list[onnx.NodeProto] = []
-    channels: dict[str, int] = {}  # of each rewritten node's output, for the ReorderOutput it may need
     for n in fused:
         if id(n) not in chosen:
             continue
@@ -119,18 +137,14 @@ def drop_reorders(model: onnx.ModelProto, *, block: int) -> tuple[onnx.ModelProt
             source = producer.get(n.input[i])
             if plain_reorder_out(source):
                 n.input[i] = source.input[0]
-                channels[n.output[0]] = _attr(source, "channels")
-            else:  # another rewritten node, earlier in topological order
-                channels[n.output[0]] = channels[source.output[0]]
         blocked = n.output[0]
         plain_readers = [c for c in consumers[blocked] if not plain_reorder_in(c) and id(c) not in chosen]
-        is_output = any(o.name == blocked for o in graph.output)
         for c in consumers[blocked]:
             if plain_reorder_in(c):  # its consumers now read the fused node's blocked output directly
                 for reader in consumers[c.output[0]]:
                     reader.input[:] = [blocked if name == c.output[0] else name for name in reader.input]
                 removed.add(id(c))
-        if plain_readers or is_output:
+        if plain_readers:
             plain = f"{blocked}_nchw"
             added.append(
                 helper.make_node(
@@ -144,14 +158,11 @@ def drop_reorders(model: onnx.ModelProto, *, block: int) -> tuple[onnx.ModelProt
             )
             for reader in plain_readers:
                 reader.input[:] = [plain if name == blocked else name for name in reader.input]
-            for o in graph.output:
-                if o.name == blocked:
-                    o.name = plain
         for a in n.attribute:
             if a.name == "block":
                 a.i = block
     still_read = {name for n in graph.node if id(n) not in removed for name in n.input}
-    still_read |= {name for n in added for name in n.input} | {o.name for o in graph.output}
+    still_read |= {name for n in added for name in n.input} | graph_outputs
     kept = [
         n for n in graph.node if id(n) not in removed and not (plain_reorder_out(n) and n.output[0] not in still_read)
     ]
@@ -163,4 +174,4 @@ def drop_reorders(model: onnx.ModelProto, *, block: int) -> tuple[onnx.ModelProt
         graph.node.append(node)
         graph.node.extend(after[node.output[0]])
     logger.info("NCHWc: %d of %d fused SGE blocks read the blocked layout directly", len(chosen), len(fused))
-    return model, len(chosen)
+    return len(chosen)

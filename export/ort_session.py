@@ -61,9 +61,10 @@ def plan_session(path: str | Path, *, cache_dir: str | Path | None = None) -> Se
     block = nchwc_block_size()
     if block == 0:  # ORT uses no blocked layout on this CPU: the fused graph runs in plain NCHW
         return SessionPlan(model=str(path), library=library, fused_blocks=fused)
-    rewritten, blocked = drop_reorders(optimized_graph(str(path), threads=1, custom_ops=str(library)), block=block)
+    optimized = optimized_graph(str(path), threads=1, custom_ops=str(library))
+    blocked = drop_reorders(optimized, block=block)
     return SessionPlan(
-        model=rewritten.SerializeToString(),
+        model=optimized.SerializeToString(),
         library=library,
         optimize=False,
         fused_blocks=fused,

@@ -235,8 +235,13 @@ extern "C" __attribute__((visibility("default"))) Status RegisterCustomOps(void*
   const void* api = (*static_cast<const GetApi*>(api_base))(kApiVersion);
   if (!api) return nullptr;  // no way to report: ORT older than 1.17 then fails on the unknown op, by name
   g_api = static_cast<const void* const*>(api);
-  void* domain = nullptr;
-  SGE_TRY(entry<Status (*)(const char*, void**)>(kCreateCustomOpDomain)("ai.sgedeploy", &domain));
-  SGE_TRY(entry<Status (*)(void*, const void*)>(kCustomOpDomainAdd)(domain, &g_op));
+  // One domain for the process: ORT keeps a pointer to it in every session it is added to.
+  static void* domain = nullptr;
+  if (!domain) {
+    void* created = nullptr;
+    SGE_TRY(entry<Status (*)(const char*, void**)>(kCreateCustomOpDomain)("ai.sgedeploy", &created));
+    SGE_TRY(entry<Status (*)(void*, const void*)>(kCustomOpDomainAdd)(created, &g_op));
+    domain = created;
+  }
   return entry<Status (*)(void*, void*)>(kAddCustomOpDomain)(session_options, domain);
 }

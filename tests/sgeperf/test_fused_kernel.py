@@ -12,7 +12,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from export.kernels.build import KernelBuildError, kernel_library
-from export.ort_nchwc import nchwc_block_size
+from export.ort_nchwc import fits_block, nchwc_block_size
 from export.ort_session import cpu_session, plan_session
 from export.sge_fused import DOMAIN, DOMAIN_VERSION, OP_TYPE
 
@@ -32,7 +32,7 @@ def reference(x, identity, gamma, beta, groups: int) -> np.ndarray:
     return np.maximum(out, 0.0)
 
 
-def fused_graph(shape, groups: int, rng, *, around_convs: bool) -> onnx.ModelProto:
+def fused_graph(shape, groups: int, rng, *, around_convs: bool, final_conv: bool = True) -> onnx.ModelProto:
     _, c, h, w = shape
     gamma = numpy_helper.from_array(rng.standard_normal(groups).astype(np.float32), "gamma")
     beta = numpy_helper.from_array(rng.standard_normal(groups).astype(np.float32), "beta")
@@ -44,13 +44,13 @@ def fused_graph(shape, groups: int, rng, *, around_convs: bool) -> onnx.ModelPro
             helper.make_node("Conv", ["identity", "eye"], ["i_c"]),
         ]
         x, identity = "x_c", "i_c"
-    fused_out = "fused" if around_convs else "y"
+    fused_out = "fused" if around_convs and final_conv else "y"
     nodes.append(
         helper.make_node(
             OP_TYPE, [x, identity, "gamma", "beta"], [fused_out], domain=DOMAIN, groups=groups, eps=EPS, block=0
         )
     )
-    if around_convs:
+    if around_convs and final_conv:
         nodes.append(helper.make_node("Conv", ["fused", "eye"], ["y"]))
     value = helper.make_tensor_value_info
     graph = helper.make_graph(
@@ -99,6 +99,38 @@ def test_kernel_matches_float64_reference(channels, groups, size, around_convs, 
         assert plan.nchwc_blocks == 1  # the kernel really read the blocked layout
     if not around_convs:
         assert plan.nchwc_blocks == 0  # graph inputs come in NCHW: nothing to rewire
+
+
+@pytest.mark.parametrize(
+    ("channels", "groups", "final_conv"),
+    [(24, 8, True), (64, 16, False)],
+    ids=["groups-of-3-do-not-fit-a-block", "output-is-a-graph-output"],
+)
+def test_nodes_that_cannot_run_blocked_stay_in_nchw(channels, groups, final_conv, tmp_path):
+    rng = np.random.default_rng(channels)
+    shape = (2, channels, 6, 5)
+    x, identity = rng.standard_normal(shape, dtype=np.float32), rng.standard_normal(shape, dtype=np.float32)
+    model = fused_graph(shape, groups, rng, around_convs=True, final_conv=final_conv)
+    plan, got = run(model, tmp_path, x, identity)
+    assert plan.nchwc_blocks == 0
+    assert np.abs(got - reference(x, identity, *params(model), groups)).max() <= ATOL
+
+
+@pytest.mark.parametrize(
+    ("channels", "groups", "block", "fits"),
+    [
+        (256, 64, 8, True),
+        (2048, 64, 8, True),
+        (64, 64, 16, True),
+        (24, 8, 8, False),
+        (20, 4, 8, False),
+        (80, 2, 16, False),
+        (96, 3, 16, True),
+        (None, 4, 8, False),
+    ],
+)
+def test_fits_block(channels, groups, block, fits):
+    assert fits_block(channels, groups, block) is fits
 
 
 def to_blocked(a: np.ndarray, block: int) -> np.ndarray:
