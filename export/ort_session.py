@@ -20,10 +20,16 @@ from export.ort_nchwc import FUSED_DOMAIN, drop_reorders, nchwc_block_size, opti
 logger = logging.getLogger(__name__)
 
 
-def uses_fused_sge(model: str | Path | onnx.ModelProto) -> bool:
+FUSED_ROLE = "model-ort-cpu"  # the fused graph's role in an artifact's manifest
+
+
+def fused_graph_file(manifest: "Manifest") -> str | None:  # noqa: F821
+    """The artifact's fused-SGE graph (relative path), or None for an artifact without one."""
+    return next((rel for rel, entry in manifest.files.items() if entry.role == FUSED_ROLE), None)
+
+
+def uses_fused_sge(model: onnx.ModelProto) -> bool:
     """Whether the graph holds fused SGE nodes (and so needs the custom-op library)."""
-    if not isinstance(model, onnx.ModelProto):
-        model = onnx.load(str(model), load_external_data=False)
     return any(op.domain == FUSED_DOMAIN for op in model.opset_import)
 
 
@@ -73,27 +79,36 @@ def plan_session(path: str | Path, *, cache_dir: str | Path | None = None) -> Se
     )
 
 
-def cpu_session(
-    plan: SessionPlan, *, threads: int | None = None, spinning: bool = True, profile_prefix: str | None = None
-) -> "onnxruntime.InferenceSession":  # noqa: F821
-    """An ONNX Runtime CPU session for ``plan``; ``spinning=False`` lets idle intra-op threads sleep.
-
-    ``profile_prefix`` turns on ORT's profiler, writing ``<prefix>_<date>.json``.
-    """
+def session_options(
+    *, threads: int | None = None, spinning: bool = True, optimize: bool = True, profile_prefix: str | None = None
+) -> "onnxruntime.SessionOptions":  # noqa: F821
+    """The project's ONNX Runtime session options (every provider): sequential execution, ``threads`` intra-op
+    threads, ``spinning=False`` lets idle intra-op threads sleep, ``optimize=False`` for an already optimised graph,
+    ``profile_prefix`` turns on ORT's profiler (``<prefix>_<date>.json``)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.graph_optimization_level = (
-        ort.GraphOptimizationLevel.ORT_ENABLE_ALL if plan.optimize else ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize else ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     )
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     if threads is not None:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
     options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
-    if plan.library is not None:
-        options.register_custom_ops_library(str(plan.library))
     if profile_prefix is not None:
         options.enable_profiling = True
         options.profile_file_prefix = profile_prefix
+    return options
+
+
+def cpu_session(
+    plan: SessionPlan, *, threads: int | None = None, spinning: bool = True, profile_prefix: str | None = None
+) -> "onnxruntime.InferenceSession":  # noqa: F821
+    """An ONNX Runtime CPU session for ``plan`` (options as ``session_options``)."""
+    import onnxruntime as ort
+
+    options = session_options(threads=threads, spinning=spinning, optimize=plan.optimize, profile_prefix=profile_prefix)
+    if plan.library is not None:
+        options.register_custom_ops_library(str(plan.library))
     return ort.InferenceSession(plan.model, options, providers=["CPUExecutionProvider"])

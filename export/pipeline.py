@@ -27,9 +27,10 @@ from export.artifacts import MANIFEST_NAME, Manifest, atomic_path, file_sha256, 
 from export.kernels.build import KernelBuildError, kernel_library
 from export.metadata import build_metadata, set_metadata, tool_versions
 from export.onnx_export import check_io, check_onnx, export_onnx, op_counts, opset_of
+from export.ort_session import FUSED_ROLE
 from export.parity import ParityReport
 from export.sge_compact import compact_sge, restore_batch_symbol
-from export.sge_fused import fuse_sge_residual
+from export.sge_fused import DOMAIN, OP_TYPE, fuse_sge_residual
 from export.simplify import simplify
 from export.spec import ExportSpec
 from export.validate import onnxruntime_runner, photo_inputs, run_parity
@@ -41,7 +42,6 @@ ONNX_NAME = "model.onnx"
 PARITY_NAME = "parity.json"
 FUSED_NAME = "model.sge_fused.onnx"  # ONNX Runtime CPU only: needs the custom-op library (export/kernels)
 FUSED_PARITY_NAME = "parity_sge_fused.json"
-FUSED_ROLE = "model-ort-cpu"
 STAGES = ("load", "export", "simplify", "parity", "fused", "manifest")
 
 # Called with (stage, None) when a stage starts and (stage, seconds) when it ends.
@@ -114,14 +114,18 @@ def _export_fused(
         logger.warning("%s; writing no %s (model.onnx is complete without it)", err, FUSED_NAME)
         return None
     fused_model, blocks = fuse_sge_residual(source.model)
-    fused_spec = spec if spec.exporter == "torchscript" else replace(spec, exporter="torchscript")
+    if blocks == 0:  # SGE layers outside a ResNet block's tail: nothing to fuse
+        return None
+    fused_spec = replace(spec, exporter="torchscript")  # the op's symbolic is the TorchScript exporter's
     with tempfile.TemporaryDirectory(prefix="sge-fused-") as tmp:
         raw = check_onnx(export_onnx(fused_model, Path(tmp) / "fused.onnx", spec=fused_spec))
     final = simplify(raw, simplifier=spec.simplifier)
     check_io(final, spec=spec, num_classes=num_classes)
     path = out / FUSED_NAME
     with atomic_path(path) as tmp_path:
-        onnx.save(set_metadata(final, {**props, "sge_fused_blocks": str(blocks)}), str(tmp_path))
+        onnx.save(
+            set_metadata(final, {**props, "exporter": "torchscript", "sge_fused_blocks": str(blocks)}), str(tmp_path)
+        )
     runner = onnxruntime_runner(path, input_name=spec.input_name)
     report = run_parity(source.model, runner, spec=spec, photos=photos, backend="onnxruntime (sge_fused)")
     write_json(out / FUSED_PARITY_NAME, report.to_dict())
@@ -344,7 +348,7 @@ def _manifest(source: _Source, *, spec: ExportSpec, opset: int, num_classes: int
             "compact_sge_layers": _compact_sge_layers(source.model, spec),
             "sge_fused": {
                 "file": FUSED_NAME,
-                "op": "ai.sgedeploy::SgeResidual",
+                "op": f"{DOMAIN}::{OP_TYPE}",
                 "parity": result.fused_parity.summary(),
                 "runs_on": "onnxruntime CPU with the custom-op library export/kernels compiles on first use",
             }

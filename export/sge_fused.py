@@ -19,23 +19,18 @@ from torch import nn
 
 from export.ort_nchwc import FUSED_DOMAIN as DOMAIN
 from export.ort_nchwc import FUSED_OP as OP_TYPE
-from models.layers.sge import SpatialGroupEnhance
+from models.layers.sge import SpatialGroupEnhance, spatial_group_enhance
 
 DOMAIN_VERSION = 1
 
 
 class _SgeResidual(torch.autograd.Function):
-    """One ``SgeResidual`` node in the TorchScript exporter's graph; its forward is the same maths in eager ops."""
+    """One ``SgeResidual`` node in the TorchScript exporter's graph; its forward is the layer's own maths."""
 
     @staticmethod
     def forward(ctx, out, identity, gamma, beta, groups: int, eps: float):
-        b, c, h, w = out.shape
-        x = out.reshape(b * groups, c // groups, h, w)
-        t = (x * x.mean(dim=(2, 3), keepdim=True)).sum(dim=1).reshape(b * groups, h * w)
-        t = (t - t.mean(dim=1, keepdim=True)) / (t.std(dim=1, keepdim=True) + eps)
-        a = t.reshape(b, groups, h * w) * gamma.reshape(1, groups, 1) + beta.reshape(1, groups, 1)
-        gated = x * torch.sigmoid(a).reshape(b * groups, 1, h, w)
-        return torch.relu(gated.reshape(b, c, h, w) + identity)
+        gamma, beta = gamma.reshape(1, groups, 1, 1), beta.reshape(1, groups, 1, 1)
+        return torch.relu(spatial_group_enhance(out, gamma, beta, groups=groups, eps=eps) + identity)
 
     @staticmethod
     def symbolic(g, out, identity, gamma, beta, groups: int, eps: float):

@@ -97,40 +97,12 @@ def time_blocked(runners: Mapping[str, Runner], *, rounds: int, blocks: int = 3,
     return {name: Timing(name, wall[name], cpu[name]) for name in runners}
 
 
-def ort_session(
-    path: str | Path,
-    *,
-    threads: int,
-    level: str = "all",
-    optimized_path: str | Path | None = None,
-    spinning: bool = False,
-) -> "onnxruntime.InferenceSession":  # noqa: F821
-    """A CPU session with ``threads`` intra-op threads; ``level`` is "all" (NCHWc layout) or "extended".
-
-    A fused-SGE graph opens the way the runtime opens it (export/ort_session.py); ``level`` does not apply to it.
-    """
-    import onnxruntime as ort
-
+def ort_session(path: str | Path, *, threads: int, spinning: bool = False) -> "onnxruntime.InferenceSession":  # noqa: F821
+    """A CPU session with ``threads`` intra-op threads, opened the way the runtime opens ``path``
+    (export/ort_session.py: all graph optimisations, NCHWc; a fused-SGE graph with its kernel)."""
     from export.ort_session import cpu_session, plan_session
 
-    plan = plan_session(path)
-    if plan.library is not None:
-        return cpu_session(plan, threads=threads, spinning=spinning)
-
-    levels = {
-        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
-        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
-    }
-    if level not in levels:
-        raise ValueError(f"level must be one of {sorted(levels)}; got {level!r}")
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.graph_optimization_level = levels[level]
-    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
-    if optimized_path is not None:
-        options.optimized_model_filepath = str(optimized_path)
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return cpu_session(plan_session(path), threads=threads, spinning=spinning)
 
 
 def ort_runner(session: "onnxruntime.InferenceSession", batch: np.ndarray) -> Runner:  # noqa: F821

@@ -6,6 +6,8 @@ descriptor is the spatial mean of each group, the similarity map is normalised w
 deviation, and eps is added to the std (not inside the square root).
 """
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -29,6 +31,29 @@ def check_feature_size(h: int, w: int, *, channels: int, location: str, input_st
         f"SGE block {location} ({channels} channels) received a 1×1 feature map, where the unbiased std "
         f"is undefined (NaN in the official code); {fix}"
     )
+
+
+def spatial_group_enhance(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor,
+    *,
+    groups: int,
+    eps: float,
+    normalized: Callable[[torch.Tensor], torch.Tensor] = lambda t: t,
+    gate: Callable[[torch.Tensor], torch.Tensor] = torch.sigmoid,
+) -> torch.Tensor:
+    """SGE's maths on (B, C, H, W) with γ = ``weight`` and β = ``bias`` of shape (1, G, 1, 1); ``normalized`` and
+    ``gate`` see ĉ and produce σ(a) (the layer passes its inspection hooks)."""
+    _, c, h, w = x.shape
+    x = x.reshape(-1, c // groups, h, w)  # (B·G, C/G, H, W)
+    similarity = (x * F.adaptive_avg_pool2d(x, 1)).sum(dim=1, keepdim=True)  # c_i = g·x_i
+    t = similarity.reshape(-1, h * w)
+    t = t - t.mean(dim=1, keepdim=True)
+    t = normalized(t / (t.std(dim=1, keepdim=True) + eps))  # unbiased std, eps outside the root
+    t = t.reshape(-1, groups, h, w) * weight + bias  # a_i = γ_g·ĉ_i + β_g
+    x = x * gate(t.reshape(-1, 1, h, w))
+    return x.reshape(-1, c, h, w)
 
 
 class SpatialGroupEnhance(nn.Module):
@@ -56,15 +81,9 @@ class SpatialGroupEnhance(nn.Module):
         _, c, h, w = x.shape
         if not torch.onnx.is_in_onnx_export():
             check_feature_size(h, w, channels=c, location=self.location, input_stride=self.input_stride)
-        groups = self.groups
-        x = x.reshape(-1, c // groups, h, w)  # (B·G, C/G, H, W)
-        similarity = (x * F.adaptive_avg_pool2d(x, 1)).sum(dim=1, keepdim=True)  # c_i = g·x_i
-        t = similarity.reshape(-1, h * w)
-        t = t - t.mean(dim=1, keepdim=True)
-        t = self.normalized(t / (t.std(dim=1, keepdim=True) + self.eps))  # unbiased std, eps outside the root
-        t = t.reshape(-1, groups, h, w) * self.weight + self.bias  # a_i = γ_g·ĉ_i + β_g
-        x = x * self.gate(t.reshape(-1, 1, h, w))
-        return x.reshape(-1, c, h, w)
+        return spatial_group_enhance(
+            x, self.weight, self.bias, groups=self.groups, eps=self.eps, normalized=self.normalized, gate=self.gate
+        )
 
     def extra_repr(self) -> str:
         return f"channels={self.channels}, groups={self.groups}, eps={self.eps}"

@@ -67,21 +67,15 @@ class OnnxRuntimeRunner(SourceRunner):
         self.provider_options = dict(provider_options or {})
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
         self.sge_fused = sge_fused
-        self._plan: Any = None  # export.ort_session.SessionPlan of the CPU session
+        self._graph: dict[str, Any] = {}  # how the CPU session's graph was made (SessionPlan.describe())
         self._cpu_path: Path | None = None  # the graph the CPU session runs
         self._session: Any = None
         self._binding: Any = None
 
     def session_options(self) -> Any:
-        ort = import_onnxruntime()
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        if self.threads is not None:
-            options.intra_op_num_threads = self.threads
-            options.inter_op_num_threads = 1
-        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if self.allow_spinning else "0")
-        return options
+        from export.ort_session import session_options
+
+        return session_options(threads=self.threads, spinning=self.allow_spinning)
 
     def providers(self) -> list[tuple[str, dict[str, Any]]]:
         """(provider, options) pairs for the session; the first is this runner's device's provider."""
@@ -122,13 +116,14 @@ class OnnxRuntimeRunner(SourceRunner):
         if active[0] != wanted:
             raise RuntimeError(f"onnxruntime fell back to {active[0]} instead of {wanted}; check the CUDA install")
         logger.info("onnxruntime %s: providers %s, threads %s", ort.__version__, active, self.threads)
-        if self.device != "cpu":
-            self._binding = self._session.io_binding()
+        self._binding = self._session.io_binding()  # the GPU devices: the CPU returned above
 
     def cpu_model_path(self) -> Path:
         """The graph the CPU session runs: the artifact's fused-SGE graph when it has one, else its model."""
+        from export.ort_session import fused_graph_file
+
         manifest, directory = self.source.manifest, self.source.directory
-        fused = (manifest.extra.get("sge_fused") or {}).get("file") if manifest is not None else None
+        fused = fused_graph_file(manifest) if manifest is not None else None
         if self.sge_fused and fused and directory is not None:
             return directory / fused
         return self.source.model_path
@@ -139,22 +134,22 @@ class OnnxRuntimeRunner(SourceRunner):
 
         path = self.cpu_model_path()
         try:
-            self._plan = plan_session(path)
+            plan = plan_session(path)
         except KernelBuildError as err:
             if path == self.source.model_path:
                 raise
             logger.warning("%s; running %s instead", err, self.source.model_path.name)
             path = self.source.model_path
-            self._plan = plan_session(path)
-        self._cpu_path = path
-        self._session = cpu_session(self._plan, threads=self.threads, spinning=self.allow_spinning)
+            plan = plan_session(path)
+        self._cpu_path, self._graph = path, plan.describe()  # not the plan: it may hold the graph's bytes
+        self._session = cpu_session(plan, threads=self.threads, spinning=self.allow_spinning)
         ort = import_onnxruntime()
-        logger.info("onnxruntime %s CPU, threads %s: %s", ort.__version__, self.threads, self._plan.describe())
+        logger.info("onnxruntime %s CPU, threads %s: %s", ort.__version__, self.threads, self._graph)
 
     def _deactivate_impl(self) -> None:
         self._binding = None
         self._session = None
-        self._plan = None
+        self._graph = {}
         self._cpu_path = None
 
     # The three stages the benchmark times apart on a GPU (host→device, compute, device→host).
@@ -189,6 +184,6 @@ class OnnxRuntimeRunner(SourceRunner):
             if self._session is not None
             else [p for p, _ in self.providers()],
             "allow_spinning": self.allow_spinning,
-            **(self._plan.describe() if self._plan is not None else {}),
+            **self._graph,
             **({"model_path": str(self._cpu_path)} if self._cpu_path is not None else {}),
         }

@@ -107,7 +107,9 @@ def test_the_study_end_to_end_at_a_small_size(tmp_path):
     assert set(report.parity) == set(SGE_GRAPHS)
     assert all(p["max_abs"] < 1e-4 and p["top1_agree"] == 1.0 for p in report.parity.values())
     assert set(report.timings["batch1"]) == {"gemm", "ort_resnet50", *(f"ort_{g}" for g in SGE_GRAPHS)}
-    assert report.ratios["batch1"]["sge_fused/resnet50"]["wall"] > 0
+    medians = {name: t["wall_ms_median"] for name, t in report.timings["batch1"].items()}
+    expected = medians["ort_sge_fused"] / medians["ort_resnet50"]  # medians are stored to 1 µs
+    assert report.ratios["batch1"]["sge_fused/resnet50"]["wall"] == pytest.approx(expected, rel=1e-3)
     assert report.profile["sge_fused"]["by_op_ms_per_run"]["SgeResidual"] > 0  # the fused graph really ran
     assert set(report.targets) == set(TARGETS)
     assert report.targets["OpenVINO / ORT sge"]["met"] is None  # not measured: OpenVINO was off
