@@ -5,6 +5,7 @@ the sources, the flags, the compiler's version and the CPU's flags, so a copy ne
 for. The onnxruntime wheel ships no C headers; ``sge_ort_op.cc`` declares the few stable C ABI entries it uses.
 """
 
+import functools
 import hashlib
 import logging
 import os
@@ -60,8 +61,9 @@ def _cpu_flags() -> str:
     return platform.processor() or platform.machine()
 
 
+@functools.lru_cache(maxsize=4)
 def build_key(compiler: str) -> str:
-    """A hash of what the library's bytes depend on."""
+    """A hash of what the library's bytes depend on (once per process: it runs the compiler for its version)."""
     version = subprocess.run([compiler, "--version"], capture_output=True, text=True, check=False).stdout
     digest = hashlib.sha256()
     for name in SOURCES:

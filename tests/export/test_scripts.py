@@ -94,3 +94,20 @@ def test_checkpoint_export_records_its_hash_and_validates(export_script, validat
     assert validate_script.main([str(out), "--batch-sizes", "2"]) == 0
     checkpoint.write_bytes(checkpoint.read_bytes() + b"\0")  # a different file at the recorded path
     assert validate_script.main([str(out)]) == 2
+
+
+@pytest.mark.slow
+def test_validate_without_a_compiler_checks_the_portable_graph(
+    validate_script, full_artifact, tmp_path, capsys, monkeypatch
+):
+    import export.ort_session as ort_session
+    from export.kernels.build import KernelBuildError
+
+    def no_compiler(**_):
+        raise KernelBuildError("the fused SGE kernel needs a C++ compiler and none was found")
+
+    monkeypatch.setattr(ort_session, "kernel_library", no_compiler)
+    argv = [str(full_artifact[0]), "--batch-sizes", "2", "--json", str(tmp_path / "p.json")]
+    assert validate_script.main(argv) == 0
+    assert set(json.loads((tmp_path / "p.json").read_text())) == {"model.onnx"}
+    assert "model.sge_fused.onnx not checked" in capsys.readouterr().err
