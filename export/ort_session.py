@@ -56,24 +56,29 @@ class SessionPlan:
         }
 
 
-def plan_session(path: str | Path, *, cache_dir: str | Path | None = None) -> SessionPlan:
-    """How to open ``path`` on this machine's CPU (compiling the fused-SGE kernel first if the graph needs it)."""
+def plan_session(path: str | Path, *, fused: bool | None = None, cache_dir: str | Path | None = None) -> SessionPlan:
+    """How to open ``path`` on this machine's CPU (compiling the fused-SGE kernel first if the graph needs it).
+
+    ``fused`` says whether the graph is a fused-SGE graph when the caller knows (an artifact's manifest does);
+    None reads the graph to find out.
+    """
     path = Path(path)
-    model = onnx.load(str(path), load_external_data=False)
-    if not uses_fused_sge(model):
+    if fused is None:
+        fused = uses_fused_sge(onnx.load(str(path), load_external_data=False))
+    if not fused:
         return SessionPlan(model=str(path))
     library = kernel_library(cache_dir=cache_dir)
-    fused = sum(node.domain == FUSED_DOMAIN for node in model.graph.node)
     block = nchwc_block_size()
-    if block == 0:  # ORT uses no blocked layout on this CPU: the fused graph runs in plain NCHW
-        return SessionPlan(model=str(path), library=library, fused_blocks=fused)
     optimized = optimized_graph(str(path), threads=1, custom_ops=str(library))
+    blocks = sum(node.domain == FUSED_DOMAIN for node in optimized.graph.node)
+    if block == 0:  # ORT uses no blocked layout on this CPU: the fused graph runs in plain NCHW
+        return SessionPlan(model=str(path), library=library, fused_blocks=blocks)
     blocked = drop_reorders(optimized, block=block)
     return SessionPlan(
         model=optimized.SerializeToString(),
         library=library,
         optimize=False,
-        fused_blocks=fused,
+        fused_blocks=blocks,
         nchwc_blocks=blocked,
         nchwc_block=block,
     )

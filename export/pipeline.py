@@ -126,7 +126,7 @@ def _export_fused(
         onnx.save(
             set_metadata(final, {**props, "exporter": "torchscript", "sge_fused_blocks": str(blocks)}), str(tmp_path)
         )
-    runner = onnxruntime_runner(path, input_name=spec.input_name)
+    runner = onnxruntime_runner(path, input_name=spec.input_name, fused=True)
     report = run_parity(source.model, runner, spec=spec, photos=photos, backend="onnxruntime (sge_fused)")
     write_json(out / FUSED_PARITY_NAME, report.to_dict())
     return path, report
@@ -257,7 +257,7 @@ def export_model(
             onnx.save(set_metadata(final, props), str(tmp_onnx))
             check_onnx(tmp_onnx)  # the file that ships passes the full check, shape inference included
     with stage("parity"):
-        runner = onnxruntime_runner(onnx_path, input_name=spec.input_name)
+        runner = onnxruntime_runner(onnx_path, input_name=spec.input_name, fused=False)
         report = run_parity(source.model, runner, spec=spec, photos=photos, backend="onnxruntime")
         write_json(parity_path, report.to_dict())
 

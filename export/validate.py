@@ -57,7 +57,7 @@ def parity_inputs(spec: ExportSpec, photos: np.ndarray) -> dict[str, np.ndarray]
     }
 
 
-def onnxruntime_runner(path: str | Path, *, input_name: str) -> Runner:
+def onnxruntime_runner(path: str | Path, *, input_name: str, fused: bool | None = None) -> Runner:
     """An ONNX Runtime CPU session as a function of one input array (fused-SGE graphs included)."""
     try:
         import onnxruntime  # noqa: F401
@@ -65,13 +65,13 @@ def onnxruntime_runner(path: str | Path, *, input_name: str) -> Runner:
         raise ImportError("onnxruntime is not installed: pip install onnxruntime") from err
     from export.ort_session import cpu_session, plan_session
 
-    session = cpu_session(plan_session(path), spinning=False)  # PyTorch runs in the same process
+    session = cpu_session(plan_session(path, fused=fused), spinning=False)  # PyTorch runs in the same process
     return lambda x: session.run(None, {input_name: x})[0]
 
 
-def make_runner(backend: str, path: str | Path, *, input_name: str) -> Runner:
+def make_runner(backend: str, path: str | Path, *, input_name: str, fused: bool | None = None) -> Runner:
     if backend == "onnxruntime":
-        return onnxruntime_runner(path, input_name=input_name)
+        return onnxruntime_runner(path, input_name=input_name, fused=fused)
     raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
 
 
@@ -118,6 +118,7 @@ def validate_artifact(
     """
     import models
     from export.kernels.build import KernelBuildError
+    from export.ort_session import fused_graph_file
 
     directory = Path(directory)
     manifest = load_manifest(directory, verify=True)
@@ -155,7 +156,8 @@ def validate_artifact(
     reports = {}
     for graph in graphs:
         try:
-            runner = make_runner(backend, directory / graph, input_name=spec.input_name)
+            fused = graph == fused_graph_file(manifest)
+            runner = make_runner(backend, directory / graph, input_name=spec.input_name, fused=fused)
         except KernelBuildError as err:  # only the fused graph needs the kernel
             logger.warning("%s; %s not checked", err, graph)
             continue

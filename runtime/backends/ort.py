@@ -133,14 +133,16 @@ class OnnxRuntimeRunner(SourceRunner):
         from export.ort_session import cpu_session, plan_session
 
         path = self.cpu_model_path()
+        # An artifact says which of its graphs is fused; a bare .onnx file is read to find out.
+        fused = None if self.source.manifest is None else path != self.source.model_path
         try:
-            plan = plan_session(path)
+            plan = plan_session(path, fused=fused)
         except KernelBuildError as err:
             if path == self.source.model_path:
                 raise
             logger.warning("%s; running %s instead", err, self.source.model_path.name)
             path = self.source.model_path
-            plan = plan_session(path)
+            plan = plan_session(path, fused=False)
         self._cpu_path, self._graph = path, plan.describe()  # not the plan: it may hold the graph's bytes
         self._session = cpu_session(plan, threads=self.threads, spinning=self.allow_spinning)
         ort = import_onnxruntime()
