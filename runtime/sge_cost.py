@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from export.ort_nchwc import FUSED_OP
+
 logger = logging.getLogger(__name__)
 
 Runner = Callable[[], object]
@@ -95,14 +97,6 @@ def time_blocked(runners: Mapping[str, Runner], *, rounds: int, blocks: int = 3,
                 wall[name].append((time.perf_counter() - t0) * 1e3)
                 cpu[name].append((time.process_time() - c0) * 1e3)
     return {name: Timing(name, wall[name], cpu[name]) for name in runners}
-
-
-def ort_session(path: str | Path, *, threads: int, spinning: bool = False) -> "onnxruntime.InferenceSession":  # noqa: F821
-    """A CPU session with ``threads`` intra-op threads, opened the way the runtime opens ``path``
-    (export/ort_session.py: all graph optimisations, NCHWc; a fused-SGE graph with its kernel)."""
-    from export.ort_session import cpu_session, plan_session
-
-    return cpu_session(plan_session(path), threads=threads, spinning=spinning)
 
 
 def ort_runner(session: "onnxruntime.InferenceSession", batch: np.ndarray) -> Runner:  # noqa: F821
@@ -245,7 +239,12 @@ def ratio(timings: Mapping[str, Timing], numerator: str, denominator: str) -> di
 
 
 def ort_profiles(
-    paths: Mapping[str, str | Path], batch: np.ndarray, *, threads: int, runs: int, prefix: str | Path
+    plans: Mapping[str, "SessionPlan"],  # noqa: F821  (export.ort_session)
+    batch: np.ndarray,
+    *,
+    threads: int,
+    runs: int,
+    prefix: str | Path,
 ) -> dict[str, dict[str, Any]]:
     """ORT's profiler over ``runs`` calls of each model, interleaved round by round (as the timings are).
 
@@ -255,11 +254,11 @@ def ort_profiles(
     """
     import json
 
-    from export.ort_session import cpu_session, plan_session
+    from export.ort_session import cpu_session
 
     sessions = {
-        name: cpu_session(plan_session(path), threads=threads, spinning=False, profile_prefix=f"{prefix}_{name}")
-        for name, path in paths.items()
+        name: cpu_session(plan, threads=threads, spinning=False, profile_prefix=f"{prefix}_{name}")
+        for name, plan in plans.items()
     }
     feeds = {name: {session.get_inputs()[0].name: batch} for name, session in sessions.items()}
     for _ in range(runs + 1):  # the first run (allocations) is left out of the figures
@@ -282,7 +281,7 @@ def _profile_summary(events: list[dict[str, Any]], *, runs: int) -> dict[str, An
         ms = e["dur"] / 1e3 / runs
         op = e.get("args", {}).get("op_name", "?")
         by_op[op] = by_op.get(op, 0.0) + ms
-        if "/sge/" in e["name"] or op == "SgeResidual":
+        if "/sge/" in e["name"] or op == FUSED_OP:
             sge_ms += ms
     return {
         "kernel_ms_per_run": round(sum(by_op.values()), 3),
