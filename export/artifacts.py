@@ -8,8 +8,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from models.atomic import atomic_path
-from models.checkpoints import file_sha256
+from models.atomic import atomic_path, file_sha256
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_VERSION = 1

@@ -62,7 +62,9 @@ def onnxruntime_runner(path: str | Path, *, input_name: str, fused: bool | None 
     try:
         import onnxruntime  # noqa: F401
     except ImportError as err:
-        raise ImportError("onnxruntime is not installed: pip install onnxruntime") from err
+        raise ImportError(
+            "parity needs ONNX Runtime: pip install 'sge-deploy[onnxruntime]' (or [onnxruntime-gpu])"
+        ) from err
     from export.ort_session import cpu_session, plan_session
 
     session = cpu_session(plan_session(path, fused=fused), spinning=False)  # PyTorch runs in the same process

@@ -1,29 +1,33 @@
-"""Attention-augmented ResNets (SGE, SE, GC, spatial attention, CBAM, ECA), faithful to the official code."""
+"""Attention-augmented ResNets (SGE, SE, GC, spatial attention, CBAM, ECA), faithful to the official code.
 
-from models.checkpoints import CheckpointError, LoadReport, load_checkpoint
-from models.layers import FeatureTooSmallError
-from models.registry import (
-    MODEL_CONFIGS,
-    ModelConfig,
-    UnknownModelError,
-    build_model,
-    create_model,
-    get_config,
-    list_models,
-)
-from models.resnet import InputShapeError
+The public names below are imported on first use, so that the torch-free helpers in this package
+(``models.atomic``: atomic writes and file hashes; ``models.transforms``: image decoding) can be imported on a
+deployment machine that has no PyTorch.
+"""
 
-__all__ = [
-    "MODEL_CONFIGS",
-    "CheckpointError",
-    "FeatureTooSmallError",
-    "InputShapeError",
-    "LoadReport",
-    "ModelConfig",
-    "UnknownModelError",
-    "build_model",
-    "create_model",
-    "get_config",
-    "list_models",
-    "load_checkpoint",
-]
+from typing import Any
+
+_LAZY = {
+    "CheckpointError": "models.checkpoints",
+    "LoadReport": "models.checkpoints",
+    "load_checkpoint": "models.checkpoints",
+    "FeatureTooSmallError": "models.layers",
+    "MODEL_CONFIGS": "models.registry",
+    "ModelConfig": "models.registry",
+    "UnknownModelError": "models.registry",
+    "build_model": "models.registry",
+    "create_model": "models.registry",
+    "get_config": "models.registry",
+    "list_models": "models.registry",
+    "InputShapeError": "models.resnet",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'models' has no attribute {name!r}")

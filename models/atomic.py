@@ -1,9 +1,10 @@
-"""Atomic file writes: a temporary name beside the target, renamed onto it only when writing succeeded.
+"""Atomic file writes (a temporary name beside the target, renamed onto it only when writing succeeded) and file hashes.
 
-An interrupted write never leaves a file that looks complete. Used by the artifact manifest (export) and the
-inspection report alike.
+An interrupted write never leaves a file that looks complete. Used by the artifact manifest (export and runtime) and
+the inspection report alike; torch-free, so a deployment machine without PyTorch can verify artifacts.
 """
 
+import hashlib
 import os
 import tempfile
 from collections.abc import Iterator
@@ -25,3 +26,12 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         os.replace(tmp_path, path)
     finally:
         tmp_path.unlink(missing_ok=True)
+
+
+def file_sha256(path: str | Path) -> str:
+    """The sha256 of a file's bytes, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

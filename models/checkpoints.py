@@ -7,7 +7,6 @@ checkpoints), and maps the official CBAM layout; timm's SE (``se.fc1/fc2``), the
 project's own.
 """
 
-import hashlib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,14 +53,6 @@ class LoadReport:
 
     def to_dict(self) -> dict[str, list[str]]:
         return {"missing": self.missing, "unexpected": self.unexpected, "mismatched": self.mismatched}
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def first_line(err: BaseException) -> str:

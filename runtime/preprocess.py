@@ -28,16 +28,10 @@ class Preprocessing:
 
 def preprocessing_for(source: ModelSource) -> Preprocessing:
     """The preprocessing an artifact records; gaps are filled from the model's config, then from its input shape."""
-    from models import UnknownModelError, get_config
-
     recorded = source.manifest.preprocessing if source.manifest is not None else {}
     default = Preprocessing()
-    if source.model_name is not None:
-        try:
-            config = get_config(source.model_name)
-            default = Preprocessing(size=tuple(config.input_size), mean=tuple(config.mean), std=tuple(config.std))
-        except UnknownModelError:
-            pass  # a model this checkout does not know: the recorded values and the input shape decide
+    if source.model_name is not None and not {"input_size", "mean", "std"} <= recorded.keys():
+        default = _registry_preprocessing(source.model_name) or default
     shape = source.input_spec.shape
     if len(shape) == 4 and all(isinstance(d, int) for d in shape[2:]):
         default = Preprocessing(size=(shape[2], shape[3]), mean=default.mean, std=default.std)
@@ -47,6 +41,20 @@ def preprocessing_for(source: ModelSource) -> Preprocessing:
         mean=tuple(float(v) for v in recorded.get("mean", default.mean)),
         std=tuple(float(v) for v in recorded.get("std", default.std)),
     )
+
+
+def _registry_preprocessing(name: str) -> Preprocessing | None:
+    """The model config's preprocessing; None for a model this checkout does not know, or without torch (the
+    registry builds torch modules; a deploy-only install reads what the manifest records)."""
+    try:
+        from models import UnknownModelError, get_config
+    except ImportError:
+        return None
+    try:
+        config = get_config(name)
+    except (UnknownModelError, ImportError):
+        return None
+    return Preprocessing(size=tuple(config.input_size), mean=tuple(config.mean), std=tuple(config.std))
 
 
 def preprocess_images(paths: Sequence[str | Path], preprocessing: Preprocessing) -> np.ndarray:

@@ -140,7 +140,7 @@ def import_pytriton() -> Any:
         import pytriton.triton
     except ImportError as err:
         raise BackendUnavailableError(
-            "serving needs PyTriton: pip install nvidia-pytriton tritonclient[all] (or the project's [serve] extra)"
+            "serving needs PyTriton: pip install 'sge-deploy[serve]'"
         ) from err
     return pytriton
 

@@ -19,8 +19,9 @@ import runtime  # noqa: E402
 from export.artifacts import ArtifactError, write_json  # noqa: E402
 from models.transforms import ImageReadError  # noqa: E402
 from runtime.backends.base import BackendUnavailableError, InputMismatchError, NonFiniteOutputError  # noqa: E402
+from runtime.labels import labels_for  # noqa: E402
 from runtime.preprocess import preprocess_images, preprocessing_for  # noqa: E402
-from runtime.topk import LabelsError, load_labels, top_k  # noqa: E402
+from runtime.topk import LabelsError, top_k  # noqa: E402
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -29,7 +30,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("images", type=Path, nargs="+", help="JPEG or PNG files")
     parser.add_argument("--backend", default="onnxruntime", help=f"one of {', '.join(runtime.list_backends())}")
     parser.add_argument("--top-k", type=int, default=5)
-    parser.add_argument("--labels", type=Path, help="class names, one per line")
+    parser.add_argument(
+        "--labels", type=Path, help="class names, one per line (default: the ImageNet-1k names for 1000 classes)"
+    )
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--json", type=Path, help="write the predictions here")
     return parser.parse_args(argv)
@@ -43,7 +46,8 @@ def main(argv: list[str] | None = None) -> int:
         source = runtime.open_source(args.artifact)
         runner = runtime.load(source, backend=args.backend, threads=args.threads, check_finite=True)
         batch = preprocess_images(args.images, preprocessing_for(source))
-        labels = load_labels(args.labels) if args.labels else None
+        classes = source.output_spec.shape[-1]
+        labels = labels_for(classes if isinstance(classes, int) else None, args.labels)
         with runner:
             logits = runner.infer(batch)
         predictions = top_k(logits, args.top_k, labels=labels)

@@ -1,8 +1,9 @@
 """ONNX Runtime: CPU execution provider, or the CUDA / TensorRT providers when ``onnxruntime-gpu`` is installed.
 
 On the CPU, an artifact of an SGE model runs its ``model.sge_fused.onnx`` (SGE + residual add + ReLU as one
-compiled op in ORT's blocked layout; export/sge_fused.py, export/ort_session.py) unless ``sge_fused=False``; where
-the kernel cannot be compiled the runner says so and runs ``model.onnx``.
+compiled op in ORT's blocked layout; export/sge_fused.py, export/ort_session.py) unless ``sge_fused=False``. Any
+failure of that path (no kernel library in this install, a corrupt one, registration or planning) is one warning,
+and the runner runs the portable ``model.onnx`` instead: the process never goes down for the faster graph.
 
 On ``cuda`` the input and output stay bound to the device (IO binding), so the benchmark can time the host→device
 copy, the run and the device→host copy apart. ``allow_spinning=False`` sets ``session.intra_op.allow_spinning`` to
@@ -34,7 +35,7 @@ def import_onnxruntime() -> Any:
     return import_backend(
         "onnxruntime",
         backend="onnxruntime",
-        install="onnxruntime (onnxruntime-gpu for the CUDA and TensorRT providers)",
+        install="'sge-deploy[onnxruntime]' (CPU) or 'sge-deploy[onnxruntime-gpu]' (CUDA, TensorRT), not both",
     )
 
 
@@ -100,7 +101,8 @@ class OnnxRuntimeRunner(SourceRunner):
         if wanted not in ort.get_available_providers():
             raise BackendUnavailableError(
                 f"onnxruntime device {self.device!r} needs {wanted}, which this onnxruntime build lacks "
-                f"(it has {', '.join(ort.get_available_providers())}); pip install onnxruntime-gpu on a GPU machine"
+                f"(it has {', '.join(ort.get_available_providers())}); on a GPU machine install "
+                "'sge-deploy[onnxruntime-gpu]' in an environment without the onnxruntime package"
             )
         if self.device == "cpu":
             self._activate_cpu()
@@ -129,22 +131,26 @@ class OnnxRuntimeRunner(SourceRunner):
         return self.source.model_path
 
     def _activate_cpu(self) -> None:
-        from export.kernels.build import KernelBuildError
+        path = self.cpu_model_path()
+        if path != self.source.model_path:
+            try:
+                self._open_cpu(path, fused=True)
+                return
+            except Exception as err:  # any failure of the fused path (library, registration, planning): run model.onnx
+                reason = " ".join(str(err).split()) or type(err).__name__
+                logger.warning(
+                    "the fused SGE graph cannot run here (%s); running %s instead", reason, self.source.model_path.name
+                )
+        # An artifact says which of its graphs is fused; a bare .onnx file is read to find out.
+        self._open_cpu(self.source.model_path, fused=False if self.source.manifest is not None else None)
+
+    def _open_cpu(self, path: Path, *, fused: bool | None) -> None:
         from export.ort_session import cpu_session, plan_session
 
-        path = self.cpu_model_path()
-        # An artifact says which of its graphs is fused; a bare .onnx file is read to find out.
-        fused = None if self.source.manifest is None else path != self.source.model_path
-        try:
-            plan = plan_session(path, fused=fused)
-        except KernelBuildError as err:
-            if path == self.source.model_path:
-                raise
-            logger.warning("%s; running %s instead", err, self.source.model_path.name)
-            path = self.source.model_path
-            plan = plan_session(path, fused=False)
+        plan = plan_session(path, fused=fused)
+        session = cpu_session(plan, threads=self.threads, spinning=self.allow_spinning)
         self._cpu_path, self._graph = path, plan.describe()  # not the plan: it may hold the graph's bytes
-        self._session = cpu_session(plan, threads=self.threads, spinning=self.allow_spinning)
+        self._session = session
         ort = import_onnxruntime()
         logger.info("onnxruntime %s CPU, threads %s: %s", ort.__version__, self.threads, self._graph)
 

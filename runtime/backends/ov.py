@@ -18,7 +18,7 @@ logger = logging.getLogger(__name__)
 
 
 def import_openvino() -> Any:
-    return import_backend("openvino", backend="openvino", install="openvino")
+    return import_backend("openvino", backend="openvino", install="'sge-deploy[openvino]'")
 
 
 class OpenVINORunner(SourceRunner):

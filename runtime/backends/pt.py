@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from runtime.backends.source_runner import SourceRunner
+from runtime.backends.source_runner import SourceRunner, import_backend
 from runtime.source import ModelSource
 
 logger = logging.getLogger(__name__)
@@ -83,7 +83,7 @@ class TorchRunner(SourceRunner):
         if checkpoint is None or self.checkpoint is not None or not recorded or recorded.startswith("default-weights"):
             return
         from models import CheckpointError
-        from models.checkpoints import file_sha256
+        from models.atomic import file_sha256
 
         if not Path(checkpoint).is_file():
             raise CheckpointError(f"the artifact was exported from {checkpoint}, which is gone; pass checkpoint=PATH")
@@ -93,8 +93,7 @@ class TorchRunner(SourceRunner):
             )
 
     def _activate_impl(self) -> None:
-        import torch
-
+        torch = import_backend("torch", backend="torch", install="'sge-deploy[export]' (PyTorch and the models)")
         import models
 
         if self.device == "cuda" and not torch.cuda.is_available():

@@ -1,0 +1,62 @@
+"""The deploy side works where PyTorch is not installed: each entry point runs in a subprocess whose ``import torch``
+fails (the serving pair is in tests/serve/test_serve_without_torch.py)."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.runtime.without_torch import run_code, run_script
+
+pytestmark = pytest.mark.timeout(180)
+
+
+def test_the_block_is_real():
+    result = run_code("import torch")
+    assert result.returncode != 0 and "torch" in result.stderr
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+def test_runtime_load_and_infer(artifact, backend):
+    code = (
+        "import numpy as np, runtime\n"
+        f"with runtime.load({str(artifact)!r}, backend={backend!r}, threads=1) as runner:\n"
+        "    logits = runner.infer(np.zeros((2, 3, 96, 96), np.float32))\n"
+        "print(logits.shape, 'torch' in sys.modules and sys.modules['torch'] is not None)\n"
+    )
+    result = run_code(code)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split("\n")[0] == "(2, 1000) False"
+
+
+def test_the_torch_backend_says_what_to_install(artifact):
+    code = f"import runtime\nrunner = runtime.load({str(artifact)!r}, backend='torch')\nrunner.activate()\n"
+    result = run_code(code)
+    assert result.returncode != 0
+    assert "sge-deploy[export]" in result.stderr.strip().splitlines()[-1]
+
+
+def test_infer_script_prints_imagenet_class_names(artifact, tmp_path):
+    from models.transforms import sample_photos
+
+    photo = tmp_path / "chelsea.png"
+    Image.fromarray(sample_photos(["chelsea"])["chelsea"]).save(photo)
+    out = tmp_path / "predictions.json"
+    result = run_script("infer", str(artifact), str(photo), "--threads", "1", "--json", str(out))
+    assert result.returncode == 0, result.stderr
+    predictions = json.loads(out.read_text())["predictions"][0]["top_k"]
+    labels = [p["label"] for p in predictions]
+    assert all(label and not label.startswith("class ") for label in labels), labels
+    assert labels[0] in result.stdout
+
+
+def test_benchmark_script_without_torch_or_scikit_image(artifact, tmp_path):
+    out = tmp_path / "bench.json"
+    args = [str(artifact), "--backends", "onnxruntime,openvino", "--iterations", "5", "--duration", "0.2"]
+    args += ["--warmup-ms", "20", "--threads", "1", "--json", str(out)]
+    result = run_script("benchmark", *args, blocked=("torch", "skimage"))
+    assert result.returncode == 0, result.stderr
+    report = json.loads(out.read_text())
+    assert {r["backend"] for r in report["reports"]} == {"onnxruntime", "openvino"}
+    assert all(np.isfinite(r["latency"]["median_ms"]) and r["queries"] >= 5 for r in report["reports"])

@@ -1,0 +1,60 @@
+"""The ONNX Runtime runner never goes down for the fused SGE graph: any failure to find, load or register the
+kernel library, or to plan the fused session, is one warning, and the runner runs the portable model.onnx."""
+
+import logging
+
+import numpy as np
+import pytest
+
+import runtime
+from export import ort_session
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def plain_outputs(artifact, batch):
+    with runtime.load(artifact, "onnxruntime", threads=1, sge_fused=False) as plain:
+        return plain.infer(batch)
+
+
+def assert_fell_back(artifact, batch, caplog, reason):
+    opened = runtime.load(artifact, "onnxruntime", threads=1)
+    with caplog.at_level(logging.WARNING, logger="runtime.backends.ort"), opened as runner:
+        got = runner.infer(batch)
+        described = runner.describe()
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and reason in warnings[0] and "model.onnx" in warnings[0], warnings
+    assert "\n" not in warnings[0]
+    assert described["graph"] == "plain" and described["model_path"].endswith("model.onnx")
+    np.testing.assert_array_equal(got, plain_outputs(artifact, batch))
+
+
+def test_the_fused_graph_runs_when_nothing_fails(artifact, random_batch, caplog):
+    opened = runtime.load(artifact, "onnxruntime", threads=1)
+    with caplog.at_level(logging.WARNING, logger="runtime.backends.ort"), opened as runner:
+        assert runner.describe()["graph"] == "sge_fused"
+        assert np.isfinite(runner.infer(random_batch)).all()
+    assert not caplog.records
+
+
+def test_a_planning_failure_falls_back(artifact, random_batch, caplog, monkeypatch):
+    def broken_drop_reorders(*args, **kwargs):
+        raise RuntimeError("rewiring failed on this graph")
+
+    monkeypatch.setattr(ort_session, "drop_reorders", broken_drop_reorders)
+    assert_fell_back(artifact, random_batch, caplog, "rewiring failed on this graph")
+
+
+def test_a_missing_kernel_library_falls_back(artifact, random_batch, caplog, monkeypatch):
+    def unavailable(*args, **kwargs):
+        raise RuntimeError("the fused SGE kernel library was not built in this install")
+
+    monkeypatch.setattr(ort_session, "kernel_library", unavailable)
+    assert_fell_back(artifact, random_batch, caplog, "was not built in this install")
+
+
+def test_a_library_onnxruntime_cannot_load_falls_back(artifact, random_batch, caplog, monkeypatch, tmp_path):
+    garbage = tmp_path / "libsge_ort_op.so"
+    garbage.write_bytes(b"\x7fELF this is not a shared library" * 10)
+    monkeypatch.setattr(ort_session, "kernel_library", lambda *args, **kwargs: garbage)
+    assert_fell_back(artifact, random_batch, caplog, "libsge_ort_op.so")

@@ -1,0 +1,32 @@
+"""Run a script or a code snippet in a fresh interpreter where ``import torch`` fails, as on a deploy-only machine."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def blocker(blocked: tuple[str, ...]) -> str:
+    """Python source that makes importing each of ``blocked`` raise ImportError (a None entry in sys.modules)."""
+    return "import sys\n" + "".join(f"sys.modules[{name!r}] = None\n" for name in blocked)
+
+
+def script_command(script: str, *args: str, blocked: tuple[str, ...] = ("torch",)) -> list[str]:
+    """``python scripts/<script>.py ARGS`` with ``blocked`` unimportable."""
+    path = REPO / "scripts" / f"{script}.py"
+    code = blocker(blocked) + f"import runpy\nsys.argv = [{str(path)!r}, *{list(args)!r}]\n"
+    code += f"runpy.run_path({str(path)!r}, run_name='__main__')\n"
+    return [sys.executable, "-c", code]
+
+
+def run_script(script: str, *args: str, blocked: tuple[str, ...] = ("torch",), timeout: float = 120):
+    return subprocess.run(
+        script_command(script, *args, blocked=blocked), capture_output=True, text=True, timeout=timeout, cwd=REPO
+    )
+
+
+def run_code(code: str, *, blocked: tuple[str, ...] = ("torch",), timeout: float = 120):
+    return subprocess.run(
+        [sys.executable, "-c", blocker(blocked) + code], capture_output=True, text=True, timeout=timeout, cwd=REPO
+    )
