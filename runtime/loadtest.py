@@ -202,6 +202,23 @@ def model_metadata(address: str, model: str, *, protocol: str) -> dict[str, Any]
     return {k: [{**t, "shape": [int(d) for d in t["shape"]]} for t in meta[k]] for k in ("inputs", "outputs")}
 
 
+def classify_once(url: str, *, model: str, batch: np.ndarray, protocol: str = "http") -> np.ndarray:
+    """One request of ``batch`` to ``model``; the first output (the logits) as an array."""
+    address = loopback_address(url, protocol=protocol)
+    meta = model_metadata(address, model, protocol=protocol)
+    client = _Client(address, model, batch, meta, LoadConfig(concurrency=(1,), protocol=protocol))
+    try:
+        if protocol == "http":
+            result = client.client.infer(model, client.inputs, outputs=client.outputs)
+        else:
+            result = client.client.infer(model, client.inputs, outputs=client.outputs, client_timeout=client.timeout)
+    except (client.error_type, OSError) as err:
+        raise LoadTestError(f"the server refused the classification request: {err}") from err
+    finally:
+        client.close()
+    return result.as_numpy(meta["outputs"][0]["name"])
+
+
 def make_batch(meta: dict[str, Any], *, batch_size: int, seed: int) -> np.ndarray:
     """Random input for the model's (first) input: the batch axis set to ``batch_size``; pure given ``seed``."""
     if len(meta["inputs"]) != 1:
@@ -292,11 +309,15 @@ def run_level(
     )
 
 
-def run_load(url: str, *, model: str, config: LoadConfig = LoadConfig()) -> LoadReport:
-    """Drive ``model`` at ``url`` at each concurrency level in turn; return the report."""
+def run_load(
+    url: str, *, model: str, config: LoadConfig = LoadConfig(), batch: np.ndarray | None = None
+) -> LoadReport:
+    """Drive ``model`` at ``url`` at each concurrency level in turn; return the report. Every request carries
+    ``batch`` (for example preprocessed photographs), or seeded random input of the model's shape."""
     address = loopback_address(url, protocol=config.protocol)
     meta = model_metadata(address, model, protocol=config.protocol)
-    batch = make_batch(meta, batch_size=config.batch_size, seed=config.seed)
+    if batch is None:
+        batch = make_batch(meta, batch_size=config.batch_size, seed=config.seed)
     report = LoadReport(
         url=url,
         model=model,

@@ -1,7 +1,10 @@
 """Load report for a model served on this machine: throughput and p50/p90/p95/p99 latency per concurrency level.
 
 python scripts/loadtest.py URL --model NAME [--concurrency 1,4,16] [--duration 10] [--protocol http|grpc]
-    [--batch-size 1] [--max-requests N] [--json FILE]
+    [--batch-size 1] [--max-requests N] [--images FILE...] [--labels FILE] [--json FILE]
+
+With --images, every request carries those photographs (ImageNet preprocessing at the served input size) and the
+report ends with the server's top-5 classes for each, named (ImageNet-1k names for a 1000-class model).
 """
 
 import argparse
@@ -17,7 +20,20 @@ from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from export.artifacts import write_json  # noqa: E402
-from runtime.loadtest import LoadConfig, LoadTestError, run_load  # noqa: E402
+from models.transforms import ImageReadError  # noqa: E402
+from runtime.labels import labels_for  # noqa: E402
+from runtime.loadtest import (  # noqa: E402
+    LoadConfig,
+    LoadTestError,
+    classify_once,
+    loopback_address,
+    model_metadata,
+    run_load,
+)
+from runtime.preprocess import Preprocessing, preprocess_images  # noqa: E402
+from runtime.topk import LabelsError, top_k  # noqa: E402
+
+MAX_IMAGES = 8
 
 
 def concurrency_levels(text: str) -> tuple[int, ...]:
@@ -36,8 +52,35 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-requests", type=int, default=100_000, help="request budget per level")
     parser.add_argument("--protocol", choices=("http", "grpc"), default="http")
     parser.add_argument("--batch-size", type=int, default=1, help="images per request")
+    parser.add_argument("--images", type=Path, nargs="+", help=f"photographs to send (at most {MAX_IMAGES})")
+    parser.add_argument("--labels", type=Path, help="class names, one per line (default: ImageNet-1k for 1000)")
     parser.add_argument("--json", type=Path, help="write the report here")
     return parser
+
+
+def photo_batch(url: str, model: str, images: list[Path], *, batch_size: int, protocol: str):
+    """The photographs preprocessed at the served input size, cycled to ``batch_size`` rows; and all of them."""
+    if len(images) > MAX_IMAGES:
+        raise LoadTestError(f"give at most {MAX_IMAGES} images; got {len(images)}")
+    meta = model_metadata(loopback_address(url, protocol=protocol), model, protocol=protocol)
+    shape = meta["inputs"][0]["shape"]
+    if len(shape) != 4 or min(shape[2:]) < 1:
+        raise LoadTestError(f"--images needs an (N, 3, H, W) input with fixed H and W; the model takes {shape}")
+    photos = preprocess_images(images, Preprocessing(size=(shape[2], shape[3])))
+    return photos[[i % len(photos) for i in range(batch_size)]], photos, meta["outputs"][0]["shape"][-1]
+
+
+def print_predictions(console: Console, images: list[Path], logits, labels: list[str] | None) -> list[dict]:
+    table = Table(title="the server's top-5")
+    for column in ("image", "rank", "class", "label", "probability"):
+        table.add_column(column, justify="left" if column in ("image", "label") else "right")
+    results = []
+    for image, predictions in zip(images, top_k(logits, 5, labels=labels), strict=True):
+        for rank, p in enumerate(predictions, start=1):
+            table.add_row(image.name if rank == 1 else "", str(rank), str(p.index), p.label, f"{p.probability:.4f}")
+        results.append({"image": str(image), "top_k": [p.to_dict() for p in predictions]})
+    console.print(table)
+    return results
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -52,8 +95,16 @@ def main(argv: list[str] | None = None) -> int:
             batch_size=args.batch_size,
             protocol=args.protocol,
         )
-        report = run_load(args.url, model=args.model, config=config)
-    except LoadTestError as err:
+        batch = photos = None
+        if args.images:
+            batch, photos, classes = photo_batch(
+                args.url, args.model, args.images, batch_size=args.batch_size, protocol=args.protocol
+            )
+            labels = labels_for(classes if classes > 0 else None, args.labels)
+        report = run_load(args.url, model=args.model, config=config, batch=batch)
+        if photos is not None:
+            logits = classify_once(args.url, model=args.model, batch=photos, protocol=args.protocol)
+    except (LoadTestError, ImageReadError, LabelsError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     table = Table(title=f"{args.model} at {args.url} ({args.protocol}, batch {args.batch_size}, {args.duration:g} s)")
@@ -73,8 +124,9 @@ def main(argv: list[str] | None = None) -> int:
     console.print(table)
     m = report.machine
     console.print(f"machine: {m['processor']}, {m['cpu_count']} CPUs, load average {m['load_average']}; {m['note']}")
+    predictions = print_predictions(console, args.images, logits, labels) if photos is not None else None
     if args.json:
-        write_json(args.json, report.to_dict())
+        write_json(args.json, {**report.to_dict(), **({"predictions": predictions} if predictions else {})})
         console.print(f"wrote {args.json}")
     failed = [level for level in report.levels if level.errors]
     if failed:

@@ -7,7 +7,10 @@ import time
 import urllib.request
 
 import pytest
+from PIL import Image
 
+from models.transforms import sample_photos
+from runtime.labels import imagenet_class_names
 from tests.runtime.without_torch import REPO, run_script, script_command
 from tests.serve.conftest import free_ports
 
@@ -39,13 +42,20 @@ def test_serve_and_loadtest_without_torch(onnx_artifact, tmp_path):
     )
     try:
         wait_ready(f"http://127.0.0.1:{http}/v2/models/r18/ready", server)
-        out = tmp_path / "load.json"
+        out, photo = tmp_path / "load.json", tmp_path / "chelsea.png"
+        Image.fromarray(sample_photos(["chelsea"])["chelsea"]).save(photo)
         load_args = [f"127.0.0.1:{http}", "--model", "r18", "--concurrency", "1,2", "--duration", "1"]
-        result = run_script("loadtest", *load_args, "--max-requests", "8", "--json", str(out))
+        load_args += ["--max-requests", "8", "--images", str(photo), "--json", str(out)]
+        result = run_script("loadtest", *load_args)
         assert result.returncode == 0, result.stderr
-        levels = json.loads(out.read_text())["levels"]
-        assert [level["concurrency"] for level in levels] == [1, 2]
-        assert all(level["requests"] > 0 and level["errors"] == 0 for level in levels)
+        report = json.loads(out.read_text())
+        assert [level["concurrency"] for level in report["levels"]] == [1, 2]
+        assert all(level["requests"] > 0 and level["errors"] == 0 for level in report["levels"])
+        # the photograph's answer, named with the ImageNet-1k classes (resnet18 has 1000 outputs)
+        (answer,) = report["predictions"]
+        top5 = answer["top_k"]
+        assert len(top5) == 5 and all(p["label"] == imagenet_class_names()[p["index"]] for p in top5)
+        assert top5[0]["label"] in result.stdout
     finally:
         server.terminate()
         try:
