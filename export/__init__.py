@@ -4,7 +4,7 @@
 the runtime reads) does not pull in torch.
 """
 
-from typing import Any
+from models.lazy import lazy_getattr
 
 _LAZY = {
     "export_model": "export.pipeline",
@@ -17,9 +17,4 @@ _LAZY = {
 __all__ = sorted(_LAZY)
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'export' has no attribute {name!r}")
+__getattr__ = lazy_getattr("export", _LAZY)

@@ -5,7 +5,7 @@ The public names below are imported on first use, so that the torch-free helpers
 deployment machine that has no PyTorch.
 """
 
-from typing import Any
+from models.lazy import lazy_getattr
 
 _LAZY = {
     "CheckpointError": "models.checkpoints",
@@ -25,9 +25,4 @@ _LAZY = {
 __all__ = sorted(_LAZY)
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'models' has no attribute {name!r}")
+__getattr__ = lazy_getattr("models", _LAZY)
