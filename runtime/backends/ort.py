@@ -129,7 +129,7 @@ class OnnxRuntimeRunner(SourceRunner):
         return self.source.model_path
 
     def _activate_cpu(self) -> None:
-        from export.kernels.build import KernelBuildError
+        from export.kernels import KernelUnavailableError
         from export.ort_session import cpu_session, plan_session
 
         path = self.cpu_model_path()
@@ -137,7 +137,7 @@ class OnnxRuntimeRunner(SourceRunner):
         fused = None if self.source.manifest is None else path != self.source.model_path
         try:
             plan = plan_session(path, fused=fused)
-        except KernelBuildError as err:
+        except KernelUnavailableError as err:
             if path == self.source.model_path:
                 raise
             logger.warning("%s; running %s instead", err, self.source.model_path.name)
