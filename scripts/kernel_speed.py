@@ -30,6 +30,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rounds", type=int, default=40, help="interleaved timed rounds (default 40)")
     p.add_argument("--profile-runs", type=int, default=10, help="ORT profiler runs per session (0: skip)")
     p.add_argument("--no-native", action="store_true", help="skip the -march=native build")
+    p.add_argument(
+        "--spinning",
+        action="store_true",
+        help="ORT threads spin between calls (its deployment default); timed in repeated blocks, not interleaved",
+    )
     p.add_argument("--workdir", type=Path, help="exported graphs kept (and reused) here; default: a temporary folder")
     p.add_argument("--json", type=Path, default=Path("kernel_speed.json"))
     return p
@@ -95,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     from export.kernels import KernelUnavailableError, kernel_library
     from export.kernels.build import build_library
     from export.ort_session import cpu_session, plan_session
-    from runtime.sge_cost import machine_description, time_interleaved
+    from runtime.sge_cost import machine_description, time_blocked, time_interleaved
 
     try:
         installed = kernel_library()
@@ -112,9 +117,14 @@ def main(argv: list[str] | None = None) -> int:
             native = build_library(Path(tmp) / "native", native=True)
             plans["sge_fused_native"] = replace(plans["sge_fused"], library=native)
         x = np.random.default_rng(0).standard_normal((1, 3, 224, 224), dtype=np.float32)
-        sessions = {name: cpu_session(plan, threads=args.threads, spinning=False) for name, plan in plans.items()}
+        spin = args.spinning
+        sessions = {name: cpu_session(plan, threads=args.threads, spinning=spin) for name, plan in plans.items()}
         runners = {name: (lambda s=s: s.run(None, {s.get_inputs()[0].name: x})) for name, s in sessions.items()}
-        timings = time_interleaved(runners, rounds=args.rounds)
+        if spin:
+            timings = time_blocked(runners, rounds=max(1, args.rounds // 4), blocks=4)
+        else:
+            timings = time_interleaved(runners, rounds=args.rounds)
+        del sessions, runners  # spinning threads would disturb the profile
         profile = {}
         if args.profile_runs > 0:
             profile = node_profile(plans, x, threads=args.threads, runs=args.profile_runs, prefix=Path(tmp) / "p")
@@ -137,6 +147,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": machine_description(args.threads),
         "library": {"installed": str(installed), "build": json.loads(installed.with_suffix(".json").read_text())},
         "nchwc_block": plans["sge_fused"].nchwc_block,
+        "timing_mode": "blocks of 4, ORT allow_spinning 1" if args.spinning else "interleaved, ORT allow_spinning 0",
         "timings": {name: t.to_dict() for name, t in timings.items()},
         "ratios": {k: {m: round(v, 4) for m, v in r.items()} for k, r in ratios.items()},
         "sge_residual_ms_per_run": {n: round(sum(e["ms"] for e in nodes), 3) for n, nodes in profile.items()},
@@ -146,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     print(command)
     print(
         f"{m['cpu']}, {m['logical_cpus']} logical CPUs, {'/'.join(m['isa'])}; {args.threads} threads; NCHWc block "
-        f"{report['nchwc_block']}; load average {m['load_average']}"
+        f"{report['nchwc_block']}; {report['timing_mode']}; load average {m['load_average']}"
     )
     for name, t in report["timings"].items():
         print(

@@ -176,6 +176,51 @@ inline F<B> expand(const float* gates) {
   }
 }
 
+// Reduces S = 2^L vectors of lane products to one: lane j·B/S + k holds the sum of group k (S lanes) of v[j].
+template <int B, int S>
+inline F<B> lane_tree(const F<B>* v) {
+  if constexpr (S == 1) {
+    return v[0];
+  } else {
+    F<B> halves[S / 2];
+#pragma GCC unroll 16
+    for (int j = 0; j < S / 2; ++j) halves[j] = pair_sums<B>(v[2 * j], v[2 * j + 1]);
+    return lane_tree<B, S / 2>(halves);
+  }
+}
+
+// The similarity map of a unit ([hw][B / 2^L] floats): per position, the lane products x · mean summed over the
+// unit's blocks, then over each group's lanes by lane_tree, S positions at a time.
+template <int B, int L>
+inline void similarity_map(const float* x, const float* identity, int64_t size, int64_t blocks, int64_t stride,
+                           const float* means, float* similarity) {
+  constexpr int S = 1 << L, per = B / S;
+  const F<B> m0 = load<B>(means);
+  const auto product = [&](int64_t i) {
+    // identity is read only by the last pass: fetched into cache now, while this pass computes
+    if ((i * B) % 16 == 0) __builtin_prefetch(identity + i * B, 0, 3);
+    F<B> sum = load<B>(x + i * B) * m0;
+    for (int64_t b = 1; b < blocks; ++b) {
+      if ((i * B) % 16 == 0) __builtin_prefetch(identity + b * stride + i * B, 0, 3);
+      sum += load<B>(x + b * stride + i * B) * load<B>(means + b * B);
+    }
+    return sum;
+  };
+  int64_t i0 = 0;
+  for (; i0 + S <= size; i0 += S) {
+    F<B> v[S];
+#pragma GCC unroll 16
+    for (int j = 0; j < S; ++j) v[j] = product(i0 + j);
+    store<B>(similarity + i0 * per, lane_tree<B, S>(v));  // S positions × per groups = B values
+  }
+  if (i0 < size) {
+    const int64_t count = size - i0;
+    F<B> v[S] = {};
+    for (int64_t j = 0; j < count; ++j) v[j] = product(i0 + j);
+    store_part<B>(similarity + i0 * per, lane_tree<B, S>(v), count * per);
+  }
+}
+
 // One NCHWc unit whose groups are S = 2^L lanes wide (S = C/G when C/G < B, else B: a group of whole blocks).
 template <int B, int L>
 void unit_nchwc(const Problem& p, int64_t n, int64_t u, float* scratch) {
@@ -203,25 +248,10 @@ void unit_nchwc(const Problem& p, int64_t n, int64_t u, float* scratch) {
     store<B>(means + b * B, ((a0 + a1) + (a2 + a3)) / static_cast<float>(size));
   }
 
-  for (int64_t i0 = 0; i0 < size; i0 += S) {
-    const int64_t count = size - i0 < S ? size - i0 : S;
-    F<B> v[S];
-    for (int j = 0; j < S; ++j) {
-      if (j < count) {
-        F<B> product = load<B>(x + (i0 + j) * B) * load<B>(means);
-        for (int64_t b = 1; b < blocks; ++b) product += load<B>(x + b * stride + (i0 + j) * B) * load<B>(means + b * B);
-        v[j] = product;
-      } else {
-        v[j] = F<B>{};
-      }
-    }
-    for (int width = S; width > 1; width /= 2)  // each level halves the vectors and doubles the lanes summed
-      for (int j = 0; j < width / 2; ++j) v[j] = pair_sums<B>(v[2 * j], v[2 * j + 1]);
-    if (count == S)
-      store<B>(similarity + i0 * per, v[0]);  // S positions × per groups = B values
-    else
-      store_part<B>(similarity + i0 * per, v[0], count * per);
-  }
+  if (blocks == 1)
+    similarity_map<B, L>(x, identity, size, 1, stride, means, similarity);
+  else
+    similarity_map<B, L>(x, identity, size, blocks, stride, means, similarity);
 
   const int64_t first_group = u * uc / group_channels(s);
   gates_from_similarity<B>(similarity, size, per, p.gamma + first_group, p.beta + first_group, s.eps);
