@@ -114,3 +114,23 @@ def test_each_instruction_set_build_matches_the_reference(isa, tmp_path, monkeyp
     for block, channels, groups in [(8, 64, 16), (8, 64, 4), (16, 64, 16), (16, 128, 4), (16, 64, 64), (0, 32, 8)]:
         error = blocked_error(tmp_path, block=block, channels=channels, groups=groups, rng=rng)
         assert error <= 2e-5, (block, channels, groups)
+
+
+def test_no_instruction_set_build_defines_a_symbol_outside_its_namespace(tmp_path):
+    """The linker merges same-named weak definitions (inline functions, std templates) across object files: one
+    compiled with -mavx512f that replaced the baseline's copy would crash an older CPU with SIGILL."""
+    import subprocess
+
+    from export.kernels.build import COMMON_FLAGS, ISA_FLAGS, KERNEL_DIR
+
+    compiler = shutil.which("g++") or shutil.which("c++")
+    if compiler is None or shutil.which("nm") is None:
+        pytest.skip("needs a C++ compiler and nm")
+    for isa, flags in ISA_FLAGS.items():
+        obj = tmp_path / f"{isa}.o"
+        command = [compiler, *COMMON_FLAGS, *flags, f"-DSGE_ISA={isa}", "-c", str(KERNEL_DIR / "sge_units.cc")]
+        subprocess.run([*command, "-o", str(obj)], check=True)
+        symbols = subprocess.run(["nm", "-C", "--defined-only", str(obj)], capture_output=True, text=True).stdout
+        # global and weak definitions (local ones are never merged)
+        shared = [ln for ln in symbols.splitlines() if ln.split()[1] in "TWVuv" and f"sge::{isa}::" not in ln]
+        assert shared == [], f"{isa}: {shared}"
