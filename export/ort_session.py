@@ -1,7 +1,7 @@
 """ONNX Runtime CPU sessions for this project's graphs, including the fused-SGE graph (``model.sge_fused.onnx``).
 
 A plain graph opens as usual (all graph optimisations). A graph with ``ai.sgedeploy::SgeResidual`` nodes needs the
-custom-op library, compiled for this machine (``export/kernels``), and is opened in two steps: ORT optimises it
+custom-op library built at install (``export/kernels``), and is opened in two steps: ORT optimises it
 once (NCHWc convolutions), ``drop_reorders`` wires the fused nodes to the blocked tensors, and the session runs
 that graph with no further optimisation. Export's parity check and the runtime's ONNX Runtime runner both open
 sessions here, so what is verified is what runs.
@@ -14,7 +14,7 @@ from typing import Any
 
 import onnx
 
-from export.kernels.build import kernel_library
+from export.kernels import kernel_library
 from export.ort_nchwc import FUSED_DOMAIN, drop_reorders, nchwc_block_size, optimized_graph
 
 logger = logging.getLogger(__name__)
@@ -56,8 +56,8 @@ class SessionPlan:
         }
 
 
-def plan_session(path: str | Path, *, fused: bool | None = None, cache_dir: str | Path | None = None) -> SessionPlan:
-    """How to open ``path`` on this machine's CPU (compiling the fused-SGE kernel first if the graph needs it).
+def plan_session(path: str | Path, *, fused: bool | None = None) -> SessionPlan:
+    """How to open ``path`` on this machine's CPU (checking the installed fused-SGE kernel first if the graph needs it).
 
     ``fused`` says whether the graph is a fused-SGE graph when the caller knows (an artifact's manifest does);
     None reads the graph to find out.
@@ -67,7 +67,7 @@ def plan_session(path: str | Path, *, fused: bool | None = None, cache_dir: str 
         fused = uses_fused_sge(onnx.load(str(path), load_external_data=False))
     if not fused:
         return SessionPlan(model=str(path))
-    library = kernel_library(cache_dir=cache_dir)
+    library = kernel_library()
     block = nchwc_block_size()
     optimized = optimized_graph(str(path), threads=1, custom_ops=str(library))
     blocks = sum(node.domain == FUSED_DOMAIN for node in optimized.graph.node)

@@ -119,7 +119,7 @@ def validate_artifact(
     because the fused-SGE kernel cannot be compiled here is left out, with a warning; the result maps file → report.
     """
     import models
-    from export.kernels.build import KernelBuildError
+    from export.kernels import KernelUnavailableError
     from export.ort_session import fused_graph_file
 
     directory = Path(directory)
@@ -160,7 +160,7 @@ def validate_artifact(
         try:
             fused = graph == fused_graph_file(manifest)
             runner = make_runner(backend, directory / graph, input_name=spec.input_name, fused=fused)
-        except KernelBuildError as err:  # only the fused graph needs the kernel
+        except KernelUnavailableError as err:  # only the fused graph needs the kernel
             logger.warning("%s; %s not checked", err, graph)
             continue
         label = backend if graph == manifest.deploy else f"{backend} ({graph})"

@@ -1,1 +1,17 @@
-"""The fused SGE kernel for ONNX Runtime: C++ sources and the on-machine build (build.py)."""
+"""The fused SGE kernel for ONNX Runtime: C++ sources, the install-time build (build.py) and the loader's check.
+
+``kernel_library()`` returns the installed custom-op library or raises ``KernelUnavailableError`` with the reason;
+it imports only the standard library (loaded on first use, so ``python -m export.kernels.build`` runs cleanly).
+"""
+
+from typing import Any
+
+__all__ = ["KernelUnavailableError", "kernel_library"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in __all__:
+        from export.kernels import library
+
+        return getattr(library, name)
+    raise AttributeError(f"module 'export.kernels' has no attribute {name!r}")

@@ -1,95 +1,183 @@
-"""Compile the fused SGE kernel (``sge_ort_op.cc``) into an ONNX Runtime custom-op library, on this machine.
+"""Build the fused SGE kernel into an ONNX Runtime custom-op library: setup.py runs this when the package is built
+or installed (``pip install .`` / ``pip install -e .``); developers rebuild in place with
 
-The library is built with the host's C++ compiler for the host's CPU (``-march=native``) and cached under a key of
-the sources, the flags, the compiler's version and the CPU's flags, so a copy never runs on a CPU it was not built
-for. The onnxruntime wheel ships no C headers; ``sge_ort_op.cc`` declares the few stable C ABI entries it uses.
+    python -m export.kernels.build                               # export/kernels/libsge_ort_op.so, dispatched
+    python -m export.kernels.build --native --output-dir /tmp/n  # a -march=native build, to compare speed
+
+The library is compiled for baseline x86-64: the maths (sge_units.cc) is compiled once per instruction set (SSE2,
+AVX2+FMA, AVX-512), each build in its own namespace, and sge_ort_op.cc picks the one the CPU supports at load
+time, so one file runs on every x86-64 CPU. Beside it the build writes a record (libsge_ort_op.json: size and
+SHA-256, or why there is no library) that ``export.kernels.kernel_library`` checks before anything loads the file.
+Only the standard library is imported here: setup.py loads this file by path, before the package is installed.
 """
 
-import functools
+import argparse
 import hashlib
+import json
 import logging
 import os
 import platform
 import shutil
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
 KERNEL_DIR = Path(__file__).resolve().parent
-SOURCES = ("sge_math.h", "sge_ort_op.cc")
-# -fassociative-math (with the two flags it needs) lets sums vectorise; NaN and Inf keep their IEEE meaning.
-FLAGS = (
+LIBRARY_NAME = "libsge_ort_op.so"
+RECORD_NAME = "libsge_ort_op.json"
+RECORD_FORMAT = 1
+
+# No -ffast-math: NaN and Inf keep their meaning. The vector code is explicit, so no reassociation is needed.
+COMMON_FLAGS = (
     "-O3",
-    "-march=native",
     "-std=c++17",
-    "-shared",
     "-fPIC",
     "-fvisibility=hidden",
     "-fno-math-errno",
     "-fno-trapping-math",
-    "-fno-signed-zeros",
-    "-fassociative-math",
+    "-ffp-contract=fast",
+    "-Wall",
     "-Wno-psabi",
 )
-DEFAULT_CACHE = Path.home() / ".cache" / "sge-deploy" / "kernels"
+# The maths, once per instruction set; sge_ort_op.cc checks the same features before it calls a build.
+ISA_FLAGS = {
+    "baseline": (),
+    "avx2": ("-mavx2", "-mfma"),
+    "avx512": ("-mavx512f", "-mavx512vl", "-mavx512bw", "-mavx512dq", "-mavx2", "-mfma"),
+}
+X86_64 = {"x86_64", "amd64"}
 
 
 class KernelBuildError(RuntimeError):
-    """The fused SGE kernel could not be compiled on this machine."""
+    """The library could not be built here (no compiler, not x86-64, or the compiler failed)."""
 
 
-def _compiler() -> str:
-    for name in ("g++", "c++", "clang++"):
+def find_compiler(explicit: str | None = None) -> str:
+    """The C++ compiler to use: ``explicit`` (for example $CXX) or the first of g++, c++, clang++ on PATH."""
+    for name in (explicit,) if explicit else ("g++", "c++", "clang++"):
         found = shutil.which(name)
         if found:
             return found
-    raise KernelBuildError(
-        "the fused SGE kernel needs a C++ compiler and none was found (g++, c++, clang++): install one "
-        "(Debian: apt install g++) or use the portable model.onnx"
-    )
+    wanted = explicit or "g++, c++ or clang++"
+    raise KernelBuildError(f"no C++ compiler found ({wanted}): install one (Debian: apt install g++) and reinstall")
 
 
-def _cpu_flags() -> str:
+def _run(command: list[str]) -> None:
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        first_error = next((ln for ln in result.stderr.splitlines() if "error" in ln), result.stderr.strip())
+        raise KernelBuildError(f"compiling the fused SGE kernel failed: {first_error}; command: {' '.join(command)}")
+
+
+def _compiler_version(compiler: str) -> str:
+    result = subprocess.run([compiler, "--version"], capture_output=True, text=True, check=False)
+    return (result.stdout.splitlines() or ["unknown"])[0]
+
+
+def file_digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    fd, scratch = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                return line
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.chmod(scratch, 0o755 if path.suffix == ".so" else 0o644)
+        os.replace(scratch, path)
+    except BaseException:
+        Path(scratch).unlink(missing_ok=True)
+        raise
 
 
-@functools.lru_cache(maxsize=4)
-def build_key(compiler: str) -> str:
-    """A hash of what the library's bytes depend on (once per process: it runs the compiler for its version)."""
-    version = subprocess.run([compiler, "--version"], capture_output=True, text=True, check=False).stdout
-    digest = hashlib.sha256()
-    for name in SOURCES:
-        digest.update((KERNEL_DIR / name).read_bytes())
-    for text in (" ".join(FLAGS), version, _cpu_flags()):
-        digest.update(text.encode())
-    return digest.hexdigest()[:16]
+def build_library(
+    output_dir: Path, *, compiler: str | None = None, native: bool = False, isas: tuple[str, ...] = ()
+) -> Path:
+    """Compile the library into ``output_dir`` and write its record; returns the library's path.
 
-
-def kernel_library(*, cache_dir: str | Path | None = None) -> Path:
-    """The path of the compiled custom-op library, compiling it first if this machine has no cached copy."""
-    compiler = _compiler()
-    cache = Path(cache_dir) if cache_dir is not None else DEFAULT_CACHE
-    target = cache / f"libsge_ort_op-{build_key(compiler)}.so"
-    if target.is_file():
-        return target
-    cache.mkdir(parents=True, exist_ok=True)
-    logger.info("compiling the fused SGE kernel with %s → %s", compiler, target)
-    with tempfile.TemporaryDirectory(dir=cache) as scratch:
-        built = Path(scratch) / target.name
-        command = [compiler, *FLAGS, str(KERNEL_DIR / "sge_ort_op.cc"), "-o", str(built)]
-        result = subprocess.run(command, capture_output=True, text=True, check=False)
-        if result.returncode != 0:
-            first_error = next((ln for ln in result.stderr.splitlines() if "error" in ln), result.stderr.strip())
-            raise KernelBuildError(
-                f"compiling the fused SGE kernel failed: {first_error}; command: {' '.join(command)}"
+    ``native``: one build for this CPU only (-march=native), for speed comparisons; never installed.
+    ``isas``: only these builds of ISA_FLAGS (one: no dispatch), for tests of a path this CPU would not pick.
+    """
+    machine = platform.machine().lower()
+    if machine not in X86_64:
+        raise KernelBuildError(f"the fused SGE kernel is built for x86-64 CPUs only; this one is {machine}")
+    cxx = find_compiler(compiler)
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    unknown = set(isas) - set(ISA_FLAGS)
+    if unknown:
+        raise ValueError(f"unknown instruction sets {sorted(unknown)}; choose from {sorted(ISA_FLAGS)}")
+    builds = {"native": ("-march=native",)} if native else {k: ISA_FLAGS[k] for k in isas} if isas else ISA_FLAGS
+    with tempfile.TemporaryDirectory() as scratch:
+        objects = []
+        for isa, flags in builds.items():
+            obj = Path(scratch) / f"sge_units_{isa}.o"
+            _run(
+                [cxx, *COMMON_FLAGS, *flags, f"-DSGE_ISA={isa}", "-c", str(KERNEL_DIR / "sge_units.cc"), "-o", str(obj)]
             )
-        os.replace(built, target)  # atomic: a concurrent build or a crash never leaves a half-written library
-    return target
+            objects.append(str(obj))
+        op_flags = ("-march=native",) if native else ()
+        if len(builds) == 1:  # no run-time choice: the one build is called directly
+            op_flags += (f"-DSGE_ONLY_ISA={next(iter(builds))}",)
+        elif set(builds) != set(ISA_FLAGS):
+            raise ValueError("a dispatched library needs every build of ISA_FLAGS; pass one ISA for a fixed one")
+        op = Path(scratch) / "sge_ort_op.o"
+        _run([cxx, *COMMON_FLAGS, *op_flags, "-c", str(KERNEL_DIR / "sge_ort_op.cc"), "-o", str(op)])
+        linked = Path(scratch) / LIBRARY_NAME
+        _run([cxx, "-shared", "-o", str(linked), str(op), *objects])
+        data = linked.read_bytes()
+    record_path, library = output_dir / RECORD_NAME, output_dir / LIBRARY_NAME
+    record_path.unlink(missing_ok=True)  # a library without its record reads as "not built", never as valid
+    _write_atomically(library, data)
+    record = {
+        "format": RECORD_FORMAT,
+        "library": LIBRARY_NAME,
+        "size": len(data),
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "builds": sorted(builds),
+        "compiler": _compiler_version(cxx),
+    }
+    _write_atomically(record_path, (json.dumps(record, indent=2) + "\n").encode())
+    logger.info("built %s (%s) with %s", library, ", ".join(sorted(builds)), record["compiler"])
+    return library
+
+
+def record_unavailable(output_dir: Path, reason: str) -> None:
+    """Record why there is no library (the install goes on without the fused graph)."""
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / LIBRARY_NAME).unlink(missing_ok=True)
+    record = {"format": RECORD_FORMAT, "library": None, "reason": reason}
+    _write_atomically(output_dir / RECORD_NAME, (json.dumps(record, indent=2) + "\n").encode())
+
+
+def build_or_record(output_dir: Path, *, compiler: str | None = None) -> Path | None:
+    """What an install does: build the library, or record why it could not (never raises KernelBuildError)."""
+    try:
+        return build_library(output_dir, compiler=compiler)
+    except KernelBuildError as err:
+        logger.warning("the fused SGE kernel was not built (%s); the fused ONNX Runtime graph will be unavailable", err)
+        record_unavailable(output_dir, str(err))
+        return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--output-dir", type=Path, default=KERNEL_DIR, help="default: export/kernels (in place)")
+    parser.add_argument("--native", action="store_true", help="one -march=native build (speed comparisons only)")
+    parser.add_argument("--compiler", help="C++ compiler (default: g++, c++ or clang++ on PATH)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        build_library(args.output_dir, compiler=args.compiler, native=args.native)
+    except KernelBuildError as err:
+        logger.error("%s", err)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,50 @@
+"""Find the installed fused-SGE custom-op library, checked against the record its build wrote (export/kernels/build.py).
+
+Nothing here compiles, writes or needs a home directory: the library was built when the package was installed. A
+library that is missing, truncated or altered is refused here, before ONNX Runtime could dlopen it.
+"""
+
+import json
+from pathlib import Path
+
+from export.kernels.build import KERNEL_DIR, LIBRARY_NAME, RECORD_FORMAT, RECORD_NAME, file_digest
+
+REBUILD = "reinstall the package (pip install -e .) or rebuild it in place (python -m export.kernels.build)"
+
+
+class KernelUnavailableError(RuntimeError):
+    """The fused SGE kernel cannot be used on this machine; the message says why in one line."""
+
+
+def kernel_library(directory: Path = KERNEL_DIR) -> Path:
+    """The path of the installed, intact custom-op library, or KernelUnavailableError saying why there is none."""
+    directory = Path(directory)
+    record_path, library = directory / RECORD_NAME, directory / LIBRARY_NAME
+    try:
+        record = json.loads(record_path.read_text())
+    except FileNotFoundError:
+        raise KernelUnavailableError(
+            f"the fused SGE kernel is not built ({record_path} is missing): {REBUILD}"
+        ) from None
+    except (OSError, ValueError) as err:
+        raise KernelUnavailableError(
+            f"the fused SGE kernel's build record {record_path} is unreadable ({err}): {REBUILD}"
+        ) from None
+    if not isinstance(record, dict) or record.get("format") != RECORD_FORMAT:
+        raise KernelUnavailableError(
+            f"the fused SGE kernel's build record {record_path} is not one this version wrote: {REBUILD}"
+        )
+    if record.get("library") is None:
+        raise KernelUnavailableError(
+            f"the fused SGE kernel was not built at install: {record.get('reason', 'no reason recorded')}"
+        )
+    try:
+        size = library.stat().st_size
+    except OSError:
+        raise KernelUnavailableError(f"the fused SGE kernel library {library} is missing: {REBUILD}") from None
+    if size != record.get("size") or file_digest(library) != record.get("sha256"):
+        raise KernelUnavailableError(
+            f"the fused SGE kernel library {library} is corrupt ({size} bytes, expected {record.get('size')}, or its "
+            f"SHA-256 differs from the build's): {REBUILD}"
+        )
+    return library

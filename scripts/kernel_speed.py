@@ -1,0 +1,177 @@
+"""The fused SGE kernel's speed on this CPU: sge_resnet50 (fused graph) / resnet50 on ONNX Runtime, and the installed
+(dispatched) library against a -march=native build of the same sources, in one interleaved loop.
+
+    python scripts/kernel_speed.py --json scripts/reports/kernel_speed.json
+    python scripts/kernel_speed.py --no-native --workdir /tmp/kspeed      # keep (and reuse) the exported graphs
+
+Batch 1, 224×224, 2 threads, ORT allow_spinning "0"; every round runs each session once, so load from other
+processes hits them alike; medians of wall time (CPU-time medians beside them). Then ORT's profiler, also
+interleaved, gives each SgeResidual node's time by shape. The native build is compiled into the work folder.
+"""
+
+import sys
+from pathlib import Path
+
+sys.path[0] = str(Path(__file__).resolve().parents[1])  # repo root, not scripts/
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import logging  # noqa: E402
+import shlex  # noqa: E402
+import tempfile  # noqa: E402
+from dataclasses import replace  # noqa: E402
+
+EXIT_INPUT = 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--rounds", type=int, default=40, help="interleaved timed rounds (default 40)")
+    p.add_argument("--profile-runs", type=int, default=10, help="ORT profiler runs per session (0: skip)")
+    p.add_argument("--no-native", action="store_true", help="skip the -march=native build")
+    p.add_argument(
+        "--spinning",
+        action="store_true",
+        help="ORT threads spin between calls (its deployment default); timed in repeated blocks, not interleaved",
+    )
+    p.add_argument("--workdir", type=Path, help="exported graphs kept (and reused) here; default: a temporary folder")
+    p.add_argument("--json", type=Path, default=Path("kernel_speed.json"))
+    return p
+
+
+def export_graphs(workdir: Path) -> dict[str, Path]:
+    """resnet50 and sge_resnet50's fused graph at 224×224 (random weights: speed does not depend on them)."""
+    paths = {"resnet50": workdir / "resnet50.onnx", "sge_fused": workdir / "sge_fused.onnx"}
+    if all(p.exists() for p in paths.values()):
+        return paths
+    from export.onnx_export import export_onnx
+    from export.sge_fused import fuse_sge_residual
+    from export.spec import ExportSpec
+    from models import create_model
+
+    spec = ExportSpec(input_size=(224, 224))
+    export_onnx(create_model("resnet50", init="random"), paths["resnet50"], spec=spec)
+    fused, _ = fuse_sge_residual(create_model("sge_resnet50", init="random"))
+    export_onnx(fused, paths["sge_fused"], spec=spec)
+    return paths
+
+
+def node_profile(plans: dict, x, *, threads: int, runs: int, prefix: Path) -> dict[str, list[dict]]:
+    """Each SgeResidual node's kernel ms per run (after one untimed run), interleaved across the sessions."""
+    from export.ort_nchwc import FUSED_OP
+    from export.ort_session import cpu_session
+
+    sessions = {
+        name: cpu_session(plan, threads=threads, spinning=False, profile_prefix=f"{prefix}_{name}")
+        for name, plan in plans.items()
+        if plan.library is not None
+    }
+    for _ in range(runs + 1):
+        for session in sessions.values():
+            session.run(None, {session.get_inputs()[0].name: x})
+    out = {}
+    for name, session in sessions.items():
+        events = json.loads(Path(session.end_profiling()).read_text())
+        starts = sorted(e["ts"] for e in events if e.get("name") == "model_run")
+        nodes: dict[str, dict] = {}
+        for e in events:
+            args = e.get("args", {})
+            if e.get("cat") != "Node" or args.get("op_name") != FUSED_OP or not e["name"].endswith("_kernel_time"):
+                continue
+            if len(starts) > 1 and e["ts"] < starts[1]:
+                continue
+            node = nodes.setdefault(e["name"], {"node": e["name"][: -len("_kernel_time")], "ms": 0.0})
+            node["shape"] = next(iter(args.get("input_type_shape", [{}])[0].values()), None)
+            node["ms"] += e["dur"] / 1e3 / runs
+        out[name] = [{**n, "ms": round(n["ms"], 4)} for n in nodes.values()]
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.threads < 1 or args.rounds < 3:
+        print("error: --threads must be ≥ 1 and --rounds ≥ 3", file=sys.stderr)
+        return EXIT_INPUT
+    logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
+    import numpy as np
+
+    from export.artifacts import write_json
+    from export.kernels import KernelUnavailableError, kernel_library
+    from export.kernels.build import build_library
+    from export.ort_session import cpu_session, plan_session
+    from runtime.sge_cost import machine_description, time_blocked, time_interleaved
+
+    try:
+        installed = kernel_library()
+    except KernelUnavailableError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_INPUT
+    command = "python scripts/kernel_speed.py " + shlex.join(sys.argv[1:] if argv is None else argv)
+    with tempfile.TemporaryDirectory(prefix="kernel-speed-") as tmp:
+        workdir = args.workdir or Path(tmp)
+        workdir.mkdir(parents=True, exist_ok=True)
+        paths = export_graphs(workdir)
+        plans = {"resnet50": plan_session(paths["resnet50"]), "sge_fused": plan_session(paths["sge_fused"])}
+        if not args.no_native:
+            native = build_library(Path(tmp) / "native", native=True)
+            plans["sge_fused_native"] = replace(plans["sge_fused"], library=native)
+        x = np.random.default_rng(0).standard_normal((1, 3, 224, 224), dtype=np.float32)
+        spin = args.spinning
+        sessions = {name: cpu_session(plan, threads=args.threads, spinning=spin) for name, plan in plans.items()}
+        runners = {name: (lambda s=s: s.run(None, {s.get_inputs()[0].name: x})) for name, s in sessions.items()}
+        if spin:
+            timings = time_blocked(runners, rounds=max(1, args.rounds // 4), blocks=4)
+        else:
+            timings = time_interleaved(runners, rounds=args.rounds)
+        del sessions, runners  # spinning threads would disturb the profile
+        profile = {}
+        if args.profile_runs > 0:
+            profile = node_profile(plans, x, threads=args.threads, runs=args.profile_runs, prefix=Path(tmp) / "p")
+    wall = {name: t.wall_median for name, t in timings.items()}
+    cpu = {name: t.cpu_median for name, t in timings.items()}
+    ratios = {
+        "sge_fused/resnet50": {"wall": wall["sge_fused"] / wall["resnet50"], "cpu": cpu["sge_fused"] / cpu["resnet50"]}
+    }
+    if "sge_fused_native" in wall:
+        ratios["sge_fused_native/resnet50"] = {
+            "wall": wall["sge_fused_native"] / wall["resnet50"],
+            "cpu": cpu["sge_fused_native"] / cpu["resnet50"],
+        }
+        ratios["dispatched/native"] = {
+            "wall": wall["sge_fused"] / wall["sge_fused_native"],
+            "cpu": cpu["sge_fused"] / cpu["sge_fused_native"],
+        }
+    report = {
+        "command": command,
+        "machine": machine_description(args.threads),
+        "library": {"installed": str(installed), "build": json.loads(installed.with_suffix(".json").read_text())},
+        "nchwc_block": plans["sge_fused"].nchwc_block,
+        "timing_mode": "blocks of 4, ORT allow_spinning 1" if args.spinning else "interleaved, ORT allow_spinning 0",
+        "timings": {name: t.to_dict() for name, t in timings.items()},
+        "ratios": {k: {m: round(v, 4) for m, v in r.items()} for k, r in ratios.items()},
+        "sge_residual_ms_per_run": {n: round(sum(e["ms"] for e in nodes), 3) for n, nodes in profile.items()},
+        "sge_residual_nodes": profile,
+    }
+    m = report["machine"]
+    print(command)
+    print(
+        f"{m['cpu']}, {m['logical_cpus']} logical CPUs, {'/'.join(m['isa'])}; {args.threads} threads; NCHWc block "
+        f"{report['nchwc_block']}; {report['timing_mode']}; load average {m['load_average']}"
+    )
+    for name, t in report["timings"].items():
+        print(
+            f"  {name:18s} wall median {t['wall_ms_median']:8.2f} ms  CPU {t['cpu_ms_median']:8.2f} ms  "
+            f"IQR/median {t['wall_spread_iqr']:.3f}"
+        )
+    for name, r in report["ratios"].items():
+        print(f"  {name:26s} wall {r['wall']:.3f}  CPU {r['cpu']:.3f}")
+    for name, ms in report["sge_residual_ms_per_run"].items():
+        print(f"  SgeResidual kernel time, {name}: {ms:.2f} ms per run")
+    write_json(args.json, report)
+    print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,136 @@
+"""The installed kernel library: the loader's checks (export/kernels/library.py), the install-time build that
+never fails an install (export/kernels/build.py), and each instruction-set build of the maths on this CPU.
+
+A library that is missing, truncated or altered must be refused before anything dlopens it: ORT would die of
+SIGBUS or SIGILL inside ``register_custom_ops_library``, with no chance of a fallback.
+"""
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from export.kernels import KernelUnavailableError, kernel_library
+from export.kernels.build import LIBRARY_NAME, RECORD_NAME, KernelBuildError, build_library, build_or_record
+
+
+@pytest.fixture
+def installed_copy(tmp_path) -> Path:
+    """A copy of the installed library and its record, free to damage."""
+    source = kernel_library()
+    for name in (LIBRARY_NAME, RECORD_NAME):
+        shutil.copyfile(source.parent / name, tmp_path / name)
+    return tmp_path
+
+
+def test_an_intact_copy_is_accepted(installed_copy):
+    assert kernel_library(installed_copy) == installed_copy / LIBRARY_NAME
+
+
+def test_a_truncated_library_is_refused(installed_copy):
+    library = installed_copy / LIBRARY_NAME
+    library.write_bytes(library.read_bytes()[:4096])
+    with pytest.raises(KernelUnavailableError, match="is corrupt"):
+        kernel_library(installed_copy)
+
+
+def test_a_library_altered_in_place_is_refused(installed_copy):
+    library = installed_copy / LIBRARY_NAME
+    data = bytearray(library.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # same size, one byte differs
+    library.write_bytes(bytes(data))
+    with pytest.raises(KernelUnavailableError, match="is corrupt"):
+        kernel_library(installed_copy)
+
+
+def test_a_missing_library_is_named(installed_copy):
+    (installed_copy / LIBRARY_NAME).unlink()
+    with pytest.raises(KernelUnavailableError, match="is missing") as err:
+        kernel_library(installed_copy)
+    assert "\n" not in str(err.value) and "pip install -e ." in str(err.value)
+
+
+def test_no_build_record_means_not_built(tmp_path):
+    with pytest.raises(KernelUnavailableError, match="is not built"):
+        kernel_library(tmp_path)
+
+
+def test_an_unreadable_record_is_refused(installed_copy):
+    (installed_copy / RECORD_NAME).write_text("{truncated")
+    with pytest.raises(KernelUnavailableError, match="unreadable"):
+        kernel_library(installed_copy)
+
+
+def test_an_install_without_a_compiler_succeeds_and_says_why(tmp_path, caplog):
+    (tmp_path / LIBRARY_NAME).write_bytes(b"stale")  # an earlier build's file must not survive
+    assert build_or_record(tmp_path, compiler="no-such-compiler-sge") is None
+    assert not (tmp_path / LIBRARY_NAME).exists()
+    assert "no C++ compiler" in json.loads((tmp_path / RECORD_NAME).read_text())["reason"]
+    with pytest.raises(KernelUnavailableError, match="not built at install: no C\\+\\+ compiler found"):
+        kernel_library(tmp_path)
+    assert any("fused ONNX Runtime graph will be unavailable" in r.message for r in caplog.records)
+
+
+def test_a_cpu_that_is_not_x86_64_gets_no_library(tmp_path, monkeypatch):
+    import export.kernels.build as build
+
+    monkeypatch.setattr(build.platform, "machine", lambda: "aarch64")
+    with pytest.raises(KernelBuildError, match="x86-64 CPUs only; this one is aarch64"):
+        build_library(tmp_path)
+    assert build_or_record(tmp_path) is None
+    with pytest.raises(KernelUnavailableError, match="x86-64 CPUs only"):
+        kernel_library(tmp_path)
+
+
+def test_the_installed_library_dispatches_over_every_build():
+    record = json.loads((kernel_library().parent / RECORD_NAME).read_text())
+    assert record["builds"] == ["avx2", "avx512", "baseline"]
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        line = next(ln for ln in Path("/proc/cpuinfo").read_text().splitlines() if ln.startswith("flags"))
+    except (OSError, StopIteration):
+        return set()
+    return set(line.split(":", 1)[1].split())
+
+
+@pytest.mark.parametrize("isa", ["baseline", "avx2"])
+def test_each_instruction_set_build_matches_the_reference(isa, tmp_path, monkeypatch):
+    """The builds this CPU does not pick (SSE2, AVX2 on an AVX-512 machine) against the float64 reference, on 8- and
+    16-lane blocks fed directly and on NCHW."""
+    if shutil.which("g++") is None and shutil.which("c++") is None:
+        pytest.skip("no C++ compiler to build the single-ISA library")
+    if isa == "avx2" and not {"avx2", "fma"} <= _cpu_flags():
+        pytest.skip("this CPU has no AVX2/FMA")
+    import export.ort_session as ort_session
+    from tests.sgeperf.test_fused_kernel import blocked_error
+
+    library = build_library(tmp_path / "lib", isas=(isa,))
+    monkeypatch.setattr(ort_session, "kernel_library", lambda: library)
+    rng = np.random.default_rng(7)
+    for block, channels, groups in [(8, 64, 16), (8, 64, 4), (16, 64, 16), (16, 128, 4), (16, 64, 64), (0, 32, 8)]:
+        error = blocked_error(tmp_path, block=block, channels=channels, groups=groups, rng=rng)
+        assert error <= 2e-5, (block, channels, groups)
+
+
+def test_no_instruction_set_build_defines_a_symbol_outside_its_namespace(tmp_path):
+    """The linker merges same-named weak definitions (inline functions, std templates) across object files: one
+    compiled with -mavx512f that replaced the baseline's copy would crash an older CPU with SIGILL."""
+    import subprocess
+
+    from export.kernels.build import COMMON_FLAGS, ISA_FLAGS, KERNEL_DIR
+
+    compiler = shutil.which("g++") or shutil.which("c++")
+    if compiler is None or shutil.which("nm") is None:
+        pytest.skip("needs a C++ compiler and nm")
+    for isa, flags in ISA_FLAGS.items():
+        obj = tmp_path / f"{isa}.o"
+        command = [compiler, *COMMON_FLAGS, *flags, f"-DSGE_ISA={isa}", "-c", str(KERNEL_DIR / "sge_units.cc")]
+        subprocess.run([*command, "-o", str(obj)], check=True)
+        symbols = subprocess.run(["nm", "-C", "--defined-only", str(obj)], capture_output=True, text=True).stdout
+        # global and weak definitions (local ones are never merged)
+        shared = [ln for ln in symbols.splitlines() if ln.split()[1] in "TWVuv" and f"sge::{isa}::" not in ln]
+        assert shared == [], f"{isa}: {shared}"
