@@ -2,14 +2,26 @@
 
 An artifact directory carries the model name, the input/output specs and the preprocessing; a bare ONNX file
 carries only its graph, so its specs are read from the graph's inputs and outputs.
+
+What is verified is what runs: opening a directory hashes every recorded file and keeps each file's identity
+(device, inode, size, mtime, ctime); ``ModelSource.check_unchanged`` compares them again, and the runners call it
+before and after their backend reads the files, so a file swapped or rewritten in between is refused.
 """
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from export.artifacts import MANIFEST_NAME, ArtifactError, Manifest, TensorSpec, load_manifest
+from export.artifacts import (
+    MANIFEST_NAME,
+    ArtifactError,
+    FileIdentity,
+    Manifest,
+    TensorSpec,
+    check_unchanged,
+    load_verified,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -26,6 +38,12 @@ class ModelSource:
     output_spec: TensorSpec
     manifest: Manifest | None = None
     directory: Path | None = None
+    identities: dict[str, FileIdentity] = field(default_factory=dict)  # recorded file → identity when verified
+
+    def check_unchanged(self) -> None:
+        """Raise ArtifactError if a file verified when the source was opened has been replaced or rewritten since."""
+        if self.directory is not None:
+            check_unchanged(self.directory, self.identities)
 
     @property
     def model_name(self) -> str | None:
@@ -57,19 +75,23 @@ def open_source(path: str | Path | ModelSource) -> ModelSource:
 
 
 def _from_directory(directory: Path) -> ModelSource:
-    manifest = load_manifest(directory, verify=True)
+    manifest, identities = load_verified(directory)
     if len(manifest.inputs) != 1 or len(manifest.outputs) != 1:
         raise ArtifactError(
             f"{directory}: the runners take one input and give one output; the manifest lists "
             f"{len(manifest.inputs)} inputs and {len(manifest.outputs)} outputs"
         )
     onnx_file = _onnx_file(directory, manifest)
+    for relpath, entry in manifest.files.items():
+        if relpath.endswith(".onnx") and entry.role.startswith("model"):
+            _read_graph(directory / relpath)  # a garbage graph (with a re-hashed manifest) fails here, in one line
     return ModelSource(
         model_path=onnx_file,
         input_spec=manifest.inputs[0],
         output_spec=manifest.outputs[0],
         manifest=manifest,
         directory=directory,
+        identities=identities,
     )
 
 
@@ -83,16 +105,22 @@ def _onnx_file(directory: Path, manifest: Manifest) -> Path:
     return directory / onnx_files[0]
 
 
-def _from_onnx(path: Path) -> ModelSource:
+def _read_graph(path: Path) -> Any:
+    """The graph of the ONNX file ``path`` (weights not loaded), or ArtifactError in one line."""
     import onnx
     from google.protobuf.message import DecodeError
 
     try:
         graph = onnx.load(str(path), load_external_data=False).graph
-    except (OSError, ValueError, DecodeError) as err:
+    except (OSError, ValueError, DecodeError, RuntimeError) as err:
         raise ArtifactError(f"{path} is not a readable ONNX model ({err}); re-export it") from err
     if not graph.node:
         raise ArtifactError(f"{path} is not a readable ONNX model (its graph is empty); re-export it")
+    return graph
+
+
+def _from_onnx(path: Path) -> ModelSource:
+    graph = _read_graph(path)
     initializers = {init.name for init in graph.initializer}
     inputs = [value for value in graph.input if value.name not in initializers]
     if len(inputs) != 1 or len(graph.output) != 1:

@@ -33,6 +33,7 @@ from export.artifacts import ArtifactError, write_json  # noqa: E402
 from runtime import UnknownBackendError  # noqa: E402
 from runtime.backends.base import BackendUnavailableError, InputMismatchError  # noqa: E402
 from runtime.bench_report import BenchmarkResult, plot_latencies, run_benchmark  # noqa: E402
+from runtime.cli import check_output_paths, run_main  # noqa: E402
 from runtime.latency import BenchmarkConfig  # noqa: E402
 
 
@@ -64,6 +65,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--percentiles", default="90,95,99")
     parser.add_argument("--mode", choices=("block", "interleave"), default="block")
     parser.add_argument("--json", type=Path, help="write every figure, the command, versions and machine here")
+    parser.add_argument("-v", "--verbose", action="store_true", help="the traceback of an internal error")
     parser.add_argument("--export-times", type=Path, help="write every query's latency here (JSON)")
     parser.add_argument("--plot", type=Path, help="PNG of the latency distributions")
     return parser.parse_args(argv)
@@ -111,11 +113,16 @@ def print_result(console: Console, result: BenchmarkResult) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    return run_main(_main, argv)
+
+
+def _main(argv: list[str] | None) -> int:
     args = parse_args(argv)
     console = Console()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
     try:
+        check_output_paths(json=args.json, export_times=args.export_times, plot=args.plot)  # before the work
         config = BenchmarkConfig(
             warmup_ms=args.warmup_ms,
             duration_s=args.duration,

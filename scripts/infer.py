@@ -19,6 +19,7 @@ import runtime  # noqa: E402
 from export.artifacts import ArtifactError, write_json  # noqa: E402
 from models.transforms import ImageReadError  # noqa: E402
 from runtime.backends.base import BackendUnavailableError, InputMismatchError, NonFiniteOutputError  # noqa: E402
+from runtime.cli import check_output_paths, run_main  # noqa: E402
 from runtime.preprocess import preprocess_images, preprocessing_for  # noqa: E402
 from runtime.topk import LabelsError, load_labels, top_k  # noqa: E402
 
@@ -32,14 +33,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--labels", type=Path, help="class names, one per line")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--json", type=Path, help="write the predictions here")
+    parser.add_argument("-v", "--verbose", action="store_true", help="the traceback of an internal error")
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
+    return run_main(_main, argv)
+
+
+def _main(argv: list[str] | None) -> int:
     args = parse_args(argv)
     console = Console()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
+        check_output_paths(json=args.json)  # before the work
         source = runtime.open_source(args.artifact)
         runner = runtime.load(source, backend=args.backend, threads=args.threads, check_finite=True)
         batch = preprocess_images(args.images, preprocessing_for(source))

@@ -17,6 +17,7 @@ from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from export.artifacts import write_json  # noqa: E402
+from runtime.cli import OutputPathError, check_output_paths, run_main  # noqa: E402
 from runtime.loadtest import LoadConfig, LoadTestError, run_load  # noqa: E402
 
 
@@ -37,14 +38,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--protocol", choices=("http", "grpc"), default="http")
     parser.add_argument("--batch-size", type=int, default=1, help="images per request")
     parser.add_argument("--json", type=Path, help="write the report here")
+    parser.add_argument("-v", "--verbose", action="store_true", help="the traceback of an internal error")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    return run_main(_main, argv)
+
+
+def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     console = Console(width=max(Console().width, 110))  # nine columns
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
+        check_output_paths(json=args.json)  # before the work
         config = LoadConfig(
             concurrency=args.concurrency,
             duration_s=args.duration,
@@ -53,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
             protocol=args.protocol,
         )
         report = run_load(args.url, model=args.model, config=config)
-    except LoadTestError as err:
+    except (LoadTestError, OutputPathError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     table = Table(title=f"{args.model} at {args.url} ({args.protocol}, batch {args.batch_size}, {args.duration:g} s)")

@@ -23,6 +23,7 @@ from rich.table import Table  # noqa: E402
 from export.artifacts import ArtifactError, load_manifest  # noqa: E402
 from runtime import UnknownBackendError  # noqa: E402
 from runtime.backends.base import BackendUnavailableError  # noqa: E402
+from runtime.cli import run_main  # noqa: E402
 from runtime.serve import ServeConfig, ServeConfigError, ServeError, serve_artifact  # noqa: E402
 
 
@@ -48,6 +49,10 @@ def stop_on_sigterm(signum: int, frame: object) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    return run_main(_main, argv)
+
+
+def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     console = Console(stderr=True)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
