@@ -45,9 +45,16 @@ class ModelSource:
         if self.directory is not None:
             check_unchanged(self.directory, self.identities)
 
+    weights: str | None = None  # the export's checkpoint_sha256: a checkpoint's hash or "default-weights:<init>"
+
     @property
     def model_name(self) -> str | None:
         return self.manifest.model if self.manifest is not None else None
+
+    @property
+    def untrained(self) -> bool:
+        """Whether the model was exported with the project's default (NOT trained) weights."""
+        return (self.weights or "").startswith("default-weights:")
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -84,7 +91,7 @@ def _from_directory(directory: Path) -> ModelSource:
     onnx_file = _onnx_file(directory, manifest)
     for relpath, entry in manifest.files.items():
         if relpath.endswith(".onnx") and entry.role.startswith("model"):
-            _read_graph(directory / relpath)  # a garbage graph (with a re-hashed manifest) fails here, in one line
+            _read_model(directory / relpath)  # a garbage graph (with a re-hashed manifest) fails here, in one line
     return ModelSource(
         model_path=onnx_file,
         input_spec=manifest.inputs[0],
@@ -92,6 +99,7 @@ def _from_directory(directory: Path) -> ModelSource:
         manifest=manifest,
         directory=directory,
         identities=identities,
+        weights=str(manifest.extra.get("source", {}).get("checkpoint_sha256") or "") or None,
     )
 
 
@@ -105,22 +113,23 @@ def _onnx_file(directory: Path, manifest: Manifest) -> Path:
     return directory / onnx_files[0]
 
 
-def _read_graph(path: Path) -> Any:
-    """The graph of the ONNX file ``path`` (weights not loaded), or ArtifactError in one line."""
+def _read_model(path: Path) -> Any:
+    """The ONNX model in ``path`` (external weights not loaded), or ArtifactError in one line."""
     import onnx
     from google.protobuf.message import DecodeError
 
     try:
-        graph = onnx.load(str(path), load_external_data=False).graph
+        model = onnx.load(str(path), load_external_data=False)
     except (OSError, ValueError, DecodeError, RuntimeError) as err:
         raise ArtifactError(f"{path} is not a readable ONNX model ({err}); re-export it") from err
-    if not graph.node:
+    if not model.graph.node:
         raise ArtifactError(f"{path} is not a readable ONNX model (its graph is empty); re-export it")
-    return graph
+    return model
 
 
 def _from_onnx(path: Path) -> ModelSource:
-    graph = _read_graph(path)
+    model = _read_model(path)
+    graph = model.graph
     initializers = {init.name for init in graph.initializer}
     inputs = [value for value in graph.input if value.name not in initializers]
     if len(inputs) != 1 or len(graph.output) != 1:
@@ -129,7 +138,10 @@ def _from_onnx(path: Path) -> ModelSource:
             f"{len(graph.output)} outputs"
         )
     logger.info("%s is a bare ONNX file: verified nothing, specs read from the graph", path)
-    return ModelSource(model_path=path, input_spec=_spec(inputs[0]), output_spec=_spec(graph.output[0]))
+    weights = next((p.value for p in model.metadata_props if p.key == "checkpoint_sha256"), None)
+    return ModelSource(
+        model_path=path, input_spec=_spec(inputs[0]), output_spec=_spec(graph.output[0]), weights=weights
+    )
 
 
 def _spec(value: Any) -> TensorSpec:
