@@ -37,6 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-requests", type=int, default=100_000, help="request budget per level")
     parser.add_argument("--protocol", choices=("http", "grpc"), default="http")
     parser.add_argument("--batch-size", type=int, default=1, help="images per request")
+    parser.add_argument(
+        "--bad-every", type=int, default=0, metavar="K", help="HTTP: every K-th request is malformed and must get 4xx"
+    )
     parser.add_argument("--json", type=Path, help="write the report here")
     parser.add_argument("-v", "--verbose", action="store_true", help="the traceback of an internal error")
     return parser
@@ -58,13 +61,15 @@ def _main(argv: list[str] | None) -> int:
             max_requests=args.max_requests,
             batch_size=args.batch_size,
             protocol=args.protocol,
+            bad_every=args.bad_every,
         )
         report = run_load(args.url, model=args.model, config=config)
     except (LoadTestError, OutputPathError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     table = Table(title=f"{args.model} at {args.url} ({args.protocol}, batch {args.batch_size}, {args.duration:g} s)")
-    for column in ("concurrency", "requests", "errors", "req/s", "img/s", "p50 ms", "p90 ms", "p95 ms", "p99 ms"):
+    columns = ["concurrency", "requests", "errors", "req/s", "img/s", "p50 ms", "p90 ms", "p95 ms", "p99 ms"]
+    for column in columns + (["bad → 4xx"] if args.bad_every else []):
         table.add_column(column, justify="right")
     for level in report.levels:
         lat = level.latency_ms
@@ -76,6 +81,7 @@ def _main(argv: list[str] | None) -> int:
             f"{level.throughput_rps:.1f}",
             f"{level.images_per_s:.1f}",
             *cells,
+            *([str(level.rejected)] if args.bad_every else []),
         )
     console.print(table)
     m = report.machine
