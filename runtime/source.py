@@ -40,6 +40,25 @@ class ModelSource:
     directory: Path | None = None
     identities: dict[str, FileIdentity] = field(default_factory=dict)  # recorded file → identity when verified
 
+    def unreadable_graph(self) -> ArtifactError | None:
+        """Why a recorded ONNX graph cannot be read (a garbage file with a re-hashed manifest), or None.
+
+        Runners ask after their backend failed to open the model, to turn its traceback into one line.
+        """
+        graphs = [self.model_path]
+        if self.manifest is not None and self.directory is not None:
+            graphs += [
+                self.directory / rel
+                for rel, entry in self.manifest.files.items()
+                if rel.endswith(".onnx") and entry.role.startswith("model")
+            ]
+        for path in dict.fromkeys(graphs):
+            try:
+                _read_model(path)
+            except ArtifactError as err:
+                return err
+        return None
+
     def check_unchanged(self) -> None:
         """Raise ArtifactError if a file verified when the source was opened has been replaced or rewritten since."""
         if self.directory is not None:
@@ -89,9 +108,6 @@ def _from_directory(directory: Path) -> ModelSource:
             f"{len(manifest.inputs)} inputs and {len(manifest.outputs)} outputs"
         )
     onnx_file = _onnx_file(directory, manifest)
-    for relpath, entry in manifest.files.items():
-        if relpath.endswith(".onnx") and entry.role.startswith("model"):
-            _read_model(directory / relpath)  # a garbage graph (with a re-hashed manifest) fails here, in one line
     return ModelSource(
         model_path=onnx_file,
         input_spec=manifest.inputs[0],

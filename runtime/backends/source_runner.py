@@ -45,7 +45,13 @@ class SourceRunner(Runner):
         if self.is_active:
             return self
         self.source.check_unchanged()
-        super().activate()
+        try:
+            super().activate()
+        except Exception as err:  # re-raised as it is unless a recorded graph is unreadable
+            problem = self.source.unreadable_graph()
+            if problem is not None:
+                raise problem from err
+            raise
         try:
             self.source.check_unchanged()
         except BaseException:
