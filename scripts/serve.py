@@ -40,6 +40,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--queue-delay-us", type=int, default=500, help="longest wait for a fuller batch (µs)")
     parser.add_argument("--instances", type=int, default=1, help="model instances, one runner each")
     parser.add_argument("--threads", type=int, help="CPU threads per runner (default: the backend's own)")
+    parser.add_argument(
+        "--no-gate",
+        dest="gate",
+        action="store_false",
+        help="expose Triton's HTTP port directly, without the gate that refuses oversized/malformed requests (README)",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="Triton's verbose log")
     return parser
 
@@ -68,6 +74,7 @@ def _main(argv: list[str] | None) -> int:
             queue_delay_us=args.queue_delay_us,
             instances=args.instances,
             log_verbose=1 if args.verbose else 0,
+            gate=args.gate,
         )
         options = {"threads": args.threads} if args.threads is not None else {}
         server = serve_artifact(args.artifact, config=config, backend=args.backend, load_options=options)
