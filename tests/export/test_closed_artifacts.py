@@ -122,3 +122,13 @@ def test_extra_and_missing_entries_are_reported(copy, caplog):
     (copy / "parity.json").unlink()
     with pytest.raises(ArtifactError, match=r"parity\.json is missing"):
         load_manifest(copy)
+
+
+def test_readme_states_what_the_manifest_guarantees_and_what_not():
+    """A re-exported file with a re-hashed manifest loads (shown above): the README must say so."""
+    from tests.export.conftest import ROOT
+
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("### What the manifest guarantees", 1)[1].split("\n#", 1)[0]
+    assert "tampering of single files" in section and "re-hash the manifest" in section and "not signed" in section
+    assert "symlink" in section and "changed after its hash was checked" in section
