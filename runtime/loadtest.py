@@ -28,6 +28,7 @@ import numpy as np
 logger = logging.getLogger(__name__)
 
 PROTOCOLS = ("http", "grpc")
+MAX_BATCH_SIZE = 1024  # images per request: above any server's --max-batch here, and bounded in client memory
 PERCENTILES = (50, 90, 95, 99)
 DTYPES = {"FP32": np.float32, "FP16": np.float16, "FP64": np.float64, "UINT8": np.uint8, "INT64": np.int64}
 
@@ -57,8 +58,8 @@ class LoadConfig:
             problems.append(f"duration must lie in (0, 600] seconds; got {self.duration_s}")
         if self.max_requests < 1:
             problems.append(f"max_requests must be ≥ 1; got {self.max_requests}")
-        if self.batch_size < 1:
-            problems.append(f"batch_size must be ≥ 1; got {self.batch_size}")
+        if not 1 <= self.batch_size <= MAX_BATCH_SIZE:
+            problems.append(f"batch_size must lie in 1..{MAX_BATCH_SIZE}; got {self.batch_size}")
         if self.bad_every < 0 or (self.bad_every and self.protocol != "http"):
             problems.append(f"bad_every must be ≥ 0 and needs protocol http; got {self.bad_every} ({self.protocol})")
         if self.protocol not in PROTOCOLS:

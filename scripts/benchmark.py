@@ -34,6 +34,8 @@ from runtime import UnknownBackendError  # noqa: E402
 from runtime.backends.base import BackendUnavailableError, InputMismatchError  # noqa: E402
 from runtime.bench_report import BenchmarkResult, plot_latencies, run_benchmark  # noqa: E402
 from runtime.cli import check_output_paths, run_main  # noqa: E402
+
+MAX_BATCH = 256  # 256 images at 224×224 are 154 MB of input: every backend's activations fit in a few GB
 from runtime.latency import BenchmarkConfig  # noqa: E402
 
 
@@ -55,7 +57,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--backends", default="torch,onnxruntime,openvino", help="comma-separated; the first is the base"
     )
-    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--batch", type=int, default=1, help=f"images per query, 1..{MAX_BATCH}")
     parser.add_argument("--threads", type=int, default=None, help="intra-op threads for every backend")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="torch and onnxruntime device")
     parser.add_argument("--fp16", action="store_true", help="torch on cuda in FP16")
@@ -122,6 +124,8 @@ def _main(argv: list[str] | None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
     try:
+        if args.batch > MAX_BATCH:  # 100000 images would be refused only by the OOM killer
+            raise ValueError(f"--batch must lie in 1..{MAX_BATCH}; got {args.batch}")
         check_output_paths(json=args.json, export_times=args.export_times, plot=args.plot)  # before the work
         config = BenchmarkConfig(
             warmup_ms=args.warmup_ms,

@@ -36,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per level")
     parser.add_argument("--max-requests", type=int, default=100_000, help="request budget per level")
     parser.add_argument("--protocol", choices=("http", "grpc"), default="http")
-    parser.add_argument("--batch-size", type=int, default=1, help="images per request")
+    parser.add_argument("--batch-size", type=int, default=1, help="images per request (1..1024)")
     parser.add_argument(
         "--bad-every", type=int, default=0, metavar="K", help="HTTP: every K-th request is malformed and must get 4xx"
     )

@@ -38,13 +38,16 @@ def test_unwritable_json_path_is_refused_before_the_export(export_script, tmp_pa
     assert "--json" in one_line_error(capsys) and not out.exists()
 
 
-def test_unwritable_plot_path_is_refused_before_the_benchmark(tiny_artifact, tmp_path, capsys):
+def test_unwritable_plot_path_and_huge_batch_are_refused_before_the_benchmark(tiny_artifact, tmp_path, capsys):
     from tests.export.conftest import load_script
 
+    benchmark = load_script("benchmark")
     (tmp_path / "file.txt").write_text("x")
     argv = [str(tiny_artifact), "--backends", "onnxruntime", "--plot", str(tmp_path / "file.txt" / "p.png")]
-    assert load_script("benchmark").main(argv) == 2
+    assert benchmark.main(argv) == 2
     assert "--plot" in capsys.readouterr().out
+    assert benchmark.main([str(tiny_artifact), "--backends", "onnxruntime", "--batch", "100000"]) == 2
+    assert "--batch must lie in 1..256" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("verbose", [False, True])
