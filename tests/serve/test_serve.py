@@ -220,6 +220,23 @@ def test_requests_beyond_the_models_limits_are_refused_in_milliseconds(server, r
         client.close()
 
 
+def test_grpc_refuses_a_declared_shape_beyond_the_data_in_milliseconds(server):
+    """No gate on gRPC: Triton's gRPC front end checks the batch and the byte size before allocating."""
+    import time
+
+    client = grpc_client(server)
+    for shape, values in (([100000, 3, SIZE, SIZE], 4), ([2, 3, SIZE, SIZE], 3 * SIZE * SIZE)):
+        tensor = grpcclient.InferInput(INPUT.name, [1, 3, SIZE, SIZE], "FP32")
+        tensor.set_data_from_numpy(random_batch(1, seed=3))
+        tensor._input.ClearField("shape")  # declare a shape the data does not have (the client would refuse it)
+        tensor._input.shape.extend(shape)
+        tensor._raw_content = np.zeros(values, np.float32).tobytes()
+        start = time.perf_counter()
+        with pytest.raises(grpcclient.InferenceServerException) as info:
+            client.infer(MODEL, [tensor])
+        assert info.value.status() == "StatusCode.INVALID_ARGUMENT" and time.perf_counter() - start < 1.0
+
+
 def test_prometheus_metrics_count_the_requests(server):
     text = urllib.request.urlopen(server.config.urls["metrics"], timeout=10).read().decode()
     lines = [line for line in text.splitlines() if line.startswith("nv_inference_request_success") and MODEL in line]
