@@ -39,6 +39,7 @@ class ModelSource:
     manifest: Manifest | None = None
     directory: Path | None = None
     identities: dict[str, FileIdentity] = field(default_factory=dict)  # recorded file → identity when verified
+    weights: str | None = None  # the export's checkpoint_sha256: a checkpoint's hash or "default-weights:<init>"
 
     def unreadable_graph(self) -> ArtifactError | None:
         """Why a recorded ONNX graph cannot be read (a garbage file with a re-hashed manifest), or None.
@@ -63,8 +64,6 @@ class ModelSource:
         """Raise ArtifactError if a file verified when the source was opened has been replaced or rewritten since."""
         if self.directory is not None:
             check_unchanged(self.directory, self.identities)
-
-    weights: str | None = None  # the export's checkpoint_sha256: a checkpoint's hash or "default-weights:<init>"
 
     @property
     def model_name(self) -> str | None:
