@@ -1,17 +1,32 @@
 """Artifact directories: atomic writes, file hashes, and ``manifest.json``, which says which file to deploy.
 
-Loading an artifact verifies every recorded file's size and sha256 and refuses a tampered or truncated one.
+Loading an artifact verifies every recorded file's size and sha256 and refuses a tampered or truncated one. The
+artifact is closed: every path the manifest names is a plain relative name inside the directory (no ``..``, no
+absolute path, no symlink), so nothing outside it is read. What the hashes protect against: accidents (a truncated
+copy, a half-written file, a file from another export) and the tampering of single files. They do not protect
+against someone who rewrites a file AND re-hashes the manifest: the manifest is not signed.
+
+Verification also records each file's identity (device, inode, size, mtime, ctime); ``check_unchanged`` compares
+it again, so a runner can refuse a file replaced or rewritten between the hash check and the backend's read.
 """
 
 import json
+import logging
+import os
+import stat
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from models.atomic import atomic_path, file_sha256
 
+logger = logging.getLogger(__name__)
+
 MANIFEST_NAME = "manifest.json"
 MANIFEST_VERSION = 1
+MAX_MANIFEST_BYTES = 16 << 20  # a manifest is a few kB; anything this large is not one
+
+FileIdentity = tuple[int, int, int, int, int]  # st_dev, st_ino, st_size, st_mtime_ns, st_ctime_ns
 
 
 class ArtifactError(ValueError):
@@ -30,7 +45,33 @@ class TensorSpec:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TensorSpec":
-        return cls(name=d["name"], shape=tuple(d["shape"]), dtype=d["dtype"], layout=d.get("layout", ""))
+        _expect(d, dict, "a tensor spec")
+        shape = _expect(d["shape"], list, "a tensor's shape")
+        if not all(isinstance(dim, str) or (type(dim) is int and dim >= -1) for dim in shape):
+            raise TypeError(f"a tensor's shape holds names or sizes ≥ -1; got {shape}")
+        return cls(
+            name=_expect(d["name"], str, "a tensor's name"),
+            shape=tuple(shape),
+            dtype=_expect(d["dtype"], str, "a tensor's dtype"),
+            layout=_expect(d.get("layout", ""), str, "a tensor's layout"),
+        )
+
+
+def _expect(value: Any, kind: type, what: str) -> Any:
+    if not isinstance(value, kind):
+        raise TypeError(f"{what} must be a JSON {kind.__name__}; got {type(value).__name__} {str(value)[:40]!r}")
+    return value
+
+
+def _file_entry(name: str, d: Any) -> "FileEntry":
+    _expect(d, dict, f"files[{name!r}]")
+    size = d.get("size")
+    if type(size) is not int or size < 0:
+        raise TypeError(f"files[{name!r}].size must be a non-negative integer; got {size!r}")
+    digest = d.get("sha256")
+    if not isinstance(digest, str) or len(digest) != 64:
+        raise TypeError(f"files[{name!r}].sha256 must be 64 hex digits; got {str(digest)[:70]!r}")
+    return FileEntry(sha256=digest, size=size, role=_expect(d.get("role"), str, f"files[{name!r}].role"))
 
 
 @dataclass(frozen=True)
@@ -62,17 +103,20 @@ class Manifest:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Manifest":
+        """A manifest from its JSON form; a missing or mistyped field raises KeyError or TypeError naming it."""
+        _expect(d, dict, "the manifest")
+        files = _expect(d.get("files", {}), dict, "files")
         return cls(
-            model=d["model"],
-            deploy=d["deploy"],
-            inputs=[TensorSpec.from_dict(t) for t in d["inputs"]],
-            outputs=[TensorSpec.from_dict(t) for t in d["outputs"]],
-            files={k: FileEntry(**v) for k, v in d.get("files", {}).items()},
+            model=_expect(d["model"], str, "model"),
+            deploy=_expect(d["deploy"], str, "deploy"),
+            inputs=[TensorSpec.from_dict(t) for t in _expect(d["inputs"], list, "inputs")],
+            outputs=[TensorSpec.from_dict(t) for t in _expect(d["outputs"], list, "outputs")],
+            files={k: _file_entry(k, v) for k, v in files.items()},
             opset=d.get("opset"),
-            preprocessing=d.get("preprocessing", {}),
-            versions=d.get("versions", {}),
-            parity=d.get("parity", {}),
-            extra=d.get("extra", {}),
+            preprocessing=_expect(d.get("preprocessing", {}), dict, "preprocessing"),
+            versions=_expect(d.get("versions", {}), dict, "versions"),
+            parity=_expect(d.get("parity", {}), dict, "parity"),
+            extra=_expect(d.get("extra", {}), dict, "extra"),
             version=d.get("version", MANIFEST_VERSION),
         )
 
@@ -93,7 +137,19 @@ def write_manifest(directory: str | Path, manifest: Manifest) -> Path:
 
 
 def load_manifest(directory: str | Path, *, verify: bool = True) -> Manifest:
-    """Read an artifact directory's manifest; with ``verify``, check every file's size and sha256."""
+    """Read an artifact directory's manifest; with ``verify``, check every file's size and sha256.
+
+    Every path the manifest names is checked to be a plain relative name inside ``directory`` either way.
+    """
+    return _read_manifest(directory, verify=verify)[0]
+
+
+def load_verified(directory: str | Path) -> tuple[Manifest, dict[str, FileIdentity]]:
+    """The verified manifest and each recorded file's identity at the moment its hash was checked."""
+    return _read_manifest(directory, verify=True)
+
+
+def _read_manifest(directory: str | Path, *, verify: bool) -> tuple[Manifest, dict[str, FileIdentity]]:
     directory = Path(directory)
     path = directory / MANIFEST_NAME
     if not path.is_file():
@@ -101,29 +157,129 @@ def load_manifest(directory: str | Path, *, verify: bool = True) -> Manifest:
             f"{directory} has no {MANIFEST_NAME}: not an artifact directory, or its export did not finish; "
             "run `python scripts/export.py --model NAME --output DIR` to make one"
         )
+    if path.is_symlink() or path.stat().st_size > MAX_MANIFEST_BYTES:
+        raise ArtifactError(f"{path} is a symlink or larger than {MAX_MANIFEST_BYTES} bytes; re-export the model")
     try:
-        manifest = Manifest.from_dict(json.loads(path.read_text()))
-    except (ValueError, KeyError, TypeError) as err:
-        raise ArtifactError(f"{path} is not a valid manifest ({err}); re-export the model") from err
-    if verify:
-        verify_files(directory, manifest)
-    return manifest
+        manifest = Manifest.from_dict(json.loads(path.read_bytes()))
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as err:
+        what = f"lacks the field {err}" if isinstance(err, KeyError) else f"({err})"
+        raise ArtifactError(f"{path} is not a valid manifest {what}; re-export the model") from err
+    check_paths(directory, manifest)
+    identities = verify_files(directory, manifest) if verify else {}
+    return manifest, identities
 
 
-def verify_files(directory: str | Path, manifest: Manifest) -> None:
-    problems = []
+def check_relpath(relpath: str) -> str:
+    """``relpath`` if it is a plain relative path (no absolute path, no ``..``, no empty part); else ArtifactError."""
+    parts = relpath.split("/")
+    if (
+        not relpath
+        or relpath.startswith("/")
+        or "\\" in relpath
+        or "\x00" in relpath
+        or any(part in ("", ".", "..") for part in parts)
+    ):
+        raise ArtifactError(
+            f"the manifest names {relpath!r}, which is not a plain relative path inside the artifact directory; "
+            "refusing to read outside it: re-export the model"
+        )
+    return relpath
+
+
+def check_paths(directory: str | Path, manifest: Manifest) -> None:
+    """Every path the manifest names stays inside ``directory``: plain relative names, no symlink on the way."""
+    root = Path(directory).resolve()
+    for relpath in [manifest.deploy, *manifest.files]:
+        check_relpath(relpath)
+        path = root
+        for part in relpath.split("/"):
+            path = path / part
+            if path.is_symlink():
+                raise ArtifactError(
+                    f"{Path(directory) / relpath} is (or passes through) a symlink; an artifact holds its own files: "
+                    "copy the real file in and re-export, or re-export the model"
+                )
+
+
+def _hash_held(path: Path) -> tuple[str, int, FileIdentity]:
+    """sha256 and size of ``path``, read through one open descriptor, and the file's identity; the identity is
+    taken before and after reading, and a file that changed while being hashed is refused."""
+    import hashlib
+
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    try:
+        before = os.fstat(fd)
+        if not stat.S_ISREG(before.st_mode):
+            raise ArtifactError(f"{path} is not a regular file; re-export the model")
+        digest = hashlib.sha256()
+        with os.fdopen(os.dup(fd), "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                digest.update(chunk)
+        after = os.fstat(fd)
+    finally:
+        os.close(fd)
+    if _identity(before) != _identity(after):
+        raise ArtifactError(f"{path} changed while its hash was being checked; retry once the writer has finished")
+    return digest.hexdigest(), after.st_size, _identity(after)
+
+
+def _identity(st: os.stat_result) -> FileIdentity:
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def verify_files(directory: str | Path, manifest: Manifest) -> dict[str, FileIdentity]:
+    """Check every recorded file's size and sha256 (all failures at once); returns each file's identity.
+
+    Files in the directory that the manifest does not record are reported (logged as a warning), not refused.
+    """
+    directory = Path(directory)
+    check_paths(directory, manifest)
+    problems, identities = [], {}
     for relpath, entry in manifest.files.items():
-        path = Path(directory) / relpath
+        path = directory / relpath
         if not path.is_file():
             problems.append(f"{relpath} is missing")
-        elif path.stat().st_size != entry.size:
+            continue
+        if path.stat().st_size != entry.size:
             problems.append(f"{relpath} has {path.stat().st_size} bytes, the manifest says {entry.size}")
-        elif file_sha256(path) != entry.sha256:
+            continue
+        digest, _, identity = _hash_held(path)
+        if digest != entry.sha256:
             problems.append(f"{relpath} does not match its recorded sha256")
+        identities[relpath] = identity
     if manifest.deploy not in manifest.files:
         problems.append(f"the deploy file {manifest.deploy} is not recorded")
     if problems:
         raise ArtifactError(
             f"artifact {directory} failed verification: {'; '.join(problems)}; "
             "the files were modified after export: re-export the model"
+        )
+    extra = unrecorded_files(directory, manifest)
+    if extra:
+        logger.warning("%s holds files its manifest does not record (not verified, not used): %s", directory, extra)
+    return identities
+
+
+def unrecorded_files(directory: str | Path, manifest: Manifest) -> list[str]:
+    """Files under ``directory`` that the manifest does not record (the manifest itself excepted)."""
+    directory = Path(directory)
+    known = {*manifest.files, MANIFEST_NAME}
+    found = (p.relative_to(directory).as_posix() for p in directory.rglob("*") if p.is_file() or p.is_symlink())
+    return sorted(rel for rel in found if rel not in known)
+
+
+def check_unchanged(directory: str | Path, identities: dict[str, FileIdentity]) -> None:
+    """Refuse (ArtifactError) when a file verified earlier has been replaced or rewritten since."""
+    changed = []
+    for relpath, identity in identities.items():
+        try:
+            now = _identity(os.stat(Path(directory) / relpath, follow_symlinks=False))
+        except FileNotFoundError:
+            now = None
+        if now != identity:
+            changed.append(relpath)
+    if changed:
+        raise ArtifactError(
+            f"{', '.join(changed)} in {directory} changed after its hash was checked; refusing to run a file that "
+            "was not verified: load the artifact again once nothing is writing to it"
         )

@@ -4,8 +4,11 @@ Stages: load (model, checkpoint, photographs, and one eager forward at the examp
 before any file is written) → export (torch.onnx.export, checker, shape inference) → simplify (op counts before
 and after, batch still symbolic, metadata) → parity (eager vs ONNX Runtime, parity.json) → fused (SGE models only:
 the same model with each SGE + residual add + ReLU as one custom op, ``model.sge_fused.onnx``, with its own parity
-file; ONNX Runtime's CPU runner prefers it) → manifest (written last, only when every parity check passed). A
-directory without manifest.json is incomplete; an older manifest is removed first.
+file; ONNX Runtime's CPU runner prefers it) → manifest (written last, only when every parity check passed).
+
+The export is a transaction (export/transaction.py): every file is written into a staging directory beside the
+target, which is swapped in only when every check passed. A failed or interrupted export leaves the previous
+artifact exactly as it was; two exports to one directory cannot interleave (the second fails, naming the lock).
 """
 
 import copy
@@ -33,6 +36,7 @@ from export.sge_compact import compact_sge, restore_batch_symbol
 from export.sge_fused import DOMAIN, OP_TYPE, fuse_sge_residual
 from export.simplify import simplify
 from export.spec import ExportSpec
+from export.transaction import artifact_transaction
 from export.validate import onnxruntime_runner, photo_inputs, run_parity
 from models.layers.sge import SpatialGroupEnhance
 
@@ -43,6 +47,8 @@ PARITY_NAME = "parity.json"
 FUSED_NAME = "model.sge_fused.onnx"  # ONNX Runtime CPU only: needs the custom-op library (export/kernels)
 FUSED_PARITY_NAME = "parity_sge_fused.json"
 STAGES = ("load", "export", "simplify", "parity", "fused", "manifest")
+# What an export of this pipeline writes: a directory holding only these (and no manifest) may be replaced.
+ARTIFACT_NAMES = frozenset({ONNX_NAME, PARITY_NAME, FUSED_NAME, FUSED_PARITY_NAME, MANIFEST_NAME})
 
 # Called with (stage, None) when a stage starts and (stage, seconds) when it ends.
 ProgressCallback = Callable[[str, float | None], None]
@@ -54,14 +60,15 @@ class ExportResult:
     output_dir: Path
     spec: ExportSpec
     parity: ParityReport
-    onnx_path: Path
-    parity_path: Path
-    manifest_path: Path | None  # None when parity failed: the directory is then not a usable artifact
+    onnx_path: Path | None  # None when parity failed
+    parity_path: Path | None  # None when parity failed: nothing was written (``parity`` holds the report)
+    manifest_path: Path | None  # None when parity failed: the previous artifact, if any, was left as it was
     fused_path: Path | None = None  # model.sge_fused.onnx, for SGE models when the kernel compiled here
     fused_parity: ParityReport | None = None
     ops_before: dict[str, int] = field(default_factory=dict)
     ops_after: dict[str, int] = field(default_factory=dict)
     stage_seconds: dict[str, float] = field(default_factory=dict)
+    opset: int | None = None
 
     @property
     def passed(self) -> bool:
@@ -71,8 +78,8 @@ class ExportResult:
         return {
             "model": self.model,
             "output_dir": str(self.output_dir),
-            "onnx": str(self.onnx_path),
-            "parity_json": str(self.parity_path),
+            "onnx": str(self.onnx_path) if self.onnx_path else None,
+            "parity_json": str(self.parity_path) if self.parity_path else None,
             "manifest": str(self.manifest_path) if self.manifest_path else None,
             "spec": self.spec.to_dict(),
             "ops_before": self.ops_before,
@@ -210,8 +217,8 @@ def export_model(
     """Export, simplify, verify and package a model; returns paths, op counts, stage times and the parity report.
 
     ``spec_options`` are ExportSpec fields (``input_size=(h, w)``, ``dynamic_hw``, ``opset``, ``simplifier``,
-    ``atol``, ``rtol``, ...). With ``check`` a parity failure raises ParityError after parity.json is written;
-    either way no manifest is written for a model that failed parity.
+    ``atol``, ``rtol``, ...). With ``check`` a parity failure raises ParityError; either way a model that failed
+    parity writes nothing and ``output_dir`` keeps the previous artifact, if any, exactly as it was.
     """
     if spec is not None and spec_options:
         raise TypeError(f"give either spec or ExportSpec fields, not both; got spec and {sorted(spec_options)}")
@@ -227,12 +234,40 @@ def export_model(
         num_classes = _probe(source.model, spec)
 
     output_dir = Path(output_dir) if output_dir is not None else Path("artifacts") / source.name
-    output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / MANIFEST_NAME).unlink(missing_ok=True)  # from here on the directory is incomplete
-    for stale in (FUSED_NAME, FUSED_PARITY_NAME):  # an earlier export's, which this one may not rewrite
-        (output_dir / stale).unlink(missing_ok=True)
-    onnx_path, parity_path = output_dir / ONNX_NAME, output_dir / PARITY_NAME
+    with artifact_transaction(output_dir, replaceable=ARTIFACT_NAMES) as transaction:
+        result = _export_into(
+            transaction.staging, source=source, spec=spec, photos=photos, num_classes=num_classes, stage=stage
+        )
+        result.stage_seconds, result.output_dir = times, output_dir
+        if not result.passed:
+            logger.error("parity failed; %s was left as it was (nothing written)", output_dir)
+            result.parity_path = result.onnx_path = result.fused_path = None
+            if check:
+                for failed in (result.parity, result.fused_parity):
+                    if failed is not None:
+                        failed.raise_for_failures()
+            return result
+        with stage("manifest"):
+            manifest = _manifest(source, spec=spec, opset=result.opset, num_classes=num_classes, result=result)
+            manifest.record(transaction.staging, ONNX_NAME, role="model")
+            manifest.record(transaction.staging, PARITY_NAME, role="report")
+            if result.fused_path is not None:
+                manifest.record(transaction.staging, FUSED_NAME, role=FUSED_ROLE)
+                manifest.record(transaction.staging, FUSED_PARITY_NAME, role="report")
+            write_manifest(transaction.staging, manifest)
+        transaction.commit()  # the swap: from here on output_dir is the new artifact
+    result.onnx_path, result.parity_path = output_dir / ONNX_NAME, output_dir / PARITY_NAME
+    result.manifest_path = output_dir / MANIFEST_NAME
+    if result.fused_path is not None:
+        result.fused_path = output_dir / FUSED_NAME
+    return result
 
+
+def _export_into(
+    out: Path, *, source: _Source, spec: ExportSpec, photos: Any, num_classes: int, stage: Callable[[str], Any]
+) -> ExportResult:
+    """Every stage up to the manifest, writing into ``out`` (the transaction's staging directory)."""
+    onnx_path, parity_path = out / ONNX_NAME, out / PARITY_NAME
     with stage("export"), tempfile.TemporaryDirectory(prefix="sge-export-") as tmp:
         raw_path = export_onnx(prepare_for_export(source.model, spec=spec), Path(tmp) / "raw.onnx", spec=spec)
         raw = check_onnx(raw_path)
@@ -264,14 +299,12 @@ def export_model(
     fused_path, fused_report = None, None
     if spec.fused_sge and _sge_layers(source.model) and report.passed:
         with stage("fused"):
-            fused = _export_fused(
-                source, spec=spec, photos=photos, props=props, num_classes=num_classes, out=output_dir
-            )
+            fused = _export_fused(source, spec=spec, photos=photos, props=props, num_classes=num_classes, out=out)
             if fused is not None:
                 fused_path, fused_report = fused
-    result = ExportResult(
+    return ExportResult(
         model=source.name,
-        output_dir=output_dir,
+        output_dir=out,
         spec=spec,
         parity=report,
         onnx_path=onnx_path,
@@ -281,24 +314,8 @@ def export_model(
         fused_parity=fused_report,
         ops_before=dict(op_counts(raw).most_common()),
         ops_after=dict(op_counts(final).most_common()),
-        stage_seconds=times,
+        opset=opset,
     )
-    if not result.passed:
-        logger.error("parity failed; %s is not a usable artifact (no manifest written)", output_dir)
-        if check:
-            for failed in (report, fused_report):
-                if failed is not None:
-                    failed.raise_for_failures()
-        return result
-    with stage("manifest"):
-        manifest = _manifest(source, spec=spec, opset=opset, num_classes=num_classes, result=result)
-        manifest.record(output_dir, ONNX_NAME, role="model")
-        manifest.record(output_dir, PARITY_NAME, role="report")
-        if fused_path is not None:
-            manifest.record(output_dir, FUSED_NAME, role=FUSED_ROLE)
-            manifest.record(output_dir, FUSED_PARITY_NAME, role="report")
-        result.manifest_path = write_manifest(output_dir, manifest)
-    return result
 
 
 @torch.no_grad()
@@ -312,7 +329,9 @@ def _probe(model: nn.Module, spec: ExportSpec) -> int:
     return int(out.shape[1])
 
 
-def _manifest(source: _Source, *, spec: ExportSpec, opset: int, num_classes: int, result: ExportResult) -> Manifest:
+def _manifest(
+    source: _Source, *, spec: ExportSpec, opset: int | None, num_classes: int, result: ExportResult
+) -> Manifest:
     from models.transforms import resize_for_crop
 
     h, w = spec.input_size

@@ -14,6 +14,10 @@ SIMPLIFIERS = ("onnxsim", "onnxslim", "none")
 SGE_FORMS = ("compact", "official")  # export/sge_compact.py; the README's Performance section has the measurements
 # TensorRT 10's ONNX parser and ONNX Runtime both import opsets up to 20; the dynamo exporter emits 18 or newer.
 MIN_OPSET, MAX_OPSET = 13, 20
+# The largest input side an export accepts: an ImageNet classifier's eager forward, trace and parity at 1024×1024
+# already take gigabytes (ResNet-50: ~3 GB); 100000×100000 would run until the OOM killer stops it.
+MAX_INPUT_SIDE = 1024
+MAX_PARITY_BATCH = 64
 
 
 class SpecError(ValueError):
@@ -33,6 +37,7 @@ class ExportSpec:
     fused_sge: bool = True  # SGE models: also model.sge_fused.onnx, ONNX Runtime CPU's fast graph (sge_fused.py)
     atol: float = 1e-4  # gate: max |onnx - eager| over every logit
     rtol: float = 1e-5  # gate: ‖onnx - eager‖₂ / ‖eager‖₂ per case
+    noise_floor: bool = True  # False: atol/rtol are final, no FP32 noise-floor pass (gates given explicitly)
     batch_sizes: tuple[int, ...] = (1, 3, 8)  # parity batches, none of them the example batch
     example_batch: int = 2  # neither 0 nor 1, which torch.export specialises into a constant
     seed: int = 0
@@ -40,8 +45,8 @@ class ExportSpec:
     def __post_init__(self) -> None:
         problems = []
         h, w = self.input_size
-        if h < 1 or w < 1:
-            problems.append(f"input size must be positive; got {h}×{w}")
+        if not (isinstance(h, int) and isinstance(w, int) and 1 <= h <= MAX_INPUT_SIDE and 1 <= w <= MAX_INPUT_SIDE):
+            problems.append(f"input size must be 1..{MAX_INPUT_SIDE} on each side; got {h}×{w}")
         if not MIN_OPSET <= self.opset <= MAX_OPSET:
             problems.append(
                 f"opset must be within {MIN_OPSET}..{MAX_OPSET} (TensorRT 10 and ONNX Runtime); got {self.opset}"
@@ -56,8 +61,8 @@ class ExportSpec:
             problems.append(f"sge_form must be one of {', '.join(SGE_FORMS)}; got {self.sge_form!r}")
         if self.atol <= 0 or self.rtol <= 0:
             problems.append(f"tolerances must be positive; got atol={self.atol}, rtol={self.rtol}")
-        if not self.batch_sizes or min(self.batch_sizes) < 1:
-            problems.append(f"parity batch sizes must be positive; got {list(self.batch_sizes)}")
+        if not self.batch_sizes or min(self.batch_sizes) < 1 or max(self.batch_sizes) > MAX_PARITY_BATCH:
+            problems.append(f"parity batch sizes must lie in 1..{MAX_PARITY_BATCH}; got {list(self.batch_sizes)}")
         if self.example_batch < 2:
             problems.append(
                 f"the example batch must be at least 2 so the batch stays symbolic; got {self.example_batch}"

@@ -20,6 +20,17 @@ from models.transforms import IMAGENET_MEAN, IMAGENET_STD, photo_batch
 logger = logging.getLogger(__name__)
 
 RESIDUAL_BN_SCALE = 0.5
+DEFAULT_WEIGHTS_PREFIX = "default-weights:"  # an artifact's checkpoint_sha256 without a checkpoint: "...:<init>"
+
+
+def warn_untrained(name: str, *, init: str) -> None:
+    """The notice every model built without a checkpoint gets: a warning, shown without -v."""
+    logger.warning(
+        "%s has the project's default weights (init %r), NOT trained weights: predictions are meaningless; "
+        "pass a checkpoint for real ones",
+        name,
+        init,
+    )
 
 
 def _is_attention(module: nn.Module) -> bool:

@@ -125,6 +125,8 @@ def create_model(
     model = default_weights.seeded_model(lambda: build_model(name, num_classes=num_classes, **block_overrides), seed=0)
     if checkpoint is not None:
         load_checkpoint(model, checkpoint, strict=strict)
-    elif init == "calibrated":
-        default_weights.calibrate_batchnorm(model, size=config.input_size, mean=config.mean, std=config.std)
+    else:
+        default_weights.warn_untrained(name, init=init)
+        if init == "calibrated":
+            default_weights.calibrate_batchnorm(model, size=config.input_size, mean=config.mean, std=config.std)
     return model.eval()

@@ -1,9 +1,16 @@
-"""The ImageNet evaluation transform and the real photographs bundled with scikit-image.
+"""The ImageNet evaluation transform, image decoding, and the real photographs bundled with scikit-image.
 
 Eval transform as torchvision's reference recipe: resize the shorter side to crop/0.875 (256 for 224) with
 bilinear, antialiased resampling (PIL), centre-crop, scale to [0, 1], subtract the mean and divide by the std.
+
+Decoding gives 8-bit RGB whatever the file holds: the EXIF orientation is applied (as a viewer shows the photo);
+16-bit and 32-bit integer images are scaled to 8 bits (not clipped, which would saturate nearly every pixel);
+palette, grey and CMYK images are converted; transparency is composited over white. An image of more than
+``MAX_IMAGE_PIXELS`` pixels (a decompression bomb, or just too large to be worth decoding) is refused from its
+header, before any pixel is decoded.
 """
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -24,17 +31,50 @@ PHOTO_NAMES = (
 )
 
 
+# Pillow's own default warning limit (0.25 GiB of 8-bit RGB); a 400-megapixel PNG of a few kB is refused from its
+# header instead of being decoded into 1.2 GB.
+MAX_IMAGE_PIXELS = 89_478_485
+
+
 class ImageReadError(ValueError):
     """An image file could not be decoded."""
 
 
 def load_image(path: str | Path) -> np.ndarray:
-    """Read an image file as an (H, W, 3) uint8 RGB array."""
+    """Read an image file as an (H, W, 3) uint8 RGB array (see the module docstring for what is converted)."""
     try:
-        with Image.open(path) as img:
-            return np.asarray(img.convert("RGB"))
-    except (OSError, ValueError) as err:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                if img.width * img.height > MAX_IMAGE_PIXELS:
+                    raise ImageReadError(
+                        f"image {path} is {img.width}×{img.height} pixels, more than the {MAX_IMAGE_PIXELS:,} this "
+                        "tool decodes; downscale it first"
+                    )
+                return decode_rgb8(img)
+    except ImageReadError:
+        raise
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
         raise ImageReadError(f"cannot read image {path}: {err}; give a JPEG or PNG file") from err
+
+
+def decode_rgb8(img: Image.Image) -> np.ndarray:
+    """An opened PIL image → (H, W, 3) uint8 RGB: EXIF orientation applied, high bit depths scaled, alpha over white."""
+    from PIL import ImageOps
+
+    img = ImageOps.exif_transpose(img)
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        wide = np.asarray(img, dtype=np.float64)
+        img = Image.fromarray(np.clip(np.rint(wide / 257.0), 0, 255).astype(np.uint8))  # 65535 → 255
+    elif img.mode == "F":
+        raise ImageReadError("floating-point images are not supported; save it as an 8- or 16-bit PNG")
+    if img.mode == "P":
+        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = img.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(white, rgba)
+    return np.asarray(img.convert("RGB"))
 
 
 def to_rgb(image: np.ndarray) -> np.ndarray:

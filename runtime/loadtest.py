@@ -6,6 +6,10 @@ completed requests per second, images per second and p50/p90/p95/p99 latency of 
 on the client with ``time.perf_counter()`` after one warm-up request per worker. Each worker owns its client
 (tritonclient's HTTP client is not thread-safe). Targets are restricted to loopback addresses: this is a tool for
 measuring one's own server, not for loading someone else's.
+
+With ``bad_every=k`` (HTTP) every k-th request of each worker is a malformed one (a tiny body declaring a huge
+batch, truncated JSON, garbage, negative dimensions, too little data, in turn): each must be answered 4xx
+(counted as ``rejected``), while every good request must still succeed; anything else counts as an error.
 """
 
 import ipaddress
@@ -24,6 +28,7 @@ import numpy as np
 logger = logging.getLogger(__name__)
 
 PROTOCOLS = ("http", "grpc")
+MAX_BATCH_SIZE = 1024  # images per request: above any server's --max-batch here, and bounded in client memory
 PERCENTILES = (50, 90, 95, 99)
 DTYPES = {"FP32": np.float32, "FP16": np.float16, "FP64": np.float64, "UINT8": np.uint8, "INT64": np.int64}
 
@@ -41,6 +46,7 @@ class LoadConfig:
     protocol: str = "http"
     request_timeout_s: float = 30.0
     seed: int = 0
+    bad_every: int = 0  # HTTP: every k-th request of each worker is malformed (0: none)
 
     def __post_init__(self) -> None:
         problems = []
@@ -52,8 +58,10 @@ class LoadConfig:
             problems.append(f"duration must lie in (0, 600] seconds; got {self.duration_s}")
         if self.max_requests < 1:
             problems.append(f"max_requests must be ≥ 1; got {self.max_requests}")
-        if self.batch_size < 1:
-            problems.append(f"batch_size must be ≥ 1; got {self.batch_size}")
+        if not 1 <= self.batch_size <= MAX_BATCH_SIZE:
+            problems.append(f"batch_size must lie in 1..{MAX_BATCH_SIZE}; got {self.batch_size}")
+        if self.bad_every < 0 or (self.bad_every and self.protocol != "http"):
+            problems.append(f"bad_every must be ≥ 0 and needs protocol http; got {self.bad_every} ({self.protocol})")
         if self.protocol not in PROTOCOLS:
             problems.append(f"protocol must be one of {', '.join(PROTOCOLS)}; got {self.protocol!r}")
         if problems:
@@ -67,6 +75,7 @@ class LoadConfig:
             "batch_size": self.batch_size,
             "protocol": self.protocol,
             "request_timeout_s": self.request_timeout_s,
+            "bad_every": self.bad_every,
         }
 
 
@@ -80,6 +89,7 @@ class LevelResult:
     images_per_s: float
     latency_ms: dict[str, float]  # mean, p50, p90, p95, p99, min, max
     first_error: str | None = None
+    rejected: int = 0  # malformed requests (bad_every) answered 4xx, as they must be
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -91,6 +101,7 @@ class LevelResult:
             "images_per_s": round(self.images_per_s, 2),
             "latency_ms": {k: round(v, 3) for k, v in self.latency_ms.items()},
             "first_error": self.first_error,
+            "rejected": self.rejected,
         }
 
 
@@ -150,6 +161,7 @@ class _Client:
     def __init__(self, address: str, model: str, batch: np.ndarray, meta: dict[str, Any], config: LoadConfig):
         self.protocol = config.protocol
         self.model = model
+        self.address, self.input_name = address, meta["inputs"][0]["name"]
         self.timeout = config.request_timeout_s
         if self.protocol == "http":
             import tritonclient.http as client_module
@@ -168,6 +180,22 @@ class _Client:
         self.inputs, self.outputs = [tensor], outputs
         self.error_type = client_module.InferenceServerException
 
+    def send_bad(self, number: int) -> str | None:
+        """Send the ``number``-th kind of malformed request; None if it was refused with 4xx, else what went wrong."""
+        import http.client
+
+        name, body = bad_requests(self.input_name)[number % len(BAD_KINDS)]
+        host, port = self.address.rsplit(":", 1)
+        conn = http.client.HTTPConnection(host.strip("[]"), int(port), timeout=self.timeout)
+        try:
+            conn.request("POST", f"/v2/models/{self.model}/infer", body=body)
+            status = conn.getresponse().status
+        except (OSError, http.client.HTTPException) as err:
+            return f"malformed request {name!r}: {err}"
+        finally:
+            conn.close()
+        return None if 400 <= status < 500 else f"malformed request {name!r} got HTTP {status}, not 4xx"
+
     def infer(self) -> None:
         if self.protocol == "http":
             self.client.infer(self.model, self.inputs, outputs=self.outputs)
@@ -176,6 +204,25 @@ class _Client:
 
     def close(self) -> None:
         self.client.close()
+
+
+BAD_KINDS = ("huge-batch", "truncated-json", "garbage", "negative-dims", "short-data")
+
+
+def bad_requests(input_name: str) -> list[tuple[str, bytes]]:
+    """One malformed inference body of each kind in ``BAD_KINDS``; pure."""
+    import json
+
+    def body(shape: list[int], data: list[float]) -> bytes:
+        return json.dumps({"inputs": [{"name": input_name, "shape": shape, "datatype": "FP32", "data": data}]}).encode()
+
+    return [
+        ("huge-batch", body([100000, 3, 96, 96], [0.0])),
+        ("truncated-json", body([1, 3, 8, 8], [0.0])[:30]),
+        ("garbage", b"\x00\x01 not json"),
+        ("negative-dims", body([-1, 3, 8, 8], [0.0])),
+        ("short-data", body([1, 3, 8, 8], [0.0, 1.0])),
+    ]
 
 
 def model_metadata(address: str, model: str, *, protocol: str) -> dict[str, Any]:
@@ -243,6 +290,7 @@ def run_level(
     lock = threading.Lock()
     latencies: list[float] = []
     errors: list[str] = []
+    rejected = [0]
     window = {"begin": 0.0, "deadline": 0.0, "issued": 0}
 
     def open_window() -> None:  # runs once, when every worker is warm
@@ -270,7 +318,17 @@ def run_level(
             with lock:
                 errors.append("a worker's warm-up request did not finish in time")
             return
+        sent = 0
         while take_ticket():
+            sent += 1
+            if config.bad_every and sent % config.bad_every == 0:
+                problem = client.send_bad(sent // config.bad_every)
+                with lock:
+                    if problem is None:
+                        rejected[0] += 1
+                    else:
+                        errors.append(problem)
+                continue
             t0 = time.perf_counter()
             try:
                 client.infer()
@@ -306,6 +364,7 @@ def run_level(
         images_per_s=ok * batch.shape[0] / elapsed if elapsed else 0.0,
         latency_ms=percentiles(latencies),
         first_error=errors[0] if errors else None,
+        rejected=rejected[0],
     )
 
 

@@ -61,8 +61,8 @@ def preprocess_images(paths: Sequence[str | Path], preprocessing: Preprocessing)
     """Read and transform ``paths`` into an (N, 3, h, w) float32 batch; raises ImageReadError on a bad file."""
     if not paths:
         raise ValueError("no images given; pass one or more JPEG or PNG files")
-    images = [load_image(path) for path in paths]
-    return preprocess_arrays(images, preprocessing)
+    # one decoded image at a time: each may be up to MAX_IMAGE_PIXELS, only the small transformed arrays are kept
+    return np.stack([preprocess_arrays([load_image(path)], preprocessing)[0] for path in paths])
 
 
 def preprocess_arrays(images: Sequence[np.ndarray], preprocessing: Preprocessing) -> np.ndarray:

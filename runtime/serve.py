@@ -5,7 +5,10 @@ health endpoints (``/v2/health/live``, ``/v2/health/ready``) and the model metad
 datatypes and shapes), and batches concurrent requests dynamically (up to ``max_batch`` rows, waiting at most
 ``queue_delay_us`` for more). Each of ``instances`` model instances owns one runner. Triton checks every request
 against the model's input spec before it is queued, so a wrong shape, a wrong dtype or a batch above the maximum
-gets an error response and never reaches the runner; the server stays up.
+gets an error response and never reaches the runner; the server stays up. On HTTP a gate (runtime/serve_gate.py)
+stands in front of Triton and refuses, before anything is allocated, a body larger than the largest valid request
+(413) and a request whose JSON, shape or data size is wrong (400); Triton itself would allocate what a tiny body
+declares and answer such requests with 500. ``gate=False`` exposes Triton's HTTP port directly.
 
 PyTriton runs the model's Python backend stubs as children of ``tritonserver``; ``triton_child_environment`` sets
 what they need from their environment (this interpreter's libpython first on ``LD_LIBRARY_PATH``; PyTriton's socket
@@ -50,6 +53,7 @@ class ServeConfig:
     instances: int = 1
     exit_timeout_s: int = 10  # how long Triton waits for in-flight requests when stopping
     log_verbose: int = 0
+    gate: bool = True  # HTTP: refuse oversized and malformed requests before Triton sees them (serve_gate.py)
 
     def __post_init__(self) -> None:
         problems = []
@@ -88,6 +92,7 @@ class ServeConfig:
             "max_batch": self.max_batch,
             "queue_delay_us": self.queue_delay_us,
             "instances": self.instances,
+            "gate": self.gate,
             "urls": self.urls,
         }
 
@@ -170,6 +175,13 @@ def infer_function(runner: Runner) -> Callable[..., dict[str, np.ndarray]]:
     return infer
 
 
+def _free_loopback_port() -> int:
+    """A loopback port free right now, for Triton's HTTP endpoint behind the gate."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def check_ports_free(config: ServeConfig) -> None:
     """Fail before Triton starts, naming the flag to change, when a port is taken."""
     taken = []
@@ -202,6 +214,7 @@ class ModelServer:
         self.runners = list(runners)
         self.config = config
         self._triton: Any = None
+        self._gate: Any = None
 
     @property
     def input_spec(self) -> TensorSpec:
@@ -225,9 +238,10 @@ class ModelServer:
         for runner in self.runners:
             runner.activate()
         c = self.config
+        triton_http = (c.host, c.http_port) if not c.gate else ("127.0.0.1", _free_loopback_port())
         triton_config = pytriton.triton.TritonConfig(
-            http_address=c.host,
-            http_port=c.http_port,
+            http_address=triton_http[0],
+            http_port=triton_http[1],
             grpc_address=c.host,
             grpc_port=c.grpc_port,
             metrics_address=c.host,
@@ -251,12 +265,20 @@ class ModelServer:
                     strict=True,
                 )
                 self._triton.run()
+            if c.gate:
+                self._gate = self._start_gate(upstream=triton_http)
             self._check_ready()
         except BaseException:
             self.stop()
             raise
         logger.info("serving %s on %s", c.model_name, ", ".join(f"{k} {v}" for k, v in c.urls.items()))
         return self
+
+    def _start_gate(self, *, upstream: tuple[str, int]) -> Any:
+        from runtime.serve_gate import RequestGate, RequestLimits
+
+        limits = RequestLimits(input=self.input_spec, max_batch=self.config.max_batch)
+        return RequestGate(self.config.host, self.config.http_port, upstream=upstream, limits=limits).start()
 
     def _check_ready(self) -> None:
         import tritonclient.http
@@ -279,6 +301,9 @@ class ModelServer:
             self.stop()
 
     def stop(self) -> None:
+        if self._gate is not None:
+            self._gate.stop()
+            self._gate = None
         if self._triton is not None:
             self._triton.stop()
             self._triton = None

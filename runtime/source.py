@@ -2,14 +2,26 @@
 
 An artifact directory carries the model name, the input/output specs and the preprocessing; a bare ONNX file
 carries only its graph, so its specs are read from the graph's inputs and outputs.
+
+What is verified is what runs: opening a directory hashes every recorded file and keeps each file's identity
+(device, inode, size, mtime, ctime); ``ModelSource.check_unchanged`` compares them again, and the runners call it
+before and after their backend reads the files, so a file swapped or rewritten in between is refused.
 """
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from export.artifacts import MANIFEST_NAME, ArtifactError, Manifest, TensorSpec, load_manifest
+from export.artifacts import (
+    MANIFEST_NAME,
+    ArtifactError,
+    FileIdentity,
+    Manifest,
+    TensorSpec,
+    check_unchanged,
+    load_verified,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -26,10 +38,41 @@ class ModelSource:
     output_spec: TensorSpec
     manifest: Manifest | None = None
     directory: Path | None = None
+    identities: dict[str, FileIdentity] = field(default_factory=dict)  # recorded file → identity when verified
+    weights: str | None = None  # the export's checkpoint_sha256: a checkpoint's hash or "default-weights:<init>"
+
+    def unreadable_graph(self) -> ArtifactError | None:
+        """Why a recorded ONNX graph cannot be read (a garbage file with a re-hashed manifest), or None.
+
+        Runners ask after their backend failed to open the model, to turn its traceback into one line.
+        """
+        graphs = [self.model_path]
+        if self.manifest is not None and self.directory is not None:
+            graphs += [
+                self.directory / rel
+                for rel, entry in self.manifest.files.items()
+                if rel.endswith(".onnx") and entry.role.startswith("model")
+            ]
+        for path in dict.fromkeys(graphs):
+            try:
+                _read_model(path)
+            except ArtifactError as err:
+                return err
+        return None
+
+    def check_unchanged(self) -> None:
+        """Raise ArtifactError if a file verified when the source was opened has been replaced or rewritten since."""
+        if self.directory is not None:
+            check_unchanged(self.directory, self.identities)
 
     @property
     def model_name(self) -> str | None:
         return self.manifest.model if self.manifest is not None else None
+
+    @property
+    def untrained(self) -> bool:
+        """Whether the model was exported with the project's default (NOT trained) weights."""
+        return (self.weights or "").startswith("default-weights:")
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -57,7 +100,7 @@ def open_source(path: str | Path | ModelSource) -> ModelSource:
 
 
 def _from_directory(directory: Path) -> ModelSource:
-    manifest = load_manifest(directory, verify=True)
+    manifest, identities = load_verified(directory)
     if len(manifest.inputs) != 1 or len(manifest.outputs) != 1:
         raise ArtifactError(
             f"{directory}: the runners take one input and give one output; the manifest lists "
@@ -70,6 +113,8 @@ def _from_directory(directory: Path) -> ModelSource:
         output_spec=manifest.outputs[0],
         manifest=manifest,
         directory=directory,
+        identities=identities,
+        weights=str(manifest.extra.get("source", {}).get("checkpoint_sha256") or "") or None,
     )
 
 
@@ -83,16 +128,23 @@ def _onnx_file(directory: Path, manifest: Manifest) -> Path:
     return directory / onnx_files[0]
 
 
-def _from_onnx(path: Path) -> ModelSource:
+def _read_model(path: Path) -> Any:
+    """The ONNX model in ``path`` (external weights not loaded), or ArtifactError in one line."""
     import onnx
     from google.protobuf.message import DecodeError
 
     try:
-        graph = onnx.load(str(path), load_external_data=False).graph
-    except (OSError, ValueError, DecodeError) as err:
+        model = onnx.load(str(path), load_external_data=False)
+    except (OSError, ValueError, DecodeError, RuntimeError) as err:
         raise ArtifactError(f"{path} is not a readable ONNX model ({err}); re-export it") from err
-    if not graph.node:
+    if not model.graph.node:
         raise ArtifactError(f"{path} is not a readable ONNX model (its graph is empty); re-export it")
+    return model
+
+
+def _from_onnx(path: Path) -> ModelSource:
+    model = _read_model(path)
+    graph = model.graph
     initializers = {init.name for init in graph.initializer}
     inputs = [value for value in graph.input if value.name not in initializers]
     if len(inputs) != 1 or len(graph.output) != 1:
@@ -101,7 +153,10 @@ def _from_onnx(path: Path) -> ModelSource:
             f"{len(graph.output)} outputs"
         )
     logger.info("%s is a bare ONNX file: verified nothing, specs read from the graph", path)
-    return ModelSource(model_path=path, input_spec=_spec(inputs[0]), output_spec=_spec(graph.output[0]))
+    weights = next((p.value for p in model.metadata_props if p.key == "checkpoint_sha256"), None)
+    return ModelSource(
+        model_path=path, input_spec=_spec(inputs[0]), output_spec=_spec(graph.output[0]), weights=weights
+    )
 
 
 def _spec(value: Any) -> TensorSpec:

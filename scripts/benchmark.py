@@ -33,6 +33,9 @@ from export.artifacts import ArtifactError, write_json  # noqa: E402
 from runtime import UnknownBackendError  # noqa: E402
 from runtime.backends.base import BackendUnavailableError, InputMismatchError  # noqa: E402
 from runtime.bench_report import BenchmarkResult, plot_latencies, run_benchmark  # noqa: E402
+from runtime.cli import check_output_paths, run_main  # noqa: E402
+
+MAX_BATCH = 256  # 256 images at 224×224 are 154 MB of input: every backend's activations fit in a few GB
 from runtime.latency import BenchmarkConfig  # noqa: E402
 
 
@@ -54,7 +57,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--backends", default="torch,onnxruntime,openvino", help="comma-separated; the first is the base"
     )
-    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--batch", type=int, default=1, help=f"images per query, 1..{MAX_BATCH}")
     parser.add_argument("--threads", type=int, default=None, help="intra-op threads for every backend")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="torch and onnxruntime device")
     parser.add_argument("--fp16", action="store_true", help="torch on cuda in FP16")
@@ -64,6 +67,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--percentiles", default="90,95,99")
     parser.add_argument("--mode", choices=("block", "interleave"), default="block")
     parser.add_argument("--json", type=Path, help="write every figure, the command, versions and machine here")
+    parser.add_argument("-v", "--verbose", action="store_true", help="the traceback of an internal error")
     parser.add_argument("--export-times", type=Path, help="write every query's latency here (JSON)")
     parser.add_argument("--plot", type=Path, help="PNG of the latency distributions")
     return parser.parse_args(argv)
@@ -111,11 +115,18 @@ def print_result(console: Console, result: BenchmarkResult) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    return run_main(_main, argv)
+
+
+def _main(argv: list[str] | None) -> int:
     args = parse_args(argv)
     console = Console()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
     try:
+        if args.batch > MAX_BATCH:  # 100000 images would be refused only by the OOM killer
+            raise ValueError(f"--batch must lie in 1..{MAX_BATCH}; got {args.batch}")
+        check_output_paths(json=args.json, export_times=args.export_times, plot=args.plot)  # before the work
         config = BenchmarkConfig(
             warmup_ms=args.warmup_ms,
             duration_s=args.duration,

@@ -19,18 +19,25 @@ from typing import Any  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn  # noqa: E402
 
-EXIT_PARITY, EXIT_INPUT = 1, 2
+from runtime.cli import EXIT_INPUT, EXIT_PARITY, check_output_paths, run_main  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from export.spec import EXPORTERS, SGE_FORMS, SIMPLIFIERS, ExportSpec
+    from export.spec import EXPORTERS, MAX_INPUT_SIDE, SGE_FORMS, SIMPLIFIERS, ExportSpec
 
     d = ExportSpec()
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", help="registry name, e.g. sge_resnet50 (see --list-models)")
     p.add_argument("--checkpoint", type=Path, help="weights (.pth/.pt/.pth.tar/.safetensors); default weights without")
     p.add_argument("--output", type=Path, help="artifact directory (default: artifacts/<model>/)")
-    p.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"), default=d.input_size)
+    p.add_argument(
+        "--input-size",
+        type=int,
+        nargs=2,
+        metavar=("H", "W"),
+        default=d.input_size,
+        help=f"example and parity input size, each side 1..{MAX_INPUT_SIDE} (default %(default)s)",
+    )
     p.add_argument("--dynamic-hw", action="store_true", help="make height and width symbolic too (batch always is)")
     p.add_argument("--opset", type=int, default=d.opset, help=f"ONNX opset (default {d.opset}, see the README)")
     p.add_argument("--exporter", choices=EXPORTERS, default=d.exporter)
@@ -47,8 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_false",
         help="SGE models: skip model.sge_fused.onnx (SGE + residual as one compiled op for ONNX Runtime CPU; README)",
     )
-    p.add_argument("--atol", type=float, default=d.atol, help=f"max abs difference gate (default {d.atol:g})")
-    p.add_argument("--rtol", type=float, default=d.rtol, help=f"relative L2 gate (default {d.rtol:g})")
+    gates = "given explicitly, --atol/--rtol are enforced as given (no FP32 noise-floor pass; README: Export)"
+    p.add_argument("--atol", type=float, help=f"max abs difference gate (default {d.atol:g}); {gates}")
+    p.add_argument("--rtol", type=float, help=f"relative L2 gate (default {d.rtol:g}); {gates}")
     p.add_argument("--batch-sizes", default=",".join(map(str, d.batch_sizes)), help="parity batch sizes, e.g. 1,3,8")
     p.add_argument("--images", nargs="+", type=Path, metavar="FILE", help="photographs for parity (default: bundled)")
     p.add_argument("--init", choices=("calibrated", "random"), default="calibrated", help="default-weights init")
@@ -88,8 +96,10 @@ def input_errors() -> tuple[type[BaseException], ...]:
     from export.trt_build import TrtBuildError, TrtRequestError
     from export.trt_calibrate import CalibrationDataError
     from models.transforms import ImageReadError
+    from runtime.cli import OutputPathError
 
     return (
+        OutputPathError,
         models.UnknownModelError,
         models.CheckpointError,
         models.FeatureTooSmallError,
@@ -155,6 +165,10 @@ def tensorrt_step(args: argparse.Namespace, result: Any, console: Console) -> No
 
 
 def main(argv: list[str] | None = None) -> int:
+    return run_main(_main, argv)
+
+
+def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     console = Console(highlight=False, width=max(Console().width, 110))  # the parity table needs ~105 columns
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(name)s: %(message)s")
@@ -170,7 +184,14 @@ def main(argv: list[str] | None = None) -> int:
     import models
     from export.fp16 import fp16_refusal
     from export.pipeline import export_model
+    from export.spec import ExportSpec
     from export.tables import ops_table, parity_table, stage_table
+
+    try:
+        check_output_paths(json=args.json)  # before the work, not after it
+    except input_errors() as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_INPUT
 
     has_sge = args.model in models.MODEL_CONFIGS and models.get_config(args.model).attention == "sge"
     refusal = fp16_refusal(model=args.model, compact_sge_layers=int(has_sge and args.sge_form == "compact"))
@@ -203,8 +224,9 @@ def main(argv: list[str] | None = None) -> int:
                 simplifier=args.simplifier,
                 sge_form=args.sge_form,
                 fused_sge=args.fused_sge,
-                atol=args.atol,
-                rtol=args.rtol,
+                atol=ExportSpec.atol if args.atol is None else args.atol,
+                rtol=ExportSpec.rtol if args.rtol is None else args.rtol,
+                noise_floor=args.atol is None and args.rtol is None,  # explicit gates are enforced as given
                 batch_sizes=parse_batch_sizes(args.batch_sizes),
             )
     except input_errors() as err:

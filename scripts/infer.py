@@ -17,8 +17,9 @@ from rich.table import Table  # noqa: E402
 
 import runtime  # noqa: E402
 from export.artifacts import ArtifactError, write_json  # noqa: E402
-from models.transforms import ImageReadError  # noqa: E402
+from models.transforms import MAX_IMAGE_PIXELS, ImageReadError  # noqa: E402
 from runtime.backends.base import BackendUnavailableError, InputMismatchError, NonFiniteOutputError  # noqa: E402
+from runtime.cli import check_output_paths, run_main  # noqa: E402
 from runtime.labels import labels_for  # noqa: E402
 from runtime.preprocess import preprocess_images, preprocessing_for  # noqa: E402
 from runtime.topk import LabelsError, top_k  # noqa: E402
@@ -27,7 +28,9 @@ from runtime.topk import LabelsError, top_k  # noqa: E402
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("artifact", type=Path, help="artifact directory (or a bare .onnx file)")
-    parser.add_argument("images", type=Path, nargs="+", help="JPEG or PNG files")
+    parser.add_argument(
+        "images", type=Path, nargs="+", help=f"JPEG or PNG files, each at most {MAX_IMAGE_PIXELS:,} pixels"
+    )
     parser.add_argument("--backend", default="onnxruntime", help=f"one of {', '.join(runtime.list_backends())}")
     parser.add_argument("--top-k", type=int, default=5)
     parser.add_argument(
@@ -35,14 +38,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--json", type=Path, help="write the predictions here")
+    parser.add_argument("-v", "--verbose", action="store_true", help="the traceback of an internal error")
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
+    return run_main(_main, argv)
+
+
+def _main(argv: list[str] | None) -> int:
     args = parse_args(argv)
     console = Console()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
+        check_output_paths(json=args.json)  # before the work
         source = runtime.open_source(args.artifact)
         runner = runtime.load(source, backend=args.backend, threads=args.threads, check_finite=True)
         batch = preprocess_images(args.images, preprocessing_for(source))
@@ -64,9 +73,16 @@ def main(argv: list[str] | None = None) -> int:
     ) as err:
         console.print(f"[red]error:[/red] {err}", soft_wrap=True)
         return 2
+    untrained = f"{source.weights}: default weights, NOT trained" if source.untrained else None
+    if untrained:
+        console.print(
+            f"[yellow]warning:[/yellow] {args.artifact} has the project's {untrained}: these predictions "
+            "are meaningless; export with --checkpoint for real ones",
+            soft_wrap=True,
+        )
     results = []
     for image, preds in zip(args.images, predictions, strict=True):
-        table = Table(title=f"{image.name} ({args.backend})")
+        table = Table(title=f"{image.name} ({args.backend}{'; ' + untrained if untrained else ''})")
         for column in ("rank", "class", "label", "probability"):
             table.add_column(column, justify="right" if column != "label" else "left")
         for rank, p in enumerate(preds, start=1):
@@ -74,7 +90,16 @@ def main(argv: list[str] | None = None) -> int:
         console.print(table)
         results.append({"image": str(image), "top_k": [p.to_dict() for p in preds]})
     if args.json:
-        write_json(args.json, {"artifact": str(args.artifact), "backend": args.backend, "predictions": results})
+        write_json(
+            args.json,
+            {
+                "artifact": str(args.artifact),
+                "backend": args.backend,
+                "weights": source.weights,
+                "untrained": source.untrained,
+                "predictions": results,
+            },
+        )
     return 0
 
 

@@ -18,6 +18,7 @@ import logging  # noqa: E402
 from models import CheckpointError, FeatureTooSmallError, InputShapeError, UnknownModelError  # noqa: E402
 from models.inspection import InspectionResult, NoSpatialAttentionError, inspect_model  # noqa: E402
 from models.transforms import PHOTO_NAMES, ImageReadError  # noqa: E402
+from runtime.cli import run_main  # noqa: E402
 
 USER_ERRORS = (
     UnknownModelError,
@@ -37,6 +38,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--checkpoint", type=Path, help="weights (.pth/.pth.tar/.safetensors); default weights otherwise")
     p.add_argument("--image", required=True, help=f"image file, or a bundled photograph: {', '.join(PHOTO_NAMES)}")
     p.add_argument("--out", type=Path, help="output folder (default: artifacts/inspect/<model>_<image>)")
+    p.add_argument("-v", "--verbose", action="store_true", help="the traceback of an internal error")
     p.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), help="input size (default: the model's)")
     p.add_argument("--block", type=int, default=-1, help="which block of each stage to draw (default: the last)")
     p.add_argument("--groups-shown", type=int, default=4, help="SGE groups drawn before/after (most selective)")
@@ -69,6 +71,10 @@ def print_summary(result: InspectionResult) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    return run_main(_main, argv)
+
+
+def _main(argv: list[str] | None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     out = args.out or Path("artifacts") / "inspect" / f"{args.model}_{Path(args.image).stem}"

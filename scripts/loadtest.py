@@ -21,6 +21,7 @@ from rich.table import Table  # noqa: E402
 
 from export.artifacts import write_json  # noqa: E402
 from models.transforms import ImageReadError  # noqa: E402
+from runtime.cli import OutputPathError, check_output_paths, run_main  # noqa: E402
 from runtime.labels import labels_for  # noqa: E402
 from runtime.loadtest import (  # noqa: E402
     LoadConfig,
@@ -51,10 +52,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per level")
     parser.add_argument("--max-requests", type=int, default=100_000, help="request budget per level")
     parser.add_argument("--protocol", choices=("http", "grpc"), default="http")
-    parser.add_argument("--batch-size", type=int, default=1, help="images per request")
+    parser.add_argument("--batch-size", type=int, default=1, help="images per request (1..1024)")
+    parser.add_argument(
+        "--bad-every", type=int, default=0, metavar="K", help="HTTP: every K-th request is malformed and must get 4xx"
+    )
     parser.add_argument("--images", type=Path, nargs="+", help=f"photographs to send (at most {MAX_IMAGES})")
     parser.add_argument("--labels", type=Path, help="class names, one per line (default: ImageNet-1k for 1000)")
     parser.add_argument("--json", type=Path, help="write the report here")
+    parser.add_argument("-v", "--verbose", action="store_true", help="the traceback of an internal error")
     return parser
 
 
@@ -84,16 +89,22 @@ def print_predictions(console: Console, images: list[Path], logits, labels: list
 
 
 def main(argv: list[str] | None = None) -> int:
+    return run_main(_main, argv)
+
+
+def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     console = Console(width=max(Console().width, 110))  # nine columns
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
+        check_output_paths(json=args.json)  # before the work
         config = LoadConfig(
             concurrency=args.concurrency,
             duration_s=args.duration,
             max_requests=args.max_requests,
             batch_size=args.batch_size,
             protocol=args.protocol,
+            bad_every=args.bad_every,
         )
         batch = photos = None
         if args.images:
@@ -104,11 +115,12 @@ def main(argv: list[str] | None = None) -> int:
         report = run_load(args.url, model=args.model, config=config, batch=batch)
         if photos is not None:
             logits = classify_once(args.url, model=args.model, batch=photos, protocol=args.protocol)
-    except (LoadTestError, ImageReadError, LabelsError, FileNotFoundError) as err:
+    except (LoadTestError, OutputPathError, ImageReadError, LabelsError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     table = Table(title=f"{args.model} at {args.url} ({args.protocol}, batch {args.batch_size}, {args.duration:g} s)")
-    for column in ("concurrency", "requests", "errors", "req/s", "img/s", "p50 ms", "p90 ms", "p95 ms", "p99 ms"):
+    columns = ["concurrency", "requests", "errors", "req/s", "img/s", "p50 ms", "p90 ms", "p95 ms", "p99 ms"]
+    for column in columns + (["bad → 4xx"] if args.bad_every else []):
         table.add_column(column, justify="right")
     for level in report.levels:
         lat = level.latency_ms
@@ -120,6 +132,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{level.throughput_rps:.1f}",
             f"{level.images_per_s:.1f}",
             *cells,
+            *([str(level.rejected)] if args.bad_every else []),
         )
     console.print(table)
     m = report.machine

@@ -23,6 +23,7 @@ from rich.table import Table  # noqa: E402
 from export.artifacts import ArtifactError, load_manifest  # noqa: E402
 from runtime import UnknownBackendError  # noqa: E402
 from runtime.backends.base import BackendUnavailableError  # noqa: E402
+from runtime.cli import run_main  # noqa: E402
 from runtime.serve import ServeConfig, ServeConfigError, ServeError, serve_artifact  # noqa: E402
 
 
@@ -39,6 +40,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--queue-delay-us", type=int, default=500, help="longest wait for a fuller batch (µs)")
     parser.add_argument("--instances", type=int, default=1, help="model instances, one runner each")
     parser.add_argument("--threads", type=int, help="CPU threads per runner (default: the backend's own)")
+    parser.add_argument(
+        "--no-gate",
+        dest="gate",
+        action="store_false",
+        help="expose Triton's HTTP port directly, without the gate that refuses oversized/malformed requests (README)",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="Triton's verbose log")
     return parser
 
@@ -48,6 +55,10 @@ def stop_on_sigterm(signum: int, frame: object) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    return run_main(_main, argv)
+
+
+def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     console = Console(stderr=True)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -63,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
             queue_delay_us=args.queue_delay_us,
             instances=args.instances,
             log_verbose=1 if args.verbose else 0,
+            gate=args.gate,
         )
         options = {"threads": args.threads} if args.threads is not None else {}
         server = serve_artifact(args.artifact, config=config, backend=args.backend, load_options=options)

@@ -25,7 +25,7 @@ import logging  # noqa: E402
 import shlex  # noqa: E402
 import tempfile  # noqa: E402
 
-EXIT_INPUT = 2
+from runtime.cli import EXIT_INPUT, OutputPathError, check_output_paths, run_main  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -101,6 +101,10 @@ def print_report(report, console) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    return run_main(_main, argv)
+
+
+def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     from rich.console import Console
 
@@ -120,6 +124,11 @@ def main(argv: list[str] | None = None) -> int:
         torch=not args.no_torch,
         profile_runs=args.profile_runs,
     )
+    try:
+        check_output_paths(json=args.json)  # before the work
+    except OutputPathError as err:
+        console.print(f"error: {err}", style="red")
+        return EXIT_INPUT
     if options.problems():
         console.print(f"error: {'; '.join(options.problems())}", style="red")
         return EXIT_INPUT

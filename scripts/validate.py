@@ -17,7 +17,7 @@ import argparse  # noqa: E402
 
 from rich.console import Console  # noqa: E402
 
-EXIT_PARITY, EXIT_INPUT = 1, 2
+from runtime.cli import EXIT_INPUT, EXIT_PARITY, check_output_paths, run_main  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,10 +30,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-sizes", default=None, help="comma-separated, e.g. 1,3,8 (default: the export's)")
     p.add_argument("--checkpoint", type=Path, help="the checkpoint the artifact came from, if it moved")
     p.add_argument("--json", type=Path, metavar="FILE", help="write the parity reports as JSON (keyed by file)")
+    p.add_argument("-v", "--verbose", action="store_true", help="the traceback of an internal error")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
+    return run_main(_main, argv)
+
+
+def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     console = Console(highlight=False, width=max(Console().width, 110))
     import models
@@ -43,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     from models.transforms import ImageReadError
 
     try:
+        check_output_paths(json=args.json)  # before the work
         sizes = tuple(int(b) for b in args.batch_sizes.split(",")) if args.batch_sizes else None
         graphs = graphs_to_check(args.directory, backend=args.backend)
         reports = validate_artifact(

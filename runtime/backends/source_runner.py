@@ -39,5 +39,25 @@ class SourceRunner(Runner):
     def output_spec(self) -> TensorSpec:
         return self.source.output_spec
 
+    def activate(self) -> "SourceRunner":
+        """Activate, refusing files that changed since they were verified (checked before and after the backend
+        reads them: a swap during the read is caught too)."""
+        if self.is_active:
+            return self
+        self.source.check_unchanged()
+        try:
+            super().activate()
+        except Exception as err:  # re-raised as it is unless a recorded graph is unreadable
+            problem = self.source.unreadable_graph()
+            if problem is not None:
+                raise problem from err
+            raise
+        try:
+            self.source.check_unchanged()
+        except BaseException:
+            self.deactivate()
+            raise
+        return self
+
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "model_path": str(self.source.model_path), "threads": self.threads}

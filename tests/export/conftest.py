@@ -43,3 +43,21 @@ def full_artifact(tmp_path_factory, export_script) -> tuple[Path, str, Path]:
         code = export_script.main(["--model", "sge_resnet50", "--output", str(out), "--json", str(json_path)])
     assert code == 0, stdout.getvalue()
     return out, stdout.getvalue(), json_path
+
+
+TINY = {"input_size": (64, 64), "simplifier": "none", "batch_sizes": (1, 3), "init": "random"}
+
+
+def export_tiny(directory: Path, **options) -> "ExportResult":  # noqa: F821
+    """resnet18 at 64×64 with seeded random weights, no simplifier: a real artifact in about a second."""
+    from export.pipeline import export_model
+
+    return export_model("resnet18", directory, **{**TINY, **options})
+
+
+@pytest.fixture(scope="session")
+def tiny_artifact(tmp_path_factory) -> Path:
+    """A finished tiny artifact; tests that alter it work on a copy."""
+    directory = tmp_path_factory.mktemp("tiny") / "resnet18"
+    assert export_tiny(directory).manifest_path is not None
+    return directory

@@ -103,24 +103,3 @@ def test_simplifier_folds_sge_shape_arithmetic(exported):
     _, result = exported
     if result.model.startswith("sge"):
         assert "Shape" not in result.ops_after  # SGE's reshapes fold to constants with -1 in the batch slot
-
-
-def test_interrupted_re_export_leaves_no_complete_looking_directory(tmp_path, monkeypatch):
-    """A finished artifact, then a re-export killed during parity: the old manifest is gone, no temp file is left."""
-    from export import pipeline
-    from export.artifacts import ArtifactError
-
-    out = tmp_path / "resnet18"
-    model = models.create_model("resnet18", init="random")
-    options = {"model_name": "resnet18", "input_size": (64, 64), "simplifier": "none", "batch_sizes": (1, 3)}
-    assert export_model(model, out, **options).manifest_path.is_file()
-
-    def interrupted(*args, **kwargs):
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(pipeline, "run_parity", interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        export_model(model, out, **options)
-    assert sorted(p.name for p in out.iterdir()) == ["model.onnx", "parity.json"]  # no manifest, no *.tmp
-    with pytest.raises(ArtifactError, match=r"no manifest\.json"):
-        load_manifest(out)

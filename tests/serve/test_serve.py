@@ -188,6 +188,55 @@ def test_malformed_requests_get_errors_and_the_server_stays_up(server, reference
         client.close()
 
 
+def raw_post(server, body, *, headers=None):
+    """(status, seconds, JSON answer) of one raw HTTP POST to the model's infer endpoint."""
+    import http.client
+    import json
+    import time
+
+    conn = http.client.HTTPConnection("127.0.0.1", server.config.http_port, timeout=30)
+    start = time.perf_counter()
+    try:
+        conn.request("POST", f"/v2/models/{MODEL}/infer", body=body, headers=headers or {})
+        response = conn.getresponse()
+        return response.status, time.perf_counter() - start, json.loads(response.read() or b"{}")
+    finally:
+        conn.close()
+
+
+def test_requests_beyond_the_models_limits_are_refused_in_milliseconds(server, reference):
+    from runtime.loadtest import bad_requests
+
+    for what, body in bad_requests(INPUT.name):  # a 95-byte body declaring [100000, 3, 96, 96] among them
+        status, seconds, answer = raw_post(server, body)
+        assert status == 400 and seconds < 1.0 and answer["error"], (what, status, seconds)
+    status, _, answer = raw_post(server, b"x", headers={"Content-Length": str(1 << 40)})
+    assert status == 413 and "largest valid request" in answer["error"]
+    good = random_batch(2, seed=9)  # the server is still up and right
+    client = http_client(server)
+    try:
+        np.testing.assert_allclose(http_infer(client, good), reference(good), rtol=RTOL, atol=ATOL)
+    finally:
+        client.close()
+
+
+def test_grpc_refuses_a_declared_shape_beyond_the_data_in_milliseconds(server):
+    """No gate on gRPC: Triton's gRPC front end checks the batch and the byte size before allocating."""
+    import time
+
+    client = grpc_client(server)
+    for shape, values in (([100000, 3, SIZE, SIZE], 4), ([2, 3, SIZE, SIZE], 3 * SIZE * SIZE)):
+        tensor = grpcclient.InferInput(INPUT.name, [1, 3, SIZE, SIZE], "FP32")
+        tensor.set_data_from_numpy(random_batch(1, seed=3))
+        tensor._input.ClearField("shape")  # declare a shape the data does not have (the client would refuse it)
+        tensor._input.shape.extend(shape)
+        tensor._raw_content = np.zeros(values, np.float32).tobytes()
+        start = time.perf_counter()
+        with pytest.raises(grpcclient.InferenceServerException) as info:
+            client.infer(MODEL, [tensor])
+        assert info.value.status() == "StatusCode.INVALID_ARGUMENT" and time.perf_counter() - start < 1.0
+
+
 def test_prometheus_metrics_count_the_requests(server):
     text = urllib.request.urlopen(server.config.urls["metrics"], timeout=10).read().decode()
     lines = [line for line in text.splitlines() if line.startswith("nv_inference_request_success") and MODEL in line]
@@ -250,6 +299,16 @@ def test_loadtest_script_reports_every_level(server, tmp_path, protocol):
         lat = level["latency_ms"]
         assert lat["min"] <= lat["p50"] <= lat["p90"] <= lat["p95"] <= lat["p99"] <= lat["max"]
     assert report["input"] == {"name": INPUT.name, "shape": [1, 3, SIZE, SIZE], "datatype": "FP32"}
+
+
+def test_a_load_test_mixing_bad_requests_loses_no_good_one(server, tmp_path):
+    import json
+
+    out = tmp_path / "load.json"
+    argv = [f"127.0.0.1:{server.config.http_port}", "--model", MODEL, "--concurrency", "4", "--bad-every", "2"]
+    assert load_script("loadtest").main([*argv, "--duration", "3", "--max-requests", "40", "--json", str(out)]) == 0
+    (level,) = json.loads(out.read_text())["levels"]
+    assert level["errors"] == 0 and level["requests"] >= 10 and level["rejected"] >= 10, level
 
 
 def test_loadtest_refuses_other_hosts_unknown_models_and_closed_ports(server, capsys):

@@ -1,0 +1,136 @@
+"""An export as a transaction: build the artifact in a staging directory beside the target, swap it in at the end.
+
+``artifact_transaction(target)`` takes the target's lock (``.<name>.lock`` beside it; a second export to the same
+directory fails at once with one line naming the lock), cleans what an earlier killed export left, and yields an
+empty staging directory ``.<name>.staging-XXXX`` beside the target. ``commit()`` swaps the staging directory in:
+one ``renameat2(RENAME_EXCHANGE)`` on Linux, so readers see the old artifact or the new one and never a mix;
+elsewhere two renames, with the old artifact kept as ``.<name>.old-XXXX`` until the new one is in place (the next
+export restores it if the process died in between). Leaving the block without ``commit()`` (a failed check, an
+exception, Ctrl+C) deletes the staging directory: the previous artifact stays exactly as it was.
+"""
+
+import ctypes
+import ctypes.util
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from export.artifacts import MANIFEST_NAME, ArtifactError
+
+logger = logging.getLogger(__name__)
+
+_RENAME_EXCHANGE = 2  # linux/fs.h
+
+
+class ExportLockedError(ArtifactError):
+    """Another export is writing the same artifact directory."""
+
+
+@dataclass
+class Transaction:
+    target: Path
+    staging: Path
+    committed: bool = False
+
+    def commit(self) -> Path:
+        """Swap the staging directory in as ``target``; returns ``target``."""
+        if self.target.exists():
+            if not _exchange(self.staging, self.target):
+                old = Path(tempfile.mkdtemp(prefix=f".{self.target.name}.old-", dir=self.target.parent))
+                os.rename(self.target, old / "artifact")
+                os.rename(self.staging, self.target)
+                shutil.rmtree(old, ignore_errors=True)
+                self.committed = True
+                return self.target
+            shutil.rmtree(self.staging, ignore_errors=True)  # now holds the previous artifact
+        else:
+            os.rename(self.staging, self.target)
+        self.committed = True
+        return self.target
+
+
+@contextmanager
+def artifact_transaction(target: str | Path, *, replaceable: frozenset[str] = frozenset()) -> Iterator[Transaction]:
+    """Lock ``target``, yield a Transaction with an empty staging directory; discard it unless committed.
+
+    ``target`` may be absent, empty, an artifact directory (it holds ``manifest.json``), or hold only names in
+    ``replaceable`` (an earlier export's files); anything else is refused, so a user's folder is never replaced.
+    """
+    target = Path(target)
+    target = target.parent.resolve() / target.name if not target.is_symlink() else target.resolve()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with _locked(target):
+        _clean_leftovers(target)
+        _check_replaceable(target, replaceable)
+        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.staging-", dir=target.parent))
+        os.chmod(staging, 0o755)  # mkdtemp makes 0700; artifacts are read by other users
+        transaction = Transaction(target=target, staging=staging)
+        try:
+            yield transaction
+        finally:
+            if not transaction.committed:
+                shutil.rmtree(staging, ignore_errors=True)
+
+
+def _check_replaceable(target: Path, replaceable: frozenset[str]) -> None:
+    if not target.exists():
+        return
+    if not target.is_dir():
+        raise ArtifactError(f"{target} exists and is not a directory; choose another --output")
+    names = {p.name for p in target.iterdir()}
+    if names and MANIFEST_NAME not in names and not names <= replaceable:
+        raise ArtifactError(
+            f"{target} is neither empty nor an artifact directory (it holds {', '.join(sorted(names)[:3])}, ...); "
+            "an export replaces the whole directory: choose a new or empty --output"
+        )
+
+
+@contextmanager
+def _locked(target: Path) -> Iterator[Path]:
+    import fcntl
+
+    lock = target.parent / f".{target.name}.lock"
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ExportLockedError(
+                f"another export is writing {target} (it holds the lock {lock}); wait for it to finish or choose "
+                "another --output"
+            ) from None
+        yield lock
+    finally:
+        os.close(fd)  # releases the lock; the lock file stays (removing it would race with the next export)
+
+
+def _clean_leftovers(target: Path) -> None:
+    """Remove what a killed export left beside ``target``; restore the old artifact if it was moved aside."""
+    for staging in target.parent.glob(f".{target.name}.staging-*"):
+        shutil.rmtree(staging, ignore_errors=True)
+    for old in sorted(target.parent.glob(f".{target.name}.old-*")):
+        if not target.exists() and (old / "artifact").is_dir():
+            os.rename(old / "artifact", target)
+            logger.warning("restored %s, which an interrupted export had moved aside", target)
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically exchange two paths (Linux renameat2); False where the system cannot."""
+    libc_name = ctypes.util.find_library("c")
+    if libc_name is None:
+        return False
+    libc = ctypes.CDLL(libc_name, use_errno=True)
+    if not hasattr(libc, "renameat2"):
+        return False
+    at_fdcwd = -100
+    result = libc.renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), _RENAME_EXCHANGE)
+    if result != 0:
+        logger.info("renameat2 exchange unavailable (%s); swapping with two renames", os.strerror(ctypes.get_errno()))
+        return False
+    return True

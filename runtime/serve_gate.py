@@ -1,0 +1,254 @@
+"""A gate in front of Triton's HTTP endpoint: what the model cannot serve is refused before anything is allocated.
+
+Triton's HTTP front end sizes a request from the shape it declares: a 95-byte JSON body declaring
+[100000, 3, 96, 96] makes it allocate and parse for many seconds and answer HTTP 500, and a truncated or garbage
+body is a 500 too. The gate listens on the public HTTP port, Triton on a private loopback port behind it. For an
+inference request it checks, from the headers and the request's JSON header alone: a declared Content-Length no
+larger than the largest valid request (else 413), parseable JSON, the input's name, datatype and rank, a batch of
+1..max_batch, the fixed dimensions, and that the data (binary or JSON) holds exactly as many values as the shape
+says; anything else gets HTTP 400 with one line saying why. What passes is forwarded byte for byte; every other
+endpoint (health, metadata, metrics live on their own port) is forwarded as it is. ``check_infer_request`` is the
+pure check, tested without a server.
+"""
+
+import http.client
+import http.server
+import json
+import logging
+import math
+import socket
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from export.artifacts import TensorSpec
+
+logger = logging.getLogger(__name__)
+
+MAX_SIDE = 1024  # a symbolic height or width is bounded like an export's input side (export.spec.MAX_INPUT_SIDE)
+MAX_JSON_HEADER = 64 << 10  # the JSON part of a binary request: names, shapes, parameters
+JSON_BYTES_PER_VALUE = 32  # the longest float in JSON text, with its separator
+KSERVE_DTYPES = {"float32": "FP32", "float16": "FP16", "float64": "FP64", "uint8": "UINT8", "int64": "INT64"}
+_HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "proxy-connection"}
+
+
+class RequestRejected(ValueError):
+    """A request the model cannot serve; ``status`` is the HTTP status to answer with."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class RequestLimits:
+    """What one inference request may hold: the model's input spec and the server's largest batch."""
+
+    input: TensorSpec
+    max_batch: int
+
+    @property
+    def datatype(self) -> str:
+        return KSERVE_DTYPES.get(self.input.dtype, self.input.dtype.upper())
+
+    @property
+    def itemsize(self) -> int:
+        return np.dtype(self.input.dtype).itemsize
+
+    def max_values(self) -> int:
+        dims = [d if isinstance(d, int) and d > 0 else MAX_SIDE for d in self.input.shape[1:]]
+        return self.max_batch * math.prod(dims)
+
+    def max_body_bytes(self) -> int:
+        """The largest body a valid request can have (JSON text of every value, or the binary form)."""
+        return MAX_JSON_HEADER + self.max_values() * max(JSON_BYTES_PER_VALUE, self.itemsize)
+
+
+def check_infer_request(body: bytes, *, header_length: int | None, limits: RequestLimits) -> None:
+    """Raise RequestRejected (400) unless ``body`` is an inference request this model can serve; pure."""
+    if header_length is not None:
+        if not 0 < header_length <= min(len(body), MAX_JSON_HEADER):
+            raise RequestRejected(
+                f"Inference-Header-Content-Length {header_length} does not fit the {len(body)}-byte body"
+            )
+        header_bytes, binary = body[:header_length], body[header_length:]
+    else:
+        header_bytes, binary = body, b""
+    try:
+        request = json.loads(header_bytes)
+    except (ValueError, RecursionError) as err:
+        raise RequestRejected(f"the request is not valid JSON ({str(err)[:80]})") from None
+    inputs = request.get("inputs") if isinstance(request, dict) else None
+    if not isinstance(inputs, list) or len(inputs) != 1 or not isinstance(inputs[0], dict):
+        raise RequestRejected(f"the request must hold 'inputs': a list with one input, {limits.input.name!r}")
+    tensor = inputs[0]
+    if tensor.get("name") != limits.input.name:
+        got = str(tensor.get("name"))[:40]
+        raise RequestRejected(f"unexpected input {got!r}; the model takes {limits.input.name!r}")
+    if tensor.get("datatype") != limits.datatype:
+        got = str(tensor.get("datatype"))[:20]
+        raise RequestRejected(
+            f"unexpected data-type {got!r} for input {limits.input.name!r}; expected {limits.datatype}"
+        )
+    count = _check_shape(tensor.get("shape"), limits)
+    parameters = tensor.get("parameters") or {}
+    if not isinstance(parameters, dict):
+        raise RequestRejected("input 'parameters' must be an object")
+    if "binary_data_size" in parameters:
+        size, expected = parameters["binary_data_size"], count * limits.itemsize
+        if type(size) is not int or size != expected or len(binary) != expected:
+            raise RequestRejected(
+                f"the shape needs {expected} bytes of binary data; binary_data_size says {str(size)[:20]} and the "
+                f"body holds {len(binary)}"
+            )
+        return
+    if binary:
+        raise RequestRejected("binary data follows the JSON header but no input declares binary_data_size")
+    values = _count_values(tensor.get("data"))
+    if values != count:
+        raise RequestRejected(f"the shape needs {count} values; 'data' holds {values}")
+
+
+def _check_shape(shape: Any, limits: RequestLimits) -> int:
+    spec = limits.input.shape
+    if not isinstance(shape, list) or not all(type(d) is int for d in shape) or len(shape) != len(spec):
+        got = str(shape)[:60]
+        raise RequestRejected(f"unexpected shape {got} for input {limits.input.name!r}; expected {_example(limits)}")
+    if not 1 <= shape[0] <= limits.max_batch:
+        raise RequestRejected(f"inference request batch-size must be <= {limits.max_batch} and ≥ 1; got {shape[0]}")
+    for axis, (got, want) in enumerate(zip(shape[1:], spec[1:], strict=True), start=1):
+        fixed = isinstance(want, int) and want > 0
+        if (fixed and got != want) or not 1 <= got <= MAX_SIDE:
+            raise RequestRejected(
+                f"unexpected shape {shape} for input {limits.input.name!r}; expected {_example(limits)} (axis {axis})"
+            )
+    return math.prod(shape)
+
+
+def _example(limits: RequestLimits) -> list[Any]:
+    return ["N", *limits.input.shape[1:]]
+
+
+def _count_values(data: Any) -> int:
+    """How many numbers a (nested) JSON list holds; anything but lists of numbers is refused."""
+    if not isinstance(data, list):
+        raise RequestRejected("the input needs 'data' (a list of numbers) or binary data")
+    count, stack = 0, [data]
+    while stack:
+        for item in stack.pop():
+            if isinstance(item, list):
+                stack.append(item)
+            elif isinstance(item, int | float) and not isinstance(item, bool):
+                count += 1
+            else:
+                raise RequestRejected(f"'data' must hold numbers only; found {type(item).__name__}")
+    return count
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, as clients expect from Triton
+    disable_nagle_algorithm = True  # headers and body are two writes: Nagle + delayed ACK would add 40 ms
+    timeout = 60  # a client that stops sending mid-request frees its thread
+    server: "_GateServer"
+
+    def do_GET(self) -> None:
+        self._handle()
+
+    def do_POST(self) -> None:
+        self._handle()
+
+    def _handle(self) -> None:
+        try:
+            body = self._read_body()
+            if self.command == "POST" and self.path.rstrip("/").endswith("/infer"):
+                length = self.headers.get("Inference-Header-Content-Length")
+                try:
+                    header_length = int(length) if length is not None else None
+                except ValueError:
+                    got = length[:20]
+                    raise RequestRejected(f"Inference-Header-Content-Length must be an integer; got {got!r}") from None
+                check_infer_request(body, header_length=header_length, limits=self.server.limits)
+        except RequestRejected as err:
+            self._reply(err.status, {"Content-Type": "application/json"}, json.dumps({"error": str(err)}).encode())
+            return
+        self._forward(body)
+
+    def _read_body(self) -> bytes:
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            raise RequestRejected("chunked request bodies are not accepted; send Content-Length", status=411)
+        if self.headers.get("Content-Encoding", "identity").lower() != "identity":
+            raise RequestRejected("compressed request bodies are not accepted; send them uncompressed", status=415)
+        try:
+            length = int(self.headers.get("Content-Length", "0"))
+        except ValueError:
+            raise RequestRejected("Content-Length must be an integer") from None
+        limit = self.server.limits.max_body_bytes()
+        if length < 0 or length > limit:
+            self.close_connection = True  # the unread body must not be taken for the next request
+            raise RequestRejected(f"the body declares {length} bytes; the largest valid request has {limit}", 413)
+        return self.rfile.read(length) if length else b""
+
+    def _forward(self, body: bytes) -> None:
+        upstream = self.server.connection()
+        headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_BY_HOP | {"expect"}}
+        try:
+            upstream.request(self.command, self.path, body=body or None, headers=headers)
+            response = upstream.getresponse()
+            data = response.read()
+        except (OSError, http.client.HTTPException) as err:
+            self.server.drop_connection()
+            logger.warning("Triton did not answer %s %s: %s", self.command, self.path, err)
+            self._reply(502, {"Content-Type": "application/json"}, json.dumps({"error": "server unavailable"}).encode())
+            return
+        kept = {k: v for k, v in response.getheaders() if k.lower() not in _HOP_BY_HOP | {"content-length"}}
+        self._reply(response.status, kept, data)
+
+    def _reply(self, status: int, headers: dict[str, str], data: bytes) -> None:
+        self.send_response(status)
+        for key, value in headers.items():
+            self.send_header(key, value)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        logger.debug("%s " + format, self.address_string(), *args)
+
+
+class _GateServer(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], *, upstream: tuple[str, int], limits: RequestLimits) -> None:
+        self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+        super().__init__(address, _Handler)
+        self.upstream, self.limits = upstream, limits
+        self._local = threading.local()  # one keep-alive connection to Triton per handler thread
+
+    def connection(self) -> http.client.HTTPConnection:
+        if getattr(self._local, "conn", None) is None:
+            self._local.conn = http.client.HTTPConnection(*self.upstream, timeout=120)
+        return self._local.conn
+
+    def drop_connection(self) -> None:
+        conn, self._local.conn = getattr(self._local, "conn", None), None
+        if conn is not None:
+            conn.close()
+
+
+class RequestGate:
+    """The gate on ``host:port`` in front of Triton's HTTP endpoint at ``upstream``; ``start()``/``stop()``."""
+
+    def __init__(self, host: str, port: int, *, upstream: tuple[str, int], limits: RequestLimits) -> None:
+        self._server = _GateServer((host, port), upstream=upstream, limits=limits)
+        self._thread = threading.Thread(target=self._server.serve_forever, name="serve-gate", daemon=True)
+
+    def start(self) -> "RequestGate":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)

@@ -1,0 +1,134 @@
+"""Artifacts are closed: manifest paths stay inside the directory, what is verified is what runs, and a malformed
+manifest or graph is one line, never a traceback."""
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+
+import pytest
+
+import runtime
+from export.artifacts import ArtifactError, load_manifest
+from tests.export.conftest import load_script
+
+
+@pytest.fixture
+def copy(tiny_artifact, tmp_path):
+    target = tmp_path / "artifact"
+    shutil.copytree(tiny_artifact, target)
+    return target
+
+
+def edit_manifest(directory, change):
+    path = directory / "manifest.json"
+    data = json.loads(path.read_text())
+    change(data)
+    path.write_text(json.dumps(data))
+
+
+def rehash(directory, name):
+    """What a tamperer with write access does: rewrite a file and its manifest entry."""
+    data = (directory / name).read_bytes()
+    entry = {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
+    edit_manifest(directory, lambda m: m["files"][name].update(entry))
+
+
+def move_entry(data, new_name):
+    data["files"][new_name] = data["files"].pop("model.onnx")
+    data["deploy"] = new_name
+
+
+@pytest.mark.parametrize("escape", ["../outside/model.onnx", "ABSOLUTE"], ids=["dotdot", "absolute"])
+def test_manifest_paths_outside_the_directory_are_refused(copy, tmp_path, escape):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    shutil.copy(copy / "model.onnx", outside / "model.onnx")  # same bytes: the hash alone would accept it
+    name = str(outside / "model.onnx") if escape == "ABSOLUTE" else escape
+    edit_manifest(copy, lambda m: move_entry(m, name))
+    for load in (load_manifest, runtime.open_source):
+        with pytest.raises(ArtifactError, match="not a plain relative path inside the artifact directory"):
+            load(copy)
+
+
+def test_a_symlink_out_of_the_directory_is_refused(copy, tmp_path):
+    outside = tmp_path / "elsewhere.onnx"
+    shutil.move(copy / "model.onnx", outside)
+    (copy / "model.onnx").symlink_to(outside)  # same bytes, same hash
+    with pytest.raises(ArtifactError, match="symlink"):
+        runtime.load(copy, backend="onnxruntime")
+
+
+@pytest.mark.parametrize("how", ["replaced", "rewritten"])
+def test_a_file_changed_between_load_and_activation_is_refused(copy, tiny_artifact, tmp_path, how):
+    runner = runtime.load(copy, backend="onnxruntime", threads=1)  # hashes checked here
+    other = tmp_path / "other.onnx"
+    other.write_bytes((tiny_artifact / "model.onnx").read_bytes())
+    if how == "replaced":  # a new file renamed over the verified one (even with the same bytes)
+        os.replace(other, copy / "model.onnx")
+    else:  # the verified file written in place
+        with open(copy / "model.onnx", "r+b") as f:
+            f.write(f.read(16))
+    with pytest.raises(ArtifactError, match="changed after its hash was checked"):
+        runner.activate()
+    assert not runner.is_active
+
+
+def test_unchanged_artifact_still_activates_and_runs(copy):
+    import numpy as np
+
+    with runtime.load(copy, backend="onnxruntime", threads=1) as runner:
+        assert runner.infer(np.zeros((1, 3, 64, 64), np.float32)).shape == (1, 1000)
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (lambda m: m.update(files=None), "files must be a JSON dict"),
+        (lambda m: m.update(inputs="x"), "inputs must be a JSON list"),
+        (lambda m: m["files"]["model.onnx"].update(size="big"), "size must be a non-negative integer"),
+        (lambda m: m.pop("deploy"), "lacks the field 'deploy'"),
+    ],
+    ids=["files-null", "inputs-string", "size-string", "no-deploy"],
+)
+def test_malformed_manifest_is_one_line(copy, tmp_path, capsys, change, expected):
+    edit_manifest(copy, change)
+    with pytest.raises(ArtifactError, match=expected):
+        load_manifest(copy)
+    image = tmp_path / "x.png"
+    from PIL import Image
+
+    Image.new("RGB", (80, 80)).save(image)
+    assert load_script("infer").main([str(copy), str(image)]) == 2
+    out = capsys.readouterr().out.strip()
+    assert out.startswith("error:") and "manifest" in out and "Traceback" not in out
+
+
+def test_garbage_graph_with_a_rehashed_manifest_is_one_line(copy):
+    (copy / "model.onnx").write_bytes(b"\x08garbage, not a protobuf" * 10)
+    rehash(copy, "model.onnx")
+    load_manifest(copy)  # the hashes match: the manifest cannot tell (it is not signed; README: Artifacts)
+    runner = runtime.load(copy, backend="onnxruntime")
+    with pytest.raises(ArtifactError, match="not a readable ONNX model"):
+        runner.activate()
+
+
+def test_extra_and_missing_entries_are_reported(copy, caplog):
+    (copy / "stray.bin").write_bytes(b"x")
+    with caplog.at_level(logging.WARNING):
+        load_manifest(copy)
+    assert "stray.bin" in caplog.text and "does not record" in caplog.text
+    (copy / "parity.json").unlink()
+    with pytest.raises(ArtifactError, match=r"parity\.json is missing"):
+        load_manifest(copy)
+
+
+def test_readme_states_what_the_manifest_guarantees_and_what_not():
+    """A re-exported file with a re-hashed manifest loads (shown above): the README must say so."""
+    from tests.export.conftest import ROOT
+
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("### What the manifest guarantees", 1)[1].split("\n#", 1)[0]
+    assert "tampering of single files" in section and "re-hash the manifest" in section and "not signed" in section
+    assert "symlink" in section and "changed after its hash was checked" in section

@@ -1,0 +1,74 @@
+"""Exports are transactions: a failed, interrupted or concurrent re-export leaves the previous artifact as it was."""
+
+import pytest
+
+from export.artifacts import ArtifactError, load_manifest
+from export.transaction import ExportLockedError, artifact_transaction
+from tests.export.conftest import export_tiny
+
+
+def snapshot(directory):
+    return {p.name: p.read_bytes() for p in sorted(directory.iterdir())}
+
+
+def siblings(directory):
+    return sorted(p.name for p in directory.parent.iterdir() if not p.name.endswith(".lock"))
+
+
+@pytest.fixture
+def artifact(tmp_path):
+    out = tmp_path / "resnet18"
+    assert export_tiny(out).manifest_path is not None
+    return out
+
+
+def test_interrupted_re_export_leaves_the_previous_artifact_exactly(artifact, monkeypatch):
+    from export import pipeline
+
+    before = snapshot(artifact)
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipeline, "run_parity", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        export_tiny(artifact, input_size=(96, 96))
+    assert snapshot(artifact) == before and siblings(artifact) == ["resnet18"]  # no staging directory left
+    assert load_manifest(artifact).inputs[0].shape == ("batch", 3, 64, 64)
+
+
+def test_failed_re_export_leaves_the_previous_artifact_exactly(artifact):
+    before = snapshot(artifact)
+    # Explicit gates no ONNX graph can meet: parity fails, and nothing of this export may reach the directory.
+    result = export_tiny(artifact, input_size=(96, 96), atol=1e-12, rtol=1e-12, noise_floor=False, check=False)
+    assert not result.passed and result.manifest_path is None and result.onnx_path is None
+    assert snapshot(artifact) == before and siblings(artifact) == ["resnet18"]
+
+
+def test_second_export_to_a_locked_directory_fails_naming_the_lock(artifact, export_script, capsys):
+    before = snapshot(artifact)
+    with artifact_transaction(artifact):  # an export in progress holds the lock
+        with pytest.raises(ExportLockedError, match=r"\.resnet18\.lock"):
+            export_tiny(artifact, input_size=(96, 96))
+        argv = ["--model", "resnet18", "--init", "random", "--input-size", "96", "96", "--output", str(artifact)]
+        assert export_script.main([*argv, "--simplifier", "none", "--batch-sizes", "1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: another export is writing") and ".resnet18.lock" in err and "\n" not in err
+    assert snapshot(artifact) == before
+
+
+def test_successful_re_export_swaps_in_a_consistent_artifact_and_cleans_leftovers(artifact):
+    (artifact.parent / ".resnet18.staging-killed").mkdir()  # what a SIGKILLed export leaves
+    result = export_tiny(artifact, input_size=(96, 96))
+    assert result.manifest_path == artifact / "manifest.json" and siblings(artifact) == ["resnet18"]
+    manifest = load_manifest(artifact, verify=True)
+    assert manifest.inputs[0].shape == ("batch", 3, 96, 96) and set(manifest.files) == {"model.onnx", "parity.json"}
+
+
+def test_export_refuses_to_replace_a_directory_that_is_not_an_artifact(tmp_path):
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("keep me")
+    with pytest.raises(ArtifactError, match="neither empty nor an artifact directory"):
+        export_tiny(folder)
+    assert (folder / "notes.txt").read_text() == "keep me"

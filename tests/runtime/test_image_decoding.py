@@ -1,0 +1,101 @@
+"""Images decode to the right 8-bit RGB whatever the file holds; bombs and unreadable files are one line, exit 2."""
+
+import struct
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from models.transforms import MAX_IMAGE_PIXELS, ImageReadError, load_image, sample_photos
+
+
+@pytest.fixture(scope="module")
+def photo():
+    return sample_photos(("chelsea",))["chelsea"][::4, ::4].copy()  # (75, 113, 3) uint8, a real photograph
+
+
+def test_16_bit_png_scales_instead_of_saturating(tmp_path, photo):
+    grey8 = np.asarray(Image.fromarray(photo).convert("L"))
+    path = tmp_path / "grey16.png"
+    Image.fromarray(grey8.astype(np.uint16) * 257).save(path)  # 8-bit values spread over the 16-bit range
+    assert Image.open(path).mode.startswith("I;16")
+    decoded = load_image(path)
+    assert decoded.dtype == np.uint8 and decoded.shape == (*grey8.shape, 3)
+    np.testing.assert_array_equal(decoded[..., 0], grey8)
+    assert (decoded == 255).mean() < 0.01
+
+
+def test_palette_and_cmyk_decode_to_rgb(tmp_path, photo):
+    palette = Image.fromarray(photo).quantize(64)
+    palette.save(tmp_path / "p.png")
+    np.testing.assert_array_equal(load_image(tmp_path / "p.png"), np.asarray(palette.convert("RGB")))
+    Image.new("CMYK", (8, 8), (0, 255, 255, 0)).save(tmp_path / "cmyk.jpg", quality=100)
+    assert np.abs(load_image(tmp_path / "cmyk.jpg").astype(int) - [255, 0, 0]).max() <= 3
+
+
+def test_exif_orientation_is_applied(tmp_path, photo):
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: the camera was turned; a viewer rotates 90° clockwise
+    Image.fromarray(photo).save(tmp_path / "turned.png", exif=exif)
+    decoded = load_image(tmp_path / "turned.png")
+    np.testing.assert_array_equal(decoded, np.rot90(photo, k=-1))
+
+
+def test_transparency_is_composited_over_white(tmp_path):
+    rgba = np.zeros((4, 4, 4), np.uint8)
+    rgba[..., 0] = 255  # red under a fully transparent alpha: invisible in a viewer
+    rgba[0, 0] = (0, 0, 255, 255)  # one opaque blue pixel
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "alpha.png")
+    decoded = load_image(tmp_path / "alpha.png")
+    assert tuple(decoded[0, 0]) == (0, 0, 255) and (decoded[1:, 1:] == 255).all()
+
+
+def bomb_png(path, width, height):
+    """A valid PNG header declaring ``width``×``height`` 1-bit pixels: a few dozen bytes on disk."""
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
+    )
+    return path
+
+
+@pytest.mark.parametrize("side", [20_000, 9_500], ids=["400MP", "90MP"])
+def test_decompression_bomb_is_refused_from_its_header(tmp_path, side):
+    assert side * side > MAX_IMAGE_PIXELS
+    with pytest.raises(ImageReadError, match=r"downscale it first|decompression bomb"):
+        load_image(bomb_png(tmp_path / "bomb.png", side, side))
+
+
+def test_bomb_and_garbage_through_infer_are_one_line_exit_2(artifact, tmp_path, capsys):
+    from tests.runtime.test_scripts import load_script
+
+    infer = load_script("infer")
+    (tmp_path / "garbage.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    for image in (bomb_png(tmp_path / "bomb.png", 20_000, 20_000), tmp_path / "garbage.jpg"):
+        assert infer.main([str(artifact), str(image)]) == 2
+        out = capsys.readouterr().out.strip()
+        assert out.startswith("error:") and image.name in out and "Traceback" not in out
+
+
+def test_default_weights_are_a_visible_warning_and_marked_in_predictions(artifact, tmp_path, capsys, caplog):
+    import json
+    import logging
+
+    import models
+    from tests.runtime.test_scripts import load_script
+
+    with caplog.at_level(logging.WARNING):  # the level scripts show without -v
+        models.create_model("resnet18", init="random")
+    assert "NOT trained" in caplog.text
+    image, out = tmp_path / "cat.png", tmp_path / "preds.json"
+    Image.fromarray(sample_photos(("chelsea",))["chelsea"]).save(image)
+    assert load_script("infer").main([str(artifact), str(image), "--top-k", "1", "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "default weights, NOT trained" in printed and "meaningless" in printed
+    result = json.loads(out.read_text())
+    assert result["untrained"] is True and result["weights"].startswith("default-weights:")

@@ -1,0 +1,83 @@
+"""The serving gate's request check (no server): what Triton would allocate for, or answer with 500, is a 400."""
+
+import json
+
+import numpy as np
+import pytest
+
+from export.artifacts import TensorSpec
+from runtime.loadtest import BAD_KINDS, bad_requests
+from runtime.serve_gate import RequestLimits, RequestRejected, check_infer_request
+
+LIMITS = RequestLimits(input=TensorSpec("input", ("batch", 3, 8, 8), "float32", "NCHW"), max_batch=4)
+VALUES = 3 * 8 * 8
+
+
+def json_body(shape, data, **extra):
+    return json.dumps({"inputs": [{"name": "input", "shape": shape, "datatype": "FP32", "data": data, **extra}]})
+
+
+def binary_body(shape, payload):
+    header = json.dumps(
+        {
+            "inputs": [
+                {"name": "input", "shape": shape, "datatype": "FP32", "parameters": {"binary_data_size": len(payload)}}
+            ]
+        }
+    ).encode()
+    return header + payload, len(header)
+
+
+def test_good_requests_pass_in_json_and_binary_form():
+    check_infer_request(json_body([2, 3, 8, 8], [0.5] * 2 * VALUES).encode(), header_length=None, limits=LIMITS)
+    check_infer_request(json_body([1, 3, 8, 8], [[[0.0] * 8] * 8] * 3).encode(), header_length=None, limits=LIMITS)
+    body, n = binary_body([4, 3, 8, 8], np.zeros((4, 3, 8, 8), np.float32).tobytes())
+    check_infer_request(body, header_length=n, limits=LIMITS)
+
+
+@pytest.mark.parametrize(
+    ("body", "says"),
+    [
+        (json_body([100000, 3, 96, 96], [0]), "batch-size must be <= 4"),
+        (json_body([-1, 3, 8, 8], [0]), "batch-size"),
+        (json_body([1, 3, 8, 9], [0] * 216), "unexpected shape"),
+        (json_body([1, 3, 8], [0] * 24), "unexpected shape"),
+        (json_body([1, 3, 8, True], [0] * 24), "unexpected shape"),
+        (json_body([1, 3, 8, 8], [0, 1, 2]), "needs 192 values; 'data' holds 3"),
+        (json_body([1, 3, 8, 8], ["x"] * VALUES), "numbers only"),
+        (json_body([1, 3, 8, 8], None), "needs 'data'"),
+        ('{"inputs": [{"name": "input", "sha', "not valid JSON"),
+        ("\x00\x01garbage", "not valid JSON"),
+        ("[1, 2]", "'inputs'"),
+        (json.dumps({"inputs": [{"name": "x", "shape": [1, 3, 8, 8], "datatype": "FP32", "data": []}]}), "'x'"),
+        (json_body([1, 3, 8, 8], [0] * VALUES).replace("FP32", "FP64"), "data-type"),
+        ("[" * 100000 + "]" * 100000, "not valid JSON"),
+    ],
+    ids=lambda v: v[:24] if isinstance(v, str) else None,
+)
+def test_malformed_or_oversized_json_requests_are_400(body, says):
+    with pytest.raises(RequestRejected) as info:
+        check_infer_request(body.encode("latin-1"), header_length=None, limits=LIMITS)
+    assert info.value.status == 400 and says in str(info.value)
+
+
+def test_binary_requests_must_carry_exactly_the_declared_bytes():
+    payload = np.zeros((1, 3, 8, 8), np.float32).tobytes()
+    body, n = binary_body([1, 3, 8, 8], payload[:-4])  # short data
+    with pytest.raises(RequestRejected, match="needs 768 bytes"):
+        check_infer_request(body, header_length=n, limits=LIMITS)
+    body, n = binary_body([1, 3, 8, 8], payload)
+    with pytest.raises(RequestRejected, match="does not fit"):
+        check_infer_request(body, header_length=len(body) + 1, limits=LIMITS)
+
+
+def test_the_largest_valid_body_bounds_what_is_read():
+    assert LIMITS.max_body_bytes() < 1 << 20  # 4 × 192 values: a body declaring more gets 413 unread
+
+
+def test_the_load_tests_malformed_requests_are_all_refused():
+    bodies = bad_requests("input")
+    assert [name for name, _ in bodies] == list(BAD_KINDS)
+    for _, body in bodies:
+        with pytest.raises(RequestRejected):
+            check_infer_request(body, header_length=None, limits=LIMITS)
