@@ -4,7 +4,8 @@ Stages: load (model, checkpoint, photographs, and one eager forward at the examp
 before any file is written) → export (torch.onnx.export, checker, shape inference) → simplify (op counts before
 and after, batch still symbolic, metadata) → parity (eager vs ONNX Runtime, parity.json) → fused (SGE models only:
 the same model with each SGE + residual add + ReLU as one custom op, ``model.sge_fused.onnx``, with its own parity
-file; ONNX Runtime's CPU runner prefers it) → manifest (written last, only when every parity check passed). A
+file; ONNX Runtime's CPU runner prefers it) → int8 (on request: calibrated Q/DQ graphs, export/int8/; each is
+recorded only if it passes its INT8 parity) → manifest (written last, only when every FP32 parity check passed). A
 directory without manifest.json is incomplete; an older manifest is removed first.
 """
 
@@ -24,6 +25,7 @@ import torch
 from torch import nn
 
 from export.artifacts import MANIFEST_NAME, Manifest, atomic_path, file_sha256, write_json, write_manifest
+from export.int8.calibration import CalibrationOptions
 from export.kernels.build import KernelBuildError, kernel_library
 from export.metadata import build_metadata, set_metadata, tool_versions
 from export.onnx_export import check_io, check_onnx, export_onnx, op_counts, opset_of
@@ -33,7 +35,7 @@ from export.sge_compact import compact_sge, restore_batch_symbol
 from export.sge_fused import DOMAIN, OP_TYPE, fuse_sge_residual
 from export.simplify import simplify
 from export.spec import ExportSpec
-from export.validate import onnxruntime_runner, photo_inputs, run_parity
+from export.validate import onnxruntime_runner, parity_inputs, photo_inputs, run_parity
 from models.layers.sge import SpatialGroupEnhance
 
 logger = logging.getLogger(__name__)
@@ -42,7 +44,7 @@ ONNX_NAME = "model.onnx"
 PARITY_NAME = "parity.json"
 FUSED_NAME = "model.sge_fused.onnx"  # ONNX Runtime CPU only: needs the custom-op library (export/kernels)
 FUSED_PARITY_NAME = "parity_sge_fused.json"
-STAGES = ("load", "export", "simplify", "parity", "fused", "manifest")
+STAGES = ("load", "export", "simplify", "parity", "fused", "int8", "manifest")
 
 # Called with (stage, None) when a stage starts and (stage, seconds) when it ends.
 ProgressCallback = Callable[[str, float | None], None]
@@ -59,6 +61,7 @@ class ExportResult:
     manifest_path: Path | None  # None when parity failed: the directory is then not a usable artifact
     fused_path: Path | None = None  # model.sge_fused.onnx, for SGE models when the kernel compiled here
     fused_parity: ParityReport | None = None
+    int8: Any = None  # export.int8.stage.Int8Result when INT8 graphs were asked for
     ops_before: dict[str, int] = field(default_factory=dict)
     ops_after: dict[str, int] = field(default_factory=dict)
     stage_seconds: dict[str, float] = field(default_factory=dict)
@@ -81,6 +84,7 @@ class ExportResult:
             "parity": self.parity.to_dict(),
             "sge_fused": str(self.fused_path) if self.fused_path else None,
             "sge_fused_parity": self.fused_parity.to_dict() if self.fused_parity else None,
+            "int8": self.int8.to_dict() if self.int8 is not None else None,
         }
 
 
@@ -205,13 +209,15 @@ def export_model(
     check: bool = True,
     progress: ProgressCallback | None = None,
     spec: ExportSpec | None = None,
+    int8: CalibrationOptions | None = None,
     **spec_options: Any,
 ) -> ExportResult:
     """Export, simplify, verify and package a model; returns paths, op counts, stage times and the parity report.
 
     ``spec_options`` are ExportSpec fields (``input_size=(h, w)``, ``dynamic_hw``, ``opset``, ``simplifier``,
     ``atol``, ``rtol``, ...). With ``check`` a parity failure raises ParityError after parity.json is written;
-    either way no manifest is written for a model that failed parity.
+    either way no manifest is written for a model that failed parity. ``int8`` adds the INT8 graphs (export/int8/);
+    one that fails its INT8 parity is left out of the manifest (``result.int8.passed`` is then False).
     """
     if spec is not None and spec_options:
         raise TypeError(f"give either spec or ExportSpec fields, not both; got spec and {sorted(spec_options)}")
@@ -225,11 +231,12 @@ def export_model(
         )
         photos = photo_inputs(spec.input_size, mean=source.mean, std=source.std, images=images)
         num_classes = _probe(source.model, spec)
+        calibration = _calibration(int8, spec=spec, source=source)  # bad calibration images fail before any file
 
     output_dir = Path(output_dir) if output_dir is not None else Path("artifacts") / source.name
     output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / MANIFEST_NAME).unlink(missing_ok=True)  # from here on the directory is incomplete
-    for stale in (FUSED_NAME, FUSED_PARITY_NAME):  # an earlier export's, which this one may not rewrite
+    for stale in (FUSED_NAME, FUSED_PARITY_NAME, *_int8_files()):  # an earlier export's, which this one may not rewrite
         (output_dir / stale).unlink(missing_ok=True)
     onnx_path, parity_path = output_dir / ONNX_NAME, output_dir / PARITY_NAME
 
@@ -269,6 +276,19 @@ def export_model(
             )
             if fused is not None:
                 fused_path, fused_report = fused
+    int8_result = None
+    if int8 is not None and report.passed and (fused_report is None or fused_report.passed):
+        with stage("int8"):
+            int8_result = _export_int8(
+                source,
+                spec=spec,
+                photos=photos,
+                calibration=calibration,
+                options=int8,
+                out=output_dir,
+                fp32_onnx=onnx_path,
+                fused_onnx=fused_path,
+            )
     result = ExportResult(
         model=source.name,
         output_dir=output_dir,
@@ -279,6 +299,7 @@ def export_model(
         manifest_path=None,
         fused_path=fused_path,
         fused_parity=fused_report,
+        int8=int8_result,
         ops_before=dict(op_counts(raw).most_common()),
         ops_after=dict(op_counts(final).most_common()),
         stage_seconds=times,
@@ -297,8 +318,61 @@ def export_model(
         if fused_path is not None:
             manifest.record(output_dir, FUSED_NAME, role=FUSED_ROLE)
             manifest.record(output_dir, FUSED_PARITY_NAME, role="report")
+        if int8_result is not None:
+            for graph in int8_result.graphs:
+                if graph.passed:
+                    manifest.record(output_dir, graph.name, role=graph.role)
+                    manifest.record(output_dir, graph.parity_name, role="report")
         result.manifest_path = write_manifest(output_dir, manifest)
     return result
+
+
+def _int8_files() -> tuple[str, ...]:
+    from export.int8.roles import INT8_FUSED_NAME, INT8_NAME, INT8_S8S8_NAME, parity_file
+
+    names = (INT8_NAME, INT8_S8S8_NAME, INT8_FUSED_NAME)
+    return (*names, *map(parity_file, names))
+
+
+def _calibration(options: CalibrationOptions | None, *, spec: ExportSpec, source: "_Source") -> Any:
+    if options is None:
+        return None
+    from export.int8.calibration import calibration_batch
+
+    return calibration_batch(options, size=spec.input_size, mean=source.mean, std=source.std)
+
+
+def _export_int8(
+    source: "_Source",
+    *,
+    spec: ExportSpec,
+    photos: Any,
+    calibration: Any,
+    options: CalibrationOptions,
+    out: Path,
+    fp32_onnx: Path,
+    fused_onnx: Path | None,
+) -> Any:
+    """The INT8 stage (export/int8/stage.py) on this export's graphs, checked against the eager model."""
+    from export.int8.stage import add_int8_graphs
+
+    def eager(x: Any) -> Any:
+        with torch.no_grad():
+            return source.model(torch.from_numpy(x)).numpy()
+
+    inputs = parity_inputs(spec, photos)
+    return add_int8_graphs(
+        out,
+        eager=eager,
+        fp32_onnx=fp32_onnx,
+        fused_onnx=fused_onnx,
+        calibration=calibration,
+        options=options,
+        photos=inputs["photos"],
+        random_inputs=inputs["random"],
+        input_name=spec.input_name,
+        batch_sizes=spec.batch_sizes,
+    )
 
 
 @torch.no_grad()
@@ -354,6 +428,7 @@ def _manifest(source: _Source, *, spec: ExportSpec, opset: int, num_classes: int
             }
             if result.fused_path is not None and result.fused_parity is not None
             else None,
+            "int8": result.int8.to_dict() if result.int8 is not None else None,
             "ops_before": result.ops_before,
             "ops_after": result.ops_after,
             "stage_seconds": {k: round(v, 3) for k, v in result.stage_seconds.items()},
