@@ -109,27 +109,59 @@ def fused_sge_nodes(model: onnx.ModelProto) -> list[onnx.NodeProto]:
     return [n for n in model.graph.node if n.domain == FUSED_DOMAIN and n.op_type == FUSED_OP]
 
 
-def qdq_inside_sge(model: onnx.ModelProto, regions: list[SgeRegion] | None = None) -> list[str]:
+def qdq_inside_sge(model: onnx.ModelProto) -> list[str]:
     """Names of Q/DQ nodes inside an SGE region of ``model`` (a quantised graph): [] when SGE stayed float.
 
-    A Q/DQ node is inside when it reads a tensor produced within a region, or feeds a region node and is not the
-    DequantizeLinear that delivers the region's entry. Fused-SGE nodes are checked to read and write float.
+    The regions are found on the graph with every Q→DQ pair bypassed (quantisation inside SGE would otherwise hide
+    the very structure that finds it). A Q/DQ node is inside when a QuantizeLinear reads a tensor a region node
+    produced (other than the region's exit), or a DequantizeLinear feeds a region node anything but the region's
+    entry. Fused-SGE nodes are checked to read and write float.
     """
-    regions = sge_regions(model) if regions is None else regions
+    name_nodes(model)
+    alias = _dequantised_aliases(model)
+    regions = sge_regions(_without_qdq(model, alias))
     links = _Links(model.graph)
     inside = []
     for region in regions:
-        produced = {o for name in region.nodes for o in links.nodes[name].output} - {region.exit}
         for node in model.graph.node:
-            if node.op_type not in QDQ_OPS:
-                continue
-            reads_inside = any(i in produced for i in node.input)
-            feeds = any(c.name in region.nodes for o in node.output for c in links.consumers.get(o, []))
-            if reads_inside or (feeds and node.output[0] != region.entry):
-                inside.append(node.name)
+            if node.op_type == "QuantizeLinear":
+                source = links.producer.get(node.input[0])
+                if source is not None and source.name in region.nodes and node.input[0] != region.exit:
+                    inside.append(node.name)
+            elif node.op_type == "DequantizeLinear":
+                readers = [c for c in links.consumers.get(node.output[0], []) if c.name in region.nodes]
+                if readers and alias.get(node.output[0]) != region.entry:
+                    inside.append(node.name)
     for node in fused_sge_nodes(model):
         for name in (*node.input[:2], *node.output):
             producer = links.producer.get(name)
             if producer is not None and producer.op_type == "QuantizeLinear":
                 inside.append(node.name)  # the op would read quantised integers
     return sorted(set(inside))
+
+
+def _dequantised_aliases(model: onnx.ModelProto) -> dict[str, str]:
+    """DequantizeLinear output → the float tensor its QuantizeLinear read (for Q→DQ pairs)."""
+    producer = {o: n for n in model.graph.node for o in n.output}
+    alias = {}
+    for node in model.graph.node:
+        q = producer.get(node.input[0]) if node.op_type == "DequantizeLinear" else None
+        if q is not None and q.op_type == "QuantizeLinear":
+            alias[node.output[0]] = q.input[0]
+    return alias
+
+
+def _without_qdq(model: onnx.ModelProto, alias: dict[str, str]) -> onnx.ModelProto:
+    """A copy of ``model`` whose nodes read through every Q→DQ pair (node names kept)."""
+    view = onnx.ModelProto()
+    view.CopyFrom(model)
+    kept = [
+        n
+        for n in view.graph.node
+        if n.op_type != "QuantizeLinear" and not (n.op_type == "DequantizeLinear" and n.output[0] in alias)
+    ]
+    for node in kept:
+        node.input[:] = [alias.get(name, name) for name in node.input]
+    del view.graph.node[:]
+    view.graph.node.extend(kept)
+    return view

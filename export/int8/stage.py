@@ -157,7 +157,7 @@ def _check(
 
     model = onnx.load(str(path))
     regions = sge_regions(model)
-    inside = qdq_inside_sge(model, regions)
+    inside = qdq_inside_sge(model)
     counts = scheme_of(model)
     runner = onnxruntime_runner(path, input_name=input_name, fused=library is not None)
     parity = int8_parity(path.name, scheme, runner, inputs=inputs, references=references, batch_sizes=batch_sizes)
