@@ -19,8 +19,10 @@ SGE_OPS = {"ReduceMean", "Sub", "Div", "Sqrt", "Sigmoid"}
 def graphs(int8_artifact):
     directory, _ = int8_artifact
     manifest = load_manifest(directory)
-    return {role: onnx.load(str(directory / file_with_role(manifest, role))) for role in
-            (INT8_ROLE, INT8_S8S8_ROLE, INT8_FUSED_ROLE)}  # fmt: skip
+    return {
+        role: onnx.load(str(directory / file_with_role(manifest, role)))
+        for role in (INT8_ROLE, INT8_S8S8_ROLE, INT8_FUSED_ROLE)
+    }
 
 
 @pytest.mark.parametrize("role", [INT8_ROLE, INT8_S8S8_ROLE])
@@ -60,8 +62,11 @@ def test_schemes_match_roles(graphs):
     q_nodes = [n for n in graphs[INT8_S8S8_ROLE].graph.node if n.op_type == "QuantizeLinear"]
     assert q_nodes and all((inits[n.input[2]] == 0).all() for n in q_nodes)
     # weights are per channel: a Conv weight's DequantizeLinear has one scale per output channel
-    weight_dq = [n for n in graphs[INT8_ROLE].graph.node if n.op_type == "DequantizeLinear" and n.input[0] in inits
-                 and inits[n.input[0]].ndim == 4]  # fmt: skip
+    weight_dq = [
+        n
+        for n in graphs[INT8_ROLE].graph.node
+        if n.op_type == "DequantizeLinear" and n.input[0] in inits and inits[n.input[0]].ndim == 4
+    ]
     assert weight_dq and all(inits[n.input[1]].shape == (inits[n.input[0]].shape[0],) for n in weight_dq)
 
 
