@@ -32,6 +32,14 @@ SCHEMES = ("u8s8", "s8s8")
 OP_TYPES = ("Conv", "Gemm", "MatMul", "Add", "Relu", "Clip", "MaxPool", "GlobalAveragePool", "AveragePool")
 
 
+class _SkipPreprocessAdvice(logging.Filter):
+    """ORT's quantiser advises its pre-processing step on the root logger; the graphs here are already simplified
+    and shape-inferred (and its optimiser cannot load the fused graph's custom op), so the advice is dropped."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "pre-process" not in str(record.msg) and "pre-processing" not in str(record.msg)
+
+
 class QuantizationError(RuntimeError):
     """ONNX Runtime's quantisation tooling failed on a graph (the message says which step)."""
 
@@ -124,6 +132,8 @@ def quantize_graph(
         named = Path(tmp) / "named.onnx"
         onnx.save(model, str(named))  # with the node names sge_regions filled in, which nodes_to_exclude refers to
         out = Path(tmp) / "quantized.onnx"
+        advice = _SkipPreprocessAdvice()
+        logging.getLogger().addFilter(advice)
         try:
             quantization.quantize_static(
                 str(named),
@@ -142,6 +152,8 @@ def quantize_graph(
             )
         except (ValueError, RuntimeError, onnx.checker.ValidationError) as err:
             raise QuantizationError(f"quantising {Path(src).name} ({scheme}) failed: {err}") from err
+        finally:
+            logging.getLogger().removeFilter(advice)
         quantized = onnx.load(str(out))
     if fused:
         rewired = read_float_identity(quantized)
