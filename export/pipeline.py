@@ -337,7 +337,13 @@ def _int8_files() -> tuple[str, ...]:
 def _calibration(options: CalibrationOptions | None, *, spec: ExportSpec, source: "_Source") -> Any:
     if options is None:
         return None
-    from export.int8.calibration import calibration_batch
+    from export.int8.calibration import Int8RequestError, calibration_batch
+
+    if _compact_sge_layers(source.model, spec):
+        raise Int8RequestError(
+            f"{source.name} with --sge-form compact: the INT8 export cannot find (and keep float) the compact SGE's "
+            "normalisation; re-export with --sge-form official for --int8"
+        )
 
     return calibration_batch(options, size=spec.input_size, mean=source.mean, std=source.std)
 

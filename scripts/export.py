@@ -92,7 +92,7 @@ def input_errors() -> tuple[type[BaseException], ...]:
     import models
     from export.artifacts import ArtifactError
     from export.fp16 import Fp16ConversionError
-    from export.int8.calibration import CalibrationImageError
+    from export.int8.calibration import CalibrationImageError, Int8RequestError
     from export.int8.quantize import QuantizationError
     from export.onnx_export import OnnxExportError
     from export.simplify import SimplifyError
@@ -117,6 +117,7 @@ def input_errors() -> tuple[type[BaseException], ...]:
         TrtBuildError,
         CalibrationDataError,
         CalibrationImageError,
+        Int8RequestError,
         QuantizationError,
         TritonConfigError,
         ImportError,

@@ -27,6 +27,10 @@ class CalibrationImageError(ValueError):
     """Calibration images are missing, empty or unreadable."""
 
 
+class Int8RequestError(ValueError):
+    """An INT8 export that cannot keep SGE in float (the compact SGE form hides the structure that finds it)."""
+
+
 @dataclass(frozen=True)
 class CalibrationOptions:
     """How the INT8 graphs are calibrated (``scripts/export.py --calib-*``)."""

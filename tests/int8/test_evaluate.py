@@ -96,3 +96,28 @@ def test_evaluate_script_bad_input_exits_2(int8_artifact, tmp_path, capsys):
     evaluate = load_script("evaluate")
     assert evaluate.main([str(int8_artifact[0]), "--data", str(tmp_path / "missing")]) == 2
     assert "is not a directory" in capsys.readouterr().err
+
+
+def test_unlabelled_folder_against_the_fp32_onnx_reference(int8_artifact, tmp_path):
+    """Without labels: agreement only; the reference may be FP32 ONNX Runtime (no torch needed)."""
+    data = tmp_path / "photos"
+    save_photos(data, ["coffee", "chelsea", "rocket"])
+    out = tmp_path / "eval.json"
+    argv = [
+        str(int8_artifact[0]),
+        "--data",
+        str(data),
+        "--targets",
+        "onnxruntime:int8",
+        "--reference",
+        "onnxruntime",
+        "--threads",
+        "1",
+        "--json",
+        str(out),
+    ]
+    assert load_script("evaluate").main(argv) == 0
+    report = json.loads(out.read_text())
+    (row,) = report["results"]
+    assert report["data"]["kind"] == "unlabelled" and row["accuracy"] is None
+    assert row["agreement"]["cosine_min"] >= 0.99 and 0.0 <= row["agreement"]["top5_overlap"] <= 1.0

@@ -28,6 +28,12 @@ def test_bad_calibration_images_exit_2_with_one_line_and_no_file(export_script, 
     assert not out.exists()  # refused in the load stage, before the directory is made
 
 
+def test_compact_sge_form_is_refused_for_int8(export_script, tmp_path, capsys):
+    out = tmp_path / "artifact"
+    assert export_script.main([*TINY, "--output", str(out), "--int8", "--sge-form", "compact"]) == 2
+    assert "--sge-form official" in capsys.readouterr().err and not out.exists()
+
+
 def test_calib_images_without_int8_is_refused(export_script, tmp_path, capsys):
     assert export_script.main([*TINY, "--output", str(tmp_path / "a"), "--calib-images", str(tmp_path)]) == 2
     assert "--int8" in capsys.readouterr().err
