@@ -19,6 +19,14 @@ def save_photos(folder, names):
         Image.fromarray(photos[name]).save(folder / f"{name}.png")
 
 
+def run_evaluate(artifact, data, tmp_path, *options):
+    """scripts/evaluate.py on one thread; its JSON report."""
+    out = tmp_path / "eval.json"
+    argv = [str(artifact), "--data", str(data), *options, "--threads", "1", "--json", str(out)]
+    assert load_script("evaluate").main(argv) == 0
+    return json.loads(out.read_text())
+
+
 def test_image_folder_numbers_classes_in_sorted_order(tmp_path):
     save_photos(tmp_path / "b_cat", ["chelsea"])
     save_photos(tmp_path / "a_cup", ["coffee", "astronaut"])
@@ -66,22 +74,9 @@ def test_evaluate_script_runs_several_targets_against_eager(int8_artifact, tmp_p
     data = tmp_path / "data"
     save_photos(data / "0", ["coffee", "chelsea"])
     save_photos(data / "1", ["astronaut", "rocket"])
-    out = tmp_path / "eval.json"
-    argv = [
-        str(directory),
-        "--data",
-        str(data),
-        "--targets",
-        "onnxruntime,onnxruntime:int8,openvino:int8",
-        "--batch",
-        "3",
-        "--threads",
-        "1",
-        "--json",
-        str(out),
-    ]
-    assert load_script("evaluate").main(argv) == 0
-    report = json.loads(out.read_text())
+    report = run_evaluate(
+        directory, data, tmp_path, "--targets", "onnxruntime,onnxruntime:int8,openvino:int8", "--batch", "3"
+    )
     assert report["reference"] == "torch" and report["data"] == {"root": str(data), "kind": "image-folder", "images": 4}
     rows = {row["target"]: row for row in report["results"]}
     assert rows["onnxruntime"]["agreement"]["cosine_min"] > 0.99999  # FP32 ONNX vs FP32 eager
@@ -102,22 +97,9 @@ def test_unlabelled_folder_against_the_fp32_onnx_reference(int8_artifact, tmp_pa
     """Without labels: agreement only; the reference may be FP32 ONNX Runtime (no torch needed)."""
     data = tmp_path / "photos"
     save_photos(data, ["coffee", "chelsea", "rocket"])
-    out = tmp_path / "eval.json"
-    argv = [
-        str(int8_artifact[0]),
-        "--data",
-        str(data),
-        "--targets",
-        "onnxruntime:int8",
-        "--reference",
-        "onnxruntime",
-        "--threads",
-        "1",
-        "--json",
-        str(out),
-    ]
-    assert load_script("evaluate").main(argv) == 0
-    report = json.loads(out.read_text())
+    report = run_evaluate(
+        int8_artifact[0], data, tmp_path, "--targets", "onnxruntime:int8", "--reference", "onnxruntime"
+    )
     (row,) = report["results"]
     assert report["data"]["kind"] == "unlabelled" and row["accuracy"] is None
     assert row["agreement"]["cosine_min"] >= 0.99 and 0.0 <= row["agreement"]["top5_overlap"] <= 1.0
