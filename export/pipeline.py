@@ -4,7 +4,8 @@ Stages: load (model, checkpoint, photographs, and one eager forward at the examp
 before any file is written) → export (torch.onnx.export, checker, shape inference) → simplify (op counts before
 and after, batch still symbolic, metadata) → parity (eager vs ONNX Runtime, parity.json) → fused (SGE models only:
 the same model with each SGE + residual add + ReLU as one custom op, ``model.sge_fused.onnx``, with its own parity
-file; ONNX Runtime's CPU runner prefers it) → manifest (written last, only when every parity check passed).
+file; ONNX Runtime's CPU runner prefers it) → int8 (on request: calibrated Q/DQ graphs, export/int8/; each is
+recorded only if it passes its INT8 parity) → manifest (written last, only when every parity check passed).
 
 The export is a transaction (export/transaction.py): every file is written into a staging directory beside the
 target, which is swapped in only when every check passed. A failed or interrupted export leaves the previous
@@ -27,6 +28,8 @@ import torch
 from torch import nn
 
 from export.artifacts import MANIFEST_NAME, Manifest, atomic_path, file_sha256, write_json, write_manifest
+from export.int8.calibration import CalibrationOptions
+from export.int8.roles import INT8_FUSED_NAME, INT8_NAME, INT8_S8S8_NAME, parity_file
 from export.kernels import KernelUnavailableError, kernel_library
 from export.metadata import build_metadata, set_metadata, tool_versions
 from export.onnx_export import check_io, check_onnx, export_onnx, op_counts, opset_of
@@ -37,7 +40,7 @@ from export.sge_fused import DOMAIN, OP_TYPE, fuse_sge_residual
 from export.simplify import simplify
 from export.spec import ExportSpec
 from export.transaction import artifact_transaction
-from export.validate import onnxruntime_runner, photo_inputs, run_parity
+from export.validate import onnxruntime_runner, parity_inputs, photo_inputs, run_parity
 from models.layers.sge import SpatialGroupEnhance
 
 logger = logging.getLogger(__name__)
@@ -46,9 +49,13 @@ ONNX_NAME = "model.onnx"
 PARITY_NAME = "parity.json"
 FUSED_NAME = "model.sge_fused.onnx"  # ONNX Runtime CPU only: needs the custom-op library (export/kernels)
 FUSED_PARITY_NAME = "parity_sge_fused.json"
-STAGES = ("load", "export", "simplify", "parity", "fused", "manifest")
+INT8_FILES = (
+    *(INT8_NAME, INT8_S8S8_NAME, INT8_FUSED_NAME),
+    *map(parity_file, (INT8_NAME, INT8_S8S8_NAME, INT8_FUSED_NAME)),
+)
+STAGES = ("load", "export", "simplify", "parity", "fused", "int8", "manifest")
 # What an export of this pipeline writes: a directory holding only these (and no manifest) may be replaced.
-ARTIFACT_NAMES = frozenset({ONNX_NAME, PARITY_NAME, FUSED_NAME, FUSED_PARITY_NAME, MANIFEST_NAME})
+ARTIFACT_NAMES = frozenset({ONNX_NAME, PARITY_NAME, FUSED_NAME, FUSED_PARITY_NAME, MANIFEST_NAME, *INT8_FILES})
 
 # Called with (stage, None) when a stage starts and (stage, seconds) when it ends.
 ProgressCallback = Callable[[str, float | None], None]
@@ -65,6 +72,7 @@ class ExportResult:
     manifest_path: Path | None  # None when parity failed: the previous artifact, if any, was left as it was
     fused_path: Path | None = None  # model.sge_fused.onnx, for SGE models when the kernel compiled here
     fused_parity: ParityReport | None = None
+    int8: Any = None  # export.int8.stage.Int8Result when INT8 graphs were asked for
     ops_before: dict[str, int] = field(default_factory=dict)
     ops_after: dict[str, int] = field(default_factory=dict)
     stage_seconds: dict[str, float] = field(default_factory=dict)
@@ -88,6 +96,7 @@ class ExportResult:
             "parity": self.parity.to_dict(),
             "sge_fused": str(self.fused_path) if self.fused_path else None,
             "sge_fused_parity": self.fused_parity.to_dict() if self.fused_parity else None,
+            "int8": self.int8.to_dict() if self.int8 is not None else None,
         }
 
 
@@ -212,13 +221,16 @@ def export_model(
     check: bool = True,
     progress: ProgressCallback | None = None,
     spec: ExportSpec | None = None,
+    int8: CalibrationOptions | None = None,
     **spec_options: Any,
 ) -> ExportResult:
     """Export, simplify, verify and package a model; returns paths, op counts, stage times and the parity report.
 
     ``spec_options`` are ExportSpec fields (``input_size=(h, w)``, ``dynamic_hw``, ``opset``, ``simplifier``,
     ``atol``, ``rtol``, ...). With ``check`` a parity failure raises ParityError; either way a model that failed
-    parity writes nothing and ``output_dir`` keeps the previous artifact, if any, exactly as it was.
+    parity writes nothing and ``output_dir`` keeps the previous artifact, if any, exactly as it was. ``int8`` adds
+    the INT8 graphs (export/int8/); one that fails its INT8 parity is left out of the manifest (``result.int8.passed``
+    is then False).
     """
     if spec is not None and spec_options:
         raise TypeError(f"give either spec or ExportSpec fields, not both; got spec and {sorted(spec_options)}")
@@ -232,11 +244,19 @@ def export_model(
         )
         photos = photo_inputs(spec.input_size, mean=source.mean, std=source.std, images=images)
         num_classes = _probe(source.model, spec)
+        calibration = _calibration(int8, spec=spec, source=source)  # bad calibration images fail before any file
 
     output_dir = Path(output_dir) if output_dir is not None else Path("artifacts") / source.name
     with artifact_transaction(output_dir, replaceable=ARTIFACT_NAMES) as transaction:
         result = _export_into(
-            transaction.staging, source=source, spec=spec, photos=photos, num_classes=num_classes, stage=stage
+            transaction.staging,
+            source=source,
+            spec=spec,
+            photos=photos,
+            num_classes=num_classes,
+            stage=stage,
+            int8=int8,
+            calibration=calibration,
         )
         result.stage_seconds, result.output_dir = times, output_dir
         if not result.passed:
@@ -254,6 +274,10 @@ def export_model(
             if result.fused_path is not None:
                 manifest.record(transaction.staging, FUSED_NAME, role=FUSED_ROLE)
                 manifest.record(transaction.staging, FUSED_PARITY_NAME, role="report")
+            for graph in result.int8.graphs if result.int8 is not None else ():
+                if graph.passed:
+                    manifest.record(transaction.staging, graph.name, role=graph.role)
+                    manifest.record(transaction.staging, graph.parity_name, role="report")
             write_manifest(transaction.staging, manifest)
         transaction.commit()  # the swap: from here on output_dir is the new artifact
     result.onnx_path, result.parity_path = output_dir / ONNX_NAME, output_dir / PARITY_NAME
@@ -264,7 +288,15 @@ def export_model(
 
 
 def _export_into(
-    out: Path, *, source: _Source, spec: ExportSpec, photos: Any, num_classes: int, stage: Callable[[str], Any]
+    out: Path,
+    *,
+    source: _Source,
+    spec: ExportSpec,
+    photos: Any,
+    num_classes: int,
+    stage: Callable[[str], Any],
+    int8: CalibrationOptions | None = None,
+    calibration: Any = None,
 ) -> ExportResult:
     """Every stage up to the manifest, writing into ``out`` (the transaction's staging directory)."""
     onnx_path, parity_path = out / ONNX_NAME, out / PARITY_NAME
@@ -302,6 +334,19 @@ def _export_into(
             fused = _export_fused(source, spec=spec, photos=photos, props=props, num_classes=num_classes, out=out)
             if fused is not None:
                 fused_path, fused_report = fused
+    int8_result = None
+    if int8 is not None and report.passed and (fused_report is None or fused_report.passed):
+        with stage("int8"):
+            int8_result = _export_int8(
+                source,
+                spec=spec,
+                photos=photos,
+                calibration=calibration,
+                options=int8,
+                out=out,
+                fp32_onnx=onnx_path,
+                fused_onnx=fused_path,
+            )
     return ExportResult(
         model=source.name,
         output_dir=out,
@@ -312,9 +357,57 @@ def _export_into(
         manifest_path=None,
         fused_path=fused_path,
         fused_parity=fused_report,
+        int8=int8_result,
         ops_before=dict(op_counts(raw).most_common()),
         ops_after=dict(op_counts(final).most_common()),
         opset=opset,
+    )
+
+
+def _calibration(options: CalibrationOptions | None, *, spec: ExportSpec, source: "_Source") -> Any:
+    if options is None:
+        return None
+    from export.int8.calibration import Int8RequestError, calibration_batch
+
+    if _compact_sge_layers(source.model, spec):
+        raise Int8RequestError(
+            f"{source.name} with --sge-form compact: the INT8 export cannot find (and keep float) the compact SGE's "
+            "normalisation; re-export with --sge-form official for --int8"
+        )
+
+    return calibration_batch(options, size=spec.input_size, mean=source.mean, std=source.std)
+
+
+def _export_int8(
+    source: "_Source",
+    *,
+    spec: ExportSpec,
+    photos: Any,
+    calibration: Any,
+    options: CalibrationOptions,
+    out: Path,
+    fp32_onnx: Path,
+    fused_onnx: Path | None,
+) -> Any:
+    """The INT8 stage (export/int8/stage.py) on this export's graphs, checked against the eager model."""
+    from export.int8.stage import add_int8_graphs
+
+    def eager(x: Any) -> Any:
+        with torch.no_grad():
+            return source.model(torch.from_numpy(x)).numpy()
+
+    inputs = parity_inputs(spec, photos)
+    return add_int8_graphs(
+        out,
+        eager=eager,
+        fp32_onnx=fp32_onnx,
+        fused_onnx=fused_onnx,
+        calibration=calibration,
+        options=options,
+        photos=inputs["photos"],
+        random_inputs=inputs["random"],
+        input_name=spec.input_name,
+        batch_sizes=spec.batch_sizes,
     )
 
 
@@ -373,6 +466,7 @@ def _manifest(
             }
             if result.fused_path is not None and result.fused_parity is not None
             else None,
+            "int8": result.int8.to_dict() if result.int8 is not None else None,
             "ops_before": result.ops_before,
             "ops_after": result.ops_after,
             "stage_seconds": {k: round(v, 3) for k, v in result.stage_seconds.items()},

@@ -198,7 +198,11 @@ def run_benchmark(
     options: dict[str, dict[str, Any]] | None = None,
     command: Sequence[str] = (),
 ) -> BenchmarkResult:
-    """Open ``path`` once per backend, check they agree on one batch, then time them all in the same run."""
+    """Open ``path`` once per backend, check they agree on one batch, then time them all in the same run.
+
+    An entry may name a backend with a label after a colon ("onnxruntime:int8"): the runner is the backend's,
+    its options are ``options[entry]``, and the reports keep the whole label.
+    """
     import runtime
 
     config = config or BenchmarkConfig()
@@ -206,7 +210,9 @@ def run_benchmark(
         raise ValueError("no backends given")
     source = open_source(path)
     inputs = benchmark_batch(source, batch)
-    runners = {name: runtime.load(source, backend=name, **(options or {}).get(name, {})) for name in backends}
+    runners = {
+        name: runtime.load(source, backend=name.split(":")[0], **(options or {}).get(name, {})) for name in backends
+    }
     with ExitStack() as stack:
         for runner in runners.values():
             stack.enter_context(runner)

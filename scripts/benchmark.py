@@ -1,7 +1,7 @@
 """Time an exported model on several backends in one run, and print trtexec-shaped summaries and a comparison.
 
 python scripts/benchmark.py ARTIFACT [--backends torch,onnxruntime,openvino] [--batch N] [--threads N]
-    [--warmup-ms 200] [--duration 3] [--iterations 10] [--percentiles 90,95,99] [--json FILE]
+    [--precision fp32,int8] [--warmup-ms 200] [--duration 3] [--iterations 10] [--percentiles 90,95,99] [--json FILE]
     [--export-times FILE] [--plot FILE.png]
 """
 
@@ -51,6 +51,21 @@ def backend_options(name: str, args: argparse.Namespace) -> dict[str, Any]:
     return table.get(name, {"threads": args.threads})
 
 
+INT8_BACKENDS = ("onnxruntime", "openvino")
+
+
+def entries(backends: list[str], precisions: list[str], args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    """Benchmark entries → runner options: each backend at fp32, and at int8 where it runs the INT8 graph."""
+    table = {}
+    for name in backends:
+        for precision in precisions:
+            if precision == "fp32":
+                table[name] = backend_options(name, args)
+            elif name in INT8_BACKENDS:
+                table[f"{name}:{precision}"] = {**backend_options(name, args), "precision": precision}
+    return table
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("artifact", type=Path, help="artifact directory (or a bare .onnx file)")
@@ -61,6 +76,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=None, help="intra-op threads for every backend")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="torch and onnxruntime device")
     parser.add_argument("--fp16", action="store_true", help="torch on cuda in FP16")
+    parser.add_argument(
+        "--precision",
+        default="fp32",
+        help="comma-separated, e.g. fp32,int8: each backend that runs INT8 graphs (onnxruntime, openvino) once per "
+        "precision, in the same run (entries named backend:int8)",
+    )
     parser.add_argument("--warmup-ms", type=float, default=200.0)
     parser.add_argument("--duration", type=float, default=3.0, help="at least this many seconds per backend")
     parser.add_argument("--iterations", type=int, default=10, help="at least this many queries per backend")
@@ -104,7 +125,8 @@ def print_result(console: Console, result: BenchmarkResult) -> None:
         graph = report.description.get("graph")
         if graph == "sge_fused":
             blocked = f"{report.description['nchwc_sge_blocks']}/{report.description['fused_sge_blocks']}"
-            console.print(f"{report.backend} ran the fused-SGE graph (model.sge_fused.onnx; {blocked} blocks in NCHWc)")
+            graph_file = Path(report.description.get("model_path", "model.sge_fused.onnx")).name
+            console.print(f"{report.backend} ran the fused-SGE graph ({graph_file}; {blocked} blocks in NCHWc)")
         elif graph is not None:
             console.print(f"{report.backend} ran {Path(report.description.get('model_path', 'model.onnx')).name}")
     machine = result.machine
@@ -123,6 +145,8 @@ def _main(argv: list[str] | None) -> int:
     console = Console()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+    precisions = [p.strip() for p in args.precision.split(",") if p.strip()]
+    runs = entries(backends, precisions, args)
     try:
         if args.batch > MAX_BATCH:  # 100000 images would be refused only by the OOM killer
             raise ValueError(f"--batch must lie in 1..{MAX_BATCH}; got {args.batch}")
@@ -136,10 +160,10 @@ def _main(argv: list[str] | None) -> int:
         )
         result = run_benchmark(
             args.artifact,
-            backends,
+            list(runs),
             batch=args.batch,
             config=config,
-            options={name: backend_options(name, args) for name in backends},
+            options=runs,
             command=["python", "scripts/benchmark.py", *(sys.argv[1:] if argv is None else argv)],
         )
     except (

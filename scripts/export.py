@@ -2,6 +2,7 @@
 
 python scripts/export.py --model sge_resnet50                      # → artifacts/sge_resnet50/
 python scripts/export.py --model se_resnet50 --checkpoint se.pth --output out/se --input-size 256 256
+python scripts/export.py --model sge_resnet50 --int8 [--calib-images DIR] [--calib-method minmax] [--calib-count 32]
 """
 
 import sys
@@ -70,6 +71,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--triton-repo", type=Path, metavar="DIR", help="also write a Triton model repository (DIR/<model>/)"
     )
+    p.add_argument("--int8", action="store_true", help="also write the calibrated INT8 Q/DQ graphs (README: INT8)")
+    p.add_argument(
+        "--calib-images",
+        nargs="+",
+        type=Path,
+        metavar="DIR|FILE",
+        help="INT8 calibration photographs (default: bundled)",
+    )
+    p.add_argument("--calib-method", choices=("minmax", "entropy", "percentile"), default="minmax")
+    p.add_argument("--calib-count", type=int, default=32, metavar="N", help="INT8 calibration samples (default 32)")
     p.add_argument("--list-models", action="store_true", help="list the model names and exit")
     p.add_argument("-v", "--verbose", action="store_true", help="log the library's progress")
     return p
@@ -89,6 +100,8 @@ def input_errors() -> tuple[type[BaseException], ...]:
     import models
     from export.artifacts import ArtifactError
     from export.fp16 import Fp16ConversionError
+    from export.int8.calibration import CalibrationImageError, Int8RequestError
+    from export.int8.quantize import QuantizationError
     from export.onnx_export import OnnxExportError
     from export.simplify import SimplifyError
     from export.spec import SpecError
@@ -113,6 +126,9 @@ def input_errors() -> tuple[type[BaseException], ...]:
         TrtRequestError,
         TrtBuildError,
         CalibrationDataError,
+        CalibrationImageError,
+        Int8RequestError,
+        QuantizationError,
         TritonConfigError,
         ImportError,
         OSError,
@@ -164,6 +180,54 @@ def tensorrt_step(args: argparse.Namespace, result: Any, console: Console) -> No
     console.print(f"{engine.plan.name}: TensorRT {info['tensorrt_version']} {args.trt}, {info['gpu']['name']}")
 
 
+def int8_options(args: argparse.Namespace) -> Any:
+    if not args.int8:
+        if args.calib_images:
+            raise argparse.ArgumentTypeError("--calib-images is for --int8; add --int8")
+        return None
+    from export.int8.calibration import CalibrationOptions
+
+    return CalibrationOptions(images=tuple(args.calib_images or ()), method=args.calib_method, count=args.calib_count)
+
+
+def int8_table(result: Any) -> Any:
+    from rich.table import Table
+
+    table = Table(
+        title=f"INT8 graphs (calibration: {result.calibration['samples']} samples, "
+        f"{result.calibration['method']}); worst sample per reference"
+    )
+    for column in (
+        "graph",
+        "scheme",
+        "vs",
+        "photos cos",
+        "photos top-1",
+        "clear top-1",
+        "photos top-5",
+        "random cos",
+        "SGE float",
+        "status",
+    ):
+        table.add_column(column, no_wrap=column == "graph")
+    for graph in result.graphs:
+        for ref in ("eager", "fp32_onnx"):
+            photos, noise = graph.parity.worst(ref, "photos"), graph.parity.worst(ref, "random")
+            table.add_row(
+                graph.name,
+                graph.scheme,
+                ref,
+                f"{photos['cosine']:.4f}",
+                f"{photos['top1']:.0%}",
+                f"{photos['clear_top1']:.0%}",
+                f"{photos['top5']:.0%}",
+                f"{noise['cosine']:.4f}",
+                str(graph.sge_regions_float),
+                "pass" if graph.passed else "FAIL",
+            )
+    return table
+
+
 def main(argv: list[str] | None = None) -> int:
     return run_main(_main, argv)
 
@@ -200,6 +264,7 @@ def _main(argv: list[str] | None) -> int:
         return EXIT_INPUT
 
     try:
+        int8 = int8_options(args)
         with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console) as bar:
             tasks: dict[str, int] = {}
 
@@ -228,6 +293,7 @@ def _main(argv: list[str] | None) -> int:
                 rtol=ExportSpec.rtol if args.rtol is None else args.rtol,
                 noise_floor=args.atol is None and args.rtol is None,  # explicit gates are enforced as given
                 batch_sizes=parse_batch_sizes(args.batch_sizes),
+                int8=int8,
             )
     except input_errors() as err:
         print(f"error: {err}", file=sys.stderr)
@@ -246,6 +312,15 @@ def _main(argv: list[str] | None) -> int:
         failures = [*result.parity.failures(), *(result.fused_parity.failures() if result.fused_parity else [])]
         print(f"error: parity failed ({'; '.join(failures)}); no manifest written", file=sys.stderr)
         return EXIT_PARITY
+    if result.int8 is not None:
+        console.print(int8_table(result.int8))
+        if not result.int8.passed:
+            print(
+                f"error: INT8 parity failed ({'; '.join(result.int8.failures())}); those graphs are not in the "
+                "manifest (re-calibrate: --calib-images with more photographs, or --calib-method)",
+                file=sys.stderr,
+            )
+            return EXIT_PARITY
     try:
         for step in follow_up_steps(args):
             step(args, result, console)

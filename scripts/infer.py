@@ -37,6 +37,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--labels", type=Path, help="class names, one per line (default: the ImageNet-1k names for 1000 classes)"
     )
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument(
+        "--precision", default="fp32", help="fp32 (default) or int8: the artifact's INT8 graph (README: INT8)"
+    )
     parser.add_argument("--json", type=Path, help="write the predictions here")
     parser.add_argument("-v", "--verbose", action="store_true", help="the traceback of an internal error")
     return parser.parse_args(argv)
@@ -53,7 +56,8 @@ def _main(argv: list[str] | None) -> int:
     try:
         check_output_paths(json=args.json)  # before the work
         source = runtime.open_source(args.artifact)
-        runner = runtime.load(source, backend=args.backend, threads=args.threads, check_finite=True)
+        precision = {"precision": args.precision} if args.precision != "fp32" else {}
+        runner = runtime.load(source, backend=args.backend, threads=args.threads, check_finite=True, **precision)
         batch = preprocess_images(args.images, preprocessing_for(source))
         classes = source.output_spec.shape[-1]
         labels = labels_for(classes if isinstance(classes, int) else None, args.labels)

@@ -4,6 +4,8 @@ On the CPU, an artifact of an SGE model runs its ``model.sge_fused.onnx`` (SGE +
 compiled op in ORT's blocked layout; export/sge_fused.py, export/ort_session.py) unless ``sge_fused=False``. Any
 failure of that path (no kernel library in this install, a corrupt one, registration or planning) is one warning,
 and the runner runs the portable ``model.onnx`` instead: the process never goes down for the faster graph.
+``precision="int8"`` runs the artifact's INT8 graph instead (export/int8/): its fused-SGE form
+``model.int8.sge_fused.onnx`` on the CPU when recorded (falling back the same way), else ``model.int8.onnx``.
 
 On ``cuda`` the input and output stay bound to the device (IO binding), so the benchmark can time the host→device
 copy, the run and the device→host copy apart. ``allow_spinning=False`` sets ``session.intra_op.allow_spinning`` to
@@ -54,8 +56,16 @@ class OnnxRuntimeRunner(SourceRunner):
         cache_dir: str | Path | None = None,
         check_finite: bool = False,
         sge_fused: bool = True,
+        precision: str = "fp32",
     ) -> None:
+        from export.int8.roles import PrecisionError, normalise_precision
+
         super().__init__(source, threads=threads, check_finite=check_finite)
+        self.precision = normalise_precision(precision)
+        if self.precision not in ("fp32", "int8"):
+            raise PrecisionError(
+                f"onnxruntime runs precision fp32 or int8; got {precision!r} (fp16: fp16=True on device='tensorrt')"
+            )
         if device not in PROVIDERS:
             raise ValueError(f"onnxruntime device must be one of {', '.join(PROVIDERS)}; got {device!r}")
         if fp16 and device != "tensorrt":
@@ -109,7 +119,7 @@ class OnnxRuntimeRunner(SourceRunner):
             return
         providers = self.providers()
         self._session = ort.InferenceSession(
-            str(self.source.model_path),
+            str(self.model_path()),
             sess_options=self.session_options(),
             providers=[name for name, _ in providers],
             provider_options=[options for _, options in providers],
@@ -120,29 +130,40 @@ class OnnxRuntimeRunner(SourceRunner):
         logger.info("onnxruntime %s: providers %s, threads %s", ort.__version__, active, self.threads)
         self._binding = self._session.io_binding()  # the GPU devices: the CPU returned above
 
+    def model_path(self) -> Path:
+        """The graph for the precision: the artifact's model, or its INT8 graph (``model.int8.onnx``)."""
+        from export.int8.roles import int8_graph_file
+
+        if self.precision != "int8":
+            return self.source.model_path
+        if self.source.manifest is None or self.source.directory is None:
+            return self.source.model_path  # a bare .onnx file: the caller chose the INT8 graph itself
+        return self.source.directory / int8_graph_file(self.source.manifest)
+
     def cpu_model_path(self) -> Path:
-        """The graph the CPU session runs: the artifact's fused-SGE graph when it has one, else its model."""
+        """The graph the CPU session runs: the artifact's fused-SGE graph when it has one, else ``model_path()``."""
+        from export.int8.roles import int8_graph_file
         from export.ort_session import fused_graph_file
 
         manifest, directory = self.source.manifest, self.source.directory
+        if self.precision == "int8" and manifest is not None and directory is not None:
+            return directory / int8_graph_file(manifest, fused=self.sge_fused)
         fused = fused_graph_file(manifest) if manifest is not None else None
         if self.sge_fused and fused and directory is not None:
             return directory / fused
         return self.source.model_path
 
     def _activate_cpu(self) -> None:
-        path = self.cpu_model_path()
-        if path != self.source.model_path:
+        path, plain = self.cpu_model_path(), self.model_path()
+        if path != plain:
             try:
                 self._open_cpu(path, fused=True)
                 return
-            except Exception as err:  # any failure of the fused path (library, registration, planning): run model.onnx
+            except Exception as err:  # any failure of the fused path (library, registration, planning): the plain graph
                 reason = " ".join(str(err).split()) or type(err).__name__
-                logger.warning(
-                    "the fused SGE graph cannot run here (%s); running %s instead", reason, self.source.model_path.name
-                )
+                logger.warning("the fused SGE graph cannot run here (%s); running %s instead", reason, plain.name)
         # An artifact says which of its graphs is fused; a bare .onnx file is read to find out.
-        self._open_cpu(self.source.model_path, fused=False if self.source.manifest is not None else None)
+        self._open_cpu(plain, fused=False if self.source.manifest is not None else None)
 
     def _open_cpu(self, path: Path, *, fused: bool | None) -> None:
         from export.ort_session import cpu_session, plan_session
@@ -192,6 +213,7 @@ class OnnxRuntimeRunner(SourceRunner):
             if self._session is not None
             else [p for p, _ in self.providers()],
             "allow_spinning": self.allow_spinning,
+            "precision": self.precision,
             **self._graph,
             **({"model_path": str(self._cpu_path)} if self._cpu_path is not None else {}),
         }

@@ -2,6 +2,8 @@
 
 Threads go through ``INFERENCE_NUM_THREADS``; ``INFERENCE_PRECISION_HINT`` is pinned to f32 because OpenVINO
 otherwise picks bf16 on CPUs with AMX or AVX512-BF16, which would break parity with the FP32 reference.
+``precision="int8"`` reads the artifact's ``model.int8.onnx`` (Q/DQ, which OpenVINO runs as INT8) with the same
+f32 hint for what stays float.
 """
 
 import logging
@@ -41,8 +43,16 @@ class OpenVINORunner(SourceRunner):
         self._compiled: Any = None
         self._request: Any = None
 
+    def model_path(self) -> Path:
+        from export.int8.roles import int8_graph_file
+
+        if self.precision != "int8" or self.source.manifest is None or self.source.directory is None:
+            return self.source.model_path
+        return self.source.directory / int8_graph_file(self.source.manifest)
+
     def compile_config(self) -> dict[str, Any]:
-        config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": self.precision, "PERFORMANCE_HINT": "LATENCY"}
+        hint = {"int8": "f32", "fp32": "f32"}.get(self.precision, self.precision)  # INT8: Q/DQ graph, float rest
+        config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": hint, "PERFORMANCE_HINT": "LATENCY"}
         if self.threads is not None:
             config["INFERENCE_NUM_THREADS"] = self.threads
         config.update(self.config)
@@ -55,7 +65,7 @@ class OpenVINORunner(SourceRunner):
             raise BackendUnavailableError(
                 f"OpenVINO device {self.device!r} is not available here (it has {', '.join(core.available_devices)})"
             )
-        model = core.read_model(str(self.source.model_path))
+        model = core.read_model(str(self.model_path()))
         self._compiled = core.compile_model(model, self.device, self.compile_config())
         self._request = self._compiled.create_infer_request()
         logger.info("openvino %s on %s: %s", ov.__version__, self.device, self.compile_config())
@@ -69,4 +79,9 @@ class OpenVINORunner(SourceRunner):
         return self._request.get_output_tensor(0).data.copy()
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "device": self.device, "config": self.compile_config()}
+        return {
+            **super().describe(),
+            "device": self.device,
+            "config": self.compile_config(),
+            "model_path": str(self.model_path()),
+        }

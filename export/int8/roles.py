@@ -1,0 +1,56 @@
+"""The INT8 graphs' file names and manifest roles, and the runners' ``precision`` option: torch-free, no ONNX import.
+
+=====================  ==========================  =======================================================
+role                   file                        what it is
+=====================  ==========================  =======================================================
+``model-int8``         ``model.int8.onnx``         Q/DQ, uint8 activations, per-channel int8 weights: the
+                                                   CPU file (ONNX Runtime, OpenVINO)
+``model-int8-ort-cpu`` ``model.int8.sge_fused.onnx``  the same quantisation of the fused-SGE graph (SGE models,
+                                                   ONNX Runtime CPU with the custom-op library)
+``model-int8-s8s8``    ``model.int8_s8s8.onnx``    symmetric int8 activations and weights: TensorRT's Q/DQ
+=====================  ==========================  =======================================================
+"""
+
+INT8_ROLE = "model-int8"
+INT8_FUSED_ROLE = "model-int8-ort-cpu"
+INT8_S8S8_ROLE = "model-int8-s8s8"
+
+INT8_NAME = "model.int8.onnx"
+INT8_FUSED_NAME = "model.int8.sge_fused.onnx"
+INT8_S8S8_NAME = "model.int8_s8s8.onnx"
+
+PRECISIONS = ("fp32", "fp16", "bf16", "int8")
+PRECISION_ALIASES = {"f32": "fp32", "float32": "fp32", "f16": "fp16", "i8": "int8"}
+
+
+class PrecisionError(ValueError):
+    """A precision a runner does not know or cannot run, or an artifact without the graph it needs."""
+
+
+def normalise_precision(precision: str) -> str:
+    """``precision`` in the canonical spelling ("f32" → "fp32"); an unknown one lists the choices."""
+    canonical = PRECISION_ALIASES.get(precision, precision)
+    if canonical not in PRECISIONS:
+        raise PrecisionError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
+    return canonical
+
+
+def file_with_role(manifest: "Manifest", role: str) -> str | None:  # noqa: F821
+    """The artifact's file (relative path) recorded with ``role``, or None."""
+    return next((rel for rel, entry in manifest.files.items() if entry.role == role), None)
+
+
+def int8_graph_file(manifest: "Manifest", *, fused: bool = False) -> str:  # noqa: F821
+    """The INT8 graph a runner opens: the fused-SGE one when ``fused`` and recorded, else ``model.int8.onnx``."""
+    found = (fused and file_with_role(manifest, INT8_FUSED_ROLE)) or file_with_role(manifest, INT8_ROLE)
+    if not found:
+        raise PrecisionError(
+            f"the {manifest.model} artifact has no INT8 graph (role {INT8_ROLE!r}); re-export it with "
+            f"`python scripts/export.py --model {manifest.model} --int8`"
+        )
+    return found
+
+
+def parity_file(graph: str) -> str:
+    """The INT8 parity report's name for a graph file: ``model.int8.onnx`` → ``parity_model_int8.json``."""
+    return f"parity_{graph.removesuffix('.onnx').replace('.', '_')}.json"

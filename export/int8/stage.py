@@ -1,0 +1,187 @@
+"""The export pipeline's INT8 stage: calibrate, quantise, check each INT8 graph, keep those that pass.
+
+``add_int8_graphs`` writes into the directory the pipeline gives it and returns what to record in the manifest:
+
+1. ranges of the portable FP32 graph on the calibration photographs (one pass), reused for
+   ``model.int8.onnx`` (U8S8, the CPU file) and ``model.int8_s8s8.onnx`` (S8S8, TensorRT's Q/DQ);
+2. for SGE models with a fused graph: ranges of ``model.sge_fused.onnx`` (its session registers the custom-op
+   library) and ``model.int8.sge_fused.onnx`` (U8S8, ONNX Runtime CPU's fast INT8 file);
+3. per graph: a check that no Q/DQ sits inside an SGE region, and parity against FP32 eager PyTorch and against the
+   FP32 ONNX (``export.int8.parity``), written to ``parity_<graph>.json``.
+
+A graph that fails is deleted (its parity report stays, unrecorded), so only passing INT8 graphs exist beside the
+manifest; the caller exits 1.
+"""
+
+import logging
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+
+from export.artifacts import write_json
+from export.int8.calibration import CalibrationOptions
+from export.int8.parity import Int8Parity, int8_parity
+from export.int8.quantize import calibrate, quantize_graph, scheme_of
+from export.int8.roles import (
+    INT8_FUSED_NAME,
+    INT8_FUSED_ROLE,
+    INT8_NAME,
+    INT8_ROLE,
+    INT8_S8S8_NAME,
+    INT8_S8S8_ROLE,
+    parity_file,
+)
+from export.int8.sge_regions import qdq_inside_sge, sge_regions
+
+logger = logging.getLogger(__name__)
+
+Runner = Callable[[np.ndarray], np.ndarray]
+
+
+@dataclass
+class Int8Graph:
+    name: str  # file name in the artifact directory
+    role: str
+    scheme: str
+    parity: Int8Parity
+    parity_name: str
+    sge_regions_float: int  # SGE regions (or fused SGE nodes) found float in the graph
+
+    @property
+    def passed(self) -> bool:
+        return self.parity.passed
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "file": self.name,
+            "role": self.role,
+            "parity_json": self.parity_name,
+            "sge_regions_float": self.sge_regions_float,
+            **self.parity.summary(),
+        }
+
+
+@dataclass
+class Int8Result:
+    calibration: dict[str, Any]
+    graphs: list[Int8Graph] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return all(g.passed for g in self.graphs)
+
+    def failures(self) -> list[str]:
+        return [f"{g.name}: {failure}" for g in self.graphs for failure in g.parity.failures]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"calibration": self.calibration, "graphs": [g.to_dict() for g in self.graphs]}
+
+
+def add_int8_graphs(
+    directory: str | Path,
+    *,
+    eager: Runner,
+    fp32_onnx: Path,
+    fused_onnx: Path | None,
+    calibration: np.ndarray,
+    options: CalibrationOptions,
+    photos: np.ndarray,
+    random_inputs: np.ndarray,
+    input_name: str,
+    batch_sizes: tuple[int, ...],
+) -> Int8Result:
+    """Write, check and keep-or-delete the INT8 graphs of an FP32 export (see the module docstring)."""
+    from export.validate import onnxruntime_runner
+
+    directory = Path(directory)
+    inputs = {"photos": photos, "random": random_inputs}
+    references = {
+        "eager": {kind: eager(x) for kind, x in inputs.items()},
+        "fp32_onnx": {
+            kind: onnxruntime_runner(fp32_onnx, input_name=input_name, fused=False)(x) for kind, x in inputs.items()
+        },
+    }
+    result = Int8Result(calibration={**options.to_dict(), "samples": len(calibration)})
+    plan = [(fp32_onnx, INT8_NAME, INT8_ROLE, "u8s8"), (fp32_onnx, INT8_S8S8_NAME, INT8_S8S8_ROLE, "s8s8")]
+    library = _fused_library() if fused_onnx is not None else None
+    if library is not None:
+        plan.append((fused_onnx, INT8_FUSED_NAME, INT8_FUSED_ROLE, "u8s8"))
+    with tempfile.TemporaryDirectory(prefix="sge-int8-ranges-") as tmp:
+        ranges: dict[Path, Path] = {}
+        for src, name, role, scheme in plan:
+            if src not in ranges:
+                ranges[src] = calibrate(
+                    src,
+                    calibration,
+                    input_name=input_name,
+                    method=options.method,
+                    ranges_path=Path(tmp) / f"{src.stem}.json",
+                    library=library if src == fused_onnx else None,
+                )
+            path = quantize_graph(src, directory / name, ranges_path=ranges[src], method=options.method, scheme=scheme)
+            graph = _check(
+                path,
+                role=role,
+                scheme=scheme,
+                library=library if src == fused_onnx else None,
+                inputs=inputs,
+                references=references,
+                input_name=input_name,
+                batch_sizes=batch_sizes,
+            )
+            write_json(directory / graph.parity_name, graph.parity.to_dict())
+            if not graph.passed:
+                logger.error("%s failed INT8 parity (%s); deleted", name, "; ".join(graph.parity.failures))
+                path.unlink()
+            result.graphs.append(graph)
+    return result
+
+
+def _check(
+    path: Path,
+    *,
+    role: str,
+    scheme: str,
+    library: Path | None,
+    inputs: dict[str, np.ndarray],
+    references: dict[str, dict[str, np.ndarray]],
+    input_name: str,
+    batch_sizes: tuple[int, ...],
+) -> Int8Graph:
+    from export.validate import onnxruntime_runner
+
+    model = onnx.load(str(path))
+    regions = sge_regions(model)
+    inside = qdq_inside_sge(model)
+    counts = scheme_of(model)
+    runner = onnxruntime_runner(path, input_name=input_name, fused=library is not None)
+    parity = int8_parity(path.name, scheme, runner, inputs=inputs, references=references, batch_sizes=batch_sizes)
+    if inside:
+        parity.failures.append(f"Q/DQ inside SGE's float region: {', '.join(inside[:5])}")
+    want = "int8" if scheme == "s8s8" else "uint8"
+    if set(counts) != {want}:
+        parity.failures.append(f"activations should all be {want}; the graph's QuantizeLinear types are {counts}")
+    floats = len(regions) + sum(n.domain == "ai.sgedeploy" for n in model.graph.node)
+    return Int8Graph(
+        name=path.name,
+        role=role,
+        scheme=scheme,
+        parity=parity,
+        parity_name=parity_file(path.name),
+        sge_regions_float=floats,
+    )
+
+
+def _fused_library() -> Path | None:
+    from export.kernels import KernelUnavailableError, kernel_library
+
+    try:
+        return kernel_library()
+    except KernelUnavailableError as err:
+        logger.warning("%s; writing no %s (model.int8.onnx is complete without it)", err, INT8_FUSED_NAME)
+        return None

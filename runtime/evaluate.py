@@ -1,0 +1,190 @@
+"""Accuracy and agreement of an artifact's backends and precisions on a folder of images (``scripts/evaluate.py``).
+
+Data: an ImageFolder-style directory (one sub-folder per class; classes are numbered in sorted sub-folder order,
+as torchvision's ImageFolder does, so ImageNet's 1000 synset folders map to the usual indices; sub-folders named
+by integers use those integers), or any directory with a labels file (``relative/path.jpg <class index>`` per
+line), or a directory without labels (every image, recursively). With labels each target gets top-1 and top-5
+accuracy. Every target is also compared with a reference on the same batches: FP32 eager PyTorch by default
+(``reference="torch"``; the only import of torch), or any other target such as ``onnxruntime:fp32``: top-1
+agreement, top-5 overlap (shared classes / 5), cosine and relative L2 of the logits.
+"""
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+
+
+class DatasetError(ValueError):
+    """The evaluation directory or labels file is missing, empty or malformed."""
+
+
+@dataclass(frozen=True)
+class Dataset:
+    root: Path
+    images: tuple[Path, ...]
+    labels: tuple[int, ...] | None  # None: no labels, agreement only
+    kind: str  # "image-folder", "labels-file" or "unlabelled"
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+
+def _images_under(root: Path) -> list[Path]:
+    return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def load_dataset(root: str | Path, *, labels_file: str | Path | None = None, limit: int | None = None) -> Dataset:
+    """Read ``root`` as a labels-file set, an ImageFolder, or unlabelled images (see the module docstring)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetError(f"{root} is not a directory; give a folder of images (one sub-folder per class)")
+    if labels_file is not None:
+        images, labels = _read_labels(root, Path(labels_file))
+        kind = "labels-file"
+    else:
+        folders = sorted(p for p in root.iterdir() if p.is_dir() and _images_under(p))
+        if folders and not any(p.suffix.lower() in IMAGE_SUFFIXES for p in root.iterdir() if p.is_file()):
+            numbered = all(p.name.isdigit() for p in folders)
+            images, labels = [], []
+            for index, folder in enumerate(folders):
+                for image in _images_under(folder):
+                    images.append(image)
+                    labels.append(int(folder.name) if numbered else index)
+            kind = "image-folder"
+        else:
+            images, labels, kind = _images_under(root), None, "unlabelled"
+    if not images:
+        raise DatasetError(f"no images ({', '.join(IMAGE_SUFFIXES)}) under {root}")
+    if limit is not None:
+        images = images[:limit]
+        labels = labels[:limit] if labels is not None else None
+    return Dataset(root=root, images=tuple(images), labels=tuple(labels) if labels is not None else None, kind=kind)
+
+
+def _read_labels(root: Path, path: Path) -> tuple[list[Path], list[int]]:
+    if not path.is_file():
+        raise DatasetError(f"labels file {path} does not exist; give lines of '<relative image path> <class index>'")
+    images, labels = [], []
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        parts = line.replace(",", " ").split()
+        if not parts:
+            continue
+        if len(parts) != 2 or not parts[1].lstrip("-").isdigit():
+            raise DatasetError(f"{path}:{number}: expected '<relative image path> <class index>'; got {line!r}")
+        image = root / parts[0]
+        if not image.is_file():
+            raise DatasetError(f"{path}:{number}: {image} does not exist")
+        images.append(image)
+        labels.append(int(parts[1]))
+    return images, labels
+
+
+@dataclass
+class TargetResult:
+    target: str  # "backend:precision"
+    images: int = 0
+    top1_correct: int = 0
+    top5_correct: int = 0
+    top1_agree: int = 0
+    top5_overlap: float = 0.0
+    cosines: list[float] = field(default_factory=list)
+    rel_l2s: list[float] = field(default_factory=list)
+    described: dict[str, Any] = field(default_factory=dict)
+
+    def add(self, logits: np.ndarray, reference: np.ndarray, labels: np.ndarray | None) -> None:
+        top5, ref_top5 = _top5(logits), _top5(reference)
+        self.images += len(logits)
+        if labels is not None:
+            self.top1_correct += int((top5[:, 0] == labels).sum())
+            self.top5_correct += int((top5 == labels[:, None]).any(axis=1).sum())
+        self.top1_agree += int((top5[:, 0] == ref_top5[:, 0]).sum())
+        self.top5_overlap += sum(len(set(a) & set(b)) / 5 for a, b in zip(top5, ref_top5, strict=True))
+        a, b = logits.astype(np.float64), reference.astype(np.float64)
+        self.cosines += list((a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)))
+        self.rel_l2s += list(np.linalg.norm(a - b, axis=1) / np.linalg.norm(b, axis=1))
+
+    def to_dict(self, *, labelled: bool) -> dict[str, Any]:
+        n = max(self.images, 1)
+        accuracy = {"top1": self.top1_correct / n, "top5": self.top5_correct / n} if labelled else None
+        return {
+            "target": self.target,
+            "images": self.images,
+            "accuracy": accuracy,
+            "agreement": {
+                "top1_agreement": self.top1_agree / n,
+                "top5_overlap": self.top5_overlap / n,
+                "cosine_mean": float(np.mean(self.cosines)),
+                "cosine_min": float(np.min(self.cosines)),
+                "rel_l2_mean": float(np.mean(self.rel_l2s)),
+                "rel_l2_max": float(np.max(self.rel_l2s)),
+            },
+            "runner": self.described,
+        }
+
+
+def _top5(logits: np.ndarray) -> np.ndarray:
+    k = min(5, logits.shape[1])
+    return np.argsort(-logits, axis=1, kind="stable")[:, :k]
+
+
+def parse_target(text: str) -> tuple[str, str]:
+    """ "onnxruntime:int8" → ("onnxruntime", "int8"); a bare backend is FP32."""
+    backend, _, precision = text.partition(":")
+    return backend, precision or "fp32"
+
+
+def evaluate(
+    artifact: str | Path,
+    dataset: Dataset,
+    *,
+    targets: Sequence[str],
+    reference: str = "torch",
+    batch: int = 8,
+    threads: int | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> dict[str, Any]:
+    """Run every target and the reference over ``dataset`` in batches; accuracy (with labels) and agreement."""
+    from contextlib import ExitStack
+
+    import runtime
+    from runtime.preprocess import preprocess_images, preprocessing_for
+
+    source = runtime.open_source(artifact)
+    preprocessing = preprocessing_for(source)
+    results = {name: TargetResult(name) for name in targets}
+    with ExitStack() as stack:
+        runners = {name: stack.enter_context(_load(runtime, source, name, threads)) for name in {reference, *targets}}
+        for start in range(0, len(dataset), batch):
+            paths = dataset.images[start : start + batch]
+            x = preprocess_images(paths, preprocessing)
+            labels = np.asarray(dataset.labels[start : start + batch]) if dataset.labels is not None else None
+            ref = runners[reference].infer(x)
+            for name in targets:
+                results[name].add(runners[name].infer(x), ref, labels)
+            if progress is not None:
+                progress(len(paths))
+        for name in targets:
+            results[name].described = runners[name].describe()
+    return {
+        "artifact": str(artifact),
+        "model": source.model_name,
+        "data": {"root": str(dataset.root), "kind": dataset.kind, "images": len(dataset)},
+        "reference": reference,
+        "results": [results[name].to_dict(labelled=dataset.labels is not None) for name in targets],
+    }
+
+
+def _load(runtime: Any, source: Any, target: str, threads: int | None) -> Any:
+    backend, precision = parse_target(target)
+    options: dict[str, Any] = {"threads": threads}
+    if precision != "fp32":
+        options["precision"] = precision
+    return runtime.load(source, backend, **options)

@@ -1,0 +1,55 @@
+"""The INT8 targets on this CPU: sge_resnet50 and resnet50, FP32 and INT8, one interleaved run, with ORT's profile.
+
+python scripts/int8_targets.py artifacts/sge_resnet50 artifacts/resnet50 --threads 2 --batch-sizes 1,8 \
+    --rounds 40 --json scripts/reports/int8_targets.json
+(both artifacts exported with --int8; README: INT8)
+"""
+
+import sys
+from pathlib import Path
+
+sys.path[0] = str(Path(__file__).resolve().parents[1])  # repo root, not scripts/
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("sge_artifact", type=Path)
+    parser.add_argument("resnet_artifact", type=Path)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--batch-sizes", default="1,8")
+    parser.add_argument("--rounds", type=int, default=40)
+    parser.add_argument("--profile-runs", type=int, default=20)
+    parser.add_argument("--no-openvino", dest="openvino", action="store_false")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args(argv)
+    from export.artifacts import ArtifactError, write_json
+    from runtime.int8_study import run_study
+
+    try:
+        study = run_study(
+            args.sge_artifact,
+            args.resnet_artifact,
+            threads=args.threads,
+            batch_sizes=tuple(int(b) for b in args.batch_sizes.split(",")),
+            rounds=args.rounds,
+            profile_runs=args.profile_runs,
+            openvino=args.openvino,
+            command=" ".join(["python", "scripts/int8_targets.py", *(sys.argv[1:] if argv is None else argv)]),
+        )
+    except (ArtifactError, ValueError, OSError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    report = study.to_dict()
+    print(json.dumps({k: report[k] for k in ("machine", "ratios", "targets", "accuracy")}, indent=1))
+    for name, prof in study.profile.items():
+        print(name, prof["kernel_ms_per_run"], "ms kernel;", json.dumps(prof["by_op_ms_per_run"]))
+    if args.json:
+        write_json(args.json, report)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

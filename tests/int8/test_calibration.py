@@ -1,0 +1,97 @@
+"""Calibration inputs are real photographs (bundled and augmented, or the user's), and bad ones are refused."""
+
+import logging
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from export.int8.calibration import (
+    MIN_DISTINCT_IMAGES,
+    CalibrationImageError,
+    CalibrationOptions,
+    calibration_batch,
+    image_files,
+)
+from models.transforms import IMAGENET_MEAN, IMAGENET_STD
+
+SIZE = (48, 48)
+
+
+def batch(options):
+    return calibration_batch(options, size=SIZE, mean=IMAGENET_MEAN, std=IMAGENET_STD)
+
+
+def neighbour_correlation(x):
+    """Correlation of horizontally adjacent pixels: ~0.9 for photographs, ~0 for noise."""
+    a, b = x[..., :-1].ravel(), x[..., 1:].ravel()
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+def test_bundled_draws_are_augmented_photographs_not_noise():
+    x = batch(CalibrationOptions(count=10, seed=3))
+    assert x.shape == (10, 3, *SIZE) and x.dtype == np.float32
+    lo = (0 - np.array(IMAGENET_MEAN)) / np.array(IMAGENET_STD)
+    hi = (1 - np.array(IMAGENET_MEAN)) / np.array(IMAGENET_STD)
+    assert (x.min(axis=(0, 2, 3)) >= lo - 1e-5).all() and (x.max(axis=(0, 2, 3)) <= hi + 1e-5).all()
+    assert min(neighbour_correlation(sample) for sample in x) > 0.5
+    noise = np.random.default_rng(0).standard_normal(x.shape[1:]).astype(np.float32)
+    assert neighbour_correlation(noise) < 0.1  # the check above would catch noise
+    # 10 draws of 7 photographs: the 8th draw is the 1st photograph again, differently augmented
+    assert not np.allclose(x[0], x[7])
+
+
+def test_bundled_draws_are_seeded():
+    assert np.array_equal(batch(CalibrationOptions(count=4, seed=1)), batch(CalibrationOptions(count=4, seed=1)))
+    assert not np.array_equal(batch(CalibrationOptions(count=4, seed=1)), batch(CalibrationOptions(count=4, seed=2)))
+
+
+def write_photos(directory, n):
+    from models.transforms import sample_photos
+
+    directory.mkdir(parents=True, exist_ok=True)
+    photos = list(sample_photos().values())
+    for i in range(n):
+        Image.fromarray(photos[i % len(photos)]).save(directory / f"img{i:02d}.png")
+    return directory
+
+
+def test_user_directory_is_used_as_given_and_few_images_warn(tmp_path, caplog):
+    folder = write_photos(tmp_path / "calib", 3)
+    (folder / "notes.txt").write_text("not an image")
+    with caplog.at_level(logging.WARNING, logger="export.int8.calibration"):
+        x = batch(CalibrationOptions(images=(folder,), count=32))
+    assert x.shape[0] == 3  # the three PNGs; the text file is not an image
+    assert "only 3 calibration images" in caplog.text and str(MIN_DISTINCT_IMAGES) in caplog.text
+
+
+def test_calib_count_caps_user_images(tmp_path):
+    folder = write_photos(tmp_path / "calib", 5)
+    assert batch(CalibrationOptions(images=(folder,), count=2)).shape[0] == 2
+
+
+@pytest.mark.parametrize("case", ["empty-dir", "missing", "unreadable"])
+def test_bad_calibration_images_raise_one_clear_error(tmp_path, case):
+    if case == "empty-dir":
+        (tmp_path / "empty").mkdir()
+        paths, match = (tmp_path / "empty",), "no calibration images"
+    elif case == "missing":
+        paths, match = (tmp_path / "nowhere",), "does not exist"
+    else:
+        bad = tmp_path / "broken.jpg"
+        bad.write_bytes(b"not a jpeg")
+        paths, match = (bad,), "unreadable"
+    with pytest.raises(CalibrationImageError, match=match):
+        batch(CalibrationOptions(images=paths))
+
+
+def test_options_refuse_unknown_method_and_zero_count():
+    with pytest.raises(CalibrationImageError, match="minmax"):
+        CalibrationOptions(method="kl")
+    with pytest.raises(CalibrationImageError, match="at least 1"):
+        CalibrationOptions(count=0)
+
+
+def test_image_files_lists_directories_recursively(tmp_path):
+    write_photos(tmp_path / "a" / "b", 2)
+    assert [p.name for p in image_files([tmp_path])] == ["img00.png", "img01.png"]

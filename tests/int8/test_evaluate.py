@@ -1,0 +1,105 @@
+"""scripts/evaluate.py and runtime/evaluate.py: datasets (ImageFolder, labels file, unlabelled), accuracy and
+agreement for several backends and precisions in one run, and bad input."""
+
+import json
+
+import pytest
+from PIL import Image
+
+from runtime.evaluate import DatasetError, TargetResult, load_dataset, parse_target
+from tests.export.conftest import load_script
+
+
+def save_photos(folder, names):
+    from models.transforms import sample_photos
+
+    folder.mkdir(parents=True, exist_ok=True)
+    photos = sample_photos(tuple(names))
+    for name in names:
+        Image.fromarray(photos[name]).save(folder / f"{name}.png")
+
+
+def run_evaluate(artifact, data, tmp_path, *options):
+    """scripts/evaluate.py on one thread; its JSON report."""
+    out = tmp_path / "eval.json"
+    argv = [str(artifact), "--data", str(data), *options, "--threads", "1", "--json", str(out)]
+    assert load_script("evaluate").main(argv) == 0
+    return json.loads(out.read_text())
+
+
+def test_image_folder_numbers_classes_in_sorted_order(tmp_path):
+    save_photos(tmp_path / "b_cat", ["chelsea"])
+    save_photos(tmp_path / "a_cup", ["coffee", "astronaut"])
+    data = load_dataset(tmp_path)
+    assert data.kind == "image-folder" and len(data) == 3
+    assert dict(zip([p.name for p in data.images], data.labels, strict=True)) == {
+        "astronaut.png": 0,
+        "coffee.png": 0,
+        "chelsea.png": 1,
+    }
+
+
+def test_labels_file_and_unlabelled(tmp_path):
+    save_photos(tmp_path, ["coffee", "chelsea"])
+    (tmp_path / "labels.txt").write_text("coffee.png 967\nchelsea.png, 281\n")
+    labelled = load_dataset(tmp_path, labels_file=tmp_path / "labels.txt")
+    assert labelled.kind == "labels-file" and labelled.labels == (967, 281)
+    assert load_dataset(tmp_path).labels is None
+    (tmp_path / "bad.txt").write_text("coffee.png cat\n")
+    with pytest.raises(DatasetError, match=r"bad\.txt:1"):
+        load_dataset(tmp_path, labels_file=tmp_path / "bad.txt")
+    with pytest.raises(DatasetError, match="no images"):
+        (tmp_path / "empty").mkdir()
+        load_dataset(tmp_path / "empty")
+
+
+def test_target_result_counts_accuracy_and_agreement():
+    import numpy as np
+
+    reference = np.array([[0.0, 1, 2, 3, 4, 5], [5, 4, 3, 2, 1, 0]])
+    candidate = np.array([[0.0, 1, 2, 3, 5, 4], [5, 4, 3, 2, 1, 0]])  # sample 0's top-1 swaps with its top-2
+    result = TargetResult("x")
+    result.add(candidate, reference, labels=np.array([5, 0]))
+    row = result.to_dict(labelled=True)
+    assert row["accuracy"] == {"top1": 0.5, "top5": 1.0}
+    assert row["agreement"]["top1_agreement"] == 0.5 and row["agreement"]["top5_overlap"] == 1.0
+    assert parse_target("openvino:int8") == ("openvino", "int8") and parse_target("onnxruntime") == (
+        "onnxruntime",
+        "fp32",
+    )
+
+
+def test_evaluate_script_runs_several_targets_against_eager(int8_artifact, tmp_path):
+    directory, _ = int8_artifact
+    data = tmp_path / "data"
+    save_photos(data / "0", ["coffee", "chelsea"])
+    save_photos(data / "1", ["astronaut", "rocket"])
+    report = run_evaluate(
+        directory, data, tmp_path, "--targets", "onnxruntime,onnxruntime:int8,openvino:int8", "--batch", "3"
+    )
+    assert report["reference"] == "torch" and report["data"] == {"root": str(data), "kind": "image-folder", "images": 4}
+    rows = {row["target"]: row for row in report["results"]}
+    assert rows["onnxruntime"]["agreement"]["cosine_min"] > 0.99999  # FP32 ONNX vs FP32 eager
+    assert rows["onnxruntime"]["agreement"]["top1_agreement"] == 1.0
+    for target in ("onnxruntime:int8", "openvino:int8"):
+        assert 0.99 <= rows[target]["agreement"]["cosine_min"] < 0.99999
+        assert 0.0 <= rows[target]["accuracy"]["top1"] <= rows[target]["accuracy"]["top5"] <= 1.0
+        assert rows[target]["images"] == 4
+
+
+def test_evaluate_script_bad_input_exits_2(int8_artifact, tmp_path, capsys):
+    evaluate = load_script("evaluate")
+    assert evaluate.main([str(int8_artifact[0]), "--data", str(tmp_path / "missing")]) == 2
+    assert "is not a directory" in capsys.readouterr().err
+
+
+def test_unlabelled_folder_against_the_fp32_onnx_reference(int8_artifact, tmp_path):
+    """Without labels: agreement only; the reference may be FP32 ONNX Runtime (no torch needed)."""
+    data = tmp_path / "photos"
+    save_photos(data, ["coffee", "chelsea", "rocket"])
+    report = run_evaluate(
+        int8_artifact[0], data, tmp_path, "--targets", "onnxruntime:int8", "--reference", "onnxruntime"
+    )
+    (row,) = report["results"]
+    assert report["data"]["kind"] == "unlabelled" and row["accuracy"] is None
+    assert row["agreement"]["cosine_min"] >= 0.99 and 0.0 <= row["agreement"]["top5_overlap"] <= 1.0

@@ -1,0 +1,52 @@
+"""scripts/export.py --int8: bad calibration images exit 2 before any file; a graph below its INT8 gate exits 1
+and is neither on disk nor in the manifest, while the FP32 artifact stays complete."""
+
+import pytest
+
+from export.artifacts import load_manifest
+from tests.export.conftest import load_script
+
+TINY = ["--model", "sge_resnet18", "--input-size", "64", "64", "--init", "random", "--batch-sizes", "1,2"]
+
+
+@pytest.fixture(scope="module")
+def export_script():
+    return load_script("export")
+
+
+@pytest.mark.parametrize("case", ["empty", "unreadable"])
+def test_bad_calibration_images_exit_2_with_one_line_and_no_file(export_script, tmp_path, capsys, case):
+    calib = tmp_path / "calib"
+    calib.mkdir()
+    if case == "unreadable":
+        (calib / "photo.jpg").write_bytes(b"\xff\xd8 truncated")
+    out = tmp_path / "artifact"
+    code = export_script.main([*TINY, "--output", str(out), "--int8", "--calib-images", str(calib)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and err.startswith("error: ")
+    assert ("no calibration images" if case == "empty" else "unreadable") in err
+    assert not out.exists()  # refused in the load stage, before the directory is made
+
+
+def test_compact_sge_form_is_refused_for_int8(export_script, tmp_path, capsys):
+    out = tmp_path / "artifact"
+    assert export_script.main([*TINY, "--output", str(out), "--int8", "--sge-form", "compact"]) == 2
+    assert "--sge-form official" in capsys.readouterr().err and not out.exists()
+
+
+def test_calib_images_without_int8_is_refused(export_script, tmp_path, capsys):
+    assert export_script.main([*TINY, "--output", str(tmp_path / "a"), "--calib-images", str(tmp_path)]) == 2
+    assert "--int8" in capsys.readouterr().err
+
+
+def test_int8_below_its_gate_exits_1_and_is_not_in_the_manifest(export_script, tmp_path, capsys, monkeypatch):
+    import export.int8.parity as parity
+
+    monkeypatch.setitem(parity.COSINE_GATES, "s8s8", 1.01)  # no INT8 graph reaches a cosine above 1
+    out = tmp_path / "artifact"
+    code = export_script.main([*TINY, "--output", str(out), "--int8", "--calib-count", "4", "--no-fused-sge"])
+    assert code == 1
+    assert "model.int8_s8s8.onnx" in capsys.readouterr().err
+    manifest = load_manifest(out)  # the FP32 artifact and the passing U8S8 graph are complete
+    assert "model.int8.onnx" in manifest.files and "model.int8_s8s8.onnx" not in manifest.files
+    assert not (out / "model.int8_s8s8.onnx").exists() and (out / "parity_model_int8_s8s8.json").exists()
