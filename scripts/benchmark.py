@@ -42,7 +42,7 @@ def backend_options(name: str, args: argparse.Namespace) -> dict[str, Any]:
         "torch": {"threads": args.threads, "device": args.device, "precision": "fp16" if args.fp16 else "fp32"},
         # Idle ORT threads must sleep, not spin, while other backends are timed in this process.
         "onnxruntime": {"threads": args.threads, "device": args.device, "allow_spinning": False},
-        "openvino": {"threads": args.threads},
+        "openvino": {"threads": args.threads, "precision": args.precision},
         "tensorrt": {},  # the engine's precision and batch profile were fixed when it was built
     }
     return table.get(name, {"threads": args.threads})
@@ -58,6 +58,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=None, help="intra-op threads for every backend")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="torch and onnxruntime device")
     parser.add_argument("--fp16", action="store_true", help="torch on cuda in FP16")
+    parser.add_argument(
+        "--precision", default="fp32", help="openvino: fp32 (= f32), bf16 or int8 (the artifact's model-int8 file)"
+    )
     parser.add_argument("--warmup-ms", type=float, default=200.0)
     parser.add_argument("--duration", type=float, default=3.0, help="at least this many seconds per backend")
     parser.add_argument("--iterations", type=int, default=10, help="at least this many queries per backend")

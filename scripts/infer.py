@@ -31,6 +31,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--top-k", type=int, default=5)
     parser.add_argument("--labels", type=Path, help="class names, one per line")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--precision", default="fp32", help="fp32 (= f32), bf16, int8: openvino (README)")
     parser.add_argument("--json", type=Path, help="write the predictions here")
     return parser.parse_args(argv)
 
@@ -41,7 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         source = runtime.open_source(args.artifact)
-        runner = runtime.load(source, backend=args.backend, threads=args.threads, check_finite=True)
+        options = {"precision": args.precision} if args.precision not in ("fp32", "f32") else {}
+        runner = runtime.load(source, backend=args.backend, threads=args.threads, check_finite=True, **options)
         batch = preprocess_images(args.images, preprocessing_for(source))
         labels = load_labels(args.labels) if args.labels else None
         with runner:

@@ -39,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--queue-delay-us", type=int, default=500, help="longest wait for a fuller batch (µs)")
     parser.add_argument("--instances", type=int, default=1, help="model instances, one runner each")
     parser.add_argument("--threads", type=int, help="CPU threads per runner (default: the backend's own)")
+    parser.add_argument("--precision", default="fp32", help="fp32 (= f32), bf16, int8: openvino (README)")
     parser.add_argument("-v", "--verbose", action="store_true", help="Triton's verbose log")
     return parser
 
@@ -65,6 +66,8 @@ def main(argv: list[str] | None = None) -> int:
             log_verbose=1 if args.verbose else 0,
         )
         options = {"threads": args.threads} if args.threads is not None else {}
+        if args.precision not in ("fp32", "f32"):
+            options["precision"] = args.precision
         server = serve_artifact(args.artifact, config=config, backend=args.backend, load_options=options)
         server.start()
     except (

@@ -1,7 +1,10 @@
 """OpenVINO on the CPU, reading the ONNX file directly (no IR conversion step).
 
-Threads go through ``INFERENCE_NUM_THREADS``; ``INFERENCE_PRECISION_HINT`` is pinned to f32 because OpenVINO
-otherwise picks bf16 on CPUs with AMX or AVX512-BF16, which would break parity with the FP32 reference.
+Threads go through ``INFERENCE_NUM_THREADS``. ``precision`` (runtime/backends/ov_precision.py) sets
+``INFERENCE_PRECISION_HINT``: "fp32" by default, because OpenVINO otherwise picks bf16 on CPUs with AMX or
+AVX512-BF16, which would break parity with the FP32 reference; "bf16" asks for it; "int8" runs the artifact's
+Q/DQ model (manifest role "model-int8"). After compiling, the runner reads back what OpenVINO chose and logs one
+warning when the CPU cannot run the precision asked for; ``describe()["precision"]`` is what runs.
 """
 
 import logging
@@ -10,7 +13,9 @@ from typing import Any
 
 import numpy as np
 
+from export.artifacts import ArtifactError
 from runtime.backends.base import BackendUnavailableError
+from runtime.backends.ov_precision import HINTS, INT8_ROLE, hint_name, normalize_precision, precision_note, runs_as
 from runtime.backends.source_runner import SourceRunner, import_backend
 from runtime.source import ModelSource
 
@@ -30,19 +35,37 @@ class OpenVINORunner(SourceRunner):
         *,
         device: str = "CPU",
         threads: int | None = None,
-        precision: str = "f32",
+        precision: str = "fp32",
         config: dict[str, Any] | None = None,
         check_finite: bool = False,
     ) -> None:
         super().__init__(source, threads=threads, check_finite=check_finite)
         self.device = device
-        self.precision = precision
+        self.precision = normalize_precision(precision)
         self.config = dict(config or {})
+        self.model_path = self._model_path()
         self._compiled: Any = None
         self._request: Any = None
+        self._runs: dict[str, Any] = {}  # what OpenVINO compiled: precision, hint, note
+
+    def _model_path(self) -> Path:
+        """The file this precision runs: the artifact's INT8 model for "int8", else its model."""
+        manifest = self.source.manifest
+        if self.precision != "int8" or manifest is None:
+            return self.source.model_path  # a bare file runs as given (int8 checks it holds Q/DQ at activation)
+        int8_files = sorted(rel for rel, entry in manifest.files.items() if entry.role == INT8_ROLE)
+        if not int8_files:
+            raise ArtifactError(
+                f"{self.source.directory} has no INT8 model (manifest role {INT8_ROLE!r}); export one (README, INT8) "
+                "or choose precision fp32 or bf16"
+            )
+        return self.source.directory / int8_files[0]
 
     def compile_config(self) -> dict[str, Any]:
-        config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": self.precision, "PERFORMANCE_HINT": "LATENCY"}
+        config: dict[str, Any] = {
+            "INFERENCE_PRECISION_HINT": HINTS[self.precision],
+            "PERFORMANCE_HINT": "LATENCY",
+        }
         if self.threads is not None:
             config["INFERENCE_NUM_THREADS"] = self.threads
         config.update(self.config)
@@ -55,18 +78,48 @@ class OpenVINORunner(SourceRunner):
             raise BackendUnavailableError(
                 f"OpenVINO device {self.device!r} is not available here (it has {', '.join(core.available_devices)})"
             )
-        model = core.read_model(str(self.source.model_path))
+        model = core.read_model(str(self.model_path))
+        if self.precision == "int8" and not any(op.get_type_name() == "FakeQuantize" for op in model.get_ops()):
+            raise ArtifactError(
+                f"{self.model_path} holds no quantised layer (no QuantizeLinear/DequantizeLinear): precision int8 "
+                "needs a Q/DQ model"
+            )
         self._compiled = core.compile_model(model, self.device, self.compile_config())
         self._request = self._compiled.create_infer_request()
-        logger.info("openvino %s on %s: %s", ov.__version__, self.device, self.compile_config())
+        self._runs = self._read_back(core)
+        if self._runs["note"]:
+            logger.warning("%s", self._runs["note"])
+        logger.info("openvino %s on %s: %s, runs %s", ov.__version__, self.device, self.compile_config(), self._runs)
+
+    def _read_back(self, core: Any) -> dict[str, Any]:
+        """What the compiled model runs, from OpenVINO's own properties."""
+        hint = hint_name(self._compiled.get_property("INFERENCE_PRECISION_HINT"))
+        capabilities = list(core.get_property(self.device, "OPTIMIZATION_CAPABILITIES"))
+        cpu = str(core.get_property(self.device, "FULL_DEVICE_NAME"))
+        note = precision_note(self.precision, compiled_hint=hint, capabilities=capabilities, cpu=cpu)
+        return {
+            "precision": runs_as(self.precision, hint, capabilities),
+            "precision_requested": self.precision,
+            "inference_precision_hint": hint,
+            "capabilities": capabilities,
+            "note": note,
+        }
 
     def _deactivate_impl(self) -> None:
         self._request = None
         self._compiled = None
+        self._runs = {}
 
     def _infer_impl(self, batch: np.ndarray) -> np.ndarray:
         self._request.infer({0: batch})
         return self._request.get_output_tensor(0).data.copy()
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "device": self.device, "config": self.compile_config()}
+        return {
+            **super().describe(),
+            "model_path": str(self.model_path),
+            "device": self.device,
+            "config": self.compile_config(),
+            "precision": self.precision,
+            **self._runs,
+        }
