@@ -3,7 +3,12 @@
 Threads go through ``INFERENCE_NUM_THREADS``. ``precision`` (runtime/backends/ov_precision.py) sets
 ``INFERENCE_PRECISION_HINT``: "fp32" by default, because OpenVINO otherwise picks bf16 on CPUs with AMX or
 AVX512-BF16, which would break parity with the FP32 reference; "bf16" asks for it; "int8" runs the artifact's
-Q/DQ model (manifest role "model-int8"). After compiling, the runner reads back what OpenVINO chose and logs one
+Q/DQ model (manifest role "model-int8").
+
+An SGE artifact runs its fused-SGE graph (SGE + residual add + ReLU as one ``sgedeploy::SgeResidual`` op, the
+OpenVINO extension of export/ov_sge/; roles "model-ort-cpu", and "model-int8-ort-cpu" for int8) unless
+``sge_fused=False``; where the extension is not built or does not load, one warning says so and the plain graph
+runs. After compiling, the runner reads back what OpenVINO chose and logs one
 warning when the CPU cannot run the precision asked for; ``describe()["precision"]`` is what runs.
 """
 
@@ -20,6 +25,8 @@ from runtime.backends.source_runner import SourceRunner, import_backend
 from runtime.source import ModelSource
 
 logger = logging.getLogger(__name__)
+
+FUSED_ROLES = {"int8": "model-int8-ort-cpu"}  # precision → role of its fused-SGE graph; the others: "model-ort-cpu"
 
 
 def import_openvino() -> Any:
@@ -38,12 +45,17 @@ class OpenVINORunner(SourceRunner):
         precision: str = "fp32",
         config: dict[str, Any] | None = None,
         check_finite: bool = False,
+        sge_fused: bool = True,
+        sge_extension: str | Path | None = None,
     ) -> None:
         super().__init__(source, threads=threads, check_finite=check_finite)
         self.device = device
         self.precision = normalize_precision(precision)
         self.config = dict(config or {})
+        self.sge_fused = sge_fused
+        self.sge_extension = Path(sge_extension) if sge_extension is not None else None  # None: the installed one
         self.model_path = self._model_path()
+        self._graph: dict[str, Any] = {}  # which graph runs: plain, or sge_fused with its block count
         self._compiled: Any = None
         self._request: Any = None
         self._runs: dict[str, Any] = {}  # what OpenVINO compiled: precision, hint, note
@@ -60,6 +72,33 @@ class OpenVINORunner(SourceRunner):
                 "or choose precision fp32 or bf16"
             )
         return self.source.directory / int8_files[0]
+
+    def fused_graph_path(self) -> Path | None:
+        """The artifact's fused-SGE graph for this precision, if it has one and ``sge_fused`` is on."""
+        manifest = self.source.manifest
+        if not self.sge_fused or manifest is None:
+            return None
+        role = FUSED_ROLES.get(self.precision, "model-ort-cpu")
+        files = sorted(rel for rel, entry in manifest.files.items() if entry.role == role)
+        return self.source.directory / files[0] if files else None
+
+    def _read_model(self, core: Any) -> Any:
+        """The fused-SGE graph with the extension where possible; else, with one warning, the plain graph."""
+        from export.ov_sge.build import OvKernelBuildError, installed_library
+        from export.ov_sge.graph import FusedGraphError, read_fused_model
+
+        fused = self.fused_graph_path()
+        if fused is not None:
+            try:
+                library = self.sge_extension or installed_library()
+                model, blocks = read_fused_model(core, fused, library)
+                self._graph = {"graph": "sge_fused", "fused_sge_blocks": blocks, "model_path": str(fused)}
+                return model
+            except (OvKernelBuildError, FusedGraphError, RuntimeError) as err:
+                reason = str(err).strip().splitlines()[0]
+                logger.warning("openvino SGE extension unavailable (%s); running %s", reason, self.model_path.name)
+        self._graph = {"graph": "plain", "model_path": str(self.model_path)}
+        return core.read_model(str(self.model_path))
 
     def compile_config(self) -> dict[str, Any]:
         config: dict[str, Any] = {
@@ -78,13 +117,20 @@ class OpenVINORunner(SourceRunner):
             raise BackendUnavailableError(
                 f"OpenVINO device {self.device!r} is not available here (it has {', '.join(core.available_devices)})"
             )
-        model = core.read_model(str(self.model_path))
+        model = self._read_model(core)
         if self.precision == "int8" and not any(op.get_type_name() == "FakeQuantize" for op in model.get_ops()):
             raise ArtifactError(
-                f"{self.model_path} holds no quantised layer (no QuantizeLinear/DequantizeLinear): precision int8 "
-                "needs a Q/DQ model"
+                f"{self._graph['model_path']} holds no quantised layer (no QuantizeLinear/DequantizeLinear): "
+                "precision int8 needs a Q/DQ model"
             )
-        self._compiled = core.compile_model(model, self.device, self.compile_config())
+        try:
+            self._compiled = core.compile_model(model, self.device, self.compile_config())
+        except RuntimeError as err:
+            if self._graph["graph"] != "sge_fused":
+                raise
+            logger.warning("openvino could not compile the fused-SGE graph (%s); running %s", err, self.model_path.name)
+            self._graph = {"graph": "plain", "model_path": str(self.model_path)}
+            self._compiled = core.compile_model(str(self.model_path), self.device, self.compile_config())
         self._request = self._compiled.create_infer_request()
         self._runs = self._read_back(core)
         if self._runs["note"]:
@@ -109,6 +155,7 @@ class OpenVINORunner(SourceRunner):
         self._request = None
         self._compiled = None
         self._runs = {}
+        self._graph = {}
 
     def _infer_impl(self, batch: np.ndarray) -> np.ndarray:
         self._request.infer({0: batch})
@@ -118,6 +165,7 @@ class OpenVINORunner(SourceRunner):
         return {
             **super().describe(),
             "model_path": str(self.model_path),
+            **self._graph,
             "device": self.device,
             "config": self.compile_config(),
             "precision": self.precision,

@@ -58,3 +58,11 @@ def int8_artifact(artifact, photos, tmp_path_factory):  # noqa: F811
     manifest.record(directory, "model.int8.onnx", role="model-int8")
     write_manifest(directory, manifest)
     return directory
+
+
+@pytest.fixture(scope="session")
+def sge_extension(tmp_path_factory):
+    """The OpenVINO SGE extension, built for this test session (as setup.py builds it at install time)."""
+    from export.ov_sge.build import build_extension
+
+    return build_extension(tmp_path_factory.mktemp("ov_sge"))

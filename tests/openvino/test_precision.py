@@ -18,7 +18,7 @@ def outputs(artifact, int8_artifact, reference_model, photos, random_inputs):
     """Each precision's logits on both input kinds, with the runner's description."""
     results = {}
     for precision, directory in (("fp32", artifact), ("bf16", artifact), ("int8", int8_artifact)):
-        with runtime.load(directory, "openvino", threads=1, precision=precision) as runner:
+        with runtime.load(directory, "openvino", threads=1, precision=precision, sge_fused=False) as runner:
             results[precision] = {
                 "photos": runner.infer(photos),
                 "random": runner.infer(random_inputs),
@@ -56,7 +56,7 @@ def test_int8_runs_the_model_int8_file(outputs):
 
 
 def test_f32_is_an_alias_of_fp32(artifact, photos, outputs):
-    with runtime.load(artifact, "openvino", threads=1, precision="f32") as runner:
+    with runtime.load(artifact, "openvino", threads=1, precision="f32", sge_fused=False) as runner:
         assert runner.describe()["precision"] == "fp32"
         assert runner.describe()["config"]["INFERENCE_PRECISION_HINT"] == "f32"
         np.testing.assert_array_equal(runner.infer(photos[:2]), outputs["fp32"]["photos"][:2])
@@ -105,7 +105,9 @@ def test_precision_note_says_what_runs(precision, hint, capabilities, expected):
 
 def test_precision_fallback_warns_once(artifact, caplog):
     """A user hint that overrides the precision is read back: one warning says what runs."""
-    runner = runtime.load(artifact, "openvino", threads=1, precision="bf16", config={"INFERENCE_PRECISION_HINT": "f32"})
+    runner = runtime.load(
+        artifact, "openvino", threads=1, precision="bf16", sge_fused=False, config={"INFERENCE_PRECISION_HINT": "f32"}
+    )
     with caplog.at_level(logging.WARNING, logger="runtime.backends.ov"), runner:
         assert runner.describe()["precision"] == "fp32"
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
