@@ -27,6 +27,7 @@ FLAGS = (
     "-fno-trapping-math",
     "-fno-signed-zeros",
     "-fassociative-math",  # with the two flags above: sums vectorise; NaN and Inf keep their meaning
+    "-Wno-psabi",
 )
 
 

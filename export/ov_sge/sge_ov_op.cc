@@ -26,56 +26,74 @@
 namespace sgedeploy {
 namespace {
 
-inline float to_f32(float v) { return v; }
-inline float to_f32(ov::bfloat16 v) { return static_cast<float>(v); }
-inline void from_f32(float v, float* out) { *out = v; }
-inline void from_f32(float v, ov::bfloat16* out) { *out = ov::bfloat16::round_to_nearest(v); }
+// Element access: f32 as is; bf16 (stored as its 16 high bits) widened by a shift and narrowed with
+// round-to-nearest-even, quiet NaN kept; integer arithmetic only, so that the loops vectorise.
+inline float load(const float* p, int64_t i) { return p[i]; }
+inline float load(const uint16_t* p, int64_t i) {
+  const uint32_t bits = static_cast<uint32_t>(p[i]) << 16;
+  float v;
+  __builtin_memcpy(&v, &bits, sizeof(v));
+  return v;
+}
+inline void store(float* p, int64_t i, float v) { p[i] = v; }
+inline void store(uint16_t* p, int64_t i, float v) {
+  uint32_t bits;
+  __builtin_memcpy(&bits, &v, sizeof(bits));
+  const uint32_t rounded = (bits + 0x7FFFu + ((bits >> 16) & 1u)) >> 16;
+  const bool nan = (bits & 0x7FFFFFFFu) > 0x7F800000u;
+  p[i] = static_cast<uint16_t>(nan ? ((bits >> 16) | 0x40u) : rounded);
+}
+inline float relu(float v) { return v > 0.0f ? v : (v == v ? 0.0f : v); }  // NaN stays NaN, as torch.relu
 
-// sim[i] += mean(x_c) · x_c[i] for one channel of length hw.
-template <typename T>
-SGE_CLONES void accumulate_channel(const T* xc, float* sim, int64_t hw) {
-  float sum = 0.0f;
-  for (int64_t i = 0; i < hw; ++i) sum += to_f32(xc[i]);
-  const float mean = sum / static_cast<float>(hw);
-  for (int64_t i = 0; i < hw; ++i) sim[i] += mean * to_f32(xc[i]);
+// Normalised similarity → gate: σ(γ·(s − mean)/(std + eps) + β) with f64 statistics (std unbiased).
+struct GroupStats {
+  float centre, scale;
+};
+inline GroupStats group_stats(double mean, double squares_about_mean, int64_t count, float gamma, float eps) {
+  const double std_dev = std::sqrt(squares_about_mean / static_cast<double>(count - 1));
+  return {static_cast<float>(mean), static_cast<float>(gamma / (std_dev + eps))};
+}
+inline float gate_of(float s, GroupStats st, float beta) {
+  return 1.0f / (1.0f + sge::fast_exp(-((s - st.centre) * st.scale + beta)));
 }
 
-// sim ← sigmoid(γ · (sim − mean) / (std + eps) + β), statistics in f64.
-SGE_CLONES void gate(float* sim, int64_t hw, float gamma, float beta, float eps) {
+// One (image, group) unit is contiguous in NCHW; units run in parallel.
+template <typename T>
+SGE_CLONES void nchw_accumulate(const T* xc, float* sim, int64_t hw) {
+  float sum = 0.0f;
+  for (int64_t i = 0; i < hw; ++i) sum += load(xc, i);
+  const float mean = sum / static_cast<float>(hw);
+  for (int64_t i = 0; i < hw; ++i) sim[i] += mean * load(xc, i);
+}
+
+SGE_CLONES void nchw_gate(float* sim, int64_t hw, float gamma, float beta, float eps) {
   double sum = 0.0;
   for (int64_t i = 0; i < hw; ++i) sum += sim[i];
   const double mean = sum / static_cast<double>(hw);
-  double squares = 0.0;
+  double squares = 0.0;  // about the mean: two passes, as the reference
   for (int64_t i = 0; i < hw; ++i) squares += (sim[i] - mean) * (sim[i] - mean);
-  const double std_dev = std::sqrt(squares / static_cast<double>(hw - 1));
-  const float centre = static_cast<float>(mean), scale = static_cast<float>(gamma / (std_dev + eps));
-  for (int64_t i = 0; i < hw; ++i) sim[i] = 1.0f / (1.0f + sge::fast_exp(-((sim[i] - centre) * scale + beta)));
+  const GroupStats st = group_stats(mean, squares, hw, gamma, eps);
+  for (int64_t i = 0; i < hw; ++i) sim[i] = gate_of(sim[i], st, beta);
 }
 
-// out_c = relu(x_c · gate + identity_c) for one channel.
 template <typename T>
-SGE_CLONES void apply_channel(const T* xc, const T* ic, const float* g, T* oc, int64_t hw) {
-  for (int64_t i = 0; i < hw; ++i) {
-    const float v = to_f32(xc[i]) * g[i] + to_f32(ic[i]);
-    from_f32(v > 0.0f ? v : (v == v ? 0.0f : v), oc + i);  // NaN stays NaN, as torch.relu
-  }
+SGE_CLONES void nchw_apply(const T* xc, const T* ic, const float* g, T* oc, int64_t hw) {
+  for (int64_t i = 0; i < hw; ++i) store(oc, i, relu(load(xc, i) * g[i] + load(ic, i)));
 }
 
 template <typename T>
 void run(const T* x, const T* identity, const float* gamma, const float* beta, T* out, int64_t n, int64_t c,
-         int64_t hw, int64_t groups, float eps) {
+              int64_t hw, int64_t groups, float eps) {
   const int64_t cg = c / groups;
   ov::parallel_for(n * groups, [&](int64_t unit) {
     const int64_t g = unit % groups;
-    const int64_t offset = unit * cg * hw;  // (image, group) pairs are contiguous in NCHW
+    const int64_t offset = unit * cg * hw;
     thread_local std::vector<float> sim;
     sim.assign(hw, 0.0f);
-    for (int64_t k = 0; k < cg; ++k) accumulate_channel(x + offset + k * hw, sim.data(), hw);
-    gate(sim.data(), hw, gamma[g], beta[g], eps);
-    for (int64_t k = 0; k < cg; ++k) {
-      const int64_t at = offset + k * hw;
-      apply_channel(x + at, identity + at, sim.data(), out + at, hw);
-    }
+    for (int64_t k = 0; k < cg; ++k) nchw_accumulate(x + offset + k * hw, sim.data(), hw);
+    nchw_gate(sim.data(), hw, gamma[g], beta[g], eps);
+    for (int64_t k = 0; k < cg; ++k) nchw_apply(x + offset + k * hw, identity + offset + k * hw, sim.data(),
+                                                 out + offset + k * hw, hw);
   });
 }
 
@@ -116,19 +134,21 @@ class SgeResidual : public ov::op::Op {
   bool evaluate(ov::TensorVector& outputs, const ov::TensorVector& inputs) const override {
     const auto& x = inputs[0];
     const ov::Shape shape = x.get_shape();
-    if (shape.size() != 4 || shape[1] % groups_ != 0 || shape[2] * shape[3] < 2) return false;
+    if (shape.size() != 4) return false;
+    const int64_t n = shape[0], c = shape[1], hw = shape[2] * shape[3];
+    if (c % groups_ != 0 || hw < 2) return false;
     if (inputs[2].get_element_type() != ov::element::f32 || inputs[3].get_element_type() != ov::element::f32)
       return false;
     outputs[0].set_shape(shape);
-    const int64_t n = shape[0], c = shape[1], hw = shape[2] * shape[3];
     const float* gamma = inputs[2].data<const float>();
     const float* beta = inputs[3].data<const float>();
-    if (x.get_element_type() == ov::element::f32) {
+    const auto type = x.get_element_type();
+    if (type == ov::element::f32) {
       run(x.data<const float>(), inputs[1].data<const float>(), gamma, beta, outputs[0].data<float>(), n, c, hw,
           groups_, eps_);
-    } else if (x.get_element_type() == ov::element::bf16) {
-      run(x.data<const ov::bfloat16>(), inputs[1].data<const ov::bfloat16>(), gamma, beta,
-          outputs[0].data<ov::bfloat16>(), n, c, hw, groups_, eps_);
+    } else if (type == ov::element::bf16) {
+      auto bits = [](const ov::Tensor& t) { return static_cast<const uint16_t*>(t.data()); };
+      run(bits(x), bits(inputs[1]), gamma, beta, static_cast<uint16_t*>(outputs[0].data()), n, c, hw, groups_, eps_);
     } else {
       return false;
     }
@@ -145,4 +165,5 @@ class SgeResidual : public ov::op::Op {
 OPENVINO_CREATE_EXTENSIONS(std::vector<ov::Extension::Ptr>(
     {std::make_shared<ov::OpExtension<sgedeploy::SgeResidual>>(),
      std::make_shared<ov::frontend::OpExtension<sgedeploy::SgeResidual>>(
-         "SgeResidual", std::map<std::string, std::string>{{"groups", "groups"}, {"eps", "eps"}})}));
+         "SgeResidual",
+         std::map<std::string, std::string>{{"groups", "groups"}, {"eps", "eps"}})}));

@@ -91,7 +91,8 @@ class OpenVINORunner(SourceRunner):
         if fused is not None:
             try:
                 library = self.sge_extension or installed_library()
-                model, blocks = read_fused_model(core, fused, library)
+                storage = "bf16" if self.precision == "bf16" else "f32"  # the op's tensors: see export/ov_sge/graph.py
+                model, blocks = read_fused_model(core, fused, library, storage=storage)
                 self._graph = {"graph": "sge_fused", "fused_sge_blocks": blocks, "model_path": str(fused)}
                 return model
             except (OvKernelBuildError, FusedGraphError, RuntimeError) as err:
@@ -160,6 +161,20 @@ class OpenVINORunner(SourceRunner):
     def _infer_impl(self, batch: np.ndarray) -> np.ndarray:
         self._request.infer({0: batch})
         return self._request.get_output_tensor(0).data.copy()
+
+    def layer_times(self) -> list[dict[str, Any]]:
+        """Per-layer times of the last ``infer`` (OpenVINO's perf counts; compile with config {"PERF_COUNT": True})."""
+        if self._request is None:
+            raise RuntimeError("openvino runner is not active; use `with runner:` or call runner.activate()")
+        return [
+            {
+                "name": info.node_name,
+                "type": info.node_type,
+                "exec": info.exec_type,
+                "ms": info.real_time.total_seconds() * 1e3,
+            }
+            for info in self._request.get_profiling_info()
+        ]
 
     def describe(self) -> dict[str, Any]:
         return {

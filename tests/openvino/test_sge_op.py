@@ -70,10 +70,14 @@ def case(shape, seed=0):
 
 
 def run_fused(path, library, hint, x):
+    """Output, fused-op count and {layer type: precisions it ran in} of the graph, as the runner reads it."""
     core = ov.Core()
-    model, blocks = read_fused_model(core, path, library)
+    model, blocks = read_fused_model(core, path, library, storage="bf16" if hint == "bf16" else "f32")
     compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": hint, "INFERENCE_NUM_THREADS": 2})
-    layers = {op.get_rt_info()["layerType"].astype(str) for op in compiled.get_runtime_model().get_ops()}
+    layers: dict[str, set[str]] = {}
+    for op in compiled.get_runtime_model().get_ops():
+        info = op.get_rt_info()
+        layers.setdefault(info["layerType"].astype(str), set()).add(info["runtimePrecision"].astype(str))
     return compiled({0: x})[0], blocks, layers
 
 
@@ -84,7 +88,7 @@ def test_op_matches_float64_reference(sge_extension, tmp_path, shape, hint):
     path = tmp_path / "fused.onnx"
     onnx.save(fused_graph(shape, w1, w2, gamma, beta), path)
     got, blocks, layers = run_fused(path, sge_extension, hint, x)
-    assert blocks == 1 and "Reference" in layers  # the extension ran, not a decomposition
+    assert blocks == 1 and layers["Reference"] == {hint}  # the extension ran, in the graph's precision
     assert got.shape == expected.shape
     error = np.abs(got - expected).max() / np.abs(expected).max()
     assert error <= TOLERANCE[hint], f"{hint} {shape}: relative max error {error:.2e}"
@@ -159,3 +163,18 @@ def test_failed_compile_leaves_no_library(monkeypatch, tmp_path):
     with pytest.raises(ov_build.OvKernelBuildError, match=r"compiling sge_ov_op\.cc failed"):
         ov_build.build_extension(tmp_path)
     assert not list(tmp_path.glob("*.so"))
+
+
+def test_bf16_storage_casts_around_each_op_only(tmp_path):
+    shape = (1, 16, 4, 4, 2)
+    (_, w1, w2, gamma, beta), _ = case(shape)
+    path = tmp_path / "fused.onnx"
+    onnx.save(fused_graph(shape, w1, w2, gamma, beta), path)
+    for storage, casts in (("f32", 0), ("bf16", 3)):
+        data, count = openvino_onnx_bytes(path, storage=storage)
+        graph = onnx.load_from_string(data).graph
+        assert count == 1 and sum(node.op_type == "Cast" for node in graph.node) == casts
+        assert [n.domain for n in graph.node if n.op_type == "SgeResidual"] == [""]
+        assert graph.output[0].name == "y"
+    with pytest.raises(ValueError, match="storage must be one of f32, bf16"):
+        openvino_onnx_bytes(path, storage="f16")
