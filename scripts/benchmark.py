@@ -101,7 +101,7 @@ def print_result(console: Console, result: BenchmarkResult) -> None:
         console.print(f"outputs vs {result.reports[0].backend} on the timed batch: {agreement}")
     for report in result.reports:
         graph = report.description.get("graph")
-        if graph == "sge_fused":
+        if graph == "sge_fused" and "nchwc_sge_blocks" in report.description:  # ONNX Runtime's
             blocked = f"{report.description['nchwc_sge_blocks']}/{report.description['fused_sge_blocks']}"
             console.print(f"{report.backend} ran the fused-SGE graph (model.sge_fused.onnx; {blocked} blocks in NCHWc)")
         elif graph is not None:

@@ -27,11 +27,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("artifact", type=Path, help="artifact directory (or a bare .onnx file)")
     parser.add_argument("images", type=Path, nargs="+", help="JPEG or PNG files")
-    parser.add_argument("--backend", default="onnxruntime", help=f"one of {', '.join(runtime.list_backends())}")
+    parser.add_argument(
+        "--backend", default="onnxruntime", help=f"one of {', '.join(runtime.list_backends())}, or auto (README)"
+    )
     parser.add_argument("--top-k", type=int, default=5)
     parser.add_argument("--labels", type=Path, help="class names, one per line")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--precision", default="fp32", help="fp32 (= f32), bf16, int8: openvino (README)")
+    parser.add_argument(
+        "--min-precision", default="fp32", help="--backend auto: the lowest precision allowed (fp32, bf16, int8)"
+    )
+    parser.add_argument("--auto-table", type=Path, help="--backend auto: reuse/store its timings in this JSON file")
     parser.add_argument("--json", type=Path, help="write the predictions here")
     return parser.parse_args(argv)
 
@@ -43,7 +49,20 @@ def main(argv: list[str] | None = None) -> int:
     try:
         source = runtime.open_source(args.artifact)
         options = {"precision": args.precision} if args.precision not in ("fp32", "f32") else {}
-        runner = runtime.load(source, backend=args.backend, threads=args.threads, check_finite=True, **options)
+        backend = args.backend
+        if backend == "auto":
+            from runtime.auto import choose_backend
+
+            choice = choose_backend(
+                source,
+                min_precision=args.min_precision,
+                batch=len(args.images),
+                threads=args.threads,
+                table=args.auto_table,
+            )
+            console.print(f"auto: {choice.reason}", soft_wrap=True)
+            backend, options = choice.backend, choice.load_options()
+        runner = runtime.load(source, backend=backend, threads=args.threads, check_finite=True, **options)
         batch = preprocess_images(args.images, preprocessing_for(source))
         labels = load_labels(args.labels) if args.labels else None
         with runner:
@@ -64,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     results = []
     for image, preds in zip(args.images, predictions, strict=True):
-        table = Table(title=f"{image.name} ({args.backend})")
+        table = Table(title=f"{image.name} ({backend})")
         for column in ("rank", "class", "label", "probability"):
             table.add_column(column, justify="right" if column != "label" else "left")
         for rank, p in enumerate(preds, start=1):
