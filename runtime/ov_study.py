@@ -35,16 +35,20 @@ class Variant:
         return {"threads": threads, "precision": self.precision, "sge_fused": self.sge_fused, "config": config}
 
 
-def variants(
-    base: Path, sge: Path, precisions: Sequence[str], *, compact: Path | None = None, fused: bool = True
-) -> list[Variant]:
+def variants(base: Path, sge: Path, precisions: Sequence[str], *, compact: Path | None = None) -> list[Variant]:
+    """Per precision: the plain model, the SGE model's plain graph, its fused graph where the artifact has one for
+    that precision, and the compact graph (not at int8, which needs its own quantised file)."""
+    from export.artifacts import load_manifest
+    from runtime.backends.ov import FUSED_ROLES
+
+    roles = {entry.role for entry in load_manifest(sge, verify=False).files.values()}
     out = []
     for precision in precisions:
         out.append(Variant(f"{base.name} {precision}", base, precision, False, "base"))
         out.append(Variant(f"{sge.name} {precision} plain", sge, precision, False, "sge"))
-        if fused:
+        if FUSED_ROLES.get(precision, "model-ort-cpu") in roles:
             out.append(Variant(f"{sge.name} {precision} fused", sge, precision, True, "sge"))
-        if compact is not None:
+        if compact is not None and precision != "int8":
             out.append(Variant(f"{compact.name} {precision} compact", compact, precision, False, "sge"))
     return out
 
