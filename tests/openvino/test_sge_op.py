@@ -178,3 +178,55 @@ def test_bf16_storage_casts_around_each_op_only(tmp_path):
         assert graph.output[0].name == "y"
     with pytest.raises(ValueError, match="storage must be one of f32, bf16"):
         openvino_onnx_bytes(path, storage="f16")
+
+
+def fake_quant(v: np.ndarray, scale: float, zero: int, low: int, high: int) -> np.ndarray:
+    return (np.clip(np.round(v / scale) + zero, low, high) - zero) * scale  # numpy rounds half to even, as ONNX
+
+
+def test_op_inside_an_int8_graph(sge_extension, tmp_path):
+    """x → Q/DQ (uint8) → Conv (int8 per-channel weights) → Q/DQ → SgeResidual → y, as quantize_static writes it:
+    the convolution runs in int8 and the op between the dequantised tensors."""
+    n, c, h, w, groups = 2, 16, 9, 7, 4
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((n, c, h, w)).astype(np.float32)
+    weight = rng.standard_normal((c, c, 1, 1)) / np.sqrt(c)
+    w_scale = (np.abs(weight).reshape(c, -1).max(axis=1) / 127).astype(np.float32)
+    w_int8 = np.round(weight / w_scale[:, None, None, None]).astype(np.int8)
+    gamma, beta = rng.standard_normal(groups).astype(np.float32), rng.standard_normal(groups).astype(np.float32)
+    x_scale, a_scale = np.float32(8 / 255), np.float32(6 / 255)
+    consts = {
+        "w_q": w_int8, "w_s": w_scale, "w_z": np.zeros(c, np.int8), "x_s": x_scale, "x_z": np.uint8(128),
+        "a_s": a_scale, "a_z": np.uint8(128), "gamma": gamma, "beta": beta,
+    }  # fmt: skip
+    nodes = [
+        helper.make_node("QuantizeLinear", ["x", "x_s", "x_z"], ["x_q"]),
+        helper.make_node("DequantizeLinear", ["x_q", "x_s", "x_z"], ["x_dq"]),
+        helper.make_node("DequantizeLinear", ["w_q", "w_s", "w_z"], ["w_dq"], axis=0),
+        helper.make_node("Conv", ["x_dq", "w_dq"], ["a"]),
+        helper.make_node("QuantizeLinear", ["a", "a_s", "a_z"], ["a_q"]),
+        helper.make_node("DequantizeLinear", ["a_q", "a_s", "a_z"], ["a_dq"]),
+        helper.make_node("SgeResidual", ["a_dq", "x_dq", "gamma", "beta"], ["y"], domain="ai.sgedeploy",
+                         groups=groups, eps=1e-5, block=0),
+    ]  # fmt: skip
+    graph = helper.make_graph(
+        nodes,
+        "sge_int8",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [n, c, h, w])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [n, c, h, w])],
+        [numpy_helper.from_array(np.asarray(v), name) for name, v in consts.items()],
+    )
+    path = tmp_path / "int8.onnx"
+    opsets = [helper.make_opsetid("", 17), helper.make_opsetid("ai.sgedeploy", 1)]
+    onnx.save(helper.make_model(graph, opset_imports=opsets), path)
+    got, blocks, layers = run_fused(path, sge_extension, "f32", x)
+    assert blocks == 1 and "Reference" in layers
+    assert layers["Convolution"] == {"u8"} and layers["Reference"] == {"f32"}  # int8 conv, the op on float
+
+    x_dq = fake_quant(x.astype(np.float64), x_scale, 128, 0, 255)
+    a = conv1x1(x_dq, w_int8.astype(np.float64) * w_scale[:, None, None, None])
+    a_dq = fake_quant(a, a_scale, 128, 0, 255)
+    expected = np.maximum(sge(a_dq, gamma.astype(np.float64), beta.astype(np.float64), groups) + x_dq, 0.0)
+    # measured 3e-7 at most; at most one a_scale step where float rounding moves a convolution output across a tie
+    assert np.abs(got - expected).max() <= a_scale
+    assert np.abs(got - expected).mean() <= 1e-4
