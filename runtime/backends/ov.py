@@ -8,8 +8,8 @@ Q/DQ model (manifest role "model-int8").
 An SGE artifact runs its fused-SGE graph (SGE + residual add + ReLU as one ``sgedeploy::SgeResidual`` op, the
 OpenVINO extension of export/ov_sge/; roles "model-ort-cpu", and "model-int8-ort-cpu" for int8) unless
 ``sge_fused=False``; where the extension is not built or does not load, one warning says so and the plain graph
-runs. After compiling, the runner reads back what OpenVINO chose and logs one
-warning when the CPU cannot run the precision asked for; ``describe()["precision"]`` is what runs.
+runs. After compiling, the runner reads back what OpenVINO chose and logs one warning when the CPU cannot run the
+precision asked for; ``describe()["precision"]`` is what runs, ``describe()["graph"]`` which graph.
 """
 
 import logging
