@@ -31,15 +31,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "images", type=Path, nargs="+", help=f"JPEG or PNG files, each at most {MAX_IMAGE_PIXELS:,} pixels"
     )
-    parser.add_argument("--backend", default="onnxruntime", help=f"one of {', '.join(runtime.list_backends())}")
+    parser.add_argument(
+        "--backend", default="onnxruntime", help=f"one of {', '.join(runtime.list_backends())}, or auto (README)"
+    )
     parser.add_argument("--top-k", type=int, default=5)
     parser.add_argument(
         "--labels", type=Path, help="class names, one per line (default: the ImageNet-1k names for 1000 classes)"
     )
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--precision", default="fp32", help="fp32 (= f32), bf16 (openvino), int8 (README)")
     parser.add_argument(
-        "--precision", default="fp32", help="fp32 (default) or int8: the artifact's INT8 graph (README: INT8)"
+        "--min-precision", default="fp32", help="--backend auto: the lowest precision allowed (fp32, bf16, int8)"
     )
+    parser.add_argument("--auto-table", type=Path, help="--backend auto: reuse/store its timings in this JSON file")
     parser.add_argument("--json", type=Path, help="write the predictions here")
     parser.add_argument("-v", "--verbose", action="store_true", help="the traceback of an internal error")
     return parser.parse_args(argv)
@@ -56,8 +60,21 @@ def _main(argv: list[str] | None) -> int:
     try:
         check_output_paths(json=args.json)  # before the work
         source = runtime.open_source(args.artifact)
-        precision = {"precision": args.precision} if args.precision != "fp32" else {}
-        runner = runtime.load(source, backend=args.backend, threads=args.threads, check_finite=True, **precision)
+        options = {"precision": args.precision} if args.precision not in ("fp32", "f32") else {}
+        backend = args.backend
+        if backend == "auto":
+            from runtime.auto import choose_backend
+
+            choice = choose_backend(
+                source,
+                min_precision=args.min_precision,
+                batch=len(args.images),
+                threads=args.threads,
+                table=args.auto_table,
+            )
+            console.print(f"auto: {choice.reason}", soft_wrap=True)
+            backend, options = choice.backend, choice.load_options()
+        runner = runtime.load(source, backend=backend, threads=args.threads, check_finite=True, **options)
         batch = preprocess_images(args.images, preprocessing_for(source))
         classes = source.output_spec.shape[-1]
         labels = labels_for(classes if isinstance(classes, int) else None, args.labels)
@@ -86,7 +103,7 @@ def _main(argv: list[str] | None) -> int:
         )
     results = []
     for image, preds in zip(args.images, predictions, strict=True):
-        table = Table(title=f"{image.name} ({args.backend}{'; ' + untrained if untrained else ''})")
+        table = Table(title=f"{image.name} ({backend}{'; ' + untrained if untrained else ''})")
         for column in ("rank", "class", "label", "probability"):
             table.add_column(column, justify="right" if column != "label" else "left")
         for rank, p in enumerate(preds, start=1):

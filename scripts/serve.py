@@ -47,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="expose Triton's HTTP port directly, without the gate that refuses oversized/malformed requests (README)",
     )
     parser.add_argument(
-        "--precision", default="fp32", help="fp32 (default) or int8: the artifact's INT8 graph (README: INT8)"
+        "--precision", default="fp32", help="fp32 (= f32), bf16 (openvino), int8 (README)"
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="Triton's verbose log")
     return parser
@@ -80,7 +80,7 @@ def _main(argv: list[str] | None) -> int:
             gate=args.gate,
         )
         options = {"threads": args.threads} if args.threads is not None else {}
-        if args.precision != "fp32":
+        if args.precision not in ("fp32", "f32"):
             options["precision"] = args.precision
         server = serve_artifact(args.artifact, config=config, backend=args.backend, load_options=options)
         server.start()

@@ -1,9 +1,15 @@
 """OpenVINO on the CPU, reading the ONNX file directly (no IR conversion step).
 
-Threads go through ``INFERENCE_NUM_THREADS``; ``INFERENCE_PRECISION_HINT`` is pinned to f32 because OpenVINO
-otherwise picks bf16 on CPUs with AMX or AVX512-BF16, which would break parity with the FP32 reference.
-``precision="int8"`` reads the artifact's ``model.int8.onnx`` (Q/DQ, which OpenVINO runs as INT8) with the same
-f32 hint for what stays float.
+Threads go through ``INFERENCE_NUM_THREADS``. ``precision`` (runtime/backends/ov_precision.py) sets
+``INFERENCE_PRECISION_HINT``: "fp32" by default, because OpenVINO otherwise picks bf16 on CPUs with AMX or
+AVX512-BF16, which would break parity with the FP32 reference; "bf16" asks for it; "int8" runs the artifact's
+Q/DQ model (manifest role "model-int8").
+
+An SGE artifact runs its fused-SGE graph (SGE + residual add + ReLU as one ``sgedeploy::SgeResidual`` op, the
+OpenVINO extension of export/ov_sge/; roles "model-ort-cpu", and "model-int8-ort-cpu" for int8) unless
+``sge_fused=False``; where the extension is not built or does not load, one warning says so and the plain graph
+runs. After compiling, the runner reads back what OpenVINO chose and logs one warning when the CPU cannot run the
+precision asked for; ``describe()["precision"]`` is what runs, ``describe()["graph"]`` which graph.
 """
 
 import logging
@@ -12,11 +18,15 @@ from typing import Any
 
 import numpy as np
 
+from export.artifacts import ArtifactError
 from runtime.backends.base import BackendUnavailableError
+from runtime.backends.ov_precision import HINTS, INT8_ROLE, hint_name, normalize_precision, precision_note, runs_as
 from runtime.backends.source_runner import SourceRunner, import_backend
 from runtime.source import ModelSource
 
 logger = logging.getLogger(__name__)
+
+FUSED_ROLES = {"int8": "model-int8-ort-cpu"}  # precision → role of its fused-SGE graph; the others: "model-ort-cpu"
 
 
 def import_openvino() -> Any:
@@ -32,27 +42,70 @@ class OpenVINORunner(SourceRunner):
         *,
         device: str = "CPU",
         threads: int | None = None,
-        precision: str = "f32",
+        precision: str = "fp32",
         config: dict[str, Any] | None = None,
         check_finite: bool = False,
+        sge_fused: bool = True,
+        sge_extension: str | Path | None = None,
     ) -> None:
         super().__init__(source, threads=threads, check_finite=check_finite)
         self.device = device
-        self.precision = precision
+        self.precision = normalize_precision(precision)
         self.config = dict(config or {})
+        self.sge_fused = sge_fused
+        self.sge_extension = Path(sge_extension) if sge_extension is not None else None  # None: the installed one
+        self.model_path = self._model_path()
+        self._graph: dict[str, Any] = {}  # which graph runs: plain, or sge_fused with its block count
         self._compiled: Any = None
         self._request: Any = None
+        self._runs: dict[str, Any] = {}  # what OpenVINO compiled: precision, hint, note
 
-    def model_path(self) -> Path:
-        from export.int8.roles import int8_graph_file
+    def _model_path(self) -> Path:
+        """The file this precision runs: the artifact's INT8 model for "int8", else its model."""
+        manifest = self.source.manifest
+        if self.precision != "int8" or manifest is None:
+            return self.source.model_path  # a bare file runs as given (int8 checks it holds Q/DQ at activation)
+        int8_files = sorted(rel for rel, entry in manifest.files.items() if entry.role == INT8_ROLE)
+        if not int8_files:
+            raise ArtifactError(
+                f"{self.source.directory} has no INT8 model (manifest role {INT8_ROLE!r}); export one (README, INT8) "
+                "or choose precision fp32 or bf16"
+            )
+        return self.source.directory / int8_files[0]
 
-        if self.precision != "int8" or self.source.manifest is None or self.source.directory is None:
-            return self.source.model_path
-        return self.source.directory / int8_graph_file(self.source.manifest)
+    def fused_graph_path(self) -> Path | None:
+        """The artifact's fused-SGE graph for this precision, if it has one and ``sge_fused`` is on."""
+        manifest = self.source.manifest
+        if not self.sge_fused or manifest is None:
+            return None
+        role = FUSED_ROLES.get(self.precision, "model-ort-cpu")
+        files = sorted(rel for rel, entry in manifest.files.items() if entry.role == role)
+        return self.source.directory / files[0] if files else None
+
+    def _read_model(self, core: Any) -> Any:
+        """The fused-SGE graph with the extension where possible; else, with one warning, the plain graph."""
+        from export.ov_sge.build import OvKernelBuildError, installed_library
+        from export.ov_sge.graph import FusedGraphError, read_fused_model
+
+        fused = self.fused_graph_path()
+        if fused is not None:
+            try:
+                library = self.sge_extension or installed_library()
+                storage = "bf16" if self.precision == "bf16" else "f32"  # the op's tensors: see export/ov_sge/graph.py
+                model, blocks = read_fused_model(core, fused, library, storage=storage)
+                self._graph = {"graph": "sge_fused", "fused_sge_blocks": blocks, "model_path": str(fused)}
+                return model
+            except (OvKernelBuildError, FusedGraphError, RuntimeError) as err:
+                reason = str(err).strip().splitlines()[0]
+                logger.warning("openvino SGE extension unavailable (%s); running %s", reason, self.model_path.name)
+        self._graph = {"graph": "plain", "model_path": str(self.model_path)}
+        return core.read_model(str(self.model_path))
 
     def compile_config(self) -> dict[str, Any]:
-        hint = {"int8": "f32", "fp32": "f32"}.get(self.precision, self.precision)  # INT8: Q/DQ graph, float rest
-        config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": hint, "PERFORMANCE_HINT": "LATENCY"}
+        config: dict[str, Any] = {
+            "INFERENCE_PRECISION_HINT": HINTS[self.precision],
+            "PERFORMANCE_HINT": "LATENCY",
+        }
         if self.threads is not None:
             config["INFERENCE_NUM_THREADS"] = self.threads
         config.update(self.config)
@@ -65,23 +118,71 @@ class OpenVINORunner(SourceRunner):
             raise BackendUnavailableError(
                 f"OpenVINO device {self.device!r} is not available here (it has {', '.join(core.available_devices)})"
             )
-        model = core.read_model(str(self.model_path()))
-        self._compiled = core.compile_model(model, self.device, self.compile_config())
+        model = self._read_model(core)
+        if self.precision == "int8" and not any(op.get_type_name() == "FakeQuantize" for op in model.get_ops()):
+            raise ArtifactError(
+                f"{self._graph['model_path']} holds no quantised layer (no QuantizeLinear/DequantizeLinear): "
+                "precision int8 needs a Q/DQ model"
+            )
+        try:
+            self._compiled = core.compile_model(model, self.device, self.compile_config())
+        except RuntimeError as err:
+            if self._graph["graph"] != "sge_fused":
+                raise
+            logger.warning("openvino could not compile the fused-SGE graph (%s); running %s", err, self.model_path.name)
+            self._graph = {"graph": "plain", "model_path": str(self.model_path)}
+            self._compiled = core.compile_model(str(self.model_path), self.device, self.compile_config())
         self._request = self._compiled.create_infer_request()
-        logger.info("openvino %s on %s: %s", ov.__version__, self.device, self.compile_config())
+        self._runs = self._read_back(core)
+        if self._runs["note"]:
+            logger.warning("%s", self._runs["note"])
+        logger.info("openvino %s on %s: %s, runs %s", ov.__version__, self.device, self.compile_config(), self._runs)
+
+    def _read_back(self, core: Any) -> dict[str, Any]:
+        """What the compiled model runs, from OpenVINO's own properties."""
+        hint = hint_name(self._compiled.get_property("INFERENCE_PRECISION_HINT"))
+        capabilities = list(core.get_property(self.device, "OPTIMIZATION_CAPABILITIES"))
+        cpu = str(core.get_property(self.device, "FULL_DEVICE_NAME"))
+        note = precision_note(self.precision, compiled_hint=hint, capabilities=capabilities, cpu=cpu)
+        return {
+            "precision": runs_as(self.precision, hint, capabilities),
+            "precision_requested": self.precision,
+            "inference_precision_hint": hint,
+            "capabilities": capabilities,
+            "note": note,
+        }
 
     def _deactivate_impl(self) -> None:
         self._request = None
         self._compiled = None
+        self._runs = {}
+        self._graph = {}
 
     def _infer_impl(self, batch: np.ndarray) -> np.ndarray:
         self._request.infer({0: batch})
         return self._request.get_output_tensor(0).data.copy()
 
+    def layer_times(self) -> list[dict[str, Any]]:
+        """Per-layer times of the last ``infer`` (OpenVINO's perf counts; compile with config {"PERF_COUNT": True})."""
+        if self._request is None:
+            raise RuntimeError("openvino runner is not active; use `with runner:` or call runner.activate()")
+        return [
+            {
+                "name": info.node_name,
+                "type": info.node_type,
+                "exec": info.exec_type,
+                "ms": info.real_time.total_seconds() * 1e3,
+            }
+            for info in self._request.get_profiling_info()
+        ]
+
     def describe(self) -> dict[str, Any]:
         return {
             **super().describe(),
+            "model_path": str(self.model_path),
+            **self._graph,
             "device": self.device,
             "config": self.compile_config(),
-            "model_path": str(self.model_path()),
+            "precision": self.precision,
+            **self._runs,
         }

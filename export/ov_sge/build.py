@@ -1,0 +1,102 @@
+"""Build the OpenVINO SGE extension (``sge_ov_op.cc``) into a shared library: at install time, or by hand.
+
+``python -m export.ov_sge.build [DIR]`` (what setup.py calls, through ``build_extension``) compiles it against the
+installed openvino wheel's headers and library; the result is named after that OpenVINO version, whose C++ ABI it
+needs. One library runs on any x86-64 CPU: its hot loops are compiled for AVX-512, AVX2 and plain x86-64 and
+chosen when it loads (GCC ``target_clones``), never ``-march=native``.
+"""
+
+import logging
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+SOURCE = Path(__file__).resolve().parent / "sge_ov_op.cc"  # includes ../kernels/sge_math.h
+INSTALL_DIR = Path(__file__).resolve().parent / "lib"
+FLAGS = (
+    "-O3",
+    "-std=c++17",
+    "-shared",
+    "-fPIC",
+    "-fvisibility=hidden",
+    "-fno-math-errno",
+    "-fno-trapping-math",
+    "-fno-signed-zeros",
+    "-fassociative-math",  # with the two flags above: sums vectorise; NaN and Inf keep their meaning
+    "-Wno-psabi",
+)
+
+
+class OvKernelBuildError(RuntimeError):
+    """The OpenVINO SGE extension cannot be built or found on this machine."""
+
+
+def openvino_paths() -> tuple[str, Path, Path]:
+    """(version, include directory, libopenvino path) of the installed openvino wheel."""
+    try:
+        import openvino
+    except ImportError as err:
+        raise OvKernelBuildError("the OpenVINO SGE extension needs the openvino package: pip install openvino") from err
+    root = Path(openvino.__file__).parent
+    libraries = sorted((root / "libs").glob("libopenvino.so*"))
+    if not (root / "include" / "openvino").is_dir() or not libraries:
+        raise OvKernelBuildError(
+            f"the openvino wheel at {root} ships no C++ headers or libopenvino.so; reinstall it (pip install openvino)"
+        )
+    return openvino.__version__.split("-")[0], root / "include", libraries[0]
+
+
+def library_name(version: str) -> str:
+    return f"libsge_ov-{version}.so"
+
+
+def installed_library(directory: Path = INSTALL_DIR) -> Path:
+    """The library built for the installed OpenVINO, or OvKernelBuildError saying how to build it."""
+    version, _, _ = openvino_paths()
+    path = directory / library_name(version)
+    if not path.is_file():
+        raise OvKernelBuildError(
+            f"the OpenVINO SGE extension for openvino {version} is not built ({path} is missing): run "
+            "`python -m export.ov_sge.build` (pip install does it)"
+        )
+    return path
+
+
+def build_extension(directory: Path = INSTALL_DIR) -> Path:
+    """Compile the extension into ``directory`` and return its path; a failed build leaves no library behind."""
+    compiler = next((found for name in ("g++", "c++", "clang++") if (found := shutil.which(name))), None)
+    if compiler is None:
+        raise OvKernelBuildError("the OpenVINO SGE extension needs a C++ compiler (g++, c++ or clang++); install one")
+    version, include, libopenvino = openvino_paths()
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    target = directory / library_name(version)
+    with tempfile.TemporaryDirectory(dir=directory) as scratch:
+        partial = Path(scratch) / target.name
+        command = [compiler, *FLAGS, f"-I{include}", "-o", str(partial), str(SOURCE), str(libopenvino)]
+        command.append(f"-Wl,-rpath,{libopenvino.parent}")
+        result = subprocess.run(command, capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            raise OvKernelBuildError(f"compiling {SOURCE.name} failed:\n{result.stderr[-2000:]}")
+        partial.replace(target)
+    logger.info("built %s", target)
+    return target
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    try:
+        path = build_extension(Path(args[0]) if args else INSTALL_DIR)
+    except OvKernelBuildError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

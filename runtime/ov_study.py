@@ -1,0 +1,114 @@
+"""OpenVINO across precisions and SGE graphs: one interleaved timing run, parity against eager FP32 PyTorch, and
+per-layer profiles (OpenVINO's perf counts, summed by layer type) that explain the ratios.
+
+Each variant is (artifact, precision, graph): a plain model (resnet50), an SGE model's plain graph, its fused-SGE
+graph (the OpenVINO extension, export/ov_sge/) and optionally a rewritten SGE graph (export/sge_compact.py). The
+ratios compare each SGE variant with the plain model at the same precision (README, OpenVINO precisions).
+"""
+
+import logging
+from collections import Counter
+from collections.abc import Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from runtime.bench import measure_all
+from runtime.latency import BenchmarkConfig
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Variant:
+    label: str
+    artifact: Path
+    precision: str
+    sge_fused: bool
+    role: str  # "base" (the plain model) or "sge"
+
+    def options(self, threads: int, *, perf_count: bool = False) -> dict[str, Any]:
+        config = {"PERF_COUNT": True} if perf_count else {}
+        return {"threads": threads, "precision": self.precision, "sge_fused": self.sge_fused, "config": config}
+
+
+def variants(base: Path, sge: Path, precisions: Sequence[str], *, compact: Path | None = None) -> list[Variant]:
+    """Per precision: the plain model, the SGE model's plain graph, its fused graph where the artifact has one for
+    that precision, and the compact graph (not at int8, which needs its own quantised file)."""
+    from export.artifacts import load_manifest
+    from runtime.backends.ov import FUSED_ROLES
+
+    roles = {entry.role for entry in load_manifest(sge, verify=False).files.values()}
+    out = []
+    for precision in precisions:
+        out.append(Variant(f"{base.name} {precision}", base, precision, False, "base"))
+        out.append(Variant(f"{sge.name} {precision} plain", sge, precision, False, "sge"))
+        if FUSED_ROLES.get(precision, "model-ort-cpu") in roles:
+            out.append(Variant(f"{sge.name} {precision} fused", sge, precision, True, "sge"))
+        if compact is not None and precision != "int8":
+            out.append(Variant(f"{compact.name} {precision} compact", compact, precision, False, "sge"))
+    return out
+
+
+def time_variants(
+    chosen: Sequence[Variant], batch: np.ndarray, *, threads: int, config: BenchmarkConfig
+) -> dict[str, dict[str, Any]]:
+    """Median latency and what ran, for every variant, in one run (``config.mode``, interleaved for the report)."""
+    import runtime
+
+    with ExitStack() as stack:
+        runners = {
+            v.label: stack.enter_context(runtime.load(v.artifact, "openvino", **v.options(threads))) for v in chosen
+        }
+        reports = measure_all(runners, batch, config)
+        described = {label: runner.describe() for label, runner in runners.items()}
+    results = {}
+    for variant, report in zip(chosen, reports, strict=True):
+        d = described[variant.label]
+        results[variant.label] = {
+            "median_ms": report.latency.median,
+            "cv": report.latency.cv,
+            "queries": report.queries,
+            "precision_ran": d["precision"],
+            "graph": d["graph"],
+            "model_path": d["model_path"],
+        }
+    return results
+
+
+def ratios(chosen: Sequence[Variant], timings: dict[str, dict[str, Any]]) -> dict[str, float]:
+    """Each SGE variant's median over the plain model's at the same precision."""
+    base = {v.precision: timings[v.label]["median_ms"] for v in chosen if v.role == "base"}
+    return {v.label: timings[v.label]["median_ms"] / base[v.precision] for v in chosen if v.role == "sge"}
+
+
+def layer_profile(variant: Variant, batch: np.ndarray, *, threads: int, runs: int = 10) -> dict[str, Any]:
+    """Mean ms per query by (layer type, kernel), from OpenVINO's perf counts, largest first."""
+    import runtime
+
+    totals: Counter = Counter()
+    with runtime.load(variant.artifact, "openvino", **variant.options(threads, perf_count=True)) as runner:
+        for _ in range(3):
+            runner.infer(batch)
+        for _ in range(runs):
+            runner.infer(batch)
+            for layer in runner.layer_times():
+                totals[f"{layer['type']} ({layer['exec']})"] += layer["ms"] / runs
+    rows = {key: round(ms, 3) for key, ms in totals.most_common() if ms >= 0.005}
+    return {"total_ms": round(sum(totals.values()), 3), "by_layer_type": rows}
+
+
+def parity_to_eager(chosen: Sequence[Variant], photos: np.ndarray, reference: dict[Path, np.ndarray], *, threads: int):
+    """Cosine and relative L2 (worst photograph) of every variant against eager FP32 PyTorch."""
+    import runtime
+    from export.parity import compare
+
+    results = {}
+    for variant in chosen:
+        with runtime.load(variant.artifact, "openvino", **variant.options(threads)) as runner:
+            stats = compare(reference[variant.artifact], runner.infer(photos))
+        results[variant.label] = {"cosine": stats.cosine, "rel_l2": stats.rel_l2, "top1": stats.top1}
+    return results

@@ -1,0 +1,73 @@
+"""--backend auto: candidates within the allowed precision, a measured choice, a stored table, the script."""
+
+import json
+
+import pytest
+
+from runtime.auto import Candidate, candidates, choose_backend, openvino_capabilities, table_key
+from runtime.backends.ov_precision import UnknownPrecisionError
+from runtime.source import open_source
+from tests.runtime.test_scripts import load_script
+
+
+def labels(found):
+    return [c.label for c in found]
+
+
+def test_fp32_allows_no_precision_loss(int8_artifact):
+    source = open_source(int8_artifact)
+    found = candidates(source, min_precision="fp32", capabilities=["FP32", "BF16", "INT8"])
+    assert labels(found) == ["onnxruntime fp32", "openvino fp32"]
+
+
+def test_lower_precisions_join_where_the_cpu_and_artifact_have_them(artifact, int8_artifact):
+    full = ["FP32", "BF16", "INT8"]
+    assert labels(candidates(open_source(int8_artifact), min_precision="int8", capabilities=full))[-2:] == [
+        "openvino bf16",
+        "openvino int8",
+    ]
+    # no native bf16: OpenVINO would run f32 under the bf16 name, so it is not a candidate
+    assert "openvino bf16" not in labels(candidates(open_source(artifact), min_precision="bf16", capabilities=["FP32"]))
+    # no INT8 model in the artifact
+    assert "openvino int8" not in labels(candidates(open_source(artifact), min_precision="int8", capabilities=full))
+
+
+def test_unknown_min_precision_lists_the_choices(artifact):
+    with pytest.raises(UnknownPrecisionError, match="choose from"):
+        choose_backend(artifact, min_precision="int4")
+
+
+def test_measured_choice_is_the_fastest_allowed_and_is_stored(artifact, tmp_path):
+    table = tmp_path / "auto.json"
+    choice = choose_backend(artifact, min_precision="fp32", threads=1, table=table)
+    assert choice.source == "measured" and choice.precision == "fp32"
+    assert set(choice.medians_ms) == {"onnxruntime fp32", "openvino fp32"}
+    assert choice.medians_ms[f"{choice.backend} {choice.precision}"] == min(choice.medians_ms.values())
+    assert choice.reason.startswith(f"{choice.backend} fp32: fastest of") and "measured" in choice.reason
+    stored = json.loads(table.read_text())
+    assert list(stored.values()) == [choice.medians_ms]
+
+
+def test_stored_table_is_reused_when_machine_model_batch_and_threads_match(artifact, tmp_path):
+    cpu, _ = openvino_capabilities()
+    source = open_source(artifact)
+    table = tmp_path / "auto.json"
+    medians = {"onnxruntime fp32": 9.0, "openvino fp32": 4.0}
+    table.write_text(json.dumps({table_key(cpu, source, 1, 2): medians}))
+    choice = choose_backend(artifact, threads=2, table=table)
+    assert (choice.backend, choice.precision, choice.source) == ("openvino", "fp32", "table")
+    assert "openvino fp32 4.0 ms, onnxruntime fp32 9.0 ms" in choice.reason
+    assert choice.load_options() == {"precision": "fp32"}
+    assert Candidate("onnxruntime", "fp32").options(2, timing=True) == {"threads": 2, "allow_spinning": False}
+
+
+def test_infer_script_says_what_auto_chose(artifact, tmp_path, capsys):
+    from PIL import Image
+
+    from models.transforms import sample_photos
+
+    image = tmp_path / "photo.png"
+    Image.fromarray(next(iter(sample_photos().values()))).save(image)
+    assert load_script("infer").main([str(artifact), str(image), "--backend", "auto", "--threads", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "auto: " in out and "fastest of" in out
