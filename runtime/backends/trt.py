@@ -63,7 +63,7 @@ def check_plan_compatible(info: dict[str, Any], *, trt_version: str, gpu: dict[s
     if problems:
         raise PlanMismatchError(
             f"the TensorRT plan cannot run here: {'; '.join(problems)}; rebuild it on this machine with "
-            "`python scripts/trt_build.py ARTIFACT --precision PRECISION`"
+            "`python scripts/trt_build.py ARTIFACT --trt PRECISION`"
         )
 
 
@@ -139,7 +139,7 @@ class TrtRunner(Runner):
             if not trt_entry or source.directory is None:
                 raise PlanMismatchError(
                     f"{source.model_path.parent} has no TensorRT engine; build one with "
-                    "`python scripts/trt_build.py ARTIFACT --precision fp16`"
+                    "`python scripts/trt_build.py ARTIFACT --trt fp16`"
                 )
             self.plan_path = source.directory / trt_entry["plan"]
             sidecar: Path | None = source.directory / trt_entry["sidecar"]

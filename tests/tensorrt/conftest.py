@@ -76,3 +76,23 @@ def fake_trt(request: pytest.FixtureRequest, trt_surfaces: dict[int, Any], monke
     monkeypatch.setattr("runtime.backends.trt.open_cuda_device", lambda: HostCuda(machine))
     monkeypatch.setattr("export.trt.calibrate.cuda_upload", host_upload)
     return FakeTrt(module, machine, request.param)
+
+
+@pytest.fixture(scope="session")
+def sge_artifact_src(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A verified sge_resnet18 artifact at 64×64 with its FP16-islands ONNX (exported once per session)."""
+    from export.pipeline import export_model
+    from export.trt.artifact import add_fp16_onnx
+
+    out = tmp_path_factory.mktemp("sge_artifact") / "sge_resnet18"
+    export_model("sge_resnet18", out, init="random", input_size=(64, 64), batch_sizes=(1,), fused_sge=False)
+    add_fp16_onnx(out)
+    return out
+
+
+@pytest.fixture
+def sge_artifact(sge_artifact_src: Path, tmp_path: Path) -> Path:
+    """A private copy of the session's artifact, free to be changed by the test."""
+    import shutil
+
+    return Path(shutil.copytree(sge_artifact_src, tmp_path / "artifact"))

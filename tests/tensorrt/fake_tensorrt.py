@@ -88,6 +88,7 @@ class FakeMachine:
     build_fails: bool = False
     timing_cache_lost: bool = False  # get_timing_cache() returns None after the build
     output_noise: float = 0.0  # added to every output: a wrong engine the parity gate must catch
+    hooks: dict[str, Any] = field(default_factory=dict)  # "Class.method" → called before the behaviour
     parser_metadata: bool = True  # layers carry "[ONNX Layer: node]" (off: names and tensors are all there is)
     onnx_sessions: dict[str, Any] = field(default_factory=dict)
 
@@ -187,6 +188,8 @@ def _method(machine: FakeMachine, owner: str, name: str, params: set[str]) -> An
             object.__setattr__(self, "_state", {})  # a user subclass calling the base constructor
             return None
         machine.record(f"{owner}.{name}")
+        if f"{owner}.{name}" in machine.hooks:
+            machine.hooks[f"{owner}.{name}"]()
         if behaviour is None:
             raise NotImplementedError(f"the fake tensorrt has no behaviour for {owner}.{name}")
         return behaviour(machine, self, *args, **kwargs)
