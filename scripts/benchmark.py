@@ -43,7 +43,9 @@ def backend_options(name: str, args: argparse.Namespace) -> dict[str, Any]:
         # Idle ORT threads must sleep, not spin, while other backends are timed in this process.
         "onnxruntime": {"threads": args.threads, "device": args.device, "allow_spinning": False},
         "openvino": {"threads": args.threads},
-        "tensorrt": {},  # the engine's precision and batch profile were fixed when it was built
+        # The engine's precision and batch profile were fixed when it was built; trtexec's --useCudaGraph and
+        # --noDataTransfers are runner options.
+        "tensorrt": {"cuda_graph": args.trt_cuda_graph, "transfers": not args.trt_no_transfers},
     }
     return table.get(name, {"threads": args.threads})
 
@@ -58,6 +60,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=None, help="intra-op threads for every backend")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="torch and onnxruntime device")
     parser.add_argument("--fp16", action="store_true", help="torch on cuda in FP16")
+    parser.add_argument("--trt-cuda-graph", action="store_true", help="TensorRT: replay a CUDA graph per batch size")
+    parser.add_argument(
+        "--trt-no-transfers", action="store_true", help="TensorRT: time compute only, no host copies after the first"
+    )
     parser.add_argument("--warmup-ms", type=float, default=200.0)
     parser.add_argument("--duration", type=float, default=3.0, help="at least this many seconds per backend")
     parser.add_argument("--iterations", type=int, default=10, help="at least this many queries per backend")

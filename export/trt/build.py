@@ -14,13 +14,10 @@ Two API generations:
 * **11.x** removed weak typing: every network is strongly typed, fp16 needs the FP16-islands ONNX
   (``export.fp16``), int8 needs an ONNX that already holds Q/DQ nodes; ``EXPLICIT_BATCH`` is gone.
 
-The timing cache is handled as Polygraphy does: the file's cache is merged into a fresh one with
-``combine(..., ignore_mismatch=True)`` (a cache from another GPU contributes nothing instead of failing the build),
-and saved only after the plan is on disk, with a guard for a missing cache.
+The timing cache (``export.trt.timing_cache``) is merged as Polygraphy does and saved after the plan.
 """
 
 import logging
-import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +27,10 @@ import onnx
 
 from export.artifacts import Manifest, TensorSpec, atomic_path, file_sha256, write_json
 from export.metadata import tensor_dims
+from export.trt import pinning
+from export.trt.errors import TensorRTNotInstalledError, TrtBuildError, TrtRequestError
+from export.trt.log import make_logger, write_log
+from export.trt.timing_cache import attach_timing_cache, save_timing_cache
 from models.transforms import IMAGENET_MEAN, IMAGENET_STD
 
 logger = logging.getLogger(__name__)
@@ -39,18 +40,6 @@ INSTALL_HINT = "pip install tensorrt-cu12 (CUDA 12) or tensorrt-cu13 (CUDA 13), 
 PLAN_NAME = "model.plan"
 SIDECAR_NAME = "model.plan.json"
 OPT_LEVELS = range(6)  # IBuilderConfig.builder_optimization_level: 0 (fastest build) .. 5 (slowest); default 3
-
-
-class TensorRTNotInstalledError(ImportError):
-    """The ``tensorrt`` package cannot be imported (the message says how to install it)."""
-
-
-class TrtRequestError(ValueError):
-    """The requested build cannot be met by this TensorRT version or these inputs (the message says what to do)."""
-
-
-class TrtBuildError(RuntimeError):
-    """TensorRT refused the network (parser errors) or failed to build it."""
 
 
 @dataclass(frozen=True)
@@ -238,57 +227,6 @@ def has_qdq(model: onnx.ModelProto) -> bool:
     return any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in model.graph.node)
 
 
-@dataclass(frozen=True)
-class LayerView:
-    """What the pinning decision reads of one network layer: its name, metadata and tensor names."""
-
-    name: str
-    metadata: str
-    inputs: tuple[str, ...]
-    outputs: tuple[str, ...]
-
-
-ONNX_LAYER = re.compile(r"\[ONNX Layer: ([^\]]+)\]")  # the parser's layer metadata names the ONNX node
-PARSER_SUFFIX = re.compile(r"_\d+$")  # further layers of one node: "<node>_<counter>" (onnx-tensorrt)
-
-
-def fp32_layer_names(layers: list[LayerView], fp32_nodes: set[str], fp32_tensors: set[str]) -> list[str]:
-    """TensorRT layers to pin to FP32: every layer the parser made for an FP32 ONNX node, and helpers inside an island.
-
-    A layer belongs to an FP32 node when it is named after it, carries it in its metadata (``[ONNX Layer: node]``),
-    is named ``<node>_<n>`` (the parser's suffix for a node's further layers), or writes one of the node's output
-    tensors. An unnamed helper layer (``(Unnamed Layer* 7) [Shuffle]``) between pinned layers, reading only what
-    pinned layers write and read only by pinned layers, is pinned too, so no FP16 step sits inside an island.
-    """
-
-    def owned(layer: LayerView) -> bool:
-        return bool(
-            layer.name in fp32_nodes
-            or fp32_nodes.intersection(ONNX_LAYER.findall(layer.metadata))
-            or PARSER_SUFFIX.sub("", layer.name) in fp32_nodes
-            or fp32_tensors.intersection(layer.outputs)
-        )
-
-    chosen = {layer.name for layer in layers if owned(layer)}
-    producer = {t: layer.name for layer in layers for t in layer.outputs}
-    readers: dict[str, set[str]] = {}
-    for layer in layers:
-        for t in layer.inputs:
-            readers.setdefault(t, set()).add(layer.name)
-    changed = True
-    while changed:
-        changed = False
-        for layer in layers:
-            if layer.name in chosen or not layer.inputs or not layer.outputs:
-                continue
-            fed = all(producer.get(t) in chosen or t in fp32_tensors for t in layer.inputs)
-            read = [readers.get(t, set()) for t in layer.outputs]
-            if fed and all(r and r <= chosen for r in read):
-                chosen.add(layer.name)
-                changed = True
-    return [layer.name for layer in layers if layer.name in chosen]
-
-
 def sidecar(
     *,
     api: TrtApi,
@@ -375,35 +313,6 @@ class EngineResult:
         return {"plan": str(self.plan), "sidecar": str(self.sidecar), **self.info}
 
 
-def make_logger(trt: Any, *, verbose: bool, log_file: Path | None) -> Any:
-    """An ``ILogger`` that forwards TensorRT's messages to Python logging (logger ``tensorrt``) and, when asked,
-    writes every message to ``log_file``; VERBOSE severity when verbose or logging to a file, else WARNING."""
-    severity = trt.ILogger.Severity
-    levels = {
-        severity.INTERNAL_ERROR: logging.CRITICAL,
-        severity.ERROR: logging.ERROR,
-        severity.WARNING: logging.WARNING,
-        severity.INFO: logging.INFO,
-        severity.VERBOSE: logging.DEBUG,
-    }
-    python_log = logging.getLogger("tensorrt")
-    lowest = logging.DEBUG if verbose else logging.WARNING
-
-    class TrtLogger(trt.ILogger):
-        def __init__(self) -> None:
-            trt.ILogger.__init__(self)
-            self.lines: list[str] = []
-
-        def log(self, sev: Any, msg: str) -> None:
-            level = levels.get(sev, logging.INFO)
-            if level >= lowest:
-                python_log.log(level, "%s", msg)
-            if log_file is not None:
-                self.lines.append(f"[{getattr(sev, 'name', sev)}] {msg}")
-
-    return TrtLogger()
-
-
 def build_engine(onnx_path: str | Path, out_dir: str | Path, *, options: TrtBuildOptions) -> EngineResult:
     """Parse ``onnx_path``, build with ``options`` and write ``model.plan`` + ``model.plan.json`` into ``out_dir``.
 
@@ -452,7 +361,7 @@ def build_engine(onnx_path: str | Path, out_dir: str | Path, *, options: TrtBuil
         config.set_flag(getattr(trt.BuilderFlag, flag))
     if not options.tf32:
         config.clear_flag(trt.BuilderFlag.TF32)
-    fp32_layers = _pin_fp32_layers(trt, network, onnx.load(str(route.onnx), load_external_data=False)) if (
+    fp32_layers = pinning.pin_fp32_layers(trt, network, onnx.load(str(route.onnx), load_external_data=False)) if (
         route.fp32_islands
     ) else 0
     calibration = calibrator = None
@@ -479,7 +388,7 @@ def build_engine(onnx_path: str | Path, out_dir: str | Path, *, options: TrtBuil
     with atomic_path(plan) as tmp:
         tmp.write_bytes(bytes(serialized))
     cache_outcome["saved"] = save_timing_cache(config, options.timing_cache)
-    log_path = _write_log(trt_logger, options.log_file)
+    log_path = write_log(trt_logger, options.log_file)
     build = {
         "seconds": round(build_seconds, 3),
         "engine_bytes": plan.stat().st_size,
@@ -500,80 +409,3 @@ def build_engine(onnx_path: str | Path, out_dir: str | Path, *, options: TrtBuil
     return EngineResult(plan=plan, sidecar=write_json(out_dir / SIDECAR_NAME, info), info=info)
 
 
-def attach_timing_cache(config: Any, path: Path | None) -> dict[str, Any]:
-    """A fresh cache with the file's entries merged in (``ignore_mismatch=True``: a cache from another GPU or
-    TensorRT adds nothing rather than failing), attached with the builder's verdict checked."""
-    outcome: dict[str, Any] = {"file": str(path) if path else None, "loaded": False}
-    cache = config.create_timing_cache(b"")
-    if path is not None and path.is_file():
-        previous = config.create_timing_cache(path.read_bytes())
-        outcome["loaded"] = bool(cache.combine(previous, ignore_mismatch=True))
-        if not outcome["loaded"]:
-            logger.warning("the timing cache %s could not be merged (another TensorRT?); building without it", path)
-    if not config.set_timing_cache(cache, ignore_mismatch=False):
-        logger.warning("TensorRT rejected the timing cache from %s for this GPU; building with an empty one", path)
-        outcome["loaded"] = False
-        if not config.set_timing_cache(config.create_timing_cache(b""), ignore_mismatch=False):
-            raise TrtBuildError("TensorRT rejected even an empty timing cache; build without --trt-timing-cache")
-    return outcome
-
-
-def save_timing_cache(config: Any, path: Path | None) -> bool:
-    """Write the build's timing cache to ``path`` (after the plan); a missing cache is a warning, not a failure."""
-    if path is None:
-        return False
-    cache = config.get_timing_cache()
-    serialized = cache.serialize() if cache is not None else None
-    if serialized is None:
-        logger.warning("TensorRT returned no timing cache after the build; %s was not updated", path)
-        return False
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(bytes(serialized))
-    return True
-
-
-def _write_log(trt_logger: Any, path: Path | None) -> Path | None:
-    if path is None:
-        return None
-    with atomic_path(path) as tmp:
-        tmp.write_text("".join(line + "\n" for line in trt_logger.lines))
-    return path
-
-
-def _pin_fp32_layers(trt: Any, network: Any, model: onnx.ModelProto) -> int:
-    """Weak typing: force the layers of SGE's normalisation (``export.fp16`` policy) to compute and output FP32."""
-    from export.fp16 import plan_precision
-
-    fp32_nodes = set(plan_precision(model).fp32_nodes)
-    fp32_tensors = {o for n in model.graph.node if n.name in fp32_nodes for o in n.output}
-    layers = [network.get_layer(i) for i in range(network.num_layers)]
-    views = [_layer_view(layer) for layer in layers]
-    chosen = set(fp32_layer_names(views, fp32_nodes, fp32_tensors))
-    pinned = 0
-    for layer in layers:
-        if layer.name not in chosen or layer.type in (trt.LayerType.CONSTANT, trt.LayerType.SHAPE):
-            continue
-        float_outputs = [j for j in range(layer.num_outputs) if layer.get_output(j).dtype in (trt.float32, trt.float16)]
-        if not float_outputs:
-            continue  # shape arithmetic
-        layer.precision = trt.float32
-        for j in float_outputs:
-            layer.set_output_type(j, trt.float32)
-        pinned += 1
-    if fp32_nodes and not pinned:
-        raise TrtBuildError(
-            f"none of the {len(fp32_nodes)} FP32 ONNX nodes (SGE normalisation) matched a TensorRT layer, so an FP16 "
-            "build would compute them in FP16; build strongly typed from the FP16-islands ONNX (--fp16-onnx) instead"
-        )
-    logger.info("pinned %d TensorRT layers to FP32 (%d FP32 ONNX nodes)", pinned, len(fp32_nodes))
-    return pinned
-
-
-def _layer_view(layer: Any) -> LayerView:
-    inputs = (layer.get_input(i) for i in range(layer.num_inputs))
-    return LayerView(
-        name=layer.name,
-        metadata=layer.metadata or "",
-        inputs=tuple(t.name for t in inputs if t is not None),  # optional inputs are None
-        outputs=tuple(layer.get_output(j).name for j in range(layer.num_outputs)),
-    )

@@ -11,6 +11,7 @@ from export.validate import onnxruntime_runner
 from models.transforms import photo_batch
 from runtime.backends.base import InputMismatchError
 from runtime.backends.trt import PlanMismatchError, TrtRunner
+from tests.tensorrt.conftest import load_script
 from tests.tensorrt.host_cuda import HostCuda
 
 
@@ -83,3 +84,11 @@ def test_a_plan_for_another_gpu_is_refused(fake_trt, plan, monkeypatch):
     monkeypatch.setattr("runtime.backends.trt.open_cuda_device", lambda: HostCuda(fake_trt.machine))
     with pytest.raises(PlanMismatchError, match="this GPU is a NVIDIA H200"):
         TrtRunner(plan).activate()
+
+
+def test_benchmark_passes_trtexecs_cuda_graph_and_no_transfer_options():
+    benchmark = load_script("benchmark")
+    args = benchmark.parse_args(["artifact", "--backends", "tensorrt", "--trt-cuda-graph", "--trt-no-transfers"])
+    assert benchmark.backend_options("tensorrt", args) == {"cuda_graph": True, "transfers": False}
+    default = benchmark.parse_args(["artifact", "--backends", "tensorrt"])
+    assert benchmark.backend_options("tensorrt", default) == {"cuda_graph": False, "transfers": True}

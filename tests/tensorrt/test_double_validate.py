@@ -3,26 +3,20 @@ inspector's layer JSON, the FP32-islands proof, and scripts/trt_build.py's exit 
 ONNX with ONNX Runtime, so its parity is exact unless a knob makes it wrong: these tests prove the gates and files,
 not TensorRT's accuracy (that needs a GPU: README, TensorRT)."""
 
-import importlib.util
 import json
 import sys
-from pathlib import Path
 
 import pytest
 
 from export.artifacts import load_manifest
-from export.trt import build as trt_build
+from export.trt import pinning
 from export.trt.inspect import check_fp32_islands, compare_outputs, tensor_precision
-
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "trt_build.py"
+from tests.tensorrt.conftest import script_main
 
 
 @pytest.fixture(scope="module")
 def trt_build_main():
-    spec = importlib.util.spec_from_file_location("scripts_trt_build", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main
+    return script_main("trt_build")
 
 
 def test_build_from_an_artifact_validates_and_records_everything(fake_trt, sge_artifact, trt_build_main, capsys):
@@ -61,7 +55,7 @@ def test_islands_that_leave_fp32_fail_validation_with_exit_1(
     def names_only(layers, nodes, tensors):  # the matching before this fix: names only, no metadata or suffixes
         return [layer.name for layer in layers if layer.name in nodes]
 
-    monkeypatch.setattr(trt_build, "fp32_layer_names", names_only)
+    monkeypatch.setattr(pinning, "fp32_layer_names", names_only)
     assert trt_build_main([str(sge_artifact), "--trt", "fp16", "--trt-batch", "1", "4", "8"]) == 1
     err = capsys.readouterr().err
     assert "SGE normalisation layers are not FP32" in err and "(Unnamed Layer*" in err

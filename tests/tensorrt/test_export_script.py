@@ -1,23 +1,18 @@
 """scripts/export.py --fp16-onnx / --trt on a machine without TensorRT: FP16 ONNX recorded, install hint, exit 0."""
 
-import importlib.util
 import sys
-from pathlib import Path
 
 import pytest
 
 from export.artifacts import load_manifest
+from tests.tensorrt.conftest import script_main
 
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "export.py"
 SMALL = ["--model", "sge_resnet18", "--init", "random", "--input-size", "64", "64", "--batch-sizes", "1"]
 
 
 @pytest.fixture(scope="module")
 def export_main():
-    spec = importlib.util.spec_from_file_location("scripts_export", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main
+    return script_main("export")
 
 
 def test_trt_fp16_without_tensorrt_writes_the_onnx_artifacts_and_says_how_to_install(

@@ -13,7 +13,6 @@ from export.trt.build import (
     PLAN_NAME,
     SIDECAR_NAME,
     BuildRoute,
-    LayerView,
     Profile,
     TensorRTNotInstalledError,
     TrtApi,
@@ -21,7 +20,6 @@ from export.trt.build import (
     TrtRequestError,
     build_engine,
     derive_profile,
-    fp32_layer_names,
     import_tensorrt,
     network_flag_names,
     onnx_input_spec,
@@ -30,6 +28,7 @@ from export.trt.build import (
     sidecar,
     workspace_bytes,
 )
+from export.trt.pinning import LayerView, fp32_layer_names
 
 TRT10, TRT11 = TrtApi.from_version("10.13.3"), TrtApi.from_version("11.1.0")
 TRT10_8 = TrtApi.from_version("10.8.0")  # before 10.12 deprecated weak typing
