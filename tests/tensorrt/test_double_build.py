@@ -101,3 +101,20 @@ def test_int8_routes(fake_trt, sge_artifact):
     if fake_trt.major == 11:
         with pytest.raises(TrtRequestError, match="has no calibrators"):
             build(sge_artifact, precision="int8", calib_dir=sge_artifact)
+
+
+def test_verbose_reaches_tensorrts_logger_and_the_log_file(fake_trt, sge_artifact, caplog):
+    from export.trt.log import make_logger, write_log
+
+    trt = fake_trt.module
+    severity = trt.ILogger.Severity
+    quiet = make_logger(trt, verbose=False, log_file=None)
+    loud = make_logger(trt, verbose=True, log_file=sge_artifact / "trt.log")
+    assert isinstance(loud, trt.ILogger)  # an ILogger subclass, as the Builder and parser take
+    with caplog.at_level("DEBUG", logger="tensorrt"):
+        quiet.log(severity.VERBOSE, "tactic 0x1 skipped")
+        loud.log(severity.VERBOSE, "tactic 0x2 timed")
+        quiet.log(severity.WARNING, "weights not representable")
+    messages = [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "tensorrt"]
+    assert messages == [("DEBUG", "tactic 0x2 timed"), ("WARNING", "weights not representable")]
+    assert write_log(loud, sge_artifact / "trt.log").read_text() == "[VERBOSE] tactic 0x2 timed\n"
