@@ -101,7 +101,7 @@ def _layer_view(layer: Any) -> LayerView:
     inputs = (layer.get_input(i) for i in range(layer.num_inputs))
     return LayerView(
         name=layer.name,
-        metadata=layer.metadata or "",
+        metadata=getattr(layer, "metadata", "") or "",  # set by the parser in recent 10.x releases
         inputs=tuple(t.name for t in inputs if t is not None),  # optional inputs are None
         outputs=tuple(layer.get_output(j).name for j in range(layer.num_outputs)),
     )

@@ -94,7 +94,7 @@ class CudaDevice:
     def capture(self, stream: Any, run: Any) -> Any:
         """Record ``run()`` on ``stream`` into a CUDA graph and return it (``graph.replay()`` re-runs it)."""
         graph = self.torch.cuda.CUDAGraph()
-        with self.torch.cuda.graph(graph, stream=stream):
+        with self.torch.cuda.graph(graph, stream=stream, capture_error_mode="thread_local"):  # others may use CUDA
             run()
         return graph
 
