@@ -6,7 +6,8 @@
 * **Layer information**: the engine inspector's JSON (the build sets ``ProfilingVerbosity.DETAILED``; the inspector
   is given an execution context with the OPT shape set, otherwise formats read "N/A due to dynamic shapes"), saved
   as ``model.plan.layers.json``; ``check_fp32_islands`` reads it and proves that every engine layer made from one
-  of SGE's normalisation nodes (by its ``[ONNX Layer: …]`` metadata or its fused name) computes in FP32.
+  of SGE's normalisation nodes (by its ``[ONNX Layer: …]`` metadata or its fused name) computes in FP32. A Myelin
+  region (``ForeignNode[…]``) shows only its own outputs: the islands inside it are reported as not proven.
 
 The checks are pure functions of the JSON and the arrays; only ``engine_layer_info`` and ``engine_parity`` touch
 TensorRT (through the runner).
@@ -135,11 +136,12 @@ class IslandReport:
     layers_checked: int
     not_fp32: list[dict[str, Any]] = field(default_factory=list)  # layer, tensor, precision
     unknown: list[str] = field(default_factory=list)  # layers whose precision the JSON does not say
+    opaque: list[str] = field(default_factory=list)  # fused regions (Myelin "ForeignNode[…]"): insides not shown
     nodes_not_found: list[str] = field(default_factory=list)  # fused beyond recognition (e.g. Myelin regions)
 
     @property
     def proven(self) -> bool:
-        return bool(self.layers_checked) and not self.not_fp32 and not self.unknown
+        return bool(self.layers_checked) and not (self.not_fp32 or self.unknown or self.opaque)
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "proven": self.proven}
@@ -158,6 +160,9 @@ def check_fp32_islands(layer_info: dict[str, Any], fp32_nodes: set[str]) -> Isla
         nodes = set(ONNX_LAYER.findall(str(layer.get("Metadata", "")))) | {p.strip() for p in name.split(" + ")}
         mine = nodes & fp32_nodes
         if not mine:
+            continue
+        if "ForeignNode[" in name:  # one region's outputs say nothing about the islands inside it
+            report.opaque.append(name)
             continue
         seen |= mine
         report.layers_checked += 1
