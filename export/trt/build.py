@@ -361,9 +361,9 @@ def build_engine(onnx_path: str | Path, out_dir: str | Path, *, options: TrtBuil
         config.set_flag(getattr(trt.BuilderFlag, flag))
     if not options.tf32:
         config.clear_flag(trt.BuilderFlag.TF32)
-    fp32_layers = pinning.pin_fp32_layers(trt, network, onnx.load(str(route.onnx), load_external_data=False)) if (
-        route.fp32_islands
-    ) else 0
+    fp32_layers = 0
+    if route.fp32_islands:
+        fp32_layers = pinning.pin_fp32_layers(trt, network, onnx.load(str(route.onnx), load_external_data=False))
     calibration = calibrator = None
     if route.calibrate:
         from export.trt.calibrate import calibration_source, make_entropy_calibrator
@@ -377,6 +377,7 @@ def build_engine(onnx_path: str | Path, out_dir: str | Path, *, options: TrtBuil
     started = time.perf_counter()  # build time for the sidecar, as trtexec reports it; not a latency figure
     serialized = builder.build_serialized_network(network, config)
     build_seconds = time.perf_counter() - started
+    log_path = write_log(trt_logger, options.log_file)  # before any verdict: a failed build's reason is in it
     if calibrator is not None:
         calibrator.check()  # an image that failed inside get_batch, swallowed by the binding, fails the build here
     if serialized is None:
@@ -388,7 +389,6 @@ def build_engine(onnx_path: str | Path, out_dir: str | Path, *, options: TrtBuil
     with atomic_path(plan) as tmp:
         tmp.write_bytes(bytes(serialized))
     cache_outcome["saved"] = save_timing_cache(config, options.timing_cache)
-    log_path = write_log(trt_logger, options.log_file)
     build = {
         "seconds": round(build_seconds, 3),
         "engine_bytes": plan.stat().st_size,

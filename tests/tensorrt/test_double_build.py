@@ -61,8 +61,9 @@ def test_a_lost_timing_cache_keeps_the_engine(fake_trt, sge_artifact, caplog):
 def test_a_failed_build_writes_no_plan(fake_trt, sge_artifact):
     fake_trt.machine.build_fails = True
     with pytest.raises(TrtBuildError, match="could not build"):
-        build(sge_artifact, precision="fp32", timing_cache=sge_artifact / "trt.cache")
+        build(sge_artifact, precision="fp32", timing_cache=sge_artifact / "trt.cache", log_file=sge_artifact / "b.log")
     assert not (sge_artifact / PLAN_NAME).exists() and not (sge_artifact / "trt.cache").exists()
+    assert (sge_artifact / "b.log").is_file()  # the log that says why is kept
 
 
 def test_fp16_is_strongly_typed_from_the_fp16_onnx_on_10_13_and_11(fake_trt, sge_artifact):
