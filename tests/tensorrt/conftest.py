@@ -68,7 +68,8 @@ def trt_surfaces() -> dict[int, Any]:
 @pytest.fixture(params=[10, 11], ids=["trt10.13", "trt11"])
 def fake_trt(request: pytest.FixtureRequest, trt_surfaces: dict[int, Any], monkeypatch: pytest.MonkeyPatch) -> FakeTrt:
     """The API-faithful double of TensorRT 10.13 or 11.x, with host memory for the GPU (never TensorRT itself)."""
-    from tests.tensorrt.fake_tensorrt import FakeMachine, make_tensorrt
+    from tests.tensorrt.fake_machine import FakeMachine
+    from tests.tensorrt.fake_tensorrt import make_tensorrt
     from tests.tensorrt.host_cuda import HostCuda, host_upload
 
     machine = FakeMachine()

@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from tests.tensorrt.fake_tensorrt import FakeMachine
+from tests.tensorrt.fake_machine import FakeMachine
 
 
 class HostStream:
