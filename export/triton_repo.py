@@ -3,10 +3,16 @@
 Triton's own ONNX Runtime backend (and its TensorRT backend, for an engine) load the repository without any Python:
 ``DIR/<name>/config.pbtxt`` and ``DIR/<name>/1/model.onnx``; when the artifact holds a TensorRT engine, also
 ``DIR/<name>_tensorrt/config.pbtxt`` and ``DIR/<name>_tensorrt/1/model.plan`` with ``platform: "tensorrt_plan"``.
-An engine is the manifest file with role ``engine`` (``export.trt_build.record_engine``); its config's
+An engine is the manifest file with role ``engine`` (``export.trt.build.record_engine``); its config's
 ``max_batch_size`` is capped by the engine's optimisation profile. The config follows Triton's model configuration
 schema (``model_config.proto``; the protobuf module ships with tritonclient as ``tritonclient.grpc.model_config_pb2``)
 and the ONNX Runtime backend's documented TensorRT accelerator parameters (https://github.com/triton-inference-server/onnxruntime_backend#onnx-runtime-with-tensorrt-optimization).
+
+TensorRT specifics: with the TensorRT accelerator in FP16, a graph with FP32 islands (SGE's normalisation, see
+``export.fp16``) ships its FP16-islands ONNX (``model_fp16.onnx``, role ``model-fp16``) with ``precision_mode``
+FP32, so the FP16 comes from the graph's own types and the islands are not handed to TensorRT's FP16 flag;
+INT8 is refused for such graphs (serve the engine instead). A plan's config records the TensorRT release, GPU and
+precision it was built with (``parameters``), since Triton cannot load a plan from another release or GPU.
 
 Rendering a config is a pure function of its inputs; only ``write_triton_repository`` touches the disk.
 """
@@ -250,6 +256,7 @@ def write_triton_repository(
             raise TritonConfigError(
                 f"got {len(labels)} labels for an output of {classes} classes; pass one label per class or none"
             )
+    onnx_file, tensorrt, onnx_params = accelerator_onnx(artifact, manifest, tensorrt)
     onnx_config = TritonModelConfig(
         name=name,
         inputs=tuple(manifest.inputs),
@@ -261,6 +268,7 @@ def write_triton_repository(
         kind=kind,
         tensorrt=tensorrt,
         label_filename=LABELS_NAME if labels is not None else None,
+        extra=onnx_params,
     )
     plans = [p for p, entry in manifest.files.items() if entry.role == "engine"]
     if len(plans) > 1:
@@ -275,6 +283,7 @@ def write_triton_repository(
             tensorrt=None,
             max_batch_size=plan_batch,
             preferred_batch_sizes=tuple(b for b in preferred_batch_sizes if b <= plan_batch),
+            extra=plan_parameters(manifest.extra),
         )
     # Render every config before writing anything: an invalid request leaves the repository untouched.
     texts = {onnx_config.name: render_config(onnx_config)}
@@ -285,13 +294,53 @@ def write_triton_repository(
     for model_name in texts:
         if (root / model_name).exists() and not overwrite:
             raise FileExistsError(f"{root / model_name} exists; pass overwrite=True (--overwrite) or pick another name")
-    _write_model_dir(root, onnx_config.name, texts[onnx_config.name], artifact / manifest.deploy, "model.onnx", labels)
+    _write_model_dir(root, onnx_config.name, texts[onnx_config.name], onnx_file, "model.onnx", labels)
     models = {onnx_config.name: onnx_config}
     if plan_config is not None:
         _write_model_dir(root, plan_config.name, texts[plan_config.name], artifact / plans[0], "model.plan", labels)
         models[plan_config.name] = plan_config
     logger.info("wrote Triton model repository %s: %s", root, ", ".join(models))
     return TritonRepository(root=root, models=models)
+
+
+def accelerator_onnx(
+    artifact: Path, manifest: Any, tensorrt: TensorRTAccelerator | None
+) -> tuple[Path, TensorRTAccelerator | None, dict[str, str]]:
+    """The ONNX to ship and the accelerator to configure: a graph with FP32 islands never meets TensorRT's FP16 or
+    INT8 flag; in FP16 it ships as its FP16-islands ONNX with precision_mode FP32."""
+    deploy = artifact / manifest.deploy
+    if tensorrt is None or tensorrt.precision_mode == "FP32":
+        return deploy, tensorrt, {}
+    import onnx
+
+    from export.fp16 import plan_precision
+
+    islands = len(plan_precision(onnx.load(str(deploy), load_external_data=False)).islands)
+    if not islands:
+        return deploy, tensorrt, {}
+    if tensorrt.precision_mode == "INT8":
+        raise TritonConfigError(
+            f"{manifest.model} has {islands} normalisation islands that must stay FP32, which ONNX Runtime's TensorRT "
+            "accelerator in INT8 cannot guarantee; serve the TensorRT engine (<name>_tensorrt) or use FP16/FP32"
+        )
+    fp16 = [f for f, entry in manifest.files.items() if entry.role == "model-fp16"]
+    if not fp16:
+        raise TritonConfigError(
+            f"{manifest.model} has {islands} normalisation islands that must stay FP32, and TensorRT's FP16 flag "
+            "would run them in FP16: write the FP16-islands ONNX first (scripts/export.py --fp16-onnx), or use "
+            "precision_mode FP32"
+        )
+    params = {"onnx_source": f"{fp16[0]} (FP16 with FP32 islands; precision_mode FP32 so TensorRT keeps its types)"}
+    return artifact / fp16[0], replace(tensorrt, precision_mode="FP32"), params
+
+
+def plan_parameters(extra: dict[str, Any]) -> dict[str, str]:
+    """What the plan was built with, as config parameters: Triton loads a plan only on that release and GPU."""
+    info = extra.get("tensorrt", {})
+    params = {"tensorrt_version": info.get("tensorrt_version"), "precision": info.get("precision")}
+    gpu = info.get("gpu") or {}
+    params.update({"gpu": gpu.get("name"), "compute_capability": gpu.get("compute_capability")})
+    return {k: str(v) for k, v in params.items() if v}
 
 
 def engine_max_batch(extra: dict[str, Any], requested: int) -> int:

@@ -46,7 +46,9 @@ def backend_options(name: str, args: argparse.Namespace) -> dict[str, Any]:
         # Idle ORT threads must sleep, not spin, while other backends are timed in this process.
         "onnxruntime": {"threads": args.threads, "device": args.device, "allow_spinning": False},
         "openvino": {"threads": args.threads},
-        "tensorrt": {},  # the engine's precision and batch profile were fixed when it was built
+        # The engine's precision and batch profile were fixed when it was built; trtexec's --useCudaGraph and
+        # --noDataTransfers are runner options.
+        "tensorrt": {"cuda_graph": args.trt_cuda_graph, "transfers": not args.trt_no_transfers},
     }
     return table.get(name, {"threads": args.threads})
 
@@ -82,6 +84,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default="fp32",
         help="comma-separated, e.g. fp32,bf16,int8: each backend once per precision it runs (onnxruntime: int8; "
         "openvino: bf16, int8), in the same run (entries named backend:int8)",
+    )
+    parser.add_argument("--trt-cuda-graph", action="store_true", help="TensorRT: replay a CUDA graph per batch size")
+    parser.add_argument(
+        "--trt-no-transfers", action="store_true", help="TensorRT: time compute only, no host copies after the first"
     )
     parser.add_argument("--warmup-ms", type=float, default=200.0)
     parser.add_argument("--duration", type=float, default=3.0, help="at least this many seconds per backend")

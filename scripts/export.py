@@ -25,6 +25,7 @@ from runtime.cli import EXIT_INPUT, EXIT_PARITY, check_output_paths, run_main  #
 
 def build_parser() -> argparse.ArgumentParser:
     from export.spec import EXPORTERS, MAX_INPUT_SIDE, SGE_FORMS, SIMPLIFIERS, ExportSpec
+    from export.trt.cli import add_trt_arguments
 
     d = ExportSpec()
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -63,11 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--init", choices=("calibrated", "random"), default="calibrated", help="default-weights init")
     p.add_argument("--json", type=Path, metavar="FILE", help="write the result (paths, op counts, parity) as JSON")
     p.add_argument("--fp16-onnx", action="store_true", help="also write model_fp16.onnx (FP32 islands around SGE)")
-    p.add_argument("--trt", choices=("fp32", "fp16", "int8"), help="build a TensorRT engine (see README: TensorRT)")
-    p.add_argument("--trt-batch", type=int, nargs=3, metavar=("MIN", "OPT", "MAX"), default=(1, 8, 32))
-    p.add_argument("--trt-workspace", type=float, default=4.0, metavar="GB", help="TensorRT workspace limit")
-    p.add_argument("--trt-timing-cache", type=Path, metavar="FILE", help="TensorRT timing cache, loaded and saved")
-    p.add_argument("--trt-calib-dir", type=Path, metavar="DIR", help="INT8 calibration images (TensorRT 10.x)")
+    add_trt_arguments(p)
     p.add_argument(
         "--triton-repo", type=Path, metavar="DIR", help="also write a Triton model repository (DIR/<model>/)"
     )
@@ -106,8 +103,8 @@ def input_errors() -> tuple[type[BaseException], ...]:
     from export.simplify import SimplifyError
     from export.spec import SpecError
     from export.triton_repo import TritonConfigError
-    from export.trt_build import TrtBuildError, TrtRequestError
-    from export.trt_calibrate import CalibrationDataError
+    from export.trt.build import TrtBuildError, TrtRequestError
+    from export.trt.calibrate import CalibrationDataError
     from models.transforms import ImageReadError
     from runtime.cli import OutputPathError
 
@@ -153,8 +150,9 @@ def triton_repo_step(args: argparse.Namespace, result: Any, console: Console) ->
 
 def tensorrt_step(args: argparse.Namespace, result: Any, console: Console) -> None:
     """The FP16-islands ONNX, then the engine; without TensorRT, a warning and the ONNX artifacts stand (exit 0)."""
-    from export.trt_artifact import add_engine, add_fp16_onnx
-    from export.trt_build import TensorRTNotInstalledError, TrtBuildOptions
+    from export.trt.artifact import add_engine, add_fp16_onnx
+    from export.trt.build import TensorRTNotInstalledError
+    from export.trt.cli import trt_options
 
     if args.fp16_onnx or args.trt == "fp16":
         path, parity = add_fp16_onnx(result.output_dir)
@@ -164,15 +162,8 @@ def tensorrt_step(args: argparse.Namespace, result: Any, console: Console) -> No
         )
     if not args.trt:
         return
-    options = TrtBuildOptions(
-        precision=args.trt,
-        batch=tuple(args.trt_batch),
-        workspace_gb=args.trt_workspace,
-        timing_cache=args.trt_timing_cache,
-        calib_dir=args.trt_calib_dir,
-    )
     try:
-        engine = add_engine(result.output_dir, options=options)
+        engine, _ = add_engine(result.output_dir, options=trt_options(args), validate=args.trt_validate)
     except TensorRTNotInstalledError as err:
         print(f"warning: {err}; the ONNX artifacts are complete, no engine was built", file=sys.stderr)
         return
@@ -321,12 +312,17 @@ def _main(argv: list[str] | None) -> int:
                 file=sys.stderr,
             )
             return EXIT_PARITY
+    from export.trt.inspect import EngineParityError
+
     try:
         for step in follow_up_steps(args):
             step(args, result, console)
     except input_errors() as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_INPUT
+    except EngineParityError as err:  # the engine is kept, with its parity and layer JSON, for inspection
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_PARITY
     fused = f"; ONNX Runtime CPU: {result.fused_path.name}" if result.fused_path else ""
     console.print(
         f"artifact: {result.output_dir} (deploy {result.onnx_path.name}{fused}; manifest {result.manifest_path.name})"

@@ -2,9 +2,11 @@
 
 Written against TensorRT 10/11's name-based API (``set_input_shape``, ``set_tensor_address``,
 ``execute_async_v3``); NOT run on this project's machines, where TensorRT cannot be installed (README: TensorRT).
-Device buffers, the stream and CUDA events come from ``torch.cuda`` (already a dependency; a CUDA build of
-PyTorch is needed), on torch's current stream. Buffers are allocated once for the profile's largest batch; host
-staging buffers are pinned.
+Device buffers, the stream and CUDA events come from ``torch.cuda`` (a CUDA build of PyTorch is needed) through
+``CudaDevice``, the one seam the tests replace. Everything runs on the runner's own non-default stream (TensorRT
+warns about the legacy default stream and synchronises around it). Buffers are allocated once for the profile's
+largest batch; host staging buffers are pinned. trtexec's ``--useCudaGraph`` and ``--noDataTransfers`` are the
+options ``cuda_graph`` and ``transfers=False``.
 """
 
 import json
@@ -44,20 +46,61 @@ class DeviceTimings:
         return {**asdict(self), "total_ms": self.total_ms}
 
 
-def check_plan_compatible(info: dict[str, Any], *, trt_version: str, compute_capability: str) -> None:
-    """A plan runs only on the TensorRT release and the GPU architecture it was built with; say so in one error."""
+def check_plan_compatible(info: dict[str, Any], *, trt_version: str, gpu: dict[str, str]) -> None:
+    """A plan runs only on the TensorRT release and the GPU model it was built for; say so in one error."""
     problems = []
     built = info.get("tensorrt_version", "?")
     if built.split(".")[:3] != trt_version.split(".")[:3]:
         problems.append(f"it was built with TensorRT {built}, this machine has {trt_version}")
-    built_cc = info.get("gpu", {}).get("compute_capability", "?")
-    if built_cc != compute_capability:
-        problems.append(f"it was built for compute capability {built_cc}, this GPU is {compute_capability}")
+    built_gpu = info.get("gpu", {})
+    if built_gpu.get("compute_capability") != gpu["compute_capability"]:
+        problems.append(
+            f"it was built for compute capability {built_gpu.get('compute_capability', '?')}, "
+            f"this GPU is {gpu['compute_capability']}"
+        )
+    elif built_gpu.get("name") != gpu["name"]:  # same architecture, another model: tactics were timed elsewhere
+        problems.append(f"it was built on a {built_gpu.get('name', '?')}, this GPU is a {gpu['name']}")
     if problems:
         raise PlanMismatchError(
             f"the TensorRT plan cannot run here: {'; '.join(problems)}; rebuild it on this machine with "
-            "`python scripts/export.py ... --trt PRECISION`"
+            "`python scripts/trt_build.py ARTIFACT --trt PRECISION`"
         )
+
+
+class CudaDevice:
+    """The few ``torch.cuda`` calls the runner makes: device identity, buffers, a stream, events, CUDA graphs."""
+
+    def __init__(self) -> None:
+        self.torch = _import_torch_cuda()
+
+    def identity(self) -> dict[str, str]:
+        major, minor = self.torch.cuda.get_device_capability(0)
+        return {"name": self.torch.cuda.get_device_name(0), "compute_capability": f"{major}.{minor}"}
+
+    def stream(self) -> Any:
+        return self.torch.cuda.Stream()  # not the legacy default stream
+
+    def empty(self, shape: tuple[int, ...], dtype: Any, *, pinned: bool = False) -> Any:
+        if pinned:
+            return self.torch.empty(shape, dtype=dtype).pin_memory()
+        return self.torch.empty(shape, dtype=dtype, device="cuda")
+
+    def event(self) -> Any:
+        return self.torch.cuda.Event(enable_timing=True)
+
+    def use_stream(self, stream: Any) -> Any:
+        return self.torch.cuda.stream(stream)
+
+    def capture(self, stream: Any, run: Any) -> Any:
+        """Record ``run()`` on ``stream`` into a CUDA graph and return it (``graph.replay()`` re-runs it)."""
+        graph = self.torch.cuda.CUDAGraph()
+        with self.torch.cuda.graph(graph, stream=stream, capture_error_mode="thread_local"):  # others may use CUDA
+            run()
+        return graph
+
+
+def open_cuda_device() -> CudaDevice:
+    return CudaDevice()
 
 
 def profile_batch_range(profile: dict[str, Any]) -> tuple[int, int]:
@@ -65,10 +108,15 @@ def profile_batch_range(profile: dict[str, Any]) -> tuple[int, int]:
 
 
 class TrtRunner(Runner):
-    """Run ``model.plan`` from an artifact directory (manifest-verified) or a plan file with its sidecar JSON.
+    """Run ``model.plan`` from an artifact directory (manifest-verified) or a plan file, with or without its sidecar.
 
+    A plan without a sidecar (trtexec ``--saveEngine``) is read from the engine itself: its input, profile and
+    output become known on ``activate``; its TensorRT release is checked by TensorRT at deserialisation only.
     Besides ``infer``, it offers the GPU stages the benchmark times apart (``to_device``, ``compute``, ``to_host``,
-    ``synchronize``), all on torch's current CUDA stream so that events recorded there bracket each stage.
+    ``synchronize``), all on the runner's own stream so that events recorded there bracket each stage.
+    ``cuda_graph``: replay ``execute_async_v3`` from a CUDA graph captured per batch size (trtexec
+    ``--useCudaGraph``). ``transfers=False``: after the first call for a batch size, ``infer`` neither copies the
+    input in nor the output out, and returns that first call's output (trtexec ``--noDataTransfers``; for timing).
     ``threads`` is accepted for the common backend options and ignored (TensorRT runs on the GPU).
     """
 
@@ -76,7 +124,13 @@ class TrtRunner(Runner):
     device = "cuda"
 
     def __init__(
-        self, source: str | Path | ModelSource, *, threads: int | None = None, check_finite: bool = False
+        self,
+        source: str | Path | ModelSource,
+        *,
+        threads: int | None = None,
+        check_finite: bool = False,
+        cuda_graph: bool = False,
+        transfers: bool = True,
     ) -> None:
         super().__init__(check_finite=check_finite)
         source = source if isinstance(source, ModelSource) or Path(source).suffix == ".plan" else open_source(source)
@@ -84,24 +138,32 @@ class TrtRunner(Runner):
             trt_entry = source.manifest.extra.get("tensorrt") if source.manifest is not None else None
             if not trt_entry or source.directory is None:
                 raise PlanMismatchError(
-                    f"{source.model_path.parent} has no TensorRT engine; build one with `scripts/export.py --trt fp16`"
+                    f"{source.model_path.parent} has no TensorRT engine; build one with "
+                    "`python scripts/trt_build.py ARTIFACT --trt fp16`"
                 )
             self.plan_path = source.directory / trt_entry["plan"]
-            sidecar = source.directory / trt_entry["sidecar"]
+            sidecar: Path | None = source.directory / trt_entry["sidecar"]
             self._input, self._output = source.input_spec, source.output_spec
         else:
             self.plan_path = Path(source)
             sidecar = self.plan_path.with_name(self.plan_path.name + ".json")
             self._input = self._output = None
-        if not self.plan_path.is_file() or not sidecar.is_file():
-            raise FileNotFoundError(f"need {self.plan_path} and its sidecar {sidecar}; re-run the TensorRT build")
-        self.info = json.loads(sidecar.read_text())
-        self.batch_range = profile_batch_range(self.info["profile"])
+            if not sidecar.is_file():
+                sidecar = None  # e.g. trtexec --saveEngine: read what is needed from the engine on activate
+        if not self.plan_path.is_file():
+            raise FileNotFoundError(f"no TensorRT plan at {self.plan_path}; build one with scripts/trt_build.py")
+        if sidecar is not None and not sidecar.is_file():
+            raise FileNotFoundError(f"the artifact's sidecar {sidecar} is missing; re-run the TensorRT build")
+        self.info: dict[str, Any] = json.loads(sidecar.read_text()) if sidecar is not None else {}
+        self.batch_range = profile_batch_range(self.info["profile"]) if self.info else None
+        self.cuda_graph, self.transfers = cuda_graph, transfers
         self.last_timings: DeviceTimings | None = None
 
     @property
     def input_spec(self) -> TensorSpec:
         if self._input is None:
+            if not self.info:
+                raise RuntimeError("a plan without a sidecar is described once active; use `with runner:`")
             p = self.info["profile"]
             return TensorSpec(name=p["input"], shape=("batch", *p["opt"][1:]))
         return self._input
@@ -113,19 +175,25 @@ class TrtRunner(Runner):
         return self._output
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "plan": self.info}
+        return {**super().describe(), "plan": self.info, "cuda_graph": self.cuda_graph, "transfers": self.transfers}
 
     # -- hooks -----------------------------------------------------------------------------------------------
     def _activate_impl(self) -> None:
-        trt, torch = _import_trt(), _import_torch_cuda()
-        major, minor = torch.cuda.get_device_capability(0)
-        check_plan_compatible(self.info, trt_version=trt.__version__, compute_capability=f"{major}.{minor}")
-        self._torch = torch
+        trt = _import_trt()
+        cuda = open_cuda_device()
+        if self.info:
+            check_plan_compatible(self.info, trt_version=trt.__version__, gpu=cuda.identity())
+        else:
+            logger.warning("%s has no sidecar: TensorRT alone checks that it fits this machine", self.plan_path.name)
+        self._cuda, self._torch = cuda, cuda.torch
         self._trt_logger = trt.Logger(trt.Logger.WARNING)
         self._runtime = trt.Runtime(self._trt_logger)
         self._engine = self._runtime.deserialize_cuda_engine(self.plan_path.read_bytes())
         if self._engine is None:
-            raise PlanMismatchError(f"TensorRT could not deserialize {self.plan_path} (see its log); rebuild the plan")
+            raise PlanMismatchError(
+                f"TensorRT {trt.__version__} could not deserialize {self.plan_path} (see its log: another TensorRT "
+                "release or GPU?); rebuild the plan on this machine"
+            )
         self._context = self._engine.create_execution_context()
         names = [self._engine.get_tensor_name(i) for i in range(self._engine.num_io_tensors)]
         inputs = [n for n in names if self._engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
@@ -133,37 +201,57 @@ class TrtRunner(Runner):
         if len(inputs) != 1 or len(outputs) != 1:
             raise PlanMismatchError(f"expected one input and one output; the plan has {inputs} and {outputs}")
         self._in_name, self._out_name = inputs[0], outputs[0]
-        max_shape = tuple(self._engine.get_tensor_profile_shape(self._in_name, 0)[2])
-        self._context.set_input_shape(self._in_name, max_shape)
+        lo, opt, hi = (tuple(s) for s in self._engine.get_tensor_profile_shape(self._in_name, 0))
+        if not self.info:
+            self.batch_range = (lo[0], hi[0])
+            self._input = TensorSpec(name=self._in_name, shape=("batch", *opt[1:]))
+        self._set_shape(hi)
         out_max = tuple(self._context.get_tensor_shape(self._out_name))
-        in_dtype = _torch_dtype(torch, trt, self._engine.get_tensor_dtype(self._in_name))
-        out_dtype = _torch_dtype(torch, trt, self._engine.get_tensor_dtype(self._out_name))
-        self._dev_in = torch.empty(max_shape, dtype=in_dtype, device="cuda")
-        self._dev_out = torch.empty(out_max, dtype=out_dtype, device="cuda")
-        self._host_in = torch.empty(max_shape, dtype=in_dtype).pin_memory()
-        self._host_out = torch.empty(out_max, dtype=out_dtype).pin_memory()
-        self._events = [torch.cuda.Event(enable_timing=True) for _ in range(4)]
+        in_dtype = _torch_dtype(self._torch, trt, self._engine.get_tensor_dtype(self._in_name))
+        out_dtype = _torch_dtype(self._torch, trt, self._engine.get_tensor_dtype(self._out_name))
+        self._stream = cuda.stream()
+        self._dev_in = cuda.empty(hi, in_dtype)
+        self._dev_out = cuda.empty(out_max, out_dtype)
+        self._host_in = cuda.empty(hi, in_dtype, pinned=True)
+        self._host_out = cuda.empty(out_max, out_dtype, pinned=True)
+        self._events = [cuda.event() for _ in range(4)]
+        self._graphs: dict[int, Any] = {}
+        self._first_output: dict[int, np.ndarray] = {}
         if self._output is None:
             self._output = TensorSpec(self._out_name, ("batch", *out_max[1:]))  # returned as float32
         logger.info("TensorRT %s: %s loaded, batch %d..%d", trt.__version__, self.plan_path.name, *self.batch_range)
 
     def _infer_impl(self, batch: np.ndarray) -> np.ndarray:
-        stream = self._torch.cuda.current_stream()
+        n = batch.shape[0]
+        if not self.transfers and n in self._first_output:
+            device_input = self._dev_in[:n]  # as left by the first call: no host-to-device copy
+            with self._cuda.use_stream(self._stream):
+                start, _, compute_done, _ = self._events
+                start.record(self._stream)
+                self.compute(device_input)
+                compute_done.record(self._stream)
+            compute_done.synchronize()
+            self.last_timings = DeviceTimings(h2d_ms=0.0, compute_ms=start.elapsed_time(compute_done), d2h_ms=0.0)
+            return self._first_output[n]
         start, h2d_done, compute_done, d2h_done = self._events
-        start.record(stream)
-        device_input = self.to_device(batch)
-        h2d_done.record(stream)
-        device_output = self.compute(device_input)
-        compute_done.record(stream)
-        host = self._copy_to_host(device_output)
-        d2h_done.record(stream)
+        with self._cuda.use_stream(self._stream):
+            start.record(self._stream)
+            device_input = self.to_device(batch)
+            h2d_done.record(self._stream)
+            device_output = self.compute(device_input)
+            compute_done.record(self._stream)
+            host = self._copy_to_host(device_output)
+            d2h_done.record(self._stream)
         d2h_done.synchronize()
         self.last_timings = DeviceTimings(
             h2d_ms=start.elapsed_time(h2d_done),
             compute_ms=h2d_done.elapsed_time(compute_done),
             d2h_ms=compute_done.elapsed_time(d2h_done),
         )
-        return host.numpy().astype(np.float32, copy=True)
+        result = host.numpy().astype(np.float32, copy=True)
+        if not self.transfers:
+            self._first_output[n] = result
+        return result
 
     # -- the stages the benchmark times apart ----------------------------------------------------------------
     def to_device(self, batch: np.ndarray) -> Any:
@@ -176,22 +264,43 @@ class TrtRunner(Runner):
             )
         self._host_in[:n].copy_(self._torch.from_numpy(batch))
         device_input = self._dev_in[:n]
-        device_input.copy_(self._host_in[:n], non_blocking=True)
+        with self._cuda.use_stream(self._stream):
+            device_input.copy_(self._host_in[:n], non_blocking=True)
         return device_input
 
     def compute(self, device_input: Any) -> Any:
+        """``execute_async_v3`` on the runner's stream: shapes first, then addresses (or the batch's CUDA graph)."""
         n = device_input.shape[0]
-        self._context.set_input_shape(self._in_name, tuple(device_input.shape))
+        self._set_shape(tuple(device_input.shape))
         out_shape = tuple(self._context.get_tensor_shape(self._out_name))
         device_output = self._dev_out[:n]
-        self._context.set_tensor_address(self._in_name, device_input.data_ptr())
-        self._context.set_tensor_address(self._out_name, device_output.data_ptr())
-        if not self._context.execute_async_v3(self._torch.cuda.current_stream().cuda_stream):
-            raise RuntimeError("TensorRT execute_async_v3 failed (see its log)")
+        for name, tensor in ((self._in_name, device_input), (self._out_name, device_output)):
+            if not self._context.set_tensor_address(name, tensor.data_ptr()):
+                raise RuntimeError(f"TensorRT refused the address of {name!r} (see its log)")
+        if self.cuda_graph:
+            self._replay(n)
+        else:
+            self._execute()
         return device_output.view(out_shape)
 
+    def _execute(self) -> None:
+        if not self._context.execute_async_v3(self._stream.cuda_stream):
+            raise RuntimeError("TensorRT execute_async_v3 failed (see its log)")
+
+    def _replay(self, n: int) -> None:
+        graph = self._graphs.get(n)
+        if graph is None:
+            self._execute()  # TensorRT's shape-dependent set-up happens on a first, uncaptured run
+            graph = self._graphs[n] = self._cuda.capture(self._stream, self._execute)
+        graph.replay()
+
+    def _set_shape(self, shape: tuple[int, ...]) -> None:
+        if not self._context.set_input_shape(self._in_name, shape):
+            raise InputMismatchError(f"TensorRT refused the input shape {shape} (outside the profile?)")
+
     def to_host(self, device_output: Any) -> np.ndarray:
-        host = self._copy_to_host(device_output)
+        with self._cuda.use_stream(self._stream):
+            host = self._copy_to_host(device_output)
         self.synchronize()
         return host.numpy().astype(np.float32, copy=True)
 
@@ -201,10 +310,10 @@ class TrtRunner(Runner):
         return host
 
     def synchronize(self) -> None:
-        self._torch.cuda.current_stream().synchronize()
+        self._stream.synchronize()
 
     def _deactivate_impl(self) -> None:
-        for attr in ("_context", "_engine", "_runtime", "_dev_in", "_dev_out", "_host_in", "_host_out"):
+        for attr in ("_context", "_engine", "_runtime", "_dev_in", "_dev_out", "_host_in", "_host_out", "_graphs"):
             setattr(self, attr, None)
 
 
@@ -215,6 +324,8 @@ def _import_trt() -> Any:
         raise BackendUnavailableError(
             f"the TensorRT runner needs tensorrt ({err}); install it with `{TENSORRT_HINT}`"
         ) from err
+    if not hasattr(tensorrt, "__version__"):  # a namespace package, e.g. tensorrt-stubs alone
+        raise BackendUnavailableError(f"the importable `tensorrt` is not TensorRT; install it with `{TENSORRT_HINT}`")
     return tensorrt
 
 

@@ -1,23 +1,18 @@
 """scripts/export.py --fp16-onnx / --trt on a machine without TensorRT: FP16 ONNX recorded, install hint, exit 0."""
 
-import importlib.util
 import sys
-from pathlib import Path
 
 import pytest
 
 from export.artifacts import load_manifest
+from tests.tensorrt.conftest import script_main
 
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "export.py"
 SMALL = ["--model", "sge_resnet18", "--init", "random", "--input-size", "64", "64", "--batch-sizes", "1"]
 
 
 @pytest.fixture(scope="module")
 def export_main():
-    spec = importlib.util.spec_from_file_location("scripts_export", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main
+    return script_main("export")
 
 
 def test_trt_fp16_without_tensorrt_writes_the_onnx_artifacts_and_says_how_to_install(
@@ -55,7 +50,7 @@ def test_fp16_of_the_compact_sge_form_is_refused_before_any_file(export_main, tm
 
 def test_fp16_of_a_compact_artifact_is_refused_by_the_library(export_main, tmp_path):
     from export.fp16 import Fp16ConversionError
-    from export.trt_artifact import add_fp16_onnx
+    from export.trt.artifact import add_fp16_onnx
 
     assert export_main([*SMALL, "--output", str(tmp_path), "--sge-form", "compact"]) == 0
     with pytest.raises(Fp16ConversionError, match="compact SGE form"):
@@ -68,7 +63,7 @@ def test_fp16_refusal_follows_the_recorded_layers_not_the_model_name(tmp_path):
     import models
     from export.fp16 import Fp16ConversionError
     from export.pipeline import export_model
-    from export.trt_artifact import add_fp16_onnx
+    from export.trt.artifact import add_fp16_onnx
 
     module = models.create_model("sge_resnet18", init="random")
     export_model(module, tmp_path, model_name="mynet", input_size=(64, 64), batch_sizes=(1,), sge_form="compact")

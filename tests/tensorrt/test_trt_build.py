@@ -2,13 +2,14 @@
 
 import json
 import sys
+import types
 from pathlib import Path
 
 import onnx
 import pytest
 
 from export.artifacts import ArtifactError, Manifest, TensorSpec, file_sha256, load_manifest, write_manifest
-from export.trt_build import (
+from export.trt.build import (
     PLAN_NAME,
     SIDECAR_NAME,
     BuildRoute,
@@ -19,7 +20,6 @@ from export.trt_build import (
     TrtRequestError,
     build_engine,
     derive_profile,
-    fp32_layer_names,
     import_tensorrt,
     network_flag_names,
     onnx_input_spec,
@@ -28,22 +28,27 @@ from export.trt_build import (
     sidecar,
     workspace_bytes,
 )
+from export.trt.pinning import LayerView, fp32_layer_names
 
 TRT10, TRT11 = TrtApi.from_version("10.13.3"), TrtApi.from_version("11.1.0")
+TRT10_8 = TrtApi.from_version("10.8.0")  # before 10.12 deprecated weak typing
 ONNX = Path("model.onnx")
 SPEC = TensorSpec(name="input", shape=("batch", 3, 224, 224))
 
 
 def route(api, precision, **kw):
-    flags = {k: kw.pop(k) for k in ("onnx_has_qdq", "fp16_onnx_exists", "calib_cache_exists") if k in kw}
+    keys = ("onnx_has_qdq", "fp16_onnx_exists", "calib_cache_exists", "int8_onnx_exists")
+    flags = {k: kw.pop(k) for k in keys if k in kw}
     flags.setdefault("onnx_has_qdq", False)
     flags.setdefault("fp16_onnx_exists", "fp16_onnx" in kw)
+    flags.setdefault("int8_onnx_exists", "int8_onnx" in kw)
     return plan_route(api, TrtBuildOptions(precision=precision, **kw), onnx_path=ONNX, **flags)
 
 
 # -- version gating ---------------------------------------------------------------------------------------------
 def test_version_gating():
     assert TRT10.weak_typing and (TRT10.major, TRT10.minor) == (10, 13)
+    assert TRT10.weak_typing_deprecated and not TRT10_8.weak_typing_deprecated
     assert not TRT11.weak_typing
     with pytest.raises(TrtRequestError, match=r"8\.6\.1 is too old.*tensorrt-cu12"):
         TrtApi.from_version("8.6.1")
@@ -65,11 +70,19 @@ def test_fp32_route():
     assert route(TRT11, "fp32").strongly_typed
 
 
-def test_fp16_on_10x_is_weak_typing_with_sge_pinned_fp32_unless_strong_typing_is_asked():
-    weak = route(TRT10, "fp16", fp16_onnx=Path("model_fp16.onnx"))
+def test_fp16_before_10_12_is_weak_typing_with_sge_pinned_fp32_unless_strong_typing_is_asked():
+    weak = route(TRT10_8, "fp16", fp16_onnx=Path("model_fp16.onnx"))
     assert weak.flags == ("FP16", "OBEY_PRECISION_CONSTRAINTS") and weak.fp32_islands and weak.onnx == ONNX
-    strong = route(TRT10, "fp16", fp16_onnx=Path("model_fp16.onnx"), strong_typing=True)
+    strong = route(TRT10_8, "fp16", fp16_onnx=Path("model_fp16.onnx"), strong_typing=True)
     assert strong.strongly_typed and strong.flags == () and strong.onnx.name == "model_fp16.onnx"
+
+
+def test_fp16_from_10_12_builds_the_fp16_onnx_strongly_typed_when_it_exists():
+    strong = route(TRT10, "fp16", fp16_onnx=Path("model_fp16.onnx"))
+    assert strong.strongly_typed and strong.onnx.name == "model_fp16.onnx" and not strong.fp32_islands
+    assert network_flag_names(TRT10, strong) == ("STRONGLY_TYPED",)
+    weak = route(TRT10, "fp16")  # no FP16 ONNX: the deprecated flags still work on 10.x
+    assert weak.flags == ("FP16", "OBEY_PRECISION_CONSTRAINTS") and weak.fp32_islands
 
 
 def test_fp16_on_11x_needs_the_fp16_islands_onnx():
@@ -93,6 +106,17 @@ def test_int8_routes_and_their_errors():
     for api in (TRT10, TRT11):
         qdq = route(api, "int8", onnx_has_qdq=True)
         assert qdq.strongly_typed and not qdq.calibrate
+        # the symmetric Q/DQ ONNX (role model-int8-s8s8) is preferred to the calibrator even on 10.x
+        s8s8 = route(api, "int8", int8_onnx=Path("model.int8.s8s8.onnx"), calib_dir=Path("photos"))
+        assert s8s8.onnx.name == "model.int8.s8s8.onnx" and s8s8.strongly_typed and not s8s8.calibrate
+    with pytest.raises(TrtRequestError, match="does not exist"):
+        route(TRT11, "int8", int8_onnx=Path("gone.onnx"), int8_onnx_exists=False)
+
+
+def test_opt_level_range():
+    assert route(TRT10, "fp32", opt_level=5).onnx == ONNX
+    with pytest.raises(TrtRequestError, match=r"--trt-opt-level must be 0\.\.5"):
+        route(TRT11, "fp32", opt_level=6)
 
 
 def test_unknown_precision_and_bad_workspace():
@@ -126,14 +150,22 @@ def test_input_spec_read_from_the_onnx(sge18):
 
 
 # -- FP32 layers on weak typing ---------------------------------------------------------------------------------
-def test_fp32_layers_matched_by_node_name_or_output_tensor():
+def test_fp32_layers_matched_by_name_metadata_suffix_output_or_interior():
+    v = LayerView
     layers = [
-        ("/sge/ReduceMean", ["/sge/ReduceMean_output_0"]),  # named after its node
-        ("(Unnamed Layer* 12) [ElementWise]", ["/sge/Div_2_output_0"]),  # writes an island tensor
-        ("/conv1/Conv", ["/conv1/Conv_output_0"]),
+        v("/sge/ReduceSum", "", ("x",), ("c",)),  # named after its node
+        v("(Unnamed Layer* 3) [Shuffle]", "", ("c",), ("s",)),  # a helper between island layers
+        v("/sge/ReduceMean", "", ("s",), ("m",)),
+        v("/sge/Div", "", ("c", "m"), ("d0",)),
+        v("/sge/Div_17", "", ("d0",), ("d",)),  # the parser's second layer for /sge/Div
+        v("(Unnamed Layer* 9) [ElementWise]", "[ONNX Layer: /sge/Sub]", ("d",), ("e",)),  # by metadata
+        v("(Unnamed Layer* 12) [ElementWise]", "", ("e",), ("/sge/Sqrt_output_0",)),  # writes an island tensor
+        v("/conv1/Conv", "", ("/sge/Sqrt_output_0",), ("y",)),
+        v("(Unnamed Layer* 20) [Shuffle]", "", ("y",), ("z",)),  # fed from outside the island: not pinned
     ]
-    chosen = fp32_layer_names(layers, {"/sge/ReduceMean", "/sge/Div_2"}, {"/sge/Div_2_output_0"})
-    assert chosen == ["/sge/ReduceMean", "(Unnamed Layer* 12) [ElementWise]"]
+    nodes = {"/sge/ReduceSum", "/sge/ReduceMean", "/sge/Div", "/sge/Sub", "/sge/Sqrt"}
+    chosen = fp32_layer_names(layers, nodes, {"/sge/Sqrt_output_0"})
+    assert chosen == [layer.name for layer in layers[:7]]
 
 
 # -- sidecar and manifest ---------------------------------------------------------------------------------------
@@ -186,8 +218,28 @@ def test_missing_tensorrt_says_how_to_install(monkeypatch, sge18, tmp_path):
     assert not (tmp_path / PLAN_NAME).exists()
 
 
+def test_the_type_stubs_alone_are_not_tensorrt(monkeypatch):
+    # tensorrt-stubs installs tensorrt/__init__.pyi, so `import tensorrt` finds an empty namespace package.
+    monkeypatch.setitem(sys.modules, "tensorrt", types.ModuleType("tensorrt"))
+    with pytest.raises(TensorRTNotInstalledError, match="not TensorRT"):
+        import_tensorrt()
+
+
 @pytest.mark.tensorrt
 @pytest.mark.gpu
 def test_build_fp16_engine_on_a_gpu(trt_gpu, tmp_path):
-    result = build_engine(trt_gpu[1], tmp_path, options=TrtBuildOptions(precision="fp16", batch=(1, 2, 4)))
-    assert result.plan.stat().st_size > 0 and result.info["fp32_layers"] > 0
+    """Runs unchanged on 10.x (weak typing before 10.12, strongly typed from the FP16 ONNX after) and 11.x."""
+    from export.fp16 import write_fp16_onnx
+    from export.trt.inspect import check_fp32_islands, engine_layer_info
+
+    _, onnx_path = trt_gpu
+    fp16_onnx, policy = write_fp16_onnx(onnx_path, tmp_path / "model_fp16.onnx")
+    options = TrtBuildOptions(precision="fp16", batch=(1, 2, 4), fp16_onnx=fp16_onnx)
+    result = build_engine(onnx_path, tmp_path, options=options)
+    assert result.plan.stat().st_size == result.info["build"]["engine_bytes"] > 0
+    if result.info["route"]["strongly_typed"]:
+        assert result.info["onnx"] == "model_fp16.onnx" and result.info["fp32_layers"] == 0
+    else:
+        assert result.info["fp32_layers"] > 0
+    islands = check_fp32_islands(engine_layer_info(result.plan), {n for i in policy.islands for n in i})
+    assert not islands.not_fp32, islands.to_dict()  # fused Myelin regions are reported, not judged

@@ -1,11 +1,19 @@
 """Calibration data for TensorRT 10.x INT8: the folder, whole batches, and preprocessing identical to inference."""
 
+import json
+
 import numpy as np
 import pytest
 from PIL import Image
 
-from export.trt_build import Profile, TrtBuildOptions
-from export.trt_calibrate import CalibrationDataError, calibration_batches, calibration_source, list_calibration_images
+from export.trt.build import Profile, TrtBuildOptions
+from export.trt.calibrate import (
+    CalibrationDataError,
+    calibration_batches,
+    calibration_source,
+    fingerprint_path,
+    list_calibration_images,
+)
 from models.transforms import eval_transform, sample_photos
 
 
@@ -40,11 +48,41 @@ def test_batches_are_preprocessed_like_inference(photo_dir):
     np.testing.assert_array_equal(batches[0][0], eval_transform(astronaut, size=(64, 64), mean=mean, std=std))
 
 
-def test_source_uses_the_profile_size_or_the_cache_alone(photo_dir, tmp_path):
-    profile = Profile("input", (1, 3, 96, 96), (4, 3, 96, 96), (8, 3, 96, 96))
-    batches, info = calibration_source(
-        TrtBuildOptions(precision="int8", calib_dir=photo_dir, calib_batch=2), profile, cache=tmp_path / "c.cache"
-    )
-    assert next(batches).shape == (2, 3, 96, 96) and info["images"] == 4
-    batches, info = calibration_source(TrtBuildOptions(precision="int8"), profile, cache=tmp_path / "c.cache")
-    assert list(batches) == [] and info["reused_cache"]
+def test_source_batches_at_the_profile_opt_shape(photo_dir, tmp_path):
+    # TensorRT calibrates at the calibration profile's OPT shape: batches of OPT, at the profile's image size.
+    options = TrtBuildOptions(precision="int8", calib_dir=photo_dir)
+    for opt, images in ((2, 4), (4, 4), (1, 5)):
+        profile = Profile("input", (1, 3, 96, 96), (opt, 3, 96, 96), (8, 3, 96, 96))
+        source = calibration_source(options, profile, cache=tmp_path / "c.cache", onnx_sha256="a" * 64)
+        assert source.batch_size == opt and source.expected_batches == images // opt
+        assert next(source.batches).shape == (opt, 3, 96, 96) and source.info["images"] == images
+    with pytest.raises(CalibrationDataError, match=r"at least one batch of 16"):
+        profile = Profile("input", (1, 3, 96, 96), (16, 3, 96, 96), (32, 3, 96, 96))
+        calibration_source(options, profile, cache=tmp_path / "c.cache", onnx_sha256="a" * 64)
+
+
+def test_cache_reused_only_for_the_same_onnx_images_and_preprocessing(photo_dir, tmp_path):
+    profile = Profile("input", (1, 3, 64, 64), (2, 3, 64, 64), (4, 3, 64, 64))
+    cache = tmp_path / "calibration.cache"
+    options = TrtBuildOptions(precision="int8", calib_dir=photo_dir)
+    first = calibration_source(options, profile, cache=cache, onnx_sha256="a" * 64)
+    cache.write_bytes(b"scales")  # what the calibrator writes, then its fingerprint
+    fingerprint_path(cache).write_text(json.dumps(first.fingerprint))
+
+    same = calibration_source(options, profile, cache=cache, onnx_sha256="a" * 64)
+    assert same.expected_batches == 0 and same.info["reused_cache"] and same.info["images"] == 4
+    alone = calibration_source(TrtBuildOptions(precision="int8"), profile, cache=cache, onnx_sha256="a" * 64)
+    assert alone.info == same.info  # the sidecar reports the images the cache was made from
+
+    with pytest.raises(CalibrationDataError, match=r"made for another ONNX.*--trt-calib-dir"):
+        calibration_source(TrtBuildOptions(precision="int8"), profile, cache=cache, onnx_sha256="b" * 64)
+    re_export = calibration_source(options, profile, cache=cache, onnx_sha256="b" * 64)
+    assert re_export.expected_batches == 2 and not cache.exists()  # stale cache removed before calibrating
+
+    cache.write_bytes(b"scales")
+    fingerprint_path(cache).write_text(json.dumps(first.fingerprint))
+    other = TrtBuildOptions(precision="int8", calib_dir=photo_dir, mean=(0.5, 0.5, 0.5))
+    assert calibration_source(other, profile, cache=cache, onnx_sha256="a" * 64).expected_batches == 2
+    with pytest.raises(CalibrationDataError, match="has no record of its inputs"):
+        cache.write_bytes(b"scales from somewhere")
+        calibration_source(TrtBuildOptions(precision="int8"), profile, cache=cache, onnx_sha256="a" * 64)

@@ -8,7 +8,7 @@ import pytest
 
 import runtime
 from export.artifacts import Manifest, TensorSpec, write_manifest
-from export.trt_build import record_engine
+from export.trt.build import record_engine
 from runtime.backends.base import BackendUnavailableError
 from runtime.backends.trt import DeviceTimings, PlanMismatchError, TrtRunner, check_plan_compatible
 
@@ -21,10 +21,13 @@ INFO = {
 
 
 def test_plan_compatibility():
-    check_plan_compatible(INFO, trt_version="10.13.3.9", compute_capability="9.0")
+    h100 = {"name": "NVIDIA H100", "compute_capability": "9.0"}
+    check_plan_compatible(INFO, trt_version="10.13.3.9", gpu=h100)
     with pytest.raises(PlanMismatchError, match=r"built with TensorRT 10\.13\.3, this machine has 11\.1\.0") as err:
-        check_plan_compatible(INFO, trt_version="11.1.0", compute_capability="8.9")
+        check_plan_compatible(INFO, trt_version="11.1.0", gpu={"name": "NVIDIA L4", "compute_capability": "8.9"})
     assert "compute capability 9.0, this GPU is 8.9" in str(err.value)  # both problems in one message
+    with pytest.raises(PlanMismatchError, match=r"built on a NVIDIA H100, this GPU is a NVIDIA GH200"):
+        check_plan_compatible(INFO, trt_version="10.13.3", gpu={"name": "NVIDIA GH200", "compute_capability": "9.0"})
 
 
 @pytest.fixture
@@ -36,13 +39,17 @@ def bare_plan(tmp_path):
     return plan
 
 
-def test_bare_plan_spec_from_sidecar_and_missing_sidecar(bare_plan, tmp_path):
+def test_bare_plan_spec_from_sidecar_or_from_the_engine(bare_plan, tmp_path):
     runner = TrtRunner(bare_plan)
     assert runner.input_spec == TensorSpec(name="input", shape=("batch", 3, 96, 96))
     assert runner.batch_range == (1, 8)
     (tmp_path / "model.plan.json").unlink()
-    with pytest.raises(FileNotFoundError, match="sidecar"):
-        TrtRunner(bare_plan)
+    runner = TrtRunner(bare_plan)  # a plan from trtexec --saveEngine: described once active
+    assert runner.batch_range is None
+    with pytest.raises(RuntimeError, match="once active"):
+        runner.input_spec  # noqa: B018
+    with pytest.raises(FileNotFoundError, match=r"no TensorRT plan at .*missing\.plan"):
+        TrtRunner(tmp_path / "missing.plan")
 
 
 def test_artifact_without_engine_says_how_to_build_one(tmp_path):
@@ -50,7 +57,7 @@ def test_artifact_without_engine_says_how_to_build_one(tmp_path):
     manifest = Manifest(model="m", deploy="model.onnx", inputs=[SPEC_IN], outputs=[SPEC_OUT])
     manifest.record(tmp_path, "model.onnx", role="model")
     write_manifest(tmp_path, manifest)
-    with pytest.raises(PlanMismatchError, match=r"no TensorRT engine.*--trt fp16"):
+    with pytest.raises(PlanMismatchError, match=r"no TensorRT engine.*trt_build.py"):
         TrtRunner(tmp_path)
 
 
@@ -86,7 +93,7 @@ def test_device_timings_total():
 def test_fp32_engine_matches_eager_pytorch_on_a_gpu(trt_gpu, tmp_path):
     import torch
 
-    from export.trt_build import TrtBuildOptions, build_engine
+    from export.trt.build import TrtBuildOptions, build_engine
     from models.transforms import photo_batch
 
     model, onnx_path = trt_gpu

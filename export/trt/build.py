@@ -8,13 +8,17 @@ Two API generations:
 
 * **10.x** keeps weak typing. fp16 = ``BuilderFlag.FP16`` + ``OBEY_PRECISION_CONSTRAINTS`` with SGE's
   normalisation layers pinned to FP32 (the islands of ``export.fp16``); int8 = ``BuilderFlag.INT8`` with an
-  entropy calibrator (``export.trt_calibrate``) and its cache. With ``strong_typing`` (weak typing is deprecated
-  from 10.12), 10.x builds the FP16-islands ONNX strongly typed, as 11.x does.
+  entropy calibrator (``export.trt.calibrate``) and its cache. From 10.12 (weak typing deprecated), or with
+  ``strong_typing``, fp16 builds the FP16-islands ONNX strongly typed when it exists, and int8 prefers the
+  symmetric Q/DQ ONNX (``int8_onnx``) to the calibrator.
 * **11.x** removed weak typing: every network is strongly typed, fp16 needs the FP16-islands ONNX
   (``export.fp16``), int8 needs an ONNX that already holds Q/DQ nodes; ``EXPLICIT_BATCH`` is gone.
+
+The timing cache (``export.trt.timing_cache``) is merged as Polygraphy does and saved after the plan.
 """
 
 import logging
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +27,10 @@ import onnx
 
 from export.artifacts import Manifest, TensorSpec, atomic_path, file_sha256, write_json
 from export.metadata import tensor_dims
+from export.trt import pinning
+from export.trt.errors import TensorRTNotInstalledError, TrtBuildError, TrtRequestError
+from export.trt.log import make_logger, write_log
+from export.trt.timing_cache import attach_timing_cache, save_timing_cache
 from models.transforms import IMAGENET_MEAN, IMAGENET_STD
 
 logger = logging.getLogger(__name__)
@@ -31,18 +39,7 @@ PRECISIONS = ("fp32", "fp16", "int8")
 INSTALL_HINT = "pip install tensorrt-cu12 (CUDA 12) or tensorrt-cu13 (CUDA 13), on a machine with an NVIDIA GPU"
 PLAN_NAME = "model.plan"
 SIDECAR_NAME = "model.plan.json"
-
-
-class TensorRTNotInstalledError(ImportError):
-    """The ``tensorrt`` package cannot be imported (the message says how to install it)."""
-
-
-class TrtRequestError(ValueError):
-    """The requested build cannot be met by this TensorRT version or these inputs (the message says what to do)."""
-
-
-class TrtBuildError(RuntimeError):
-    """TensorRT refused the network (parser errors) or failed to build it."""
+OPT_LEVELS = range(6)  # IBuilderConfig.builder_optimization_level: 0 (fastest build) .. 5 (slowest); default 3
 
 
 @dataclass(frozen=True)
@@ -56,6 +53,10 @@ class TrtApi:
     @property
     def weak_typing(self) -> bool:  # BuilderFlag.FP16/INT8, calibrators, layer precision constraints
         return self.major == 10
+
+    @property
+    def weak_typing_deprecated(self) -> bool:  # 10.12 deprecated the precision flags in favour of strong typing
+        return self.major > 10 or (self.major, self.minor) >= (10, 12)
 
     @classmethod
     def from_version(cls, version: str) -> "TrtApi":
@@ -90,16 +91,19 @@ class TrtBuildOptions:
     batch: tuple[int, int, int] = (1, 8, 32)  # --trt-batch MIN OPT MAX
     workspace_gb: float = 4.0
     timing_cache: Path | None = None  # loaded if it exists, saved after the build
-    calib_dir: Path | None = None  # int8 on 10.x: images for the entropy calibrator
-    calib_cache: Path | None = None  # default: calibration.cache beside the plan; reused when present
-    calib_batch: int = 8
+    calib_dir: Path | None = None  # int8 on 10.x: images for the entropy calibrator (batches of the OPT batch)
+    calib_cache: Path | None = None  # default: calibration.cache beside the plan; reused only for the same inputs
     calib_max_images: int = 512
     mean: tuple[float, float, float] = IMAGENET_MEAN  # calibration preprocessing (the model's own)
     std: tuple[float, float, float] = IMAGENET_STD
     fp16_onnx: Path | None = None  # the FP16-islands ONNX (export.fp16); required for fp16 on 11.x
-    int8_mode: str = "auto"  # "auto": calibrator on 10.x, Q/DQ ONNX on 11.x; "qdq": insist on Q/DQ
+    int8_onnx: Path | None = None  # the symmetric Q/DQ ONNX (manifest role "model-int8-s8s8"); int8 on 11.x
+    int8_mode: str = "auto"  # "auto": Q/DQ ONNX when given, else calibrator on 10.x; "qdq": insist on Q/DQ
     tf32: bool = False  # fp32 means FP32: TF32 convolutions are off unless asked
-    strong_typing: bool = False  # 10.x: build fp16 strongly typed from fp16_onnx instead of weak typing
+    strong_typing: bool = False  # 10.0-10.11: build fp16 strongly typed from fp16_onnx (automatic from 10.12)
+    opt_level: int | None = None  # builder_optimization_level 0..5 (trtexec --builderOptimizationLevel)
+    verbose: bool = False  # TensorRT's own log at VERBOSE severity, into Python logging (logger "tensorrt")
+    log_file: Path | None = None  # every TensorRT log line of the build, at VERBOSE, written here
 
     def to_dict(self) -> dict[str, Any]:
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in self.__dict__.items()}
@@ -154,6 +158,7 @@ def plan_route(
     onnx_has_qdq: bool,
     fp16_onnx_exists: bool,
     calib_cache_exists: bool = False,
+    int8_onnx_exists: bool = False,
 ) -> BuildRoute:
     """Gate the request on the TensorRT version; raise one TrtRequestError saying what to do if it cannot be met."""
     precision = options.precision
@@ -161,12 +166,17 @@ def plan_route(
         raise TrtRequestError(f"unknown TensorRT precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
     if options.int8_mode not in ("auto", "qdq"):
         raise TrtRequestError(f"unknown int8 mode {options.int8_mode!r}; choose auto or qdq")
+    if options.opt_level is not None and options.opt_level not in OPT_LEVELS:
+        raise TrtRequestError(
+            f"--trt-opt-level must be 0..5 (TensorRT's builder optimisation level); got {options.opt_level}"
+        )
     if precision == "fp32":
         return BuildRoute(onnx_path, not api.weak_typing, (), False, False)
     if precision == "fp16":
         if options.fp16_onnx is not None and not fp16_onnx_exists:
             raise TrtRequestError(f"the FP16 ONNX {options.fp16_onnx} does not exist; export it with --fp16-onnx")
-        if options.fp16_onnx is not None and (options.strong_typing or not api.weak_typing):
+        strong = options.strong_typing or api.weak_typing_deprecated
+        if options.fp16_onnx is not None and strong:
             return BuildRoute(options.fp16_onnx, True, (), False, False)
         if not api.weak_typing:
             raise TrtRequestError(
@@ -177,12 +187,18 @@ def plan_route(
     # int8
     if onnx_has_qdq:
         return BuildRoute(onnx_path, True, (), False, False)
+    if options.int8_onnx is not None:
+        if not int8_onnx_exists:
+            raise TrtRequestError(
+                f"the symmetric Q/DQ ONNX {options.int8_onnx} does not exist; export it with the INT8 step first"
+            )
+        return BuildRoute(options.int8_onnx, True, (), False, False)
     if options.int8_mode == "qdq" or not api.weak_typing:
         why = "Q/DQ was asked for" if options.int8_mode == "qdq" else f"TensorRT {api.version} has no calibrators"
         raise TrtRequestError(
             f"INT8: {why}, and the ONNX has no QuantizeLinear/DequantizeLinear nodes; inserting Q/DQ is not "
-            "implemented here: quantize the ONNX with NVIDIA ModelOpt (modelopt.onnx.quantization) and build that, "
-            "or use TensorRT 10.x with --trt-calib-dir"
+            "implemented here: give the symmetric Q/DQ ONNX (manifest role model-int8-s8s8) or quantize with NVIDIA "
+            "ModelOpt (modelopt.onnx.quantization) and build that, or use TensorRT 10.x with --trt-calib-dir"
         )
     if options.calib_dir is None and not calib_cache_exists:
         raise TrtRequestError(
@@ -211,15 +227,6 @@ def has_qdq(model: onnx.ModelProto) -> bool:
     return any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in model.graph.node)
 
 
-def fp32_layer_names(layers: list[tuple[str, list[str]]], fp32_nodes: set[str], fp32_tensors: set[str]) -> list[str]:
-    """TensorRT layers to pin to FP32: named after an FP32 ONNX node, or writing one of its output tensors.
-
-    ``layers`` is ``[(layer.name, [output tensor names])]`` as read from the parsed network; the ONNX parser names a
-    layer after its node and keeps the node's output tensor names, so either is enough to match.
-    """
-    return [name for name, outputs in layers if name in fp32_nodes or fp32_tensors.intersection(outputs)]
-
-
 def sidecar(
     *,
     api: TrtApi,
@@ -230,6 +237,7 @@ def sidecar(
     onnx_sha256: str,
     fp32_layers: int,
     calibration: dict[str, Any] | None = None,
+    build: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The JSON written beside the plan: enough to tell whether the plan can run here and how it was built."""
     return {
@@ -243,8 +251,10 @@ def sidecar(
         "route": route.to_dict(),
         "fp32_layers": fp32_layers,
         "workspace_bytes": workspace_bytes(options.workspace_gb),
+        "opt_level": options.opt_level,
         "timing_cache": str(options.timing_cache) if options.timing_cache else None,
         "calibration": calibration,
+        "build": build or {},  # seconds, engine bytes, timing cache outcome, log file
     }
 
 
@@ -257,6 +267,7 @@ def record_engine(manifest: Manifest, directory: str | Path, info: dict[str, Any
         "sidecar": SIDECAR_NAME,
         "precision": info["precision"],
         "tensorrt_version": info["tensorrt_version"],
+        "gpu": info.get("gpu"),
         "profile": info["profile"],
     }
     return manifest
@@ -269,10 +280,16 @@ def workspace_bytes(gb: float) -> int:
 
 
 def import_tensorrt() -> Any:
+    """The real ``tensorrt`` package; a namespace package (e.g. only ``tensorrt-stubs`` installed) is not one."""
     try:
         import tensorrt
     except ImportError as err:
         raise TensorRTNotInstalledError(f"TensorRT is not installed ({err}); install it with `{INSTALL_HINT}`") from err
+    if not hasattr(tensorrt, "__version__"):
+        raise TensorRTNotInstalledError(
+            f"the importable `tensorrt` is not TensorRT (no __version__; type stubs only?); install it with "
+            f"`{INSTALL_HINT}`"
+        )
     return tensorrt
 
 
@@ -297,7 +314,10 @@ class EngineResult:
 
 
 def build_engine(onnx_path: str | Path, out_dir: str | Path, *, options: TrtBuildOptions) -> EngineResult:
-    """Parse ``onnx_path``, build with ``options`` and write ``model.plan`` + ``model.plan.json`` into ``out_dir``."""
+    """Parse ``onnx_path``, build with ``options`` and write ``model.plan`` + ``model.plan.json`` into ``out_dir``.
+
+    The plan is written before the timing cache, so a failure while saving the cache never loses the engine.
+    """
     onnx_path, out_dir = Path(onnx_path), Path(out_dir)
     model = onnx.load(str(onnx_path), load_external_data=False)
     profile = derive_profile(onnx_input_spec(model), options.batch)  # requests checked before TensorRT is needed
@@ -312,11 +332,12 @@ def build_engine(onnx_path: str | Path, out_dir: str | Path, *, options: TrtBuil
         onnx_has_qdq=has_qdq(model),
         fp16_onnx_exists=options.fp16_onnx is not None and Path(options.fp16_onnx).is_file(),
         calib_cache_exists=calib_cache.is_file(),
+        int8_onnx_exists=options.int8_onnx is not None and Path(options.int8_onnx).is_file(),
     )
     gpu = gpu_info()
     logger.info("TensorRT %s: building %s from %s (%s)", api.version, options.precision, route.onnx.name, route)
 
-    trt_logger = trt.Logger(trt.Logger.WARNING)
+    trt_logger = make_logger(trt, verbose=options.verbose, log_file=options.log_file)
     builder = trt.Builder(trt_logger)
     flags = 0
     for name in network_flag_names(api, route):
@@ -329,38 +350,51 @@ def build_engine(onnx_path: str | Path, out_dir: str | Path, *, options: TrtBuil
 
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace)
+    config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED  # layer precisions readable by the inspector
+    if options.opt_level is not None:
+        config.builder_optimization_level = options.opt_level
     trt_profile = builder.create_optimization_profile()
     trt_profile.set_shape(profile.input_name, profile.min, profile.opt, profile.max)
     config.add_optimization_profile(trt_profile)
-    cache_bytes = options.timing_cache.read_bytes() if options.timing_cache and options.timing_cache.is_file() else b""
-    config.set_timing_cache(config.create_timing_cache(cache_bytes), ignore_mismatch=False)
+    cache_outcome = attach_timing_cache(config, options.timing_cache)
     for flag in route.flags:
         config.set_flag(getattr(trt.BuilderFlag, flag))
     if not options.tf32:
         config.clear_flag(trt.BuilderFlag.TF32)
-    fp32_layers = _pin_fp32_layers(trt, network, model) if route.fp32_islands else 0
-    calibration = None
+    fp32_layers = 0
+    if route.fp32_islands:
+        fp32_layers = pinning.pin_fp32_layers(trt, network, onnx.load(str(route.onnx), load_external_data=False))
+    calibration = calibrator = None
     if route.calibrate:
-        from export.trt_calibrate import calibration_source, make_entropy_calibrator
+        from export.trt.calibrate import calibration_source, make_entropy_calibrator
 
-        batches, calibration = calibration_source(options, profile, cache=calib_cache)
-        config.int8_calibrator = make_entropy_calibrator(
-            trt, batches, batch_size=options.calib_batch, cache_path=calib_cache
-        )
+        source = calibration_source(options, profile, cache=calib_cache, onnx_sha256=file_sha256(route.onnx))
+        calibrator = make_entropy_calibrator(trt, source)
+        calibration = source.info
+        config.int8_calibrator = calibrator
         config.set_calibration_profile(trt_profile)
 
+    started = time.perf_counter()  # build time for the sidecar, as trtexec reports it; not a latency figure
     serialized = builder.build_serialized_network(network, config)
+    build_seconds = time.perf_counter() - started
+    log_path = write_log(trt_logger, options.log_file)  # before any verdict: a failed build's reason is in it
+    if calibrator is not None:
+        calibrator.check()  # an image that failed inside get_batch, swallowed by the binding, fails the build here
     if serialized is None:
         raise TrtBuildError(
             "TensorRT could not build the engine (its log above says why); try a larger --trt-workspace or a "
             "smaller --trt-batch MAX"
         )
-    if options.timing_cache:
-        with atomic_path(options.timing_cache) as tmp:
-            tmp.write_bytes(bytes(config.get_timing_cache().serialize()))
     plan = out_dir / PLAN_NAME
     with atomic_path(plan) as tmp:
         tmp.write_bytes(bytes(serialized))
+    cache_outcome["saved"] = save_timing_cache(config, options.timing_cache)
+    build = {
+        "seconds": round(build_seconds, 3),
+        "engine_bytes": plan.stat().st_size,
+        "timing_cache": cache_outcome,
+        "log": str(log_path) if log_path else None,
+    }
     info = sidecar(
         api=api,
         gpu=gpu,
@@ -370,34 +404,8 @@ def build_engine(onnx_path: str | Path, out_dir: str | Path, *, options: TrtBuil
         onnx_sha256=file_sha256(route.onnx),
         fp32_layers=fp32_layers,
         calibration=calibration,
+        build=build,
     )
     return EngineResult(plan=plan, sidecar=write_json(out_dir / SIDECAR_NAME, info), info=info)
 
 
-def _pin_fp32_layers(trt: Any, network: Any, model: onnx.ModelProto) -> int:
-    """Weak typing: force the layers of SGE's normalisation (``export.fp16`` policy) to compute and output FP32."""
-    from export.fp16 import plan_precision
-
-    fp32_nodes = set(plan_precision(model).fp32_nodes)
-    fp32_tensors = {o for n in model.graph.node if n.name in fp32_nodes for o in n.output}
-    layers = [network.get_layer(i) for i in range(network.num_layers)]
-    outputs = [(layer.name, [layer.get_output(j).name for j in range(layer.num_outputs)]) for layer in layers]
-    chosen = set(fp32_layer_names(outputs, fp32_nodes, fp32_tensors))
-    pinned = 0
-    for layer in layers:
-        if layer.name not in chosen or layer.type in (trt.LayerType.CONSTANT, trt.LayerType.SHAPE):
-            continue
-        float_outputs = [j for j in range(layer.num_outputs) if layer.get_output(j).dtype in (trt.float32, trt.float16)]
-        if not float_outputs:
-            continue  # shape arithmetic
-        layer.precision = trt.float32
-        for j in float_outputs:
-            layer.set_output_type(j, trt.float32)
-        pinned += 1
-    if fp32_nodes and not pinned:
-        raise TrtBuildError(
-            f"none of the {len(fp32_nodes)} FP32 ONNX nodes (SGE normalisation) matched a TensorRT layer, so an FP16 "
-            "build would compute them in FP16; build strongly typed from the FP16-islands ONNX (--fp16-onnx) instead"
-        )
-    logger.info("pinned %d TensorRT layers to FP32 (%d FP32 ONNX nodes)", pinned, len(fp32_nodes))
-    return pinned

@@ -1,0 +1,4 @@
+"""TensorRT engines from an artifact's ONNX: build (``build``), INT8 calibration (``calibrate``), FP32 pins under
+weak typing (``pinning``), timing cache, TensorRT's log, validation and inspection (``inspect``), and the steps that
+record all of it in an artifact (``artifact``). Named ``trt`` so that it never shadows the ``tensorrt`` package;
+nothing here imports TensorRT until a function needs it."""

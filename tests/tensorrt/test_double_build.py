@@ -1,0 +1,121 @@
+"""The builder end to end against the TensorRT double, 10.13 and 11.x: call order, timing cache, precision routes,
+FP32 pins. The double checks the API of each version; it builds nothing (README: TensorRT, what the double proves)."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from export.trt.build import PLAN_NAME, SIDECAR_NAME, TrtBuildError, TrtBuildOptions, TrtRequestError, build_engine
+
+FP16_ONNX = "model_fp16.onnx"
+
+
+def build(artifact: Path, **options):
+    return build_engine(artifact / "model.onnx", artifact, options=TrtBuildOptions(batch=(1, 2, 4), **options))
+
+
+def test_fp32_build_calls_in_order_and_writes_plan_and_sidecar(fake_trt, sge_artifact):
+    result = build(sge_artifact, precision="fp32", opt_level=2, verbose=True, log_file=sge_artifact / "build.log")
+    calls = fake_trt.machine.calls
+    assert calls.index("OnnxParser.parse_from_file") < calls.index("IBuilderConfig.add_optimization_profile")
+    assert calls.index("IOptimizationProfile.set_shape") < calls.index("IBuilderConfig.add_optimization_profile")
+    assert calls.index("IBuilderConfig.add_optimization_profile") < calls.index("Builder.build_serialized_network")
+    assert calls.index("IBuilderConfig.profiling_verbosity=") < calls.index("Builder.build_serialized_network")
+    assert "IBuilderConfig.builder_optimization_level=" in calls and "IBuilderConfig.clear_flag" in calls
+    info = json.loads((sge_artifact / SIDECAR_NAME).read_text())
+    assert info == result.info and info["opt_level"] == 2 and info["precision"] == "fp32"
+    assert info["build"]["engine_bytes"] == (sge_artifact / PLAN_NAME).stat().st_size > 0
+    assert info["build"]["seconds"] >= 0 and info["build"]["log"].endswith("build.log")
+    assert info["api"] == ("weakly typed (10.x)" if fake_trt.major == 10 else "strongly typed (11.x)")
+    assert info["gpu"]["name"] == fake_trt.machine.gpu and info["tensorrt_version"] == fake_trt.module.__version__
+
+
+def test_timing_cache_merged_checked_and_saved_after_the_plan(fake_trt, sge_artifact, caplog):
+    cache = sge_artifact / "trt.cache"
+    cache.write_text(json.dumps(["NVIDIA A100-SXM4-80GB:12"]))  # a cache from another GPU
+    plan = sge_artifact / PLAN_NAME
+    seen = []
+    fake_trt.machine.hooks["ITimingCache.serialize"] = lambda: seen.append(plan.is_file())
+    result = build(sge_artifact, precision="fp32", timing_cache=cache)
+    calls = fake_trt.machine.calls
+    assert calls.index("ITimingCache.combine") < calls.index("IBuilderConfig.set_timing_cache")
+    assert calls.count("IBuilderConfig.set_timing_cache") == 2  # rejected for this GPU, then an empty one
+    assert "rejected the timing cache" in caplog.text
+    assert seen == [True]  # the plan was on disk before the cache was serialized
+    saved = json.loads(cache.read_text())
+    assert saved and all(entry.startswith(fake_trt.machine.gpu) for entry in saved)
+    assert result.info["build"]["timing_cache"] == {"file": str(cache), "loaded": False, "saved": True}
+
+    build(sge_artifact, precision="fp32", timing_cache=cache)  # now this GPU's own cache is accepted
+    assert fake_trt.machine.calls.count("IBuilderConfig.set_timing_cache") == 3
+
+
+def test_a_lost_timing_cache_keeps_the_engine(fake_trt, sge_artifact, caplog):
+    fake_trt.machine.timing_cache_lost = True
+    result = build(sge_artifact, precision="fp32", timing_cache=sge_artifact / "trt.cache")
+    assert result.plan.is_file() and result.info["build"]["timing_cache"]["saved"] is False
+    assert not (sge_artifact / "trt.cache").exists() and "returned no timing cache" in caplog.text
+
+
+def test_a_failed_build_writes_no_plan(fake_trt, sge_artifact):
+    fake_trt.machine.build_fails = True
+    with pytest.raises(TrtBuildError, match="could not build"):
+        build(sge_artifact, precision="fp32", timing_cache=sge_artifact / "trt.cache", log_file=sge_artifact / "b.log")
+    assert not (sge_artifact / PLAN_NAME).exists() and not (sge_artifact / "trt.cache").exists()
+    assert (sge_artifact / "b.log").is_file()  # the log that says why is kept
+
+
+def test_fp16_is_strongly_typed_from_the_fp16_onnx_on_10_13_and_11(fake_trt, sge_artifact):
+    result = build(sge_artifact, precision="fp16", fp16_onnx=sge_artifact / FP16_ONNX)
+    assert result.info["onnx"] == FP16_ONNX and result.info["route"]["strongly_typed"]
+    assert result.info["fp32_layers"] == 0 and "Builder.create_network" in fake_trt.machine.calls
+    flags = [c for c in fake_trt.machine.calls if c == "IBuilderConfig.set_flag"]
+    assert flags == []  # no precision flags: the graph's types decide
+
+
+def test_fp16_without_the_fp16_onnx(fake_trt, sge_artifact):
+    if fake_trt.major == 11:
+        with pytest.raises(TrtRequestError, match="no FP16 builder flag"):
+            build(sge_artifact, precision="fp16")
+        return
+    fake_trt.machine.parser_metadata = False  # names and tensors alone must find every layer of an island
+    result = build(sge_artifact, precision="fp16")
+    assert result.info["route"]["flags"] == ["FP16", "OBEY_PRECISION_CONSTRAINTS"]
+    plan = json.loads(result.plan.read_bytes().split(b"\n", 1)[1])
+    by_name = {layer["name"]: layer for layer in plan["layers"]}
+    suffixed = [n for n in by_name if n.split("/")[-1].startswith("Div_") and n.rsplit("_", 1)[-1].isdigit()]
+    unnamed = [n for n in by_name if n.startswith("(Unnamed Layer*")]
+    assert suffixed and unnamed
+    island_outputs = {o["dtype"] for n in (*suffixed, *unnamed) for o in by_name[n]["outputs"]}
+    assert island_outputs == {"FLOAT"} and result.info["fp32_layers"] >= len(suffixed) + len(unnamed)
+    conv = next(layer for layer in plan["layers"] if layer["type"] == "CONVOLUTION")
+    assert conv["outputs"][0]["dtype"] == "HALF"
+
+
+def test_int8_routes(fake_trt, sge_artifact):
+    s8s8 = sge_artifact / "model.int8.s8s8.onnx"  # stands in for the INT8 engineer's Q/DQ file: only its path matters
+    s8s8.write_bytes((sge_artifact / "model.onnx").read_bytes())
+    result = build(sge_artifact, precision="int8", int8_onnx=s8s8, calib_dir=sge_artifact)
+    assert result.info["onnx"] == s8s8.name and result.info["route"]["strongly_typed"]
+    assert "IBuilderConfig.int8_calibrator=" not in fake_trt.machine.calls
+    if fake_trt.major == 11:
+        with pytest.raises(TrtRequestError, match="has no calibrators"):
+            build(sge_artifact, precision="int8", calib_dir=sge_artifact)
+
+
+def test_verbose_reaches_tensorrts_logger_and_the_log_file(fake_trt, sge_artifact, caplog):
+    from export.trt.log import make_logger, write_log
+
+    trt = fake_trt.module
+    severity = trt.ILogger.Severity
+    quiet = make_logger(trt, verbose=False, log_file=None)
+    loud = make_logger(trt, verbose=True, log_file=sge_artifact / "trt.log")
+    assert isinstance(loud, trt.ILogger)  # an ILogger subclass, as the Builder and parser take
+    with caplog.at_level("DEBUG", logger="tensorrt"):
+        quiet.log(severity.VERBOSE, "tactic 0x1 skipped")
+        loud.log(severity.VERBOSE, "tactic 0x2 timed")
+        quiet.log(severity.WARNING, "weights not representable")
+    messages = [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "tensorrt"]
+    assert messages == [("DEBUG", "tactic 0x2 timed"), ("WARNING", "weights not representable")]
+    assert write_log(loud, sge_artifact / "trt.log").read_text() == "[VERBOSE] tactic 0x2 timed\n"

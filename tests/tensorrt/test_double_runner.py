@@ -1,0 +1,94 @@
+"""The TensorRT runner end to end against the double (host memory for the GPU): call order, its own stream, plans
+without a sidecar, CUDA graphs, no-transfer timing and the compatibility check. Outputs come from ONNX Runtime
+inside the double, so equality here proves the data path (addresses, shapes, copies), not TensorRT's numerics."""
+
+import numpy as np
+import pytest
+
+from export.trt.artifact import add_engine
+from export.trt.build import TrtBuildOptions
+from export.validate import onnxruntime_runner
+from models.transforms import photo_batch
+from runtime.backends.base import InputMismatchError
+from runtime.backends.trt import PlanMismatchError, TrtRunner
+from tests.tensorrt.conftest import load_script
+from tests.tensorrt.host_cuda import HostCuda
+
+
+@pytest.fixture
+def plan(fake_trt, sge_artifact):
+    options = TrtBuildOptions(precision="fp32", batch=(1, 2, 4))
+    return add_engine(sge_artifact, options=options, validate=False)[0].plan
+
+
+@pytest.fixture(scope="module")
+def photos():
+    return photo_batch((64, 64))[:4]
+
+
+def reference(artifact, batch):
+    return onnxruntime_runner(artifact / "model.onnx", input_name="input")(batch)
+
+
+def test_infer_sets_shapes_then_addresses_on_its_own_stream(fake_trt, plan, photos):
+    with TrtRunner(plan.parent) as runner:  # the artifact directory, manifest-verified
+        out = runner.infer(photos[:3])
+        assert runner.last_timings.compute_ms > 0
+    np.testing.assert_allclose(out, reference(plan.parent, photos[:3]), rtol=1e-6, atol=1e-6)
+    calls = fake_trt.machine.calls
+    execute = calls.index("IExecutionContext.execute_async_v3")
+    run = [c for c in calls[:execute] if c.startswith("IExecutionContext.set_")][-3:]
+    assert run == [
+        "IExecutionContext.set_input_shape",
+        "IExecutionContext.set_tensor_address",
+        "IExecutionContext.set_tensor_address",
+    ]
+    assert "warning: legacy default stream" not in calls
+
+
+def test_a_plan_without_its_sidecar_is_read_from_the_engine(fake_trt, plan, photos):
+    (plan.parent / "model.plan.json").unlink()  # as trtexec --saveEngine leaves it
+    with TrtRunner(plan) as runner:
+        assert runner.batch_range == (1, 4) and runner.input_spec.shape == ("batch", 3, 64, 64)
+        assert runner.output_spec.shape == ("batch", 1000)
+        np.testing.assert_allclose(runner.infer(photos[:2]), reference(plan.parent, photos[:2]), rtol=1e-6, atol=1e-6)
+        with pytest.raises(InputMismatchError, match="outside the engine's profile"):
+            runner.infer(photo_batch((64, 64))[:5])
+
+
+def test_cuda_graph_captured_once_per_batch_size_then_replayed(fake_trt, plan, photos):
+    with TrtRunner(plan, cuda_graph=True) as runner:
+        first = runner.infer(photos[:2])
+        second = runner.infer(photos[:2])
+        runner.infer(photos[:1])
+    calls = fake_trt.machine.calls
+    assert calls.count("graph.capture") == 2 and calls.count("graph.replay") == 3
+    np.testing.assert_array_equal(first, second)
+
+
+def test_no_transfers_after_the_first_call(fake_trt, plan, photos):
+    with TrtRunner(plan, transfers=False) as runner:
+        first = runner.infer(photos[:2])
+        assert runner.last_timings.h2d_ms > 0
+        again = runner.infer(photos[2:4])  # timing only: the device still holds the first input
+        assert runner.last_timings.h2d_ms == 0 and runner.last_timings.d2h_ms == 0
+    np.testing.assert_array_equal(first, again)
+    assert fake_trt.machine.calls.count("IExecutionContext.execute_async_v3") == 2
+
+
+def test_a_plan_for_another_gpu_is_refused(fake_trt, plan, monkeypatch):
+    monkeypatch.setattr("runtime.backends.trt.open_cuda_device", lambda: HostCuda(fake_trt.machine, "8.9"))
+    with pytest.raises(PlanMismatchError, match=r"compute capability 9\.0, this GPU is 8\.9"):
+        TrtRunner(plan).activate()
+    fake_trt.machine.gpu = "NVIDIA H200"
+    monkeypatch.setattr("runtime.backends.trt.open_cuda_device", lambda: HostCuda(fake_trt.machine))
+    with pytest.raises(PlanMismatchError, match="this GPU is a NVIDIA H200"):
+        TrtRunner(plan).activate()
+
+
+def test_benchmark_passes_trtexecs_cuda_graph_and_no_transfer_options():
+    benchmark = load_script("benchmark")
+    args = benchmark.parse_args(["artifact", "--backends", "tensorrt", "--trt-cuda-graph", "--trt-no-transfers"])
+    assert benchmark.backend_options("tensorrt", args) == {"cuda_graph": True, "transfers": False}
+    default = benchmark.parse_args(["artifact", "--backends", "tensorrt"])
+    assert benchmark.backend_options("tensorrt", default) == {"cuda_graph": False, "transfers": True}
