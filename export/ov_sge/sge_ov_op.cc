@@ -19,7 +19,8 @@
 #include <openvino/frontend/extension/op.hpp>
 #include <openvino/op/op.hpp>
 
-#include "../kernels/sge_math.h"  // sge::fast_exp (read-only: the ONNX Runtime kernel's maths)
+#define SGE_ISA ov_op  // this file's own namespace for the ONNX Runtime kernel's maths (see sge_math.h)
+#include "../kernels/sge_math.h"  // sge::ov_op::exp_approx
 
 #define SGE_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 
@@ -54,7 +55,8 @@ inline GroupStats group_stats(double mean, double squares_about_mean, int64_t co
   return {static_cast<float>(mean), static_cast<float>(gamma / (std_dev + eps))};
 }
 inline float gate_of(float s, GroupStats st, float beta) {
-  return 1.0f / (1.0f + sge::fast_exp(-((s - st.centre) * st.scale + beta)));
+  const float t = -((s - st.centre) * st.scale + beta);
+  return 1.0f / (1.0f + sge::ov_op::exp_approx<4>(sge::ov_op::F<4>{t, t, t, t})[0]);
 }
 
 // One (image, group) unit is contiguous in NCHW; units run in parallel.
