@@ -25,7 +25,7 @@ from runtime.ov_study import layer_profile, parity_to_eager, ratios, time_varian
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
     parser.add_argument("--base", type=Path, required=True, help="the plain model's artifact (e.g. resnet50)")
     parser.add_argument("--sge", type=Path, required=True, help="the SGE model's artifact (with model.sge_fused.onnx)")
     parser.add_argument("--compact", type=Path, help="the SGE model exported with --sge-form compact")

@@ -28,7 +28,9 @@ def build_parser() -> argparse.ArgumentParser:
     from export.trt.cli import add_trt_arguments
 
     d = ExportSpec()
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        allow_abbrev=False, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--model", help="registry name, e.g. sge_resnet50 (see --list-models)")
     p.add_argument("--checkpoint", type=Path, help="weights (.pth/.pt/.pth.tar/.safetensors); default weights without")
     p.add_argument("--output", type=Path, help="artifact directory (default: artifacts/<model>/)")

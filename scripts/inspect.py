@@ -33,7 +33,7 @@ USER_ERRORS = (
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
     p.add_argument("--model", default="sge_resnet50", help="model name with SGE, CBAM, SA or GC attention")
     p.add_argument("--checkpoint", type=Path, help="weights (.pth/.pth.tar/.safetensors); default weights otherwise")
     p.add_argument("--image", required=True, help=f"image file, or a bundled photograph: {', '.join(PHOTO_NAMES)}")

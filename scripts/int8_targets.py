@@ -15,7 +15,7 @@ import json  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
     parser.add_argument("sge_artifact", type=Path)
     parser.add_argument("resnet_artifact", type=Path)
     parser.add_argument("--threads", type=int, default=2)

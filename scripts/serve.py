@@ -28,7 +28,7 @@ from runtime.serve import ServeConfig, ServeConfigError, ServeError, serve_artif
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
     parser.add_argument("artifact", type=Path, help="artifact directory (from scripts/export.py)")
     parser.add_argument("--backend", default="onnxruntime", help="runtime backend that runs the model")
     parser.add_argument("--model-name", help="name clients use (default: the artifact's model name)")

@@ -29,7 +29,9 @@ from runtime.cli import EXIT_INPUT, OutputPathError, check_output_paths, run_mai
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
+    p = argparse.ArgumentParser(
+        allow_abbrev=False, description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter
+    )
     p.add_argument("--threads", type=int, default=2, help="intra-op threads for every runtime (default 2)")
     p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8], help="default: 1 8")
     p.add_argument("--size", type=int, nargs=2, default=(224, 224), metavar=("H", "W"))

@@ -22,7 +22,9 @@ EXIT_PARITY, EXIT_INPUT = 1, 2
 def build_parser() -> argparse.ArgumentParser:
     from export.trt.cli import add_trt_arguments
 
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        allow_abbrev=False, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("artifact", type=Path, help="artifact directory written by scripts/export.py")
     add_trt_arguments(p, required=True)
     p.add_argument("-v", "--verbose", action="store_true", help="log progress, and TensorRT's log at VERBOSE")

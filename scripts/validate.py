@@ -23,7 +23,9 @@ from runtime.cli import EXIT_INPUT, EXIT_PARITY, check_output_paths, run_main  #
 def build_parser() -> argparse.ArgumentParser:
     from export.validate import BACKENDS
 
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        allow_abbrev=False, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("directory", type=Path, help="artifact directory (with manifest.json)")
     p.add_argument("--backend", choices=BACKENDS, default="onnxruntime")
     p.add_argument("--images", nargs="+", type=Path, metavar="FILE", help="photographs (default: bundled)")
