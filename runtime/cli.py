@@ -1,17 +1,63 @@
 """What every script shares: its exit codes, output paths checked before the work, one line for an unexpected error.
 
 Exit codes: 0 ok, 1 parity (or a load test's requests) failed, 2 bad input (one line saying what to do), 3 an
-internal error (one line; the traceback only with ``-v``), 130 interrupted. This is the command-line layer, so it
+internal error (one line; the traceback only with ``-v``), 4 a requested TensorRT engine was not built (unless
+``--trt-optional``), 130 interrupted. ``make_parser`` gives every script the same parser: ``--version``, no
+abbreviations, defaults shown in ``--help``. This is the command-line layer, so it
 writes to stderr; library code only raises and logs.
 """
 
+import argparse
 import os
+import re
 import sys
 import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 EXIT_OK, EXIT_PARITY, EXIT_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+EXIT_NO_ENGINE = 4  # a requested TensorRT engine was not built (e.g. TensorRT not installed)
+PACKAGE = "sge-deploy"
+
+
+def package_version() -> str:
+    """The installed sge-deploy version, else the one in the checkout's pyproject.toml."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(PACKAGE)
+    except PackageNotFoundError:
+        pyproject = Path(__file__).resolve().parents[1] / "pyproject.toml"
+        found = re.search(r'^version\s*=\s*"([^"]+)"', pyproject.read_text(), re.MULTILINE)
+        return found.group(1) if found else "unknown"
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Defaults shown after each option's help (not None or False: nothing to show); description's line breaks kept."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
+
+
+class RawTextHelpFormatter(HelpFormatter, argparse.RawTextHelpFormatter):
+    """As ``HelpFormatter``, and the options' help keeps its line breaks too."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def add_argument(self, *args, **kwargs):  # an option without help shows its default too
+        if "help" not in kwargs and kwargs.get("default") not in (None, False, argparse.SUPPRESS):
+            kwargs["help"] = "(default: %(default)s)"
+        return super().add_argument(*args, **kwargs)
+
+
+def make_parser(description: str | None = None, *, raw_help: bool = False, **kwargs) -> argparse.ArgumentParser:
+    """Every script's parser: ``--version``, ``allow_abbrev=False``, defaults shown in ``--help``."""
+    formatter = RawTextHelpFormatter if raw_help else HelpFormatter
+    parser = _Parser(allow_abbrev=False, description=description, formatter_class=formatter, **kwargs)
+    parser.add_argument("--version", action="version", version=f"{PACKAGE} {package_version()}")
+    return parser
 
 
 class OutputPathError(ValueError):

@@ -33,7 +33,7 @@ from export.artifacts import ArtifactError, write_json  # noqa: E402
 from runtime import UnknownBackendError  # noqa: E402
 from runtime.backends.base import BackendUnavailableError, InputMismatchError  # noqa: E402
 from runtime.bench_report import BenchmarkResult, plot_latencies, run_benchmark  # noqa: E402
-from runtime.cli import check_output_paths, run_main  # noqa: E402
+from runtime.cli import check_output_paths, make_parser, run_main  # noqa: E402
 
 MAX_BATCH = 256  # 256 images at 224×224 are 154 MB of input: every backend's activations fit in a few GB
 from runtime.latency import BenchmarkConfig  # noqa: E402
@@ -70,7 +70,7 @@ def entries(backends: list[str], precisions: list[str], args: argparse.Namespace
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
+    parser = make_parser(__doc__.split("\n\n")[0])
     parser.add_argument("artifact", type=Path, help="artifact directory (or a bare .onnx file)")
     parser.add_argument(
         "--backends", default="torch,onnxruntime,openvino", help="comma-separated; the first is the base"

@@ -20,12 +20,13 @@ from rich.table import Table  # noqa: E402
 from export.artifacts import ArtifactError, write_json  # noqa: E402
 from runtime.backends.base import BackendUnavailableError  # noqa: E402
 from runtime.bench_report import machine_info, versions  # noqa: E402
+from runtime.cli import make_parser  # noqa: E402
 from runtime.latency import BenchmarkConfig  # noqa: E402
 from runtime.ov_study import layer_profile, parity_to_eager, ratios, time_variants, variants  # noqa: E402
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
+    parser = make_parser(__doc__.split("\n\n")[0])
     parser.add_argument("--base", type=Path, required=True, help="the plain model's artifact (e.g. resnet50)")
     parser.add_argument("--sge", type=Path, required=True, help="the SGE model's artifact (with model.sge_fused.onnx)")
     parser.add_argument("--compact", type=Path, help="the SGE model exported with --sge-form compact")

@@ -11,11 +11,11 @@ from pathlib import Path
 
 sys.path[0] = str(Path(__file__).resolve().parents[1])  # repo root, not scripts/
 
-import argparse  # noqa: E402
+from runtime.cli import make_parser  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
+    parser = make_parser(__doc__.split("\n\n")[0])
     parser.add_argument("artifact", type=Path)
     parser.add_argument("--data", type=Path, required=True, help="ImageFolder directory, or images with --labels")
     parser.add_argument("--labels", type=Path, help="lines of '<relative image path> <class index>'")

@@ -20,7 +20,7 @@ from typing import Any  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn  # noqa: E402
 
-from runtime.cli import EXIT_INPUT, EXIT_PARITY, check_output_paths, run_main  # noqa: E402
+from runtime.cli import EXIT_INPUT, EXIT_PARITY, check_output_paths, make_parser, run_main  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,9 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     from export.trt.cli import add_trt_arguments
 
     d = ExportSpec()
-    p = argparse.ArgumentParser(
-        allow_abbrev=False, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    p = make_parser(__doc__)
     p.add_argument("--model", help="registry name, e.g. sge_resnet50 (see --list-models)")
     p.add_argument("--checkpoint", type=Path, help="weights (.pth/.pt/.pth.tar/.safetensors); default weights without")
     p.add_argument("--output", type=Path, help="artifact directory (default: artifacts/<model>/)")
@@ -43,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"example and parity input size, each side 1..{MAX_INPUT_SIDE} (default %(default)s)",
     )
     p.add_argument("--dynamic-hw", action="store_true", help="make height and width symbolic too (batch always is)")
-    p.add_argument("--opset", type=int, default=d.opset, help=f"ONNX opset (default {d.opset}, see the README)")
+    p.add_argument("--opset", type=int, default=d.opset, help="ONNX opset (see the README)")
     p.add_argument("--exporter", choices=EXPORTERS, default=d.exporter)
     p.add_argument("--simplifier", choices=SIMPLIFIERS, default=d.simplifier)
     p.add_argument(
@@ -79,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="INT8 calibration photographs (default: bundled)",
     )
     p.add_argument("--calib-method", choices=("minmax", "entropy", "percentile"), default="minmax")
-    p.add_argument("--calib-count", type=int, default=32, metavar="N", help="INT8 calibration samples (default 32)")
+    p.add_argument("--calib-count", type=int, default=32, metavar="N", help="INT8 calibration samples")
     p.add_argument("--list-models", action="store_true", help="list the model names and exit")
     p.add_argument("-v", "--verbose", action="store_true", help="log the library's progress")
     return p

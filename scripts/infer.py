@@ -19,14 +19,14 @@ import runtime  # noqa: E402
 from export.artifacts import ArtifactError, write_json  # noqa: E402
 from models.transforms import MAX_IMAGE_PIXELS, ImageReadError  # noqa: E402
 from runtime.backends.base import BackendUnavailableError, InputMismatchError, NonFiniteOutputError  # noqa: E402
-from runtime.cli import check_output_paths, run_main  # noqa: E402
+from runtime.cli import check_output_paths, make_parser, run_main  # noqa: E402
 from runtime.labels import labels_for  # noqa: E402
 from runtime.preprocess import preprocess_images, preprocessing_for  # noqa: E402
 from runtime.topk import LabelsError, top_k  # noqa: E402
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
+    parser = make_parser(__doc__.split("\n\n")[0])
     parser.add_argument("artifact", type=Path, help="artifact directory (or a bare .onnx file)")
     parser.add_argument(
         "images", type=Path, nargs="+", help=f"JPEG or PNG files, each at most {MAX_IMAGE_PIXELS:,} pixels"

@@ -21,13 +21,15 @@ import shlex  # noqa: E402
 import tempfile  # noqa: E402
 from dataclasses import replace  # noqa: E402
 
+from runtime.cli import make_parser  # noqa: E402
+
 EXIT_INPUT = 2
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
+    p = make_parser(__doc__.split("\n\n")[0])
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--rounds", type=int, default=40, help="interleaved timed rounds (default 40)")
+    p.add_argument("--rounds", type=int, default=40, help="interleaved timed rounds")
     p.add_argument("--profile-runs", type=int, default=10, help="ORT profiler runs per session (0: skip)")
     p.add_argument("--no-native", action="store_true", help="skip the -march=native build")
     p.add_argument(

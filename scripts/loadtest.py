@@ -21,7 +21,7 @@ from rich.table import Table  # noqa: E402
 
 from export.artifacts import write_json  # noqa: E402
 from models.transforms import ImageReadError  # noqa: E402
-from runtime.cli import OutputPathError, check_output_paths, run_main  # noqa: E402
+from runtime.cli import OutputPathError, check_output_paths, make_parser, run_main  # noqa: E402
 from runtime.labels import labels_for  # noqa: E402
 from runtime.loadtest import (  # noqa: E402
     LoadConfig,
@@ -45,7 +45,7 @@ def concurrency_levels(text: str) -> tuple[int, ...]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
+    parser = make_parser(__doc__.split("\n\n")[0])
     parser.add_argument("url", help="server address on this machine, e.g. http://127.0.0.1:8000 or 127.0.0.1:8001")
     parser.add_argument("--model", required=True, help="served model name")
     parser.add_argument("--concurrency", type=concurrency_levels, default=(1, 4, 16), help="levels, e.g. 1,4,16")

@@ -23,12 +23,12 @@ from rich.table import Table  # noqa: E402
 from export.artifacts import ArtifactError, load_manifest  # noqa: E402
 from runtime import UnknownBackendError  # noqa: E402
 from runtime.backends.base import BackendUnavailableError  # noqa: E402
-from runtime.cli import run_main  # noqa: E402
+from runtime.cli import make_parser, run_main  # noqa: E402
 from runtime.serve import ServeConfig, ServeConfigError, ServeError, serve_artifact  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
+    parser = make_parser(__doc__.split("\n\n")[0])
     parser.add_argument("artifact", type=Path, help="artifact directory (from scripts/export.py)")
     parser.add_argument("--backend", default="onnxruntime", help="runtime backend that runs the model")
     parser.add_argument("--model-name", help="name clients use (default: the artifact's model name)")
@@ -46,9 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_false",
         help="expose Triton's HTTP port directly, without the gate that refuses oversized/malformed requests (README)",
     )
-    parser.add_argument(
-        "--precision", default="fp32", help="fp32 (= f32), bf16 (openvino), int8 (README)"
-    )
+    parser.add_argument("--precision", default="fp32", help="fp32 (= f32), bf16 (openvino), int8 (README)")
     parser.add_argument("-v", "--verbose", action="store_true", help="Triton's verbose log")
     return parser
 

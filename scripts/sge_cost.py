@@ -25,14 +25,12 @@ import logging  # noqa: E402
 import shlex  # noqa: E402
 import tempfile  # noqa: E402
 
-from runtime.cli import EXIT_INPUT, OutputPathError, check_output_paths, run_main  # noqa: E402
+from runtime.cli import EXIT_INPUT, OutputPathError, check_output_paths, make_parser, run_main  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        allow_abbrev=False, description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter
-    )
-    p.add_argument("--threads", type=int, default=2, help="intra-op threads for every runtime (default 2)")
+    p = make_parser(__doc__.split("\n\n")[0], raw_help=True)
+    p.add_argument("--threads", type=int, default=2, help="intra-op threads for every runtime")
     p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8], help="default: 1 8")
     p.add_argument("--size", type=int, nargs=2, default=(224, 224), metavar=("H", "W"))
     p.add_argument("--rounds", type=int, default=20, help="timed rounds at batch 1 (batch 8 uses a third)")
@@ -46,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-torch", action="store_true", help="skip eager PyTorch")
     p.add_argument("--profile-runs", type=int, default=10, help="ORT profiler runs per model at batch 1 (0: skip)")
     p.add_argument("--workdir", type=Path, help="keep the exported ONNX files here (default: a temporary folder)")
-    p.add_argument("--json", type=Path, default=Path("sge_cost.json"), help="result file (default sge_cost.json)")
+    p.add_argument("--json", type=Path, default=Path("sge_cost.json"), help="result file")
     p.add_argument("-v", "--verbose", action="store_true")
     return p
 

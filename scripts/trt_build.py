@@ -16,15 +16,15 @@ sys.path[0] = str(Path(__file__).resolve().parents[1])  # repo root, not scripts
 import argparse  # noqa: E402
 import logging  # noqa: E402
 
+from runtime.cli import make_parser  # noqa: E402
+
 EXIT_PARITY, EXIT_INPUT = 1, 2
 
 
 def build_parser() -> argparse.ArgumentParser:
     from export.trt.cli import add_trt_arguments
 
-    p = argparse.ArgumentParser(
-        allow_abbrev=False, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    p = make_parser(__doc__)
     p.add_argument("artifact", type=Path, help="artifact directory written by scripts/export.py")
     add_trt_arguments(p, required=True)
     p.add_argument("-v", "--verbose", action="store_true", help="log progress, and TensorRT's log at VERBOSE")

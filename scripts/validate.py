@@ -17,15 +17,13 @@ import argparse  # noqa: E402
 
 from rich.console import Console  # noqa: E402
 
-from runtime.cli import EXIT_INPUT, EXIT_PARITY, check_output_paths, run_main  # noqa: E402
+from runtime.cli import EXIT_INPUT, EXIT_PARITY, check_output_paths, make_parser, run_main  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
     from export.validate import BACKENDS
 
-    p = argparse.ArgumentParser(
-        allow_abbrev=False, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    p = make_parser(__doc__)
     p.add_argument("directory", type=Path, help="artifact directory (with manifest.json)")
     p.add_argument("--backend", choices=BACKENDS, default="onnxruntime")
     p.add_argument("--images", nargs="+", type=Path, metavar="FILE", help="photographs (default: bundled)")
