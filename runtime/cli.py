@@ -45,6 +45,18 @@ class RawTextHelpFormatter(HelpFormatter, argparse.RawTextHelpFormatter):
     """As ``HelpFormatter``, and the options' help keeps its line breaks too."""
 
 
+LOG_WIDTH = 200  # columns of a console that is not a terminal: tables in a log or CI are never cut
+
+
+def make_console(*, stderr: bool = False, min_width: int = 0, **kwargs):
+    """Every script's rich Console: ``LOG_WIDTH`` columns when not a terminal, at least ``min_width`` in one."""
+    from rich.console import Console
+
+    probe = Console(stderr=stderr)
+    width = max(probe.width, min_width) if probe.is_terminal else max(LOG_WIDTH, min_width)
+    return Console(stderr=stderr, width=width, **kwargs)
+
+
 class _Parser(argparse.ArgumentParser):
     def add_argument(self, *args, **kwargs):  # an option without help shows its default too
         if "help" not in kwargs and kwargs.get("default") not in (None, False, argparse.SUPPRESS):

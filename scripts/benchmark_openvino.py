@@ -14,13 +14,12 @@ sys.path[0] = str(Path(__file__).resolve().parents[1])  # repo root, not scripts
 import argparse  # noqa: E402
 import logging  # noqa: E402
 
-from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from export.artifacts import ArtifactError, write_json  # noqa: E402
 from runtime.backends.base import BackendUnavailableError  # noqa: E402
 from runtime.bench_report import machine_info, versions  # noqa: E402
-from runtime.cli import make_parser  # noqa: E402
+from runtime.cli import make_console, make_parser  # noqa: E402
 from runtime.latency import BenchmarkConfig  # noqa: E402
 from runtime.ov_study import layer_profile, parity_to_eager, ratios, time_variants, variants  # noqa: E402
 
@@ -57,7 +56,7 @@ def eager_references(artifacts: set[Path], photos):
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    console = Console()
+    console = make_console()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     precisions = [p.strip() for p in args.precisions.split(",") if p.strip()]
     command = ["python", "scripts/benchmark_openvino.py", *(sys.argv[1:] if argv is None else argv)]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 sys.path[0] = str(Path(__file__).resolve().parents[1])  # repo root, not scripts/
 
-from runtime.cli import make_parser  # noqa: E402
+from runtime.cli import make_console, make_parser  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,7 +29,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
 
-    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
     from rich.table import Table
 
@@ -39,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     from runtime.backends.base import BackendUnavailableError
     from runtime.evaluate import DatasetError, evaluate, load_dataset
 
-    console = Console(stderr=True)
+    console = make_console(stderr=True)
     targets = [t.strip() for t in args.targets.split(",") if t.strip()]
     try:
         dataset = load_dataset(args.data, labels_file=args.labels, limit=args.limit)
@@ -81,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{agree['cosine_min']:.4f}",
             f"{agree['rel_l2_max']:.3g}",
         )
-    Console().print(table)
+    make_console().print(table)
     if args.json:
         write_json(args.json, {**report, "command": ["python", "scripts/evaluate.py", *(argv or sys.argv[1:])]})
     return 0

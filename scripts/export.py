@@ -20,7 +20,7 @@ from typing import Any  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn  # noqa: E402
 
-from runtime.cli import EXIT_INPUT, EXIT_PARITY, check_output_paths, make_parser, run_main  # noqa: E402
+from runtime.cli import EXIT_INPUT, EXIT_PARITY, check_output_paths, make_console, make_parser, run_main  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -225,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
-    console = Console(highlight=False, width=max(Console().width, 110))  # the parity table needs ~105 columns
+    console = make_console(highlight=False, min_width=110)  # the parity table needs ~105 columns
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(name)s: %(message)s")
     if args.list_models:
         import models

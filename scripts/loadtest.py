@@ -21,7 +21,7 @@ from rich.table import Table  # noqa: E402
 
 from export.artifacts import write_json  # noqa: E402
 from models.transforms import ImageReadError  # noqa: E402
-from runtime.cli import OutputPathError, check_output_paths, make_parser, run_main  # noqa: E402
+from runtime.cli import OutputPathError, check_output_paths, make_console, make_parser, run_main  # noqa: E402
 from runtime.labels import labels_for  # noqa: E402
 from runtime.loadtest import (  # noqa: E402
     LoadConfig,
@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
-    console = Console(width=max(Console().width, 110))  # nine columns
+    console = make_console(min_width=110)  # nine columns
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         check_output_paths(json=args.json)  # before the work

@@ -17,13 +17,12 @@ sys.path[0] = str(
     Path(__file__).resolve().parents[1]
 )  # repo root, not scripts/ (scripts/inspect.py would shadow stdlib)
 
-from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from export.artifacts import ArtifactError, load_manifest  # noqa: E402
 from runtime import UnknownBackendError  # noqa: E402
 from runtime.backends.base import BackendUnavailableError  # noqa: E402
-from runtime.cli import make_parser, run_main  # noqa: E402
+from runtime.cli import make_console, make_parser, run_main  # noqa: E402
 from runtime.serve import ServeConfig, ServeConfigError, ServeError, serve_artifact  # noqa: E402
 
 
@@ -61,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
-    console = Console(stderr=True)
+    console = make_console(stderr=True)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         model_name = args.model_name or load_manifest(args.artifact, verify=False).model

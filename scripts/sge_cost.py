@@ -25,7 +25,7 @@ import logging  # noqa: E402
 import shlex  # noqa: E402
 import tempfile  # noqa: E402
 
-from runtime.cli import EXIT_INPUT, OutputPathError, check_output_paths, make_parser, run_main  # noqa: E402
+from runtime.cli import EXIT_INPUT, OutputPathError, check_output_paths, make_console, make_parser, run_main  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -106,12 +106,11 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
-    from rich.console import Console
 
     from export.artifacts import write_json
     from runtime.sge_study import StudyOptions, run_study
 
-    console = Console()
+    console = make_console()
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(name)s: %(message)s")
     options = StudyOptions(
         threads=args.threads,

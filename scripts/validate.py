@@ -15,9 +15,7 @@ sys.path[0] = str(
 
 import argparse  # noqa: E402
 
-from rich.console import Console  # noqa: E402
-
-from runtime.cli import EXIT_INPUT, EXIT_PARITY, check_output_paths, make_parser, run_main  # noqa: E402
+from runtime.cli import EXIT_INPUT, EXIT_PARITY, check_output_paths, make_console, make_parser, run_main  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
-    console = Console(highlight=False, width=max(Console().width, 110))
+    console = make_console(highlight=False, min_width=110)
     import models
     from export.artifacts import ArtifactError, write_json
     from export.tables import parity_table
