@@ -8,6 +8,7 @@ writes to stderr; library code only raises and logs.
 """
 
 import argparse
+import json
 import os
 import re
 import sys
@@ -48,10 +49,12 @@ class RawTextHelpFormatter(HelpFormatter, argparse.RawTextHelpFormatter):
 LOG_WIDTH = 200  # columns of a console that is not a terminal: tables in a log or CI are never cut
 
 
-def make_console(*, stderr: bool = False, min_width: int = 0, **kwargs):
-    """Every script's rich Console: ``LOG_WIDTH`` columns when not a terminal, at least ``min_width`` in one."""
+def make_console(*, stderr: bool = False, min_width: int = 0, json_path: str | Path | None = None, **kwargs):
+    """Every script's rich Console: ``LOG_WIDTH`` columns when not a terminal, at least ``min_width`` in one; on
+    stderr when ``json_path`` is ``-`` (standard output then carries only the JSON)."""
     from rich.console import Console
 
+    stderr = stderr or is_stdout(json_path)
     probe = Console(stderr=stderr)
     width = max(probe.width, min_width) if probe.is_terminal else max(LOG_WIDTH, min_width)
     return Console(stderr=stderr, width=width, **kwargs)
@@ -78,7 +81,7 @@ class OutputPathError(ValueError):
 
 def check_output_path(path: str | Path | None, *, flag: str) -> None:
     """Refuse (OutputPathError) an output file that cannot be written: a directory, or no writable parent."""
-    if path is None:
+    if path is None or is_stdout(path):
         return
     path = Path(path)
     if path.is_dir():
@@ -96,6 +99,22 @@ def check_output_paths(**paths: str | Path | None) -> None:
     """``check_output_path`` for several flags, e.g. ``check_output_paths(json=args.json, plot=args.plot)``."""
     for flag, path in paths.items():
         check_output_path(path, flag="--" + flag.replace("_", "-"))
+
+
+def is_stdout(path: str | Path | None) -> bool:
+    """``-`` as an output path (``--json -``) means standard output."""
+    return path is not None and str(path) == "-"
+
+
+def write_json_output(path: str | Path, data) -> None:
+    """``--json PATH``: the file (written atomically), or standard output for ``-``."""
+    if is_stdout(path):
+        sys.stdout.write(json.dumps(data, indent=2) + "\n")
+        sys.stdout.flush()
+        return
+    from export.artifacts import write_json
+
+    write_json(path, data)
 
 
 def run_main(main: Callable[[list[str] | None], int], argv: Sequence[str] | None) -> int:

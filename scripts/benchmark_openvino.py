@@ -16,10 +16,10 @@ import logging  # noqa: E402
 
 from rich.table import Table  # noqa: E402
 
-from export.artifacts import ArtifactError, write_json  # noqa: E402
+from export.artifacts import ArtifactError  # noqa: E402
 from runtime.backends.base import BackendUnavailableError  # noqa: E402
 from runtime.bench_report import machine_info, versions  # noqa: E402
-from runtime.cli import make_console, make_parser  # noqa: E402
+from runtime.cli import is_stdout, make_console, make_parser, write_json_output  # noqa: E402
 from runtime.latency import BenchmarkConfig  # noqa: E402
 from runtime.ov_study import layer_profile, parity_to_eager, ratios, time_variants, variants  # noqa: E402
 
@@ -56,7 +56,7 @@ def eager_references(artifacts: set[Path], photos):
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    console = make_console()
+    console = make_console(json_path=args.json)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     precisions = [p.strip() for p in args.precisions.split(",") if p.strip()]
     command = ["python", "scripts/benchmark_openvino.py", *(sys.argv[1:] if argv is None else argv)]
@@ -99,8 +99,9 @@ def main(argv: list[str] | None = None) -> int:
     machine = result["machine"]
     console.print(f"machine: {machine['cpu_model']}, load {machine.get('load_average_1_5_15')}")
     if args.json:
-        write_json(args.json, result)
-        console.print(f"wrote {args.json}")
+        write_json_output(args.json, result)
+        if not is_stdout(args.json):
+            console.print(f"wrote {args.json}")
     return 0
 
 

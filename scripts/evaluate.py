@@ -11,7 +11,7 @@ from pathlib import Path
 
 sys.path[0] = str(Path(__file__).resolve().parents[1])  # repo root, not scripts/
 
-from runtime.cli import make_console, make_parser  # noqa: E402
+from runtime.cli import make_console, make_parser, write_json_output  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     from rich.table import Table
 
     import runtime
-    from export.artifacts import ArtifactError, write_json
+    from export.artifacts import ArtifactError
     from models.transforms import ImageReadError
     from runtime.backends.base import BackendUnavailableError
     from runtime.evaluate import DatasetError, evaluate, load_dataset
@@ -80,9 +80,9 @@ def main(argv: list[str] | None = None) -> int:
             f"{agree['cosine_min']:.4f}",
             f"{agree['rel_l2_max']:.3g}",
         )
-    make_console().print(table)
+    make_console(json_path=args.json).print(table)
     if args.json:
-        write_json(args.json, {**report, "command": ["python", "scripts/evaluate.py", *(argv or sys.argv[1:])]})
+        write_json_output(args.json, {**report, "command": ["python", "scripts/evaluate.py", *(argv or sys.argv[1:])]})
     return 0
 
 

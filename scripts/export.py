@@ -20,7 +20,15 @@ from typing import Any  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn  # noqa: E402
 
-from runtime.cli import EXIT_INPUT, EXIT_PARITY, check_output_paths, make_console, make_parser, run_main  # noqa: E402
+from runtime.cli import (  # noqa: E402
+    EXIT_INPUT,
+    EXIT_PARITY,
+    check_output_paths,
+    make_console,
+    make_parser,
+    run_main,
+    write_json_output,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -225,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
-    console = make_console(highlight=False, min_width=110)  # the parity table needs ~105 columns
+    console = make_console(highlight=False, min_width=110, json_path=args.json)  # the parity table needs ~105 columns
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(name)s: %(message)s")
     if args.list_models:
         import models
@@ -296,9 +304,7 @@ def _main(argv: list[str] | None) -> int:
         console.print(parity_table(result.fused_parity))
     console.print(stage_table(result.stage_seconds))
     if args.json:
-        from export.artifacts import write_json
-
-        write_json(args.json, result.to_dict())
+        write_json_output(args.json, result.to_dict())
     if not result.passed:
         failures = [*result.parity.failures(), *(result.fused_parity.failures() if result.fused_parity else [])]
         print(f"error: parity failed ({'; '.join(failures)}); no manifest written", file=sys.stderr)

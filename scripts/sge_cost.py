@@ -25,7 +25,16 @@ import logging  # noqa: E402
 import shlex  # noqa: E402
 import tempfile  # noqa: E402
 
-from runtime.cli import EXIT_INPUT, OutputPathError, check_output_paths, make_console, make_parser, run_main  # noqa: E402
+from runtime.cli import (  # noqa: E402
+    EXIT_INPUT,
+    OutputPathError,
+    check_output_paths,
+    is_stdout,
+    make_console,
+    make_parser,
+    run_main,
+    write_json_output,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -107,10 +116,9 @@ def main(argv: list[str] | None = None) -> int:
 def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
 
-    from export.artifacts import write_json
     from runtime.sge_study import StudyOptions, run_study
 
-    console = make_console()
+    console = make_console(json_path=args.json)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(name)s: %(message)s")
     options = StudyOptions(
         threads=args.threads,
@@ -143,8 +151,9 @@ def _main(argv: list[str] | None) -> int:
         console.print(f"error: {err} (or pass --no-openvino / --no-torch)", style="red")
         return EXIT_INPUT
     print_report(report, console)
-    write_json(args.json, report.to_dict())
-    console.print(f"wrote {args.json}")
+    write_json_output(args.json, report.to_dict())
+    if not is_stdout(args.json):
+        console.print(f"wrote {args.json}")
     return 0
 
 
