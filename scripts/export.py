@@ -14,7 +14,8 @@ sys.path[0] = str(
 
 import argparse  # noqa: E402
 import logging  # noqa: E402
-from collections.abc import Callable  # noqa: E402
+from collections.abc import Callable, Iterator  # noqa: E402
+from contextlib import contextmanager  # noqa: E402
 from typing import Any  # noqa: E402
 
 from rich.console import Console  # noqa: E402
@@ -179,6 +180,29 @@ def tensorrt_step(args: argparse.Namespace, result: Any, console: Console) -> No
     console.print(f"{engine.plan.name}: TensorRT {info['tensorrt_version']} {args.trt}, {info['gpu']['name']}")
 
 
+@contextmanager
+def stage_progress(console: Console) -> Iterator[Callable[[str, float | None], None]]:
+    """The export's progress callback: the rich display in a terminal, else one plain line per finished stage."""
+    if not console.is_terminal:  # CI or a log file: each line as its stage ends, not all at the end
+
+        def print_stage(stage: str, seconds: float | None) -> None:
+            if seconds is not None:
+                print(f"{stage}: {seconds:.1f} s", file=console.file, flush=True)
+
+        yield print_stage
+        return
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console) as bar:
+        tasks: dict[str, int] = {}
+
+        def on_stage(stage: str, seconds: float | None) -> None:
+            if seconds is None:
+                tasks[stage] = bar.add_task(f"{stage}…", total=1)
+            else:
+                bar.update(tasks[stage], completed=1, description=f"{stage} ({seconds:.1f} s)")
+
+        yield on_stage
+
+
 def int8_options(args: argparse.Namespace) -> Any:
     if not args.int8:
         if args.calib_images:
@@ -264,15 +288,7 @@ def _main(argv: list[str] | None) -> int:
 
     try:
         int8 = int8_options(args)
-        with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console) as bar:
-            tasks: dict[str, int] = {}
-
-            def on_stage(stage: str, seconds: float | None) -> None:
-                if seconds is None:
-                    tasks[stage] = bar.add_task(f"{stage}…", total=1)
-                else:
-                    bar.update(tasks[stage], completed=1, description=f"{stage} ({seconds:.1f} s)")
-
+        with stage_progress(console) as on_stage:
             result = export_model(
                 args.model,
                 args.output,

@@ -1,9 +1,10 @@
-"""``--json -`` writes the JSON to standard output (the tables then go to stderr), for export, validate and infer."""
+"""Script output: ``--json -`` writes only the JSON to stdout (export, validate, infer); export progress in a log."""
 
 import contextlib
 import importlib.util
 import io
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -62,3 +63,15 @@ def test_infer_json_dash(exported, tmp_path, capsys, monkeypatch):
     assert [Path(p["image"]).name for p in result["predictions"]] == ["chelsea.jpg"]
     assert len(result["predictions"][0]["top_k"]) == 3
     assert not (tmp_path / "-").exists()
+
+
+def test_export_progress_is_one_plain_line_per_stage_when_not_a_terminal(exported):
+    _, out, err = exported  # captured: not a terminal
+    stages = list(json.loads(out)["stage_seconds"])
+    assert len(stages) >= 3
+    lines = err.splitlines()
+    progress = [line for line in lines if re.fullmatch(r"[\w .-]+: \d+\.\d s", line)]
+    assert [line.rsplit(":", 1)[0] for line in progress] == stages  # one line per stage, in order
+    first_table = next(i for i, line in enumerate(lines) if line.startswith(("┏", "┌", "╭")) or "━" in line)
+    assert lines.index(progress[-1]) < first_table  # printed as the stages ended, before the summary tables
+    assert "⠋" not in err and "\r" not in err  # no spinner frames in a log
