@@ -23,6 +23,7 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from runtime.cli import (  # noqa: E402
     EXIT_INPUT,
+    EXIT_NO_ENGINE,
     EXIT_PARITY,
     check_output_paths,
     make_console,
@@ -74,6 +75,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", type=Path, metavar="FILE", help="write the result (paths, op counts, parity) as JSON")
     p.add_argument("--fp16-onnx", action="store_true", help="also write model_fp16.onnx (FP32 islands around SGE)")
     add_trt_arguments(p)
+    p.add_argument(
+        "--trt-optional",
+        action="store_true",
+        help="without TensorRT, warn and exit 0 instead of exit 4 (no engine built)",
+    )
     p.add_argument(
         "--triton-repo", type=Path, metavar="DIR", help="also write a Triton model repository (DIR/<model>/)"
     )
@@ -157,8 +163,12 @@ def triton_repo_step(args: argparse.Namespace, result: Any, console: Console) ->
     console.print(f"Triton model repository: {repo.root} ({', '.join(repo.models)})")
 
 
+class EngineNotBuiltError(Exception):
+    """``--trt`` asked for an engine that could not be built here (TensorRT missing): exit 4 after the other steps."""
+
+
 def tensorrt_step(args: argparse.Namespace, result: Any, console: Console) -> None:
-    """The FP16-islands ONNX, then the engine; without TensorRT, a warning and the ONNX artifacts stand (exit 0)."""
+    """The FP16-islands ONNX, then the engine; without TensorRT, EngineNotBuiltError (a warning with --trt-optional)."""
     from export.trt.artifact import add_engine, add_fp16_onnx
     from export.trt.build import TensorRTNotInstalledError
     from export.trt.cli import trt_options
@@ -174,6 +184,8 @@ def tensorrt_step(args: argparse.Namespace, result: Any, console: Console) -> No
     try:
         engine, _ = add_engine(result.output_dir, options=trt_options(args), validate=args.trt_validate)
     except TensorRTNotInstalledError as err:
+        if not args.trt_optional:
+            raise EngineNotBuiltError(str(err)) from err
         print(f"warning: {err}; the ONNX artifacts are complete, no engine was built", file=sys.stderr)
         return
     info = engine.info
@@ -336,9 +348,13 @@ def _main(argv: list[str] | None) -> int:
             return EXIT_PARITY
     from export.trt.inspect import EngineParityError
 
+    missing_engine = None
     try:
         for step in follow_up_steps(args):
-            step(args, result, console)
+            try:
+                step(args, result, console)
+            except EngineNotBuiltError as err:
+                missing_engine = err  # the later steps (Triton repository) still run
     except input_errors() as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_INPUT
@@ -349,6 +365,13 @@ def _main(argv: list[str] | None) -> int:
     console.print(
         f"artifact: {result.output_dir} (deploy {result.onnx_path.name}{fused}; manifest {result.manifest_path.name})"
     )
+    if missing_engine is not None:
+        print(
+            f"error: no TensorRT engine was built: {missing_engine}; the ONNX artifacts are complete "
+            "(add --trt-optional to accept an artifact without the engine)",
+            file=sys.stderr,
+        )
+        return EXIT_NO_ENGINE
     return 0
 
 

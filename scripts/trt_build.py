@@ -16,9 +16,7 @@ sys.path[0] = str(Path(__file__).resolve().parents[1])  # repo root, not scripts
 import argparse  # noqa: E402
 import logging  # noqa: E402
 
-from runtime.cli import make_parser  # noqa: E402
-
-EXIT_PARITY, EXIT_INPUT = 1, 2
+from runtime.cli import EXIT_INPUT, EXIT_NO_ENGINE, EXIT_PARITY, make_parser  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,13 +34,16 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(name)s: %(message)s")
     from export.artifacts import ArtifactError
     from export.trt.artifact import add_engine
-    from export.trt.build import TrtBuildError, TrtRequestError
+    from export.trt.build import TensorRTNotInstalledError, TrtBuildError, TrtRequestError
     from export.trt.calibrate import CalibrationDataError
     from export.trt.cli import trt_options
     from export.trt.inspect import EngineParityError
 
     try:
         engine, validation = add_engine(args.artifact, options=trt_options(args), validate=args.trt_validate)
+    except TensorRTNotInstalledError as err:
+        print(f"error: no engine built: {err}", file=sys.stderr)
+        return EXIT_NO_ENGINE
     except (ArtifactError, TrtRequestError, TrtBuildError, CalibrationDataError, ImportError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_INPUT
