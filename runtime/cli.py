@@ -1,17 +1,78 @@
 """What every script shares: its exit codes, output paths checked before the work, one line for an unexpected error.
 
 Exit codes: 0 ok, 1 parity (or a load test's requests) failed, 2 bad input (one line saying what to do), 3 an
-internal error (one line; the traceback only with ``-v``), 130 interrupted. This is the command-line layer, so it
+internal error (one line; the traceback only with ``-v``), 4 a requested TensorRT engine was not built (unless
+``--trt-optional``), 130 interrupted. ``make_parser`` gives every script the same parser: ``--version``, no
+abbreviations, defaults shown in ``--help``. This is the command-line layer, so it
 writes to stderr; library code only raises and logs.
 """
 
+import argparse
+import json
 import os
+import re
 import sys
 import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 EXIT_OK, EXIT_PARITY, EXIT_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+EXIT_NO_ENGINE = 4  # a requested TensorRT engine was not built (e.g. TensorRT not installed)
+PACKAGE = "sge-deploy"
+
+
+def package_version() -> str:
+    """The installed sge-deploy version, else the one in the checkout's pyproject.toml."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(PACKAGE)
+    except PackageNotFoundError:
+        pyproject = Path(__file__).resolve().parents[1] / "pyproject.toml"
+        found = re.search(r'^version\s*=\s*"([^"]+)"', pyproject.read_text(), re.MULTILINE)
+        return found.group(1) if found else "unknown"
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Defaults shown after each option's help (not None or False: nothing to show); description's line breaks kept."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
+
+
+class RawTextHelpFormatter(HelpFormatter, argparse.RawTextHelpFormatter):
+    """As ``HelpFormatter``, and the options' help keeps its line breaks too."""
+
+
+LOG_WIDTH = 200  # columns of a console that is not a terminal: tables in a log or CI are never cut
+
+
+def make_console(*, stderr: bool = False, min_width: int = 0, json_path: str | Path | None = None, **kwargs):
+    """Every script's rich Console: ``LOG_WIDTH`` columns when not a terminal, at least ``min_width`` in one; on
+    stderr when ``json_path`` is ``-`` (standard output then carries only the JSON)."""
+    from rich.console import Console
+
+    stderr = stderr or is_stdout(json_path)
+    probe = Console(stderr=stderr)
+    width = max(probe.width, min_width) if probe.is_terminal else max(LOG_WIDTH, min_width)
+    return Console(stderr=stderr, width=width, **kwargs)
+
+
+class _Parser(argparse.ArgumentParser):
+    def add_argument(self, *args, **kwargs):  # an option without help shows its default too
+        if "help" not in kwargs and kwargs.get("default") not in (None, False, argparse.SUPPRESS):
+            kwargs["help"] = "(default: %(default)s)"
+        return super().add_argument(*args, **kwargs)
+
+
+def make_parser(description: str | None = None, *, raw_help: bool = False, **kwargs) -> argparse.ArgumentParser:
+    """Every script's parser: ``--version``, ``allow_abbrev=False``, defaults shown in ``--help``."""
+    formatter = RawTextHelpFormatter if raw_help else HelpFormatter
+    parser = _Parser(allow_abbrev=False, description=description, formatter_class=formatter, **kwargs)
+    parser.add_argument("--version", action="version", version=f"{PACKAGE} {package_version()}")
+    return parser
 
 
 class OutputPathError(ValueError):
@@ -20,7 +81,7 @@ class OutputPathError(ValueError):
 
 def check_output_path(path: str | Path | None, *, flag: str) -> None:
     """Refuse (OutputPathError) an output file that cannot be written: a directory, or no writable parent."""
-    if path is None:
+    if path is None or is_stdout(path):
         return
     path = Path(path)
     if path.is_dir():
@@ -38,6 +99,22 @@ def check_output_paths(**paths: str | Path | None) -> None:
     """``check_output_path`` for several flags, e.g. ``check_output_paths(json=args.json, plot=args.plot)``."""
     for flag, path in paths.items():
         check_output_path(path, flag="--" + flag.replace("_", "-"))
+
+
+def is_stdout(path: str | Path | None) -> bool:
+    """``-`` as an output path (``--json -``) means standard output."""
+    return path is not None and str(path) == "-"
+
+
+def write_json_output(path: str | Path, data) -> None:
+    """``--json PATH``: the file (written atomically), or standard output for ``-``."""
+    if is_stdout(path):
+        sys.stdout.write(json.dumps(data, indent=2) + "\n")
+        sys.stdout.flush()
+        return
+    from export.artifacts import write_json
+
+    write_json(path, data)
 
 
 def run_main(main: Callable[[list[str] | None], int], argv: Sequence[str] | None) -> int:

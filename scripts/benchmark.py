@@ -33,7 +33,7 @@ from export.artifacts import ArtifactError, write_json  # noqa: E402
 from runtime import UnknownBackendError  # noqa: E402
 from runtime.backends.base import BackendUnavailableError, InputMismatchError  # noqa: E402
 from runtime.bench_report import BenchmarkResult, plot_latencies, run_benchmark  # noqa: E402
-from runtime.cli import check_output_paths, run_main  # noqa: E402
+from runtime.cli import check_output_paths, is_stdout, make_console, make_parser, run_main, write_json_output  # noqa: E402
 
 MAX_BATCH = 256  # 256 images at 224×224 are 154 MB of input: every backend's activations fit in a few GB
 from runtime.latency import BenchmarkConfig  # noqa: E402
@@ -70,7 +70,7 @@ def entries(backends: list[str], precisions: list[str], args: argparse.Namespace
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
+    parser = make_parser(__doc__.split("\n\n")[0])
     parser.add_argument("artifact", type=Path, help="artifact directory (or a bare .onnx file)")
     parser.add_argument(
         "--backends", default="torch,onnxruntime,openvino", help="comma-separated; the first is the base"
@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(argv: list[str] | None) -> int:
     args = parse_args(argv)
-    console = Console()
+    console = make_console(json_path=args.json)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
     precisions = [p.strip() for p in args.precision.split(",") if p.strip()]
@@ -186,8 +186,9 @@ def _main(argv: list[str] | None) -> int:
     print_result(console, result)
     if args.json:
         environment = {k: os.environ[k] for k in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS") if k in os.environ}
-        write_json(args.json, {**result.to_dict(), "environment": environment})
-        console.print(f"wrote {args.json}")
+        write_json_output(args.json, {**result.to_dict(), "environment": environment})
+        if not is_stdout(args.json):
+            console.print(f"wrote {args.json}")
     if args.export_times:
         write_json(args.export_times, result.times())
         console.print(f"wrote {args.export_times}")

@@ -14,18 +14,18 @@ sys.path[0] = str(Path(__file__).resolve().parents[1])  # repo root, not scripts
 import argparse  # noqa: E402
 import logging  # noqa: E402
 
-from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from export.artifacts import ArtifactError, write_json  # noqa: E402
+from export.artifacts import ArtifactError  # noqa: E402
 from runtime.backends.base import BackendUnavailableError  # noqa: E402
 from runtime.bench_report import machine_info, versions  # noqa: E402
+from runtime.cli import is_stdout, make_console, make_parser, write_json_output  # noqa: E402
 from runtime.latency import BenchmarkConfig  # noqa: E402
 from runtime.ov_study import layer_profile, parity_to_eager, ratios, time_variants, variants  # noqa: E402
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
+    parser = make_parser(__doc__.split("\n\n")[0])
     parser.add_argument("--base", type=Path, required=True, help="the plain model's artifact (e.g. resnet50)")
     parser.add_argument("--sge", type=Path, required=True, help="the SGE model's artifact (with model.sge_fused.onnx)")
     parser.add_argument("--compact", type=Path, help="the SGE model exported with --sge-form compact")
@@ -56,7 +56,7 @@ def eager_references(artifacts: set[Path], photos):
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    console = Console()
+    console = make_console(json_path=args.json)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     precisions = [p.strip() for p in args.precisions.split(",") if p.strip()]
     command = ["python", "scripts/benchmark_openvino.py", *(sys.argv[1:] if argv is None else argv)]
@@ -99,8 +99,9 @@ def main(argv: list[str] | None = None) -> int:
     machine = result["machine"]
     console.print(f"machine: {machine['cpu_model']}, load {machine.get('load_average_1_5_15')}")
     if args.json:
-        write_json(args.json, result)
-        console.print(f"wrote {args.json}")
+        write_json_output(args.json, result)
+        if not is_stdout(args.json):
+            console.print(f"wrote {args.json}")
     return 0
 
 

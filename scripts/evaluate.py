@@ -11,11 +11,11 @@ from pathlib import Path
 
 sys.path[0] = str(Path(__file__).resolve().parents[1])  # repo root, not scripts/
 
-import argparse  # noqa: E402
+from runtime.cli import make_console, make_parser, write_json_output  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
+    parser = make_parser(__doc__.split("\n\n")[0])
     parser.add_argument("artifact", type=Path)
     parser.add_argument("--data", type=Path, required=True, help="ImageFolder directory, or images with --labels")
     parser.add_argument("--labels", type=Path, help="lines of '<relative image path> <class index>'")
@@ -29,17 +29,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
 
-    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
     from rich.table import Table
 
     import runtime
-    from export.artifacts import ArtifactError, write_json
+    from export.artifacts import ArtifactError
     from models.transforms import ImageReadError
     from runtime.backends.base import BackendUnavailableError
     from runtime.evaluate import DatasetError, evaluate, load_dataset
 
-    console = Console(stderr=True)
+    console = make_console(stderr=True)
     targets = [t.strip() for t in args.targets.split(",") if t.strip()]
     try:
         dataset = load_dataset(args.data, labels_file=args.labels, limit=args.limit)
@@ -81,9 +80,9 @@ def main(argv: list[str] | None = None) -> int:
             f"{agree['cosine_min']:.4f}",
             f"{agree['rel_l2_max']:.3g}",
         )
-    Console().print(table)
+    make_console(json_path=args.json).print(table)
     if args.json:
-        write_json(args.json, {**report, "command": ["python", "scripts/evaluate.py", *(argv or sys.argv[1:])]})
+        write_json_output(args.json, {**report, "command": ["python", "scripts/evaluate.py", *(argv or sys.argv[1:])]})
     return 0
 
 

@@ -14,13 +14,23 @@ sys.path[0] = str(
 
 import argparse  # noqa: E402
 import logging  # noqa: E402
-from collections.abc import Callable  # noqa: E402
+from collections.abc import Callable, Iterator  # noqa: E402
+from contextlib import contextmanager  # noqa: E402
 from typing import Any  # noqa: E402
 
 from rich.console import Console  # noqa: E402
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn  # noqa: E402
 
-from runtime.cli import EXIT_INPUT, EXIT_PARITY, check_output_paths, run_main  # noqa: E402
+from runtime.cli import (  # noqa: E402
+    EXIT_INPUT,
+    EXIT_NO_ENGINE,
+    EXIT_PARITY,
+    check_output_paths,
+    make_console,
+    make_parser,
+    run_main,
+    write_json_output,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,9 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     from export.trt.cli import add_trt_arguments
 
     d = ExportSpec()
-    p = argparse.ArgumentParser(
-        allow_abbrev=False, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    p = make_parser(__doc__)
     p.add_argument("--model", help="registry name, e.g. sge_resnet50 (see --list-models)")
     p.add_argument("--checkpoint", type=Path, help="weights (.pth/.pt/.pth.tar/.safetensors); default weights without")
     p.add_argument("--output", type=Path, help="artifact directory (default: artifacts/<model>/)")
@@ -43,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"example and parity input size, each side 1..{MAX_INPUT_SIDE} (default %(default)s)",
     )
     p.add_argument("--dynamic-hw", action="store_true", help="make height and width symbolic too (batch always is)")
-    p.add_argument("--opset", type=int, default=d.opset, help=f"ONNX opset (default {d.opset}, see the README)")
+    p.add_argument("--opset", type=int, default=d.opset, help="ONNX opset (see the README)")
     p.add_argument("--exporter", choices=EXPORTERS, default=d.exporter)
     p.add_argument("--simplifier", choices=SIMPLIFIERS, default=d.simplifier)
     p.add_argument(
@@ -68,6 +76,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fp16-onnx", action="store_true", help="also write model_fp16.onnx (FP32 islands around SGE)")
     add_trt_arguments(p)
     p.add_argument(
+        "--trt-optional",
+        action="store_true",
+        help="without TensorRT, warn and exit 0 instead of exit 4 (no engine built)",
+    )
+    p.add_argument(
         "--triton-repo", type=Path, metavar="DIR", help="also write a Triton model repository (DIR/<model>/)"
     )
     p.add_argument("--int8", action="store_true", help="also write the calibrated INT8 Q/DQ graphs (README: INT8)")
@@ -79,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="INT8 calibration photographs (default: bundled)",
     )
     p.add_argument("--calib-method", choices=("minmax", "entropy", "percentile"), default="minmax")
-    p.add_argument("--calib-count", type=int, default=32, metavar="N", help="INT8 calibration samples (default 32)")
+    p.add_argument("--calib-count", type=int, default=32, metavar="N", help="INT8 calibration samples")
     p.add_argument("--list-models", action="store_true", help="list the model names and exit")
     p.add_argument("-v", "--verbose", action="store_true", help="log the library's progress")
     return p
@@ -150,8 +163,12 @@ def triton_repo_step(args: argparse.Namespace, result: Any, console: Console) ->
     console.print(f"Triton model repository: {repo.root} ({', '.join(repo.models)})")
 
 
+class EngineNotBuiltError(Exception):
+    """``--trt`` asked for an engine that could not be built here (TensorRT missing): exit 4 after the other steps."""
+
+
 def tensorrt_step(args: argparse.Namespace, result: Any, console: Console) -> None:
-    """The FP16-islands ONNX, then the engine; without TensorRT, a warning and the ONNX artifacts stand (exit 0)."""
+    """The FP16-islands ONNX, then the engine; without TensorRT, EngineNotBuiltError (a warning with --trt-optional)."""
     from export.trt.artifact import add_engine, add_fp16_onnx
     from export.trt.build import TensorRTNotInstalledError
     from export.trt.cli import trt_options
@@ -167,10 +184,35 @@ def tensorrt_step(args: argparse.Namespace, result: Any, console: Console) -> No
     try:
         engine, _ = add_engine(result.output_dir, options=trt_options(args), validate=args.trt_validate)
     except TensorRTNotInstalledError as err:
+        if not args.trt_optional:
+            raise EngineNotBuiltError(str(err)) from err
         print(f"warning: {err}; the ONNX artifacts are complete, no engine was built", file=sys.stderr)
         return
     info = engine.info
     console.print(f"{engine.plan.name}: TensorRT {info['tensorrt_version']} {args.trt}, {info['gpu']['name']}")
+
+
+@contextmanager
+def stage_progress(console: Console) -> Iterator[Callable[[str, float | None], None]]:
+    """The export's progress callback: the rich display in a terminal, else one plain line per finished stage."""
+    if not console.is_terminal:  # CI or a log file: each line as its stage ends, not all at the end
+
+        def print_stage(stage: str, seconds: float | None) -> None:
+            if seconds is not None:
+                print(f"{stage}: {seconds:.1f} s", file=console.file, flush=True)
+
+        yield print_stage
+        return
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console) as bar:
+        tasks: dict[str, int] = {}
+
+        def on_stage(stage: str, seconds: float | None) -> None:
+            if seconds is None:
+                tasks[stage] = bar.add_task(f"{stage}…", total=1)
+            else:
+                bar.update(tasks[stage], completed=1, description=f"{stage} ({seconds:.1f} s)")
+
+        yield on_stage
 
 
 def int8_options(args: argparse.Namespace) -> Any:
@@ -227,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
-    console = Console(highlight=False, width=max(Console().width, 110))  # the parity table needs ~105 columns
+    console = make_console(highlight=False, min_width=110, json_path=args.json)  # the parity table needs ~105 columns
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(name)s: %(message)s")
     if args.list_models:
         import models
@@ -258,15 +300,7 @@ def _main(argv: list[str] | None) -> int:
 
     try:
         int8 = int8_options(args)
-        with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console) as bar:
-            tasks: dict[str, int] = {}
-
-            def on_stage(stage: str, seconds: float | None) -> None:
-                if seconds is None:
-                    tasks[stage] = bar.add_task(f"{stage}…", total=1)
-                else:
-                    bar.update(tasks[stage], completed=1, description=f"{stage} ({seconds:.1f} s)")
-
+        with stage_progress(console) as on_stage:
             result = export_model(
                 args.model,
                 args.output,
@@ -298,9 +332,7 @@ def _main(argv: list[str] | None) -> int:
         console.print(parity_table(result.fused_parity))
     console.print(stage_table(result.stage_seconds))
     if args.json:
-        from export.artifacts import write_json
-
-        write_json(args.json, result.to_dict())
+        write_json_output(args.json, result.to_dict())
     if not result.passed:
         failures = [*result.parity.failures(), *(result.fused_parity.failures() if result.fused_parity else [])]
         print(f"error: parity failed ({'; '.join(failures)}); no manifest written", file=sys.stderr)
@@ -316,9 +348,13 @@ def _main(argv: list[str] | None) -> int:
             return EXIT_PARITY
     from export.trt.inspect import EngineParityError
 
+    missing_engine = None
     try:
         for step in follow_up_steps(args):
-            step(args, result, console)
+            try:
+                step(args, result, console)
+            except EngineNotBuiltError as err:
+                missing_engine = err  # the later steps (Triton repository) still run
     except input_errors() as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_INPUT
@@ -329,6 +365,13 @@ def _main(argv: list[str] | None) -> int:
     console.print(
         f"artifact: {result.output_dir} (deploy {result.onnx_path.name}{fused}; manifest {result.manifest_path.name})"
     )
+    if missing_engine is not None:
+        print(
+            f"error: no TensorRT engine was built: {missing_engine}; the ONNX artifacts are complete "
+            "(add --trt-optional to accept an artifact without the engine)",
+            file=sys.stderr,
+        )
+        return EXIT_NO_ENGINE
     return 0
 
 

@@ -12,21 +12,20 @@ sys.path[0] = str(Path(__file__).resolve().parents[1])
 import argparse  # noqa: E402
 import logging  # noqa: E402
 
-from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 import runtime  # noqa: E402
-from export.artifacts import ArtifactError, write_json  # noqa: E402
+from export.artifacts import ArtifactError  # noqa: E402
 from models.transforms import MAX_IMAGE_PIXELS, ImageReadError  # noqa: E402
 from runtime.backends.base import BackendUnavailableError, InputMismatchError, NonFiniteOutputError  # noqa: E402
-from runtime.cli import check_output_paths, run_main  # noqa: E402
+from runtime.cli import check_output_paths, make_console, make_parser, run_main, write_json_output  # noqa: E402
 from runtime.labels import labels_for  # noqa: E402
 from runtime.preprocess import preprocess_images, preprocessing_for  # noqa: E402
 from runtime.topk import LabelsError, top_k  # noqa: E402
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
+    parser = make_parser(__doc__.split("\n\n")[0])
     parser.add_argument("artifact", type=Path, help="artifact directory (or a bare .onnx file)")
     parser.add_argument(
         "images", type=Path, nargs="+", help=f"JPEG or PNG files, each at most {MAX_IMAGE_PIXELS:,} pixels"
@@ -55,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(argv: list[str] | None) -> int:
     args = parse_args(argv)
-    console = Console()
+    console = make_console(json_path=args.json)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         check_output_paths(json=args.json)  # before the work
@@ -111,7 +110,7 @@ def _main(argv: list[str] | None) -> int:
         console.print(table)
         results.append({"image": str(image), "top_k": [p.to_dict() for p in preds]})
     if args.json:
-        write_json(
+        write_json_output(
             args.json,
             {
                 "artifact": str(args.artifact),

@@ -18,7 +18,7 @@ import logging  # noqa: E402
 from models import CheckpointError, FeatureTooSmallError, InputShapeError, UnknownModelError  # noqa: E402
 from models.inspection import InspectionResult, NoSpatialAttentionError, inspect_model  # noqa: E402
 from models.transforms import PHOTO_NAMES, ImageReadError  # noqa: E402
-from runtime.cli import run_main  # noqa: E402
+from runtime.cli import make_console, make_parser, run_main  # noqa: E402
 
 USER_ERRORS = (
     UnknownModelError,
@@ -33,7 +33,7 @@ USER_ERRORS = (
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
+    p = make_parser(__doc__.splitlines()[0])
     p.add_argument("--model", default="sge_resnet50", help="model name with SGE, CBAM, SA or GC attention")
     p.add_argument("--checkpoint", type=Path, help="weights (.pth/.pth.tar/.safetensors); default weights otherwise")
     p.add_argument("--image", required=True, help=f"image file, or a bundled photograph: {', '.join(PHOTO_NAMES)}")
@@ -47,7 +47,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def print_summary(result: InspectionResult) -> None:
-    from rich.console import Console
     from rich.table import Table
 
     kind = "/".join(dict.fromkeys(s.kind for s in result.stages))
@@ -65,7 +64,7 @@ def print_summary(result: InspectionResult) -> None:
             "—" if s.similarity_var is None else f"{s.similarity_var:.3f}",
             f"{s.enhanced_share:.1%}",
         )
-    console = Console()
+    console = make_console()
     console.print(table)
     console.print(f"report: {result.out_dir / 'index.md'} ({len(result.files)} files)")
 

@@ -10,12 +10,13 @@ from pathlib import Path
 
 sys.path[0] = str(Path(__file__).resolve().parents[1])  # repo root, not scripts/
 
-import argparse  # noqa: E402
 import json  # noqa: E402
+
+from runtime.cli import is_stdout, make_parser, write_json_output  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
+    parser = make_parser(__doc__.split("\n\n")[0])
     parser.add_argument("sge_artifact", type=Path)
     parser.add_argument("resnet_artifact", type=Path)
     parser.add_argument("--threads", type=int, default=2)
@@ -25,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-openvino", dest="openvino", action="store_false")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
-    from export.artifacts import ArtifactError, write_json
+    from export.artifacts import ArtifactError
     from runtime.int8_study import run_study
 
     try:
@@ -43,11 +44,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     report = study.to_dict()
-    print(json.dumps({k: report[k] for k in ("machine", "ratios", "targets", "accuracy")}, indent=1))
+    out = sys.stderr if is_stdout(args.json) else sys.stdout  # `--json -`: stdout carries only the JSON
+    print(json.dumps({k: report[k] for k in ("machine", "ratios", "targets", "accuracy")}, indent=1), file=out)
     for name, prof in study.profile.items():
-        print(name, prof["kernel_ms_per_run"], "ms kernel;", json.dumps(prof["by_op_ms_per_run"]))
+        print(name, prof["kernel_ms_per_run"], "ms kernel;", json.dumps(prof["by_op_ms_per_run"]), file=out)
     if args.json:
-        write_json(args.json, report)
+        write_json_output(args.json, report)
     return 0
 
 

@@ -21,13 +21,15 @@ import shlex  # noqa: E402
 import tempfile  # noqa: E402
 from dataclasses import replace  # noqa: E402
 
+from runtime.cli import is_stdout, make_parser, write_json_output  # noqa: E402
+
 EXIT_INPUT = 2
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
+    p = make_parser(__doc__.split("\n\n")[0])
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--rounds", type=int, default=40, help="interleaved timed rounds (default 40)")
+    p.add_argument("--rounds", type=int, default=40, help="interleaved timed rounds")
     p.add_argument("--profile-runs", type=int, default=10, help="ORT profiler runs per session (0: skip)")
     p.add_argument("--no-native", action="store_true", help="skip the -march=native build")
     p.add_argument(
@@ -96,7 +98,6 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
     import numpy as np
 
-    from export.artifacts import write_json
     from export.kernels import KernelUnavailableError, kernel_library
     from export.kernels.build import build_library
     from export.ort_session import cpu_session, plan_session
@@ -153,23 +154,27 @@ def main(argv: list[str] | None = None) -> int:
         "sge_residual_ms_per_run": {n: round(sum(e["ms"] for e in nodes), 3) for n, nodes in profile.items()},
         "sge_residual_nodes": profile,
     }
+    out = sys.stderr if is_stdout(args.json) else sys.stdout  # `--json -`: stdout carries only the JSON
     m = report["machine"]
-    print(command)
+    print(command, file=out)
     print(
         f"{m['cpu']}, {m['logical_cpus']} logical CPUs, {'/'.join(m['isa'])}; {args.threads} threads; NCHWc block "
-        f"{report['nchwc_block']}; {report['timing_mode']}; load average {m['load_average']}"
+        f"{report['nchwc_block']}; {report['timing_mode']}; load average {m['load_average']}",
+        file=out,
     )
     for name, t in report["timings"].items():
         print(
             f"  {name:18s} wall median {t['wall_ms_median']:8.2f} ms  CPU {t['cpu_ms_median']:8.2f} ms  "
-            f"IQR/median {t['wall_spread_iqr']:.3f}"
+            f"IQR/median {t['wall_spread_iqr']:.3f}",
+            file=out,
         )
     for name, r in report["ratios"].items():
-        print(f"  {name:26s} wall {r['wall']:.3f}  CPU {r['cpu']:.3f}")
+        print(f"  {name:26s} wall {r['wall']:.3f}  CPU {r['cpu']:.3f}", file=out)
     for name, ms in report["sge_residual_ms_per_run"].items():
-        print(f"  SgeResidual kernel time, {name}: {ms:.2f} ms per run")
-    write_json(args.json, report)
-    print(f"wrote {args.json}")
+        print(f"  SgeResidual kernel time, {name}: {ms:.2f} ms per run", file=out)
+    write_json_output(args.json, report)
+    if not is_stdout(args.json):
+        print(f"wrote {args.json}")
     return 0
 
 

@@ -19,9 +19,16 @@ sys.path[0] = str(
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from export.artifacts import write_json  # noqa: E402
 from models.transforms import ImageReadError  # noqa: E402
-from runtime.cli import OutputPathError, check_output_paths, run_main  # noqa: E402
+from runtime.cli import (  # noqa: E402
+    OutputPathError,
+    check_output_paths,
+    is_stdout,
+    make_console,
+    make_parser,
+    run_main,
+    write_json_output,
+)
 from runtime.labels import labels_for  # noqa: E402
 from runtime.loadtest import (  # noqa: E402
     LoadConfig,
@@ -45,7 +52,7 @@ def concurrency_levels(text: str) -> tuple[int, ...]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
+    parser = make_parser(__doc__.split("\n\n")[0])
     parser.add_argument("url", help="server address on this machine, e.g. http://127.0.0.1:8000 or 127.0.0.1:8001")
     parser.add_argument("--model", required=True, help="served model name")
     parser.add_argument("--concurrency", type=concurrency_levels, default=(1, 4, 16), help="levels, e.g. 1,4,16")
@@ -94,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
-    console = Console(width=max(Console().width, 110))  # nine columns
+    console = make_console(min_width=110, json_path=args.json)  # nine columns
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         check_output_paths(json=args.json)  # before the work
@@ -139,8 +146,9 @@ def _main(argv: list[str] | None) -> int:
     console.print(f"machine: {m['processor']}, {m['cpu_count']} CPUs, load average {m['load_average']}; {m['note']}")
     predictions = print_predictions(console, args.images, logits, labels) if photos is not None else None
     if args.json:
-        write_json(args.json, {**report.to_dict(), **({"predictions": predictions} if predictions else {})})
-        console.print(f"wrote {args.json}")
+        write_json_output(args.json, {**report.to_dict(), **({"predictions": predictions} if predictions else {})})
+        if not is_stdout(args.json):
+            console.print(f"wrote {args.json}")
     failed = [level for level in report.levels if level.errors]
     if failed:
         first = " ".join(str(failed[0].first_error).split())

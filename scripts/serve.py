@@ -17,18 +17,17 @@ sys.path[0] = str(
     Path(__file__).resolve().parents[1]
 )  # repo root, not scripts/ (scripts/inspect.py would shadow stdlib)
 
-from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from export.artifacts import ArtifactError, load_manifest  # noqa: E402
 from runtime import UnknownBackendError  # noqa: E402
 from runtime.backends.base import BackendUnavailableError  # noqa: E402
-from runtime.cli import run_main  # noqa: E402
+from runtime.cli import make_console, make_parser, run_main  # noqa: E402
 from runtime.serve import ServeConfig, ServeConfigError, ServeError, serve_artifact  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
+    parser = make_parser(__doc__.split("\n\n")[0])
     parser.add_argument("artifact", type=Path, help="artifact directory (from scripts/export.py)")
     parser.add_argument("--backend", default="onnxruntime", help="runtime backend that runs the model")
     parser.add_argument("--model-name", help="name clients use (default: the artifact's model name)")
@@ -46,9 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_false",
         help="expose Triton's HTTP port directly, without the gate that refuses oversized/malformed requests (README)",
     )
-    parser.add_argument(
-        "--precision", default="fp32", help="fp32 (= f32), bf16 (openvino), int8 (README)"
-    )
+    parser.add_argument("--precision", default="fp32", help="fp32 (= f32), bf16 (openvino), int8 (README)")
     parser.add_argument("-v", "--verbose", action="store_true", help="Triton's verbose log")
     return parser
 
@@ -63,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
-    console = Console(stderr=True)
+    console = make_console(stderr=True)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         model_name = args.model_name or load_manifest(args.artifact, verify=False).model

@@ -25,14 +25,21 @@ import logging  # noqa: E402
 import shlex  # noqa: E402
 import tempfile  # noqa: E402
 
-from runtime.cli import EXIT_INPUT, OutputPathError, check_output_paths, run_main  # noqa: E402
+from runtime.cli import (  # noqa: E402
+    EXIT_INPUT,
+    OutputPathError,
+    check_output_paths,
+    is_stdout,
+    make_console,
+    make_parser,
+    run_main,
+    write_json_output,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        allow_abbrev=False, description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter
-    )
-    p.add_argument("--threads", type=int, default=2, help="intra-op threads for every runtime (default 2)")
+    p = make_parser(__doc__.split("\n\n")[0], raw_help=True)
+    p.add_argument("--threads", type=int, default=2, help="intra-op threads for every runtime")
     p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8], help="default: 1 8")
     p.add_argument("--size", type=int, nargs=2, default=(224, 224), metavar=("H", "W"))
     p.add_argument("--rounds", type=int, default=20, help="timed rounds at batch 1 (batch 8 uses a third)")
@@ -46,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-torch", action="store_true", help="skip eager PyTorch")
     p.add_argument("--profile-runs", type=int, default=10, help="ORT profiler runs per model at batch 1 (0: skip)")
     p.add_argument("--workdir", type=Path, help="keep the exported ONNX files here (default: a temporary folder)")
-    p.add_argument("--json", type=Path, default=Path("sge_cost.json"), help="result file (default sge_cost.json)")
+    p.add_argument("--json", type=Path, default=Path("sge_cost.json"), help="result file")
     p.add_argument("-v", "--verbose", action="store_true")
     return p
 
@@ -108,12 +115,10 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
-    from rich.console import Console
 
-    from export.artifacts import write_json
     from runtime.sge_study import StudyOptions, run_study
 
-    console = Console()
+    console = make_console(json_path=args.json)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(name)s: %(message)s")
     options = StudyOptions(
         threads=args.threads,
@@ -146,8 +151,9 @@ def _main(argv: list[str] | None) -> int:
         console.print(f"error: {err} (or pass --no-openvino / --no-torch)", style="red")
         return EXIT_INPUT
     print_report(report, console)
-    write_json(args.json, report.to_dict())
-    console.print(f"wrote {args.json}")
+    write_json_output(args.json, report.to_dict())
+    if not is_stdout(args.json):
+        console.print(f"wrote {args.json}")
     return 0
 
 

@@ -16,15 +16,13 @@ sys.path[0] = str(Path(__file__).resolve().parents[1])  # repo root, not scripts
 import argparse  # noqa: E402
 import logging  # noqa: E402
 
-EXIT_PARITY, EXIT_INPUT = 1, 2
+from runtime.cli import EXIT_INPUT, EXIT_NO_ENGINE, EXIT_PARITY, make_parser  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
     from export.trt.cli import add_trt_arguments
 
-    p = argparse.ArgumentParser(
-        allow_abbrev=False, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    p = make_parser(__doc__)
     p.add_argument("artifact", type=Path, help="artifact directory written by scripts/export.py")
     add_trt_arguments(p, required=True)
     p.add_argument("-v", "--verbose", action="store_true", help="log progress, and TensorRT's log at VERBOSE")
@@ -36,13 +34,16 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(name)s: %(message)s")
     from export.artifacts import ArtifactError
     from export.trt.artifact import add_engine
-    from export.trt.build import TrtBuildError, TrtRequestError
+    from export.trt.build import TensorRTNotInstalledError, TrtBuildError, TrtRequestError
     from export.trt.calibrate import CalibrationDataError
     from export.trt.cli import trt_options
     from export.trt.inspect import EngineParityError
 
     try:
         engine, validation = add_engine(args.artifact, options=trt_options(args), validate=args.trt_validate)
+    except TensorRTNotInstalledError as err:
+        print(f"error: no engine built: {err}", file=sys.stderr)
+        return EXIT_NO_ENGINE
     except (ArtifactError, TrtRequestError, TrtBuildError, CalibrationDataError, ImportError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_INPUT

@@ -15,17 +15,21 @@ sys.path[0] = str(
 
 import argparse  # noqa: E402
 
-from rich.console import Console  # noqa: E402
-
-from runtime.cli import EXIT_INPUT, EXIT_PARITY, check_output_paths, run_main  # noqa: E402
+from runtime.cli import (  # noqa: E402
+    EXIT_INPUT,
+    EXIT_PARITY,
+    check_output_paths,
+    make_console,
+    make_parser,
+    run_main,
+    write_json_output,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
     from export.validate import BACKENDS
 
-    p = argparse.ArgumentParser(
-        allow_abbrev=False, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    p = make_parser(__doc__)
     p.add_argument("directory", type=Path, help="artifact directory (with manifest.json)")
     p.add_argument("--backend", choices=BACKENDS, default="onnxruntime")
     p.add_argument("--images", nargs="+", type=Path, metavar="FILE", help="photographs (default: bundled)")
@@ -42,9 +46,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
-    console = Console(highlight=False, width=max(Console().width, 110))
+    console = make_console(highlight=False, min_width=110, json_path=args.json)
     import models
-    from export.artifacts import ArtifactError, write_json
+    from export.artifacts import ArtifactError
     from export.tables import parity_table
     from export.validate import validate_artifact
     from models.transforms import ImageReadError
@@ -70,7 +74,7 @@ def _main(argv: list[str] | None) -> int:
     for report in reports.values():
         console.print(parity_table(report))
     if args.json:
-        write_json(args.json, {graph: report.to_dict() for graph, report in reports.items()})
+        write_json_output(args.json, {graph: report.to_dict() for graph, report in reports.items()})
     failures = [f"{graph}: {failure}" for graph, report in reports.items() for failure in report.failures()]
     if failures:
         print(f"error: parity failed: {'; '.join(failures)}", file=sys.stderr)

@@ -70,9 +70,9 @@ def test_a_wrong_engine_fails_parity_with_exit_1(fake_trt, sge_artifact, trt_bui
     assert not json.loads((sge_artifact / "model.plan.parity.json").read_text())["parity"]["passed"]
 
 
-def test_script_without_tensorrt_is_exit_2(sge_artifact, trt_build_main, monkeypatch, capsys):
+def test_script_without_tensorrt_is_exit_4_a_bad_request_exit_2(sge_artifact, trt_build_main, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "tensorrt", None)
-    assert trt_build_main([str(sge_artifact), "--trt", "fp16"]) == 2
+    assert trt_build_main([str(sge_artifact), "--trt", "fp16"]) == 4  # EXIT_NO_ENGINE
     assert "tensorrt-cu12" in capsys.readouterr().err and not (sge_artifact / "model.plan").exists()
     assert trt_build_main([str(sge_artifact), "--trt", "fp16", "--trt-batch", "4", "2", "1"]) == 2
 

@@ -1,4 +1,5 @@
-"""scripts/export.py --fp16-onnx / --trt on a machine without TensorRT: FP16 ONNX recorded, install hint, exit 0."""
+"""scripts/export.py --fp16-onnx / --trt on a machine without TensorRT: FP16 ONNX recorded, install hint, exit 4 (no
+engine built; 0 with --trt-optional)."""
 
 import sys
 
@@ -15,19 +16,31 @@ def export_main():
     return script_main("export")
 
 
-def test_trt_fp16_without_tensorrt_writes_the_onnx_artifacts_and_says_how_to_install(
+def test_trt_fp16_without_tensorrt_writes_the_onnx_artifacts_says_how_to_install_and_exits_4(
     export_main, tmp_path, monkeypatch, capsys
 ):
     monkeypatch.setitem(sys.modules, "tensorrt", None)
-    assert export_main([*SMALL, "--output", str(tmp_path), "--trt", "fp16", "--trt-batch", "1", "2", "4"]) == 0
+    assert export_main([*SMALL, "--output", str(tmp_path), "--trt", "fp16", "--trt-batch", "1", "2", "4"]) == 4
     err = capsys.readouterr().err
-    assert "warning:" in err and "pip install tensorrt-cu12" in err and "tensorrt-cu13" in err
+    assert "error: no TensorRT engine was built" in err and "--trt-optional" in err
+    assert "pip install tensorrt-cu12" in err and "tensorrt-cu13" in err
     manifest = load_manifest(tmp_path, verify=True)  # still a complete, verified artifact
     assert manifest.files["model_fp16.onnx"].role == "model-fp16"
     parity = manifest.parity["fp16_onnx"]
     assert parity["cases"] == 7 and parity["top1_agreement"] == 1.0 and parity["max_rel"] < 0.01
     assert manifest.extra["fp16_onnx"]["policy"]["islands"] == 8
     assert "tensorrt" not in manifest.extra and not (tmp_path / "model.plan").exists()
+
+
+def test_trt_optional_without_tensorrt_warns_and_exits_0_and_trt_build_exits_4(export_main, tmp_path, capsys):
+    # No monkeypatch: this machine's own "no TensorRT" (absent, or tensorrt-stubs without __version__).
+    args = [*SMALL, "--output", str(tmp_path), "--trt", "fp32", "--trt-batch", "1", "2", "4", "--trt-optional"]
+    assert export_main(args) == 0
+    err = capsys.readouterr().err
+    assert "warning:" in err and "no engine was built" in err and "error:" not in err
+    assert not (tmp_path / "model.plan").exists()
+    assert script_main("trt_build")([str(tmp_path), "--trt", "fp32", "--trt-batch", "1", "2", "4"]) == 4
+    assert capsys.readouterr().err.startswith("error: no engine built: ")
 
 
 def test_bad_trt_request_is_one_line_and_exit_2(export_main, tmp_path, monkeypatch, capsys):

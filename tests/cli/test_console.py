@@ -1,0 +1,29 @@
+"""Tables are never cut when output is not a terminal: every script takes its Console from runtime.cli."""
+
+import re
+from pathlib import Path
+
+from rich.table import Table
+
+from runtime.cli import LOG_WIDTH, make_console
+
+SCRIPTS = sorted((Path(__file__).resolve().parents[2] / "scripts").glob("*.py"))
+
+
+def test_a_wide_table_is_not_cut_in_a_log(capsys):
+    console = make_console(min_width=110)  # pytest captures: not a terminal
+    assert console.width == LOG_WIDTH
+    table = Table()
+    cells = [f"onnxruntime:int8-column-{i} 199.123 ms" for i in range(5)]  # ~170 columns in all
+    for cell in cells:
+        table.add_column(cell)
+    table.add_row(*cells)
+    console.print(table)
+    out = capsys.readouterr().out
+    assert "…" not in out
+    assert all(cell in out for cell in cells)
+
+
+def test_no_script_builds_its_own_console():
+    offenders = [p.name for p in SCRIPTS if re.search(r"(?<!make_console)\bConsole\(", p.read_text())]
+    assert offenders == []

@@ -1,0 +1,38 @@
+"""The shared flags mean the same in every script: --version, no abbreviations, defaults in --help."""
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from runtime.cli import package_version
+
+SCRIPTS = sorted((Path(__file__).resolve().parents[2] / "scripts").glob("*.py"))
+
+
+def load(path: Path):
+    spec = importlib.util.spec_from_file_location(f"scripts_{path.stem}_shared", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("path", SCRIPTS, ids=[p.stem for p in SCRIPTS])
+def test_every_script_has_version_no_abbreviations_and_shows_defaults(path, capsys):
+    script = load(path)
+    with pytest.raises(SystemExit) as exit_info:
+        script.main(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"sge-deploy {package_version()}"
+    with pytest.raises(SystemExit) as exit_info:
+        script.main(["--vers"])  # an abbreviation of --version: refused (missing arguments or unrecognized)
+    assert exit_info.value.code == 2
+    assert "sge-deploy" not in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        script.main(["--help"])
+    assert "(default: " in capsys.readouterr().out
+
+
+def test_version_matches_pyproject():
+    text = (Path(__file__).resolve().parents[2] / "pyproject.toml").read_text()
+    assert f'version = "{package_version()}"' in text
