@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from export.artifacts import write_json
-from runtime.backends.ov_precision import INT8_ROLE, normalize_precision
+from export.int8.roles import INT8_ROLE, normalise_precision
 from runtime.source import ModelSource, open_source
 
 logger = logging.getLogger(__name__)
@@ -63,7 +63,7 @@ class AutoChoice:
 
 def candidates(source: ModelSource, *, min_precision: str, capabilities: list[str]) -> list[Candidate]:
     """The (backend, precision) pairs worth timing here, within ``min_precision``."""
-    allowed = RANK[normalize_precision(min_precision)]
+    allowed = RANK[normalise_precision(min_precision)]
     found = [Candidate("onnxruntime", "fp32"), Candidate("openvino", "fp32")]
     if allowed >= RANK["bf16"] and "BF16" in capabilities:
         found.append(Candidate("openvino", "bf16"))
@@ -138,9 +138,9 @@ def choose_backend(
     best = min(medians, key=medians.get)
     backend, precision = best.split(" ")
     others = ", ".join(f"{label} {ms:.1f} ms" for label, ms in sorted(medians.items(), key=lambda kv: kv[1]))
-    skipped = "" if "BF16" in capabilities or RANK[normalize_precision(min_precision)] == 0 else "; no native bf16"
+    skipped = "" if "BF16" in capabilities or RANK[normalise_precision(min_precision)] == 0 else "; no native bf16"
     reason = (
         f"{best}: fastest of {others} ({origin} on {cpu or 'this CPU'}, batch {batch}, threads {threads}; "
-        f"precision allowed down to {normalize_precision(min_precision)}{skipped})"
+        f"precision allowed down to {normalise_precision(min_precision)}{skipped})"
     )
     return AutoChoice(backend=backend, precision=precision, reason=reason, medians_ms=medians, source=origin)

@@ -19,8 +19,15 @@ INT8_NAME = "model.int8.onnx"
 INT8_FUSED_NAME = "model.int8.sge_fused.onnx"
 INT8_S8S8_NAME = "model.int8_s8s8.onnx"
 
-PRECISIONS = ("fp32", "fp16", "bf16", "int8")
-PRECISION_ALIASES = {"f32": "fp32", "float32": "fp32", "f16": "fp16", "i8": "int8"}
+PRECISIONS = ("fp32", "bf16", "fp16", "int8")
+PRECISION_ALIASES = {
+    "f32": "fp32",
+    "float32": "fp32",
+    "bfloat16": "bf16",
+    "f16": "fp16",
+    "float16": "fp16",
+    "i8": "int8",
+}
 
 
 class PrecisionError(ValueError):
@@ -29,9 +36,10 @@ class PrecisionError(ValueError):
 
 def normalise_precision(precision: str) -> str:
     """``precision`` in the canonical spelling ("f32" → "fp32"); an unknown one lists the choices."""
-    canonical = PRECISION_ALIASES.get(precision, precision)
+    key = str(precision).lower()
+    canonical = PRECISION_ALIASES.get(key, key)
     if canonical not in PRECISIONS:
-        raise PrecisionError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
+        raise PrecisionError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)} (f32 = fp32)")
     return canonical
 
 

@@ -77,11 +77,8 @@ def _compiler_version(compiler: str) -> str:
     return (result.stdout.splitlines() or ["unknown"])[0]
 
 
-def file_digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def _write_atomically(path: Path, data: bytes) -> None:
+    # Not models.atomic.atomic_path: setup.py loads this file by path, before the package can be imported.
     fd, scratch = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         with os.fdopen(fd, "wb") as f:

@@ -7,7 +7,8 @@ library that is missing, truncated or altered is refused here, before ONNX Runti
 import json
 from pathlib import Path
 
-from export.kernels.build import KERNEL_DIR, LIBRARY_NAME, RECORD_FORMAT, RECORD_NAME, file_digest
+from export.kernels.build import KERNEL_DIR, LIBRARY_NAME, RECORD_FORMAT, RECORD_NAME
+from models.atomic import file_sha256
 
 REBUILD = "reinstall the package (pip install -e .) or rebuild it in place (python -m export.kernels.build)"
 
@@ -42,7 +43,7 @@ def kernel_library(directory: Path = KERNEL_DIR) -> Path:
         size = library.stat().st_size
     except OSError:
         raise KernelUnavailableError(f"the fused SGE kernel library {library} is missing: {REBUILD}") from None
-    if size != record.get("size") or file_digest(library) != record.get("sha256"):
+    if size != record.get("size") or file_sha256(library) != record.get("sha256"):
         raise KernelUnavailableError(
             f"the fused SGE kernel library {library} is corrupt ({size} bytes, expected {record.get('size')}, or its "
             f"SHA-256 differs from the build's): {REBUILD}"

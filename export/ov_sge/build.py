@@ -7,28 +7,20 @@ chosen when it loads (GCC ``target_clones``), never ``-march=native``.
 """
 
 import logging
-import shutil
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
+from export.kernels.build import COMMON_FLAGS, KernelBuildError, find_compiler
+
 logger = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).resolve().parent / "sge_ov_op.cc"  # includes ../kernels/sge_math.h
 INSTALL_DIR = Path(__file__).resolve().parent / "lib"
-FLAGS = (
-    "-O3",
-    "-std=c++17",
-    "-shared",
-    "-fPIC",
-    "-fvisibility=hidden",
-    "-fno-math-errno",
-    "-fno-trapping-math",
-    "-fno-signed-zeros",
-    "-fassociative-math",  # with the two flags above: sums vectorise; NaN and Inf keep their meaning
-    "-Wno-psabi",
-)
+# The ONNX Runtime kernel's flags, plus reassociation for this file's auto-vectorised sums (with -fno-math-errno and
+# -fno-trapping-math among the common flags; NaN and Inf keep their meaning).
+FLAGS = (*COMMON_FLAGS, "-shared", "-fno-signed-zeros", "-fassociative-math")
 
 
 class OvKernelBuildError(RuntimeError):
@@ -61,16 +53,17 @@ def installed_library(directory: Path = INSTALL_DIR) -> Path:
     if not path.is_file():
         raise OvKernelBuildError(
             f"the OpenVINO SGE extension for openvino {version} is not built ({path} is missing): run "
-            "`python -m export.ov_sge.build` (pip install does it)"
+            "`python -m export.ov_sge.build` after installing openvino (pip's isolated build has no openvino headers)"
         )
     return path
 
 
 def build_extension(directory: Path = INSTALL_DIR) -> Path:
     """Compile the extension into ``directory`` and return its path; a failed build leaves no library behind."""
-    compiler = next((found for name in ("g++", "c++", "clang++") if (found := shutil.which(name))), None)
-    if compiler is None:
-        raise OvKernelBuildError("the OpenVINO SGE extension needs a C++ compiler (g++, c++ or clang++); install one")
+    try:
+        compiler = find_compiler()
+    except KernelBuildError as err:
+        raise OvKernelBuildError(f"the OpenVINO SGE extension needs a C++ compiler: {err}") from err
     version, include, libopenvino = openvino_paths()
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)

@@ -19,14 +19,15 @@ from typing import Any
 import numpy as np
 
 from export.artifacts import ArtifactError
+from export.int8.roles import INT8_FUSED_ROLE, INT8_ROLE, file_with_role, normalise_precision
 from runtime.backends.base import BackendUnavailableError
-from runtime.backends.ov_precision import HINTS, INT8_ROLE, hint_name, normalize_precision, precision_note, runs_as
+from runtime.backends.ov_precision import HINTS, hint_name, precision_note, runs_as
 from runtime.backends.source_runner import SourceRunner, import_backend
 from runtime.source import ModelSource
 
 logger = logging.getLogger(__name__)
 
-FUSED_ROLES = {"int8": "model-int8-ort-cpu"}  # precision → role of its fused-SGE graph; the others: "model-ort-cpu"
+FUSED_ROLES = {"int8": INT8_FUSED_ROLE}  # precision → role of its fused-SGE graph; the others: "model-ort-cpu"
 
 
 def import_openvino() -> Any:
@@ -50,7 +51,7 @@ class OpenVINORunner(SourceRunner):
     ) -> None:
         super().__init__(source, threads=threads, check_finite=check_finite)
         self.device = device
-        self.precision = normalize_precision(precision)
+        self.precision = normalise_precision(precision)
         self.config = dict(config or {})
         self.sge_fused = sge_fused
         self.sge_extension = Path(sge_extension) if sge_extension is not None else None  # None: the installed one
@@ -65,13 +66,13 @@ class OpenVINORunner(SourceRunner):
         manifest = self.source.manifest
         if self.precision != "int8" or manifest is None:
             return self.source.model_path  # a bare file runs as given (int8 checks it holds Q/DQ at activation)
-        int8_files = sorted(rel for rel, entry in manifest.files.items() if entry.role == INT8_ROLE)
-        if not int8_files:
+        int8_file = file_with_role(manifest, INT8_ROLE)
+        if int8_file is None:
             raise ArtifactError(
                 f"{self.source.directory} has no INT8 model (manifest role {INT8_ROLE!r}); export one (README, INT8) "
                 "or choose precision fp32 or bf16"
             )
-        return self.source.directory / int8_files[0]
+        return self.source.directory / int8_file
 
     def fused_graph_path(self) -> Path | None:
         """The artifact's fused-SGE graph for this precision, if it has one and ``sge_fused`` is on."""
@@ -79,8 +80,8 @@ class OpenVINORunner(SourceRunner):
         if not self.sge_fused or manifest is None:
             return None
         role = FUSED_ROLES.get(self.precision, "model-ort-cpu")
-        files = sorted(rel for rel, entry in manifest.files.items() if entry.role == role)
-        return self.source.directory / files[0] if files else None
+        found = file_with_role(manifest, role)
+        return self.source.directory / found if found else None
 
     def _read_model(self, core: Any) -> Any:
         """The fused-SGE graph with the extension where possible; else, with one warning, the plain graph."""

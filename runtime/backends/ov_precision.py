@@ -13,15 +13,8 @@ says so. The gates are what each precision must reach against eager FP32 PyTorch
 from dataclasses import asdict, dataclass
 from typing import Any
 
-PRECISIONS = ("fp32", "bf16", "fp16", "int8")
-ALIASES = {"f32": "fp32", "float32": "fp32", "bfloat16": "bf16", "f16": "fp16", "float16": "fp16"}
 HINTS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16", "int8": "f32"}  # int8: the unquantised layers in f32
 CAPABILITIES = {"bf16": "BF16", "fp16": "FP16", "int8": "INT8"}  # OPTIMIZATION_CAPABILITIES entry it needs
-INT8_ROLE = "model-int8"
-
-
-class UnknownPrecisionError(ValueError):
-    """A precision name the OpenVINO runner does not know."""
 
 
 @dataclass(frozen=True)
@@ -56,16 +49,6 @@ GATES = {
     "fp16": ParityGate(min_cosine=0.9999, max_rel_l2=0.01),
     "int8": ParityGate(min_cosine=0.98, max_rel_l2=0.2),
 }
-
-
-def normalize_precision(name: str) -> str:
-    """``name`` as one of PRECISIONS (aliases such as "f32" accepted); a miss lists the choices."""
-    key = ALIASES.get(str(name).lower(), str(name).lower())
-    if key not in PRECISIONS:
-        raise UnknownPrecisionError(
-            f"unknown precision {name!r} for openvino; choose from {', '.join(PRECISIONS)} (f32 = fp32)"
-        )
-    return key
 
 
 def hint_name(value: Any) -> str:

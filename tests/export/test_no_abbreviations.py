@@ -1,11 +1,9 @@
 """No script reads an abbreviation as a longer option: ``--batch-size 4`` on export was once ``--batch-sizes 4``."""
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 
-SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
+from tests.export.conftest import load_script
+
 # (script, an abbreviation of one of its options)
 CASES = [
     ("export", ["--model", "resnet18", "--batch-size", "4"]),  # --batch-sizes
@@ -17,16 +15,9 @@ CASES = [
 ]
 
 
-def load(name):
-    spec = importlib.util.spec_from_file_location(f"scripts_{name}_abbrev", SCRIPTS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.mark.parametrize(("script", "argv"), CASES, ids=[c[0] for c in CASES])
 def test_an_abbreviation_is_refused(script, argv, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        load(script).main(argv)
+        load_script(script).main(argv)
     assert exit_info.value.code == 2
     assert "unrecognized arguments" in capsys.readouterr().err

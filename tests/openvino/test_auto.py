@@ -4,8 +4,8 @@ import json
 
 import pytest
 
+from export.int8.roles import PrecisionError
 from runtime.auto import Candidate, candidates, choose_backend, openvino_capabilities, table_key
-from runtime.backends.ov_precision import UnknownPrecisionError
 from runtime.source import open_source
 from tests.runtime.test_scripts import load_script
 
@@ -33,7 +33,7 @@ def test_lower_precisions_join_where_the_cpu_and_artifact_have_them(artifact, in
 
 
 def test_unknown_min_precision_lists_the_choices(artifact):
-    with pytest.raises(UnknownPrecisionError, match="choose from"):
+    with pytest.raises(PrecisionError, match="choose from"):
         choose_backend(artifact, min_precision="int4")
 
 

@@ -8,8 +8,9 @@ import pytest
 
 import runtime
 from export.artifacts import ArtifactError
+from export.int8.roles import PrecisionError
 from export.parity import compare
-from runtime.backends.ov_precision import GATES, UnknownPrecisionError, precision_note
+from runtime.backends.ov_precision import GATES, precision_note
 from tests.openvino.conftest import eager
 
 
@@ -63,7 +64,7 @@ def test_f32_is_an_alias_of_fp32(artifact, photos, outputs):
 
 
 def test_unknown_precision_lists_the_choices(artifact):
-    with pytest.raises(UnknownPrecisionError, match="choose from fp32, bf16, fp16, int8"):
+    with pytest.raises(PrecisionError, match="choose from fp32, bf16, fp16, int8"):
         runtime.load(artifact, "openvino", precision="int4")
 
 

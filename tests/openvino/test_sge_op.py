@@ -2,6 +2,7 @@
 layouts), at odd shapes, in f32 and bf16; the runner's fused graph; every fallback path."""
 
 import logging
+import shutil
 
 import numpy as np
 import onnx
@@ -152,7 +153,7 @@ def test_sge_fused_off_runs_the_plain_graph(artifact, sge_extension):
 
 
 def test_build_without_a_compiler_raises_a_clear_error(monkeypatch, tmp_path):
-    monkeypatch.setattr(ov_build.shutil, "which", lambda name: None)
+    monkeypatch.setattr(shutil, "which", lambda name: None)
     with pytest.raises(ov_build.OvKernelBuildError, match="needs a C\\+\\+ compiler"):
         ov_build.build_extension(tmp_path)
     assert list(tmp_path.iterdir()) == []

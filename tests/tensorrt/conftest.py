@@ -1,7 +1,6 @@
 """Fixtures: small models exported to ONNX with the TorchScript exporter (fast; the graph patterns the FP16 policy
 looks for are the same in dynamo exports, which the policy was also checked against)."""
 
-import importlib.util
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -12,6 +11,7 @@ import pytest
 import torch
 
 import models
+from tests.export.conftest import load_script
 
 
 def export_onnx(module: torch.nn.Module, path: Path, *, shape: tuple[int, ...], opset: int = 18) -> Path:
@@ -99,15 +99,6 @@ def sge_artifact(sge_artifact_src: Path, tmp_path: Path) -> Path:
     import shutil
 
     return Path(shutil.copytree(sge_artifact_src, tmp_path / "artifact"))
-
-
-def load_script(name: str) -> Any:
-    """scripts/<name>.py as a module, loaded from its file (scripts/ is not a package)."""
-    path = Path(__file__).resolve().parents[2] / "scripts" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"scripts_{name}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def script_main(name: str) -> Callable[..., int]:
