@@ -12,14 +12,18 @@ import functools
 import logging
 import tempfile
 from collections import defaultdict
+from pathlib import Path
 
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from export.external_data import SIZE_THRESHOLD, data_file_for
+
 logger = logging.getLogger(__name__)
 
 NCHWC_DOMAIN = "com.microsoft.nchwc"
+OPTIMIZED_NAME = "optimized.onnx"  # ORT's saved optimised graph, in a scratch directory
 FUSED_DOMAIN = "ai.sgedeploy"
 FUSED_OP = "SgeResidual"
 
@@ -60,20 +64,35 @@ def nchwc_block_size() -> int:
     return 0
 
 
-def optimized_graph(model: bytes | str, *, threads: int, custom_ops: str | None = None) -> onnx.ModelProto:
-    """ORT's fully optimised CPU graph of ``model`` (bytes or a path), as ORT saves it."""
+def optimized_graph(
+    model: bytes | str, *, threads: int, custom_ops: str | None = None, weights_dir: str | Path | None = None
+) -> onnx.ModelProto:
+    """ORT's fully optimised CPU graph of ``model`` (bytes or a path), as ORT saves it.
+
+    With ``weights_dir``, ORT writes the optimised graph there with its weights in a side file
+    (``optimized.onnx.data``), and only the graph's structure is read back: a session opened from
+    ``weights_dir`` then maps the weights instead of copying them once more (export/external_data.py).
+    """
     import onnxruntime as ort
 
     with tempfile.TemporaryDirectory() as scratch:
+        where = Path(weights_dir) if weights_dir is not None else Path(scratch)
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.intra_op_num_threads = threads
-        options.optimized_model_filepath = f"{scratch}/optimized.onnx"
+        options.optimized_model_filepath = str(where / OPTIMIZED_NAME)
         options.log_severity_level = 3  # ORT warns that a saved NCHWc graph is machine-specific: that is the point
+        if weights_dir is not None:
+            options.add_session_config_entry(
+                "session.optimized_model_external_initializers_file_name", data_file_for(OPTIMIZED_NAME)
+            )
+            options.add_session_config_entry(
+                "session.optimized_model_external_initializers_min_size_in_bytes", str(SIZE_THRESHOLD)
+            )
         if custom_ops is not None:
             options.register_custom_ops_library(custom_ops)
         ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
-        return onnx.load(f"{scratch}/optimized.onnx")
+        return onnx.load(str(where / OPTIMIZED_NAME), load_external_data=weights_dir is None)
 
 
 def fits_block(channels: int | None, groups: int, block: int) -> bool:

@@ -8,7 +8,8 @@ sessions here, so what is verified is what runs.
 """
 
 import logging
-from dataclasses import dataclass
+import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,8 @@ logger = logging.getLogger(__name__)
 
 
 FUSED_ROLE = "model-ort-cpu"  # the fused graph's role in an artifact's manifest
+FUSED_DATA_ROLE = "weights"  # the role of its weights file (export/external_data.py)
+PLANNED_NAME = "planned.onnx"  # the rewritten graph, in the plan's scratch directory
 
 
 def fused_graph_file(manifest: "Manifest") -> str | None:  # noqa: F821
@@ -35,14 +38,24 @@ def uses_fused_sge(model: onnx.ModelProto) -> bool:
 
 @dataclass(frozen=True)
 class SessionPlan:
-    """What a CPU session loads: a path or the bytes of a rewritten graph, the custom ops, and how it was made."""
+    """What a CPU session loads: a graph's path, the custom ops, and how it was made.
 
-    model: str | bytes
+    A rewritten graph lives in ``scratch`` (a temporary directory, with its weights in a side file that the session
+    maps) until ``close()`` or until the plan is collected; a session opened from it does not need it any more.
+    """
+
+    model: str
     library: Path | None = None
     optimize: bool = True  # False: the graph was optimised already (NCHWc) and must run as it is
     fused_blocks: int = 0
     nchwc_blocks: int = 0
     nchwc_block: int = 0
+    scratch: tempfile.TemporaryDirectory | None = field(default=None, compare=False, repr=False)
+
+    def close(self) -> None:
+        """Delete the rewritten graph's scratch directory (sessions opened from it keep their mapped weights)."""
+        if self.scratch is not None:
+            self.scratch.cleanup()
 
     def describe(self) -> dict[str, Any]:
         if self.library is None:
@@ -69,18 +82,28 @@ def plan_session(path: str | Path, *, fused: bool | None = None) -> SessionPlan:
         return SessionPlan(model=str(path))
     library = kernel_library()
     block = nchwc_block_size()
-    optimized = optimized_graph(str(path), threads=1, custom_ops=str(library))
-    blocks = sum(node.domain == FUSED_DOMAIN for node in optimized.graph.node)
     if block == 0:  # ORT uses no blocked layout on this CPU: the fused graph runs in plain NCHW
+        blocks = sum(n.domain == FUSED_DOMAIN for n in onnx.load(str(path), load_external_data=False).graph.node)
         return SessionPlan(model=str(path), library=library, fused_blocks=blocks)
-    blocked = drop_reorders(optimized, block=block)
+    scratch = tempfile.TemporaryDirectory(prefix="sge-ort-plan-", ignore_cleanup_errors=True)
+    try:
+        # ORT optimises once (NCHWc) and writes the weights beside the graph; only the structure is read back here
+        optimized = optimized_graph(str(path), threads=1, custom_ops=str(library), weights_dir=scratch.name)
+        blocks = sum(node.domain == FUSED_DOMAIN for node in optimized.graph.node)
+        blocked = drop_reorders(optimized, block=block)
+        planned = Path(scratch.name) / PLANNED_NAME
+        onnx.save(optimized, str(planned))  # beside optimized.onnx.data, which its initializers name
+    except BaseException:
+        scratch.cleanup()
+        raise
     return SessionPlan(
-        model=optimized.SerializeToString(),
+        model=str(planned),
         library=library,
         optimize=False,
         fused_blocks=blocks,
         nchwc_blocks=blocked,
         nchwc_block=block,
+        scratch=scratch,
     )
 
 

@@ -28,12 +28,13 @@ import torch
 from torch import nn
 
 from export.artifacts import MANIFEST_NAME, Manifest, atomic_path, file_sha256, write_json, write_manifest
+from export.external_data import data_file_for, save_with_external_weights, share_mode
 from export.int8.calibration import CalibrationOptions
 from export.int8.roles import INT8_FUSED_NAME, INT8_NAME, INT8_S8S8_NAME, parity_file
 from export.kernels import KernelUnavailableError, kernel_library
 from export.metadata import build_metadata, set_metadata, tool_versions
 from export.onnx_export import check_io, check_onnx, export_onnx, op_counts, opset_of
-from export.ort_session import FUSED_ROLE
+from export.ort_session import FUSED_DATA_ROLE, FUSED_ROLE
 from export.parity import ParityReport
 from export.sge_compact import compact_sge, restore_batch_symbol
 from export.sge_fused import DOMAIN, OP_TYPE, fuse_sge_residual
@@ -48,6 +49,7 @@ logger = logging.getLogger(__name__)
 ONNX_NAME = "model.onnx"
 PARITY_NAME = "parity.json"
 FUSED_NAME = "model.sge_fused.onnx"  # ONNX Runtime CPU only: needs the custom-op library (export/kernels)
+FUSED_DATA_NAME = data_file_for(FUSED_NAME)  # its weights, mapped by ORT instead of parsed (export/external_data.py)
 FUSED_PARITY_NAME = "parity_sge_fused.json"
 INT8_FILES = (
     *(INT8_NAME, INT8_S8S8_NAME, INT8_FUSED_NAME),
@@ -55,7 +57,9 @@ INT8_FILES = (
 )
 STAGES = ("load", "export", "simplify", "parity", "fused", "int8", "manifest")
 # What an export of this pipeline writes: a directory holding only these (and no manifest) may be replaced.
-ARTIFACT_NAMES = frozenset({ONNX_NAME, PARITY_NAME, FUSED_NAME, FUSED_PARITY_NAME, MANIFEST_NAME, *INT8_FILES})
+ARTIFACT_NAMES = frozenset(
+    {ONNX_NAME, PARITY_NAME, FUSED_NAME, FUSED_DATA_NAME, FUSED_PARITY_NAME, MANIFEST_NAME, *INT8_FILES}
+)
 
 # Called with (stage, None) when a stage starts and (stage, seconds) when it ends.
 ProgressCallback = Callable[[str, float | None], None]
@@ -139,9 +143,9 @@ def _export_fused(
     check_io(final, spec=spec, num_classes=num_classes)
     path = out / FUSED_NAME
     with atomic_path(path) as tmp_path:
-        onnx.save(
-            set_metadata(final, {**props, "exporter": "torchscript", "sge_fused_blocks": str(blocks)}), str(tmp_path)
-        )
+        final = set_metadata(final, {**props, "exporter": "torchscript", "sge_fused_blocks": str(blocks)})
+        data = save_with_external_weights(final, tmp_path, data_name=FUSED_DATA_NAME)
+    share_mode(data, path)
     runner = onnxruntime_runner(path, input_name=spec.input_name, fused=True)
     report = run_parity(source.model, runner, spec=spec, photos=photos, backend="onnxruntime (sge_fused)")
     write_json(out / FUSED_PARITY_NAME, report.to_dict())
@@ -273,6 +277,7 @@ def export_model(
             manifest.record(transaction.staging, PARITY_NAME, role="report")
             if result.fused_path is not None:
                 manifest.record(transaction.staging, FUSED_NAME, role=FUSED_ROLE)
+                manifest.record(transaction.staging, FUSED_DATA_NAME, role=FUSED_DATA_ROLE)
                 manifest.record(transaction.staging, FUSED_PARITY_NAME, role="report")
             for graph in result.int8.graphs if result.int8 is not None else ():
                 if graph.passed:
@@ -460,6 +465,7 @@ def _manifest(
             "compact_sge_layers": _compact_sge_layers(source.model, spec),
             "sge_fused": {
                 "file": FUSED_NAME,
+                "weights": FUSED_DATA_NAME,
                 "op": f"{DOMAIN}::{OP_TYPE}",
                 "parity": result.fused_parity.summary(),
                 "runs_on": "onnxruntime CPU with the custom-op library built at install (export/kernels)",

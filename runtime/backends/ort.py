@@ -169,8 +169,11 @@ class OnnxRuntimeRunner(SourceRunner):
         from export.ort_session import cpu_session, plan_session
 
         plan = plan_session(path, fused=fused)
-        session = cpu_session(plan, threads=self.threads, spinning=self.allow_spinning)
-        self._cpu_path, self._graph = path, plan.describe()  # not the plan: it may hold the graph's bytes
+        try:
+            session = cpu_session(plan, threads=self.threads, spinning=self.allow_spinning)
+        finally:
+            plan.close()  # the session maps the planned weights: their scratch files can go
+        self._cpu_path, self._graph = path, plan.describe()
         self._session = session
         ort = import_onnxruntime()
         logger.info("onnxruntime %s CPU, threads %s: %s", ort.__version__, self.threads, self._graph)

@@ -18,7 +18,7 @@ from export.validate import onnxruntime_runner
 def test_main_command_full_size_sge_resnet50(full_artifact):
     out, printed, json_path = full_artifact
     assert "ONNX op counts" in printed and "max abs ≤ 0.0001" in printed and "stage times" in printed
-    fused = {"model.sge_fused.onnx", "parity_sge_fused.json"}  # ONNX Runtime CPU's graph, beside the portable one
+    fused = {"model.sge_fused.onnx", "model.sge_fused.onnx.data", "parity_sge_fused.json"}  # ORT CPU: fused graph
     assert {p.name for p in out.iterdir()} == {"model.onnx", "parity.json", "manifest.json"} | fused
     assert "model.sge_fused.onnx" in printed and "vs onnxruntime (sge_fused)" in printed
     manifest = load_manifest(out, verify=True)

@@ -1,0 +1,43 @@
+"""ONNX graphs whose weights live in a side file (ONNX external data), so a runtime can map them instead of parsing
+them out of the protobuf.
+
+A self-contained 100 MB graph is held several times while ONNX Runtime opens it (the protobuf, the initializer
+tensors, the NCHWc copies); with the weights beside it, ORT reads the small graph and maps the data file.
+"""
+
+from pathlib import Path
+
+import onnx
+
+SIZE_THRESHOLD = 1024  # tensors of at least this many bytes go to the data file; small ones stay in the graph
+
+
+def data_file_for(graph_name: str) -> str:
+    """The data file's name beside graph ``graph_name``: ``model.sge_fused.onnx`` → ``model.sge_fused.onnx.data``."""
+    return f"{graph_name}.data"
+
+
+def save_with_external_weights(model: onnx.ModelProto, path: str | Path, *, data_name: str) -> Path:
+    """Write ``model`` to ``path`` and its weights to ``data_name`` beside it (replacing any old data file, which
+    onnx would otherwise append to); returns the data file's path. ``model`` is left holding external references."""
+    path = Path(path)
+    data = path.parent / data_name
+    data.unlink(missing_ok=True)
+    onnx.save(model, str(path), save_as_external_data=True, location=data_name, size_threshold=SIZE_THRESHOLD)
+    return data
+
+
+def share_mode(data: Path, graph: Path) -> None:
+    """Give the data file the graph's permissions (onnx creates it owner-only)."""
+    data.chmod(graph.stat().st_mode & 0o777)
+
+
+def external_data_files(model: onnx.ModelProto) -> set[str]:
+    """The side files a graph's initializers name (read with ``load_external_data=False``)."""
+    return {
+        entry.value
+        for tensor in model.graph.initializer
+        if tensor.data_location == onnx.TensorProto.EXTERNAL
+        for entry in tensor.external_data
+        if entry.key == "location"
+    }
