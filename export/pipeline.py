@@ -1,4 +1,5 @@
-"""``export_model``: a registry model (or any image classifier module) → a verified ONNX artifact directory.
+"""``export_model``: a registry model, a ``package.module:factory`` spec (models/factory.py) or any image classifier
+module → a verified ONNX artifact directory.
 
 Stages: load (model, checkpoint, photographs, and one eager forward at the example size, so every bad input fails
 before any file is written) → export (torch.onnx.export, checker, shape inference) → simplify (op counts before
@@ -13,7 +14,6 @@ artifact exactly as it was; two exports to one directory cannot interleave (the 
 """
 
 import copy
-import hashlib
 import logging
 import tempfile
 import time
@@ -41,6 +41,7 @@ from export.simplify import simplify
 from export.spec import ExportSpec
 from export.transaction import artifact_transaction
 from export.validate import onnxruntime_runner, parity_inputs, photo_inputs, run_parity
+from models.factory import state_dict_sha256
 from models.layers.sge import SpatialGroupEnhance
 
 logger = logging.getLogger(__name__)
@@ -159,6 +160,7 @@ class _Source:
     checkpoint_sha256: str
     init: str
     model_kwargs: dict[str, Any]
+    factory: str | None = None  # "package.module:factory" when the module came from one
 
 
 def _load_source(
@@ -170,8 +172,13 @@ def _load_source(
     model_kwargs: dict[str, Any],
 ) -> _Source:
     import models
+    from models.factory import STATE_DICT_PREFIX, build_from_factory, factory_model_name, is_factory_spec
     from models.transforms import IMAGENET_MEAN, IMAGENET_STD
 
+    factory = name_or_module if isinstance(name_or_module, str) and is_factory_spec(name_or_module) else None
+    if factory is not None:
+        name_or_module = build_from_factory(factory)
+        model_name = model_name or factory_model_name(factory)
     if isinstance(name_or_module, nn.Module):
         if checkpoint is not None:
             models.load_checkpoint(name_or_module, checkpoint)
@@ -186,7 +193,7 @@ def _load_source(
     elif registry:
         sha = f"default-weights:{init}"
     else:
-        sha = f"module-state-dict:{_state_dict_sha256(model)}"
+        sha = f"{STATE_DICT_PREFIX}{state_dict_sha256(model)}"
     return _Source(
         name=name,
         model=model,
@@ -195,18 +202,10 @@ def _load_source(
         std=tuple(std),
         checkpoint=Path(checkpoint).resolve() if checkpoint is not None else None,
         checkpoint_sha256=sha,
-        init=init if checkpoint is None else "checkpoint",
+        init="checkpoint" if checkpoint is not None else "factory" if factory else init,
         model_kwargs=model_kwargs,
+        factory=factory,
     )
-
-
-def _state_dict_sha256(model: nn.Module) -> str:
-    """A digest of a module's weights (names, shapes and bytes), for a module that came without a file."""
-    digest = hashlib.sha256()
-    for key, tensor in sorted(model.state_dict().items()):
-        digest.update(f"{key}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()
 
 
 def export_model(
@@ -449,6 +448,7 @@ def _manifest(
         extra={
             "source": {
                 "registry": source.registry,
+                "factory": source.factory,
                 "checkpoint": str(source.checkpoint) if source.checkpoint else None,
                 "checkpoint_sha256": source.checkpoint_sha256,
                 "init": source.init,
