@@ -70,7 +70,7 @@ def entries(backends: list[str], precisions: list[str], args: argparse.Namespace
     return table
 
 
-def parse_args(argv: list[str] | None, prog: str | None = None) -> argparse.Namespace:
+def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     parser = make_parser(__doc__.split("\n\n")[0], prog=prog)
     parser.add_argument("artifact", type=Path, help="artifact directory (or a bare .onnx file)")
     add_backends(parser, default="torch,onnxruntime,openvino", help="comma-separated; the first is the base")
@@ -97,7 +97,7 @@ def parse_args(argv: list[str] | None, prog: str | None = None) -> argparse.Name
     parser.add_argument("-v", "--verbose", action="store_true", help="the traceback of an internal error")
     parser.add_argument("--export-times", type=Path, help="write every query's latency here (JSON)")
     parser.add_argument("--plot", type=Path, help="PNG of the latency distributions")
-    return parser.parse_args(argv)
+    return parser
 
 
 def print_result(console: Console, result: BenchmarkResult) -> None:
@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None, *, prog: str | None = None) -> int:
 
 
 def _main(argv: list[str] | None, prog: str | None) -> int:
-    args = parse_args(argv, prog)
+    args = build_parser(prog).parse_args(argv)
     console = make_console(json_path=args.json)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     backends = list(args.backends)

@@ -6,6 +6,7 @@ sge-deploy evaluate ARTIFACT --data photos/ --reference onnxruntime   # no torch
 (the default weights are untrained: accuracy needs --checkpoint at export; README: INT8)
 """
 
+import argparse
 import sys
 from pathlib import Path
 
@@ -17,7 +18,7 @@ def main(argv: list[str] | None = None, *, prog: str | None = None) -> int:
     return run_main(lambda a: _main(a, prog), argv)
 
 
-def _main(argv: list[str] | None, prog: str | None) -> int:
+def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     parser = make_parser(__doc__.split("\n\n")[0], prog=prog)
     parser.add_argument("artifact", type=Path, help="artifact directory")
     parser.add_argument("--data", type=Path, required=True, help="ImageFolder directory, or images with --labels")
@@ -29,7 +30,11 @@ def _main(argv: list[str] | None, prog: str | None) -> int:
     parser.add_argument("--limit", type=int, help="evaluate only the first N images")
     parser.add_argument("-v", "--verbose", action="store_true", help="the traceback of an internal error")
     add_json(parser, help="write the report here")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def _main(argv: list[str] | None, prog: str | None) -> int:
+    args = build_parser(prog).parse_args(argv)
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
     from rich.table import Table

@@ -105,11 +105,13 @@ def input_errors() -> tuple[type[BaseException], ...]:
     from export.triton_repo import TritonConfigError
     from export.trt.build import TrtBuildError, TrtRequestError
     from export.trt.calibrate import CalibrationDataError
+    from models.factory import FactoryError
     from models.transforms import ImageReadError
     from runtime.cli import OutputPathError
 
     return (
         OutputPathError,
+        FactoryError,
         models.UnknownModelError,
         models.CheckpointError,
         models.FeatureTooSmallError,
@@ -262,7 +264,7 @@ def _main(argv: list[str] | None, prog: str | None) -> int:
         console.print("\n".join(models.list_models()))
         return 0
     if not args.model:
-        print("error: give --model NAME (see --list-models)", file=sys.stderr)
+        print("error: give --model NAME (see --list-models) or --model package.module:factory", file=sys.stderr)
         return EXIT_INPUT
 
     import models

@@ -24,7 +24,7 @@ from runtime.topk import LabelsError, top_k
 DEFAULT_BATCH_SIZE = 8
 
 
-def parse_args(argv: list[str] | None, prog: str | None = None) -> argparse.Namespace:
+def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     parser = make_parser(__doc__.split("\n\n")[0], prog=prog)
     parser.add_argument("artifact", type=Path, help="artifact directory (or a bare .onnx file)")
     parser.add_argument(
@@ -46,7 +46,7 @@ def parse_args(argv: list[str] | None, prog: str | None = None) -> argparse.Name
     parser.add_argument("--auto-table", type=Path, help="--backend auto: reuse/store its timings in this JSON file")
     add_json(parser, help="write the predictions here")
     parser.add_argument("-v", "--verbose", action="store_true", help="the traceback of an internal error")
-    return parser.parse_args(argv)
+    return parser
 
 
 def main(argv: list[str] | None = None, *, prog: str | None = None) -> int:
@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None, *, prog: str | None = None) -> int:
 
 
 def _main(argv: list[str] | None, prog: str | None) -> int:
-    args = parse_args(argv, prog)
+    args = build_parser(prog).parse_args(argv)
     console = make_console(json_path=args.json)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:

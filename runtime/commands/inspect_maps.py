@@ -35,7 +35,7 @@ def user_errors() -> tuple[type[BaseException], ...]:
     )
 
 
-def parse_args(argv: list[str] | None, prog: str | None = None) -> argparse.Namespace:
+def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     p = make_parser(__doc__.splitlines()[0], prog=prog)
     p.add_argument("--model", default="sge_resnet50", help="model name with SGE, CBAM, SA or GC attention")
     p.add_argument("--checkpoint", type=Path, help="weights (.pth/.pth.tar/.safetensors); default weights otherwise")
@@ -46,7 +46,7 @@ def parse_args(argv: list[str] | None, prog: str | None = None) -> argparse.Name
     p.add_argument("--block", type=int, default=-1, help="which block of each stage to draw (default: the last)")
     p.add_argument("--groups-shown", type=int, default=4, help="SGE groups drawn before/after (most selective)")
     p.add_argument("--init", choices=("calibrated", "random"), default="calibrated", help="default-weights init")
-    return p.parse_args(argv)
+    return p
 
 
 def print_summary(result: Any) -> None:
@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None, *, prog: str | None = None) -> int:
 
 
 def _main(argv: list[str] | None, prog: str | None) -> int:
-    args = parse_args(argv, prog)
+    args = build_parser(prog).parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     out = args.output or Path("artifacts") / "inspect" / f"{args.model}_{Path(args.image).stem}"
     try:
