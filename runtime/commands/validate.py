@@ -23,11 +23,9 @@ from runtime.cli_flags import add_backends, add_batch_sizes, add_json
 
 
 def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
-    from export.validate import BACKENDS
-
-    p = make_parser(__doc__, prog=prog)
+    p = make_parser(__doc__, prog=prog)  # no export/torch import here: --help works without torch
     p.add_argument("directory", type=Path, help="artifact directory (with manifest.json)")
-    add_backends(p, default="onnxruntime", one=True, help=f"the backend checked: {', '.join(BACKENDS)}")
+    add_backends(p, default="onnxruntime", one=True, help="the backend checked against eager PyTorch: onnxruntime")
     p.add_argument("--images", nargs="+", type=Path, metavar="FILE", help="photographs (default: bundled)")
     add_batch_sizes(p, help="parity batch sizes, e.g. 1,3,8 (default: the export's)")
     p.add_argument("--checkpoint", type=Path, help="the checkpoint the artifact came from, if it moved")

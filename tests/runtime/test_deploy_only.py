@@ -62,6 +62,18 @@ def test_benchmark_script_without_torch_or_scikit_image(artifact, tmp_path):
     assert all(np.isfinite(r["latency"]["median_ms"]) and r["queries"] >= 5 for r in report["reports"])
 
 
+def test_every_sub_command_module_imports_without_torch():
+    """Heavy imports are inside the commands' functions: listing or dispatching never pulls in the export side."""
+    code = (
+        "from runtime.commands import COMMANDS, load_command\n"
+        "for name in COMMANDS:\n    load_command(name).build_parser()\n"
+        "print(sorted(m for m in sys.modules if m in ('onnxsim', 'export.pipeline', 'models.registry')))\n"
+    )
+    result = run_code(code)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
 def test_installed_command_infers_without_torch(artifact, tmp_path):
     from models.transforms import sample_photos
 
