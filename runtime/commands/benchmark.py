@@ -1,7 +1,7 @@
 """Time an exported model on several backends in one run, and print trtexec-shaped summaries and a comparison.
 
 sge-deploy benchmark ARTIFACT [--backends torch,onnxruntime,openvino] [--batch-size N] [--threads N]
-    [--precision fp32,int8] [--warmup-ms 200] [--duration 3] [--iterations 10] [--percentiles 90,95,99] [--json FILE]
+    [--precision fp32,int8] [--warmup-ms 200] [--duration 3] [--iterations 10] [--percentiles 90,95,99] [--json PATH]
     [--export-times FILE] [--plot FILE.png]
 """
 
