@@ -242,7 +242,7 @@ def export_model(
             name_or_module, checkpoint=checkpoint, init=init, model_name=model_name, model_kwargs=model_kwargs or {}
         )
         photos = photo_inputs(spec.input_size, mean=source.mean, std=source.std, images=images)
-        num_classes = _probe(source.model, spec)
+        num_classes = _probe(source, spec)
         calibration = _calibration(int8, spec=spec, source=source)  # bad calibration images fail before any file
 
     output_dir = Path(output_dir) if output_dir is not None else Path("artifacts") / source.name
@@ -410,14 +410,28 @@ def _export_int8(
     )
 
 
+class ModelOutputError(ValueError):
+    """The model's eager forward at the example input fails, or gives no finite (N, classes) logits."""
+
+
 @torch.no_grad()
-def _probe(model: nn.Module, spec: ExportSpec) -> int:
+def _probe(source: _Source, spec: ExportSpec) -> int:
     """One eager forward at the example shape: a size the model cannot take fails here, before any file exists."""
-    out = model(torch.zeros(spec.example_shape()))
-    if out.dim() != 2 or out.shape[0] != spec.example_batch:
-        raise ValueError(f"expected (N, classes) logits from the model; got shape {tuple(out.shape)}")
+    try:
+        out = source.model(torch.zeros(spec.example_shape()))
+    except (RuntimeError, TypeError) as err:
+        if source.registry:
+            raise
+        first = (str(err).strip().splitlines() or [""])[0][:200]
+        raise ModelOutputError(
+            f"{source.name}: the forward pass failed at the example input {spec.example_shape()}: "
+            f"{type(err).__name__}: {first}; check the model and --input-size"
+        ) from err
+    if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[0] != spec.example_batch:
+        got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ModelOutputError(f"expected (N, classes) logits from the model; got {got}")
     if not torch.isfinite(out).all():
-        raise ValueError("the model's eager output has NaN or Inf at the example input; check its weights")
+        raise ModelOutputError("the model's eager output has NaN or Inf at the example input; check its weights")
     return int(out.shape[1])
 
 

@@ -100,6 +100,7 @@ def input_errors() -> tuple[type[BaseException], ...]:
     from export.int8.calibration import CalibrationImageError, Int8RequestError
     from export.int8.quantize import QuantizationError
     from export.onnx_export import OnnxExportError
+    from export.pipeline import ModelOutputError
     from export.simplify import SimplifyError
     from export.spec import SpecError
     from export.triton_repo import TritonConfigError
@@ -112,6 +113,7 @@ def input_errors() -> tuple[type[BaseException], ...]:
     return (
         OutputPathError,
         FactoryError,
+        ModelOutputError,
         models.UnknownModelError,
         models.CheckpointError,
         models.FeatureTooSmallError,

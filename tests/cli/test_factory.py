@@ -86,13 +86,15 @@ def test_a_factory_that_is_not_deterministic_is_refused_by_the_torch_runner(tmp_
         ("tests.cli.tiny_resnext:not_a_module", "returned a dict, not a torch.nn.Module"),
         ("tests.cli.tiny_resnext:broken", "the factory raised RuntimeError: weights server unreachable"),
         ("tests.cli.tiny_resnext:", "expected package.module:factory"),
+        ("tests.cli.tiny_resnext:feature_maps", "expected (N, classes) logits from the model; got (2, 4, 62, 62)"),
+        ("tests.cli.tiny_resnext:four_channel_input", "the forward pass failed at the example input (2, 3, 64, 64)"),
     ],
 )
 def test_a_bad_factory_is_one_line_and_exit_2(spec, message, tmp_path, capsys):
     out = tmp_path / "out"
     assert export_command.main(["--model", spec, *SIZE, "--output", str(out)]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and message in err and err.startswith("error: --model ")
+    assert err.count("\n") == 1 and message in err and err.startswith("error: ")
     assert not out.exists()
 
 

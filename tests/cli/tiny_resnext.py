@@ -77,4 +77,14 @@ def broken() -> nn.Module:
     raise RuntimeError("weights server unreachable")
 
 
+def feature_maps() -> nn.Module:
+    """Forgets the classifier head: (N, C, H, W) out, not logits."""
+    return nn.Conv2d(3, 4, 3)
+
+
+def four_channel_input() -> nn.Module:
+    """Built for RGBA: the forward pass fails on an RGB batch."""
+    return nn.Sequential(nn.Conv2d(4, 8, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+
+
 NOT_CALLABLE = 3
