@@ -155,7 +155,7 @@ def _read_manifest(directory: str | Path, *, verify: bool) -> tuple[Manifest, di
     if not path.is_file():
         raise ArtifactError(
             f"{directory} has no {MANIFEST_NAME}: not an artifact directory, or its export did not finish; "
-            "run `python scripts/export.py --model NAME --output DIR` to make one"
+            "run `sge-deploy export --model NAME --output DIR` to make one"
         )
     if path.is_symlink() or path.stat().st_size > MAX_MANIFEST_BYTES:
         raise ArtifactError(f"{path} is a symlink or larger than {MAX_MANIFEST_BYTES} bytes; re-export the model")

@@ -1,4 +1,5 @@
-"""``export_model``: a registry model (or any image classifier module) → a verified ONNX artifact directory.
+"""``export_model``: a registry model, a ``package.module:factory`` spec (models/factory.py) or any image classifier
+module → a verified ONNX artifact directory.
 
 Stages: load (model, checkpoint, photographs, and one eager forward at the example size, so every bad input fails
 before any file is written) → export (torch.onnx.export, checker, shape inference) → simplify (op counts before
@@ -13,7 +14,6 @@ artifact exactly as it was; two exports to one directory cannot interleave (the 
 """
 
 import copy
-import hashlib
 import logging
 import tempfile
 import time
@@ -42,6 +42,7 @@ from export.simplify import simplify
 from export.spec import ExportSpec
 from export.transaction import artifact_transaction
 from export.validate import onnxruntime_runner, parity_inputs, photo_inputs, run_parity
+from models.factory import state_dict_sha256
 from models.layers.sge import SpatialGroupEnhance
 
 logger = logging.getLogger(__name__)
@@ -163,6 +164,7 @@ class _Source:
     checkpoint_sha256: str
     init: str
     model_kwargs: dict[str, Any]
+    factory: str | None = None  # "package.module:factory" when the module came from one
 
 
 def _load_source(
@@ -174,8 +176,13 @@ def _load_source(
     model_kwargs: dict[str, Any],
 ) -> _Source:
     import models
+    from models.factory import STATE_DICT_PREFIX, build_from_factory, factory_model_name, is_factory_spec
     from models.transforms import IMAGENET_MEAN, IMAGENET_STD
 
+    factory = name_or_module if isinstance(name_or_module, str) and is_factory_spec(name_or_module) else None
+    if factory is not None:
+        name_or_module = build_from_factory(factory)
+        model_name = model_name or factory_model_name(factory)
     if isinstance(name_or_module, nn.Module):
         if checkpoint is not None:
             models.load_checkpoint(name_or_module, checkpoint)
@@ -190,7 +197,7 @@ def _load_source(
     elif registry:
         sha = f"default-weights:{init}"
     else:
-        sha = f"module-state-dict:{_state_dict_sha256(model)}"
+        sha = f"{STATE_DICT_PREFIX}{state_dict_sha256(model)}"
     return _Source(
         name=name,
         model=model,
@@ -199,18 +206,10 @@ def _load_source(
         std=tuple(std),
         checkpoint=Path(checkpoint).resolve() if checkpoint is not None else None,
         checkpoint_sha256=sha,
-        init=init if checkpoint is None else "checkpoint",
+        init="checkpoint" if checkpoint is not None else "factory" if factory else init,
         model_kwargs=model_kwargs,
+        factory=factory,
     )
-
-
-def _state_dict_sha256(model: nn.Module) -> str:
-    """A digest of a module's weights (names, shapes and bytes), for a module that came without a file."""
-    digest = hashlib.sha256()
-    for key, tensor in sorted(model.state_dict().items()):
-        digest.update(f"{key}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()
 
 
 def export_model(
@@ -247,7 +246,7 @@ def export_model(
             name_or_module, checkpoint=checkpoint, init=init, model_name=model_name, model_kwargs=model_kwargs or {}
         )
         photos = photo_inputs(spec.input_size, mean=source.mean, std=source.std, images=images)
-        num_classes = _probe(source.model, spec)
+        num_classes = _probe(source, spec)
         calibration = _calibration(int8, spec=spec, source=source)  # bad calibration images fail before any file
 
     output_dir = Path(output_dir) if output_dir is not None else Path("artifacts") / source.name
@@ -416,14 +415,28 @@ def _export_int8(
     )
 
 
+class ModelOutputError(ValueError):
+    """The model's eager forward at the example input fails, or gives no finite (N, classes) logits."""
+
+
 @torch.no_grad()
-def _probe(model: nn.Module, spec: ExportSpec) -> int:
+def _probe(source: _Source, spec: ExportSpec) -> int:
     """One eager forward at the example shape: a size the model cannot take fails here, before any file exists."""
-    out = model(torch.zeros(spec.example_shape()))
-    if out.dim() != 2 or out.shape[0] != spec.example_batch:
-        raise ValueError(f"expected (N, classes) logits from the model; got shape {tuple(out.shape)}")
+    try:
+        out = source.model(torch.zeros(spec.example_shape()))
+    except (RuntimeError, TypeError) as err:
+        if source.registry:
+            raise
+        first = (str(err).strip().splitlines() or [""])[0][:200]
+        raise ModelOutputError(
+            f"{source.name}: the forward pass failed at the example input {spec.example_shape()}: "
+            f"{type(err).__name__}: {first}; check the model and --input-size"
+        ) from err
+    if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[0] != spec.example_batch:
+        got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ModelOutputError(f"expected (N, classes) logits from the model; got {got}")
     if not torch.isfinite(out).all():
-        raise ValueError("the model's eager output has NaN or Inf at the example input; check its weights")
+        raise ModelOutputError("the model's eager output has NaN or Inf at the example input; check its weights")
     return int(out.shape[1])
 
 
@@ -454,6 +467,7 @@ def _manifest(
         extra={
             "source": {
                 "registry": source.registry,
+                "factory": source.factory,
                 "checkpoint": str(source.checkpoint) if source.checkpoint else None,
                 "checkpoint_sha256": source.checkpoint_sha256,
                 "init": source.init,

@@ -327,7 +327,7 @@ def accelerator_onnx(
     if not fp16:
         raise TritonConfigError(
             f"{manifest.model} has {islands} normalisation islands that must stay FP32, and TensorRT's FP16 flag "
-            "would run them in FP16: write the FP16-islands ONNX first (scripts/export.py --fp16-onnx), or use "
+            "would run them in FP16: write the FP16-islands ONNX first (sge-deploy export --fp16-onnx), or use "
             "precision_mode FP32"
         )
     params = {"onnx_source": f"{fp16[0]} (FP16 with FP32 islands; precision_mode FP32 so TensorRT keeps its types)"}

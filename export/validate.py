@@ -128,10 +128,11 @@ def validate_artifact(
     spec = ExportSpec.from_dict(manifest.extra.get("spec", {}))
     if batch_sizes:
         spec = replace(spec, batch_sizes=tuple(batch_sizes))
-    if source.get("registry") is not True:
+    factory = source.get("factory")
+    if source.get("registry") is not True and not factory:
         raise ArtifactError(
             f"{directory} was exported from a module outside the model registry; validate it from Python with "
-            "export.validate.run_parity and the original module"
+            "export.validate.run_parity and the original module, or export it with --model package.module:factory"
         )
     graphs = list(graphs or [manifest.deploy])
     onnx_files = sorted(name for name in manifest.files if name.endswith(".onnx"))
@@ -146,13 +147,18 @@ def validate_artifact(
             )
         if file_sha256(checkpoint) != source.get("checkpoint_sha256"):
             raise ArtifactError(f"{checkpoint} is not the checkpoint this artifact was exported from (sha256 differs)")
-    model = models.create_model(
-        manifest.model,
-        num_classes=source.get("num_classes", 1000),
-        checkpoint=checkpoint,
-        init="calibrated" if checkpoint is not None else source.get("init", "calibrated"),  # unused with a checkpoint
-        **source.get("block_overrides", {}),
-    )
+    if factory:
+        from models.factory import rebuild
+
+        model = rebuild(factory, checkpoint=checkpoint, weights_sha256=source.get("checkpoint_sha256", ""))
+    else:
+        model = models.create_model(
+            manifest.model,
+            num_classes=source.get("num_classes", 1000),
+            checkpoint=checkpoint,
+            init="calibrated" if checkpoint is not None else source.get("init", "calibrated"),  # unused with one
+            **source.get("block_overrides", {}),
+        )
     pre = manifest.preprocessing
     photos = photo_inputs(tuple(spec.input_size), mean=pre["mean"], std=pre["std"], images=images)
     reports = {}

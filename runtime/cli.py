@@ -117,10 +117,17 @@ def write_json_output(path: str | Path, data) -> None:
     write_json(path, data)
 
 
+def invocation(prog: str | None, script: str) -> list[str]:
+    """How the user ran a command, for its reports: ``sge-deploy NAME`` (``prog``) or ``python scripts/SCRIPT.py``."""
+    return prog.split() if prog else ["python", f"scripts/{script}.py"]
+
+
 def run_main(main: Callable[[list[str] | None], int], argv: Sequence[str] | None) -> int:
     """Run a script's ``main``; an exception it did not handle is an internal error: one line, exit 3."""
     args = list(sys.argv[1:] if argv is None else argv)
     verbose = "-v" in args or "--verbose" in args
+    if os.getcwd() not in sys.path:  # as with python -m: --model my_models:factory is found in the current folder;
+        sys.path.append(os.getcwd())  # last on the path, so that it never shadows an installed package
     try:
         return main(None if argv is None else list(argv))
     except KeyboardInterrupt:

@@ -54,7 +54,7 @@ def int8_graph_file(manifest: "Manifest", *, fused: bool = False) -> str:  # noq
     if not found:
         raise PrecisionError(
             f"the {manifest.model} artifact has no INT8 graph (role {INT8_ROLE!r}); re-export it with "
-            f"`python scripts/export.py --model {manifest.model} --int8`"
+            f"`sge-deploy export --model {manifest.model} --int8`"
         )
     return found
 

@@ -181,7 +181,7 @@ def plan_route(
         if not api.weak_typing:
             raise TrtRequestError(
                 f"TensorRT {api.version} has no FP16 builder flag (11.x builds strongly typed networks only): "
-                "give the FP16-islands ONNX (scripts/export.py --fp16-onnx writes model_fp16.onnx)"
+                "give the FP16-islands ONNX (sge-deploy export --fp16-onnx writes model_fp16.onnx)"
             )
         return BuildRoute(onnx_path, False, ("FP16", "OBEY_PRECISION_CONSTRAINTS"), True, False)
     # int8

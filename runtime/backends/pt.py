@@ -3,7 +3,8 @@
 The model comes from the manifest's model name with what the export recorded in ``manifest.extra["source"]``:
 the checkpoint (a path, absolute or relative to the artifact directory; its sha256 is checked), else the project's
 default weights with the recorded ``init`` ("calibrated" unless stated), ``num_classes`` and ``block_overrides``
-(attention options). Runs on ``cpu`` or ``cuda``; ``precision="fp16"`` only on ``cuda``.
+(attention options). A model exported with ``--model package.module:factory`` is rebuilt by that factory
+(models/factory.py). Runs on ``cpu`` or ``cuda``; ``precision="fp16"`` only on ``cuda``.
 """
 
 import logging
@@ -56,21 +57,35 @@ class TorchRunner(SourceRunner):
 
     def build_options(self) -> dict[str, Any]:
         """The ``models.create_model`` arguments that reproduce the exported model (from ``manifest.extra``)."""
-        extra = self.source.manifest.extra if self.source.manifest is not None else {}
-        recorded = extra.get("source", extra)  # the export pipeline nests them under "source"
+        recorded = self.recorded_source()
         if recorded.get("registry") is False and self.model_name == self.source.model_name:
             raise ValueError(
                 f"{self.model_name} was exported from a custom module, which the torch backend cannot rebuild; "
-                "pass model=NAME for a registry model, or compare with the onnxruntime backend"
+                "export it with --model package.module:factory, pass model=NAME for a registry model, or compare "
+                "with the onnxruntime backend"
             )
+        return {**self._weights(recorded), **self._architecture(recorded)}
+
+    def recorded_source(self) -> dict[str, Any]:
+        """What the export recorded about the model's origin (``manifest.extra["source"]``)."""
+        extra = self.source.manifest.extra if self.source.manifest is not None else {}
+        return extra.get("source", extra)  # the export pipeline nests them under "source"
+
+    def factory(self) -> str | None:
+        """The ``package.module:factory`` the artifact was exported from, when the torch runner rebuilds that model."""
+        spec = self.recorded_source().get("factory")
+        return spec if spec and self.model_name == self.source.model_name else None
+
+    def _weights(self, recorded: dict[str, Any]) -> dict[str, Any]:
         checkpoint = self.checkpoint or recorded.get("checkpoint")
         if checkpoint is not None and self.source.directory is not None and not Path(checkpoint).is_absolute():
             checkpoint = self.source.directory / checkpoint
         init = recorded.get("init", "calibrated")
-        options: dict[str, Any] = {
-            "checkpoint": checkpoint,
-            "init": init if init in ("calibrated", "random") else "calibrated",
-        }
+        return {"checkpoint": checkpoint, "init": init if init in ("calibrated", "random") else "calibrated"}
+
+    @staticmethod
+    def _architecture(recorded: dict[str, Any]) -> dict[str, Any]:
+        options: dict[str, Any] = {}
         if recorded.get("num_classes") is not None:
             options["num_classes"] = int(recorded["num_classes"])
         options.update(recorded.get("block_overrides") or {})
@@ -101,10 +116,20 @@ class TorchRunner(SourceRunner):
                 "device='cuda' but this PyTorch build sees no CUDA device; install a CUDA build of torch on a GPU "
                 "machine, or use device='cpu'"
             )
-        options = self.build_options()
-        self._check_checkpoint(options["checkpoint"])
-        logger.info("torch: building %s with %s", self.model_name, options)
-        model = models.create_model(self.model_name, **options).eval().to(self.device)
+        factory = self.factory()
+        if factory is not None:
+            from models.factory import rebuild
+
+            checkpoint = self._weights(self.recorded_source())["checkpoint"]
+            self._check_checkpoint(checkpoint)
+            logger.info("torch: building %s with %s (checkpoint %s)", self.model_name, factory, checkpoint)
+            sha = self.recorded_source().get("checkpoint_sha256", "")
+            model = rebuild(factory, checkpoint=checkpoint, weights_sha256=sha).to(self.device)
+        else:
+            options = self.build_options()
+            self._check_checkpoint(options["checkpoint"])
+            logger.info("torch: building %s with %s", self.model_name, options)
+            model = models.create_model(self.model_name, **options).eval().to(self.device)
         self._model = model.half() if self.precision == "fp16" else model
         if self.threads is not None:
             # Process-wide (PyTorch has no per-model thread pool): set last, so that a failed activation leaves

@@ -63,7 +63,7 @@ def check_plan_compatible(info: dict[str, Any], *, trt_version: str, gpu: dict[s
     if problems:
         raise PlanMismatchError(
             f"the TensorRT plan cannot run here: {'; '.join(problems)}; rebuild it on this machine with "
-            "`python scripts/trt_build.py ARTIFACT --trt PRECISION`"
+            "`sge-deploy trt-build ARTIFACT --trt PRECISION`"
         )
 
 
@@ -139,7 +139,7 @@ class TrtRunner(Runner):
             if not trt_entry or source.directory is None:
                 raise PlanMismatchError(
                     f"{source.model_path.parent} has no TensorRT engine; build one with "
-                    "`python scripts/trt_build.py ARTIFACT --trt fp16`"
+                    "`sge-deploy trt-build ARTIFACT --trt fp16`"
                 )
             self.plan_path = source.directory / trt_entry["plan"]
             sidecar: Path | None = source.directory / trt_entry["sidecar"]
@@ -151,7 +151,7 @@ class TrtRunner(Runner):
             if not sidecar.is_file():
                 sidecar = None  # e.g. trtexec --saveEngine: read what is needed from the engine on activate
         if not self.plan_path.is_file():
-            raise FileNotFoundError(f"no TensorRT plan at {self.plan_path}; build one with scripts/trt_build.py")
+            raise FileNotFoundError(f"no TensorRT plan at {self.plan_path}; build one with sge-deploy trt-build")
         if sidecar is not None and not sidecar.is_file():
             raise FileNotFoundError(f"the artifact's sidecar {sidecar} is missing; re-run the TensorRT build")
         self.info: dict[str, Any] = json.loads(sidecar.read_text()) if sidecar is not None else {}

@@ -1,4 +1,5 @@
-"""Tables are never cut when output is not a terminal: every script takes its Console from runtime.cli."""
+"""Tables are never cut when output is not a terminal: every script and sub-command takes its Console from
+runtime.cli."""
 
 import re
 from pathlib import Path
@@ -7,7 +8,8 @@ from rich.table import Table
 
 from runtime.cli import LOG_WIDTH, make_console
 
-SCRIPTS = sorted((Path(__file__).resolve().parents[2] / "scripts").glob("*.py"))
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPTS = sorted([*(ROOT / "scripts").glob("*.py"), *(ROOT / "runtime" / "commands").glob("*.py")])
 
 
 def test_a_wide_table_is_not_cut_in_a_log(capsys):

@@ -22,7 +22,19 @@ def test_runs_as_a_file_next_to_the_stdlib_name(tmp_path):
     # `python scripts/inspect.py` puts scripts/ first on sys.path, where this file would shadow the stdlib
     # `inspect` that torch imports; the script must replace that entry before importing anything else.
     out = tmp_path / "report"
-    args = ["--model", "sa_resnet18", "--image", "camera", "--size", "64", "64", "--init", "random", "--out", str(out)]
+    args = [
+        "--model",
+        "sa_resnet18",
+        "--image",
+        "camera",
+        "--input-size",
+        "64",
+        "64",
+        "--init",
+        "random",
+        "--output",
+        str(out),
+    ]
     done = subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert "layer4" in done.stdout and (out / "index.md").is_file()
@@ -38,11 +50,14 @@ def test_runs_as_a_file_next_to_the_stdlib_name(tmp_path):
         (["--model", "resnet18", "--image", "astronaut"], "no attention, which computes no spatial map"),
         (["--model", "se_resnet18", "--image", "astronaut"], "se attention, which computes no spatial map"),
         (["--model", "sge_resnet18", "--image", "no_such_photo"], "no such file; give a JPEG or PNG file or a bundled"),
-        (["--model", "sge_resnet18", "--image", "rocket", "--size", "32", "32", "--init", "random"], "at least 33×33"),
+        (
+            ["--model", "sge_resnet18", "--image", "rocket", "--input-size", "32", "32", "--init", "random"],
+            "at least 33×33",
+        ),
     ],
 )
 def test_bad_inputs_exit_2_with_one_line(script, tmp_path, capsys, args, message):
-    assert script.main([*args, "--out", str(tmp_path / "out")]) == 2
+    assert script.main([*args, "--output", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
     assert not (tmp_path / "out").exists()
@@ -51,7 +66,7 @@ def test_bad_inputs_exit_2_with_one_line(script, tmp_path, capsys, args, message
 def test_unreadable_image_and_broken_checkpoint(script, tmp_path, capsys):
     bad_image = tmp_path / "photo.jpg"
     bad_image.write_bytes(b"not a jpeg")
-    assert script.main(["--model", "sge_resnet18", "--image", str(bad_image), "--out", str(tmp_path / "a")]) == 2
+    assert script.main(["--model", "sge_resnet18", "--image", str(bad_image), "--output", str(tmp_path / "a")]) == 2
     assert f"cannot read image {bad_image}" in capsys.readouterr().err
     bad_ckpt = tmp_path / "weights.pth"
     bad_ckpt.write_bytes(b"\x00" * 64)
@@ -62,7 +77,7 @@ def test_unreadable_image_and_broken_checkpoint(script, tmp_path, capsys):
         "astronaut",
         "--checkpoint",
         str(bad_ckpt),
-        "--out",
+        "--output",
         str(tmp_path / "b"),
     ]
     assert script.main(argv) == 2

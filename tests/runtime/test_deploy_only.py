@@ -1,5 +1,5 @@
-"""The deploy side works where PyTorch is not installed: each entry point runs in a subprocess whose ``import torch``
-fails (the serving pair is in tests/serve/test_serve_without_torch.py)."""
+"""The deploy side works where PyTorch is not installed: each entry point (scripts/ and the installed sge-deploy)
+runs in a subprocess whose ``import torch`` fails (the serving pair is in tests/serve/test_serve_without_torch.py)."""
 
 import json
 
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.runtime.without_torch import run_code, run_script
+from tests.runtime.without_torch import run_code, run_entry_point, run_script
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -60,3 +60,38 @@ def test_benchmark_script_without_torch_or_scikit_image(artifact, tmp_path):
     report = json.loads(out.read_text())
     assert {r["backend"] for r in report["reports"]} == {"onnxruntime", "openvino"}
     assert all(np.isfinite(r["latency"]["median_ms"]) and r["queries"] >= 5 for r in report["reports"])
+
+
+def test_every_sub_command_module_imports_without_torch():
+    """Heavy imports are inside the commands' functions: listing or dispatching never pulls in the export side."""
+    code = (
+        "from runtime.commands import COMMANDS, load_command\n"
+        "for name in COMMANDS:\n    load_command(name).build_parser()\n"
+        "print(sorted(m for m in sys.modules if m in ('onnxsim', 'export.pipeline', 'models.registry')))\n"
+    )
+    result = run_code(code)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
+def test_installed_command_infers_without_torch(artifact, tmp_path):
+    from models.transforms import sample_photos
+
+    images = []
+    for name, photo in sample_photos(("chelsea", "coffee", "astronaut")).items():
+        images.append(tmp_path / f"{name}.png")
+        Image.fromarray(photo).save(images[-1])
+    out = tmp_path / "predictions.json"
+    args = ["infer", str(artifact), *map(str, images), "--batch-size", "2", "--threads", "1", "--json", str(out)]
+    result = run_entry_point(*args)
+    assert result.returncode == 0, result.stderr
+    predictions = json.loads(out.read_text())["predictions"]
+    assert [p["image"] for p in predictions] == list(map(str, images))
+    assert predictions[0]["top_k"][0]["label"] in result.stdout
+
+
+def test_installed_command_says_what_a_torch_command_needs():
+    result = run_entry_point("export", "--model", "resnet18")
+    assert result.returncode == 2
+    assert result.stderr.strip() == "error: export needs PyTorch; install it with pip install 'sge-deploy[export]'"
+    assert run_entry_point("export", "--help").returncode == 0  # its help does not need torch

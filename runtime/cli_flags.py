@@ -1,0 +1,110 @@
+"""The command line's shared vocabulary: one spelling, type and meaning per concept, for every sub-command.
+
+``--input-size H W``, ``--output PATH``, ``--batch-size N`` (one value), ``--batch-sizes 1,3,8`` (a list: commas,
+spaces accepted too), ``--backends a,b`` (``--backend`` is the same flag), ``--threads N``, ``--json PATH|-``.
+A command adds the ones it takes with the ``add_*`` functions below, each with its own default and help; the
+spellings of earlier releases (``DEPRECATED``) still work for one release and print one line on stderr naming
+the new flag. argparse only: importing this module costs nothing.
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+# old spelling → the flag that replaces it (the old one works until the next release, with a warning)
+DEPRECATED = {
+    "--size": "--input-size",
+    "--out": "--output",
+    "--batch": "--batch-size",
+    "--targets": "--backends",
+}
+
+
+def int_list(text: str) -> tuple[int, ...]:
+    """``1,3,8`` (or one number) → (1, 3, 8); each value at least 1."""
+    try:
+        values = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"expected integers such as 1,3,8; got {text!r}") from err
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected integers of at least 1 such as 1,3,8; got {text!r}")
+    return values
+
+
+def name_list(text: str) -> tuple[str, ...]:
+    """``onnxruntime,openvino`` → ("onnxruntime", "openvino")."""
+    names = tuple(part.strip() for part in text.split(",") if part.strip())
+    if not names:
+        raise argparse.ArgumentTypeError(f"expected names such as onnxruntime,openvino; got {text!r}")
+    return names
+
+
+class _Store(argparse.Action):
+    """Store a flag's value; a list flag's words (``1,3 8``) become one flat tuple; an old spelling warns once."""
+
+    def __init__(self, option_strings, dest, *, flatten=False, one=False, replaced_by=None, **kwargs):
+        super().__init__(option_strings, dest, **kwargs)
+        self.flatten, self.one, self.replaced_by = flatten, one, replaced_by
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        if self.replaced_by is not None:
+            print(
+                f"warning: {option_string} is deprecated and goes in the next release; use {self.replaced_by}",
+                file=sys.stderr,
+            )
+        if self.flatten:
+            values = tuple(value for word in values for value in word)
+        if self.one and len(values) != 1:
+            parser.error(f"{option_string} takes one backend here; got {','.join(values)}")
+        setattr(namespace, self.dest, values)
+
+
+def _add(parser: argparse.ArgumentParser, flag: str, *aliases: str, **kwargs) -> argparse.Action:
+    """``flag`` (and same-meaning ``aliases``), and each old spelling of ``flag`` as a hidden, warning alias."""
+    action = parser.add_argument(flag, *aliases, action=_Store, **kwargs)
+    for old, new in DEPRECATED.items():
+        if new == flag:
+            alias = {k: v for k, v in kwargs.items() if k in ("type", "nargs", "metavar", "flatten", "one")}
+            parser.add_argument(
+                old, dest=action.dest, action=_Store, replaced_by=flag, default=argparse.SUPPRESS,
+                help=argparse.SUPPRESS, **alias,
+            )  # fmt: skip
+    return action
+
+
+def add_input_size(parser: argparse.ArgumentParser, *, default=None, help: str) -> argparse.Action:
+    return _add(parser, "--input-size", type=int, nargs=2, metavar=("H", "W"), default=default, help=help)
+
+
+def add_output(parser: argparse.ArgumentParser, *, default=None, metavar: str = "PATH", help: str) -> argparse.Action:
+    return _add(parser, "--output", type=Path, metavar=metavar, default=default, help=help)
+
+
+def add_batch_size(parser: argparse.ArgumentParser, *, default=None, help: str) -> argparse.Action:
+    return _add(parser, "--batch-size", type=int, metavar="N", default=default, help=help)
+
+
+def add_batch_sizes(parser: argparse.ArgumentParser, *, default=None, help: str) -> argparse.Action:
+    """A list of batch sizes: ``--batch-sizes 1,3,8`` (the documented form; ``1 3 8`` is read the same)."""
+    default = ",".join(map(str, default)) if isinstance(default, (tuple, list)) else default  # shown as 1,3,8
+    return _add(
+        parser, "--batch-sizes", type=int_list, nargs="+", flatten=True, metavar="N,N", default=default, help=help
+    )
+
+
+def add_backends(parser: argparse.ArgumentParser, *, default, one: bool = False, help: str) -> argparse.Action:
+    """``--backends a,b`` and its alias ``--backend``; with ``one`` a command that runs one backend refuses a list."""
+    default = ",".join(default) if isinstance(default, (tuple, list)) else default  # argparse applies the type
+    metavar = "NAME" if one else "NAME[,NAME]"
+    return _add(
+        parser, "--backends", "--backend", type=name_list, flatten=True, nargs=1, one=one, metavar=metavar,
+        default=default, help=help,
+    )  # fmt: skip
+
+
+def add_threads(parser: argparse.ArgumentParser, *, default=None, help: str) -> argparse.Action:
+    return _add(parser, "--threads", type=int, metavar="N", default=default, help=help)
+
+
+def add_json(parser: argparse.ArgumentParser, *, default=None, help: str) -> argparse.Action:
+    return _add(parser, "--json", type=Path, metavar="PATH|-", default=default, help=f"{help} (- for standard output)")

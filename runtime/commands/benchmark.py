@@ -1,0 +1,197 @@
+"""Time an exported model on several backends in one run, and print trtexec-shaped summaries and a comparison.
+
+sge-deploy benchmark ARTIFACT [--backends torch,onnxruntime,openvino] [--batch-size N] [--threads N]
+    [--precision fp32,int8] [--warmup-ms 200] [--duration 3] [--iterations 10] [--percentiles 90,95,99] [--json PATH]
+    [--export-times FILE] [--plot FILE.png]
+"""
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.panel import Panel
+from rich.table import Table
+
+from export.artifacts import ArtifactError, write_json
+from runtime import UnknownBackendError
+from runtime.backends.base import BackendUnavailableError, InputMismatchError
+from runtime.bench_report import BenchmarkResult, plot_latencies, run_benchmark
+from runtime.cli import (
+    check_output_paths,
+    invocation,
+    is_stdout,
+    make_console,
+    make_parser,
+    run_main,
+    write_json_output,
+)
+from runtime.cli_flags import add_backends, add_batch_size, add_json, add_threads
+from runtime.latency import BenchmarkConfig
+
+MAX_BATCH = 256  # 256 images at 224×224 are 154 MB of input: every backend's activations fit in a few GB
+# PyTorch's OpenMP threads busy-wait after each parallel region, as ONNX Runtime's spin: with several backends in one
+# process (or a loaded machine) they steal the CPU, and torch at 2 threads measured 5-10× slower than at 1 thread on
+# this project's shared 2-core machine. PASSIVE makes them sleep, the counterpart of ORT's allow_spinning="0". The
+# entry points set it before torch is imported; an OMP_WAIT_POLICY already set wins.
+PROCESS_ENV = {"OMP_WAIT_POLICY": "PASSIVE"}
+
+
+def backend_options(name: str, args: argparse.Namespace) -> dict[str, Any]:
+    """Each backend's runner options from the command line (one entry per backend)."""
+    table = {
+        "torch": {"threads": args.threads, "device": args.device, "precision": "fp16" if args.fp16 else "fp32"},
+        # Idle ORT threads must sleep, not spin, while other backends are timed in this process.
+        "onnxruntime": {"threads": args.threads, "device": args.device, "allow_spinning": False},
+        "openvino": {"threads": args.threads},
+        # The engine's precision and batch profile were fixed when it was built; trtexec's --useCudaGraph and
+        # --noDataTransfers are runner options.
+        "tensorrt": {"cuda_graph": args.trt_cuda_graph, "transfers": not args.trt_no_transfers},
+    }
+    return table.get(name, {"threads": args.threads})
+
+
+# backend → the reduced precisions it runs (fp32 is every backend's default entry)
+REDUCED_PRECISIONS = {"onnxruntime": ("int8",), "openvino": ("bf16", "int8")}
+
+
+def entries(backends: list[str], precisions: list[str], args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    """Benchmark entries → runner options: each backend at fp32, and at each reduced precision it runs."""
+    table = {}
+    for name in backends:
+        for precision in precisions:
+            if precision in ("fp32", "f32"):
+                table[name] = backend_options(name, args)
+            elif precision in REDUCED_PRECISIONS.get(name, ()):
+                table[f"{name}:{precision}"] = {**backend_options(name, args), "precision": precision}
+    return table
+
+
+def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
+    parser = make_parser(__doc__.split("\n\n")[0], prog=prog)
+    parser.add_argument("artifact", type=Path, help="artifact directory (or a bare .onnx file)")
+    add_backends(parser, default="torch,onnxruntime,openvino", help="comma-separated; the first is the base")
+    add_batch_size(parser, default=1, help=f"images per query, 1..{MAX_BATCH}")
+    add_threads(parser, help="intra-op threads for every backend")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="torch and onnxruntime device")
+    parser.add_argument("--fp16", action="store_true", help="torch on cuda in FP16")
+    parser.add_argument(
+        "--precision",
+        default="fp32",
+        help="comma-separated, e.g. fp32,bf16,int8: each backend once per precision it runs (onnxruntime: int8; "
+        "openvino: bf16, int8), in the same run (entries named backend:int8)",
+    )
+    parser.add_argument("--trt-cuda-graph", action="store_true", help="TensorRT: replay a CUDA graph per batch size")
+    parser.add_argument(
+        "--trt-no-transfers", action="store_true", help="TensorRT: time compute only, no host copies after the first"
+    )
+    parser.add_argument("--warmup-ms", type=float, default=200.0)
+    parser.add_argument("--duration", type=float, default=3.0, help="at least this many seconds per backend")
+    parser.add_argument("--iterations", type=int, default=10, help="at least this many queries per backend")
+    parser.add_argument("--percentiles", default="90,95,99")
+    parser.add_argument("--mode", choices=("block", "interleave"), default="block")
+    add_json(parser, help="write every figure, the command, versions and machine here")
+    parser.add_argument("-v", "--verbose", action="store_true", help="the traceback of an internal error")
+    parser.add_argument("--export-times", type=Path, help="write every query's latency here (JSON)")
+    parser.add_argument("--plot", type=Path, help="PNG of the latency distributions")
+    return parser
+
+
+def print_result(console: Console, result: BenchmarkResult) -> None:
+    for report in result.reports:
+        text = "\n".join(report.summary_lines())
+        style = "yellow" if report.cv_warning else "green"
+        console.print(Panel(text, title=f"Performance summary: {report.backend}", border_style=style, expand=False))
+    percentiles = list(result.config.percentiles)
+    table = Table(
+        title=f"{result.model or result.artifact}, batch {result.reports[0].batch}, same run ({result.config.mode})"
+    )
+    for column in ("backend", "median ms", "mean ms", *(f"p{p:g} ms" for p in percentiles), "CV %", "qps", "images/s"):
+        table.add_column(column, justify="left" if column == "backend" else "right")
+    table.add_column(f"median / {result.reports[0].backend}", justify="right")
+    for row in result.comparison():
+        table.add_row(
+            row["backend"],
+            f"{row['median_ms']:.3f}",
+            f"{row['mean_ms']:.3f}",
+            *(f"{row['percentiles_ms'][f'{p:g}']:.3f}" for p in percentiles),
+            f"{row['cv'] * 100:.2f}",
+            f"{row['throughput_qps']:.4g}",
+            f"{row['throughput_images_per_s']:.4g}",
+            f"{row['latency_ratio']:.2f}×",
+        )
+    console.print(table)
+    agreement = ", ".join(f"{k}: max|Δ| {v['max_abs']:.2e}" for k, v in list(result.agreement.items())[1:])
+    if agreement:
+        console.print(f"outputs vs {result.reports[0].backend} on the timed batch: {agreement}")
+    for report in result.reports:
+        graph = report.description.get("graph")
+        if graph == "sge_fused" and "nchwc_sge_blocks" in report.description:  # ONNX Runtime's
+            blocked = f"{report.description['nchwc_sge_blocks']}/{report.description['fused_sge_blocks']}"
+            graph_file = Path(report.description.get("model_path", "model.sge_fused.onnx")).name
+            console.print(f"{report.backend} ran the fused-SGE graph ({graph_file}; {blocked} blocks in NCHWc)")
+        elif graph is not None:
+            console.print(f"{report.backend} ran {Path(report.description.get('model_path', 'model.onnx')).name}")
+    machine = result.machine
+    console.print(
+        f"machine: {machine['cpu_model']}, {machine['physical_cores']} cores / {machine['logical_cpus']} threads "
+        f"({machine['usable_cpus']} usable), load {machine.get('load_average_1_5_15')}"
+    )
+
+
+def main(argv: list[str] | None = None, *, prog: str | None = None) -> int:
+    return run_main(lambda a: _main(a, prog), argv)
+
+
+def _main(argv: list[str] | None, prog: str | None) -> int:
+    args = build_parser(prog).parse_args(argv)
+    console = make_console(json_path=args.json)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    backends = list(args.backends)
+    precisions = [p.strip() for p in args.precision.split(",") if p.strip()]
+    runs = entries(backends, precisions, args)
+    try:
+        if args.batch_size > MAX_BATCH:  # 100000 images would be refused only by the OOM killer
+            raise ValueError(f"--batch-size must lie in 1..{MAX_BATCH}; got {args.batch_size}")
+        check_output_paths(json=args.json, export_times=args.export_times, plot=args.plot)  # before the work
+        config = BenchmarkConfig(
+            warmup_ms=args.warmup_ms,
+            duration_s=args.duration,
+            iterations=args.iterations,
+            percentiles=tuple(float(p) for p in args.percentiles.split(",")),
+            mode=args.mode,
+        )
+        result = run_benchmark(
+            args.artifact,
+            list(runs),
+            batch=args.batch_size,
+            config=config,
+            options=runs,
+            command=[*invocation(prog, "benchmark"), *(sys.argv[1:] if argv is None else argv)],
+        )
+    except (
+        ArtifactError,
+        BackendUnavailableError,
+        InputMismatchError,
+        UnknownBackendError,
+        OSError,
+        ValueError,
+    ) as err:
+        console.print(f"[red]error:[/red] {err}", soft_wrap=True)
+        return 2
+    print_result(console, result)
+    if args.json:
+        environment = {k: os.environ[k] for k in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS") if k in os.environ}
+        write_json_output(args.json, {**result.to_dict(), "environment": environment})
+        if not is_stdout(args.json):
+            console.print(f"wrote {args.json}")
+    if args.export_times:
+        write_json(args.export_times, result.times())
+        console.print(f"wrote {args.export_times}")
+    if args.plot:
+        plot_latencies(result.reports, args.plot, title=f"{result.model}: latency per query, batch {args.batch_size}")
+        console.print(f"wrote {args.plot}")
+    return 0

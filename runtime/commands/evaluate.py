@@ -1,0 +1,94 @@
+"""Top-1/top-5 accuracy and agreement with FP32 eager PyTorch on a folder of images, several backends in one run.
+
+sge-deploy evaluate artifacts/sge_resnet50 --data val/ --backends onnxruntime,onnxruntime:int8,openvino:int8
+sge-deploy evaluate ARTIFACT --data photos/ --labels labels.txt --json eval.json
+sge-deploy evaluate ARTIFACT --data photos/ --reference onnxruntime   # no torch: FP32 ONNX Runtime as reference
+(the default weights are untrained: accuracy needs --checkpoint at export; README: INT8)
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+from runtime.cli import invocation, make_console, make_parser, run_main, write_json_output
+from runtime.cli_flags import add_backends, add_batch_size, add_json, add_threads
+
+
+def main(argv: list[str] | None = None, *, prog: str | None = None) -> int:
+    return run_main(lambda a: _main(a, prog), argv)
+
+
+def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
+    parser = make_parser(__doc__.split("\n\n")[0], prog=prog)
+    parser.add_argument("artifact", type=Path, help="artifact directory")
+    parser.add_argument("--data", type=Path, required=True, help="ImageFolder directory, or images with --labels")
+    parser.add_argument("--labels", type=Path, help="lines of '<relative image path> <class index>'")
+    add_backends(parser, default="onnxruntime,onnxruntime:int8", help="backend[:precision], comma-separated")
+    parser.add_argument("--reference", default="torch", help="what agreement is measured against (default: FP32 eager)")
+    add_batch_size(parser, default=8, help="images per inference call")
+    add_threads(parser, help="intra-op threads (default: the backend's own)")
+    parser.add_argument("--limit", type=int, help="evaluate only the first N images")
+    parser.add_argument("-v", "--verbose", action="store_true", help="the traceback of an internal error")
+    add_json(parser, help="write the report here")
+    return parser
+
+
+def _main(argv: list[str] | None, prog: str | None) -> int:
+    args = build_parser(prog).parse_args(argv)
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.table import Table
+
+    import runtime
+    from export.artifacts import ArtifactError
+    from models.transforms import ImageReadError
+    from runtime.backends.base import BackendUnavailableError
+    from runtime.evaluate import DatasetError, evaluate, load_dataset
+
+    console = make_console(stderr=True)
+    targets = list(args.backends)
+    try:
+        dataset = load_dataset(args.data, labels_file=args.labels, limit=args.limit)
+        columns = (TextColumn("evaluating"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+        with Progress(*columns, console=console) as bar:
+            task = bar.add_task("images", total=len(dataset))
+            report = evaluate(
+                args.artifact,
+                dataset,
+                targets=targets,
+                reference=args.reference,
+                batch=args.batch_size,
+                threads=args.threads,
+                progress=lambda n: bar.advance(task, n),
+            )
+    except (
+        ArtifactError,
+        DatasetError,
+        ImageReadError,
+        BackendUnavailableError,
+        runtime.UnknownBackendError,
+        ValueError,
+        OSError,
+    ) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    table = Table(title=f"{report['model']} on {dataset.kind} {args.data} ({len(dataset)} images), vs {args.reference}")
+    for column in ("target", "top-1", "top-5", "top-1 agree", "top-5 overlap", "cos mean", "cos min", "rel L2 max"):
+        table.add_column(column, justify="left" if column == "target" else "right")
+    for row in report["results"]:
+        acc, agree = row["accuracy"], row["agreement"]
+        table.add_row(
+            row["target"],
+            f"{acc['top1']:.2%}" if acc else "–",
+            f"{acc['top5']:.2%}" if acc else "–",
+            f"{agree['top1_agreement']:.2%}",
+            f"{agree['top5_overlap']:.2%}",
+            f"{agree['cosine_mean']:.4f}",
+            f"{agree['cosine_min']:.4f}",
+            f"{agree['rel_l2_max']:.3g}",
+        )
+    make_console(json_path=args.json).print(table)
+    if args.json:
+        command = [*invocation(prog, "evaluate"), *(sys.argv[1:] if argv is None else argv)]
+        write_json_output(args.json, {**report, "command": command})
+    return 0

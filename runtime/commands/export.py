@@ -1,0 +1,364 @@
+"""Export a model to a verified ONNX artifact directory: model.onnx, parity.json, manifest.json.
+
+sge-deploy export --model sge_resnet50                      # → artifacts/sge_resnet50/
+sge-deploy export --model se_resnet50 --checkpoint se.pth --output out/se --input-size 256 256
+sge-deploy export --model my_models.resnext:sge_resnext26 --output out/resnext   # your own nn.Module factory
+sge-deploy export --model sge_resnet50 --int8 [--calib-images DIR] [--calib-method minmax] [--calib-count 32]
+"""
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+from runtime.cli import (
+    EXIT_INPUT,
+    EXIT_NO_ENGINE,
+    EXIT_PARITY,
+    check_output_paths,
+    make_console,
+    make_parser,
+    run_main,
+    write_json_output,
+)
+from runtime.cli_flags import add_batch_sizes, add_input_size, add_json, add_output
+
+
+def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
+    from export.spec import EXPORTERS, MAX_INPUT_SIDE, SGE_FORMS, SIMPLIFIERS, ExportSpec
+    from export.trt.cli import add_trt_arguments
+
+    d = ExportSpec()
+    p = make_parser(__doc__, prog=prog)
+    p.add_argument(
+        "--model",
+        help="registry name, e.g. sge_resnet50 (see --list-models), or package.module:factory, a function that "
+        "returns your own nn.Module (importable from the current directory or the installed packages)",
+    )
+    p.add_argument("--checkpoint", type=Path, help="weights (.pth/.pt/.pth.tar/.safetensors); default weights without")
+    add_output(p, metavar="DIR", help="artifact directory (default: artifacts/<model>/)")
+    add_input_size(p, default=d.input_size, help=f"example and parity input size, each side 1..{MAX_INPUT_SIDE}")
+    p.add_argument("--dynamic-hw", action="store_true", help="make height and width symbolic too (batch always is)")
+    p.add_argument("--opset", type=int, default=d.opset, help="ONNX opset (see the README)")
+    p.add_argument("--exporter", choices=EXPORTERS, default=d.exporter)
+    p.add_argument("--simplifier", choices=SIMPLIFIERS, default=d.simplifier)
+    p.add_argument(
+        "--sge-form",
+        choices=SGE_FORMS,
+        default=d.sge_form,
+        help="SGE graph: official (default) or compact (same numerics, no Reshape; faster in OpenVINO; README)",
+    )
+    p.add_argument(
+        "--no-fused-sge",
+        dest="fused_sge",
+        action="store_false",
+        help="SGE models: skip model.sge_fused.onnx (SGE + residual as one compiled op for ONNX Runtime CPU; README)",
+    )
+    gates = "given explicitly, --atol/--rtol are enforced as given (no FP32 noise-floor pass; README: Export)"
+    p.add_argument("--atol", type=float, help=f"max abs difference gate (default {d.atol:g}); {gates}")
+    p.add_argument("--rtol", type=float, help=f"relative L2 gate (default {d.rtol:g}); {gates}")
+    add_batch_sizes(p, default=d.batch_sizes, help="parity batch sizes, e.g. 1,3,8")
+    p.add_argument("--images", nargs="+", type=Path, metavar="FILE", help="photographs for parity (default: bundled)")
+    p.add_argument("--init", choices=("calibrated", "random"), default="calibrated", help="default-weights init")
+    add_json(p, help="write the result (paths, op counts, parity) as JSON")
+    p.add_argument("--fp16-onnx", action="store_true", help="also write model_fp16.onnx (FP32 islands around SGE)")
+    add_trt_arguments(p)
+    p.add_argument(
+        "--trt-optional",
+        action="store_true",
+        help="without TensorRT, warn and exit 0 instead of exit 4 (no engine built)",
+    )
+    p.add_argument(
+        "--triton-repo", type=Path, metavar="DIR", help="also write a Triton model repository (DIR/<model>/)"
+    )
+    p.add_argument("--int8", action="store_true", help="also write the calibrated INT8 Q/DQ graphs (README: INT8)")
+    p.add_argument(
+        "--calib-images",
+        nargs="+",
+        type=Path,
+        metavar="DIR|FILE",
+        help="INT8 calibration photographs (default: bundled)",
+    )
+    p.add_argument("--calib-method", choices=("minmax", "entropy", "percentile"), default="minmax")
+    p.add_argument("--calib-count", type=int, default=32, metavar="N", help="INT8 calibration samples")
+    p.add_argument("--list-models", action="store_true", help="list the model names and exit")
+    p.add_argument("-v", "--verbose", action="store_true", help="log the library's progress")
+    return p
+
+
+def input_errors() -> tuple[type[BaseException], ...]:
+    """Errors that mean a bad input or a failed step: one line on stderr, exit 2."""
+    import models
+    from export.artifacts import ArtifactError
+    from export.fp16 import Fp16ConversionError
+    from export.int8.calibration import CalibrationImageError, Int8RequestError
+    from export.int8.quantize import QuantizationError
+    from export.onnx_export import OnnxExportError
+    from export.pipeline import ModelOutputError
+    from export.simplify import SimplifyError
+    from export.spec import SpecError
+    from export.triton_repo import TritonConfigError
+    from export.trt.build import TrtBuildError, TrtRequestError
+    from export.trt.calibrate import CalibrationDataError
+    from models.factory import FactoryError
+    from models.transforms import ImageReadError
+    from runtime.cli import OutputPathError
+
+    return (
+        OutputPathError,
+        FactoryError,
+        ModelOutputError,
+        models.UnknownModelError,
+        models.CheckpointError,
+        models.FeatureTooSmallError,
+        models.InputShapeError,
+        SpecError,
+        ImageReadError,
+        ArtifactError,
+        OnnxExportError,
+        SimplifyError,
+        Fp16ConversionError,
+        TrtRequestError,
+        TrtBuildError,
+        CalibrationDataError,
+        CalibrationImageError,
+        Int8RequestError,
+        QuantizationError,
+        TritonConfigError,
+        ImportError,
+        OSError,
+        argparse.ArgumentTypeError,
+    )
+
+
+def follow_up_steps(args: argparse.Namespace) -> list[Callable]:
+    """Steps that run on a finished ONNX artifact, each ``step(args, result, console)``; TensorRT/Triton go here."""
+    steps: list[Callable] = [tensorrt_step] if args.fp16_onnx or args.trt else []
+    if args.triton_repo is not None:
+        steps.append(triton_repo_step)  # last: the repository takes the engine when one was built
+    return steps
+
+
+def triton_repo_step(args: argparse.Namespace, result: Any, console: Console) -> None:
+    from export.triton_repo import write_triton_repository
+
+    repo = write_triton_repository(result.output_dir, args.triton_repo, overwrite=True)
+    console.print(f"Triton model repository: {repo.root} ({', '.join(repo.models)})")
+
+
+class EngineNotBuiltError(Exception):
+    """``--trt`` asked for an engine that could not be built here (TensorRT missing): exit 4 after the other steps."""
+
+
+def tensorrt_step(args: argparse.Namespace, result: Any, console: Console) -> None:
+    """The FP16-islands ONNX, then the engine; without TensorRT, EngineNotBuiltError (a warning with --trt-optional)."""
+    from export.trt.artifact import add_engine, add_fp16_onnx
+    from export.trt.build import TensorRTNotInstalledError
+    from export.trt.cli import trt_options
+
+    if args.fp16_onnx or args.trt == "fp16":
+        path, parity = add_fp16_onnx(result.output_dir)
+        console.print(
+            f"{path.name}: vs model.onnx on {parity.cases} photographs, top-1 agreement {parity.top1_agreement:.0%}, "
+            f"max |Δlogit| {parity.max_abs:.3g} ({parity.max_rel:.2%} of the largest logit)"
+        )
+    if not args.trt:
+        return
+    try:
+        engine, _ = add_engine(result.output_dir, options=trt_options(args), validate=args.trt_validate)
+    except TensorRTNotInstalledError as err:
+        if not args.trt_optional:
+            raise EngineNotBuiltError(str(err)) from err
+        print(f"warning: {err}; the ONNX artifacts are complete, no engine was built", file=sys.stderr)
+        return
+    info = engine.info
+    console.print(f"{engine.plan.name}: TensorRT {info['tensorrt_version']} {args.trt}, {info['gpu']['name']}")
+
+
+@contextmanager
+def stage_progress(console: Console) -> Iterator[Callable[[str, float | None], None]]:
+    """The export's progress callback: the rich display in a terminal, else one plain line per finished stage."""
+    if not console.is_terminal:  # CI or a log file: each line as its stage ends, not all at the end
+
+        def print_stage(stage: str, seconds: float | None) -> None:
+            if seconds is not None:
+                print(f"{stage}: {seconds:.1f} s", file=console.file, flush=True)
+
+        yield print_stage
+        return
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console) as bar:
+        tasks: dict[str, int] = {}
+
+        def on_stage(stage: str, seconds: float | None) -> None:
+            if seconds is None:
+                tasks[stage] = bar.add_task(f"{stage}…", total=1)
+            else:
+                bar.update(tasks[stage], completed=1, description=f"{stage} ({seconds:.1f} s)")
+
+        yield on_stage
+
+
+def int8_options(args: argparse.Namespace) -> Any:
+    if not args.int8:
+        if args.calib_images:
+            raise argparse.ArgumentTypeError("--calib-images is for --int8; add --int8")
+        return None
+    from export.int8.calibration import CalibrationOptions
+
+    return CalibrationOptions(images=tuple(args.calib_images or ()), method=args.calib_method, count=args.calib_count)
+
+
+def int8_table(result: Any) -> Any:
+    from rich.table import Table
+
+    table = Table(
+        title=f"INT8 graphs (calibration: {result.calibration['samples']} samples, "
+        f"{result.calibration['method']}); worst sample per reference"
+    )
+    for column in (
+        "graph",
+        "scheme",
+        "vs",
+        "photos cos",
+        "photos top-1",
+        "clear top-1",
+        "photos top-5",
+        "random cos",
+        "SGE float",
+        "status",
+    ):
+        table.add_column(column, no_wrap=column == "graph")
+    for graph in result.graphs:
+        for ref in ("eager", "fp32_onnx"):
+            photos, noise = graph.parity.worst(ref, "photos"), graph.parity.worst(ref, "random")
+            table.add_row(
+                graph.name,
+                graph.scheme,
+                ref,
+                f"{photos['cosine']:.4f}",
+                f"{photos['top1']:.0%}",
+                f"{photos['clear_top1']:.0%}",
+                f"{photos['top5']:.0%}",
+                f"{noise['cosine']:.4f}",
+                str(graph.sge_regions_float),
+                "pass" if graph.passed else "FAIL",
+            )
+    return table
+
+
+def main(argv: list[str] | None = None, *, prog: str | None = None) -> int:
+    return run_main(lambda a: _main(a, prog), argv)
+
+
+def _main(argv: list[str] | None, prog: str | None) -> int:
+    args = build_parser(prog).parse_args(argv)
+    console = make_console(highlight=False, min_width=110, json_path=args.json)  # the parity table needs ~105 columns
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(name)s: %(message)s")
+    if args.list_models:
+        import models
+
+        console.print("\n".join(models.list_models()))
+        return 0
+    if not args.model:
+        print("error: give --model NAME (see --list-models) or --model package.module:factory", file=sys.stderr)
+        return EXIT_INPUT
+
+    import models
+    from export.fp16 import fp16_refusal
+    from export.pipeline import export_model
+    from export.spec import ExportSpec
+    from export.tables import ops_table, parity_table, stage_table
+
+    try:
+        check_output_paths(json=args.json)  # before the work, not after it
+    except input_errors() as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_INPUT
+
+    has_sge = args.model in models.MODEL_CONFIGS and models.get_config(args.model).attention == "sge"
+    refusal = fp16_refusal(model=args.model, compact_sge_layers=int(has_sge and args.sge_form == "compact"))
+    if refusal and (args.fp16_onnx or args.trt in ("fp16", "int8")):
+        print(f"error: {refusal}", file=sys.stderr)  # before any file is written
+        return EXIT_INPUT
+
+    try:
+        int8 = int8_options(args)
+        with stage_progress(console) as on_stage:
+            result = export_model(
+                args.model,
+                args.output,
+                checkpoint=args.checkpoint,
+                init=args.init,
+                images=args.images,
+                check=False,
+                progress=on_stage,
+                input_size=tuple(args.input_size),
+                dynamic_hw=args.dynamic_hw,
+                opset=args.opset,
+                exporter=args.exporter,
+                simplifier=args.simplifier,
+                sge_form=args.sge_form,
+                fused_sge=args.fused_sge,
+                atol=ExportSpec.atol if args.atol is None else args.atol,
+                rtol=ExportSpec.rtol if args.rtol is None else args.rtol,
+                noise_floor=args.atol is None and args.rtol is None,  # explicit gates are enforced as given
+                batch_sizes=args.batch_sizes,
+                int8=int8,
+            )
+    except input_errors() as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_INPUT
+
+    console.print(ops_table(result.ops_before, result.ops_after, simplifier=result.spec.simplifier))
+    console.print(parity_table(result.parity))
+    if result.fused_parity is not None:
+        console.print(parity_table(result.fused_parity))
+    console.print(stage_table(result.stage_seconds))
+    if args.json:
+        write_json_output(args.json, result.to_dict())
+    if not result.passed:
+        failures = [*result.parity.failures(), *(result.fused_parity.failures() if result.fused_parity else [])]
+        print(f"error: parity failed ({'; '.join(failures)}); no manifest written", file=sys.stderr)
+        return EXIT_PARITY
+    if result.int8 is not None:
+        console.print(int8_table(result.int8))
+        if not result.int8.passed:
+            print(
+                f"error: INT8 parity failed ({'; '.join(result.int8.failures())}); those graphs are not in the "
+                "manifest (re-calibrate: --calib-images with more photographs, or --calib-method)",
+                file=sys.stderr,
+            )
+            return EXIT_PARITY
+    from export.trt.inspect import EngineParityError
+
+    missing_engine = None
+    try:
+        for step in follow_up_steps(args):
+            try:
+                step(args, result, console)
+            except EngineNotBuiltError as err:
+                missing_engine = err  # the later steps (Triton repository) still run
+    except input_errors() as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_INPUT
+    except EngineParityError as err:  # the engine is kept, with its parity and layer JSON, for inspection
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_PARITY
+    fused = f"; ONNX Runtime CPU: {result.fused_path.name}" if result.fused_path else ""
+    console.print(
+        f"artifact: {result.output_dir} (deploy {result.onnx_path.name}{fused}; manifest {result.manifest_path.name})"
+    )
+    if missing_engine is not None:
+        print(
+            f"error: no TensorRT engine was built: {missing_engine}; the ONNX artifacts are complete "
+            "(add --trt-optional to accept an artifact without the engine)",
+            file=sys.stderr,
+        )
+        return EXIT_NO_ENGINE
+    return 0

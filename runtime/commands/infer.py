@@ -1,0 +1,127 @@
+"""Classify image files with an exported model on any backend and print the top classes.
+
+sge-deploy infer ARTIFACT IMAGE... [--backend onnxruntime] [--batch-size 8] [--top-k 5] [--labels FILE] [--json PATH]
+
+Images run in batches of --batch-size (default 8: memory stays bounded however many files are given).
+"""
+
+import argparse
+import logging
+from pathlib import Path
+
+from rich.table import Table
+
+import runtime
+from export.artifacts import ArtifactError
+from models.transforms import MAX_IMAGE_PIXELS, ImageReadError
+from runtime.backends.base import BackendUnavailableError, InputMismatchError, NonFiniteOutputError
+from runtime.cli import check_output_paths, make_console, make_parser, run_main, write_json_output
+from runtime.cli_flags import add_backends, add_batch_size, add_json, add_threads
+from runtime.labels import labels_for
+from runtime.preprocess import preprocess_images, preprocessing_for
+from runtime.topk import LabelsError, top_k
+
+DEFAULT_BATCH_SIZE = 8
+
+
+def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
+    parser = make_parser(__doc__.split("\n\n")[0], prog=prog)
+    parser.add_argument("artifact", type=Path, help="artifact directory (or a bare .onnx file)")
+    parser.add_argument(
+        "images", type=Path, nargs="+", help=f"JPEG or PNG files, each at most {MAX_IMAGE_PIXELS:,} pixels"
+    )
+    add_backends(
+        parser, default="onnxruntime", one=True, help=f"one of {', '.join(runtime.list_backends())}, or auto (README)"
+    )
+    add_batch_size(parser, default=DEFAULT_BATCH_SIZE, help="images per inference call")
+    parser.add_argument("--top-k", type=int, default=5)
+    parser.add_argument(
+        "--labels", type=Path, help="class names, one per line (default: the ImageNet-1k names for 1000 classes)"
+    )
+    add_threads(parser, help="intra-op threads (default: the backend's own)")
+    parser.add_argument("--precision", default="fp32", help="fp32 (= f32), bf16 (openvino), int8 (README)")
+    parser.add_argument(
+        "--min-precision", default="fp32", help="--backend auto: the lowest precision allowed (fp32, bf16, int8)"
+    )
+    parser.add_argument("--auto-table", type=Path, help="--backend auto: reuse/store its timings in this JSON file")
+    add_json(parser, help="write the predictions here")
+    parser.add_argument("-v", "--verbose", action="store_true", help="the traceback of an internal error")
+    return parser
+
+
+def main(argv: list[str] | None = None, *, prog: str | None = None) -> int:
+    return run_main(lambda a: _main(a, prog), argv)
+
+
+def _main(argv: list[str] | None, prog: str | None) -> int:
+    args = build_parser(prog).parse_args(argv)
+    console = make_console(json_path=args.json)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        check_output_paths(json=args.json)  # before the work
+        if args.batch_size < 1:
+            raise ValueError(f"--batch-size must be at least 1; got {args.batch_size}")
+        source = runtime.open_source(args.artifact)
+        options = {"precision": args.precision} if args.precision not in ("fp32", "f32") else {}
+        backend = args.backends[0]
+        if backend == "auto":
+            from runtime.auto import choose_backend
+
+            choice = choose_backend(
+                source,
+                min_precision=args.min_precision,
+                batch=min(args.batch_size, len(args.images)),
+                threads=args.threads,
+                table=args.auto_table,
+            )
+            console.print(f"auto: {choice.reason}", soft_wrap=True)
+            backend, options = choice.backend, choice.load_options()
+        runner = runtime.load(source, backend=backend, threads=args.threads, check_finite=True, **options)
+        classes = source.output_spec.shape[-1]
+        labels = labels_for(classes if isinstance(classes, int) else None, args.labels)
+        predictions = []
+        with runner:
+            for start in range(0, len(args.images), args.batch_size):
+                batch = preprocess_images(args.images[start : start + args.batch_size], preprocessing_for(source))
+                predictions += top_k(runner.infer(batch), args.top_k, labels=labels)
+    except (
+        ArtifactError,
+        BackendUnavailableError,
+        FileNotFoundError,
+        ImageReadError,
+        InputMismatchError,
+        LabelsError,
+        NonFiniteOutputError,
+        runtime.UnknownBackendError,
+        ValueError,
+    ) as err:
+        console.print(f"[red]error:[/red] {err}", soft_wrap=True)
+        return 2
+    untrained = f"{source.weights}: default weights, NOT trained" if source.untrained else None
+    if untrained:
+        console.print(
+            f"[yellow]warning:[/yellow] {args.artifact} has the project's {untrained}: these predictions "
+            "are meaningless; export with --checkpoint for real ones",
+            soft_wrap=True,
+        )
+    results = []
+    for image, preds in zip(args.images, predictions, strict=True):
+        table = Table(title=f"{image.name} ({backend}{'; ' + untrained if untrained else ''})")
+        for column in ("rank", "class", "label", "probability"):
+            table.add_column(column, justify="right" if column != "label" else "left")
+        for rank, p in enumerate(preds, start=1):
+            table.add_row(str(rank), str(p.index), p.label, f"{p.probability:.4f}")
+        console.print(table)
+        results.append({"image": str(image), "top_k": [p.to_dict() for p in preds]})
+    if args.json:
+        write_json_output(
+            args.json,
+            {
+                "artifact": str(args.artifact),
+                "backend": args.backends[0],
+                "weights": source.weights,
+                "untrained": source.untrained,
+                "predictions": results,
+            },
+        )
+    return 0

@@ -1,0 +1,87 @@
+"""Re-run parity on an existing artifact directory (hashes verified first): eager PyTorch vs a backend.
+
+Every ONNX graph the artifact deploys is checked: model.onnx and, for SGE models, model.sge_fused.onnx.
+
+sge-deploy validate artifacts/sge_resnet50
+sge-deploy validate artifacts/sge_resnet50 --images my.jpg --batch-sizes 1,5
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+from runtime.cli import (
+    EXIT_INPUT,
+    EXIT_PARITY,
+    check_output_paths,
+    make_console,
+    make_parser,
+    run_main,
+    write_json_output,
+)
+from runtime.cli_flags import add_backends, add_batch_sizes, add_json
+
+
+def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
+    p = make_parser(__doc__, prog=prog)  # no export/torch import here: --help works without torch
+    p.add_argument("directory", type=Path, help="artifact directory (with manifest.json)")
+    add_backends(p, default="onnxruntime", one=True, help="the backend checked against eager PyTorch: onnxruntime")
+    p.add_argument("--images", nargs="+", type=Path, metavar="FILE", help="photographs (default: bundled)")
+    add_batch_sizes(p, help="parity batch sizes, e.g. 1,3,8 (default: the export's)")
+    p.add_argument("--checkpoint", type=Path, help="the checkpoint the artifact came from, if it moved")
+    add_json(p, help="write the parity reports as JSON (keyed by file)")
+    p.add_argument("-v", "--verbose", action="store_true", help="the traceback of an internal error")
+    return p
+
+
+def main(argv: list[str] | None = None, *, prog: str | None = None) -> int:
+    return run_main(lambda a: _main(a, prog), argv)
+
+
+def _main(argv: list[str] | None, prog: str | None) -> int:
+    args = build_parser(prog).parse_args(argv)
+    backend = args.backends[0]
+    console = make_console(highlight=False, min_width=110, json_path=args.json)
+    import models
+    from export.artifacts import ArtifactError
+    from export.tables import parity_table
+    from export.validate import validate_artifact
+    from models.transforms import ImageReadError
+
+    try:
+        check_output_paths(json=args.json)  # before the work
+        graphs = graphs_to_check(args.directory, backend=backend)
+        reports = validate_artifact(
+            args.directory,
+            backend=backend,
+            images=args.images,
+            batch_sizes=args.batch_sizes,
+            checkpoint=args.checkpoint,
+            graphs=graphs,
+        )
+    except (ArtifactError, models.CheckpointError, ImageReadError, ImportError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_INPUT
+    for graph in graphs:
+        if graph not in reports:  # the library logged why: the fused-SGE kernel cannot be compiled here
+            print(f"warning: {graph} not checked: the fused-SGE kernel cannot be compiled here", file=sys.stderr)
+    for report in reports.values():
+        console.print(parity_table(report))
+    if args.json:
+        write_json_output(args.json, {graph: report.to_dict() for graph, report in reports.items()})
+    failures = [f"{graph}: {failure}" for graph, report in reports.items() for failure in report.failures()]
+    if failures:
+        print(f"error: parity failed: {'; '.join(failures)}", file=sys.stderr)
+        return EXIT_PARITY
+    console.print(f"{args.directory}: hashes verified, parity passed on {backend} ({', '.join(reports)})")
+    return 0
+
+
+def graphs_to_check(directory: Path, *, backend: str) -> list[str]:
+    """The deploy file, and with ONNX Runtime the fused-SGE graph when the artifact has one."""
+    from export.artifacts import load_manifest
+    from export.ort_session import fused_graph_file
+
+    manifest = load_manifest(directory, verify=False)  # validate_artifact verifies the hashes
+    fused = fused_graph_file(manifest) if backend == "onnxruntime" else None
+    return [manifest.deploy, *([fused] if fused else [])]
