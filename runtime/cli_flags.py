@@ -1,7 +1,8 @@
 """The command line's shared vocabulary: one spelling, type and meaning per concept, for every sub-command.
 
 ``--input-size H W``, ``--output PATH``, ``--batch-size N`` (one value), ``--batch-sizes 1,3,8`` (a list: commas,
-spaces accepted too), ``--backends a,b`` (``--backend`` is the same flag), ``--threads N``, ``--json PATH|-``.
+spaces accepted too), ``--backends a,b`` (``--backend`` is the same flag), ``--threads N``, ``--json PATH|-``,
+``--model-name NAME`` (a served model).
 A command adds the ones it takes with the ``add_*`` functions below, each with its own default and help; the
 spellings of earlier releases (``DEPRECATED``) still work for one release and print one line on stderr naming
 the new flag. argparse only: importing this module costs nothing.
@@ -100,6 +101,18 @@ def add_backends(parser: argparse.ArgumentParser, *, default, one: bool = False,
         parser, "--backends", "--backend", type=name_list, flatten=True, nargs=1, one=one, metavar=metavar,
         default=default, help=help,
     )  # fmt: skip
+
+
+def add_model_name(parser: argparse.ArgumentParser, *, old_spelling: str | None = None, help: str) -> argparse.Action:
+    """``--model-name NAME``: the name a server publishes a model under (serve and loadtest); ``old_spelling`` is this
+    command's earlier flag for it, kept as a warning alias (``--model`` means the model to build elsewhere)."""
+    action = _add(parser, "--model-name", metavar="NAME", default=None, help=help)
+    if old_spelling is not None:
+        parser.add_argument(
+            old_spelling, dest=action.dest, action=_Store, replaced_by="--model-name", default=argparse.SUPPRESS,
+            help=argparse.SUPPRESS,
+        )  # fmt: skip
+    return action
 
 
 def add_threads(parser: argparse.ArgumentParser, *, default=None, help: str) -> argparse.Action:

@@ -25,7 +25,7 @@ from runtime.cli import (
     run_main,
     write_json_output,
 )
-from runtime.cli_flags import add_batch_size, add_json
+from runtime.cli_flags import add_batch_size, add_json, add_model_name
 from runtime.labels import labels_for
 from runtime.loadtest import (
     LoadConfig,
@@ -51,7 +51,7 @@ def concurrency_levels(text: str) -> tuple[int, ...]:
 def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     parser = make_parser(__doc__.split("\n\n")[0], prog=prog)
     parser.add_argument("url", help="server address on this machine, e.g. http://127.0.0.1:8000 or 127.0.0.1:8001")
-    parser.add_argument("--model", required=True, help="served model name")
+    add_model_name(parser, old_spelling="--model", help="the served model's name (serve's --model-name); required")
     parser.add_argument("--concurrency", type=concurrency_levels, default=(1, 4, 16), help="levels, e.g. 1,4,16")
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per level")
     parser.add_argument("--max-requests", type=int, default=100_000, help="request budget per level")
@@ -97,7 +97,10 @@ def main(argv: list[str] | None = None, *, prog: str | None = None) -> int:
 
 
 def _main(argv: list[str] | None, prog: str | None) -> int:
-    args = build_parser(prog).parse_args(argv)
+    parser = build_parser(prog)
+    args = parser.parse_args(argv)
+    if args.model_name is None:
+        parser.error("--model-name is required: the name the server publishes the model under")
     console = make_console(min_width=110, json_path=args.json)  # nine columns
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
@@ -113,16 +116,17 @@ def _main(argv: list[str] | None, prog: str | None) -> int:
         batch = photos = None
         if args.images:
             batch, photos, classes = photo_batch(
-                args.url, args.model, args.images, batch_size=args.batch_size, protocol=args.protocol
+                args.url, args.model_name, args.images, batch_size=args.batch_size, protocol=args.protocol
             )
             labels = labels_for(classes if classes > 0 else None, args.labels)
-        report = run_load(args.url, model=args.model, config=config, batch=batch)
+        report = run_load(args.url, model=args.model_name, config=config, batch=batch)
         if photos is not None:
-            logits = classify_once(args.url, model=args.model, batch=photos, protocol=args.protocol)
+            logits = classify_once(args.url, model=args.model_name, batch=photos, protocol=args.protocol)
     except (LoadTestError, OutputPathError, ImageReadError, LabelsError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    table = Table(title=f"{args.model} at {args.url} ({args.protocol}, batch {args.batch_size}, {args.duration:g} s)")
+    setting = f"{args.protocol}, batch {args.batch_size}, {args.duration:g} s"
+    table = Table(title=f"{args.model_name} at {args.url} ({setting})")
     columns = ["concurrency", "requests", "errors", "req/s", "img/s", "p50 ms", "p90 ms", "p95 ms", "p99 ms"]
     for column in columns + (["bad → 4xx"] if args.bad_every else []):
         table.add_column(column, justify="right")

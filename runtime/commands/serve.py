@@ -19,7 +19,7 @@ from export.artifacts import ArtifactError, load_manifest
 from runtime import UnknownBackendError
 from runtime.backends.base import BackendUnavailableError
 from runtime.cli import make_console, make_parser, run_main
-from runtime.cli_flags import add_backends, add_threads
+from runtime.cli_flags import add_backends, add_model_name, add_threads
 from runtime.serve import ServeConfig, ServeConfigError, ServeError, serve_artifact
 
 
@@ -27,7 +27,7 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     parser = make_parser(__doc__.split("\n\n")[0], prog=prog)
     parser.add_argument("artifact", type=Path, help="artifact directory (from sge-deploy export)")
     add_backends(parser, default="onnxruntime", one=True, help="runtime backend that runs the model")
-    parser.add_argument("--model-name", help="name clients use (default: the artifact's model name)")
+    add_model_name(parser, help="name clients use (default: the artifact's model name)")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0 for every interface)")
     parser.add_argument("--http-port", type=int, default=8000)
     parser.add_argument("--grpc-port", type=int, default=8001)

@@ -160,6 +160,7 @@ def test_serve_loadtest_and_sge_cost_refuse_bad_input_with_exit_2(exported, tmp_
     assert serve.returncode == EXIT_INPUT and "http_port must lie in 1..65535; got 0" in serve.stderr
     loadtest = sge_deploy("loadtest", f"127.0.0.1:{free_port()}", "--model", "m", "--duration", "0.2")
     assert loadtest.returncode == EXIT_INPUT and "Connection refused" in loadtest.stderr
+    assert "--model is deprecated" in loadtest.stderr and "use --model-name" in loadtest.stderr  # the old spelling
     out = tmp_path / "cost.json"
     cost = sge_deploy("sge-cost", "--threads", "0", "--json", str(out))
     assert cost.returncode == EXIT_INPUT and "error:" in cost.stdout and not out.exists()

@@ -8,7 +8,9 @@ import pytest
 from runtime import cli_flags
 from runtime.commands import COMMANDS, load_command
 
-SHARED = ("--input-size", "--output", "--batch-size", "--batch-sizes", "--backends", "--threads", "--json")
+SHARED = (
+    "--input-size", "--output", "--batch-size", "--batch-sizes", "--backends", "--threads", "--json", "--model-name"
+)  # fmt: skip
 PARSERS = {name: load_command(name).build_parser() for name in COMMANDS}
 
 
@@ -20,6 +22,7 @@ def reference_actions() -> dict[str, argparse.Action]:
     cli_flags.add_backends(parser, default="onnxruntime", help="x")
     cli_flags.add_threads(parser, help="x")
     cli_flags.add_json(parser, help="x")
+    cli_flags.add_model_name(parser, help="x")
     return {a.option_strings[0]: a for a in parser._actions if a.option_strings and a.option_strings[0] in SHARED}
 
 
@@ -115,3 +118,10 @@ def test_a_bad_batch_list_is_a_usage_error(text, capsys):
         PARSERS["export"].parse_args(["--batch-sizes", text])
     assert exit_info.value.code == 2
     assert "expected integers" in capsys.readouterr().err
+
+
+def test_serve_and_loadtest_name_the_served_model_alike(capsys):
+    """serve publishes under --model-name and loadtest drives that name; loadtest's old --model still works, warning."""
+    assert options(PARSERS["serve"])["--model-name"].dest == options(PARSERS["loadtest"])["--model-name"].dest
+    args = PARSERS["loadtest"].parse_args(["127.0.0.1:8000", "--model", "m"])
+    assert args.model_name == "m" and "use --model-name" in capsys.readouterr().err

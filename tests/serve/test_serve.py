@@ -290,7 +290,7 @@ def test_loadtest_script_reports_every_level(server, tmp_path, protocol):
 
     port = server.config.http_port if protocol == "http" else server.config.grpc_port
     out = tmp_path / "load.json"
-    argv = [f"127.0.0.1:{port}", "--model", MODEL, "--protocol", protocol, "--concurrency", "1,4"]
+    argv = [f"127.0.0.1:{port}", "--model-name", MODEL, "--protocol", protocol, "--concurrency", "1,4"]
     assert load_script("loadtest").main([*argv, "--duration", "2", "--max-requests", "12", "--json", str(out)]) == 0
     report = json.loads(out.read_text())
     assert [level["concurrency"] for level in report["levels"]] == [1, 4]
@@ -305,7 +305,7 @@ def test_a_load_test_mixing_bad_requests_loses_no_good_one(server, tmp_path):
     import json
 
     out = tmp_path / "load.json"
-    argv = [f"127.0.0.1:{server.config.http_port}", "--model", MODEL, "--concurrency", "4", "--bad-every", "2"]
+    argv = [f"127.0.0.1:{server.config.http_port}", "--model-name", MODEL, "--concurrency", "4", "--bad-every", "2"]
     assert load_script("loadtest").main([*argv, "--duration", "3", "--max-requests", "40", "--json", str(out)]) == 0
     (level,) = json.loads(out.read_text())["levels"]
     assert level["errors"] == 0 and level["requests"] >= 10 and level["rejected"] >= 10, level
@@ -313,14 +313,14 @@ def test_a_load_test_mixing_bad_requests_loses_no_good_one(server, tmp_path):
 
 def test_loadtest_refuses_other_hosts_unknown_models_and_closed_ports(server, capsys):
     loadtest = load_script("loadtest")
-    assert loadtest.main(["http://192.0.2.1:8000", "--model", MODEL, "--duration", "1"]) == 2
+    assert loadtest.main(["http://192.0.2.1:8000", "--model-name", MODEL, "--duration", "1"]) == 2
     assert "not a loopback address" in capsys.readouterr().err
     url = f"http://127.0.0.1:{server.config.http_port}"
-    assert loadtest.main([url, "--model", "nope", "--duration", "1"]) == 2
+    assert loadtest.main([url, "--model-name", "nope", "--duration", "1"]) == 2
     assert "nope" in capsys.readouterr().err
     closed = free_ports(1)[0]
     for protocol in ("http", "grpc"):
-        assert loadtest.main([f"127.0.0.1:{closed}", "--model", MODEL, "--protocol", protocol]) == 2
+        assert loadtest.main([f"127.0.0.1:{closed}", "--model-name", MODEL, "--protocol", protocol]) == 2
         err = capsys.readouterr().err
         assert "is the server running" in err and err.count("\n") == 1, err
 

@@ -44,7 +44,7 @@ def test_serve_and_loadtest_without_torch(onnx_artifact, tmp_path):
         wait_ready(f"http://127.0.0.1:{http}/v2/models/r18/ready", server)
         out, photo = tmp_path / "load.json", tmp_path / "chelsea.png"
         Image.fromarray(sample_photos(["chelsea"])["chelsea"]).save(photo)
-        load_args = [f"127.0.0.1:{http}", "--model", "r18", "--concurrency", "1,2", "--duration", "1"]
+        load_args = [f"127.0.0.1:{http}", "--model-name", "r18", "--concurrency", "1,2", "--duration", "1"]
         load_args += ["--max-requests", "8", "--images", str(photo), "--json", str(out)]
         result = run_script("loadtest", *load_args)
         assert result.returncode == 0, result.stderr
