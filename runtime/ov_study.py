@@ -2,7 +2,8 @@
 per-layer profiles (OpenVINO's perf counts, summed by layer type) that explain the ratios.
 
 Each variant is (artifact, precision, graph): a plain model (resnet50), an SGE model's plain graph, its fused-SGE
-graph (the OpenVINO extension, export/ov_sge/) and optionally a rewritten SGE graph (export/sge_compact.py). The
+graph in both forms (the OpenVINO extension op, export/ov_sge/graph.py, and the same graph rewritten into standard
+ops, export/ov_sge/native.py: the runner's default) and optionally a rewritten SGE graph (export/sge_compact.py). The
 ratios compare each SGE variant with the plain model at the same precision (README, OpenVINO precisions).
 """
 
@@ -29,15 +30,22 @@ class Variant:
     precision: str
     sge_fused: bool
     role: str  # "base" (the plain model) or "sge"
+    sge_form: str = "native"  # the fused graph's form (runtime/backends/ov.py SGE_FORMS)
 
     def options(self, threads: int, *, perf_count: bool = False) -> dict[str, Any]:
         config = {"PERF_COUNT": True} if perf_count else {}
-        return {"threads": threads, "precision": self.precision, "sge_fused": self.sge_fused, "config": config}
+        return {
+            "threads": threads,
+            "precision": self.precision,
+            "sge_fused": self.sge_fused,
+            "sge_form": self.sge_form,
+            "config": config,
+        }
 
 
 def variants(base: Path, sge: Path, precisions: Sequence[str], *, compact: Path | None = None) -> list[Variant]:
-    """Per precision: the plain model, the SGE model's plain graph, its fused graph where the artifact has one for
-    that precision, and the compact graph (not at int8, which needs its own quantised file)."""
+    """Per precision: the plain model, the SGE model's plain graph, its fused graph in both forms where the artifact
+    has one for that precision, and the compact graph (not at int8, which needs its own quantised file)."""
     from export.artifacts import load_manifest
     from runtime.backends.ov import FUSED_ROLES
 
@@ -47,7 +55,8 @@ def variants(base: Path, sge: Path, precisions: Sequence[str], *, compact: Path 
         out.append(Variant(f"{base.name} {precision}", base, precision, False, "base"))
         out.append(Variant(f"{sge.name} {precision} plain", sge, precision, False, "sge"))
         if FUSED_ROLES.get(precision, "model-ort-cpu") in roles:
-            out.append(Variant(f"{sge.name} {precision} fused", sge, precision, True, "sge"))
+            out.append(Variant(f"{sge.name} {precision} extension", sge, precision, True, "sge", "extension"))
+            out.append(Variant(f"{sge.name} {precision} native", sge, precision, True, "sge", "native"))
         if compact is not None and precision != "int8":
             out.append(Variant(f"{compact.name} {precision} compact", compact, precision, False, "sge"))
     return out
