@@ -45,7 +45,10 @@ def test_openvino_int8_reads_the_qdq_graph(int8_artifact, photos):
     directory, _ = int8_artifact
     fp32, _ = logits(directory, "openvino", photos)
     int8, described = logits(directory, "openvino", photos, precision="int8")
-    assert described["model_path"].endswith("model.int8.onnx")
+    # the SGE tail as standard ops on the INT8 fused graph by default (runtime/backends/ov.py)
+    assert described["graph"] == "sge_native" and described["model_path"].endswith("model.int8.sge_fused.onnx")
+    plain, described = logits(directory, "openvino", photos, precision="int8", sge_fused=False)
+    assert described["model_path"].endswith("model.int8.onnx") and cosine(plain, int8).min() >= 0.99
     assert described["config"]["INFERENCE_PRECISION_HINT"] == "f32"
     assert cosine(int8, fp32).min() >= 0.99
 
@@ -112,4 +115,5 @@ def test_benchmark_compares_fp32_and_int8_per_backend_in_one_run(int8_artifact, 
     ]
     described = {r["backend"]: r["runner"] for r in report["reports"]}
     assert described["onnxruntime:int8"]["model_path"].endswith("model.int8.sge_fused.onnx")
-    assert described["openvino:int8"]["model_path"].endswith("model.int8.onnx")
+    assert described["openvino:int8"]["model_path"].endswith("model.int8.sge_fused.onnx")  # as standard ops
+    assert described["openvino:int8"]["graph"] == "sge_native"
