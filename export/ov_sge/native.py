@@ -3,7 +3,8 @@
 OpenVINO runs an extension op as a plain-NCHW f32 reference node, with reorders and precision conversions around
 it (export/ov_sge/graph.py). This rewrite instead spells each block tail ``relu(x · sigmoid(γ_g·ĉ + β_g) + id)``
 (Li, Hu, Yang, arXiv:1905.09646; official numerics: unbiased std, eps added to the std) in ops the plugin keeps in
-its blocked layouts and in the graph's precision, with no Reshape (a reshape to 5-D forces plain NCHW):
+its own layouts (blocked or channels-last) and in the graph's precision, with no Reshape (a reshape to 5-D forces
+plain NCHW):
 
     m  = GlobalAveragePool(x)                                 (N, C, 1, 1)
     t  = Conv(x · m, ones)                                    (N, G, H, W)  per-group dot product g·x_i
@@ -89,7 +90,9 @@ def _shapes(model) -> dict[str, list]:
     return out
 
 
-def _rewrite_block(graph, node, *, channels: int, spatial: tuple | None, pack: int, constants: dict) -> list:
+def _rewrite_block(
+    graph, node, *, channels: int, spatial: tuple | None, pack: int, constants: dict, opset: int
+) -> list:
     """Standard-op nodes for one ``SgeResidual`` node (appends their initializers to ``graph``)."""
     attrs = {a.name: a for a in node.attribute}
     groups, eps = attrs["groups"].i, attrs["eps"].f
@@ -108,9 +111,15 @@ def _rewrite_block(graph, node, *, channels: int, spatial: tuple | None, pack: i
     mean = b.op("GlobalAveragePool", [x], "mean")
     weighted = b.op("Mul", [x, mean], "weighted")
     t = b.op("Conv", [weighted, b.const("reduce_w", reduce_w)], "similarity", group=conv_groups)
-    t_mean = b.op("ReduceMean", [t], "t_mean", axes=[2, 3], keepdims=1)
-    tc = b.op("Sub", [t, t_mean], "centred")
-    var = b.op("ReduceMean", [b.op("Mul", [tc, tc], "squared")], "variance", axes=[2, 3], keepdims=1)
+    if opset >= 18:  # ReduceMean takes its axes as an input from opset 18
+        hw_axes = b.int64("hw_axes", [2, 3])
+        t_mean = b.op("ReduceMean", [t, hw_axes], "t_mean", keepdims=1)
+        tc = b.op("Sub", [t, t_mean], "centred")
+        var = b.op("ReduceMean", [b.op("Mul", [tc, tc], "squared"), hw_axes], "variance", keepdims=1)
+    else:
+        t_mean = b.op("ReduceMean", [t], "t_mean", axes=[2, 3], keepdims=1)
+        tc = b.op("Sub", [t, t_mean], "centred")
+        var = b.op("ReduceMean", [b.op("Mul", [tc, tc], "squared")], "variance", axes=[2, 3], keepdims=1)
     std = b.op("Sqrt", [var], "std")
     if spatial is not None:  # static H·W: k folded into the constants (the plugin then fuses the lot into its MVN)
         n = spatial[0] * spatial[1]
@@ -142,6 +151,7 @@ def native_onnx_model(model, *, pack: int = DEFAULT_PACK):
     graph = model.graph
     shapes = _shapes(model)
     constants = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    opset = next((entry.version for entry in model.opset_import if entry.domain in ("", "ai.onnx")), 17)
     nodes, count = [], 0
     for node in graph.node:
         if node.op_type != FUSED_OP or node.domain != FUSED_DOMAIN:
@@ -152,7 +162,9 @@ def native_onnx_model(model, *, pack: int = DEFAULT_PACK):
             raise NativeRewriteError(f"{node.name}: needs a 4-D input with a known channel count; got shape {dims}")
         spatial = (dims[2], dims[3]) if dims[2] and dims[3] else None
         channels = dims[1]
-        nodes.extend(_rewrite_block(graph, node, channels=channels, spatial=spatial, pack=pack, constants=constants))
+        nodes.extend(
+            _rewrite_block(graph, node, channels=channels, spatial=spatial, pack=pack, constants=constants, opset=opset)
+        )
         count += 1
     del graph.node[:]
     graph.node.extend(nodes)

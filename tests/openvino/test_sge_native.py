@@ -41,7 +41,10 @@ def run_native(path, hint, x):
 def test_native_graph_matches_float64_reference(tmp_path, shape, hint):
     (x, w1, w2, gamma, beta), expected = case(shape)
     path = tmp_path / "fused.onnx"
-    onnx.save(fused_graph(shape, w1, w2, gamma, beta), path)
+    model = fused_graph(shape, w1, w2, gamma, beta)
+    if shape[1] == 20:  # one shape at opset 18, where ReduceMean takes its axes as an input
+        model.opset_import[0].version = 18
+    onnx.save(model, path)
     got, blocks, layers = run_native(path, hint, x)
     types = {layer_type for layer_type, _, _ in layers}
     assert blocks == 1 and "Reference" not in types and "Reshape" not in types  # standard ops, no 5-D reshape
