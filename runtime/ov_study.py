@@ -2,7 +2,8 @@
 per-layer profiles (OpenVINO's perf counts, summed by layer type) that explain the ratios.
 
 Each variant is (artifact, precision, graph): a plain model (resnet50), an SGE model's plain graph, its fused-SGE
-graph (the OpenVINO extension, export/ov_sge/) and optionally a rewritten SGE graph (export/sge_compact.py). The
+graph in both forms (the OpenVINO extension op, export/ov_sge/graph.py, and the same graph rewritten into standard
+ops, export/ov_sge/native.py: the runner's default) and optionally a rewritten SGE graph (export/sge_compact.py). The
 ratios compare each SGE variant with the plain model at the same precision (README, OpenVINO precisions).
 """
 
@@ -29,25 +30,42 @@ class Variant:
     precision: str
     sge_fused: bool
     role: str  # "base" (the plain model) or "sge"
+    sge_form: str = "native"  # the fused graph's form (runtime/backends/ov.py SGE_FORMS)
+    backend: str = "openvino"  # or "onnxruntime": its default (fused-SGE) graph in FP32, for reference
 
     def options(self, threads: int, *, perf_count: bool = False) -> dict[str, Any]:
+        if self.backend == "onnxruntime":  # no spinning: several sessions share the CPU in one interleaved run
+            return {"threads": threads, "allow_spinning": False}
         config = {"PERF_COUNT": True} if perf_count else {}
-        return {"threads": threads, "precision": self.precision, "sge_fused": self.sge_fused, "config": config}
+        return {
+            "threads": threads,
+            "precision": self.precision,
+            "sge_fused": self.sge_fused,
+            "sge_form": self.sge_form,
+            "config": config,
+        }
 
 
-def variants(base: Path, sge: Path, precisions: Sequence[str], *, compact: Path | None = None) -> list[Variant]:
-    """Per precision: the plain model, the SGE model's plain graph, its fused graph where the artifact has one for
-    that precision, and the compact graph (not at int8, which needs its own quantised file)."""
+def variants(
+    base: Path, sge: Path, precisions: Sequence[str], *, compact: Path | None = None, onnxruntime: bool = False
+) -> list[Variant]:
+    """Per precision: the plain model, the SGE model's plain graph, its fused graph in both forms where the artifact
+    has one for that precision, and the compact graph (not at int8, which needs its own quantised file); with
+    ``onnxruntime``, both models on ONNX Runtime FP32 first."""
     from export.artifacts import load_manifest
     from runtime.backends.ov import FUSED_ROLES
 
     roles = {entry.role for entry in load_manifest(sge, verify=False).files.values()}
     out = []
+    if onnxruntime:
+        out.append(Variant(f"{base.name} onnxruntime fp32", base, "fp32", True, "base", backend="onnxruntime"))
+        out.append(Variant(f"{sge.name} onnxruntime fp32", sge, "fp32", True, "sge", backend="onnxruntime"))
     for precision in precisions:
         out.append(Variant(f"{base.name} {precision}", base, precision, False, "base"))
         out.append(Variant(f"{sge.name} {precision} plain", sge, precision, False, "sge"))
         if FUSED_ROLES.get(precision, "model-ort-cpu") in roles:
-            out.append(Variant(f"{sge.name} {precision} fused", sge, precision, True, "sge"))
+            out.append(Variant(f"{sge.name} {precision} extension", sge, precision, True, "sge", "extension"))
+            out.append(Variant(f"{sge.name} {precision} native", sge, precision, True, "sge", "native"))
         if compact is not None and precision != "int8":
             out.append(Variant(f"{compact.name} {precision} compact", compact, precision, False, "sge"))
     return out
@@ -61,7 +79,7 @@ def time_variants(
 
     with ExitStack() as stack:
         runners = {
-            v.label: stack.enter_context(runtime.load(v.artifact, "openvino", **v.options(threads))) for v in chosen
+            v.label: stack.enter_context(runtime.load(v.artifact, v.backend, **v.options(threads))) for v in chosen
         }
         reports = measure_all(runners, batch, config)
         described = {label: runner.describe() for label, runner in runners.items()}
@@ -72,17 +90,18 @@ def time_variants(
             "median_ms": report.latency.median,
             "cv": report.latency.cv,
             "queries": report.queries,
-            "precision_ran": d["precision"],
-            "graph": d["graph"],
-            "model_path": d["model_path"],
+            "backend": variant.backend,
+            "precision_ran": d.get("precision", variant.precision),
+            "graph": d.get("graph", "plain"),
+            "model_path": d.get("model_path"),
         }
     return results
 
 
 def ratios(chosen: Sequence[Variant], timings: dict[str, dict[str, Any]]) -> dict[str, float]:
-    """Each SGE variant's median over the plain model's at the same precision."""
-    base = {v.precision: timings[v.label]["median_ms"] for v in chosen if v.role == "base"}
-    return {v.label: timings[v.label]["median_ms"] / base[v.precision] for v in chosen if v.role == "sge"}
+    """Each SGE variant's median over the plain model's on the same backend at the same precision."""
+    base = {(v.backend, v.precision): timings[v.label]["median_ms"] for v in chosen if v.role == "base"}
+    return {v.label: timings[v.label]["median_ms"] / base[v.backend, v.precision] for v in chosen if v.role == "sge"}
 
 
 def layer_profile(variant: Variant, batch: np.ndarray, *, threads: int, runs: int = 10) -> dict[str, Any]:
@@ -108,7 +127,7 @@ def parity_to_eager(chosen: Sequence[Variant], photos: np.ndarray, reference: di
 
     results = {}
     for variant in chosen:
-        with runtime.load(variant.artifact, "openvino", **variant.options(threads)) as runner:
+        with runtime.load(variant.artifact, variant.backend, **variant.options(threads)) as runner:
             stats = compare(reference[variant.artifact], runner.infer(photos))
         results[variant.label] = {"cosine": stats.cosine, "rel_l2": stats.rel_l2, "top1": stats.top1}
     return results

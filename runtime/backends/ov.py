@@ -5,11 +5,14 @@ Threads go through ``INFERENCE_NUM_THREADS``. ``precision`` (runtime/backends/ov
 AVX512-BF16, which would break parity with the FP32 reference; "bf16" asks for it; "int8" runs the artifact's
 Q/DQ model (manifest role "model-int8").
 
-An SGE artifact runs its fused-SGE graph (SGE + residual add + ReLU as one ``sgedeploy::SgeResidual`` op, the
-OpenVINO extension of export/ov_sge/; roles "model-ort-cpu", and "model-int8-ort-cpu" for int8) unless
-``sge_fused=False``; where the extension is not built or does not load, one warning says so and the plain graph
-runs. After compiling, the runner reads back what OpenVINO chose and logs one warning when the CPU cannot run the
-precision asked for; ``describe()["precision"]`` is what runs, ``describe()["graph"]`` which graph.
+An SGE artifact runs its fused-SGE graph (SGE + residual add + ReLU as one ``sgedeploy::SgeResidual`` node; roles
+"model-ort-cpu", and "model-int8-ort-cpu" for int8; the export writes it where ONNX Runtime's kernel compiled)
+unless ``sge_fused=False``. ``sge_form="native"`` (the default) rewrites each node in memory into standard ops
+that the CPU plugin runs in its own layouts and precisions (export/ov_sge/native.py); ``sge_form="extension"``
+runs the node as the extension op of export/ov_sge/ (a plain-NCHW f32 reference node: slower, README, OpenVINO
+precisions). Where either cannot be read or compiled, one warning says so and the plain graph runs. After
+compiling, the runner reads back what OpenVINO chose and logs one warning when the CPU cannot run the precision
+asked for; ``describe()["precision"]`` is what runs, ``describe()["graph"]`` which graph.
 """
 
 import logging
@@ -28,6 +31,7 @@ from runtime.source import ModelSource
 logger = logging.getLogger(__name__)
 
 FUSED_ROLES = {"int8": INT8_FUSED_ROLE}  # precision → role of its fused-SGE graph; the others: "model-ort-cpu"
+SGE_FORMS = {"native": "sge_native", "extension": "sge_fused"}  # sge_form → describe()["graph"]
 
 
 def import_openvino() -> Any:
@@ -47,13 +51,17 @@ class OpenVINORunner(SourceRunner):
         config: dict[str, Any] | None = None,
         check_finite: bool = False,
         sge_fused: bool = True,
+        sge_form: str = "native",
         sge_extension: str | Path | None = None,
     ) -> None:
         super().__init__(source, threads=threads, check_finite=check_finite)
         self.device = device
         self.precision = normalise_precision(precision)
         self.config = dict(config or {})
+        if sge_form not in SGE_FORMS:
+            raise ValueError(f"sge_form must be one of {', '.join(SGE_FORMS)}; got {sge_form!r}")
         self.sge_fused = sge_fused
+        self.sge_form = sge_form
         self.sge_extension = Path(sge_extension) if sge_extension is not None else None  # None: the installed one
         self.model_path = self._model_path()
         self._graph: dict[str, Any] = {}  # which graph runs: plain, or sge_fused with its block count
@@ -84,23 +92,36 @@ class OpenVINORunner(SourceRunner):
         return self.source.directory / found if found else None
 
     def _read_model(self, core: Any) -> Any:
-        """The fused-SGE graph with the extension where possible; else, with one warning, the plain graph."""
-        from export.ov_sge.build import OvKernelBuildError, installed_library
-        from export.ov_sge.graph import FusedGraphError, read_fused_model
+        """The fused-SGE graph in ``sge_form`` where possible; else, with one warning, the plain graph."""
+        from export.ov_sge.build import OvKernelBuildError
+        from export.ov_sge.graph import FusedGraphError
+        from export.ov_sge.native import NativeRewriteError
 
         fused = self.fused_graph_path()
         if fused is not None:
             try:
-                library = self.sge_extension or installed_library()
-                storage = "bf16" if self.precision == "bf16" else "f32"  # the op's tensors: see export/ov_sge/graph.py
-                model, blocks = read_fused_model(core, fused, library, storage=storage)
-                self._graph = {"graph": "sge_fused", "fused_sge_blocks": blocks, "model_path": str(fused)}
+                model, blocks = self._read_fused(core, fused)
+                graph = SGE_FORMS[self.sge_form]
+                self._graph = {"graph": graph, "fused_sge_blocks": blocks, "model_path": str(fused)}
                 return model
-            except (OvKernelBuildError, FusedGraphError, RuntimeError) as err:
+            except (OvKernelBuildError, FusedGraphError, NativeRewriteError, RuntimeError) as err:
                 reason = str(err).strip().splitlines()[0]
-                logger.warning("openvino SGE extension unavailable (%s); running %s", reason, self.model_path.name)
+                what = "SGE extension" if self.sge_form == "extension" else "native SGE graph"
+                logger.warning("openvino %s unavailable (%s); running %s", what, reason, self.model_path.name)
         self._graph = {"graph": "plain", "model_path": str(self.model_path)}
         return core.read_model(str(self.model_path))
+
+    def _read_fused(self, core: Any, fused: Path) -> tuple[Any, int]:
+        if self.sge_form == "native":
+            from export.ov_sge.native import read_native_model
+
+            return read_native_model(core, fused)
+        from export.ov_sge.build import installed_library
+        from export.ov_sge.graph import read_fused_model
+
+        library = self.sge_extension or installed_library()
+        storage = "bf16" if self.precision == "bf16" else "f32"  # the op's tensors: see export/ov_sge/graph.py
+        return read_fused_model(core, fused, library, storage=storage)
 
     def compile_config(self) -> dict[str, Any]:
         config: dict[str, Any] = {
@@ -128,7 +149,7 @@ class OpenVINORunner(SourceRunner):
         try:
             self._compiled = core.compile_model(model, self.device, self.compile_config())
         except RuntimeError as err:
-            if self._graph["graph"] != "sge_fused":
+            if self._graph["graph"] not in SGE_FORMS.values():
                 raise
             logger.warning("openvino could not compile the fused-SGE graph (%s); running %s", err, self.model_path.name)
             self._graph = {"graph": "plain", "model_path": str(self.model_path)}

@@ -11,17 +11,6 @@ from export.int8.roles import PrecisionError, int8_graph_file, normalise_precisi
 from tests.int8.conftest import SIZE, cosine
 
 
-def openvino_int8_graph() -> str:
-    """The INT8 graph OpenVINO runs: the fused one where the SGE extension is built (python -m export.ov_sge.build)."""
-    from export.ov_sge.build import OvKernelBuildError, installed_library
-
-    try:
-        installed_library()
-    except OvKernelBuildError:
-        return "model.int8.onnx"
-    return "model.int8.sge_fused.onnx"
-
-
 def logits(artifact, backend, batch, **options):
     with runtime.load(artifact, backend, threads=1, **options) as runner:
         return runner.infer(batch), runner.describe()
@@ -56,7 +45,10 @@ def test_openvino_int8_reads_the_qdq_graph(int8_artifact, photos):
     directory, _ = int8_artifact
     fp32, _ = logits(directory, "openvino", photos)
     int8, described = logits(directory, "openvino", photos, precision="int8")
-    assert described["model_path"].endswith(openvino_int8_graph())
+    # the SGE tail as standard ops on the INT8 fused graph by default (runtime/backends/ov.py)
+    assert described["graph"] == "sge_native" and described["model_path"].endswith("model.int8.sge_fused.onnx")
+    plain, described = logits(directory, "openvino", photos, precision="int8", sge_fused=False)
+    assert described["model_path"].endswith("model.int8.onnx") and cosine(plain, int8).min() >= 0.99
     assert described["config"]["INFERENCE_PRECISION_HINT"] == "f32"
     assert cosine(int8, fp32).min() >= 0.99
 
@@ -123,4 +115,5 @@ def test_benchmark_compares_fp32_and_int8_per_backend_in_one_run(int8_artifact, 
     ]
     described = {r["backend"]: r["runner"] for r in report["reports"]}
     assert described["onnxruntime:int8"]["model_path"].endswith("model.int8.sge_fused.onnx")
-    assert described["openvino:int8"]["model_path"].endswith(openvino_int8_graph())
+    assert described["openvino:int8"]["model_path"].endswith("model.int8.sge_fused.onnx")  # as standard ops
+    assert described["openvino:int8"]["graph"] == "sge_native"

@@ -16,6 +16,18 @@ def eager(model, batch: np.ndarray) -> np.ndarray:
         return model(torch.from_numpy(batch)).numpy()
 
 
+def gate_failures(runner, model, batches, precision: str) -> list[str]:
+    """Every way the runner's outputs on ``batches`` miss ``precision``'s parity gate against eager ``model``."""
+    from export.parity import compare
+    from runtime.backends.ov_precision import GATES
+
+    failures = []
+    for batch in batches:
+        stats = compare(eager(model, batch), runner.infer(batch))
+        failures += GATES[precision].failures(cosine=stats.cosine, rel_l2=stats.rel_l2, max_abs=stats.max_abs)
+    return failures
+
+
 @pytest.fixture(scope="session")
 def random_inputs():
     return np.random.default_rng(17).standard_normal((4, 3, *SIZE)).astype(np.float32)

@@ -13,10 +13,8 @@ from onnx import TensorProto, helper, numpy_helper
 import runtime
 from export.ov_sge import build as ov_build
 from export.ov_sge.graph import FusedGraphError, openvino_onnx_bytes, read_fused_model
-from export.parity import compare
-from runtime.backends.ov_precision import GATES
 from tests.models.numpy_reference import sge
-from tests.openvino.conftest import eager
+from tests.openvino.conftest import gate_failures
 
 # (batch, channels, height, width, groups): odd sizes, groups of 1 to 5 channels, a 1×2 map (the smallest allowed).
 SHAPES = [(2, 12, 7, 5, 3), (1, 20, 9, 11, 4), (3, 10, 1, 2, 2), (1, 64, 13, 13, 64)]
@@ -118,19 +116,19 @@ def test_graph_in_ort_nchwc_layout_is_refused(tmp_path):
 
 def test_runner_runs_the_fused_graph_within_each_gate(artifact, reference_model, photos, random_inputs, sge_extension):
     for precision in ("fp32", "bf16"):
-        with runtime.load(artifact, "openvino", threads=2, precision=precision, sge_extension=sge_extension) as runner:
+        with runtime.load(
+            artifact, "openvino", threads=2, precision=precision, sge_form="extension", sge_extension=sge_extension
+        ) as runner:
             described = runner.describe()
             assert described["graph"] == "sge_fused" and described["fused_sge_blocks"] == 8
             assert described["model_path"].endswith("model.sge_fused.onnx")
-            for batch in (photos, random_inputs):
-                stats = compare(eager(reference_model, batch), runner.infer(batch))
-                assert GATES[precision].failures(cosine=stats.cosine, rel_l2=stats.rel_l2, max_abs=stats.max_abs) == []
+            assert gate_failures(runner, reference_model, (photos, random_inputs), precision) == []
 
 
 @pytest.mark.parametrize("library", ["missing.so", "garbage.so"])
 def test_runner_falls_back_to_the_plain_graph_with_one_warning(artifact, photos, tmp_path, caplog, library):
     (tmp_path / "garbage.so").write_text("not a shared library")
-    runner = runtime.load(artifact, "openvino", threads=1, sge_extension=tmp_path / library)
+    runner = runtime.load(artifact, "openvino", threads=1, sge_form="extension", sge_extension=tmp_path / library)
     with caplog.at_level(logging.WARNING, logger="runtime.backends.ov"), runner:
         assert runner.describe()["graph"] == "plain"
         assert runner.describe()["model_path"].endswith("model.onnx")
@@ -142,7 +140,8 @@ def test_runner_falls_back_to_the_plain_graph_with_one_warning(artifact, photos,
 def test_runner_without_a_built_extension_says_how_to_build_it(artifact, tmp_path, caplog, monkeypatch):
     installed = ov_build.installed_library
     monkeypatch.setattr(ov_build, "installed_library", lambda: installed(tmp_path))
-    with caplog.at_level(logging.WARNING, logger="runtime.backends.ov"), runtime.load(artifact, "openvino") as runner:
+    runner = runtime.load(artifact, "openvino", sge_form="extension")
+    with caplog.at_level(logging.WARNING, logger="runtime.backends.ov"), runner:
         assert runner.describe()["graph"] == "plain"
     assert "python -m export.ov_sge.build" in caplog.text
 
@@ -185,9 +184,9 @@ def fake_quant(v: np.ndarray, scale: float, zero: int, low: int, high: int) -> n
     return (np.clip(np.round(v / scale) + zero, low, high) - zero) * scale  # numpy rounds half to even, as ONNX
 
 
-def test_op_inside_an_int8_graph(sge_extension, tmp_path):
+def int8_case(tmp_path):
     """x → Q/DQ (uint8) → Conv (int8 per-channel weights) → Q/DQ → SgeResidual → y, as quantize_static writes it:
-    the convolution runs in int8 and the op between the dequantised tensors."""
+    (graph file, x, float64 expectation from the same quantisation, the conv output's scale)."""
     n, c, h, w, groups = 2, 16, 9, 7, 4
     rng = np.random.default_rng(3)
     x = rng.standard_normal((n, c, h, w)).astype(np.float32)
@@ -220,14 +219,19 @@ def test_op_inside_an_int8_graph(sge_extension, tmp_path):
     path = tmp_path / "int8.onnx"
     opsets = [helper.make_opsetid("", 17), helper.make_opsetid("ai.sgedeploy", 1)]
     onnx.save(helper.make_model(graph, opset_imports=opsets), path)
-    got, blocks, layers = run_fused(path, sge_extension, "f32", x)
-    assert blocks == 1 and "Reference" in layers
-    assert layers["Convolution"] == {"u8"} and layers["Reference"] == {"f32"}  # int8 conv, the op on float
-
     x_dq = fake_quant(x.astype(np.float64), x_scale, 128, 0, 255)
     a = conv1x1(x_dq, w_int8.astype(np.float64) * w_scale[:, None, None, None])
     a_dq = fake_quant(a, a_scale, 128, 0, 255)
     expected = np.maximum(sge(a_dq, gamma.astype(np.float64), beta.astype(np.float64), groups) + x_dq, 0.0)
+    return path, x, expected, a_scale
+
+
+def test_op_inside_an_int8_graph(sge_extension, tmp_path):
+    """The convolution runs in int8 and the op between the dequantised tensors."""
+    path, x, expected, a_scale = int8_case(tmp_path)
+    got, blocks, layers = run_fused(path, sge_extension, "f32", x)
+    assert blocks == 1 and "Reference" in layers
+    assert layers["Convolution"] == {"u8"} and layers["Reference"] == {"f32"}  # int8 conv, the op on float
     # measured 3e-7 at most; at most one a_scale step where float rounding moves a convolution output across a tie
     assert np.abs(got - expected).max() <= a_scale
     assert np.abs(got - expected).mean() <= 1e-4
