@@ -21,6 +21,7 @@ from export.artifacts import ArtifactError  # noqa: E402
 from runtime.backends.base import BackendUnavailableError  # noqa: E402
 from runtime.bench_report import machine_info, versions  # noqa: E402
 from runtime.cli import is_stdout, make_console, make_parser, write_json_output  # noqa: E402
+from runtime.cli_flags import add_batch_size, add_json, add_threads  # noqa: E402
 from runtime.latency import BenchmarkConfig  # noqa: E402
 from runtime.ov_study import layer_profile, parity_to_eager, ratios, time_variants, variants  # noqa: E402
 
@@ -32,12 +33,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--compact", type=Path, help="the SGE model exported with --sge-form compact")
     parser.add_argument("--precisions", default="fp32,bf16", help="comma-separated: fp32, bf16, int8")
     parser.add_argument("--onnxruntime", action="store_true", help="also both models on ONNX Runtime FP32")
-    parser.add_argument("--batch", type=int, default=1)
-    parser.add_argument("--threads", type=int, default=2)
+    add_batch_size(parser, default=1, help="images per timed call")
+    add_threads(parser, default=2, help="inference threads")
     parser.add_argument("--duration", type=float, default=3.0, help="at least this many seconds per variant")
     parser.add_argument("--no-parity", action="store_true", help="skip the comparison with eager PyTorch")
     parser.add_argument("--no-profile", action="store_true", help="skip the per-layer profiles")
-    parser.add_argument("--json", type=Path, help="write every figure, the command and the machine here")
+    add_json(parser, help="write every figure, the command and the machine here")
     return parser.parse_args(argv)
 
 
@@ -70,9 +71,9 @@ def main(argv: list[str] | None = None) -> int:
         chosen = variants(args.base, args.sge, precisions, compact=args.compact, onnxruntime=args.onnxruntime)
         config = BenchmarkConfig(duration_s=args.duration, mode="interleave")
         photos = photo_batch((224, 224))
-        batch = np.resize(photos, (args.batch, *photos.shape[1:])).astype(np.float32)
+        batch = np.resize(photos, (args.batch_size, *photos.shape[1:])).astype(np.float32)
         timings = time_variants(chosen, batch, threads=args.threads, config=config)
-        result = {"command": command, "machine": machine_info(), "versions": versions(), "batch": args.batch}
+        result = {"command": command, "machine": machine_info(), "versions": versions(), "batch": args.batch_size}
         result.update(threads=args.threads, timings=timings, ratios=ratios(chosen, timings))
         if not args.no_profile:
             profiled = [v for v in chosen if v.backend == "openvino"]  # OpenVINO's perf counts
@@ -83,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ArtifactError, BackendUnavailableError, FileNotFoundError, ValueError) as err:
         console.print(f"[red]error:[/red] {err}", soft_wrap=True)
         return 2
-    table = Table(title=f"OpenVINO, batch {args.batch}, {args.threads} threads, one interleaved run")
+    table = Table(title=f"OpenVINO, batch {args.batch_size}, {args.threads} threads, one interleaved run")
     # "graph": plain; sge_native = fused graph as standard ops (the default); sge_fused = the extension op
     for column in ("variant", "ran", "graph", "median ms", "CV %", "× base", "cosine vs eager"):
         table.add_column(column, justify="left" if column in ("variant", "ran", "graph") else "right")

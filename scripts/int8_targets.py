@@ -13,18 +13,19 @@ sys.path[0] = str(Path(__file__).resolve().parents[1])  # repo root, not scripts
 import json  # noqa: E402
 
 from runtime.cli import is_stdout, make_parser, write_json_output  # noqa: E402
+from runtime.cli_flags import add_batch_sizes, add_json, add_threads  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = make_parser(__doc__.split("\n\n")[0])
     parser.add_argument("sge_artifact", type=Path)
     parser.add_argument("resnet_artifact", type=Path)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--batch-sizes", default="1,8")
+    add_threads(parser, default=2, help="inference threads")
+    add_batch_sizes(parser, default=(1, 8), help="batch sizes to time")
     parser.add_argument("--rounds", type=int, default=40)
     parser.add_argument("--profile-runs", type=int, default=20)
     parser.add_argument("--no-openvino", dest="openvino", action="store_false")
-    parser.add_argument("--json", type=Path)
+    add_json(parser, help="write the report here")
     args = parser.parse_args(argv)
     from export.artifacts import ArtifactError
     from runtime.int8_study import run_study
@@ -34,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
             args.sge_artifact,
             args.resnet_artifact,
             threads=args.threads,
-            batch_sizes=tuple(int(b) for b in args.batch_sizes.split(",")),
+            batch_sizes=tuple(args.batch_sizes),
             rounds=args.rounds,
             profile_runs=args.profile_runs,
             openvino=args.openvino,
