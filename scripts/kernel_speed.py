@@ -5,8 +5,10 @@
     python scripts/kernel_speed.py --no-native --workdir /tmp/kspeed      # keep (and reuse) the exported graphs
 
 Batch 1, 224×224, 2 threads, ORT allow_spinning "0"; every round runs each session once, so load from other
-processes hits them alike; medians of wall time (CPU-time medians beside them). Then ORT's profiler, also
-interleaved, gives each SgeResidual node's time by shape. The native build is compiled into the work folder.
+processes hits them alike; medians of wall time (CPU-time medians beside them), and the median of each round's own
+ratio. Then ORT's profiler, also interleaved, gives each SgeResidual node's time by shape (the profiler's own
+overhead included: compare these between runs of one command, not with wall times). The native build is compiled
+into the work folder.
 """
 
 import sys
@@ -18,6 +20,7 @@ import argparse  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
 import shlex  # noqa: E402
+import statistics  # noqa: E402
 import tempfile  # noqa: E402
 from dataclasses import replace  # noqa: E402
 
@@ -90,6 +93,17 @@ def node_profile(plans: dict, x, *, threads: int, runs: int, prefix: Path) -> di
     return out
 
 
+def ratio(a, b, *, paired: bool) -> dict[str, float]:
+    """a / b: of the wall and CPU medians; interleaved, also the median of the rounds' own wall ratios (each round
+    runs both sessions back to back, so load that hits a round hits both: a steadier estimate) and its IQR."""
+    out = {"wall": a.wall_median / b.wall_median, "cpu": a.cpu_median / b.cpu_median}
+    if paired:
+        per_round = [x / y for x, y in zip(a.wall_ms, b.wall_ms, strict=True)]
+        q1, median, q3 = statistics.quantiles(per_round, n=4, method="inclusive")
+        out |= {"wall_paired": median, "wall_paired_iqr": q3 - q1}
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.threads < 1 or args.rounds < 3:
@@ -129,20 +143,11 @@ def main(argv: list[str] | None = None) -> int:
         profile = {}
         if args.profile_runs > 0:
             profile = node_profile(plans, x, threads=args.threads, runs=args.profile_runs, prefix=Path(tmp) / "p")
-    wall = {name: t.wall_median for name, t in timings.items()}
-    cpu = {name: t.cpu_median for name, t in timings.items()}
-    ratios = {
-        "sge_fused/resnet50": {"wall": wall["sge_fused"] / wall["resnet50"], "cpu": cpu["sge_fused"] / cpu["resnet50"]}
-    }
-    if "sge_fused_native" in wall:
-        ratios["sge_fused_native/resnet50"] = {
-            "wall": wall["sge_fused_native"] / wall["resnet50"],
-            "cpu": cpu["sge_fused_native"] / cpu["resnet50"],
-        }
-        ratios["dispatched/native"] = {
-            "wall": wall["sge_fused"] / wall["sge_fused_native"],
-            "cpu": cpu["sge_fused"] / cpu["sge_fused_native"],
-        }
+    pairs = {"sge_fused/resnet50": ("sge_fused", "resnet50")}
+    if "sge_fused_native" in timings:
+        pairs["sge_fused_native/resnet50"] = ("sge_fused_native", "resnet50")
+        pairs["dispatched/native"] = ("sge_fused", "sge_fused_native")
+    ratios = {label: ratio(timings[a], timings[b], paired=not spin) for label, (a, b) in pairs.items()}
     report = {
         "command": command,
         "machine": machine_description(args.threads),
@@ -169,7 +174,10 @@ def main(argv: list[str] | None = None) -> int:
             file=out,
         )
     for name, r in report["ratios"].items():
-        print(f"  {name:26s} wall {r['wall']:.3f}  CPU {r['cpu']:.3f}", file=out)
+        paired = ""
+        if "wall_paired" in r:
+            paired = f"  per-round wall ratio {r['wall_paired']:.3f} (IQR {r['wall_paired_iqr']:.3f})"
+        print(f"  {name:26s} wall {r['wall']:.3f}  CPU {r['cpu']:.3f}{paired}", file=out)
     for name, ms in report["sge_residual_ms_per_run"].items():
         print(f"  SgeResidual kernel time, {name}: {ms:.2f} ms per run", file=out)
     write_json_output(args.json, report)

@@ -10,12 +10,15 @@
 //
 // NCHWc ([N, C/B, H, W, B], B = 8 or 16 lanes) works on one unit, max(C/G, B) channels, in three passes over x
 // that stay in L2: the channel means; the similarity map, as B-lane products reduced by a shuffle tree into one
-// value per group and position ([H·W][groups in the block]); and out = relu(x · gate + identity) with each
-// position's gates expanded to lanes by one permute. The gates themselves (mean, std, sigmoid) work on the compact
-// map, 1/min(C/G, B) of the data.
+// value per group and position ([H·W][groups in the block]), with its moments about the group's known mean
+// Σ m_c² accumulated on the way (no pass of its own); and out = relu(x · gate + identity) with each position's
+// gates expanded to lanes by one permute. The sigmoid works on the compact map, 1/min(C/G, B) of the data.
 #pragma once
 
 #include <cstdint>
+#if defined(__AVX512F__)
+#include <immintrin.h>  // always-inline intrinsics: nothing is emitted outside this build's namespace
+#endif
 
 #include "sge_shape.h"
 
@@ -72,15 +75,15 @@ inline F<B> relu(F<B> v) {
   return v < 0.0f ? F<B>{} : v;  // NaN stays NaN, as in torch.relu
 }
 
-// exp(x) by Cody-Waite reduction (ln 2 in two parts, the first exact in 9 bits) and a degree-6 polynomial: relative
-// error ~2e-7 on |x| ≤ 88; beyond ±88 the argument saturates; NaN propagates.
+// e^x = 2^n · e^r, r = x − n·ln 2 (Cody-Waite: ln 2 in two parts, the first exact in 9 bits), |r| ≤ ln 2 / 2:
+// e^r by a degree-6 polynomial, relative error ~2e-7. The argument saturates at ±88; NaN propagates.
 template <int B>
-inline F<B> exp_approx(F<B> x) {
+inline F<B> clamp_exp_argument(F<B> x) {
   x = x > 88.0f ? splat<B>(88.0f) : x;
-  x = x < -88.0f ? splat<B>(-88.0f) : x;
-  I<B> k = __builtin_convertvector(x * 1.44269504088896341f + 128.5f, I<B>) - 128;  // floor(x·log2 e + 0.5)
-  k = x == x ? k : I<B>{};  // NaN: keep the exponent defined; r (and so the result) is NaN already
-  const F<B> n = __builtin_convertvector(k, F<B>);
+  return x < -88.0f ? splat<B>(-88.0f) : x;
+}
+template <int B>
+inline F<B> exp_reduced(F<B> x, F<B> n) {
   const F<B> r = (x - n * 0.693359375f) + n * 2.12194440e-4f;
   F<B> p = splat<B>(1.0f / 720.0f);
   p = p * r + 1.0f / 120.0f;
@@ -88,65 +91,106 @@ inline F<B> exp_approx(F<B> x) {
   p = p * r + 1.0f / 6.0f;
   p = p * r + 0.5f;
   p = p * r + 1.0f;
-  p = p * r + 1.0f;
+  return p * r + 1.0f;
+}
+template <int B>
+inline F<B> exp_approx(F<B> x) {
+  x = clamp_exp_argument<B>(x);
+  I<B> k = __builtin_convertvector(x * 1.44269504088896341f + 128.5f, I<B>) - 128;  // floor(x·log2 e + 0.5)
+  k = x == x ? k : I<B>{};  // NaN: keep the exponent defined; r (and so the result) is NaN already
   const I<B> bits = (k + 127) << 23;
-  return p * (F<B>)bits;  // a vector cast keeps the bits
+  return exp_reduced<B>(x, __builtin_convertvector(k, F<B>)) * (F<B>)bits;  // a vector cast keeps the bits
 }
 
-// Turns a compact similarity map s ([hw][per] floats, group k of the unit at s[i·per + k]; per divides B) into its
-// gates σ(γ·ĉ + β) in place. Statistics per group in float lanes, corrected to the exact mean in a second pass
-// (var = (Σd² − (Σd)²/n) / (n − 1) with d = c − rough mean), then folded in double.
+// σ(a) = 1 / (1 + e^−a). The AVX-512 build rounds with vrndscaleps, scales by 2^n with vscalefps (no exponent
+// arithmetic) and divides by a 14-bit reciprocal refined by one Newton step (~1 ulp): fewer, cheaper instructions
+// than the portable form (the sigmoid pass was ~20 % of the kernel's time). Both clamp and propagate NaN alike.
 template <int B>
-void gates_from_similarity(float* s, int64_t hw, int64_t per, const float* gamma, const float* beta, float eps) {
-  const int64_t count = hw * per, whole = count - count % B;
-  double sums[B] = {}, squares[B] = {};
-  F<B> acc0 = {}, acc1 = {};
-  int64_t e = 0;
-  for (; e + 2 * B <= whole; e += 2 * B) {
-    acc0 += load<B>(s + e);
-    acc1 += load<B>(s + e + B);
+inline F<B> sigmoid(F<B> a) {
+#if defined(__AVX512F__)
+  if constexpr (B == 16) {
+    // the masked forms with an explicit source: the unmasked ones trip GCC 12's -Wmaybe-uninitialized
+    const __mmask16 all = 0xFFFF;
+    const F<B> x = clamp_exp_argument<B>(-a);
+    const F<B> n = (F<B>)_mm512_mask_roundscale_ps((__m512)x, all, (__m512)(x * 1.44269504088896341f),
+                                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    const F<B> e = exp_reduced<B>(x, n);
+    const F<B> d = (F<B>)_mm512_mask_scalef_ps((__m512)e, all, (__m512)e, (__m512)n) + 1.0f;  // 1 + e^x
+    const F<B> y = (F<B>)_mm512_mask_rcp14_ps((__m512)d, all, (__m512)d);
+    return y * (2.0f - d * y);
   }
-  if (e < whole) acc0 += load<B>(s + e);
-  const F<B> acc = acc0 + acc1;
-  for (int l = 0; l < B; ++l) sums[l % per] += acc[l];
-  for (e = whole; e < count; ++e) sums[e % per] += s[e];
-  F<B> rough;  // the rough mean of each lane's group
-  for (int l = 0; l < B; ++l) rough[l] = static_cast<float>(sums[l % per] / static_cast<double>(hw));
+#endif
+  return 1.0f / (1.0f + exp_approx<B>(-a));
+}
 
-  F<B> d_sum = {}, d_squares = {};
-  for (e = 0; e < whole; e += B) {
-    const F<B> d = load<B>(s + e) - rough;
-    d_sum += d;
-    d_squares += d * d;
-  }
-  double dev[B] = {};
-  for (int l = 0; l < B; ++l) {
-    dev[l % per] += d_sum[l];
-    squares[l % per] += d_squares[l];
-  }
-  for (e = whole; e < count; ++e) {
-    const double d = s[e] - rough[e % per];
-    dev[e % per] += d;
-    squares[e % per] += d * d;
-  }
+// Running sums of d = c − μ and d² over a similarity map, lane l holding group l % per. μ, the group's exact mean
+// Σ_{c∈g} m_c² (the mean of c_i = Σ m_c·x_c,i), is known before the map is computed, so one pass centres it; the
+// residual Σd/n corrects the rounding of the computed map.
+template <int B>
+struct Moments {
+  F<B> sum = {}, squares = {};
+};
+template <int B>
+inline void accumulate(Moments<B>& m, F<B> c, F<B> mu) {
+  const F<B> d = c - mu;
+  m.sum += d;
+  m.squares += d * d;
+}
+// The first `valid` lanes of c only (a tail): the other lanes count as μ, d = 0.
+template <int B>
+inline void accumulate_part(Moments<B>& m, F<B> c, F<B> mu, int64_t valid) {
+  I<B> lane;
+  for (int l = 0; l < B; ++l) lane[l] = l;
+  accumulate<B>(m, lane < static_cast<int32_t>(valid) ? c : mu, mu);
+}
+
+// Lane l of the result: Σ_{c∈group l % per} m_c², in double (per divides B; the means of a unit's channels in order).
+template <int B, int per>
+inline F<B> group_means(const float* means, int64_t unit_channels) {
+  double mu[per] = {};
+  const int64_t cg = unit_channels / per;
+  for (int k = 0; k < per; ++k)  // no division per channel: this runs once per unit, 64 units a layer
+    for (int64_t c = k * cg; c < (k + 1) * cg; ++c) mu[k] += static_cast<double>(means[c]) * means[c];
+  F<B> lanes;
+  for (int l = 0; l < B; ++l) lanes[l] = static_cast<float>(mu[l % per]);
+  return lanes;
+}
+
+// The affine map of each lane's group, a = (c − centre) · scale + shift, from the moments of its n = H·W values:
+// var = (Σd² − (Σd)²/n) / (n − 1) (unbiased, as torch.std), ĉ = (c − mean) / (std + eps), a = γ·ĉ + β. Per group
+// in double; only `per` divisions and square roots.
+template <int B, int per>
+struct Gate {
   F<B> centre, scale, shift;
-  for (int l = 0; l < B; ++l) {
-    const int64_t k = l % per;
-    const double n = static_cast<double>(hw);
-    const double variance = (squares[k] - dev[k] * dev[k] / n) / (n - 1.0);  // unbiased, as torch.std
-    const double std_dev = __builtin_sqrt(variance > 0.0 ? variance : 0.0);
-    centre[l] = static_cast<float>(rough[l] + dev[k] / n);
-    scale[l] = static_cast<float>(gamma[k] / (std_dev + eps));
-    shift[l] = beta[k];
+  Gate(const Moments<B>& m, F<B> mu, int64_t n, const float* gamma, const float* beta, float eps) {
+    double sums[per] = {}, squares[per] = {};
+    for (int l = 0; l < B; ++l) {
+      sums[l % per] += m.sum[l];
+      squares[l % per] += m.squares[l];
+    }
+    float centres[per], scales[per];
+    const double count = static_cast<double>(n);
+    for (int k = 0; k < per; ++k) {
+      const double variance = (squares[k] - sums[k] * sums[k] / count) / (count - 1.0);
+      const double std_dev = __builtin_sqrt(variance > 0.0 ? variance : 0.0);
+      centres[k] = static_cast<float>(static_cast<double>(mu[k]) + sums[k] / count);
+      scales[k] = static_cast<float>(gamma[k] / (std_dev + eps));
+    }
+    for (int l = 0; l < B; ++l) {
+      centre[l] = centres[l % per];
+      scale[l] = scales[l % per];
+      shift[l] = beta[l % per];
+    }
   }
-  for (e = 0; e < whole; e += B) {
-    const F<B> t = (load<B>(s + e) - centre) * scale + shift;
-    store<B>(s + e, 1.0f / (1.0f + exp_approx<B>(-t)));
-  }
-  if (whole < count) {  // the tail starts at a multiple of B, so lane l still holds group l % per
-    const F<B> t = (load_part<B>(s + whole, count - whole) - centre) * scale + shift;
-    store_part<B>(s + whole, 1.0f / (1.0f + exp_approx<B>(-t)), count - whole);
-  }
+  F<B> operator()(F<B> c) const { return sigmoid<B>((c - centre) * scale + shift); }
+};
+
+// Turns a similarity map s ([count] floats, lane mapping as the gate's: s[e] in group e % per) into gates in place.
+template <int B, int per>
+inline void gates_in_place(float* s, int64_t count, const Gate<B, per>& gate) {
+  const int64_t whole = count - count % B;
+  for (int64_t e = 0; e < whole; e += B) store<B>(s + e, gate(load<B>(s + e)));
+  if (whole < count) store_part<B>(s + whole, gate(load_part<B>(s + whole, count - whole)), count - whole);
 }
 
 // Pairwise sums of adjacent lanes of a and b: [a0+a1, a2+a3, …, b0+b1, b2+b3, …].
@@ -190,10 +234,10 @@ inline F<B> lane_tree(const F<B>* v) {
 }
 
 // The similarity map of a unit ([hw][B / 2^L] floats): per position, the lane products x · mean summed over the
-// unit's blocks, then over each group's lanes by lane_tree, S positions at a time.
+// unit's blocks, then over each group's lanes by lane_tree, S positions at a time; and its moments about μ.
 template <int B, int L>
-inline void similarity_map(const float* x, const float* identity, int64_t size, int64_t blocks, int64_t stride,
-                           const float* means, float* similarity) {
+inline Moments<B> similarity_map(const float* x, const float* identity, int64_t size, int64_t blocks, int64_t stride,
+                                 const float* means, F<B> mu, float* similarity) {
   constexpr int S = 1 << L, per = B / S;
   const F<B> m0 = load<B>(means);
   const auto product = [&](int64_t i) {
@@ -206,19 +250,47 @@ inline void similarity_map(const float* x, const float* identity, int64_t size, 
     }
     return sum;
   };
+  Moments<B> moments;
   int64_t i0 = 0;
   for (; i0 + S <= size; i0 += S) {
     F<B> v[S];
 #pragma GCC unroll 16
     for (int j = 0; j < S; ++j) v[j] = product(i0 + j);
-    store<B>(similarity + i0 * per, lane_tree<B, S>(v));  // S positions × per groups = B values
+    const F<B> c = lane_tree<B, S>(v);  // S positions × per groups = B values
+    store<B>(similarity + i0 * per, c);
+    accumulate<B>(moments, c, mu);
   }
   if (i0 < size) {
     const int64_t count = size - i0;
     F<B> v[S] = {};
     for (int64_t j = 0; j < count; ++j) v[j] = product(i0 + j);
-    store_part<B>(similarity + i0 * per, lane_tree<B, S>(v), count * per);
+    const F<B> c = lane_tree<B, S>(v);
+    store_part<B>(similarity + i0 * per, c, count * per);
+    accumulate_part<B>(moments, c, mu, count * per);
   }
+  return moments;
+}
+
+// out = relu(x · gate + identity) over one block's positions. Groups narrower than the block (1 < S < B): one
+// aligned load of S positions' gates, expanded to each position by a permute in registers (a load per position
+// would split a cache line three times in four); otherwise a load or broadcast per position.
+template <int B, int L>
+inline void apply_gates(const float* x, const float* identity, float* out, int64_t size, const float* gates) {
+  constexpr int S = 1 << L, per = B / S;
+  const auto apply = [&](int64_t i, F<B> g) {
+    store<B>(out + i * B, relu<B>(load<B>(x + i * B) * g + load<B>(identity + i * B)));
+  };
+  int64_t i0 = 0;
+  if constexpr (L > 0 && S < B) {
+    I<B> group_of_lane;
+    for (int l = 0; l < B; ++l) group_of_lane[l] = l >> L;
+    for (; i0 + S <= size; i0 += S) {
+      const F<B> chunk = load<B>(gates + i0 * per);
+#pragma GCC unroll 8
+      for (int j = 0; j < S; ++j) apply(i0 + j, __builtin_shuffle(chunk, group_of_lane + j * per));
+    }
+  }
+  for (int64_t i = i0; i < size; ++i) apply(i, expand<B, L>(gates + i * per));
 }
 
 // One NCHWc unit whose groups are S = 2^L lanes wide (S = C/G when C/G < B, else B: a group of whole blocks).
@@ -248,23 +320,15 @@ void unit_nchwc(const Problem& p, int64_t n, int64_t u, float* scratch) {
     store<B>(means + b * B, ((a0 + a1) + (a2 + a3)) / static_cast<float>(size));
   }
 
-  if (blocks == 1)
-    similarity_map<B, L>(x, identity, size, 1, stride, means, similarity);
-  else
-    similarity_map<B, L>(x, identity, size, blocks, stride, means, similarity);
-
+  const F<B> mu = group_means<B, per>(means, uc);
+  const Moments<B> moments = blocks == 1
+                                 ? similarity_map<B, L>(x, identity, size, 1, stride, means, mu, similarity)
+                                 : similarity_map<B, L>(x, identity, size, blocks, stride, means, mu, similarity);
   const int64_t first_group = u * uc / group_channels(s);
-  gates_from_similarity<B>(similarity, size, per, p.gamma + first_group, p.beta + first_group, s.eps);
-
-  for (int64_t b = 0; b < blocks; ++b) {
-    const float* xb = x + b * stride;
-    const float* ib = identity + b * stride;
-    float* ob = out + b * stride;
-    for (int64_t i = 0; i < size; ++i) {
-      const F<B> gate = expand<B, L>(similarity + i * per);
-      store<B>(ob + i * B, relu<B>(load<B>(xb + i * B) * gate + load<B>(ib + i * B)));
-    }
-  }
+  const Gate<B, per> gate(moments, mu, size, p.gamma + first_group, p.beta + first_group, s.eps);
+  gates_in_place<B, per>(similarity, size * per, gate);
+  for (int64_t b = 0; b < blocks; ++b)
+    apply_gates<B, L>(x + b * stride, identity + b * stride, out + b * stride, size, similarity);
 }
 
 // One unit of plain NCHW: a single group, channels [g·cg, (g+1)·cg) of image n, vectorised along H·W.
@@ -287,14 +351,18 @@ inline void unit_nchw(const Problem& p, int64_t n, int64_t g, float* scratch) {
     for (int64_t i = whole; i < size; ++i) sum += xc[i];
     means[c] = sum / static_cast<float>(size);
   }
+  const F<W> mu = group_means<W, 1>(means, cg);
+  Moments<W> moments;
   for (int64_t i = 0; i < size; i += W) {
     const int64_t count = size - i < W ? size - i : W;
     F<W> acc = {};
     for (int64_t c = 0; c < cg; ++c)
       acc += (count == W ? load<W>(x + c * size + i) : load_part<W>(x + c * size + i, count)) * means[c];
     store_part<W>(similarity + i, acc, count);
+    accumulate_part<W>(moments, acc, mu, count);
   }
-  gates_from_similarity<W>(similarity, size, 1, p.gamma + g, p.beta + g, s.eps);
+  const Gate<W, 1> gate(moments, mu, size, p.gamma + g, p.beta + g, s.eps);
+  gates_in_place<W, 1>(similarity, size, gate);
   for (int64_t c = 0; c < cg; ++c) {
     const float* xc = x + c * size;
     const float* ic = identity + c * size;

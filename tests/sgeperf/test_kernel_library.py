@@ -97,16 +97,19 @@ def _cpu_flags() -> set[str]:
     return set(line.split(":", 1)[1].split())
 
 
-@pytest.mark.parametrize("isa", ["baseline", "avx2"])
+ISA_CPU_FLAGS = {"baseline": set(), "avx2": {"avx2", "fma"}, "avx512": {"avx512f", "avx512vl", "avx512bw", "avx512dq"}}
+
+
+@pytest.mark.parametrize("isa", sorted(ISA_CPU_FLAGS))
 def test_each_instruction_set_build_matches_the_reference(isa, tmp_path, monkeypatch):
-    """The builds this CPU does not pick (SSE2, AVX2 on an AVX-512 machine) against the float64 reference, on 8- and
-    16-lane blocks fed directly and on NCHW."""
+    """Each build alone (SSE2, AVX2, AVX-512 with its own sigmoid: one a CPU would not pick is tested here only)
+    against the float64 reference, on 8- and 16-lane blocks fed directly and on NCHW, hard statistics included."""
     if shutil.which("g++") is None and shutil.which("c++") is None:
         pytest.skip("no C++ compiler to build the single-ISA library")
-    if isa == "avx2" and not {"avx2", "fma"} <= _cpu_flags():
-        pytest.skip("this CPU has no AVX2/FMA")
+    if not ISA_CPU_FLAGS[isa] <= _cpu_flags():
+        pytest.skip(f"this CPU lacks {isa}'s instructions")
     import export.ort_session as ort_session
-    from tests.sgeperf.test_fused_kernel import blocked_error
+    from tests.sgeperf.test_fused_kernel import HARD_CASES, blocked_error
 
     library = build_library(tmp_path / "lib", isas=(isa,))
     monkeypatch.setattr(ort_session, "kernel_library", lambda: library)
@@ -114,6 +117,10 @@ def test_each_instruction_set_build_matches_the_reference(isa, tmp_path, monkeyp
     for block, channels, groups in [(8, 64, 16), (8, 64, 4), (16, 64, 16), (16, 128, 4), (16, 64, 64), (0, 32, 8)]:
         error = blocked_error(tmp_path, block=block, channels=channels, groups=groups, rng=rng)
         assert error <= 2e-5, (block, channels, groups)
+    for case, (draw, tolerance) in HARD_CASES.items():
+        for block in (0, 8, 16):
+            error = blocked_error(tmp_path, block=block, channels=64, groups=16, rng=rng, size=(28, 28), **draw)
+            assert error <= tolerance, (case, block)
 
 
 def test_no_instruction_set_build_defines_a_symbol_outside_its_namespace(tmp_path):
