@@ -103,6 +103,12 @@ def fits_block(channels: int | None, groups: int, block: int) -> bool:
     return block % per_group == 0 if per_group < block else per_group % block == 0
 
 
+def _reorder_output(blocked: str, plain: str, channels: int | None) -> onnx.NodeProto:
+    return helper.make_node(
+        "ReorderOutput", [blocked], [plain], domain=NCHWC_DOMAIN, channels=channels, channels_last=0
+    )
+
+
 def drop_reorders(model: onnx.ModelProto, *, block: int) -> int:
     """Rewire ORT-optimised ``model`` in place so its SgeResidual nodes read and write NCHWc; how many were.
 
@@ -163,18 +169,16 @@ def drop_reorders(model: onnx.ModelProto, *, block: int) -> int:
                 for reader in consumers[c.output[0]]:
                     reader.input[:] = [blocked if name == c.output[0] else name for name in reader.input]
                 removed.add(id(c))
+        pools = [c for c in plain_readers if _is(c, "", "GlobalAveragePool")]
+        for pool in pools:  # pool in the blocked layout, then reorder the [N, C, 1, 1] result (as ORT does in ResNet)
+            pooled = f"{pool.output[0]}_nchwc"
+            added.append(helper.make_node("GlobalAveragePool", [blocked], [pooled], domain=NCHWC_DOMAIN))
+            added.append(_reorder_output(pooled, pool.output[0], channels[blocked]))
+            removed.add(id(pool))
+        plain_readers = [c for c in plain_readers if id(c) not in {id(p) for p in pools}]
         if plain_readers:
             plain = f"{blocked}_nchw"
-            added.append(
-                helper.make_node(
-                    "ReorderOutput",
-                    [blocked],
-                    [plain],
-                    domain=NCHWC_DOMAIN,
-                    channels=channels[blocked],
-                    channels_last=0,
-                )
-            )
+            added.append(_reorder_output(blocked, plain, channels[blocked]))
             for reader in plain_readers:
                 reader.input[:] = [plain if name == blocked else name for name in reader.input]
         for a in n.attribute:
@@ -188,9 +192,14 @@ def drop_reorders(model: onnx.ModelProto, *, block: int) -> int:
     after: dict[str, list[onnx.NodeProto]] = defaultdict(list)
     for node in added:  # each right after its producer, so the node list stays topologically sorted
         after[node.input[0]].append(node)
+
+    def place(node: onnx.NodeProto) -> None:  # the node, then what was added to read its output (recursively)
+        graph.node.append(node)
+        for reader in after[node.output[0]]:
+            place(reader)
+
     del graph.node[:]
     for node in kept:
-        graph.node.append(node)
-        graph.node.extend(after[node.output[0]])
+        place(node)
     logger.info("NCHWc: %d of %d fused SGE blocks read the blocked layout directly", len(chosen), len(fused))
     return len(chosen)

@@ -94,9 +94,19 @@ def test_every_block_reads_the_blocked_layout(sge18, tmp_path):
     after = collections.Counter(n.op_type for n in optimized.graph.node if n.domain == NCHWC_DOMAIN)
     assert blocked == 8
     assert before["ReorderInput"] == 7 and after["ReorderInput"] == 0  # the last block feeds the plain pooling
-    assert after["ReorderOutput"] == 1  # only before the classifier's pooling, as in plain ResNet
+    # the classifier pools the last block's blocked map, and only its [N, C, 1, 1] result is reordered (as ORT does
+    # in plain ResNet): no reorder of a full map is left
+    assert after["ReorderOutput"] == 1 and after["GlobalAveragePool"] == 1
+    (reorder,) = [n for n in optimized.graph.node if n.op_type == "ReorderOutput"]
+    (pool,) = [n for n in optimized.graph.node if n.op_type == "GlobalAveragePool"]
+    assert pool.domain == NCHWC_DOMAIN and pool.input[0] == fused_nodes_last_output(optimized)
+    assert reorder.input[0] == pool.output[0]
     fused_nodes = [n for n in optimized.graph.node if n.op_type == OP_TYPE]
     assert all(a.i == nchwc_block_size() for n in fused_nodes for a in n.attribute if a.name == "block")
+
+
+def fused_nodes_last_output(model: onnx.ModelProto) -> str:
+    return [n for n in model.graph.node if n.op_type == OP_TYPE][-1].output[0]
 
 
 def test_dynamic_hw_graph_runs_at_another_size(sge18, tmp_path):
