@@ -11,7 +11,6 @@ from export.validate import onnxruntime_runner
 from models.transforms import photo_batch
 from runtime.backends.base import InputMismatchError
 from runtime.backends.trt import PlanMismatchError, TrtRunner
-from tests.tensorrt.conftest import load_script
 from tests.tensorrt.host_cuda import HostCuda
 
 
@@ -87,8 +86,11 @@ def test_a_plan_for_another_gpu_is_refused(fake_trt, plan, monkeypatch):
 
 
 def test_benchmark_passes_trtexecs_cuda_graph_and_no_transfer_options():
-    benchmark = load_script("benchmark")
-    args = benchmark.parse_args(["artifact", "--backends", "tensorrt", "--trt-cuda-graph", "--trt-no-transfers"])
+    from runtime.commands import benchmark
+
+    args = benchmark.build_parser().parse_args(
+        ["artifact", "--backends", "tensorrt", "--trt-cuda-graph", "--trt-no-transfers"]
+    )
     assert benchmark.backend_options("tensorrt", args) == {"cuda_graph": True, "transfers": False}
-    default = benchmark.parse_args(["artifact", "--backends", "tensorrt"])
+    default = benchmark.build_parser().parse_args(["artifact", "--backends", "tensorrt"])
     assert benchmark.backend_options("tensorrt", default) == {"cuda_graph": False, "transfers": True}

@@ -57,7 +57,7 @@ def test_artifact_without_engine_says_how_to_build_one(tmp_path):
     manifest = Manifest(model="m", deploy="model.onnx", inputs=[SPEC_IN], outputs=[SPEC_OUT])
     manifest.record(tmp_path, "model.onnx", role="model")
     write_manifest(tmp_path, manifest)
-    with pytest.raises(PlanMismatchError, match=r"no TensorRT engine.*trt_build.py"):
+    with pytest.raises(PlanMismatchError, match=r"no TensorRT engine.*sge-deploy trt-build"):
         TrtRunner(tmp_path)
 
 
