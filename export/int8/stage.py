@@ -37,6 +37,7 @@ from export.int8.roles import (
     parity_file,
 )
 from export.int8.sge_regions import qdq_inside_sge, sge_regions
+from export.ort_nchwc import FUSED_DOMAIN
 
 logger = logging.getLogger(__name__)
 
@@ -166,7 +167,7 @@ def _check(
     want = "int8" if scheme == "s8s8" else "uint8"
     if set(counts) != {want}:
         parity.failures.append(f"activations should all be {want}; the graph's QuantizeLinear types are {counts}")
-    floats = len(regions) + sum(n.domain == "ai.sgedeploy" for n in model.graph.node)
+    floats = len(regions) + sum(n.domain == FUSED_DOMAIN for n in model.graph.node)
     return Int8Graph(
         name=path.name,
         role=role,

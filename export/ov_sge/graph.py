@@ -15,8 +15,9 @@ import io
 from pathlib import Path
 from typing import Any
 
-FUSED_OP = "SgeResidual"
-FUSED_DOMAIN = "ai.sgedeploy"
+from export.ort_nchwc import FUSED_DOMAIN, FUSED_OP
+from export.ov_sge.fused_nodes import replace_fused_nodes
+
 STORAGES = ("f32", "bf16")
 
 
@@ -32,31 +33,23 @@ def openvino_onnx_bytes(path: str | Path, *, storage: str = "f32") -> tuple[byte
     if storage not in STORAGES:
         raise ValueError(f"storage must be one of {', '.join(STORAGES)}; got {storage!r}")
     model = onnx.load(str(path))
-    nodes, count = [], 0
-    for node in model.graph.node:
-        if node.op_type != FUSED_OP or node.domain != FUSED_DOMAIN:
-            nodes.append(node)
-            continue
+
+    def for_openvino(node: onnx.NodeProto) -> list[onnx.NodeProto]:
         block = next((a.i for a in node.attribute if a.name == "block"), 0)
         if block != 0:
             raise FusedGraphError(f"{path}: node {node.name} is in ORT's NCHWc layout (block={block}); re-export it")
-        count += 1
         node.domain = ""
-        if storage == "bf16":
-            for i in (0, 1):  # x and identity
-                cast = f"{node.name}/bf16_in{i}"
-                nodes.append(helper.make_node("Cast", [node.input[i]], [cast], to=TensorProto.BFLOAT16))
-                node.input[i] = cast
-            output, node.output[0] = node.output[0], f"{node.name}/bf16_out"
-            nodes.extend([node, helper.make_node("Cast", [node.output[0]], [output], to=TensorProto.FLOAT)])
-        else:
-            nodes.append(node)
-    del model.graph.node[:]
-    model.graph.node.extend(nodes)
-    del model.graph.value_info[:]  # shapes of the rewritten tensors are inferred again
-    kept = [entry for entry in model.opset_import if entry.domain != FUSED_DOMAIN]
-    del model.opset_import[:]
-    model.opset_import.extend(kept)
+        if storage != "bf16":
+            return [node]
+        casts = []
+        for i in (0, 1):  # x and identity
+            cast = f"{node.name}/bf16_in{i}"
+            casts.append(helper.make_node("Cast", [node.input[i]], [cast], to=TensorProto.BFLOAT16))
+            node.input[i] = cast
+        output, node.output[0] = node.output[0], f"{node.name}/bf16_out"
+        return [*casts, node, helper.make_node("Cast", [node.output[0]], [output], to=TensorProto.FLOAT)]
+
+    count = replace_fused_nodes(model, for_openvino)
     return model.SerializeToString(), count
 
 

@@ -26,8 +26,9 @@ from typing import Any
 
 import numpy as np
 
-FUSED_OP = "SgeResidual"
-FUSED_DOMAIN = "ai.sgedeploy"
+from export.ort_nchwc import FUSED_DOMAIN, FUSED_OP
+from export.ov_sge.fused_nodes import replace_fused_nodes
+
 DEFAULT_PACK = 16  # SGE groups per conv group: the CPU plugin's AVX-512 channel block
 
 
@@ -143,44 +144,37 @@ def _rewrite_block(
 
 
 def native_onnx_model(model, *, pack: int = DEFAULT_PACK):
-    """A copy of the fused-SGE ``model`` (onnx.ModelProto) with every ``SgeResidual`` as standard ops; and the count."""
-    import onnx
+    """Rewrite the fused-SGE ``model`` (onnx.ModelProto) in place with every ``SgeResidual`` as standard ops; returns
+    it and the count."""
     from onnx import numpy_helper
 
-    model = onnx.ModelProto.FromString(model.SerializeToString())
     graph = model.graph
     shapes = _shapes(model)
-    constants = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    initializers = {t.name: t for t in graph.initializer}
     opset = next((entry.version for entry in model.opset_import if entry.domain in ("", "ai.onnx")), 17)
-    nodes, count = [], 0
-    for node in graph.node:
-        if node.op_type != FUSED_OP or node.domain != FUSED_DOMAIN:
-            nodes.append(node)
-            continue
+
+    def standard_ops(node) -> list:
         dims = shapes.get(node.input[0])
         if not dims or len(dims) != 4 or not dims[1]:
             raise NativeRewriteError(f"{node.name}: needs a 4-D input with a known channel count; got shape {dims}")
         spatial = (dims[2], dims[3]) if dims[2] and dims[3] else None
-        channels = dims[1]
-        nodes.extend(
-            _rewrite_block(graph, node, channels=channels, spatial=spatial, pack=pack, constants=constants, opset=opset)
+        gamma_beta = {n: numpy_helper.to_array(initializers[n]) for n in node.input[2:4] if n in initializers}
+        return _rewrite_block(
+            graph, node, channels=dims[1], spatial=spatial, pack=pack, constants=gamma_beta, opset=opset
         )
-        count += 1
-    del graph.node[:]
-    graph.node.extend(nodes)
-    del graph.value_info[:]
-    kept = [entry for entry in model.opset_import if entry.domain != FUSED_DOMAIN]
-    del model.opset_import[:]
-    model.opset_import.extend(kept)
-    return model, count
+
+    return model, replace_fused_nodes(model, standard_ops)
 
 
 def read_native_model(core, path: str | Path, *, pack: int = DEFAULT_PACK) -> tuple[Any, int]:
     """(ov.Model, number of rewritten blocks) of the fused-SGE graph at ``path``, rewritten in memory (the file on
     disk, and its hash in the manifest, are unchanged); no extension library is needed."""
     import onnx
+    from onnx.external_data_helper import load_external_data_for_model
 
-    model, count = native_onnx_model(onnx.load(str(path)), pack=pack)
+    # rewritten without its weights (shape inference then copies kilobytes, not the weights), which come in after
+    model, count = native_onnx_model(onnx.load(str(path), load_external_data=False), pack=pack)
+    load_external_data_for_model(model, str(Path(path).parent))
     if count == 0:
         raise NativeRewriteError(f"{path} holds no {FUSED_DOMAIN}::{FUSED_OP} node")
     return core.read_model(io.BytesIO(model.SerializeToString())), count
