@@ -73,6 +73,15 @@ def _add(parser: argparse.ArgumentParser, flag: str, *aliases: str, **kwargs) ->
     return action
 
 
+def precision_option(precision: str) -> dict[str, str]:
+    """A runner's option for ``precision``: none for fp32 (every backend's default, and the only precision some
+    take), else ``{"precision": canonical}`` ("f32" is fp32); an unknown one is a ValueError listing the choices."""
+    from export.int8.roles import normalise_precision
+
+    canonical = normalise_precision(precision)
+    return {} if canonical == "fp32" else {"precision": canonical}
+
+
 def add_input_size(parser: argparse.ArgumentParser, *, default=None, help: str) -> argparse.Action:
     return _add(parser, "--input-size", type=int, nargs=2, metavar=("H", "W"), default=default, help=help)
 

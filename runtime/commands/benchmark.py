@@ -29,7 +29,7 @@ from runtime.cli import (
     run_main,
     write_json_output,
 )
-from runtime.cli_flags import add_backends, add_batch_size, add_json, add_threads
+from runtime.cli_flags import add_backends, add_batch_size, add_json, add_threads, precision_option
 from runtime.latency import BenchmarkConfig
 
 MAX_BATCH = 256  # 256 images at 224×224 are 154 MB of input: every backend's activations fit in a few GB
@@ -63,10 +63,11 @@ def entries(backends: list[str], precisions: list[str], args: argparse.Namespace
     table = {}
     for name in backends:
         for precision in precisions:
-            if precision in ("fp32", "f32"):
+            reduced = precision_option(precision)
+            if not reduced:
                 table[name] = backend_options(name, args)
-            elif precision in REDUCED_PRECISIONS.get(name, ()):
-                table[f"{name}:{precision}"] = {**backend_options(name, args), "precision": precision}
+            elif reduced["precision"] in REDUCED_PRECISIONS.get(name, ()):
+                table[f"{name}:{reduced['precision']}"] = {**backend_options(name, args), **reduced}
     return table
 
 
@@ -152,8 +153,8 @@ def _main(argv: list[str] | None, prog: str | None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     backends = list(args.backends)
     precisions = [p.strip() for p in args.precision.split(",") if p.strip()]
-    runs = entries(backends, precisions, args)
     try:
+        runs = entries(backends, precisions, args)  # an unknown precision is a ValueError: one line, exit 2
         if args.batch_size > MAX_BATCH:  # 100000 images would be refused only by the OOM killer
             raise ValueError(f"--batch-size must lie in 1..{MAX_BATCH}; got {args.batch_size}")
         check_output_paths(json=args.json, export_times=args.export_times, plot=args.plot)  # before the work

@@ -16,7 +16,7 @@ from export.artifacts import ArtifactError
 from models.transforms import MAX_IMAGE_PIXELS, ImageReadError
 from runtime.backends.base import BackendUnavailableError, InputMismatchError, NonFiniteOutputError
 from runtime.cli import check_output_paths, make_console, make_parser, run_main, write_json_output
-from runtime.cli_flags import add_backends, add_batch_size, add_json, add_threads
+from runtime.cli_flags import add_backends, add_batch_size, add_json, add_threads, precision_option
 from runtime.labels import labels_for
 from runtime.preprocess import preprocess_images, preprocessing_for
 from runtime.topk import LabelsError, top_k
@@ -62,7 +62,7 @@ def _main(argv: list[str] | None, prog: str | None) -> int:
         if args.batch_size < 1:
             raise ValueError(f"--batch-size must be at least 1; got {args.batch_size}")
         source = runtime.open_source(args.artifact)
-        options = {"precision": args.precision} if args.precision not in ("fp32", "f32") else {}
+        options = precision_option(args.precision)
         backend = args.backends[0]
         if backend == "auto":
             from runtime.auto import choose_backend

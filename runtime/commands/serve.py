@@ -19,7 +19,7 @@ from export.artifacts import ArtifactError, load_manifest
 from runtime import UnknownBackendError
 from runtime.backends.base import BackendUnavailableError
 from runtime.cli import make_console, make_parser, run_main
-from runtime.cli_flags import add_backends, add_model_name, add_threads
+from runtime.cli_flags import add_backends, add_model_name, add_threads, precision_option
 from runtime.serve import ServeConfig, ServeConfigError, ServeError, serve_artifact
 
 
@@ -75,8 +75,7 @@ def _main(argv: list[str] | None, prog: str | None) -> int:
             gate=args.gate,
         )
         options = {"threads": args.threads} if args.threads is not None else {}
-        if args.precision not in ("fp32", "f32"):
-            options["precision"] = args.precision
+        options.update(precision_option(args.precision))
         server = serve_artifact(args.artifact, config=config, backend=backend, load_options=options)
         server.start()
     except (

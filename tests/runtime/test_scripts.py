@@ -84,3 +84,5 @@ def test_benchmark_refuses_bad_arguments(artifact, tmp_path, capsys):
     assert not out.exists()
     assert benchmark.main([str(tmp_path / "nothing"), "--backends", "onnxruntime"]) == 2
     assert "does not exist" in capsys.readouterr().out
+    assert benchmark.main([str(artifact), "--backends", "onnxruntime", "--precision", "fp32,fp64"]) == 2
+    assert "unknown precision 'fp64'" in capsys.readouterr().out
