@@ -8,6 +8,7 @@ SgeResidual straight to the blocked tensors. It is safe only on the machine (blo
 which is why ``export/ort_session.py`` does it when a session is opened, never at export.
 """
 
+import contextlib
 import ctypes
 import ctypes.util
 import functools
@@ -77,8 +78,8 @@ def optimized_graph(
     """
     import onnxruntime as ort
 
-    with tempfile.TemporaryDirectory() as scratch:
-        where = Path(weights_dir) if weights_dir is not None else Path(scratch)
+    with contextlib.nullcontext(weights_dir) if weights_dir is not None else tempfile.TemporaryDirectory() as scratch:
+        where = Path(scratch)
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.intra_op_num_threads = threads
@@ -188,8 +189,8 @@ def drop_reorders(model: onnx.ModelProto, *, block: int) -> int:
             pooled = f"{pool.output[0]}_nchwc"
             added.append(helper.make_node("GlobalAveragePool", [blocked], [pooled], domain=NCHWC_DOMAIN))
             added.append(_reorder_output(pooled, pool.output[0], channels[blocked]))
-            removed.add(id(pool))
-        plain_readers = [c for c in plain_readers if id(c) not in {id(p) for p in pools}]
+        plain_readers = [c for c in plain_readers if not _is(c, "", "GlobalAveragePool")]
+        removed.update(map(id, pools))
         if plain_readers:
             plain = f"{blocked}_nchw"
             added.append(_reorder_output(blocked, plain, channels[blocked]))
