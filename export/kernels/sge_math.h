@@ -16,7 +16,7 @@
 #pragma once
 
 #include <cstdint>
-#if defined(__AVX512F__)
+#if defined(__AVX2__)
 #include <immintrin.h>  // always-inline intrinsics: nothing is emitted outside this build's namespace
 #endif
 
@@ -72,6 +72,15 @@ inline float lane_sum(F<B> v) {
 }
 template <int B>
 inline F<B> relu(F<B> v) {
+#if defined(__AVX512F__)
+  if constexpr (B == 16) {  // vmaxps returns its second operand when one is NaN; the masked form, as in sigmoid
+    const __m512 zero = _mm512_setzero_ps();
+    return (F<B>)_mm512_mask_max_ps(zero, 0xFFFF, zero, (__m512)v);
+  }
+#endif
+#if defined(__AVX2__)
+  if constexpr (B == 8) return (F<B>)_mm256_max_ps(_mm256_setzero_ps(), (__m256)v);
+#endif
   return v < 0.0f ? F<B>{} : v;  // NaN stays NaN, as in torch.relu
 }
 
@@ -102,25 +111,45 @@ inline F<B> exp_approx(F<B> x) {
   return exp_reduced<B>(x, __builtin_convertvector(k, F<B>)) * (F<B>)bits;  // a vector cast keeps the bits
 }
 
-// σ(a) = 1 / (1 + e^−a). The AVX-512 build rounds with vrndscaleps, scales by 2^n with vscalefps (no exponent
-// arithmetic) and divides by a 14-bit reciprocal refined by one Newton step (~1 ulp): fewer, cheaper instructions
-// than the portable form (the sigmoid pass was ~20 % of the kernel's time). Both clamp and propagate NaN alike.
+// 2^f for |f| ≤ 1/2: a degree-5 polynomial fitted to the relative error (≤ 2.4e-7 in float32).
 template <int B>
-inline F<B> sigmoid(F<B> a) {
+inline F<B> exp2_reduced(F<B> f) {
+  F<B> p = splat<B>(1.32764841e-3f);
+  p = p * f + 9.67554189e-3f;
+  p = p * f + 5.55071309e-2f;
+  p = p * f + 2.40221202e-1f;
+  p = p * f + 6.93146944e-1f;
+  return p * f + 1.00000012f;
+}
+
+// σ(a) = 1 / (1 + 2^t) for t = −a · log2 e (the gate folds the factor into its affine map): 2^t = 2^n · 2^f, n the
+// nearest integer, f = t − n exact. t saturates at ±126; NaN propagates. The AVX-512 build rounds with vrndscaleps,
+// scales with vscalefps (no exponent arithmetic) and divides by a 14-bit reciprocal refined by one Newton step
+// (~1 ulp): 15 instructions a vector where the form before took 22, the affine map included (the sigmoid was a
+// fifth of the kernel's time on AVX-512 CPUs that split 512-bit operations in two).
+template <int B>
+inline F<B> sigmoid_of_exponent(F<B> t) {
 #if defined(__AVX512F__)
   if constexpr (B == 16) {
     // the masked forms with an explicit source: the unmasked ones trip GCC 12's -Wmaybe-uninitialized
     const __mmask16 all = 0xFFFF;
-    const F<B> x = clamp_exp_argument<B>(-a);
-    const F<B> n = (F<B>)_mm512_mask_roundscale_ps((__m512)x, all, (__m512)(x * 1.44269504088896341f),
+    // vmaxps/vminps return the second operand when one is NaN: t second keeps NaN (vrangeps would not)
+    const __m512 low = (__m512)splat<B>(-126.0f), high = (__m512)splat<B>(126.0f);
+    const F<B> c = (F<B>)_mm512_mask_min_ps(high, all, high, _mm512_mask_max_ps(low, all, low, (__m512)t));
+    const F<B> n = (F<B>)_mm512_mask_roundscale_ps((__m512)c, all, (__m512)c,
                                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    const F<B> e = exp_reduced<B>(x, n);
-    const F<B> d = (F<B>)_mm512_mask_scalef_ps((__m512)e, all, (__m512)e, (__m512)n) + 1.0f;  // 1 + e^x
+    const F<B> e = exp2_reduced<B>(c - n);
+    const F<B> d = (F<B>)_mm512_mask_scalef_ps((__m512)e, all, (__m512)e, (__m512)n) + 1.0f;  // 1 + 2^t
     const F<B> y = (F<B>)_mm512_mask_rcp14_ps((__m512)d, all, (__m512)d);
     return y * (2.0f - d * y);
   }
 #endif
-  return 1.0f / (1.0f + exp_approx<B>(-a));
+  t = t > 126.0f ? splat<B>(126.0f) : t;  // comparisons are false for NaN: it passes through
+  t = t < -126.0f ? splat<B>(-126.0f) : t;
+  I<B> k = __builtin_convertvector(t + 126.5f, I<B>) - 126;  // floor(t + 0.5): t + 126.5 > 0 truncates down
+  k = t == t ? k : I<B>{};  // NaN: keep the exponent defined; f (and so the result) is NaN already
+  const I<B> bits = (k + 127) << 23;
+  return 1.0f / (1.0f + exp2_reduced<B>(t - __builtin_convertvector(k, F<B>)) * (F<B>)bits);
 }
 
 // Running sums of d = c − μ and d² over a similarity map, lane l holding group l % per. μ, the group's exact mean
@@ -168,21 +197,23 @@ struct Gate {
       sums[l % per] += m.sum[l];
       squares[l % per] += m.squares[l];
     }
-    float centres[per], scales[per];
-    const double count = static_cast<double>(n);
+    float centres[per], scales[per], shifts[per];
+    const double count = static_cast<double>(n), minus_log2e = -1.4426950408889634;
     for (int k = 0; k < per; ++k) {
       const double variance = (squares[k] - sums[k] * sums[k] / count) / (count - 1.0);
       const double std_dev = __builtin_sqrt(variance > 0.0 ? variance : 0.0);
       centres[k] = static_cast<float>(static_cast<double>(mu[k]) + sums[k] / count);
-      scales[k] = static_cast<float>(gamma[k] / (std_dev + eps));
+      scales[k] = static_cast<float>(minus_log2e * gamma[k] / (std_dev + eps));
+      shifts[k] = static_cast<float>(minus_log2e * beta[k]);
     }
     for (int l = 0; l < B; ++l) {
       centre[l] = centres[l % per];
       scale[l] = scales[l % per];
-      shift[l] = beta[l % per];
+      shift[l] = shifts[l % per];
     }
   }
-  F<B> operator()(F<B> c) const { return sigmoid<B>((c - centre) * scale + shift); }
+  // σ(γ·ĉ + β), with scale and shift holding −log2 e · γ/(std + eps) and −log2 e · β
+  F<B> operator()(F<B> c) const { return sigmoid_of_exponent<B>((c - centre) * scale + shift); }
 };
 
 // Turns a similarity map s ([count] floats, lane mapping as the gate's: s[e] in group e % per) into gates in place.
@@ -220,9 +251,49 @@ inline F<B> expand(const float* gates) {
   }
 }
 
+#if defined(__AVX512F__)
+// In-chunk pair sums (vshufps, no lane crossing): chunk q of the result is [a₄q+a₄q₊₁, a₄q₊₂+a₄q₊₃, b₄q+b₄q₊₁,
+// b₄q₊₂+b₄q₊₃]. The masked forms, as in sigmoid_of_exponent.
+inline F<16> chunk_pair_sums(F<16> a, F<16> b) {
+  const __m512 x = (__m512)a, y = (__m512)b;
+  return (F<16>)_mm512_mask_shuffle_ps(x, 0xFFFF, x, y, 0x88) + (F<16>)_mm512_mask_shuffle_ps(x, 0xFFFF, x, y, 0xDD);
+}
+// Sums of adjacent 128-bit chunks (vshuff32x4): chunks [a0+a1, a2+a3, b0+b1, b2+b3].
+inline F<16> half_pair_sums(F<16> a, F<16> b) {
+  const __m512 x = (__m512)a, y = (__m512)b;
+  return (F<16>)_mm512_mask_shuffle_f32x4(x, 0xFFFF, x, y, 0x88) +
+         (F<16>)_mm512_mask_shuffle_f32x4(x, 0xFFFF, x, y, 0xDD);
+}
+// lane_tree of 16 lanes with S ≥ 4 from those two shuffles (cheaper than two-source permutes): two rounds of
+// chunk_pair_sums leave chunk q of v[4j + r] in lane 4q + r of u[j]; chunk sums finish groups of 8 and 16; one
+// permute puts the sums in lane_tree's order (none is needed for S = 16).
+template <int S>
+inline F<16> lane_tree_chunked(const F<16>* v) {
+  F<16> t[S / 2], u[S / 4];
+#pragma GCC unroll 8
+  for (int j = 0; j < S / 2; ++j) t[j] = chunk_pair_sums(v[2 * j], v[2 * j + 1]);
+#pragma GCC unroll 4
+  for (int j = 0; j < S / 4; ++j) u[j] = chunk_pair_sums(t[2 * j], t[2 * j + 1]);
+  I<16> order;
+  if constexpr (S == 4) {  // u lane 4k + j: group k of v[j]
+    for (int l = 0; l < 16; ++l) order[l] = 4 * (l % 4) + l / 4;
+    return __builtin_shuffle(u[0], order);
+  } else if constexpr (S == 8) {  // lane 4h + r: group h % 2 of v[r + 4·(h / 2)]
+    for (int l = 0; l < 16; ++l) order[l] = 4 * (l % 2) + (l / 2) % 4 + 8 * (l / 8);
+    return __builtin_shuffle(half_pair_sums(u[0], u[1]), order);
+  } else {
+    static_assert(S == 16, "groups of 4, 8 or 16 lanes");
+    return half_pair_sums(half_pair_sums(u[0], u[1]), half_pair_sums(u[2], u[3]));  // lane j: v[j], in order
+  }
+}
+#endif
+
 // Reduces S = 2^L vectors of lane products to one: lane j·B/S + k holds the sum of group k (S lanes) of v[j].
 template <int B, int S>
 inline F<B> lane_tree(const F<B>* v) {
+#if defined(__AVX512F__)
+  if constexpr (B == 16 && S >= 4) return lane_tree_chunked<S>(v);
+#endif
   if constexpr (S == 1) {
     return v[0];
   } else {

@@ -177,7 +177,7 @@ def test_blocked_layout_of_either_width(block, channels, groups, size, tmp_path)
 # Statistics that stress float32 (tolerances from the float64 reference; a float32 NumPy transcription of the same
 # formula errs 4.6e-6 and 5e-6 on these): channel means far from 0, so the similarity map's mean Σ m_c² dwarfs
 # its spread (the kernel centres it on that known mean while computing it); and γ ×100, gates driven to 0 and 1
-# through the steepest part of the sigmoid and its ±88 clamp. 28×28: long sums, and a whole number of 4- and
+# through the steepest part of the sigmoid and its clamp (±126 in powers of 2). 28×28: long sums, and a whole number of 4- and
 # 16-position chunks.
 HARD_CASES = {"offset-means": ({"x_mean": 3.0, "x_std": 0.5}, 2e-5), "steep-gates": ({"gamma_scale": 100.0}, 1e-4)}
 
@@ -202,16 +202,29 @@ def test_every_batch_item_is_its_own(tmp_path):
     np.testing.assert_allclose(single[0], whole[1], atol=1e-6)
 
 
-def test_nan_stays_in_its_group(tmp_path):
+def assert_nan_stays_in_its_group(tmp_path, block: int = 0) -> None:
+    """One NaN in x makes its whole group NaN (its mean, so its gates), and nothing else: the sigmoid and the ReLU
+    propagate NaN as torch does."""
     rng = np.random.default_rng(2)
     shape = (1, 32, 4, 4)
     x, identity = rng.standard_normal(shape, dtype=np.float32), rng.standard_normal(shape, dtype=np.float32)
     x[0, 5, 1, 1] = np.nan  # channel 5 is in group 1 of 8 groups (4 channels each)
     model = fused_graph(shape, 8, rng, around_convs=False)
-    _, got = run(model, tmp_path, x, identity)
+    for a in model.graph.node[0].attribute:
+        if a.name == "block":
+            a.i = block
+    if block:
+        got = from_blocked(run(model, tmp_path, to_blocked(x, block), to_blocked(identity, block))[1], block)
+    else:
+        _, got = run(model, tmp_path, x, identity)
     want = reference(x, identity, *params(model), 8)
     np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
     assert np.isnan(got[0, 4:8]).all() and not np.isnan(got[0, :4]).any()
+
+
+@pytest.mark.parametrize("block", [0, 8, 16])
+def test_nan_stays_in_its_group(block, tmp_path):
+    assert_nan_stays_in_its_group(tmp_path, block)
 
 
 @pytest.mark.parametrize(

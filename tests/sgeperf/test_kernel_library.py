@@ -109,7 +109,7 @@ def test_each_instruction_set_build_matches_the_reference(isa, tmp_path, monkeyp
     if not ISA_CPU_FLAGS[isa] <= _cpu_flags():
         pytest.skip(f"this CPU lacks {isa}'s instructions")
     import export.ort_session as ort_session
-    from tests.sgeperf.test_fused_kernel import HARD_CASES, blocked_error
+    from tests.sgeperf.test_fused_kernel import HARD_CASES, assert_nan_stays_in_its_group, blocked_error
 
     library = build_library(tmp_path / "lib", isas=(isa,))
     monkeypatch.setattr(ort_session, "kernel_library", lambda: library)
@@ -121,6 +121,11 @@ def test_each_instruction_set_build_matches_the_reference(isa, tmp_path, monkeyp
         for block in (0, 8, 16):
             error = blocked_error(tmp_path, block=block, channels=64, groups=16, rng=rng, size=(28, 28), **draw)
             assert error <= tolerance, (case, block)
+    other = np.random.default_rng(8)  # groups of 8 and 16 channels in 16 lanes: the other reduction trees
+    for channels, groups in [(64, 8), (64, 4)]:
+        assert blocked_error(tmp_path, block=16, channels=channels, groups=groups, rng=other) <= 2e-5, groups
+    for block in (0, 8, 16):
+        assert_nan_stays_in_its_group(tmp_path, block)
 
 
 def test_no_instruction_set_build_defines_a_symbol_outside_its_namespace(tmp_path):
