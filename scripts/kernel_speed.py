@@ -3,6 +3,7 @@
 
     python scripts/kernel_speed.py --json scripts/reports/kernel_speed.json
     python scripts/kernel_speed.py --no-native --workdir /tmp/kspeed      # keep (and reuse) the exported graphs
+    python scripts/kernel_speed.py --floors --json floors.json           # and the bounds of any unfused tail
 
 Batch 1, 224×224, 2 threads, ORT allow_spinning "0"; every round runs each session once, so load from other
 processes hits them alike; medians of wall time (CPU-time medians beside them), and the median of each round's own
@@ -35,6 +36,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rounds", type=int, default=40, help="interleaved timed rounds")
     p.add_argument("--profile-runs", type=int, default=10, help="ORT profiler runs per session (0: skip)")
     p.add_argument("--no-native", action="store_true", help="skip the -march=native build")
+    p.add_argument(
+        "--floors",
+        action="store_true",
+        help="also time two diagnostic builds that compute no SGE: the tail's one unavoidable pass "
+        "(relu(x/2 + identity)) and no work at all; bounds for the fused/resnet50 ratio",
+    )
     p.add_argument(
         "--spinning",
         action="store_true",
@@ -70,7 +77,7 @@ def node_profile(plans: dict, x, *, threads: int, runs: int, prefix: Path) -> di
     sessions = {
         name: cpu_session(plan, threads=threads, spinning=False, profile_prefix=f"{prefix}_{name}")
         for name, plan in plans.items()
-        if plan.library is not None
+        if plan.library is not None and not name.startswith("floor_")  # the floors' timings say all there is
     }
     for _ in range(runs + 1):
         for session in sessions.values():
@@ -113,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     import numpy as np
 
     from export.kernels import KernelUnavailableError, kernel_library
-    from export.kernels.build import build_library
+    from export.kernels.build import FLOORS, build_library
     from export.ort_session import cpu_session, plan_session
     from runtime.sge_cost import machine_description, time_blocked, time_interleaved
 
@@ -131,6 +138,10 @@ def main(argv: list[str] | None = None) -> int:
         if not args.no_native:
             native = build_library(Path(tmp) / "native", native=True)
             plans["sge_fused_native"] = replace(plans["sge_fused"], library=native)
+        if args.floors:
+            for floor in FLOORS:
+                library = build_library(Path(tmp) / f"floor_{floor}", floor=floor)
+                plans[f"floor_{floor}"] = replace(plans["sge_fused"], library=library)
         x = np.random.default_rng(0).standard_normal((1, 3, 224, 224), dtype=np.float32)
         spin = args.spinning
         sessions = {name: cpu_session(plan, threads=args.threads, spinning=spin) for name, plan in plans.items()}
@@ -147,6 +158,10 @@ def main(argv: list[str] | None = None) -> int:
     if "sge_fused_native" in timings:
         pairs["sge_fused_native/resnet50"] = ("sge_fused_native", "resnet50")
         pairs["dispatched/native"] = ("sge_fused", "sge_fused_native")
+    for name in [n for n in timings if n.startswith("floor_")]:
+        pairs[f"{name}/resnet50"] = (name, "resnet50")
+    if "floor_apply" in timings:
+        pairs["sge_fused/floor_apply"] = ("sge_fused", "floor_apply")
     ratios = {label: ratio(timings[a], timings[b], paired=not spin) for label, (a, b) in pairs.items()}
     report = {
         "command": command,

@@ -90,14 +90,29 @@ def _write_atomically(path: Path, data: bytes) -> None:
         raise
 
 
+# Diagnostic builds for scripts/kernel_speed.py --floors (never installed): what an unfused block tail costs at
+# least. "apply" makes only the one pass any unfused tail needs, out = relu(x · ½ + identity); "none" returns at
+# once (the graph without the tail's work).
+FLOORS = {"apply": 1, "none": 2}
+
+
 def build_library(
-    output_dir: Path, *, compiler: str | None = None, native: bool = False, isas: tuple[str, ...] = ()
+    output_dir: Path,
+    *,
+    compiler: str | None = None,
+    native: bool = False,
+    isas: tuple[str, ...] = (),
+    floor: str | None = None,
 ) -> Path:
     """Compile the library into ``output_dir`` and write its record; returns the library's path.
 
     ``native``: one build for this CPU only (-march=native), for speed comparisons; never installed.
     ``isas``: only these builds of ISA_FLAGS (one: no dispatch), for tests of a path this CPU would not pick.
+    ``floor``: a diagnostic build of FLOORS that computes no SGE (wrong results by design), for speed bounds only.
     """
+    if floor is not None and floor not in FLOORS:
+        raise ValueError(f"unknown floor {floor!r}; choose from {sorted(FLOORS)}")
+    floor_flags = (f"-DSGE_FLOOR={FLOORS[floor]}",) if floor else ()
     machine = platform.machine().lower()
     if machine not in X86_64:
         raise KernelBuildError(f"the fused SGE kernel is built for x86-64 CPUs only; this one is {machine}")
@@ -112,9 +127,8 @@ def build_library(
         objects = []
         for isa, flags in builds.items():
             obj = Path(scratch) / f"sge_units_{isa}.o"
-            _run(
-                [cxx, *COMMON_FLAGS, *flags, f"-DSGE_ISA={isa}", "-c", str(KERNEL_DIR / "sge_units.cc"), "-o", str(obj)]
-            )
+            source = str(KERNEL_DIR / "sge_units.cc")
+            _run([cxx, *COMMON_FLAGS, *flags, *floor_flags, f"-DSGE_ISA={isa}", "-c", source, "-o", str(obj)])
             objects.append(str(obj))
         op_flags = ("-march=native",) if native else ()
         if len(builds) == 1:  # no run-time choice: the one build is called directly
@@ -137,6 +151,8 @@ def build_library(
         "builds": sorted(builds),
         "compiler": _compiler_version(cxx),
     }
+    if floor:
+        record["floor"] = floor
     _write_atomically(record_path, (json.dumps(record, indent=2) + "\n").encode())
     logger.info("built %s (%s) with %s", library, ", ".join(sorted(builds)), record["compiler"])
     return library

@@ -39,6 +39,10 @@ def kernel_library(directory: Path = KERNEL_DIR) -> Path:
         raise KernelUnavailableError(
             f"the fused SGE kernel was not built at install: {record.get('reason', 'no reason recorded')}"
         )
+    if record.get("floor"):
+        raise KernelUnavailableError(
+            f"{library} is a diagnostic build that computes no SGE (floor {record['floor']!r}): {REBUILD}"
+        )
     try:
         size = library.stat().st_size
     except OSError:

@@ -463,8 +463,28 @@ inline void unit_blocked(const Problem& p, int64_t n, int64_t u, float* scratch)
   }
 }
 
+#if defined(SGE_FLOOR)
+// Diagnostic builds (build.py FLOORS, never installed): 1, only out = relu(x · ½ + identity) over the unit's
+// memory, which is one contiguous run in either layout; 2, nothing.
+inline void floor_unit(const Problem& p, int64_t item) {
+  if (SGE_FLOOR != 1) return;
+  const int64_t count = unit_channels(p.shape) * hw(p.shape), first = item * count;
+  constexpr int W = 16;
+  int64_t i = 0;
+  for (; i + W <= count; i += W)
+    store<W>(p.out + first + i, relu<W>(load<W>(p.x + first + i) * 0.5f + load<W>(p.identity + first + i)));
+  for (; i < count; ++i) {
+    const float v = p.x[first + i] * 0.5f + p.identity[first + i];
+    p.out[first + i] = v < 0.0f ? 0.0f : v;
+  }
+}
+#endif
+
 // Runs unit `item` of the flattened (image, unit) range; the shape passed shape_problem().
 inline void run_unit_impl(const Problem& p, int64_t item, float* scratch) {
+#if defined(SGE_FLOOR)
+  return floor_unit(p, item);
+#endif
   const int64_t per_image = units_per_image(p.shape);
   const int64_t n = item / per_image, u = item % per_image;
   if (p.shape.block == 0)

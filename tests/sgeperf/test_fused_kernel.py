@@ -177,7 +177,7 @@ def test_blocked_layout_of_either_width(block, channels, groups, size, tmp_path)
 # Statistics that stress float32 (tolerances from the float64 reference; a float32 NumPy transcription of the same
 # formula errs 4.6e-6 and 5e-6 on these): channel means far from 0, so the similarity map's mean Σ m_c² dwarfs
 # its spread (the kernel centres it on that known mean while computing it); and γ ×100, gates driven to 0 and 1
-# through the steepest part of the sigmoid and its clamp (±126 in powers of 2). 28×28: long sums, and a whole number of 4- and
+# through the steepest part of the sigmoid and its clamp (2^±126). 28×28: long sums, and a whole number of 4- and
 # 16-position chunks.
 HARD_CASES = {"offset-means": ({"x_mean": 3.0, "x_std": 0.5}, 2e-5), "steep-gates": ({"gamma_scale": 100.0}, 1e-4)}
 

@@ -146,3 +146,31 @@ def test_no_instruction_set_build_defines_a_symbol_outside_its_namespace(tmp_pat
         # global and weak definitions (local ones are never merged)
         shared = [ln for ln in symbols.splitlines() if ln.split()[1] in "TWVuv" and f"sge::{isa}::" not in ln]
         assert shared == [], f"{isa}: {shared}"
+
+
+def test_floor_builds_compute_only_their_bound_and_are_never_loaded_as_the_kernel(tmp_path, monkeypatch):
+    """scripts/kernel_speed.py --floors: the "apply" build makes only relu(x/2 + identity), in either layout; the
+    record names the floor, and kernel_library refuses such a library."""
+    if shutil.which("g++") is None and shutil.which("c++") is None:
+        pytest.skip("no C++ compiler to build the diagnostic library")
+    import export.ort_session as ort_session
+    from tests.sgeperf.test_fused_kernel import fused_graph, run, to_blocked
+
+    library = build_library(tmp_path / "floor", floor="apply")
+    assert json.loads((tmp_path / "floor" / RECORD_NAME).read_text())["floor"] == "apply"
+    with pytest.raises(KernelUnavailableError, match="diagnostic build"):
+        kernel_library(tmp_path / "floor")
+    monkeypatch.setattr(ort_session, "kernel_library", lambda: library)
+    rng = np.random.default_rng(3)
+    shape = (2, 32, 5, 7)
+    x, identity = rng.standard_normal(shape, dtype=np.float32), rng.standard_normal(shape, dtype=np.float32)
+    model = fused_graph(shape, 8, rng, around_convs=False)
+    _, got = run(model, tmp_path, x, identity)
+    np.testing.assert_allclose(got, np.maximum(x * 0.5 + identity, 0), rtol=1e-6, atol=1e-6)
+    for a in model.graph.node[0].attribute:
+        if a.name == "block":
+            a.i = 16
+    _, got = run(model, tmp_path, to_blocked(x, 16), to_blocked(identity, 16))  # elementwise: layout-blind
+    np.testing.assert_allclose(got, np.maximum(to_blocked(x, 16) * 0.5 + to_blocked(identity, 16), 0), atol=1e-6)
+    with pytest.raises(ValueError, match="unknown floor"):
+        build_library(tmp_path / "other", floor="half")
