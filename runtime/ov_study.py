@@ -47,15 +47,26 @@ class Variant:
 
 
 def variants(
-    base: Path, sge: Path, precisions: Sequence[str], *, compact: Path | None = None, onnxruntime: bool = False
+    base: Path,
+    sge: Path,
+    precisions: Sequence[str],
+    *,
+    compact: Path | None = None,
+    onnxruntime: bool = False,
+    references: Sequence[Path] = (),
 ) -> list[Variant]:
     """Per precision: the plain model, the SGE model's plain graph, its fused graph in both forms where the artifact
-    has one for that precision, and the compact graph (not at int8, which needs its own quantised file); with
-    ``onnxruntime``, both models on ONNX Runtime FP32 first."""
+    has one for that precision, the compact graph (not at int8, which needs its own quantised file), and each
+    ``references`` artifact (another attention model, e.g. se_resnet50: what a simpler block costs on the same
+    backend; at int8 only where it has a Q/DQ model); with ``onnxruntime``, both models on ONNX Runtime FP32 first."""
     from export.artifacts import load_manifest
     from runtime.backends.ov import FUSED_ROLES
 
-    roles = {entry.role for entry in load_manifest(sge, verify=False).files.values()}
+    def roles_of(artifact: Path) -> set[str]:
+        return {entry.role for entry in load_manifest(artifact, verify=False).files.values()}
+
+    roles = roles_of(sge)
+    reference_roles = {ref: roles_of(ref) for ref in references}
     out = []
     if onnxruntime:
         out.append(Variant(f"{base.name} onnxruntime fp32", base, "fp32", True, "base", backend="onnxruntime"))
@@ -68,6 +79,9 @@ def variants(
             out.append(Variant(f"{sge.name} {precision} native", sge, precision, True, "sge", "native"))
         if compact is not None and precision != "int8":
             out.append(Variant(f"{compact.name} {precision} compact", compact, precision, False, "sge"))
+        for ref in references:
+            if precision != "int8" or "model-int8" in reference_roles[ref]:
+                out.append(Variant(f"{ref.name} {precision} (reference)", ref, precision, False, "sge"))
     return out
 
 

@@ -3,7 +3,8 @@ extension op, optionally the compact graph) at each precision, and optionally bo
 one interleaved run per batch size; ratios; parity with eager FP32 PyTorch on the photographs; per-layer profiles.
 
 python scripts/benchmark_openvino.py --base artifacts/resnet50 --sge artifacts/sge_resnet50 \\
-    [--compact DIR] [--precisions fp32,bf16] [--onnxruntime] [--batch 1] [--threads 2] [--duration 3]
+    [--compact DIR] [--reference DIR ...] [--precisions fp32,bf16] [--onnxruntime] [--batch 1] [--threads 2]
+    [--duration 3]
     [--json FILE] [--no-parity] [--no-profile]
 """
 
@@ -31,6 +32,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--base", type=Path, required=True, help="the plain model's artifact (e.g. resnet50)")
     parser.add_argument("--sge", type=Path, required=True, help="the SGE model's artifact (with model.sge_fused.onnx)")
     parser.add_argument("--compact", type=Path, help="the SGE model exported with --sge-form compact")
+    parser.add_argument(
+        "--reference",
+        type=Path,
+        action="append",
+        default=[],
+        help="another attention model's artifact timed beside them (e.g. se_resnet50; repeatable)",
+    )
     parser.add_argument("--precisions", default="fp32,bf16", help="comma-separated: fp32, bf16, int8")
     parser.add_argument("--onnxruntime", action="store_true", help="also both models on ONNX Runtime FP32")
     add_batch_size(parser, default=1, help="images per timed call")
@@ -68,7 +76,14 @@ def main(argv: list[str] | None = None) -> int:
 
         from models.transforms import photo_batch
 
-        chosen = variants(args.base, args.sge, precisions, compact=args.compact, onnxruntime=args.onnxruntime)
+        chosen = variants(
+            args.base,
+            args.sge,
+            precisions,
+            compact=args.compact,
+            onnxruntime=args.onnxruntime,
+            references=args.reference,
+        )
         config = BenchmarkConfig(duration_s=args.duration, mode="interleave")
         photos = photo_batch((224, 224))
         batch = np.resize(photos, (args.batch_size, *photos.shape[1:])).astype(np.float32)

@@ -27,3 +27,11 @@ def test_ratios_compare_within_backend_and_precision(artifact, tmp_path):
     got = ratios(chosen, timings)
     assert got[chosen[1].label] == 12.0 / 40.0
     assert all(got[v.label] == 1.2 for v in chosen[2:] if v.role == "sge")
+
+
+def test_reference_models_are_timed_at_each_precision_they_can_run(artifact, tmp_path):
+    (tmp_path / "se").symlink_to(artifact)
+    chosen = variants(artifact, artifact, ["fp32", "int8"], references=[tmp_path / "se"])
+    refs = [v for v in chosen if v.label.startswith("se ")]
+    assert [(v.precision, v.sge_fused, v.role) for v in refs] == [("fp32", False, "sge")]  # no Q/DQ model: no int8
+    assert refs[0].label == "se fp32 (reference)"
