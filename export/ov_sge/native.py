@@ -143,41 +143,11 @@ def _rewrite_block(
     return b.nodes
 
 
-def drop_requantisation(model) -> int:
-    """Remove each QuantizeLinear → DequantizeLinear pair that only feeds a fused node's x (a Q/DQ model's last
-    convolution of a block), in place; returns how many. OpenVINO then runs that convolution in int8 with a float
-    output, the dequantisation fused into it, instead of writing uint8 and converting it back over the whole map
-    (Convert, Subtract, Multiply in every block); the tail reads the convolution's exact output, one rounding fewer."""
-    graph = model.graph
-    producer = {out: node for node in graph.node for out in node.output}
-    readers: dict[str, int] = {}
-    for node in graph.node:
-        for name in node.input:
-            readers[name] = readers.get(name, 0) + 1
-    outputs = {o.name for o in graph.output}
-    dropped = []
-    for node in graph.node:
-        if node.op_type != FUSED_OP or node.domain != FUSED_DOMAIN:
-            continue
-        dq = producer.get(node.input[0])
-        q = producer.get(dq.input[0]) if dq is not None and dq.op_type == "DequantizeLinear" else None
-        if q is None or q.op_type != "QuantizeLinear":
-            continue
-        if readers[dq.output[0]] != 1 or readers[q.output[0]] != 1 or {dq.output[0], q.output[0]} & outputs:
-            continue
-        node.input[0] = q.input[0]
-        dropped += [q, dq]
-    for node in dropped:
-        graph.node.remove(node)
-    return len(dropped) // 2
-
-
 def native_onnx_model(model, *, pack: int = DEFAULT_PACK):
-    """Rewrite the fused-SGE ``model`` (onnx.ModelProto) in place with every ``SgeResidual`` as standard ops (and,
-    in a Q/DQ model, without the requantisation of their x: ``drop_requantisation``); returns it and the count."""
+    """Rewrite the fused-SGE ``model`` (onnx.ModelProto) in place with every ``SgeResidual`` as standard ops; returns
+    it and the count."""
     from onnx import numpy_helper
 
-    drop_requantisation(model)
     graph = model.graph
     shapes = _shapes(model)
     initializers = {t.name: t for t in graph.initializer}

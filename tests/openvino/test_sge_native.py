@@ -91,26 +91,13 @@ def test_native_graph_keeps_a_nan_in_its_group_and_has_the_relu(tmp_path):
 
 
 def test_native_graph_inside_an_int8_graph(tmp_path):
-    """The quantised convolution stays int8 and hands the rewritten tail its float output: the Q/DQ pair between
-    them is dropped (no uint8 map converted back), so the tail matches the unrequantised float64 expectation."""
-    path, x, expected, _ = int8_case(tmp_path, conv_output_quantised=False)
+    """The quantised convolution stays int8; the rewritten tail reads its dequantised output."""
+    path, x, expected, a_scale = int8_case(tmp_path)
     got, blocks, layers = run_native(path, "f32", x)
     assert blocks == 1 and "Reference" not in {layer_type for layer_type, _, _ in layers}
     assert ("Convolution", "u8") in {(layer_type, precision) for layer_type, precision, _ in layers}
-    assert "Convert" not in {layer_type for layer_type, _, _ in layers}
-    assert np.abs(got - expected).max() <= 1e-4 * np.abs(expected).max()
-
-
-def test_requantisation_is_dropped_only_where_the_fused_node_alone_reads_it(tmp_path):
-    path, *_ = int8_case(tmp_path)
-    model = onnx.load(str(path))
-    assert native.drop_requantisation(model) == 1
-    assert [n.op_type for n in model.graph.node].count("QuantizeLinear") == 1  # the input's pair stays
-    fused = next(n for n in model.graph.node if n.op_type == "SgeResidual")
-    assert fused.input[0] == "a"
-    shared = onnx.load(str(path))  # the conv's dequantised output also read elsewhere: the pair must stay
-    shared.graph.output.append(helper.make_tensor_value_info("a_dq", TensorProto.FLOAT, None))
-    assert native.drop_requantisation(shared) == 0
+    assert np.abs(got - expected).max() <= a_scale  # at most one step where rounding moves a value across a tie
+    assert np.abs(got - expected).mean() <= 1e-4
 
 
 @pytest.mark.parametrize("pack", [1, 2, 16, 5])

@@ -184,11 +184,9 @@ def fake_quant(v: np.ndarray, scale: float, zero: int, low: int, high: int) -> n
     return (np.clip(np.round(v / scale) + zero, low, high) - zero) * scale  # numpy rounds half to even, as ONNX
 
 
-def int8_case(tmp_path, *, conv_output_quantised: bool = True):
+def int8_case(tmp_path):
     """x → Q/DQ (uint8) → Conv (int8 per-channel weights) → Q/DQ → SgeResidual → y, as quantize_static writes it:
-    (graph file, x, float64 expectation from the same quantisation, the conv output's scale). With
-    ``conv_output_quantised=False`` the expectation reads the convolution's output before its Q/DQ (what the native
-    OpenVINO rewrite runs: export.ov_sge.native.drop_requantisation)."""
+    (graph file, x, float64 expectation from the same quantisation, the conv output's scale)."""
     n, c, h, w, groups = 2, 16, 9, 7, 4
     rng = np.random.default_rng(3)
     x = rng.standard_normal((n, c, h, w)).astype(np.float32)
@@ -223,7 +221,7 @@ def int8_case(tmp_path, *, conv_output_quantised: bool = True):
     onnx.save(helper.make_model(graph, opset_imports=opsets), path)
     x_dq = fake_quant(x.astype(np.float64), x_scale, 128, 0, 255)
     a = conv1x1(x_dq, w_int8.astype(np.float64) * w_scale[:, None, None, None])
-    a_dq = fake_quant(a, a_scale, 128, 0, 255) if conv_output_quantised else a
+    a_dq = fake_quant(a, a_scale, 128, 0, 255)
     expected = np.maximum(sge(a_dq, gamma.astype(np.float64), beta.astype(np.float64), groups) + x_dq, 0.0)
     return path, x, expected, a_scale
 
