@@ -4,8 +4,7 @@ one interleaved run per batch size; ratios; parity with eager FP32 PyTorch on th
 
 python scripts/benchmark_openvino.py --base artifacts/resnet50 --sge artifacts/sge_resnet50 \\
     [--compact DIR] [--reference DIR ...] [--precisions fp32,bf16] [--onnxruntime] [--batch 1] [--threads 2]
-    [--duration 3]
-    [--json FILE] [--no-parity] [--no-profile]
+    [--duration 3] [--json FILE] [--no-parity] [--no-profile]
 """
 
 import sys

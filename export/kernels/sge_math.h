@@ -84,33 +84,6 @@ inline F<B> relu(F<B> v) {
   return v < 0.0f ? F<B>{} : v;  // NaN stays NaN, as in torch.relu
 }
 
-// e^x = 2^n · e^r, r = x − n·ln 2 (Cody-Waite: ln 2 in two parts, the first exact in 9 bits), |r| ≤ ln 2 / 2:
-// e^r by a degree-6 polynomial, relative error ~2e-7. The argument saturates at ±88; NaN propagates.
-template <int B>
-inline F<B> clamp_exp_argument(F<B> x) {
-  x = x > 88.0f ? splat<B>(88.0f) : x;
-  return x < -88.0f ? splat<B>(-88.0f) : x;
-}
-template <int B>
-inline F<B> exp_reduced(F<B> x, F<B> n) {
-  const F<B> r = (x - n * 0.693359375f) + n * 2.12194440e-4f;
-  F<B> p = splat<B>(1.0f / 720.0f);
-  p = p * r + 1.0f / 120.0f;
-  p = p * r + 1.0f / 24.0f;
-  p = p * r + 1.0f / 6.0f;
-  p = p * r + 0.5f;
-  p = p * r + 1.0f;
-  return p * r + 1.0f;
-}
-template <int B>
-inline F<B> exp_approx(F<B> x) {
-  x = clamp_exp_argument<B>(x);
-  I<B> k = __builtin_convertvector(x * 1.44269504088896341f + 128.5f, I<B>) - 128;  // floor(x·log2 e + 0.5)
-  k = x == x ? k : I<B>{};  // NaN: keep the exponent defined; r (and so the result) is NaN already
-  const I<B> bits = (k + 127) << 23;
-  return exp_reduced<B>(x, __builtin_convertvector(k, F<B>)) * (F<B>)bits;  // a vector cast keeps the bits
-}
-
 // 2^f for |f| ≤ 1/2: a degree-5 polynomial fitted to the relative error (≤ 2.4e-7 in float32).
 template <int B>
 inline F<B> exp2_reduced(F<B> f) {
@@ -474,9 +447,10 @@ inline void floor_unit(const Problem& p, int64_t item) {
   int64_t i = 0;
   for (; i + W <= count; i += W)
     store<W>(p.out + first + i, relu<W>(load<W>(p.x + first + i) * 0.5f + load<W>(p.identity + first + i)));
-  for (; i < count; ++i) {
-    const float v = p.x[first + i] * 0.5f + p.identity[first + i];
-    p.out[first + i] = v < 0.0f ? 0.0f : v;
+  if (i < count) {
+    const int64_t rest = count - i;
+    const F<W> v = load_part<W>(p.x + first + i, rest) * 0.5f + load_part<W>(p.identity + first + i, rest);
+    store_part<W>(p.out + first + i, relu<W>(v), rest);
   }
 }
 #endif

@@ -20,7 +20,7 @@
 #include <openvino/op/op.hpp>
 
 #define SGE_ISA ov_op  // this file's own namespace for the ONNX Runtime kernel's maths (see sge_math.h)
-#include "../kernels/sge_math.h"  // sge::ov_op::exp_approx
+#include "../kernels/sge_math.h"  // sge::ov_op::sigmoid_of_exponent
 
 #define SGE_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 
@@ -55,8 +55,8 @@ inline GroupStats group_stats(double mean, double squares_about_mean, int64_t co
   return {static_cast<float>(mean), static_cast<float>(gamma / (std_dev + eps))};
 }
 inline float gate_of(float s, GroupStats st, float beta) {
-  const float t = -((s - st.centre) * st.scale + beta);
-  return 1.0f / (1.0f + sge::ov_op::exp_approx<4>(sge::ov_op::F<4>{t, t, t, t})[0]);
+  const float a = (s - st.centre) * st.scale + beta;  // σ(a) = 1 / (1 + 2^t), t = −a · log2 e
+  return sge::ov_op::sigmoid_of_exponent<4>(sge::ov_op::splat<4>(a * -1.44269504f))[0];
 }
 
 // One (image, group) unit is contiguous in NCHW; units run in parallel.

@@ -143,6 +143,16 @@ def from_blocked(a: np.ndarray, block: int) -> np.ndarray:
     return np.ascontiguousarray(a.reshape(n, c // block, h, w, block).transpose(0, 1, 4, 2, 3)).reshape(n, c, h, w)
 
 
+def run_in_layout(model: onnx.ModelProto, tmp_path, x, identity, block: int) -> np.ndarray:
+    """The one-op ``model``'s output in NCHW, its op fed ``block``-lane NCHWc data directly (block 0: plain NCHW)."""
+    for a in model.graph.node[0].attribute:
+        if a.name == "block":
+            a.i = block
+    if not block:
+        return run(model, tmp_path, x, identity)[1]
+    return from_blocked(run(model, tmp_path, to_blocked(x, block), to_blocked(identity, block))[1], block)
+
+
 def blocked_error(
     tmp_path, *, block: int, channels: int, groups: int, rng, size=(5, 7), x_mean=0.0, x_std=1.0, gamma_scale=1.0
 ) -> float:
@@ -152,16 +162,9 @@ def blocked_error(
     x = (x_mean + x_std * rng.standard_normal(shape)).astype(np.float32)
     identity = rng.standard_normal(shape, dtype=np.float32)
     model = fused_graph(shape, groups, rng, around_convs=False)
-    for a in model.graph.node[0].attribute:
-        if a.name == "block":
-            a.i = block
     gamma = next(i for i in model.graph.initializer if i.name == "gamma")
     gamma.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(gamma) * np.float32(gamma_scale), "gamma"))
-    if block:
-        _, got = run(model, tmp_path, to_blocked(x, block), to_blocked(identity, block))
-        got = from_blocked(got, block)
-    else:
-        _, got = run(model, tmp_path, x, identity)
+    got = run_in_layout(model, tmp_path, x, identity, block)
     return float(np.abs(got - reference(x, identity, *params(model), groups)).max())
 
 
@@ -210,13 +213,7 @@ def assert_nan_stays_in_its_group(tmp_path, block: int = 0) -> None:
     x, identity = rng.standard_normal(shape, dtype=np.float32), rng.standard_normal(shape, dtype=np.float32)
     x[0, 5, 1, 1] = np.nan  # channel 5 is in group 1 of 8 groups (4 channels each)
     model = fused_graph(shape, 8, rng, around_convs=False)
-    for a in model.graph.node[0].attribute:
-        if a.name == "block":
-            a.i = block
-    if block:
-        got = from_blocked(run(model, tmp_path, to_blocked(x, block), to_blocked(identity, block))[1], block)
-    else:
-        _, got = run(model, tmp_path, x, identity)
+    got = run_in_layout(model, tmp_path, x, identity, block)
     want = reference(x, identity, *params(model), 8)
     np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
     assert np.isnan(got[0, 4:8]).all() and not np.isnan(got[0, :4]).any()
