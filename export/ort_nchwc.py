@@ -42,12 +42,8 @@ def _is(node: onnx.NodeProto | None, domain: str, op_type: str) -> bool:
     return node is not None and node.domain == domain and node.op_type == op_type
 
 
-@functools.lru_cache(maxsize=1)
-def nchwc_block_size() -> int:
-    """ORT's NCHWc block on this CPU (8 on AVX2, 16 on AVX-512), or 0 where ORT does not use NCHWc.
-
-    Read off ORT itself: a 1×1 convolution to 20 channels gets its filter padded to the next whole block.
-    """
+def block_probe() -> onnx.ModelProto:
+    """A 1×1 convolution from 32 to 20 channels: ORT pads its filter to the next whole NCHWc block."""
     weight = numpy_helper.from_array(np.ones((20, 32, 1, 1), np.float32), "w")
     graph = helper.make_graph(
         [helper.make_node("Conv", ["x", "w"], ["y"])],
@@ -56,8 +52,17 @@ def nchwc_block_size() -> int:
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 20, 4, 4])],
         [weight],
     )
-    probe = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    optimized = optimized_graph(probe.SerializeToString(), threads=1)
+    # IR 8 (opset 17's): onnx's newest IR (14 in onnx 1.23) is refused by an older ORT (1.31 reads up to 13)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
+@functools.lru_cache(maxsize=1)
+def nchwc_block_size() -> int:
+    """ORT's NCHWc block on this CPU (8 on AVX2, 16 on AVX-512), or 0 where ORT does not use NCHWc.
+
+    Read off ORT itself: a 1×1 convolution to 20 channels gets its filter padded to the next whole block.
+    """
+    optimized = optimized_graph(block_probe().SerializeToString(), threads=1)
     padded_to_block = {24: 8, 32: 16}  # 20 output channels pad to 24 with 8-wide blocks, to 32 with 16-wide ones
     for node in optimized.graph.node:
         if _is(node, NCHWC_DOMAIN, "Conv"):
