@@ -9,6 +9,7 @@ import logging
 import math
 import os
 import platform
+import sys
 from collections.abc import Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -101,7 +102,26 @@ def machine_info() -> dict[str, Any]:
     }
     if hasattr(os, "getloadavg"):
         info["load_average_1_5_15"] = [round(v, 2) for v in os.getloadavg()]
+    gpus = gpu_names()
+    if gpus:
+        info["gpus"] = gpus
     return info
+
+
+def gpu_names() -> list[str]:
+    """The NVIDIA GPUs nvidia-smi lists (none where it is absent or fails)."""
+    import shutil
+    import subprocess
+
+    if shutil.which("nvidia-smi") is None:
+        return []
+    try:
+        listed = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True, text=True, timeout=10
+        )
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [line.strip() for line in listed.stdout.splitlines() if line.strip()] if listed.returncode == 0 else []
 
 
 def _cpuinfo() -> tuple[str | None, int | None]:
@@ -129,6 +149,9 @@ def versions() -> dict[str, str]:
             found[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
             continue
+    module = sys.modules.get("onnxruntime")  # the one this process runs, where both wheels are installed
+    if module is not None and getattr(module, "__version__", None):
+        found["onnxruntime_imported"] = module.__version__
     return found
 
 

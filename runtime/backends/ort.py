@@ -99,7 +99,8 @@ class OnnxRuntimeRunner(SourceRunner):
                 if self.cache_dir is not None:
                     options.update(trt_engine_cache_enable=True, trt_engine_cache_path=str(self.cache_dir))
             elif name == "CUDAExecutionProvider":
-                options = {"device_id": 0}
+                # FP32 means FP32 (the CUDA EP's default use_tf32=1 rounds convolution inputs to 10-bit mantissas)
+                options = {"device_id": 0, "use_tf32": 0}
             if name == names[0]:
                 options.update(self.provider_options)
             chosen.append((name, options))
@@ -117,6 +118,13 @@ class OnnxRuntimeRunner(SourceRunner):
         if self.device == "cpu":
             self._activate_cpu()
             return
+        if hasattr(ort, "preload_dlls"):
+            # onnxruntime-gpu ≥ 1.21 finds CUDA and cuDNN in the nvidia-* pip packages (those of a CUDA torch too)
+            # only when asked; without them the provider fails to load and the check below says so
+            try:
+                ort.preload_dlls()
+            except OSError as error:
+                logger.warning("onnxruntime could not preload CUDA libraries: %s", error)
         providers = self.providers()
         self._session = ort.InferenceSession(
             str(self.model_path()),

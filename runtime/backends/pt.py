@@ -54,6 +54,7 @@ class TorchRunner(SourceRunner):
         self.precision = precision
         self._model: Any = None
         self._saved_threads: int | None = None
+        self._saved_tf32: tuple[bool, bool] | None = None
 
     def build_options(self) -> dict[str, Any]:
         """The ``models.create_model`` arguments that reproduce the exported model (from ``manifest.extra``)."""
@@ -131,6 +132,11 @@ class TorchRunner(SourceRunner):
             logger.info("torch: building %s with %s", self.model_name, options)
             model = models.create_model(self.model_name, **options).eval().to(self.device)
         self._model = model.half() if self.precision == "fp16" else model
+        if self.device == "cuda" and self.precision == "fp32":
+            # FP32 means FP32: cuDNN's convolutions default to TF32 (10-bit mantissa) on Ampere and later, which
+            # errs ~1e-3 against the CPU. Process-wide, restored on deactivate, as the threads are.
+            self._saved_tf32 = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
+            torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
         if self.threads is not None:
             # Process-wide (PyTorch has no per-model thread pool): set last, so that a failed activation leaves
             # it untouched, and restored on deactivate.
@@ -141,6 +147,9 @@ class TorchRunner(SourceRunner):
         import torch
 
         self._model = None
+        if self._saved_tf32 is not None:
+            torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = self._saved_tf32
+            self._saved_tf32 = None
         if self._saved_threads is not None:
             torch.set_num_threads(self._saved_threads)
             self._saved_threads = None

@@ -119,6 +119,15 @@ def test_cuda_provider_missing_names_onnxruntime_gpu(artifact):
         runner.activate()
 
 
+def test_cuda_provider_runs_strict_fp32_unless_asked(artifact):
+    """FP32 on the CUDA provider is FP32: its default TF32 convolutions erred 6.8e-4 relative L2 against eager FP32
+    on an H200 (scripts/reports/gpu_parity_sge_resnet50.json), against 6.6e-7 with use_tf32=0."""
+    (name, options), *_ = runtime.load(artifact, backend="onnxruntime", device="cuda").providers()
+    assert (name, options) == ("CUDAExecutionProvider", {"device_id": 0, "use_tf32": 0})
+    runner = runtime.load(artifact, backend="onnxruntime", device="cuda", provider_options={"use_tf32": 1})
+    assert runner.providers()[0][1]["use_tf32"] == 1
+
+
 def test_torch_on_cuda_without_a_gpu_says_so(artifact):
     if torch.cuda.is_available():
         pytest.skip("a CUDA device is present")
