@@ -47,25 +47,41 @@ def _outputs(runner: Any, batches: dict[str, np.ndarray]) -> dict[str, np.ndarra
         runner.deactivate()
 
 
+def unavailable(backend: str) -> str:
+    """Why ``backend`` cannot run on the GPU here, or "" where it can."""
+    import importlib.util
+
+    if backend == "torch":
+        if importlib.util.find_spec("torch") is None:
+            return "torch is not installed"
+        import torch
+
+        return "" if torch.cuda.is_available() else "this torch sees no CUDA device"
+    if importlib.util.find_spec("onnxruntime") is None:
+        return "onnxruntime is not installed"
+    import onnxruntime
+
+    if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
+        return "this onnxruntime has no CUDAExecutionProvider (install onnxruntime-gpu)"
+    return ""
+
+
 def gpu_parity(
     artifact: str | Path, batches: dict[str, np.ndarray], variants: list[str] | None = None
 ) -> list[VariantParity]:
-    """Each variant against FP32 eager PyTorch on the CPU, on ``batches`` ({"random": …, "photos": …})."""
+    """Each variant against FP32 eager PyTorch on the CPU, on ``batches`` ({"random": …, "photos": …}); a variant
+    whose backend cannot reach the GPU here is skipped with the reason, and any other failure propagates."""
     import runtime
-    from runtime.backends.base import BackendUnavailableError
 
     reference = _outputs(runtime.load(artifact, "torch"), batches)
     results = []
     for name in variants or list(VARIANTS):
         backend, options = VARIANTS[name]
-        try:
-            got = _outputs(runtime.load(artifact, backend, **options), batches)
-        except (BackendUnavailableError, RuntimeError) as error:  # no CUDA device, no provider
-            results.append(VariantParity(name, None, None, skipped=str(error).splitlines()[0]))
+        reason = unavailable(backend)
+        if reason:
+            results.append(VariantParity(name, None, None, skipped=reason))
             continue
-        results.append(
-            VariantParity(
-                name, compare(reference["random"], got["random"]), compare(reference["photos"], got["photos"])
-            )
-        )
+        got = _outputs(runtime.load(artifact, backend, **options), batches)
+        stats = {kind: compare(reference[kind], got[kind]) for kind in ("random", "photos")}
+        results.append(VariantParity(name, stats["random"], stats["photos"]))
     return results

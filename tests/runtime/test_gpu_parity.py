@@ -6,14 +6,23 @@ cosine ≥ 0.999, as bf16 on the CPU (README, OpenVINO precisions)."""
 
 import pytest
 
-from runtime.gpu_parity import VARIANTS, gpu_parity
+from runtime.gpu_parity import VARIANTS, gpu_parity, unavailable
 
 torch = pytest.importorskip("torch")
-pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 GATES = {"fp32": {"rel_l2": 1e-4, "top1": 1.0}, "fp16": {"cosine": 0.999}, "tf32": {"cosine": 0.999}}
 
 
+def test_a_variant_without_its_gpu_backend_is_skipped_with_the_reason(artifact, photos, random_batch):
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is present")
+    (result,) = gpu_parity(artifact, {"random": random_batch, "photos": photos}, ["torch:cuda:fp32"])
+    assert result.random is None and result.skipped == unavailable("torch") == "this torch sees no CUDA device"
+
+
+@pytest.mark.gpu
+@needs_cuda
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
 def test_gpu_variant_matches_cpu_eager(variant, artifact, photos, random_batch):
     (result,) = gpu_parity(artifact, {"random": random_batch, "photos": photos}, [variant])
