@@ -119,8 +119,8 @@ class OnnxRuntimeRunner(SourceRunner):
             self._activate_cpu()
             return
         if hasattr(ort, "preload_dlls"):
-            # onnxruntime-gpu ≥ 1.21 finds CUDA and cuDNN in the nvidia-* pip packages (those of a CUDA torch too)
-            # only when asked; without them the provider fails to load and the check below says so
+            # onnxruntime-gpu ≥ 1.21 loads CUDA and cuDNN from the nvidia-* pip packages (a CUDA torch's too) when
+            # asked; where they are on neither path the provider fails to load and the check below says so
             try:
                 ort.preload_dlls()
             except OSError as error:
