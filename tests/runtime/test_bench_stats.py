@@ -194,3 +194,27 @@ def test_staged_runner_reports_h2d_compute_d2h():
     assert any(line.startswith("GPU Compute Time: min = ") for line in lines)
     assert any(line.startswith("Total GPU Compute Time: ") for line in lines)
     assert report.description["stage_timing"] in ("cuda events", "host clock after device sync")
+
+
+def test_gpu_names_come_from_nvidia_smi(monkeypatch):
+    import shutil
+    import subprocess
+
+    from runtime import bench_report
+
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    assert bench_report.gpu_names() == []
+    monkeypatch.setattr(shutil, "which", lambda name: "/usr/bin/" + name)
+    listed = subprocess.CompletedProcess([], 0, stdout="NVIDIA H200\nNVIDIA H200\n\n", stderr="")
+    monkeypatch.setattr(subprocess, "run", lambda *a, **k: listed)
+    assert bench_report.gpu_names() == ["NVIDIA H200", "NVIDIA H200"]
+    monkeypatch.setattr(subprocess, "run", lambda *a, **k: subprocess.CompletedProcess([], 9, stdout="", stderr="x"))
+    assert bench_report.gpu_names() == []
+
+
+def test_versions_name_the_onnxruntime_this_process_imported():
+    import onnxruntime
+
+    from runtime.bench_report import versions
+
+    assert versions()["onnxruntime_imported"] == onnxruntime.__version__
