@@ -95,6 +95,8 @@ inline F<B> exp2_reduced(F<B> f) {
   return p * f + 1.00000012f;
 }
 
+constexpr double minus_log2e = -1.4426950408889634;  // σ(a) = 1 / (1 + 2^t) for t = a · minus_log2e
+
 // σ(a) = 1 / (1 + 2^t) for t = −a · log2 e (the gate folds the factor into its affine map): 2^t = 2^n · 2^f, n the
 // nearest integer, f = t − n exact. t saturates at ±126; NaN propagates. The AVX-512 build rounds with vrndscaleps,
 // scales with vscalefps (no exponent arithmetic) and divides by a 14-bit reciprocal refined by one Newton step
@@ -123,6 +125,12 @@ inline F<B> sigmoid_of_exponent(F<B> t) {
   k = t == t ? k : I<B>{};  // NaN: keep the exponent defined; f (and so the result) is NaN already
   const I<B> bits = (k + 127) << 23;
   return 1.0f / (1.0f + exp2_reduced<B>(t - __builtin_convertvector(k, F<B>)) * (F<B>)bits);
+}
+
+// σ(a), for callers that hold a itself (the gate folds minus_log2e into its own affine map instead).
+template <int B>
+inline F<B> sigmoid(F<B> a) {
+  return sigmoid_of_exponent<B>(a * static_cast<float>(minus_log2e));
 }
 
 // Running sums of d = c − μ and d² over a similarity map, lane l holding group l % per. μ, the group's exact mean
@@ -171,7 +179,7 @@ struct Gate {
       squares[l % per] += m.squares[l];
     }
     float centres[per], scales[per], shifts[per];
-    const double count = static_cast<double>(n), minus_log2e = -1.4426950408889634;
+    const double count = static_cast<double>(n);
     for (int k = 0; k < per; ++k) {
       const double variance = (squares[k] - sums[k] * sums[k] / count) / (count - 1.0);
       const double std_dev = __builtin_sqrt(variance > 0.0 ? variance : 0.0);

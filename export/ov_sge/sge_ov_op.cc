@@ -20,7 +20,7 @@
 #include <openvino/op/op.hpp>
 
 #define SGE_ISA ov_op  // this file's own namespace for the ONNX Runtime kernel's maths (see sge_math.h)
-#include "../kernels/sge_math.h"  // sge::ov_op::sigmoid_of_exponent
+#include "../kernels/sge_math.h"  // sge::ov_op::sigmoid
 
 #define SGE_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 
@@ -55,8 +55,7 @@ inline GroupStats group_stats(double mean, double squares_about_mean, int64_t co
   return {static_cast<float>(mean), static_cast<float>(gamma / (std_dev + eps))};
 }
 inline float gate_of(float s, GroupStats st, float beta) {
-  const float a = (s - st.centre) * st.scale + beta;  // σ(a) = 1 / (1 + 2^t), t = −a · log2 e
-  return sge::ov_op::sigmoid_of_exponent<4>(sge::ov_op::splat<4>(a * -1.44269504f))[0];
+  return sge::ov_op::sigmoid<4>(sge::ov_op::splat<4>((s - st.centre) * st.scale + beta))[0];
 }
 
 // One (image, group) unit is contiguous in NCHW; units run in parallel.
