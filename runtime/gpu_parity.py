@@ -40,48 +40,28 @@ class VariantParity:
 
 
 def _outputs(runner: Any, batches: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    runner.activate()
-    try:
+    with runner:
         return {kind: np.asarray(runner.infer(batch), dtype=np.float32) for kind, batch in batches.items()}
-    finally:
-        runner.deactivate()
-
-
-def unavailable(backend: str) -> str:
-    """Why ``backend`` cannot run on the GPU here, or "" where it can."""
-    import importlib.util
-
-    if backend == "torch":
-        if importlib.util.find_spec("torch") is None:
-            return "torch is not installed"
-        import torch
-
-        return "" if torch.cuda.is_available() else "this torch sees no CUDA device"
-    if importlib.util.find_spec("onnxruntime") is None:
-        return "onnxruntime is not installed"
-    import onnxruntime
-
-    if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
-        return "this onnxruntime has no CUDAExecutionProvider (install onnxruntime-gpu)"
-    return ""
 
 
 def gpu_parity(
     artifact: str | Path, batches: dict[str, np.ndarray], variants: list[str] | None = None
 ) -> list[VariantParity]:
     """Each variant against FP32 eager PyTorch on the CPU, on ``batches`` ({"random": …, "photos": …}); a variant
-    whose backend cannot reach the GPU here is skipped with the reason, and any other failure propagates."""
+    whose backend cannot reach the GPU here (the runner's BackendUnavailableError) is skipped with the reason, and
+    any other failure propagates."""
     import runtime
+    from runtime.backends.base import BackendUnavailableError
 
     reference = _outputs(runtime.load(artifact, "torch"), batches)
     results = []
     for name in variants or list(VARIANTS):
         backend, options = VARIANTS[name]
-        reason = unavailable(backend)
-        if reason:
-            results.append(VariantParity(name, None, None, skipped=reason))
+        try:
+            got = _outputs(runtime.load(artifact, backend, **options), batches)
+        except BackendUnavailableError as error:
+            results.append(VariantParity(name, None, None, skipped=str(error)))
             continue
-        got = _outputs(runtime.load(artifact, backend, **options), batches)
         stats = {kind: compare(reference[kind], got[kind]) for kind in ("random", "photos")}
         results.append(VariantParity(name, stats["random"], stats["photos"]))
     return results

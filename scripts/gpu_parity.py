@@ -15,15 +15,6 @@ from runtime.cli import is_stdout, make_parser, write_json_output  # noqa: E402
 from runtime.cli_flags import add_batch_size, add_json  # noqa: E402
 
 
-def gpu_name() -> str | None:
-    try:
-        import torch
-
-        return torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-    except ImportError:
-        return None
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = make_parser(__doc__.split("\n\n")[0])
     parser.add_argument("artifact", type=Path)
@@ -34,8 +25,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from export.artifacts import ArtifactError
     from models.transforms import photo_batch
+    from runtime.bench_report import machine_info, versions
     from runtime.gpu_parity import gpu_parity
-    from runtime.sge_cost import machine_description
     from runtime.source import open_source
 
     try:
@@ -60,7 +51,8 @@ def main(argv: list[str] | None = None) -> int:
         command = " ".join(["python", "scripts/gpu_parity.py", *(sys.argv[1:] if argv is None else argv)])
         report = {
             "command": command,
-            "machine": {**machine_description(threads=0), "gpu": gpu_name()},
+            "machine": machine_info(),  # CPU, and the GPUs nvidia-smi lists
+            "versions": versions(),
             "reference": "torch:cpu:fp32",
             "variants": [r.to_dict() for r in results],
         }

@@ -25,7 +25,8 @@ class NonFiniteOutputError(FloatingPointError):
 
 
 class BackendUnavailableError(ImportError):
-    """The backend's package is not installed (the message names it)."""
+    """The backend cannot run here: its package is not installed, or the device asked for is not there (a torch
+    without CUDA, an onnxruntime without the CUDA provider); the message says what to install."""
 
 
 def check_batch(batch: Any, spec: TensorSpec) -> np.ndarray:

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from runtime.backends.base import BackendUnavailableError
 from runtime.backends.source_runner import SourceRunner, import_backend
 from runtime.source import ModelSource
 
@@ -113,7 +114,7 @@ class TorchRunner(SourceRunner):
         import models
 
         if self.device == "cuda" and not torch.cuda.is_available():
-            raise RuntimeError(
+            raise BackendUnavailableError(
                 "device='cuda' but this PyTorch build sees no CUDA device; install a CUDA build of torch on a GPU "
                 "machine, or use device='cpu'"
             )

@@ -131,7 +131,7 @@ def test_cuda_provider_runs_strict_fp32_unless_asked(artifact):
 def test_torch_on_cuda_without_a_gpu_says_so(artifact):
     if torch.cuda.is_available():
         pytest.skip("a CUDA device is present")
-    with pytest.raises(RuntimeError, match="no CUDA device"):
+    with pytest.raises(BackendUnavailableError, match="no CUDA device"):
         runtime.load(artifact, backend="torch", device="cuda").activate()
 
 
