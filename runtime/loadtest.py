@@ -14,8 +14,6 @@ batch, truncated JSON, garbage, negative dimensions, too little data, in turn): 
 
 import ipaddress
 import logging
-import os
-import platform
 import threading
 import time
 from collections.abc import Sequence
@@ -24,6 +22,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import numpy as np
+
+from runtime.bench_report import machine_info
 
 logger = logging.getLogger(__name__)
 
@@ -387,11 +387,7 @@ def run_load(
             "datatype": meta["inputs"][0]["datatype"],
         },
         machine={
-            "platform": platform.platform(),
-            "processor": platform.processor() or platform.machine(),
-            "cpu_count": os.cpu_count(),
-            "python": platform.python_version(),
-            "load_average": [round(v, 2) for v in os.getloadavg()],  # other work on the machine at the start
+            **machine_info(),  # the CPU model, cores, load at the start (other work on the machine), OS, Python
             "note": "client and server share this machine's CPUs",
         },
     )

@@ -144,7 +144,9 @@ def _main(argv: list[str] | None, prog: str | None) -> int:
         )
     console.print(table)
     m = report.machine
-    console.print(f"machine: {m['processor']}, {m['cpu_count']} CPUs, load average {m['load_average']}; {m['note']}")
+    console.print(
+        f"machine: {m['cpu_model']}, {m['logical_cpus']} CPUs, load average {m.get('load_average_1_5_15')}; {m['note']}"
+    )
     predictions = print_predictions(console, args.images, logits, labels) if photos is not None else None
     if args.json:
         write_json_output(args.json, {**report.to_dict(), **({"predictions": predictions} if predictions else {})})

@@ -299,6 +299,9 @@ def test_loadtest_script_reports_every_level(server, tmp_path, protocol):
         lat = level["latency_ms"]
         assert lat["min"] <= lat["p50"] <= lat["p90"] <= lat["p95"] <= lat["p99"] <= lat["max"]
     assert report["input"] == {"name": INPUT.name, "shape": [1, 3, SIZE, SIZE], "datatype": "FP32"}
+    from runtime.bench_report import machine_info
+
+    assert report["machine"]["cpu_model"] == machine_info()["cpu_model"]  # every report names its CPU
 
 
 def test_a_load_test_mixing_bad_requests_loses_no_good_one(server, tmp_path):
