@@ -64,7 +64,10 @@ class AutoChoice:
 def candidates(source: ModelSource, *, min_precision: str, capabilities: list[str]) -> list[Candidate]:
     """The (backend, precision) pairs worth timing here, within ``min_precision``."""
     allowed = RANK[normalise_precision(min_precision)]
-    found = [Candidate("onnxruntime", "fp32"), Candidate("openvino", "fp32")]
+    found = [Candidate("onnxruntime", "fp32")]
+    if not openvino_available():  # the [openvino] extra is optional: its candidates are not offered, not failed
+        return found
+    found.append(Candidate("openvino", "fp32"))
     if allowed >= RANK["bf16"] and "BF16" in capabilities:
         found.append(Candidate("openvino", "bf16"))
     roles = {entry.role for entry in source.manifest.files.values()} if source.manifest is not None else set()
@@ -73,16 +76,40 @@ def candidates(source: ModelSource, *, min_precision: str, capabilities: list[st
     return found
 
 
-def openvino_capabilities() -> tuple[str, list[str]]:
-    """(CPU name, OPTIMIZATION_CAPABILITIES) as OpenVINO reports them; ("", []) without OpenVINO."""
+def openvino_available() -> bool:
     try:
-        import openvino as ov
+        import openvino  # noqa: F401
     except ImportError:
-        return "", []
+        return False
+    return True
+
+
+def openvino_capabilities() -> tuple[str, list[str]]:
+    """(CPU name, OPTIMIZATION_CAPABILITIES) as OpenVINO reports them; without OpenVINO, the CPU name from
+    /proc/cpuinfo (the stored table's key must still name the machine) and no capabilities."""
+    if not openvino_available():
+        from runtime.bench_report import machine_info
+
+        return machine_info()["cpu_model"], []
+    import openvino as ov
+
     core = ov.Core()
     return str(core.get_property("CPU", "FULL_DEVICE_NAME")), list(
         core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
     )
+
+
+def timing_shape(source: ModelSource, batch: int) -> list[int]:
+    """The input shape the candidates are timed on: ``batch`` images at the size the artifact's preprocessing feeds
+    (a dynamic H×W takes it from the manifest, never from the batch)."""
+    from runtime.preprocess import preprocessing_for
+
+    shape = list(source.input_spec.shape)
+    if len(shape) == 4:
+        height, width = preprocessing_for(source).size
+        channels = shape[1] if isinstance(shape[1], int) and shape[1] > 0 else 3
+        return [batch, channels, height, width]
+    return [batch, *(d if isinstance(d, int) and d > 0 else 1 for d in shape[1:])]
 
 
 def measure(source: ModelSource, chosen: list[Candidate], *, batch: int, threads: int | None) -> dict[str, float]:
@@ -90,12 +117,10 @@ def measure(source: ModelSource, chosen: list[Candidate], *, batch: int, threads
     from contextlib import ExitStack
 
     import runtime
-    from runtime.backends.base import BackendUnavailableError
     from runtime.bench import measure_all
     from runtime.latency import BenchmarkConfig
 
-    shape = [d if isinstance(d, int) and d > 0 else batch for d in source.input_spec.shape]
-    inputs = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    inputs = np.random.default_rng(0).standard_normal(timing_shape(source, batch)).astype(np.float32)
     with ExitStack() as stack:
         runners = {}
         for candidate in chosen:
@@ -103,11 +128,31 @@ def measure(source: ModelSource, chosen: list[Candidate], *, batch: int, threads
                 runners[candidate.label] = stack.enter_context(
                     runtime.load(source, candidate.backend, **candidate.options(threads, timing=True))
                 )
-            except BackendUnavailableError as err:
-                logger.info("auto: %s left out (%s)", candidate.label, err)
+            except Exception as err:  # any backend that cannot load is left out, never fatal
+                reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+                logger.info("auto: %s left out (%s)", candidate.label, reason)
         config = BenchmarkConfig(warmup_ms=100.0, duration_s=0.5, iterations=5, mode="interleave")
         reports = measure_all(runners, inputs, config)
     return {report.backend: report.latency.median for report in reports}
+
+
+def read_table(table: str | Path | None) -> dict[str, Any]:
+    """The stored medians (``{key: {candidate: ms}}``); {} without a file. A file that is not such a table is one
+    line that names it."""
+    if table is None or not Path(table).is_file():
+        return {}
+    try:
+        stored = json.loads(Path(table).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"--auto-table {table} is not readable JSON ({err}); delete it or pass another file") from None
+    valid = isinstance(stored, dict) and all(
+        isinstance(row, dict) and all(isinstance(ms, int | float) for ms in row.values()) for row in stored.values()
+    )
+    if not valid:
+        raise ValueError(
+            f"--auto-table {table} is not an auto table ({{key: {{candidate: ms}}}}); delete it or pass another file"
+        )
+    return stored
 
 
 def table_key(cpu: str, source: ModelSource, batch: int, threads: int | None) -> str:
@@ -127,7 +172,7 @@ def choose_backend(
     cpu, capabilities = openvino_capabilities()
     chosen = candidates(source, min_precision=min_precision, capabilities=capabilities)
     key = table_key(cpu, source, batch, threads)
-    stored = json.loads(Path(table).read_text()) if table is not None and Path(table).is_file() else {}
+    stored = read_table(table)
     allowed = {c.label for c in chosen}
     medians = {k: v for k, v in stored.get(key, {}).items() if k in allowed}
     origin = "table"
@@ -135,10 +180,21 @@ def choose_backend(
         medians, origin = measure(source, chosen, batch=batch, threads=threads), "measured"
         if table is not None:
             write_json(table, {**stored, key: medians})
+    if not medians:
+        from runtime.backends.base import BackendUnavailableError
+
+        raise BackendUnavailableError(
+            "--backend auto: no candidate backend could be loaded here; install onnxruntime or openvino "
+            "(pip install -e '.[onnxruntime]') or name a backend with --backend"
+        )
     best = min(medians, key=medians.get)
     backend, precision = best.split(" ")
     others = ", ".join(f"{label} {ms:.1f} ms" for label, ms in sorted(medians.items(), key=lambda kv: kv[1]))
-    skipped = "" if "BF16" in capabilities or RANK[normalise_precision(min_precision)] == 0 else "; no native bf16"
+    skipped = ""  # why a lower precision the user allowed was not a candidate
+    if RANK[normalise_precision(min_precision)] > 0 and not openvino_available():
+        skipped = "; openvino not installed"
+    elif RANK[normalise_precision(min_precision)] > 0 and "BF16" not in capabilities:
+        skipped = "; no native bf16"
     reason = (
         f"{best}: fastest of {others} ({origin} on {cpu or 'this CPU'}, batch {batch}, threads {threads}; "
         f"precision allowed down to {normalise_precision(min_precision)}{skipped})"

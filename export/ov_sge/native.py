@@ -143,9 +143,10 @@ def _rewrite_block(
     return b.nodes
 
 
-def native_onnx_model(model, *, pack: int = DEFAULT_PACK):
+def native_onnx_model(model, *, pack: int = DEFAULT_PACK, base_dir: str | Path = ""):
     """Rewrite the fused-SGE ``model`` (onnx.ModelProto) in place with every ``SgeResidual`` as standard ops; returns
-    it and the count."""
+    it and the count. ``base_dir``: where a model loaded without its external data keeps it (γ and β of 256 groups
+    or more are large enough to be stored there)."""
     from onnx import numpy_helper
 
     graph = model.graph
@@ -158,7 +159,9 @@ def native_onnx_model(model, *, pack: int = DEFAULT_PACK):
         if not dims or len(dims) != 4 or not dims[1]:
             raise NativeRewriteError(f"{node.name}: needs a 4-D input with a known channel count; got shape {dims}")
         spatial = (dims[2], dims[3]) if dims[2] and dims[3] else None
-        gamma_beta = {n: numpy_helper.to_array(initializers[n]) for n in node.input[2:4] if n in initializers}
+        gamma_beta = {
+            n: numpy_helper.to_array(initializers[n], str(base_dir)) for n in node.input[2:4] if n in initializers
+        }
         return _rewrite_block(
             graph, node, channels=dims[1], spatial=spatial, pack=pack, constants=gamma_beta, opset=opset
         )
@@ -173,7 +176,9 @@ def read_native_model(core, path: str | Path, *, pack: int = DEFAULT_PACK) -> tu
     from onnx.external_data_helper import load_external_data_for_model
 
     # rewritten without its weights (shape inference then copies kilobytes, not the weights), which come in after
-    model, count = native_onnx_model(onnx.load(str(path), load_external_data=False), pack=pack)
+    model, count = native_onnx_model(
+        onnx.load(str(path), load_external_data=False), pack=pack, base_dir=Path(path).parent
+    )
     load_external_data_for_model(model, str(Path(path).parent))
     if count == 0:
         raise NativeRewriteError(f"{path} holds no {FUSED_DOMAIN}::{FUSED_OP} node")

@@ -38,6 +38,18 @@ def import_openvino() -> Any:
     return import_backend("openvino", backend="openvino", install="'sge-deploy[openvino]'")
 
 
+def one_line(err: BaseException) -> str:
+    """An OpenVINO error as one line: its cause (a conversion failure's summary where it has one), not the
+    ``Exception from src/...cpp:N:`` location lines."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    causes = [line for line in lines if not line.startswith(("Exception from ", "Check '"))]
+    if "Summary:" in causes:
+        return "; ".join(causes[causes.index("Summary:") + 1 :]) or causes[0]
+    if causes:
+        return causes[0] if len(causes) == 1 else f"{causes[0]} ... {causes[-1]}"
+    return lines[0] if lines else type(err).__name__
+
+
 class OpenVINORunner(SourceRunner):
     name = "openvino"
 
@@ -93,10 +105,6 @@ class OpenVINORunner(SourceRunner):
 
     def _read_model(self, core: Any) -> Any:
         """The fused-SGE graph in ``sge_form`` where possible; else, with one warning, the plain graph."""
-        from export.ov_sge.build import OvKernelBuildError
-        from export.ov_sge.graph import FusedGraphError
-        from export.ov_sge.native import NativeRewriteError
-
         fused = self.fused_graph_path()
         if fused is not None:
             try:
@@ -104,12 +112,24 @@ class OpenVINORunner(SourceRunner):
                 graph = SGE_FORMS[self.sge_form]
                 self._graph = {"graph": graph, "fused_sge_blocks": blocks, "model_path": str(fused)}
                 return model
-            except (OvKernelBuildError, FusedGraphError, NativeRewriteError, RuntimeError) as err:
-                reason = str(err).strip().splitlines()[0]
+            except Exception as err:  # whatever breaks the fused graph, model.onnx still runs (never down)
+                reason = one_line(err)
                 what = "SGE extension" if self.sge_form == "extension" else "native SGE graph"
                 logger.warning("openvino %s unavailable (%s); running %s", what, reason, self.model_path.name)
         self._graph = {"graph": "plain", "model_path": str(self.model_path)}
-        return core.read_model(str(self.model_path))
+        try:
+            return core.read_model(str(self.model_path))
+        except RuntimeError as err:
+            from export.ort_nchwc import FUSED_OP
+
+            if FUSED_OP not in str(err):
+                raise
+        # a bare fused-SGE file (no artifact around it): its SgeResidual nodes as standard ops
+        from export.ov_sge.native import read_native_model
+
+        model, blocks = read_native_model(core, self.model_path)
+        self._graph = {"graph": SGE_FORMS["native"], "fused_sge_blocks": blocks, "model_path": str(self.model_path)}
+        return model
 
     def _read_fused(self, core: Any, fused: Path) -> tuple[Any, int]:
         if self.sge_form == "native":
@@ -120,7 +140,8 @@ class OpenVINORunner(SourceRunner):
         from export.ov_sge.graph import read_fused_model
 
         library = self.sge_extension or installed_library()
-        storage = "bf16" if self.precision == "bf16" else "f32"  # the op's tensors: see export/ov_sge/graph.py
+        hint = str(self.compile_config()["INFERENCE_PRECISION_HINT"]).lower()  # a config may override the precision
+        storage = "bf16" if hint == "bf16" else "f32"  # the op's tensors: see export/ov_sge/graph.py
         return read_fused_model(core, fused, library, storage=storage)
 
     def compile_config(self) -> dict[str, Any]:
@@ -150,12 +171,23 @@ class OpenVINORunner(SourceRunner):
             self._compiled = core.compile_model(model, self.device, self.compile_config())
         except RuntimeError as err:
             if self._graph["graph"] not in SGE_FORMS.values():
-                raise
-            logger.warning("openvino could not compile the fused-SGE graph (%s); running %s", err, self.model_path.name)
+                name = Path(self._graph["model_path"]).name
+                raise RuntimeError(f"openvino could not compile {name}: {one_line(err)}") from err
+            try:  # the plain graph: only when it compiles with the same configuration is the fused graph to blame
+                plain = core.compile_model(str(self.model_path), self.device, self.compile_config())
+            except RuntimeError as plain_err:
+                raise RuntimeError(f"openvino could not compile {self.model_path.name}: {one_line(plain_err)}") from err
+            logger.warning(
+                "openvino could not compile the fused-SGE graph (%s); running %s", one_line(err), self.model_path.name
+            )
             self._graph = {"graph": "plain", "model_path": str(self.model_path)}
-            self._compiled = core.compile_model(str(self.model_path), self.device, self.compile_config())
-        self._request = self._compiled.create_infer_request()
-        self._runs = self._read_back(core)
+            self._compiled = plain
+        try:
+            self._request = self._compiled.create_infer_request()
+            self._runs = self._read_back(core)
+        except BaseException:
+            self._compiled = self._request = None  # a failed activation holds nothing
+            raise
         if self._runs["note"]:
             logger.warning("%s", self._runs["note"])
         logger.info("openvino %s on %s: %s, runs %s", ov.__version__, self.device, self.compile_config(), self._runs)

@@ -3,7 +3,8 @@
 ``fp32`` (alias ``f32``) pins ``INFERENCE_PRECISION_HINT`` to f32: the exported model's own numerics. ``bf16`` asks
 for bfloat16 compute (OpenVINO's default on CPUs with AVX512-BF16 or AMX; weights and activations rounded to 8
 mantissa bits, accumulation in f32). ``int8`` runs the artifact's Q/DQ model (manifest role ``model-int8``) with
-its unquantised layers in f32. ``fp16`` is OpenVINO's f16 hint, native on CPUs with AMX-FP16 only.
+its unquantised layers in f32 (for an SGE model, its fused INT8 graph). ``fp16`` is OpenVINO's f16 hint, native where
+OpenVINO lists FP16 in the CPU's ``OPTIMIZATION_CAPABILITIES`` (its CPU plugin counts AVX512-FP16 and AVX2-VNNI-2).
 
 On a CPU without the native instructions OpenVINO silently runs f32; ``precision_note`` turns the compiled
 model's own ``INFERENCE_PRECISION_HINT`` and the device's ``OPTIMIZATION_CAPABILITIES`` into the one line that
@@ -42,7 +43,7 @@ class ParityGate:
 # Worst photograph against eager FP32 PyTorch (README, OpenVINO precisions; scripts/reports/openvino_precisions_*):
 # fp32: the export gates (ExportSpec). bf16: cosine 0.99929 and relative L2 0.038 on resnet50, 0.99984 and 0.018 on
 # sge_resnet50 (224²); the gate is the cosine 0.999 and 0.05. int8 (Q/DQ, photographs as calibration):
-# cosine 0.9937 and relative L2 0.11 on resnet50; the gate 0.98 and 0.2. fp16 is not measured here (no AMX-FP16).
+# cosine 0.9937 and relative L2 0.11 on resnet50; the gate 0.98 and 0.2. fp16 is not measured (no native-f16 run).
 GATES = {
     "fp32": ParityGate(min_cosine=1.0 - 1e-9, max_rel_l2=1e-5, atol=1e-4),
     "bf16": ParityGate(min_cosine=0.999, max_rel_l2=0.05),

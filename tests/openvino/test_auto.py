@@ -71,3 +71,50 @@ def test_infer_script_says_what_auto_chose(artifact, tmp_path, capsys):
     assert load_script("infer").main([str(artifact), str(image), "--backend", "auto", "--threads", "1"]) == 0
     out = capsys.readouterr().out
     assert "auto: " in out and "fastest of" in out
+
+
+def test_dynamic_height_and_width_are_timed_at_the_artifacts_own_size(artifact):
+    from types import SimpleNamespace
+
+    from runtime.auto import timing_shape
+
+    source = open_source(artifact)
+    size = list(source.manifest.preprocessing["input_size"])
+    dynamic = SimpleNamespace(
+        input_spec=SimpleNamespace(shape=("batch", 3, "height", "width")),
+        manifest=source.manifest,
+        model_name=source.model_name,
+    )
+    assert timing_shape(dynamic, 4) == [4, 3, *size]  # never the batch in place of H and W
+    assert timing_shape(source, 2) == [2, 3, *size]
+
+
+@pytest.mark.parametrize("content", ["{not json", "[1, 2]", '{"k": {"onnxruntime fp32": "fast"}}'])
+def test_a_damaged_auto_table_is_one_line_naming_the_file(artifact, tmp_path, content):
+    table = tmp_path / "auto.json"
+    table.write_text(content)
+    with pytest.raises(ValueError, match=r"--auto-table .*auto\.json .*delete it or pass another file") as caught:
+        choose_backend(artifact, table=table)
+    assert "\n" not in str(caught.value)
+
+
+def test_without_openvino_only_onnx_runtime_is_a_candidate_and_the_table_is_reused(artifact, tmp_path, monkeypatch):
+    import runtime.auto as auto
+
+    monkeypatch.setattr(auto, "openvino_available", lambda: False)
+    cpu, capabilities = auto.openvino_capabilities()
+    assert cpu and capabilities == []  # the table's key still names the machine
+    table = tmp_path / "auto.json"
+    first = choose_backend(artifact, min_precision="bf16", threads=1, table=table)
+    assert set(first.medians_ms) == {"onnxruntime fp32"} and first.source == "measured"
+    assert "openvino not installed" in first.reason
+    assert choose_backend(artifact, min_precision="bf16", threads=1, table=table).source == "table"
+
+
+def test_no_loadable_candidate_is_one_line(artifact, monkeypatch):
+    import runtime.auto as auto
+    from runtime.backends.base import BackendUnavailableError
+
+    monkeypatch.setattr(auto, "measure", lambda *args, **kwargs: {})
+    with pytest.raises(BackendUnavailableError, match="no candidate backend could be loaded here"):
+        choose_backend(artifact)

@@ -171,6 +171,73 @@ def test_runner_falls_back_to_the_plain_graph_with_one_warning(artifact, photos,
     assert len(warnings) == 1 and "native SGE graph unavailable" in warnings[0] and "running model.onnx" in warnings[0]
 
 
+def test_gamma_and_beta_stored_as_external_data_are_read_from_the_model_directory(tmp_path, monkeypatch):
+    shape = (1, 256, 3, 3, 256)  # 256 groups: γ and β are 1 KiB each, what the export stores outside the graph
+    (x, w1, w2, gamma, beta), expected = case(shape)
+    model = fused_graph(shape, w1, w2, gamma, beta)
+    path = tmp_path / "model" / "fused.onnx"
+    path.parent.mkdir()
+    onnx.save(model, path, save_as_external_data=True, location="fused.onnx.data", size_threshold=1024)
+    stored = onnx.load(path, load_external_data=False)
+    assert any(t.name == "gamma" and t.data_location == TensorProto.EXTERNAL for t in stored.graph.initializer)
+    monkeypatch.chdir(tmp_path)  # not the model's directory: the data file must be found beside the model
+    got, blocks, _ = run_native(path, "f32", x)
+    assert blocks == 1
+    assert np.abs(got - expected).max() / np.abs(expected).max() <= TOLERANCE["f32"]
+
+
+def test_runner_falls_back_on_any_error_of_the_fused_graph(artifact, photos, caplog, monkeypatch):
+    def broken(core, path, **_):
+        raise KeyError("groups")  # not a NativeRewriteError: still one warning and model.onnx
+
+    monkeypatch.setattr(native, "read_native_model", broken)
+    with caplog.at_level(logging.WARNING, logger="runtime.backends.ov"), runtime.load(artifact, "openvino") as runner:
+        assert runner.describe()["graph"] == "plain"
+        assert runner.infer(photos[:1]).shape == (1, 1000)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "'groups'" in warnings[0] and "\n" not in warnings[0]
+
+
+def test_bare_fused_file_runs_as_the_native_graph(artifact, photos):
+    with runtime.load(artifact, "openvino", threads=1) as runner:
+        expected = runner.infer(photos[:2])
+        fused = runner.describe()["model_path"]
+    assert fused.endswith("model.sge_fused.onnx")
+    with runtime.load(fused, "openvino", threads=1) as bare:
+        assert bare.describe()["graph"] == "sge_native"
+        np.testing.assert_allclose(bare.infer(photos[:2]), expected, rtol=0, atol=1e-5)
+
+
+def test_openvino_errors_become_their_cause_in_one_line():
+    from runtime.backends.ov import one_line
+
+    located = RuntimeError(
+        "Exception from src/inference/src/cpp/core.cpp:132:\nException from src/plugins/intel_cpu/src/config.cpp:88:\n"
+        "Wrong value FAST for property key PERFORMANCE_HINT.\n\n\n"
+    )
+    assert one_line(located) == "Wrong value FAST for property key PERFORMANCE_HINT."
+    summary = RuntimeError(
+        "Exception from src/inference/src/cpp/core.cpp:84:\nCheck 'false' failed at x.cpp:151:\n"
+        "FrontEnd API failed with OpConversionFailure:\nSummary:\n-- No conversion rule found for operations: "
+        "ai.sgedeploy.SgeResidual\n"
+    )
+    assert one_line(summary) == "-- No conversion rule found for operations: ai.sgedeploy.SgeResidual"
+    assert one_line(KeyError("groups")) == "'groups'" and one_line(RuntimeError("")) == "RuntimeError"
+
+
 def test_unknown_sge_form_lists_the_choices(artifact):
     with pytest.raises(ValueError, match="sge_form must be one of native, extension"):
         runtime.load(artifact, "openvino", sge_form="fast")
+
+
+def test_a_failed_activation_holds_no_compiled_model(artifact, monkeypatch):
+    import runtime.backends.ov as ov_backend
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("made to fail after compiling")
+
+    monkeypatch.setattr(ov_backend, "precision_note", broken)
+    runner = runtime.load(artifact, "openvino", threads=1)
+    with pytest.raises(RuntimeError, match="made to fail"):
+        runner.activate()
+    assert not runner.is_active and runner._compiled is None and runner._request is None
