@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import platform
+import shlex
 import shutil
 import subprocess
 import sys
@@ -55,12 +56,13 @@ class KernelBuildError(RuntimeError):
     """The library could not be built here (no compiler, not x86-64, or the compiler failed)."""
 
 
-def find_compiler(explicit: str | None = None) -> str:
-    """The C++ compiler to use: ``explicit`` (for example $CXX) or the first of g++, c++, clang++ on PATH."""
-    for name in (explicit,) if explicit else ("g++", "c++", "clang++"):
-        found = shutil.which(name)
+def find_compiler(explicit: str | None = None) -> list[str]:
+    """The C++ compiler's command: ``explicit`` (for example $CXX, which may carry a launcher or arguments, such as
+    "ccache g++") or the first of g++, c++, clang++ on PATH."""
+    for command in (shlex.split(explicit),) if explicit else (["g++"], ["c++"], ["clang++"]):
+        found = shutil.which(command[0]) if command else None
         if found:
-            return found
+            return [found, *command[1:]]
     wanted = explicit or "g++, c++ or clang++"
     raise KernelBuildError(f"no C++ compiler found ({wanted}): install one (Debian: apt install g++) and reinstall")
 
@@ -72,8 +74,8 @@ def _run(command: list[str]) -> None:
         raise KernelBuildError(f"compiling the fused SGE kernel failed: {first_error}; command: {' '.join(command)}")
 
 
-def _compiler_version(compiler: str) -> str:
-    result = subprocess.run([compiler, "--version"], capture_output=True, text=True, check=False)
+def _compiler_version(compiler: list[str]) -> str:
+    result = subprocess.run([*compiler, "--version"], capture_output=True, text=True, check=False)
     return (result.stdout.splitlines() or ["unknown"])[0]
 
 
@@ -128,7 +130,7 @@ def build_library(
         for isa, flags in builds.items():
             obj = Path(scratch) / f"sge_units_{isa}.o"
             source = str(KERNEL_DIR / "sge_units.cc")
-            _run([cxx, *COMMON_FLAGS, *flags, *floor_flags, f"-DSGE_ISA={isa}", "-c", source, "-o", str(obj)])
+            _run([*cxx, *COMMON_FLAGS, *flags, *floor_flags, f"-DSGE_ISA={isa}", "-c", source, "-o", str(obj)])
             objects.append(str(obj))
         op_flags = ("-march=native",) if native else ()
         if len(builds) == 1:  # no run-time choice: the one build is called directly
@@ -136,9 +138,9 @@ def build_library(
         elif set(builds) != set(ISA_FLAGS):
             raise ValueError("a dispatched library needs every build of ISA_FLAGS; pass one ISA for a fixed one")
         op = Path(scratch) / "sge_ort_op.o"
-        _run([cxx, *COMMON_FLAGS, *op_flags, "-c", str(KERNEL_DIR / "sge_ort_op.cc"), "-o", str(op)])
+        _run([*cxx, *COMMON_FLAGS, *op_flags, "-c", str(KERNEL_DIR / "sge_ort_op.cc"), "-o", str(op)])
         linked = Path(scratch) / LIBRARY_NAME
-        _run([cxx, "-shared", "-o", str(linked), str(op), *objects])
+        _run([*cxx, "-shared", "-o", str(linked), str(op), *objects])
         data = linked.read_bytes()
     record_path, library = output_dir / RECORD_NAME, output_dir / LIBRARY_NAME
     record_path.unlink(missing_ok=True)  # a library without its record reads as "not built", never as valid
@@ -179,10 +181,14 @@ def build_or_record(output_dir: Path, *, compiler: str | None = None) -> Path | 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--output-dir", type=Path, default=KERNEL_DIR, help="default: export/kernels (in place)")
+    parser.add_argument(
+        "--output-dir", type=Path, default=KERNEL_DIR, help="default: export/kernels (in place; not with --native)"
+    )
     parser.add_argument("--native", action="store_true", help="one -march=native build (speed comparisons only)")
     parser.add_argument("--compiler", help="C++ compiler (default: g++, c++ or clang++ on PATH)")
     args = parser.parse_args(argv)
+    if args.native and args.output_dir.resolve() == KERNEL_DIR.resolve():
+        parser.error("--native builds for this CPU only and is never installed: give it its own --output-dir")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         build_library(args.output_dir, compiler=args.compiler, native=args.native)

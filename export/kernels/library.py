@@ -7,7 +7,7 @@ library that is missing, truncated or altered is refused here, before ONNX Runti
 import json
 from pathlib import Path
 
-from export.kernels.build import KERNEL_DIR, LIBRARY_NAME, RECORD_FORMAT, RECORD_NAME
+from export.kernels.build import ISA_FLAGS, KERNEL_DIR, LIBRARY_NAME, RECORD_FORMAT, RECORD_NAME
 from models.atomic import file_sha256
 
 REBUILD = "reinstall the package (pip install -e .) or rebuild it in place (python -m export.kernels.build)"
@@ -47,7 +47,18 @@ def kernel_library(directory: Path = KERNEL_DIR) -> Path:
         size = library.stat().st_size
     except OSError:
         raise KernelUnavailableError(f"the fused SGE kernel library {library} is missing: {REBUILD}") from None
-    if size != record.get("size") or file_sha256(library) != record.get("sha256"):
+    if record.get("builds") != sorted(ISA_FLAGS):  # -march=native or single-ISA: no run-time choice, may SIGILL here
+        raise KernelUnavailableError(
+            f"{library} holds only the {', '.join(record.get('builds') or ['unknown'])} build, not the dispatched "
+            f"library for every x86-64 CPU: {REBUILD}"
+        )
+    try:
+        digest = file_sha256(library)
+    except OSError as err:
+        raise KernelUnavailableError(
+            f"the fused SGE kernel library {library} is unreadable ({err}): {REBUILD}"
+        ) from None
+    if size != record.get("size") or digest != record.get("sha256"):
         raise KernelUnavailableError(
             f"the fused SGE kernel library {library} is corrupt ({size} bytes, expected {record.get('size')}, or its "
             f"SHA-256 differs from the build's): {REBUILD}"

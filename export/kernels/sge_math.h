@@ -121,8 +121,9 @@ inline F<B> sigmoid_of_exponent(F<B> t) {
 #endif
   t = t > 126.0f ? splat<B>(126.0f) : t;  // comparisons are false for NaN: it passes through
   t = t < -126.0f ? splat<B>(-126.0f) : t;
-  I<B> k = __builtin_convertvector(t + 126.5f, I<B>) - 126;  // floor(t + 0.5): t + 126.5 > 0 truncates down
-  k = t == t ? k : I<B>{};  // NaN: keep the exponent defined; f (and so the result) is NaN already
+  // floor(t + 0.5): t + 126.5 > 0 truncates down. A NaN lane converts 0 instead (its conversion would be INT_MIN,
+  // and INT_MIN - 126 overflows): f, and so the result, is NaN already.
+  const I<B> k = __builtin_convertvector((t == t ? t : F<B>{}) + 126.5f, I<B>) - 126;
   const I<B> bits = (k + 127) << 23;
   return 1.0f / (1.0f + exp2_reduced<B>(t - __builtin_convertvector(k, F<B>)) * (F<B>)bits);
 }

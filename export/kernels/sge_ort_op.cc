@@ -1,6 +1,8 @@
 // ONNX Runtime custom-op library: ai.sgedeploy::SgeResidual. The ORT side (typed ABI in sge_ort_abi.h), the
 // checks of every input, and the run-time choice of the maths build (sge_units.cc, one per instruction set) that
 // this CPU supports. Compiled for baseline x86-64: nothing here may use an instruction the oldest CPU lacks.
+#include <atomic>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -70,12 +72,33 @@ struct Kernel {
   float eps = 0.0f;
 };
 
+// Each ORT thread's scratch memory, kept for the next call: malloc, so that running out of memory is an error status
+// for this call, not std::bad_alloc escaping into ORT's thread pool (std::terminate).
+struct Scratch {
+  float* data = nullptr;
+  size_t floats = 0;
+  ~Scratch() { std::free(data); }
+};
+
+struct Work {
+  sge::Problem problem;
+  std::atomic<bool> out_of_memory{false};
+};
+
 void run_item(void* data, size_t item) {
-  thread_local std::vector<float> scratch;  // instantiated here only: the baseline build of std::vector
-  const sge::Problem& problem = *static_cast<const sge::Problem*>(data);
-  const size_t needed = static_cast<size_t>(sge::scratch_floats(problem.shape));
-  if (scratch.size() < needed) scratch.resize(needed);
-  g_run_unit(problem, static_cast<int64_t>(item), scratch.data());
+  thread_local Scratch scratch;
+  Work& work = *static_cast<Work*>(data);
+  const size_t needed = static_cast<size_t>(sge::scratch_floats(work.problem.shape));
+  if (scratch.floats < needed) {
+    std::free(scratch.data);
+    scratch.data = static_cast<float*>(std::malloc(needed * sizeof(float)));
+    scratch.floats = scratch.data ? needed : 0;
+    if (!scratch.data) {
+      work.out_of_memory.store(true, std::memory_order_relaxed);
+      return;
+    }
+  }
+  g_run_unit(work.problem, static_cast<int64_t>(item), scratch.data);
 }
 
 std::string dims_text(const std::vector<int64_t>& dims) {
@@ -113,10 +136,15 @@ ort::Status* compute(void* kernel_ptr, ort::KernelContext* context) {
   SGE_TRY(g_api->KernelContext_GetOutput(context, 0, dims.data(), dims.size(), &output));
   void* out = nullptr;
   SGE_TRY(g_api->GetTensorMutableData(output, &out));
-  sge::Problem problem{data[0], data[1], data[2], data[3], static_cast<float*>(out), shape};
+  Work work{{data[0], data[1], data[2], data[3], static_cast<float*>(out), shape}};
   const size_t items = static_cast<size_t>(shape.n * sge::units_per_image(shape));
   if (items == 0) return nullptr;
-  return g_api->KernelContext_ParallelFor(context, run_item, items, 0, &problem);
+  SGE_TRY(g_api->KernelContext_ParallelFor(context, run_item, items, 0, &work));
+  if (work.out_of_memory.load()) {
+    return error("out of memory for the kernel's scratch (" + std::to_string(sge::scratch_floats(shape)) +
+                 " floats per thread)");
+  }
+  return nullptr;
 }
 
 ort::Status* create_kernel(const ort::CustomOp*, const ort::Api*, const ort::KernelInfo* info, void** kernel_out) {

@@ -70,7 +70,7 @@ def build_extension(directory: Path = INSTALL_DIR) -> Path:
     target = directory / library_name(version)
     with tempfile.TemporaryDirectory(dir=directory) as scratch:
         partial = Path(scratch) / target.name
-        command = [compiler, *FLAGS, f"-I{include}", "-o", str(partial), str(SOURCE), str(libopenvino)]
+        command = [*compiler, *FLAGS, f"-I{include}", "-o", str(partial), str(SOURCE), str(libopenvino)]
         command.append(f"-Wl,-rpath,{libopenvino.parent}")
         result = subprocess.run(command, capture_output=True, text=True, check=False)
         if result.returncode != 0:

@@ -84,6 +84,47 @@ def test_a_cpu_that_is_not_x86_64_gets_no_library(tmp_path, monkeypatch):
         kernel_library(tmp_path)
 
 
+@pytest.mark.parametrize("builds", [["native"], ["avx512"]])
+def test_a_library_without_run_time_dispatch_is_refused(installed_copy, builds):
+    # a -march=native or single-ISA build runs its instructions as it loads: on another CPU that is SIGILL in dlopen
+    record_path = installed_copy / RECORD_NAME
+    record = json.loads(record_path.read_text())
+    record_path.write_text(json.dumps({**record, "builds": builds}))
+    with pytest.raises(KernelUnavailableError, match=f"holds only the {builds[0]} build") as err:
+        kernel_library(installed_copy)
+    assert "\n" not in str(err.value)
+
+
+def test_an_unreadable_library_is_refused_in_one_line(installed_copy, monkeypatch):
+    import export.kernels.library as library
+
+    def unreadable(path):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(library, "file_sha256", unreadable)
+    with pytest.raises(KernelUnavailableError, match=r"is unreadable .*Permission denied"):
+        kernel_library(installed_copy)
+
+
+def test_a_native_build_is_never_written_in_place():
+    from export.kernels.build import main
+
+    with pytest.raises(SystemExit) as exit_code:
+        main(["--native"])
+    assert exit_code.value.code == 2
+
+
+def test_a_compiler_command_with_a_launcher_is_kept_whole():
+    from export.kernels.build import find_compiler
+
+    if shutil.which("g++") is None:
+        pytest.skip("no g++ here")
+    command = find_compiler("env CCACHE_DISABLE=1 g++")  # as $CXX="ccache g++" would be
+    assert command[0] == shutil.which("env") and command[1:] == ["CCACHE_DISABLE=1", "g++"]
+    with pytest.raises(KernelBuildError, match="no C\\+\\+ compiler found"):
+        find_compiler("no-such-launcher-sge g++")
+
+
 def test_the_installed_library_dispatches_over_every_build():
     record = json.loads((kernel_library().parent / RECORD_NAME).read_text())
     assert record["builds"] == ["avx2", "avx512", "baseline"]
