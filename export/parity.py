@@ -108,13 +108,17 @@ def evaluate_case(
         return ParityCase(
             inputs, batch, None, (f"{label}: output shape {np.shape(candidate)} != {np.shape(reference)}",)
         )
+    if not np.isfinite(reference).all():  # NaN compares false with every gate: it would pass them all
+        return ParityCase(
+            inputs, batch, None, (f"{label}: eager PyTorch's output has NaN or Inf; the model is not finite there",)
+        )
     if not np.isfinite(candidate).all():
         return ParityCase(inputs, batch, None, (f"{label}: the candidate's output has NaN or Inf",))
     stats = compare(reference, candidate)
     failures = []
-    if stats.max_abs > atol:
+    if not stats.max_abs <= atol:  # written so that a NaN statistic or tolerance fails
         failures.append(f"{label}: max abs {stats.max_abs:.3g} > atol {atol:.3g}")
-    if stats.rel_l2 > rtol:
+    if not stats.rel_l2 <= rtol:
         failures.append(f"{label}: relative L2 {stats.rel_l2:.3g} > rtol {rtol:.3g}")
     if not failures or exact is None:
         return ParityCase(inputs, batch, stats, tuple(failures))

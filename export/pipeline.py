@@ -179,6 +179,8 @@ def _load_source(
     from models.factory import STATE_DICT_PREFIX, build_from_factory, factory_model_name, is_factory_spec
     from models.transforms import IMAGENET_MEAN, IMAGENET_STD
 
+    # hashed before and after it is read: the manifest's sha256 must be of the weights the graph holds
+    before = file_sha256(checkpoint) if checkpoint is not None and Path(checkpoint).is_file() else None
     factory = name_or_module if isinstance(name_or_module, str) and is_factory_spec(name_or_module) else None
     if factory is not None:
         name_or_module = build_from_factory(factory)
@@ -194,6 +196,13 @@ def _load_source(
         name, registry, mean, std = config.name, True, config.mean, config.std
     if checkpoint is not None:
         sha = file_sha256(checkpoint)
+        if sha != before:
+            from models.checkpoints import CheckpointError
+
+            raise CheckpointError(
+                f"checkpoint {checkpoint} changed while it was read (is a training job still writing it?); "
+                "export again once it is complete"
+            )
     elif registry:
         sha = f"default-weights:{init}"
     else:
@@ -261,7 +270,10 @@ def export_model(
             int8=int8,
             calibration=calibration,
         )
-        result.stage_seconds, result.output_dir = times, output_dir
+        # the commit swaps the target's directory out: a relative path through the working directory would then
+        # name the deleted one (--output .), so the follow-up steps get the absolute target there
+        cwd_inside = Path.cwd().resolve().is_relative_to(transaction.target)
+        result.stage_seconds, result.output_dir = times, transaction.target if cwd_inside else output_dir
         if not result.passed:
             logger.error("parity failed; %s was left as it was (nothing written)", output_dir)
             result.parity_path = result.onnx_path = result.fused_path = None

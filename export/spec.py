@@ -4,6 +4,7 @@ The defaults are the project's deployment contract: input ``input`` (N, 3, H, W)
 ``batch``, output ``logits`` (N, classes), opset 17, onnxsim, and the FP32 parity tolerances the README measures.
 """
 
+import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -59,8 +60,8 @@ class ExportSpec:
             problems.append(f"simplifier must be one of {', '.join(SIMPLIFIERS)}; got {self.simplifier!r}")
         if self.sge_form not in SGE_FORMS:
             problems.append(f"sge_form must be one of {', '.join(SGE_FORMS)}; got {self.sge_form!r}")
-        if self.atol <= 0 or self.rtol <= 0:
-            problems.append(f"tolerances must be positive; got atol={self.atol}, rtol={self.rtol}")
+        if not (0 < self.atol < math.inf and 0 < self.rtol < math.inf):  # NaN or inf would switch the gates off
+            problems.append(f"tolerances must be positive and finite; got atol={self.atol}, rtol={self.rtol}")
         if not self.batch_sizes or min(self.batch_sizes) < 1 or max(self.batch_sizes) > MAX_PARITY_BATCH:
             problems.append(f"parity batch sizes must lie in 1..{MAX_PARITY_BATCH}; got {list(self.batch_sizes)}")
         if self.example_batch < 2:

@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from export.artifacts import MANIFEST_NAME, ArtifactError
+from export.artifacts import MANIFEST_NAME, ArtifactError, load_manifest, unrecorded_files
 
 logger = logging.getLogger(__name__)
 
@@ -83,7 +83,23 @@ def _check_replaceable(target: Path, replaceable: frozenset[str]) -> None:
     if not target.is_dir():
         raise ArtifactError(f"{target} exists and is not a directory; choose another --output")
     names = {p.name for p in target.iterdir()}
-    if names and MANIFEST_NAME not in names and not names <= replaceable:
+    if MANIFEST_NAME in names:  # an artifact only if the manifest is ours and records every other file
+        try:
+            manifest = load_manifest(target, verify=False)
+        except ArtifactError:
+            raise ArtifactError(
+                f"{target} holds a {MANIFEST_NAME} that is not an sge-deploy manifest; an export replaces the whole "
+                "directory: choose a new or empty --output"
+            ) from None
+        strays = [name for name in unrecorded_files(target, manifest) if name.split("/")[0] not in replaceable]
+        if strays:
+            raise ArtifactError(
+                f"{target} holds files its manifest does not record ({', '.join(strays[:3])}"
+                f"{', ...' if len(strays) > 3 else ''}); an export replaces the whole directory: move them or choose "
+                "another --output"
+            )
+        return
+    if names and not names <= replaceable:
         raise ArtifactError(
             f"{target} is neither empty nor an artifact directory (it holds {', '.join(sorted(names)[:3])}, ...); "
             "an export replaces the whole directory: choose a new or empty --output"

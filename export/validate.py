@@ -159,6 +159,8 @@ def validate_artifact(
             init="calibrated" if checkpoint is not None else source.get("init", "calibrated"),  # unused with one
             **source.get("block_overrides", {}),
         )
+    if checkpoint is not None and file_sha256(checkpoint) != source.get("checkpoint_sha256"):  # changed while read
+        raise ArtifactError(f"{checkpoint} changed while it was read; validate again once nothing is writing it")
     pre = manifest.preprocessing
     photos = photo_inputs(tuple(spec.input_size), mean=pre["mean"], std=pre["std"], images=images)
     reports = {}

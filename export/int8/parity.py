@@ -52,7 +52,9 @@ class Int8Parity:
                 "stats": {**stats.to_dict(), "clear_top1": clear_top1},
             }
         )
-        if inputs == "photos":
+        if not np.isfinite(stats.cosine):  # a NaN cosine compares false with every gate: it would pass
+            self.failures.append(f"{inputs} batch {batch} vs {reference}: the INT8 graph's output has NaN or Inf")
+        elif inputs == "photos":
             gate = COSINE_GATES[self.scheme]
             if stats.cosine < gate:
                 self.failures.append(f"{inputs} batch {batch} vs {reference}: cosine {stats.cosine:.4f} < {gate}")

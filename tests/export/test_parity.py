@@ -65,3 +65,31 @@ def test_noise_floor_passes_only_a_candidate_as_close_to_exact_as_eager_fp32():
     )
     case = evaluate_case("photos", eager, far, atol=1e-4, rtol=1e-5, exact=exact)
     assert not case.passed and "float64" in case.failures[-1]
+
+
+def test_a_nan_in_eager_pytorchs_output_fails_instead_of_passing_every_gate():
+    reference = np.random.default_rng(0).standard_normal((2, 10)).astype(np.float32)
+    reference[0, 3] = np.nan
+    case = evaluate_case("photos", reference, np.zeros_like(reference) + 0.5, atol=1e-4, rtol=1e-5)
+    assert not case.passed and "eager PyTorch's output has NaN or Inf" in case.failures[0]
+
+
+def test_a_nan_tolerance_fails_every_case_and_is_refused_by_the_spec():
+    from export.spec import ExportSpec, SpecError
+
+    reference = np.random.default_rng(1).standard_normal((2, 10)).astype(np.float32)
+    assert not evaluate_case("random", reference, reference + 100, atol=float("nan"), rtol=float("nan")).passed
+    for bad in (float("nan"), float("inf"), 0.0):
+        with pytest.raises(SpecError, match="tolerances must be positive and finite"):
+            ExportSpec(atol=bad)
+
+
+def test_an_int8_graph_with_nan_output_fails_its_parity():
+    from export.int8.parity import Int8Parity
+
+    reference = np.random.default_rng(2).standard_normal((8, 10)).astype(np.float32)
+    got = reference.copy()
+    got[0] = np.nan  # one sample of eight: the clear top-1 agreement alone would still be 7/8
+    report = Int8Parity(graph="model.int8.onnx", scheme="u8s8")
+    report.add("eager", "photos", 8, compare(reference, got), clear_top1=0.875)
+    assert not report.passed and "NaN or Inf" in report.failures[0]

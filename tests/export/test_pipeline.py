@@ -104,3 +104,26 @@ def test_simplifier_folds_sge_shape_arithmetic(exported):
     _, result = exported
     if result.model.startswith("sge"):
         assert "Shape" not in result.ops_after  # SGE's reshapes fold to constants with -1 in the batch slot
+
+
+def test_a_checkpoint_rewritten_while_it_is_read_is_refused(tmp_path, monkeypatch):
+    import torch
+    from torch import nn
+
+    import models
+    from export.pipeline import _load_source
+    from models.checkpoints import CheckpointError
+
+    module = nn.Linear(4, 2)
+    checkpoint = tmp_path / "last.pth"
+    torch.save(module.state_dict(), checkpoint)
+    read = models.load_checkpoint
+
+    def read_then_trainer_writes(model, path, **kwargs):
+        report = read(model, path, **kwargs)
+        torch.save(nn.Linear(4, 2).state_dict(), path)  # the next epoch lands between the read and the hash
+        return report
+
+    monkeypatch.setattr(models, "load_checkpoint", read_then_trainer_writes)
+    with pytest.raises(CheckpointError, match="changed while it was read"):
+        _load_source(module, checkpoint=checkpoint, init="calibrated", model_name="tiny", model_kwargs={})

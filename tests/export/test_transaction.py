@@ -72,3 +72,21 @@ def test_export_refuses_to_replace_a_directory_that_is_not_an_artifact(tmp_path)
     with pytest.raises(ArtifactError, match="neither empty nor an artifact directory"):
         export_tiny(folder)
     assert (folder / "notes.txt").read_text() == "keep me"
+
+
+def test_a_folder_with_someone_elses_manifest_json_is_not_an_artifact(tmp_path):
+    folder = tmp_path / "webapp"
+    folder.mkdir()
+    (folder / "manifest.json").write_text('{"name": "my-extension", "version": "1.0"}')
+    (folder / "thesis.tex").write_text("keep me")
+    with pytest.raises(ArtifactError, match="is not an sge-deploy manifest"):
+        export_tiny(folder)
+    assert (folder / "thesis.tex").read_text() == "keep me" and (folder / "manifest.json").exists()
+
+
+def test_an_artifact_holding_a_file_its_manifest_does_not_record_is_not_replaced(artifact):
+    (artifact / "notes.txt").write_text("keep me")
+    before = snapshot(artifact)
+    with pytest.raises(ArtifactError, match=r"holds files its manifest does not record \(notes\.txt\)"):
+        export_tiny(artifact, input_size=(96, 96))
+    assert snapshot(artifact) == before
