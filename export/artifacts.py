@@ -74,6 +74,36 @@ def _file_entry(name: str, d: Any) -> "FileEntry":
     return FileEntry(sha256=digest, size=size, role=_expect(d.get("role"), str, f"files[{name!r}].role"))
 
 
+def _numbers(value: Any, count: int, what: str) -> list:
+    ok = isinstance(value, list) and len(value) == count
+    if not ok or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in value):
+        raise TypeError(f"{what} must be a JSON list of {count} numbers; got {str(value)[:40]!r}")
+    return value
+
+
+def _preprocessing(value: Any) -> dict[str, Any]:
+    """The fields every runner reads; others pass through."""
+    _expect(value, dict, "preprocessing")
+    for key, count in (("mean", 3), ("std", 3), ("input_size", 2)):
+        if key in value:
+            _numbers(value[key], count, f"preprocessing.{key}")
+    return value
+
+
+def _extra(value: Any) -> dict[str, Any]:
+    """``extra.source`` and ``extra.spec`` (what validate and the torch runner rebuild from) must be objects."""
+    _expect(value, dict, "extra")
+    for key in ("source", "spec"):
+        if key in value:
+            _expect(value[key], dict, f"extra.{key}")
+    source = value.get("source", {})
+    if "num_classes" in source and (type(source["num_classes"]) is not int or source["num_classes"] < 1):
+        raise TypeError(f"extra.source.num_classes must be a positive integer; got {source['num_classes']!r}")
+    if "block_overrides" in source:
+        _expect(source["block_overrides"], dict, "extra.source.block_overrides")
+    return value
+
+
 @dataclass(frozen=True)
 class FileEntry:
     sha256: str
@@ -113,10 +143,10 @@ class Manifest:
             outputs=[TensorSpec.from_dict(t) for t in _expect(d["outputs"], list, "outputs")],
             files={k: _file_entry(k, v) for k, v in files.items()},
             opset=d.get("opset"),
-            preprocessing=_expect(d.get("preprocessing", {}), dict, "preprocessing"),
+            preprocessing=_preprocessing(d.get("preprocessing", {})),
             versions=_expect(d.get("versions", {}), dict, "versions"),
             parity=_expect(d.get("parity", {}), dict, "parity"),
-            extra=_expect(d.get("extra", {}), dict, "extra"),
+            extra=_extra(d.get("extra", {})),
             version=d.get("version", MANIFEST_VERSION),
         )
 

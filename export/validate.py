@@ -125,7 +125,12 @@ def validate_artifact(
     directory = Path(directory)
     manifest = load_manifest(directory, verify=True)
     source = manifest.extra.get("source", {})
-    spec = ExportSpec.from_dict(manifest.extra.get("spec", {}))
+    try:
+        spec = ExportSpec.from_dict(manifest.extra.get("spec", {}))
+    except (TypeError, ValueError) as err:  # SpecError is a ValueError
+        raise ArtifactError(
+            f"{directory}/manifest.json: extra.spec is malformed ({err}); re-export the model"
+        ) from None
     if batch_sizes:
         spec = replace(spec, batch_sizes=tuple(batch_sizes))
     factory = source.get("factory")
@@ -162,6 +167,8 @@ def validate_artifact(
     if checkpoint is not None and file_sha256(checkpoint) != source.get("checkpoint_sha256"):  # changed while read
         raise ArtifactError(f"{checkpoint} changed while it was read; validate again once nothing is writing it")
     pre = manifest.preprocessing
+    if not {"mean", "std"} <= pre.keys():
+        raise ArtifactError(f"{directory}/manifest.json: preprocessing lacks mean or std; re-export the model")
     photos = photo_inputs(tuple(spec.input_size), mean=pre["mean"], std=pre["std"], images=images)
     reports = {}
     for graph in graphs:

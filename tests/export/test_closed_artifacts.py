@@ -89,8 +89,13 @@ def test_unchanged_artifact_still_activates_and_runs(copy):
         (lambda m: m.update(inputs="x"), "inputs must be a JSON list"),
         (lambda m: m["files"]["model.onnx"].update(size="big"), "size must be a non-negative integer"),
         (lambda m: m.pop("deploy"), "lacks the field 'deploy'"),
+        (lambda m: m["extra"].update(source="x"), "extra.source must be a JSON dict"),
+        (lambda m: m["extra"].update(spec=None), "extra.spec must be a JSON dict"),
+        (lambda m: m["preprocessing"].update(mean=[0.5]), "preprocessing.mean must be a JSON list of 3 numbers"),
+        (lambda m: m["extra"]["source"].update(num_classes="x"), "num_classes must be a positive integer"),
+        (lambda m: m["extra"]["source"].update(block_overrides=[1]), "block_overrides must be a JSON dict"),
     ],
-    ids=["files-null", "inputs-string", "size-string", "no-deploy"],
+    ids=["files-null", "inputs-string", "size-string", "no-deploy", "source", "spec", "mean", "classes", "overrides"],
 )
 def test_malformed_manifest_is_one_line(copy, tmp_path, capsys, change, expected):
     edit_manifest(copy, change)
@@ -132,3 +137,19 @@ def test_readme_states_what_the_manifest_guarantees_and_what_not():
     section = readme.split("### What the manifest guarantees", 1)[1].split("\n#", 1)[0]
     assert "tampering of single files" in section and "re-hash the manifest" in section and "not signed" in section
     assert "symlink" in section and "changed after its hash was checked" in section
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (lambda m: m["extra"]["spec"].update(atol="x"), "extra.spec is malformed"),
+        (lambda m: m["preprocessing"].pop("mean"), "preprocessing lacks mean or std"),
+    ],
+    ids=["spec-atol", "no-mean"],
+)
+def test_validate_names_a_malformed_manifest_field_in_one_line(copy, capsys, change, expected):
+    edit_manifest(copy, change)
+    assert load_script("validate").main([str(copy)]) == 2
+    captured = capsys.readouterr()
+    text = (captured.out + captured.err).strip()
+    assert expected in text and "internal error" not in text and "Traceback" not in text
