@@ -54,7 +54,7 @@ class LoadConfig:
             problems.append(f"concurrency levels must be ≥ 1; got {list(self.concurrency)}")
         if max(self.concurrency, default=0) > 256:
             problems.append(f"concurrency above 256 is not supported; got {max(self.concurrency)}")
-        if self.duration_s <= 0 or self.duration_s > 600:
+        if not 0 < self.duration_s <= 600:  # NaN fails too
             problems.append(f"duration must lie in (0, 600] seconds; got {self.duration_s}")
         if self.max_requests < 1:
             problems.append(f"max_requests must be ≥ 1; got {self.max_requests}")

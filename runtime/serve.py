@@ -71,6 +71,8 @@ class ServeConfig:
             problems.append(f"queue_delay_us must be ≥ 0; got {self.queue_delay_us}")
         if self.instances < 1:
             problems.append(f"instances must be ≥ 1; got {self.instances}")
+        if ":" in self.host:  # Triton's gRPC endpoint and PyTriton's readiness check take host:port unbracketed
+            problems.append(f"IPv6 hosts are not supported; got {self.host!r}: use 127.0.0.1, or 0.0.0.0 for all IPv4")
         if problems:
             raise ServeConfigError("; ".join(problems))
 
@@ -187,8 +189,9 @@ def check_ports_free(config: ServeConfig) -> None:
     taken = []
     for key in ("http_port", "grpc_port", "metrics_port"):
         port = getattr(config, key)
-        family = socket.AF_INET6 if ":" in config.host else socket.AF_INET
-        with socket.socket(family, socket.SOCK_STREAM) as sock:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            # as Triton and the gate bind: a closing connection's TIME_WAIT does not make the port taken
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 sock.bind((config.host, port))
             except OSError as err:

@@ -20,6 +20,7 @@ import socket
 import threading
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import numpy as np
 
@@ -76,11 +77,9 @@ def check_infer_request(body: bytes, *, header_length: int | None, limits: Reque
         header_bytes, binary = body[:header_length], body[header_length:]
     else:
         header_bytes, binary = body, b""
-    try:
-        request = json.loads(header_bytes)
-    except (ValueError, RecursionError) as err:
-        raise RequestRejected(f"the request is not valid JSON ({str(err)[:80]})") from None
-    inputs = request.get("inputs") if isinstance(request, dict) else None
+    request = _strict_json(header_bytes)
+    _check_request_fields(request)
+    inputs = request.get("inputs")
     if not isinstance(inputs, list) or len(inputs) != 1 or not isinstance(inputs[0], dict):
         raise RequestRejected(f"the request must hold 'inputs': a list with one input, {limits.input.name!r}")
     tensor = inputs[0]
@@ -109,6 +108,56 @@ def check_infer_request(body: bytes, *, header_length: int | None, limits: Reque
     values = _count_values(tensor.get("data"))
     if values != count:
         raise RequestRejected(f"the shape needs {count} values; 'data' holds {values}")
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # Python keeps a repeated key's last value, Triton's parser its first: a request could show the gate one input and
+    # Triton another (one declaring a batch of 100 000)
+    keys = [key for key, _ in pairs]
+    if len(set(keys)) != len(keys):
+        repeated = next(key for key in keys if keys.count(key) > 1)
+        raise RequestRejected(f"the request repeats the key {repeated[:40]!r}")
+    return dict(pairs)
+
+
+def _finite_only(text: str) -> float:
+    raise RequestRejected(f"the request holds {text[:20]}, which JSON cannot carry")
+
+
+def _strict_json(data: bytes) -> Any:
+    """JSON as Triton reads it: UTF-8 only, no repeated keys, no number beyond double's range, no NaN/Infinity."""
+    try:
+        text = data.decode("utf-8")
+        return json.loads(
+            text,
+            object_pairs_hook=_no_duplicate_keys,
+            parse_constant=_finite_only,
+            parse_float=lambda t: float(t) if math.isfinite(float(t)) else _finite_only(t),
+        )
+    except (ValueError, RecursionError) as err:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        raise RequestRejected(f"the request is not valid JSON in UTF-8 ({str(err)[:80]})") from None
+
+
+def _check_request_fields(request: Any) -> None:
+    """The top-level fields Triton reads besides the input, typed as it expects them."""
+    if not isinstance(request, dict):
+        raise RequestRejected("the request must be a JSON object holding 'inputs'")
+    if "id" in request and not isinstance(request["id"], str):
+        raise RequestRejected("'id' must be a string")
+    outputs = request.get("outputs", [])
+    if not isinstance(outputs, list) or not all(
+        isinstance(o, dict) and isinstance(o.get("name"), str) and isinstance(o.get("parameters", {}), dict)
+        for o in outputs
+    ):
+        raise RequestRejected("'outputs' must be a list of objects, each with a string 'name'")
+    parameters = request.get("parameters", {})
+    if not isinstance(parameters, dict):
+        raise RequestRejected("'parameters' must be an object")
+    for key, value in parameters.items():
+        if key in ("timeout", "priority") and (type(value) is not int or value < 0):
+            raise RequestRejected(f"parameter {key!r} must be a non-negative integer")
+        if not isinstance(value, str | bool | int | float):
+            raise RequestRejected(f"parameter {key!r} must be a string, a boolean or a number")
 
 
 def _check_shape(shape: Any, limits: RequestLimits) -> int:
@@ -162,7 +211,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def _handle(self) -> None:
         try:
             body = self._read_body()
-            if self.command == "POST" and self.path.rstrip("/").endswith("/infer"):
+            if self.command == "POST" and urlsplit(self.path).path.rstrip("/").endswith("/infer"):
                 length = self.headers.get("Inference-Header-Content-Length")
                 try:
                     header_length = int(length) if length is not None else None
@@ -175,24 +224,31 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return
         self._forward(body)
 
+    def _refuse_unread(self, message: str, status: int) -> RequestRejected:
+        self.close_connection = True  # the unread body must not be taken for the next request
+        return RequestRejected(message, status)
+
     def _read_body(self) -> bytes:
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-            raise RequestRejected("chunked request bodies are not accepted; send Content-Length", status=411)
+            raise self._refuse_unread("chunked request bodies are not accepted; send Content-Length", 411)
         if self.headers.get("Content-Encoding", "identity").lower() != "identity":
-            raise RequestRejected("compressed request bodies are not accepted; send them uncompressed", status=415)
-        try:
-            length = int(self.headers.get("Content-Length", "0"))
-        except ValueError:
-            raise RequestRejected("Content-Length must be an integer") from None
+            raise self._refuse_unread("compressed request bodies are not accepted; send them uncompressed", 415)
+        declared = self.headers.get_all("Content-Length") or ["0"]
+        if len(declared) != 1 or not declared[0].strip().isascii() or not declared[0].strip().isdigit():
+            raise self._refuse_unread("Content-Length must be one decimal integer", 400)
+        length = int(declared[0])
         limit = self.server.limits.max_body_bytes()
-        if length < 0 or length > limit:
-            self.close_connection = True  # the unread body must not be taken for the next request
-            raise RequestRejected(f"the body declares {length} bytes; the largest valid request has {limit}", 413)
-        return self.rfile.read(length) if length else b""
+        if length > limit:
+            raise self._refuse_unread(f"the body declares {length} bytes; the largest valid request has {limit}", 413)
+        body = self.rfile.read(length) if length else b""
+        if len(body) != length:
+            raise self._refuse_unread(f"the body ended after {len(body)} of its {length} bytes", 400)
+        return body
 
     def _forward(self, body: bytes) -> None:
         upstream = self.server.connection()
-        headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_BY_HOP | {"expect"}}
+        # http.client sets Content-Length from the body it sends: the client's own header is not forwarded
+        headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_BY_HOP | {"expect", "content-length"}}
         try:
             upstream.request(self.command, self.path, body=body or None, headers=headers)
             response = upstream.getresponse()
@@ -209,6 +265,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.send_response(status)
         for key, value in headers.items():
             self.send_header(key, value)
+        if self.close_connection:
+            self.send_header("Connection", "close")
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)
@@ -219,6 +277,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
 class _GateServer(http.server.ThreadingHTTPServer):
     daemon_threads = True
+    request_queue_size = socket.SOMAXCONN  # socketserver's 5 drops connections in a burst of clients
 
     def __init__(self, address: tuple[str, int], *, upstream: tuple[str, int], limits: RequestLimits) -> None:
         self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET

@@ -76,6 +76,7 @@ def _main(argv: list[str] | None, prog: str | None) -> int:
         )
         options = {"threads": args.threads} if args.threads is not None else {}
         options.update(precision_option(args.precision))
+        signal.signal(signal.SIGTERM, stop_on_sigterm)  # before the start: a stop while models load cleans up too
         server = serve_artifact(args.artifact, config=config, backend=backend, load_options=options)
         server.start()
     except (
@@ -98,6 +99,5 @@ def _main(argv: list[str] | None, prog: str | None) -> int:
     table.add_row("infer", f"{config.urls['http']}/v2/models/{model_name}/infer")
     console.print(table)
     console.print("Ctrl+C (SIGINT) or SIGTERM stops the server.")
-    signal.signal(signal.SIGTERM, stop_on_sigterm)
     server.serve_forever()
     return 0

@@ -52,6 +52,16 @@ def test_good_requests_pass_in_json_and_binary_form():
         (json.dumps({"inputs": [{"name": "x", "shape": [1, 3, 8, 8], "datatype": "FP32", "data": []}]}), "'x'"),
         (json_body([1, 3, 8, 8], [0] * VALUES).replace("FP32", "FP64"), "data-type"),
         ("[" * 100000 + "]" * 100000, "not valid JSON"),
+        # Triton's parser keeps a repeated key's first value, Python its last: each would show them different inputs
+        (json_body([20000, 3, 96, 96], [0])[:-1] + ', "inputs": ' + json_body([1, 3, 8, 8], [0] * VALUES)[11:],
+         "repeats the key 'inputs'"),
+        (json_body([1, 3, 8, 8], [0] * VALUES).replace('"shape"', '"shape": [9999, 3, 8, 8], "shape"'),
+         "repeats the key 'shape'"),
+        (json_body([1, 3, 8, 8], [0] * VALUES).replace('"data": [0', '"data": [1e400', 1), "JSON cannot carry"),
+        (json_body([1, 3, 8, 8], [0] * VALUES).replace('"data": [0', '"data": [NaN', 1), "JSON cannot carry"),
+        (json_body([1, 3, 8, 8], [0] * VALUES)[:-1] + ', "id": 5}', "'id' must be a string"),
+        (json_body([1, 3, 8, 8], [0] * VALUES)[:-1] + ', "outputs": 5}', "'outputs' must be a list"),
+        (json_body([1, 3, 8, 8], [0] * VALUES)[:-1] + ', "parameters": {"timeout": -5}}', "non-negative integer"),
     ],
     ids=lambda v: v[:24] if isinstance(v, str) else None,
 )
@@ -81,3 +91,9 @@ def test_the_load_tests_malformed_requests_are_all_refused():
     for _, body in bodies:
         with pytest.raises(RequestRejected):
             check_infer_request(body, header_length=None, limits=LIMITS)
+
+
+def test_a_body_that_is_not_utf8_is_refused():
+    body = json_body([1, 3, 8, 8], [0] * VALUES).encode("utf-16")
+    with pytest.raises(RequestRejected, match="not valid JSON in UTF-8"):
+        check_infer_request(body, header_length=None, limits=LIMITS)

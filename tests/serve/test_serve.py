@@ -188,7 +188,7 @@ def test_malformed_requests_get_errors_and_the_server_stays_up(server, reference
         client.close()
 
 
-def raw_post(server, body, *, headers=None):
+def raw_post(server, body, *, headers=None, query=""):
     """(status, seconds, JSON answer) of one raw HTTP POST to the model's infer endpoint."""
     import http.client
     import json
@@ -197,7 +197,7 @@ def raw_post(server, body, *, headers=None):
     conn = http.client.HTTPConnection("127.0.0.1", server.config.http_port, timeout=30)
     start = time.perf_counter()
     try:
-        conn.request("POST", f"/v2/models/{MODEL}/infer", body=body, headers=headers or {})
+        conn.request("POST", f"/v2/models/{MODEL}/infer{query}", body=body, headers=headers or {})
         response = conn.getresponse()
         return response.status, time.perf_counter() - start, json.loads(response.read() or b"{}")
     finally:
@@ -210,6 +210,8 @@ def test_requests_beyond_the_models_limits_are_refused_in_milliseconds(server, r
     for what, body in bad_requests(INPUT.name):  # a 95-byte body declaring [100000, 3, 96, 96] among them
         status, seconds, answer = raw_post(server, body)
         assert status == 400 and seconds < 1.0 and answer["error"], (what, status, seconds)
+        status, seconds, _ = raw_post(server, body, query="?x=1")  # Triton routes it to infer all the same
+        assert status == 400 and seconds < 1.0, (what, "with a query string", status, seconds)
     status, _, answer = raw_post(server, b"x", headers={"Content-Length": str(1 << 40)})
     assert status == 413 and "largest valid request" in answer["error"]
     good = random_batch(2, seed=9)  # the server is still up and right
@@ -262,6 +264,23 @@ def test_bad_options_are_refused():
         assert word in str(info.value)
     with pytest.raises(ServeConfigError, match="dynamic batch"):
         triton_tensor(TensorSpec("input", (1, 3, SIZE, SIZE)))
+    with pytest.raises(ServeConfigError, match="IPv6 hosts are not supported"):
+        ServeConfig(model_name="m", host="::1")
+
+
+def test_a_refusal_that_leaves_the_body_unread_closes_the_connection(server):
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", server.config.http_port, timeout=30)
+    try:
+        smuggled = b"GET /v2/health/ready HTTP/1.1\r\nHost: x\r\n\r\n"
+        headers = {"Content-Encoding": "gzip", "Content-Length": str(len(smuggled))}
+        conn.request("POST", f"/v2/models/{MODEL}/infer", body=smuggled, headers=headers)
+        response = conn.getresponse()
+        assert response.status == 415 and response.getheader("Connection", "").lower() == "close"
+        response.read()
+    finally:
+        conn.close()
 
 
 def test_one_runner_per_instance(onnx_artifact):
@@ -336,3 +355,11 @@ def test_serve_script_refuses_a_bad_artifact(tmp_path, capsys):
 def test_serve_script_refuses_an_unknown_backend(onnx_artifact, capsys):
     assert load_script("serve").main([str(onnx_artifact), "--backend", "onnxruntme"]) == 2
     assert "unknown backend" in capsys.readouterr().err
+
+
+def test_a_load_test_duration_must_be_a_finite_positive_time():
+    from runtime.loadtest import LoadConfig, LoadTestError
+
+    for bad in (float("nan"), 0.0, 601.0):
+        with pytest.raises(LoadTestError, match="duration must lie in"):
+            LoadConfig(duration_s=bad)
