@@ -214,6 +214,13 @@ class ModelServer:
         specs = {(r.input_spec, r.output_spec) for r in runners}
         if len(specs) != 1:
             raise ServeConfigError("all instances' runners must have the same input and output specs")
+        batch_range = getattr(runners[0], "batch_range", None)  # a TensorRT engine's optimisation profile
+        if batch_range is not None and (batch_range[0] > 1 or config.max_batch > batch_range[1]):
+            raise ServeConfigError(
+                f"the engine's profile takes batches {batch_range[0]}..{batch_range[1]}; Triton forms batches "
+                f"1..{config.max_batch}: serve with --max-batch {batch_range[1]} (or less), from an engine whose "
+                "profile starts at 1"
+            )
         self.runners = list(runners)
         self.config = config
         self._triton: Any = None

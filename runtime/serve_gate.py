@@ -30,7 +30,7 @@ logger = logging.getLogger(__name__)
 
 MAX_SIDE = 1024  # a symbolic height or width is bounded like an export's input side (export.spec.MAX_INPUT_SIDE)
 MAX_JSON_HEADER = 64 << 10  # the JSON part of a binary request: names, shapes, parameters
-JSON_BYTES_PER_VALUE = 32  # the longest float in JSON text, with its separator
+JSON_BYTES_PER_VALUE = 48  # the longest float in JSON text, its separator, and the indentation of pretty-printed JSON
 KSERVE_DTYPES = {"float32": "FP32", "float16": "FP16", "float64": "FP64", "uint8": "UINT8", "int64": "INT64"}
 _HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "proxy-connection"}
 

@@ -288,6 +288,16 @@ def test_one_runner_per_instance(onnx_artifact):
         ModelServer([runtime.load(onnx_artifact)], config=ServeConfig(model_name="m", instances=2))
 
 
+@pytest.mark.parametrize(("batch_range", "max_batch"), [((1, 16), 32), ((4, 32), 8)])
+def test_an_engine_profile_must_cover_every_batch_triton_forms(onnx_artifact, batch_range, max_batch):
+    runner = runtime.load(onnx_artifact)
+    runner.batch_range = batch_range  # what a TensorRT runner reads from its engine's profile
+    with pytest.raises(ServeConfigError, match=f"profile takes batches {batch_range[0]}..{batch_range[1]}"):
+        ModelServer([runner], config=ServeConfig(model_name="m", max_batch=max_batch))
+    runner.batch_range = (1, 16)
+    assert ModelServer([runner], config=ServeConfig(model_name="m", max_batch=16)).runners == [runner]
+
+
 def test_libpython_goes_first_on_the_library_path(monkeypatch):
     libdir = sysconfig.get_config_var("LIBDIR")
     assert library_path_with_libpython(None) == libdir
