@@ -20,6 +20,7 @@ import logging
 import os
 import socket
 import sysconfig
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +40,9 @@ class ServeError(RuntimeError):
 
 class ServeConfigError(ValueError):
     """A serving option is out of range."""
+
+
+MONITOR_PERIOD_S = 1.0  # how often serve_forever checks that Triton is still alive
 
 
 @dataclass(frozen=True)
@@ -305,8 +309,12 @@ class ModelServer:
         """Block until Triton exits or the process gets SIGINT (Ctrl+C); then stop."""
         if self._triton is None:
             raise ServeError("start() the server before serve_forever()")
-        try:
-            self._triton.serve()
+        try:  # PyTriton's own serve() would stop Triton first, while the gate still forwarded to it
+            while self._triton.is_alive():
+                time.sleep(MONITOR_PERIOD_S)
+            logger.error("Triton exited; stopping")
+        except KeyboardInterrupt:
+            logger.info("stopping: the gate first, then Triton")
         finally:
             self.stop()
 

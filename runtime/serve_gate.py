@@ -11,6 +11,7 @@ endpoint (health, metadata, metrics live on their own port) is forwarded as it i
 pure check, tested without a server.
 """
 
+import contextlib
 import http.client
 import http.server
 import json
@@ -284,15 +285,43 @@ class _GateServer(http.server.ThreadingHTTPServer):
         super().__init__(address, _Handler)
         self.upstream, self.limits = upstream, limits
         self._local = threading.local()  # one keep-alive connection to Triton per handler thread
+        self._lock = threading.Lock()
+        self._clients: set[socket.socket] = set()  # open client connections, closed by close_all()
+        self._upstreams: set[http.client.HTTPConnection] = set()
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self._lock:
+            self._clients.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: Any) -> None:
+        with self._lock:
+            self._clients.discard(request)
+        super().shutdown_request(request)
+
+    def close_all(self) -> None:
+        """End every client's keep-alive connection and every connection to Triton: a stopped gate holds none (Triton
+        would otherwise wait its whole exit timeout for them)."""
+        with self._lock:
+            clients, upstreams = list(self._clients), list(self._upstreams)
+        for sock in clients:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+        for conn in upstreams:
+            conn.close()
 
     def connection(self) -> http.client.HTTPConnection:
         if getattr(self._local, "conn", None) is None:
             self._local.conn = http.client.HTTPConnection(*self.upstream, timeout=120)
+            with self._lock:
+                self._upstreams.add(self._local.conn)
         return self._local.conn
 
     def drop_connection(self) -> None:
         conn, self._local.conn = getattr(self._local, "conn", None), None
         if conn is not None:
+            with self._lock:
+                self._upstreams.discard(conn)
             conn.close()
 
 
@@ -310,4 +339,5 @@ class RequestGate:
     def stop(self) -> None:
         self._server.shutdown()
         self._server.server_close()
+        self._server.close_all()
         self._thread.join(timeout=5)

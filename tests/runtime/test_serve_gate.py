@@ -97,3 +97,40 @@ def test_a_body_that_is_not_utf8_is_refused():
     body = json_body([1, 3, 8, 8], [0] * VALUES).encode("utf-16")
     with pytest.raises(RequestRejected, match="not valid JSON in UTF-8"):
         check_infer_request(body, header_length=None, limits=LIMITS)
+
+
+def test_a_stopped_gate_keeps_no_client_or_upstream_connection():
+    import http.client
+    import http.server
+    import threading
+
+    from runtime.serve import _free_loopback_port
+    from runtime.serve_gate import RequestGate
+
+    class Upstream(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+        def log_message(self, *args):
+            pass
+
+    upstream = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Upstream)
+    threading.Thread(target=upstream.serve_forever, daemon=True).start()
+    port = _free_loopback_port()
+    gate = RequestGate("127.0.0.1", port, upstream=upstream.server_address, limits=LIMITS).start()
+    client = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        client.request("GET", "/v2/health/ready")
+        assert client.getresponse().read() == b"ok"  # the client and the gate's upstream connection stay open
+        gate.stop()
+        assert client.sock.recv(1) == b""  # closed by the gate, not left to its keep-alive
+        assert all(conn.sock is None for conn in gate._server._upstreams)
+    finally:
+        client.close()
+        upstream.shutdown()
+        upstream.server_close()
