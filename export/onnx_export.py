@@ -7,6 +7,7 @@ constants, and a traced example of 1 would hide a Reshape that bakes the batch i
 """
 
 import logging
+import re
 import warnings
 from collections import Counter
 from pathlib import Path
@@ -54,7 +55,13 @@ def export_onnx(model: nn.Module, path: str | Path, *, spec: ExportSpec) -> Path
                     model, (example,), str(path), dynamo=False, dynamic_axes=spec.dynamic_axes(), **common
                 )
         except Exception as err:  # the exporters raise many unrelated types; name the step and re-raise one
-            raise OnnxExportError(f"torch.onnx.export ({spec.exporter}) failed: {err}") from err
+            lines = [re.sub(r"\x1b\[[0-9;]*m", "", line).strip() for line in str(err).splitlines() if line.strip()]
+            # the dynamo exporter's messages run to a dozen lines around an "Exception summary" section
+            marker = lines.index("## Exception summary") if "## Exception summary" in lines else -1
+            summary = lines[marker + 1] if 0 <= marker < len(lines) - 1 else (lines[0] if lines else type(err).__name__)
+            more = " (the debug log has the rest)" if len(lines) > 1 else ""
+            logger.debug("torch.onnx.export (%s) failed:\n%s", spec.exporter, err)
+            raise OnnxExportError(f"torch.onnx.export ({spec.exporter}) failed: {summary}{more}") from err
     for w in caught:  # the legacy exporter's deprecation notice and tracer warnings about shape checks
         logger.debug("torch.onnx.export: %s", w.message)
     return path

@@ -18,6 +18,9 @@ MIN_OPSET, MAX_OPSET = 13, 20
 # The largest input side an export accepts: an ImageNet classifier's eager forward, trace and parity at 1024×1024
 # already take gigabytes (ResNet-50: ~3 GB); 100000×100000 would run until the OOM killer stops it.
 MAX_INPUT_SIDE = 1024
+# The smallest height and width of the dynamo exporter's symbolic range (--dynamic-hw); the example input, and so
+# --input-size, must lie in that range.
+MIN_DYNAMO_DYNAMIC_SIDE = 33
 MAX_PARITY_BATCH = 64
 
 
@@ -54,6 +57,11 @@ class ExportSpec:
             )
         if self.exporter == "dynamo" and self.opset < 18:
             problems.append(f"the dynamo exporter emits opset 18 or newer; got --opset {self.opset}")
+        if self.exporter == "dynamo" and self.dynamic_hw and min(self.input_size) < MIN_DYNAMO_DYNAMIC_SIDE:
+            problems.append(
+                f"the dynamo exporter with --dynamic-hw needs --input-size of at least {MIN_DYNAMO_DYNAMIC_SIDE}; "
+                f"got {list(self.input_size)}"
+            )
         if self.exporter not in EXPORTERS:
             problems.append(f"exporter must be one of {', '.join(EXPORTERS)}; got {self.exporter!r}")
         if self.simplifier not in SIMPLIFIERS:
@@ -90,7 +98,8 @@ class ExportSpec:
 
         axes: dict[int, Any] = {0: Dim("batch", min=1, max=4096)}
         if self.dynamic_hw:
-            axes |= {2: Dim("height", min=33, max=4096), 3: Dim("width", min=33, max=4096)}
+            side = {"min": MIN_DYNAMO_DYNAMIC_SIDE, "max": 4096}
+            axes |= {2: Dim("height", **side), 3: Dim("width", **side)}
         return {"x": axes}
 
     def input_spec(self) -> TensorSpec:

@@ -43,3 +43,32 @@ def test_missing_checkpoint_and_missing_image(export_script, tmp_path, capsys):
     assert export_script.main(argv) == 2
     assert "cannot read image" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_dynamo_with_dynamic_hw_below_its_range_is_refused_by_the_spec():
+    from export.spec import ExportSpec, SpecError
+
+    with pytest.raises(SpecError, match="needs --input-size of at least 33; got \\[16, 16\\]"):
+        ExportSpec(input_size=(16, 16), exporter="dynamo", opset=18, dynamic_hw=True)
+    ExportSpec(input_size=(16, 16), exporter="dynamo", opset=18)  # a static size has no such range
+
+
+def test_an_exporter_failure_is_its_exception_summary_in_one_line(tmp_path, monkeypatch):
+    import torch
+    from torch import nn
+
+    from export.onnx_export import OnnxExportError, export_onnx
+    from export.spec import ExportSpec
+
+    def failing(*args, **kwargs):
+        raise RuntimeError(
+            "Failed to export the model with torch.export. \x1b[96mThis is step 1/3\x1b[0m of exporting.\n"
+            "- Modify the model code.\n\n## Exception summary\n\n<class 'ConstraintViolationError'>: 16 not in range "
+            "[33, 4096]\n\n(Refer to the full stack trace above for more information.)"
+        )
+
+    monkeypatch.setattr(torch.onnx, "export", failing)
+    with pytest.raises(OnnxExportError) as caught:
+        export_onnx(nn.Conv2d(3, 4, 1), tmp_path / "m.onnx", spec=ExportSpec(input_size=(8, 8)))
+    message = str(caught.value)
+    assert "\n" not in message and "16 not in range [33, 4096]" in message and "\x1b" not in message
