@@ -294,10 +294,14 @@ def write_triton_repository(
     for model_name in texts:
         if (root / model_name).exists() and not overwrite:
             raise FileExistsError(f"{root / model_name} exists; pass overwrite=True (--overwrite) or pick another name")
-    _write_model_dir(root, onnx_config.name, texts[onnx_config.name], onnx_file, "model.onnx", labels)
+    onnx_sha = manifest.files[onnx_file.relative_to(artifact).as_posix()].sha256
+    _write_model_dir(root, onnx_config.name, texts[onnx_config.name], onnx_file, "model.onnx", labels, onnx_sha)
     models = {onnx_config.name: onnx_config}
     if plan_config is not None:
-        _write_model_dir(root, plan_config.name, texts[plan_config.name], artifact / plans[0], "model.plan", labels)
+        plan_sha = manifest.files[plans[0]].sha256
+        _write_model_dir(
+            root, plan_config.name, texts[plan_config.name], artifact / plans[0], "model.plan", labels, plan_sha
+        )
         models[plan_config.name] = plan_config
     logger.info("wrote Triton model repository %s: %s", root, ", ".join(models))
     return TritonRepository(root=root, models=models)
@@ -353,12 +357,27 @@ def engine_max_batch(extra: dict[str, Any], requested: int) -> int:
 
 
 def _write_model_dir(
-    root: Path, name: str, config_text: str, model_file: Path, filename: str, labels: Sequence[str] | None
+    root: Path,
+    name: str,
+    config_text: str,
+    model_file: Path,
+    filename: str,
+    labels: Sequence[str] | None,
+    sha256: str,
 ) -> Path:
+    """One model's directory; the copied file must hash as the manifest recorded (what is shipped is what was
+    verified, even if the artifact changed after it was)."""
+    from models.atomic import file_sha256
+
     staging = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".tmp", dir=root))
     try:
         (staging / "1").mkdir()
         shutil.copyfile(model_file, staging / "1" / filename)
+        if file_sha256(staging / "1" / filename) != sha256:
+            raise ArtifactError(
+                f"{model_file} changed after the artifact was verified (its copy does not match the manifest's "
+                "sha256); write the repository again once nothing is writing to the artifact"
+            )
         if labels is not None:
             (staging / LABELS_NAME).write_text("".join(f"{label}\n" for label in labels))
         (staging / "config.pbtxt").write_text(config_text)

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from export.artifacts import ArtifactError, file_sha256, load_manifest
+from export.artifacts import ArtifactError, check_unchanged, file_sha256, load_verified
 from export.parity import ParityReport, evaluate_case
 from export.spec import ExportSpec
 
@@ -123,7 +123,7 @@ def validate_artifact(
     from export.ort_session import fused_graph_file
 
     directory = Path(directory)
-    manifest = load_manifest(directory, verify=True)
+    manifest, identities = load_verified(directory)
     source = manifest.extra.get("source", {})
     try:
         spec = ExportSpec.from_dict(manifest.extra.get("spec", {}))
@@ -180,4 +180,5 @@ def validate_artifact(
             continue
         label = backend if graph == manifest.deploy else f"{backend} ({graph})"
         reports[graph] = run_parity(model, runner, spec=spec, photos=photos, backend=label)
+    check_unchanged(directory, identities)  # what was checked is what was verified: nothing replaced meanwhile
     return reports

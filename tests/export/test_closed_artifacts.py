@@ -153,3 +153,19 @@ def test_validate_names_a_malformed_manifest_field_in_one_line(copy, capsys, cha
     captured = capsys.readouterr()
     text = (captured.out + captured.err).strip()
     assert expected in text and "internal error" not in text and "Traceback" not in text
+
+
+def test_validate_refuses_a_graph_replaced_while_it_was_checked(copy, monkeypatch):
+    import export.validate as validate
+
+    photo_inputs = validate.photo_inputs
+
+    def swap_then_photos(*args, **kwargs):  # another process replaces model.onnx after the hashes were checked
+        replaced = copy / "model.onnx.new"
+        replaced.write_bytes((copy / "model.onnx").read_bytes())
+        os.replace(replaced, copy / "model.onnx")
+        return photo_inputs(*args, **kwargs)
+
+    monkeypatch.setattr(validate, "photo_inputs", swap_then_photos)
+    with pytest.raises(ArtifactError, match="changed after its hash was checked"):
+        validate.validate_artifact(copy)

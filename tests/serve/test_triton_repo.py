@@ -193,6 +193,24 @@ def test_a_tampered_artifact_is_refused(onnx_artifact, tmp_path):
     assert not (tmp_path / "repo").exists()
 
 
+def test_a_model_file_changed_after_verification_is_not_shipped(onnx_artifact, tmp_path, monkeypatch):
+    import shutil
+
+    import export.triton_repo as triton_repo
+
+    copyfile = shutil.copyfile
+
+    def copy_while_rewritten(source, target):  # the artifact's file changes between the check and the copy
+        copyfile(source, target)
+        with open(target, "ab") as f:
+            f.write(b"\0")
+
+    monkeypatch.setattr(triton_repo.shutil, "copyfile", copy_while_rewritten)
+    with pytest.raises(ArtifactError, match="changed after the artifact was verified"):
+        write_triton_repository(onnx_artifact, tmp_path / "repo")
+    assert not any((tmp_path / "repo").glob("*/1/model.onnx"))
+
+
 def test_an_engines_config_is_capped_by_its_profile():
     extra = {"tensorrt": {"profile": {"input": "input", "min": [1, 3, 64, 64], "max": [16, 3, 64, 64]}}}
     assert engine_max_batch(extra, 32) == 16
