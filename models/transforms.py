@@ -65,7 +65,9 @@ def decode_rgb8(img: Image.Image) -> np.ndarray:
     img = ImageOps.exif_transpose(img)
     if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
         wide = np.asarray(img, dtype=np.float64)
-        img = Image.fromarray(np.clip(np.rint(wide / 257.0), 0, 255).astype(np.uint8))  # 65535 → 255
+        # 16-bit data (PNG opens as "I" too): 65535 → 255; 32-bit integers beyond that: 2³¹ − 1 → 255
+        full_scale = 65535.0 if img.mode != "I" or wide.max(initial=0) <= 65535 else 2147483647.0
+        img = Image.fromarray(np.clip(np.rint(wide * (255.0 / full_scale)), 0, 255).astype(np.uint8))
     elif img.mode == "F":
         raise ImageReadError("floating-point images are not supported; save it as an 8- or 16-bit PNG")
     if img.mode == "P":

@@ -1,12 +1,14 @@
 """Accuracy and agreement of an artifact's backends and precisions on a folder of images (``scripts/evaluate.py``).
 
-Data: an ImageFolder-style directory (one sub-folder per class; classes are numbered in sorted sub-folder order,
-as torchvision's ImageFolder does, so ImageNet's 1000 synset folders map to the usual indices; sub-folders named
-by integers use those integers), or any directory with a labels file (``relative/path.jpg <class index>`` per
-line), or a directory without labels (every image, recursively). With labels each target gets top-1 and top-5
-accuracy. Every target is also compared with a reference on the same batches: FP32 eager PyTorch by default
-(``reference="torch"``; the only import of torch), or any other target such as ``onnxruntime:fp32``: top-1
-agreement, top-5 overlap (shared classes / 5), cosine and relative L2 of the logits.
+Data: an ImageFolder-style directory (one sub-folder per class: sub-folders named by ImageNet WordNet ids, any subset
+of the 1000, take their ImageNet-1k index; sub-folders named by integers use those integers; others are numbered in
+sorted order, as torchvision's ImageFolder does, empty ones included), or any directory with a labels file
+(``relative/path.jpg <class index>`` per line), or a directory without labels (every image, recursively). A class
+index outside the model's classes is refused. With labels each target gets top-1 and top-5 accuracy. Every target
+is also compared with a reference on the same batches: FP32 eager PyTorch by default (``reference="torch"``; the
+only import of torch), or any other target such as ``onnxruntime:fp32``: top-1 agreement, top-5 overlap (shared
+classes / 5, or / the class count below 5), cosine and relative L2 of the logits; a NaN or Inf in any output is an
+error.
 """
 
 import logging
@@ -50,14 +52,21 @@ def load_dataset(root: str | Path, *, labels_file: str | Path | None = None, lim
         images, labels = _read_labels(root, Path(labels_file))
         kind = "labels-file"
     else:
-        folders = sorted(p for p in root.iterdir() if p.is_dir() and _images_under(p))
-        if folders and not any(p.suffix.lower() in IMAGE_SUFFIXES for p in root.iterdir() if p.is_file()):
+        from runtime.labels import imagenet_wordnet_ids
+
+        folders = sorted(p for p in root.iterdir() if p.is_dir())  # empty ones keep their place, as in ImageFolder
+        if any(_images_under(p) for p in folders) and not any(
+            p.suffix.lower() in IMAGE_SUFFIXES for p in root.iterdir() if p.is_file()
+        ):
             numbered = all(p.name.isdigit() for p in folders)
+            synsets = imagenet_wordnet_ids()
+            by_synset = all(p.name in synsets for p in folders)
             images, labels = [], []
             for index, folder in enumerate(folders):
+                label = int(folder.name) if numbered else synsets[folder.name] if by_synset else index
                 for image in _images_under(folder):
                     images.append(image)
-                    labels.append(int(folder.name) if numbered else index)
+                    labels.append(label)
             kind = "image-folder"
         else:
             images, labels, kind = _images_under(root), None, "unlabelled"
@@ -106,7 +115,8 @@ class TargetResult:
             self.top1_correct += int((top5[:, 0] == labels).sum())
             self.top5_correct += int((top5 == labels[:, None]).any(axis=1).sum())
         self.top1_agree += int((top5[:, 0] == ref_top5[:, 0]).sum())
-        self.top5_overlap += sum(len(set(a) & set(b)) / 5 for a, b in zip(top5, ref_top5, strict=True))
+        k = top5.shape[1]  # 5, or every class of a smaller model
+        self.top5_overlap += sum(len(set(a) & set(b)) / k for a, b in zip(top5, ref_top5, strict=True))
         a, b = logits.astype(np.float64), reference.astype(np.float64)
         self.cosines += list((a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)))
         self.rel_l2s += list(np.linalg.norm(a - b, axis=1) / np.linalg.norm(b, axis=1))
@@ -141,6 +151,18 @@ def parse_target(text: str) -> tuple[str, str]:
     return backend, precision or "fp32"
 
 
+def check_labels(source: Any, dataset: Dataset) -> None:
+    """DatasetError unless every label is one of the model's classes (a wrong one would count as a silent miss)."""
+    classes = source.output_spec.shape[-1]
+    if dataset.labels is not None and isinstance(classes, int):
+        wrong = sorted({label for label in dataset.labels if not 0 <= label < classes})
+        if wrong:
+            raise DatasetError(
+                f"class indices {wrong[:5]} in {dataset.root} are outside the model's 0..{classes - 1}; fix the "
+                "labels (or the folder names)"
+            )
+
+
 def evaluate(
     artifact: str | Path,
     dataset: Dataset,
@@ -158,6 +180,7 @@ def evaluate(
     from runtime.preprocess import preprocess_images, preprocessing_for
 
     source = runtime.open_source(artifact)
+    check_labels(source, dataset)
     preprocessing = preprocessing_for(source)
     results = {name: TargetResult(name) for name in targets}
     with ExitStack() as stack:
@@ -174,7 +197,7 @@ def evaluate(
         for name in targets:
             results[name].described = runners[name].describe()
     return {
-        "artifact": str(artifact),
+        "artifact": str(source.directory or source.model_path),
         "model": source.model_name,
         "data": {"root": str(dataset.root), "kind": dataset.kind, "images": len(dataset)},
         "reference": reference,
@@ -184,7 +207,7 @@ def evaluate(
 
 def _load(runtime: Any, source: Any, target: str, threads: int | None) -> Any:
     backend, precision = parse_target(target)
-    options: dict[str, Any] = {"threads": threads}
+    options: dict[str, Any] = {"threads": threads, "check_finite": True}  # NaN logits are an error, not a score
     if precision != "fp32":
         options["precision"] = precision
     return runtime.load(source, backend, **options)

@@ -24,6 +24,14 @@ def imagenet_class_names() -> tuple[str, ...]:
     return tuple(names)
 
 
+@functools.lru_cache(maxsize=1)
+def imagenet_wordnet_ids() -> dict[str, int]:
+    """Each ImageNet-1k class's WordNet id ("n02123045") and its index: an ImageFolder of synset folders, even a
+    subset of them, is labelled by these, not by its folders' sorted order."""
+    lines = IMAGENET_CLASSES.read_text(encoding="utf-8").splitlines()
+    return {line.split("\t", 1)[0]: index for index, line in enumerate(lines)}
+
+
 def labels_for(num_classes: int | None, path: str | Path | None = None) -> list[str] | None:
     """The labels for a model: ``path``'s lines when given, the ImageNet-1k names for 1000 classes, else None."""
     if path is not None:

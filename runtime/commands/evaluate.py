@@ -43,17 +43,19 @@ def _main(argv: list[str] | None, prog: str | None) -> int:
     from export.artifacts import ArtifactError
     from models.transforms import ImageReadError
     from runtime.backends.base import BackendUnavailableError
-    from runtime.evaluate import DatasetError, evaluate, load_dataset
+    from runtime.evaluate import DatasetError, check_labels, evaluate, load_dataset
 
     console = make_console(stderr=True)
     targets = list(args.backends)
     try:
         dataset = load_dataset(args.data, labels_file=args.labels, limit=args.limit)
+        source = runtime.open_source(args.artifact)  # verified once, and the labels checked before the bar starts
+        check_labels(source, dataset)
         columns = (TextColumn("evaluating"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
         with Progress(*columns, console=console) as bar:
             task = bar.add_task("images", total=len(dataset))
             report = evaluate(
-                args.artifact,
+                source,
                 dataset,
                 targets=targets,
                 reference=args.reference,

@@ -9,6 +9,7 @@ import argparse
 import logging
 from pathlib import Path
 
+import numpy as np
 from rich.table import Table
 
 import runtime
@@ -80,10 +81,16 @@ def _main(argv: list[str] | None, prog: str | None) -> int:
         classes = source.output_spec.shape[-1]
         labels = labels_for(classes if isinstance(classes, int) else None, args.labels)
         predictions = []
+        fixed = source.input_spec.shape[0]  # a bare ONNX file may fix its batch: send exactly that many
+        fixed = fixed if isinstance(fixed, int) and fixed > 0 else None
+        step = fixed or args.batch_size
         with runner:
-            for start in range(0, len(args.images), args.batch_size):
-                batch = preprocess_images(args.images[start : start + args.batch_size], preprocessing_for(source))
-                predictions += top_k(runner.infer(batch), args.top_k, labels=labels)
+            for start in range(0, len(args.images), step):
+                batch = preprocess_images(args.images[start : start + step], preprocessing_for(source))
+                count = len(batch)
+                if fixed is not None and count < fixed:  # the last images: padded, their padding's outputs dropped
+                    batch = np.concatenate([batch, np.zeros((fixed - count, *batch.shape[1:]), batch.dtype)])
+                predictions += top_k(runner.infer(batch)[:count], args.top_k, labels=labels)
     except (
         ArtifactError,
         BackendUnavailableError,

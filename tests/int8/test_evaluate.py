@@ -39,6 +39,22 @@ def test_image_folder_numbers_classes_in_sorted_order(tmp_path):
     }
 
 
+def test_imagenet_synset_folders_take_their_imagenet_index_even_as_a_subset(tmp_path):
+    save_photos(tmp_path / "n02123045", ["chelsea"])  # tabby, class 281
+    save_photos(tmp_path / "n01440764", ["coffee"])  # tench, class 0
+    (tmp_path / "n01443537").mkdir()  # goldfish, no images: no shift either
+    data = load_dataset(tmp_path)
+    assert dict(zip([p.name for p in data.images], data.labels, strict=True)) == {"coffee.png": 0, "chelsea.png": 281}
+
+
+def test_an_empty_class_folder_keeps_its_place_in_the_numbering(tmp_path):
+    save_photos(tmp_path / "a_cup", ["coffee"])
+    (tmp_path / "b_empty").mkdir()
+    save_photos(tmp_path / "c_cat", ["chelsea"])
+    data = load_dataset(tmp_path)
+    assert dict(zip([p.name for p in data.images], data.labels, strict=True)) == {"coffee.png": 0, "chelsea.png": 2}
+
+
 def test_labels_file_and_unlabelled(tmp_path):
     save_photos(tmp_path, ["coffee", "chelsea"])
     (tmp_path / "labels.txt").write_text("coffee.png 967\nchelsea.png, 281\n")
@@ -78,6 +94,7 @@ def test_evaluate_script_runs_several_targets_against_eager(int8_artifact, tmp_p
         directory, data, tmp_path, "--targets", "onnxruntime,onnxruntime:int8,openvino:int8", "--batch", "3"
     )
     assert report["reference"] == "torch" and report["data"] == {"root": str(data), "kind": "image-folder", "images": 4}
+    assert report["artifact"] == str(directory)
     rows = {row["target"]: row for row in report["results"]}
     assert rows["onnxruntime"]["agreement"]["cosine_min"] > 0.99999  # FP32 ONNX vs FP32 eager
     assert rows["onnxruntime"]["agreement"]["top1_agreement"] == 1.0
@@ -103,3 +120,12 @@ def test_unlabelled_folder_against_the_fp32_onnx_reference(int8_artifact, tmp_pa
     (row,) = report["results"]
     assert report["data"]["kind"] == "unlabelled" and row["accuracy"] is None
     assert row["agreement"]["cosine_min"] >= 0.99 and 0.0 <= row["agreement"]["top5_overlap"] <= 1.0
+
+
+def test_a_class_index_outside_the_model_is_refused_in_one_line(int8_artifact, tmp_path, capsys):
+    save_photos(tmp_path, ["coffee", "chelsea"])
+    (tmp_path / "labels.txt").write_text("coffee.png 1500\nchelsea.png -3\n")
+    argv = [str(int8_artifact[0]), "--data", str(tmp_path), "--labels", str(tmp_path / "labels.txt")]
+    assert load_script("evaluate").main([*argv, "--reference", "onnxruntime", "--threads", "1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "class indices [-3, 1500]" in err and "outside the model's 0..999" in err and "\n" not in err

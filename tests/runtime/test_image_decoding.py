@@ -99,3 +99,32 @@ def test_default_weights_are_a_visible_warning_and_marked_in_predictions(artifac
     assert "default weights, NOT trained" in printed and "meaningless" in printed
     result = json.loads(out.read_text())
     assert result["untrained"] is True and result["weights"].startswith("default-weights:")
+
+
+def test_32_bit_integer_images_scale_by_their_own_range(tmp_path, photo):
+    grey8 = np.asarray(Image.fromarray(photo).convert("L"))
+    path = tmp_path / "grey32.tif"
+    Image.fromarray(grey8.astype(np.int32) * (2147483647 // 255), mode="I").save(path)  # beyond 16 bits
+    assert Image.open(path).mode == "I"
+    decoded = load_image(path)
+    assert np.abs(decoded[..., 0].astype(int) - grey8).max() <= 1 and (decoded == 255).mean() < 0.01
+
+
+def test_a_bare_onnx_file_with_a_fixed_batch_gets_exactly_that_batch(artifact, tmp_path, photo, capsys):
+    import json
+
+    import onnx
+
+    from tests.runtime.test_scripts import load_script
+
+    model = onnx.load(str(artifact / "model.onnx"))
+    for value in (model.graph.input[0], model.graph.output[0]):
+        value.type.tensor_type.shape.dim[0].dim_value = 2  # a batch fixed at 2, as some exported files have
+    fixed = tmp_path / "fixed2.onnx"
+    onnx.save(model, str(fixed))
+    images = []
+    for i in range(3):  # one full batch and a partial one
+        images.append(tmp_path / f"{i}.png")
+        Image.fromarray(np.roll(photo, 7 * i, axis=1)).save(images[-1])
+    assert load_script("infer").main([str(fixed), *map(str, images), "--top-k", "1", "--json", "-"]) == 0
+    assert len(json.loads(capsys.readouterr().out)["predictions"]) == 3
