@@ -20,12 +20,12 @@ Rendering a config is a pure function of its inputs; only ``write_triton_reposit
 import logging
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from export.artifacts import ArtifactError, TensorSpec, load_manifest
+from export.artifacts import ArtifactError, TensorSpec, check_unchanged, load_verified
 
 logger = logging.getLogger(__name__)
 
@@ -248,7 +248,7 @@ def write_triton_repository(
     final name is always complete.
     """
     artifact = Path(artifact)
-    manifest = load_manifest(artifact)
+    manifest, identities = load_verified(artifact)  # each file's identity taken as its hash was checked
     name = name or manifest.model
     if labels is not None:
         classes = manifest.outputs[0].shape[-1] if manifest.outputs and manifest.outputs[0].shape else None
@@ -294,14 +294,14 @@ def write_triton_repository(
     for model_name in texts:
         if (root / model_name).exists() and not overwrite:
             raise FileExistsError(f"{root / model_name} exists; pass overwrite=True (--overwrite) or pick another name")
-    onnx_sha = manifest.files[onnx_file.relative_to(artifact).as_posix()].sha256
-    _write_model_dir(root, onnx_config.name, texts[onnx_config.name], onnx_file, "model.onnx", labels, onnx_sha)
+    def unchanged() -> None:  # what was copied is what was verified: nothing replaced while it was copied
+        check_unchanged(artifact, identities)
+
+    _write_model_dir(root, onnx_config.name, texts[onnx_config.name], onnx_file, "model.onnx", labels, unchanged)
     models = {onnx_config.name: onnx_config}
     if plan_config is not None:
-        plan_sha = manifest.files[plans[0]].sha256
-        _write_model_dir(
-            root, plan_config.name, texts[plan_config.name], artifact / plans[0], "model.plan", labels, plan_sha
-        )
+        plan = artifact / plans[0]
+        _write_model_dir(root, plan_config.name, texts[plan_config.name], plan, "model.plan", labels, unchanged)
         models[plan_config.name] = plan_config
     logger.info("wrote Triton model repository %s: %s", root, ", ".join(models))
     return TritonRepository(root=root, models=models)
@@ -363,21 +363,13 @@ def _write_model_dir(
     model_file: Path,
     filename: str,
     labels: Sequence[str] | None,
-    sha256: str,
+    unchanged: Callable[[], None],
 ) -> Path:
-    """One model's directory; the copied file must hash as the manifest recorded (what is shipped is what was
-    verified, even if the artifact changed after it was)."""
-    from models.atomic import file_sha256
-
     staging = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".tmp", dir=root))
     try:
         (staging / "1").mkdir()
         shutil.copyfile(model_file, staging / "1" / filename)
-        if file_sha256(staging / "1" / filename) != sha256:
-            raise ArtifactError(
-                f"{model_file} changed after the artifact was verified (its copy does not match the manifest's "
-                "sha256); write the repository again once nothing is writing to the artifact"
-            )
+        unchanged()
         if labels is not None:
             (staging / LABELS_NAME).write_text("".join(f"{label}\n" for label in labels))
         (staging / "config.pbtxt").write_text(config_text)

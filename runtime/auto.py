@@ -19,6 +19,7 @@ import numpy as np
 
 from export.artifacts import write_json
 from export.int8.roles import INT8_ROLE, normalise_precision
+from runtime.backends.base import one_line
 from runtime.source import ModelSource, open_source
 
 logger = logging.getLogger(__name__)
@@ -112,8 +113,11 @@ def timing_shape(source: ModelSource, batch: int) -> list[int]:
     return [batch, *(d if isinstance(d, int) and d > 0 else 1 for d in shape[1:])]
 
 
-def measure(source: ModelSource, chosen: list[Candidate], *, batch: int, threads: int | None) -> dict[str, float]:
-    """Median ms per query of each candidate, one short interleaved run; a backend that cannot load is left out."""
+def measure(
+    source: ModelSource, chosen: list[Candidate], *, batch: int, threads: int | None
+) -> dict[str, float | None]:
+    """Median ms per query of each candidate, one short interleaved run; None for one whose backend cannot load
+    (stored so, the table is reused for it too)."""
     from contextlib import ExitStack
 
     import runtime
@@ -129,16 +133,16 @@ def measure(source: ModelSource, chosen: list[Candidate], *, batch: int, threads
                     runtime.load(source, candidate.backend, **candidate.options(threads, timing=True))
                 )
             except Exception as err:  # any backend that cannot load is left out, never fatal
-                reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-                logger.info("auto: %s left out (%s)", candidate.label, reason)
+                logger.info("auto: %s left out (%s)", candidate.label, one_line(err))
         config = BenchmarkConfig(warmup_ms=100.0, duration_s=0.5, iterations=5, mode="interleave")
         reports = measure_all(runners, inputs, config)
-    return {report.backend: report.latency.median for report in reports}
+    medians = {report.backend: report.latency.median for report in reports}
+    return {candidate.label: medians.get(candidate.label) for candidate in chosen}
 
 
 def read_table(table: str | Path | None) -> dict[str, Any]:
-    """The stored medians (``{key: {candidate: ms}}``); {} without a file. A file that is not such a table is one
-    line that names it."""
+    """The stored medians (``{key: {candidate: ms or null}}``, null: it could not load); {} without a file. A file
+    that is not such a table is one line that names it."""
     if table is None or not Path(table).is_file():
         return {}
     try:
@@ -146,7 +150,8 @@ def read_table(table: str | Path | None) -> dict[str, Any]:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise ValueError(f"--auto-table {table} is not readable JSON ({err}); delete it or pass another file") from None
     valid = isinstance(stored, dict) and all(
-        isinstance(row, dict) and all(isinstance(ms, int | float) for ms in row.values()) for row in stored.values()
+        isinstance(row, dict) and all(ms is None or isinstance(ms, int | float) for ms in row.values())
+        for row in stored.values()
     )
     if not valid:
         raise ValueError(
@@ -180,6 +185,7 @@ def choose_backend(
         medians, origin = measure(source, chosen, batch=batch, threads=threads), "measured"
         if table is not None:
             write_json(table, {**stored, key: medians})
+    medians = {label: ms for label, ms in medians.items() if ms is not None}
     if not medians:
         from runtime.backends.base import BackendUnavailableError
 
@@ -191,10 +197,9 @@ def choose_backend(
     backend, precision = best.split(" ")
     others = ", ".join(f"{label} {ms:.1f} ms" for label, ms in sorted(medians.items(), key=lambda kv: kv[1]))
     skipped = ""  # why a lower precision the user allowed was not a candidate
-    if RANK[normalise_precision(min_precision)] > 0 and not openvino_available():
-        skipped = "; openvino not installed"
-    elif RANK[normalise_precision(min_precision)] > 0 and "BF16" not in capabilities:
-        skipped = "; no native bf16"
+    if RANK[normalise_precision(min_precision)] > 0:
+        skipped = "; openvino not installed" if not openvino_available() else ""
+        skipped = skipped or ("; no native bf16" if "BF16" not in capabilities else "")
     reason = (
         f"{best}: fastest of {others} ({origin} on {cpu or 'this CPU'}, batch {batch}, threads {threads}; "
         f"precision allowed down to {normalise_precision(min_precision)}{skipped})"

@@ -121,8 +121,12 @@ def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return dict(pairs)
 
 
-def _finite_only(text: str) -> float:
-    raise RequestRejected(f"the request holds {text[:20]}, which JSON cannot carry")
+def _finite_number(text: str) -> float:
+    """A JSON number or constant (NaN, Infinity) as Triton can hold it: finite, within double's range."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise RequestRejected(f"the request holds {text[:20]}, which JSON cannot carry")
+    return value
 
 
 def _strict_json(data: bytes) -> Any:
@@ -132,8 +136,8 @@ def _strict_json(data: bytes) -> Any:
         return json.loads(
             text,
             object_pairs_hook=_no_duplicate_keys,
-            parse_constant=_finite_only,
-            parse_float=lambda t: float(t) if math.isfinite(float(t)) else _finite_only(t),
+            parse_constant=_finite_number,
+            parse_float=_finite_number,
         )
     except (ValueError, RecursionError) as err:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
         raise RequestRejected(f"the request is not valid JSON in UTF-8 ({str(err)[:80]})") from None

@@ -16,6 +16,18 @@ from export.artifacts import TensorSpec
 logger = logging.getLogger(__name__)
 
 
+def one_line(err: BaseException) -> str:
+    """An error as one line for a warning or a refusal: its cause, not OpenVINO's ``Exception from src/...cpp:N:``
+    location lines (a conversion failure's summary where it has one); the type's name when it has no message."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    causes = [line for line in lines if not line.startswith(("Exception from ", "Check '"))]
+    if "Summary:" in causes:
+        return "; ".join(causes[causes.index("Summary:") + 1 :]) or causes[0]
+    if causes:
+        return causes[0] if len(causes) == 1 else f"{causes[0]} ... {causes[-1]}"
+    return lines[0] if lines else type(err).__name__
+
+
 class InputMismatchError(ValueError):
     """A batch does not fit the model's input (rank, shape, dtype or layout)."""
 

@@ -23,7 +23,7 @@ import numpy as np
 
 from export.artifacts import ArtifactError
 from export.int8.roles import INT8_FUSED_ROLE, INT8_ROLE, file_with_role, normalise_precision
-from runtime.backends.base import BackendUnavailableError
+from runtime.backends.base import BackendUnavailableError, one_line
 from runtime.backends.ov_precision import HINTS, hint_name, precision_note, runs_as
 from runtime.backends.source_runner import SourceRunner, import_backend
 from runtime.source import ModelSource
@@ -36,18 +36,6 @@ SGE_FORMS = {"native": "sge_native", "extension": "sge_fused"}  # sge_form → d
 
 def import_openvino() -> Any:
     return import_backend("openvino", backend="openvino", install="'sge-deploy[openvino]'")
-
-
-def one_line(err: BaseException) -> str:
-    """An OpenVINO error as one line: its cause (a conversion failure's summary where it has one), not the
-    ``Exception from src/...cpp:N:`` location lines."""
-    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-    causes = [line for line in lines if not line.startswith(("Exception from ", "Check '"))]
-    if "Summary:" in causes:
-        return "; ".join(causes[causes.index("Summary:") + 1 :]) or causes[0]
-    if causes:
-        return causes[0] if len(causes) == 1 else f"{causes[0]} ... {causes[-1]}"
-    return lines[0] if lines else type(err).__name__
 
 
 class OpenVINORunner(SourceRunner):

@@ -118,3 +118,22 @@ def test_no_loadable_candidate_is_one_line(artifact, monkeypatch):
     monkeypatch.setattr(auto, "measure", lambda *args, **kwargs: {})
     with pytest.raises(BackendUnavailableError, match="no candidate backend could be loaded here"):
         choose_backend(artifact)
+
+
+def test_a_candidate_that_cannot_load_is_stored_as_null_and_the_table_reused(artifact, tmp_path, monkeypatch):
+    import runtime
+
+    load = runtime.load
+
+    def openvino_broken(source, backend, **options):
+        if backend == "openvino":
+            raise RuntimeError("Exception from src/core.cpp:1:\nmade to fail")
+        return load(source, backend, **options)
+
+    monkeypatch.setattr(runtime, "load", openvino_broken)
+    table = tmp_path / "auto.json"
+    first = choose_backend(artifact, threads=1, table=table)
+    assert first.source == "measured" and set(first.medians_ms) == {"onnxruntime fp32"}
+    (stored,) = json.loads(table.read_text()).values()
+    assert stored == {"onnxruntime fp32": first.medians_ms["onnxruntime fp32"], "openvino fp32": None}
+    assert choose_backend(artifact, threads=1, table=table).source == "table"

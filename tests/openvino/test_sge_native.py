@@ -209,7 +209,7 @@ def test_bare_fused_file_runs_as_the_native_graph(artifact, photos):
 
 
 def test_openvino_errors_become_their_cause_in_one_line():
-    from runtime.backends.ov import one_line
+    from runtime.backends.base import one_line
 
     located = RuntimeError(
         "Exception from src/inference/src/cpp/core.cpp:132:\nException from src/plugins/intel_cpu/src/config.cpp:88:\n"

@@ -129,7 +129,8 @@ def test_a_stopped_gate_keeps_no_client_or_upstream_connection():
         assert client.getresponse().read() == b"ok"  # the client and the gate's upstream connection stay open
         gate.stop()
         assert client.sock.recv(1) == b""  # closed by the gate, not left to its keep-alive
-        assert all(conn.sock is None for conn in gate._server._upstreams)
+        upstreams = gate._server._upstreams
+        assert upstreams and all(conn.sock is None for conn in upstreams)  # the one it opened, now closed
     finally:
         client.close()
         upstream.shutdown()

@@ -193,22 +193,26 @@ def test_a_tampered_artifact_is_refused(onnx_artifact, tmp_path):
     assert not (tmp_path / "repo").exists()
 
 
-def test_a_model_file_changed_after_verification_is_not_shipped(onnx_artifact, tmp_path, monkeypatch):
+def test_a_model_file_replaced_after_verification_is_not_shipped(onnx_artifact, tmp_path, monkeypatch):
+    import os
     import shutil
 
     import export.triton_repo as triton_repo
 
+    copy = tmp_path / "artifact"
+    shutil.copytree(onnx_artifact, copy)
     copyfile = shutil.copyfile
 
-    def copy_while_rewritten(source, target):  # the artifact's file changes between the check and the copy
+    def replaced_then_copied(source, target):  # another process replaces the file between its check and the copy
+        fresh = Path(source).with_suffix(".new")
+        fresh.write_bytes(Path(source).read_bytes())
+        os.replace(fresh, source)
         copyfile(source, target)
-        with open(target, "ab") as f:
-            f.write(b"\0")
 
-    monkeypatch.setattr(triton_repo.shutil, "copyfile", copy_while_rewritten)
-    with pytest.raises(ArtifactError, match="changed after the artifact was verified"):
-        write_triton_repository(onnx_artifact, tmp_path / "repo")
-    assert not any((tmp_path / "repo").glob("*/1/model.onnx"))
+    monkeypatch.setattr(triton_repo.shutil, "copyfile", replaced_then_copied)
+    with pytest.raises(ArtifactError, match="changed after its hash was checked"):
+        write_triton_repository(copy, tmp_path / "repo")
+    assert not (tmp_path / "repo" / "model").exists() and not any((tmp_path / "repo").glob("*/1/model.onnx"))
 
 
 def test_an_engines_config_is_capped_by_its_profile():
