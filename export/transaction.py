@@ -6,7 +6,9 @@ empty staging directory ``.<name>.staging-XXXX`` beside the target. ``commit()``
 one ``renameat2(RENAME_EXCHANGE)`` on Linux, so readers see the old artifact or the new one and never a mix;
 elsewhere two renames, with the old artifact kept as ``.<name>.old-XXXX`` until the new one is in place (the next
 export restores it if the process died in between). Leaving the block without ``commit()`` (a failed check, an
-exception, Ctrl+C) deletes the staging directory: the previous artifact stays exactly as it was.
+exception, Ctrl+C) deletes the staging directory: the previous artifact stays exactly as it was. Before the swap
+every staged file and directory is fsync'd, and the parent directory after it, so a power loss too leaves the old
+artifact or the complete new one.
 """
 
 import ctypes
@@ -21,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from export.artifacts import MANIFEST_NAME, ArtifactError, load_manifest, unrecorded_files
+from models.atomic import sync_directory, sync_tree
 
 logger = logging.getLogger(__name__)
 
@@ -38,18 +41,22 @@ class Transaction:
     committed: bool = False
 
     def commit(self) -> Path:
-        """Swap the staging directory in as ``target``; returns ``target``."""
+        """Swap the staging directory in as ``target`` (its contents on the disk first); returns ``target``."""
+        sync_tree(self.staging)
         if self.target.exists():
             if not _exchange(self.staging, self.target):
                 old = Path(tempfile.mkdtemp(prefix=f".{self.target.name}.old-", dir=self.target.parent))
                 os.rename(self.target, old / "artifact")
                 os.rename(self.staging, self.target)
+                sync_directory(self.target.parent)
                 shutil.rmtree(old, ignore_errors=True)
                 self.committed = True
                 return self.target
+            sync_directory(self.target.parent)
             shutil.rmtree(self.staging, ignore_errors=True)  # now holds the previous artifact
         else:
             os.rename(self.staging, self.target)
+            sync_directory(self.target.parent)
         self.committed = True
         return self.target
 
@@ -132,6 +139,7 @@ def _clean_leftovers(target: Path) -> None:
     for old in sorted(target.parent.glob(f".{target.name}.old-*")):
         if not target.exists() and (old / "artifact").is_dir():
             os.rename(old / "artifact", target)
+            sync_directory(target.parent)
             logger.warning("restored %s, which an interrupted export had moved aside", target)
         shutil.rmtree(old, ignore_errors=True)
 

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from export.artifacts import ArtifactError, TensorSpec, check_unchanged, load_verified
+from models.atomic import sync_directory, sync_tree
 
 logger = logging.getLogger(__name__)
 
@@ -373,10 +374,12 @@ def _write_model_dir(
         if labels is not None:
             (staging / LABELS_NAME).write_text("".join(f"{label}\n" for label in labels))
         (staging / "config.pbtxt").write_text(config_text)
+        sync_tree(staging)
         final = root / name
         if final.exists():
             shutil.rmtree(final)
         staging.rename(final)
+        sync_directory(root)
         return final
     finally:
         if staging.exists():

@@ -1,7 +1,9 @@
 """Atomic file writes (a temporary name beside the target, renamed onto it only when writing succeeded) and file hashes.
 
-An interrupted write never leaves a file that looks complete. Used by the artifact manifest (export and runtime) and
-the inspection report alike; torch-free, so a deployment machine without PyTorch can verify artifacts.
+An interrupted write never leaves a file that looks complete, and a rename is preceded by an fsync of what it
+publishes and followed by one of its directory, so a power loss leaves the old file or the new one, not an empty or
+torn one. Used by the artifact manifest (export and runtime) and the inspection report alike; torch-free, so a
+deployment machine without PyTorch can verify artifacts.
 """
 
 import hashlib
@@ -23,9 +25,42 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     try:
         yield tmp_path
         os.chmod(tmp_path, 0o644)  # mkstemp creates 0600; artifacts and reports are read by other users
+        sync_file(tmp_path)
         os.replace(tmp_path, path)
+        sync_directory(path.parent)
     finally:
         tmp_path.unlink(missing_ok=True)
+
+
+def sync_file(path: str | Path) -> None:
+    """fsync one file's data to the disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def sync_directory(path: str | Path) -> None:
+    """fsync a directory, so that the names created or renamed in it reach the disk."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def sync_tree(root: str | Path) -> None:
+    """fsync every regular file under ``root``, then each directory, deepest first (symlinks are not followed)."""
+    directories = []
+    for directory, _, names in os.walk(root):
+        for name in names:
+            file = os.path.join(directory, name)
+            if not os.path.islink(file):
+                sync_file(file)
+        directories.append(directory)
+    for directory in reversed(directories):
+        sync_directory(directory)
 
 
 def file_sha256(path: str | Path) -> str:

@@ -85,6 +85,8 @@ def _write_atomically(path: Path, data: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+            f.flush()
+            os.fsync(f.fileno())  # a power loss leaves the old file or this one, never an empty one
         os.chmod(scratch, 0o755 if path.suffix == ".so" else 0o644)
         os.replace(scratch, path)
     except BaseException:

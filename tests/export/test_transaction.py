@@ -90,3 +90,18 @@ def test_an_artifact_holding_a_file_its_manifest_does_not_record_is_not_replaced
     with pytest.raises(ArtifactError, match=r"holds files its manifest does not record \(notes\.txt\)"):
         export_tiny(artifact, input_size=(96, 96))
     assert snapshot(artifact) == before
+
+
+def test_commit_puts_every_staged_file_on_the_disk_before_the_swap_and_the_swap_after(tmp_path, fsync_log):
+    target = tmp_path / "artifact"
+    for _ in ("new", "replaced"):
+        fsync_log.clear()
+        with artifact_transaction(target, replaceable=frozenset({"model.onnx", "sub"})) as transaction:
+            staging = transaction.staging.resolve()
+            (staging / "sub").mkdir()
+            (staging / "model.onnx").write_bytes(b"graph")
+            (staging / "sub" / "weights.bin").write_bytes(b"weights")
+            transaction.commit()
+        staged = {staging / "model.onnx", staging / "sub" / "weights.bin", staging / "sub", staging}
+        assert set(fsync_log[:-1]) == staged and fsync_log[-1] == tmp_path.resolve()
+        assert (target / "sub" / "weights.bin").read_bytes() == b"weights"

@@ -1,0 +1,22 @@
+"""Fixtures every test folder may use."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture
+def fsync_log(monkeypatch) -> list[Path]:
+    """The paths os.fsync is called on from now on, in order (each read back from its descriptor via /proc)."""
+    if not Path("/proc/self/fd").is_dir():
+        pytest.skip("needs /proc/self/fd to name a descriptor's file")
+    paths: list[Path] = []
+    real = os.fsync
+
+    def record(fd: int) -> None:
+        paths.append(Path(os.readlink(f"/proc/self/fd/{fd}")))
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", record)
+    return paths
