@@ -6,6 +6,7 @@ torn one. Used by the artifact manifest (export and runtime) and the inspection 
 deployment machine without PyTorch can verify artifacts.
 """
 
+import errno
 import hashlib
 import os
 import tempfile
@@ -42,10 +43,16 @@ def sync_file(path: str | Path) -> None:
 
 
 def sync_directory(path: str | Path) -> None:
-    """fsync a directory, so that the names created or renamed in it reach the disk."""
+    """fsync a directory, so that the names created or renamed in it reach the disk. Where the system cannot (no
+    O_DIRECTORY, as on Windows; a file system that refuses directory fsync with EINVAL or ENOTSUP), nothing is done."""
+    if not hasattr(os, "O_DIRECTORY"):
+        return
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
+    except OSError as err:
+        if err.errno not in (errno.EINVAL, errno.ENOTSUP):
+            raise
     finally:
         os.close(fd)
 
