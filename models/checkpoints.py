@@ -1,15 +1,18 @@
 """Checkpoint files → state dicts in this project's key layout → strict loading with a key-difference report.
 
 Reads ``.pth``/``.pt``/``.pth.tar`` with ``torch.load(weights_only=True)`` (no code execution) and ``.safetensors``.
-Accepts ``{'state_dict': ...}``/``{'model': ...}`` wrappers and DataParallel's ``module.`` prefix (the official SGE
-checkpoints), and maps the official CBAM layout; timm's SE (``se.fc1/fc2``), the official GC
-(``context_block.conv_mask``, ``channel_add_conv.{0,1,3}``), ECA (``eca.conv``) and SGE layouts are this
-project's own.
+Accepts ``{'state_dict': ...}``/``{'model': ...}`` wrappers, DataParallel's ``module.`` prefix (the official SGE
+checkpoints) and numpy scalars beside the weights (a training script's ``best_prec1``), and maps the official CBAM
+layout and the ``nn.Linear`` SE layout (``se.fc.0/fc.2``, as in implus/PytorchInsight; bias-free ones get zero
+biases); timm's SE (``se.fc1/fc2``), the official GC (``context_block.conv_mask``, ``channel_add_conv.{0,1,3}``),
+ECA (``eca.conv``) and SGE layouts are this project's own.
 """
 
+import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -22,7 +25,15 @@ _KEY_RENAMES = [
     (re.compile(r"\.cbam\.ChannelGate\.mlp\.3\."), ".cbam.channel_gate.fc2."),
     (re.compile(r"\.cbam\.SpatialGate\.spatial\.conv\."), ".cbam.spatial_gate.conv."),
     (re.compile(r"\.cbam\.SpatialGate\.spatial\.bn\."), ".cbam.spatial_gate.bn."),
+    # SE as nn.Sequential(Linear, ReLU, Linear, Sigmoid) → this project's 1×1 convolutions (reshaped in remap_keys)
+    (re.compile(r"\.se\.fc\.0\."), ".se.fc1."),
+    (re.compile(r"\.se\.fc\.2\."), ".se.fc2."),
 ]
+_SE_LINEAR_WEIGHT = re.compile(r"\.se\.fc[12]\.weight$")
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_REFUSED_GLOBAL = re.compile(r"Unsupported global: GLOBAL ([\w.]+)")
+
+logger = logging.getLogger(__name__)
 
 
 class CheckpointError(ValueError):
@@ -56,9 +67,41 @@ class LoadReport:
 
 
 def first_line(err: BaseException) -> str:
-    """The first line of an error's message (some have none, e.g. torch.load on an empty file)."""
-    lines = str(err).strip().splitlines()
+    """The first line of an error's message (some have none, e.g. torch.load on an empty file), without terminal
+    escape codes."""
+    lines = _ANSI.sub("", str(err)).strip().splitlines()
     return lines[0][:200] if lines else "(no message)"
+
+
+def _numpy_scalar_globals() -> list:
+    """numpy scalars and dtypes, which training scripts save beside the weights (``'best_prec1': np.float64``): data
+    that a weights-only load may rebuild, never code. Both module spellings (numpy 1 and 2 write different ones)."""
+    import numpy as np
+
+    try:
+        from numpy._core.multiarray import scalar  # numpy ≥ 2 (1.26 has the module too)
+    except ImportError:
+        from numpy.core.multiarray import scalar
+    dtype_classes = {type(np.dtype(code)) for code in "?bBhHiIlLqQefdgFDG"} - {np.dtype}  # numpy ≥ 1.25
+    return [
+        (scalar, "numpy.core.multiarray.scalar"),
+        (scalar, "numpy._core.multiarray.scalar"),
+        np.dtype,
+        *sorted(dtype_classes, key=lambda c: c.__name__),
+    ]
+
+
+def _unreadable(path: Path, err: Exception) -> "CheckpointError":
+    refused = _REFUSED_GLOBAL.search(_ANSI.sub("", str(err)))
+    if refused:
+        return CheckpointError(
+            f"checkpoint {path} holds a Python object ({refused.group(1)}) that a safe (weights-only) load refuses to "
+            "rebuild; re-save only the weights, torch.save(model.state_dict(), path), or convert them to .safetensors"
+        )
+    return CheckpointError(
+        f"cannot read checkpoint {path}: {type(err).__name__}: {first_line(err)}; "
+        "expected a torch.save'd state dict (.pth/.pt/.pth.tar) or a .safetensors file"
+    )
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
@@ -72,12 +115,10 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 
             obj = load_file(str(path))
         else:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
+            with torch.serialization.safe_globals(_numpy_scalar_globals()):
+                obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # each reader raises its own types for a corrupt file
-        raise CheckpointError(
-            f"cannot read checkpoint {path}: {type(err).__name__}: {first_line(err)}; "
-            "expected a torch.save'd state dict (.pth/.pt/.pth.tar) or a .safetensors file"
-        ) from err
+        raise _unreadable(path, err) from err
     return unwrap_state_dict(obj, source=str(path))
 
 
@@ -98,15 +139,35 @@ def unwrap_state_dict(obj: object, *, source: str = "checkpoint") -> dict[str, t
 
 def remap_keys(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Pure: strip ``module.`` prefixes and rename other official layouts to this project's keys."""
-    out = {}
+    out, linear_se = {}, []
     for key, value in state_dict.items():
         while key.startswith("module."):
             key = key[len("module.") :]
         dotted = "." + key  # the patterns match whole dotted names
         for pattern, replacement in _KEY_RENAMES:
             dotted = pattern.sub(replacement, dotted)
+        if _SE_LINEAR_WEIGHT.search(dotted) and value.ndim == 2:  # nn.Linear (out, in) → 1×1 conv (out, in, 1, 1)
+            value = value.reshape(*value.shape, 1, 1)
+            linear_se.append(dotted[1:])
         out[dotted[1:]] = value
+    for weight in linear_se:  # a bias-free Linear (moskomule/senet.pytorch) is this layer with bias 0
+        out.setdefault(weight[: -len("weight")] + "bias", torch.zeros(out[weight].shape[0], dtype=out[weight].dtype))
     return out
+
+
+def options_from_state_dict(state_dict: dict[str, torch.Tensor], *, attention: str | None) -> dict[str, Any]:
+    """What a (remapped) state dict says of the architecture beyond its name: ``num_classes`` (the classifier's
+    rows) and, for ECA, each stage's ``kernel_size`` (the official ImageNet models use per-stage sizes such as
+    3, 5, 5, 7 where the channel-count rule gives 5, 5, 5, 7)."""
+    options: dict[str, Any] = {}
+    fc = state_dict.get("fc.weight")
+    if fc is not None and fc.ndim == 2:
+        options["num_classes"] = int(fc.shape[0])
+    if attention == "eca":
+        convs = [state_dict.get(f"layer{stage}.0.eca.conv.weight") for stage in range(1, 5)]
+        if all(c is not None and c.ndim == 3 for c in convs):
+            options["kernel_size"] = tuple(int(c.shape[-1]) for c in convs)
+    return options
 
 
 def compare_keys(model: nn.Module, state_dict: dict[str, torch.Tensor]) -> LoadReport:
@@ -124,12 +185,25 @@ def compare_keys(model: nn.Module, state_dict: dict[str, torch.Tensor]) -> LoadR
 
 def load_checkpoint(model: nn.Module, path: str | Path, strict: bool = True) -> LoadReport:
     """Load a checkpoint into ``model``; strictly by default, raising one error listing every key difference."""
-    state_dict = remap_keys(read_state_dict(path))
+    return load_remapped(model, remap_keys(read_state_dict(path)), source=str(path), strict=strict)
+
+
+def load_remapped(
+    model: nn.Module, state_dict: dict[str, torch.Tensor], *, source: str, strict: bool = True
+) -> LoadReport:
+    """Load a remapped state dict; shapes must always match, keys too when ``strict`` (else a warning names what
+    was left out)."""
     report = compare_keys(model, state_dict)
     if report.mismatched or (strict and not report.ok):
-        raise CheckpointError(
-            f"checkpoint {path} does not fit {type(model).__name__}: {report.summary()}; "
-            "check the model name (and options such as groups) or pass strict=False to load what matches"
-        )
+        expected = model.state_dict().get("fc.weight")
+        found = state_dict.get("fc.weight")
+        hint = "check the model name and its options (groups, kernel_size, ...)"
+        if expected is not None and found is not None and found.ndim == 2 and found.shape != expected.shape:
+            hint = f"the checkpoint has {found.shape[0]} classes: pass num_classes={found.shape[0]} or omit it; " + hint
+        if not report.mismatched:
+            hint += ", or pass strict=False to load what matches"
+        raise CheckpointError(f"checkpoint {source} does not fit {type(model).__name__}: {report.summary()}; {hint}")
+    if not report.ok:
+        logger.warning("checkpoint %s loaded partly (strict=False): %s", source, report.summary())
     model.load_state_dict({k: v for k, v in state_dict.items() if k not in report.unexpected}, strict=False)
     return report

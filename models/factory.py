@@ -47,7 +47,7 @@ def load_factory(spec: str) -> Callable[[], Any]:
         raise FactoryError(f"--model {spec}: importing {module_name} failed: {type(err).__name__}: {err}") from err
     for part in attribute.split("."):
         if not hasattr(obj, part):
-            found = sorted(name for name in vars(obj) if not name.startswith("_") and callable(getattr(obj, name)))
+            found = sorted(name for name in dir(obj) if not name.startswith("_") and callable(getattr(obj, name, None)))
             hint = f"; it has {', '.join(found[:8])}" if found else ""
             raise FactoryError(f"--model {spec}: {module_name} has no attribute {attribute!r}{hint}")
         obj = getattr(obj, part)
@@ -82,10 +82,12 @@ def factory_model_name(spec: str) -> str:
 
 def state_dict_sha256(model: Any) -> str:
     """A digest of a module's weights (names, shapes and bytes), for a module that came without a file."""
+    import torch
+
     digest = hashlib.sha256()
     for key, tensor in sorted(model.state_dict().items()):
         digest.update(f"{key}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())  # any dtype
     return digest.hexdigest()
 
 

@@ -4,6 +4,7 @@ Each config carries what a deployment needs besides the weights: the input size 
 """
 
 import functools
+import logging
 from dataclasses import asdict, dataclass, field
 from difflib import get_close_matches
 from pathlib import Path
@@ -14,6 +15,8 @@ from torch import nn
 from models.layers import get_attention
 from models.resnet import ARCHITECTURES, ResNet
 from models.transforms import IMAGENET_MEAN, IMAGENET_STD
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -87,6 +90,9 @@ def _stage_factories(config: ModelConfig, overrides: dict[str, Any]) -> list:
     layer = get_attention(config.attention)
     kwargs = {**config.attn_kwargs, **overrides}
     stages = kwargs.pop("attn_stages", config.attn_stages)
+    for key, value in {"attn_stages": stages, **kwargs}.items():
+        if isinstance(value, (list, tuple)) and len(value) != 4:
+            raise ValueError(f"{key} per stage needs 4 values (layer1..layer4); got {len(value)}: {list(value)}")
     factories = []
     for i, enabled in enumerate(stages):
         stage_kwargs = {k: (v[i] if isinstance(v, (list, tuple)) else v) for k, v in kwargs.items()}
@@ -103,7 +109,7 @@ def build_model(name: str, *, num_classes: int = 1000, **block_overrides: Any) -
 
 def create_model(
     name: str,
-    num_classes: int = 1000,
+    num_classes: int | None = None,
     checkpoint: str | Path | None = None,
     *,
     init: str = "calibrated",
@@ -115,16 +121,29 @@ def create_model(
     ``init`` (without a checkpoint): ``"calibrated"`` is a seeded init with every attention path active and
     BatchNorm statistics re-estimated on real photographs (NOT trained weights); ``"random"`` skips the
     photographs. Attention options go to every stage's layer (``groups=32``), or per stage as a 4-sequence.
+    ``num_classes`` (default 1000) and ECA's per-stage ``kernel_size``, when not given, are read from the
+    checkpoint's shapes (a fine-tuned classifier; the official ECA models' 3, 5, 5, 7).
     """
     from models import default_weights
-    from models.checkpoints import load_checkpoint
+    from models.checkpoints import load_remapped, options_from_state_dict, read_state_dict, remap_keys
 
     if init not in ("calibrated", "random"):
         raise ValueError(f"init must be 'calibrated' or 'random'; got {init!r}")
     config = get_config(name)
-    model = default_weights.seeded_model(lambda: build_model(name, num_classes=num_classes, **block_overrides), seed=0)
+    state_dict = None
     if checkpoint is not None:
-        load_checkpoint(model, checkpoint, strict=strict)
+        state_dict = remap_keys(read_state_dict(checkpoint))
+        found = options_from_state_dict(state_dict, attention=config.attention)
+        if num_classes is None and found.get("num_classes", config.num_classes) != config.num_classes:
+            num_classes = found["num_classes"]
+            logger.info("%s: %d classes, as the checkpoint's classifier", name, num_classes)
+        if "kernel_size" in found and "kernel_size" not in block_overrides:
+            block_overrides["kernel_size"] = found["kernel_size"]
+            logger.info("%s: ECA kernel sizes %s per stage, as in the checkpoint", name, found["kernel_size"])
+    num_classes = config.num_classes if num_classes is None else num_classes
+    model = default_weights.seeded_model(lambda: build_model(name, num_classes=num_classes, **block_overrides), seed=0)
+    if state_dict is not None:
+        load_remapped(model, state_dict, source=str(checkpoint), strict=strict)
     else:
         default_weights.warn_untrained(name, init=init)
         if init == "calibrated":

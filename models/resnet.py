@@ -131,13 +131,16 @@ class ResNet(nn.Module):
         self._tell_attention_where_it_is()
 
     def _tell_attention_where_it_is(self) -> None:
-        """Give each attention layer its name and input stride, for its error messages."""
-        for stage, stride in (("layer1", 4), ("layer2", 8), ("layer3", 16), ("layer4", 32)):
+        """Give each attention layer its name and the deepest attention block's input stride, for its error messages
+        (the smallest input that works is set by the deepest block, not by the one that happens to fail first)."""
+        stages = (("layer1", 4), ("layer2", 8), ("layer3", 16), ("layer4", 32))
+        deepest = max((s for name, s in stages if any(b.attn_name for b in getattr(self, name))), default=None)
+        for stage, _ in stages:
             for i, block in enumerate(getattr(self, stage)):
                 if block.attn_name is not None:
                     layer = getattr(block, block.attn_name)
                     layer.location = f"{stage}.{i}.{block.attn_name}"
-                    layer.input_stride = stride
+                    layer.input_stride = deepest
 
     def _make_stage(
         self,

@@ -70,8 +70,8 @@ def decode_rgb8(img: Image.Image) -> np.ndarray:
         img = Image.fromarray(np.clip(np.rint(wide * (255.0 / full_scale)), 0, 255).astype(np.uint8))
     elif img.mode == "F":
         raise ImageReadError("floating-point images are not supported; save it as an 8- or 16-bit PNG")
-    if img.mode == "P":
-        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+    if img.mode in ("P", "L", "RGB") and "transparency" in img.info:  # a tRNS colour: those pixels are transparent
+        img = img.convert("RGBA")
     if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
         rgba = img.convert("RGBA")
         white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
@@ -105,10 +105,15 @@ def eval_transform(
     img = Image.fromarray(to_rgb(np.asarray(image)).astype(np.uint8))
     crop_h, crop_w = size
     short = resize_for_crop(max(crop_h, crop_w))
-    scale = short / min(img.width, img.height)
-    new_w, new_h = max(crop_w, round(img.width * scale)), max(crop_h, round(img.height * scale))
+    # torchvision's integer arithmetic: the shorter side exactly `short`, the longer one truncated; the crop's
+    # offsets rounded half to even (Python's round)
+    if img.width <= img.height:
+        new_w, new_h = short, int(short * img.height / img.width)
+    else:
+        new_w, new_h = int(short * img.width / img.height), short
+    new_w, new_h = max(crop_w, new_w), max(crop_h, new_h)
     img = img.resize((new_w, new_h), Image.BILINEAR, reducing_gap=None)
-    left, top = (new_w - crop_w) // 2, (new_h - crop_h) // 2
+    left, top = round((new_w - crop_w) / 2.0), round((new_h - crop_h) / 2.0)
     arr = np.asarray(img.crop((left, top, left + crop_w, top + crop_h)), dtype=np.float32) / 255.0
     arr = (arr - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
     return np.ascontiguousarray(arr.transpose(2, 0, 1))

@@ -18,11 +18,12 @@ class FeatureTooSmallError(ValueError):
 
 
 def check_feature_size(h: int, w: int, *, channels: int, location: str, input_stride: int | None) -> None:
-    """Refuse a 1×1 map, where the unbiased std is undefined (the official code returns NaN)."""
+    """Refuse a 1×1 map, where the unbiased std is undefined (the official code returns NaN). ``input_stride``: how
+    far the network downsamples before its deepest SGE block (an input of stride + 1 gives every block ≥ 2×2)."""
     if h * w != 1:
         return
     fix = (
-        f"the network downsamples by {input_stride} before this block, so use an input of at least "
+        f"the network downsamples by {input_stride} before its deepest SGE blocks, so use an input of at least "
         f"{input_stride + 1}×{input_stride + 1}"
         if input_stride
         else "give it a feature map of at least 1×2"
@@ -61,8 +62,10 @@ class SpatialGroupEnhance(nn.Module):
 
     def __init__(self, channels: int, *, groups: int = 64, eps: float = 1e-5) -> None:
         super().__init__()
-        if channels % groups:
-            raise ValueError(f"SGE needs channels divisible by groups; got channels={channels}, groups={groups}")
+        if groups < 1 or channels % groups:
+            raise ValueError(
+                f"SGE needs a positive groups that divides channels; got channels={channels}, groups={groups}"
+            )
         self.channels = channels
         self.groups = groups
         self.eps = eps
@@ -70,7 +73,7 @@ class SpatialGroupEnhance(nn.Module):
         self.weight = nn.Parameter(torch.zeros(1, groups, 1, 1))
         self.bias = nn.Parameter(torch.ones(1, groups, 1, 1))
         # Set by the network that holds the block, for error messages: where it sits and how far the input
-        # has been downsampled by the time it gets here.
+        # has been downsampled by the time it reaches the network's deepest SGE block.
         self.location = "sge"
         self.input_stride: int | None = None
         # Hook points for inspection (no parameters: state_dict keys and numerics unchanged).

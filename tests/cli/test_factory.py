@@ -82,6 +82,7 @@ def test_a_factory_that_is_not_deterministic_is_refused_by_the_torch_runner(tmp_
     [
         ("tests.cli.no_such_module:f", "no module named 'tests.cli.no_such_module'"),
         ("tests.cli.tiny_resnext:missing", "has no attribute 'missing'; it has"),
+        ("os:sep.foo", "has no attribute 'sep.foo'"),  # a str has no __dict__ to list
         ("tests.cli.tiny_resnext:NOT_CALLABLE", "is a int, not callable"),
         ("tests.cli.tiny_resnext:not_a_module", "returned a dict, not a torch.nn.Module"),
         ("tests.cli.tiny_resnext:broken", "the factory raised RuntimeError: weights server unreachable"),
@@ -96,6 +97,21 @@ def test_a_bad_factory_is_one_line_and_exit_2(spec, message, tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and message in err and err.startswith("error: ")
     assert not out.exists()
+
+
+def test_the_weights_digest_takes_any_dtype():
+    import torch
+    from torch import nn
+
+    from models.factory import state_dict_sha256
+
+    layer = nn.Linear(3, 2)
+    reference = state_dict_sha256(layer)
+    assert state_dict_sha256(layer) == reference  # float32 bytes as before
+    with torch.no_grad():
+        layer.weight.add_(1e-3)
+    assert state_dict_sha256(layer) != reference
+    assert len(state_dict_sha256(layer.to(torch.bfloat16))) == 64  # numpy has no bfloat16: read as bytes
 
 
 def test_the_library_call_gives_the_same_module():

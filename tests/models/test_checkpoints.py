@@ -106,18 +106,81 @@ def test_wrong_checkpoint_lists_every_key_difference(tmp_path: Path) -> None:
         create_model("sge_resnet50", checkpoint=path)
 
 
-def test_shape_mismatch_is_reported(tmp_path: Path) -> None:
+def test_shape_mismatch_is_reported_with_the_checkpoint_class_count(tmp_path: Path) -> None:
     path = tmp_path / "resnet50_10cls.pth"
     torch.save(build_model("resnet50", num_classes=10).state_dict(), path)
-    with pytest.raises(CheckpointError, match=r"2 shape: fc\.bias: checkpoint \(10,\) vs model \(1000,\)"):
-        create_model("resnet50", checkpoint=path)
+    with pytest.raises(CheckpointError, match=r"2 shape: fc\.bias: checkpoint \(10,\) vs model \(1000,\)") as err:
+        create_model("resnet50", num_classes=1000, checkpoint=path)
+    assert "pass num_classes=10" in str(err.value) and "strict=False" not in str(err.value)  # it would not help
 
 
-def test_non_strict_load_reports_what_it_skipped(tmp_path: Path) -> None:
+def test_a_fine_tuned_classifier_sets_the_class_count(tmp_path: Path) -> None:
+    trained = build_model("sge_resnet18", num_classes=10).eval()
+    path = tmp_path / "sge_resnet18_10cls.pth"
+    torch.save(trained.state_dict(), path)
+    model = create_model("sge_resnet18", checkpoint=path)
+    x = torch.randn(2, 3, 64, 64)
+    assert model.fc.out_features == 10 and torch.equal(model(x), trained(x))
+
+
+def test_official_eca_kernel_sizes_are_read_from_the_checkpoint(tmp_path: Path) -> None:
+    # BangguWu/ECANet's ImageNet ResNet-50 is eca_resnet50_k3557: per-stage sizes, not the channel-count rule's 5557
+    trained = build_model("eca_resnet50", kernel_size=(3, 5, 5, 7)).eval()
+    path = tmp_path / "eca_resnet50_k3557.pth.tar"
+    torch.save({"state_dict": {f"module.{k}": v for k, v in trained.state_dict().items()}}, path)
+    model = create_model("eca_resnet50", checkpoint=path)
+    sizes = [getattr(model, f"layer{i}")[0].eca.conv.kernel_size[0] for i in range(1, 5)]
+    x = torch.randn(1, 3, 64, 64)
+    assert sizes == [3, 5, 5, 7] and torch.equal(model(x), trained(x))
+
+
+@pytest.mark.parametrize("bias", [True, False], ids=["PytorchInsight", "bias-free"])
+def test_linear_se_layout_loads(tmp_path: Path, bias: bool) -> None:
+    # implus/PytorchInsight's SELayer: fc = Sequential(Linear(C, C/16), ReLU, Linear(C/16, C), Sigmoid)
+    ours = build_model("se_resnet50").eval()
+    with torch.no_grad():
+        for name, p in ours.named_parameters():
+            if ".se.fc" in name and name.endswith("bias") and not bias:
+                p.zero_()
+    state = {}
+    for key, value in ours.state_dict().items():
+        linear = key.replace(".se.fc1.", ".se.fc.0.").replace(".se.fc2.", ".se.fc.2.")
+        if linear != key:
+            if key.endswith("bias") and not bias:
+                continue
+            value = value.flatten(1) if value.ndim == 4 else value
+        state[linear] = value
+    path = tmp_path / "se_resnet50.pth"
+    torch.save(state, path)
+    model = create_model("se_resnet50", checkpoint=path)
+    x = torch.randn(1, 3, 64, 64)
+    assert torch.equal(model(x), ours(x))
+
+
+def test_numpy_scalars_beside_the_weights_load_and_other_objects_are_named(tmp_path: Path) -> None:
+    import argparse
+
+    import numpy as np
+
+    weights = build_model("resnet18").state_dict()
+    path = tmp_path / "train.pth.tar"
+    torch.save({"state_dict": weights, "best_prec1": np.float64(71.2), "epoch": np.int64(90)}, path)
+    assert torch.equal(create_model("resnet18", checkpoint=path).fc.weight, weights["fc.weight"])
+    torch.save({"state_dict": weights, "args": argparse.Namespace(lr=0.1)}, path)
+    with pytest.raises(CheckpointError) as err:
+        create_model("resnet18", checkpoint=path)
+    message = str(err.value)
+    assert "argparse.Namespace" in message and "model.state_dict()" in message and "\x1b" not in message
+
+
+def test_non_strict_load_reports_what_it_skipped(tmp_path: Path, caplog) -> None:
     path = tmp_path / "resnet50.pth"
     torch.save(build_model("resnet50").state_dict(), path)
     report = load_checkpoint(build_model("sge_resnet50"), path, strict=False)
     assert not report.ok and len(report.missing) == 32 and not report.unexpected
+    caplog.clear()
+    create_model("sge_resnet50", checkpoint=path, strict=False)  # the report is not thrown away unseen
+    assert "loaded partly" in caplog.text and "32 missing" in caplog.text
 
 
 class _Payload:

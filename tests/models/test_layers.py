@@ -148,7 +148,7 @@ def test_sge_rejects_a_one_by_one_map() -> None:
 
 
 def test_sge_rejects_channels_not_divisible_by_groups() -> None:
-    with pytest.raises(ValueError, match="divisible"):
+    with pytest.raises(ValueError, match="positive groups that divides channels"):
         SpatialGroupEnhance(96, groups=64)
 
 

@@ -76,11 +76,27 @@ def test_block_overrides_reach_every_stage_or_each_stage() -> None:
 
 
 @pytest.mark.parametrize(
+    ("overrides", "match"),
+    [
+        ({"groups": [32, 64]}, r"groups per stage needs 4 values .*got 2"),
+        ({"groups": [64, 64, 64, 64, 64]}, r"groups per stage needs 4 values .*got 5"),  # was cut to 4
+        ({"groups": 0}, r"positive groups that divides channels"),
+        ({"attn_stages": (True, False)}, r"attn_stages per stage needs 4 values"),
+    ],
+)
+def test_bad_attention_options_are_one_clear_error(overrides, match) -> None:
+    with pytest.raises(ValueError, match=match):
+        build_model("sge_resnet50", **overrides)
+
+
+@pytest.mark.parametrize(
     ("shape", "error", "match"),
     [
         ((3, 64, 64), InputShapeError, r"add a batch dimension"),
         ((1, 4, 64, 64), InputShapeError, r"\(N, 3, H, W\)"),
         ((1, 3, 32, 32), FeatureTooSmallError, r"layer4\.0\.sge .*at least 33×33"),
+        # layer1 fails first at 4×4, but the advice is the whole network's minimum, not layer1's 5×5
+        ((1, 3, 4, 4), FeatureTooSmallError, r"layer1\.0\.sge .*at least 33×33"),
     ],
 )
 def test_bad_input_gives_one_clear_error(shape: tuple[int, ...], error: type, match: str) -> None:
