@@ -108,7 +108,8 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Read a checkpoint file into a flat ``{key: tensor}`` dict (wrappers removed, keys as saved)."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist; give the path to a .pth, .pt or .safetensors file")
+        problem = "is a directory" if path.is_dir() else "does not exist"
+        raise CheckpointError(f"checkpoint {path} {problem}; give the path to a .pth, .pt or .safetensors file")
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file

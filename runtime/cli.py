@@ -34,10 +34,11 @@ def package_version() -> str:
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Defaults shown after each option's help (not None or False: nothing to show); description's line breaks kept."""
+    """Defaults shown after each option's help (not None or False, nor a switch's: nothing to show); description's
+    line breaks kept."""
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
-        if action.default is None or action.default is False:
+        if action.default is None or action.default is False or action.nargs == 0:  # --no-gate's True says nothing
             return action.help
         return super()._get_help_string(action)
 
@@ -62,7 +63,8 @@ def make_console(*, stderr: bool = False, min_width: int = 0, json_path: str | P
 
 class _Parser(argparse.ArgumentParser):
     def add_argument(self, *args, **kwargs):  # an option without help shows its default too
-        if "help" not in kwargs and kwargs.get("default") not in (None, False, argparse.SUPPRESS):
+        switch = kwargs.get("action") in ("store_true", "store_false")
+        if "help" not in kwargs and not switch and kwargs.get("default") not in (None, False, argparse.SUPPRESS):
             kwargs["help"] = "(default: %(default)s)"
         return super().add_argument(*args, **kwargs)
 
@@ -80,9 +82,12 @@ class OutputPathError(ValueError):
 
 
 def check_output_path(path: str | Path | None, *, flag: str) -> None:
-    """Refuse (OutputPathError) an output file that cannot be written: a directory, or no writable parent."""
-    if path is None or is_stdout(path):
+    """Refuse (OutputPathError) an output file that cannot be written: a directory, or no writable parent; ``-``
+    (standard output) is for ``--json`` only."""
+    if path is None or (is_stdout(path) and flag == "--json"):
         return
+    if is_stdout(path):
+        raise OutputPathError(f"{flag} -: only --json writes to standard output; give a file name")
     path = Path(path)
     if path.is_dir():
         raise OutputPathError(f"{flag} {path} is a directory; give a file name")
@@ -93,6 +98,18 @@ def check_output_path(path: str | Path | None, *, flag: str) -> None:
         parent = parent.parent  # the directory will be created under the nearest existing one
     if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
         raise OutputPathError(f"{flag} {path}: cannot write into {parent}; give a path in a writable directory")
+
+
+def check_output_dir(path: str | Path, *, flag: str) -> None:
+    """Refuse (OutputPathError) an output folder that cannot be written: a file, or no writable parent."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise OutputPathError(f"{flag} {path} is a file; give a folder")
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent  # the folder will be created under the nearest existing one
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise OutputPathError(f"{flag} {path}: cannot write into {existing}; give a folder in a writable directory")
 
 
 def check_output_paths(**paths: str | Path | None) -> None:

@@ -29,6 +29,10 @@ class BenchmarkConfig:
             raise ValueError(f"mode must be one of {', '.join(MODES)}; got {self.mode!r}")
         if self.iterations < 1 or self.duration_s < 0 or self.warmup_ms < 0:
             raise ValueError("iterations must be ≥ 1, duration and warm-up ≥ 0")
+        if not (math.isfinite(self.duration_s) and math.isfinite(self.warmup_ms)):  # NaN passes the test above
+            raise ValueError(
+                f"duration and warm-up must be finite numbers; got {self.duration_s} s and {self.warmup_ms} ms"
+            )
         for p in self.percentiles:
             if not 0 <= p <= 100:
                 raise ValueError(f"percentiles must lie in [0, 100]; got {p}")

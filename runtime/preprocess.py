@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from export.artifacts import MANIFEST_NAME, ArtifactError
+from export.spec import MAX_INPUT_SIDE
 from models.transforms import IMAGENET_MEAN, IMAGENET_STD, eval_transform, load_image
 from runtime.source import ModelSource
 
@@ -35,12 +37,30 @@ def preprocessing_for(source: ModelSource) -> Preprocessing:
     shape = source.input_spec.shape
     if len(shape) == 4 and all(isinstance(d, int) for d in shape[2:]):
         default = Preprocessing(size=(shape[2], shape[3]), mean=default.mean, std=default.std)
-    size = recorded.get("input_size", recorded.get("size", default.size))
+    key = "input_size" if "input_size" in recorded else "size"
+    size = _recorded_size(recorded, key, source) if key in recorded else default.size
     return Preprocessing(
-        size=(int(size[0]), int(size[1])),
+        size=size,
         mean=tuple(float(v) for v in recorded.get("mean", default.mean)),
         std=tuple(float(v) for v in recorded.get("std", default.std)),
     )
+
+
+def _recorded_size(recorded: dict[str, Any], key: str, source: ModelSource) -> tuple[int, int]:
+    """The manifest's (H, W), each side 1..MAX_INPUT_SIDE as an export's; else one ArtifactError naming the file (the
+    manifest is not hashed: [20000, 20000] would decode a 400-megapixel image, [0, 0] fail inside the resize)."""
+    size = recorded[key]
+    try:
+        h, w = (int(side) for side in size)
+    except (TypeError, ValueError):
+        h = w = 0
+    if not (1 <= h <= MAX_INPUT_SIDE and 1 <= w <= MAX_INPUT_SIDE):
+        manifest = Path(source.directory or ".") / MANIFEST_NAME
+        raise ArtifactError(
+            f"{manifest}: preprocessing.{key} {size!r} must be two sides of 1..{MAX_INPUT_SIDE}; "
+            "re-export the artifact or correct its manifest"
+        )
+    return h, w
 
 
 def _registry_preprocessing(name: str) -> Preprocessing | None:

@@ -8,7 +8,7 @@ import numpy as np
 
 
 class LabelsError(ValueError):
-    """A labels file does not fit the model's classes."""
+    """A labels file cannot be read or does not fit the model's classes."""
 
 
 @dataclass(frozen=True)
@@ -23,7 +23,13 @@ class Prediction:
 
 def load_labels(path: str | Path, *, num_classes: int | None = None) -> list[str]:
     """One class name per line (blank lines kept as empty names so that line i is class i)."""
-    lines = Path(path).read_text(encoding="utf-8").splitlines()
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as err:
+        reason = "not UTF-8 text" if isinstance(err, UnicodeDecodeError) else err.strerror or type(err).__name__
+        raise LabelsError(
+            f"cannot read labels file {path}: {reason}; give a text file with one class name per line"
+        ) from err
     while lines and not lines[-1].strip():
         lines.pop()
     if num_classes is not None and len(lines) != num_classes:

@@ -12,7 +12,13 @@ from models.inspection.hooks import (
     attention_layers,
     capture,
 )
-from models.inspection.report import InspectionResult, inspect_model, resolve_image, write_report
+from models.inspection.report import (
+    InspectionResult,
+    NonFiniteActivationError,
+    inspect_model,
+    resolve_image,
+    write_report,
+)
 from models.inspection.stats import BlockStats, StageStats, block_stats, stage_stats
 
 __all__ = [
@@ -23,6 +29,7 @@ __all__ = [
     "HookPointError",
     "InspectionResult",
     "NoSpatialAttentionError",
+    "NonFiniteActivationError",
     "StageStats",
     "attention_layers",
     "block_stats",

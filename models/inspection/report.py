@@ -1,6 +1,7 @@
 """Inspect a model on one photograph: a hooked forward pass → statistics → figures, ``stats.json`` and ``index.md``.
 
-``index.md`` is written last (and a stale one removed first), so a directory with an index is a complete report.
+``index.md`` is written last (and a stale one removed first, with the old report's figures), so a directory with an
+index is one complete report.
 """
 
 import json
@@ -22,6 +23,20 @@ from models.transforms import PHOTO_NAMES, ImageReadError, eval_transform, load_
 logger = logging.getLogger(__name__)
 
 MAP_NAMES = {"sge": "SGE group gates σ(a)", "cbam": "CBAM spatial gate", "sa": "spatial gate", "gc": "GC softmax"}
+# The files a report writes (figures are named <stage>_<suffix>.png): an earlier report's are removed before a new one.
+REPORT_FILES = (
+    "index.md",  # first: the folder stops looking complete
+    "*_sge_gates.png",
+    "*_sge_activations.png",
+    "*_spatial_gate.png",
+    "*_gc_softmax.png",
+    "stats.png",
+    "stats.json",
+)
+
+
+class NonFiniteActivationError(ValueError):
+    """The model computed NaN or Inf activations (broken weights): nothing meaningful to draw."""
 
 
 @dataclass
@@ -52,6 +67,8 @@ class InspectionResult:
 def resolve_image(image: str | Path) -> tuple[str, np.ndarray]:
     """(name, (H, W, 3) uint8) from an image file or a bundled photograph's name (``astronaut``, ...)."""
     path = Path(image)
+    if path.is_dir():
+        raise ImageReadError(f"cannot read image {image}: it is a directory; give a JPEG or PNG file")
     if path.is_file():
         return path.stem, load_image(path)
     if str(image) in PHOTO_NAMES:
@@ -183,6 +200,24 @@ def index_markdown(result: InspectionResult, figures: dict[str, list[str]]) -> s
     return "\n".join(lines) + "\n"
 
 
+def check_finite(captures: list[BlockCapture]) -> None:
+    """Raise NonFiniteActivationError when a block's input, output or map holds NaN or Inf."""
+    for cap in captures:
+        tensors = (cap.input, cap.output, cap.attention, cap.normalized)
+        if not all(bool(torch.isfinite(t).all()) for t in tensors if t is not None):
+            raise NonFiniteActivationError(
+                f"the model's activations are not finite (NaN/Inf; first seen at {cap.name}): check the checkpoint"
+            )
+
+
+def remove_report(out_dir: Path) -> None:
+    """Remove an earlier report's files from ``out_dir`` (index.md first); other files stay."""
+    for pattern in REPORT_FILES:
+        for path in sorted(out_dir.glob(pattern)):
+            if path.is_file():
+                path.unlink()
+
+
 def write_report(
     captures: list[BlockCapture],
     *,
@@ -195,9 +230,12 @@ def write_report(
     groups_shown: int = 4,
 ) -> InspectionResult:
     """Statistics of every captured block; figures of one block per stage (``block``: index within the stage)."""
+    if groups_shown < 1:
+        raise ValueError(f"groups_shown must be at least 1; got {groups_shown}")
+    check_finite(captures)  # before any file: NaN maps would break the plots
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "index.md").unlink(missing_ok=True)
+    remove_report(out_dir)
     by_stage: dict[str, list[BlockCapture]] = {}
     for cap in captures:
         by_stage.setdefault(cap.stage, []).append(cap)

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 
@@ -21,6 +22,7 @@ from runtime import UnknownBackendError
 from runtime.backends.base import BackendUnavailableError, InputMismatchError
 from runtime.bench_report import BenchmarkResult, plot_latencies, run_benchmark
 from runtime.cli import (
+    EXIT_INPUT,
     check_output_paths,
     invocation,
     is_stdout,
@@ -59,7 +61,8 @@ REDUCED_PRECISIONS = {"onnxruntime": ("int8",), "openvino": ("bf16", "int8")}
 
 
 def entries(backends: list[str], precisions: list[str], args: argparse.Namespace) -> dict[str, dict[str, Any]]:
-    """Benchmark entries → runner options: each backend at fp32, and at each reduced precision it runs."""
+    """Benchmark entries → runner options: each backend at fp32, and at each reduced precision it runs; a precision
+    that none of the backends runs is a ValueError naming what each runs."""
     table = {}
     for name in backends:
         for precision in precisions:
@@ -68,6 +71,16 @@ def entries(backends: list[str], precisions: list[str], args: argparse.Namespace
                 table[name] = backend_options(name, args)
             elif reduced["precision"] in REDUCED_PRECISIONS.get(name, ()):
                 table[f"{name}:{reduced['precision']}"] = {**backend_options(name, args), **reduced}
+    for precision in precisions:
+        reduced = precision_option(precision).get("precision")
+        if reduced and not any(entry.endswith(f":{reduced}") for entry in table):
+            runs = ", ".join(
+                f"{name} runs {'/'.join(('fp32', *REDUCED_PRECISIONS.get(name, ())))}" for name in backends
+            )
+            raise ValueError(
+                f"--precision {reduced} is run by none of --backends {','.join(backends)} ({runs}); "
+                "change --precision or --backends"
+            )
     return table
 
 
@@ -101,21 +114,33 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+def parse_percentiles(text: str) -> tuple[float, ...]:
+    """``--percentiles 90,95,99`` → (90.0, 95.0, 99.0); the range is BenchmarkConfig's to check."""
+    try:
+        return tuple(float(p) for p in text.split(","))
+    except ValueError:
+        raise ValueError(f"--percentiles expects numbers such as 90,95,99; got {text!r}") from None
+
+
 def print_result(console: Console, result: BenchmarkResult) -> None:
     for report in result.reports:
         text = "\n".join(report.summary_lines())
         style = "yellow" if report.cv_warning else "green"
-        console.print(Panel(text, title=f"Performance summary: {report.backend}", border_style=style, expand=False))
+        console.print(
+            Panel(text, title=escape(f"Performance summary: {report.backend}"), border_style=style, expand=False)
+        )
     percentiles = list(result.config.percentiles)
     table = Table(
-        title=f"{result.model or result.artifact}, batch {result.reports[0].batch}, same run ({result.config.mode})"
+        title=escape(
+            f"{result.model or result.artifact}, batch {result.reports[0].batch}, same run ({result.config.mode})"
+        )
     )
     for column in ("backend", "median ms", "mean ms", *(f"p{p:g} ms" for p in percentiles), "CV %", "qps", "images/s"):
         table.add_column(column, justify="left" if column == "backend" else "right")
     table.add_column(f"median / {result.reports[0].backend}", justify="right")
     for row in result.comparison():
         table.add_row(
-            row["backend"],
+            escape(row["backend"]),
             f"{row['median_ms']:.3f}",
             f"{row['mean_ms']:.3f}",
             *(f"{row['percentiles_ms'][f'{p:g}']:.3f}" for p in percentiles),
@@ -127,19 +152,22 @@ def print_result(console: Console, result: BenchmarkResult) -> None:
     console.print(table)
     agreement = ", ".join(f"{k}: max|Δ| {v['max_abs']:.2e}" for k, v in list(result.agreement.items())[1:])
     if agreement:
-        console.print(f"outputs vs {result.reports[0].backend} on the timed batch: {agreement}")
+        console.print(escape(f"outputs vs {result.reports[0].backend} on the timed batch: {agreement}"))
     for report in result.reports:
         graph = report.description.get("graph")
         if graph == "sge_fused" and "nchwc_sge_blocks" in report.description:  # ONNX Runtime's
             blocked = f"{report.description['nchwc_sge_blocks']}/{report.description['fused_sge_blocks']}"
             graph_file = Path(report.description.get("model_path", "model.sge_fused.onnx")).name
-            console.print(f"{report.backend} ran the fused-SGE graph ({graph_file}; {blocked} blocks in NCHWc)")
+            console.print(escape(f"{report.backend} ran the fused-SGE graph ({graph_file}; {blocked} blocks in NCHWc)"))
         elif graph is not None:
-            console.print(f"{report.backend} ran {Path(report.description.get('model_path', 'model.onnx')).name}")
+            graph_file = Path(report.description.get("model_path", "model.onnx")).name
+            console.print(escape(f"{report.backend} ran {graph_file}"))
     machine = result.machine
     console.print(
-        f"machine: {machine['cpu_model']}, {machine['physical_cores']} cores / {machine['logical_cpus']} threads "
-        f"({machine['usable_cpus']} usable), load {machine.get('load_average_1_5_15')}"
+        escape(
+            f"machine: {machine['cpu_model']}, {machine['physical_cores']} cores / {machine['logical_cpus']} threads "
+            f"({machine['usable_cpus']} usable), load {machine.get('load_average_1_5_15')}"
+        )
     )
 
 
@@ -162,7 +190,7 @@ def _main(argv: list[str] | None, prog: str | None) -> int:
             warmup_ms=args.warmup_ms,
             duration_s=args.duration,
             iterations=args.iterations,
-            percentiles=tuple(float(p) for p in args.percentiles.split(",")),
+            percentiles=parse_percentiles(args.percentiles),
             mode=args.mode,
         )
         result = run_benchmark(
@@ -173,6 +201,8 @@ def _main(argv: list[str] | None, prog: str | None) -> int:
             options=runs,
             command=[*invocation(prog, "benchmark"), *(sys.argv[1:] if argv is None else argv)],
         )
+        print_result(console, result)
+        write_outputs(console, result, args)
     except (
         ArtifactError,
         BackendUnavailableError,
@@ -181,18 +211,21 @@ def _main(argv: list[str] | None, prog: str | None) -> int:
         OSError,
         ValueError,
     ) as err:
-        console.print(f"[red]error:[/red] {err}", soft_wrap=True)
-        return 2
-    print_result(console, result)
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_INPUT
+    return 0
+
+
+def write_outputs(console: Console, result: BenchmarkResult, args: argparse.Namespace) -> None:
+    """--json, --export-times and --plot, each announced on the console."""
     if args.json:
         environment = {k: os.environ[k] for k in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS") if k in os.environ}
         write_json_output(args.json, {**result.to_dict(), "environment": environment})
         if not is_stdout(args.json):
-            console.print(f"wrote {args.json}")
+            console.print(escape(f"wrote {args.json}"))
     if args.export_times:
         write_json(args.export_times, result.times())
-        console.print(f"wrote {args.export_times}")
+        console.print(escape(f"wrote {args.export_times}"))
     if args.plot:
         plot_latencies(result.reports, args.plot, title=f"{result.model}: latency per query, batch {args.batch_size}")
-        console.print(f"wrote {args.plot}")
-    return 0
+        console.print(escape(f"wrote {args.plot}"))

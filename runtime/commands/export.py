@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from runtime.cli import (
@@ -149,7 +150,7 @@ def triton_repo_step(args: argparse.Namespace, result: Any, console: Console) ->
     from export.triton_repo import write_triton_repository
 
     repo = write_triton_repository(result.output_dir, args.triton_repo, overwrite=True)
-    console.print(f"Triton model repository: {repo.root} ({', '.join(repo.models)})")
+    console.print(escape(f"Triton model repository: {repo.root} ({', '.join(repo.models)})"))
 
 
 class EngineNotBuiltError(Exception):
@@ -351,9 +352,8 @@ def _main(argv: list[str] | None, prog: str | None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_PARITY
     fused = f"; ONNX Runtime CPU: {result.fused_path.name}" if result.fused_path else ""
-    console.print(
-        f"artifact: {result.output_dir} (deploy {result.onnx_path.name}{fused}; manifest {result.manifest_path.name})"
-    )
+    files = f"deploy {result.onnx_path.name}{fused}; manifest {result.manifest_path.name}"
+    console.print(escape(f"artifact: {result.output_dir} ({files})"))
     if missing_engine is not None:
         print(
             f"error: no TensorRT engine was built: {missing_engine}; the ONNX artifacts are complete "

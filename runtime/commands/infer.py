@@ -7,20 +7,24 @@ Images run in batches of --batch-size (default 8: memory stays bounded however m
 
 import argparse
 import logging
+import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 import runtime
 from export.artifacts import ArtifactError
 from models.transforms import MAX_IMAGE_PIXELS, ImageReadError
 from runtime.backends.base import BackendUnavailableError, InputMismatchError, NonFiniteOutputError
-from runtime.cli import check_output_paths, make_console, make_parser, run_main, write_json_output
+from runtime.cli import EXIT_INPUT, check_output_paths, make_console, make_parser, run_main, write_json_output
 from runtime.cli_flags import add_backends, add_batch_size, add_json, add_threads, precision_option
 from runtime.labels import labels_for
 from runtime.preprocess import preprocess_images, preprocessing_for
-from runtime.topk import LabelsError, top_k
+from runtime.topk import LabelsError, Prediction, top_k
 
 DEFAULT_BATCH_SIZE = 8
 
@@ -59,10 +63,13 @@ def _main(argv: list[str] | None, prog: str | None) -> int:
     console = make_console(json_path=args.json)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        check_output_paths(json=args.json)  # before the work
+        check_output_paths(json=args.json, auto_table=args.auto_table)  # before the work
         if args.batch_size < 1:
             raise ValueError(f"--batch-size must be at least 1; got {args.batch_size}")
         source = runtime.open_source(args.artifact)
+        classes = source.output_spec.shape[-1]
+        labels = labels_for(classes if isinstance(classes, int) else None, args.labels)  # before timing backends
+        preprocessing = preprocessing_for(source)  # a bad manifest size too
         options = precision_option(args.precision)
         backend = args.backends[0]
         if backend == "auto":
@@ -75,60 +82,66 @@ def _main(argv: list[str] | None, prog: str | None) -> int:
                 threads=args.threads,
                 table=args.auto_table,
             )
-            console.print(f"auto: {choice.reason}", soft_wrap=True)
+            console.print(escape(f"auto: {choice.reason}"), soft_wrap=True)
             backend, options = choice.backend, choice.load_options()
         runner = runtime.load(source, backend=backend, threads=args.threads, check_finite=True, **options)
-        classes = source.output_spec.shape[-1]
-        labels = labels_for(classes if isinstance(classes, int) else None, args.labels)
         predictions = []
         fixed = source.input_spec.shape[0]  # a bare ONNX file may fix its batch: send exactly that many
         fixed = fixed if isinstance(fixed, int) and fixed > 0 else None
         step = fixed or args.batch_size
         with runner:
             for start in range(0, len(args.images), step):
-                batch = preprocess_images(args.images[start : start + step], preprocessing_for(source))
+                batch = preprocess_images(args.images[start : start + step], preprocessing)
                 count = len(batch)
                 if fixed is not None and count < fixed:  # the last images: padded, their padding's outputs dropped
                     batch = np.concatenate([batch, np.zeros((fixed - count, *batch.shape[1:]), batch.dtype)])
                 predictions += top_k(runner.infer(batch)[:count], args.top_k, labels=labels)
+        untrained = f"{source.weights}: default weights, NOT trained" if source.untrained else None
+        if untrained:
+            print(
+                f"warning: {args.artifact} has the project's {untrained}: these predictions are meaningless; "
+                "export with --checkpoint for real ones",
+                file=sys.stderr,
+            )
+        results = print_predictions(console, args.images, predictions, backend=backend, untrained=untrained)
+        if args.json:
+            write_json_output(
+                args.json,
+                {
+                    "artifact": str(args.artifact),
+                    "backend": args.backends[0],
+                    "weights": source.weights,
+                    "untrained": source.untrained,
+                    "predictions": results,
+                },
+            )
     except (
         ArtifactError,
         BackendUnavailableError,
-        FileNotFoundError,
         ImageReadError,
         InputMismatchError,
         LabelsError,
         NonFiniteOutputError,
+        OSError,
         runtime.UnknownBackendError,
         ValueError,
     ) as err:
-        console.print(f"[red]error:[/red] {err}", soft_wrap=True)
-        return 2
-    untrained = f"{source.weights}: default weights, NOT trained" if source.untrained else None
-    if untrained:
-        console.print(
-            f"[yellow]warning:[/yellow] {args.artifact} has the project's {untrained}: these predictions "
-            "are meaningless; export with --checkpoint for real ones",
-            soft_wrap=True,
-        )
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_INPUT
+    return 0
+
+
+def print_predictions(
+    console: Console, images: list[Path], predictions: list[list[Prediction]], *, backend: str, untrained: str | None
+) -> list[dict[str, Any]]:
+    """One table per image; returns the predictions as JSON-ready dicts."""
     results = []
-    for image, preds in zip(args.images, predictions, strict=True):
-        table = Table(title=f"{image.name} ({backend}{'; ' + untrained if untrained else ''})")
+    for image, preds in zip(images, predictions, strict=True):
+        table = Table(title=escape(f"{image.name} ({backend}{'; ' + untrained if untrained else ''})"))
         for column in ("rank", "class", "label", "probability"):
             table.add_column(column, justify="right" if column != "label" else "left")
         for rank, p in enumerate(preds, start=1):
-            table.add_row(str(rank), str(p.index), p.label, f"{p.probability:.4f}")
+            table.add_row(str(rank), str(p.index), escape(p.label), f"{p.probability:.4f}")
         console.print(table)
         results.append({"image": str(image), "top_k": [p.to_dict() for p in preds]})
-    if args.json:
-        write_json_output(
-            args.json,
-            {
-                "artifact": str(args.artifact),
-                "backend": args.backends[0],
-                "weights": source.weights,
-                "untrained": source.untrained,
-                "predictions": results,
-            },
-        )
-    return 0
+    return results

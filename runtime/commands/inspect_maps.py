@@ -13,14 +13,14 @@ from pathlib import Path
 from typing import Any
 
 from models.transforms import PHOTO_NAMES
-from runtime.cli import make_console, make_parser, run_main
+from runtime.cli import EXIT_INPUT, check_output_dir, make_console, make_parser, run_main
 from runtime.cli_flags import add_input_size, add_output
 
 
 def user_errors() -> tuple[type[BaseException], ...]:
     """Errors that mean a bad input: one line, exit 2 (imported here: the models need torch)."""
     from models import CheckpointError, FeatureTooSmallError, InputShapeError, UnknownModelError
-    from models.inspection import NoSpatialAttentionError
+    from models.inspection import NonFiniteActivationError, NoSpatialAttentionError
     from models.transforms import ImageReadError
 
     return (
@@ -32,6 +32,7 @@ def user_errors() -> tuple[type[BaseException], ...]:
         InputShapeError,
         IndexError,
         ImportError,
+        NonFiniteActivationError,
     )
 
 
@@ -49,11 +50,27 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     return p
 
 
+def check_args(args: argparse.Namespace, out: Path) -> None:
+    """Refuse (ValueError) what would fail only after the forward pass, or say the wrong thing there."""
+    from export.spec import MAX_INPUT_SIDE
+
+    check_output_dir(out, flag="--output")
+    if args.groups_shown < 1:
+        raise ValueError(f"--groups-shown must be at least 1; got {args.groups_shown}")
+    if args.input_size and not all(1 <= side <= MAX_INPUT_SIDE for side in args.input_size):
+        raise ValueError(
+            f"--input-size must be 1..{MAX_INPUT_SIDE} on each side; got {args.input_size[0]} {args.input_size[1]}"
+        )
+    if args.checkpoint is not None and args.checkpoint.is_dir():  # the loader would say "does not exist"
+        raise ValueError(f"--checkpoint {args.checkpoint} is a directory; give a .pth, .pt or .safetensors file")
+
+
 def print_summary(result: Any) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
     kind = "/".join(dict.fromkeys(s.kind for s in result.stages))
-    table = Table(title=f"{result.model} ({kind}) on {result.image}", caption=result.weights)
+    table = Table(title=escape(f"{result.model} ({kind}) on {result.image}"), caption=escape(result.weights))
     for col in ("stage", "map", "var in", "var out", "spread in", "spread out", "ĉ var", "enhanced"):
         table.add_column(col, justify="left" if col == "stage" else "right")
     for s in result.stages:
@@ -69,7 +86,7 @@ def print_summary(result: Any) -> None:
         )
     console = make_console()
     console.print(table)
-    console.print(f"report: {result.out_dir / 'index.md'} ({len(result.files)} files)")
+    console.print(escape(f"report: {result.out_dir / 'index.md'} ({len(result.files)} files)"))
 
 
 def main(argv: list[str] | None = None, *, prog: str | None = None) -> int:
@@ -80,6 +97,11 @@ def _main(argv: list[str] | None, prog: str | None) -> int:
     args = build_parser(prog).parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     out = args.output or Path("artifacts") / "inspect" / f"{args.model}_{Path(args.image).stem}"
+    try:
+        check_args(args, out)  # before the forward pass
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_INPUT
     try:
         from models.inspection import inspect_model
 
@@ -95,6 +117,6 @@ def _main(argv: list[str] | None, prog: str | None) -> int:
         )
     except user_errors() as err:
         print(f"error: {err}", file=sys.stderr)
-        return 2
+        return EXIT_INPUT
     print_summary(result)
     return 0

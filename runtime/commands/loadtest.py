@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from models.transforms import ImageReadError
@@ -126,7 +127,7 @@ def _main(argv: list[str] | None, prog: str | None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     setting = f"{args.protocol}, batch {args.batch_size}, {args.duration:g} s"
-    table = Table(title=f"{args.model_name} at {args.url} ({setting})")
+    table = Table(title=escape(f"{args.model_name} at {args.url} ({setting})"))
     columns = ["concurrency", "requests", "errors", "req/s", "img/s", "p50 ms", "p90 ms", "p95 ms", "p99 ms"]
     for column in columns + (["bad → 4xx"] if args.bad_every else []):
         table.add_column(column, justify="right")
@@ -151,7 +152,7 @@ def _main(argv: list[str] | None, prog: str | None) -> int:
     if args.json:
         write_json_output(args.json, {**report.to_dict(), **({"predictions": predictions} if predictions else {})})
         if not is_stdout(args.json):
-            console.print(f"wrote {args.json}")
+            console.print(escape(f"wrote {args.json}"))
     failed = [level for level in report.levels if level.errors]
     if failed:
         first = " ".join(str(failed[0].first_error).split())

@@ -106,8 +106,8 @@ def test_malformed_manifest_is_one_line(copy, tmp_path, capsys, change, expected
 
     Image.new("RGB", (80, 80)).save(image)
     assert load_script("infer").main([str(copy), str(image)]) == 2
-    out = capsys.readouterr().out.strip()
-    assert out.startswith("error:") and "manifest" in out and "Traceback" not in out
+    out = capsys.readouterr().err.strip()
+    assert out.count("\n") == 0 and out.startswith("error:") and "manifest" in out and "Traceback" not in out
 
 
 def test_garbage_graph_with_a_rehashed_manifest_is_one_line(copy):

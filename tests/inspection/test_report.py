@@ -82,3 +82,16 @@ def test_block_out_of_range_leaves_no_index(tmp_path):
     with pytest.raises(IndexError, match="layer1, which has 2 attention blocks"):
         inspect_model("sge_resnet18", image="camera", out_dir=tmp_path, init="random", size=SIZE, groups=4, block=2)
     assert not (tmp_path / "index.md").exists()
+
+
+def test_a_reused_folder_holds_only_the_new_report(tmp_path):
+    (tmp_path / "notes.txt").write_text("mine\n")
+    inspect_model("sge_resnet18", image="camera", out_dir=tmp_path, init="random", size=SIZE, groups=4)
+    result = inspect_model("sa_resnet18", image="camera", out_dir=tmp_path, init="random", size=SIZE)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*result.files, "notes.txt"])
+
+
+def test_groups_shown_must_be_positive(tmp_path):
+    with pytest.raises(ValueError, match="groups_shown must be at least 1"):
+        inspect_model("sge_resnet18", image="camera", out_dir=tmp_path, init="random", size=SIZE, groups_shown=0)
+    assert not (tmp_path / "index.md").exists()

@@ -54,6 +54,19 @@ def test_runs_as_a_file_next_to_the_stdlib_name(tmp_path):
             ["--model", "sge_resnet18", "--image", "rocket", "--input-size", "32", "32", "--init", "random"],
             "at least 33×33",
         ),
+        (
+            ["--model", "sge_resnet18", "--image", "astronaut", "--groups-shown", "0"],
+            "--groups-shown must be at least 1",
+        ),
+        (
+            ["--model", "sge_resnet18", "--image", "astronaut", "--groups-shown", "-2"],
+            "--groups-shown must be at least",
+        ),
+        (["--model", "sge_resnet18", "--image", "astronaut", "--input-size", "0", "0"], "must be 1..1024 on each side"),
+        (["--model", "sge_resnet18", "--image", "astronaut", "--input-size", "-5", "64"], "must be 1..1024 on each"),
+        (["--model", "sge_resnet18", "--image", "astronaut", "--input-size", "20000", "20000"], "must be 1..1024"),
+        (["--model", "sge_resnet18", "--image", "astronaut", "--checkpoint", "."], "--checkpoint . is a directory"),
+        (["--model", "sge_resnet18", "--image", "."], "cannot read image .: it is a directory"),
     ],
 )
 def test_bad_inputs_exit_2_with_one_line(script, tmp_path, capsys, args, message):
@@ -83,3 +96,31 @@ def test_unreadable_image_and_broken_checkpoint(script, tmp_path, capsys):
     assert script.main(argv) == 2
     assert str(bad_ckpt.name) in capsys.readouterr().err
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+@pytest.mark.parametrize("where", ["file", "under_file"])
+def test_an_unwritable_output_is_refused_before_the_forward_pass(script, tmp_path, capsys, monkeypatch, where):
+    (tmp_path / "taken").write_text("a file\n")
+    out = tmp_path / "taken" if where == "file" else tmp_path / "taken" / "report"
+    monkeypatch.setattr("models.inspection.inspect_model", lambda *a, **k: pytest.fail("the forward pass ran"))
+    assert script.main(["--model", "sge_resnet18", "--image", "astronaut", "--output", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --output ") and err.count("\n") == 1
+    assert ("is a file; give a folder" if where == "file" else "cannot write into") in err
+
+
+def test_non_finite_activations_are_one_line_and_no_figure(script, tmp_path, capsys):
+    import torch
+
+    from models import create_model
+
+    weights = create_model("sge_resnet18", init="random").state_dict()
+    nan_weights = {k: torch.full_like(v, float("nan")) if v.is_floating_point() else v for k, v in weights.items()}
+    checkpoint = tmp_path / "nan.pth"
+    torch.save(nan_weights, checkpoint)
+    out = tmp_path / "report"
+    argv = ["--model", "sge_resnet18", "--image", "astronaut", "--input-size", "64", "64"]
+    assert script.main([*argv, "--checkpoint", str(checkpoint), "--output", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "activations are not finite (NaN/Inf" in err and "check the checkpoint" in err and err.count("\n") == 1
+    assert not out.exists()

@@ -207,6 +207,8 @@ def test_unreadable_checkpoint_is_refused(tmp_path: Path, content: bytes, match:
 def test_missing_and_non_state_dict_files(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="does not exist"):
         create_model("resnet18", checkpoint=tmp_path / "nope.pth")
+    with pytest.raises(CheckpointError, match="is a directory"):
+        create_model("resnet18", checkpoint=tmp_path)
     path = tmp_path / "list.pth"
     torch.save([1, 2, 3], path)
     with pytest.raises(CheckpointError, match="no state dict"):

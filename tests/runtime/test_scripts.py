@@ -47,9 +47,9 @@ def test_infer_prints_and_writes_top_k(artifact, photo_files, tmp_path, capsys):
 def test_infer_errors_exit_non_zero_with_one_line(artifact, tmp_path, capsys):
     infer = load_script("infer")
     assert infer.main([str(artifact), str(tmp_path / "missing.jpg")]) == 2
-    assert "cannot read image" in capsys.readouterr().out
+    assert "cannot read image" in capsys.readouterr().err
     assert infer.main([str(artifact), str(tmp_path / "missing.jpg"), "--backend", "mxnet"]) == 2
-    assert "unknown backend 'mxnet'" in capsys.readouterr().out
+    assert "unknown backend 'mxnet'" in capsys.readouterr().err
 
 
 def test_benchmark_writes_json_times_and_plot(artifact, tmp_path, capsys):
@@ -80,9 +80,9 @@ def test_benchmark_refuses_bad_arguments(artifact, tmp_path, capsys):
     benchmark = load_script("benchmark")
     out = tmp_path / "r.json"
     assert benchmark.main([str(artifact), "--backends", "onnxruntime", "--batch", "0", "--json", str(out)]) == 2
-    assert "batch must be at least 1" in capsys.readouterr().out
+    assert "batch must be at least 1" in capsys.readouterr().err
     assert not out.exists()
     assert benchmark.main([str(tmp_path / "nothing"), "--backends", "onnxruntime"]) == 2
-    assert "does not exist" in capsys.readouterr().out
+    assert "does not exist" in capsys.readouterr().err
     assert benchmark.main([str(artifact), "--backends", "onnxruntime", "--precision", "fp32,fp64"]) == 2
-    assert "unknown precision 'fp64'" in capsys.readouterr().out
+    assert "unknown precision 'fp64'" in capsys.readouterr().err
