@@ -412,7 +412,7 @@ def _export_int8(
         with torch.no_grad():
             return source.model(torch.from_numpy(x)).numpy()
 
-    inputs = parity_inputs(spec, photos)
+    inputs = parity_inputs(spec, photos, every_photo=True)  # the INT8 photo gates judge every photograph
     return add_int8_graphs(
         out,
         eager=eager,

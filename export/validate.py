@@ -44,16 +44,18 @@ def photo_inputs(
     return np.stack([eval_transform(load_image(p), size=size, mean=tuple(mean), std=tuple(std)) for p in images])
 
 
-def parity_inputs(spec: ExportSpec, photos: np.ndarray) -> dict[str, np.ndarray]:
+def parity_inputs(spec: ExportSpec, photos: np.ndarray, *, every_photo: bool = False) -> dict[str, np.ndarray]:
     """One batch per input kind, as large as the largest parity batch; batch ``b`` is its first ``b`` images.
 
-    "random": seeded standard normal; "photos": the photographs, cycled to fill the batch.
+    "random": seeded standard normal; "photos": the photographs, cycled to fill the batch, and with ``every_photo``
+    never fewer than all of them (the INT8 gates judge the full set: export/int8/parity.py).
     """
     n = max(spec.batch_sizes)
     rng = np.random.default_rng(spec.seed)
+    count = max(n, len(photos)) if every_photo else n
     return {
         "random": rng.standard_normal((n, 3, *photos.shape[2:]), dtype=np.float32),
-        "photos": np.ascontiguousarray(photos[np.arange(n) % len(photos)]),
+        "photos": np.ascontiguousarray(photos[np.arange(count) % len(photos)]),
     }
 
 

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from export.artifacts import write_json
-from export.int8.roles import INT8_ROLE, normalise_precision
+from export.int8.roles import INT8_FUSED_ROLE, INT8_ROLE, normalise_precision
 from runtime.backends.base import one_line
 from runtime.source import ModelSource, open_source
 
@@ -72,7 +72,7 @@ def candidates(source: ModelSource, *, min_precision: str, capabilities: list[st
     if allowed >= RANK["bf16"] and "BF16" in capabilities:
         found.append(Candidate("openvino", "bf16"))
     roles = {entry.role for entry in source.manifest.files.values()} if source.manifest is not None else set()
-    if allowed >= RANK["int8"] and INT8_ROLE in roles:
+    if allowed >= RANK["int8"] and roles & {INT8_ROLE, INT8_FUSED_ROLE}:  # the fused graph alone runs too
         found.append(Candidate("openvino", "int8"))
     return found
 

@@ -46,6 +46,8 @@ def _images_under(root: Path) -> list[Path]:
 def load_dataset(root: str | Path, *, labels_file: str | Path | None = None, limit: int | None = None) -> Dataset:
     """Read ``root`` as a labels-file set, an ImageFolder, or unlabelled images (see the module docstring)."""
     root = Path(root)
+    if limit is not None and limit < 1:  # a negative slice would silently drop images from the end
+        raise DatasetError(f"--limit must be at least 1 (how many images to evaluate); got {limit}, or leave it out")
     if not root.is_dir():
         raise DatasetError(f"{root} is not a directory; give a folder of images (one sub-folder per class)")
     if labels_file is not None:
@@ -175,6 +177,11 @@ def evaluate(
 ) -> dict[str, Any]:
     """Run every target and the reference over ``dataset`` in batches; accuracy (with labels) and agreement."""
     from contextlib import ExitStack
+
+    if batch < 1:
+        raise ValueError(f"--batch-size must be at least 1 (images per inference call); got {batch}")
+    if not len(dataset):
+        raise DatasetError(f"no images to evaluate in {dataset.root}")
 
     import runtime
     from runtime.preprocess import preprocess_images, preprocessing_for

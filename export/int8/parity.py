@@ -7,12 +7,13 @@ agree. Gates (measured, justified in the README's INT8 section):
 * photographs (the bundled ones, eval-transformed): worst cosine ≥ ``COSINE_GATES[scheme]`` against both references
   at every batch size (0.99 for U8S8; 0.98 for S8S8, whose symmetric int8 activations keep 7 bits for the
   non-negative maps after each ReLU: resnet50 measured 0.9895 where U8S8 gave 0.9930), and *clear* top-1
-  agreement ≥ ``TOP1_GATE`` on the largest batch (every photograph; a subset of two or three would turn one
-  near-tied pair into a 33–50 % swing). A sample counts as agreeing unless the FP32 top-1 class leads the INT8
-  top-1 class, in the FP32 logits, by more than ``TIE_MARGIN`` × the sample's RMS INT8 error: a swap between
-  classes that FP32 itself separates by less than the quantisation noise is a tie, not an error. The default
-  (untrained) weights have many such ties (plain top-1 agreement 62 % at cosine 0.994 for sge_resnet18 at 64×64);
-  plain top-1 agreement is reported beside it;
+  agreement ≥ ``TOP1_GATE`` on the largest batch, which holds every photograph (where the batch sizes stop short
+  of the set, one more case runs the whole set at once; a subset of two or three would turn one near-tied pair
+  into a 33–50 % swing, and leave the others unjudged). A sample counts as agreeing unless the FP32 top-1 class
+  leads the INT8 top-1 class, in the FP32 logits, by more than ``TIE_MARGIN`` × the sample's RMS INT8 error: a swap
+  between classes that FP32 itself separates by less than the quantisation noise is a tie, not an error. The
+  default (untrained) weights have many such ties (plain top-1 agreement 62 % at cosine 0.994 for sge_resnet18 at
+  64×64); plain top-1 agreement is reported beside it;
 * seeded standard-normal inputs: worst cosine ≥ ``RANDOM_COSINE_GATE``. Noise is far outside what the
   calibration saw (photographs), so it is gated more loosely; it still catches a graph that is broken.
 """
@@ -109,11 +110,15 @@ def int8_parity(
 ) -> Int8Parity:
     """``runner`` (array → logits) on each input kind at each batch size, against each reference's logits.
 
-    ``references`` maps a reference name ("eager", "fp32_onnx") to {input kind: logits of the largest batch}.
+    ``references`` maps a reference name ("eager", "fp32_onnx") to {input kind: logits of all of its inputs}. The
+    photographs are also run all at once when they outnumber the largest batch: every one of them is judged.
     """
     report = Int8Parity(graph=graph, scheme=scheme)
     for kind, x in inputs.items():
-        for batch in batch_sizes:
+        batches = list(batch_sizes)
+        if kind == "photos" and len(x) > max(batches):
+            batches.append(len(x))
+        for batch in batches:
             got = runner(np.ascontiguousarray(x[:batch]))
             for name, logits in references.items():
                 ref = logits[kind][:batch]
@@ -123,7 +128,7 @@ def int8_parity(
                     batch,
                     compare(ref, got),
                     clear_top1=clear_top1_agreement(ref, got),
-                    gate_top1=batch == max(batch_sizes),
+                    gate_top1=batch == max(batches),
                 )
     return report
 

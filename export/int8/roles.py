@@ -49,14 +49,48 @@ def file_with_role(manifest: "Manifest", role: str) -> str | None:  # noqa: F821
 
 
 def int8_graph_file(manifest: "Manifest", *, fused: bool = False) -> str:  # noqa: F821
-    """The INT8 graph a runner opens: the fused-SGE one when ``fused`` and recorded, else ``model.int8.onnx``."""
+    """The INT8 graph a runner opens: the fused-SGE one when ``fused`` and recorded, else ``model.int8.onnx``.
+
+    Each graph passes its parity gate on its own, so either may be missing; a PrecisionError then says which graphs
+    the export left out and why (or that the artifact was exported without ``--int8``).
+    """
     found = (fused and file_with_role(manifest, INT8_FUSED_ROLE)) or file_with_role(manifest, INT8_ROLE)
     if not found:
-        raise PrecisionError(
+        raise PrecisionError(missing_int8_graph(manifest, fused=fused))
+    return found
+
+
+def failed_int8_graphs(manifest: "Manifest") -> dict[str, str]:  # noqa: F821
+    """The INT8 graphs the export made but left out for failing their parity gate: file → its parity report."""
+    int8 = manifest.extra.get("int8")
+    graphs = int8.get("graphs") if isinstance(int8, dict) else None
+    return {
+        str(g.get("file")): str(g.get("parity_json"))
+        for g in (graphs if isinstance(graphs, list) else ())
+        if isinstance(g, dict) and g.get("passed") is False
+    }
+
+
+def missing_int8_graph(manifest: "Manifest", *, fused: bool) -> str:  # noqa: F821
+    """Why the artifact records no INT8 graph a runner can open (``fused``: the fused-SGE one would do), in one line."""
+    if not isinstance(manifest.extra.get("int8"), dict):
+        return (
             f"the {manifest.model} artifact has no INT8 graph (role {INT8_ROLE!r}); re-export it with "
             f"`sge-deploy export --model {manifest.model} --int8`"
         )
-    return found
+    usable = (INT8_NAME, INT8_FUSED_NAME) if fused else (INT8_NAME,)
+    failed = [f"{name} ({report})" for name, report in failed_int8_graphs(manifest).items() if name in usable]
+    its, was = ("its", "was") if len(failed) == 1 else ("their", "were")
+    why = (
+        f"{', '.join(failed)} failed {its} INT8 parity gate and {was} left out" if failed else f"it has no {INT8_NAME}"
+    )
+    fused_file = file_with_role(manifest, INT8_FUSED_ROLE)
+    if fused_file and not fused:
+        why += f" ({fused_file}, which it has, runs only on the CPU with the fused-SGE graph: sge_fused=True)"
+    return (
+        f"the {manifest.model} artifact was exported with --int8 but {why}; re-export it with --int8 and other "
+        "calibration (--calib-images DIR of your own photographs, --calib-method percentile|entropy), or run fp32"
+    )
 
 
 def parity_file(graph: str) -> str:

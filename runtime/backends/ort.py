@@ -5,7 +5,9 @@ compiled op in ORT's blocked layout; export/sge_fused.py, export/ort_session.py)
 failure of that path (no kernel library in this install, a corrupt one, registration or planning) is one warning,
 and the runner runs the portable ``model.onnx`` instead: the process never goes down for the faster graph.
 ``precision="int8"`` runs the artifact's INT8 graph instead (export/int8/): its fused-SGE form
-``model.int8.sge_fused.onnx`` on the CPU when recorded (falling back the same way), else ``model.int8.onnx``.
+``model.int8.sge_fused.onnx`` on the CPU when recorded (falling back the same way where ``model.int8.onnx`` is
+recorded too: each INT8 graph passes its export gate on its own), else ``model.int8.onnx``; a bare ``.onnx`` file
+with ``precision="int8"`` must hold quantised layers (Q/DQ or QLinear nodes), as OpenVINO requires.
 
 On ``cuda`` the input and output stay bound to the device (IO binding), so the benchmark can time the host→device
 copy, the run and the device→host copy apart. ``allow_spinning=False`` sets ``session.intra_op.allow_spinning`` to
@@ -31,6 +33,21 @@ PROVIDERS = {
     "cuda": ("CUDAExecutionProvider", "CPUExecutionProvider"),
     "tensorrt": ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"),
 }
+
+
+def check_quantised(path: Path) -> None:
+    """PrecisionError unless the ONNX file holds a quantised layer: precision int8 on a float graph would run FP32
+    under the int8 name."""
+    import onnx
+
+    from export.int8.roles import PrecisionError
+
+    ops = {node.op_type for node in onnx.load(str(path), load_external_data=False).graph.node}
+    if not any(op.endswith("QuantizeLinear") or op.startswith("QLinear") or op.endswith("Integer") for op in ops):
+        raise PrecisionError(
+            f"{path} holds no quantised layer (no QuantizeLinear/DequantizeLinear/QLinear* node): precision int8 "
+            "needs a Q/DQ model; give an INT8 file (an artifact's model.int8.onnx) or run fp32"
+        )
 
 
 def import_onnxruntime() -> Any:
@@ -108,6 +125,8 @@ class OnnxRuntimeRunner(SourceRunner):
 
     def _activate_impl(self) -> None:
         ort = import_onnxruntime()
+        if self.precision == "int8" and self.source.manifest is None:
+            check_quantised(self.source.model_path)
         wanted = PROVIDERS[self.device][0]
         if wanted not in ort.get_available_providers():
             raise BackendUnavailableError(
@@ -161,14 +180,32 @@ class OnnxRuntimeRunner(SourceRunner):
             return directory / fused
         return self.source.model_path
 
+    def _fallback_path(self) -> Path | None:
+        """The plain graph the CPU runs when the fused one cannot: ``model_path()``, or None for an INT8 artifact
+        whose ``model.int8.onnx`` failed its export gate while its fused INT8 graph passed."""
+        from export.int8.roles import INT8_FUSED_ROLE, PrecisionError, file_with_role
+
+        try:
+            return self.model_path()
+        except PrecisionError:
+            manifest = self.source.manifest
+            if self.sge_fused and manifest is not None and file_with_role(manifest, INT8_FUSED_ROLE):
+                return None
+            raise
+
     def _activate_cpu(self) -> None:
-        path, plain = self.cpu_model_path(), self.model_path()
+        path, plain = self.cpu_model_path(), self._fallback_path()
         if path != plain:
             try:
                 self._open_cpu(path, fused=True)
                 return
             except Exception as err:  # any failure of the fused path (library, registration, planning): the plain graph
                 reason = " ".join(str(err).split()) or type(err).__name__
+                if plain is None:
+                    from export.int8.roles import PrecisionError, missing_int8_graph
+
+                    missing = missing_int8_graph(self.source.manifest, fused=False)
+                    raise PrecisionError(f"{path.name} cannot run here ({reason}), and {missing}") from err
                 logger.warning("the fused SGE graph cannot run here (%s); running %s instead", reason, plain.name)
         # An artifact says which of its graphs is fused; a bare .onnx file is read to find out.
         self._open_cpu(plain, fused=False if self.source.manifest is not None else None)

@@ -3,7 +3,7 @@
 Threads go through ``INFERENCE_NUM_THREADS``. ``precision`` (runtime/backends/ov_precision.py) sets
 ``INFERENCE_PRECISION_HINT``: "fp32" by default, because OpenVINO otherwise picks bf16 on CPUs with AMX or
 AVX512-BF16, which would break parity with the FP32 reference; "bf16" asks for it; "int8" runs the artifact's
-Q/DQ model (manifest role "model-int8").
+Q/DQ model (manifest role "model-int8"), or its fused INT8 graph alone where only that one passed its export gate.
 
 An SGE artifact runs its fused-SGE graph (SGE + residual add + ReLU as one ``sgedeploy::SgeResidual`` node; roles
 "model-ort-cpu", and "model-int8-ort-cpu" for int8; the export writes it where ONNX Runtime's kernel compiled)
@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from export.artifacts import ArtifactError
-from export.int8.roles import INT8_FUSED_ROLE, INT8_ROLE, file_with_role, normalise_precision
+from export.int8.roles import INT8_FUSED_ROLE, INT8_ROLE, file_with_role, missing_int8_graph, normalise_precision
 from runtime.backends.base import BackendUnavailableError, one_line
 from runtime.backends.ov_precision import HINTS, hint_name, precision_note, runs_as
 from runtime.backends.source_runner import SourceRunner, import_backend
@@ -69,18 +69,28 @@ class OpenVINORunner(SourceRunner):
         self._request: Any = None
         self._runs: dict[str, Any] = {}  # what OpenVINO compiled: precision, hint, note
 
-    def _model_path(self) -> Path:
-        """The file this precision runs: the artifact's INT8 model for "int8", else its model."""
+    def _model_path(self) -> Path | None:
+        """The plain file this precision runs: the artifact's INT8 model for "int8", else its model; None for an
+        artifact whose ``model.int8.onnx`` failed its export gate while its fused INT8 graph passed (run that)."""
         manifest = self.source.manifest
         if self.precision != "int8" or manifest is None:
             return self.source.model_path  # a bare file runs as given (int8 checks it holds Q/DQ at activation)
         int8_file = file_with_role(manifest, INT8_ROLE)
-        if int8_file is None:
+        if int8_file is not None:
+            return self.source.directory / int8_file
+        if self.fused_graph_path() is not None:
+            return None
+        if not isinstance(manifest.extra.get("int8"), dict):  # exported without --int8
             raise ArtifactError(
                 f"{self.source.directory} has no INT8 model (manifest role {INT8_ROLE!r}); export one (README, INT8) "
                 "or choose precision fp32 or bf16"
             )
-        return self.source.directory / int8_file
+        raise ArtifactError(missing_int8_graph(manifest, fused=self.sge_fused))
+
+    def _no_plain_graph(self, fused: Path, err: BaseException) -> ArtifactError:
+        """The fused INT8 graph failed here and the artifact has no plain one to fall back to: say both."""
+        missing = missing_int8_graph(self.source.manifest, fused=False)
+        return ArtifactError(f"openvino cannot run {fused.name} here ({one_line(err)}), and {missing}")
 
     def fused_graph_path(self) -> Path | None:
         """The artifact's fused-SGE graph for this precision, if it has one and ``sge_fused`` is on."""
@@ -101,6 +111,8 @@ class OpenVINORunner(SourceRunner):
                 self._graph = {"graph": graph, "fused_sge_blocks": blocks, "model_path": str(fused)}
                 return model
             except Exception as err:  # whatever breaks the fused graph, model.onnx still runs (never down)
+                if self.model_path is None:
+                    raise self._no_plain_graph(fused, err) from err
                 reason = one_line(err)
                 what = "SGE extension" if self.sge_form == "extension" else "native SGE graph"
                 logger.warning("openvino %s unavailable (%s); running %s", what, reason, self.model_path.name)
@@ -161,6 +173,8 @@ class OpenVINORunner(SourceRunner):
             if self._graph["graph"] not in SGE_FORMS.values():
                 name = Path(self._graph["model_path"]).name
                 raise RuntimeError(f"openvino could not compile {name}: {one_line(err)}") from err
+            if self.model_path is None:
+                raise self._no_plain_graph(Path(self._graph["model_path"]), err) from err
             try:  # the plain graph: only when it compiles with the same configuration is the fused graph to blame
                 plain = core.compile_model(str(self.model_path), self.device, self.compile_config())
             except RuntimeError as plain_err:
@@ -221,7 +235,7 @@ class OpenVINORunner(SourceRunner):
     def describe(self) -> dict[str, Any]:
         return {
             **super().describe(),
-            "model_path": str(self.model_path),
+            "model_path": str(self.model_path or self.fused_graph_path()),
             **self._graph,
             "device": self.device,
             "config": self.compile_config(),

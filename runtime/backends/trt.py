@@ -24,6 +24,11 @@ from runtime.source import ModelSource, open_source
 logger = logging.getLogger(__name__)
 
 TENSORRT_HINT = "pip install tensorrt-cu12 (CUDA 12) or tensorrt-cu13 (CUDA 13)"
+BUILD_PRECISIONS = (
+    "fp32",
+    "fp16",
+    "int8",
+)  # trt-build --trt (export/trt/build.py; not imported: the runtime stays light)
 
 
 class PlanMismatchError(ValueError):
@@ -65,6 +70,24 @@ def check_plan_compatible(info: dict[str, Any], *, trt_version: str, gpu: dict[s
             f"the TensorRT plan cannot run here: {'; '.join(problems)}; rebuild it on this machine with "
             "`sge-deploy trt-build ARTIFACT --trt PRECISION`"
         )
+
+
+def check_precision(plan: Path, info: dict[str, Any], precision: str) -> None:
+    """PrecisionError unless the plan was built at ``precision`` (its sidecar says): a runner cannot change it."""
+    from export.int8.roles import PrecisionError
+
+    built = info.get("precision")
+    if built == precision:
+        return
+    what = f"{plan.name} was built as {built}" if built else f"{plan.name} has no sidecar recording its precision"
+    todo = (
+        f"for {precision} build an engine with `sge-deploy trt-build ARTIFACT --trt {precision}`"
+        if precision in BUILD_PRECISIONS
+        else f"engines are built as {', '.join(BUILD_PRECISIONS)} (`sge-deploy trt-build ARTIFACT --trt ...`)"
+    )
+    raise PrecisionError(
+        f"a TensorRT engine's precision is fixed when it is built, and {what}; {todo}, then run it without --precision"
+    )
 
 
 class CudaDevice:
@@ -117,7 +140,9 @@ class TrtRunner(Runner):
     ``cuda_graph``: replay ``execute_async_v3`` from a CUDA graph captured per batch size (trtexec
     ``--useCudaGraph``). ``transfers=False``: after the first call for a batch size, ``infer`` neither copies the
     input in nor the output out, and returns that first call's output (trtexec ``--noDataTransfers``; for timing).
-    ``threads`` is accepted for the common backend options and ignored (TensorRT runs on the GPU).
+    ``threads`` is accepted for the common backend options and ignored (TensorRT runs on the GPU). ``precision``
+    is not a choice here: an engine's precision is fixed when it is built (``trt-build --trt``); given, it must be
+    the one the sidecar records, else a PrecisionError says which engine to build.
     """
 
     name = "tensorrt"
@@ -131,15 +156,21 @@ class TrtRunner(Runner):
         check_finite: bool = False,
         cuda_graph: bool = False,
         transfers: bool = True,
+        precision: str | None = None,
     ) -> None:
+        from export.int8.roles import normalise_precision
+
         super().__init__(check_finite=check_finite)
+        precision = normalise_precision(precision) if precision is not None else None
         source = source if isinstance(source, ModelSource) or Path(source).suffix == ".plan" else open_source(source)
         if isinstance(source, ModelSource):
             trt_entry = source.manifest.extra.get("tensorrt") if source.manifest is not None else None
             if not trt_entry or source.directory is None:
+                fixed = "; a TensorRT engine's precision is fixed when it is built" if precision else ""
+                build = precision if precision in BUILD_PRECISIONS else "fp16"
                 raise PlanMismatchError(
-                    f"{source.model_path.parent} has no TensorRT engine; build one with "
-                    "`sge-deploy trt-build ARTIFACT --trt fp16`"
+                    f"{source.model_path.parent} has no TensorRT engine{fixed}: build one with "
+                    f"`sge-deploy trt-build ARTIFACT --trt {build}`"
                 )
             self.plan_path = source.directory / trt_entry["plan"]
             sidecar: Path | None = source.directory / trt_entry["sidecar"]
@@ -155,6 +186,8 @@ class TrtRunner(Runner):
         if sidecar is not None and not sidecar.is_file():
             raise FileNotFoundError(f"the artifact's sidecar {sidecar} is missing; re-run the TensorRT build")
         self.info: dict[str, Any] = json.loads(sidecar.read_text()) if sidecar is not None else {}
+        if precision is not None:
+            check_precision(self.plan_path, self.info, precision)
         self.batch_range = profile_batch_range(self.info["profile"]) if self.info else None
         self.cuda_graph, self.transfers = cuda_graph, transfers
         self.last_timings: DeviceTimings | None = None

@@ -48,6 +48,8 @@ def _main(argv: list[str] | None, prog: str | None) -> int:
     console = make_console(stderr=True)
     targets = list(args.backends)
     try:
+        if args.batch_size < 1:  # before the progress bar starts
+            raise ValueError(f"--batch-size must be at least 1; got {args.batch_size}")
         dataset = load_dataset(args.data, labels_file=args.labels, limit=args.limit)
         source = runtime.open_source(args.artifact)  # verified once, and the labels checked before the bar starts
         check_labels(source, dataset)

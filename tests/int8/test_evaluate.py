@@ -129,3 +129,28 @@ def test_a_class_index_outside_the_model_is_refused_in_one_line(int8_artifact, t
     assert load_script("evaluate").main([*argv, "--reference", "onnxruntime", "--threads", "1"]) == 2
     err = capsys.readouterr().err.strip()
     assert "class indices [-3, 1500]" in err and "outside the model's 0..999" in err and "\n" not in err
+
+
+@pytest.mark.parametrize(
+    ("option", "flag"),
+    [(["--limit", "-1"], "--limit"), (["--limit", "0"], "--limit"), (["--batch-size", "0"], "--batch-size"),
+     (["--batch-size", "-2"], "--batch-size")],
+)  # fmt: skip
+def test_a_limit_or_batch_size_below_1_is_refused_in_one_line(int8_artifact, tmp_path, capsys, option, flag):
+    """--limit -1 used to drop the last image silently; 0 and a batch size below 1 failed deep inside."""
+    save_photos(tmp_path, ["coffee", "chelsea"])
+    argv = [str(int8_artifact[0]), "--data", str(tmp_path), "--reference", "onnxruntime", "--threads", "1", *option]
+    assert load_script("evaluate").main([*argv, "--json", str(tmp_path / "eval.json")]) == 2
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and errors[0].startswith(f"error: {flag} must be at least 1")
+    assert "evaluating" not in err  # refused before the progress bar starts
+    assert not (tmp_path / "eval.json").exists()
+
+
+def test_load_dataset_refuses_a_limit_below_1(tmp_path):
+    save_photos(tmp_path, ["coffee", "chelsea"])
+    assert len(load_dataset(tmp_path, limit=1)) == 1
+    for limit in (0, -1):
+        with pytest.raises(DatasetError, match="--limit must be at least 1"):
+            load_dataset(tmp_path, limit=limit)

@@ -1,9 +1,12 @@
 """scripts/export.py --int8: bad calibration images exit 2 before any file; a graph below its INT8 gate exits 1
 and is neither on disk nor in the manifest, while the FP32 artifact stays complete."""
 
+import json
+
 import pytest
 
 from export.artifacts import load_manifest
+from models.transforms import photo_batch
 from tests.export.conftest import load_script
 
 TINY = ["--model", "sge_resnet18", "--input-size", "64", "64", "--init", "random", "--batch-sizes", "1,2"]
@@ -50,3 +53,10 @@ def test_int8_below_its_gate_exits_1_and_is_not_in_the_manifest(export_script, t
     manifest = load_manifest(out)  # the FP32 artifact and the passing U8S8 graph are complete
     assert "model.int8.onnx" in manifest.files and "model.int8_s8s8.onnx" not in manifest.files
     assert not (out / "model.int8_s8s8.onnx").exists() and (out / "parity_model_int8_s8s8.json").exists()
+    # --batch-sizes 1,2 stops short of the 7 photographs: one more case judges them all (README: the full set)
+    cases = json.loads((out / "parity_model_int8.json").read_text())["cases"]
+    photos = len(photo_batch((64, 64)))
+    assert {(c["inputs"], c["batch"]) for c in cases} == {
+        *(("photos", b) for b in (1, 2, photos)),
+        *(("random", b) for b in (1, 2)),
+    }

@@ -117,3 +117,23 @@ def test_benchmark_compares_fp32_and_int8_per_backend_in_one_run(int8_artifact, 
     assert described["onnxruntime:int8"]["model_path"].endswith("model.int8.sge_fused.onnx")
     assert described["openvino:int8"]["model_path"].endswith("model.int8.sge_fused.onnx")  # as standard ops
     assert described["openvino:int8"]["graph"] == "sge_native"
+
+
+@pytest.mark.parametrize("script", ["infer", "evaluate"])
+def test_tensorrt_int8_says_the_engine_fixes_the_precision(int8_artifact, tmp_path, capsys, script):
+    """A TensorRT engine's precision is chosen at trt-build: asking the runner for int8 is bad input, not a crash."""
+    from PIL import Image
+
+    from models.transforms import sample_photos
+    from tests.export.conftest import load_script
+
+    Image.fromarray(sample_photos(("coffee",))["coffee"]).save(tmp_path / "coffee.png")
+    directory = str(int8_artifact[0])
+    if script == "infer":
+        argv = [directory, str(tmp_path / "coffee.png"), "--backend", "tensorrt", "--precision", "int8"]
+    else:
+        argv = [directory, "--data", str(tmp_path), "--backends", "tensorrt:int8", "--reference", "onnxruntime"]
+    assert load_script(script).main(argv) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
+    assert len(errors) == 1 and "precision is fixed when it is built" in errors[0]
+    assert "trt-build ARTIFACT --trt int8" in errors[0]

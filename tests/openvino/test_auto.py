@@ -32,6 +32,15 @@ def test_lower_precisions_join_where_the_cpu_and_artifact_have_them(artifact, in
     assert "openvino int8" not in labels(candidates(open_source(artifact), min_precision="int8", capabilities=full))
 
 
+def test_an_artifact_with_only_the_fused_int8_graph_offers_openvino_int8():
+    from types import SimpleNamespace
+
+    from export.int8.roles import INT8_FUSED_ROLE
+
+    fused_only = SimpleNamespace(manifest=SimpleNamespace(files={"m": SimpleNamespace(role=INT8_FUSED_ROLE)}))
+    assert "openvino int8" in labels(candidates(fused_only, min_precision="int8", capabilities=["FP32", "INT8"]))
+
+
 def test_unknown_min_precision_lists_the_choices(artifact):
     with pytest.raises(PrecisionError, match="choose from"):
         choose_backend(artifact, min_precision="int4")

@@ -1,0 +1,152 @@
+"""Each INT8 graph passes its export gate on its own: the runners open whichever CPU graph passed (the fused one
+alone included), say which graphs failed when none did, refuse a bare float file for int8, and the photo gates
+judge every photograph whatever the batch sizes."""
+
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+import export
+import runtime
+from export import ort_session
+from export.artifacts import ArtifactError, load_manifest, write_manifest
+from export.int8.calibration import CalibrationOptions
+from export.int8.parity import int8_parity
+from export.int8.roles import INT8_FUSED_NAME, INT8_NAME, PrecisionError, missing_int8_graph
+from tests.int8.conftest import MODEL, SIZE, cosine
+
+BACKENDS = ["onnxruntime", "openvino"]
+
+
+@pytest.fixture(scope="module")
+def fused_only(tmp_path_factory):
+    """An export whose model.int8.onnx failed its gate while model.int8.sge_fused.onnx passed."""
+    import export.int8.stage as stage
+
+    def plain_fails(graph, *args, **kwargs):
+        report = int8_parity(graph, *args, **kwargs)
+        if graph == INT8_NAME:
+            report.failures.append("photos batch 8 vs eager: cosine 0.9000 < 0.99 (made to fail by this test)")
+        return report
+
+    directory = tmp_path_factory.mktemp("fused_only") / MODEL
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(stage, "int8_parity", plain_fails)
+        result = export.export_model(
+            MODEL,
+            directory,
+            init="random",
+            input_size=SIZE,
+            int8=CalibrationOptions(count=8),  # as int8_artifact
+        )
+    assert [g.name for g in result.int8.graphs if not g.passed] == [INT8_NAME]
+    files = load_manifest(directory).files
+    assert INT8_NAME not in files and INT8_FUSED_NAME in files and not (directory / INT8_NAME).exists()
+    return directory
+
+
+@pytest.fixture(scope="module")
+def no_cpu_int8(fused_only, tmp_path_factory):
+    """The same artifact with the fused INT8 graph failed too (recorded as the export records a failure)."""
+    directory = tmp_path_factory.mktemp("no_cpu_int8") / MODEL
+    shutil.copytree(fused_only, directory, copy_function=os.link)
+    manifest = load_manifest(directory)
+    del manifest.files[INT8_FUSED_NAME], manifest.files["parity_model_int8_sge_fused.json"]
+    (directory / INT8_FUSED_NAME).unlink()
+    for graph in manifest.extra["int8"]["graphs"]:
+        graph["passed"] = graph["passed"] and graph["file"] != INT8_FUSED_NAME
+    write_manifest(directory, manifest)
+    return directory
+
+
+def run(artifact, backend, batch, **options):
+    with runtime.load(artifact, backend, threads=1, precision="int8", **options) as runner:
+        return runner.infer(batch), runner.describe()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_the_fused_int8_graph_runs_when_it_alone_passed(fused_only, photos, backend):
+    if backend == "openvino":
+        pytest.importorskip("openvino")
+    got, described = run(fused_only, backend, photos)
+    assert described["model_path"].endswith(INT8_FUSED_NAME) and described["precision"] == "int8"
+    with runtime.load(fused_only, "onnxruntime", threads=1) as fp32:
+        assert cosine(got, fp32.infer(photos)).min() >= 0.99
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_without_the_fused_path_the_error_names_the_failed_graph(fused_only, backend):
+    if backend == "openvino":
+        pytest.importorskip("openvino")
+    with pytest.raises((PrecisionError, ArtifactError)) as err:
+        runtime.load(fused_only, backend, precision="int8", sge_fused=False).activate()
+    message = str(err.value)
+    assert "model.int8.onnx (parity_model_int8.json) failed its INT8 parity gate" in message
+    assert f"{INT8_FUSED_NAME}, which it has" in message and "sge_fused=True" in message and "\n" not in message
+
+
+def test_onnxruntime_kernel_failure_with_no_plain_graph_says_both(fused_only, photos, monkeypatch):
+    def unavailable(*args, **kwargs):
+        raise RuntimeError("the fused SGE kernel library was not built in this install")
+
+    monkeypatch.setattr(ort_session, "kernel_library", unavailable)
+    with pytest.raises(PrecisionError, match=r"cannot run here \(the fused SGE kernel .*\), and .*failed its INT8"):
+        run(fused_only, "onnxruntime", photos)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_no_usable_int8_graph_names_the_failed_gates_not_a_missing_flag(no_cpu_int8, backend, tmp_path, capsys):
+    if backend == "openvino":
+        pytest.importorskip("openvino")
+    from PIL import Image
+
+    from models.transforms import sample_photos
+    from tests.export.conftest import load_script
+
+    Image.fromarray(sample_photos(("coffee",))["coffee"]).save(tmp_path / "coffee.png")
+    argv = [str(no_cpu_int8), str(tmp_path / "coffee.png"), "--backend", backend, "--precision", "int8"]
+    assert load_script("infer").main(argv) == 2
+    (error,) = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert "exported with --int8 but" in error and "re-export it with `sge-deploy export" not in error
+    assert "model.int8.onnx (parity_model_int8.json)" in error
+    assert "model.int8.sge_fused.onnx (parity_model_int8_sge_fused.json) failed their INT8 parity gate" in error
+
+
+def test_an_artifact_exported_without_int8_still_says_to_add_it(fused_only):
+    manifest = load_manifest(fused_only)
+    manifest.extra.pop("int8")
+    assert "--int8`" in missing_int8_graph(manifest, fused=True)
+
+
+def test_onnxruntime_refuses_a_bare_float_file_for_int8(int8_artifact, photos):
+    directory, _ = int8_artifact
+    runner = runtime.load(directory / "model.onnx", "onnxruntime", precision="int8")
+    with pytest.raises(PrecisionError, match="holds no quantised layer"):
+        runner.activate()
+    assert not runner.is_active
+    got, described = run(directory / INT8_NAME, "onnxruntime", photos)  # a bare Q/DQ file runs
+    assert described["precision"] == "int8" and np.isfinite(got).all()
+
+
+def test_the_photo_gates_judge_every_photograph_whatever_the_batch_sizes(photos):
+    """With batch sizes 1 and 2, wrong top-1 classes on the photographs past the second must still fail the gate."""
+    n = len(photos)
+    assert n > 4
+    reference = np.random.default_rng(0).standard_normal((n, 100)).astype(np.float32)
+    reference[:, 0] = 10.0  # a clear top-1 class on every photograph
+
+    def runner(x):
+        out = reference[: len(x)].copy()
+        out[2:, [0, 1]] = out[2:, [1, 0]]  # every photograph after the first two: a clear swap
+        return out
+
+    report = int8_parity(
+        "g.onnx", "u8s8", runner, inputs={"photos": photos}, references={"eager": {"photos": reference}},
+        batch_sizes=(1, 2),
+    )  # fmt: skip
+    assert [c["batch"] for c in report.cases] == [1, 2, n]  # the existing cases, and one holding every photograph
+    assert report.worst("eager", "photos")["top1"] == pytest.approx(2 / n)
+    assert any(f"photos batch {n} vs eager: clear top-1 agreement" in failure for failure in report.failures)
+    assert not any("batch 2 " in failure or "batch 1 " in failure for failure in report.failures)
