@@ -131,10 +131,10 @@ def _main(argv: list[str] | None, prog: str | None) -> int:
     try:
         check_output_paths(json=args.json)  # before the work
     except OutputPathError as err:
-        console.print(f"error: {err}", style="red")
+        print(f"error: {err}", file=sys.stderr)
         return EXIT_INPUT
     if options.problems():
-        console.print(f"error: {'; '.join(options.problems())}", style="red")
+        print(f"error: {'; '.join(options.problems())}", file=sys.stderr)
         return EXIT_INPUT
     command = shlex.join([*invocation(prog, "sge_cost"), *(sys.argv[1:] if argv is None else argv)])
     try:
@@ -145,7 +145,7 @@ def _main(argv: list[str] | None, prog: str | None) -> int:
             with tempfile.TemporaryDirectory(prefix="sge-cost-") as tmp:
                 report = run_study(options, Path(tmp), command=command, progress=console.print)
     except ImportError as err:
-        console.print(f"error: {err} (or pass --no-openvino / --no-torch)", style="red")
+        print(f"error: {err} (or pass --no-openvino / --no-torch)", file=sys.stderr)
         return EXIT_INPUT
     print_report(report, console)
     write_json_output(args.json, report.to_dict())

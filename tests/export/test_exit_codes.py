@@ -45,9 +45,9 @@ def test_unwritable_plot_path_and_huge_batch_are_refused_before_the_benchmark(ti
     (tmp_path / "file.txt").write_text("x")
     argv = [str(tiny_artifact), "--backends", "onnxruntime", "--plot", str(tmp_path / "file.txt" / "p.png")]
     assert benchmark.main(argv) == 2
-    assert "--plot" in capsys.readouterr().out
+    assert "--plot" in capsys.readouterr().err
     assert benchmark.main([str(tiny_artifact), "--backends", "onnxruntime", "--batch-size", "100000"]) == 2
-    assert "--batch-size must lie in 1..256" in capsys.readouterr().out
+    assert "--batch-size must lie in 1..256" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("verbose", [False, True])

@@ -155,3 +155,22 @@ def test_an_out_of_range_manifest_input_size_names_the_manifest(tampered, photo,
     assert_one_error_line(capsys, str(copy / "manifest.json"), "re-export the artifact")
     assert benchmark.main([str(copy), *QUICK]) == 2
     assert_one_error_line(capsys, str(copy / "manifest.json"), "re-export the artifact")
+
+
+@pytest.mark.parametrize("top_k", ["0", "-2"])
+def test_infer_refuses_top_k_below_1_before_loading_a_backend(artifact, photo, infer, capsys, monkeypatch, top_k):
+    monkeypatch.setattr(runtime, "load", no_work)
+    assert infer.main([str(artifact), str(photo), "--top-k", top_k]) == 2
+    assert_one_error_line(capsys, "--top-k must be at least 1")
+
+
+def test_benchmark_plot_without_matplotlib_is_refused_before_timing(
+    artifact, benchmark, tmp_path, capsys, monkeypatch
+):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "matplotlib" else real(name, *a))
+    monkeypatch.setattr(runtime.commands.benchmark, "run_benchmark", no_work)
+    assert benchmark.main([str(artifact), *QUICK, "--plot", str(tmp_path / "p.png")]) == 2
+    assert_one_error_line(capsys, "--plot needs matplotlib")

@@ -71,7 +71,8 @@ def load_script():
 def test_script_refuses_bad_options_without_writing(argv, tmp_path, capsys):
     out = tmp_path / "cost.json"
     assert load_script().main([*argv, "--json", str(out)]) == 2
-    assert "error:" in capsys.readouterr().out and not out.exists()
+    errors = [line for line in capsys.readouterr().err.splitlines() if not line.startswith("warning:")]  # --size
+    assert len(errors) == 1 and errors[0].startswith("error:") and not out.exists()
 
 
 def test_profile_summary_leaves_out_the_first_run_and_attributes_sge():
