@@ -163,4 +163,4 @@ def test_serve_loadtest_and_sge_cost_refuse_bad_input_with_exit_2(exported, tmp_
     assert "--model is deprecated" in loadtest.stderr and "use --model-name" in loadtest.stderr  # the old spelling
     out = tmp_path / "cost.json"
     cost = sge_deploy("sge-cost", "--threads", "0", "--json", str(out))
-    assert cost.returncode == EXIT_INPUT and "error:" in cost.stdout and not out.exists()
+    assert cost.returncode == EXIT_INPUT and cost.stderr.startswith("error:") and not cost.stdout and not out.exists()
