@@ -100,7 +100,7 @@ class Bottleneck(nn.Module):
 
 
 class InputShapeError(ValueError):
-    """The model received a tensor of the wrong rank or channel count."""
+    """The model received a tensor of the wrong rank, channel count or dtype."""
 
 
 class ResNet(nn.Module):
@@ -167,6 +167,13 @@ class ResNet(nn.Module):
             raise InputShapeError(
                 f"expected an image batch of shape (N, 3, H, W); got {tuple(x.shape)}"
                 + ("; add a batch dimension with x[None]" if x.dim() == 3 else "")
+            )
+        weights = self.conv1.weight.dtype
+        if x.dtype != weights:
+            fix = "scale it to floats first (x.float() / 255, then normalise)" if not x.is_floating_point() else ""
+            raise InputShapeError(
+                f"expected a {weights} image batch (the model's weights); got {x.dtype}: "
+                + (fix or f"convert it with x.to({weights}) or the model with model.to({x.dtype})")
             )
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         return self.layer4(self.layer3(self.layer2(self.layer1(x))))

@@ -105,6 +105,16 @@ def test_bad_input_gives_one_clear_error(shape: tuple[int, ...], error: type, ma
         model(torch.randn(shape))
 
 
+@pytest.mark.parametrize(
+    ("dtype", "match"),
+    [(torch.uint8, r"got torch\.uint8: scale it to floats first"), (torch.float64, r"x\.to\(torch\.float32\)")],
+)
+def test_an_input_of_another_dtype_gives_one_clear_error(dtype: torch.dtype, match: str) -> None:
+    model = build_model("resnet18").eval()
+    with pytest.raises(InputShapeError, match=match), torch.no_grad():
+        model(torch.zeros(1, 3, 64, 64, dtype=dtype))
+
+
 def test_channels_last_input_gives_the_same_output() -> None:
     model = build_model("sge_resnet18").eval()
     x = torch.randn(2, 3, 64, 80)
