@@ -110,9 +110,11 @@ def add_engine(
     record_engine(manifest, directory, result.info)
     _record_calibration_cache(manifest, directory, result)
     validation = None
-    if validate:
-        validation = validate_engine(directory, manifest, result, photos=photos)
-    write_manifest(directory, manifest)
+    try:
+        if validate:
+            validation = validate_engine(directory, manifest, result, photos=photos)
+    finally:  # the new plan is on disk: the manifest records it whatever the validation did
+        write_manifest(directory, manifest)
     if validation is not None and not validation.passed:
         raise EngineParityError(_failure(validation))
     return result, validation

@@ -81,8 +81,15 @@ def engine_parity(plan: Path, onnx_path: Path, photos: np.ndarray, *, precision:
 
     ref = onnxruntime_runner(onnx_path, input_name=input_name)(photos)
     with TrtRunner(plan) as runner:
-        hi = runner.batch_range[1]
-        got = np.concatenate([runner.infer(photos[i : i + hi]) for i in range(0, len(photos), hi)])
+        lo, hi = runner.batch_range
+        outputs = []
+        for start in range(0, len(photos), hi):
+            chunk = photos[start : start + hi]
+            # a chunk below the profile's MIN (the last one, or every one when MIN > the photographs) is padded with
+            # repeats of the photographs, and the padding's outputs are dropped
+            padded = np.concatenate([chunk, np.resize(photos, (max(lo - len(chunk), 0), *photos.shape[1:]))])
+            outputs.append(runner.infer(padded)[: len(chunk)])
+        got = np.concatenate(outputs)
     return compare_outputs(got, ref, precision=precision)
 
 
@@ -109,14 +116,16 @@ def engine_layer_info(plan: Path) -> dict[str, Any]:
 
 
 def tensor_precision(format_datatype: str) -> str:
-    """The data type in a layer-info "Format/Datatype" string ("Row major linear FP32", "... Half ...", "Int8")."""
+    """The data type in a layer-info "Format/Datatype" (10.x) or "DataType" (11.x) string ("Row major linear FP32",
+    "Float", "... Half ...", "BFloat16", "Int8")."""
     text = format_datatype.lower()
     for token, name in (
+        ("bf16", "bf16"),  # before "float": "bfloat16" contains it
+        ("bfloat", "bf16"),
         ("fp32", "fp32"),
         ("float", "fp32"),
         ("fp16", "fp16"),
         ("half", "fp16"),
-        ("bf16", "bf16"),
         ("int8", "int8"),
         ("fp8", "fp8"),
         ("int32", "int32"),
@@ -167,7 +176,8 @@ def check_fp32_islands(layer_info: dict[str, Any], fp32_nodes: set[str]) -> Isla
         seen |= mine
         report.layers_checked += 1
         for tensor in layer.get("Outputs", []):
-            precision = tensor_precision(str(tensor.get("Format/Datatype", "")))
+            # 10.x: one "Format/Datatype" field; 11.x split it into "Format" and "DataType"
+            precision = tensor_precision(str(tensor.get("Format/Datatype") or tensor.get("DataType") or ""))
             if precision == "unknown":
                 report.unknown.append(name)
             elif precision not in ("fp32", "int32", "int64", "bool"):

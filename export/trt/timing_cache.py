@@ -1,8 +1,11 @@
-"""The builder's timing cache, handled as Polygraphy does (TensorRT 10.x and 11.x).
+"""The builder's timing cache (TensorRT 10.x and 11.x).
 
-The file's cache is merged into a fresh one with ``combine(..., ignore_mismatch=True)`` (a cache from another GPU
-or TensorRT release then adds nothing instead of failing the build), attached with the builder's verdict checked,
-and saved only after the plan is on disk, with a guard for a missing cache.
+The file's cache is attached as TensorRT documents it: ``create_timing_cache(file bytes)``, then
+``set_timing_cache(cache, ignore_mismatch=False)``, whose verdict reports a cache made on another device (or by
+another TensorRT), which is then replaced by an empty cache with a warning. It is never merged into this GPU's cache:
+``ITimingCache::combine`` warns that "combining caches generated from devices with different device properties may
+lead to functional/performance bugs". The cache is saved only after the plan is on disk, with a guard for a missing
+cache.
 """
 
 import logging
@@ -16,20 +19,20 @@ logger = logging.getLogger(__name__)
 
 
 def attach_timing_cache(config: Any, path: Path | None) -> dict[str, Any]:
-    """A fresh cache with the file's entries merged in (``ignore_mismatch=True``: a cache from another GPU or
-    TensorRT adds nothing rather than failing), attached with the builder's verdict checked."""
+    """The file's cache if the builder accepts it for this device, else an empty one (with a warning)."""
     outcome: dict[str, Any] = {"file": str(path) if path else None, "loaded": False}
-    cache = config.create_timing_cache(b"")
     if path is not None and path.is_file():
-        previous = config.create_timing_cache(path.read_bytes())
-        outcome["loaded"] = bool(cache.combine(previous, ignore_mismatch=True))
-        if not outcome["loaded"]:
-            logger.warning("the timing cache %s could not be merged (another TensorRT?); building without it", path)
-    if not config.set_timing_cache(cache, ignore_mismatch=False):
-        logger.warning("TensorRT rejected the timing cache from %s for this GPU; building with an empty one", path)
-        outcome["loaded"] = False
-        if not config.set_timing_cache(config.create_timing_cache(b""), ignore_mismatch=False):
-            raise TimingCacheError("TensorRT rejected even an empty timing cache; build without --trt-timing-cache")
+        cache = config.create_timing_cache(path.read_bytes())
+        if cache is not None and config.set_timing_cache(cache, ignore_mismatch=False):
+            outcome["loaded"] = True
+            return outcome
+        logger.warning(
+            "TensorRT rejected the timing cache %s (made on another GPU or by another TensorRT?); building with an "
+            "empty one, which replaces it after the build",
+            path,
+        )
+    if not config.set_timing_cache(config.create_timing_cache(b""), ignore_mismatch=False):
+        raise TimingCacheError("TensorRT rejected even an empty timing cache; build without --trt-timing-cache")
     return outcome
 
 

@@ -15,6 +15,17 @@ import onnx
 PLAN_MAGIC = b"FAKE-TRT-PLAN\n"
 ONNX_DTYPES = {1: "FLOAT", 10: "HALF", 2: "UINT8", 3: "INT8", 6: "INT32", 7: "INT64", 9: "BOOL", 16: "BF16"}
 FORMAT = {"FLOAT": "Row major linear FP32", "HALF": "Row major linear FP16 format", "INT8": "Row major Int8 format"}
+DATATYPE = {"FLOAT": "Float", "HALF": "Half", "INT8": "Int8"}  # 11.x splits "Format/Datatype" into Format, DataType
+UNKNOWN_SHAPE = "N/A due to dynamic shapes"
+
+
+def tensor_fields(version: str, dtype: str, known: bool) -> dict[str, str]:
+    """One layer output's format and type fields in the inspector JSON of TensorRT ``version``."""
+    if version.startswith("10."):
+        return {"Format/Datatype": FORMAT.get(dtype, dtype) if known else UNKNOWN_SHAPE}
+    if not known:
+        return {"Format": UNKNOWN_SHAPE, "DataType": UNKNOWN_SHAPE}
+    return {"Format": FORMAT.get(dtype, dtype), "DataType": DATATYPE.get(dtype, dtype)}
 
 
 @dataclass
@@ -323,10 +334,7 @@ class Behaviours:
                 "LayerType": layer["type"],
                 "Metadata": layer["metadata"],
                 "Outputs": [
-                    {
-                        "Name": o["name"],
-                        "Format/Datatype": FORMAT.get(o["dtype"], o["dtype"]) if known else "N/A due to dynamic shapes",
-                    }
+                    {"Name": o["name"], **tensor_fields(_module_of(self).__version__, o["dtype"], known)}
                     for o in layer["outputs"]
                 ],
             }

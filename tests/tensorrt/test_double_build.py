@@ -31,7 +31,7 @@ def test_fp32_build_calls_in_order_and_writes_plan_and_sidecar(fake_trt, sge_art
     assert info["gpu"]["name"] == fake_trt.machine.gpu and info["tensorrt_version"] == fake_trt.module.__version__
 
 
-def test_timing_cache_merged_checked_and_saved_after_the_plan(fake_trt, sge_artifact, caplog):
+def test_timing_cache_checked_never_merged_and_saved_after_the_plan(fake_trt, sge_artifact, caplog):
     cache = sge_artifact / "trt.cache"
     cache.write_text(json.dumps(["NVIDIA A100-SXM4-80GB:12"]))  # a cache from another GPU
     plan = sge_artifact / PLAN_NAME
@@ -39,7 +39,7 @@ def test_timing_cache_merged_checked_and_saved_after_the_plan(fake_trt, sge_arti
     fake_trt.machine.hooks["ITimingCache.serialize"] = lambda: seen.append(plan.is_file())
     result = build(sge_artifact, precision="fp32", timing_cache=cache)
     calls = fake_trt.machine.calls
-    assert calls.index("ITimingCache.combine") < calls.index("IBuilderConfig.set_timing_cache")
+    assert "ITimingCache.combine" not in calls  # another device's timings are never merged into this GPU's
     assert calls.count("IBuilderConfig.set_timing_cache") == 2  # rejected for this GPU, then an empty one
     assert "rejected the timing cache" in caplog.text
     assert seen == [True]  # the plan was on disk before the cache was serialized

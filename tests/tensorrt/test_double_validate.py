@@ -34,7 +34,9 @@ def test_build_from_an_artifact_validates_and_records_everything(fake_trt, sge_a
     assert islands["proven"] and islands["layers_checked"] >= islands["island_nodes"] > 8  # 8 SGE layers
     assert islands["nodes_not_found"] == []
     layers = json.loads((sge_artifact / "model.plan.layers.json").read_text())["Layers"]
-    assert all(o["Format/Datatype"] != "N/A due to dynamic shapes" for layer in layers for o in layer["Outputs"])
+    formats = [o.get("Format/Datatype", o.get("DataType")) for layer in layers for o in layer["Outputs"]]
+    assert formats and "N/A due to dynamic shapes" not in formats
+    assert all(("DataType" in o) == (fake_trt.major == 11) for layer in layers for o in layer["Outputs"])
     calls = fake_trt.machine.calls
     assert calls.index("IExecutionContext.set_input_shape") < calls.index("EngineInspector.execution_context=")
     assert manifest.parity["tensorrt"]["passed"] and manifest.extra["tensorrt"]["gpu"]["compute_capability"] == "9.0"
@@ -89,7 +91,38 @@ def test_gates_and_layer_formats():
     assert not compare_outputs(ref * np.nan, ref, precision="int8").passed
     formats = ["Row major linear FP32", "Channel major FP16 format where channel % 8 == 0", "Half", "Float", "Int8"]
     assert [tensor_precision(f) for f in formats] == ["fp32", "fp16", "fp16", "fp32", "int8"]
+    assert tensor_precision("BFloat16") == "bf16"  # not "float": FP32
     assert tensor_precision("N/A due to dynamic shapes") == "unknown"
+
+
+def test_island_check_reads_the_11x_split_format_and_datatype_fields():
+    output = {"Name": "t", "Format": "Row major linear FP16 format (kLINEAR)", "DataType": "Half"}
+    info = {"Layers": [{"Name": "/sge/Div", "Outputs": [output]}]}
+    report = check_fp32_islands(info, {"/sge/Div"})
+    assert report.not_fp32 == [{"layer": "/sge/Div", "tensor": "t", "precision": "fp16"}] and not report.unknown
+
+
+@pytest.mark.parametrize("profile", [("8", "8", "8"), ("4", "4", "4")])
+def test_a_profile_min_above_the_last_photographs_still_validates(fake_trt, sge_artifact, trt_build_main, profile):
+    # 7 photographs in chunks of MAX: the last chunk (7 % 8 = 7, 7 % 4 = 3) is below MIN and must be padded
+    assert trt_build_main([str(sge_artifact), "--trt", "fp32", "--trt-batch", *profile]) == 0
+    parity = json.loads((sge_artifact / "model.plan.parity.json").read_text())["parity"]
+    assert parity["passed"] and parity["cases"] == 7
+    load_manifest(sge_artifact, verify=True)
+
+
+def test_a_validation_that_raises_still_records_the_new_plan(fake_trt, sge_artifact, trt_build_main, monkeypatch):
+    from export.trt import artifact
+
+    assert trt_build_main([str(sge_artifact), "--trt", "fp32", "--trt-batch", "1", "4", "8"]) == 0
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full while writing the parity report")
+
+    monkeypatch.setattr(artifact, "validate_engine", broken)
+    assert trt_build_main([str(sge_artifact), "--trt", "fp32", "--trt-batch", "1", "2", "4"]) == 2
+    manifest = load_manifest(sge_artifact, verify=True)  # the rebuilt plan's hashes, not the first one's
+    assert manifest.extra["tensorrt"]["profile"]["max"][0] == 4
 
 
 def test_island_check_reads_fused_names_and_metadata():
