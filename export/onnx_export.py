@@ -28,6 +28,7 @@ class OnnxExportError(RuntimeError):
 
 def export_onnx(model: nn.Module, path: str | Path, *, spec: ExportSpec) -> Path:
     """Export ``model`` (eval mode) to ``path`` as one self-contained ONNX file; returns ``path``."""
+    check_fits_one_file(model)
     path = Path(path)
     example = torch.randn(spec.example_shape(), generator=torch.Generator().manual_seed(spec.seed))
     common = {
@@ -67,6 +68,21 @@ def export_onnx(model: nn.Module, path: str | Path, *, spec: ExportSpec) -> Path
     return path
 
 
+# protobuf's limit on one message, the whole ONNX file here; the graph beside the weights needs some room
+ONNX_FILE_LIMIT = 2**31
+GRAPH_ROOM = 64 * 2**20
+
+
+def check_fits_one_file(model: torch.nn.Module) -> None:
+    """OnnxExportError, before any export work, if the weights cannot fit one self-contained ONNX file."""
+    size = sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()])
+    if size > ONNX_FILE_LIMIT - GRAPH_ROOM:
+        raise OnnxExportError(
+            f"the model holds {size / 2**30:.2f} GiB of weights, and an ONNX file holds at most 2 GiB (protobuf's "
+            "limit); this exporter writes one self-contained file: export a smaller model"
+        )
+
+
 def check_onnx(path: str | Path) -> onnx.ModelProto:
     """The ONNX checker's full check, which includes strict shape inference; returns the loaded model."""
     model = onnx.load(str(path))  # parsed once: the exports are single self-contained files
@@ -74,6 +90,8 @@ def check_onnx(path: str | Path) -> onnx.ModelProto:
         onnx.checker.check_model(model, full_check=True)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as err:
         raise OnnxExportError(f"{path} fails the ONNX checker: {err}") from err
+    except ValueError as err:  # "This protobuf of onnx model is too large (>2GiB)"
+        raise OnnxExportError(f"{path} cannot be checked: {err}") from err
     return model
 
 

@@ -92,15 +92,15 @@ class ExportSpec:
         axes = {0: "batch"} | ({2: "height", 3: "width"} if self.dynamic_hw else {})
         return {self.input_name: axes, self.output_name: {0: "batch"}}
 
-    def dynamic_shapes(self) -> dict[str, dict[int, Any]]:
-        """torch.export's form (the dynamo exporter), keyed by the forward argument ``x``."""
+    def dynamic_shapes(self) -> tuple[dict[int, Any]]:
+        """torch.export's form (the dynamo exporter), by position: the forward's one argument, whatever its name."""
         from torch.export import Dim
 
         axes: dict[int, Any] = {0: Dim("batch", min=1, max=4096)}
         if self.dynamic_hw:
             side = {"min": MIN_DYNAMO_DYNAMIC_SIDE, "max": 4096}
             axes |= {2: Dim("height", **side), 3: Dim("width", **side)}
-        return {"x": axes}
+        return (axes,)
 
     def input_spec(self) -> TensorSpec:
         return TensorSpec(self.input_name, self.input_shape, "float32", "NCHW")

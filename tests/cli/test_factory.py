@@ -99,6 +99,25 @@ def test_a_bad_factory_is_one_line_and_exit_2(spec, message, tmp_path, capsys):
     assert not out.exists()
 
 
+def test_dynamo_exports_a_factory_whose_forward_argument_has_another_name(tmp_path):
+    # torch.export matched the dynamic shapes by the argument name "x": forward(self, images) could not export
+    out = tmp_path / "named"
+    argv = ["--model", "tests.cli.tiny_resnext:images_argument", *SIZE, "--exporter", "dynamo", "--opset", "18"]
+    assert export_command.main([*argv, "--output", str(out)]) == 0
+    assert (out / "model.onnx").is_file()
+
+
+def test_weights_beyond_one_onnx_file_are_refused_before_the_export():
+    from torch import nn
+
+    from export.onnx_export import OnnxExportError, check_fits_one_file
+
+    check_fits_one_file(nn.Linear(1024, 1024))
+    huge = nn.Linear(64, 9_000_000, device="meta")  # 2.34 GB of float32 weights, none allocated
+    with pytest.raises(OnnxExportError, match=r"2\.18 GiB of weights.*at most 2 GiB"):
+        check_fits_one_file(huge)
+
+
 def test_the_weights_digest_takes_any_dtype():
     import torch
     from torch import nn

@@ -87,4 +87,22 @@ def four_channel_input() -> nn.Module:
     return nn.Sequential(nn.Conv2d(4, 8, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten())
 
 
+class _NamedImages(nn.Module):
+    """A classifier whose forward argument is not called ``x``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.fc = nn.Linear(8, 10)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.body(images))
+
+
+def images_argument() -> nn.Module:
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        return _NamedImages().eval()
+
+
 NOT_CALLABLE = 3
