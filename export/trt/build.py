@@ -14,7 +14,8 @@ Two API generations:
 * **11.x** removed weak typing: every network is strongly typed, fp16 needs the FP16-islands ONNX
   (``export.fp16``), int8 needs an ONNX that already holds Q/DQ nodes; ``EXPLICIT_BATCH`` is gone.
 
-The timing cache (``export.trt.timing_cache``) is merged as Polygraphy does and saved after the plan.
+The timing cache (``export.trt.timing_cache``) is attached if TensorRT accepts it for this GPU (never merged with
+another device's) and saved after the plan.
 """
 
 import logging

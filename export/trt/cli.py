@@ -12,10 +12,19 @@ def add_trt_arguments(parser: argparse.ArgumentParser, *, required: bool = False
     )
     parser.add_argument("--trt-batch", type=int, nargs=3, metavar=("MIN", "OPT", "MAX"), default=(1, 8, 32))
     parser.add_argument("--trt-workspace", type=float, default=4.0, metavar="GB", help="TensorRT workspace limit")
-    parser.add_argument("--trt-timing-cache", type=Path, metavar="FILE", help="TensorRT timing cache, merged and saved")
+    parser.add_argument(
+        "--trt-timing-cache",
+        type=Path,
+        metavar="FILE",
+        help="TensorRT timing cache: used if TensorRT accepts it for this GPU, saved after the build",
+    )
     parser.add_argument("--trt-calib-dir", type=Path, metavar="DIR", help="INT8 calibration images (TensorRT 10.x)")
     parser.add_argument(
-        "--trt-opt-level", type=int, metavar="0-5", help="builder optimisation level (TensorRT's default: 3)"
+        "--trt-opt-level",
+        type=int,
+        choices=range(6),  # refused at parsing, before an export or TensorRT's import
+        metavar="0-5",
+        help="builder optimisation level (TensorRT's default: 3)",
     )
     parser.add_argument("--trt-log", type=Path, metavar="FILE", help="write TensorRT's VERBOSE build log here")
     parser.add_argument(

@@ -77,6 +77,10 @@ def test_script_without_tensorrt_is_exit_4_a_bad_request_exit_2(sge_artifact, tr
     assert trt_build_main([str(sge_artifact), "--trt", "fp16"]) == 4  # EXIT_NO_ENGINE
     assert "tensorrt-cu12" in capsys.readouterr().err and not (sge_artifact / "model.plan").exists()
     assert trt_build_main([str(sge_artifact), "--trt", "fp16", "--trt-batch", "4", "2", "1"]) == 2
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as usage:  # a usage error at parsing; it was exit 4, checked after the import
+        trt_build_main([str(sge_artifact), "--trt", "fp16", "--trt-opt-level", "7"])
+    assert usage.value.code == 2 and "--trt-opt-level: invalid choice: 7" in capsys.readouterr().err
 
 
 def test_gates_and_layer_formats():
