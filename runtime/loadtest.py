@@ -127,8 +127,11 @@ class LoadReport:
 
 def loopback_address(url: str, *, protocol: str) -> str:
     """``host:port`` for tritonclient from ``url`` (with or without a scheme); refuse non-loopback hosts."""
-    parts = urlsplit(url if "://" in url else f"{protocol}://{url}")
-    host, port = parts.hostname, parts.port
+    try:
+        parts = urlsplit(url if "://" in url else f"{protocol}://{url}")
+        host, port = parts.hostname, parts.port  # .port raises on "99999" or "abc"
+    except ValueError as err:
+        raise LoadTestError(f"cannot read {url!r} ({err}); pass e.g. http://127.0.0.1:8000") from None
     if host is None or port is None:
         raise LoadTestError(f"cannot read host and port from {url!r}; pass e.g. http://127.0.0.1:8000")
     if host != "localhost":
@@ -287,6 +290,7 @@ def run_level(
 ) -> LevelResult:
     """N workers in a closed loop until the time or the request budget runs out."""
     clients = [_Client(address, model, batch, meta, config) for _ in range(concurrency)]
+    client_error_types = tuple({c.error_type for c in clients})
     lock = threading.Lock()
     latencies: list[float] = []
     errors: list[str] = []
@@ -306,12 +310,18 @@ def run_level(
             window["issued"] += 1
             return True
 
+    # Any exception of a request is its failure, counted: a connection the server closes mid-run raises
+    # geventhttpclient's HTTPConnectionClosed (an http.client.HTTPException, neither OSError nor tritonclient's
+    # error), which used to end the worker uncounted and leave a clean-looking, shortened level.
+    def failure(err: Exception) -> str:
+        return str(err) if isinstance(err, client_error_types) else f"{type(err).__name__}: {err}"
+
     def work(client: _Client) -> None:
         try:
             client.infer()  # warm-up, not counted
-        except (client.error_type, OSError) as err:
+        except Exception as err:
             with lock:
-                errors.append(f"warm-up: {err}")
+                errors.append(f"warm-up: {failure(err)}")
         try:
             barrier.wait(timeout=config.request_timeout_s * 2)
         except threading.BrokenBarrierError:
@@ -322,7 +332,10 @@ def run_level(
         while take_ticket():
             sent += 1
             if config.bad_every and sent % config.bad_every == 0:
-                problem = client.send_bad(sent // config.bad_every)
+                try:
+                    problem = client.send_bad(sent // config.bad_every)
+                except Exception as err:
+                    problem = f"malformed request {sent // config.bad_every}: {failure(err)}"
                 with lock:
                     if problem is None:
                         rejected[0] += 1
@@ -332,9 +345,9 @@ def run_level(
             t0 = time.perf_counter()
             try:
                 client.infer()
-            except (client.error_type, OSError) as err:
+            except Exception as err:
                 with lock:
-                    errors.append(str(err))
+                    errors.append(failure(err))
                 continue
             elapsed = time.perf_counter() - t0
             with lock:

@@ -9,6 +9,7 @@ report ends with the server's top-5 classes for each, named (ImageNet-1k names f
 
 import argparse
 import logging
+import shlex
 import sys
 from pathlib import Path
 
@@ -17,9 +18,11 @@ from rich.markup import escape
 from rich.table import Table
 
 from models.transforms import ImageReadError
+from runtime.bench_report import versions
 from runtime.cli import (
     OutputPathError,
     check_output_paths,
+    invocation,
     is_stdout,
     make_console,
     make_parser,
@@ -150,7 +153,10 @@ def _main(argv: list[str] | None, prog: str | None) -> int:
     )
     predictions = print_predictions(console, args.images, logits, labels) if photos is not None else None
     if args.json:
-        write_json_output(args.json, {**report.to_dict(), **({"predictions": predictions} if predictions else {})})
+        command = shlex.join([*invocation(prog, "loadtest"), *(sys.argv[1:] if argv is None else argv)])
+        provenance = {"command": command, "versions": versions()}  # what ran, as the benchmark's report says
+        extra = {"predictions": predictions} if predictions else {}
+        write_json_output(args.json, {**provenance, **report.to_dict(), **extra})
         if not is_stdout(args.json):
             console.print(escape(f"wrote {args.json}"))
     failed = [level for level in report.levels if level.errors]

@@ -174,3 +174,17 @@ def test_benchmark_plot_without_matplotlib_is_refused_before_timing(
     monkeypatch.setattr(runtime.commands.benchmark, "run_benchmark", no_work)
     assert benchmark.main([str(artifact), *QUICK, "--plot", str(tmp_path / "p.png")]) == 2
     assert_one_error_line(capsys, "--plot needs matplotlib")
+
+
+def test_benchmark_backend_aliases_get_their_backends_options(artifact, benchmark, monkeypatch):
+    seen = {}
+
+    def capture(artifact, names, *, options, **kwargs):
+        seen.update(options)
+        raise ArtifactError("captured")  # stop before timing: one line, exit 2
+
+    monkeypatch.setattr(runtime.commands.benchmark, "run_benchmark", capture)
+    assert benchmark.main([str(artifact), "--backends", "ort,ov", "--precision", "fp32,int8", "--threads", "1"]) == 2
+    # ort's idle threads must sleep while the next backend is timed, as onnxruntime's do; ov runs int8 as openvino
+    assert set(seen) == {"onnxruntime", "onnxruntime:int8", "openvino", "openvino:int8"}
+    assert seen["onnxruntime"]["allow_spinning"] is False

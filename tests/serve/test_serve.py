@@ -331,6 +331,8 @@ def test_loadtest_script_reports_every_level(server, tmp_path, protocol):
     from runtime.bench_report import machine_info
 
     assert report["machine"]["cpu_model"] == machine_info()["cpu_model"]  # every report names its CPU
+    assert "loadtest" in report["command"] and "--concurrency 1,4" in report["command"]  # and what produced it
+    assert report["versions"].get("numpy")  # the package versions that decide the figures
 
 
 def test_a_load_test_mixing_bad_requests_loses_no_good_one(server, tmp_path):

@@ -1,0 +1,45 @@
+"""A load-test level counts every failed request, whatever its exception type; a malformed URL is one line."""
+
+import http.client
+
+import numpy as np
+import pytest
+
+import runtime.loadtest as loadtest
+from runtime.loadtest import LoadConfig, LoadTestError, loopback_address, run_level
+
+
+class ServerGoneClient:
+    """A worker's client whose server closes the connection after two answers, as geventhttpclient reports it."""
+
+    error_type = RuntimeError  # stands in for tritonclient's InferenceServerException
+
+    def __init__(self, *args, **kwargs):
+        self.answered = 0
+
+    def infer(self):
+        if self.answered >= 2:
+            raise http.client.HTTPException("connection closed.")  # neither OSError nor the client's error type
+        self.answered += 1
+
+    def send_bad(self, number):
+        return None
+
+    def close(self):
+        pass
+
+
+def test_a_connection_closed_mid_run_is_counted_not_lost(monkeypatch):
+    monkeypatch.setattr(loadtest, "_Client", ServerGoneClient)
+    meta = {"inputs": [{"name": "input"}], "outputs": [{"name": "output"}]}
+    config = LoadConfig(concurrency=(2,), duration_s=0.3, max_requests=50)
+    level = run_level("127.0.0.1:1", "m", np.zeros((1, 3, 8, 8), np.float32), meta, concurrency=2, config=config)
+    # every ticket is accounted for: one answer per client after its warm-up (the faster worker may take them all)
+    assert 1 <= level.requests <= 2 and level.requests + level.errors == config.max_requests
+    assert level.first_error == "HTTPException: connection closed."
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:99999", "http://[::1", "http://127.0.0.1:abc"])
+def test_a_malformed_url_is_one_line(url):
+    with pytest.raises(LoadTestError, match=r"pass e\.g\. http://127\.0\.0\.1:8000"):
+        loopback_address(url, protocol="http")
