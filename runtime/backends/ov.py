@@ -16,6 +16,7 @@ asked for; ``describe()["precision"]`` is what runs, ``describe()["graph"]`` whi
 """
 
 import logging
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ import numpy as np
 
 from export.artifacts import ArtifactError
 from export.int8.roles import INT8_FUSED_ROLE, INT8_ROLE, file_with_role, missing_int8_graph, normalise_precision
-from runtime.backends.base import BackendUnavailableError, one_line
+from runtime.backends.base import BackendUnavailableError, InputMismatchError, one_line
 from runtime.backends.ov_precision import HINTS, hint_name, precision_note, runs_as
 from runtime.backends.source_runner import SourceRunner, import_backend
 from runtime.source import ModelSource
@@ -67,6 +68,7 @@ class OpenVINORunner(SourceRunner):
         self._graph: dict[str, Any] = {}  # which graph runs: plain, or sge_fused with its block count
         self._compiled: Any = None
         self._request: Any = None
+        self._request_lock = threading.Lock()
         self._runs: dict[str, Any] = {}  # what OpenVINO compiled: precision, hint, note
 
     def _model_path(self) -> Path | None:
@@ -209,14 +211,25 @@ class OpenVINORunner(SourceRunner):
         }
 
     def _deactivate_impl(self) -> None:
-        self._request = None
-        self._compiled = None
-        self._runs = {}
-        self._graph = {}
+        with self._request_lock:  # after a call in flight on another thread, never under it
+            self._request = None
+            self._compiled = None
+            self._runs = {}
+            self._graph = {}
 
     def _infer_impl(self, batch: np.ndarray) -> np.ndarray:
-        self._request.infer({0: batch})
-        return self._request.get_output_tensor(0).data.copy()
+        # OpenVINO maps NaN/Inf input to plausible finite logits (ORT and torch propagate them): refuse it always
+        if not np.isfinite(batch).all():
+            raise InputMismatchError(
+                f"input {self.input_spec.name!r} holds {int((~np.isfinite(batch)).sum())} NaN/Inf values, which "
+                "OpenVINO would turn into finite logits; fix the preprocessing or the data"
+            )
+        # one InferRequest: calls from several threads take turns (they returned each other's outputs)
+        with self._request_lock:
+            if self._request is None:
+                raise RuntimeError("openvino runner is not active; use `with runner:` or call runner.activate()")
+            self._request.infer({0: batch})
+            return self._request.get_output_tensor(0).data.copy()
 
     def layer_times(self) -> list[dict[str, Any]]:
         """Per-layer times of the last ``infer`` (OpenVINO's perf counts; compile with config {"PERF_COUNT": True})."""

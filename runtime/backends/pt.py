@@ -25,6 +25,10 @@ PRECISIONS = ("fp32", "fp16")
 
 class TorchRunner(SourceRunner):
     name = "torch"
+    # torch's thread count is process-wide: the count before the first active runner that set one, and how many
+    # such runners are active (it comes back when the last closes, whatever the order)
+    _threads_before: int | None = None
+    _threads_held = 0
 
     def __init__(
         self,
@@ -82,7 +86,17 @@ class TorchRunner(SourceRunner):
         checkpoint = self.checkpoint or recorded.get("checkpoint")
         if checkpoint is not None and self.source.directory is not None and not Path(checkpoint).is_absolute():
             checkpoint = self.source.directory / checkpoint
-        init = recorded.get("init", "calibrated")
+        init = recorded.get("init")
+        if init is None and self.source.manifest is None and checkpoint is None:
+            # a bare file records its weights in its metadata: the default weights' init, or a checkpoint's sha256
+            weights = self.source.weights or "default-weights:calibrated"
+            if not weights.startswith("default-weights:"):
+                raise ValueError(
+                    f"{self.source.model_path} was exported from a checkpoint (sha256 {weights[:12]}…); pass "
+                    "checkpoint=PATH to the torch backend, or open the artifact directory"
+                )
+            init = weights.split(":", 1)[1]
+        init = init or "calibrated"
         return {"checkpoint": checkpoint, "init": init if init in ("calibrated", "random") else "calibrated"}
 
     @staticmethod
@@ -140,8 +154,11 @@ class TorchRunner(SourceRunner):
             torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
         if self.threads is not None:
             # Process-wide (PyTorch has no per-model thread pool): set last, so that a failed activation leaves
-            # it untouched, and restored on deactivate.
-            self._saved_threads = torch.get_num_threads()
+            # it untouched; the count before the first active runner comes back when the last one closes.
+            if not TorchRunner._threads_held:
+                TorchRunner._threads_before = torch.get_num_threads()
+            TorchRunner._threads_held += 1
+            self._saved_threads = self.threads
             torch.set_num_threads(self.threads)
 
     def _deactivate_impl(self) -> None:
@@ -152,7 +169,9 @@ class TorchRunner(SourceRunner):
             torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = self._saved_tf32
             self._saved_tf32 = None
         if self._saved_threads is not None:
-            torch.set_num_threads(self._saved_threads)
+            TorchRunner._threads_held -= 1
+            if not TorchRunner._threads_held and TorchRunner._threads_before is not None:
+                torch.set_num_threads(TorchRunner._threads_before)
             self._saved_threads = None
         if self.device == "cuda":
             torch.cuda.empty_cache()

@@ -1,6 +1,7 @@
 """The part every file-backed runner shares: open the model source, expose its specs, import the backend lazily."""
 
 import importlib
+import numbers
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +27,9 @@ class SourceRunner(Runner):
         self, source: str | Path | ModelSource, *, threads: int | None = None, check_finite: bool = False
     ) -> None:
         super().__init__(check_finite=check_finite)
-        if threads is not None and threads < 1:
-            raise ValueError(f"threads must be at least 1 (or None for the backend's default); got {threads}")
+        whole = isinstance(threads, numbers.Integral) and not isinstance(threads, bool)
+        if threads is not None and (not whole or threads < 1):
+            raise ValueError(f"threads must be an integer ≥ 1 (or None for the backend's default); got {threads!r}")
         self.source = open_source(source)
         self.threads = threads
 

@@ -1,0 +1,69 @@
+"""The runner interface under shared use: OpenVINO from two threads, NaN into OpenVINO, torch's process-wide
+threads with runners closed in any order, the weights a bare file records, and the threads option's type."""
+
+import shutil
+import threading
+
+import numpy as np
+import pytest
+
+import runtime
+from runtime.backends.base import InputMismatchError
+
+from .conftest import ATOL, MODEL, rel_l2
+
+
+def test_openvino_from_two_threads_returns_each_call_its_own_outputs(artifact, photos):
+    pytest.importorskip("openvino")
+    batches = [photos[:1], photos[1:5]]
+    with runtime.load(artifact, "openvino", threads=1) as runner:
+        expected = [runner.infer(b) for b in batches]
+        wrong = []
+
+        def hammer(index):
+            for _ in range(40):
+                out = runner.infer(batches[index])
+                if out.shape != expected[index].shape or not np.allclose(out, expected[index], atol=1e-5):
+                    wrong.append(index)
+
+        threads = [threading.Thread(target=hammer, args=(i,)) for i in (0, 1)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert wrong == []  # one shared InferRequest returned the other thread's outputs before the lock
+
+
+def test_openvino_refuses_nan_input_it_would_turn_into_finite_logits(artifact, photos):
+    pytest.importorskip("openvino")
+    batch = photos[:2].copy()
+    batch[0, 0, 5, 5] = np.nan
+    with runtime.load(artifact, "openvino") as runner, pytest.raises(InputMismatchError, match="1 NaN/Inf values"):
+        runner.infer(batch)
+
+
+def test_torch_threads_come_back_whatever_order_runners_close(artifact):
+    torch = pytest.importorskip("torch")
+    before = torch.get_num_threads()
+    first = runtime.load(artifact, "torch", threads=1).activate()
+    second = runtime.load(artifact, "torch", threads=1).activate()
+    first.deactivate()
+    assert torch.get_num_threads() == 1  # the second runner still runs on the count it asked for
+    second.deactivate()
+    assert torch.get_num_threads() == before
+
+
+def test_torch_on_a_bare_file_builds_the_weights_the_file_records(artifact, photos, tmp_path):
+    pytest.importorskip("torch")
+    bare = tmp_path / "model.onnx"
+    shutil.copy(artifact / "model.onnx", bare)  # its metadata says default-weights:random
+    with runtime.load(bare, "torch", model=MODEL) as torch_runner, runtime.load(bare, "onnxruntime") as ort_runner:
+        eager, onnx_out = torch_runner.infer(photos), ort_runner.infer(photos)
+    assert np.abs(eager - onnx_out).max() <= ATOL and rel_l2(onnx_out, eager) <= 1e-5
+
+
+@pytest.mark.parametrize("threads", [2.5, True, "2", 0])
+def test_threads_must_be_a_whole_number_on_every_backend(artifact, threads):
+    for backend in ("onnxruntime", "openvino", "torch"):
+        with pytest.raises(ValueError, match="threads must be an integer ≥ 1"):
+            runtime.load(artifact, backend, threads=threads)
