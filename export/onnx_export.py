@@ -7,7 +7,6 @@ constants, and a traced example of 1 would hide a Reshape that bakes the batch i
 """
 
 import logging
-import re
 import warnings
 from collections import Counter
 from pathlib import Path
@@ -18,6 +17,7 @@ from torch import nn
 
 from export.metadata import tensor_dims
 from export.spec import ExportSpec
+from models.checkpoints import strip_ansi
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ def export_onnx(model: nn.Module, path: str | Path, *, spec: ExportSpec) -> Path
                     model, (example,), str(path), dynamo=False, dynamic_axes=spec.dynamic_axes(), **common
                 )
         except Exception as err:  # the exporters raise many unrelated types; name the step and re-raise one
-            lines = [re.sub(r"\x1b\[[0-9;]*m", "", line).strip() for line in str(err).splitlines() if line.strip()]
+            lines = [line.strip() for line in strip_ansi(str(err)).splitlines() if line.strip()]
             # the dynamo exporter's messages run to a dozen lines around an "Exception summary" section
             marker = lines.index("## Exception summary") if "## Exception summary" in lines else -1
             summary = lines[marker + 1] if 0 <= marker < len(lines) - 1 else (lines[0] if lines else type(err).__name__)

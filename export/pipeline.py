@@ -271,7 +271,7 @@ def export_model(
             calibration=calibration,
         )
         # the commit swaps the target's directory out: a relative path through the working directory would then
-        # name the deleted one (--output .), so the follow-up steps get the absolute target there
+        # name the deleted one (--output .), so the result's paths use the absolute target there
         cwd_inside = Path.cwd().resolve().is_relative_to(transaction.target)
         result.stage_seconds, result.output_dir = times, transaction.target if cwd_inside else output_dir
         if not result.passed:
@@ -296,10 +296,11 @@ def export_model(
                     manifest.record(transaction.staging, graph.parity_name, role="report")
             write_manifest(transaction.staging, manifest)
         transaction.commit()  # the swap: from here on output_dir is the new artifact
-    result.onnx_path, result.parity_path = output_dir / ONNX_NAME, output_dir / PARITY_NAME
-    result.manifest_path = output_dir / MANIFEST_NAME
+    final = result.output_dir  # the absolute target when the working directory is inside it (see above)
+    result.onnx_path, result.parity_path = final / ONNX_NAME, final / PARITY_NAME
+    result.manifest_path = final / MANIFEST_NAME
     if result.fused_path is not None:
-        result.fused_path = output_dir / FUSED_NAME
+        result.fused_path = final / FUSED_NAME
     return result
 
 

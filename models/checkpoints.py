@@ -66,10 +66,15 @@ class LoadReport:
         return {"missing": self.missing, "unexpected": self.unexpected, "mismatched": self.mismatched}
 
 
+def strip_ansi(text: str) -> str:
+    """``text`` without terminal colour codes (torch's and the exporters' messages carry them)."""
+    return _ANSI.sub("", text)
+
+
 def first_line(err: BaseException) -> str:
     """The first line of an error's message (some have none, e.g. torch.load on an empty file), without terminal
     escape codes."""
-    lines = _ANSI.sub("", str(err)).strip().splitlines()
+    lines = strip_ansi(str(err)).strip().splitlines()
     return lines[0][:200] if lines else "(no message)"
 
 
@@ -92,7 +97,7 @@ def _numpy_scalar_globals() -> list:
 
 
 def _unreadable(path: Path, err: Exception) -> "CheckpointError":
-    refused = _REFUSED_GLOBAL.search(_ANSI.sub("", str(err)))
+    refused = _REFUSED_GLOBAL.search(strip_ansi(str(err)))
     if refused:
         return CheckpointError(
             f"checkpoint {path} holds a Python object ({refused.group(1)}) that a safe (weights-only) load refuses to "
@@ -196,11 +201,10 @@ def load_remapped(
     was left out)."""
     report = compare_keys(model, state_dict)
     if report.mismatched or (strict and not report.ok):
-        expected = model.state_dict().get("fc.weight")
-        found = state_dict.get("fc.weight")
+        classes = options_from_state_dict(state_dict, attention=None).get("num_classes")
         hint = "check the model name and its options (groups, kernel_size, ...)"
-        if expected is not None and found is not None and found.ndim == 2 and found.shape != expected.shape:
-            hint = f"the checkpoint has {found.shape[0]} classes: pass num_classes={found.shape[0]} or omit it; " + hint
+        if classes is not None and any(m.startswith("fc.weight:") for m in report.mismatched):
+            hint = f"the checkpoint has {classes} classes: pass num_classes={classes} or omit it; " + hint
         if not report.mismatched:
             hint += ", or pass strict=False to load what matches"
         raise CheckpointError(f"checkpoint {source} does not fit {type(model).__name__}: {report.summary()}; {hint}")

@@ -33,9 +33,14 @@ def list_backends() -> list[str]:
     return list(BACKENDS)
 
 
+def canonical_name(name: str) -> str:
+    """A backend's own name for ``name`` or one of its aliases (``ort`` → ``onnxruntime``)."""
+    return ALIASES.get(name, name)
+
+
 def backend_class(name: str) -> type[Runner]:
     """The runner class for ``name`` (or an alias such as "ort"); a miss lists the choices."""
-    key = ALIASES.get(name, name)
+    key = canonical_name(name)
     if key not in BACKENDS:
         known = [*BACKENDS, *(alias for alias, target in ALIASES.items() if target in BACKENDS)]
         close = get_close_matches(name, known, n=2, cutoff=0.5)

@@ -93,11 +93,7 @@ def check_output_path(path: str | Path | None, *, flag: str) -> None:
         raise OutputPathError(f"{flag} {path} is a directory; give a file name")
     if path.exists() and not os.access(path, os.W_OK):
         raise OutputPathError(f"{flag} {path} exists and is not writable; give another file")
-    parent = path.parent
-    while not parent.exists() and parent != parent.parent:
-        parent = parent.parent  # the directory will be created under the nearest existing one
-    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
-        raise OutputPathError(f"{flag} {path}: cannot write into {parent}; give a path in a writable directory")
+    _check_writable_under(path.parent, path, flag=flag, kind="a path")
 
 
 def check_output_dir(path: str | Path, *, flag: str) -> None:
@@ -105,11 +101,16 @@ def check_output_dir(path: str | Path, *, flag: str) -> None:
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise OutputPathError(f"{flag} {path} is a file; give a folder")
-    existing = path
+    _check_writable_under(path, path, flag=flag, kind="a folder")
+
+
+def _check_writable_under(start: Path, path: Path, *, flag: str, kind: str) -> None:
+    """``path`` will be created under the nearest existing directory from ``start`` up: it must be writable."""
+    existing = start
     while not existing.exists() and existing != existing.parent:
-        existing = existing.parent  # the folder will be created under the nearest existing one
+        existing = existing.parent
     if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-        raise OutputPathError(f"{flag} {path}: cannot write into {existing}; give a folder in a writable directory")
+        raise OutputPathError(f"{flag} {path}: cannot write into {existing}; give {kind} in a writable directory")
 
 
 def check_output_paths(**paths: str | Path | None) -> None:
@@ -137,6 +138,11 @@ def write_json_output(path: str | Path, data) -> None:
 def invocation(prog: str | None, script: str) -> list[str]:
     """How the user ran a command, for its reports: ``sge-deploy NAME`` (``prog``) or ``python scripts/SCRIPT.py``."""
     return prog.split() if prog else ["python", f"scripts/{script}.py"]
+
+
+def command_words(prog: str | None, script: str, argv: Sequence[str] | None) -> list[str]:
+    """The whole command line a report records: ``invocation`` and the arguments (``sys.argv`` when None)."""
+    return [*invocation(prog, script), *(sys.argv[1:] if argv is None else argv)]
 
 
 def run_main(main: Callable[[list[str] | None], int], argv: Sequence[str] | None) -> int:

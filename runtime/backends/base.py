@@ -83,6 +83,8 @@ class Runner(abc.ABC):
     """Base class: subclasses set ``name`` and implement the ``_activate_impl``/``_infer_impl`` hooks."""
 
     name: str = "runner"
+    # a backend that turns NaN/Inf input into finite-looking output (OpenVINO) refuses it even without check_finite
+    hides_nonfinite_input: bool = False
 
     def __init__(self, *, check_finite: bool = False) -> None:
         self.check_finite = check_finite
@@ -112,7 +114,7 @@ class Runner(abc.ABC):
         if not self.is_active:
             raise RuntimeError(f"{self.name} runner is not active; use `with runner:` or call runner.activate()")
         batch = check_batch(batch, self.input_spec)
-        if self.check_finite and not np.isfinite(batch).all():
+        if (self.check_finite or self.hides_nonfinite_input) and not np.isfinite(batch).all():
             bad = int((~np.isfinite(batch)).sum())
             raise InputMismatchError(
                 f"input {self.input_spec.name!r} holds {bad} NaN/Inf values; fix the preprocessing or the data"

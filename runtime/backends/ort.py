@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from runtime.backends.base import BackendUnavailableError
+from runtime.backends.base import BackendUnavailableError, one_line
 from runtime.backends.source_runner import SourceRunner, import_backend
 from runtime.source import ModelSource
 
@@ -200,7 +200,7 @@ class OnnxRuntimeRunner(SourceRunner):
                 self._open_cpu(path, fused=True)
                 return
             except Exception as err:  # any failure of the fused path (library, registration, planning): the plain graph
-                reason = " ".join(str(err).split()) or type(err).__name__
+                reason = one_line(err)
                 if plain is None:
                     from export.int8.roles import PrecisionError, missing_int8_graph
 

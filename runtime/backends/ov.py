@@ -24,7 +24,7 @@ import numpy as np
 
 from export.artifacts import ArtifactError
 from export.int8.roles import INT8_FUSED_ROLE, INT8_ROLE, file_with_role, missing_int8_graph, normalise_precision
-from runtime.backends.base import BackendUnavailableError, InputMismatchError, one_line
+from runtime.backends.base import BackendUnavailableError, one_line
 from runtime.backends.ov_precision import HINTS, hint_name, precision_note, runs_as
 from runtime.backends.source_runner import SourceRunner, import_backend
 from runtime.source import ModelSource
@@ -41,6 +41,7 @@ def import_openvino() -> Any:
 
 class OpenVINORunner(SourceRunner):
     name = "openvino"
+    hides_nonfinite_input = True  # OpenVINO maps NaN/Inf input to finite logits (ORT and torch propagate them)
 
     def __init__(
         self,
@@ -218,12 +219,6 @@ class OpenVINORunner(SourceRunner):
             self._graph = {}
 
     def _infer_impl(self, batch: np.ndarray) -> np.ndarray:
-        # OpenVINO maps NaN/Inf input to plausible finite logits (ORT and torch propagate them): refuse it always
-        if not np.isfinite(batch).all():
-            raise InputMismatchError(
-                f"input {self.input_spec.name!r} holds {int((~np.isfinite(batch)).sum())} NaN/Inf values, which "
-                "OpenVINO would turn into finite logits; fix the preprocessing or the data"
-            )
         # one InferRequest: calls from several threads take turns (they returned each other's outputs)
         with self._request_lock:
             if self._request is None:

@@ -26,7 +26,7 @@ from runtime.bench_report import BenchmarkResult, plot_latencies, run_benchmark
 from runtime.cli import (
     EXIT_INPUT,
     check_output_paths,
-    invocation,
+    command_words,
     is_stdout,
     make_console,
     make_parser,
@@ -182,7 +182,7 @@ def _main(argv: list[str] | None, prog: str | None) -> int:
     console = make_console(json_path=args.json)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     # canonical names: an alias (ort, pt, ov, trt) must get its backend's options (allow_spinning, device, fp16)
-    backends = list(dict.fromkeys(runtime.ALIASES.get(name, name) for name in args.backends))
+    backends = list(dict.fromkeys(runtime.canonical_name(name) for name in args.backends))
     precisions = [p.strip() for p in args.precision.split(",") if p.strip()]
     try:
         runs = entries(backends, precisions, args)  # an unknown precision is a ValueError: one line, exit 2
@@ -204,7 +204,7 @@ def _main(argv: list[str] | None, prog: str | None) -> int:
             batch=args.batch_size,
             config=config,
             options=runs,
-            command=[*invocation(prog, "benchmark"), *(sys.argv[1:] if argv is None else argv)],
+            command=command_words(prog, "benchmark", argv),
         )
         print_result(console, result)
         write_outputs(console, result, args)

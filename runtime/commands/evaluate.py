@@ -10,7 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from runtime.cli import invocation, make_console, make_parser, run_main, write_json_output
+from runtime.cli import command_words, make_console, make_parser, run_main, write_json_output
 from runtime.cli_flags import add_backends, add_batch_size, add_json, add_threads
 
 
@@ -93,6 +93,6 @@ def _main(argv: list[str] | None, prog: str | None) -> int:
         )
     make_console(json_path=args.json).print(table)
     if args.json:
-        command = [*invocation(prog, "evaluate"), *(sys.argv[1:] if argv is None else argv)]
+        command = command_words(prog, "evaluate", argv)
         write_json_output(args.json, {**report, "command": command})
     return 0

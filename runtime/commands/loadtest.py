@@ -22,7 +22,7 @@ from runtime.bench_report import versions
 from runtime.cli import (
     OutputPathError,
     check_output_paths,
-    invocation,
+    command_words,
     is_stdout,
     make_console,
     make_parser,
@@ -153,7 +153,7 @@ def _main(argv: list[str] | None, prog: str | None) -> int:
     )
     predictions = print_predictions(console, args.images, logits, labels) if photos is not None else None
     if args.json:
-        command = shlex.join([*invocation(prog, "loadtest"), *(sys.argv[1:] if argv is None else argv)])
+        command = shlex.join(command_words(prog, "loadtest", argv))
         provenance = {"command": command, "versions": versions()}  # what ran, as the benchmark's report says
         extra = {"predictions": predictions} if predictions else {}
         write_json_output(args.json, {**provenance, **report.to_dict(), **extra})

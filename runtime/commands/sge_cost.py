@@ -24,7 +24,7 @@ from runtime.cli import (
     EXIT_INPUT,
     OutputPathError,
     check_output_paths,
-    invocation,
+    command_words,
     is_stdout,
     make_console,
     make_parser,
@@ -136,7 +136,7 @@ def _main(argv: list[str] | None, prog: str | None) -> int:
     if options.problems():
         print(f"error: {'; '.join(options.problems())}", file=sys.stderr)
         return EXIT_INPUT
-    command = shlex.join([*invocation(prog, "sge_cost"), *(sys.argv[1:] if argv is None else argv)])
+    command = shlex.join(command_words(prog, "sge_cost", argv))
     try:
         if args.workdir is not None:
             args.workdir.mkdir(parents=True, exist_ok=True)

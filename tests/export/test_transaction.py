@@ -105,3 +105,13 @@ def test_commit_puts_every_staged_file_on_the_disk_before_the_swap_and_the_swap_
         staged = {staging / "model.onnx", staging / "sub" / "weights.bin", staging / "sub", staging}
         assert set(fsync_log[:-1]) == staged and fsync_log[-1] == tmp_path.resolve()
         assert (target / "sub" / "weights.bin").read_bytes() == b"weights"
+
+
+def test_a_re_export_from_inside_the_artifact_names_the_new_files(artifact, monkeypatch):
+    from pathlib import Path
+
+    monkeypatch.chdir(artifact)  # --output . : the commit swaps the working directory out
+    result = export_tiny(Path("."), input_size=(96, 96))
+    for path in (result.output_dir, result.onnx_path, result.parity_path, result.manifest_path):
+        assert path.is_absolute() and path.exists(), path  # not paths into the swapped-out directory
+    assert load_manifest(result.output_dir).inputs[0].shape == ("batch", 3, 96, 96)

@@ -44,13 +44,17 @@ def test_openvino_refuses_nan_input_it_would_turn_into_finite_logits(artifact, p
 
 def test_torch_threads_come_back_whatever_order_runners_close(artifact):
     torch = pytest.importorskip("torch")
-    before = torch.get_num_threads()
-    first = runtime.load(artifact, "torch", threads=1).activate()
-    second = runtime.load(artifact, "torch", threads=1).activate()
-    first.deactivate()
-    assert torch.get_num_threads() == 1  # the second runner still runs on the count it asked for
-    second.deactivate()
-    assert torch.get_num_threads() == before
+    outside = torch.get_num_threads()
+    torch.set_num_threads(3)  # a count no runner asks for: a wrong restore cannot land on it by chance
+    try:
+        first = runtime.load(artifact, "torch", threads=1).activate()
+        second = runtime.load(artifact, "torch", threads=1).activate()
+        first.deactivate()
+        assert torch.get_num_threads() == 1  # the second runner still runs on the count it asked for
+        second.deactivate()
+        assert torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(outside)
 
 
 def test_torch_on_a_bare_file_builds_the_weights_the_file_records(artifact, photos, tmp_path):

@@ -127,6 +127,9 @@ def test_a_validation_that_raises_still_records_the_new_plan(fake_trt, sge_artif
     assert trt_build_main([str(sge_artifact), "--trt", "fp32", "--trt-batch", "1", "2", "4"]) == 2
     manifest = load_manifest(sge_artifact, verify=True)  # the rebuilt plan's hashes, not the first one's
     assert manifest.extra["tensorrt"]["profile"]["max"][0] == 4
+    # the first plan's verdict and reports do not vouch for the unvalidated second one
+    assert "tensorrt" not in manifest.parity and not (sge_artifact / "model.plan.parity.json").exists()
+    assert {entry.role for entry in manifest.files.values()}.isdisjoint({"engine-parity", "engine-layers"})
 
 
 def test_island_check_reads_fused_names_and_metadata():
