@@ -31,6 +31,13 @@ class Timing:
     name: str
     wall_ms: list[float]
     cpu_ms: list[float]
+    positions: list[int] = field(default_factory=list)  # each sample's place in its round (interleaved timing)
+
+    def wall_median_by_position(self) -> list[float]:
+        """Median wall time at each place in the round (first, second, …): a place that is faster for every runner
+        biases the ratios of a fixed order, not of a rotated one."""
+        samples = list(zip(self.wall_ms, self.positions, strict=True))
+        return [statistics.median(w for w, p in samples if p == k) for k in sorted(set(self.positions))]
 
     @property
     def wall_median(self) -> float:
@@ -49,7 +56,7 @@ class Timing:
         return (q3 - q1) / self.wall_median if self.wall_median > 0 else 0.0
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        record = {
             "name": self.name,
             "wall_spread_iqr": round(self.spread, 3),
             "wall_ms_median": round(self.wall_median, 3),
@@ -57,24 +64,37 @@ class Timing:
             "wall_ms_min": round(min(self.wall_ms), 3),
             "rounds": len(self.wall_ms),
         }
+        if self.positions:
+            record["wall_ms_median_by_place"] = [round(m, 3) for m in self.wall_median_by_position()]
+        return record
 
 
-def time_interleaved(runners: Mapping[str, Runner], *, rounds: int, warmup: int = 2) -> dict[str, Timing]:
-    """Run every runner once per round, ``rounds`` times after ``warmup`` untimed rounds; wall and CPU time."""
+def time_interleaved(
+    runners: Mapping[str, Runner], *, rounds: int, warmup: int = 2, rotate: bool = False
+) -> dict[str, Timing]:
+    """Run every runner once per round, ``rounds`` times after ``warmup`` untimed rounds; wall and CPU time.
+
+    ``rotate``: round r starts with runner r mod k, so that every runner runs equally often at every place in the
+    round (in a fixed order, whatever the first place does to its runner, it does to the same one every round).
+    """
     if rounds < 1:
         raise ValueError(f"rounds must be ≥ 1; got {rounds}")
     for _ in range(warmup):
         for run in runners.values():
             run()
-    wall: dict[str, list[float]] = {name: [] for name in runners}
-    cpu: dict[str, list[float]] = {name: [] for name in runners}
-    for _ in range(rounds):
-        for name, run in runners.items():
+    names = list(runners)
+    wall: dict[str, list[float]] = {name: [] for name in names}
+    cpu: dict[str, list[float]] = {name: [] for name in names}
+    places: dict[str, list[int]] = {name: [] for name in names}
+    for r in range(rounds):
+        start = r % len(names) if rotate else 0
+        for place, name in enumerate(names[start:] + names[:start]):
             c0, t0 = time.process_time(), time.perf_counter()
-            run()
+            runners[name]()
             wall[name].append((time.perf_counter() - t0) * 1e3)
             cpu[name].append((time.process_time() - c0) * 1e3)
-    return {name: Timing(name, wall[name], cpu[name]) for name in runners}
+            places[name].append(place)
+    return {name: Timing(name, wall[name], cpu[name], places[name]) for name in names}
 
 
 def time_blocked(runners: Mapping[str, Runner], *, rounds: int, blocks: int = 3, warmup: int = 2) -> dict[str, Timing]:

@@ -6,10 +6,11 @@
     python scripts/kernel_speed.py --floors --json floors.json           # and the bounds of any unfused tail
 
 Batch 1, 224×224, 2 threads, ORT allow_spinning "0"; every round runs each session once, so load from other
-processes hits them alike; medians of wall time (CPU-time medians beside them), and the median of each round's own
-ratio. Then ORT's profiler, also interleaved, gives each SgeResidual node's time by shape (the profiler's own
-overhead included: compare these between runs of one command, not with wall times). The native build is compiled
-into the work folder.
+processes hits them alike, and round r starts with session r mod k, so no session always runs at the same place in
+the round (`--fixed-order`: resnet50 first every round, as before); medians of wall time (CPU-time medians beside
+them, and each session's median at each place in the round), and the median of each round's own ratio. Then
+ORT's profiler, also interleaved, gives each SgeResidual node's time by shape (the profiler's own overhead included:
+compare these between runs of one command, not with wall times). The native build is compiled into the work folder.
 """
 
 import sys
@@ -47,9 +48,21 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="ORT threads spin between calls (its deployment default); timed in repeated blocks, not interleaved",
     )
+    p.add_argument(
+        "--fixed-order",
+        action="store_true",
+        help="every round in the same order, resnet50 first (the reports before rotation); default: round r starts "
+        "with runner r mod k",
+    )
     p.add_argument("--workdir", type=Path, help="exported graphs kept (and reused) here; default: a temporary folder")
     p.add_argument("--json", type=Path, default=Path("kernel_speed.json"))
     return p
+
+
+def timing_mode(args: argparse.Namespace) -> str:
+    if args.spinning:
+        return "blocks of 4, ORT allow_spinning 1"
+    return f"interleaved ({'fixed order' if args.fixed_order else 'rotated order'}), ORT allow_spinning 0"
 
 
 def export_graphs(workdir: Path) -> dict[str, Path]:
@@ -149,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         if spin:
             timings = time_blocked(runners, rounds=max(1, args.rounds // 4), blocks=4)
         else:
-            timings = time_interleaved(runners, rounds=args.rounds)
+            timings = time_interleaved(runners, rounds=args.rounds, rotate=not args.fixed_order)
         del sessions, runners  # spinning threads would disturb the profile
         profile = {}
         if args.profile_runs > 0:
@@ -168,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": machine_description(args.threads),
         "library": {"installed": str(installed), "build": json.loads(installed.with_suffix(".json").read_text())},
         "nchwc_block": plans["sge_fused"].nchwc_block,
-        "timing_mode": "blocks of 4, ORT allow_spinning 1" if args.spinning else "interleaved, ORT allow_spinning 0",
+        "timing_mode": timing_mode(args),
         "timings": {name: t.to_dict() for name, t in timings.items()},
         "ratios": {k: {m: round(v, 4) for m, v in r.items()} for k, r in ratios.items()},
         "sge_residual_ms_per_run": {n: round(sum(e["ms"] for e in nodes), 3) for n, nodes in profile.items()},
@@ -183,9 +196,11 @@ def main(argv: list[str] | None = None) -> int:
         file=out,
     )
     for name, t in report["timings"].items():
+        places = t.get("wall_ms_median_by_place", [])
+        by_place = f"  by place in the round {' '.join(f'{m:.2f}' for m in places)}" if len(places) > 1 else ""
         print(
             f"  {name:18s} wall median {t['wall_ms_median']:8.2f} ms  CPU {t['cpu_ms_median']:8.2f} ms  "
-            f"IQR/median {t['wall_spread_iqr']:.3f}",
+            f"IQR/median {t['wall_spread_iqr']:.3f}{by_place}",
             file=out,
         )
     for name, r in report["ratios"].items():

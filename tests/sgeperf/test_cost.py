@@ -27,6 +27,16 @@ def test_time_interleaved_runs_every_runner_each_round():
         time_interleaved({"a": lambda: None}, rounds=0)
 
 
+def test_rotated_rounds_put_every_runner_at_every_place():
+    calls = []
+    runners = {name: (lambda name=name: calls.append(name)) for name in "abc"}
+    timings = time_interleaved(runners, rounds=3, warmup=1, rotate=True)
+    assert "".join(calls) == "abc" + "abc" + "bca" + "cab"  # warm-up, then rounds starting at a, b, c
+    assert [timings[n].positions for n in "abc"] == [[0, 2, 1], [1, 0, 2], [2, 1, 0]]
+    assert len(timings["a"].wall_median_by_position()) == 3
+    assert time_interleaved(runners, rounds=2, warmup=0)["c"].positions == [2, 2]  # fixed order: always last
+
+
 def test_gemm_model_multiplies():
     model = onnx.load_from_string(gemm_model(16))
     assert [n.op_type for n in model.graph.node] == ["MatMul"]
