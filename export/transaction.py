@@ -42,23 +42,28 @@ class Transaction:
 
     def commit(self) -> Path:
         """Swap the staging directory in as ``target`` (its contents on the disk first); returns ``target``."""
-        sync_tree(self.staging)
-        if self.target.exists():
-            if not _exchange(self.staging, self.target):
-                old = Path(tempfile.mkdtemp(prefix=f".{self.target.name}.old-", dir=self.target.parent))
-                os.rename(self.target, old / "artifact")
-                os.rename(self.staging, self.target)
-                sync_directory(self.target.parent)
-                shutil.rmtree(old, ignore_errors=True)
-                self.committed = True
-                return self.target
-            sync_directory(self.target.parent)
-            shutil.rmtree(self.staging, ignore_errors=True)  # now holds the previous artifact
-        else:
-            os.rename(self.staging, self.target)
-            sync_directory(self.target.parent)
+        publish_directory(self.staging, self.target)
         self.committed = True
         return self.target
+
+
+def publish_directory(staging: Path, target: Path) -> None:
+    """Put the directory ``staging`` in place as ``target`` (a sibling): its files fsync'd first, then one atomic
+    exchange with an existing ``target`` (two renames where the system has none, the old one kept as
+    ``.<name>.old-XXXX/artifact`` until the new one is in), the parent fsync'd, the old one removed."""
+    sync_tree(staging)
+    if not target.exists():
+        os.rename(staging, target)
+        sync_directory(target.parent)
+    elif _exchange(staging, target):
+        sync_directory(target.parent)
+        shutil.rmtree(staging, ignore_errors=True)  # now holds the previous directory
+    else:
+        old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+        os.rename(target, old / "artifact")
+        os.rename(staging, target)
+        sync_directory(target.parent)
+        shutil.rmtree(old, ignore_errors=True)
 
 
 @contextmanager

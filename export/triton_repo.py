@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from export.artifacts import ArtifactError, TensorSpec, check_unchanged, load_verified
-from models.atomic import sync_directory, sync_tree
+from export.transaction import publish_directory
 
 logger = logging.getLogger(__name__)
 
@@ -295,6 +295,7 @@ def write_triton_repository(
     for model_name in texts:
         if (root / model_name).exists() and not overwrite:
             raise FileExistsError(f"{root / model_name} exists; pass overwrite=True (--overwrite) or pick another name")
+
     def unchanged() -> None:  # what was copied is what was verified: nothing replaced while it was copied
         check_unchanged(artifact, identities)
 
@@ -374,13 +375,8 @@ def _write_model_dir(
         if labels is not None:
             (staging / LABELS_NAME).write_text("".join(f"{label}\n" for label in labels))
         (staging / "config.pbtxt").write_text(config_text)
-        sync_tree(staging)
-        final = root / name
-        if final.exists():
-            shutil.rmtree(final)
-        staging.rename(final)
-        sync_directory(root)
-        return final
+        publish_directory(staging, root / name)  # a running Triton polling the repository sees old or new, never none
+        return root / name
     finally:
         if staging.exists():
             shutil.rmtree(staging)

@@ -2,8 +2,9 @@
 
 import pytest
 
+import export.transaction
 from export.artifacts import ArtifactError, load_manifest
-from export.transaction import ExportLockedError, artifact_transaction
+from export.transaction import ExportLockedError, artifact_transaction, publish_directory
 from tests.export.conftest import export_tiny
 
 
@@ -115,3 +116,21 @@ def test_a_re_export_from_inside_the_artifact_names_the_new_files(artifact, monk
     for path in (result.output_dir, result.onnx_path, result.parity_path, result.manifest_path):
         assert path.is_absolute() and path.exists(), path  # not paths into the swapped-out directory
     assert load_manifest(result.output_dir).inputs[0].shape == ("batch", 3, 96, 96)
+
+
+@pytest.mark.parametrize("exchange", [True, False], ids=["renameat2", "two-renames"])
+def test_a_published_folder_replaces_the_old_one_whole_and_leaves_nothing_beside_it(tmp_path, monkeypatch, exchange):
+    real = export.transaction._exchange
+    results = []
+    monkeypatch.setattr(
+        export.transaction, "_exchange", lambda a, b: results.append(real(a, b) if exchange else False) or results[-1]
+    )
+    target, staging = tmp_path / "m", tmp_path / ".m.staging"
+    for folder, name in ((target, "old.txt"), (staging, "new.txt")):
+        folder.mkdir()
+        (folder / name).write_text(name)
+    publish_directory(staging, target)
+    if exchange and results != [True]:
+        pytest.skip("this file system has no renameat2 exchange")
+    assert results == [exchange]
+    assert siblings(target) == ["m"] and [p.name for p in target.iterdir()] == ["new.txt"]

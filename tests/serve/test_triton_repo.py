@@ -181,6 +181,25 @@ def test_bad_requests_leave_the_repository_untouched(onnx_artifact, tmp_path):
     assert parse((repo / "m" / "config.pbtxt").read_text()).max_batch_size == 8
 
 
+def test_an_overwritten_model_folder_is_swapped_in_never_removed_first(onnx_artifact, tmp_path, monkeypatch):
+    """A Triton polling the repository must find the old model folder or the new one: the old one is still there
+    when the new one is published (one exchange), and nothing is left beside it."""
+    import export.triton_repo
+
+    repo = tmp_path / "repo"
+    write_triton_repository(onnx_artifact, repo, name="m")
+    real, present = export.triton_repo.publish_directory, []
+    monkeypatch.setattr(
+        export.triton_repo,
+        "publish_directory",
+        lambda staging, target: present.append(target.exists()) or real(staging, target),
+    )
+    write_triton_repository(onnx_artifact, repo, name="m", overwrite=True, max_batch_size=8)
+    assert present == [True]
+    assert parse((repo / "m" / "config.pbtxt").read_text()).max_batch_size == 8
+    assert sorted(p.name for p in repo.iterdir()) == ["m"]
+
+
 def test_a_tampered_artifact_is_refused(onnx_artifact, tmp_path):
     copy = tmp_path / "artifact"
     copy.mkdir()
