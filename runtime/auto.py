@@ -101,11 +101,14 @@ def openvino_capabilities() -> tuple[str, list[str]]:
 
 
 def timing_shape(source: ModelSource, batch: int) -> list[int]:
-    """The input shape the candidates are timed on: ``batch`` images at the size the artifact's preprocessing feeds
-    (a dynamic H×W takes it from the manifest, never from the batch)."""
+    """The input shape the candidates are timed on: ``batch`` images (a graph's fixed batch instead, which is what
+    infer pads to) at the size the artifact's preprocessing feeds (a dynamic H×W takes it from the manifest, never
+    from the batch)."""
     from runtime.preprocess import preprocessing_for
 
     shape = list(source.input_spec.shape)
+    if isinstance(shape[0], int) and shape[0] > 0:
+        batch = shape[0]
     if len(shape) == 4:
         height, width = preprocessing_for(source).size
         channels = shape[1] if isinstance(shape[1], int) and shape[1] > 0 else 3
@@ -181,10 +184,10 @@ def choose_backend(
     allowed = {c.label for c in chosen}
     medians = {k: v for k, v in stored.get(key, {}).items() if k in allowed}
     origin = "table"
-    if set(medians) != allowed:
+    if set(medians) != allowed or all(ms is None for ms in medians.values()):
         medians, origin = measure(source, chosen, batch=batch, threads=threads), "measured"
-        if table is not None:
-            write_json(table, {**stored, key: medians})
+        if table is not None and any(ms is not None for ms in medians.values()):
+            write_json(table, {**stored, key: medians})  # a run where nothing loaded is never kept
     medians = {label: ms for label, ms in medians.items() if ms is not None}
     if not medians:
         from runtime.backends.base import BackendUnavailableError

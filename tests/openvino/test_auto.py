@@ -96,6 +96,8 @@ def test_dynamic_height_and_width_are_timed_at_the_artifacts_own_size(artifact):
     )
     assert timing_shape(dynamic, 4) == [4, 3, *size]  # never the batch in place of H and W
     assert timing_shape(source, 2) == [2, 3, *size]
+    fixed = SimpleNamespace(**{**vars(dynamic), "input_spec": SimpleNamespace(shape=(1, 3, *size))})
+    assert timing_shape(fixed, 3) == [1, 3, *size]  # a fixed batch is timed as it runs: infer pads to it
 
 
 @pytest.mark.parametrize("content", ["{not json", "[1, 2]", '{"k": {"onnxruntime fp32": "fast"}}'])
@@ -146,3 +148,31 @@ def test_a_candidate_that_cannot_load_is_stored_as_null_and_the_table_reused(art
     (stored,) = json.loads(table.read_text()).values()
     assert stored == {"onnxruntime fp32": first.medians_ms["onnxruntime fp32"], "openvino fp32": None}
     assert choose_backend(artifact, threads=1, table=table).source == "table"
+
+
+def test_a_run_where_nothing_loaded_is_not_stored_and_the_next_run_measures_again(artifact, tmp_path, monkeypatch):
+    import runtime.auto as auto
+    from runtime.backends.base import BackendUnavailableError
+
+    measure, calls = auto.measure, []
+
+    def nothing_loads(source, chosen, **kwargs):
+        calls.append("broken")
+        return {c.label: None for c in chosen}
+
+    table = tmp_path / "auto.json"
+    monkeypatch.setattr(auto, "measure", nothing_loads)
+    with pytest.raises(BackendUnavailableError, match="no candidate backend could be loaded here"):
+        choose_backend(artifact, threads=1, table=table)
+    assert not table.exists()
+    table.write_text(
+        json.dumps(
+            {
+                key: {"onnxruntime fp32": None, "openvino fp32": None}
+                for key in [table_key(openvino_capabilities()[0], open_source(artifact), 1, 1)]
+            }
+        )
+    )  # such a row, from before the fix
+    monkeypatch.setattr(auto, "measure", lambda *args, **kwargs: calls.append("fixed") or measure(*args, **kwargs))
+    assert choose_backend(artifact, threads=1, table=table).source == "measured"
+    assert calls == ["broken", "fixed"]
