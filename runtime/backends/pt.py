@@ -8,6 +8,7 @@ default weights with the recorded ``init`` ("calibrated" unless stated), ``num_c
 """
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,12 +24,46 @@ DEVICES = ("cpu", "cuda")
 PRECISIONS = ("fp32", "fp16")
 
 
+class SharedSetting:
+    """A process-wide torch setting that open runners ask for: the most recently opened open runner's value holds,
+    and the value from before the first one comes back when the last one closes, in whatever order they close."""
+
+    def __init__(self, read: Callable[[], Any], write: Callable[[Any], None]) -> None:
+        self._read, self._write = read, write
+        self._before: Any = None
+        self._holders: list[tuple[object, Any]] = []
+
+    def hold(self, owner: object, value: Any) -> None:
+        if not self._holders:
+            self._before = self._read()
+        self._holders.append((owner, value))
+        self._write(value)
+
+    def release(self, owner: object) -> None:
+        kept = [(o, v) for o, v in self._holders if o is not owner]
+        if len(kept) == len(self._holders):
+            return  # it held nothing
+        self._holders = kept
+        self._write(kept[-1][1] if kept else self._before)
+
+
+def _torch() -> Any:
+    import torch
+
+    return torch
+
+
+def _set_tf32(allowed: tuple[bool, bool]) -> None:
+    torch = _torch()
+    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = allowed
+
+
+THREADS = SharedSetting(lambda: _torch().get_num_threads(), lambda n: _torch().set_num_threads(n))
+TF32 = SharedSetting(lambda: (_torch().backends.cudnn.allow_tf32, _torch().backends.cuda.matmul.allow_tf32), _set_tf32)
+
+
 class TorchRunner(SourceRunner):
     name = "torch"
-    # torch's thread count is process-wide: the count before the first active runner that set one, and how many
-    # such runners are active (it comes back when the last closes, whatever the order)
-    _threads_before: int | None = None
-    _threads_held = 0
 
     def __init__(
         self,
@@ -58,8 +93,6 @@ class TorchRunner(SourceRunner):
         self.device = device
         self.precision = precision
         self._model: Any = None
-        self._saved_threads: int | None = None
-        self._saved_tf32: tuple[bool, bool] | None = None
 
     def build_options(self) -> dict[str, Any]:
         """The ``models.create_model`` arguments that reproduce the exported model (from ``manifest.extra``)."""
@@ -147,32 +180,20 @@ class TorchRunner(SourceRunner):
             logger.info("torch: building %s with %s", self.model_name, options)
             model = models.create_model(self.model_name, **options).eval().to(self.device)
         self._model = model.half() if self.precision == "fp16" else model
+        # Process-wide settings (PyTorch has no per-model ones), set last so that a failed activation leaves them
+        # untouched. FP32 means FP32: cuDNN's convolutions default to TF32 (10-bit mantissa) on Ampere and later,
+        # which errs ~1e-3 against the CPU.
         if self.device == "cuda" and self.precision == "fp32":
-            # FP32 means FP32: cuDNN's convolutions default to TF32 (10-bit mantissa) on Ampere and later, which
-            # errs ~1e-3 against the CPU. Process-wide, restored on deactivate, as the threads are.
-            self._saved_tf32 = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
-            torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+            TF32.hold(self, (False, False))
         if self.threads is not None:
-            # Process-wide (PyTorch has no per-model thread pool): set last, so that a failed activation leaves
-            # it untouched; the count before the first active runner comes back when the last one closes.
-            if not TorchRunner._threads_held:
-                TorchRunner._threads_before = torch.get_num_threads()
-            TorchRunner._threads_held += 1
-            self._saved_threads = self.threads
-            torch.set_num_threads(self.threads)
+            THREADS.hold(self, self.threads)
 
     def _deactivate_impl(self) -> None:
         import torch
 
         self._model = None
-        if self._saved_tf32 is not None:
-            torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = self._saved_tf32
-            self._saved_tf32 = None
-        if self._saved_threads is not None:
-            TorchRunner._threads_held -= 1
-            if not TorchRunner._threads_held and TorchRunner._threads_before is not None:
-                torch.set_num_threads(TorchRunner._threads_before)
-            self._saved_threads = None
+        TF32.release(self)
+        THREADS.release(self)
         if self.device == "cuda":
             torch.cuda.empty_cache()
 

@@ -42,19 +42,40 @@ def test_openvino_refuses_nan_input_it_would_turn_into_finite_logits(artifact, p
         runner.infer(batch)
 
 
-def test_torch_threads_come_back_whatever_order_runners_close(artifact):
+@pytest.mark.parametrize("first_closes", ["first-opened", "last-opened"])
+def test_torch_threads_come_back_whatever_order_runners_close(artifact, first_closes):
     torch = pytest.importorskip("torch")
     outside = torch.get_num_threads()
     torch.set_num_threads(3)  # a count no runner asks for: a wrong restore cannot land on it by chance
     try:
-        first = runtime.load(artifact, "torch", threads=1).activate()
+        first = runtime.load(artifact, "torch", threads=2).activate()
         second = runtime.load(artifact, "torch", threads=1).activate()
-        first.deactivate()
-        assert torch.get_num_threads() == 1  # the second runner still runs on the count it asked for
-        second.deactivate()
+        closing, staying = (first, second) if first_closes == "first-opened" else (second, first)
+        closing.deactivate()
+        assert torch.get_num_threads() == staying.threads  # the runner still open runs on the count it asked for
+        staying.deactivate()
         assert torch.get_num_threads() == 3
     finally:
         torch.set_num_threads(outside)
+
+
+def test_a_shared_setting_holds_the_latest_open_runners_value_and_restores_the_one_before():
+    from runtime.backends.pt import SharedSetting
+
+    value = ["before"]
+    setting = SharedSetting(lambda: value[0], lambda v: value.__setitem__(0, v))
+    a, b, c = object(), object(), object()
+    setting.hold(a, "a")
+    setting.hold(b, "b")
+    setting.hold(c, "c")
+    setting.release(b)
+    assert value == ["c"]
+    setting.release(c)
+    assert value == ["a"]
+    setting.release(c)  # released twice, or never held: nothing changes
+    assert value == ["a"]
+    setting.release(a)
+    assert value == ["before"]
 
 
 def test_torch_on_a_bare_file_builds_the_weights_the_file_records(artifact, photos, tmp_path):
