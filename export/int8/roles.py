@@ -93,6 +93,13 @@ def missing_int8_graph(manifest: "Manifest", *, fused: bool) -> str:  # noqa: F8
     )
 
 
+def fused_int8_cannot_run(manifest: "Manifest", backend: str, fused_file: str, reason: str) -> PrecisionError:  # noqa: F821
+    """The fused INT8 graph failed on ``backend`` and the artifact has no plain INT8 graph to fall back to: both, in
+    one line (the fused graph was tried, so the message never points back at it)."""
+    missing = missing_int8_graph(manifest, fused=True)
+    return PrecisionError(f"{backend} cannot run {fused_file} here ({reason}), and {missing}")
+
+
 def parity_file(graph: str) -> str:
     """The INT8 parity report's name for a graph file: ``model.int8.onnx`` → ``parity_model_int8.json``."""
     return f"parity_{graph.removesuffix('.onnx').replace('.', '_')}.json"

@@ -183,15 +183,13 @@ class OnnxRuntimeRunner(SourceRunner):
     def _fallback_path(self) -> Path | None:
         """The plain graph the CPU runs when the fused one cannot: ``model_path()``, or None for an INT8 artifact
         whose ``model.int8.onnx`` failed its export gate while its fused INT8 graph passed."""
-        from export.int8.roles import INT8_FUSED_ROLE, PrecisionError, file_with_role
+        from export.int8.roles import INT8_FUSED_ROLE, INT8_ROLE, file_with_role
 
-        try:
-            return self.model_path()
-        except PrecisionError:
-            manifest = self.source.manifest
-            if self.sge_fused and manifest is not None and file_with_role(manifest, INT8_FUSED_ROLE):
-                return None
-            raise
+        manifest = self.source.manifest
+        plain_missing = self.precision == "int8" and manifest is not None and not file_with_role(manifest, INT8_ROLE)
+        if plain_missing and self.sge_fused and file_with_role(manifest, INT8_FUSED_ROLE):
+            return None
+        return self.model_path()
 
     def _activate_cpu(self) -> None:
         path, plain = self.cpu_model_path(), self._fallback_path()
@@ -202,10 +200,9 @@ class OnnxRuntimeRunner(SourceRunner):
             except Exception as err:  # any failure of the fused path (library, registration, planning): the plain graph
                 reason = one_line(err)
                 if plain is None:
-                    from export.int8.roles import PrecisionError, missing_int8_graph
+                    from export.int8.roles import fused_int8_cannot_run
 
-                    missing = missing_int8_graph(self.source.manifest, fused=False)
-                    raise PrecisionError(f"{path.name} cannot run here ({reason}), and {missing}") from err
+                    raise fused_int8_cannot_run(self.source.manifest, "onnxruntime", path.name, reason) from err
                 logger.warning("the fused SGE graph cannot run here (%s); running %s instead", reason, plain.name)
         # An artifact says which of its graphs is fused; a bare .onnx file is read to find out.
         self._open_cpu(plain, fused=False if self.source.manifest is not None else None)

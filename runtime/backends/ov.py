@@ -23,7 +23,15 @@ from typing import Any
 import numpy as np
 
 from export.artifacts import ArtifactError
-from export.int8.roles import INT8_FUSED_ROLE, INT8_ROLE, file_with_role, missing_int8_graph, normalise_precision
+from export.int8.roles import (
+    INT8_FUSED_ROLE,
+    INT8_ROLE,
+    PrecisionError,
+    file_with_role,
+    fused_int8_cannot_run,
+    missing_int8_graph,
+    normalise_precision,
+)
 from runtime.backends.base import BackendUnavailableError, one_line
 from runtime.backends.ov_precision import HINTS, hint_name, precision_note, runs_as
 from runtime.backends.source_runner import SourceRunner, import_backend
@@ -83,17 +91,11 @@ class OpenVINORunner(SourceRunner):
             return self.source.directory / int8_file
         if self.fused_graph_path() is not None:
             return None
-        if not isinstance(manifest.extra.get("int8"), dict):  # exported without --int8
-            raise ArtifactError(
-                f"{self.source.directory} has no INT8 model (manifest role {INT8_ROLE!r}); export one (README, INT8) "
-                "or choose precision fp32 or bf16"
-            )
-        raise ArtifactError(missing_int8_graph(manifest, fused=self.sge_fused))
+        raise PrecisionError(missing_int8_graph(manifest, fused=self.sge_fused))  # exported without --int8 too
 
-    def _no_plain_graph(self, fused: Path, err: BaseException) -> ArtifactError:
+    def _no_plain_graph(self, fused: Path, err: BaseException) -> PrecisionError:
         """The fused INT8 graph failed here and the artifact has no plain one to fall back to: say both."""
-        missing = missing_int8_graph(self.source.manifest, fused=False)
-        return ArtifactError(f"openvino cannot run {fused.name} here ({one_line(err)}), and {missing}")
+        return fused_int8_cannot_run(self.source.manifest, "openvino", fused.name, one_line(err))
 
     def fused_graph_path(self) -> Path | None:
         """The artifact's fused-SGE graph for this precision, if it has one and ``sge_fused`` is on."""
