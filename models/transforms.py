@@ -58,15 +58,30 @@ def load_image(path: str | Path) -> np.ndarray:
         raise ImageReadError(f"cannot read image {path}: {err}; give a JPEG or PNG file") from err
 
 
+def integer_full_scale(img: Image.Image) -> float:
+    """The value that maps to 255 for an integer image: its declared bit depth (a TIFF's BitsPerSample; 32-bit
+    samples are signed in Pillow's "I" mode, so 2³¹ − 1), else 16 bits (PNG opens 16-bit data as "I" too). Never
+    the image's own maximum: two frames of one camera must scale alike."""
+    bits = getattr(img, "tag_v2", {}).get(258)  # TIFF BitsPerSample
+    bits = bits[0] if isinstance(bits, tuple) else bits
+    if isinstance(bits, int) and bits > 16:
+        return float(2**31 - 1) if bits >= 32 else float(2**bits - 1)
+    return 65535.0
+
+
 def decode_rgb8(img: Image.Image) -> np.ndarray:
     """An opened PIL image → (H, W, 3) uint8 RGB: EXIF orientation applied, high bit depths scaled, alpha over white."""
     from PIL import ImageOps
 
+    full_scale = integer_full_scale(img)  # read before exif_transpose, whose copy may drop the TIFF tags
     img = ImageOps.exif_transpose(img)
     if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
         wide = np.asarray(img, dtype=np.float64)
-        # 16-bit data (PNG opens as "I" too): 65535 → 255; 32-bit integers beyond that: 2³¹ − 1 → 255
-        full_scale = 65535.0 if img.mode != "I" or wide.max(initial=0) <= 65535 else 2147483647.0
+        if wide.max(initial=0) > full_scale:
+            raise ImageReadError(
+                f"this {img.mode}-mode image holds values above {full_scale:.0f}, the largest its format declares; "
+                "save it as an 8- or 16-bit PNG"
+            )
         img = Image.fromarray(np.clip(np.rint(wide * (255.0 / full_scale)), 0, 255).astype(np.uint8))
     elif img.mode == "F":
         raise ImageReadError("floating-point images are not supported; save it as an 8- or 16-bit PNG")

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from models.transforms import MAX_IMAGE_PIXELS, ImageReadError, load_image, sample_photos
+from models.transforms import MAX_IMAGE_PIXELS, ImageReadError, decode_rgb8, load_image, sample_photos
 
 
 @pytest.fixture(scope="module")
@@ -15,15 +15,32 @@ def photo():
     return sample_photos(("chelsea",))["chelsea"][::4, ::4].copy()  # (75, 113, 3) uint8, a real photograph
 
 
-def test_16_bit_png_scales_instead_of_saturating(tmp_path, photo):
+# (file, full scale, tolerance in 8-bit steps): 16-bit PNG exactly; a 32-bit TIFF at its own 2³¹ − 1, within rounding
+DEEP_IMAGES = {"16-bit-png": ("grey16.png", 65535, 0), "32-bit-tiff": ("grey32.tif", 2**31 - 1, 1)}
+
+
+@pytest.mark.parametrize("kind", sorted(DEEP_IMAGES))
+def test_deep_images_scale_by_their_format_instead_of_saturating(tmp_path, photo, kind):
+    name, full_scale, tolerance = DEEP_IMAGES[kind]
     grey8 = np.asarray(Image.fromarray(photo).convert("L"))
-    path = tmp_path / "grey16.png"
-    Image.fromarray(grey8.astype(np.uint16) * 257).save(path)  # 8-bit values spread over the 16-bit range
-    assert Image.open(path).mode.startswith("I;16")
+    path = tmp_path / name
+    wide = grey8.astype(np.int64) * (full_scale // 255)  # 8-bit values spread over the format's range
+    Image.fromarray(wide.astype(np.uint16) if full_scale == 65535 else wide.astype(np.int32)).save(path)
+    assert Image.open(path).mode.startswith("I;16" if full_scale == 65535 else "I")
     decoded = load_image(path)
     assert decoded.dtype == np.uint8 and decoded.shape == (*grey8.shape, 3)
-    np.testing.assert_array_equal(decoded[..., 0], grey8)
+    assert np.abs(decoded[..., 0].astype(int) - grey8).max() <= tolerance
     assert (decoded == 255).mean() < 0.01
+
+
+def test_a_dark_32_bit_frame_scales_like_a_bright_one(tmp_path):
+    """The scale comes from the format, not the frame: a 32-bit TIFF whose values all fit 16 bits is dark, not
+    stretched to full brightness; and an in-memory "I" image beyond 16 bits (no declared depth) is refused."""
+    path = tmp_path / "dark32.tif"
+    Image.fromarray(np.full((8, 8), 60000, dtype=np.int32)).save(path)
+    assert Image.open(path).mode == "I" and load_image(path).max() == 0  # 60000 / (2³¹ − 1) of full scale
+    with pytest.raises(ImageReadError, match="values above 65535"):
+        decode_rgb8(Image.fromarray(np.full((8, 8), 70000, dtype=np.int32)))
 
 
 def test_palette_and_cmyk_decode_to_rgb(tmp_path, photo):
@@ -100,15 +117,6 @@ def test_default_weights_are_a_visible_warning_and_marked_in_predictions(artifac
     assert "NOT trained" in " ".join(captured.out.split())  # each table's title (it may wrap)
     result = json.loads(out.read_text())
     assert result["untrained"] is True and result["weights"].startswith("default-weights:")
-
-
-def test_32_bit_integer_images_scale_by_their_own_range(tmp_path, photo):
-    grey8 = np.asarray(Image.fromarray(photo).convert("L"))
-    path = tmp_path / "grey32.tif"
-    Image.fromarray(grey8.astype(np.int32) * (2147483647 // 255), mode="I").save(path)  # beyond 16 bits
-    assert Image.open(path).mode == "I"
-    decoded = load_image(path)
-    assert np.abs(decoded[..., 0].astype(int) - grey8).max() <= 1 and (decoded == 255).mean() < 0.01
 
 
 def test_a_bare_onnx_file_with_a_fixed_batch_gets_exactly_that_batch(artifact, tmp_path, photo, capsys):
