@@ -99,6 +99,11 @@ class Int8Parity:
         return {**self.summary(), "failures": self.failures, "cases": self.cases}
 
 
+def in_chunks(run: Any, x: np.ndarray, size: int) -> np.ndarray:
+    """``run`` over ``x`` at most ``size`` rows at a time, the outputs joined in order."""
+    return np.concatenate([run(np.ascontiguousarray(x[i : i + size])) for i in range(0, len(x), size)])
+
+
 def int8_parity(
     graph: str,
     scheme: str,
@@ -110,16 +115,16 @@ def int8_parity(
 ) -> Int8Parity:
     """``runner`` (array → logits) on each input kind at each batch size, against each reference's logits.
 
-    ``references`` maps a reference name ("eager", "fp32_onnx") to {input kind: logits of all of its inputs}. The
-    photographs are also run all at once when they outnumber the largest batch: every one of them is judged.
+    ``references`` maps a reference name ("eager", "fp32_onnx") to {input kind: logits of all of its inputs}. An
+    input kind with more rows than the largest batch (the full photo set) is also judged whole, as a case of that
+    many rows run in batches of the largest size: every photograph is judged, and none makes one huge batch.
     """
     report = Int8Parity(graph=graph, scheme=scheme)
+    largest = max(batch_sizes)
     for kind, x in inputs.items():
-        batches = list(batch_sizes)
-        if kind == "photos" and len(x) > max(batches):
-            batches.append(len(x))
+        batches = [*batch_sizes, len(x)] if len(x) > largest else list(batch_sizes)
         for batch in batches:
-            got = runner(np.ascontiguousarray(x[:batch]))
+            got = in_chunks(runner, x[:batch], largest)
             for name, logits in references.items():
                 ref = logits[kind][:batch]
                 report.add(

@@ -25,7 +25,7 @@ import onnx
 
 from export.artifacts import write_json
 from export.int8.calibration import CalibrationOptions
-from export.int8.parity import Int8Parity, int8_parity
+from export.int8.parity import Int8Parity, in_chunks, int8_parity
 from export.int8.quantize import calibrate, quantize_graph, scheme_of
 from export.int8.roles import (
     INT8_FUSED_NAME,
@@ -101,11 +101,11 @@ def add_int8_graphs(
 
     directory = Path(directory)
     inputs = {"photos": photos, "random": random_inputs}
+    fp32 = onnxruntime_runner(fp32_onnx, input_name=input_name, fused=False)
+    largest = max(batch_sizes)  # the full photo set runs in batches of this size, never as one
     references = {
-        "eager": {kind: eager(x) for kind, x in inputs.items()},
-        "fp32_onnx": {
-            kind: onnxruntime_runner(fp32_onnx, input_name=input_name, fused=False)(x) for kind, x in inputs.items()
-        },
+        "eager": {kind: in_chunks(eager, x, largest) for kind, x in inputs.items()},
+        "fp32_onnx": {kind: in_chunks(fp32, x, largest) for kind, x in inputs.items()},
     }
     result = Int8Result(calibration={**options.to_dict(), "samples": len(calibration)})
     plan = [(fp32_onnx, INT8_NAME, INT8_ROLE, "u8s8"), (fp32_onnx, INT8_S8S8_NAME, INT8_S8S8_ROLE, "s8s8")]
