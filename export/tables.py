@@ -3,6 +3,7 @@
 from collections.abc import Mapping
 
 from rich.table import Table
+from rich.text import Text
 
 from export.parity import ParityReport
 
@@ -41,7 +42,11 @@ def parity_table(report: ParityReport) -> Table:
             else ["—"] * 6
         )
         verdict = (
-            "[red]FAIL[/]" if not case.passed else "[green]pass[/]" if case.gate == "tolerance" else "[yellow]pass*[/]"
+            Text("FAIL", "red")
+            if not case.passed
+            else Text("pass", "green")
+            if case.gate == "tolerance"
+            else Text("pass*", "yellow")
         )
         table.add_row(case.inputs, str(case.batch), *cells, verdict)
     floors = [case for case in report.cases if case.noise_floor]

@@ -52,13 +52,15 @@ LOG_WIDTH = 200  # columns of a console that is not a terminal: tables in a log 
 
 def make_console(*, stderr: bool = False, min_width: int = 0, json_path: str | Path | None = None, **kwargs):
     """Every script's rich Console: ``LOG_WIDTH`` columns when not a terminal, at least ``min_width`` in one; on
-    stderr when ``json_path`` is ``-`` (standard output then carries only the JSON)."""
+    stderr when ``json_path`` is ``-`` (standard output then carries only the JSON). Markup is off, in printed
+    strings, table titles and cells alike: paths, labels and model names print as they are ("cat[bold].png"); colour
+    comes from ``style=`` and ``rich.text.Text``."""
     from rich.console import Console
 
     stderr = stderr or is_stdout(json_path)
     probe = Console(stderr=stderr)
     width = max(probe.width, min_width) if probe.is_terminal else max(LOG_WIDTH, min_width)
-    return Console(stderr=stderr, width=width, **kwargs)
+    return Console(stderr=stderr, width=width, markup=False, **kwargs)
 
 
 class _Parser(argparse.ArgumentParser):

@@ -16,6 +16,7 @@ import argparse  # noqa: E402
 import logging  # noqa: E402
 
 from rich.table import Table  # noqa: E402
+from rich.text import Text  # noqa: E402
 
 from export.artifacts import ArtifactError  # noqa: E402
 from runtime.backends.base import BackendUnavailableError  # noqa: E402
@@ -96,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
             reference = eager_references({v.artifact for v in chosen}, photos)
             result["parity_vs_eager_fp32"] = parity_to_eager(chosen, photos, reference, threads=args.threads)
     except (ArtifactError, BackendUnavailableError, FileNotFoundError, ValueError) as err:
-        console.print(f"[red]error:[/red] {err}", soft_wrap=True)
+        console.print(Text.assemble(("error:", "red"), f" {err}"), soft_wrap=True)
         return 2
     table = Table(title=f"OpenVINO, batch {args.batch_size}, {args.threads} threads, one interleaved run")
     # "graph": plain; sge_native = fused graph as standard ops (the default); sge_fused = the extension op

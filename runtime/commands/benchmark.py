@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 
@@ -128,21 +127,17 @@ def print_result(console: Console, result: BenchmarkResult) -> None:
     for report in result.reports:
         text = "\n".join(report.summary_lines())
         style = "yellow" if report.cv_warning else "green"
-        console.print(
-            Panel(text, title=escape(f"Performance summary: {report.backend}"), border_style=style, expand=False)
-        )
+        console.print(Panel(text, title=f"Performance summary: {report.backend}", border_style=style, expand=False))
     percentiles = list(result.config.percentiles)
     table = Table(
-        title=escape(
-            f"{result.model or result.artifact}, batch {result.reports[0].batch}, same run ({result.config.mode})"
-        )
+        title=f"{result.model or result.artifact}, batch {result.reports[0].batch}, same run ({result.config.mode})"
     )
     for column in ("backend", "median ms", "mean ms", *(f"p{p:g} ms" for p in percentiles), "CV %", "qps", "images/s"):
         table.add_column(column, justify="left" if column == "backend" else "right")
     table.add_column(f"median / {result.reports[0].backend}", justify="right")
     for row in result.comparison():
         table.add_row(
-            escape(row["backend"]),
+            row["backend"],
             f"{row['median_ms']:.3f}",
             f"{row['mean_ms']:.3f}",
             *(f"{row['percentiles_ms'][f'{p:g}']:.3f}" for p in percentiles),
@@ -154,22 +149,20 @@ def print_result(console: Console, result: BenchmarkResult) -> None:
     console.print(table)
     agreement = ", ".join(f"{k}: max|Δ| {v['max_abs']:.2e}" for k, v in list(result.agreement.items())[1:])
     if agreement:
-        console.print(escape(f"outputs vs {result.reports[0].backend} on the timed batch: {agreement}"))
+        console.print(f"outputs vs {result.reports[0].backend} on the timed batch: {agreement}")
     for report in result.reports:
         graph = report.description.get("graph")
         if graph == "sge_fused" and "nchwc_sge_blocks" in report.description:  # ONNX Runtime's
             blocked = f"{report.description['nchwc_sge_blocks']}/{report.description['fused_sge_blocks']}"
             graph_file = Path(report.description.get("model_path", "model.sge_fused.onnx")).name
-            console.print(escape(f"{report.backend} ran the fused-SGE graph ({graph_file}; {blocked} blocks in NCHWc)"))
+            console.print(f"{report.backend} ran the fused-SGE graph ({graph_file}; {blocked} blocks in NCHWc)")
         elif graph is not None:
             graph_file = Path(report.description.get("model_path", "model.onnx")).name
-            console.print(escape(f"{report.backend} ran {graph_file}"))
+            console.print(f"{report.backend} ran {graph_file}")
     machine = result.machine
     console.print(
-        escape(
-            f"machine: {machine['cpu_model']}, {machine['physical_cores']} cores / {machine['logical_cpus']} threads "
-            f"({machine['usable_cpus']} usable), load {machine.get('load_average_1_5_15')}"
-        )
+        f"machine: {machine['cpu_model']}, {machine['physical_cores']} cores / {machine['logical_cpus']} threads "
+        f"({machine['usable_cpus']} usable), load {machine.get('load_average_1_5_15')}"
     )
 
 
@@ -227,10 +220,10 @@ def write_outputs(console: Console, result: BenchmarkResult, args: argparse.Name
         environment = {k: os.environ[k] for k in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS") if k in os.environ}
         write_json_output(args.json, {**result.to_dict(), "environment": environment})
         if not is_stdout(args.json):
-            console.print(escape(f"wrote {args.json}"))
+            console.print(f"wrote {args.json}")
     if args.export_times:
         write_json(args.export_times, result.times())
-        console.print(escape(f"wrote {args.export_times}"))
+        console.print(f"wrote {args.export_times}")
     if args.plot:
         plot_latencies(result.reports, args.plot, title=f"{result.model}: latency per query, batch {args.batch_size}")
-        console.print(escape(f"wrote {args.plot}"))
+        console.print(f"wrote {args.plot}")

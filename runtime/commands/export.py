@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.markup import escape
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from runtime.cli import (
@@ -150,7 +149,7 @@ def triton_repo_step(args: argparse.Namespace, result: Any, console: Console) ->
     from export.triton_repo import write_triton_repository
 
     repo = write_triton_repository(result.output_dir, args.triton_repo, overwrite=True)
-    console.print(escape(f"Triton model repository: {repo.root} ({', '.join(repo.models)})"))
+    console.print(f"Triton model repository: {repo.root} ({', '.join(repo.models)})")
 
 
 class EngineNotBuiltError(Exception):
@@ -353,7 +352,7 @@ def _main(argv: list[str] | None, prog: str | None) -> int:
         return EXIT_PARITY
     fused = f"; ONNX Runtime CPU: {result.fused_path.name}" if result.fused_path else ""
     files = f"deploy {result.onnx_path.name}{fused}; manifest {result.manifest_path.name}"
-    console.print(escape(f"artifact: {result.output_dir} ({files})"))
+    console.print(f"artifact: {result.output_dir} ({files})")
     if missing_engine is not None:
         print(
             f"error: no TensorRT engine was built: {missing_engine}; the ONNX artifacts are complete "

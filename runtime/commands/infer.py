@@ -13,7 +13,6 @@ from typing import Any
 
 import numpy as np
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
 import runtime
@@ -84,7 +83,7 @@ def _main(argv: list[str] | None, prog: str | None) -> int:
                 threads=args.threads,
                 table=args.auto_table,
             )
-            console.print(escape(f"auto: {choice.reason}"), soft_wrap=True)
+            console.print(f"auto: {choice.reason}", soft_wrap=True)
             backend, options = choice.backend, choice.load_options()
         runner = runtime.load(source, backend=backend, threads=args.threads, check_finite=True, **options)
         predictions = []
@@ -139,11 +138,11 @@ def print_predictions(
     """One table per image; returns the predictions as JSON-ready dicts."""
     results = []
     for image, preds in zip(images, predictions, strict=True):
-        table = Table(title=escape(f"{image.name} ({backend}{'; ' + untrained if untrained else ''})"))
+        table = Table(title=f"{image.name} ({backend}{'; ' + untrained if untrained else ''})")
         for column in ("rank", "class", "label", "probability"):
             table.add_column(column, justify="right" if column != "label" else "left")
         for rank, p in enumerate(preds, start=1):
-            table.add_row(str(rank), str(p.index), escape(p.label), f"{p.probability:.4f}")
+            table.add_row(str(rank), str(p.index), p.label, f"{p.probability:.4f}")
         console.print(table)
         results.append({"image": str(image), "top_k": [p.to_dict() for p in preds]})
     return results

@@ -66,11 +66,10 @@ def check_args(args: argparse.Namespace, out: Path) -> None:
 
 
 def print_summary(result: Any) -> None:
-    from rich.markup import escape
     from rich.table import Table
 
     kind = "/".join(dict.fromkeys(s.kind for s in result.stages))
-    table = Table(title=escape(f"{result.model} ({kind}) on {result.image}"), caption=escape(result.weights))
+    table = Table(title=f"{result.model} ({kind}) on {result.image}", caption=result.weights)
     for col in ("stage", "map", "var in", "var out", "spread in", "spread out", "ĉ var", "enhanced"):
         table.add_column(col, justify="left" if col == "stage" else "right")
     for s in result.stages:
@@ -86,7 +85,7 @@ def print_summary(result: Any) -> None:
         )
     console = make_console()
     console.print(table)
-    console.print(escape(f"report: {result.out_dir / 'index.md'} ({len(result.files)} files)"))
+    console.print(f"report: {result.out_dir / 'index.md'} ({len(result.files)} files)")
 
 
 def main(argv: list[str] | None = None, *, prog: str | None = None) -> int:

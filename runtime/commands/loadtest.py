@@ -14,7 +14,6 @@ import sys
 from pathlib import Path
 
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
 from models.transforms import ImageReadError
@@ -130,7 +129,7 @@ def _main(argv: list[str] | None, prog: str | None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     setting = f"{args.protocol}, batch {args.batch_size}, {args.duration:g} s"
-    table = Table(title=escape(f"{args.model_name} at {args.url} ({setting})"))
+    table = Table(title=f"{args.model_name} at {args.url} ({setting})")
     columns = ["concurrency", "requests", "errors", "req/s", "img/s", "p50 ms", "p90 ms", "p95 ms", "p99 ms"]
     for column in columns + (["bad → 4xx"] if args.bad_every else []):
         table.add_column(column, justify="right")
@@ -158,7 +157,7 @@ def _main(argv: list[str] | None, prog: str | None) -> int:
         extra = {"predictions": predictions} if predictions else {}
         write_json_output(args.json, {**provenance, **report.to_dict(), **extra})
         if not is_stdout(args.json):
-            console.print(escape(f"wrote {args.json}"))
+            console.print(f"wrote {args.json}")
     failed = [level for level in report.levels if level.errors]
     if failed:
         first = " ".join(str(failed[0].first_error).split())

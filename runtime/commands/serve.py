@@ -13,7 +13,6 @@ import signal
 import sys
 from pathlib import Path
 
-from rich.markup import escape
 from rich.table import Table
 
 from export.artifacts import ArtifactError, load_manifest
@@ -90,7 +89,7 @@ def _main(argv: list[str] | None, prog: str | None) -> int:
     ) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    table = Table(title=escape(f"serving {model_name} ({backend}, {args.instances} instance(s))"))
+    table = Table(title=f"serving {model_name} ({backend}, {args.instances} instance(s))")
     table.add_column("endpoint")
     table.add_column("address")
     for key, url in config.urls.items():

@@ -57,9 +57,10 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
 
 def print_report(report, console) -> None:
     from rich.table import Table
+    from rich.text import Text
 
     m = report.machine
-    console.print(f"[bold]{report.command}[/bold]")
+    console.print(report.command, style="bold")
     console.print(
         f"{m['cpu']}, {m['logical_cpus']} logical CPUs, {'/'.join(m['isa'])}; {m['threads']} threads; "
         f"onnxruntime {m['versions']['onnxruntime']}, openvino {m['versions']['openvino']}, "
@@ -103,7 +104,7 @@ def print_report(report, console) -> None:
         tt.add_row(name, t["target"], value, verdict)
     console.print(tt)
     for note in report.notes:
-        console.print(f"[yellow]warning:[/yellow] {note}")
+        console.print(Text.assemble(("warning:", "yellow"), f" {note}"))
 
 
 def main(argv: list[str] | None = None, *, prog: str | None = None) -> int:

@@ -42,7 +42,6 @@ def _main(argv: list[str] | None, prog: str | None) -> int:
     args = build_parser(prog).parse_args(argv)
     backend = args.backends[0]
     console = make_console(highlight=False, min_width=110, json_path=args.json)
-    from rich.markup import escape
 
     import models
     from export.artifacts import ArtifactError
@@ -75,7 +74,7 @@ def _main(argv: list[str] | None, prog: str | None) -> int:
     if failures:
         print(f"error: parity failed: {'; '.join(failures)}", file=sys.stderr)
         return EXIT_PARITY
-    console.print(escape(f"{args.directory}: hashes verified, parity passed on {backend} ({', '.join(reports)})"))
+    console.print(f"{args.directory}: hashes verified, parity passed on {backend} ({', '.join(reports)})")
     return 0
 
 

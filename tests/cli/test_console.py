@@ -29,3 +29,16 @@ def test_a_wide_table_is_not_cut_in_a_log(capsys):
 def test_no_script_builds_its_own_console():
     offenders = [p.name for p in SCRIPTS if re.search(r"(?<!make_console)\bConsole\(", p.read_text())]
     assert offenders == []
+
+
+def test_user_text_prints_as_it_is_in_lines_titles_and_cells(capsys):
+    """Paths, labels and model names are never read as rich markup: markup is off in every script's console."""
+    console = make_console()
+    name = "cat[bold].png [red]x[/red]"
+    table = Table(title=f"{name} (onnxruntime)")
+    table.add_column("label")
+    table.add_row(name)
+    console.print(f"wrote {name}")
+    console.print(table)
+    out = capsys.readouterr().out
+    assert out.count(name) == 3
