@@ -165,8 +165,18 @@ def check_labels(source: Any, dataset: Dataset) -> None:
             )
 
 
+def check_evaluation(source: Any, dataset: Dataset, *, batch: int) -> None:
+    """What ``evaluate`` refuses before any image runs, each a one-line error (the command calls it before it
+    starts its progress bar)."""
+    if batch < 1:
+        raise ValueError(f"--batch-size must be at least 1 (images per inference call); got {batch}")
+    if not len(dataset):
+        raise DatasetError(f"no images to evaluate in {dataset.root}")
+    check_labels(source, dataset)
+
+
 def evaluate(
-    artifact: str | Path,
+    artifact: Any,  # a path, or a runtime.ModelSource already opened
     dataset: Dataset,
     *,
     targets: Sequence[str],
@@ -178,16 +188,11 @@ def evaluate(
     """Run every target and the reference over ``dataset`` in batches; accuracy (with labels) and agreement."""
     from contextlib import ExitStack
 
-    if batch < 1:
-        raise ValueError(f"--batch-size must be at least 1 (images per inference call); got {batch}")
-    if not len(dataset):
-        raise DatasetError(f"no images to evaluate in {dataset.root}")
-
     import runtime
     from runtime.preprocess import preprocess_images, preprocessing_for
 
     source = runtime.open_source(artifact)
-    check_labels(source, dataset)
+    check_evaluation(source, dataset, batch=batch)
     preprocessing = preprocessing_for(source)
     results = {name: TargetResult(name) for name in targets}
     with ExitStack() as stack:

@@ -43,16 +43,14 @@ def _main(argv: list[str] | None, prog: str | None) -> int:
     from export.artifacts import ArtifactError
     from models.transforms import ImageReadError
     from runtime.backends.base import BackendUnavailableError
-    from runtime.evaluate import DatasetError, check_labels, evaluate, load_dataset
+    from runtime.evaluate import DatasetError, check_evaluation, evaluate, load_dataset
 
     console = make_console(stderr=True)
     targets = list(args.backends)
     try:
-        if args.batch_size < 1:  # before the progress bar starts
-            raise ValueError(f"--batch-size must be at least 1; got {args.batch_size}")
         dataset = load_dataset(args.data, labels_file=args.labels, limit=args.limit)
-        source = runtime.open_source(args.artifact)  # verified once, and the labels checked before the bar starts
-        check_labels(source, dataset)
+        source = runtime.open_source(args.artifact)  # verified once
+        check_evaluation(source, dataset, batch=args.batch_size)  # before the progress bar starts
         columns = (TextColumn("evaluating"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
         with Progress(*columns, console=console) as bar:
             task = bar.add_task("images", total=len(dataset))
