@@ -25,6 +25,7 @@ logger = logging.getLogger(__name__)
 MANIFEST_NAME = "manifest.json"
 MANIFEST_VERSION = 1
 MAX_MANIFEST_BYTES = 16 << 20  # a manifest is a few kB; anything this large is not one
+DEFAULT_WEIGHTS_PREFIX = "default-weights:"  # checkpoint_sha256 of a model exported without a checkpoint: "...:<init>"
 
 FileIdentity = tuple[int, int, int, int, int]  # st_dev, st_ino, st_size, st_mtime_ns, st_ctime_ns
 

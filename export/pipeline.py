@@ -27,7 +27,15 @@ import onnx
 import torch
 from torch import nn
 
-from export.artifacts import MANIFEST_NAME, Manifest, atomic_path, file_sha256, write_json, write_manifest
+from export.artifacts import (
+    DEFAULT_WEIGHTS_PREFIX,
+    MANIFEST_NAME,
+    Manifest,
+    atomic_path,
+    file_sha256,
+    write_json,
+    write_manifest,
+)
 from export.external_data import data_file_for, save_with_external_weights, share_mode
 from export.int8.calibration import CalibrationOptions
 from export.int8.roles import INT8_FUSED_NAME, INT8_NAME, INT8_S8S8_NAME, parity_file
@@ -204,7 +212,7 @@ def _load_source(
                 "export again once it is complete"
             )
     elif registry:
-        sha = f"default-weights:{init}"
+        sha = f"{DEFAULT_WEIGHTS_PREFIX}{init}"
     else:
         sha = f"{STATE_DICT_PREFIX}{state_dict_sha256(model)}"
     return _Source(

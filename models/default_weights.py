@@ -20,7 +20,6 @@ from models.transforms import IMAGENET_MEAN, IMAGENET_STD, photo_batch
 logger = logging.getLogger(__name__)
 
 RESIDUAL_BN_SCALE = 0.5
-DEFAULT_WEIGHTS_PREFIX = "default-weights:"  # an artifact's checkpoint_sha256 without a checkpoint: "...:<init>"
 
 
 def warn_untrained(name: str, *, init: str) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from export.artifacts import (
+    DEFAULT_WEIGHTS_PREFIX,
     MANIFEST_NAME,
     ArtifactError,
     FileIdentity,
@@ -72,7 +73,7 @@ class ModelSource:
     @property
     def untrained(self) -> bool:
         """Whether the model was exported with the project's default (NOT trained) weights."""
-        return (self.weights or "").startswith("default-weights:")
+        return (self.weights or "").startswith(DEFAULT_WEIGHTS_PREFIX)
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from export.artifacts import DEFAULT_WEIGHTS_PREFIX
 from runtime.backends.base import BackendUnavailableError
 from runtime.backends.source_runner import SourceRunner, import_backend
 from runtime.source import ModelSource
@@ -122,13 +123,13 @@ class TorchRunner(SourceRunner):
         init = recorded.get("init")
         if init is None and self.source.manifest is None and checkpoint is None:
             # a bare file records its weights in its metadata: the default weights' init, or a checkpoint's sha256
-            weights = self.source.weights or "default-weights:calibrated"
-            if not weights.startswith("default-weights:"):
+            weights = self.source.weights or f"{DEFAULT_WEIGHTS_PREFIX}calibrated"
+            if not weights.startswith(DEFAULT_WEIGHTS_PREFIX):
                 raise ValueError(
                     f"{self.source.model_path} was exported from a checkpoint (sha256 {weights[:12]}…); pass "
                     "checkpoint=PATH to the torch backend, or open the artifact directory"
                 )
-            init = weights.split(":", 1)[1]
+            init = weights.removeprefix(DEFAULT_WEIGHTS_PREFIX)
         init = init or "calibrated"
         return {"checkpoint": checkpoint, "init": init if init in ("calibrated", "random") else "calibrated"}
 
@@ -144,7 +145,12 @@ class TorchRunner(SourceRunner):
         """The checkpoint must still be the file the artifact was exported from."""
         extra = self.source.manifest.extra if self.source.manifest is not None else {}
         recorded = extra.get("source", extra).get("checkpoint_sha256", "")
-        if checkpoint is None or self.checkpoint is not None or not recorded or recorded.startswith("default-weights"):
+        if (
+            checkpoint is None
+            or self.checkpoint is not None
+            or not recorded
+            or recorded.startswith(DEFAULT_WEIGHTS_PREFIX)
+        ):
             return
         from models import CheckpointError
         from models.atomic import file_sha256
