@@ -15,21 +15,23 @@ IMAGENET_NUM_CLASSES = 1000
 
 
 @functools.lru_cache(maxsize=1)
+def _imagenet_rows() -> tuple[tuple[str, str], ...]:
+    """(WordNet id, lemmas) of each ImageNet-1k class, in index order: the file read once."""
+    lines = IMAGENET_CLASSES.read_text(encoding="utf-8").splitlines()
+    return tuple((wnid, lemmas) for wnid, lemmas in (line.split("\t", 1) for line in lines))
+
+
+@functools.lru_cache(maxsize=1)
 def imagenet_class_names() -> tuple[str, ...]:
     """The ImageNet-1k class names in index order, each the first of its lemmas ("tabby" for "tabby, tabby cat")."""
-    names = []
-    for line in IMAGENET_CLASSES.read_text(encoding="utf-8").splitlines():
-        _, lemmas = line.split("\t", 1)
-        names.append(lemmas.split(",")[0].strip())
-    return tuple(names)
+    return tuple(lemmas.split(",")[0].strip() for _, lemmas in _imagenet_rows())
 
 
 @functools.lru_cache(maxsize=1)
 def imagenet_wordnet_ids() -> dict[str, int]:
     """Each ImageNet-1k class's WordNet id ("n02123045") and its index: an ImageFolder of synset folders, even a
     subset of them, is labelled by these, not by its folders' sorted order."""
-    lines = IMAGENET_CLASSES.read_text(encoding="utf-8").splitlines()
-    return {line.split("\t", 1)[0]: index for index, line in enumerate(lines)}
+    return {wnid: index for index, (wnid, _) in enumerate(_imagenet_rows())}
 
 
 def labels_for(num_classes: int | None, path: str | Path | None = None) -> list[str] | None:

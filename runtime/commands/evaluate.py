@@ -10,7 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from runtime.cli import command_words, make_console, make_parser, run_main, write_json_output
+from runtime.cli import EXIT_INPUT, command_words, make_console, make_parser, run_main, write_json_output
 from runtime.cli_flags import add_backends, add_batch_size, add_json, add_threads
 
 
@@ -73,7 +73,7 @@ def _main(argv: list[str] | None, prog: str | None) -> int:
         OSError,
     ) as err:
         print(f"error: {err}", file=sys.stderr)
-        return 2
+        return EXIT_INPUT
     table = Table(title=f"{report['model']} on {dataset.kind} {args.data} ({len(dataset)} images), vs {args.reference}")
     for column in ("target", "top-1", "top-5", "top-1 agree", "top-5 overlap", "cos mean", "cos min", "rel L2 max"):
         table.add_column(column, justify="left" if column == "target" else "right")

@@ -19,6 +19,7 @@ from rich.table import Table
 from models.transforms import ImageReadError
 from runtime.bench_report import versions
 from runtime.cli import (
+    EXIT_INPUT,
     OutputPathError,
     check_output_paths,
     command_words,
@@ -127,7 +128,7 @@ def _main(argv: list[str] | None, prog: str | None) -> int:
             logits = classify_once(args.url, model=args.model_name, batch=photos, protocol=args.protocol)
     except (LoadTestError, OutputPathError, ImageReadError, LabelsError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
-        return 2
+        return EXIT_INPUT
     setting = f"{args.protocol}, batch {args.batch_size}, {args.duration:g} s"
     table = Table(title=f"{args.model_name} at {args.url} ({setting})")
     columns = ["concurrency", "requests", "errors", "req/s", "img/s", "p50 ms", "p90 ms", "p95 ms", "p99 ms"]

@@ -18,7 +18,7 @@ from rich.table import Table
 from export.artifacts import ArtifactError, load_manifest
 from runtime import UnknownBackendError
 from runtime.backends.base import BackendUnavailableError
-from runtime.cli import make_console, make_parser, run_main
+from runtime.cli import EXIT_INPUT, make_console, make_parser, run_main
 from runtime.cli_flags import add_backends, add_model_name, add_threads, precision_option
 from runtime.serve import ServeConfig, ServeConfigError, ServeError, serve_artifact
 
@@ -88,7 +88,7 @@ def _main(argv: list[str] | None, prog: str | None) -> int:
         ValueError,
     ) as err:
         print(f"error: {err}", file=sys.stderr)
-        return 2
+        return EXIT_INPUT
     table = Table(title=f"serving {model_name} ({backend}, {args.instances} instance(s))")
     table.add_column("endpoint")
     table.add_column("address")
