@@ -107,6 +107,7 @@ def add_engine(
         pre = manifest.preprocessing
         options = replace(options, mean=tuple(pre["mean"]), std=tuple(pre["std"]))
     result = build_engine(directory / manifest.deploy, directory, options=options)
+    drop_validation(manifest, directory)  # the previous plan's verdict and reports say nothing of this one
     record_engine(manifest, directory, result.info)
     _record_calibration_cache(manifest, directory, result)
     validation = None
@@ -118,6 +119,18 @@ def add_engine(
     if validation is not None and not validation.passed:
         raise EngineParityError(_failure(validation))
     return result, validation
+
+
+ENGINE_LAYERS_ROLE, ENGINE_PARITY_ROLE = "engine-layers", "engine-parity"
+
+
+def drop_validation(manifest: Manifest, directory: Path) -> None:
+    """Forget the recorded plan's validation (its reports and parity verdict), files included, until
+    ``validate_engine`` validates the plan now on disk."""
+    for name in [n for n, e in manifest.files.items() if e.role in (ENGINE_LAYERS_ROLE, ENGINE_PARITY_ROLE)]:
+        del manifest.files[name]
+        (directory / name).unlink(missing_ok=True)
+    manifest.parity.pop("tensorrt", None)
 
 
 def validate_engine(
@@ -141,8 +154,8 @@ def validate_engine(
     islands = check_fp32_islands(layer_info, {n for island in plan.islands for n in island})
     write_json(directory / LAYERS_NAME, layer_info)
     write_json(directory / PARITY_NAME, {"parity": parity.to_dict(), "fp32_islands": islands.to_dict()})
-    manifest.record(directory, LAYERS_NAME, role="engine-layers")
-    manifest.record(directory, PARITY_NAME, role="engine-parity")
+    manifest.record(directory, LAYERS_NAME, role=ENGINE_LAYERS_ROLE)
+    manifest.record(directory, PARITY_NAME, role=ENGINE_PARITY_ROLE)
     manifest.parity["tensorrt"] = {
         "file": PARITY_NAME,
         "passed": parity.passed,

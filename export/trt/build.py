@@ -260,12 +260,7 @@ def sidecar(
 
 
 def record_engine(manifest: Manifest, directory: str | Path, info: dict[str, Any]) -> Manifest:
-    """Record the plan and its sidecar in the manifest (the caller writes the manifest last). The previous plan's
-    validation (its parity verdict and reports) says nothing of this one: it is dropped until this one is validated."""
-    for name in [n for n, entry in manifest.files.items() if entry.role in ("engine-parity", "engine-layers")]:
-        del manifest.files[name]
-        (Path(directory) / name).unlink(missing_ok=True)
-    manifest.parity.pop("tensorrt", None)
+    """Record the plan and its sidecar in the manifest (the caller writes the manifest last)."""
     manifest.record(directory, PLAN_NAME, role="engine")
     manifest.record(directory, SIDECAR_NAME, role="engine-info")
     manifest.extra["tensorrt"] = {
