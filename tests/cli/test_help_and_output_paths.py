@@ -11,7 +11,8 @@ from runtime.commands import COMMANDS
 def test_a_switch_shows_no_default():
     parser = make_parser()
     parser.add_argument("--no-gate", action="store_false", dest="gate", help="expose the port directly")
-    parser.add_argument("--quiet", action="store_true")  # no help: none is made up from its default
+    # no help and an explicit default: the parser makes up "(default: …)" help for an option, never for a switch
+    parser.add_argument("--no-color", action="store_false", dest="color", default=True)
     parser.add_argument("--rounds", type=int, default=3, help="how many")
     text = parser.format_help()
     assert "(default: True)" not in text and "(default: False)" not in text

@@ -60,11 +60,20 @@ def test_runs_as_a_file_next_to_the_stdlib_name(tmp_path):
         ),
         (
             ["--model", "sge_resnet18", "--image", "astronaut", "--groups-shown", "-2"],
-            "--groups-shown must be at least",
+            "--groups-shown must be at least 1; got -2",
         ),
-        (["--model", "sge_resnet18", "--image", "astronaut", "--input-size", "0", "0"], "must be 1..1024 on each side"),
-        (["--model", "sge_resnet18", "--image", "astronaut", "--input-size", "-5", "64"], "must be 1..1024 on each"),
-        (["--model", "sge_resnet18", "--image", "astronaut", "--input-size", "20000", "20000"], "must be 1..1024"),
+        (
+            ["--model", "sge_resnet18", "--image", "astronaut", "--input-size", "0", "0"],
+            "must be 1..1024 on each side; got 0 0",
+        ),
+        (
+            ["--model", "sge_resnet18", "--image", "astronaut", "--input-size", "-5", "64"],
+            "must be 1..1024 on each side; got -5 64",
+        ),
+        (
+            ["--model", "sge_resnet18", "--image", "astronaut", "--input-size", "20000", "20000"],
+            "must be 1..1024 on each side; got 20000 20000",
+        ),
         (["--model", "sge_resnet18", "--image", "astronaut", "--checkpoint", "."], "--checkpoint . is a directory"),
         (["--model", "sge_resnet18", "--image", "."], "cannot read image .: it is a directory"),
     ],

@@ -17,14 +17,15 @@ def test_atomic_path_syncs_the_file_before_publishing_it_and_the_directory_after
 
 
 def test_sync_tree_syncs_every_file_then_each_directory_deepest_first_without_following_links(tmp_path, fsync_log):
-    (tmp_path / "1" / "2").mkdir(parents=True)
+    tree = tmp_path / "tree"
+    (tree / "1" / "2").mkdir(parents=True)
     for name in ("a.onnx", "1/b.txt", "1/2/c.bin"):
-        (tmp_path / name).write_bytes(b"x")
-    outside = tmp_path.parent / f"{tmp_path.name}-outside"
+        (tree / name).write_bytes(b"x")
+    outside = tmp_path / "outside"
     outside.write_bytes(b"y")
-    (tmp_path / "link").symlink_to(outside)
-    sync_tree(tmp_path)
-    root = tmp_path.resolve()
+    (tree / "link").symlink_to(outside)
+    sync_tree(tree)
+    root = tree.resolve()
     files = {root / "a.onnx", root / "1" / "b.txt", root / "1" / "2" / "c.bin"}
     assert set(fsync_log[:3]) == files and outside.resolve() not in fsync_log
     assert fsync_log[3:] == [root / "1" / "2", root / "1", root]
