@@ -23,16 +23,8 @@ from models.transforms import PHOTO_NAMES, ImageReadError, eval_transform, load_
 logger = logging.getLogger(__name__)
 
 MAP_NAMES = {"sge": "SGE group gates σ(a)", "cbam": "CBAM spatial gate", "sa": "spatial gate", "gc": "GC softmax"}
-# The files a report writes (figures are named <stage>_<suffix>.png): an earlier report's are removed before a new one.
-REPORT_FILES = (
-    "index.md",  # first: the folder stops looking complete
-    "*_sge_gates.png",
-    "*_sge_activations.png",
-    "*_spatial_gate.png",
-    "*_gc_softmax.png",
-    "stats.png",
-    "stats.json",
-)
+# The files every report writes; its figures (<stage>_<suffix>.png) are listed in its stats.json ("files").
+FIXED_REPORT_FILES = ("index.md", "stats.png", "stats.json")
 
 
 class NonFiniteActivationError(ValueError):
@@ -211,11 +203,17 @@ def check_finite(captures: list[BlockCapture]) -> None:
 
 
 def remove_report(out_dir: Path) -> None:
-    """Remove an earlier report's files from ``out_dir`` (index.md first); other files stay."""
-    for pattern in REPORT_FILES:
-        for path in sorted(out_dir.glob(pattern)):
-            if path.is_file():
-                path.unlink()
+    """Remove an earlier report's files from ``out_dir``: index.md first (the folder stops looking complete), then
+    exactly the files its stats.json lists; a user's own files stay, whatever their names."""
+    (out_dir / "index.md").unlink(missing_ok=True)
+    try:
+        listed = json.loads((out_dir / "stats.json").read_text()).get("files", [])
+    except (OSError, ValueError, AttributeError):
+        listed = []  # no readable record: only the fixed names are known to be a report's
+    names = {*FIXED_REPORT_FILES, *(f for f in listed if isinstance(f, str) and Path(f).name == f)}
+    for name in sorted(names):
+        if (out_dir / name).is_file():
+            (out_dir / name).unlink()
 
 
 def write_report(

@@ -85,10 +85,12 @@ def test_block_out_of_range_leaves_no_index(tmp_path):
 
 
 def test_a_reused_folder_holds_only_the_new_report(tmp_path):
-    (tmp_path / "notes.txt").write_text("mine\n")
+    mine = ["notes.txt", "my_spatial_gate.png"]  # a user's files, one named like a report's figure
+    for name in mine:
+        (tmp_path / name).write_text("mine\n")
     inspect_model("sge_resnet18", image="camera", out_dir=tmp_path, init="random", size=SIZE, groups=4)
     result = inspect_model("sa_resnet18", image="camera", out_dir=tmp_path, init="random", size=SIZE)
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*result.files, "notes.txt"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*result.files, *mine])
 
 
 def test_groups_shown_must_be_positive(tmp_path):
