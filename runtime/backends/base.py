@@ -6,7 +6,9 @@ session; ``infer`` checks the batch against the model's input spec before callin
 """
 
 import abc
+import contextlib
 import logging
+import threading
 from typing import Any
 
 import numpy as np
@@ -85,10 +87,18 @@ class Runner(abc.ABC):
     name: str = "runner"
     # a backend that turns NaN/Inf input into finite-looking output (OpenVINO) refuses it even without check_finite
     hides_nonfinite_input: bool = False
+    # a backend whose one set of call buffers serves every call (OpenVINO's InferRequest, TensorRT's device buffers,
+    # ONNX Runtime's IO binding on a GPU) takes calls from several threads one at a time, and closes after the call
+    # in flight: unlocked, two threads got each other's outputs
+    shares_call_state: bool = False
 
     def __init__(self, *, check_finite: bool = False) -> None:
         self.check_finite = check_finite
         self.is_active = False
+        self._call_lock = threading.Lock()
+
+    def _one_call_at_a_time(self) -> Any:
+        return self._call_lock if self.shares_call_state else contextlib.nullcontext()
 
     # -- the contract ------------------------------------------------------------------------------------------
     @property
@@ -106,9 +116,10 @@ class Runner(abc.ABC):
         return self
 
     def deactivate(self) -> None:
-        if self.is_active:
-            self._deactivate_impl()
-            self.is_active = False
+        with self._one_call_at_a_time():
+            if self.is_active:
+                self._deactivate_impl()
+                self.is_active = False
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
         if not self.is_active:
@@ -119,7 +130,10 @@ class Runner(abc.ABC):
             raise InputMismatchError(
                 f"input {self.input_spec.name!r} holds {bad} NaN/Inf values; fix the preprocessing or the data"
             )
-        out = self._infer_impl(batch)
+        with self._one_call_at_a_time():
+            if not self.is_active:  # closed by another thread while this call waited
+                raise RuntimeError(f"{self.name} runner was closed while this call waited")
+            out = self._infer_impl(batch)
         if self.check_finite and not np.isfinite(out).all():
             bad = int((~np.isfinite(out)).sum())
             raise NonFiniteOutputError(

@@ -61,6 +61,10 @@ def import_onnxruntime() -> Any:
 class OnnxRuntimeRunner(SourceRunner):
     name = "onnxruntime"
 
+    @property
+    def shares_call_state(self) -> bool:  # a GPU device's IO binding serves every call; a CPU session is thread-safe
+        return self.device != "cpu"
+
     def __init__(
         self,
         source: str | Path | ModelSource,

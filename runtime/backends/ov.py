@@ -16,7 +16,6 @@ asked for; ``describe()["precision"]`` is what runs, ``describe()["graph"]`` whi
 """
 
 import logging
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +49,7 @@ def import_openvino() -> Any:
 class OpenVINORunner(SourceRunner):
     name = "openvino"
     hides_nonfinite_input = True  # OpenVINO maps NaN/Inf input to finite logits (ORT and torch propagate them)
+    shares_call_state = True  # one InferRequest
 
     def __init__(
         self,
@@ -77,7 +77,6 @@ class OpenVINORunner(SourceRunner):
         self._graph: dict[str, Any] = {}  # which graph runs: plain, or sge_fused with its block count
         self._compiled: Any = None
         self._request: Any = None
-        self._request_lock = threading.Lock()
         self._runs: dict[str, Any] = {}  # what OpenVINO compiled: precision, hint, note
 
     def _model_path(self) -> Path | None:
@@ -214,19 +213,14 @@ class OpenVINORunner(SourceRunner):
         }
 
     def _deactivate_impl(self) -> None:
-        with self._request_lock:  # after a call in flight on another thread, never under it
-            self._request = None
-            self._compiled = None
-            self._runs = {}
-            self._graph = {}
+        self._request = None
+        self._compiled = None
+        self._runs = {}
+        self._graph = {}
 
     def _infer_impl(self, batch: np.ndarray) -> np.ndarray:
-        # one InferRequest: calls from several threads take turns (they returned each other's outputs)
-        with self._request_lock:
-            if self._request is None:
-                raise RuntimeError("openvino runner is not active; use `with runner:` or call runner.activate()")
-            self._request.infer({0: batch})
-            return self._request.get_output_tensor(0).data.copy()
+        self._request.infer({0: batch})  # one InferRequest: shares_call_state makes calls take turns
+        return self._request.get_output_tensor(0).data.copy()
 
     def layer_times(self) -> list[dict[str, Any]]:
         """Per-layer times of the last ``infer`` (OpenVINO's perf counts; compile with config {"PERF_COUNT": True})."""

@@ -146,6 +146,7 @@ class TrtRunner(Runner):
     """
 
     name = "tensorrt"
+    shares_call_state = True  # one set of device buffers and events
     device = "cuda"
 
     def __init__(

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 import runtime
-from runtime.backends.base import InputMismatchError
+from export.artifacts import TensorSpec
+from runtime.backends.base import InputMismatchError, Runner
 
 from .conftest import ATOL, MODEL, rel_l2
 
@@ -113,3 +114,46 @@ def test_threads_must_be_a_whole_number_on_every_backend(artifact, threads):
     for backend in ("onnxruntime", "openvino", "torch"):
         with pytest.raises(ValueError, match="threads must be an integer ≥ 1"):
             runtime.load(artifact, backend, threads=threads)
+
+
+class SharedBufferRunner(Runner):
+    """One output buffer for every call, filled, then read back after a pause: the state a GPU runner shares."""
+
+    name = "shared-buffer"
+    shares_call_state = True
+
+    input_spec = TensorSpec("input", ("batch", 1, 1, 1))
+    output_spec = TensorSpec("output", ("batch", 1))
+
+    def _activate_impl(self):
+        self._buffer = np.zeros((8, 1), np.float32)
+
+    def _infer_impl(self, batch):
+        self._buffer[: len(batch)] = batch.reshape(len(batch), 1)
+        time.sleep(0.002)
+        return self._buffer[: len(batch)].copy()
+
+
+def test_a_runner_that_shares_call_state_takes_calls_one_at_a_time_and_closes_after_them():
+    runner = SharedBufferRunner().activate()
+    wrong = []
+
+    def call(value):
+        for _ in range(20):
+            if not (runner.infer(np.full((2, 1, 1, 1), value, np.float32)) == value).all():
+                wrong.append(value)
+
+    threads = [threading.Thread(target=call, args=(v,)) for v in (1.0, 2.0)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert wrong == []
+    closing = threading.Thread(target=runner.deactivate)
+    with runner._call_lock:  # a call in flight: the close waits for it, and a call queued behind the close is refused
+        closing.start()
+        time.sleep(0.05)
+        assert runner.is_active
+    closing.join()
+    with pytest.raises(RuntimeError, match="not active"):
+        runner.infer(np.zeros((1, 1, 1, 1), np.float32))
