@@ -18,10 +18,16 @@ MIN_OPSET, MAX_OPSET = 13, 20
 # The largest input side an export accepts: an ImageNet classifier's eager forward, trace and parity at 1024×1024
 # already take gigabytes (ResNet-50: ~3 GB); 100000×100000 would run until the OOM killer stops it.
 MAX_INPUT_SIDE = 1024
+
 # The smallest height and width of the dynamo exporter's symbolic range (--dynamic-hw); the example input, and so
 # --input-size, must lie in that range.
 MIN_DYNAMO_DYNAMIC_SIDE = 33
 MAX_PARITY_BATCH = 64
+
+
+def fits_input_side(*sides: object) -> bool:
+    """Every side a whole number in 1..MAX_INPUT_SIDE (an export's input, a manifest's, inspect's --input-size)."""
+    return all(isinstance(side, int) and 1 <= side <= MAX_INPUT_SIDE for side in sides)
 
 
 class SpecError(ValueError):
@@ -49,7 +55,7 @@ class ExportSpec:
     def __post_init__(self) -> None:
         problems = []
         h, w = self.input_size
-        if not (isinstance(h, int) and isinstance(w, int) and 1 <= h <= MAX_INPUT_SIDE and 1 <= w <= MAX_INPUT_SIDE):
+        if not fits_input_side(h, w):
             problems.append(f"input size must be 1..{MAX_INPUT_SIDE} on each side; got {h}×{w}")
         if not MIN_OPSET <= self.opset <= MAX_OPSET:
             problems.append(

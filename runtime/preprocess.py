@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from export.artifacts import MANIFEST_NAME, ArtifactError
-from export.spec import MAX_INPUT_SIDE
+from export.spec import MAX_INPUT_SIDE, fits_input_side
 from models.transforms import IMAGENET_MEAN, IMAGENET_STD, eval_transform, load_image
 from runtime.source import ModelSource
 
@@ -54,7 +54,7 @@ def _recorded_size(recorded: dict[str, Any], key: str, source: ModelSource) -> t
         h, w = (int(side) for side in size)
     except (TypeError, ValueError):
         h = w = 0
-    if not (1 <= h <= MAX_INPUT_SIDE and 1 <= w <= MAX_INPUT_SIDE):
+    if not fits_input_side(h, w):
         manifest = Path(source.directory or ".") / MANIFEST_NAME
         raise ArtifactError(
             f"{manifest}: preprocessing.{key} {size!r} must be two sides of 1..{MAX_INPUT_SIDE}; "

@@ -52,12 +52,12 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
 
 def check_args(args: argparse.Namespace, out: Path) -> None:
     """Refuse (ValueError) what would fail only after the forward pass, or say the wrong thing there."""
-    from export.spec import MAX_INPUT_SIDE
+    from export.spec import MAX_INPUT_SIDE, fits_input_side
 
     check_output_dir(out, flag="--output")
     if args.groups_shown < 1:
         raise ValueError(f"--groups-shown must be at least 1; got {args.groups_shown}")
-    if args.input_size and not all(1 <= side <= MAX_INPUT_SIDE for side in args.input_size):
+    if args.input_size and not fits_input_side(*args.input_size):
         raise ValueError(
             f"--input-size must be 1..{MAX_INPUT_SIDE} on each side; got {args.input_size[0]} {args.input_size[1]}"
         )
