@@ -24,11 +24,9 @@ from runtime.source import ModelSource, open_source
 logger = logging.getLogger(__name__)
 
 TENSORRT_HINT = "pip install tensorrt-cu12 (CUDA 12) or tensorrt-cu13 (CUDA 13)"
-BUILD_PRECISIONS = (
-    "fp32",
-    "fp16",
-    "int8",
-)  # trt-build --trt (export/trt/build.py; not imported: the runtime stays light)
+# what trt-build --trt makes: export.trt.build.PRECISIONS, copied so that the runtime stays light (a test keeps the
+# two equal)
+BUILD_PRECISIONS = ("fp32", "fp16", "int8")
 
 
 class PlanMismatchError(ValueError):
