@@ -9,6 +9,7 @@ sessions here, so what is verified is what runs.
 
 import logging
 import tempfile
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,9 +32,9 @@ def fused_graph_file(manifest: "Manifest") -> str | None:  # noqa: F821
     return next((rel for rel, entry in manifest.files.items() if entry.role == FUSED_ROLE), None)
 
 
-def uses_fused_sge(model: onnx.ModelProto) -> bool:
-    """Whether the graph holds fused SGE nodes (and so needs the custom-op library)."""
-    return any(op.domain == FUSED_DOMAIN for op in model.opset_import)
+def uses_fused_sge(opset_domains: Iterable[str]) -> bool:
+    """Whether a graph that imports these opset domains holds fused SGE nodes (and so needs the custom-op library)."""
+    return FUSED_DOMAIN in set(opset_domains)
 
 
 @dataclass(frozen=True)
@@ -77,7 +78,7 @@ def plan_session(path: str | Path, *, fused: bool | None = None) -> SessionPlan:
     """
     path = Path(path)
     if fused is None:
-        fused = uses_fused_sge(onnx.load(str(path), load_external_data=False))
+        fused = uses_fused_sge(op.domain for op in onnx.load(str(path), load_external_data=False).opset_import)
     if not fused:
         return SessionPlan(model=str(path))
     library = kernel_library()

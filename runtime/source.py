@@ -41,6 +41,9 @@ class ModelSource:
     directory: Path | None = None
     identities: dict[str, FileIdentity] = field(default_factory=dict)  # recorded file → identity when verified
     weights: str | None = None  # the export's checkpoint_sha256: a checkpoint's hash or "default-weights:<init>"
+    # a bare ONNX file's node types and opset domains, read once with its specs (empty for an artifact directory)
+    graph_ops: frozenset[str] = frozenset()
+    graph_domains: frozenset[str] = frozenset()
 
     def unreadable_graph(self) -> ArtifactError | None:
         """Why a recorded ONNX graph cannot be read (a garbage file with a re-hashed manifest), or None.
@@ -156,7 +159,12 @@ def _from_onnx(path: Path) -> ModelSource:
     logger.info("%s is a bare ONNX file: verified nothing, specs read from the graph", path)
     weights = next((p.value for p in model.metadata_props if p.key == "checkpoint_sha256"), None)
     return ModelSource(
-        model_path=path, input_spec=_spec(inputs[0]), output_spec=_spec(graph.output[0]), weights=weights
+        model_path=path,
+        input_spec=_spec(inputs[0]),
+        output_spec=_spec(graph.output[0]),
+        weights=weights,
+        graph_ops=frozenset(node.op_type for node in graph.node),
+        graph_domains=frozenset(opset.domain for opset in model.opset_import),
     )
 
 

@@ -34,6 +34,20 @@ class PrecisionError(ValueError):
     """A precision a runner does not know or cannot run, or an artifact without the graph it needs."""
 
 
+def holds_quantised_layer(op_types) -> bool:
+    """Whether an ONNX graph with these node types holds a quantised layer (Q/DQ, QLinear* or *Integer nodes)."""
+    return any(op.endswith("QuantizeLinear") or op.startswith("QLinear") or op.endswith("Integer") for op in op_types)
+
+
+def not_quantised(path: object) -> PrecisionError:
+    """The error for precision int8 on a float graph (it would run FP32 under the int8 name), worded once for every
+    backend."""
+    return PrecisionError(
+        f"{path} holds no quantised layer (no QuantizeLinear/DequantizeLinear/QLinear* node): precision int8 "
+        "needs a Q/DQ model; give an INT8 file (an artifact's model.int8.onnx) or run fp32"
+    )
+
+
 def normalise_precision(precision: str) -> str:
     """``precision`` in the canonical spelling ("f32" → "fp32"); an unknown one lists the choices."""
     key = str(precision).lower()

@@ -35,21 +35,6 @@ PROVIDERS = {
 }
 
 
-def check_quantised(path: Path) -> None:
-    """PrecisionError unless the ONNX file holds a quantised layer: precision int8 on a float graph would run FP32
-    under the int8 name."""
-    import onnx
-
-    from export.int8.roles import PrecisionError
-
-    ops = {node.op_type for node in onnx.load(str(path), load_external_data=False).graph.node}
-    if not any(op.endswith("QuantizeLinear") or op.startswith("QLinear") or op.endswith("Integer") for op in ops):
-        raise PrecisionError(
-            f"{path} holds no quantised layer (no QuantizeLinear/DequantizeLinear/QLinear* node): precision int8 "
-            "needs a Q/DQ model; give an INT8 file (an artifact's model.int8.onnx) or run fp32"
-        )
-
-
 def import_onnxruntime() -> Any:
     return import_backend(
         "onnxruntime",
@@ -130,7 +115,10 @@ class OnnxRuntimeRunner(SourceRunner):
     def _activate_impl(self) -> None:
         ort = import_onnxruntime()
         if self.precision == "int8" and self.source.manifest is None:
-            check_quantised(self.source.model_path)
+            from export.int8.roles import holds_quantised_layer, not_quantised
+
+            if not holds_quantised_layer(self.source.graph_ops):
+                raise not_quantised(self.source.model_path)
         wanted = PROVIDERS[self.device][0]
         if wanted not in ort.get_available_providers():
             raise BackendUnavailableError(
@@ -208,10 +196,12 @@ class OnnxRuntimeRunner(SourceRunner):
 
                     raise fused_int8_cannot_run(self.source.manifest, "onnxruntime", path.name, reason) from err
                 logger.warning("the fused SGE graph cannot run here (%s); running %s instead", reason, plain.name)
-        # An artifact says which of its graphs is fused; a bare .onnx file is read to find out.
-        self._open_cpu(plain, fused=False if self.source.manifest is not None else None)
+        # An artifact says which of its graphs is fused; a bare .onnx file's opsets, read with its specs, say it.
+        from export.ort_session import uses_fused_sge
 
-    def _open_cpu(self, path: Path, *, fused: bool | None) -> None:
+        self._open_cpu(plain, fused=self.source.manifest is None and uses_fused_sge(self.source.graph_domains))
+
+    def _open_cpu(self, path: Path, *, fused: bool) -> None:
         from export.ort_session import cpu_session, plan_session
 
         plan = plan_session(path, fused=fused)

@@ -21,7 +21,6 @@ from typing import Any
 
 import numpy as np
 
-from export.artifacts import ArtifactError
 from export.int8.roles import (
     INT8_FUSED_ROLE,
     INT8_ROLE,
@@ -30,6 +29,7 @@ from export.int8.roles import (
     fused_int8_cannot_run,
     missing_int8_graph,
     normalise_precision,
+    not_quantised,
 )
 from runtime.backends.base import BackendUnavailableError, one_line
 from runtime.backends.ov_precision import HINTS, hint_name, precision_note, runs_as
@@ -167,10 +167,7 @@ class OpenVINORunner(SourceRunner):
             )
         model = self._read_model(core)
         if self.precision == "int8" and not any(op.get_type_name() == "FakeQuantize" for op in model.get_ops()):
-            raise ArtifactError(
-                f"{self._graph['model_path']} holds no quantised layer (no QuantizeLinear/DequantizeLinear): "
-                "precision int8 needs a Q/DQ model"
-            )
+            raise not_quantised(self._graph["model_path"])  # OpenVINO reads Q/DQ pairs as FakeQuantize
         try:
             self._compiled = core.compile_model(model, self.device, self.compile_config())
         except RuntimeError as err:

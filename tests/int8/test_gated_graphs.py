@@ -122,6 +122,17 @@ def test_an_artifact_exported_without_int8_still_says_to_add_it(fused_only):
     assert "--int8`" in missing_int8_graph(manifest, fused=True)
 
 
+def test_a_bare_int8_file_is_parsed_once_before_onnxruntime_reads_it(int8_artifact, monkeypatch):
+    import onnx
+
+    directory, _ = int8_artifact
+    parsed, load = [], onnx.load
+    monkeypatch.setattr(onnx, "load", lambda path, *args, **kwargs: parsed.append(path) or load(path, *args, **kwargs))
+    with runtime.load(directory / INT8_NAME, "onnxruntime", precision="int8") as runner:
+        runner.activate()
+    assert parsed == [str(directory / INT8_NAME)]  # the specs and the quantised-layer check share one read
+
+
 def test_onnxruntime_refuses_a_bare_float_file_for_int8(int8_artifact, photos):
     directory, _ = int8_artifact
     runner = runtime.load(directory / "model.onnx", "onnxruntime", precision="int8")

@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 
 import runtime
-from export.artifacts import ArtifactError
-from export.int8.roles import PrecisionError
+from export.int8.roles import PrecisionError, not_quantised
 from export.parity import compare
 from runtime.backends.ov_precision import GATES, precision_note
 from tests.openvino.conftest import eager
@@ -77,8 +76,9 @@ def test_int8_without_an_int8_model_says_what_to_do(artifact):
 
 def test_int8_refuses_a_bare_float_model(artifact):
     runner = runtime.load(artifact / "model.onnx", "openvino", precision="int8")
-    with pytest.raises(ArtifactError, match="no quantised layer"):
+    with pytest.raises(PrecisionError, match="no quantised layer") as raised:
         runner.activate()
+    assert str(raised.value) == str(not_quantised(artifact / "model.onnx"))  # onnxruntime's words
 
 
 def test_int8_accepts_a_bare_qdq_model(int8_artifact, photos, outputs):
