@@ -76,8 +76,7 @@ def get_config(name: str) -> ModelConfig:
         close = get_close_matches(name, MODEL_CONFIGS, n=3, cutoff=0.5)
         hint = f"did you mean {', '.join(close)}? " if close else ""
         raise UnknownModelError(
-            f"unknown model {name!r}; {hint}run `sge-deploy export --list-models` for all "
-            f"{len(MODEL_CONFIGS)} names"
+            f"unknown model {name!r}; {hint}run `sge-deploy export --list-models` for all {len(MODEL_CONFIGS)} names"
         ) from None
 
 

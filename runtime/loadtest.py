@@ -381,9 +381,7 @@ def run_level(
     )
 
 
-def run_load(
-    url: str, *, model: str, config: LoadConfig = LoadConfig(), batch: np.ndarray | None = None
-) -> LoadReport:
+def run_load(url: str, *, model: str, config: LoadConfig = LoadConfig(), batch: np.ndarray | None = None) -> LoadReport:
     """Drive ``model`` at ``url`` at each concurrency level in turn; return the report. Every request carries
     ``batch`` (for example preprocessed photographs), or seeded random input of the model's shape."""
     address = loopback_address(url, protocol=config.protocol)

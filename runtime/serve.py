@@ -150,9 +150,7 @@ def import_pytriton() -> Any:
     try:
         import pytriton.triton
     except ImportError as err:
-        raise BackendUnavailableError(
-            "serving needs PyTriton: pip install 'sge-deploy[serve]'"
-        ) from err
+        raise BackendUnavailableError("serving needs PyTriton: pip install 'sge-deploy[serve]'") from err
     return pytriton
 
 

@@ -408,5 +408,3 @@ def build_engine(onnx_path: str | Path, out_dir: str | Path, *, options: TrtBuil
         build=build,
     )
     return EngineResult(plan=plan, sidecar=write_json(out_dir / SIDECAR_NAME, info), info=info)
-
-

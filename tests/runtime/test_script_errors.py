@@ -164,9 +164,7 @@ def test_infer_refuses_top_k_below_1_before_loading_a_backend(artifact, photo, i
     assert_one_error_line(capsys, "--top-k must be at least 1")
 
 
-def test_benchmark_plot_without_matplotlib_is_refused_before_timing(
-    artifact, benchmark, tmp_path, capsys, monkeypatch
-):
+def test_benchmark_plot_without_matplotlib_is_refused_before_timing(artifact, benchmark, tmp_path, capsys, monkeypatch):
     import importlib.util
 
     real = importlib.util.find_spec

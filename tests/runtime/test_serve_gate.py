@@ -53,10 +53,14 @@ def test_good_requests_pass_in_json_and_binary_form():
         (json_body([1, 3, 8, 8], [0] * VALUES).replace("FP32", "FP64"), "data-type"),
         ("[" * 100000 + "]" * 100000, "not valid JSON"),
         # Triton's parser keeps a repeated key's first value, Python its last: each would show them different inputs
-        (json_body([20000, 3, 96, 96], [0])[:-1] + ', "inputs": ' + json_body([1, 3, 8, 8], [0] * VALUES)[11:],
-         "repeats the key 'inputs'"),
-        (json_body([1, 3, 8, 8], [0] * VALUES).replace('"shape"', '"shape": [9999, 3, 8, 8], "shape"'),
-         "repeats the key 'shape'"),
+        (
+            json_body([20000, 3, 96, 96], [0])[:-1] + ', "inputs": ' + json_body([1, 3, 8, 8], [0] * VALUES)[11:],
+            "repeats the key 'inputs'",
+        ),
+        (
+            json_body([1, 3, 8, 8], [0] * VALUES).replace('"shape"', '"shape": [9999, 3, 8, 8], "shape"'),
+            "repeats the key 'shape'",
+        ),
         (json_body([1, 3, 8, 8], [0] * VALUES).replace('"data": [0', '"data": [1e400', 1), "JSON cannot carry"),
         (json_body([1, 3, 8, 8], [0] * VALUES).replace('"data": [0', '"data": [NaN', 1), "JSON cannot carry"),
         (json_body([1, 3, 8, 8], [0] * VALUES)[:-1] + ', "id": 5}', "'id' must be a string"),

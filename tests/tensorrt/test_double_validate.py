@@ -138,8 +138,11 @@ def test_island_check_reads_fused_names_and_metadata():
             {"Name": "/conv/Conv + /relu/Relu", "Outputs": [{"Format/Datatype": "Half"}]},
             {"Name": "/sge/Sub + /sge/Mul", "Outputs": [{"Name": "t", "Format/Datatype": "Row major linear FP16"}]},
             {"Name": "x", "Metadata": "[ONNX Layer: /sge/Div]", "Outputs": [{"Format/Datatype": "Float"}]},
-            {"Name": "{ForeignNode[/sge/Sqrt.../conv2/Conv]}", "Metadata": "[ONNX Layer: /sge/Sqrt]",
-             "Outputs": [{"Format/Datatype": "Half"}]},  # a region ending in FP16: no verdict on its insides
+            {
+                "Name": "{ForeignNode[/sge/Sqrt.../conv2/Conv]}",
+                "Metadata": "[ONNX Layer: /sge/Sqrt]",
+                "Outputs": [{"Format/Datatype": "Half"}],
+            },  # a region ending in FP16: no verdict on its insides
         ]
     }
     report = check_fp32_islands(info, {"/sge/Sub", "/sge/Div", "/sge/Sqrt"})
