@@ -14,6 +14,25 @@ from runtime.backends.base import InputMismatchError, Runner
 from .conftest import ATOL, MODEL, rel_l2
 
 
+def errors_from_threads(work, args) -> list[Exception]:
+    """Run ``work(arg)`` on one thread per arg, all at once; what they raised (a thread's exception would otherwise
+    only be a warning, and the test's own assert would pass)."""
+    errors = []
+
+    def guarded(arg):
+        try:
+            work(arg)
+        except Exception as err:
+            errors.append(err)
+
+    threads = [threading.Thread(target=guarded, args=(arg,)) for arg in args]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return errors
+
+
 class SlowRequest:
     """An InferRequest that pauses after each inference, before its outputs are read: without the runner's lock,
     the other thread's call lands in that gap and the outputs read are its own."""
@@ -36,22 +55,15 @@ def test_openvino_from_two_threads_returns_each_call_its_own_outputs(artifact, p
     with runtime.load(artifact, "openvino", threads=1) as runner:
         expected = [runner.infer(b) for b in batches]
         runner._request = SlowRequest(runner._request)
-        wrong, errors = [], []
+        wrong = []
 
         def hammer(index):
-            try:
-                for _ in range(40):
-                    out = runner.infer(batches[index])
-                    if out.shape != expected[index].shape or not np.allclose(out, expected[index], atol=1e-5):
-                        wrong.append(index)
-            except Exception as err:  # a thread's exception would only be a warning: keep it for the assert
-                errors.append(err)
+            for _ in range(40):
+                out = runner.infer(batches[index])
+                if out.shape != expected[index].shape or not np.allclose(out, expected[index], atol=1e-5):
+                    wrong.append(index)
 
-        threads = [threading.Thread(target=hammer, args=(i,)) for i in (0, 1)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        errors = errors_from_threads(hammer, (0, 1))
     assert errors == [] and wrong == []  # one shared InferRequest returned the other thread's outputs before the lock
 
 
@@ -101,9 +113,8 @@ def test_a_shared_setting_holds_the_latest_open_runners_value_and_restores_the_o
 
 def test_torch_on_a_bare_file_builds_the_weights_the_file_records(artifact, photos):
     pytest.importorskip("torch")
-    bare = (
-        artifact / "model.onnx"
-    )  # a path to an .onnx file opens as a bare file; its metadata says default-weights:random
+    # a path to an .onnx file opens as a bare file; its metadata says default-weights:random
+    bare = artifact / "model.onnx"
     with runtime.load(bare, "torch", model=MODEL) as torch_runner, runtime.load(bare, "onnxruntime") as ort_runner:
         eager, onnx_out = torch_runner.infer(photos), ort_runner.infer(photos)
     assert np.abs(eager - onnx_out).max() <= ATOL and rel_l2(onnx_out, eager) <= 1e-5
@@ -143,12 +154,7 @@ def test_a_runner_that_shares_call_state_takes_calls_one_at_a_time_and_closes_af
             if not (runner.infer(np.full((2, 1, 1, 1), value, np.float32)) == value).all():
                 wrong.append(value)
 
-    threads = [threading.Thread(target=call, args=(v,)) for v in (1.0, 2.0)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert wrong == []
+    assert errors_from_threads(call, (1.0, 2.0)) == [] and wrong == []
     closing = threading.Thread(target=runner.deactivate)
     with runner._call_lock:  # a call in flight: the close waits for it, and a call queued behind the close is refused
         closing.start()
