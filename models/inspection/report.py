@@ -24,7 +24,7 @@ logger = logging.getLogger(__name__)
 
 MAP_NAMES = {"sge": "SGE group gates σ(a)", "cbam": "CBAM spatial gate", "sa": "spatial gate", "gc": "GC softmax"}
 # The files every report writes; its figures (<stage>_<suffix>.png) are listed in its stats.json ("files").
-FIXED_REPORT_FILES = ("index.md", "stats.png", "stats.json")
+FIXED_REPORT_FILES = ("stats.png", "stats.json", "index.md")  # index.md last: it links the others
 
 
 class NonFiniteActivationError(ValueError):
@@ -231,17 +231,17 @@ def write_report(
     if groups_shown < 1:
         raise ValueError(f"groups_shown must be at least 1; got {groups_shown}")
     check_finite(captures)  # before any file: NaN maps would break the plots
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    remove_report(out_dir)
     by_stage: dict[str, list[BlockCapture]] = {}
     for cap in captures:
         by_stage.setdefault(cap.stage, []).append(cap)
     chosen = {}
-    for stage, caps in by_stage.items():
+    for stage, caps in by_stage.items():  # before any file too: a bad --block keeps the earlier report
         if not -len(caps) <= block < len(caps):
             raise IndexError(f"block {block} is out of range for {stage}, which has {len(caps)} attention blocks")
         chosen[stage] = caps[block]
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    remove_report(out_dir)
     blocks = [block_stats(c) for c in captures]
     result = InspectionResult(
         model=model,
@@ -261,7 +261,7 @@ def write_report(
             paths = map_figure(cap, photo=photo, out_dir=out_dir)
         figures[stage] = [p.name for p in paths]
     stats_plot(blocks, path=out_dir / "stats.png", title=f"{model} on {image}: attention statistics per block")
-    result.files = [f for files in figures.values() for f in files] + ["stats.png", "stats.json", "index.md"]
+    result.files = [*(f for files in figures.values() for f in files), *FIXED_REPORT_FILES]
     _write_text(out_dir / "stats.json", json.dumps(result.to_dict(), indent=2) + "\n")
     _write_text(out_dir / "index.md", index_markdown(result, figures))
     logger.info("inspection of %s on %s written to %s", model, image, out_dir)

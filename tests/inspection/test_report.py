@@ -77,11 +77,16 @@ def test_map_figures_for_cbam_and_gc(tmp_path):
             _assert_panels_drawn(pixels, rows=1, cols=5, panel_px=200)
 
 
-def test_block_out_of_range_leaves_no_index(tmp_path):
-    (tmp_path / "index.md").write_text("stale report\n")
+def test_block_out_of_range_is_refused_before_any_file(tmp_path):
+    empty, kept = tmp_path / "empty", tmp_path / "kept"
     with pytest.raises(IndexError, match="layer1, which has 2 attention blocks"):
-        inspect_model("sge_resnet18", image="camera", out_dir=tmp_path, init="random", size=SIZE, groups=4, block=2)
-    assert not (tmp_path / "index.md").exists()
+        inspect_model("sge_resnet18", image="camera", out_dir=empty, init="random", size=SIZE, groups=4, block=2)
+    assert not empty.exists()
+    inspect_model("sge_resnet18", image="camera", out_dir=kept, init="random", size=SIZE, groups=4)
+    before = {f.name: f.read_bytes() for f in kept.iterdir()}
+    with pytest.raises(IndexError, match="layer1, which has 2 attention blocks"):
+        inspect_model("sge_resnet18", image="camera", out_dir=kept, init="random", size=SIZE, groups=4, block=2)
+    assert {f.name: f.read_bytes() for f in kept.iterdir()} == before  # the earlier report stays whole
 
 
 def test_a_reused_folder_holds_only_the_new_report(tmp_path):
