@@ -74,6 +74,17 @@ def int8_graph_file(manifest: "Manifest", *, fused: bool = False) -> str:  # noq
     return found
 
 
+def plain_int8_file(manifest: "Manifest", *, fused: bool) -> str | None:  # noqa: F821
+    """The plain INT8 graph (``model.int8.onnx``) a runner falls back to; None where only the fused INT8 graph
+    passed its gate and ``fused`` lets it run alone; a PrecisionError where neither can run."""
+    plain = file_with_role(manifest, INT8_ROLE)
+    if plain is not None:
+        return plain
+    if fused and file_with_role(manifest, INT8_FUSED_ROLE):
+        return None
+    raise PrecisionError(missing_int8_graph(manifest, fused=fused))
+
+
 def failed_int8_graphs(manifest: "Manifest") -> dict[str, str]:  # noqa: F821
     """The INT8 graphs the export made but left out for failing their parity gate: file → its parity report."""
     int8 = manifest.extra.get("int8")

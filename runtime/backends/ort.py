@@ -175,12 +175,12 @@ class OnnxRuntimeRunner(SourceRunner):
     def _fallback_path(self) -> Path | None:
         """The plain graph the CPU runs when the fused one cannot: ``model_path()``, or None for an INT8 artifact
         whose ``model.int8.onnx`` failed its export gate while its fused INT8 graph passed."""
-        from export.int8.roles import INT8_FUSED_ROLE, INT8_ROLE, file_with_role
+        from export.int8.roles import plain_int8_file
 
-        manifest = self.source.manifest
-        plain_missing = self.precision == "int8" and manifest is not None and not file_with_role(manifest, INT8_ROLE)
-        if plain_missing and self.sge_fused and file_with_role(manifest, INT8_FUSED_ROLE):
-            return None
+        manifest, directory = self.source.manifest, self.source.directory
+        if self.precision == "int8" and manifest is not None and directory is not None:
+            plain = plain_int8_file(manifest, fused=self.sge_fused)
+            return directory / plain if plain else None
         return self.model_path()
 
     def _activate_cpu(self) -> None:

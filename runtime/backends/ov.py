@@ -23,13 +23,12 @@ import numpy as np
 
 from export.int8.roles import (
     INT8_FUSED_ROLE,
-    INT8_ROLE,
     PrecisionError,
     file_with_role,
     fused_int8_cannot_run,
-    missing_int8_graph,
     normalise_precision,
     not_quantised,
+    plain_int8_file,
 )
 from runtime.backends.base import BackendUnavailableError, one_line
 from runtime.backends.ov_precision import HINTS, hint_name, precision_note, runs_as
@@ -85,12 +84,8 @@ class OpenVINORunner(SourceRunner):
         manifest = self.source.manifest
         if self.precision != "int8" or manifest is None:
             return self.source.model_path  # a bare file runs as given (int8 checks it holds Q/DQ at activation)
-        int8_file = file_with_role(manifest, INT8_ROLE)
-        if int8_file is not None:
-            return self.source.directory / int8_file
-        if self.fused_graph_path() is not None:
-            return None
-        raise PrecisionError(missing_int8_graph(manifest, fused=self.sge_fused))  # exported without --int8 too
+        plain = plain_int8_file(manifest, fused=self.sge_fused)
+        return self.source.directory / plain if plain else None
 
     def _no_plain_graph(self, fused: Path, err: BaseException) -> PrecisionError:
         """The fused INT8 graph failed here and the artifact has no plain one to fall back to: say both."""
