@@ -156,10 +156,30 @@ def test_a_runner_that_shares_call_state_takes_calls_one_at_a_time_and_closes_af
 
     assert errors_from_threads(call, (1.0, 2.0)) == [] and wrong == []
     closing = threading.Thread(target=runner.deactivate)
-    with runner._call_lock:  # a call in flight: the close waits for it, and a call queued behind the close is refused
+    with runner._call_lock:  # a call in flight: the close waits for it; a call after the close is refused
         closing.start()
         time.sleep(0.05)
         assert runner.is_active
     closing.join()
     with pytest.raises(RuntimeError, match="not active"):
         runner.infer(np.zeros((1, 1, 1, 1), np.float32))
+
+
+def test_a_call_waiting_on_a_runner_closed_meanwhile_is_refused():
+    runner = SharedBufferRunner().activate()
+    batch = np.ones((1, 1, 1, 1), np.float32)
+    errors = []
+
+    def call():
+        try:
+            runner.infer(batch)
+        except RuntimeError as err:
+            errors.append(err)
+
+    with runner._call_lock:  # a call in flight; the next one passes the active check and waits here
+        waiting = threading.Thread(target=call)
+        waiting.start()
+        time.sleep(0.2)
+        runner.is_active = False  # what deactivate does, under the same lock, while the call waits
+    waiting.join()
+    assert len(errors) == 1 and "was closed while this call waited" in str(errors[0])
