@@ -130,7 +130,7 @@ def test_a_published_folder_replaces_the_old_one_whole_and_leaves_nothing_beside
         folder.mkdir()
         (folder / name).write_text(name)
     publish_directory(staging, target)
-    if exchange and results != [True]:
+    if exchange and results[:1] == [False]:
         pytest.skip("this file system has no renameat2 exchange")
     assert results == [exchange]
     assert siblings(target) == ["m"] and [p.name for p in target.iterdir()] == ["new.txt"]

@@ -1,6 +1,7 @@
 """Every figure is written, has its layout's pixel size and is drawn in every panel; stats.json and index.md agree."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -77,23 +78,23 @@ def test_map_figures_for_cbam_and_gc(tmp_path):
             _assert_panels_drawn(pixels, rows=1, cols=5, panel_px=200)
 
 
-def test_block_out_of_range_is_refused_before_any_file(tmp_path):
+def test_block_out_of_range_is_refused_before_any_file(sge_report, tmp_path):
     empty, kept = tmp_path / "empty", tmp_path / "kept"
     with pytest.raises(IndexError, match="layer1, which has 2 attention blocks"):
         inspect_model("sge_resnet18", image="camera", out_dir=empty, init="random", size=SIZE, groups=4, block=2)
     assert not empty.exists()
-    inspect_model("sge_resnet18", image="camera", out_dir=kept, init="random", size=SIZE, groups=4)
+    shutil.copytree(sge_report[1], kept)  # an earlier report
     before = {f.name: f.read_bytes() for f in kept.iterdir()}
     with pytest.raises(IndexError, match="layer1, which has 2 attention blocks"):
         inspect_model("sge_resnet18", image="camera", out_dir=kept, init="random", size=SIZE, groups=4, block=2)
     assert {f.name: f.read_bytes() for f in kept.iterdir()} == before  # the earlier report stays whole
 
 
-def test_a_reused_folder_holds_only_the_new_report(tmp_path):
+def test_a_reused_folder_holds_only_the_new_report(sge_report, tmp_path):
     mine = ["notes.txt", "my_spatial_gate.png"]  # a user's files, one named like a report's figure
     for name in mine:
         (tmp_path / name).write_text("mine\n")
-    inspect_model("sge_resnet18", image="camera", out_dir=tmp_path, init="random", size=SIZE, groups=4)
+    shutil.copytree(sge_report[1], tmp_path, dirs_exist_ok=True)  # an earlier report beside them
     result = inspect_model("sa_resnet18", image="camera", out_dir=tmp_path, init="random", size=SIZE)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*result.files, *mine])
 

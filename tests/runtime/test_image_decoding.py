@@ -15,18 +15,22 @@ def photo():
     return sample_photos(("chelsea",))["chelsea"][::4, ::4].copy()  # (75, 113, 3) uint8, a real photograph
 
 
-# (file, full scale, tolerance in 8-bit steps): 16-bit PNG exactly; a 32-bit TIFF at its own 2³¹ − 1, within rounding
-DEEP_IMAGES = {"16-bit-png": ("grey16.png", 65535, 0), "32-bit-tiff": ("grey32.tif", 2**31 - 1, 1)}
+# (file, pixel type, PIL mode, full scale, tolerance in 8-bit steps): 16-bit PNG exactly; a 32-bit TIFF at its own
+# 2³¹ − 1, within rounding
+DEEP_IMAGES = {
+    "16-bit-png": ("grey16.png", np.uint16, "I;16", 65535, 0),
+    "32-bit-tiff": ("grey32.tif", np.int32, "I", 2**31 - 1, 1),
+}
 
 
 @pytest.mark.parametrize("kind", sorted(DEEP_IMAGES))
 def test_deep_images_scale_by_their_format_instead_of_saturating(tmp_path, photo, kind):
-    name, full_scale, tolerance = DEEP_IMAGES[kind]
+    name, pixel_type, mode, full_scale, tolerance = DEEP_IMAGES[kind]
     grey8 = np.asarray(Image.fromarray(photo).convert("L"))
     path = tmp_path / name
     wide = grey8.astype(np.int64) * (full_scale // 255)  # 8-bit values spread over the format's range
-    Image.fromarray(wide.astype(np.uint16) if full_scale == 65535 else wide.astype(np.int32)).save(path)
-    assert Image.open(path).mode.startswith("I;16" if full_scale == 65535 else "I")
+    Image.fromarray(wide.astype(pixel_type)).save(path)
+    assert Image.open(path).mode == mode
     decoded = load_image(path)
     assert decoded.dtype == np.uint8 and decoded.shape == (*grey8.shape, 3)
     assert np.abs(decoded[..., 0].astype(int) - grey8).max() <= tolerance
