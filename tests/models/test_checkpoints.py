@@ -137,7 +137,7 @@ def test_official_eca_kernel_sizes_are_read_from_the_checkpoint(tmp_path: Path) 
 @pytest.mark.parametrize("bias", [True, False], ids=["PytorchInsight", "bias-free"])
 def test_linear_se_layout_loads(tmp_path: Path, bias: bool) -> None:
     # implus/PytorchInsight's SELayer: fc = Sequential(Linear(C, C/16), ReLU, Linear(C/16, C), Sigmoid)
-    ours = build_model("se_resnet50").eval()
+    ours = build_model("se_resnet18").eval()
     with torch.no_grad():
         for name, p in ours.named_parameters():
             if ".se.fc" in name and name.endswith("bias") and not bias:
@@ -150,9 +150,10 @@ def test_linear_se_layout_loads(tmp_path: Path, bias: bool) -> None:
                 continue
             value = value.flatten(1) if value.ndim == 4 else value
         state[linear] = value
-    path = tmp_path / "se_resnet50.pth"
+    assert any(".se.fc.0." in key for key in state)  # the checkpoint is in the Linear layout
+    path = tmp_path / "se_resnet18.pth"
     torch.save(state, path)
-    model = create_model("se_resnet50", checkpoint=path)
+    model = create_model("se_resnet18", checkpoint=path)
     x = torch.randn(1, 3, 64, 64)
     assert torch.equal(model(x), ours(x))
 
