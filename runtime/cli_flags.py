@@ -32,12 +32,22 @@ def int_list(text: str) -> tuple[int, ...]:
     return values
 
 
-def name_list(text: str) -> tuple[str, ...]:
-    """``onnxruntime,openvino`` → ("onnxruntime", "openvino")."""
-    names = tuple(part.strip() for part in text.split(",") if part.strip())
+def backend_name(text: str) -> str:
+    """``ort:int8`` → "onnxruntime:int8": the backend by its own name (an alias such as ``ort`` then gets its
+    backend's options and checks everywhere), a ``:precision`` kept."""
+    from runtime import canonical_name
+
+    backend, colon, precision = text.strip().partition(":")
+    return canonical_name(backend) + colon + precision
+
+
+def backend_list(text: str) -> tuple[str, ...]:
+    """``ort,openvino:int8,onnxruntime`` → ("onnxruntime", "openvino:int8"): ``backend_name`` of each, repeats
+    dropped."""
+    names = [backend_name(part) for part in text.split(",") if part.strip()]
     if not names:
         raise argparse.ArgumentTypeError(f"expected names such as onnxruntime,openvino; got {text!r}")
-    return names
+    return tuple(dict.fromkeys(names))
 
 
 class _Store(argparse.Action):
@@ -107,7 +117,7 @@ def add_backends(parser: argparse.ArgumentParser, *, default, one: bool = False,
     default = ",".join(default) if isinstance(default, (tuple, list)) else default  # argparse applies the type
     metavar = "NAME" if one else "NAME[,NAME]"
     return _add(
-        parser, "--backends", "--backend", type=name_list, flatten=True, nargs=1, one=one, metavar=metavar,
+        parser, "--backends", "--backend", type=backend_list, flatten=True, nargs=1, one=one, metavar=metavar,
         default=default, help=help,
     )  # fmt: skip
 

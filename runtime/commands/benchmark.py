@@ -17,7 +17,6 @@ from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
 
-import runtime
 from export.artifacts import ArtifactError, write_json
 from runtime import UnknownBackendError
 from runtime.backends.base import BackendUnavailableError, InputMismatchError
@@ -174,8 +173,7 @@ def _main(argv: list[str] | None, prog: str | None) -> int:
     args = build_parser(prog).parse_args(argv)
     console = make_console(json_path=args.json)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    # canonical names: an alias (ort, pt, ov, trt) must get its backend's options (allow_spinning, device, fp16)
-    backends = list(dict.fromkeys(runtime.canonical_name(name) for name in args.backends))
+    backends = list(dict.fromkeys(args.backends))  # canonical names (cli_flags.backend_list); a flat list repeats
     precisions = [p.strip() for p in args.precision.split(",") if p.strip()]
     try:
         runs = entries(backends, precisions, args)  # an unknown precision is a ValueError: one line, exit 2

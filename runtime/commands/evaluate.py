@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from runtime.cli import EXIT_INPUT, command_words, make_console, make_parser, run_main, write_json_output
-from runtime.cli_flags import add_backends, add_batch_size, add_json, add_threads
+from runtime.cli_flags import add_backends, add_batch_size, add_json, add_threads, backend_name
 
 
 def main(argv: list[str] | None = None, *, prog: str | None = None) -> int:
@@ -24,7 +24,12 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     parser.add_argument("--data", type=Path, required=True, help="ImageFolder directory, or images with --labels")
     parser.add_argument("--labels", type=Path, help="lines of '<relative image path> <class index>'")
     add_backends(parser, default="onnxruntime,onnxruntime:int8", help="backend[:precision], comma-separated")
-    parser.add_argument("--reference", default="torch", help="what agreement is measured against (default: FP32 eager)")
+    parser.add_argument(
+        "--reference",
+        type=backend_name,
+        default="torch",
+        help="what agreement is measured against (default: FP32 eager)",
+    )
     add_batch_size(parser, default=8, help="images per inference call")
     add_threads(parser, help="intra-op threads (default: the backend's own)")
     parser.add_argument("--limit", type=int, help="evaluate only the first N images")

@@ -36,3 +36,13 @@ def test_every_script_has_version_no_abbreviations_and_shows_defaults(path, caps
 def test_version_matches_pyproject():
     text = (Path(__file__).resolve().parents[2] / "pyproject.toml").read_text()
     assert f'version = "{package_version()}"' in text
+
+
+def test_backend_aliases_become_their_backends_for_every_command():
+    from runtime.commands import evaluate, validate
+
+    # validate compares the name with "onnxruntime" to check the fused graph too; evaluate keeps ":precision"
+    assert validate.build_parser().parse_args(["artifacts/x", "--backend", "ort"]).backends == ("onnxruntime",)
+    argv = ["artifacts/x", "--data", "d", "--backends", "ort,onnxruntime:int8,ov,ort:int8", "--reference", "pt"]
+    parsed = evaluate.build_parser().parse_args(argv)
+    assert parsed.backends == ("onnxruntime", "onnxruntime:int8", "openvino") and parsed.reference == "torch"
