@@ -28,7 +28,7 @@ import onnx
 
 from export.artifacts import Manifest, TensorSpec, atomic_path, file_sha256, write_json
 from export.metadata import tensor_dims
-from export.trt import pinning
+from export.trt import PRECISIONS, pinning
 from export.trt.errors import TensorRTNotInstalledError, TrtBuildError, TrtRequestError
 from export.trt.log import make_logger, write_log
 from export.trt.timing_cache import attach_timing_cache, save_timing_cache
@@ -36,7 +36,6 @@ from models.transforms import IMAGENET_MEAN, IMAGENET_STD
 
 logger = logging.getLogger(__name__)
 
-PRECISIONS = ("fp32", "fp16", "int8")
 INSTALL_HINT = "pip install tensorrt-cu12 (CUDA 12) or tensorrt-cu13 (CUDA 13), on a machine with an NVIDIA GPU"
 PLAN_NAME = "model.plan"
 SIDECAR_NAME = "model.plan.json"

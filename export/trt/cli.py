@@ -3,7 +3,8 @@
 import argparse
 from pathlib import Path
 
-from export.trt.build import PRECISIONS, TrtBuildOptions
+from export.trt import PRECISIONS
+from export.trt.build import TrtBuildOptions
 
 
 def add_trt_arguments(parser: argparse.ArgumentParser, *, required: bool = False) -> None:

@@ -18,15 +18,13 @@ from typing import Any
 import numpy as np
 
 from export.artifacts import TensorSpec
+from export.trt import PRECISIONS as BUILD_PRECISIONS
 from runtime.backends.base import BackendUnavailableError, InputMismatchError, Runner
 from runtime.source import ModelSource, open_source
 
 logger = logging.getLogger(__name__)
 
 TENSORRT_HINT = "pip install tensorrt-cu12 (CUDA 12) or tensorrt-cu13 (CUDA 13)"
-# what trt-build --trt makes: export.trt.build.PRECISIONS, copied so that the runtime stays light (a test keeps the
-# two equal)
-BUILD_PRECISIONS = ("fp32", "fp16", "int8")
 
 
 class PlanMismatchError(ValueError):

@@ -8,9 +8,9 @@ import pytest
 
 import runtime
 from export.artifacts import Manifest, TensorSpec, write_manifest
-from export.trt.build import PRECISIONS, record_engine
+from export.trt.build import record_engine
 from runtime.backends.base import BackendUnavailableError
-from runtime.backends.trt import BUILD_PRECISIONS, DeviceTimings, PlanMismatchError, TrtRunner, check_plan_compatible
+from runtime.backends.trt import DeviceTimings, PlanMismatchError, TrtRunner, check_plan_compatible
 
 SPEC_IN, SPEC_OUT = TensorSpec("input", ("batch", 3, 96, 96)), TensorSpec("logits", ("batch", 10))
 INFO = {
@@ -81,11 +81,6 @@ def test_registered_backend_opens_an_artifact_with_an_engine(monkeypatch, bare_p
     monkeypatch.setitem(sys.modules, "tensorrt", None)
     with pytest.raises(BackendUnavailableError, match="tensorrt-cu12"):
         runner.activate()
-
-
-def test_runner_names_the_precisions_trt_build_makes():
-    # the runtime keeps its own copy (export.trt.build is not imported at run time); the two must not drift
-    assert BUILD_PRECISIONS == PRECISIONS
 
 
 def test_device_timings_total():
