@@ -107,8 +107,7 @@ def timing_shape(source: ModelSource, batch: int) -> list[int]:
     from runtime.preprocess import preprocessing_for
 
     shape = list(source.input_spec.shape)
-    if isinstance(shape[0], int) and shape[0] > 0:
-        batch = shape[0]
+    batch = source.fixed_batch or batch
     if len(shape) == 4:
         height, width = preprocessing_for(source).size
         channels = shape[1] if isinstance(shape[1], int) and shape[1] > 0 else 3
@@ -179,6 +178,7 @@ def choose_backend(
     source = open_source(path)
     cpu, capabilities = openvino_capabilities()
     chosen = candidates(source, min_precision=min_precision, capabilities=capabilities)
+    batch = source.fixed_batch or batch  # what infer sends such a graph, and so what is timed and stored
     key = table_key(cpu, source, batch, threads)
     stored = read_table(table)
     allowed = {c.label for c in chosen}

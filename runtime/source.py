@@ -74,6 +74,12 @@ class ModelSource:
         return self.manifest.model if self.manifest is not None else None
 
     @property
+    def fixed_batch(self) -> int | None:
+        """The batch the graph fixes (a bare ONNX file may; callers pad to it), or None where it is dynamic."""
+        first = self.input_spec.shape[0] if self.input_spec.shape else None
+        return first if isinstance(first, int) and first > 0 else None
+
+    @property
     def untrained(self) -> bool:
         """Whether the model was exported with the project's default (NOT trained) weights."""
         return (self.weights or "").startswith(DEFAULT_WEIGHTS_PREFIX)

@@ -87,8 +87,7 @@ def _main(argv: list[str] | None, prog: str | None) -> int:
             backend, options = choice.backend, choice.load_options()
         runner = runtime.load(source, backend=backend, threads=args.threads, check_finite=True, **options)
         predictions = []
-        fixed = source.input_spec.shape[0]  # a bare ONNX file may fix its batch: send exactly that many
-        fixed = fixed if isinstance(fixed, int) and fixed > 0 else None
+        fixed = source.fixed_batch  # a bare ONNX file may fix its batch: send exactly that many
         step = fixed or args.batch_size
         with runner:
             for start in range(0, len(args.images), step):

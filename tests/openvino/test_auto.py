@@ -83,21 +83,31 @@ def test_infer_script_says_what_auto_chose(artifact, tmp_path, capsys):
 
 
 def test_dynamic_height_and_width_are_timed_at_the_artifacts_own_size(artifact):
-    from types import SimpleNamespace
+    from dataclasses import replace
 
     from runtime.auto import timing_shape
 
     source = open_source(artifact)
     size = list(source.manifest.preprocessing["input_size"])
-    dynamic = SimpleNamespace(
-        input_spec=SimpleNamespace(shape=("batch", 3, "height", "width")),
-        manifest=source.manifest,
-        model_name=source.model_name,
-    )
+    dynamic = replace(source, input_spec=replace(source.input_spec, shape=("batch", 3, "height", "width")))
     assert timing_shape(dynamic, 4) == [4, 3, *size]  # never the batch in place of H and W
     assert timing_shape(source, 2) == [2, 3, *size]
-    fixed = SimpleNamespace(**{**vars(dynamic), "input_spec": SimpleNamespace(shape=(1, 3, *size))})
+    fixed = replace(source, input_spec=replace(source.input_spec, shape=(1, 3, *size)))
     assert timing_shape(fixed, 3) == [1, 3, *size]  # a fixed batch is timed as it runs: infer pads to it
+
+
+def test_a_fixed_batch_graph_is_stored_under_the_batch_it_runs(artifact, tmp_path, monkeypatch):
+    from dataclasses import replace
+
+    import runtime.auto as auto
+
+    source = open_source(artifact)
+    fixed = replace(source, input_spec=replace(source.input_spec, shape=(1, *source.input_spec.shape[1:])))
+    monkeypatch.setattr(auto, "measure", lambda *args, **kwargs: {"onnxruntime fp32": 5.0})
+    table = tmp_path / "auto.json"
+    for batch in (1, 4, 8):
+        assert auto.choose_backend(fixed, batch=batch, table=table).backend == "onnxruntime"
+    assert list(json.loads(table.read_text())) == [table_key(openvino_capabilities()[0], source, 1, None)]
 
 
 @pytest.mark.parametrize("content", ["{not json", "[1, 2]", '{"k": {"onnxruntime fp32": "fast"}}'])
