@@ -123,13 +123,13 @@ class TorchRunner(SourceRunner):
         init = recorded.get("init")
         if init is None and self.source.manifest is None and checkpoint is None:
             # a bare file records its weights in its metadata: the default weights' init, or a checkpoint's sha256
-            weights = self.source.weights or f"{DEFAULT_WEIGHTS_PREFIX}calibrated"
-            if not weights.startswith(DEFAULT_WEIGHTS_PREFIX):
+            weights = self.source.weights
+            if weights and not self.source.untrained:
                 raise ValueError(
                     f"{self.source.model_path} was exported from a checkpoint (sha256 {weights[:12]}…); pass "
                     "checkpoint=PATH to the torch backend, or open the artifact directory"
                 )
-            init = weights.removeprefix(DEFAULT_WEIGHTS_PREFIX)
+            init = (weights or "").removeprefix(DEFAULT_WEIGHTS_PREFIX)
         init = init or "calibrated"
         return {"checkpoint": checkpoint, "init": init if init in ("calibrated", "random") else "calibrated"}
 
@@ -143,8 +143,7 @@ class TorchRunner(SourceRunner):
 
     def _check_checkpoint(self, checkpoint: Path | None) -> None:
         """The checkpoint must still be the file the artifact was exported from."""
-        extra = self.source.manifest.extra if self.source.manifest is not None else {}
-        recorded = extra.get("source", extra).get("checkpoint_sha256", "")
+        recorded = self.recorded_source().get("checkpoint_sha256", "")
         if (
             checkpoint is None
             or self.checkpoint is not None
