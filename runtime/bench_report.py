@@ -58,6 +58,16 @@ def comparison(reports: Sequence[LatencyReport]) -> list[dict[str, Any]]:
     return rows
 
 
+PLOT_INSTALL = "pip install 'sge-deploy[plot]' (or matplotlib)"
+
+
+def can_plot() -> bool:
+    """Whether matplotlib is installed (checked before a long run that plots at its end)."""
+    import importlib.util
+
+    return importlib.util.find_spec("matplotlib") is not None
+
+
 def plot_latencies(reports: Sequence[LatencyReport], path: str | Path, *, title: str = "") -> Path:
     """A PNG with each backend's latency distribution (box plot) and its per-query trace."""
     try:
@@ -66,7 +76,7 @@ def plot_latencies(reports: Sequence[LatencyReport], path: str | Path, *, title:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError as err:
-        raise ImportError("plotting needs matplotlib: pip install matplotlib (or the [plot] extra)") from err
+        raise ImportError(f"plotting needs matplotlib: {PLOT_INSTALL}") from err
     path = Path(path)
     names = [r.backend for r in reports]
     fig, (box_ax, trace_ax) = plt.subplots(1, 2, figsize=(12, 1.2 + 0.9 * max(len(reports), 3)))

@@ -6,7 +6,6 @@ sge-deploy benchmark ARTIFACT [--backends torch,onnxruntime,openvino] [--batch-s
 """
 
 import argparse
-import importlib.util
 import logging
 import os
 import sys
@@ -20,7 +19,7 @@ from rich.table import Table
 from export.artifacts import ArtifactError, write_json
 from runtime import UnknownBackendError
 from runtime.backends.base import BackendUnavailableError, InputMismatchError
-from runtime.bench_report import BenchmarkResult, plot_latencies, run_benchmark
+from runtime.bench_report import PLOT_INSTALL, BenchmarkResult, can_plot, plot_latencies, run_benchmark
 from runtime.cli import (
     EXIT_INPUT,
     check_output_paths,
@@ -180,8 +179,8 @@ def _main(argv: list[str] | None, prog: str | None) -> int:
         if args.batch_size > MAX_BATCH:  # 100000 images would be refused only by the OOM killer
             raise ValueError(f"--batch-size must lie in 1..{MAX_BATCH}; got {args.batch_size}")
         check_output_paths(json=args.json, export_times=args.export_times, plot=args.plot)  # before the work
-        if args.plot and importlib.util.find_spec("matplotlib") is None:
-            raise ValueError("--plot needs matplotlib: pip install 'sge-deploy[plot]' (or matplotlib), or drop --plot")
+        if args.plot and not can_plot():
+            raise ValueError(f"--plot needs matplotlib: {PLOT_INSTALL}, or drop --plot")
         config = BenchmarkConfig(
             warmup_ms=args.warmup_ms,
             duration_s=args.duration,
