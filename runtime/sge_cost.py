@@ -64,7 +64,7 @@ class Timing:
             "wall_ms_min": round(min(self.wall_ms), 3),
             "rounds": len(self.wall_ms),
         }
-        if self.positions:
+        if len(set(self.positions)) > 1:  # rotated rounds; in a fixed order it would only repeat the median
             record["wall_ms_median_by_place"] = [round(m, 3) for m in self.wall_median_by_position()]
         return record
 

@@ -196,8 +196,8 @@ def main(argv: list[str] | None = None) -> int:
         file=out,
     )
     for name, t in report["timings"].items():
-        places = t.get("wall_ms_median_by_place", [])
-        by_place = f"  by place in the round {' '.join(f'{m:.2f}' for m in places)}" if len(places) > 1 else ""
+        places = t.get("wall_ms_median_by_place", [])  # rotated rounds only
+        by_place = f"  by place in the round {' '.join(f'{m:.2f}' for m in places)}" if places else ""
         print(
             f"  {name:18s} wall median {t['wall_ms_median']:8.2f} ms  CPU {t['cpu_ms_median']:8.2f} ms  "
             f"IQR/median {t['wall_spread_iqr']:.3f}{by_place}",
