@@ -187,3 +187,15 @@ class ParityReport:
                 "only if the differences are understood",
                 self,
             )
+
+
+def in_chunks(run: Any, x: np.ndarray, size: int, *, minimum: int = 1) -> np.ndarray:
+    """``run`` over ``x`` at most ``size`` rows at a time, the outputs joined in order. A chunk below ``minimum`` rows
+    (an engine profile's MIN) is padded with repeats of ``x``'s rows, and the padding's outputs are dropped."""
+    outputs = []
+    for start in range(0, len(x), size):
+        chunk = x[start : start + size]
+        if len(chunk) < minimum:
+            chunk = np.concatenate([chunk, np.resize(x, (minimum - len(chunk), *x.shape[1:]))])
+        outputs.append(run(np.ascontiguousarray(chunk))[: min(size, len(x) - start)])
+    return np.concatenate(outputs)

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from export.parity import ParityStats, compare
+from export.parity import ParityStats, compare, in_chunks
 
 COSINE_GATES = {"u8s8": 0.99, "s8s8": 0.98}
 TOP1_GATE = 0.75
@@ -99,11 +99,6 @@ class Int8Parity:
         return {**self.summary(), "failures": self.failures, "cases": self.cases}
 
 
-def in_chunks(run: Any, x: np.ndarray, size: int) -> np.ndarray:
-    """``run`` over ``x`` at most ``size`` rows at a time, the outputs joined in order."""
-    return np.concatenate([run(np.ascontiguousarray(x[i : i + size])) for i in range(0, len(x), size)])
-
-
 def int8_parity(
     graph: str,
     scheme: str,
@@ -123,8 +118,13 @@ def int8_parity(
     largest = max(batch_sizes)
     for kind, x in inputs.items():
         batches = [*batch_sizes, len(x)] if len(x) > largest else list(batch_sizes)
+        outputs: dict[int, np.ndarray] = {}
         for batch in batches:
-            got = in_chunks(runner, x[:batch], largest)
+            if batch > largest:  # the whole set: its first rows are the largest batch's run, done already
+                got = np.concatenate([outputs[largest], in_chunks(runner, x[largest:batch], largest)])
+            else:
+                got = in_chunks(runner, x[:batch], largest)
+            outputs[batch] = got
             for name, logits in references.items():
                 ref = logits[kind][:batch]
                 report.add(

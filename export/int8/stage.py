@@ -25,7 +25,7 @@ import onnx
 
 from export.artifacts import write_json
 from export.int8.calibration import CalibrationOptions
-from export.int8.parity import Int8Parity, in_chunks, int8_parity
+from export.int8.parity import Int8Parity, int8_parity
 from export.int8.quantize import calibrate, quantize_graph, scheme_of
 from export.int8.roles import (
     INT8_FUSED_NAME,
@@ -38,6 +38,7 @@ from export.int8.roles import (
 )
 from export.int8.sge_regions import qdq_inside_sge, sge_regions
 from export.ort_nchwc import FUSED_DOMAIN
+from export.parity import in_chunks
 
 logger = logging.getLogger(__name__)
 

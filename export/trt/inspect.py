@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from export.parity import in_chunks
+
 logger = logging.getLogger(__name__)
 
 PARITY_NAME = "model.plan.parity.json"
@@ -81,15 +83,8 @@ def engine_parity(plan: Path, onnx_path: Path, photos: np.ndarray, *, precision:
 
     ref = onnxruntime_runner(onnx_path, input_name=input_name)(photos)
     with TrtRunner(plan) as runner:
-        lo, hi = runner.batch_range
-        outputs = []
-        for start in range(0, len(photos), hi):
-            chunk = photos[start : start + hi]
-            # a chunk below the profile's MIN (the last one, or every one when MIN > the photographs) is padded with
-            # repeats of the photographs, and the padding's outputs are dropped
-            padded = np.concatenate([chunk, np.resize(photos, (max(lo - len(chunk), 0), *photos.shape[1:]))])
-            outputs.append(runner.infer(padded)[: len(chunk)])
-        got = np.concatenate(outputs)
+        lo, hi = runner.batch_range  # a last chunk below the profile's MIN is padded, its padding's outputs dropped
+        got = in_chunks(runner.infer, photos, hi, minimum=lo)
     return compare_outputs(got, ref, precision=precision)
 
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from export.parity import ParityError, ParityReport, compare, evaluate_case
+from export.parity import ParityError, ParityReport, compare, evaluate_case, in_chunks
 
 
 def test_identical_outputs_have_zero_error_and_full_agreement():
@@ -93,3 +93,11 @@ def test_an_int8_graph_with_nan_output_fails_its_parity():
     report = Int8Parity(graph="model.int8.onnx", scheme="u8s8")
     report.add("eager", "photos", 8, compare(reference, got), clear_top1=0.875)
     assert not report.passed and "NaN or Inf" in report.failures[0]
+
+
+def test_in_chunks_runs_at_most_size_rows_and_pads_a_chunk_below_the_minimum():
+    x = np.arange(7.0, dtype=np.float32).reshape(7, 1)
+    seen = []
+    out = in_chunks(lambda batch: seen.append(batch.ravel().tolist()) or batch * 2, x, 3, minimum=2)
+    assert seen == [[0, 1, 2], [3, 4, 5], [6, 0]]  # the last row padded with the first (an engine profile's MIN 2)
+    np.testing.assert_array_equal(out, x * 2)  # the padding's outputs dropped
