@@ -133,13 +133,15 @@ def create_model(
     if checkpoint is not None:
         state_dict = remap_keys(read_state_dict(checkpoint))
         found = options_from_state_dict(state_dict, attention=config.attention)
-        if num_classes is None and found.get("num_classes", config.num_classes) != config.num_classes:
-            num_classes = found["num_classes"]
-            logger.info("%s: %d classes, as the checkpoint's classifier", name, num_classes)
+        if num_classes is None:
+            num_classes = found.get("num_classes", config.num_classes)
+            if num_classes != config.num_classes:
+                logger.info("%s: %d classes, as the checkpoint's classifier", name, num_classes)
         if "kernel_size" in found and "kernel_size" not in block_overrides:
             block_overrides["kernel_size"] = found["kernel_size"]
             logger.info("%s: ECA kernel sizes %s per stage, as in the checkpoint", name, found["kernel_size"])
-    num_classes = config.num_classes if num_classes is None else num_classes
+    if num_classes is None:  # no checkpoint and none given
+        num_classes = config.num_classes
     model = default_weights.seeded_model(lambda: build_model(name, num_classes=num_classes, **block_overrides), seed=0)
     if state_dict is not None:
         load_remapped(model, state_dict, source=str(checkpoint), strict=strict)
