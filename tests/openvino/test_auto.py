@@ -132,13 +132,17 @@ def test_without_openvino_only_onnx_runtime_is_a_candidate_and_the_table_is_reus
     assert choose_backend(artifact, min_precision="bf16", threads=1, table=table).source == "table"
 
 
-def test_no_loadable_candidate_is_one_line(artifact, monkeypatch):
+@pytest.mark.parametrize("loaded", ["no-candidate", "all-null"])
+def test_no_loadable_candidate_is_one_line_and_nothing_is_stored(artifact, tmp_path, monkeypatch, loaded):
     import runtime.auto as auto
     from runtime.backends.base import BackendUnavailableError
 
-    monkeypatch.setattr(auto, "measure", lambda *args, **kwargs: {})
+    measured = (lambda chosen: {}) if loaded == "no-candidate" else (lambda chosen: {c.label: None for c in chosen})
+    monkeypatch.setattr(auto, "measure", lambda source, chosen, **kwargs: measured(chosen))
+    table = tmp_path / "auto.json"
     with pytest.raises(BackendUnavailableError, match="no candidate backend could be loaded here"):
-        choose_backend(artifact)
+        choose_backend(artifact, threads=1, table=table)
+    assert not table.exists()
 
 
 def test_a_candidate_that_cannot_load_is_stored_as_null_and_the_table_reused(artifact, tmp_path, monkeypatch):
@@ -160,29 +164,14 @@ def test_a_candidate_that_cannot_load_is_stored_as_null_and_the_table_reused(art
     assert choose_backend(artifact, threads=1, table=table).source == "table"
 
 
-def test_a_run_where_nothing_loaded_is_not_stored_and_the_next_run_measures_again(artifact, tmp_path, monkeypatch):
+def test_an_all_null_row_stored_before_that_fix_is_measured_again(artifact, tmp_path, monkeypatch):
     import runtime.auto as auto
-    from runtime.backends.base import BackendUnavailableError
-
-    measure, calls = auto.measure, []
-
-    def nothing_loads(source, chosen, **kwargs):
-        calls.append("broken")
-        return {c.label: None for c in chosen}
 
     table = tmp_path / "auto.json"
-    monkeypatch.setattr(auto, "measure", nothing_loads)
-    with pytest.raises(BackendUnavailableError, match="no candidate backend could be loaded here"):
-        choose_backend(artifact, threads=1, table=table)
-    assert not table.exists()
-    table.write_text(
-        json.dumps(
-            {
-                key: {"onnxruntime fp32": None, "openvino fp32": None}
-                for key in [table_key(openvino_capabilities()[0], open_source(artifact), 1, 1)]
-            }
-        )
-    )  # such a row, from before the fix
-    monkeypatch.setattr(auto, "measure", lambda *args, **kwargs: calls.append("fixed") or measure(*args, **kwargs))
-    assert choose_backend(artifact, threads=1, table=table).source == "measured"
-    assert calls == ["broken", "fixed"]
+    key = table_key(openvino_capabilities()[0], open_source(artifact), 1, 1)
+    table.write_text(json.dumps({key: {"onnxruntime fp32": None, "openvino fp32": None}}))
+    calls = []
+    monkeypatch.setattr(auto, "measure", lambda source, chosen, **kwargs: calls.append(1) or {"onnxruntime fp32": 5.0})
+    choice = choose_backend(artifact, threads=1, table=table)
+    assert (choice.source, choice.backend, calls) == ("measured", "onnxruntime", [1])
+    assert json.loads(table.read_text()) == {key: {"onnxruntime fp32": 5.0}}

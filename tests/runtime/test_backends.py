@@ -82,13 +82,6 @@ def test_context_manager_and_describe(artifact, random_batch):
     assert described["input"]["shape"] == ["batch", 3, 96, 96] and described["allow_spinning"] is False
 
 
-def test_torch_restores_the_thread_count(artifact):
-    before = torch.get_num_threads()
-    with runtime.load(artifact, backend="torch", threads=1):
-        assert torch.get_num_threads() == 1
-    assert torch.get_num_threads() == before
-
-
 def test_unknown_backend_lists_the_choices(artifact, monkeypatch):
     with pytest.raises(runtime.UnknownBackendError, match=r"did you mean openvino.*choose from torch, onnxruntime"):
         runtime.load(artifact, backend="openvin")
