@@ -4,19 +4,10 @@ agreement for several backends and precisions in one run, and bad input."""
 import json
 
 import pytest
-from PIL import Image
 
 from runtime.evaluate import DatasetError, TargetResult, load_dataset, parse_target
 from tests.export.conftest import load_script
-
-
-def save_photos(folder, names):
-    from models.transforms import sample_photos
-
-    folder.mkdir(parents=True, exist_ok=True)
-    photos = sample_photos(tuple(names))
-    for name in names:
-        Image.fromarray(photos[name]).save(folder / f"{name}.png")
+from tests.int8.conftest import save_photos
 
 
 def run_evaluate(artifact, data, tmp_path, *options):

@@ -15,7 +15,7 @@ from export.artifacts import load_manifest, write_manifest
 from export.int8.calibration import CalibrationOptions
 from export.int8.parity import int8_parity
 from export.int8.roles import INT8_FUSED_NAME, INT8_NAME, PrecisionError, missing_int8_graph
-from tests.int8.conftest import MODEL, SIZE, cosine
+from tests.int8.conftest import MODEL, SIZE, cosine, save_photos
 
 BACKENDS = ["onnxruntime", "openvino"]
 
@@ -61,25 +61,27 @@ def no_cpu_int8(fused_only, tmp_path_factory):
     return directory
 
 
+@pytest.fixture(params=BACKENDS)
+def backend(request):
+    """Each CPU backend; OpenVINO's tests skip where it is not installed."""
+    if request.param == "openvino":
+        pytest.importorskip("openvino")
+    return request.param
+
+
 def run(artifact, backend, batch, **options):
     with runtime.load(artifact, backend, threads=1, precision="int8", **options) as runner:
         return runner.infer(batch), runner.describe()
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
 def test_the_fused_int8_graph_runs_when_it_alone_passed(fused_only, photos, backend):
-    if backend == "openvino":
-        pytest.importorskip("openvino")
     got, described = run(fused_only, backend, photos)
     assert described["model_path"].endswith(INT8_FUSED_NAME) and described["precision"] == "int8"
     with runtime.load(fused_only, "onnxruntime", threads=1) as fp32:
         assert cosine(got, fp32.infer(photos)).min() >= 0.99
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
 def test_without_the_fused_path_the_error_names_the_failed_graph(fused_only, backend):
-    if backend == "openvino":
-        pytest.importorskip("openvino")
     with pytest.raises(PrecisionError) as err:  # the same error type on every backend
         runtime.load(fused_only, backend, precision="int8", sge_fused=False).activate()
     message = str(err.value)
@@ -98,16 +100,10 @@ def test_onnxruntime_kernel_failure_with_no_plain_graph_says_both(fused_only, ph
     assert "which it has" not in str(err.value)  # the fused graph was just tried: never pointed back at
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
 def test_no_usable_int8_graph_names_the_failed_gates_not_a_missing_flag(no_cpu_int8, backend, tmp_path, capsys):
-    if backend == "openvino":
-        pytest.importorskip("openvino")
-    from PIL import Image
-
-    from models.transforms import sample_photos
     from tests.export.conftest import load_script
 
-    Image.fromarray(sample_photos(("coffee",))["coffee"]).save(tmp_path / "coffee.png")
+    save_photos(tmp_path, ["coffee"])
     argv = [str(no_cpu_int8), str(tmp_path / "coffee.png"), "--backend", backend, "--precision", "int8"]
     assert load_script("infer").main(argv) == 2
     (error,) = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]

@@ -8,7 +8,7 @@ import pytest
 import runtime
 from export.artifacts import Manifest
 from export.int8.roles import PrecisionError, int8_graph_file, normalise_precision
-from tests.int8.conftest import SIZE, cosine
+from tests.int8.conftest import SIZE, cosine, save_photos
 
 
 def logits(artifact, backend, batch, **options):
@@ -68,13 +68,9 @@ def test_onnxruntime_refuses_fp16_on_the_cpu(int8_artifact):
 
 
 def test_infer_script_takes_the_precision(int8_artifact, tmp_path):
-    from PIL import Image
-
-    from models.transforms import sample_photos
     from tests.export.conftest import load_script
 
-    image = tmp_path / "coffee.png"
-    Image.fromarray(sample_photos(("coffee",))["coffee"]).save(image)
+    (image,) = save_photos(tmp_path, ["coffee"])
     out = tmp_path / "pred.json"
     infer = load_script("infer")
     assert infer.main([str(int8_artifact[0]), str(image), "--precision", "int8", "--json", str(out)]) == 0
@@ -122,12 +118,9 @@ def test_benchmark_compares_fp32_and_int8_per_backend_in_one_run(int8_artifact, 
 @pytest.mark.parametrize("script", ["infer", "evaluate"])
 def test_tensorrt_int8_says_the_engine_fixes_the_precision(int8_artifact, tmp_path, capsys, script):
     """A TensorRT engine's precision is chosen at trt-build: asking the runner for int8 is bad input, not a crash."""
-    from PIL import Image
-
-    from models.transforms import sample_photos
     from tests.export.conftest import load_script
 
-    Image.fromarray(sample_photos(("coffee",))["coffee"]).save(tmp_path / "coffee.png")
+    save_photos(tmp_path, ["coffee"])
     directory = str(int8_artifact[0])
     if script == "infer":
         argv = [directory, str(tmp_path / "coffee.png"), "--backend", "tensorrt", "--precision", "int8"]
