@@ -63,16 +63,16 @@ def entries(backends: list[str], precisions: list[str], args: argparse.Namespace
     """Benchmark entries → runner options: each backend at fp32, and at each reduced precision it runs; a precision
     that none of the backends runs is a ValueError naming what each runs."""
     table = {}
+    options = {precision: precision_option(precision) for precision in precisions}
     for name in backends:
-        for precision in precisions:
-            reduced = precision_option(precision)
+        for reduced in options.values():
             if not reduced:
                 table[name] = backend_options(name, args)
             elif reduced["precision"] in REDUCED_PRECISIONS.get(name, ()):
                 table[f"{name}:{reduced['precision']}"] = {**backend_options(name, args), **reduced}
-    for precision in precisions:
-        reduced = precision_option(precision).get("precision")
-        if reduced and not any(entry.endswith(f":{reduced}") for entry in table):
+    run = {name.partition(":")[2] for name in table}
+    for reduced in (o["precision"] for o in options.values() if o):
+        if reduced not in run:
             runs = ", ".join(
                 f"{name} runs {'/'.join(('fp32', *REDUCED_PRECISIONS.get(name, ())))}" for name in backends
             )

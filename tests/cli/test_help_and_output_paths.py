@@ -26,7 +26,7 @@ def test_no_command_shows_a_switch_default(name):
     assert "(default: True)" not in text and "(default: False)" not in text
 
 
-def test_only_json_writes_to_standard_output(tmp_path):
+def test_only_json_writes_to_standard_output():
     check_output_paths(json="-")
     for flag in ("export_times", "plot", "auto_table"):
         with pytest.raises(OutputPathError, match=f"--{flag.replace('_', '-')} -: only --json writes to standard"):
