@@ -170,7 +170,7 @@ def check_evaluation(source: Any, dataset: Dataset, *, batch: int) -> None:
     starts its progress bar)."""
     if batch < 1:
         raise ValueError(f"--batch-size must be at least 1 (images per inference call); got {batch}")
-    if not len(dataset):
+    if not len(dataset):  # a Dataset built by hand (load_dataset refuses an empty folder itself)
         raise DatasetError(f"no images to evaluate in {dataset.root}")
     check_labels(source, dataset)
 
