@@ -3,8 +3,9 @@
 Method (trtexec's ``--warmUp``, ``--iterations``, ``--duration``): run for ``warmup_ms`` of wall time and discard
 those runs, then keep running until at least ``iterations`` runs AND at least ``duration_s`` seconds have passed.
 Each run's host latency is ``time.perf_counter()`` around one ``runner.infer(batch)`` call (the batch check
-included). On GPU runners the host→device copy, the compute and the device→host copy are also timed apart with CUDA
-events. Statistics follow trtexec's definitions (``runtime.latency``).
+included, and on OpenVINO the runner's NaN/Inf scan of the input, one pass over it, which it needs because
+OpenVINO turns NaN input into finite-looking output). On GPU runners the host→device copy, the compute and the
+device→host copy are also timed apart with CUDA events. Statistics follow trtexec's definitions (``runtime.latency``).
 
 Several backends measured in one call run either in blocks (one backend's warm-up and timing loop after the
 other's; the default) or interleaved (one run of each backend per round, so a slow drift in the machine's load hits
