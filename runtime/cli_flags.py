@@ -53,9 +53,9 @@ def backend_list(text: str) -> tuple[str, ...]:
 class _Store(argparse.Action):
     """Store a flag's value; a list flag's words (``1,3 8``) become one flat tuple; an old spelling warns once."""
 
-    def __init__(self, option_strings, dest, *, flatten=False, one=False, replaced_by=None, **kwargs):
+    def __init__(self, option_strings, dest, *, flatten=False, one=False, precision=True, replaced_by=None, **kwargs):
         super().__init__(option_strings, dest, **kwargs)
-        self.flatten, self.one, self.replaced_by = flatten, one, replaced_by
+        self.flatten, self.one, self.precision, self.replaced_by = flatten, one, precision, replaced_by
 
     def __call__(self, parser, namespace, values, option_string=None):
         if self.replaced_by is not None:
@@ -67,6 +67,10 @@ class _Store(argparse.Action):
             values = tuple(value for word in values for value in word)
         if self.one and len(values) != 1:
             parser.error(f"{option_string} takes one backend here; got {','.join(values)}")
+        if not self.precision and any(":" in value for value in values):  # it would run fp32 under an int8 name
+            named = next(value for value in values if ":" in value)
+            where = "use --precision" if "--precision" in parser._option_string_actions else "this command runs fp32"
+            parser.error(f"{option_string} {named}: give the backend alone; {where}")
         setattr(namespace, self.dest, values)
 
 
@@ -75,7 +79,9 @@ def _add(parser: argparse.ArgumentParser, flag: str, *aliases: str, **kwargs) ->
     action = parser.add_argument(flag, *aliases, action=_Store, **kwargs)
     for old, new in DEPRECATED.items():
         if new == flag:
-            alias = {k: v for k, v in kwargs.items() if k in ("type", "nargs", "metavar", "flatten", "one")}
+            alias = {
+                k: v for k, v in kwargs.items() if k in ("type", "nargs", "metavar", "flatten", "one", "precision")
+            }
             parser.add_argument(
                 old, dest=action.dest, action=_Store, replaced_by=flag, default=argparse.SUPPRESS,
                 help=argparse.SUPPRESS, **alias,
@@ -112,13 +118,16 @@ def add_batch_sizes(parser: argparse.ArgumentParser, *, default=None, help: str)
     )
 
 
-def add_backends(parser: argparse.ArgumentParser, *, default, one: bool = False, help: str) -> argparse.Action:
-    """``--backends a,b`` and its alias ``--backend``; with ``one`` a command that runs one backend refuses a list."""
+def add_backends(
+    parser: argparse.ArgumentParser, *, default, one: bool = False, precision: bool = False, help: str
+) -> argparse.Action:
+    """``--backends a,b`` and its alias ``--backend``; with ``one`` a command that runs one backend refuses a list;
+    ``backend:precision`` names only with ``precision`` (evaluate): elsewhere precision is a flag of its own."""
     default = ",".join(default) if isinstance(default, (tuple, list)) else default  # argparse applies the type
     metavar = "NAME" if one else "NAME[,NAME]"
     return _add(
-        parser, "--backends", "--backend", type=backend_list, flatten=True, nargs=1, one=one, metavar=metavar,
-        default=default, help=help,
+        parser, "--backends", "--backend", type=backend_list, flatten=True, nargs=1, one=one, precision=precision,
+        metavar=metavar, default=default, help=help,
     )  # fmt: skip
 
 

@@ -172,7 +172,7 @@ def _main(argv: list[str] | None, prog: str | None) -> int:
     args = build_parser(prog).parse_args(argv)
     console = make_console(json_path=args.json)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    backends = list(dict.fromkeys(args.backends))  # canonical names (cli_flags.backend_list); a flat list repeats
+    backends = list(args.backends)  # canonical names, no repeats (cli_flags.backend_list)
     precisions = [p.strip() for p in args.precision.split(",") if p.strip()]
     try:
         runs = entries(backends, precisions, args)  # an unknown precision is a ValueError: one line, exit 2

@@ -23,7 +23,9 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     parser.add_argument("artifact", type=Path, help="artifact directory")
     parser.add_argument("--data", type=Path, required=True, help="ImageFolder directory, or images with --labels")
     parser.add_argument("--labels", type=Path, help="lines of '<relative image path> <class index>'")
-    add_backends(parser, default="onnxruntime,onnxruntime:int8", help="backend[:precision], comma-separated")
+    add_backends(
+        parser, default="onnxruntime,onnxruntime:int8", precision=True, help="backend[:precision], comma-separated"
+    )
     parser.add_argument(
         "--reference",
         type=backend_name,

@@ -46,3 +46,16 @@ def test_backend_aliases_become_their_backends_for_every_command():
     argv = ["artifacts/x", "--data", "d", "--backends", "ort,onnxruntime:int8,ov,ort:int8", "--reference", "pt"]
     parsed = evaluate.build_parser().parse_args(argv)
     assert parsed.backends == ("onnxruntime", "onnxruntime:int8", "openvino") and parsed.reference == "torch"
+
+
+@pytest.mark.parametrize("command", ["benchmark", "infer", "serve"])
+def test_backend_with_precision_is_refused_where_precision_is_its_own_flag(command, capsys):
+    """``benchmark --backends ort:int8`` used to time FP32 ONNX Runtime under an int8 label (its options looked up by
+    the whole name); commands with --precision refuse the form, evaluate (above) keeps it."""
+    import importlib
+
+    parser = importlib.import_module(f"runtime.commands.{command}").build_parser()
+    with pytest.raises(SystemExit) as exit_info:
+        parser.parse_args(["artifacts/x", "--backends", "ort:int8"])
+    assert exit_info.value.code == 2
+    assert "--backends onnxruntime:int8: give the backend alone" in capsys.readouterr().err
