@@ -54,7 +54,7 @@ def make_console(*, stderr: bool = False, min_width: int = 0, json_path: str | P
     """Every script's rich Console: ``LOG_WIDTH`` columns when not a terminal, at least ``min_width`` in one; on
     stderr when ``json_path`` is ``-`` (standard output then carries only the JSON). Markup is off, in printed
     strings, table titles and cells alike: paths, labels and model names print as they are ("cat[bold].png"); colour
-    comes from ``style=`` and ``rich.text.Text``."""
+    comes from ``style=`` and ``rich.text.Text``. A Panel's str title is read as markup regardless: give it a Text."""
     from rich.console import Console
 
     stderr = stderr or is_stdout(json_path)

@@ -15,6 +15,7 @@ from typing import Any
 from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
+from rich.text import Text
 
 from export.artifacts import ArtifactError, write_json
 from runtime import UnknownBackendError
@@ -125,7 +126,8 @@ def print_result(console: Console, result: BenchmarkResult) -> None:
     for report in result.reports:
         text = "\n".join(report.summary_lines())
         style = "yellow" if report.cv_warning else "green"
-        console.print(Panel(text, title=f"Performance summary: {report.backend}", border_style=style, expand=False))
+        title = Text(f"Performance summary: {report.backend}")  # a str title would be read as markup
+        console.print(Panel(text, title=title, border_style=style, expand=False))
     percentiles = list(result.config.percentiles)
     table = Table(
         title=f"{result.model or result.artifact}, batch {result.reports[0].batch}, same run ({result.config.mode})"

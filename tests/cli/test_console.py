@@ -42,3 +42,18 @@ def test_user_text_prints_as_it_is_in_lines_titles_and_cells(capsys):
     console.print(table)
     out = capsys.readouterr().out
     assert out.count(name) == 3
+
+
+def test_benchmark_panel_title_prints_the_backend_as_it_is(capsys):
+    """rich reads a Panel's str title as markup even with markup off: benchmark gives it a Text."""
+    from runtime.bench_report import BenchmarkConfig, BenchmarkResult
+    from runtime.commands.benchmark import print_result
+    from runtime.latency import make_report
+
+    name = "onnxruntime[/x][b]q[/b]"
+    report = make_report(
+        name, batch=1, times_ms=[1.0, 2.0, 3.0], walltime_s=0.006, percentiles=BenchmarkConfig().percentiles
+    )
+    result = BenchmarkResult("a", "m", BenchmarkConfig(), [report], {name: {"max_abs": 0.0, "rel_l2": 0.0}})
+    print_result(make_console(), result)
+    assert f"Performance summary: {name}" in capsys.readouterr().out
