@@ -10,7 +10,15 @@ import argparse
 import sys
 from pathlib import Path
 
-from runtime.cli import EXIT_INPUT, command_words, make_console, make_parser, run_main, write_json_output
+from runtime.cli import (
+    EXIT_INPUT,
+    check_output_paths,
+    command_words,
+    make_console,
+    make_parser,
+    run_main,
+    write_json_output,
+)
 from runtime.cli_flags import add_backends, add_batch_size, add_json, add_threads, backend_name
 
 
@@ -55,6 +63,7 @@ def _main(argv: list[str] | None, prog: str | None) -> int:
     console = make_console(stderr=True)
     targets = list(args.backends)
     try:
+        check_output_paths(json=args.json)  # before the work, as every command
         dataset = load_dataset(args.data, labels_file=args.labels, limit=args.limit)
         source = runtime.open_source(args.artifact)  # verified once
         check_evaluation(source, dataset, batch=args.batch_size)  # before the progress bar starts

@@ -99,6 +99,9 @@ def test_evaluate_script_bad_input_exits_2(int8_artifact, tmp_path, capsys):
     evaluate = load_script("evaluate")
     assert evaluate.main([str(int8_artifact[0]), "--data", str(tmp_path / "missing")]) == 2
     assert "is not a directory" in capsys.readouterr().err
+    save_photos(tmp_path / "photos", ["coffee"])  # a --json that is a folder: refused before any image runs
+    assert evaluate.main([str(int8_artifact[0]), "--data", str(tmp_path / "photos"), "--json", str(tmp_path)]) == 2
+    assert f"--json {tmp_path} is a directory" in capsys.readouterr().err
 
 
 def test_unlabelled_folder_against_the_fp32_onnx_reference(int8_artifact, tmp_path):
