@@ -16,12 +16,11 @@ import argparse  # noqa: E402
 import logging  # noqa: E402
 
 from rich.table import Table  # noqa: E402
-from rich.text import Text  # noqa: E402
 
 from export.artifacts import ArtifactError  # noqa: E402
 from runtime.backends.base import BackendUnavailableError  # noqa: E402
 from runtime.bench_report import machine_info, versions  # noqa: E402
-from runtime.cli import is_stdout, make_console, make_parser, write_json_output  # noqa: E402
+from runtime.cli import EXIT_INPUT, command_words, is_stdout, make_console, make_parser, write_json_output  # noqa: E402
 from runtime.cli_flags import add_batch_size, add_json, add_threads  # noqa: E402
 from runtime.latency import BenchmarkConfig  # noqa: E402
 from runtime.ov_study import layer_profile, parity_to_eager, ratios, time_variants, variants  # noqa: E402
@@ -70,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     console = make_console(json_path=args.json)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     precisions = [p.strip() for p in args.precisions.split(",") if p.strip()]
-    command = ["python", "scripts/benchmark_openvino.py", *(sys.argv[1:] if argv is None else argv)]
+    command = command_words(None, "benchmark_openvino", argv)
     try:
         import numpy as np
 
@@ -97,8 +96,8 @@ def main(argv: list[str] | None = None) -> int:
             reference = eager_references({v.artifact for v in chosen}, photos)
             result["parity_vs_eager_fp32"] = parity_to_eager(chosen, photos, reference, threads=args.threads)
     except (ArtifactError, BackendUnavailableError, FileNotFoundError, ValueError) as err:
-        console.print(Text.assemble(("error:", "red"), f" {err}"), soft_wrap=True)
-        return 2
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_INPUT
     table = Table(title=f"OpenVINO, batch {args.batch_size}, {args.threads} threads, one interleaved run")
     # "graph": plain; sge_native = fused graph as standard ops (the default); sge_fused = the extension op
     for column in ("variant", "ran", "graph", "median ms", "CV %", "× base", "cosine vs eager"):

@@ -10,8 +10,9 @@ from pathlib import Path
 
 sys.path[0] = str(Path(__file__).resolve().parents[1])  # repo root, not scripts/
 
+import shlex  # noqa: E402
 
-from runtime.cli import is_stdout, make_parser, write_json_output  # noqa: E402
+from runtime.cli import command_words, is_stdout, make_parser, write_json_output  # noqa: E402
 from runtime.cli_flags import add_batch_size, add_json  # noqa: E402
 
 
@@ -48,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
         for kind, s in (("random", r.random), ("photos", r.photos)):
             print(f"{r.name:24s} {kind:7s} {s.max_abs:9.2e} {s.rel_l2:9.2e} {s.cosine:9.6f} {s.top1:6.0%}", file=out)
     if args.json:
-        command = " ".join(["python", "scripts/gpu_parity.py", *(sys.argv[1:] if argv is None else argv)])
+        command = shlex.join(command_words(None, "gpu_parity", argv))
         report = {
             "command": command,
             "machine": machine_info(),  # CPU, and the GPUs nvidia-smi lists

@@ -11,8 +11,9 @@ from pathlib import Path
 sys.path[0] = str(Path(__file__).resolve().parents[1])  # repo root, not scripts/
 
 import json  # noqa: E402
+import shlex  # noqa: E402
 
-from runtime.cli import is_stdout, make_parser, write_json_output  # noqa: E402
+from runtime.cli import EXIT_INPUT, command_words, is_stdout, make_parser, write_json_output  # noqa: E402
 from runtime.cli_flags import add_batch_sizes, add_json, add_threads  # noqa: E402
 
 
@@ -39,11 +40,11 @@ def main(argv: list[str] | None = None) -> int:
             rounds=args.rounds,
             profile_runs=args.profile_runs,
             openvino=args.openvino,
-            command=" ".join(["python", "scripts/int8_targets.py", *(sys.argv[1:] if argv is None else argv)]),
+            command=shlex.join(command_words(None, "int8_targets", argv)),
         )
     except (ArtifactError, ValueError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
-        return 2
+        return EXIT_INPUT
     report = study.to_dict()
     out = sys.stderr if is_stdout(args.json) else sys.stdout  # `--json -`: stdout carries only the JSON
     print(json.dumps({k: report[k] for k in ("machine", "ratios", "targets", "accuracy")}, indent=1), file=out)

@@ -26,9 +26,7 @@ import statistics  # noqa: E402
 import tempfile  # noqa: E402
 from dataclasses import replace  # noqa: E402
 
-from runtime.cli import is_stdout, make_parser, write_json_output  # noqa: E402
-
-EXIT_INPUT = 2
+from runtime.cli import EXIT_INPUT, command_words, is_stdout, make_parser, write_json_output  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -129,6 +127,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads < 1 or args.rounds < 3:
         print("error: --threads must be ≥ 1 and --rounds ≥ 3", file=sys.stderr)
         return EXIT_INPUT
+    if args.spinning and args.fixed_order:
+        print("error: --fixed-order orders interleaved rounds; --spinning times in blocks: choose one", file=sys.stderr)
+        return EXIT_INPUT
     logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
     import numpy as np
 
@@ -142,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     except KernelUnavailableError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_INPUT
-    command = "python scripts/kernel_speed.py " + shlex.join(sys.argv[1:] if argv is None else argv)
+    command = shlex.join(command_words(None, "kernel_speed", argv))
     with tempfile.TemporaryDirectory(prefix="kernel-speed-") as tmp:
         workdir = args.workdir or Path(tmp)
         workdir.mkdir(parents=True, exist_ok=True)

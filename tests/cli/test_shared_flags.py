@@ -59,3 +59,11 @@ def test_backend_with_precision_is_refused_where_precision_is_its_own_flag(comma
         parser.parse_args(["artifacts/x", "--backends", "ort:int8"])
     assert exit_info.value.code == 2
     assert "--backends onnxruntime:int8: give the backend alone" in capsys.readouterr().err
+
+
+def test_benchmark_openvino_errors_go_to_stderr(capsys):
+    """Its error was printed on the console (standard output, unless --json -) instead of stderr like every script."""
+    script = load(next(path for path in SCRIPTS if path.stem == "benchmark_openvino"))
+    assert script.main(["--base", "/nonexistent/base", "--sge", "/nonexistent/sge"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.startswith("error: /nonexistent/") and "manifest.json" in captured.err
