@@ -137,14 +137,11 @@ def write_json_output(path: str | Path, data) -> None:
     write_json(path, data)
 
 
-def invocation(prog: str | None, script: str) -> list[str]:
-    """How the user ran a command, for its reports: ``sge-deploy NAME`` (``prog``) or ``python scripts/SCRIPT.py``."""
-    return prog.split() if prog else ["python", f"scripts/{script}.py"]
-
-
 def command_words(prog: str | None, script: str, argv: Sequence[str] | None) -> list[str]:
-    """The whole command line a report records: ``invocation`` and the arguments (``sys.argv`` when None)."""
-    return [*invocation(prog, script), *(sys.argv[1:] if argv is None else argv)]
+    """The whole command line a report records: how the user ran it, ``sge-deploy NAME`` (``prog``) or ``python
+    scripts/SCRIPT.py``, and the arguments (``sys.argv`` when None)."""
+    ran = prog.split() if prog else ["python", f"scripts/{script}.py"]
+    return [*ran, *(sys.argv[1:] if argv is None else argv)]
 
 
 def run_main(main: Callable[[list[str] | None], int], argv: Sequence[str] | None) -> int:
