@@ -21,6 +21,17 @@ DEPRECATED = {
 }
 
 
+def positive_int(text: str) -> int:
+    """``8`` → 8; at least 1 (a batch of 0 images would fail deep inside, or never)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer such as 8; got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1; got {value}")
+    return value
+
+
 def int_list(text: str) -> tuple[int, ...]:
     """``1,3,8`` (or one number) → (1, 3, 8); each value at least 1."""
     try:
@@ -107,7 +118,7 @@ def add_output(parser: argparse.ArgumentParser, *, default=None, metavar: str = 
 
 
 def add_batch_size(parser: argparse.ArgumentParser, *, default=None, help: str) -> argparse.Action:
-    return _add(parser, "--batch-size", type=int, metavar="N", default=default, help=help)
+    return _add(parser, "--batch-size", type=positive_int, metavar="N", default=default, help=help)
 
 
 def add_batch_sizes(parser: argparse.ArgumentParser, *, default=None, help: str) -> argparse.Action:

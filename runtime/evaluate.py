@@ -169,7 +169,7 @@ def check_evaluation(source: Any, dataset: Dataset, *, batch: int) -> None:
     """What ``evaluate`` refuses before any image runs, each a one-line error (the command calls it before it
     starts its progress bar)."""
     if batch < 1:
-        raise ValueError(f"--batch-size must be at least 1 (images per inference call); got {batch}")
+        raise ValueError(f"batch must be at least 1 (images per inference call); got {batch}")
     if not len(dataset):  # a Dataset built by hand (load_dataset refuses an empty folder itself)
         raise DatasetError(f"no images to evaluate in {dataset.root}")
     check_labels(source, dataset)

@@ -63,8 +63,6 @@ def _main(argv: list[str] | None, prog: str | None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         check_output_paths(json=args.json, auto_table=args.auto_table)  # before the work
-        if args.batch_size < 1:
-            raise ValueError(f"--batch-size must be at least 1; got {args.batch_size}")
         if args.top_k < 1:
             raise ValueError(f"--top-k must be at least 1; got {args.top_k}")
         source = runtime.open_source(args.artifact)

@@ -79,8 +79,10 @@ def test_benchmark_writes_json_times_and_plot(artifact, tmp_path, capsys):
 def test_benchmark_refuses_bad_arguments(artifact, tmp_path, capsys):
     benchmark = load_script("benchmark")
     out = tmp_path / "r.json"
-    assert benchmark.main([str(artifact), "--backends", "onnxruntime", "--batch", "0", "--json", str(out)]) == 2
-    assert "batch must be at least 1" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:  # the shared --batch-size type refuses it while parsing
+        benchmark.main([str(artifact), "--backends", "onnxruntime", "--batch", "0", "--json", str(out)])
+    assert exit_info.value.code == 2
+    assert "argument --batch: must be at least 1; got 0" in capsys.readouterr().err
     assert not out.exists()
     assert benchmark.main([str(tmp_path / "nothing"), "--backends", "onnxruntime"]) == 2
     assert "does not exist" in capsys.readouterr().err
