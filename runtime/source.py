@@ -109,6 +109,13 @@ def open_source(path: str | Path | ModelSource) -> ModelSource:
     raise ArtifactError(f"{path} is neither an artifact directory nor an .onnx file; give one of those")
 
 
+def recorded_source(manifest: Manifest | None) -> dict[str, Any]:
+    """What the export recorded about the model's origin: ``manifest.extra["source"]`` (flat ``extra`` in a
+    hand-written manifest); {} without a manifest."""
+    extra = manifest.extra if manifest is not None else {}
+    return extra.get("source", extra)
+
+
 def _from_directory(directory: Path) -> ModelSource:
     manifest, identities = load_verified(directory)
     if len(manifest.inputs) != 1 or len(manifest.outputs) != 1:
@@ -124,7 +131,7 @@ def _from_directory(directory: Path) -> ModelSource:
         manifest=manifest,
         directory=directory,
         identities=identities,
-        weights=str(manifest.extra.get("source", {}).get("checkpoint_sha256") or "") or None,
+        weights=str(recorded_source(manifest).get("checkpoint_sha256") or "") or None,
     )
 
 

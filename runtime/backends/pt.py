@@ -17,7 +17,7 @@ import numpy as np
 from export.artifacts import DEFAULT_WEIGHTS_PREFIX
 from runtime.backends.base import BackendUnavailableError
 from runtime.backends.source_runner import SourceRunner, import_backend
-from runtime.source import ModelSource
+from runtime.source import ModelSource, recorded_source
 
 logger = logging.getLogger(__name__)
 
@@ -97,7 +97,7 @@ class TorchRunner(SourceRunner):
 
     def build_options(self) -> dict[str, Any]:
         """The ``models.create_model`` arguments that reproduce the exported model (from ``manifest.extra``)."""
-        recorded = self.recorded_source()
+        recorded = recorded_source(self.source.manifest)
         if recorded.get("registry") is False and self.model_name == self.source.model_name:
             raise ValueError(
                 f"{self.model_name} was exported from a custom module, which the torch backend cannot rebuild; "
@@ -106,14 +106,9 @@ class TorchRunner(SourceRunner):
             )
         return {**self._weights(recorded), **self._architecture(recorded)}
 
-    def recorded_source(self) -> dict[str, Any]:
-        """What the export recorded about the model's origin (``manifest.extra["source"]``)."""
-        extra = self.source.manifest.extra if self.source.manifest is not None else {}
-        return extra.get("source", extra)  # the export pipeline nests them under "source"
-
     def factory(self) -> str | None:
         """The ``package.module:factory`` the artifact was exported from, when the torch runner rebuilds that model."""
-        spec = self.recorded_source().get("factory")
+        spec = recorded_source(self.source.manifest).get("factory")
         return spec if spec and self.model_name == self.source.model_name else None
 
     def _weights(self, recorded: dict[str, Any]) -> dict[str, Any]:
@@ -121,7 +116,7 @@ class TorchRunner(SourceRunner):
         if checkpoint is not None and self.source.directory is not None and not Path(checkpoint).is_absolute():
             checkpoint = self.source.directory / checkpoint
         init = recorded.get("init")
-        if init is None and self.source.manifest is None and checkpoint is None:
+        if self.source.manifest is None and checkpoint is None:
             # a bare file records its weights in its metadata: the default weights' init, or a checkpoint's sha256
             weights = self.source.weights
             if weights and not self.source.untrained:
@@ -130,7 +125,6 @@ class TorchRunner(SourceRunner):
                     "checkpoint=PATH to the torch backend, or open the artifact directory"
                 )
             init = (weights or "").removeprefix(DEFAULT_WEIGHTS_PREFIX)
-        init = init or "calibrated"
         return {"checkpoint": checkpoint, "init": init if init in ("calibrated", "random") else "calibrated"}
 
     @staticmethod
@@ -143,13 +137,8 @@ class TorchRunner(SourceRunner):
 
     def _check_checkpoint(self, checkpoint: Path | None) -> None:
         """The checkpoint must still be the file the artifact was exported from."""
-        recorded = self.recorded_source().get("checkpoint_sha256", "")
-        if (
-            checkpoint is None
-            or self.checkpoint is not None
-            or not recorded
-            or recorded.startswith(DEFAULT_WEIGHTS_PREFIX)
-        ):
+        recorded = self.source.weights
+        if checkpoint is None or self.checkpoint is not None or not recorded or self.source.untrained:
             return
         from models import CheckpointError
         from models.atomic import file_sha256
@@ -174,11 +163,10 @@ class TorchRunner(SourceRunner):
         if factory is not None:
             from models.factory import rebuild
 
-            checkpoint = self._weights(self.recorded_source())["checkpoint"]
+            checkpoint = self._weights(recorded_source(self.source.manifest))["checkpoint"]
             self._check_checkpoint(checkpoint)
             logger.info("torch: building %s with %s (checkpoint %s)", self.model_name, factory, checkpoint)
-            sha = self.recorded_source().get("checkpoint_sha256", "")
-            model = rebuild(factory, checkpoint=checkpoint, weights_sha256=sha).to(self.device)
+            model = rebuild(factory, checkpoint=checkpoint, weights_sha256=self.source.weights or "").to(self.device)
         else:
             options = self.build_options()
             self._check_checkpoint(options["checkpoint"])
