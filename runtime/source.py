@@ -84,6 +84,17 @@ class ModelSource:
         """Whether the model was exported with the project's default (NOT trained) weights."""
         return (self.weights or "").startswith(DEFAULT_WEIGHTS_PREFIX)
 
+    def plain_graph(self, precision: str, *, fused: bool) -> Path | None:
+        """The unfused file a runner of ``precision`` opens: the model, or an artifact's ``model.int8.onnx`` for
+        "int8"; None where only the fused INT8 graph passed its export gate and ``fused`` lets it run alone (a
+        PrecisionError where neither can run)."""
+        if precision != "int8" or self.manifest is None or self.directory is None:
+            return self.model_path  # a bare file runs as given
+        from export.int8.roles import plain_int8_file
+
+        plain = plain_int8_file(self.manifest, fused=fused)
+        return self.directory / plain if plain else None
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "model_path": str(self.model_path),

@@ -175,13 +175,7 @@ class OnnxRuntimeRunner(SourceRunner):
     def _fallback_path(self) -> Path | None:
         """The plain graph the CPU runs when the fused one cannot: ``model_path()``, or None for an INT8 artifact
         whose ``model.int8.onnx`` failed its export gate while its fused INT8 graph passed."""
-        from export.int8.roles import plain_int8_file
-
-        manifest, directory = self.source.manifest, self.source.directory
-        if self.precision == "int8" and manifest is not None and directory is not None:
-            plain = plain_int8_file(manifest, fused=self.sge_fused)
-            return directory / plain if plain else None
-        return self.model_path()
+        return self.source.plain_graph(self.precision, fused=self.sge_fused)
 
     def _activate_cpu(self) -> None:
         path, plain = self.cpu_model_path(), self._fallback_path()

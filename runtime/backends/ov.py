@@ -28,7 +28,6 @@ from export.int8.roles import (
     fused_int8_cannot_run,
     normalise_precision,
     not_quantised,
-    plain_int8_file,
 )
 from runtime.backends.base import BackendUnavailableError, one_line
 from runtime.backends.ov_precision import HINTS, hint_name, precision_note, runs_as
@@ -81,11 +80,8 @@ class OpenVINORunner(SourceRunner):
     def _model_path(self) -> Path | None:
         """The plain file this precision runs: the artifact's INT8 model for "int8", else its model; None for an
         artifact whose ``model.int8.onnx`` failed its export gate while its fused INT8 graph passed (run that)."""
-        manifest = self.source.manifest
-        if self.precision != "int8" or manifest is None:
-            return self.source.model_path  # a bare file runs as given (int8 checks it holds Q/DQ at activation)
-        plain = plain_int8_file(manifest, fused=self.sge_fused)
-        return self.source.directory / plain if plain else None
+        # a bare file runs as given (int8 checks it holds Q/DQ at activation)
+        return self.source.plain_graph(self.precision, fused=self.sge_fused)
 
     def _no_plain_graph(self, fused: Path, err: BaseException) -> PrecisionError:
         """The fused INT8 graph failed here and the artifact has no plain one to fall back to: say both."""
