@@ -101,13 +101,12 @@ def openvino_capabilities() -> tuple[str, list[str]]:
 
 
 def timing_shape(source: ModelSource, batch: int) -> list[int]:
-    """The input shape the candidates are timed on: ``batch`` images (a graph's fixed batch instead, which is what
-    infer pads to) at the size the artifact's preprocessing feeds (a dynamic H×W takes it from the manifest, never
-    from the batch)."""
+    """The input shape the candidates are timed on: ``batch`` images (``choose_backend`` passes a graph's fixed
+    batch, which is what infer pads to) at the size the artifact's preprocessing feeds (a dynamic H×W takes it from
+    the manifest, never from the batch)."""
     from runtime.preprocess import preprocessing_for
 
     shape = list(source.input_spec.shape)
-    batch = source.fixed_batch or batch
     if len(shape) == 4:
         height, width = preprocessing_for(source).size
         channels = shape[1] if isinstance(shape[1], int) and shape[1] > 0 else 3
