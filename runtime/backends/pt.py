@@ -8,6 +8,7 @@ default weights with the recorded ``init`` ("calibrated" unless stated), ``num_c
 """
 
 import logging
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -27,25 +28,29 @@ PRECISIONS = ("fp32", "fp16")
 
 class SharedSetting:
     """A process-wide torch setting that open runners ask for: the most recently opened open runner's value holds,
-    and the value from before the first one comes back when the last one closes, in whatever order they close."""
+    and the value from before the first one comes back when the last one closes, in whatever order they close.
+    Runners open and close on any thread: a lock keeps the list of holders whole."""
 
     def __init__(self, read: Callable[[], Any], write: Callable[[Any], None]) -> None:
         self._read, self._write = read, write
         self._before: Any = None
         self._holders: list[tuple[object, Any]] = []
+        self._lock = threading.Lock()
 
     def hold(self, owner: object, value: Any) -> None:
-        if not self._holders:
-            self._before = self._read()
-        self._holders.append((owner, value))
-        self._write(value)
+        with self._lock:
+            if not self._holders:
+                self._before = self._read()
+            self._holders.append((owner, value))
+            self._write(value)
 
     def release(self, owner: object) -> None:
-        kept = [(o, v) for o, v in self._holders if o is not owner]
-        if len(kept) == len(self._holders):
-            return  # it held nothing
-        self._holders = kept
-        self._write(kept[-1][1] if kept else self._before)
+        with self._lock:
+            kept = [(o, v) for o, v in self._holders if o is not owner]
+            if len(kept) == len(self._holders):
+                return  # it held nothing
+            self._holders = kept
+            self._write(kept[-1][1] if kept else self._before)
 
 
 def _torch() -> Any:

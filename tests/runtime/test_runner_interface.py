@@ -111,6 +111,32 @@ def test_a_shared_setting_holds_the_latest_open_runners_value_and_restores_the_o
     assert value == ["before"]
 
 
+def test_a_shared_setting_held_and_released_on_two_threads_comes_back_to_the_value_before():
+    """Runners open and close on any thread. Without the lock, a runner opened while the last one was still writing
+    back the value from before read the closing runner's value as its own "before", and restored that."""
+    import time
+
+    from runtime.backends.pt import SharedSetting
+
+    value = ["before"]
+
+    def slow_write(v):
+        time.sleep(0.0002)  # a closing runner is still writing the value back while the other thread opens
+        value[0] = v
+
+    setting = SharedSetting(lambda: value[0], slow_write)
+
+    def open_and_close(i):
+        for _ in range(200):
+            owner = object()
+            setting.hold(owner, i)
+            time.sleep(0.0001)
+            setting.release(owner)
+
+    assert errors_from_threads(open_and_close, range(2)) == []
+    assert value == ["before"] and setting._holders == []
+
+
 def test_torch_on_a_bare_file_builds_the_weights_the_file_records(artifact, photos):
     pytest.importorskip("torch")
     # a path to an .onnx file opens as a bare file; its metadata says default-weights:random
