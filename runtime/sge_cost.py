@@ -31,13 +31,15 @@ class Timing:
     name: str
     wall_ms: list[float]
     cpu_ms: list[float]
-    positions: list[int] = field(default_factory=list)  # each sample's place in its round (interleaved timing)
+    places: list[int] = field(default_factory=list)  # each sample's place in its round (interleaved timing)
 
-    def wall_median_by_position(self) -> list[float]:
+    def wall_median_by_place(self) -> list[float]:
         """Median wall time at each place in the round (first, second, …): a place that is faster for every runner
         biases the ratios of a fixed order, not of a rotated one."""
-        samples = list(zip(self.wall_ms, self.positions, strict=True))
-        return [statistics.median(w for w, p in samples if p == k) for k in sorted(set(self.positions))]
+        if not self.places:  # timed in blocks
+            return []
+        samples = list(zip(self.wall_ms, self.places, strict=True))
+        return [statistics.median(w for w, p in samples if p == k) for k in sorted(set(self.places))]
 
     @property
     def wall_median(self) -> float:
@@ -64,8 +66,8 @@ class Timing:
             "wall_ms_min": round(min(self.wall_ms), 3),
             "rounds": len(self.wall_ms),
         }
-        if len(set(self.positions)) > 1:  # rotated rounds; in a fixed order it would only repeat the median
-            record["wall_ms_median_by_place"] = [round(m, 3) for m in self.wall_median_by_position()]
+        if len(set(self.places)) > 1:  # rotated rounds; in a fixed order it would only repeat the median
+            record["wall_ms_median_by_place"] = [round(m, 3) for m in self.wall_median_by_place()]
         return record
 
 
@@ -74,8 +76,9 @@ def time_interleaved(
 ) -> dict[str, Timing]:
     """Run every runner once per round, ``rounds`` times after ``warmup`` untimed rounds; wall and CPU time.
 
-    ``rotate``: round r starts with runner r mod k, so that every runner runs equally often at every place in the
-    round (in a fixed order, whatever the first place does to its runner, it does to the same one every round).
+    ``rotate``: round r starts with runner r mod k, so that every runner runs at every place in the round equally
+    often (to within one round when ``rounds`` is not a multiple of k; in a fixed order, whatever the first place
+    does to its runner, it does to the same one every round).
     """
     if rounds < 1:
         raise ValueError(f"rounds must be ≥ 1; got {rounds}")

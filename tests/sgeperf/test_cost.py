@@ -32,11 +32,12 @@ def test_rotated_rounds_put_every_runner_at_every_place():
     runners = {name: (lambda name=name: calls.append(name)) for name in "abc"}
     timings = time_interleaved(runners, rounds=3, warmup=1, rotate=True)
     assert "".join(calls) == "abc" + "abc" + "bca" + "cab"  # warm-up, then rounds starting at a, b, c
-    assert [timings[n].positions for n in "abc"] == [[0, 2, 1], [1, 0, 2], [2, 1, 0]]
-    assert len(timings["a"].wall_median_by_position()) == 3
+    assert [timings[n].places for n in "abc"] == [[0, 2, 1], [1, 0, 2], [2, 1, 0]]
+    a = timings["a"]  # one sample at each place: each place's median is that sample
+    assert a.wall_median_by_place() == [a.wall_ms[a.places.index(k)] for k in range(3)]
     assert len(timings["a"].to_dict()["wall_ms_median_by_place"]) == 3
     fixed = time_interleaved(runners, rounds=2, warmup=0)["c"]
-    assert fixed.positions == [2, 2] and "wall_ms_median_by_place" not in fixed.to_dict()  # fixed order: always last
+    assert fixed.places == [2, 2] and "wall_ms_median_by_place" not in fixed.to_dict()  # fixed order: always last
 
 
 def test_gemm_model_multiplies():
