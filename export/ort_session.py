@@ -34,7 +34,7 @@ def fused_graph_file(manifest: "Manifest") -> str | None:  # noqa: F821
 
 def uses_fused_sge(opset_domains: Iterable[str]) -> bool:
     """Whether a graph that imports these opset domains holds fused SGE nodes (and so needs the custom-op library)."""
-    return FUSED_DOMAIN in set(opset_domains)
+    return FUSED_DOMAIN in opset_domains
 
 
 @dataclass(frozen=True)
@@ -77,14 +77,17 @@ def plan_session(path: str | Path, *, fused: bool | None = None) -> SessionPlan:
     None reads the graph to find out.
     """
     path = Path(path)
+    graph = None  # the structure, read once if it is needed
     if fused is None:
-        fused = uses_fused_sge(op.domain for op in onnx.load(str(path), load_external_data=False).opset_import)
+        graph = onnx.load(str(path), load_external_data=False)
+        fused = uses_fused_sge(op.domain for op in graph.opset_import)
     if not fused:
         return SessionPlan(model=str(path))
     library = kernel_library()
     block = nchwc_block_size()
     if block == 0:  # ORT uses no blocked layout on this CPU: the fused graph runs in plain NCHW
-        blocks = sum(n.domain == FUSED_DOMAIN for n in onnx.load(str(path), load_external_data=False).graph.node)
+        graph = graph or onnx.load(str(path), load_external_data=False)
+        blocks = sum(n.domain == FUSED_DOMAIN for n in graph.graph.node)
         return SessionPlan(model=str(path), library=library, fused_blocks=blocks)
     scratch = tempfile.TemporaryDirectory(prefix="sge-ort-plan-", ignore_cleanup_errors=True)
     try:

@@ -201,10 +201,10 @@ def load_remapped(
     was left out)."""
     report = compare_keys(model, state_dict)
     if report.mismatched or (strict and not report.ok):
-        classes = options_from_state_dict(state_dict, attention=None).get("num_classes")
         hint = "check the model name and its options (groups, kernel_size, ...)"
-        if classes is not None and any(m.startswith("fc.weight:") for m in report.mismatched):
-            hint = f"the checkpoint has {classes} classes: pass num_classes={classes} or omit it; " + hint
+        fc, wanted = state_dict.get("fc.weight"), model.state_dict().get("fc.weight")
+        if fc is not None and wanted is not None and fc.ndim == wanted.ndim == 2 and fc.shape[0] != wanted.shape[0]:
+            hint = f"the checkpoint has {fc.shape[0]} classes: pass num_classes={fc.shape[0]} or omit it; " + hint
         if not report.mismatched:
             hint += ", or pass strict=False to load what matches"
         raise CheckpointError(f"checkpoint {source} does not fit {type(model).__name__}: {report.summary()}; {hint}")

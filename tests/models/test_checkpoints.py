@@ -114,6 +114,16 @@ def test_shape_mismatch_is_reported_with_the_checkpoint_class_count(tmp_path: Pa
     assert "pass num_classes=10" in str(err.value) and "strict=False" not in str(err.value)  # it would not help
 
 
+def test_a_wider_classifier_input_gets_no_class_count_hint(tmp_path: Path) -> None:
+    """resnet18's fc (1000 × 512) into resnet50 (1000 × 2048): the class counts agree, so 'pass num_classes=1000'
+    would be wrong advice (it was given for any fc mismatch)."""
+    path = tmp_path / "resnet18.pth"
+    torch.save(build_model("resnet18").state_dict(), path)
+    with pytest.raises(CheckpointError, match=r"fc\.weight: checkpoint \(1000, 512\) vs model \(1000, 2048\)") as err:
+        create_model("resnet50", checkpoint=path)
+    assert "num_classes" not in str(err.value) and "check the model name" in str(err.value)
+
+
 def test_a_fine_tuned_classifier_sets_the_class_count(tmp_path: Path) -> None:
     trained = build_model("sge_resnet18", num_classes=10).eval()
     path = tmp_path / "sge_resnet18_10cls.pth"
