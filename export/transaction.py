@@ -47,6 +47,14 @@ class Transaction:
         return self.target
 
 
+def staging_directory(parent: Path, prefix: str, suffix: str = "") -> Path:
+    """A new empty directory in ``parent`` to fill and then publish, readable by other users (a Triton server, a
+    deploy account): mkdtemp makes it 0700."""
+    staging = Path(tempfile.mkdtemp(prefix=prefix, suffix=suffix, dir=parent))
+    os.chmod(staging, 0o755)
+    return staging
+
+
 def publish_directory(staging: Path, target: Path) -> None:
     """Put the directory ``staging`` in place as ``target`` (a sibling): its files fsync'd first, then one atomic
     exchange with an existing ``target`` (two renames where the system has none, the old one kept as
@@ -79,8 +87,7 @@ def artifact_transaction(target: str | Path, *, replaceable: frozenset[str] = fr
     with _locked(target):
         _clean_leftovers(target)
         _check_replaceable(target, replaceable)
-        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.staging-", dir=target.parent))
-        os.chmod(staging, 0o755)  # mkdtemp makes 0700; artifacts are read by other users
+        staging = staging_directory(target.parent, f".{target.name}.staging-")
         transaction = Transaction(target=target, staging=staging)
         try:
             yield transaction

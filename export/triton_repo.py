@@ -19,14 +19,13 @@ Rendering a config is a pure function of its inputs; only ``write_triton_reposit
 
 import logging
 import shutil
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from export.artifacts import ArtifactError, TensorSpec, check_unchanged, load_verified
-from export.transaction import publish_directory
+from export.transaction import publish_directory, staging_directory
 
 logger = logging.getLogger(__name__)
 
@@ -367,7 +366,7 @@ def _write_model_dir(
     labels: Sequence[str] | None,
     unchanged: Callable[[], None],
 ) -> Path:
-    staging = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".tmp", dir=root))
+    staging = staging_directory(root, f".{name}.", ".tmp")
     try:
         (staging / "1").mkdir()
         shutil.copyfile(model_file, staging / "1" / filename)

@@ -63,6 +63,7 @@ def test_repository_configs_match_the_onnx_graph(onnx_artifact, tmp_path):
     )
     model_dir = tmp_path / "repo" / "r18"
     assert set(repo.models) == {"r18"}
+    assert model_dir.stat().st_mode & 0o777 == 0o755  # a Triton server running as another user reads it
     assert (model_dir / "1" / "model.onnx").read_bytes() == (onnx_artifact / "model.onnx").read_bytes()
     assert (model_dir / "labels.txt").read_text().splitlines() == labels
     assert not [p for p in (tmp_path / "repo").iterdir() if p.name.startswith(".")], "staging left behind"
