@@ -11,8 +11,6 @@ import runtime
 from export.artifacts import TensorSpec
 from runtime.backends.base import InputMismatchError, Runner
 
-from .conftest import ATOL, MODEL, rel_l2
-
 
 def errors_from_threads(work, args) -> list[Exception]:
     """Run ``work(arg)`` on one thread per arg, all at once; what they raised (a thread's exception would otherwise
@@ -135,15 +133,6 @@ def test_a_shared_setting_held_and_released_on_two_threads_comes_back_to_the_val
 
     assert errors_from_threads(open_and_close, range(2)) == []
     assert value == ["before"] and setting._holders == []
-
-
-def test_torch_on_a_bare_file_builds_the_weights_the_file_records(artifact, photos):
-    pytest.importorskip("torch")
-    # a path to an .onnx file opens as a bare file; its metadata says default-weights:random
-    bare = artifact / "model.onnx"
-    with runtime.load(bare, "torch", model=MODEL) as torch_runner, runtime.load(bare, "onnxruntime") as ort_runner:
-        eager, onnx_out = torch_runner.infer(photos), ort_runner.infer(photos)
-    assert np.abs(eager - onnx_out).max() <= ATOL and rel_l2(onnx_out, eager) <= 1e-5
 
 
 @pytest.mark.parametrize("threads", [2.5, True, "2", 0])
