@@ -38,11 +38,21 @@ def test_version_matches_pyproject():
     assert f'version = "{package_version()}"' in text
 
 
-def test_backend_aliases_become_their_backends_for_every_command():
-    from runtime.commands import evaluate, validate
+@pytest.mark.parametrize(
+    ("command", "extra"), [("benchmark", []), ("infer", ["x.png"]), ("serve", []), ("validate", [])]
+)
+def test_backend_aliases_become_their_backends_for_every_command(command, extra):
+    """An alias is its backend everywhere: benchmark looks options up by name, validate compares the name with
+    "onnxruntime" to check the fused graph too."""
+    import importlib
 
-    # validate compares the name with "onnxruntime" to check the fused graph too; evaluate keeps ":precision"
-    assert validate.build_parser().parse_args(["artifacts/x", "--backend", "ort"]).backends == ("onnxruntime",)
+    parser = importlib.import_module(f"runtime.commands.{command}").build_parser()
+    assert parser.parse_args(["artifacts/x", *extra, "--backend", "ort"]).backends == ("onnxruntime",)
+
+
+def test_evaluate_keeps_the_precision_and_maps_its_reference():
+    from runtime.commands import evaluate
+
     argv = ["artifacts/x", "--data", "d", "--backends", "ort,onnxruntime:int8,ov,ort:int8", "--reference", "pt"]
     parsed = evaluate.build_parser().parse_args(argv)
     assert parsed.backends == ("onnxruntime", "onnxruntime:int8", "openvino") and parsed.reference == "torch"

@@ -119,6 +119,8 @@ def test_a_validation_that_raises_still_records_the_new_plan(fake_trt, sge_artif
     from export.trt import artifact
 
     assert trt_build_main([str(sge_artifact), "--trt", "fp32", "--trt-batch", "1", "4", "8"]) == 0
+    first = load_manifest(sge_artifact)  # the first plan was validated: what the second must not inherit
+    assert "tensorrt" in first.parity and (sge_artifact / "model.plan.parity.json").exists()
 
     def broken(*args, **kwargs):
         raise OSError("disk full while writing the parity report")
