@@ -20,3 +20,16 @@ def fsync_log(monkeypatch) -> list[Path]:
 
     monkeypatch.setattr(os, "fsync", record)
     return paths
+
+
+def save_photos(folder, names):
+    """The bundled photographs ``names`` as PNG files in ``folder``; their paths."""
+    from PIL import Image
+
+    from models.transforms import sample_photos
+
+    folder.mkdir(parents=True, exist_ok=True)
+    photos = sample_photos(tuple(names))
+    for name in names:
+        Image.fromarray(photos[name]).save(folder / f"{name}.png")
+    return [folder / f"{name}.png" for name in names]

@@ -29,16 +29,3 @@ def photos():
 def cosine(a, b):
     a, b = a.astype(np.float64).reshape(len(a), -1), b.astype(np.float64).reshape(len(b), -1)
     return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
-
-
-def save_photos(folder, names):
-    """The bundled photographs ``names`` as PNG files in ``folder``; their paths."""
-    from PIL import Image
-
-    from models.transforms import sample_photos
-
-    folder.mkdir(parents=True, exist_ok=True)
-    photos = sample_photos(tuple(names))
-    for name in names:
-        Image.fromarray(photos[name]).save(folder / f"{name}.png")
-    return [folder / f"{name}.png" for name in names]

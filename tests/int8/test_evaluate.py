@@ -6,8 +6,8 @@ import json
 import pytest
 
 from runtime.evaluate import DatasetError, TargetResult, load_dataset, parse_target
+from tests.conftest import save_photos
 from tests.export.conftest import load_script
-from tests.int8.conftest import save_photos
 
 
 def run_evaluate(artifact, data, tmp_path, *options):

@@ -15,7 +15,8 @@ from export.artifacts import load_manifest, write_manifest
 from export.int8.calibration import CalibrationOptions
 from export.int8.parity import int8_parity
 from export.int8.roles import INT8_FUSED_NAME, INT8_NAME, PrecisionError, missing_int8_graph
-from tests.int8.conftest import MODEL, SIZE, cosine, save_photos
+from tests.conftest import save_photos
+from tests.int8.conftest import MODEL, SIZE, cosine
 
 BACKENDS = ["onnxruntime", "openvino"]
 

@@ -8,7 +8,8 @@ import pytest
 import runtime
 from export.artifacts import Manifest
 from export.int8.roles import PrecisionError, int8_graph_file, normalise_precision
-from tests.int8.conftest import SIZE, cosine, save_photos
+from tests.conftest import save_photos
+from tests.int8.conftest import SIZE, cosine
 
 
 def logits(artifact, backend, batch, **options):

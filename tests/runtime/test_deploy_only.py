@@ -5,8 +5,8 @@ import json
 
 import numpy as np
 import pytest
-from PIL import Image
 
+from tests.conftest import save_photos
 from tests.runtime.without_torch import run_code, run_entry_point, run_script
 
 pytestmark = pytest.mark.timeout(180)
@@ -38,10 +38,7 @@ def test_the_torch_backend_says_what_to_install(artifact):
 
 
 def test_infer_script_prints_imagenet_class_names(artifact, tmp_path):
-    from models.transforms import sample_photos
-
-    photo = tmp_path / "chelsea.png"
-    Image.fromarray(sample_photos(["chelsea"])["chelsea"]).save(photo)
+    (photo,) = save_photos(tmp_path, ["chelsea"])
     out = tmp_path / "predictions.json"
     result = run_script("infer", str(artifact), str(photo), "--threads", "1", "--json", str(out))
     assert result.returncode == 0, result.stderr
@@ -75,12 +72,7 @@ def test_every_sub_command_module_imports_without_torch():
 
 
 def test_installed_command_infers_without_torch(artifact, tmp_path):
-    from models.transforms import sample_photos
-
-    images = []
-    for name, photo in sample_photos(("chelsea", "coffee", "astronaut")).items():
-        images.append(tmp_path / f"{name}.png")
-        Image.fromarray(photo).save(images[-1])
+    images = save_photos(tmp_path, ["chelsea", "coffee", "astronaut"])
     out = tmp_path / "predictions.json"
     args = ["infer", str(artifact), *map(str, images), "--batch-size", "2", "--threads", "1", "--json", str(out)]
     result = run_entry_point(*args)
