@@ -38,8 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--floors",
         action="store_true",
-        help="also time two diagnostic builds that compute no SGE: the tail's one unavoidable pass "
-        "(relu(x/2 + identity)) and no work at all; bounds for the fused/resnet50 ratio",
+        help="also time diagnostic builds that compute no SGE: the tail's one unavoidable pass "
+        "(relu(x/2 + identity)), no work at all, and that pass reading x only or the identity only; bounds for the "
+        "fused/resnet50 ratio",
     )
     p.add_argument(
         "--spinning",

@@ -96,8 +96,9 @@ def _write_atomically(path: Path, data: bytes) -> None:
 
 # Diagnostic builds for scripts/kernel_speed.py --floors (never installed): what an unfused block tail costs at
 # least. "apply" makes only the one pass any unfused tail needs, out = relu(x · ½ + identity); "none" returns at
-# once (the graph without the tail's work).
-FLOORS = {"apply": 1, "none": 2}
+# once (the graph without the tail's work); "x_only" and "identity_only" make that pass reading one of its two
+# inputs, out = relu(x · ½) and out = relu(identity): which stream the pass's cost comes from.
+FLOORS = {"apply": 1, "none": 2, "x_only": 3, "identity_only": 4}
 
 
 def build_library(

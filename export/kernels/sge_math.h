@@ -447,19 +447,33 @@ inline void unit_blocked(const Problem& p, int64_t n, int64_t u, float* scratch)
 }
 
 #if defined(SGE_FLOOR)
-// Diagnostic builds (build.py FLOORS, never installed): 1, only out = relu(x · ½ + identity) over the unit's
-// memory, which is one contiguous run in either layout; 2, nothing.
+// Diagnostic builds (build.py FLOORS, never installed), each one pass over the unit's memory (one contiguous run in
+// either layout): 1, out = relu(x · ½ + identity); 3, out = relu(x · ½), x only; 4, out = relu(identity), the
+// identity only; 2, nothing.
+template <int W>
+inline F<W> floor_value(F<W> x, F<W> identity) {
+  if constexpr (SGE_FLOOR == 3) return relu<W>(x * 0.5f);
+  if constexpr (SGE_FLOOR == 4) return relu<W>(identity);
+  return relu<W>(x * 0.5f + identity);
+}
 inline void floor_unit(const Problem& p, int64_t item) {
-  if (SGE_FLOOR != 1) return;
+  if (SGE_FLOOR == 2) return;
   const int64_t count = unit_channels(p.shape) * hw(p.shape), first = item * count;
+  const float* x = p.x + first;
+  const float* identity = p.identity + first;
+  float* out = p.out + first;
   constexpr int W = 16;
+  constexpr bool reads_x = SGE_FLOOR != 4, reads_identity = SGE_FLOOR != 3;
   int64_t i = 0;
-  for (; i + W <= count; i += W)
-    store<W>(p.out + first + i, relu<W>(load<W>(p.x + first + i) * 0.5f + load<W>(p.identity + first + i)));
+  for (; i + W <= count; i += W) {
+    const F<W> a = reads_x ? load<W>(x + i) : F<W>{}, b = reads_identity ? load<W>(identity + i) : F<W>{};
+    store<W>(out + i, floor_value<W>(a, b));
+  }
   if (i < count) {
     const int64_t rest = count - i;
-    const F<W> v = load_part<W>(p.x + first + i, rest) * 0.5f + load_part<W>(p.identity + first + i, rest);
-    store_part<W>(p.out + first + i, relu<W>(v), rest);
+    const F<W> a = reads_x ? load_part<W>(x + i, rest) : F<W>{};
+    const F<W> b = reads_identity ? load_part<W>(identity + i, rest) : F<W>{};
+    store_part<W>(out + i, floor_value<W>(a, b), rest);
   }
 }
 #endif

@@ -212,3 +212,30 @@ def test_floor_builds_compute_only_their_bound_and_are_never_loaded_as_the_kerne
         np.testing.assert_allclose(got, want, atol=1e-6)
     with pytest.raises(ValueError, match="unknown floor"):
         build_library(tmp_path / "other", floor="half")
+
+
+@pytest.mark.parametrize(
+    ("floor", "expected"),
+    [
+        ("x_only", lambda x, identity: np.maximum(x * 0.5, 0)),
+        ("identity_only", lambda x, identity: np.maximum(identity, 0)),
+    ],
+)
+def test_one_stream_floors_read_only_their_input(tmp_path, monkeypatch, floor, expected):
+    """The floors that split floor_apply's pass by stream: each output depends on its one input only (the other input
+    is random and different, so reading it would show), in either layout and with a partial last vector."""
+    if shutil.which("g++") is None and shutil.which("c++") is None:
+        pytest.skip("no C++ compiler to build the diagnostic library")
+    import export.ort_session as ort_session
+    from tests.sgeperf.test_fused_kernel import fused_graph, run_in_layout
+
+    library = build_library(tmp_path / floor, floor=floor, isas=("baseline",))  # elementwise: one build is enough
+    monkeypatch.setattr(ort_session, "kernel_library", lambda: library)
+    rng = np.random.default_rng(4)
+    shape = (2, 32, 5, 7)
+    x, identity = rng.standard_normal(shape, dtype=np.float32), rng.standard_normal(shape, dtype=np.float32)
+    # 4 groups of 8 channels: NCHW units of 8 × 35 = 280 floats (17 vectors and a partial one), NCHWc units of 16
+    model = fused_graph(shape, 4, rng, around_convs=False)
+    for block in (0, 16):
+        got = run_in_layout(model, tmp_path, x, identity, block)
+        np.testing.assert_allclose(got, expected(x, identity), atol=1e-6)
