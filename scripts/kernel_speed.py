@@ -201,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
         places = t.get("wall_ms_median_by_place", [])  # rotated rounds only
         by_place = f"  by place in the round {' '.join(f'{m:.2f}' for m in places)}" if places else ""
         print(
-            f"  {name:18s} wall median {t['wall_ms_median']:8.2f} ms  CPU {t['cpu_ms_median']:8.2f} ms  "
+            f"  {name:19s} wall median {t['wall_ms_median']:8.2f} ms  CPU {t['cpu_ms_median']:8.2f} ms  "
             f"IQR/median {t['wall_spread_iqr']:.3f}{by_place}",
             file=out,
         )
@@ -209,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
         paired = ""
         if "wall_paired" in r:
             paired = f"  per-round wall ratio {r['wall_paired']:.3f} (IQR {r['wall_paired_iqr']:.3f})"
-        print(f"  {name:26s} wall {r['wall']:.3f}  CPU {r['cpu']:.3f}{paired}", file=out)
+        print(f"  {name:28s} wall {r['wall']:.3f}  CPU {r['cpu']:.3f}{paired}", file=out)
     for name, ms in report["sge_residual_ms_per_run"].items():
         print(f"  SgeResidual kernel time, {name}: {ms:.2f} ms per run", file=out)
     write_json_output(args.json, report)
