@@ -448,14 +448,8 @@ inline void unit_blocked(const Problem& p, int64_t n, int64_t u, float* scratch)
 
 #if defined(SGE_FLOOR)
 // Diagnostic builds (build.py FLOORS, never installed), each one pass over the unit's memory (one contiguous run in
-// either layout): 1, out = relu(x · ½ + identity); 3, out = relu(x · ½), x only; 4, out = relu(identity), the
-// identity only; 2, nothing.
-template <int W>
-inline F<W> floor_value(F<W> x, F<W> identity) {
-  if constexpr (SGE_FLOOR == 3) return relu<W>(x * 0.5f);
-  if constexpr (SGE_FLOOR == 4) return relu<W>(identity);
-  return relu<W>(x * 0.5f + identity);
-}
+// either layout): 1, out = relu(x · ½ + identity); 3 and 4, the same pass with identity or x not read (taken as 0):
+// relu(x · ½), relu(identity); 2, nothing.
 inline void floor_unit(const Problem& p, int64_t item) {
   if (SGE_FLOOR == 2) return;
   const int64_t count = unit_channels(p.shape) * hw(p.shape), first = item * count;
@@ -467,13 +461,13 @@ inline void floor_unit(const Problem& p, int64_t item) {
   int64_t i = 0;
   for (; i + W <= count; i += W) {
     const F<W> a = reads_x ? load<W>(x + i) : F<W>{}, b = reads_identity ? load<W>(identity + i) : F<W>{};
-    store<W>(out + i, floor_value<W>(a, b));
+    store<W>(out + i, relu<W>(a * 0.5f + b));
   }
   if (i < count) {
     const int64_t rest = count - i;
     const F<W> a = reads_x ? load_part<W>(x + i, rest) : F<W>{};
     const F<W> b = reads_identity ? load_part<W>(identity + i, rest) : F<W>{};
-    store_part<W>(out + i, floor_value<W>(a, b), rest);
+    store_part<W>(out + i, relu<W>(a * 0.5f + b), rest);
   }
 }
 #endif

@@ -189,53 +189,40 @@ def test_no_instruction_set_build_defines_a_symbol_outside_its_namespace(tmp_pat
         assert shared == [], f"{isa}: {shared}"
 
 
-def test_floor_builds_compute_only_their_bound_and_are_never_loaded_as_the_kernel(tmp_path, monkeypatch):
-    """scripts/kernel_speed.py --floors: the "apply" build makes only relu(x/2 + identity), in either layout; the
-    record names the floor, and kernel_library refuses such a library."""
+@pytest.mark.parametrize(
+    ("floor", "expected"),
+    [
+        ("apply", lambda x, identity: np.maximum(x * 0.5 + identity, 0)),
+        ("x_only", lambda x, identity: np.maximum(x * 0.5, 0)),
+        ("identity_only", lambda x, identity: np.maximum(identity, 0)),
+    ],
+)
+def test_floor_builds_compute_only_their_bound_and_are_never_loaded_as_the_kernel(
+    tmp_path, monkeypatch, floor, expected
+):
+    """scripts/kernel_speed.py --floors: each build makes only its one pass, in either layout, reading only its inputs
+    (x and identity are random and different, so reading the other would show); the record names the floor, and
+    kernel_library refuses such a library."""
     if shutil.which("g++") is None and shutil.which("c++") is None:
         pytest.skip("no C++ compiler to build the diagnostic library")
     import export.ort_session as ort_session
     from tests.sgeperf.test_fused_kernel import fused_graph, run_in_layout
 
-    library = build_library(tmp_path / "floor", floor="apply")
-    assert json.loads((tmp_path / "floor" / RECORD_NAME).read_text())["floor"] == "apply"
+    library = build_library(tmp_path / "floor", floor=floor)
+    assert json.loads((tmp_path / "floor" / RECORD_NAME).read_text())["floor"] == floor
     with pytest.raises(KernelUnavailableError, match="diagnostic build"):
         kernel_library(tmp_path / "floor")
     monkeypatch.setattr(ort_session, "kernel_library", lambda: library)
     rng = np.random.default_rng(3)
     shape = (2, 32, 5, 7)
     x, identity = rng.standard_normal(shape, dtype=np.float32), rng.standard_normal(shape, dtype=np.float32)
-    model = fused_graph(shape, 8, rng, around_convs=False)
-    want = np.maximum(x * 0.5 + identity, 0)
-    for block in (0, 16):  # elementwise over each unit's memory: the same in either layout
-        got = run_in_layout(model, tmp_path, x, identity, block)
-        np.testing.assert_allclose(got, want, atol=1e-6)
-    with pytest.raises(ValueError, match="unknown floor"):
-        build_library(tmp_path / "other", floor="half")
-
-
-@pytest.mark.parametrize(
-    ("floor", "expected"),
-    [
-        ("x_only", lambda x, identity: np.maximum(x * 0.5, 0)),
-        ("identity_only", lambda x, identity: np.maximum(identity, 0)),
-    ],
-)
-def test_one_stream_floors_read_only_their_input(tmp_path, monkeypatch, floor, expected):
-    """The floors that split floor_apply's pass by stream: each output depends on its one input only (the other input
-    is random and different, so reading it would show), in either layout and with a partial last vector."""
-    if shutil.which("g++") is None and shutil.which("c++") is None:
-        pytest.skip("no C++ compiler to build the diagnostic library")
-    import export.ort_session as ort_session
-    from tests.sgeperf.test_fused_kernel import fused_graph, run_in_layout
-
-    library = build_library(tmp_path / floor, floor=floor, isas=("baseline",))  # elementwise: one build is enough
-    monkeypatch.setattr(ort_session, "kernel_library", lambda: library)
-    rng = np.random.default_rng(4)
-    shape = (2, 32, 5, 7)
-    x, identity = rng.standard_normal(shape, dtype=np.float32), rng.standard_normal(shape, dtype=np.float32)
     # 4 groups of 8 channels: NCHW units of 8 × 35 = 280 floats (17 vectors and a partial one), NCHWc units of 16
     model = fused_graph(shape, 4, rng, around_convs=False)
-    for block in (0, 16):
+    for block in (0, 16):  # elementwise over each unit's memory: the same in either layout
         got = run_in_layout(model, tmp_path, x, identity, block)
         np.testing.assert_allclose(got, expected(x, identity), atol=1e-6)
+
+
+def test_an_unknown_floor_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="unknown floor"):
+        build_library(tmp_path / "other", floor="half")
