@@ -43,6 +43,12 @@ def build_parser() -> argparse.ArgumentParser:
         "fused/resnet50 ratio",
     )
     p.add_argument(
+        "--stages",
+        action="store_true",
+        help="also time each stage of the tail's maths on one warm unit (its data in cache, one thread; "
+        "sge_stage_bench.cc), projected onto one network run: a lower bound for any tail outside the convolution",
+    )
+    p.add_argument(
         "--spinning",
         action="store_true",
         help="ORT threads spin between calls (its deployment default); timed in repeated blocks, not interleaved",
@@ -123,6 +129,21 @@ def ratio(a, b, *, paired: bool) -> dict[str, float]:
     return out
 
 
+def print_stages(stages: dict, resnet50_ms: float, out) -> None:
+    """The warm stage costs per network run, in µs and as a share of this run's resnet50 wall median."""
+    cost = stages["us_per_network"]
+    share = {k: 100 * us / (resnet50_ms * 1000) for k, us in cost.items()}
+    print(
+        f"  tail stages warm in cache ({stages['isa']} build, one unit on one thread, projected over "
+        f"{stages['threads']} threads), per network run and share of resnet50's wall median:",
+        file=out,
+    )
+    for name, us in cost.items():
+        print(f"    {name:10s} {us:7.1f} us  {share[name]:5.2f} %", file=out)
+    rest = sum(share[k] for k in ("similarity", "sigmoid", "apply"))
+    print(f"    without the channel means (a convolution that sums its own output): {rest:.2f} %", file=out)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.threads < 1 or args.rounds < 3:
@@ -135,7 +156,8 @@ def main(argv: list[str] | None = None) -> int:
     import numpy as np
 
     from export.kernels import KernelUnavailableError, kernel_library
-    from export.kernels.build import FLOORS, build_library
+    from export.kernels.build import FLOORS, KernelBuildError, build_library
+    from export.kernels.stage_bench import resnet50_stage_cost
     from export.ort_session import cpu_session, plan_session
     from runtime.sge_cost import machine_description, time_blocked, time_interleaved
 
@@ -169,6 +191,13 @@ def main(argv: list[str] | None = None) -> int:
         profile = {}
         if args.profile_runs > 0:
             profile = node_profile(plans, x, threads=args.threads, runs=args.profile_runs, prefix=Path(tmp) / "p")
+    stages = None
+    if args.stages:
+        try:
+            stages = resnet50_stage_cost(block=plans["sge_fused"].nchwc_block, threads=args.threads)
+        except KernelBuildError as err:  # also: ORT runs no NCHWc here, the only layout the bench times
+            print(f"error: --stages: {err}", file=sys.stderr)
+            return EXIT_INPUT
     pairs = {"sge_fused/resnet50": ("sge_fused", "resnet50")}
     if "sge_fused_native" in timings:
         pairs["sge_fused_native/resnet50"] = ("sge_fused_native", "resnet50")
@@ -189,6 +218,8 @@ def main(argv: list[str] | None = None) -> int:
         "sge_residual_ms_per_run": {n: round(sum(e["ms"] for e in nodes), 3) for n, nodes in profile.items()},
         "sge_residual_nodes": profile,
     }
+    if stages:
+        report["stages"] = stages
     out = sys.stderr if is_stdout(args.json) else sys.stdout  # `--json -`: stdout carries only the JSON
     m = report["machine"]
     print(command, file=out)
@@ -212,6 +243,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {name:28s} wall {r['wall']:.3f}  CPU {r['cpu']:.3f}{paired}", file=out)
     for name, ms in report["sge_residual_ms_per_run"].items():
         print(f"  SgeResidual kernel time, {name}: {ms:.2f} ms per run", file=out)
+    if stages:
+        print_stages(stages, report["timings"]["resnet50"]["wall_ms_median"], out)
     write_json_output(args.json, report)
     if not is_stdout(args.json):
         print(f"wrote {args.json}")

@@ -49,7 +49,27 @@ ISA_FLAGS = {
     "avx2": ("-mavx2", "-mfma"),
     "avx512": ("-mavx512f", "-mavx512vl", "-mavx512bw", "-mavx512dq", "-mavx2", "-mfma"),
 }
+# The CPU features (as /proc/cpuinfo names them) each build needs: what sge_ort_op.cc checks before it calls one.
+ISA_CPU_FEATURES = {
+    "baseline": frozenset(),
+    "avx2": frozenset({"avx2", "fma"}),
+    "avx512": frozenset({"avx512f", "avx512vl", "avx512bw", "avx512dq", "avx2", "fma"}),
+}
 X86_64 = {"x86_64", "amd64"}
+
+
+def cpu_flags() -> set[str]:
+    """This CPU's feature flags from /proc/cpuinfo (empty where there is none)."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return set()
+    return next((set(ln.split(":", 1)[1].split()) for ln in lines if ln.startswith("flags")), set())
+
+
+def dispatched_isa(flags: set[str]) -> str:
+    """The build the library's dispatcher picks on a CPU with these flags: the widest whose features it has."""
+    return next(isa for isa in ("avx512", "avx2", "baseline") if ISA_CPU_FEATURES[isa] <= flags)
 
 
 class KernelBuildError(RuntimeError):
@@ -67,7 +87,7 @@ def find_compiler(explicit: str | None = None) -> list[str]:
     raise KernelBuildError(f"no C++ compiler found ({wanted}): install one (Debian: apt install g++) and reinstall")
 
 
-def _run(command: list[str]) -> None:
+def run_compiler(command: list[str]) -> None:
     result = subprocess.run(command, capture_output=True, text=True, check=False)
     if result.returncode != 0:
         first_error = next((ln for ln in result.stderr.splitlines() if "error" in ln), result.stderr.strip())
@@ -133,7 +153,7 @@ def build_library(
         for isa, flags in builds.items():
             obj = Path(scratch) / f"sge_units_{isa}.o"
             source = str(KERNEL_DIR / "sge_units.cc")
-            _run([*cxx, *COMMON_FLAGS, *flags, *floor_flags, f"-DSGE_ISA={isa}", "-c", source, "-o", str(obj)])
+            run_compiler([*cxx, *COMMON_FLAGS, *flags, *floor_flags, f"-DSGE_ISA={isa}", "-c", source, "-o", str(obj)])
             objects.append(str(obj))
         op_flags = ("-march=native",) if native else ()
         if len(builds) == 1:  # no run-time choice: the one build is called directly
@@ -141,9 +161,9 @@ def build_library(
         elif set(builds) != set(ISA_FLAGS):
             raise ValueError("a dispatched library needs every build of ISA_FLAGS; pass one ISA for a fixed one")
         op = Path(scratch) / "sge_ort_op.o"
-        _run([*cxx, *COMMON_FLAGS, *op_flags, "-c", str(KERNEL_DIR / "sge_ort_op.cc"), "-o", str(op)])
+        run_compiler([*cxx, *COMMON_FLAGS, *op_flags, "-c", str(KERNEL_DIR / "sge_ort_op.cc"), "-o", str(op)])
         linked = Path(scratch) / LIBRARY_NAME
-        _run([*cxx, "-shared", "-o", str(linked), str(op), *objects])
+        run_compiler([*cxx, "-shared", "-o", str(linked), str(op), *objects])
         data = linked.read_bytes()
     record_path, library = output_dir / RECORD_NAME, output_dir / LIBRARY_NAME
     record_path.unlink(missing_ok=True)  # a library without its record reads as "not built", never as valid

@@ -286,6 +286,24 @@ inline F<B> lane_tree(const F<B>* v) {
   }
 }
 
+// The mean over H·W of each channel of a unit's `blocks` blocks ([blocks][B] floats), four accumulators a block.
+template <int B>
+inline void channel_means(const float* x, int64_t size, int64_t blocks, int64_t stride, float* means) {
+  for (int64_t b = 0; b < blocks; ++b) {
+    const float* xb = x + b * stride;
+    F<B> a0 = {}, a1 = {}, a2 = {}, a3 = {};
+    int64_t i = 0;
+    for (; i + 4 <= size; i += 4) {
+      a0 += load<B>(xb + i * B);
+      a1 += load<B>(xb + (i + 1) * B);
+      a2 += load<B>(xb + (i + 2) * B);
+      a3 += load<B>(xb + (i + 3) * B);
+    }
+    for (; i < size; ++i) a0 += load<B>(xb + i * B);
+    store<B>(means + b * B, ((a0 + a1) + (a2 + a3)) / static_cast<float>(size));
+  }
+}
+
 // The similarity map of a unit ([hw][B / 2^L] floats): per position, the lane products x · mean summed over the
 // unit's blocks, then over each group's lanes by lane_tree, S positions at a time; and its moments about μ.
 template <int B, int L>
@@ -360,20 +378,7 @@ void unit_nchwc(const Problem& p, int64_t n, int64_t u, float* scratch) {
   float* means = scratch;             // [blocks][B]
   float* similarity = scratch + uc;   // [hw][per], then the gates
 
-  for (int64_t b = 0; b < blocks; ++b) {
-    const float* xb = x + b * stride;
-    F<B> a0 = {}, a1 = {}, a2 = {}, a3 = {};
-    int64_t i = 0;
-    for (; i + 4 <= size; i += 4) {
-      a0 += load<B>(xb + i * B);
-      a1 += load<B>(xb + (i + 1) * B);
-      a2 += load<B>(xb + (i + 2) * B);
-      a3 += load<B>(xb + (i + 3) * B);
-    }
-    for (; i < size; ++i) a0 += load<B>(xb + i * B);
-    store<B>(means + b * B, ((a0 + a1) + (a2 + a3)) / static_cast<float>(size));
-  }
-
+  channel_means<B>(x, size, blocks, stride, means);
   const F<B> mu = group_means<B, per>(means, uc);
   const Moments<B> moments = blocks == 1
                                  ? similarity_map<B, L>(x, identity, size, 1, stride, means, mu, similarity)

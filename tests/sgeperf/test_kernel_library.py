@@ -13,7 +13,15 @@ import numpy as np
 import pytest
 
 from export.kernels import KernelUnavailableError, kernel_library
-from export.kernels.build import LIBRARY_NAME, RECORD_NAME, KernelBuildError, build_library, build_or_record
+from export.kernels.build import (
+    ISA_CPU_FEATURES,
+    LIBRARY_NAME,
+    RECORD_NAME,
+    KernelBuildError,
+    build_library,
+    build_or_record,
+    cpu_flags,
+)
 
 
 @pytest.fixture
@@ -130,24 +138,13 @@ def test_the_installed_library_dispatches_over_every_build():
     assert record["builds"] == ["avx2", "avx512", "baseline"]
 
 
-def _cpu_flags() -> set[str]:
-    try:
-        line = next(ln for ln in Path("/proc/cpuinfo").read_text().splitlines() if ln.startswith("flags"))
-    except (OSError, StopIteration):
-        return set()
-    return set(line.split(":", 1)[1].split())
-
-
-ISA_CPU_FLAGS = {"baseline": set(), "avx2": {"avx2", "fma"}, "avx512": {"avx512f", "avx512vl", "avx512bw", "avx512dq"}}
-
-
-@pytest.mark.parametrize("isa", sorted(ISA_CPU_FLAGS))
+@pytest.mark.parametrize("isa", sorted(ISA_CPU_FEATURES))
 def test_each_instruction_set_build_matches_the_reference(isa, tmp_path, monkeypatch):
     """Each build alone (SSE2, AVX2, AVX-512 with its own sigmoid: one a CPU would not pick is tested here only)
     against the float64 reference, on 8- and 16-lane blocks fed directly and on NCHW, hard statistics included."""
     if shutil.which("g++") is None and shutil.which("c++") is None:
         pytest.skip("no C++ compiler to build the single-ISA library")
-    if not ISA_CPU_FLAGS[isa] <= _cpu_flags():
+    if not ISA_CPU_FEATURES[isa] <= cpu_flags():
         pytest.skip(f"this CPU lacks {isa}'s instructions")
     import export.ort_session as ort_session
     from tests.sgeperf.test_fused_kernel import HARD_CASES, assert_nan_stays_in_its_group, blocked_error
