@@ -129,6 +129,30 @@ def ratio(a, b, *, paired: bool) -> dict[str, float]:
     return out
 
 
+def diagnostic_builds(args: argparse.Namespace, fused, tmp: Path) -> dict:
+    """The fused graph's plan with each extra library asked for: the -march=native build and the floors."""
+    from export.kernels.build import FLOORS, build_library
+
+    plans = {}
+    if not args.no_native:
+        plans["sge_fused_native"] = replace(fused, library=build_library(tmp / "native", native=True))
+    if args.floors:
+        for floor in FLOORS:
+            plans[f"floor_{floor}"] = replace(fused, library=build_library(tmp / f"floor_{floor}", floor=floor))
+    return plans
+
+
+def stage_bench_for_this_cpu(tmp: Path, block: int) -> Path:
+    """The stage bench, built for the ISA the library's dispatcher picks here; it times NCHWc units only."""
+    from export.kernels.build import KernelBuildError, cpu_flags, dispatched_isa
+    from export.kernels.stage_bench import build_stage_bench
+
+    if block not in (8, 16):
+        raise KernelBuildError("--stages times the NCHWc path, and ONNX Runtime runs no NCHWc on this CPU")
+    (tmp / "bench").mkdir()
+    return build_stage_bench(tmp / "bench", isa=dispatched_isa(cpu_flags()))
+
+
 def print_stages(stages: dict, resnet50_ms: float, out) -> None:
     """The warm stage costs per network run, in µs and as a share of this run's resnet50 wall median."""
     cost = stages["us_per_network"]
@@ -156,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     import numpy as np
 
     from export.kernels import KernelUnavailableError, kernel_library
-    from export.kernels.build import FLOORS, KernelBuildError, build_library
+    from export.kernels.build import KernelBuildError
     from export.kernels.stage_bench import resnet50_stage_cost
     from export.ort_session import cpu_session, plan_session
     from runtime.sge_cost import machine_description, time_blocked, time_interleaved
@@ -172,13 +196,12 @@ def main(argv: list[str] | None = None) -> int:
         workdir.mkdir(parents=True, exist_ok=True)
         paths = export_graphs(workdir)
         plans = {"resnet50": plan_session(paths["resnet50"]), "sge_fused": plan_session(paths["sge_fused"])}
-        if not args.no_native:
-            native = build_library(Path(tmp) / "native", native=True)
-            plans["sge_fused_native"] = replace(plans["sge_fused"], library=native)
-        if args.floors:
-            for floor in FLOORS:
-                library = build_library(Path(tmp) / f"floor_{floor}", floor=floor)
-                plans[f"floor_{floor}"] = replace(plans["sge_fused"], library=library)
+        try:  # every build before any timing: a missing compiler fails in one line, not after minutes
+            plans.update(diagnostic_builds(args, plans["sge_fused"], Path(tmp)))
+            bench = stage_bench_for_this_cpu(Path(tmp), plans["sge_fused"].nchwc_block) if args.stages else None
+        except KernelBuildError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return EXIT_INPUT
         x = np.random.default_rng(0).standard_normal((1, 3, 224, 224), dtype=np.float32)
         spin = args.spinning
         sessions = {name: cpu_session(plan, threads=args.threads, spinning=spin) for name, plan in plans.items()}
@@ -191,11 +214,13 @@ def main(argv: list[str] | None = None) -> int:
         profile = {}
         if args.profile_runs > 0:
             profile = node_profile(plans, x, threads=args.threads, runs=args.profile_runs, prefix=Path(tmp) / "p")
-    stages = None
-    if args.stages:
         try:
-            stages = resnet50_stage_cost(block=plans["sge_fused"].nchwc_block, threads=args.threads)
-        except KernelBuildError as err:  # also: ORT runs no NCHWc here, the only layout the bench times
+            stages = (
+                resnet50_stage_cost(bench, block=plans["sge_fused"].nchwc_block, threads=args.threads)
+                if bench
+                else None
+            )
+        except KernelBuildError as err:
             print(f"error: --stages: {err}", file=sys.stderr)
             return EXIT_INPUT
     pairs = {"sge_fused/resnet50": ("sge_fused", "resnet50")}

@@ -8,6 +8,11 @@
 // and prints one JSON object: per shape, the median over REPEATS of each stage's microseconds a call (each repeat
 // the mean of ITERATIONS calls).
 #define SGE_ISA bench
+#ifndef SGE_BENCH_ISA
+#error "define SGE_BENCH_ISA: the ISA_FLAGS build whose flags this is compiled with (see stage_bench.py)"
+#endif
+#define SGE_TEXT(name) SGE_TEXT_(name)
+#define SGE_TEXT_(name) #name
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -139,7 +144,9 @@ int main(int argc, char** argv) {
     shapes += (shapes.empty() ? "" : ", ") +
               (block == 8 ? bench_blocked<8>(s, repeats, iterations) : bench_blocked<16>(s, repeats, iterations));
   }
-  std::printf("{\"block\": %lld, \"groups\": %lld, \"repeats\": %d, \"iterations\": %d, \"shapes\": [%s]}\n", block,
-              groups, repeats, iterations, shapes.c_str());
+  std::printf(
+      "{\"isa\": \"%s\", \"block\": %lld, \"groups\": %lld, \"repeats\": %d, \"iterations\": %d, "
+      "\"shapes\": [%s]}\n",
+      SGE_TEXT(SGE_BENCH_ISA), block, groups, repeats, iterations, shapes.c_str());
   return 0;
 }

@@ -9,7 +9,6 @@ resnet50 time.
 
 import json
 import subprocess
-import tempfile
 from pathlib import Path
 
 from export.kernels.build import (
@@ -17,8 +16,6 @@ from export.kernels.build import (
     ISA_FLAGS,
     KERNEL_DIR,
     KernelBuildError,
-    cpu_flags,
-    dispatched_isa,
     find_compiler,
     run_compiler,
 )
@@ -36,7 +33,8 @@ def build_stage_bench(output_dir: Path, *, isa: str, compiler: str | None = None
         raise ValueError(f"unknown instruction set {isa!r}; choose from {sorted(ISA_FLAGS)}")
     executable = Path(output_dir) / "sge_stage_bench"
     flags = [f for f in COMMON_FLAGS if f not in ("-fPIC", "-fvisibility=hidden")]
-    run_compiler([*find_compiler(compiler), *flags, *ISA_FLAGS[isa], str(BENCH_SOURCE), "-o", str(executable)])
+    command = [*find_compiler(compiler), *flags, *ISA_FLAGS[isa], f"-DSGE_BENCH_ISA={isa}", str(BENCH_SOURCE)]
+    run_compiler([*command, "-o", str(executable)])
     return executable
 
 
@@ -62,14 +60,16 @@ def network_cost(bench: dict, blocks: dict[tuple[int, int], int], threads: int) 
     return cost
 
 
-def resnet50_stage_cost(*, block: int, threads: int, repeats: int = 9, iterations: int = 200) -> dict:
-    """Build the bench for this CPU's dispatched ISA, run it on sge_resnet50's tails, and project it."""
-    isa = dispatched_isa(cpu_flags())
-    with tempfile.TemporaryDirectory(prefix="sge-stage-bench-") as tmp:
-        executable = build_stage_bench(Path(tmp), isa=isa)
-        shapes = [(c, s) for c, s, _ in RESNET50_TAILS]
-        bench = run_stage_bench(
-            executable, shapes, block=block, groups=RESNET50_GROUPS, repeats=repeats, iterations=iterations
-        )
+def resnet50_stage_cost(executable: Path, *, block: int, threads: int, repeats: int = 9, iterations: int = 200) -> dict:
+    """Run the bench (build_stage_bench) on sge_resnet50's tails and project it onto one network run."""
+    shapes = [(c, s) for c, s, _ in RESNET50_TAILS]
+    bench = run_stage_bench(
+        executable, shapes, block=block, groups=RESNET50_GROUPS, repeats=repeats, iterations=iterations
+    )
     blocks = {(c, s): n for c, s, n in RESNET50_TAILS}
-    return {"isa": isa, "threads": threads, "bench": bench, "us_per_network": network_cost(bench, blocks, threads)}
+    return {
+        "isa": bench["isa"],
+        "threads": threads,
+        "bench": bench,
+        "us_per_network": network_cost(bench, blocks, threads),
+    }

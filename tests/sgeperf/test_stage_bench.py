@@ -38,6 +38,7 @@ SMALL_SHAPES = [(64, 5), (128, 6), (256, 5), (512, 4), (1024, 3), (2048, 3)]
 def test_the_stages_in_sequence_are_the_units_maths(bench, block):
     result = run_stage_bench(bench, SMALL_SHAPES, block=block, groups=64, repeats=1, iterations=2)
     assert result["block"] == block and len(result["shapes"]) == len(SMALL_SHAPES)
+    assert result["isa"] == dispatched_isa(cpu_flags())  # the build the installed library runs here
     for (channels, side), shape in zip(SMALL_SHAPES, result["shapes"], strict=True):
         assert (shape["channels"], shape["side"]) == (channels, side)
         unit_channels = max(channels // 64, block)
@@ -113,3 +114,11 @@ def test_the_dispatcher_reads_the_same_features_as_sge_ort_op():
     assert dispatched_isa({"avx2", "fma", "avx512f", "avx512vl", "avx512bw"}) == "avx2"  # no avx512dq
     assert dispatched_isa(set(ISA_CPU_FEATURES["avx512"])) == "avx512"
     assert dispatched_isa({"sse2", "avx2"}) == "baseline"  # AVX2 without FMA
+
+
+def test_kernel_speed_refuses_stages_where_ort_runs_no_nchwc(tmp_path):
+    from export.kernels.build import KernelBuildError
+    from tests.runtime.test_scripts import load_script
+
+    with pytest.raises(KernelBuildError, match="runs no NCHWc on this CPU"):
+        load_script("kernel_speed").stage_bench_for_this_cpu(tmp_path, 0)
