@@ -32,6 +32,7 @@ class Timing:
     wall_ms: list[float]
     cpu_ms: list[float]
     places: list[int] = field(default_factory=list)  # each sample's place in its round (interleaved timing)
+    process_medians: list[float] = field(default_factory=list)  # one per process (runtime/isolated_timing.py)
 
     def wall_median_by_place(self) -> list[float]:
         """Median wall time at each place in the round (first, second, …): a place that is faster for every runner
@@ -66,6 +67,8 @@ class Timing:
             "wall_ms_min": round(min(self.wall_ms), 3),
             "rounds": len(self.wall_ms),
         }
+        if self.process_medians:
+            record["wall_ms_process_medians"] = [round(m, 3) for m in self.process_medians]
         if len(set(self.places)) > 1:  # rotated rounds; in a fixed order it would only repeat the median
             record["wall_ms_median_by_place"] = [round(m, 3) for m in self.wall_median_by_place()]
         return record

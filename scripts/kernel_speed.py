@@ -11,6 +11,8 @@ the round (`--fixed-order`: resnet50 first every round, as before); medians of w
 them, and each session's median at each place in the round), and the median of each round's own ratio. Then
 ORT's profiler, also interleaved, gives each SgeResidual node's time by shape (the profiler's own overhead included:
 compare these between runs of one command, not with wall times). The native build is compiled into the work folder.
+`--isolated ROUNDS` times each session in a process of its own instead, with ORT's threads spinning as deployed
+(runtime/isolated_timing.py); the per-round ratio then pairs the processes' medians.
 """
 
 import sys
@@ -54,6 +56,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="ORT threads spin between calls (its deployment default); timed in repeated blocks, not interleaved",
     )
     p.add_argument(
+        "--isolated",
+        type=int,
+        metavar="ROUNDS",
+        help="time each session in a process of its own, ORT's threads spinning as deployed: ROUNDS rounds of one "
+        "process per session (rotated order), --rounds runs each; the per-round ratio pairs the processes' medians",
+    )
+    p.add_argument(
         "--fixed-order",
         action="store_true",
         help="every round in the same order, resnet50 first (the reports before rotation); default: round r starts "
@@ -65,6 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def timing_mode(args: argparse.Namespace) -> str:
+    if args.isolated:
+        return f"isolated: one process per session, {args.isolated} rounds of {args.rounds} runs, ORT allow_spinning 1"
     if args.spinning:
         return "blocks of 4, ORT allow_spinning 1"
     return f"interleaved ({'fixed order' if args.fixed_order else 'rotated order'}), ORT allow_spinning 0"
@@ -123,9 +134,14 @@ def ratio(a, b, *, paired: bool) -> dict[str, float]:
     runs both sessions back to back, so load that hits a round hits both: a steadier estimate) and its IQR."""
     out = {"wall": a.wall_median / b.wall_median, "cpu": a.cpu_median / b.cpu_median}
     if paired:
-        per_round = [x / y for x, y in zip(a.wall_ms, b.wall_ms, strict=True)]
-        q1, median, q3 = statistics.quantiles(per_round, n=4, method="inclusive")
-        out |= {"wall_paired": median, "wall_paired_iqr": q3 - q1}
+        # isolated processes pair by round (each process's median); interleaved runs, call by call
+        x_ms, y_ms = (a.process_medians, b.process_medians) if a.process_medians else (a.wall_ms, b.wall_ms)
+        per_round = [x / y for x, y in zip(x_ms, y_ms, strict=True)]
+        if len(per_round) == 1:  # one isolated round
+            out |= {"wall_paired": per_round[0], "wall_paired_iqr": 0.0}
+        else:
+            q1, median, q3 = statistics.quantiles(per_round, n=4, method="inclusive")
+            out |= {"wall_paired": median, "wall_paired_iqr": q3 - q1}
     return out
 
 
@@ -176,6 +192,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.spinning and args.fixed_order:
         print("error: --fixed-order orders interleaved rounds; --spinning times in blocks: choose one", file=sys.stderr)
         return EXIT_INPUT
+    if args.isolated is not None and (args.isolated < 1 or args.spinning or args.fixed_order):
+        print(
+            "error: --isolated needs ROUNDS ≥ 1 and times on its own (not with --spinning or --fixed-order)",
+            file=sys.stderr,
+        )
+        return EXIT_INPUT
     logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
     import numpy as np
 
@@ -183,6 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     from export.kernels.build import KernelBuildError
     from export.kernels.stage_bench import resnet50_stage_cost
     from export.ort_session import cpu_session, plan_session
+    from runtime.isolated_timing import INPUT_SEED, time_isolated
     from runtime.sge_cost import machine_description, time_blocked, time_interleaved
 
     try:
@@ -202,15 +225,18 @@ def main(argv: list[str] | None = None) -> int:
         except KernelBuildError as err:
             print(f"error: {err}", file=sys.stderr)
             return EXIT_INPUT
-        x = np.random.default_rng(0).standard_normal((1, 3, 224, 224), dtype=np.float32)
+        x = np.random.default_rng(INPUT_SEED).standard_normal((1, 3, 224, 224), dtype=np.float32)
         spin = args.spinning
-        sessions = {name: cpu_session(plan, threads=args.threads, spinning=spin) for name, plan in plans.items()}
-        runners = {name: (lambda s=s: s.run(None, {s.get_inputs()[0].name: x})) for name, s in sessions.items()}
-        if spin:
-            timings = time_blocked(runners, rounds=max(1, args.rounds // 4), blocks=4)
+        if args.isolated:
+            timings = time_isolated(plans, rounds=args.isolated, runs=args.rounds, threads=args.threads)
         else:
-            timings = time_interleaved(runners, rounds=args.rounds, rotate=not args.fixed_order)
-        del sessions, runners  # spinning threads would disturb the profile
+            sessions = {name: cpu_session(plan, threads=args.threads, spinning=spin) for name, plan in plans.items()}
+            runners = {name: (lambda s=s: s.run(None, {s.get_inputs()[0].name: x})) for name, s in sessions.items()}
+            if spin:
+                timings = time_blocked(runners, rounds=max(1, args.rounds // 4), blocks=4)
+            else:
+                timings = time_interleaved(runners, rounds=args.rounds, rotate=not args.fixed_order)
+            del sessions, runners  # spinning threads would disturb the profile
         profile = {}
         if args.profile_runs > 0:
             profile = node_profile(plans, x, threads=args.threads, runs=args.profile_runs, prefix=Path(tmp) / "p")
