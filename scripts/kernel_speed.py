@@ -48,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--stages",
         action="store_true",
         help="also time each stage of the tail's maths on one warm unit (its data in cache, one thread; "
-        "sge_stage_bench.cc), projected onto one network run: a lower bound for any tail outside the convolution",
+        "sge_stage_bench.cc), projected onto one network run: a lower bound for any tail that makes these passes",
     )
     p.add_argument(
         "--spinning",

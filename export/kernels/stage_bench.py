@@ -2,9 +2,9 @@
 
 The bench runs the shipped maths one stage at a time on one warm NCHWc unit, on one thread: the channel means, the
 similarity map (with its moments), the sigmoid over the map, and the gated output pass. Summed over a network's
-units (split evenly over its threads) it is a lower bound on what any tail outside the convolution's registers costs,
-even one whose own convolution leaves x in L2. ``scripts/kernel_speed.py --stages`` prints it beside the run's
-resnet50 time.
+units (split evenly over its threads) it is a lower bound on what a tail that makes these passes costs, even with
+every byte in cache (one whose own convolution left x in L2, say). ``scripts/kernel_speed.py --stages`` prints it
+beside the run's resnet50 time.
 """
 
 import json
