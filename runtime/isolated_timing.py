@@ -14,28 +14,33 @@ is opened as it is), so a child only opens a session and times it:
 
 import argparse
 import json
+import statistics
 import subprocess
 import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
 
-from runtime.sge_cost import Timing
+from runtime.sge_cost import Timing, round_order
 
 WARMUP_RUNS = 20
-INPUT_SEED = 0  # the parent's input too (scripts/kernel_speed.py): every session times the same image
+INPUT_SEED = 0
+
+
+def timed_input() -> "np.ndarray":  # noqa: F821
+    """The one image every session is timed on, here and in the parent (scripts/kernel_speed.py)."""
+    import numpy as np
+
+    return np.random.default_rng(INPUT_SEED).standard_normal((1, 3, 224, 224), dtype=np.float32)
 
 
 def time_session(model: str, *, library: str | None, optimize: bool, threads: int, runs: int) -> dict[str, list]:
     """Wall and CPU milliseconds of ``runs`` calls of one session in this process (ORT defaults: threads spin)."""
-    import numpy as np
-
     from export.ort_session import SessionPlan, cpu_session
 
     plan = SessionPlan(model=model, library=Path(library) if library else None, optimize=optimize)
     session = cpu_session(plan, threads=threads, spinning=True)
-    x = np.random.default_rng(INPUT_SEED).standard_normal((1, 3, 224, 224), dtype=np.float32)
-    feed = {session.get_inputs()[0].name: x}
+    feed = {session.get_inputs()[0].name: timed_input()}
     for _ in range(WARMUP_RUNS):
         session.run(None, feed)
     wall, cpu = [], []
@@ -55,12 +60,11 @@ def time_isolated(plans: Mapping[str, object], *, rounds: int, runs: int, thread
     names = list(plans)
     samples: dict[str, dict[str, list]] = {name: {"wall_ms": [], "cpu_ms": [], "medians": []} for name in names}
     for r in range(rounds):
-        start = r % len(names)
-        for name in names[start:] + names[:start]:
+        for name in round_order(names, r):
             timed = _child(plans[name], runs=runs, threads=threads)
             samples[name]["wall_ms"] += timed["wall_ms"]
             samples[name]["cpu_ms"] += timed["cpu_ms"]
-            samples[name]["medians"].append(sorted(timed["wall_ms"])[len(timed["wall_ms"]) // 2])
+            samples[name]["medians"].append(statistics.median_high(timed["wall_ms"]))
     return {name: Timing(name, s["wall_ms"], s["cpu_ms"], process_medians=s["medians"]) for name, s in samples.items()}
 
 

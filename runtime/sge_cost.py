@@ -34,6 +34,11 @@ class Timing:
     places: list[int] = field(default_factory=list)  # each sample's place in its round (interleaved timing)
     process_medians: list[float] = field(default_factory=list)  # one per process (runtime/isolated_timing.py)
 
+    @property
+    def paired_wall_ms(self) -> list[float]:
+        """What per-round ratios pair: each process's median when timed isolated, else each call."""
+        return self.process_medians or self.wall_ms
+
     def wall_median_by_place(self) -> list[float]:
         """Median wall time at each place in the round (first, second, …): a place that is faster for every runner
         biases the ratios of a fixed order, not of a rotated one."""
@@ -74,6 +79,13 @@ class Timing:
         return record
 
 
+def round_order(names: list[str], r: int) -> list[str]:
+    """Round r's order when rounds rotate: it starts with names[r mod k], so over k rounds every name runs at every
+    place once."""
+    start = r % len(names)
+    return names[start:] + names[:start]
+
+
 def time_interleaved(
     runners: Mapping[str, Runner], *, rounds: int, warmup: int = 2, rotate: bool = False
 ) -> dict[str, Timing]:
@@ -93,8 +105,7 @@ def time_interleaved(
     cpu: dict[str, list[float]] = {name: [] for name in names}
     places: dict[str, list[int]] = {name: [] for name in names}
     for r in range(rounds):
-        start = r % len(names) if rotate else 0
-        for place, name in enumerate(names[start:] + names[:start]):
+        for place, name in enumerate(round_order(names, r) if rotate else names):
             c0, t0 = time.process_time(), time.perf_counter()
             runners[name]()
             wall[name].append((time.perf_counter() - t0) * 1e3)
@@ -215,14 +226,14 @@ def machine_description(threads: int) -> dict[str, Any]:
     """CPU model, core count and vector extensions, and the versions of the runtimes timed."""
     import os
 
-    cpu, flags = "", set()
+    from export.kernels.build import cpu_flags
+
+    cpu, flags = "", cpu_flags()
     cpuinfo = Path("/proc/cpuinfo")
     if cpuinfo.exists():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name") and not cpu:
-                cpu = line.split(":", 1)[1].strip()
-            elif line.startswith("flags") and not flags:
-                flags = set(line.split(":", 1)[1].split())
+        cpu = next(
+            (ln.split(":", 1)[1].strip() for ln in cpuinfo.read_text().splitlines() if ln.startswith("model name")), ""
+        )
     cpu = cpu or platform.processor() or "unknown CPU"
     versions = {}
     for package in ("onnxruntime", "openvino", "torch", "numpy"):

@@ -134,9 +134,7 @@ def ratio(a, b, *, paired: bool) -> dict[str, float]:
     runs both sessions back to back, so load that hits a round hits both: a steadier estimate) and its IQR."""
     out = {"wall": a.wall_median / b.wall_median, "cpu": a.cpu_median / b.cpu_median}
     if paired:
-        # isolated processes pair by round (each process's median); interleaved runs, call by call
-        x_ms, y_ms = (a.process_medians, b.process_medians) if a.process_medians else (a.wall_ms, b.wall_ms)
-        per_round = [x / y for x, y in zip(x_ms, y_ms, strict=True)]
+        per_round = [x / y for x, y in zip(a.paired_wall_ms, b.paired_wall_ms, strict=True)]
         if len(per_round) == 1:  # one isolated round
             out |= {"wall_paired": per_round[0], "wall_paired_iqr": 0.0}
         else:
@@ -199,13 +197,12 @@ def main(argv: list[str] | None = None) -> int:
         )
         return EXIT_INPUT
     logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
-    import numpy as np
 
     from export.kernels import KernelUnavailableError, kernel_library
     from export.kernels.build import KernelBuildError
     from export.kernels.stage_bench import resnet50_stage_cost
     from export.ort_session import cpu_session, plan_session
-    from runtime.isolated_timing import INPUT_SEED, time_isolated
+    from runtime.isolated_timing import time_isolated, timed_input
     from runtime.sge_cost import machine_description, time_blocked, time_interleaved
 
     try:
@@ -225,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
         except KernelBuildError as err:
             print(f"error: {err}", file=sys.stderr)
             return EXIT_INPUT
-        x = np.random.default_rng(INPUT_SEED).standard_normal((1, 3, 224, 224), dtype=np.float32)
+        x = timed_input()
         spin = args.spinning
         if args.isolated:
             timings = time_isolated(plans, rounds=args.isolated, runs=args.rounds, threads=args.threads)
@@ -241,11 +238,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.profile_runs > 0:
             profile = node_profile(plans, x, threads=args.threads, runs=args.profile_runs, prefix=Path(tmp) / "p")
         try:
-            stages = (
-                resnet50_stage_cost(bench, block=plans["sge_fused"].nchwc_block, threads=args.threads)
-                if bench
-                else None
-            )
+            stages = bench and resnet50_stage_cost(bench, block=plans["sge_fused"].nchwc_block, threads=args.threads)
         except KernelBuildError as err:
             print(f"error: --stages: {err}", file=sys.stderr)
             return EXIT_INPUT

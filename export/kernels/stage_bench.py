@@ -49,9 +49,10 @@ def run_stage_bench(
     return json.loads(result.stdout)
 
 
-def network_cost(bench: dict, blocks: dict[tuple[int, int], int], threads: int) -> dict[str, float]:
+def network_cost(bench: dict, tails: tuple[tuple[int, int, int], ...], threads: int) -> dict[str, float]:
     """Microseconds per network run of each stage and of the whole unit: a shape's time per unit × its units per
-    image × the blocks of that shape, over ``threads`` (the units split evenly)."""
+    image × the blocks of that shape (``tails``: channels, side, blocks), over ``threads`` (the units split evenly)."""
+    blocks = {(c, side): n for c, side, n in tails}
     cost = dict.fromkeys((*STAGES, "unit"), 0.0)
     for shape in bench["shapes"]:
         calls = shape["units"] * blocks[(shape["channels"], shape["side"])] / threads
@@ -66,10 +67,9 @@ def resnet50_stage_cost(executable: Path, *, block: int, threads: int, repeats: 
     bench = run_stage_bench(
         executable, shapes, block=block, groups=RESNET50_GROUPS, repeats=repeats, iterations=iterations
     )
-    blocks = {(c, s): n for c, s, n in RESNET50_TAILS}
     return {
         "isa": bench["isa"],
         "threads": threads,
         "bench": bench,
-        "us_per_network": network_cost(bench, blocks, threads),
+        "us_per_network": network_cost(bench, RESNET50_TAILS, threads),
     }

@@ -78,7 +78,7 @@ def test_the_projection_counts_every_unit_of_every_block_over_the_threads():
             },
         ]
     }
-    cost = network_cost(bench, {(256, 56): 3, (2048, 7): 2}, threads=2)
+    cost = network_cost(bench, ((256, 56, 3), (2048, 7, 2)), threads=2)
     assert cost["means"] == pytest.approx(2.0 * 16 * 3 / 2 + 1.0 * 64 * 2 / 2)
     assert cost["sigmoid"] == pytest.approx(2.0 * 16 * 3 / 2 + 0.25 * 64 * 2 / 2)
     assert cost["unit"] == pytest.approx(2.0 * 16 * 3 / 2 + 3.0 * 64 * 2 / 2)
