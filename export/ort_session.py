@@ -16,7 +16,7 @@ from typing import Any
 
 import onnx
 
-from export.kernels import kernel_library
+from export.kernels import kernel_build, kernel_library
 from export.ort_nchwc import FUSED_DOMAIN, drop_reorders, nchwc_block_size, optimized_graph
 
 logger = logging.getLogger(__name__)
@@ -51,6 +51,7 @@ class SessionPlan:
     fused_blocks: int = 0
     nchwc_blocks: int = 0
     nchwc_block: int = 0
+    kernel_build: str = ""  # the kernel's instruction-set build on this CPU (export/kernels/library.py)
     scratch: tempfile.TemporaryDirectory | None = field(default=None, compare=False, repr=False)
 
     def close(self) -> None:
@@ -67,6 +68,7 @@ class SessionPlan:
             "nchwc_sge_blocks": self.nchwc_blocks,
             "nchwc_block": self.nchwc_block,
             "kernel": str(self.library),
+            "kernel_build": self.kernel_build,
         }
 
 
@@ -84,11 +86,12 @@ def plan_session(path: str | Path, *, fused: bool | None = None) -> SessionPlan:
     if not fused:
         return SessionPlan(model=str(path))
     library = kernel_library()
+    build = kernel_build(library)
     block = nchwc_block_size()
     if block == 0:  # ORT uses no blocked layout on this CPU: the fused graph runs in plain NCHW
         graph = graph or onnx.load(str(path), load_external_data=False)
         blocks = sum(n.domain == FUSED_DOMAIN for n in graph.graph.node)
-        return SessionPlan(model=str(path), library=library, fused_blocks=blocks)
+        return SessionPlan(model=str(path), library=library, fused_blocks=blocks, kernel_build=build)
     scratch = tempfile.TemporaryDirectory(prefix="sge-ort-plan-", ignore_cleanup_errors=True)
     try:
         # ORT optimises once (NCHWc) and writes the weights beside the graph; only the structure is read back here
@@ -107,6 +110,7 @@ def plan_session(path: str | Path, *, fused: bool | None = None) -> SessionPlan:
         fused_blocks=blocks,
         nchwc_blocks=blocked,
         nchwc_block=block,
+        kernel_build=build,
         scratch=scratch,
     )
 

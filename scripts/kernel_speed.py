@@ -145,14 +145,18 @@ def ratio(a, b, *, paired: bool) -> dict[str, float]:
 
 def diagnostic_builds(args: argparse.Namespace, fused, tmp: Path) -> dict:
     """The fused graph's plan with each extra library asked for: the -march=native build and the floors."""
+    from export.kernels import kernel_build
     from export.kernels.build import FLOORS, build_library
+
+    def with_library(library: Path):
+        return replace(fused, library=library, kernel_build=kernel_build(library))
 
     plans = {}
     if not args.no_native:
-        plans["sge_fused_native"] = replace(fused, library=build_library(tmp / "native", native=True))
+        plans["sge_fused_native"] = with_library(build_library(tmp / "native", native=True))
     if args.floors:
         for floor in FLOORS:
-            plans[f"floor_{floor}"] = replace(fused, library=build_library(tmp / f"floor_{floor}", floor=floor))
+            plans[f"floor_{floor}"] = with_library(build_library(tmp / f"floor_{floor}", floor=floor))
     return plans
 
 
@@ -254,7 +258,11 @@ def main(argv: list[str] | None = None) -> int:
     report = {
         "command": command,
         "machine": machine_description(args.threads),
-        "library": {"installed": str(installed), "build": json.loads(installed.with_suffix(".json").read_text())},
+        "library": {
+            "installed": str(installed),
+            "build": json.loads(installed.with_suffix(".json").read_text()),
+            "runs": plans["sge_fused"].kernel_build,  # the build its dispatcher picked on this CPU
+        },
         "nchwc_block": plans["sge_fused"].nchwc_block,
         "timing_mode": timing_mode(args),
         "timings": {name: t.to_dict() for name, t in timings.items()},
@@ -269,7 +277,8 @@ def main(argv: list[str] | None = None) -> int:
     print(command, file=out)
     print(
         f"{m['cpu']}, {m['logical_cpus']} logical CPUs, {'/'.join(m['isa'])}; {args.threads} threads; NCHWc block "
-        f"{report['nchwc_block']}; {report['timing_mode']}; load average {m['load_average']}",
+        f"{report['nchwc_block']}; the installed library runs its {report['library']['runs']} build; "
+        f"{report['timing_mode']}; load average {m['load_average']}",
         file=out,
     )
     for name, t in report["timings"].items():

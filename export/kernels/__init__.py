@@ -1,12 +1,13 @@
 """The fused SGE kernel for ONNX Runtime: C++ sources, the install-time build (build.py) and the loader's check.
 
-``kernel_library()`` returns the installed custom-op library or raises ``KernelUnavailableError`` with the reason;
-it imports only the standard library (loaded on first use, so ``python -m export.kernels.build`` runs cleanly).
+``kernel_library()`` returns the installed custom-op library or raises ``KernelUnavailableError`` with the reason,
+and ``kernel_build(library)`` names the instruction-set build it runs here. Both are loaded on first use, so
+``python -m export.kernels.build`` runs cleanly.
 """
 
 from typing import Any
 
-__all__ = ["KernelUnavailableError", "kernel_library"]
+__all__ = ["KernelUnavailableError", "kernel_build", "kernel_library"]
 
 
 def __getattr__(name: str) -> Any:

@@ -1,9 +1,11 @@
 """Find the installed fused-SGE custom-op library, checked against the record its build wrote (export/kernels/build.py).
 
 Nothing here compiles, writes or needs a home directory: the library was built when the package was installed. A
-library that is missing, truncated or altered is refused here, before ONNX Runtime could dlopen it.
+library that is missing, truncated or altered is refused here, before ONNX Runtime could dlopen it. Only then does
+``kernel_build`` load it, to ask which build of the maths its dispatcher picked on this CPU.
 """
 
+import ctypes
 import json
 from pathlib import Path
 
@@ -64,3 +66,17 @@ def kernel_library(directory: Path = KERNEL_DIR) -> Path:
             f"SHA-256 differs from the build's): {REBUILD}"
         )
     return library
+
+
+def kernel_build(library: Path) -> str:
+    """The build of the maths that ``library`` runs on this CPU, as its own dispatcher chose it: "avx512", "avx2" or
+    "baseline" (a one-build library: that build). Only for a library that kernel_library() or a build vouched for:
+    this loads it. One built before the library could say (no ``SgeKernelBuild``) is refused in one line."""
+    try:
+        report = ctypes.CDLL(str(library)).SgeKernelBuild
+    except AttributeError:
+        raise KernelUnavailableError(
+            f"{library} predates this version of the package (it cannot report its build): {REBUILD}"
+        ) from None
+    report.restype = ctypes.c_char_p
+    return report().decode()

@@ -16,24 +16,32 @@ const ort::Api* g_api = nullptr;
 
 using RunUnit = void (*)(const sge::Problem&, int64_t, float*);
 
+struct Build {
+  RunUnit run_unit;
+  const char* name;  // build.py's name for it: what SgeKernelBuild() reports
+};
+
+#define SGE_NAME_OF(isa) #isa
+#define SGE_NAME(isa) SGE_NAME_OF(isa)
+
 // The build this process runs: AVX-512 (F, VL, BW, DQ: x86-64-v4) or AVX2 with FMA where the CPU and the OS's
 // saved register state have them, else baseline x86-64 (SSE2). A library of one build (-march=native for speed
 // comparisons, or one ISA for tests: SGE_ONLY_ISA) calls that build.
-RunUnit choose_build() {
+Build choose_build() {
 #if defined(SGE_ONLY_ISA)
-  return sge::SGE_ONLY_ISA::run_unit;
+  return {sge::SGE_ONLY_ISA::run_unit, SGE_NAME(SGE_ONLY_ISA)};
 #else
   __builtin_cpu_init();
   if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
       __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx2") &&
       __builtin_cpu_supports("fma"))
-    return sge::avx512::run_unit;
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return sge::avx2::run_unit;
-  return sge::baseline::run_unit;
+    return {sge::avx512::run_unit, "avx512"};
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return {sge::avx2::run_unit, "avx2"};
+  return {sge::baseline::run_unit, "baseline"};
 #endif
 }
 
-const RunUnit g_run_unit = choose_build();
+const Build g_build = choose_build();
 
 ort::Status* error(const std::string& message) {
   return g_api->CreateStatus(ort::kInvalidArgument, ("SgeResidual: " + message).c_str());
@@ -98,7 +106,7 @@ void run_item(void* data, size_t item) {
       return;
     }
   }
-  g_run_unit(work.problem, static_cast<int64_t>(item), scratch.data);
+  g_build.run_unit(work.problem, static_cast<int64_t>(item), scratch.data);
 }
 
 std::string dims_text(const std::vector<int64_t>& dims) {
@@ -215,3 +223,7 @@ extern "C" __attribute__((visibility("default"))) ort::Status* RegisterCustomOps
   }
   return g_api->AddCustomOpDomain(options, domain);
 }
+
+// The build of the maths this process runs ("avx512", "avx2" or "baseline"; a one-build library: its build), as
+// chosen above: export/kernels/library.py reads it for the runner's description and the dispatch tests.
+extern "C" __attribute__((visibility("default"))) const char* SgeKernelBuild() { return g_build.name; }

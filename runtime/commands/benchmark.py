@@ -155,7 +155,9 @@ def print_result(console: Console, result: BenchmarkResult) -> None:
         if graph == "sge_fused" and "nchwc_sge_blocks" in report.description:  # ONNX Runtime's
             blocked = f"{report.description['nchwc_sge_blocks']}/{report.description['fused_sge_blocks']}"
             graph_file = Path(report.description.get("model_path", "model.sge_fused.onnx")).name
-            console.print(f"{report.backend} ran the fused-SGE graph ({graph_file}; {blocked} blocks in NCHWc)")
+            build = report.description.get("kernel_build")
+            kernel = f"; its kernel's {build} build" if build else ""
+            console.print(f"{report.backend} ran the fused-SGE graph ({graph_file}; {blocked} blocks in NCHWc{kernel})")
         elif graph is not None:
             graph_file = Path(report.description.get("model_path", "model.onnx")).name
             console.print(f"{report.backend} ran {graph_file}")

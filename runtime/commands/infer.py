@@ -94,6 +94,7 @@ def _main(argv: list[str] | None, prog: str | None) -> int:
                 if fixed is not None and count < fixed:  # the last images: padded, their padding's outputs dropped
                     batch = np.concatenate([batch, np.zeros((fixed - count, *batch.shape[1:]), batch.dtype)])
                 predictions += top_k(runner.infer(batch)[:count], args.top_k, labels=labels)
+            ran = runner.describe()  # which graph and kernel build ran (cleared when the runner closes)
         untrained = f"{source.weights}: default weights, NOT trained" if source.untrained else None
         if untrained:
             print(
@@ -110,6 +111,7 @@ def _main(argv: list[str] | None, prog: str | None) -> int:
                     "backend": args.backends[0],
                     "weights": source.weights,
                     "untrained": source.untrained,
+                    "runner": ran,
                     "predictions": results,
                 },
             )

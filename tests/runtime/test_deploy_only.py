@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pytest
 
+from export.kernels.build import cpu_flags, dispatched_isa
 from tests.conftest import save_photos
 from tests.runtime.without_torch import run_code, run_entry_point, run_script
 
@@ -42,10 +43,14 @@ def test_infer_script_prints_imagenet_class_names(artifact, tmp_path):
     out = tmp_path / "predictions.json"
     result = run_script("infer", str(artifact), str(photo), "--threads", "1", "--json", str(out))
     assert result.returncode == 0, result.stderr
-    predictions = json.loads(out.read_text())["predictions"][0]["top_k"]
-    labels = [p["label"] for p in predictions]
+    written = json.loads(out.read_text())
+    labels = [p["label"] for p in written["predictions"][0]["top_k"]]
     assert all(label and not label.startswith("class ") for label in labels), labels
     assert labels[0] in result.stdout
+    # the kernel built at install ran, with the build this CPU supports
+    assert written["runner"]["graph"] == "sge_fused" and written["runner"]["kernel_build"] == dispatched_isa(
+        cpu_flags()
+    )
 
 
 def test_benchmark_script_without_torch_or_scikit_image(artifact, tmp_path):

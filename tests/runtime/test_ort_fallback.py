@@ -2,12 +2,14 @@
 kernel library, or to plan the fused session, is one warning, and the runner runs the portable model.onnx."""
 
 import logging
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 import runtime
 from export import ort_session
+from export.kernels.build import cpu_flags, dispatched_isa
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -32,7 +34,9 @@ def assert_fell_back(artifact, batch, caplog, reason):
 def test_the_fused_graph_runs_when_nothing_fails(artifact, random_batch, caplog):
     opened = runtime.load(artifact, "onnxruntime", threads=1)
     with caplog.at_level(logging.WARNING, logger="runtime.backends.ort"), opened as runner:
-        assert runner.describe()["graph"] == "sge_fused"
+        described = runner.describe()
+        assert described["graph"] == "sge_fused"
+        assert described["kernel_build"] == dispatched_isa(cpu_flags())  # which maths ran, for the reports
         assert np.isfinite(runner.infer(random_batch)).all()
     assert not caplog.records
 
@@ -57,4 +61,13 @@ def test_a_library_onnxruntime_cannot_load_falls_back(artifact, random_batch, ca
     garbage = tmp_path / "libsge_ort_op.so"
     garbage.write_bytes(b"\x7fELF this is not a shared library" * 10)
     monkeypatch.setattr(ort_session, "kernel_library", lambda *args, **kwargs: garbage)
+    monkeypatch.setattr(ort_session, "kernel_build", lambda library: "avx512")  # so ONNX Runtime is the one to load it
     assert_fell_back(artifact, random_batch, caplog, "libsge_ort_op.so")
+
+
+def test_a_library_from_an_older_version_falls_back(artifact, random_batch, caplog, monkeypatch):
+    import _ctypes
+
+    stale = Path(_ctypes.__file__)  # loads, but cannot say which build it runs (no SgeKernelBuild)
+    monkeypatch.setattr(ort_session, "kernel_library", lambda *args, **kwargs: stale)
+    assert_fell_back(artifact, random_batch, caplog, "predates this version of the package")

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from export.kernels import KernelUnavailableError, kernel_library
+from export.kernels import KernelUnavailableError, kernel_build, kernel_library
 from export.kernels.build import (
     ISA_CPU_FEATURES,
     LIBRARY_NAME,
@@ -21,6 +21,7 @@ from export.kernels.build import (
     build_library,
     build_or_record,
     cpu_flags,
+    dispatched_isa,
 )
 
 
@@ -138,6 +139,21 @@ def test_the_installed_library_dispatches_over_every_build():
     assert record["builds"] == ["avx2", "avx512", "baseline"]
 
 
+def test_the_installed_library_runs_the_widest_build_this_cpu_supports():
+    """What the library's own dispatcher picked (SgeKernelBuild), against the CPU's features as Linux reports them."""
+    assert kernel_build(kernel_library()) == dispatched_isa(cpu_flags())
+
+
+def test_a_library_that_cannot_report_its_build_is_refused_in_one_line():
+    """A library built by an older version (no SgeKernelBuild) is refused, so the runner falls back and says why."""
+    import _ctypes
+
+    other = Path(_ctypes.__file__)  # a shared library that is not the kernel
+    with pytest.raises(KernelUnavailableError, match="predates this version") as raised:
+        kernel_build(other)
+    assert "\n" not in str(raised.value)
+
+
 @pytest.mark.parametrize("isa", sorted(ISA_CPU_FEATURES))
 def test_each_instruction_set_build_matches_the_reference(isa, tmp_path, monkeypatch):
     """Each build alone (SSE2, AVX2, AVX-512 with its own sigmoid: one a CPU would not pick is tested here only)
@@ -150,6 +166,7 @@ def test_each_instruction_set_build_matches_the_reference(isa, tmp_path, monkeyp
     from tests.sgeperf.test_fused_kernel import HARD_CASES, assert_nan_stays_in_its_group, blocked_error
 
     library = build_library(tmp_path / "lib", isas=(isa,))
+    assert kernel_build(library) == isa  # a one-build library runs that build, whatever the CPU
     monkeypatch.setattr(ort_session, "kernel_library", lambda: library)
     rng = np.random.default_rng(7)
     for block, channels, groups in [(8, 64, 16), (8, 64, 4), (16, 64, 16), (16, 128, 4), (16, 64, 64), (0, 32, 8)]:

@@ -106,10 +106,12 @@ def test_the_resnet50_tails_are_sge_resnet50s_sge_inputs():
 
 
 def test_the_dispatcher_reads_the_same_features_as_sge_ort_op():
-    """ISA_CPU_FEATURES and the __builtin_cpu_supports checks of each branch of choose_build() must agree."""
+    """ISA_CPU_FEATURES and the __builtin_cpu_supports checks of each branch of choose_build() must agree, and each
+    branch reports the build it calls by build.py's name (SgeKernelBuild)."""
     source = (KERNEL_DIR / "sge_ort_op.cc").read_text()
-    branches = re.findall(r"if \(((?:[^;])*?)\)\s*\n?\s*return sge::(\w+)::run_unit", source)
-    checked = {isa: set(re.findall(r'__builtin_cpu_supports\("(\w+)"\)', cond)) for cond, isa in branches}
+    branches = re.findall(r'if \(((?:[^;])*?)\)\s*\n?\s*return \{sge::(\w+)::run_unit, "(\w+)"\}', source)
+    assert all(isa == name for _, isa, name in branches)
+    checked = {isa: set(re.findall(r'__builtin_cpu_supports\("(\w+)"\)', cond)) for cond, isa, _ in branches}
     assert checked == {isa: set(f) for isa, f in ISA_CPU_FEATURES.items() if f}
     assert dispatched_isa({"avx2", "fma", "avx512f", "avx512vl", "avx512bw"}) == "avx2"  # no avx512dq
     assert dispatched_isa(set(ISA_CPU_FEATURES["avx512"])) == "avx512"
