@@ -118,7 +118,8 @@ def validate_artifact(
 ) -> dict[str, ParityReport]:
     """Verify the artifact's hashes once, rebuild the eager reference it was exported from, and re-run parity on each
     of ``graphs`` (the artifact's ONNX files; default: the deploy file). A graph whose runner cannot be opened
-    because the fused-SGE kernel cannot be compiled here is left out, with a warning; the result maps file → report.
+    because the fused SGE kernel is not available here (not built at install, or refused by its checks) is left out,
+    with a warning; the result maps file → report.
     """
     import models
     from export.kernels import KernelUnavailableError

@@ -2,7 +2,7 @@
 
 Each sub-command is a module here with ``main(argv=None, *, prog=None) -> int``; ``scripts/<name>.py`` and
 ``python -m runtime <command>`` run the same function. Modules are imported only when their command runs, so the
-deploy-side commands (infer, benchmark, serve, loadtest) work where PyTorch is not installed.
+deploy-side commands (infer, benchmark, serve, loadtest, env) work where PyTorch is not installed.
 """
 
 import importlib
@@ -39,6 +39,7 @@ COMMANDS = {
         Command("inspect", "inspect_maps", "draw what the attention layers do on one image", True),
         Command("sge-cost", "sge_cost", "what SGE costs on this CPU: sge_resnet50 vs resnet50 vs the FP32 floor", True),
         Command("trt-build", "trt_build", "build a TensorRT engine into an existing artifact", True),
+        Command("env", "env", "what this machine can run: backends, versions, the fused SGE kernel's build", False),
     )
 }
 

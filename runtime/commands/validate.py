@@ -64,8 +64,11 @@ def _main(argv: list[str] | None, prog: str | None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_INPUT
     for graph in graphs:
-        if graph not in reports:  # the library logged why: the fused-SGE kernel cannot be compiled here
-            print(f"warning: {graph} not checked: the fused-SGE kernel cannot be compiled here", file=sys.stderr)
+        if graph not in reports:  # the library logged why: the fused SGE kernel is not available here
+            print(
+                f"warning: {graph} not checked: the fused SGE kernel is not available here (sge-deploy env says why)",
+                file=sys.stderr,
+            )
     for report in reports.values():
         console.print(parity_table(report))
     if args.json:

@@ -1,0 +1,172 @@
+"""What this machine can run: each backend and optional part of sge-deploy, found or not, with its version and, when
+it is missing or unusable, the one line that says why and what to install (``sge-deploy env``).
+
+Nothing here imports PyTorch (its version comes from the package metadata: importing it takes seconds), so the check
+runs the same on a deploy-only machine. The fused SGE kernel is checked as the ONNX Runtime runner checks it
+(export/kernels/library.py), and reports which build of its maths it runs on this CPU.
+"""
+
+import logging
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from importlib import metadata
+from importlib.util import find_spec
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+OK, MISSING, UNAVAILABLE = "ok", "missing", "unavailable"
+
+
+@dataclass(frozen=True)
+class Component:
+    """One part of the stack: ``status`` is OK, MISSING (not installed) or UNAVAILABLE (installed, cannot run
+    here); ``detail`` is one line: what it offers, or why not and what to do."""
+
+    name: str
+    status: str
+    version: str | None
+    detail: str
+    needed_for: str
+
+
+def installed_version(*distributions: str) -> tuple[str, str] | None:
+    """(distribution, version) of the first of ``distributions`` that is installed, from its metadata alone."""
+    for name in distributions:
+        try:
+            return name, metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return None
+
+
+def importable(module: str) -> bool:
+    try:
+        return find_spec(module) is not None
+    except ValueError:  # sys.modules[module] is None: blocked, as on the tests' deploy-only interpreter
+        return False
+
+
+def package(name: str, module: str, distributions: tuple[str, ...], *, needed_for: str, install: str) -> Component:
+    """A package found by its metadata, not imported; MISSING with the pip line when it is not there."""
+    found = installed_version(*distributions) if importable(module) else None
+    if found is None:
+        return Component(name, MISSING, None, f"not installed: pip install {install}", needed_for)
+    distribution, version = found
+    return Component(name, OK, version, "" if distribution == name else distribution, needed_for)
+
+
+def onnxruntime_component() -> Component:
+    needed_for = "the default CPU runner (infer, benchmark, serve), export's parity check"
+    install = "'sge-deploy[onnxruntime]' (or [onnxruntime-gpu], never both)"
+    if not importable("onnxruntime"):
+        return Component("onnxruntime", MISSING, None, f"not installed: pip install {install}", needed_for)
+    import onnxruntime as ort
+
+    from export.ort_nchwc import nchwc_block_size
+
+    distribution = (installed_version("onnxruntime", "onnxruntime-gpu") or ("onnxruntime", ""))[0]
+    block = nchwc_block_size()
+    layout = f"NCHWc block {block}" if block else "no NCHWc layout on this CPU"
+    providers = ", ".join(p.removesuffix("ExecutionProvider") for p in ort.get_available_providers())
+    return Component("onnxruntime", OK, ort.__version__, f"{distribution}; providers {providers}; {layout}", needed_for)
+
+
+def fused_kernel_component(directory: Path | None = None) -> Component:
+    """The fused SGE op's library (the installed one, or the one in ``directory``), checked and asked as the ONNX
+    Runtime runner does before it uses it."""
+    from export.kernels import KernelUnavailableError, kernel_build, kernel_library
+
+    needed_for = "model.sge_fused.onnx on ONNX Runtime CPU (else the runner runs model.onnx)"
+    try:
+        library = kernel_library() if directory is None else kernel_library(directory)
+        build = kernel_build(library)
+    except KernelUnavailableError as err:
+        return Component("fused SGE kernel (ONNX Runtime)", UNAVAILABLE, None, str(err), needed_for)
+    return Component("fused SGE kernel (ONNX Runtime)", OK, None, f"{build} build; {library}", needed_for)
+
+
+def openvino_component() -> Component:
+    needed_for = "the openvino backend (f32, bf16, INT8)"
+    if not importable("openvino"):
+        return Component("openvino", MISSING, None, "not installed: pip install 'sge-deploy[openvino]'", needed_for)
+    import openvino
+
+    devices = ", ".join(openvino.Core().available_devices)
+    return Component("openvino", OK, openvino.__version__.split("-")[0], f"devices {devices}", needed_for)
+
+
+def openvino_extension_component() -> Component:
+    from export.ov_sge.build import OvKernelBuildError, installed_library
+
+    needed_for = "the fused SGE op on OpenVINO as an extension (ov_sge_form='extension'; standard ops need none)"
+    try:
+        library = installed_library()
+    except OvKernelBuildError as err:
+        return Component("OpenVINO SGE extension", UNAVAILABLE, None, str(err), needed_for)
+    return Component("OpenVINO SGE extension", OK, None, str(library), needed_for)
+
+
+CHECKS: tuple[Callable[[], Component], ...] = (  # after the fused kernel's, which takes the directory
+    openvino_component,
+    openvino_extension_component,
+    lambda: package(
+        "torch",
+        "torch",
+        ("torch",),
+        needed_for="export, validate, inspect, sge-cost and the torch backend",
+        install="'sge-deploy[export]'",
+    ),
+    lambda: package(
+        "onnxsim",
+        "onnxsim",
+        ("onnxsim",),
+        needed_for="export's graph simplification",
+        install="'sge-deploy[export]'",
+    ),
+    lambda: package(
+        "tensorrt",
+        "tensorrt",
+        ("tensorrt", "tensorrt-cu12", "tensorrt-cu13"),
+        needed_for="TensorRT engines (export --trt, trt-build) and the tensorrt backend, on an NVIDIA GPU",
+        install="tensorrt (NVIDIA's wheels, on a CUDA machine)",
+    ),
+    lambda: package(
+        "pytriton",
+        "pytriton",
+        ("nvidia-pytriton",),
+        needed_for="serve (a Triton Inference Server)",
+        install="'sge-deploy[serve]'",
+    ),
+    lambda: package(
+        "tritonclient",
+        "tritonclient",
+        ("tritonclient",),
+        needed_for="loadtest and Triton clients",
+        install="'sge-deploy[serve]'",
+    ),
+)
+
+
+@dataclass(frozen=True)
+class EnvironmentReport:
+    machine: dict[str, Any]
+    isa: list[str]
+    components: list[Component]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"machine": self.machine, "isa": self.isa, "components": [asdict(c) for c in self.components]}
+
+
+def environment_report(*, kernel_dir: Path | None = None) -> EnvironmentReport:
+    """The machine (CPU, cores, OS, Python), its vector extensions, and every component's state; ``kernel_dir``: check
+    the fused kernel library there instead of the installed one."""
+    from export.kernels.build import cpu_flags
+    from runtime.bench_report import machine_info
+
+    wanted = ("sse2", "avx2", "fma", "avx512f", "avx512vl", "avx512bw", "avx512dq", "avx512_vnni", "avx512_bf16")
+    flags = cpu_flags()
+    isa = [f for f in (*wanted, "amx_tile") if f in flags]
+    components = [onnxruntime_component(), fused_kernel_component(kernel_dir), *(check() for check in CHECKS)]
+    return EnvironmentReport(machine_info(), isa, components)
