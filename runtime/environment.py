@@ -57,20 +57,31 @@ def package(name: str, module: str, distributions: tuple[str, ...], *, needed_fo
     return Component(name, OK, version, "" if distribution == name else distribution, needed_for)
 
 
+def first_line(err: BaseException) -> str:
+    lines = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {lines[0] if lines else '(no message)'}"
+
+
 def onnxruntime_component() -> Component:
     needed_for = "the default CPU runner (infer, benchmark, serve), export's parity check"
     install = "'sge-deploy[onnxruntime]' (or [onnxruntime-gpu], never both)"
     if not importable("onnxruntime"):
         return Component("onnxruntime", MISSING, None, f"not installed: pip install {install}", needed_for)
-    import onnxruntime as ort
-
+    try:
+        import onnxruntime as ort
+    except ImportError as err:  # installed, but its shared libraries do not load here
+        return Component("onnxruntime", UNAVAILABLE, None, f"cannot be imported ({first_line(err)})", needed_for)
     from export.ort_nchwc import nchwc_block_size
 
-    distribution = (installed_version("onnxruntime", "onnxruntime-gpu") or ("onnxruntime", ""))[0]
+    both = [name for name in ("onnxruntime", "onnxruntime-gpu") if installed_version(name)]
+    if len(both) == 2:  # one module from two wheels: whichever was installed last overwrote the other's files
+        detail = "onnxruntime and onnxruntime-gpu are both installed (one module); pip uninstall both, then install one"
+        return Component("onnxruntime", UNAVAILABLE, ort.__version__, detail, needed_for)
     block = nchwc_block_size()
     layout = f"NCHWc block {block}" if block else "no NCHWc layout on this CPU"
     providers = ", ".join(p.removesuffix("ExecutionProvider") for p in ort.get_available_providers())
-    return Component("onnxruntime", OK, ort.__version__, f"{distribution}; providers {providers}; {layout}", needed_for)
+    detail = f"{(both or ['onnxruntime'])[0]}; providers {providers}; {layout}"
+    return Component("onnxruntime", OK, ort.__version__, detail, needed_for)
 
 
 def fused_kernel_component(directory: Path | None = None) -> Component:
@@ -91,9 +102,12 @@ def openvino_component() -> Component:
     needed_for = "the openvino backend (f32, bf16, INT8)"
     if not importable("openvino"):
         return Component("openvino", MISSING, None, "not installed: pip install 'sge-deploy[openvino]'", needed_for)
-    import openvino
+    try:
+        import openvino
 
-    devices = ", ".join(openvino.Core().available_devices)
+        devices = ", ".join(openvino.Core().available_devices)
+    except (ImportError, RuntimeError) as err:  # installed, but it does not load or finds no plugin here
+        return Component("openvino", UNAVAILABLE, None, f"cannot be used ({first_line(err)})", needed_for)
     return Component("openvino", OK, openvino.__version__.split("-")[0], f"devices {devices}", needed_for)
 
 

@@ -86,3 +86,29 @@ def test_a_kernel_directory_from_elsewhere_is_checked_as_the_runner_would(tmp_pa
     assert main(["--kernel-dir", str(tmp_path), "--json", str(out)]) == 0
     kernel = by_name(json.loads(out.read_text())["components"])["fused SGE kernel (ONNX Runtime)"]
     assert kernel["status"] == "unavailable" and "is corrupt" in kernel["detail"]
+
+
+def test_both_onnxruntime_wheels_installed_is_named_as_the_breakage_it_is(monkeypatch):
+    monkeypatch.setattr(environment, "installed_version", lambda *names: (names[0], "1.32.0"))  # every wheel there
+    component = environment.onnxruntime_component()
+    assert component.status == environment.UNAVAILABLE
+    assert "onnxruntime and onnxruntime-gpu are both installed" in component.detail
+
+
+def test_an_installed_package_that_cannot_load_is_unavailable_not_missing(monkeypatch):
+    import sys
+
+    import openvino
+
+    monkeypatch.setattr(environment, "importable", lambda module: True)
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # its import fails, as with a missing shared library
+    component = environment.onnxruntime_component()
+    assert component.status == environment.UNAVAILABLE and component.detail.startswith("cannot be imported (")
+
+    def no_plugin():
+        raise RuntimeError("Failed to load the CPU plugin\nmore")
+
+    monkeypatch.setattr(openvino, "Core", no_plugin)
+    component = environment.openvino_component()
+    assert component.status == environment.UNAVAILABLE
+    assert component.detail == "cannot be used (RuntimeError: Failed to load the CPU plugin)"
