@@ -114,7 +114,7 @@ def openvino_component() -> Component:
 def openvino_extension_component() -> Component:
     from export.ov_sge.build import OvKernelBuildError, installed_library
 
-    needed_for = "the fused SGE op on OpenVINO as an extension (ov_sge_form='extension'; standard ops need none)"
+    needed_for = "OpenVINO's fused SGE op as an extension (sge_form='extension'; the default, standard ops, needs none)"
     try:
         library = installed_library()
     except OvKernelBuildError as err:
