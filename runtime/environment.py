@@ -6,15 +6,12 @@ runs the same on a deploy-only machine. The fused SGE kernel is checked as the O
 (export/kernels/library.py), and reports which build of its maths it runs on this CPU.
 """
 
-import logging
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from importlib import metadata
 from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
-
-logger = logging.getLogger(__name__)
 
 OK, MISSING, UNAVAILABLE = "ok", "missing", "unavailable"
 
@@ -95,6 +92,9 @@ def fused_kernel_component(directory: Path | None = None) -> Component:
         build = kernel_build(library)
     except KernelUnavailableError as err:
         return Component("fused SGE kernel (ONNX Runtime)", UNAVAILABLE, None, str(err), needed_for)
+    except OSError as err:  # intact, but the dynamic loader refuses it here (a missing libstdc++, another arch)
+        detail = f"{library} cannot be loaded here ({first_line(err)})"
+        return Component("fused SGE kernel (ONNX Runtime)", UNAVAILABLE, None, detail, needed_for)
     return Component("fused SGE kernel (ONNX Runtime)", OK, None, f"{build} build; {library}", needed_for)
 
 

@@ -55,6 +55,17 @@ def test_a_kernel_that_cannot_run_says_why_in_one_line(monkeypatch):
     assert component.detail == "the fused SGE kernel was not built at install: no C++ compiler found"
 
 
+def test_a_kernel_the_dynamic_loader_refuses_says_so_in_one_line(monkeypatch, tmp_path):
+    from export.kernels import library
+
+    garbage = tmp_path / "libsge_ort_op.so"
+    garbage.write_bytes(b"\x7fELF not a shared library" * 8)
+    monkeypatch.setattr(library, "kernel_library", lambda: garbage)
+    component = environment.fused_kernel_component()
+    assert component.status == environment.UNAVAILABLE
+    assert component.detail.startswith(f"{garbage} cannot be loaded here (OSError: ") and "\n" not in component.detail
+
+
 def test_packages_are_found_by_their_metadata_or_named_with_the_pip_line():
     found = environment.package("numpy", "numpy", ("numpy",), needed_for="x", install="numpy")
     assert (found.status, found.version, found.detail) == (environment.OK, metadata.version("numpy"), "")
