@@ -6,7 +6,6 @@ runs the same on a deploy-only machine. The fused SGE kernel is checked as the O
 (export/kernels/library.py), and reports which build of its maths it runs on this CPU.
 """
 
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from importlib import metadata
 from importlib.util import find_spec
@@ -122,45 +121,24 @@ def openvino_extension_component() -> Component:
     return Component("OpenVINO SGE extension", OK, None, str(library), needed_for)
 
 
-CHECKS: tuple[Callable[[], Component], ...] = (  # after the fused kernel's, which takes the directory
-    openvino_component,
-    openvino_extension_component,
-    lambda: package(
-        "torch",
-        "torch",
-        ("torch",),
-        needed_for="export, validate, inspect, sge-cost and the torch backend",
-        install="'sge-deploy[export]'",
-    ),
-    lambda: package(
-        "onnxsim",
-        "onnxsim",
-        ("onnxsim",),
-        needed_for="export's graph simplification",
-        install="'sge-deploy[export]'",
-    ),
-    lambda: package(
+# The parts found by their package metadata alone, never imported: (component, module, distributions, what it is
+# needed for, what to pip install).
+PACKAGES = (
+    ("torch", "torch", ("torch",), "export, validate, inspect, sge-cost and the torch backend", "'sge-deploy[export]'"),
+    ("onnxsim", "onnxsim", ("onnxsim",), "export's graph simplification", "'sge-deploy[export]'"),
+    (
         "tensorrt",
         "tensorrt",
         ("tensorrt", "tensorrt-cu12", "tensorrt-cu13"),
-        needed_for="TensorRT engines (export --trt, trt-build) and the tensorrt backend, on an NVIDIA GPU",
-        install="tensorrt (NVIDIA's wheels, on a CUDA machine)",
+        "TensorRT engines (export --trt, trt-build) and the tensorrt backend, on an NVIDIA GPU",
+        "tensorrt (NVIDIA's wheels, on a CUDA machine)",
     ),
-    lambda: package(
-        "pytriton",
-        "pytriton",
-        ("nvidia-pytriton",),
-        needed_for="serve (a Triton Inference Server)",
-        install="'sge-deploy[serve]'",
-    ),
-    lambda: package(
-        "tritonclient",
-        "tritonclient",
-        ("tritonclient",),
-        needed_for="loadtest and Triton clients",
-        install="'sge-deploy[serve]'",
-    ),
+    ("pytriton", "pytriton", ("nvidia-pytriton",), "serve (a Triton Inference Server)", "'sge-deploy[serve]'"),
+    ("tritonclient", "tritonclient", ("tritonclient",), "loadtest and Triton clients", "'sge-deploy[serve]'"),
 )
+ISA_SHOWN = (
+    "sse2", "avx2", "fma", "avx512f", "avx512vl", "avx512bw", "avx512dq", "avx512_vnni", "avx512_bf16", "amx_tile"
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -179,8 +157,12 @@ def environment_report(*, kernel_dir: Path | None = None) -> EnvironmentReport:
     from export.kernels.build import cpu_flags
     from runtime.bench_report import machine_info
 
-    wanted = ("sse2", "avx2", "fma", "avx512f", "avx512vl", "avx512bw", "avx512dq", "avx512_vnni", "avx512_bf16")
     flags = cpu_flags()
-    isa = [f for f in (*wanted, "amx_tile") if f in flags]
-    components = [onnxruntime_component(), fused_kernel_component(kernel_dir), *(check() for check in CHECKS)]
-    return EnvironmentReport(machine_info(), isa, components)
+    components = [
+        onnxruntime_component(),
+        fused_kernel_component(kernel_dir),
+        openvino_component(),
+        openvino_extension_component(),
+        *(package(n, m, d, needed_for=f, install=i) for n, m, d, f, i in PACKAGES),
+    ]
+    return EnvironmentReport(machine_info(), [f for f in ISA_SHOWN if f in flags], components)
