@@ -101,7 +101,7 @@ def plot_latencies(reports: Sequence[LatencyReport], path: str | Path, *, title:
 
 def machine_info() -> dict[str, Any]:
     """CPU model, core and thread counts, the cores this process may use, the load, the OS and Python."""
-    model, physical = _cpuinfo()
+    model, physical = cpu_model_and_cores()
     info: dict[str, Any] = {
         "cpu_model": model or platform.processor() or "unknown",
         "physical_cores": physical,
@@ -134,7 +134,8 @@ def gpu_names() -> list[str]:
     return [line.strip() for line in listed.stdout.splitlines() if line.strip()] if listed.returncode == 0 else []
 
 
-def _cpuinfo() -> tuple[str | None, int | None]:
+def cpu_model_and_cores() -> tuple[str | None, int | None]:
+    """The CPU's model name and physical core count from /proc/cpuinfo (None for what it does not say)."""
     path = Path("/proc/cpuinfo")
     if not path.is_file():
         return None, None

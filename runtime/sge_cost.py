@@ -227,14 +227,10 @@ def machine_description(threads: int) -> dict[str, Any]:
     import os
 
     from export.kernels.build import cpu_flags
+    from runtime.bench_report import cpu_model_and_cores
 
-    cpu, flags = "", cpu_flags()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        cpu = next(
-            (ln.split(":", 1)[1].strip() for ln in cpuinfo.read_text().splitlines() if ln.startswith("model name")), ""
-        )
-    cpu = cpu or platform.processor() or "unknown CPU"
+    flags = cpu_flags()
+    cpu = cpu_model_and_cores()[0] or platform.processor() or "unknown CPU"
     versions = {}
     for package in ("onnxruntime", "openvino", "torch", "numpy"):
         try:

@@ -160,15 +160,16 @@ def diagnostic_builds(args: argparse.Namespace, fused, tmp: Path) -> dict:
     return plans
 
 
-def stage_bench_for_this_cpu(tmp: Path, block: int) -> Path:
-    """The stage bench, built for the ISA the library's dispatcher picks here; it times NCHWc units only."""
-    from export.kernels.build import KernelBuildError, cpu_flags, dispatched_isa
+def stage_bench_for_this_cpu(tmp: Path, fused) -> Path:
+    """The stage bench, built for the ISA build the installed library runs here (the fused graph's plan says which);
+    it times NCHWc units only."""
+    from export.kernels.build import KernelBuildError
     from export.kernels.stage_bench import build_stage_bench
 
-    if block not in (8, 16):
+    if fused.nchwc_block not in (8, 16):
         raise KernelBuildError("--stages times the NCHWc path, and ONNX Runtime runs no NCHWc on this CPU")
     (tmp / "bench").mkdir()
-    return build_stage_bench(tmp / "bench", isa=dispatched_isa(cpu_flags()))
+    return build_stage_bench(tmp / "bench", isa=fused.kernel_build)
 
 
 def print_stages(stages: dict, resnet50_ms: float, out) -> None:
@@ -222,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
         plans = {"resnet50": plan_session(paths["resnet50"]), "sge_fused": plan_session(paths["sge_fused"])}
         try:  # every build before any timing: a missing compiler fails in one line, not after minutes
             plans.update(diagnostic_builds(args, plans["sge_fused"], Path(tmp)))
-            bench = stage_bench_for_this_cpu(Path(tmp), plans["sge_fused"].nchwc_block) if args.stages else None
+            bench = stage_bench_for_this_cpu(Path(tmp), plans["sge_fused"]) if args.stages else None
         except KernelBuildError as err:
             print(f"error: {err}", file=sys.stderr)
             return EXIT_INPUT

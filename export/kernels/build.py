@@ -67,11 +67,6 @@ def cpu_flags() -> set[str]:
     return next((set(ln.split(":", 1)[1].split()) for ln in lines if ln.startswith("flags")), set())
 
 
-def dispatched_isa(flags: set[str]) -> str:
-    """The build the library's dispatcher picks on a CPU with these flags: the widest whose features it has."""
-    return next(isa for isa in ("avx512", "avx2", "baseline") if ISA_CPU_FEATURES[isa] <= flags)
-
-
 class KernelBuildError(RuntimeError):
     """The library could not be built here (no compiler, not x86-64, or the compiler failed)."""
 

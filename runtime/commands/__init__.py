@@ -6,7 +6,6 @@ deploy-side commands (infer, benchmark, serve, loadtest, env) work where PyTorch
 """
 
 import importlib
-import importlib.util
 import os
 import sys
 from dataclasses import dataclass
@@ -57,10 +56,9 @@ def usage(program: str = PACKAGE) -> str:
 
 
 def torch_installed() -> bool:
-    try:
-        return importlib.util.find_spec("torch") is not None
-    except ValueError:  # sys.modules["torch"] is None: blocked, as on a deploy-only machine in the tests
-        return False
+    from runtime.environment import importable  # the standard library only
+
+    return importable("torch")
 
 
 def run_command(name: str, argv: list[str] | None = None, *, prog: str | None = None) -> int:

@@ -16,6 +16,7 @@ from runtime.cli import (
     check_output_paths,
     make_console,
     make_parser,
+    package_version,
     run_main,
     write_json_output,
 )
@@ -57,7 +58,6 @@ def _main(argv: list[str] | None, prog: str | None) -> int:
     from rich.table import Table
     from rich.text import Text
 
-    from runtime.cli import package_version
     from runtime.environment import environment_report
 
     report = environment_report(kernel_dir=args.kernel_dir)

@@ -6,8 +6,8 @@ import json
 import numpy as np
 import pytest
 
-from export.kernels.build import cpu_flags, dispatched_isa
-from tests.conftest import save_photos
+from export.kernels.build import cpu_flags
+from tests.conftest import dispatched_isa, save_photos
 from tests.runtime.without_torch import run_code, run_entry_point, run_script
 
 pytestmark = pytest.mark.timeout(180)

@@ -7,8 +7,9 @@ from importlib import metadata
 import pytest
 
 from export.kernels import KernelUnavailableError
-from export.kernels.build import cpu_flags, dispatched_isa
+from export.kernels.build import cpu_flags
 from runtime import environment
+from tests.conftest import dispatched_isa
 from tests.runtime.without_torch import run_script
 
 pytestmark = pytest.mark.timeout(120)

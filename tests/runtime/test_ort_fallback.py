@@ -9,7 +9,8 @@ import pytest
 
 import runtime
 from export import ort_session
-from export.kernels.build import cpu_flags, dispatched_isa
+from export.kernels.build import cpu_flags
+from tests.conftest import dispatched_isa
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from export.kernels.build import cpu_flags, dispatched_isa
+from export.kernels.build import cpu_flags
 from models.transforms import sample_photos
+from tests.conftest import dispatched_isa
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -21,8 +21,8 @@ from export.kernels.build import (
     build_library,
     build_or_record,
     cpu_flags,
-    dispatched_isa,
 )
+from tests.conftest import dispatched_isa
 
 
 @pytest.fixture

@@ -8,7 +8,8 @@ import shutil
 
 import pytest
 
-from export.kernels.build import ISA_CPU_FEATURES, KERNEL_DIR, cpu_flags, dispatched_isa
+from export.kernels import kernel_build, kernel_library
+from export.kernels.build import ISA_CPU_FEATURES, KERNEL_DIR, cpu_flags
 from export.kernels.stage_bench import (
     RESNET50_GROUPS,
     RESNET50_TAILS,
@@ -17,6 +18,7 @@ from export.kernels.stage_bench import (
     network_cost,
     run_stage_bench,
 )
+from tests.conftest import dispatched_isa
 
 needs_compiler = pytest.mark.skipif(
     shutil.which("g++") is None and shutil.which("c++") is None and shutil.which("clang++") is None,
@@ -26,7 +28,7 @@ needs_compiler = pytest.mark.skipif(
 
 @pytest.fixture(scope="module")
 def bench(tmp_path_factory):
-    return build_stage_bench(tmp_path_factory.mktemp("bench"), isa=dispatched_isa(cpu_flags()))
+    return build_stage_bench(tmp_path_factory.mktemp("bench"), isa=kernel_build(kernel_library()))  # the shipped build
 
 
 # (channels, side) with 64 groups: groups of 1, 2, 4, 8, 16 and 32 channels, every lane width of both blocks
@@ -120,7 +122,8 @@ def test_the_dispatcher_reads_the_same_features_as_sge_ort_op():
 
 def test_kernel_speed_refuses_stages_where_ort_runs_no_nchwc(tmp_path):
     from export.kernels.build import KernelBuildError
+    from export.ort_session import SessionPlan
     from tests.runtime.test_scripts import load_script
 
     with pytest.raises(KernelBuildError, match="runs no NCHWc on this CPU"):
-        load_script("kernel_speed").stage_bench_for_this_cpu(tmp_path, 0)
+        load_script("kernel_speed").stage_bench_for_this_cpu(tmp_path, SessionPlan(model="m.onnx", kernel_build="avx2"))
