@@ -5,6 +5,7 @@ library that is missing, truncated or altered is refused here, before ONNX Runti
 ``kernel_build`` load it, to ask which build of the maths its dispatcher picked on this CPU.
 """
 
+import _ctypes
 import ctypes
 import json
 from pathlib import Path
@@ -71,12 +72,20 @@ def kernel_library(directory: Path = KERNEL_DIR) -> Path:
 def kernel_build(library: Path) -> str:
     """The build of the maths that ``library`` runs on this CPU, as its own dispatcher chose it: "avx512", "avx2" or
     "baseline" (a one-build library: that build). Only for a library that kernel_library() or a build vouched for:
-    this loads it. One built before the library could say (no ``SgeKernelBuild``) is refused in one line."""
+    this loads it, asks, and unloads it again. One built before the library could say (no ``SgeKernelBuild``) is
+    refused in one line.
+
+    Unloading matters: a library left mapped runs its destructors from the file's pages when the process exits, so a
+    file replaced in place meanwhile (a half-finished copy, a rebuild by cp) would kill that exit with SIGBUS."""
+    loaded = ctypes.CDLL(str(library))
     try:
-        report = ctypes.CDLL(str(library)).SgeKernelBuild
+        report = loaded.SgeKernelBuild
     except AttributeError:
         raise KernelUnavailableError(
             f"{library} predates this version of the package (it cannot report its build): {REBUILD}"
         ) from None
-    report.restype = ctypes.c_char_p
-    return report().decode()
+    else:
+        report.restype = ctypes.c_char_p
+        return report().decode()  # c_char_p is copied into Python bytes here, before the unload
+    finally:
+        _ctypes.dlclose(loaded._handle)  # ONNX Runtime, if it has this library open too, keeps its own reference

@@ -144,6 +144,15 @@ def test_the_installed_library_runs_the_widest_build_this_cpu_supports():
     assert kernel_build(kernel_library()) == dispatched_isa(cpu_flags())
 
 
+def test_asking_the_build_leaves_the_library_unloaded(installed_copy):
+    """kernel_build must not keep the file mapped: at exit the loader runs a mapped library's destructors from its
+    pages, so one damaged in place after the check (cp over it, a half-copied layer) would end the process with
+    SIGBUS, as it ended a whole pytest run once."""
+    library = installed_copy / LIBRARY_NAME
+    assert kernel_build(library) == dispatched_isa(cpu_flags())
+    assert str(library) not in Path("/proc/self/maps").read_text()
+
+
 def test_a_library_that_cannot_report_its_build_is_refused_in_one_line():
     """A library built by an older version (no SgeKernelBuild) is refused, so the runner falls back and says why."""
     import _ctypes
