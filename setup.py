@@ -1,8 +1,8 @@
-"""Builds the fused SGE kernel (export/kernels) into the package: the project's metadata is in pyproject.toml.
+"""Builds the fused SGE kernel (export/ort_sge/kernels) into the package: the project's metadata is in pyproject.toml.
 
-The library is built by export/kernels/build.py as a setuptools extension, on ``pip install .``, ``pip install -e .``
-and wheel builds alike. Where it cannot be built (no C++ compiler, a CPU that is not x86-64) the install still
-succeeds, and a record beside the package says why the fused ONNX Runtime graph is unavailable.
+The library is built by export/ort_sge/kernels/build.py as a setuptools extension, on ``pip install .``,
+``pip install -e .`` and wheel builds alike. Where it cannot be built (no C++ compiler, a CPU that is not x86-64)
+the install still succeeds, and a record beside the package says why the fused ONNX Runtime graph is unavailable.
 """
 
 import importlib.util
@@ -14,12 +14,14 @@ from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
 HERE = Path(__file__).resolve().parent
-KERNEL = "export.kernels.libsge_ort_op"
+KERNEL = "export.ort_sge.kernels.libsge_ort_op"
 
 
 def _kernel_build_module():
-    """export/kernels/build.py, loaded by path: the package is not importable while it is being built."""
-    spec = importlib.util.spec_from_file_location("sge_kernel_build", HERE / "export" / "kernels" / "build.py")
+    """export/ort_sge/kernels/build.py, loaded by path: the package is not importable while it is being built."""
+    spec = importlib.util.spec_from_file_location(
+        "sge_kernel_build", HERE / "export" / "ort_sge" / "kernels" / "build.py"
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -30,7 +32,7 @@ class BuildKernel(build_ext):
 
     def get_ext_filename(self, fullname: str) -> str:
         if fullname == KERNEL:
-            return os.path.join("export", "kernels", _kernel_build_module().LIBRARY_NAME)
+            return os.path.join("export", "ort_sge", "kernels", _kernel_build_module().LIBRARY_NAME)
         return super().get_ext_filename(fullname)
 
     def build_extension(self, ext: Extension) -> None:
@@ -43,8 +45,10 @@ class BuildKernel(build_ext):
     def copy_extensions_to_source(self) -> None:  # in place (--inplace, pip install -e): the record goes too
         super().copy_extensions_to_source()
         kernel = _kernel_build_module()
-        built = Path(self.build_lib) / "export" / "kernels"  # where build_extension wrote (inplace is off there)
-        source = HERE / "export" / "kernels"
+        built = (
+            Path(self.build_lib) / "export" / "ort_sge" / "kernels"
+        )  # where build_extension wrote (inplace is off there)
+        source = HERE / "export" / "ort_sge" / "kernels"
         if not (built / kernel.LIBRARY_NAME).exists():
             (source / kernel.LIBRARY_NAME).unlink(missing_ok=True)
         shutil.copyfile(built / kernel.RECORD_NAME, source / kernel.RECORD_NAME)
@@ -52,6 +56,6 @@ class BuildKernel(build_ext):
 
 setup(
     # optional: a build that cannot compile the kernel records why and lets the install finish
-    ext_modules=[Extension(KERNEL, sources=["export/kernels/sge_ort_op.cc"], optional=True)],
+    ext_modules=[Extension(KERNEL, sources=["export/ort_sge/kernels/sge_ort_op.cc"], optional=True)],
     cmdclass={"build_ext": BuildKernel},
 )

@@ -39,13 +39,13 @@ from export.artifacts import (
 from export.external_data import data_file_for, save_with_external_weights, share_mode
 from export.int8.calibration import CalibrationOptions
 from export.int8.roles import INT8_FUSED_NAME, INT8_NAME, INT8_S8S8_NAME, parity_file
-from export.kernels import KernelUnavailableError, kernel_library
 from export.metadata import build_metadata, set_metadata, tool_versions
 from export.onnx_export import check_io, check_onnx, export_onnx, op_counts, opset_of
-from export.ort_session import FUSED_DATA_ROLE, FUSED_ROLE
+from export.ort_sge.graph import DOMAIN, OP_TYPE, fuse_sge_residual
+from export.ort_sge.kernels import KernelUnavailableError, kernel_library
+from export.ort_sge.session import FUSED_DATA_ROLE, FUSED_ROLE
 from export.parity import ParityReport
 from export.sge_compact import compact_sge, restore_batch_symbol
-from export.sge_fused import DOMAIN, OP_TYPE, fuse_sge_residual
 from export.simplify import simplify
 from export.spec import ExportSpec
 from export.transaction import artifact_transaction
@@ -57,7 +57,7 @@ logger = logging.getLogger(__name__)
 
 ONNX_NAME = "model.onnx"
 PARITY_NAME = "parity.json"
-FUSED_NAME = "model.sge_fused.onnx"  # ONNX Runtime CPU only: needs the custom-op library (export/kernels)
+FUSED_NAME = "model.sge_fused.onnx"  # ONNX Runtime CPU only: needs the custom-op library (export/ort_sge/kernels)
 FUSED_DATA_NAME = data_file_for(FUSED_NAME)  # its weights, mapped by ORT instead of parsed (export/external_data.py)
 FUSED_PARITY_NAME = "parity_sge_fused.json"
 INT8_FILES = (
@@ -503,7 +503,7 @@ def _manifest(
                 "weights": FUSED_DATA_NAME,
                 "op": f"{DOMAIN}::{OP_TYPE}",
                 "parity": result.fused_parity.summary(),
-                "runs_on": "onnxruntime CPU with the custom-op library built at install (export/kernels)",
+                "runs_on": "onnxruntime CPU with the custom-op library built at install (export/ort_sge/kernels)",
             }
             if result.fused_path is not None and result.fused_parity is not None
             else None,

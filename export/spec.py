@@ -44,7 +44,9 @@ class ExportSpec:
     exporter: str = "torchscript"  # see the README (Export) for the measurements behind this default
     simplifier: str = "onnxsim"
     sge_form: str = "official"  # "compact": SGE as CompactSGE (same numerics, no Reshape; README, Performance)
-    fused_sge: bool = True  # SGE models: also model.sge_fused.onnx, ONNX Runtime CPU's fast graph (sge_fused.py)
+    fused_sge: bool = (
+        True  # SGE models: also model.sge_fused.onnx, ONNX Runtime CPU's fast graph (export/ort_sge/graph.py)
+    )
     atol: float = 1e-4  # gate: max |onnx - eager| over every logit
     rtol: float = 1e-5  # gate: ‖onnx - eager‖₂ / ‖eager‖₂ per case
     noise_floor: bool = True  # False: atol/rtol are final, no FP32 noise-floor pass (gates given explicitly)

@@ -67,7 +67,7 @@ def onnxruntime_runner(path: str | Path, *, input_name: str, fused: bool | None 
         raise ImportError(
             "parity needs ONNX Runtime: pip install 'sge-deploy[onnxruntime]' (or [onnxruntime-gpu])"
         ) from err
-    from export.ort_session import cpu_session, plan_session
+    from export.ort_sge.session import cpu_session, plan_session
 
     session = cpu_session(plan_session(path, fused=fused), spinning=False)  # PyTorch runs in the same process
     return lambda x: session.run(None, {input_name: x})[0]
@@ -122,8 +122,8 @@ def validate_artifact(
     with a warning; the result maps file → report.
     """
     import models
-    from export.kernels import KernelUnavailableError
-    from export.ort_session import fused_graph_file
+    from export.ort_sge.kernels import KernelUnavailableError
+    from export.ort_sge.session import fused_graph_file
 
     directory = Path(directory)
     manifest, identities = load_verified(directory)

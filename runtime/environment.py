@@ -3,7 +3,7 @@ it is missing or unusable, the one line that says why and what to install (``sge
 
 Nothing here imports PyTorch (its version comes from the package metadata: importing it takes seconds), so the check
 runs the same on a deploy-only machine. The fused SGE kernel is checked as the ONNX Runtime runner checks it
-(export/kernels/library.py), and reports which build of its maths it runs on this CPU.
+(export/ort_sge/kernels/library.py), and reports which build of its maths it runs on this CPU.
 """
 
 from dataclasses import asdict, dataclass
@@ -67,7 +67,7 @@ def onnxruntime_component() -> Component:
         import onnxruntime as ort
     except ImportError as err:  # installed, but its shared libraries do not load here
         return Component("onnxruntime", UNAVAILABLE, None, f"cannot be imported ({first_line(err)})", needed_for)
-    from export.ort_nchwc import nchwc_block_size
+    from export.ort_sge.nchwc import nchwc_block_size
 
     both = [name for name in ("onnxruntime", "onnxruntime-gpu") if installed_version(name)]
     if len(both) == 2:  # one module from two wheels: whichever was installed last overwrote the other's files
@@ -83,7 +83,7 @@ def onnxruntime_component() -> Component:
 def fused_kernel_component(directory: Path | None = None) -> Component:
     """The fused SGE op's library (the installed one, or the one in ``directory``), checked and asked as the ONNX
     Runtime runner does before it uses it."""
-    from export.kernels import KernelUnavailableError, kernel_build, kernel_library
+    from export.ort_sge.kernels import KernelUnavailableError, kernel_build, kernel_library
 
     needed_for = "model.sge_fused.onnx on ONNX Runtime CPU (else the runner runs model.onnx)"
     try:
@@ -154,7 +154,7 @@ class EnvironmentReport:
 def environment_report(*, kernel_dir: Path | None = None) -> EnvironmentReport:
     """The machine (CPU, cores, OS, Python), its vector extensions, and every component's state; ``kernel_dir``: check
     the fused kernel library there instead of the installed one."""
-    from export.kernels.build import cpu_flags
+    from export.ort_sge.kernels.build import cpu_flags
     from runtime.bench_report import machine_info
 
     flags = cpu_flags()

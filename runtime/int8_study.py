@@ -16,7 +16,7 @@ import numpy as np
 
 from export.artifacts import load_manifest
 from export.int8.roles import INT8_FUSED_ROLE, INT8_ROLE, file_with_role
-from export.ort_session import FUSED_ROLE, cpu_session, plan_session
+from export.ort_sge.session import FUSED_ROLE, cpu_session, plan_session
 from runtime.sge_cost import machine_description, openvino_runner, ort_profiles, ort_runner, ratio, time_interleaved
 
 logger = logging.getLogger(__name__)

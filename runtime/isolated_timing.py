@@ -6,7 +6,7 @@ spin between runs. Here each timing runs in a fresh process that holds one sessi
 and the processes alternate (round p starts with session p mod k), so a slow period of the machine hits every
 session alike. Each process warms up, then times ``runs`` calls; the figures are the processes' medians.
 
-The parent passes a planned graph (export/ort_session.py's SessionPlan: a graph already rewritten and optimised
+The parent passes a planned graph (export/ort_sge/session.py's SessionPlan: a graph already rewritten and optimised
 is opened as it is), so a child only opens a session and times it:
 
     python -m runtime.isolated_timing --model PLANNED.onnx [--library LIB.so] [--no-optimize] --runs 200
@@ -36,7 +36,7 @@ def timed_input() -> "np.ndarray":  # noqa: F821
 
 def time_session(model: str, *, library: str | None, optimize: bool, threads: int, runs: int) -> dict[str, list]:
     """Wall and CPU milliseconds of ``runs`` calls of one session in this process (ORT defaults: threads spin)."""
-    from export.ort_session import SessionPlan, cpu_session
+    from export.ort_sge.session import SessionPlan, cpu_session
 
     plan = SessionPlan(model=model, library=Path(library) if library else None, optimize=optimize)
     session = cpu_session(plan, threads=threads, spinning=True)

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from export.ort_nchwc import FUSED_OP
+from export.ort_sge.nchwc import FUSED_OP
 
 logger = logging.getLogger(__name__)
 
@@ -226,7 +226,7 @@ def machine_description(threads: int) -> dict[str, Any]:
     """CPU model, core count and vector extensions, and the versions of the runtimes timed."""
     import os
 
-    from export.kernels.build import cpu_flags
+    from export.ort_sge.kernels.build import cpu_flags
     from runtime.bench_report import cpu_model_and_cores
 
     flags = cpu_flags()
@@ -273,7 +273,7 @@ def ratio(timings: Mapping[str, Timing], numerator: str, denominator: str) -> di
 
 
 def ort_profiles(
-    plans: Mapping[str, "SessionPlan"],  # noqa: F821  (export.ort_session)
+    plans: Mapping[str, "SessionPlan"],  # noqa: F821  (export.ort_sge.session)
     batch: np.ndarray,
     *,
     threads: int,
@@ -288,7 +288,7 @@ def ort_profiles(
     """
     import json
 
-    from export.ort_session import cpu_session
+    from export.ort_sge.session import cpu_session
 
     sessions = {
         name: cpu_session(plan, threads=threads, spinning=False, profile_prefix=f"{prefix}_{name}")

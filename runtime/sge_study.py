@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from export.ort_session import cpu_session, plan_session
+from export.ort_sge.session import cpu_session, plan_session
 from runtime.sge_cost import (
     CostReport,
     Timing,
@@ -70,8 +70,8 @@ def export_variants(workdir: Path, *, size: tuple[int, int]) -> tuple[dict[str, 
     import onnx
 
     from export.onnx_export import export_onnx
+    from export.ort_sge.graph import fuse_sge_residual
     from export.sge_compact import compact_sge, restore_batch_symbol
-    from export.sge_fused import fuse_sge_residual
     from export.spec import ExportSpec
     from models import create_model
 

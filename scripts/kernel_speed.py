@@ -87,7 +87,7 @@ def export_graphs(workdir: Path) -> dict[str, Path]:
     if all(p.exists() for p in paths.values()):
         return paths
     from export.onnx_export import export_onnx
-    from export.sge_fused import fuse_sge_residual
+    from export.ort_sge.graph import fuse_sge_residual
     from export.spec import ExportSpec
     from models import create_model
 
@@ -100,8 +100,8 @@ def export_graphs(workdir: Path) -> dict[str, Path]:
 
 def node_profile(plans: dict, x, *, threads: int, runs: int, prefix: Path) -> dict[str, list[dict]]:
     """Each SgeResidual node's kernel ms per run (after one untimed run), interleaved across the sessions."""
-    from export.ort_nchwc import FUSED_OP
-    from export.ort_session import cpu_session
+    from export.ort_sge.nchwc import FUSED_OP
+    from export.ort_sge.session import cpu_session
 
     sessions = {
         name: cpu_session(plan, threads=threads, spinning=False, profile_prefix=f"{prefix}_{name}")
@@ -145,8 +145,8 @@ def ratio(a, b, *, paired: bool) -> dict[str, float]:
 
 def diagnostic_builds(args: argparse.Namespace, fused, tmp: Path) -> dict:
     """The fused graph's plan with each extra library asked for: the -march=native build and the floors."""
-    from export.kernels import kernel_build
-    from export.kernels.build import FLOORS, build_library
+    from export.ort_sge.kernels import kernel_build
+    from export.ort_sge.kernels.build import FLOORS, build_library
 
     def with_library(library: Path):
         return replace(fused, library=library, kernel_build=kernel_build(library))
@@ -163,8 +163,8 @@ def diagnostic_builds(args: argparse.Namespace, fused, tmp: Path) -> dict:
 def stage_bench_for_this_cpu(tmp: Path, fused) -> Path:
     """The stage bench, built for the ISA build the installed library runs here (the fused graph's plan says which);
     it times NCHWc units only."""
-    from export.kernels.build import KernelBuildError
-    from export.kernels.stage_bench import build_stage_bench
+    from export.ort_sge.kernels.build import KernelBuildError
+    from export.ort_sge.kernels.stage_bench import build_stage_bench
 
     if fused.nchwc_block not in (8, 16):
         raise KernelBuildError("--stages times the NCHWc path, and ONNX Runtime runs no NCHWc on this CPU")
@@ -203,10 +203,10 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_INPUT
     logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
 
-    from export.kernels import KernelUnavailableError, kernel_library
-    from export.kernels.build import KernelBuildError
-    from export.kernels.stage_bench import resnet50_stage_cost
-    from export.ort_session import cpu_session, plan_session
+    from export.ort_sge.kernels import KernelUnavailableError, kernel_library
+    from export.ort_sge.kernels.build import KernelBuildError
+    from export.ort_sge.kernels.stage_bench import resnet50_stage_cost
+    from export.ort_sge.session import cpu_session, plan_session
     from runtime.isolated_timing import time_isolated, timed_input
     from runtime.sge_cost import machine_description, time_blocked, time_interleaved
 

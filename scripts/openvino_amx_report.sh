@@ -15,7 +15,7 @@ art=/tmp/openvino_amx_artifacts
 {
   lscpu | grep -E "Model name|^CPU\(s\)"
   grep -o -E "amx_[a-z0-9]+|avx512_bf16|avx512_vnni" /proc/cpuinfo | sort -u | tr '\n' ' '; echo
-  python3 -m export.kernels.build && python3 -m export.ov_sge.build || exit 1
+  python3 -m export.ort_sge.kernels.build && python3 -m export.ov_sge.build || exit 1
   for m in resnet50 sge_resnet50 se_resnet50; do
     python3 scripts/export.py --model "$m" --int8 --output "$art/$m" > "$OUT/export_$m.log" 2>&1 &
   done

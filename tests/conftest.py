@@ -5,12 +5,13 @@ from pathlib import Path
 
 import pytest
 
-from export.kernels.build import ISA_CPU_FEATURES
+from export.ort_sge.kernels.build import ISA_CPU_FEATURES
 
 
 def dispatched_isa(flags: set[str]) -> str:
     """The build the kernel's dispatcher must pick on a CPU with these flags (the widest whose features it has): the
-    tests' oracle, from /proc/cpuinfo's names, against the library's own answer (export.kernels.kernel_build)."""
+    tests' oracle, from /proc/cpuinfo's names, against the library's own answer
+    (export.ort_sge.kernels.kernel_build)."""
     return next(isa for isa in ("avx512", "avx2", "baseline") if ISA_CPU_FEATURES[isa] <= flags)
 
 

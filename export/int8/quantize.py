@@ -82,7 +82,7 @@ def calibrate(
         save_tensors_data,
     )
 
-    from export.ort_session import session_options
+    from export.ort_sge.session import session_options
 
     with tempfile.TemporaryDirectory(prefix="sge-int8-calib-") as tmp:
         augmented = str(Path(tmp) / "augmented.onnx")

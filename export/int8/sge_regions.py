@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import onnx
 
 from export.fp16 import find_standardisations, name_nodes
-from export.ort_nchwc import FUSED_DOMAIN, FUSED_OP
+from export.ort_sge.nchwc import FUSED_DOMAIN, FUSED_OP
 
 QDQ_OPS = frozenset({"QuantizeLinear", "DequantizeLinear"})
 SHAPE_OPS = frozenset({"Reshape", "Flatten", "Squeeze", "Unsqueeze"})

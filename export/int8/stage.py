@@ -37,7 +37,7 @@ from export.int8.roles import (
     parity_file,
 )
 from export.int8.sge_regions import qdq_inside_sge, sge_regions
-from export.ort_nchwc import FUSED_DOMAIN
+from export.ort_sge.nchwc import FUSED_DOMAIN
 from export.parity import in_chunks
 
 logger = logging.getLogger(__name__)
@@ -180,7 +180,7 @@ def _check(
 
 
 def _fused_library() -> Path | None:
-    from export.kernels import KernelUnavailableError, kernel_library
+    from export.ort_sge.kernels import KernelUnavailableError, kernel_library
 
     try:
         return kernel_library()

@@ -12,11 +12,11 @@ import sys
 import tempfile
 from pathlib import Path
 
-from export.kernels.build import COMMON_FLAGS, KernelBuildError, find_compiler
+from export.ort_sge.kernels.build import COMMON_FLAGS, KernelBuildError, find_compiler
 
 logger = logging.getLogger(__name__)
 
-SOURCE = Path(__file__).resolve().parent / "sge_ov_op.cc"  # includes ../kernels/sge_math.h
+SOURCE = Path(__file__).resolve().parent / "sge_ov_op.cc"  # includes ../ort_sge/kernels/sge_math.h
 INSTALL_DIR = Path(__file__).resolve().parent / "lib"
 # The ONNX Runtime kernel's flags, plus reassociation for this file's auto-vectorised sums (with -fno-math-errno and
 # -fno-trapping-math among the common flags; NaN and Inf keep their meaning).

@@ -5,7 +5,7 @@ from collections.abc import Callable
 
 import onnx
 
-from export.ort_nchwc import FUSED_DOMAIN, FUSED_OP
+from export.ort_sge.nchwc import FUSED_DOMAIN, FUSED_OP
 
 
 def replace_fused_nodes(model: onnx.ModelProto, replace: Callable[[onnx.NodeProto], list[onnx.NodeProto]]) -> int:

@@ -15,7 +15,7 @@ import io
 from pathlib import Path
 from typing import Any
 
-from export.ort_nchwc import FUSED_DOMAIN, FUSED_OP
+from export.ort_sge.nchwc import FUSED_DOMAIN, FUSED_OP
 from export.ov_sge.fused_nodes import replace_fused_nodes
 
 STORAGES = ("f32", "bf16")

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from export.ort_nchwc import FUSED_DOMAIN, FUSED_OP
+from export.ort_sge.nchwc import FUSED_DOMAIN, FUSED_OP
 from export.ov_sge.fused_nodes import replace_fused_nodes
 
 DEFAULT_PACK = 16  # SGE groups per conv group: the CPU plugin's AVX-512 channel block

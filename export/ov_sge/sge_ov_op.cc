@@ -20,7 +20,7 @@
 #include <openvino/op/op.hpp>
 
 #define SGE_ISA ov_op  // this file's own namespace for the ONNX Runtime kernel's maths (see sge_math.h)
-#include "../kernels/sge_math.h"  // sge::ov_op::sigmoid
+#include "../ort_sge/kernels/sge_math.h"  // sge::ov_op::sigmoid
 
 #define SGE_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 

@@ -1,7 +1,7 @@
 """ONNX Runtime: CPU execution provider, or the CUDA / TensorRT providers when ``onnxruntime-gpu`` is installed.
 
 On the CPU, an artifact of an SGE model runs its ``model.sge_fused.onnx`` (SGE + residual add + ReLU as one
-compiled op in ORT's blocked layout; export/sge_fused.py, export/ort_session.py) unless ``sge_fused=False``. Any
+compiled op in ORT's blocked layout; export/ort_sge/graph.py, export/ort_sge/session.py) unless ``sge_fused=False``. Any
 failure of that path (no kernel library in this install, a corrupt one, registration or planning) is one warning,
 and the runner runs the portable ``model.onnx`` instead: the process never goes down for the faster graph.
 ``precision="int8"`` runs the artifact's INT8 graph instead (export/int8/): its fused-SGE form
@@ -90,7 +90,7 @@ class OnnxRuntimeRunner(SourceRunner):
         self._binding: Any = None
 
     def session_options(self) -> Any:
-        from export.ort_session import session_options
+        from export.ort_sge.session import session_options
 
         return session_options(threads=self.threads, spinning=self.allow_spinning)
 
@@ -162,7 +162,7 @@ class OnnxRuntimeRunner(SourceRunner):
     def cpu_model_path(self) -> Path:
         """The graph the CPU session runs: the artifact's fused-SGE graph when it has one, else ``model_path()``."""
         from export.int8.roles import int8_graph_file
-        from export.ort_session import fused_graph_file
+        from export.ort_sge.session import fused_graph_file
 
         manifest, directory = self.source.manifest, self.source.directory
         if self.precision == "int8" and manifest is not None and directory is not None:
@@ -191,12 +191,12 @@ class OnnxRuntimeRunner(SourceRunner):
                     raise fused_int8_cannot_run(self.source.manifest, "onnxruntime", path.name, reason) from err
                 logger.warning("the fused SGE graph cannot run here (%s); running %s instead", reason, plain.name)
         # An artifact says which of its graphs is fused; a bare .onnx file's opsets, read with its specs, say it.
-        from export.ort_session import uses_fused_sge
+        from export.ort_sge.session import uses_fused_sge
 
         self._open_cpu(plain, fused=self.source.manifest is None and uses_fused_sge(self.source.graph_domains))
 
     def _open_cpu(self, path: Path, *, fused: bool) -> None:
-        from export.ort_session import cpu_session, plan_session
+        from export.ort_sge.session import cpu_session, plan_session
 
         plan = plan_session(path, fused=fused)
         try:

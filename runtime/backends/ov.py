@@ -115,7 +115,7 @@ class OpenVINORunner(SourceRunner):
         try:
             return core.read_model(str(self.model_path))
         except RuntimeError as err:
-            from export.ort_nchwc import FUSED_OP
+            from export.ort_sge.nchwc import FUSED_OP
 
             if FUSED_OP not in str(err):
                 raise

@@ -26,7 +26,7 @@ STATUS_STYLE = {"ok": "green", "missing": "yellow", "unavailable": "red"}
 
 
 def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
-    from export.kernels.build import KERNEL_DIR  # the standard library only: no backend is imported for --help
+    from export.ort_sge.kernels.build import KERNEL_DIR  # the standard library only: no backend is imported for --help
 
     p = make_parser(__doc__, prog=prog)
     p.add_argument(

@@ -84,7 +84,7 @@ def _main(argv: list[str] | None, prog: str | None) -> int:
 def graphs_to_check(directory: Path, *, backend: str) -> list[str]:
     """The deploy file, and with ONNX Runtime the fused-SGE graph when the artifact has one."""
     from export.artifacts import load_manifest
-    from export.ort_session import fused_graph_file
+    from export.ort_sge.session import fused_graph_file
 
     manifest = load_manifest(directory, verify=False)  # validate_artifact verifies the hashes
     fused = fused_graph_file(manifest) if backend == "onnxruntime" else None

@@ -4,7 +4,7 @@ GPU run of scripts/gpu_report.sh failed at the fused export on exactly that)."""
 
 import onnx
 
-from export.ort_nchwc import block_probe
+from export.ort_sge.nchwc import block_probe
 from runtime.sge_cost import gemm_model
 
 OLDEST_ORT_IR = 13  # onnxruntime(-gpu) 1.31

@@ -100,8 +100,8 @@ def test_checkpoint_export_records_its_hash_and_validates(export_script, validat
 def test_validate_without_a_compiler_checks_the_portable_graph(
     validate_script, full_artifact, tmp_path, capsys, monkeypatch
 ):
-    import export.ort_session as ort_session
-    from export.kernels import KernelUnavailableError
+    import export.ort_sge.session as ort_session
+    from export.ort_sge.kernels import KernelUnavailableError
 
     def no_compiler(**_):
         raise KernelUnavailableError("the fused SGE kernel is not built")

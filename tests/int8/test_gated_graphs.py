@@ -10,11 +10,11 @@ import pytest
 
 import export
 import runtime
-from export import ort_session
 from export.artifacts import load_manifest, write_manifest
 from export.int8.calibration import CalibrationOptions
 from export.int8.parity import int8_parity
 from export.int8.roles import INT8_FUSED_NAME, INT8_NAME, PrecisionError, missing_int8_graph
+from export.ort_sge import session as ort_session
 from tests.conftest import save_photos
 from tests.int8.conftest import MODEL, SIZE, cosine
 

@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from export.kernels.build import cpu_flags
+from export.ort_sge.kernels.build import cpu_flags
 from tests.conftest import dispatched_isa, save_photos
 from tests.runtime.without_torch import run_code, run_entry_point, run_script
 

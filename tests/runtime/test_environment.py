@@ -6,8 +6,8 @@ from importlib import metadata
 
 import pytest
 
-from export.kernels import KernelUnavailableError
-from export.kernels.build import cpu_flags
+from export.ort_sge.kernels import KernelUnavailableError
+from export.ort_sge.kernels.build import cpu_flags
 from runtime import environment
 from tests.conftest import dispatched_isa
 from tests.runtime.without_torch import run_script
@@ -45,7 +45,7 @@ def test_json_to_standard_output_carries_only_the_json(capsys):
 
 
 def test_a_kernel_that_cannot_run_says_why_in_one_line(monkeypatch):
-    from export.kernels import library
+    from export.ort_sge.kernels import library
 
     def not_built():
         raise KernelUnavailableError("the fused SGE kernel was not built at install: no C++ compiler found")
@@ -57,7 +57,7 @@ def test_a_kernel_that_cannot_run_says_why_in_one_line(monkeypatch):
 
 
 def test_a_kernel_the_dynamic_loader_refuses_says_so_in_one_line(monkeypatch, tmp_path):
-    from export.kernels import library
+    from export.ort_sge.kernels import library
 
     garbage = tmp_path / "libsge_ort_op.so"
     garbage.write_bytes(b"\x7fELF not a shared library" * 8)
@@ -82,8 +82,8 @@ def test_packages_are_found_by_their_metadata_or_named_with_the_pip_line():
 def test_a_kernel_directory_from_elsewhere_is_checked_as_the_runner_would(tmp_path):
     import shutil
 
-    from export.kernels import kernel_library
-    from export.kernels.build import LIBRARY_NAME, RECORD_NAME
+    from export.ort_sge.kernels import kernel_library
+    from export.ort_sge.kernels.build import LIBRARY_NAME, RECORD_NAME
     from runtime.commands.env import main
 
     installed = kernel_library().parent

@@ -12,8 +12,8 @@ import pytest
 import runtime
 from export.artifacts import ArtifactError, load_manifest
 from export.external_data import external_data_files
-from export.ort_nchwc import nchwc_block_size
-from export.ort_session import FUSED_DATA_ROLE, cpu_session, plan_session
+from export.ort_sge.nchwc import nchwc_block_size
+from export.ort_sge.session import FUSED_DATA_ROLE, cpu_session, plan_session
 from tests.runtime.conftest import ATOL
 
 pytestmark = pytest.mark.timeout(120)

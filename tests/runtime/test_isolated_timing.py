@@ -6,7 +6,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from export.ort_session import SessionPlan
+from export.ort_sge.session import SessionPlan
 from runtime.isolated_timing import time_isolated
 from runtime.sge_cost import Timing
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 import runtime
-from export import ort_session
-from export.kernels.build import cpu_flags
+from export.ort_sge import session as ort_session
+from export.ort_sge.kernels.build import cpu_flags
 from tests.conftest import dispatched_isa
 
 pytestmark = pytest.mark.timeout(120)

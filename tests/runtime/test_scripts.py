@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from export.kernels.build import cpu_flags
+from export.ort_sge.kernels.build import cpu_flags
 from models.transforms import sample_photos
 from tests.conftest import dispatched_isa
 

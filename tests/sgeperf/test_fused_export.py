@@ -10,12 +10,12 @@ import torch
 
 import runtime
 from export.artifacts import ArtifactError, load_manifest
-from export.kernels import KernelUnavailableError
 from export.onnx_export import export_onnx, tensor_dims
-from export.ort_nchwc import NCHWC_DOMAIN, drop_reorders, nchwc_block_size, optimized_graph
-from export.ort_session import cpu_session, plan_session
+from export.ort_sge.graph import OP_TYPE, SgeResidualBlock, _SgeResidual, fuse_sge_residual
+from export.ort_sge.kernels import KernelUnavailableError
+from export.ort_sge.nchwc import NCHWC_DOMAIN, drop_reorders, nchwc_block_size, optimized_graph
+from export.ort_sge.session import cpu_session, plan_session
 from export.pipeline import FUSED_NAME, export_model
-from export.sge_fused import OP_TYPE, SgeResidualBlock, _SgeResidual, fuse_sge_residual
 from export.spec import ExportSpec
 from models import create_model
 from models.default_weights import calibrate_batchnorm
@@ -86,7 +86,7 @@ def test_graph_has_one_node_per_block_and_a_symbolic_batch(sge18, tmp_path):
 def test_every_block_reads_the_blocked_layout(sge18, tmp_path):
     fused, _ = fuse_sge_residual(sge18)
     path = export_onnx(fused, tmp_path / "fused.onnx", spec=ExportSpec(input_size=SMALL))
-    from export.kernels import kernel_library
+    from export.ort_sge.kernels import kernel_library
 
     optimized = optimized_graph(str(path), threads=1, custom_ops=str(kernel_library()))
     before = collections.Counter(n.op_type for n in optimized.graph.node if n.domain == NCHWC_DOMAIN)
@@ -174,7 +174,7 @@ def test_spec_can_turn_the_fused_graph_off(sge18, tmp_path):
 
 
 def test_runner_falls_back_to_the_portable_graph_without_a_compiler(artifact, sge18, monkeypatch, caplog):
-    import export.ort_session as ort_session
+    import export.ort_sge.session as ort_session
 
     def no_compiler(**_):
         raise KernelUnavailableError("the fused SGE kernel is not built")

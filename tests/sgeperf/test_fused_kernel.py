@@ -1,6 +1,6 @@
 """The compiled SgeResidual kernel against a float64 NumPy transcription of the official SGE, in NCHW and NCHWc.
 
-Each case is a one-op ONNX graph run by ONNX Runtime with the library built at install (export/kernels).
+Each case is a one-op ONNX graph run by ONNX Runtime with the library built at install (export/ort_sge/kernels).
 The NCHWc cases wrap the op between two 1×1 identity convolutions, so that ORT runs them blocked and
 ``drop_reorders`` hands the kernel blocked tensors; the convolutions copy exactly, so the reference is unchanged.
 """
@@ -11,9 +11,9 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from export.ort_nchwc import fits_block, nchwc_block_size
-from export.ort_session import cpu_session, plan_session
-from export.sge_fused import DOMAIN, DOMAIN_VERSION, OP_TYPE
+from export.ort_sge.graph import DOMAIN, DOMAIN_VERSION, OP_TYPE
+from export.ort_sge.nchwc import fits_block, nchwc_block_size
+from export.ort_sge.session import cpu_session, plan_session
 
 EPS = 1e-5
 ATOL = 2e-5  # float32 kernel vs float64 reference, on O(1) activations

@@ -1,5 +1,5 @@
-"""The installed kernel library: the loader's checks (export/kernels/library.py), the install-time build that
-never fails an install (export/kernels/build.py), and each instruction-set build of the maths on this CPU.
+"""The installed kernel library: the loader's checks (export/ort_sge/kernels/library.py), the install-time build that
+never fails an install (export/ort_sge/kernels/build.py), and each instruction-set build of the maths on this CPU.
 
 A library that is missing, truncated or altered must be refused before anything dlopens it: ORT would die of
 SIGBUS or SIGILL inside ``register_custom_ops_library``, with no chance of a fallback.
@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from export.kernels import KernelUnavailableError, kernel_build, kernel_library
-from export.kernels.build import (
+from export.ort_sge.kernels import KernelUnavailableError, kernel_build, kernel_library
+from export.ort_sge.kernels.build import (
     ISA_CPU_FEATURES,
     LIBRARY_NAME,
     RECORD_NAME,
@@ -83,7 +83,7 @@ def test_an_install_without_a_compiler_succeeds_and_says_why(tmp_path, caplog):
 
 
 def test_a_cpu_that_is_not_x86_64_gets_no_library(tmp_path, monkeypatch):
-    import export.kernels.build as build
+    import export.ort_sge.kernels.build as build
 
     monkeypatch.setattr(build.platform, "machine", lambda: "aarch64")
     with pytest.raises(KernelBuildError, match="x86-64 CPUs only; this one is aarch64"):
@@ -105,7 +105,7 @@ def test_a_library_without_run_time_dispatch_is_refused(installed_copy, builds):
 
 
 def test_an_unreadable_library_is_refused_in_one_line(installed_copy, monkeypatch):
-    import export.kernels.library as library
+    import export.ort_sge.kernels.library as library
 
     def unreadable(path):
         raise PermissionError(13, "Permission denied", str(path))
@@ -116,7 +116,7 @@ def test_an_unreadable_library_is_refused_in_one_line(installed_copy, monkeypatc
 
 
 def test_a_native_build_is_never_written_in_place():
-    from export.kernels.build import main
+    from export.ort_sge.kernels.build import main
 
     with pytest.raises(SystemExit) as exit_code:
         main(["--native"])
@@ -124,7 +124,7 @@ def test_a_native_build_is_never_written_in_place():
 
 
 def test_a_compiler_command_with_a_launcher_is_kept_whole():
-    from export.kernels.build import find_compiler
+    from export.ort_sge.kernels.build import find_compiler
 
     if shutil.which("g++") is None:
         pytest.skip("no g++ here")
@@ -171,7 +171,7 @@ def test_each_instruction_set_build_matches_the_reference(isa, tmp_path, monkeyp
         pytest.skip("no C++ compiler to build the single-ISA library")
     if not ISA_CPU_FEATURES[isa] <= cpu_flags():
         pytest.skip(f"this CPU lacks {isa}'s instructions")
-    import export.ort_session as ort_session
+    import export.ort_sge.session as ort_session
     from tests.sgeperf.test_fused_kernel import HARD_CASES, assert_nan_stays_in_its_group, blocked_error
 
     library = build_library(tmp_path / "lib", isas=(isa,))
@@ -197,7 +197,7 @@ def test_no_instruction_set_build_defines_a_symbol_outside_its_namespace(tmp_pat
     compiled with -mavx512f that replaced the baseline's copy would crash an older CPU with SIGILL."""
     import subprocess
 
-    from export.kernels.build import COMMON_FLAGS, ISA_FLAGS, KERNEL_DIR
+    from export.ort_sge.kernels.build import COMMON_FLAGS, ISA_FLAGS, KERNEL_DIR
 
     compiler = shutil.which("g++") or shutil.which("c++")
     if compiler is None or shutil.which("nm") is None:
@@ -228,7 +228,7 @@ def test_floor_builds_compute_only_their_bound_and_are_never_loaded_as_the_kerne
     kernel_library refuses such a library."""
     if shutil.which("g++") is None and shutil.which("c++") is None:
         pytest.skip("no C++ compiler to build the diagnostic library")
-    import export.ort_session as ort_session
+    import export.ort_sge.session as ort_session
     from tests.sgeperf.test_fused_kernel import fused_graph, run_in_layout
 
     library = build_library(tmp_path / "floor", floor=floor)

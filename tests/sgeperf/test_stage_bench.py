@@ -1,6 +1,7 @@
-"""The warm stage bench of the fused SGE tail (export/kernels/sge_stage_bench.cc, stage_bench.py): that its stages,
-run one at a time, are the shipped unit's maths; that bad arguments get a one-line error; that its projection onto a
-network and its ResNet-50 shapes are right; and that the dispatcher's choice of build is read as sge_ort_op.cc makes it.
+"""The warm stage bench of the fused SGE tail (export/ort_sge/kernels/sge_stage_bench.cc, stage_bench.py): that
+its stages, run one at a time, are the shipped unit's maths; that bad arguments get a one-line error; that its
+projection onto a network and its ResNet-50 shapes are right; and that the dispatcher's choice of build is read as
+sge_ort_op.cc makes it.
 """
 
 import re
@@ -8,9 +9,9 @@ import shutil
 
 import pytest
 
-from export.kernels import kernel_build, kernel_library
-from export.kernels.build import ISA_CPU_FEATURES, KERNEL_DIR, cpu_flags
-from export.kernels.stage_bench import (
+from export.ort_sge.kernels import kernel_build, kernel_library
+from export.ort_sge.kernels.build import ISA_CPU_FEATURES, KERNEL_DIR, cpu_flags
+from export.ort_sge.kernels.stage_bench import (
     RESNET50_GROUPS,
     RESNET50_TAILS,
     STAGES,
@@ -121,8 +122,8 @@ def test_the_dispatcher_reads_the_same_features_as_sge_ort_op():
 
 
 def test_kernel_speed_refuses_stages_where_ort_runs_no_nchwc(tmp_path):
-    from export.kernels.build import KernelBuildError
-    from export.ort_session import SessionPlan
+    from export.ort_sge.kernels.build import KernelBuildError
+    from export.ort_sge.session import SessionPlan
     from tests.runtime.test_scripts import load_script
 
     with pytest.raises(KernelBuildError, match="runs no NCHWc on this CPU"):

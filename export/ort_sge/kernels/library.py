@@ -1,4 +1,4 @@
-"""Find the installed fused-SGE custom-op library, checked against the record its build wrote (export/kernels/build.py).
+"""Find the installed fused-SGE custom-op library, checked against the record its build wrote (build.py).
 
 Nothing here compiles, writes or needs a home directory: the library was built when the package was installed. A
 library that is missing, truncated or altered is refused here, before ONNX Runtime could dlopen it. Only then does
@@ -10,10 +10,10 @@ import ctypes
 import json
 from pathlib import Path
 
-from export.kernels.build import ISA_FLAGS, KERNEL_DIR, LIBRARY_NAME, RECORD_FORMAT, RECORD_NAME
+from export.ort_sge.kernels.build import ISA_FLAGS, KERNEL_DIR, LIBRARY_NAME, RECORD_FORMAT, RECORD_NAME
 from models.atomic import file_sha256
 
-REBUILD = "reinstall the package (pip install -e .) or rebuild it in place (python -m export.kernels.build)"
+REBUILD = "reinstall the package (pip install -e .) or rebuild it in place (python -m export.ort_sge.kernels.build)"
 
 
 class KernelUnavailableError(RuntimeError):

@@ -4,11 +4,11 @@ Each block that holds a ``SpatialGroupEnhance`` ends ``relu(sge(out) + identity)
 wraps those blocks so that the TorchScript exporter writes that tail as one node:
 
     SgeResidual(x, identity, gamma, beta) -> relu(x · sigmoid(γ_g · ĉ + β_g) + identity)
-    attributes: groups (int), eps (float), block (int: 0 = plain NCHW; 8/16 = NCHWc, set by export/ort_nchwc.py)
+    attributes: groups (int), eps (float), block (int: 0 = plain NCHW; 8/16 = NCHWc, set by export/ort_sge/nchwc.py)
 
 with the official numerics (Li, Hu, Yang, arXiv:1905.09646; implus/PytorchInsight). The kernel is C++ compiled
-on the machine that runs it (export/kernels/); the graph needs it, so it is an ONNX Runtime-only artifact, written
-beside the portable ``model.onnx``. Eager PyTorch still runs the block's own modules, so the wrapped model's
+on the machine that runs it (export/ort_sge/kernels/); the graph needs it, so it is an ONNX Runtime-only artifact,
+written beside the portable ``model.onnx``. Eager PyTorch still runs the block's own modules, so the wrapped model's
 outputs, and what parity compares against, are unchanged.
 """
 
@@ -17,8 +17,8 @@ import copy
 import torch
 from torch import nn
 
-from export.ort_nchwc import FUSED_DOMAIN as DOMAIN
-from export.ort_nchwc import FUSED_OP as OP_TYPE
+from export.ort_sge.nchwc import FUSED_DOMAIN as DOMAIN
+from export.ort_sge.nchwc import FUSED_OP as OP_TYPE
 from models.layers.sge import SpatialGroupEnhance, spatial_group_enhance
 
 DOMAIN_VERSION = 1

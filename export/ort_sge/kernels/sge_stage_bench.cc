@@ -1,7 +1,7 @@
 // What each stage of one NCHWc unit of the fused SGE tail costs with its data in cache: a lower bound on any tail
 // that makes these passes (even one whose own convolution left x in L2). Runs the shipped maths (sge_math.h), one
 // stage at a time, on one unit warmed by repetition, on one thread; checks that the stages in sequence give the
-// unit's output bit for bit. Built and run by export/kernels/stage_bench.py:
+// unit's output bit for bit. Built and run by export/ort_sge/kernels/stage_bench.py:
 //
 //   sge_stage_bench BLOCK GROUPS REPEATS ITERATIONS C:SIDE [C:SIDE ...]
 //

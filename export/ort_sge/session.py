@@ -1,7 +1,7 @@
 """ONNX Runtime CPU sessions for this project's graphs, including the fused-SGE graph (``model.sge_fused.onnx``).
 
 A plain graph opens as usual (all graph optimisations). A graph with ``ai.sgedeploy::SgeResidual`` nodes needs the
-custom-op library built at install (``export/kernels``), and is opened in two steps: ORT optimises it
+custom-op library built at install (``export/ort_sge/kernels``), and is opened in two steps: ORT optimises it
 once (NCHWc convolutions), ``drop_reorders`` wires the fused nodes to the blocked tensors, and the session runs
 that graph with no further optimisation. Export's parity check and the runtime's ONNX Runtime runner both open
 sessions here, so what is verified is what runs.
@@ -16,8 +16,8 @@ from typing import Any
 
 import onnx
 
-from export.kernels import kernel_build, kernel_library
-from export.ort_nchwc import FUSED_DOMAIN, drop_reorders, nchwc_block_size, optimized_graph
+from export.ort_sge.kernels import kernel_build, kernel_library
+from export.ort_sge.nchwc import FUSED_DOMAIN, drop_reorders, nchwc_block_size, optimized_graph
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ class SessionPlan:
     fused_blocks: int = 0
     nchwc_blocks: int = 0
     nchwc_block: int = 0
-    kernel_build: str = ""  # the kernel's instruction-set build on this CPU (export/kernels/library.py)
+    kernel_build: str = ""  # the kernel's instruction-set build on this CPU (export/ort_sge/kernels/library.py)
     scratch: tempfile.TemporaryDirectory | None = field(default=None, compare=False, repr=False)
 
     def close(self) -> None:

@@ -11,7 +11,7 @@ import json
 import subprocess
 from pathlib import Path
 
-from export.kernels.build import (
+from export.ort_sge.kernels.build import (
     COMMON_FLAGS,
     ISA_FLAGS,
     KERNEL_DIR,

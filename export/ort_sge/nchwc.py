@@ -1,11 +1,11 @@
-"""Keep ONNX Runtime's CPU graph in its blocked NCHWc layout across the fused SGE op (export/sge_fused.py).
+"""Keep ONNX Runtime's CPU graph in its blocked NCHWc layout across the fused SGE op (export/ort_sge/graph.py).
 
 ORT's NCHWc transformer runs convolutions in a blocked layout ([N, C/8, H, W, 8] on AVX2, /16 on AVX-512) and puts
 ``ReorderOutput`` before, and ``ReorderInput`` after, every node it does not know: around each fused SGE block that
 is two extra passes over the activation map. The kernel also reads the blocked layout (attribute ``block``), so
 ``drop_reorders`` takes an ORT-optimised graph (``SessionOptions.optimized_model_filepath``) and wires each
 SgeResidual straight to the blocked tensors. It is safe only on the machine (block size) it was optimised for,
-which is why ``export/ort_session.py`` does it when a session is opened, never at export.
+which is why ``export/ort_sge/session.py`` does it when a session is opened, never at export.
 """
 
 import contextlib

@@ -1,13 +1,14 @@
 """Build the fused SGE kernel into an ONNX Runtime custom-op library: setup.py runs this when the package is built
 or installed (``pip install .`` / ``pip install -e .``); developers rebuild in place with
 
-    python -m export.kernels.build                               # export/kernels/libsge_ort_op.so, dispatched
-    python -m export.kernels.build --native --output-dir /tmp/n  # a -march=native build, to compare speed
+    python -m export.ort_sge.kernels.build                               # libsge_ort_op.so beside this file, dispatched
+    python -m export.ort_sge.kernels.build --native --output-dir /tmp/n  # a -march=native build, to compare speed
 
 The library is compiled for baseline x86-64: the maths (sge_units.cc) is compiled once per instruction set (SSE2,
 AVX2+FMA, AVX-512), each build in its own namespace, and sge_ort_op.cc picks the one the CPU supports at load
 time, so one file runs on every x86-64 CPU. Beside it the build writes a record (libsge_ort_op.json: size and
-SHA-256, or why there is no library) that ``export.kernels.kernel_library`` checks before anything loads the file.
+SHA-256, or why there is no library) that ``export.ort_sge.kernels.kernel_library`` checks before anything loads
+the file.
 Only the standard library is imported here: setup.py loads this file by path, before the package is installed.
 """
 
@@ -200,7 +201,10 @@ def build_or_record(output_dir: Path, *, compiler: str | None = None) -> Path | 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "--output-dir", type=Path, default=KERNEL_DIR, help="default: export/kernels (in place; not with --native)"
+        "--output-dir",
+        type=Path,
+        default=KERNEL_DIR,
+        help="default: export/ort_sge/kernels (in place; not with --native)",
     )
     parser.add_argument("--native", action="store_true", help="one -march=native build (speed comparisons only)")
     parser.add_argument("--compiler", help="C++ compiler (default: g++, c++ or clang++ on PATH)")

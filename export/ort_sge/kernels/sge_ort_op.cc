@@ -225,5 +225,5 @@ extern "C" __attribute__((visibility("default"))) ort::Status* RegisterCustomOps
 }
 
 // The build of the maths this process runs ("avx512", "avx2" or "baseline"; a one-build library: its build), as
-// chosen above: export/kernels/library.py reads it for the runner's description and the dispatch tests.
+// chosen above: export/ort_sge/kernels/library.py reads it for the runner's description and the dispatch tests.
 extern "C" __attribute__((visibility("default"))) const char* SgeKernelBuild() { return g_build.name; }
