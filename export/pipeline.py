@@ -28,11 +28,9 @@ import torch
 from torch import nn
 
 from export.artifacts import (
-    DEFAULT_WEIGHTS_PREFIX,
     MANIFEST_NAME,
     Manifest,
     atomic_path,
-    file_sha256,
     write_json,
     write_manifest,
 )
@@ -47,10 +45,10 @@ from export.ort_sge.session import FUSED_DATA_ROLE, FUSED_ROLE
 from export.parity import ParityReport
 from export.sge_compact import compact_sge, restore_batch_symbol
 from export.simplify import simplify
+from export.source import ExportSource, load_source, probe_num_classes
 from export.spec import ExportSpec
 from export.transaction import artifact_transaction
 from export.validate import onnxruntime_runner, parity_inputs, photo_inputs, run_parity
-from models.factory import state_dict_sha256
 from models.layers.sge import SpatialGroupEnhance
 
 logger = logging.getLogger(__name__)
@@ -134,7 +132,7 @@ def _compact_sge_layers(model: nn.Module, spec: ExportSpec) -> int:
 
 
 def _export_fused(
-    source: "_Source", *, spec: ExportSpec, photos: Any, props: dict[str, str], num_classes: int, out: Path
+    source: ExportSource, *, spec: ExportSpec, photos: Any, props: dict[str, str], num_classes: int, out: Path
 ) -> tuple[Path, ParityReport] | None:
     """``model.sge_fused.onnx`` and its parity report, or None (with a warning) where the kernel cannot compile."""
     try:
@@ -159,74 +157,6 @@ def _export_fused(
     report = run_parity(source.model, runner, spec=spec, photos=photos, backend="onnxruntime (sge_fused)")
     write_json(out / FUSED_PARITY_NAME, report.to_dict())
     return path, report
-
-
-@dataclass(frozen=True)
-class _Source:
-    name: str
-    model: nn.Module
-    registry: bool
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-    checkpoint: Path | None
-    checkpoint_sha256: str
-    init: str
-    model_kwargs: dict[str, Any]
-    factory: str | None = None  # "package.module:factory" when the module came from one
-
-
-def _load_source(
-    name_or_module: str | nn.Module,
-    *,
-    checkpoint: str | Path | None,
-    init: str,
-    model_name: str | None,
-    model_kwargs: dict[str, Any],
-) -> _Source:
-    import models
-    from models.factory import STATE_DICT_PREFIX, build_from_factory, factory_model_name, is_factory_spec
-    from models.transforms import IMAGENET_MEAN, IMAGENET_STD
-
-    # hashed before and after it is read: the manifest's sha256 must be of the weights the graph holds
-    before = file_sha256(checkpoint) if checkpoint is not None and Path(checkpoint).is_file() else None
-    factory = name_or_module if isinstance(name_or_module, str) and is_factory_spec(name_or_module) else None
-    if factory is not None:
-        name_or_module = build_from_factory(factory)
-        model_name = model_name or factory_model_name(factory)
-    if isinstance(name_or_module, nn.Module):
-        if checkpoint is not None:
-            models.load_checkpoint(name_or_module, checkpoint)
-        name = model_name or type(name_or_module).__name__.lower()
-        registry, mean, std, model = False, IMAGENET_MEAN, IMAGENET_STD, name_or_module.eval()
-    else:
-        config = models.get_config(name_or_module)
-        model = models.create_model(name_or_module, checkpoint=checkpoint, init=init, **model_kwargs)
-        name, registry, mean, std = config.name, True, config.mean, config.std
-    if checkpoint is not None:
-        sha = file_sha256(checkpoint)
-        if sha != before:
-            from models.checkpoints import CheckpointError
-
-            raise CheckpointError(
-                f"checkpoint {checkpoint} changed while it was read (is a training job still writing it?); "
-                "export again once it is complete"
-            )
-    elif registry:
-        sha = f"{DEFAULT_WEIGHTS_PREFIX}{init}"
-    else:
-        sha = f"{STATE_DICT_PREFIX}{state_dict_sha256(model)}"
-    return _Source(
-        name=name,
-        model=model,
-        registry=registry,
-        mean=tuple(mean),
-        std=tuple(std),
-        checkpoint=Path(checkpoint).resolve() if checkpoint is not None else None,
-        checkpoint_sha256=sha,
-        init="checkpoint" if checkpoint is not None else "factory" if factory else init,
-        model_kwargs=model_kwargs,
-        factory=factory,
-    )
 
 
 def export_model(
@@ -259,11 +189,11 @@ def export_model(
     stage = _stage_timer(times, progress)
 
     with stage("load"):
-        source = _load_source(
+        source = load_source(
             name_or_module, checkpoint=checkpoint, init=init, model_name=model_name, model_kwargs=model_kwargs or {}
         )
         photos = photo_inputs(spec.input_size, mean=source.mean, std=source.std, images=images)
-        num_classes = _probe(source, spec)
+        num_classes = probe_num_classes(source, spec)
         calibration = _calibration(int8, spec=spec, source=source)  # bad calibration images fail before any file
 
     output_dir = Path(output_dir) if output_dir is not None else Path("artifacts") / source.name
@@ -315,7 +245,7 @@ def export_model(
 def _export_into(
     out: Path,
     *,
-    source: _Source,
+    source: ExportSource,
     spec: ExportSpec,
     photos: Any,
     num_classes: int,
@@ -389,7 +319,7 @@ def _export_into(
     )
 
 
-def _calibration(options: CalibrationOptions | None, *, spec: ExportSpec, source: "_Source") -> Any:
+def _calibration(options: CalibrationOptions | None, *, spec: ExportSpec, source: ExportSource) -> Any:
     if options is None:
         return None
     from export.int8.calibration import Int8RequestError, calibration_batch
@@ -404,7 +334,7 @@ def _calibration(options: CalibrationOptions | None, *, spec: ExportSpec, source
 
 
 def _export_int8(
-    source: "_Source",
+    source: ExportSource,
     *,
     spec: ExportSpec,
     photos: Any,
@@ -436,33 +366,8 @@ def _export_int8(
     )
 
 
-class ModelOutputError(ValueError):
-    """The model's eager forward at the example input fails, or gives no finite (N, classes) logits."""
-
-
-@torch.no_grad()
-def _probe(source: _Source, spec: ExportSpec) -> int:
-    """One eager forward at the example shape: a size the model cannot take fails here, before any file exists."""
-    try:
-        out = source.model(torch.zeros(spec.example_shape()))
-    except (RuntimeError, TypeError) as err:
-        if source.registry:
-            raise
-        first = (str(err).strip().splitlines() or [""])[0][:200]
-        raise ModelOutputError(
-            f"{source.name}: the forward pass failed at the example input {spec.example_shape()}: "
-            f"{type(err).__name__}: {first}; check the model and --input-size"
-        ) from err
-    if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[0] != spec.example_batch:
-        got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-        raise ModelOutputError(f"expected (N, classes) logits from the model; got {got}")
-    if not torch.isfinite(out).all():
-        raise ModelOutputError("the model's eager output has NaN or Inf at the example input; check its weights")
-    return int(out.shape[1])
-
-
 def _manifest(
-    source: _Source, *, spec: ExportSpec, opset: int | None, num_classes: int, result: ExportResult
+    source: ExportSource, *, spec: ExportSpec, opset: int | None, num_classes: int, result: ExportResult
 ) -> Manifest:
     from models.transforms import resize_for_crop
 

@@ -100,8 +100,8 @@ def input_errors() -> tuple[type[BaseException], ...]:
     from export.int8.calibration import CalibrationImageError, Int8RequestError
     from export.int8.quantize import QuantizationError
     from export.onnx_export import OnnxExportError
-    from export.pipeline import ModelOutputError
     from export.simplify import SimplifyError
+    from export.source import ModelOutputError
     from export.spec import SpecError
     from export.triton_repo import TritonConfigError
     from export.trt.build import TrtBuildError, TrtRequestError

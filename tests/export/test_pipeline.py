@@ -111,7 +111,7 @@ def test_a_checkpoint_rewritten_while_it_is_read_is_refused(tmp_path, monkeypatc
     from torch import nn
 
     import models
-    from export.pipeline import _load_source
+    from export.source import load_source
     from models.checkpoints import CheckpointError
 
     module = nn.Linear(4, 2)
@@ -126,4 +126,4 @@ def test_a_checkpoint_rewritten_while_it_is_read_is_refused(tmp_path, monkeypatc
 
     monkeypatch.setattr(models, "load_checkpoint", read_then_trainer_writes)
     with pytest.raises(CheckpointError, match="changed while it was read"):
-        _load_source(module, checkpoint=checkpoint, init="calibrated", model_name="tiny", model_kwargs={})
+        load_source(module, checkpoint=checkpoint, init="calibrated", model_name="tiny", model_kwargs={})
