@@ -12,6 +12,9 @@ from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
 
+from export.ort_sge.kernels.build import KERNEL_DIR, cpu_flags  # the standard library only
+from runtime.backends.base import one_line
+
 OK, MISSING, UNAVAILABLE = "ok", "missing", "unavailable"
 
 
@@ -53,9 +56,10 @@ def package(name: str, module: str, distributions: tuple[str, ...], *, needed_fo
     return Component(name, OK, version, "" if distribution == name else distribution, needed_for)
 
 
-def first_line(err: BaseException) -> str:
-    lines = str(err).strip().splitlines()
-    return f"{type(err).__name__}: {lines[0] if lines else '(no message)'}"
+def why(err: BaseException) -> str:
+    """An error as one line for a detail: its type and its cause (the runners' one_line, which also drops
+    OpenVINO's source-location lines)."""
+    return f"{type(err).__name__}: {one_line(err)}"
 
 
 def onnxruntime_component() -> Component:
@@ -66,7 +70,7 @@ def onnxruntime_component() -> Component:
     try:
         import onnxruntime as ort
     except ImportError as err:  # installed, but its shared libraries do not load here
-        return Component("onnxruntime", UNAVAILABLE, None, f"cannot be imported ({first_line(err)})", needed_for)
+        return Component("onnxruntime", UNAVAILABLE, None, f"cannot be imported ({why(err)})", needed_for)
     from export.ort_sge.nchwc import nchwc_block_size
 
     both = [name for name in ("onnxruntime", "onnxruntime-gpu") if installed_version(name)]
@@ -80,19 +84,19 @@ def onnxruntime_component() -> Component:
     return Component("onnxruntime", OK, ort.__version__, detail, needed_for)
 
 
-def fused_kernel_component(directory: Path | None = None) -> Component:
-    """The fused SGE op's library (the installed one, or the one in ``directory``), checked and asked as the ONNX
+def fused_kernel_component(directory: Path = KERNEL_DIR) -> Component:
+    """The fused SGE op's library in ``directory`` (default: the installed one), checked and asked as the ONNX
     Runtime runner does before it uses it."""
     from export.ort_sge.kernels import KernelUnavailableError, kernel_build, kernel_library
 
     needed_for = "model.sge_fused.onnx on ONNX Runtime CPU (else the runner runs model.onnx)"
     try:
-        library = kernel_library() if directory is None else kernel_library(directory)
+        library = kernel_library(directory)
         build = kernel_build(library)
     except KernelUnavailableError as err:
         return Component("fused SGE kernel (ONNX Runtime)", UNAVAILABLE, None, str(err), needed_for)
     except OSError as err:  # intact, but the dynamic loader refuses it here (a missing libstdc++, another arch)
-        detail = f"{library} cannot be loaded here ({first_line(err)})"
+        detail = f"{library} cannot be loaded here ({why(err)})"
         return Component("fused SGE kernel (ONNX Runtime)", UNAVAILABLE, None, detail, needed_for)
     return Component("fused SGE kernel (ONNX Runtime)", OK, None, f"{build} build; {library}", needed_for)
 
@@ -106,7 +110,7 @@ def openvino_component() -> Component:
 
         devices = ", ".join(openvino.Core().available_devices)
     except (ImportError, RuntimeError) as err:  # installed, but it does not load or finds no plugin here
-        return Component("openvino", UNAVAILABLE, None, f"cannot be used ({first_line(err)})", needed_for)
+        return Component("openvino", UNAVAILABLE, None, f"cannot be used ({why(err)})", needed_for)
     return Component("openvino", OK, openvino.__version__.split("-")[0], f"devices {devices}", needed_for)
 
 
@@ -151,10 +155,9 @@ class EnvironmentReport:
         return {"machine": self.machine, "isa": self.isa, "components": [asdict(c) for c in self.components]}
 
 
-def environment_report(*, kernel_dir: Path | None = None) -> EnvironmentReport:
+def environment_report(*, kernel_dir: Path = KERNEL_DIR) -> EnvironmentReport:
     """The machine (CPU, cores, OS, Python), its vector extensions, and every component's state; ``kernel_dir``: check
     the fused kernel library there instead of the installed one."""
-    from export.ort_sge.kernels.build import cpu_flags
     from runtime.bench_report import machine_info
 
     flags = cpu_flags()

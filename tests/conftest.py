@@ -5,14 +5,26 @@ from pathlib import Path
 
 import pytest
 
-from export.ort_sge.kernels.build import ISA_CPU_FEATURES
+from export.ort_sge.kernels.build import cpu_flags
+
+# The tests' oracle for the kernel's dispatcher: the CPU features (as /proc/cpuinfo names them) each build of
+# export/ort_sge/kernels needs, which sge_ort_op.cc's choose_build() checks (tests/sgeperf/test_stage_bench.py
+# holds the two together).
+ISA_CPU_FEATURES = {
+    "baseline": frozenset(),
+    "avx2": frozenset({"avx2", "fma"}),
+    "avx512": frozenset({"avx512f", "avx512vl", "avx512bw", "avx512dq", "avx2", "fma"}),
+}
 
 
 def dispatched_isa(flags: set[str]) -> str:
-    """The build the kernel's dispatcher must pick on a CPU with these flags (the widest whose features it has): the
-    tests' oracle, from /proc/cpuinfo's names, against the library's own answer
-    (export.ort_sge.kernels.kernel_build)."""
+    """The build the kernel's dispatcher must pick on a CPU with these flags: the widest whose features it has."""
     return next(isa for isa in ("avx512", "avx2", "baseline") if ISA_CPU_FEATURES[isa] <= flags)
+
+
+def expected_kernel_build() -> str:
+    """The build the installed library must report on this CPU (export.ort_sge.kernels.kernel_build)."""
+    return dispatched_isa(cpu_flags())
 
 
 @pytest.fixture

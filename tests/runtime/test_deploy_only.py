@@ -6,8 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from export.ort_sge.kernels.build import cpu_flags
-from tests.conftest import dispatched_isa, save_photos
+from tests.conftest import expected_kernel_build, save_photos
 from tests.runtime.without_torch import run_code, run_entry_point, run_script
 
 pytestmark = pytest.mark.timeout(180)
@@ -48,9 +47,7 @@ def test_infer_script_prints_imagenet_class_names(artifact, tmp_path):
     assert all(label and not label.startswith("class ") for label in labels), labels
     assert labels[0] in result.stdout
     # the kernel built at install ran, with the build this CPU supports
-    assert written["runner"]["graph"] == "sge_fused" and written["runner"]["kernel_build"] == dispatched_isa(
-        cpu_flags()
-    )
+    assert written["runner"]["graph"] == "sge_fused" and written["runner"]["kernel_build"] == expected_kernel_build()
 
 
 def test_benchmark_script_without_torch_or_scikit_image(artifact, tmp_path):

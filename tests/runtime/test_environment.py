@@ -9,7 +9,7 @@ import pytest
 from export.ort_sge.kernels import KernelUnavailableError
 from export.ort_sge.kernels.build import cpu_flags
 from runtime import environment
-from tests.conftest import dispatched_isa
+from tests.conftest import expected_kernel_build
 from tests.runtime.without_torch import run_script
 
 pytestmark = pytest.mark.timeout(120)
@@ -29,7 +29,7 @@ def test_a_deploy_only_machine_gets_the_whole_report_and_what_to_install(tmp_pat
     found = by_name(report["components"])
     assert found["onnxruntime"]["status"] == "ok" and found["onnxruntime"]["version"] == onnxruntime.__version__
     kernel = found["fused SGE kernel (ONNX Runtime)"]
-    assert kernel["status"] == "ok" and kernel["detail"].startswith(f"{dispatched_isa(cpu_flags())} build; ")
+    assert kernel["status"] == "ok" and kernel["detail"].startswith(f"{expected_kernel_build()} build; ")
     assert found["torch"]["status"] == "missing" and "pip install 'sge-deploy[export]'" in found["torch"]["detail"]
     assert set(report["isa"]) <= cpu_flags() and report["machine"]["logical_cpus"] >= 1
     assert "fused SGE kernel (ONNX Runtime)" in result.stdout  # the table, for people
@@ -47,7 +47,7 @@ def test_json_to_standard_output_carries_only_the_json(capsys):
 def test_a_kernel_that_cannot_run_says_why_in_one_line(monkeypatch):
     from export.ort_sge.kernels import library
 
-    def not_built():
+    def not_built(directory):
         raise KernelUnavailableError("the fused SGE kernel was not built at install: no C++ compiler found")
 
     monkeypatch.setattr(library, "kernel_library", not_built)
@@ -61,7 +61,7 @@ def test_a_kernel_the_dynamic_loader_refuses_says_so_in_one_line(monkeypatch, tm
 
     garbage = tmp_path / "libsge_ort_op.so"
     garbage.write_bytes(b"\x7fELF not a shared library" * 8)
-    monkeypatch.setattr(library, "kernel_library", lambda: garbage)
+    monkeypatch.setattr(library, "kernel_library", lambda directory: garbage)
     component = environment.fused_kernel_component()
     assert component.status == environment.UNAVAILABLE
     assert component.detail.startswith(f"{garbage} cannot be loaded here (OSError: ") and "\n" not in component.detail
@@ -117,8 +117,8 @@ def test_an_installed_package_that_cannot_load_is_unavailable_not_missing(monkey
     component = environment.onnxruntime_component()
     assert component.status == environment.UNAVAILABLE and component.detail.startswith("cannot be imported (")
 
-    def no_plugin():
-        raise RuntimeError("Failed to load the CPU plugin\nmore")
+    def no_plugin():  # as OpenVINO words it: its source location first, then the cause
+        raise RuntimeError("Exception from src/inference/src/core.cpp:112:\nFailed to load the CPU plugin\n")
 
     monkeypatch.setattr(openvino, "Core", no_plugin)
     component = environment.openvino_component()

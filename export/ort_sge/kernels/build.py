@@ -50,12 +50,6 @@ ISA_FLAGS = {
     "avx2": ("-mavx2", "-mfma"),
     "avx512": ("-mavx512f", "-mavx512vl", "-mavx512bw", "-mavx512dq", "-mavx2", "-mfma"),
 }
-# The CPU features (as /proc/cpuinfo names them) each build needs: what sge_ort_op.cc checks before it calls one.
-ISA_CPU_FEATURES = {
-    "baseline": frozenset(),
-    "avx2": frozenset({"avx2", "fma"}),
-    "avx512": frozenset({"avx512f", "avx512vl", "avx512bw", "avx512dq", "avx2", "fma"}),
-}
 X86_64 = {"x86_64", "amd64"}
 
 
