@@ -226,7 +226,7 @@ def machine_description(threads: int) -> dict[str, Any]:
     """CPU model, core count and vector extensions, and the versions of the runtimes timed."""
     import os
 
-    from export.ort_sge.kernels.build import cpu_flags
+    from export.ort_sge.kernels.build import avx2_view_active, cpu_flags
     from runtime.bench_report import cpu_model_and_cores
 
     flags = cpu_flags()
@@ -241,6 +241,8 @@ def machine_description(threads: int) -> dict[str, Any]:
         "cpu": cpu,
         "logical_cpus": os.cpu_count(),
         "isa": sorted(flags & {"avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile"}),
+        # under the AVX2 view (export/ort_sge/kernels/avx2_view.py) "isa" is what this process's CPUID shows
+        "cpu_view": "AVX2 view: AVX-512, AMX and AVX-VNNI hidden from CPUID" if avx2_view_active() else None,
         "threads": threads,
         "python": platform.python_version(),
         "versions": versions,

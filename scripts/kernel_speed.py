@@ -275,10 +275,11 @@ def main(argv: list[str] | None = None) -> int:
         report["stages"] = stages
     out = sys.stderr if is_stdout(args.json) else sys.stdout  # `--json -`: stdout carries only the JSON
     m = report["machine"]
+    view = f" ({m['cpu_view']})" if m["cpu_view"] else ""
     print(command, file=out)
     print(
-        f"{m['cpu']}, {m['logical_cpus']} logical CPUs, {'/'.join(m['isa'])}; {args.threads} threads; NCHWc block "
-        f"{report['nchwc_block']}; the installed library runs its {report['library']['runs']} build; "
+        f"{m['cpu']}, {m['logical_cpus']} logical CPUs, {'/'.join(m['isa'])}{view}; {args.threads} threads; "
+        f"NCHWc block {report['nchwc_block']}; the installed library runs its {report['library']['runs']} build; "
         f"{report['timing_mode']}; load average {m['load_average']}",
         file=out,
     )

@@ -53,13 +53,32 @@ ISA_FLAGS = {
 X86_64 = {"x86_64", "amd64"}
 
 
+# The AVX2 view (avx2_view.cc, preloaded by avx2_view.py) hides these from the CPUID of the process it runs in.
+AVX2_VIEW_LIBRARY = "libavx2_view.so"
+
+
+def hidden_by_avx2_view(flag: str) -> bool:
+    """Whether the AVX2 view hides this /proc/cpuinfo flag: AVX-512 of every kind, AMX and AVX-VNNI."""
+    return flag.startswith(("avx512", "amx")) or flag == "avx_vnni"
+
+
+def avx2_view_active() -> bool:
+    """Whether this process runs under the AVX2 view (its library is mapped here)."""
+    try:
+        return AVX2_VIEW_LIBRARY in Path("/proc/self/maps").read_text()
+    except OSError:
+        return False
+
+
 def cpu_flags() -> set[str]:
-    """This CPU's feature flags from /proc/cpuinfo (empty where there is none)."""
+    """This CPU's feature flags from /proc/cpuinfo (empty where there is none), as this process's CPUID shows them:
+    under the AVX2 view, without what it hides."""
     try:
         lines = Path("/proc/cpuinfo").read_text().splitlines()
     except OSError:
         return set()
-    return next((set(ln.split(":", 1)[1].split()) for ln in lines if ln.startswith("flags")), set())
+    flags = next((set(ln.split(":", 1)[1].split()) for ln in lines if ln.startswith("flags")), set())
+    return {f for f in flags if not hidden_by_avx2_view(f)} if avx2_view_active() else flags
 
 
 class KernelBuildError(RuntimeError):
@@ -77,11 +96,11 @@ def find_compiler(explicit: str | None = None) -> list[str]:
     raise KernelBuildError(f"no C++ compiler found ({wanted}): install one (Debian: apt install g++) and reinstall")
 
 
-def run_compiler(command: list[str]) -> None:
+def run_compiler(command: list[str], *, what: str = "the fused SGE kernel") -> None:
     result = subprocess.run(command, capture_output=True, text=True, check=False)
     if result.returncode != 0:
         first_error = next((ln for ln in result.stderr.splitlines() if "error" in ln), result.stderr.strip())
-        raise KernelBuildError(f"compiling the fused SGE kernel failed: {first_error}; command: {' '.join(command)}")
+        raise KernelBuildError(f"compiling {what} failed: {first_error}; command: {' '.join(command)}")
 
 
 def _compiler_version(compiler: list[str]) -> str:
