@@ -69,3 +69,42 @@ def stage_table(seconds: Mapping[str, float]) -> Table:
     table.add_section()
     table.add_row("total", f"{sum(seconds.values()):.2f}", style="bold")
     return table
+
+
+def int8_table(result: "Int8Result") -> Table:  # noqa: F821
+    """The INT8 graphs' parity (export/int8/stage.py): the worst sample per reference, per graph."""
+    table = Table(
+        title=f"INT8 graphs (calibration: {result.calibration['samples']} samples, "
+        f"{result.calibration['method']}); worst sample per reference"
+    )
+    for column in (
+        "graph",
+        "scheme",
+        "weights",
+        "vs",
+        "photos cos",
+        "photos top-1",
+        "clear top-1",
+        "photos top-5",
+        "random cos",
+        "SGE float",
+        "status",
+    ):
+        table.add_column(column, no_wrap=column == "graph")
+    for graph in result.graphs:
+        for ref in ("eager", "fp32_onnx"):
+            photos, noise = graph.parity.worst(ref, "photos"), graph.parity.worst(ref, "random")
+            table.add_row(
+                graph.name,
+                graph.scheme,
+                f"{graph.weight_bits}-bit",
+                ref,
+                f"{photos['cosine']:.4f}",
+                f"{photos['top1']:.0%}",
+                f"{photos['clear_top1']:.0%}",
+                f"{photos['top5']:.0%}",
+                f"{noise['cosine']:.4f}",
+                str(graph.sge_regions_float),
+                "pass" if graph.passed else "FAIL",
+            )
+    return table

@@ -12,8 +12,9 @@ cycled to fill the batch: scikit-image's bundled photographs, or the user's ``im
 import copy
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -121,9 +122,114 @@ def validate_artifact(
     because the fused SGE kernel is not available here (not built at install, or refused by its checks) is left out,
     with a warning; the result maps file → report.
     """
-    import models
     from export.ort_sge.kernels import KernelUnavailableError
     from export.ort_sge.session import fused_graph_file
+
+    ref = _reference(directory, images=images, batch_sizes=batch_sizes, checkpoint=checkpoint)
+    manifest, spec = ref.manifest, ref.spec
+    graphs = list(graphs or [manifest.deploy])
+    onnx_files = sorted(name for name in manifest.files if name.endswith(".onnx"))
+    unknown = [graph for graph in graphs if graph not in onnx_files]
+    if unknown:
+        raise ArtifactError(f"{directory} records no ONNX file {', '.join(unknown)}; it has {', '.join(onnx_files)}")
+    reports = {}
+    for graph in graphs:
+        try:
+            fused = graph == fused_graph_file(manifest)
+            runner = make_runner(backend, ref.directory / graph, input_name=spec.input_name, fused=fused)
+        except KernelUnavailableError as err:  # only the fused graph needs the kernel
+            logger.warning("%s; %s not checked", err, graph)
+            continue
+        label = backend if graph == manifest.deploy else f"{backend} ({graph})"
+        reports[graph] = run_parity(ref.model, runner, spec=spec, photos=ref.photos, backend=label)
+    check_unchanged(ref.directory, ref.identities)  # what was checked is what was verified: nothing replaced meanwhile
+    return reports
+
+
+def validate_int8_graphs(
+    directory: str | Path,
+    *,
+    images: Sequence[str | Path] | None = None,
+    batch_sizes: Sequence[int] | None = None,
+    checkpoint: str | Path | None = None,
+) -> "Int8Result":  # noqa: F821
+    """Re-run each recorded INT8 graph's export gates (export/int8/parity.py) on this machine's ONNX Runtime, against
+    eager PyTorch and the FP32 deploy graph: their integer kernels differ between CPUs (an x86 CPU without VNNI
+    saturates 8-bit weights), so the export machine's pass need not hold here. A graph whose runner needs the fused
+    SGE kernel where it is unavailable is left out, with a warning. An artifact without INT8 graphs: ArtifactError.
+    """
+    from export.int8.parity import int8_parity
+    from export.int8.roles import INT8_FUSED_ROLE, INT8_ROLE, INT8_S8S8_ROLE, file_with_role, parity_file
+    from export.int8.stage import Int8Graph, Int8Result
+    from export.ort_sge.kernels import KernelUnavailableError
+    from export.parity import in_chunks
+
+    ref = _reference(directory, images=images, batch_sizes=batch_sizes, checkpoint=checkpoint)
+    manifest, spec = ref.manifest, ref.spec
+    recorded = {g.get("file"): g for g in (manifest.extra.get("int8") or {}).get("graphs", []) if isinstance(g, dict)}
+    roles = ((INT8_ROLE, "u8s8"), (INT8_FUSED_ROLE, "u8s8"), (INT8_S8S8_ROLE, "s8s8"))
+    plan = [(name, role, scheme) for role, scheme in roles if (name := file_with_role(manifest, role))]
+    if not plan:
+        raise ArtifactError(
+            f"{directory} has no INT8 graph to check; re-export it with "
+            f"`sge-deploy export --model {manifest.model} --int8`"
+        )
+    inputs = parity_inputs(spec, ref.photos, every_photo=True)  # the INT8 photo gates judge every photograph
+    largest = max(spec.batch_sizes)
+
+    def eager(x: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return ref.model(torch.from_numpy(x)).numpy()
+
+    fp32 = onnxruntime_runner(ref.directory / manifest.deploy, input_name=spec.input_name, fused=False)
+    references = {
+        "eager": {kind: in_chunks(eager, x, largest) for kind, x in inputs.items()},
+        "fp32_onnx": {kind: in_chunks(fp32, x, largest) for kind, x in inputs.items()},
+    }
+    result = Int8Result(calibration=dict((manifest.extra.get("int8") or {}).get("calibration", {})))
+    for name, role, scheme in plan:
+        try:
+            runner = onnxruntime_runner(ref.directory / name, input_name=spec.input_name, fused=role == INT8_FUSED_ROLE)
+        except KernelUnavailableError as err:
+            logger.warning("%s; %s not checked", err, name)
+            continue
+        parity = int8_parity(name, scheme, runner, inputs=inputs, references=references, batch_sizes=spec.batch_sizes)
+        entry = recorded.get(name, {})
+        result.graphs.append(
+            Int8Graph(
+                name=name,
+                role=role,
+                scheme=scheme,
+                parity=parity,
+                parity_name=parity_file(name),
+                sge_regions_float=int(entry.get("sge_regions_float", 0)),
+                weight_bits=int(entry.get("weight_bits", 8)),
+            )
+        )
+    check_unchanged(ref.directory, ref.identities)
+    return result
+
+
+@dataclass
+class _Reference:
+    """A verified artifact and the eager model it was exported from, with the photographs to judge it on."""
+
+    directory: Path
+    manifest: Any
+    identities: Any
+    spec: ExportSpec
+    model: nn.Module
+    photos: np.ndarray
+
+
+def _reference(
+    directory: str | Path,
+    *,
+    images: Sequence[str | Path] | None,
+    batch_sizes: Sequence[int] | None,
+    checkpoint: str | Path | None,
+) -> _Reference:
+    import models
 
     directory = Path(directory)
     manifest, identities = load_verified(directory)
@@ -142,11 +248,6 @@ def validate_artifact(
             f"{directory} was exported from a module outside the model registry; validate it from Python with "
             "export.validate.run_parity and the original module, or export it with --model package.module:factory"
         )
-    graphs = list(graphs or [manifest.deploy])
-    onnx_files = sorted(name for name in manifest.files if name.endswith(".onnx"))
-    unknown = [graph for graph in graphs if graph not in onnx_files]
-    if unknown:
-        raise ArtifactError(f"{directory} records no ONNX file {', '.join(unknown)}; it has {', '.join(onnx_files)}")
     checkpoint = checkpoint or source.get("checkpoint")
     if checkpoint is not None:
         if not Path(checkpoint).is_file():
@@ -173,15 +274,4 @@ def validate_artifact(
     if not {"mean", "std"} <= pre.keys():
         raise ArtifactError(f"{directory}/manifest.json: preprocessing lacks mean or std; re-export the model")
     photos = photo_inputs(tuple(spec.input_size), mean=pre["mean"], std=pre["std"], images=images)
-    reports = {}
-    for graph in graphs:
-        try:
-            fused = graph == fused_graph_file(manifest)
-            runner = make_runner(backend, directory / graph, input_name=spec.input_name, fused=fused)
-        except KernelUnavailableError as err:  # only the fused graph needs the kernel
-            logger.warning("%s; %s not checked", err, graph)
-            continue
-        label = backend if graph == manifest.deploy else f"{backend} ({graph})"
-        reports[graph] = run_parity(model, runner, spec=spec, photos=photos, backend=label)
-    check_unchanged(directory, identities)  # what was checked is what was verified: nothing replaced meanwhile
-    return reports
+    return _Reference(directory, manifest, identities, spec, model, photos)

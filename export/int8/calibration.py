@@ -20,6 +20,11 @@ logger = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 METHODS = ("minmax", "entropy", "percentile")
+# The U8S8 CPU graphs' weight range. x86 CPUs without VNNI (AVX2 only: AMD Zen 1–3, Intel before Ice Lake/Cascade
+# Lake) multiply uint8 × int8 pairs with vpmaddubsw, whose 16-bit sum of two products saturates above 32767: with
+# 8-bit weights (|w| ≤ 127) a pair can reach 2 × 255 × 127 = 64770, with 7-bit weights (|w| ≤ 64) 32640 never does.
+# 7 bits run the same on every CPU; 8 bits keep one more bit where VNNI or AMX sums in 32 bits (README: INT8).
+WEIGHT_BITS = (7, 8)
 MIN_DISTINCT_IMAGES = 16  # below this a user's set gets a warning: ranges from a handful of images may clip
 
 
@@ -33,14 +38,18 @@ class Int8RequestError(ValueError):
 
 @dataclass(frozen=True)
 class CalibrationOptions:
-    """How the INT8 graphs are calibrated (``scripts/export.py --calib-*``)."""
+    """How the INT8 graphs are calibrated (``scripts/export.py --calib-*``), and the CPU graphs' weight range
+    (``--int8-weight-bits``)."""
 
     images: tuple[Path, ...] = ()  # a directory, or image files; empty: the bundled photographs, augmented
     method: str = "minmax"
     count: int = 32  # calibration samples (augmented draws of the bundled photographs, or the first N user images)
     seed: int = 0
+    cpu_weight_bits: int = 7  # of the U8S8 CPU graphs (WEIGHT_BITS); TensorRT's S8S8 graph always has 8
 
     def __post_init__(self) -> None:
+        if self.cpu_weight_bits not in WEIGHT_BITS:
+            raise CalibrationImageError(f"--int8-weight-bits must be 7 or 8; got {self.cpu_weight_bits}")
         if self.method not in METHODS:
             raise CalibrationImageError(f"--calib-method must be one of {', '.join(METHODS)}; got {self.method!r}")
         if self.count < 1:
@@ -52,6 +61,7 @@ class CalibrationOptions:
             "method": self.method,
             "count": self.count,
             "seed": self.seed,
+            "cpu_weight_bits": self.cpu_weight_bits,
         }
 
 

@@ -3,7 +3,8 @@
 Two schemes, both QDQ format with per-channel symmetric int8 weights:
 
 * ``u8s8``: asymmetric uint8 activations. ONNX Runtime's x86 kernels (VNNI, AVX2) are built for U8S8, and OpenVINO
-  reads the same Q/DQ graph; this is the CPU file.
+  reads the same Q/DQ graph; this is the CPU file. Its weights take 7 bits by default (``weight_bits``; ORT's
+  ``reduce_range``), so CPUs without VNNI cannot saturate (export.int8.calibration.WEIGHT_BITS).
 * ``s8s8``: symmetric int8 activations (zero point 0), what TensorRT's explicit-quantisation builds take. On x86
   ONNX Runtime it gained nothing in the issue's measurement (1.05× at batch 1), so it is not the CPU file.
 
@@ -27,6 +28,7 @@ from export.int8.sge_regions import fused_sge_nodes, sge_regions
 logger = logging.getLogger(__name__)
 
 SCHEMES = ("u8s8", "s8s8")
+WEIGHT_LIMIT = {7: 64, 8: 127}  # the largest |int8 weight| each weight range writes (ORT's reduce_range: −64…63)
 # Ops whose tensors are quantised: the ResNet family's compute. Attention maths (Mul, Sigmoid, Div, reductions)
 # stays float; the excluded SGE regions hold Adds (eps, β) that this list alone would quantise.
 OP_TYPES = ("Conv", "Gemm", "MatMul", "Add", "Relu", "Clip", "MaxPool", "GlobalAveragePool", "AveragePool")
@@ -113,11 +115,15 @@ def quantize_graph(
     ranges_path: str | Path,
     method: str,
     scheme: str,
+    weight_bits: int = 8,
 ) -> Path:
-    """Write the Q/DQ graph of ``src`` in ``scheme`` to ``dst`` (atomically), SGE regions kept float."""
+    """Write the Q/DQ graph of ``src`` in ``scheme`` to ``dst`` (atomically), SGE regions kept float; its int8
+    weights span ``weight_bits`` bits (7: |w| ≤ 64, 8: |w| ≤ 127)."""
     quantization = _import_quantization()
     if scheme not in SCHEMES:
         raise ValueError(f"scheme must be one of {', '.join(SCHEMES)}; got {scheme!r}")
+    if weight_bits not in WEIGHT_LIMIT:
+        raise ValueError(f"weight_bits must be 7 or 8; got {weight_bits!r}")
     model = onnx.load(str(src))
     fused = bool(fused_sge_nodes(model))
     exclude = excluded_nodes(model)
@@ -142,7 +148,7 @@ def quantize_graph(
                 calibration_cache_path=str(ranges_path),
                 quant_format=quantization.QuantFormat.QDQ,
                 per_channel=True,
-                reduce_range=False,
+                reduce_range=weight_bits == 7,
                 activation_type=quantization.QuantType.QInt8 if symmetric else quantization.QuantType.QUInt8,
                 weight_type=quantization.QuantType.QInt8,
                 op_types_to_quantize=list(OP_TYPES),
@@ -160,7 +166,8 @@ def quantize_graph(
         logger.info("%d fused SGE nodes read their identity in float", rewired)
     with atomic_path(dst) as tmp_path:
         onnx.save(quantized, str(tmp_path))
-    logger.info("%s: %s, %d nodes kept float in %s", Path(dst).name, scheme, len(exclude), Path(src).name)
+    name, source = Path(dst).name, Path(src).name
+    logger.info("%s: %s, %d-bit weights, %d nodes kept float in %s", name, scheme, weight_bits, len(exclude), source)
     return Path(dst)
 
 
@@ -201,3 +208,11 @@ def scheme_of(model: onnx.ModelProto) -> dict[str, int]:
 def excluded_nodes(model: onnx.ModelProto) -> list[str]:
     """The nodes quantisation leaves float: every SGE region's (node names filled in place where missing)."""
     return sorted({name for region in sge_regions(model) for name in region.nodes})
+
+
+def largest_int8_weight(model: onnx.ModelProto) -> int:
+    """The largest |value| of the graph's int8 initializers (its quantised weights; 0 without any)."""
+    from onnx import numpy_helper
+
+    int8 = [numpy_helper.to_array(t) for t in model.graph.initializer if t.data_type == onnx.TensorProto.INT8]
+    return max((int(np.abs(a.astype(np.int16)).max()) for a in int8 if a.size), default=0)

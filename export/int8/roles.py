@@ -128,3 +128,31 @@ def fused_int8_cannot_run(manifest: "Manifest", backend: str, fused_file: str, r
 def parity_file(graph: str) -> str:
     """The INT8 parity report's name for a graph file: ``model.int8.onnx`` → ``parity_model_int8.json``."""
     return f"parity_{graph.removesuffix('.onnx').replace('.', '_')}.json"
+
+
+# /proc/cpuinfo names of the instructions that sum uint8 × int8 products in 32 bits (VNNI, AMX); without them x86
+# kernels pair products in 16 bits (vpmaddubsw), which 8-bit weights can saturate (export.int8.calibration).
+VNNI_FLAGS = frozenset({"avx512_vnni", "avx_vnni", "amx_int8"})
+
+
+def int8_weight_bits(manifest: "Manifest", graph_file: str) -> int:  # noqa: F821
+    """The weight range (7 or 8 bits) the export wrote ``graph_file`` with; 8 for artifacts from before the choice."""
+    int8 = manifest.extra.get("int8")
+    graphs = int8.get("graphs") if isinstance(int8, dict) else None
+    for graph in graphs if isinstance(graphs, list) else ():
+        if isinstance(graph, dict) and graph.get("file") == graph_file:
+            bits = graph.get("weight_bits", 8)
+            return bits if bits in (7, 8) else 8
+    return 8
+
+
+def saturation_note(manifest: "Manifest", graph_file: str, cpu_flags: set[str], *, backend: str) -> str | None:  # noqa: F821
+    """One line where ``graph_file`` can saturate on this CPU (8-bit weights, an x86 CPU without VNNI or AMX);
+    None where it runs as exported (7-bit weights, VNNI, or not x86: ``cpu_flags`` empty)."""
+    if not cpu_flags or cpu_flags & VNNI_FLAGS or int8_weight_bits(manifest, graph_file) != 8:
+        return None
+    return (
+        f"{backend}: {graph_file} has 8-bit weights and this CPU has no VNNI ({', '.join(sorted(VNNI_FLAGS))}): "
+        "its uint8×int8 sums can saturate here and move the logits beyond the export's INT8 parity; re-export "
+        f"with `sge-deploy export --model {manifest.model} --int8` (7-bit weights, the default)"
+    )

@@ -26,7 +26,7 @@ import onnx
 from export.artifacts import write_json
 from export.int8.calibration import CalibrationOptions
 from export.int8.parity import Int8Parity, int8_parity
-from export.int8.quantize import calibrate, quantize_graph, scheme_of
+from export.int8.quantize import WEIGHT_LIMIT, calibrate, largest_int8_weight, quantize_graph, scheme_of
 from export.int8.roles import (
     INT8_FUSED_NAME,
     INT8_FUSED_ROLE,
@@ -53,6 +53,7 @@ class Int8Graph:
     parity: Int8Parity
     parity_name: str
     sge_regions_float: int  # SGE regions (or fused SGE nodes) found float in the graph
+    weight_bits: int = 8  # the int8 weights' range (export.int8.calibration.WEIGHT_BITS)
 
     @property
     def passed(self) -> bool:
@@ -64,6 +65,7 @@ class Int8Graph:
             "role": self.role,
             "parity_json": self.parity_name,
             "sge_regions_float": self.sge_regions_float,
+            "weight_bits": self.weight_bits,
             **self.parity.summary(),
         }
 
@@ -125,7 +127,10 @@ def add_int8_graphs(
                     ranges_path=Path(tmp) / f"{src.stem}.json",
                     library=library if src == fused_onnx else None,
                 )
-            path = quantize_graph(src, directory / name, ranges_path=ranges[src], method=options.method, scheme=scheme)
+            bits = options.cpu_weight_bits if scheme == "u8s8" else 8  # TensorRT's S8S8 sums in 32 bits
+            path = quantize_graph(
+                src, directory / name, ranges_path=ranges[src], method=options.method, scheme=scheme, weight_bits=bits
+            )
             graph = _check(
                 path,
                 role=role,
@@ -135,6 +140,7 @@ def add_int8_graphs(
                 references=references,
                 input_name=input_name,
                 batch_sizes=batch_sizes,
+                weight_bits=bits,
             )
             write_json(directory / graph.parity_name, graph.parity.to_dict())
             if not graph.passed:
@@ -154,6 +160,7 @@ def _check(
     references: dict[str, dict[str, np.ndarray]],
     input_name: str,
     batch_sizes: tuple[int, ...],
+    weight_bits: int,
 ) -> Int8Graph:
     from export.validate import onnxruntime_runner
 
@@ -168,6 +175,9 @@ def _check(
     want = "int8" if scheme == "s8s8" else "uint8"
     if set(counts) != {want}:
         parity.failures.append(f"activations should all be {want}; the graph's QuantizeLinear types are {counts}")
+    widest = largest_int8_weight(model)
+    if widest > WEIGHT_LIMIT[weight_bits]:
+        parity.failures.append(f"an int8 weight of {widest} exceeds the {weight_bits}-bit range")
     floats = len(regions) + sum(n.domain == FUSED_DOMAIN for n in model.graph.node)
     return Int8Graph(
         name=path.name,
@@ -176,6 +186,7 @@ def _check(
         parity=parity,
         parity_name=parity_file(path.name),
         sge_regions_float=floats,
+        weight_bits=weight_bits,
     )
 
 

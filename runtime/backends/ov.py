@@ -182,9 +182,20 @@ class OpenVINORunner(SourceRunner):
         except BaseException:
             self._compiled = self._request = None  # a failed activation holds nothing
             raise
-        if self._runs["note"]:
-            logger.warning("%s", self._runs["note"])
+        for note in (self._runs["note"], self._saturation_note()):
+            if note:
+                logger.warning("%s", note)
         logger.info("openvino %s on %s: %s, runs %s", ov.__version__, self.device, self.compile_config(), self._runs)
+
+    def _saturation_note(self) -> str | None:
+        """The INT8 graph's one line where its 8-bit weights can saturate on this CPU (export.int8.roles)."""
+        if self.precision != "int8" or self.device != "CPU" or self.source.manifest is None:
+            return None
+        from export.int8.roles import saturation_note
+        from export.ort_sge.kernels.build import cpu_flags
+
+        graph = Path(self._graph["model_path"]).name
+        return saturation_note(self.source.manifest, graph, cpu_flags(), backend="openvino")
 
     def _read_back(self, core: Any) -> dict[str, Any]:
         """What the compiled model runs, from OpenVINO's own properties."""

@@ -4,6 +4,7 @@ sge-deploy export --model sge_resnet50                      # → artifacts/sge_
 sge-deploy export --model se_resnet50 --checkpoint se.pth --output out/se --input-size 256 256
 sge-deploy export --model my_models.resnext:sge_resnext26 --output out/resnext   # your own nn.Module factory
 sge-deploy export --model sge_resnet50 --int8 [--calib-images DIR] [--calib-method minmax] [--calib-count 32]
+                  [--int8-weight-bits 7]
 """
 
 import argparse
@@ -87,6 +88,14 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     )
     p.add_argument("--calib-method", choices=("minmax", "entropy", "percentile"), default="minmax")
     p.add_argument("--calib-count", type=int, default=32, metavar="N", help="INT8 calibration samples")
+    p.add_argument(
+        "--int8-weight-bits",
+        type=int,
+        choices=(7, 8),
+        default=7,
+        help="the U8S8 CPU graphs' weight range: 7 runs the same on every x86 CPU; 8 keeps one more bit but "
+        "saturates on CPUs without VNNI (AVX2 only)",
+    )
     p.add_argument("--list-models", action="store_true", help="list the model names and exit")
     p.add_argument("-v", "--verbose", action="store_true", help="log the library's progress")
     return p
@@ -211,45 +220,12 @@ def int8_options(args: argparse.Namespace) -> Any:
         return None
     from export.int8.calibration import CalibrationOptions
 
-    return CalibrationOptions(images=tuple(args.calib_images or ()), method=args.calib_method, count=args.calib_count)
-
-
-def int8_table(result: Any) -> Any:
-    from rich.table import Table
-
-    table = Table(
-        title=f"INT8 graphs (calibration: {result.calibration['samples']} samples, "
-        f"{result.calibration['method']}); worst sample per reference"
+    return CalibrationOptions(
+        images=tuple(args.calib_images or ()),
+        method=args.calib_method,
+        count=args.calib_count,
+        cpu_weight_bits=args.int8_weight_bits,
     )
-    for column in (
-        "graph",
-        "scheme",
-        "vs",
-        "photos cos",
-        "photos top-1",
-        "clear top-1",
-        "photos top-5",
-        "random cos",
-        "SGE float",
-        "status",
-    ):
-        table.add_column(column, no_wrap=column == "graph")
-    for graph in result.graphs:
-        for ref in ("eager", "fp32_onnx"):
-            photos, noise = graph.parity.worst(ref, "photos"), graph.parity.worst(ref, "random")
-            table.add_row(
-                graph.name,
-                graph.scheme,
-                ref,
-                f"{photos['cosine']:.4f}",
-                f"{photos['top1']:.0%}",
-                f"{photos['clear_top1']:.0%}",
-                f"{photos['top5']:.0%}",
-                f"{noise['cosine']:.4f}",
-                str(graph.sge_regions_float),
-                "pass" if graph.passed else "FAIL",
-            )
-    return table
 
 
 def main(argv: list[str] | None = None, *, prog: str | None = None) -> int:
@@ -327,6 +303,8 @@ def _main(argv: list[str] | None, prog: str | None) -> int:
         print(f"error: parity failed ({'; '.join(failures)}); no manifest written", file=sys.stderr)
         return EXIT_PARITY
     if result.int8 is not None:
+        from export.tables import int8_table
+
         console.print(int8_table(result.int8))
         if not result.int8.passed:
             print(

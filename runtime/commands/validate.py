@@ -1,9 +1,11 @@
 """Re-run parity on an existing artifact directory (hashes verified first): eager PyTorch vs a backend.
 
-Every ONNX graph the artifact deploys is checked: model.onnx and, for SGE models, model.sge_fused.onnx.
+Every ONNX graph the artifact deploys is checked: model.onnx and, for SGE models, model.sge_fused.onnx. With --int8,
+its INT8 graphs too, with their export gates, on this machine's integer kernels (run it on the deployment CPU).
 
 sge-deploy validate artifacts/sge_resnet50
 sge-deploy validate artifacts/sge_resnet50 --images my.jpg --batch-sizes 1,5
+sge-deploy validate artifacts/sge_resnet50 --int8
 """
 
 import argparse
@@ -29,6 +31,9 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--images", nargs="+", type=Path, metavar="FILE", help="photographs (default: bundled)")
     add_batch_sizes(p, help="parity batch sizes, e.g. 1,3,8 (default: the export's)")
     p.add_argument("--checkpoint", type=Path, help="the checkpoint the artifact came from, if it moved")
+    p.add_argument(
+        "--int8", action="store_true", help="also re-check the INT8 graphs with their export gates on this CPU"
+    )
     add_json(p, help="write the parity reports as JSON (keyed by file)")
     p.add_argument("-v", "--verbose", action="store_true", help="the traceback of an internal error")
     return p
@@ -45,8 +50,8 @@ def _main(argv: list[str] | None, prog: str | None) -> int:
 
     import models
     from export.artifacts import ArtifactError
-    from export.tables import parity_table
-    from export.validate import validate_artifact
+    from export.tables import int8_table, parity_table
+    from export.validate import validate_artifact, validate_int8_graphs
     from models.transforms import ImageReadError
 
     try:
@@ -60,6 +65,11 @@ def _main(argv: list[str] | None, prog: str | None) -> int:
             checkpoint=args.checkpoint,
             graphs=graphs,
         )
+        int8 = None
+        if args.int8:
+            int8 = validate_int8_graphs(
+                args.directory, images=args.images, batch_sizes=args.batch_sizes, checkpoint=args.checkpoint
+            )
     except (ArtifactError, models.CheckpointError, ImageReadError, ImportError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_INPUT
@@ -71,13 +81,19 @@ def _main(argv: list[str] | None, prog: str | None) -> int:
             )
     for report in reports.values():
         console.print(parity_table(report))
+    if int8 is not None:
+        console.print(int8_table(int8))
     if args.json:
-        write_json_output(args.json, {graph: report.to_dict() for graph, report in reports.items()})
+        checked = {graph: report.to_dict() for graph, report in reports.items()}
+        checked.update({graph.name: graph.parity.to_dict() for graph in int8.graphs} if int8 is not None else {})
+        write_json_output(args.json, checked)
     failures = [f"{graph}: {failure}" for graph, report in reports.items() for failure in report.failures()]
+    failures += int8.failures() if int8 is not None else []
     if failures:
         print(f"error: parity failed: {'; '.join(failures)}", file=sys.stderr)
         return EXIT_PARITY
-    console.print(f"{args.directory}: hashes verified, parity passed on {backend} ({', '.join(reports)})")
+    checked = [*reports, *(graph.name for graph in int8.graphs)] if int8 is not None else list(reports)
+    console.print(f"{args.directory}: hashes verified, parity passed on {backend} ({', '.join(checked)})")
     return 0
 
 

@@ -1,0 +1,63 @@
+"""scripts/validate.py --int8: the artifact's INT8 graphs re-checked with their export gates on this machine's kernels;
+on the export machine it gives the export's own figures, and an artifact without INT8 graphs is one line, exit 2."""
+
+import json
+
+import pytest
+
+from export.validate import validate_int8_graphs
+from tests.export.conftest import export_tiny, load_script
+
+
+@pytest.fixture(scope="module")
+def validate_script():
+    return load_script("validate")
+
+
+@pytest.fixture(scope="module")
+def fp32_artifact(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("fp32") / "resnet18"
+    assert export_tiny(directory).manifest_path is not None
+    return directory
+
+
+def test_on_the_export_machine_it_repeats_the_export_gates(int8_artifact):
+    directory, exported = int8_artifact
+    checked = validate_int8_graphs(directory)
+    assert [g.name for g in checked.graphs] == ["model.int8.onnx", "model.int8.sge_fused.onnx", "model.int8_s8s8.onnx"]
+    assert [g.weight_bits for g in checked.graphs] == [7, 7, 8]
+    at_export = {g.name: g for g in exported.int8.graphs}
+    for graph in checked.graphs:
+        assert graph.passed
+        for reference in ("eager", "fp32_onnx"):  # same inputs, same kernels: the same worst photograph
+            got, want = graph.parity.worst(reference, "photos"), at_export[graph.name].parity.worst(reference, "photos")
+            assert got["cosine"] == pytest.approx(want["cosine"], abs=1e-6)
+
+
+def test_the_command_line_prints_and_writes_them(int8_artifact, validate_script, tmp_path, capsys):
+    directory, _ = int8_artifact
+    out = tmp_path / "v.json"
+    assert validate_script.main([str(directory), "--int8", "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "INT8 graphs" in printed and "7-bit" in printed
+    assert "model.int8_s8s8.onnx" in printed.splitlines()[-1] + printed.splitlines()[-2]  # the closing line names it
+    reports = json.loads(out.read_text())
+    assert {"model.onnx", "model.int8.onnx", "model.int8.sge_fused.onnx", "model.int8_s8s8.onnx"} <= reports.keys()
+    assert reports["model.int8.onnx"]["passed"] is True
+
+
+def test_an_artifact_without_int8_graphs_is_one_line_and_exit_2(fp32_artifact, validate_script, capsys):
+    assert validate_script.main([str(fp32_artifact), "--int8"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "has no INT8 graph to check" in err[0] and "--int8" in err[0]
+
+
+def test_a_graph_below_its_gate_here_exits_1(int8_artifact, validate_script, monkeypatch, capsys):
+    """What an 8-bit graph on a CPU without VNNI shows (tests/int8/test_weight_range.py): the gate fails here."""
+    import export.int8.parity as parity
+
+    directory, _ = int8_artifact
+    monkeypatch.setitem(parity.COSINE_GATES, "u8s8", 0.99999)
+    assert validate_script.main([str(directory), "--int8"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: parity failed: model.int8.onnx: photos") and "< 0.99999" in err
