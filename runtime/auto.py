@@ -4,7 +4,8 @@ the user allows, chosen from a short measured calibration or from a table stored
 Precisions rank by what they give up: fp32 (nothing) < bf16 (8-bit mantissa) < int8 (post-training quantisation).
 ``min_precision`` is the lowest rank allowed; the default, fp32, never loses precision. Candidates are ONNX Runtime
 fp32 and OpenVINO fp32, plus OpenVINO bf16 where the CPU runs it natively (else it would run f32 under another
-name) and OpenVINO int8 where the artifact holds an INT8 model. Each candidate is timed in one interleaved run on
+name) and OpenVINO int8 where the artifact holds an INT8 model that runs here as exported (not 8-bit weights on an
+x86 CPU without VNNI, where they saturate: export/int8/roles.py). Each candidate is timed in one interleaved run on
 the artifact's own input shape; the table stores the medians under the CPU's name, the model, batch and threads, and
 is reused only when all four match.
 """
@@ -62,8 +63,28 @@ class AutoChoice:
         return asdict(self)
 
 
-def candidates(source: ModelSource, *, min_precision: str, capabilities: list[str]) -> list[Candidate]:
-    """The (backend, precision) pairs worth timing here, within ``min_precision``."""
+def int8_saturates_here(source: ModelSource, cpu_flags: set[str] | None = None) -> bool:
+    """Whether the artifact's INT8 graph has 8-bit weights and this x86 CPU (``cpu_flags``; default: its own) lacks
+    VNNI, so that its integer sums saturate; False without an INT8 graph."""
+    from export.int8.roles import PrecisionError, int8_graph_file, saturation_note
+
+    if source.manifest is None:
+        return False
+    if cpu_flags is None:
+        from export.ort_sge.kernels.build import cpu_flags as read_cpu_flags
+
+        cpu_flags = read_cpu_flags()
+    try:
+        graph = int8_graph_file(source.manifest, fused=True)
+    except PrecisionError:
+        return False
+    return saturation_note(source.manifest, graph, cpu_flags, backend="openvino") is not None
+
+
+def candidates(
+    source: ModelSource, *, min_precision: str, capabilities: list[str], cpu_flags: set[str] | None = None
+) -> list[Candidate]:
+    """The (backend, precision) pairs worth timing here, within ``min_precision`` (``cpu_flags``: this CPU's)."""
     allowed = RANK[normalise_precision(min_precision)]
     found = [Candidate("onnxruntime", "fp32")]
     if not openvino_available():  # the [openvino] extra is optional: its candidates are not offered, not failed
@@ -72,7 +93,8 @@ def candidates(source: ModelSource, *, min_precision: str, capabilities: list[st
     if allowed >= RANK["bf16"] and "BF16" in capabilities:
         found.append(Candidate("openvino", "bf16"))
     roles = {entry.role for entry in source.manifest.files.values()} if source.manifest is not None else set()
-    if allowed >= RANK["int8"] and roles & {INT8_ROLE, INT8_FUSED_ROLE}:  # the fused graph alone runs too
+    offers_int8 = roles & {INT8_ROLE, INT8_FUSED_ROLE}  # the fused graph alone runs too
+    if allowed >= RANK["int8"] and offers_int8 and not int8_saturates_here(source, cpu_flags):
         found.append(Candidate("openvino", "int8"))
     return found
 
@@ -202,6 +224,8 @@ def choose_backend(
     if RANK[normalise_precision(min_precision)] > 0:
         skipped = "; openvino not installed" if not openvino_available() else ""
         skipped = skipped or ("; no native bf16" if "BF16" not in capabilities else "")
+        if RANK[normalise_precision(min_precision)] >= RANK["int8"] and int8_saturates_here(source):
+            skipped += "; its INT8 graph has 8-bit weights, which saturate without VNNI (re-export: --int8)"
     reason = (
         f"{best}: fastest of {others} ({origin} on {cpu or 'this CPU'}, batch {batch}, threads {threads}; "
         f"precision allowed down to {normalise_precision(min_precision)}{skipped})"

@@ -9,6 +9,8 @@ from runtime.auto import Candidate, candidates, choose_backend, openvino_capabil
 from runtime.source import open_source
 from tests.runtime.test_scripts import load_script
 
+VNNI_CPU = {"avx2", "fma", "avx512f", "avx512_vnni"}  # INT8 runs as exported here whatever its weight range
+
 
 def labels(found):
     return [c.label for c in found]
@@ -22,7 +24,8 @@ def test_fp32_allows_no_precision_loss(int8_artifact):
 
 def test_lower_precisions_join_where_the_cpu_and_artifact_have_them(artifact, int8_artifact):
     full = ["FP32", "BF16", "INT8"]
-    assert labels(candidates(open_source(int8_artifact), min_precision="int8", capabilities=full))[-2:] == [
+    int8_here = candidates(open_source(int8_artifact), min_precision="int8", capabilities=full, cpu_flags=VNNI_CPU)
+    assert labels(int8_here)[-2:] == [
         "openvino bf16",
         "openvino int8",
     ]
@@ -37,8 +40,23 @@ def test_an_artifact_with_only_the_fused_int8_graph_offers_openvino_int8():
 
     from export.int8.roles import INT8_FUSED_ROLE
 
-    fused_only = SimpleNamespace(manifest=SimpleNamespace(files={"m": SimpleNamespace(role=INT8_FUSED_ROLE)}))
-    assert "openvino int8" in labels(candidates(fused_only, min_precision="int8", capabilities=["FP32", "INT8"]))
+    manifest = SimpleNamespace(files={"m": SimpleNamespace(role=INT8_FUSED_ROLE)}, extra={}, model="sge_resnet18")
+    fused_only = SimpleNamespace(manifest=manifest)
+    found = candidates(fused_only, min_precision="int8", capabilities=["FP32", "INT8"], cpu_flags=VNNI_CPU)
+    assert "openvino int8" in labels(found)
+
+
+def test_int8_is_no_candidate_where_its_8_bit_weights_would_saturate(int8_artifact, monkeypatch):
+    """The artifact's INT8 graphs run as exported only with 7-bit weights or VNNI (tests/int8/test_weight_range.py)."""
+    from export.int8 import roles
+
+    source, full = open_source(int8_artifact), ["FP32", "BF16", "INT8"]
+    avx2 = {"avx2", "fma"}
+    monkeypatch.setattr(roles, "int8_weight_bits", lambda manifest, graph_file: 7)  # the export's default
+    assert "openvino int8" in labels(candidates(source, min_precision="int8", capabilities=full, cpu_flags=avx2))
+    monkeypatch.setattr(roles, "int8_weight_bits", lambda manifest, graph_file: 8)  # as --int8-weight-bits 8 writes
+    assert "openvino int8" not in labels(candidates(source, min_precision="int8", capabilities=full, cpu_flags=avx2))
+    assert "openvino int8" in labels(candidates(source, min_precision="int8", capabilities=full, cpu_flags=VNNI_CPU))
 
 
 def test_unknown_min_precision_lists_the_choices(artifact):
