@@ -69,9 +69,11 @@ void on_segv(int signal_number, siginfo_t* info, void* context) {
   if (info->si_code != SI_KERNEL || ip[0] != 0x0F || ip[1] != 0xA2) return pass_on(signal_number, info, context);
   const unsigned leaf = static_cast<unsigned>(regs[REG_RAX]), subleaf = static_cast<unsigned>(regs[REG_RCX]);
   unsigned eax, ebx, ecx, edx;
+  const int saved_errno = errno;  // the interrupted code may be between a call and its errno check
   set_cpuid_faulting(false);
   __cpuid_count(leaf, subleaf, eax, ebx, ecx, edx);
   set_cpuid_faulting(true);
+  errno = saved_errno;
   hide_avx512(leaf, subleaf, eax, ebx, ecx, edx);
   regs[REG_RAX] = eax;
   regs[REG_RBX] = ebx;
