@@ -12,6 +12,7 @@ from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
 
+from export.int8.roles import VNNI_FLAGS  # no import beyond the standard library
 from export.ort_sge.kernels.build import KERNEL_DIR, cpu_flags  # the standard library only
 from runtime.backends.base import one_line
 
@@ -125,6 +126,23 @@ def openvino_extension_component() -> Component:
     return Component("OpenVINO SGE extension", OK, None, str(library), needed_for)
 
 
+def int8_component(flags: set[str]) -> Component:
+    """How this CPU sums INT8 products (export.int8.calibration.WEIGHT_BITS): VNNI or AMX in 32 bits, else pairs in
+    16 bits, which 8-bit weights can saturate; ``flags``: /proc/cpuinfo's (empty: not x86, not judged)."""
+    name, needed_for = "INT8 integer kernels", "precision int8 on ONNX Runtime and OpenVINO (infer, benchmark, serve)"
+    if not flags:
+        return Component(name, OK, None, "not an x86 CPU: its integer kernels are not judged here", needed_for)
+    found = sorted(flags & VNNI_FLAGS)
+    if found:
+        detail = f"{', '.join(found)}: 32-bit sums; INT8 graphs with 7- or 8-bit weights run as exported"
+        return Component(name, OK, None, detail, needed_for)
+    detail = (
+        "no VNNI: products are paired in 16 bits; graphs with 7-bit weights (the export's default) run as exported, "
+        "8-bit ones (--int8-weight-bits 8, artifacts from before it) can saturate: re-export them"
+    )
+    return Component(name, OK, None, detail, needed_for)
+
+
 # The parts found by their package metadata alone, never imported: (component, module, distributions, what it is
 # needed for, what to pip install).
 PACKAGES = (
@@ -166,6 +184,7 @@ def environment_report(*, kernel_dir: Path = KERNEL_DIR) -> EnvironmentReport:
         fused_kernel_component(kernel_dir),
         openvino_component(),
         openvino_extension_component(),
+        int8_component(flags),
         *(package(n, m, d, needed_for=f, install=i) for n, m, d, f, i in PACKAGES),
     ]
     return EnvironmentReport(machine_info(), [f for f in ISA_SHOWN if f in flags], components)

@@ -124,3 +124,19 @@ def test_an_installed_package_that_cannot_load_is_unavailable_not_missing(monkey
     component = environment.openvino_component()
     assert component.status == environment.UNAVAILABLE
     assert component.detail == "cannot be used (RuntimeError: Failed to load the CPU plugin)"
+
+
+@pytest.mark.parametrize(
+    ("flags", "says"),
+    [
+        ({"avx2", "fma", "avx512f", "avx512_vnni"}, "avx512_vnni: 32-bit sums; INT8 graphs with 7- or 8-bit weights"),
+        ({"avx2", "fma", "avx_vnni"}, "avx_vnni: 32-bit sums"),
+        ({"avx2", "fma"}, "no VNNI: products are paired in 16 bits; graphs with 7-bit weights"),
+        (set(), "not an x86 CPU"),
+    ],
+    ids=["avx512-vnni", "avx-vnni", "avx2-only", "not-x86"],
+)
+def test_the_int8_row_says_which_weight_ranges_run_as_exported(flags, says):
+    component = environment.int8_component(flags)
+    assert component.status == environment.OK and component.detail.startswith(says)
+    assert ("can saturate" in component.detail) is (flags == {"avx2", "fma"})
