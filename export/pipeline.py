@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 import onnx
-import torch
 from torch import nn
 
 from export.artifacts import (
@@ -48,7 +47,7 @@ from export.simplify import simplify
 from export.source import ExportSource, load_source, probe_num_classes
 from export.spec import ExportSpec
 from export.transaction import artifact_transaction
-from export.validate import onnxruntime_runner, parity_inputs, photo_inputs, run_parity
+from export.validate import eager_runner, onnxruntime_runner, parity_inputs, photo_inputs, run_parity
 from models.layers.sge import SpatialGroupEnhance
 
 logger = logging.getLogger(__name__)
@@ -347,14 +346,10 @@ def _export_int8(
     """The INT8 stage (export/int8/stage.py) on this export's graphs, checked against the eager model."""
     from export.int8.stage import add_int8_graphs
 
-    def eager(x: Any) -> Any:
-        with torch.no_grad():
-            return source.model(torch.from_numpy(x)).numpy()
-
     inputs = parity_inputs(spec, photos, every_photo=True)  # the INT8 photo gates judge every photograph
     return add_int8_graphs(
         out,
-        eager=eager,
+        eager=eager_runner(source.model),
         fp32_onnx=fp32_onnx,
         fused_onnx=fused_onnx,
         calibration=calibration,

@@ -118,101 +118,102 @@ def validate_artifact(
     graphs: Sequence[str] | None = None,
 ) -> dict[str, ParityReport]:
     """Verify the artifact's hashes once, rebuild the eager reference it was exported from, and re-run parity on each
-    of ``graphs`` (the artifact's ONNX files; default: the deploy file). A graph whose runner cannot be opened
-    because the fused SGE kernel is not available here (not built at install, or refused by its checks) is left out,
-    with a warning; the result maps file → report.
-    """
+    of ``graphs`` (the artifact's ONNX files; default: the deploy file): ``check_graphs`` on ``open_reference``."""
+    reference = open_reference(directory, images=images, batch_sizes=batch_sizes, checkpoint=checkpoint)
+    return check_graphs(reference, backend=backend, graphs=graphs)
+
+
+def check_graphs(
+    reference: "Reference", *, backend: str = "onnxruntime", graphs: Sequence[str] | None = None
+) -> dict[str, ParityReport]:
+    """Parity of each of ``graphs`` (default: the deploy file) against the reference's eager model. A graph whose
+    runner cannot be opened because the fused SGE kernel is not available here (not built at install, or refused by
+    its checks) is left out, with a warning; the result maps file → report."""
     from export.ort_sge.kernels import KernelUnavailableError
     from export.ort_sge.session import fused_graph_file
 
-    ref = _reference(directory, images=images, batch_sizes=batch_sizes, checkpoint=checkpoint)
-    manifest, spec = ref.manifest, ref.spec
+    manifest, spec = reference.manifest, reference.spec
     graphs = list(graphs or [manifest.deploy])
     onnx_files = sorted(name for name in manifest.files if name.endswith(".onnx"))
     unknown = [graph for graph in graphs if graph not in onnx_files]
     if unknown:
-        raise ArtifactError(f"{directory} records no ONNX file {', '.join(unknown)}; it has {', '.join(onnx_files)}")
+        raise ArtifactError(
+            f"{reference.directory} records no ONNX file {', '.join(unknown)}; it has {', '.join(onnx_files)}"
+        )
     reports = {}
     for graph in graphs:
         try:
             fused = graph == fused_graph_file(manifest)
-            runner = make_runner(backend, ref.directory / graph, input_name=spec.input_name, fused=fused)
+            runner = make_runner(backend, reference.directory / graph, input_name=spec.input_name, fused=fused)
         except KernelUnavailableError as err:  # only the fused graph needs the kernel
             logger.warning("%s; %s not checked", err, graph)
             continue
         label = backend if graph == manifest.deploy else f"{backend} ({graph})"
-        reports[graph] = run_parity(ref.model, runner, spec=spec, photos=ref.photos, backend=label)
-    check_unchanged(ref.directory, ref.identities)  # what was checked is what was verified: nothing replaced meanwhile
+        reports[graph] = run_parity(reference.model, runner, spec=spec, photos=reference.photos, backend=label)
+    check_unchanged(reference.directory, reference.identities)  # what was checked is what was verified
     return reports
 
 
-def validate_int8_graphs(
-    directory: str | Path,
-    *,
-    images: Sequence[str | Path] | None = None,
-    batch_sizes: Sequence[int] | None = None,
-    checkpoint: str | Path | None = None,
-) -> "Int8Result":  # noqa: F821
-    """Re-run each recorded INT8 graph's export gates (export/int8/parity.py) on this machine's ONNX Runtime, against
-    eager PyTorch and the FP32 deploy graph: their integer kernels differ between CPUs (an x86 CPU without VNNI
-    saturates 8-bit weights), so the export machine's pass need not hold here. A graph whose runner needs the fused
-    SGE kernel where it is unavailable is left out, with a warning. An artifact without INT8 graphs: ArtifactError.
-    """
-    from export.int8.parity import int8_parity
-    from export.int8.roles import INT8_FUSED_ROLE, INT8_ROLE, INT8_S8S8_ROLE, file_with_role, parity_file
-    from export.int8.stage import Int8Graph, Int8Result
-    from export.ort_sge.kernels import KernelUnavailableError
-    from export.parity import in_chunks
+def check_int8_graphs(reference: "Reference") -> "Int8Result":  # noqa: F821
+    """Each recorded INT8 graph through the export's own INT8 check (export/int8/stage.py: its gates against eager
+    PyTorch and the FP32 deploy graph, and its structure) on this machine's ONNX Runtime: integer kernels differ
+    between CPUs (x86 without VNNI saturates 8-bit weights), so the export machine's pass need not hold here. The
+    fused INT8 graph is left out, with a warning, where the fused SGE kernel is unavailable; an artifact without
+    INT8 graphs is an ArtifactError."""
+    from export.int8.roles import INT8_FUSED_ROLE, SCHEME_OF_ROLE, file_with_role, int8_record, int8_weight_bits
+    from export.int8.stage import Int8Result, check_int8_graph, int8_references
+    from export.ort_sge.kernels import KernelUnavailableError, kernel_library
 
-    ref = _reference(directory, images=images, batch_sizes=batch_sizes, checkpoint=checkpoint)
-    manifest, spec = ref.manifest, ref.spec
-    recorded = {g.get("file"): g for g in (manifest.extra.get("int8") or {}).get("graphs", []) if isinstance(g, dict)}
-    roles = ((INT8_ROLE, "u8s8"), (INT8_FUSED_ROLE, "u8s8"), (INT8_S8S8_ROLE, "s8s8"))
-    plan = [(name, role, scheme) for role, scheme in roles if (name := file_with_role(manifest, role))]
+    manifest, spec = reference.manifest, reference.spec
+    plan = [(name, role) for role in SCHEME_OF_ROLE if (name := file_with_role(manifest, role))]
     if not plan:
         raise ArtifactError(
-            f"{directory} has no INT8 graph to check; re-export it with "
+            f"{reference.directory} has no INT8 graph to check; re-export it with "
             f"`sge-deploy export --model {manifest.model} --int8`"
         )
-    inputs = parity_inputs(spec, ref.photos, every_photo=True)  # the INT8 photo gates judge every photograph
-    largest = max(spec.batch_sizes)
-
-    def eager(x: np.ndarray) -> np.ndarray:
-        with torch.no_grad():
-            return ref.model(torch.from_numpy(x)).numpy()
-
-    fp32 = onnxruntime_runner(ref.directory / manifest.deploy, input_name=spec.input_name, fused=False)
-    references = {
-        "eager": {kind: in_chunks(eager, x, largest) for kind, x in inputs.items()},
-        "fp32_onnx": {kind: in_chunks(fp32, x, largest) for kind, x in inputs.items()},
-    }
-    result = Int8Result(calibration=dict((manifest.extra.get("int8") or {}).get("calibration", {})))
-    for name, role, scheme in plan:
-        try:
-            runner = onnxruntime_runner(ref.directory / name, input_name=spec.input_name, fused=role == INT8_FUSED_ROLE)
-        except KernelUnavailableError as err:
-            logger.warning("%s; %s not checked", err, name)
-            continue
-        parity = int8_parity(name, scheme, runner, inputs=inputs, references=references, batch_sizes=spec.batch_sizes)
-        entry = recorded.get(name, {})
-        result.graphs.append(
-            Int8Graph(
-                name=name,
-                role=role,
-                scheme=scheme,
-                parity=parity,
-                parity_name=parity_file(name),
-                sge_regions_float=int(entry.get("sge_regions_float", 0)),
-                weight_bits=int(entry.get("weight_bits", 8)),
-            )
+    inputs = parity_inputs(spec, reference.photos, every_photo=True)  # the INT8 photo gates judge every photograph
+    fp32_onnx = reference.directory / manifest.deploy
+    references = int8_references(
+        eager_runner(reference.model), fp32_onnx, inputs, input_name=spec.input_name, batch_sizes=spec.batch_sizes
+    )
+    result = Int8Result(calibration=dict(int8_record(manifest).get("calibration", {})))
+    for name, role in plan:
+        library = None
+        if role == INT8_FUSED_ROLE:
+            try:
+                library = kernel_library()
+            except KernelUnavailableError as err:
+                logger.warning("%s; %s not checked", err, name)
+                continue
+        graph = check_int8_graph(
+            reference.directory / name,
+            role=role,
+            library=library,
+            inputs=inputs,
+            references=references,
+            input_name=spec.input_name,
+            batch_sizes=spec.batch_sizes,
+            weight_bits=int8_weight_bits(manifest, name),
         )
-    check_unchanged(ref.directory, ref.identities)
+        result.graphs.append(graph)
+    check_unchanged(reference.directory, reference.identities)
     return result
 
 
+def eager_runner(model: nn.Module) -> Runner:
+    """``model`` as a runner: float32 array in, logits out, without autograd."""
+
+    def run(x: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return model(torch.from_numpy(x)).numpy()
+
+    return run
+
+
 @dataclass
-class _Reference:
-    """A verified artifact and the eager model it was exported from, with the photographs to judge it on."""
+class Reference:
+    """A verified artifact and the eager model it was exported from, with the photographs to judge it on
+    (``open_reference``)."""
 
     directory: Path
     manifest: Any
@@ -222,13 +223,16 @@ class _Reference:
     photos: np.ndarray
 
 
-def _reference(
+def open_reference(
     directory: str | Path,
     *,
-    images: Sequence[str | Path] | None,
-    batch_sizes: Sequence[int] | None,
-    checkpoint: str | Path | None,
-) -> _Reference:
+    images: Sequence[str | Path] | None = None,
+    batch_sizes: Sequence[int] | None = None,
+    checkpoint: str | Path | None = None,
+) -> Reference:
+    """Verify the artifact's hashes and rebuild the eager model it was exported from (its recorded checkpoint, or
+    ``checkpoint`` if it moved), with the photographs (``images`` or the bundled ones) and the export's spec
+    (``batch_sizes`` replacing its parity batches); ArtifactError with what to do where any of it cannot be."""
     import models
 
     directory = Path(directory)
@@ -274,4 +278,4 @@ def _reference(
     if not {"mean", "std"} <= pre.keys():
         raise ArtifactError(f"{directory}/manifest.json: preprocessing lacks mean or std; re-export the model")
     photos = photo_inputs(tuple(spec.input_size), mean=pre["mean"], std=pre["std"], images=images)
-    return _Reference(directory, manifest, identities, spec, model, photos)
+    return Reference(directory, manifest, identities, spec, model, photos)

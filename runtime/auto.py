@@ -66,19 +66,15 @@ class AutoChoice:
 def int8_saturates_here(source: ModelSource, cpu_flags: set[str] | None = None) -> bool:
     """Whether the artifact's INT8 graph has 8-bit weights and this x86 CPU (``cpu_flags``; default: its own) lacks
     VNNI, so that its integer sums saturate; False without an INT8 graph."""
-    from export.int8.roles import PrecisionError, int8_graph_file, saturation_note
+    from export.int8.roles import PrecisionError, int8_graph_file, int8_saturates
 
     if source.manifest is None:
         return False
-    if cpu_flags is None:
-        from export.ort_sge.kernels.build import cpu_flags as read_cpu_flags
-
-        cpu_flags = read_cpu_flags()
     try:
         graph = int8_graph_file(source.manifest, fused=True)
     except PrecisionError:
         return False
-    return saturation_note(source.manifest, graph, cpu_flags, backend="openvino") is not None
+    return int8_saturates(source.manifest, graph, cpu_flags)
 
 
 def candidates(

@@ -15,6 +15,8 @@ INT8_ROLE = "model-int8"
 INT8_FUSED_ROLE = "model-int8-ort-cpu"
 INT8_S8S8_ROLE = "model-int8-s8s8"
 
+SCHEME_OF_ROLE = {INT8_ROLE: "u8s8", INT8_FUSED_ROLE: "u8s8", INT8_S8S8_ROLE: "s8s8"}
+
 INT8_NAME = "model.int8.onnx"
 INT8_FUSED_NAME = "model.int8.sge_fused.onnx"
 INT8_S8S8_NAME = "model.int8_s8s8.onnx"
@@ -85,20 +87,27 @@ def plain_int8_file(manifest: "Manifest", *, fused: bool) -> str | None:  # noqa
     raise PrecisionError(missing_int8_graph(manifest, fused=fused))
 
 
+def int8_record(manifest: "Manifest") -> dict:  # noqa: F821
+    """The manifest's ``extra.int8`` section (calibration, graphs), or {} where it has none or it is malformed."""
+    int8 = manifest.extra.get("int8")
+    return int8 if isinstance(int8, dict) else {}
+
+
+def recorded_int8_graphs(manifest: "Manifest") -> dict[str, dict]:  # noqa: F821
+    """Every INT8 graph the export made and recorded, passed or not: file → its entry (weight_bits, passed, ...)."""
+    graphs = int8_record(manifest).get("graphs")
+    return {str(g.get("file")): g for g in (graphs if isinstance(graphs, list) else ()) if isinstance(g, dict)}
+
+
 def failed_int8_graphs(manifest: "Manifest") -> dict[str, str]:  # noqa: F821
     """The INT8 graphs the export made but left out for failing their parity gate: file → its parity report."""
-    int8 = manifest.extra.get("int8")
-    graphs = int8.get("graphs") if isinstance(int8, dict) else None
-    return {
-        str(g.get("file")): str(g.get("parity_json"))
-        for g in (graphs if isinstance(graphs, list) else ())
-        if isinstance(g, dict) and g.get("passed") is False
-    }
+    graphs = recorded_int8_graphs(manifest)
+    return {name: str(g.get("parity_json")) for name, g in graphs.items() if g.get("passed") is False}
 
 
 def missing_int8_graph(manifest: "Manifest", *, fused: bool) -> str:  # noqa: F821
     """Why the artifact records no INT8 graph a runner can open (``fused``: the fused-SGE one would do), in one line."""
-    if not isinstance(manifest.extra.get("int8"), dict):
+    if not int8_record(manifest):
         return (
             f"the {manifest.model} artifact has no INT8 graph (role {INT8_ROLE!r}); re-export it with "
             f"`sge-deploy export --model {manifest.model} --int8`"
@@ -137,19 +146,29 @@ VNNI_FLAGS = frozenset({"avx512_vnni", "avx_vnni", "amx_int8"})
 
 def int8_weight_bits(manifest: "Manifest", graph_file: str) -> int:  # noqa: F821
     """The weight range (7 or 8 bits) the export wrote ``graph_file`` with; 8 for artifacts from before the choice."""
-    int8 = manifest.extra.get("int8")
-    graphs = int8.get("graphs") if isinstance(int8, dict) else None
-    for graph in graphs if isinstance(graphs, list) else ():
-        if isinstance(graph, dict) and graph.get("file") == graph_file:
-            bits = graph.get("weight_bits", 8)
-            return bits if bits in (7, 8) else 8
-    return 8
+    bits = recorded_int8_graphs(manifest).get(graph_file, {}).get("weight_bits", 8)
+    return bits if bits in (7, 8) else 8
 
 
-def saturation_note(manifest: "Manifest", graph_file: str, cpu_flags: set[str], *, backend: str) -> str | None:  # noqa: F821
-    """One line where ``graph_file`` can saturate on this CPU (8-bit weights, an x86 CPU without VNNI or AMX);
-    None where it runs as exported (7-bit weights, VNNI, or not x86: ``cpu_flags`` empty)."""
-    if not cpu_flags or cpu_flags & VNNI_FLAGS or int8_weight_bits(manifest, graph_file) != 8:
+def int8_saturates(manifest: "Manifest", graph_file: str, cpu_flags: set[str] | None = None) -> bool:  # noqa: F821
+    """Whether ``graph_file``'s integer sums can saturate on a CPU with these /proc/cpuinfo flags (default: this
+    one's): 8-bit weights on x86 without VNNI or AMX. Not x86 (no flags): not judged, False."""
+    if cpu_flags is None:
+        from export.ort_sge.kernels.build import cpu_flags as this_cpu  # the standard library only
+
+        cpu_flags = this_cpu()
+    return bool(cpu_flags) and not cpu_flags & VNNI_FLAGS and int8_weight_bits(manifest, graph_file) == 8
+
+
+def saturation_note(
+    manifest: "Manifest",  # noqa: F821
+    graph_file: str,
+    *,
+    backend: str,
+    cpu_flags: set[str] | None = None,
+) -> str | None:
+    """One line where ``graph_file`` can saturate on this CPU (``int8_saturates``); None where it runs as exported."""
+    if not int8_saturates(manifest, graph_file, cpu_flags):
         return None
     return (
         f"{backend}: {graph_file} has 8-bit weights and this CPU has no VNNI ({', '.join(sorted(VNNI_FLAGS))}): "

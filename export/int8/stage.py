@@ -34,6 +34,7 @@ from export.int8.roles import (
     INT8_ROLE,
     INT8_S8S8_NAME,
     INT8_S8S8_ROLE,
+    SCHEME_OF_ROLE,
     parity_file,
 )
 from export.int8.sge_regions import qdq_inside_sge, sge_regions
@@ -100,24 +101,18 @@ def add_int8_graphs(
     batch_sizes: tuple[int, ...],
 ) -> Int8Result:
     """Write, check and keep-or-delete the INT8 graphs of an FP32 export (see the module docstring)."""
-    from export.validate import onnxruntime_runner
-
     directory = Path(directory)
     inputs = {"photos": photos, "random": random_inputs}
-    fp32 = onnxruntime_runner(fp32_onnx, input_name=input_name, fused=False)
-    largest = max(batch_sizes)  # the full photo set runs in batches of this size, never as one
-    references = {
-        "eager": {kind: in_chunks(eager, x, largest) for kind, x in inputs.items()},
-        "fp32_onnx": {kind: in_chunks(fp32, x, largest) for kind, x in inputs.items()},
-    }
+    references = int8_references(eager, fp32_onnx, inputs, input_name=input_name, batch_sizes=batch_sizes)
     result = Int8Result(calibration={**options.to_dict(), "samples": len(calibration)})
-    plan = [(fp32_onnx, INT8_NAME, INT8_ROLE, "u8s8"), (fp32_onnx, INT8_S8S8_NAME, INT8_S8S8_ROLE, "s8s8")]
+    plan = [(fp32_onnx, INT8_NAME, INT8_ROLE), (fp32_onnx, INT8_S8S8_NAME, INT8_S8S8_ROLE)]
     library = _fused_library() if fused_onnx is not None else None
     if library is not None:
-        plan.append((fused_onnx, INT8_FUSED_NAME, INT8_FUSED_ROLE, "u8s8"))
+        plan.append((fused_onnx, INT8_FUSED_NAME, INT8_FUSED_ROLE))
     with tempfile.TemporaryDirectory(prefix="sge-int8-ranges-") as tmp:
         ranges: dict[Path, Path] = {}
-        for src, name, role, scheme in plan:
+        for src, name, role in plan:
+            scheme = SCHEME_OF_ROLE[role]
             if src not in ranges:
                 ranges[src] = calibrate(
                     src,
@@ -131,10 +126,9 @@ def add_int8_graphs(
             path = quantize_graph(
                 src, directory / name, ranges_path=ranges[src], method=options.method, scheme=scheme, weight_bits=bits
             )
-            graph = _check(
+            graph = check_int8_graph(
                 path,
                 role=role,
-                scheme=scheme,
                 library=library if src == fused_onnx else None,
                 inputs=inputs,
                 references=references,
@@ -150,11 +144,29 @@ def add_int8_graphs(
     return result
 
 
-def _check(
+def int8_references(
+    eager: Runner,
+    fp32_onnx: Path,
+    inputs: dict[str, np.ndarray],
+    *,
+    input_name: str,
+    batch_sizes: tuple[int, ...],
+) -> dict[str, dict[str, np.ndarray]]:
+    """The logits the INT8 gates compare against: eager PyTorch's and the FP32 ONNX's, on every input kind."""
+    from export.validate import onnxruntime_runner
+
+    fp32 = onnxruntime_runner(fp32_onnx, input_name=input_name, fused=False)
+    largest = max(batch_sizes)  # the full photo set runs in batches of this size, never as one
+    return {
+        "eager": {kind: in_chunks(eager, x, largest) for kind, x in inputs.items()},
+        "fp32_onnx": {kind: in_chunks(fp32, x, largest) for kind, x in inputs.items()},
+    }
+
+
+def check_int8_graph(
     path: Path,
     *,
     role: str,
-    scheme: str,
     library: Path | None,
     inputs: dict[str, np.ndarray],
     references: dict[str, dict[str, np.ndarray]],
@@ -162,8 +174,11 @@ def _check(
     batch_sizes: tuple[int, ...],
     weight_bits: int,
 ) -> Int8Graph:
+    """One INT8 graph against its gates (export.int8.parity) and its structure: no Q/DQ inside SGE, the activation
+    type of its scheme, weights within ``weight_bits``. ``library``: the fused-SGE kernel, for the fused graph."""
     from export.validate import onnxruntime_runner
 
+    scheme = SCHEME_OF_ROLE[role]
     model = onnx.load(str(path))
     regions = sge_regions(model)
     inside = qdq_inside_sge(model)

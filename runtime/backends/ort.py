@@ -181,9 +181,8 @@ class OnnxRuntimeRunner(SourceRunner):
         path, plain = self.cpu_model_path(), self._fallback_path()
         if self.precision == "int8" and self.source.manifest is not None:
             from export.int8.roles import saturation_note
-            from export.ort_sge.kernels.build import cpu_flags
 
-            note = saturation_note(self.source.manifest, path.name, cpu_flags(), backend="onnxruntime")
+            note = saturation_note(self.source.manifest, path.name, backend="onnxruntime")
             if note:
                 logger.warning("%s", note)
         if path != plain:

@@ -192,10 +192,8 @@ class OpenVINORunner(SourceRunner):
         if self.precision != "int8" or self.device != "CPU" or self.source.manifest is None:
             return None
         from export.int8.roles import saturation_note
-        from export.ort_sge.kernels.build import cpu_flags
 
-        graph = Path(self._graph["model_path"]).name
-        return saturation_note(self.source.manifest, graph, cpu_flags(), backend="openvino")
+        return saturation_note(self.source.manifest, Path(self._graph["model_path"]).name, backend="openvino")
 
     def _read_back(self, core: Any) -> dict[str, Any]:
         """What the compiled model runs, from OpenVINO's own properties."""

@@ -51,25 +51,18 @@ def _main(argv: list[str] | None, prog: str | None) -> int:
     import models
     from export.artifacts import ArtifactError
     from export.tables import int8_table, parity_table
-    from export.validate import validate_artifact, validate_int8_graphs
+    from export.validate import check_graphs, check_int8_graphs, open_reference
     from models.transforms import ImageReadError
 
     try:
         check_output_paths(json=args.json)  # before the work
         graphs = graphs_to_check(args.directory, backend=backend)
-        reports = validate_artifact(
-            args.directory,
-            backend=backend,
-            images=args.images,
-            batch_sizes=args.batch_sizes,
-            checkpoint=args.checkpoint,
-            graphs=graphs,
+        # the hashes are verified and the eager model rebuilt once, for the FP32 and the INT8 checks alike
+        reference = open_reference(
+            args.directory, images=args.images, batch_sizes=args.batch_sizes, checkpoint=args.checkpoint
         )
-        int8 = None
-        if args.int8:
-            int8 = validate_int8_graphs(
-                args.directory, images=args.images, batch_sizes=args.batch_sizes, checkpoint=args.checkpoint
-            )
+        reports = check_graphs(reference, backend=backend, graphs=graphs)
+        int8 = check_int8_graphs(reference) if args.int8 else None
     except (ArtifactError, models.CheckpointError, ImageReadError, ImportError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_INPUT
@@ -83,16 +76,16 @@ def _main(argv: list[str] | None, prog: str | None) -> int:
         console.print(parity_table(report))
     if int8 is not None:
         console.print(int8_table(int8))
+    int8_graphs = int8.graphs if int8 is not None else []
     if args.json:
-        checked = {graph: report.to_dict() for graph, report in reports.items()}
-        checked.update({graph.name: graph.parity.to_dict() for graph in int8.graphs} if int8 is not None else {})
-        write_json_output(args.json, checked)
+        as_json = {graph: report.to_dict() for graph, report in reports.items()}
+        write_json_output(args.json, as_json | {graph.name: graph.parity.to_dict() for graph in int8_graphs})
     failures = [f"{graph}: {failure}" for graph, report in reports.items() for failure in report.failures()]
     failures += int8.failures() if int8 is not None else []
     if failures:
         print(f"error: parity failed: {'; '.join(failures)}", file=sys.stderr)
         return EXIT_PARITY
-    checked = [*reports, *(graph.name for graph in int8.graphs)] if int8 is not None else list(reports)
+    checked = [*reports, *(graph.name for graph in int8_graphs)]
     console.print(f"{args.directory}: hashes verified, parity passed on {backend} ({', '.join(checked)})")
     return 0
 
@@ -102,6 +95,6 @@ def graphs_to_check(directory: Path, *, backend: str) -> list[str]:
     from export.artifacts import load_manifest
     from export.ort_sge.session import fused_graph_file
 
-    manifest = load_manifest(directory, verify=False)  # validate_artifact verifies the hashes
+    manifest = load_manifest(directory, verify=False)  # open_reference verifies the hashes
     fused = fused_graph_file(manifest) if backend == "onnxruntime" else None
     return [manifest.deploy, *([fused] if fused else [])]

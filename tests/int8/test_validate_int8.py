@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from export.validate import validate_int8_graphs
+from export.validate import check_int8_graphs, open_reference
 from tests.export.conftest import export_tiny, load_script
 
 
@@ -23,7 +23,7 @@ def fp32_artifact(tmp_path_factory):
 
 def test_on_the_export_machine_it_repeats_the_export_gates(int8_artifact):
     directory, exported = int8_artifact
-    checked = validate_int8_graphs(directory)
+    checked = check_int8_graphs(open_reference(directory))
     assert [g.name for g in checked.graphs] == ["model.int8.onnx", "model.int8.sge_fused.onnx", "model.int8_s8s8.onnx"]
     assert [g.weight_bits for g in checked.graphs] == [7, 7, 8]
     at_export = {g.name: g for g in exported.int8.graphs}

@@ -151,7 +151,7 @@ class _Manifest:
 )
 def test_runners_warn_where_8_bit_weights_meet_a_cpu_without_vnni(recorded, flags, warns):
     manifest = _Manifest([{"file": "model.int8.onnx", **recorded}])
-    note = saturation_note(manifest, "model.int8.onnx", flags, backend="onnxruntime")
+    note = saturation_note(manifest, "model.int8.onnx", backend="onnxruntime", cpu_flags=flags)
     assert (note is not None) is warns
     if warns:
         assert note.startswith("onnxruntime: model.int8.onnx has 8-bit weights and this CPU has no VNNI")

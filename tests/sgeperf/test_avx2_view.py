@@ -71,6 +71,38 @@ def test_every_reader_of_cpuid_sees_avx2_without_avx512(view_library):
     assert seen["kernel_build"] == "avx2"
 
 
+TRAPS_WHILE_RUNNING = """
+import ctypes, json, sys
+import numpy as np
+from export.ort_sge.session import cpu_session, plan_session
+traps = ctypes.CDLL(None).avx2_view_traps  # the preloaded view's counter
+traps.restype = ctypes.c_ulong
+session = cpu_session(plan_session(sys.argv[1]), threads=2)
+x = {session.get_inputs()[0].name: np.zeros((1, 3, 64, 64), np.float32)}
+session.run(None, x)
+opened = traps()
+for _ in range(20):
+    session.run(None, x)
+print(json.dumps({"opened": opened, "after_runs": traps()}))
+"""
+
+
+@needs_view
+def test_the_view_answers_cpuid_while_a_session_opens_not_while_it_runs(view_library, tmp_path):
+    """What makes timings under the view those of the AVX2 code: no CPUID trap (a signal, two syscalls) per run."""
+    from export.onnx_export import export_onnx
+    from export.ort_sge.graph import fuse_sge_residual
+    from export.spec import ExportSpec
+    from models import create_model
+
+    fused, _ = fuse_sge_residual(create_model("sge_resnet18", init="random"))
+    path = export_onnx(fused, tmp_path / "fused.onnx", spec=ExportSpec(input_size=(64, 64)))
+    result = run_in_view(view_library, sys.executable, "-c", TRAPS_WHILE_RUNNING, str(path), timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    counts = json.loads(result.stdout)
+    assert counts["opened"] > 0 and counts["after_runs"] == counts["opened"], counts
+
+
 @needs_view
 @pytest.mark.parametrize("faulthandler", [False, True], ids=["default-action", "python-faulthandler"])
 def test_other_faults_still_end_the_process(view_library, faulthandler):
