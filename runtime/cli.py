@@ -70,6 +70,9 @@ class _Parser(argparse.ArgumentParser):
             kwargs["help"] = "(default: %(default)s)"
         return super().add_argument(*args, **kwargs)
 
+    def error(self, message: str):  # one line, as every other refusal: the usage block is what --help is for
+        self.exit(EXIT_INPUT, f"{self.prog}: error: {' '.join(message.split())} (see {self.prog} --help)\n")
+
 
 def make_parser(description: str | None = None, *, raw_help: bool = False, **kwargs) -> argparse.ArgumentParser:
     """Every script's parser: ``--version``, ``allow_abbrev=False``, defaults shown in ``--help``."""
@@ -115,10 +118,28 @@ def _check_writable_under(start: Path, path: Path, *, flag: str, kind: str) -> N
         raise OutputPathError(f"{flag} {path}: cannot write into {existing}; give {kind} in a writable directory")
 
 
-def check_output_paths(**paths: str | Path | None) -> None:
-    """``check_output_path`` for several flags, e.g. ``check_output_paths(json=args.json, plot=args.plot)``."""
-    for flag, path in paths.items():
-        check_output_path(path, flag="--" + flag.replace("_", "-"))
+def check_output_paths(*, inputs: Sequence[str | Path | None] = (), **paths: str | Path | None) -> None:
+    """``check_output_path`` for several flags, e.g. ``check_output_paths(json=args.json, plot=args.plot)``; and no
+    two outputs the same file, none of them one of ``inputs`` or a file in an input folder, and none in an artifact
+    folder (``infer ART img.jpg --json ART/manifest.json`` destroyed what it read)."""
+    written: dict[Path, str] = {}
+    for key, path in paths.items():
+        flag = "--" + key.replace("_", "-")
+        check_output_path(path, flag=flag)
+        if path is None or is_stdout(path):
+            continue
+        target = Path(path).resolve()
+        if target in written:
+            raise OutputPathError(f"{written[target]} and {flag} both name {path}; give each its own file")
+        written[target] = flag
+        for source in filter(None, inputs):
+            source = Path(source).resolve()
+            if target == source or (source in target.parents and target.exists()):
+                raise OutputPathError(f"{flag} {path} would overwrite the input {source}; write it elsewhere")
+            if source in target.parents and (source / "manifest.json").is_file():
+                raise OutputPathError(
+                    f"{flag} {path} lies in the artifact {source}, whose files are hashed; write it elsewhere"
+                )
 
 
 def is_stdout(path: str | Path | None) -> bool:

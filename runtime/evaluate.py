@@ -56,13 +56,15 @@ def load_dataset(root: str | Path, *, labels_file: str | Path | None = None, lim
     else:
         from runtime.labels import imagenet_wordnet_ids
 
-        folders = sorted(p for p in root.iterdir() if p.is_dir())  # empty ones keep their place, as in ImageFolder
+        # empty ones keep their place, as in ImageFolder; hidden ones (.ipynb_checkpoints, .git) are no class
+        folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
         if any(_images_under(p) for p in folders) and not any(
             p.suffix.lower() in IMAGE_SUFFIXES for p in root.iterdir() if p.is_file()
         ):
             numbered = all(p.name.isdigit() for p in folders)
             synsets = imagenet_wordnet_ids()
             by_synset = all(p.name in synsets for p in folders)
+            _check_one_naming(root, folders, synsets)
             images, labels = [], []
             for index, folder in enumerate(folders):
                 label = int(folder.name) if numbered else synsets[folder.name] if by_synset else index
@@ -80,11 +82,33 @@ def load_dataset(root: str | Path, *, labels_file: str | Path | None = None, lim
     return Dataset(root=root, images=tuple(images), labels=tuple(labels) if labels is not None else None, kind=kind)
 
 
+def _check_one_naming(root: Path, folders: list[Path], synsets: dict[str, int]) -> None:
+    """DatasetError when class folders mix WordNet ids or integers with other names: one stray folder would renumber
+    every class by sorted order, and every score would be silently wrong."""
+    for kind, named in (
+        ("ImageNet WordNet ids", [p for p in folders if p.name in synsets]),
+        ("integers", [p for p in folders if p.name.isdigit()]),
+    ):
+        others = [p.name for p in folders if p not in named]
+        if named and others:
+            raise DatasetError(
+                f"{root}: {len(named)} class folders are named by {kind} but {len(others)} are not "
+                f"({', '.join(others[:3])}{', ...' if len(others) > 3 else ''}); rename or move those"
+            )
+
+
 def _read_labels(root: Path, path: Path) -> tuple[list[Path], list[int]]:
     if not path.is_file():
-        raise DatasetError(f"labels file {path} does not exist; give lines of '<relative image path> <class index>'")
+        what = "is a directory" if path.is_dir() else "does not exist"
+        raise DatasetError(f"labels file {path} {what}; give a file of lines '<relative image path> <class index>'")
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise DatasetError(
+            f"labels file {path} is not UTF-8 text ({err.reason} at byte {err.start}); save it as UTF-8"
+        ) from None
     images, labels = [], []
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
+    for number, line in enumerate(text.splitlines(), start=1):
         parts = line.replace(",", " ").split()
         if not parts:
             continue
@@ -175,6 +199,23 @@ def check_evaluation(source: Any, dataset: Dataset, *, batch: int) -> None:
     check_labels(source, dataset)
 
 
+def default_targets(source: Any) -> list[str]:
+    """FP32 ONNX Runtime, and its INT8 graph where the artifact holds one that passed its export gate."""
+    from export.int8.roles import INT8_FUSED_ROLE, INT8_ROLE
+
+    manifest = source.manifest
+    has_int8 = manifest is not None and any(e.role in (INT8_ROLE, INT8_FUSED_ROLE) for e in manifest.files.values())
+    return ["onnxruntime", "onnxruntime:int8"] if has_int8 else ["onnxruntime"]
+
+
+def load_runners(source: Any, *, targets: Sequence[str], reference: str, threads: int | None) -> dict[str, Any]:
+    """Every target's and the reference's runner, not yet active: an unknown backend or precision, a missing INT8
+    graph or backend package is refused here, before any image runs."""
+    import runtime
+
+    return {name: _load(runtime, source, name, threads) for name in dict.fromkeys([reference, *targets])}
+
+
 def evaluate(
     artifact: Any,  # a path, or a runtime.ModelSource already opened
     dataset: Dataset,
@@ -184,8 +225,10 @@ def evaluate(
     batch: int = 8,
     threads: int | None = None,
     progress: Callable[[int], None] | None = None,
+    runners: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Run every target and the reference over ``dataset`` in batches; accuracy (with labels) and agreement."""
+    """Run every target and the reference over ``dataset`` in batches; accuracy (with labels) and agreement.
+    ``runners``: ``load_runners``' result, where the caller opened them first."""
     from contextlib import ExitStack
 
     import runtime
@@ -195,8 +238,10 @@ def evaluate(
     check_evaluation(source, dataset, batch=batch)
     preprocessing = preprocessing_for(source)
     results = {name: TargetResult(name) for name in targets}
+    if runners is None:
+        runners = load_runners(source, targets=targets, reference=reference, threads=threads)
     with ExitStack() as stack:
-        runners = {name: stack.enter_context(_load(runtime, source, name, threads)) for name in {reference, *targets}}
+        runners = {name: stack.enter_context(runner) for name, runner in runners.items()}
         for start in range(0, len(dataset), batch):
             paths = dataset.images[start : start + batch]
             x = preprocess_images(paths, preprocessing)

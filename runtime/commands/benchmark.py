@@ -182,7 +182,9 @@ def _main(argv: list[str] | None, prog: str | None) -> int:
         runs = entries(backends, precisions, args)  # an unknown precision is a ValueError: one line, exit 2
         if args.batch_size > MAX_BATCH:  # 100000 images would be refused only by the OOM killer
             raise ValueError(f"--batch-size must lie in 1..{MAX_BATCH}; got {args.batch_size}")
-        check_output_paths(json=args.json, export_times=args.export_times, plot=args.plot)  # before the work
+        check_output_paths(
+            json=args.json, export_times=args.export_times, plot=args.plot, inputs=[args.artifact]
+        )  # before the work
         if args.plot and not can_plot():
             raise ValueError(f"--plot needs matplotlib: {PLOT_INSTALL}, or drop --plot")
         config = BenchmarkConfig(

@@ -32,7 +32,11 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     parser.add_argument("--data", type=Path, required=True, help="ImageFolder directory, or images with --labels")
     parser.add_argument("--labels", type=Path, help="lines of '<relative image path> <class index>'")
     add_backends(
-        parser, default="onnxruntime,onnxruntime:int8", precision=True, help="backend[:precision], comma-separated"
+        parser,
+        default=None,
+        precision=True,
+        help="backend[:precision], comma-separated (default: onnxruntime, and onnxruntime:int8 where the artifact "
+        "has INT8 graphs)",
     )
     parser.add_argument(
         "--reference",
@@ -58,15 +62,23 @@ def _main(argv: list[str] | None, prog: str | None) -> int:
     from export.artifacts import ArtifactError
     from models.transforms import ImageReadError
     from runtime.backends.base import BackendUnavailableError
-    from runtime.evaluate import DatasetError, check_evaluation, evaluate, load_dataset
+    from runtime.commands import torch_installed
+    from runtime.evaluate import DatasetError, check_evaluation, default_targets, evaluate, load_dataset, load_runners
 
     console = make_console(stderr=True)
-    targets = list(args.backends)
     try:
-        check_output_paths(json=args.json)  # before the work, as every command
+        check_output_paths(json=args.json, inputs=[args.artifact, args.data, args.labels])  # before the work
         dataset = load_dataset(args.data, labels_file=args.labels, limit=args.limit)
         source = runtime.open_source(args.artifact)  # verified once
-        check_evaluation(source, dataset, batch=args.batch_size)  # before the progress bar starts
+        targets = list(args.backends) if args.backends else default_targets(source)
+        # everything refused before the progress bar starts: the data, the labels, every target and the reference
+        check_evaluation(source, dataset, batch=args.batch_size)
+        try:
+            runners = load_runners(source, targets=targets, reference=args.reference, threads=args.threads)
+        except BackendUnavailableError as err:
+            if args.reference != "torch" or torch_installed():
+                raise
+            raise BackendUnavailableError(f"{err}; or measure agreement with --reference onnxruntime") from err
         columns = (TextColumn("evaluating"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
         with Progress(*columns, console=console) as bar:
             task = bar.add_task("images", total=len(dataset))
@@ -78,6 +90,7 @@ def _main(argv: list[str] | None, prog: str | None) -> int:
                 batch=args.batch_size,
                 threads=args.threads,
                 progress=lambda n: bar.advance(task, n),
+                runners=runners,
             )
     except (
         ArtifactError,

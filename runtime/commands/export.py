@@ -252,7 +252,9 @@ def _main(argv: list[str] | None, prog: str | None) -> int:
     from export.tables import ops_table, parity_table, stage_table
 
     try:
-        check_output_paths(json=args.json)  # before the work, not after it
+        check_output_paths(
+            json=args.json, inputs=[args.output, args.checkpoint, *(args.images or ())]
+        )  # before the work, not after it
     except input_errors() as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_INPUT

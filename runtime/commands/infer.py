@@ -62,7 +62,9 @@ def _main(argv: list[str] | None, prog: str | None) -> int:
     console = make_console(json_path=args.json)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        check_output_paths(json=args.json, auto_table=args.auto_table)  # before the work
+        check_output_paths(
+            json=args.json, auto_table=args.auto_table, inputs=[args.artifact, *args.images, args.labels]
+        )  # before the work
         if args.top_k < 1:
             raise ValueError(f"--top-k must be at least 1; got {args.top_k}")
         source = runtime.open_source(args.artifact)

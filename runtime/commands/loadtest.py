@@ -108,7 +108,7 @@ def _main(argv: list[str] | None, prog: str | None) -> int:
     console = make_console(min_width=110, json_path=args.json)  # nine columns
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        check_output_paths(json=args.json)  # before the work
+        check_output_paths(json=args.json, inputs=[*(args.images or ()), args.labels])  # before the work
         config = LoadConfig(
             concurrency=args.concurrency,
             duration_s=args.duration,

@@ -55,7 +55,7 @@ def _main(argv: list[str] | None, prog: str | None) -> int:
     from models.transforms import ImageReadError
 
     try:
-        check_output_paths(json=args.json)  # before the work
+        check_output_paths(json=args.json, inputs=[args.directory, *(args.images or ())])  # before the work
         graphs = graphs_to_check(args.directory, backend=backend)
         # the hashes are verified and the eager model rebuilt once, for the FP32 and the INT8 checks alike
         reference = open_reference(

@@ -164,3 +164,15 @@ def test_serve_loadtest_and_sge_cost_refuse_bad_input_with_exit_2(exported, tmp_
     out = tmp_path / "cost.json"
     cost = sge_deploy("sge-cost", "--threads", "0", "--json", str(out))
     assert cost.returncode == EXIT_INPUT and cost.stderr.startswith("error:") and not cost.stdout and not out.exists()
+
+
+@pytest.mark.parametrize("name", list(COMMANDS))
+def test_a_usage_error_is_one_line(name, capsys):
+    from runtime.commands import load_command
+
+    with pytest.raises(SystemExit) as refused:
+        load_command(name).main(["--no-such-flag"], prog=f"sge-deploy {name}")
+    assert refused.value.code == EXIT_INPUT
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "usage:" not in err, err
+    assert err.startswith(f"sge-deploy {name}: error: ") and err.endswith(f"(see sge-deploy {name} --help)\n")

@@ -40,3 +40,37 @@ def test_an_output_folder_must_be_a_writable_folder(tmp_path):
         check_output_dir(tmp_path / "taken", flag="--output")
     with pytest.raises(OutputPathError, match=r"cannot write into .*taken; give a folder in a writable directory"):
         check_output_dir(tmp_path / "taken" / "report", flag="--output")
+
+
+def test_an_output_never_overwrites_an_input_or_another_output(tmp_path):
+    artifact, image = tmp_path / "artifact", tmp_path / "cat.jpg"
+    artifact.mkdir()
+    (artifact / "manifest.json").write_text("{}\n")
+    image.write_bytes(b"jpeg")
+    inputs = [artifact, image, None]
+    check_output_paths(json=tmp_path / "result.json", plot=tmp_path / "plot.png", inputs=inputs)
+    with pytest.raises(OutputPathError, match=r"--json .*manifest.json would overwrite the input .*artifact; write"):
+        check_output_paths(json=artifact / "manifest.json", inputs=inputs)
+    with pytest.raises(OutputPathError, match=r"--json .*new.json lies in the artifact .*artifact, whose files are"):
+        check_output_paths(json=artifact / "sub" / "new.json", inputs=inputs)  # anywhere in an artifact
+    data = tmp_path / "photos"
+    (data / "cat").mkdir(parents=True)
+    (data / "cat" / "a.png").write_bytes(b"png")
+    check_output_paths(json=data / "eval.json", inputs=[data])  # a new file beside the data overwrites nothing
+    with pytest.raises(OutputPathError, match=r"--json .*a.png would overwrite the input .*photos; write"):
+        check_output_paths(json=data / "cat" / "a.png", inputs=[data])
+    with pytest.raises(OutputPathError, match=r"--auto-table .*cat.jpg would overwrite the input .*cat.jpg"):
+        check_output_paths(auto_table=tmp_path / "." / "cat.jpg", inputs=inputs)
+    with pytest.raises(OutputPathError, match=r"--json and --export-times both name .*same.json; give each its own"):
+        check_output_paths(json=tmp_path / "same.json", export_times=tmp_path / "same.json")
+
+
+def test_infer_refuses_to_write_its_json_into_the_artifact(tmp_path, capsys):
+    from runtime.commands import infer
+
+    (tmp_path / "art").mkdir()
+    manifest = tmp_path / "art" / "manifest.json"
+    manifest.write_text("{}\n")
+    code = infer.main([str(tmp_path / "art"), str(tmp_path / "x.jpg"), "--json", str(manifest)])
+    assert code == 2 and "would overwrite the input" in capsys.readouterr().err
+    assert manifest.read_text() == "{}\n"

@@ -155,3 +155,47 @@ def test_load_dataset_refuses_a_limit_below_1(tmp_path):
     for limit in (0, -1):
         with pytest.raises(DatasetError, match="--limit must be at least 1"):
             load_dataset(tmp_path, limit=limit)
+
+
+def test_hidden_folders_are_no_class_and_mixed_names_are_refused(tmp_path):
+    save_photos(tmp_path / "n02123045", ["chelsea"])  # tabby, class 281
+    (tmp_path / ".ipynb_checkpoints").mkdir()  # once renumbered every class by sorted order: 281 became 0
+    assert load_dataset(tmp_path).labels == (281,)
+    save_photos(tmp_path / "cats", ["coffee"])
+    with pytest.raises(DatasetError, match=r"1 class folders are named by ImageNet WordNet ids but 1 are not \(cats\)"):
+        load_dataset(tmp_path)
+    save_photos(tmp_path / "numbered" / "7", ["coffee"])
+    save_photos(tmp_path / "numbered" / "other", ["chelsea"])
+    with pytest.raises(DatasetError, match=r"named by integers but 1 are not \(other\); rename or move those"):
+        load_dataset(tmp_path / "numbered")
+
+
+def test_labels_files_with_a_bom_a_wrong_encoding_or_a_folder(tmp_path):
+    save_photos(tmp_path, ["coffee"])
+    (tmp_path / "bom.txt").write_text("coffee.png 967\n", encoding="utf-8-sig")
+    assert load_dataset(tmp_path, labels_file=tmp_path / "bom.txt").labels == (967,)
+    (tmp_path / "latin.txt").write_bytes("caf\xe9.png 967\n".encode("latin-1"))
+    with pytest.raises(DatasetError, match=r"latin\.txt is not UTF-8 text \(invalid .* at byte 3\); save it as UTF-8"):
+        load_dataset(tmp_path, labels_file=tmp_path / "latin.txt")
+    with pytest.raises(DatasetError, match=r"labels file .* is a directory; give a file"):
+        load_dataset(tmp_path, labels_file=tmp_path)
+
+
+def test_default_targets_add_int8_only_where_the_artifact_has_it(int8_artifact):
+    from types import SimpleNamespace
+
+    import runtime
+    from runtime.evaluate import default_targets
+
+    assert default_targets(runtime.open_source(int8_artifact[0])) == ["onnxruntime", "onnxruntime:int8"]
+    fp32_only = SimpleNamespace(files={"model.onnx": SimpleNamespace(role="model")})
+    assert default_targets(SimpleNamespace(manifest=fp32_only)) == ["onnxruntime"]
+    assert default_targets(SimpleNamespace(manifest=None)) == ["onnxruntime"]  # a bare ONNX file
+
+
+def test_a_target_that_cannot_run_is_refused_before_any_image(int8_artifact, tmp_path, capsys):
+    save_photos(tmp_path / "photos", ["coffee"])
+    argv = [str(int8_artifact[0]), "--data", str(tmp_path / "photos"), "--backends", "onnxruntime,nosuch"]
+    assert load_script("evaluate").main(argv) == 2
+    err = capsys.readouterr().err
+    assert "nosuch" in err and "evaluating" not in err  # no progress bar was started

@@ -142,6 +142,19 @@ def test_threads_must_be_a_whole_number_on_every_backend(artifact, threads):
             runtime.load(artifact, backend, threads=threads)
 
 
+def test_threads_past_the_usable_cpus_are_capped_with_one_warning(artifact, caplog):
+    from runtime.backends.source_runner import usable_cpus
+
+    cpus = usable_cpus()
+    for backend in ("onnxruntime", "openvino"):
+        caplog.clear()
+        assert runtime.load(artifact, backend, threads=cpus + 998).threads == cpus
+        assert [r.getMessage() for r in caplog.records] == [
+            f"{cpus + 998} threads asked for, on {cpus} usable CPUs: using {cpus}"
+        ]
+        assert runtime.load(artifact, backend, threads=cpus).threads == cpus
+
+
 class SharedBufferRunner(Runner):
     """One output buffer for every call, filled, then read back after a pause: the state a GPU runner shares."""
 
