@@ -51,7 +51,10 @@ def load_image(path: str | Path) -> np.ndarray:
                         f"image {path} is {img.width}×{img.height} pixels, more than the {MAX_IMAGE_PIXELS:,} this "
                         "tool decodes; downscale it first"
                     )
-                return decode_rgb8(img)
+                try:
+                    return decode_rgb8(img)
+                except ImageReadError as err:  # what the file holds: say which file
+                    raise ImageReadError(f"image {path}: {err}") from None
     except ImageReadError:
         raise
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError, Image.DecompressionBombWarning) as err:

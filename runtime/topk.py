@@ -24,7 +24,7 @@ class Prediction:
 def load_labels(path: str | Path, *, num_classes: int | None = None) -> list[str]:
     """One class name per line (blank lines kept as empty names so that line i is class i)."""
     try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
+        lines = Path(path).read_text(encoding="utf-8-sig").splitlines()  # a BOM is no part of label 0
     except (OSError, UnicodeDecodeError) as err:
         reason = "not UTF-8 text" if isinstance(err, UnicodeDecodeError) else err.strerror or type(err).__name__
         raise LabelsError(

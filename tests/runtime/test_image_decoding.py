@@ -140,3 +140,10 @@ def test_a_bare_onnx_file_with_a_fixed_batch_gets_exactly_that_batch(artifact, t
         Image.fromarray(np.roll(photo, 7 * i, axis=1)).save(images[-1])
     assert load_script("infer").main([str(fixed), *map(str, images), "--top-k", "1", "--json", "-"]) == 0
     assert len(json.loads(capsys.readouterr().out)["predictions"]) == 3
+
+
+def test_an_image_the_decoder_refuses_is_named(tmp_path):
+    path = tmp_path / "depth.tiff"
+    Image.fromarray(np.zeros((8, 8), dtype=np.float32)).save(path)
+    with pytest.raises(ImageReadError, match=r"^image .*depth\.tiff: floating-point images are not supported; save"):
+        load_image(path)

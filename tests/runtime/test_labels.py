@@ -25,3 +25,9 @@ def test_a_labels_file_overrides_and_must_fit(tmp_path):
     assert labels_for(2, path) == ["cat", "dog"]
     with pytest.raises(LabelsError, match="has 2 labels but the model has 1000 classes"):
         labels_for(1000, path)
+
+
+def test_a_byte_order_mark_is_no_part_of_the_first_label(tmp_path):
+    path = tmp_path / "labels.txt"
+    path.write_text("cat\ndog\n", encoding="utf-8-sig")  # as Windows Notepad saves UTF-8
+    assert labels_for(2, path) == ["cat", "dog"]
