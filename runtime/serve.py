@@ -166,15 +166,30 @@ def triton_tensor(spec: TensorSpec) -> Any:
     return Tensor(name=spec.name, dtype=np.dtype(spec.dtype), shape=dims)
 
 
-def infer_function(runner: Runner) -> Callable[..., dict[str, np.ndarray]]:
-    """PyTriton callable for one model instance: the batched requests' input → the runner → the output."""
-    from pytriton.decorators import batch
+def infer_function(runner: Runner) -> Callable[[list[Any]], list[dict[str, np.ndarray]]]:
+    """PyTriton callable for one model instance: the requests Triton batched → one runner call → one response each.
 
+    A request whose input holds NaN or Inf gets NaN logits, as ONNX Runtime would give it, and never reaches the
+    runner: PyTriton answers a failed call with one error for every request in the batch, and a backend that hides
+    non-finite input (OpenVINO) refuses it, so one such request failed the others batched with it. (The HTTP gate
+    refuses it before Triton with 400; gRPC has no gate.)"""
     input_name, output_name = runner.input_spec.name, runner.output_spec.name
+    classes = runner.output_spec.shape[1:]
 
-    @batch
-    def infer(**inputs: np.ndarray) -> dict[str, np.ndarray]:
-        return {output_name: runner.infer(inputs[input_name])}
+    def infer(requests: list[Any]) -> list[dict[str, np.ndarray]]:
+        inputs = [request.data[input_name] for request in requests]
+        batch = np.concatenate(inputs) if len(inputs) > 1 else inputs[0]
+        finite = np.isfinite(batch.reshape(len(batch), -1)).all(axis=1)
+        if finite.all():
+            out = runner.infer(batch)
+        else:
+            if not all(isinstance(d, int) and d > 0 for d in classes):
+                raise ValueError(f"input {input_name!r} holds NaN/Inf values; fix the preprocessing or the data")
+            out = np.full((len(batch), *classes), np.nan, dtype=np.dtype(runner.output_spec.dtype))
+            if finite.any():
+                out[finite] = runner.infer(batch[finite])
+        ends = np.cumsum([len(x) for x in inputs])[:-1]
+        return [{output_name: part} for part in np.split(out, ends)]
 
     return infer
 

@@ -103,12 +103,30 @@ def check_infer_request(body: bytes, *, header_length: int | None, limits: Reque
                 f"the shape needs {expected} bytes of binary data; binary_data_size says {str(size)[:20]} and the "
                 f"body holds {len(binary)}"
             )
+        _check_finite(binary, limits)
         return
     if binary:
         raise RequestRejected("binary data follows the JSON header but no input declares binary_data_size")
-    values = _count_values(tensor.get("data"))
+    values = _count_values(tensor.get("data"), largest=_largest_value(limits))
     if values != count:
         raise RequestRejected(f"the shape needs {count} values; 'data' holds {values}")
+
+
+def _check_finite(binary: bytes, limits: RequestLimits) -> None:
+    """A float input's binary data (little-endian, as KServe's binary extension sends it) holds no NaN or Inf."""
+    dtype = np.dtype(limits.input.dtype)
+    if dtype.kind == "f":
+        bad = int((~np.isfinite(np.frombuffer(binary, dtype=dtype.newbyteorder("<")))).sum())
+        if bad:
+            raise RequestRejected(
+                f"input {limits.input.name!r} holds {bad} NaN/Inf values; fix the preprocessing or the data"
+            )
+
+
+def _largest_value(limits: RequestLimits) -> float:
+    """The largest magnitude a JSON value may have: beyond a float input's range Triton stores it as Inf."""
+    dtype = np.dtype(limits.input.dtype)
+    return float(np.finfo(dtype).max) if dtype.kind == "f" else math.inf
 
 
 def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -185,8 +203,9 @@ def _example(limits: RequestLimits) -> list[Any]:
     return ["N", *limits.input.shape[1:]]
 
 
-def _count_values(data: Any) -> int:
-    """How many numbers a (nested) JSON list holds; anything but lists of numbers is refused."""
+def _count_values(data: Any, *, largest: float = math.inf) -> int:
+    """How many numbers a (nested) JSON list holds; anything but lists of numbers of magnitude ≤ ``largest`` is
+    refused."""
     if not isinstance(data, list):
         raise RequestRejected("the input needs 'data' (a list of numbers) or binary data")
     count, stack = 0, [data]
@@ -195,10 +214,27 @@ def _count_values(data: Any) -> int:
             if isinstance(item, list):
                 stack.append(item)
             elif isinstance(item, int | float) and not isinstance(item, bool):
+                if abs(item) > largest:
+                    raise RequestRejected(f"'data' holds {str(item)[:24]}, beyond the input's range (±{largest:.4g})")
                 count += 1
             else:
                 raise RequestRejected(f"'data' must hold numbers only; found {type(item).__name__}")
     return count
+
+
+def one_line_error(data: bytes) -> bytes:
+    """Triton's JSON error body with PyTriton's traceback cut to its last line, the exception's own message (the
+    traceback named the server's files and took 20 lines); any other body as it is."""
+    try:
+        answer = json.loads(data)
+    except ValueError:
+        return data
+    error = answer.get("error") if isinstance(answer, dict) else None
+    if not isinstance(error, str) or "Traceback (most recent call last)" not in error:
+        return data
+    lines = [line.strip() for line in error.splitlines() if line.strip()]
+    message = lines[-1].split(": ", 1)[-1] if lines else error
+    return json.dumps({**answer, "error": message}).encode()
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
@@ -264,7 +300,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self._reply(502, {"Content-Type": "application/json"}, json.dumps({"error": "server unavailable"}).encode())
             return
         kept = {k: v for k, v in response.getheaders() if k.lower() not in _HOP_BY_HOP | {"content-length"}}
-        self._reply(response.status, kept, data)
+        self._reply(response.status, kept, one_line_error(data) if response.status >= 400 else data)
 
     def _reply(self, status: int, headers: dict[str, str], data: bytes) -> None:
         self.send_response(status)
@@ -283,6 +319,17 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 class _GateServer(http.server.ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = socket.SOMAXCONN  # socketserver's 5 drops connections in a burst of clients
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that resets or drops its connection is routine: one debug line (socketserver printed a
+        17-line traceback to stderr for each); anything else one warning line."""
+        import sys
+
+        err = sys.exc_info()[1]
+        if isinstance(err, ConnectionError | TimeoutError):
+            logger.debug("client %s: %s", client_address, err)
+        else:
+            logger.warning("client %s: %s: %s", client_address, type(err).__name__, err)
 
     def __init__(self, address: tuple[str, int], *, upstream: tuple[str, int], limits: RequestLimits) -> None:
         self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET

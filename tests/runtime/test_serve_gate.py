@@ -139,3 +139,52 @@ def test_a_stopped_gate_keeps_no_client_or_upstream_connection():
         client.close()
         upstream.shutdown()
         upstream.server_close()
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_binary_data_is_400_before_triton(bad):
+    """Behind the gate a NaN request never reaches a runner, nor the requests Triton would batch with it."""
+    batch = np.zeros((2, 3, 8, 8), np.float32)
+    batch[1, 2, 3, 4] = bad
+    body, n = binary_body([2, 3, 8, 8], batch.tobytes())
+    with pytest.raises(RequestRejected, match=r"input 'input' holds 1 NaN/Inf values; fix the preprocessing"):
+        check_infer_request(body, header_length=n, limits=LIMITS)
+
+
+def test_a_json_value_beyond_float32_is_400():  # Triton would store 1e39 as Inf
+    data = [0.0] * (VALUES - 1) + [1e39]
+    with pytest.raises(RequestRejected, match=r"'data' holds 1e\+39, beyond the input's range \(±3.403e\+38\)"):
+        check_infer_request(json_body([1, 3, 8, 8], data).encode(), header_length=None, limits=LIMITS)
+    check_infer_request(json_body([1, 3, 8, 8], [3e38] * VALUES).encode(), header_length=None, limits=LIMITS)
+
+
+def test_a_triton_traceback_becomes_its_last_line():
+    from runtime.serve_gate import one_line_error
+
+    traceback = (
+        'Model execute error: Traceback (most recent call last):\n  File "/srv/runtime/base.py", line 130, in infer\n'
+        "    raise InputMismatchError(\n"
+        "runtime.backends.base.InputMismatchError: input 'input' holds 1 NaN/Inf values\n"
+    )
+    answer = json.loads(one_line_error(json.dumps({"error": traceback}).encode()))
+    assert answer == {"error": "input 'input' holds 1 NaN/Inf values"}
+    plain = json.dumps({"error": "inference request batch-size must be <= 8"}).encode()
+    assert one_line_error(plain) == plain and one_line_error(b"not json") == b"not json"
+
+
+def test_a_client_resetting_its_connection_is_one_debug_line(caplog, capsys):
+    from runtime.serve_gate import _GateServer
+
+    gate = _GateServer(("127.0.0.1", 0), upstream=("127.0.0.1", 9), limits=LIMITS)
+    try:
+        with caplog.at_level("DEBUG", logger="runtime.serve_gate"):
+            try:
+                raise ConnectionResetError(104, "Connection reset by peer")
+            except ConnectionResetError:
+                gate.handle_error(None, ("127.0.0.1", 5000))
+    finally:
+        gate.server_close()
+    assert [(r.levelname, r.getMessage()) for r in caplog.records] == [
+        ("DEBUG", "client ('127.0.0.1', 5000): [Errno 104] Connection reset by peer")
+    ]
+    assert capsys.readouterr().err == ""  # socketserver's default printed a traceback here

@@ -375,3 +375,51 @@ def test_a_load_test_duration_must_be_a_finite_positive_time():
     for bad in (float("nan"), 0.0, 601.0):
         with pytest.raises(LoadTestError, match="duration must lie in"):
             LoadConfig(duration_s=bad)
+
+
+def test_a_nan_request_fails_alone_on_http_and_gets_nan_on_grpc(server, reference):
+    nan = random_batch(1, seed=11)
+    nan[0, 0, 0, 0] = np.nan
+    http, grpc = http_client(server), grpc_client(server)
+    try:
+        with pytest.raises(httpclient.InferenceServerException) as refused:
+            http_infer(http, nan)
+        assert refused.value.message() == "input 'input' holds 1 NaN/Inf values; fix the preprocessing or the data"
+        assert np.isnan(grpc_infer(grpc, nan)).all()
+        good = random_batch(2, seed=12)
+        np.testing.assert_allclose(grpc_infer(grpc, good), reference(good), rtol=RTOL, atol=ATOL)
+    finally:
+        http.close()
+        grpc.close()
+
+
+class RefusesNonFinite:
+    """A runner that refuses NaN input as OpenVINO's does, counting the rows it ran."""
+
+    input_spec = TensorSpec("input", ("batch", 3, 2, 2))
+    output_spec = TensorSpec("logits", ("batch", 4), layout="NC")
+
+    def __init__(self):
+        self.rows = 0
+
+    def infer(self, batch):
+        assert np.isfinite(batch).all(), "a non-finite row reached the runner"
+        self.rows += len(batch)
+        return batch.reshape(len(batch), -1)[:, :4].copy()
+
+
+def test_one_nan_request_never_fails_the_requests_batched_with_it():
+    from types import SimpleNamespace
+
+    from runtime.serve import infer_function
+
+    runner = RefusesNonFinite()
+    requests = [
+        np.random.default_rng(i).standard_normal((n, 3, 2, 2)).astype(np.float32) for i, n in enumerate([2, 1, 3])
+    ]
+    requests[1][0, 1, 1, 1] = np.inf
+    responses = infer_function(runner)([SimpleNamespace(data={"input": x}) for x in requests])
+    assert runner.rows == 5 and [r["logits"].shape for r in responses] == [(2, 4), (1, 4), (3, 4)]
+    np.testing.assert_array_equal(responses[0]["logits"], requests[0].reshape(2, -1)[:, :4])
+    np.testing.assert_array_equal(responses[2]["logits"], requests[2].reshape(3, -1)[:, :4])
+    assert np.isnan(responses[1]["logits"]).all()
