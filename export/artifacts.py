@@ -53,9 +53,18 @@ class TensorSpec:
         return cls(
             name=_expect(d["name"], str, "a tensor's name"),
             shape=tuple(shape),
-            dtype=_expect(d["dtype"], str, "a tensor's dtype"),
+            dtype=_dtype(d["dtype"]),
             layout=_expect(d.get("layout", ""), str, "a tensor's layout"),
         )
+
+
+TENSOR_DTYPES = ("float32", "float16", "bfloat16", "float64", "uint8", "int8", "int32", "int64", "bool")
+
+
+def _dtype(value: Any) -> str:
+    if value not in TENSOR_DTYPES:
+        raise TypeError(f"a tensor's dtype must be one of {', '.join(TENSOR_DTYPES)}; got {str(value)[:20]!r}")
+    return value
 
 
 def _expect(value: Any, kind: type, what: str) -> Any:
@@ -88,6 +97,10 @@ def _preprocessing(value: Any) -> dict[str, Any]:
     for key, count in (("mean", 3), ("std", 3), ("input_size", 2)):
         if key in value:
             _numbers(value[key], count, f"preprocessing.{key}")
+    if "std" in value and not all(0 < v < float("inf") for v in value["std"]):  # the inputs are divided by it
+        raise TypeError(f"preprocessing.std must be 3 positive numbers; got {value['std']}")
+    if "mean" in value and not all(abs(v) < float("inf") for v in value["mean"]):
+        raise TypeError(f"preprocessing.mean must be 3 finite numbers; got {value['mean']}")
     return value
 
 
@@ -193,8 +206,8 @@ def _read_manifest(directory: str | Path, *, verify: bool) -> tuple[Manifest, di
     try:
         manifest = Manifest.from_dict(json.loads(path.read_bytes()))
     except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as err:
-        what = f"lacks the field {err}" if isinstance(err, KeyError) else f"({err})"
-        raise ArtifactError(f"{path} is not a valid manifest {what}; re-export the model") from err
+        what = f"it lacks the field {err}" if isinstance(err, KeyError) else str(err)
+        raise ArtifactError(f"{path} is not a valid manifest: {what}; re-export the model") from err
     check_paths(directory, manifest)
     identities = verify_files(directory, manifest) if verify else {}
     return manifest, identities

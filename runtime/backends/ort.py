@@ -112,6 +112,12 @@ class OnnxRuntimeRunner(SourceRunner):
             chosen.append((name, options))
         return chosen
 
+    def _model_io(self):
+        def io(arg):
+            return frozenset([arg.name]), tuple(d if isinstance(d, int) and d > 0 else None for d in arg.shape)
+
+        return io(self._session.get_inputs()[0]), io(self._session.get_outputs()[0])
+
     def _activate_impl(self) -> None:
         ort = import_onnxruntime()
         if self.precision == "int8" and self.source.manifest is None:

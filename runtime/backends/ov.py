@@ -149,6 +149,13 @@ class OpenVINORunner(SourceRunner):
         config.update(self.config)
         return config
 
+    def _model_io(self):
+        def io(port):
+            dims = tuple(d.get_length() if d.is_static else None for d in port.get_partial_shape())
+            return frozenset(port.get_names()), dims
+
+        return io(self._compiled.input(0)), io(self._compiled.output(0))
+
     def _activate_impl(self) -> None:
         ov = import_openvino()
         core = ov.Core()

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from export.artifacts import TensorSpec
+from export.artifacts import ArtifactError, TensorSpec
 from runtime.backends.base import BackendUnavailableError, Runner
 from runtime.source import ModelSource, open_source
 
@@ -75,6 +75,7 @@ class SourceRunner(Runner):
             raise
         try:
             self.source.check_unchanged()
+            check_model_io(self.source, self._model_io())
         except BaseException:
             self.deactivate()
             raise
@@ -82,3 +83,31 @@ class SourceRunner(Runner):
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "model_path": str(self.source.model_path), "threads": self.threads}
+
+    def _model_io(self) -> "ModelIO | None":
+        """The active backend's input and output as it reads them from the graph, for ``check_model_io``."""
+        return None
+
+
+# (names the tensor answers to, its dimensions: an int where fixed, None where symbolic), input then output
+TensorIO = tuple[frozenset[str], tuple[int | None, ...]]
+ModelIO = tuple[TensorIO, TensorIO]
+
+
+def check_model_io(source: ModelSource, io: ModelIO | None) -> None:
+    """ArtifactError unless the manifest's input and output agree with the graph the backend opened: names and fixed
+    dimensions (an edited manifest naming another tensor, or 10 classes for 1000, gave ORT's raw error or a wrong
+    answer)."""
+    if io is None or source.manifest is None:
+        return
+    for kind, spec, (names, dims) in (("input", source.input_spec, io[0]), ("output", source.output_spec, io[1])):
+        recorded = [d if isinstance(d, int) and d > 0 else None for d in spec.shape]
+        fixed_differ = len(recorded) != len(dims) or any(
+            a is not None and b is not None and a != b for a, b in zip(recorded, dims, strict=False)
+        )
+        if spec.name not in names or fixed_differ:
+            found = f"{sorted(names)[0]!r} {tuple('?' if d is None else d for d in dims)}"
+            raise ArtifactError(
+                f"{source.directory}: the manifest's {kind} {spec.name!r} {tuple(spec.shape)} is not the graph's "
+                f"({found}); the manifest was edited or belongs to another model: re-export the artifact"
+            )

@@ -94,9 +94,15 @@ def test_unchanged_artifact_still_activates_and_runs(copy):
         (lambda m: m["preprocessing"].update(mean=[0.5]), "preprocessing.mean must be a JSON list of 3 numbers"),
         (lambda m: m["extra"]["source"].update(num_classes="x"), "num_classes must be a positive integer"),
         (lambda m: m["extra"]["source"].update(block_overrides=[1]), "block_overrides must be a JSON dict"),
+        (lambda m: m["inputs"][0].update(dtype="foo"), "a tensor's dtype must be one of float32, .*; got 'foo'"),
+        (lambda m: m["preprocessing"].update(std=[0, 0, 0]), r"preprocessing.std must be 3 positive numbers"),
+        (lambda m: m["preprocessing"].update(mean=[0, float("nan"), 0]), r"preprocessing.mean must be 3 finite"),
     ],
-    ids=["files-null", "inputs-string", "size-string", "no-deploy", "source", "spec", "mean", "classes", "overrides"],
-)
+    ids=[
+        "files-null", "inputs-string", "size-string", "no-deploy", "source", "spec", "mean", "classes", "overrides",
+        "dtype", "std-zero", "mean-nan",
+    ],
+)  # fmt: skip
 def test_malformed_manifest_is_one_line(copy, tmp_path, capsys, change, expected):
     edit_manifest(copy, change)
     with pytest.raises(ArtifactError, match=expected):
@@ -108,6 +114,24 @@ def test_malformed_manifest_is_one_line(copy, tmp_path, capsys, change, expected
     assert load_script("infer").main([str(copy), str(image)]) == 2
     out = capsys.readouterr().err.strip()
     assert out.count("\n") == 0 and out.startswith("error:") and "manifest" in out and "Traceback" not in out
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+@pytest.mark.parametrize(
+    ("change", "says"),
+    [
+        (lambda m: m["inputs"][0].update(name="images"), "the manifest's input 'images'"),
+        (lambda m: m["outputs"][0].update(name="probs"), "the manifest's output 'probs'"),
+        (lambda m: m["outputs"][0].update(shape=["batch", 10]), r"the manifest's output 'logits' \('batch', 10\)"),
+    ],
+    ids=["input-name", "output-name", "classes"],
+)
+def test_a_manifest_that_disagrees_with_its_graph_is_refused_at_activation(copy, backend, change, says):
+    edit_manifest(copy, change)
+    runner = runtime.load(copy, backend=backend, threads=1)
+    with pytest.raises(ArtifactError, match=f"{says}.* is not the graph's .*; the manifest was edited or belongs"):
+        runner.activate()
+    assert not runner.is_active
 
 
 def test_garbage_graph_with_a_rehashed_manifest_is_one_line(copy):
