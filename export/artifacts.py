@@ -40,9 +40,13 @@ class TensorSpec:
     shape: tuple[int | str, ...]  # symbolic dims are names, e.g. ("batch", 3, 224, 224)
     dtype: str = "float32"
     layout: str = "NCHW"
+    # the smallest height and width a symbolic-size (--dynamic-hw) NCHW input takes: below it the model's last
+    # feature map is too small (SGE's std over one position is undefined), and each backend failed its own way
+    min_side: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype, "layout": self.layout}
+        d = {"name": self.name, "shape": list(self.shape), "dtype": self.dtype, "layout": self.layout}
+        return d | ({"min_side": self.min_side} if self.min_side is not None else {})
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TensorSpec":
@@ -55,10 +59,17 @@ class TensorSpec:
             shape=tuple(shape),
             dtype=_dtype(d["dtype"]),
             layout=_expect(d.get("layout", ""), str, "a tensor's layout"),
+            min_side=_min_side(d.get("min_side")),
         )
 
 
 TENSOR_DTYPES = ("float32", "float16", "bfloat16", "float64", "uint8", "int8", "int32", "int64", "bool")
+
+
+def _min_side(value: Any) -> int | None:
+    if value is not None and (type(value) is not int or value < 1):
+        raise TypeError(f"a tensor's min_side must be a positive integer; got {str(value)[:20]!r}")
+    return value
 
 
 def _dtype(value: Any) -> str:

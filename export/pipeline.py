@@ -29,6 +29,7 @@ from torch import nn
 from export.artifacts import (
     MANIFEST_NAME,
     Manifest,
+    TensorSpec,
     atomic_path,
     write_json,
     write_manifest,
@@ -361,6 +362,15 @@ def _export_int8(
     )
 
 
+def _input_spec(source: ExportSource, spec: ExportSpec) -> TensorSpec:
+    """The manifest's input: with --dynamic-hw, the smallest side the model takes (export/min_side.py)."""
+    if not spec.dynamic_hw:
+        return spec.input_spec()
+    from export.min_side import smallest_input_side
+
+    return replace(spec.input_spec(), min_side=smallest_input_side(source.model, min(spec.input_size)))
+
+
 def _manifest(
     source: ExportSource, *, spec: ExportSpec, opset: int | None, num_classes: int, result: ExportResult
 ) -> Manifest:
@@ -370,7 +380,7 @@ def _manifest(
     return Manifest(
         model=source.name,
         deploy=ONNX_NAME,
-        inputs=[spec.input_spec()],
+        inputs=[_input_spec(source, spec)],
         outputs=[spec.output_spec(num_classes)],
         opset=opset,
         preprocessing={

@@ -190,6 +190,12 @@ def _check_shape(shape: Any, limits: RequestLimits) -> int:
         raise RequestRejected(f"unexpected shape {got} for input {limits.input.name!r}; expected {_example(limits)}")
     if not 1 <= shape[0] <= limits.max_batch:
         raise RequestRejected(f"inference request batch-size must be <= {limits.max_batch} and ≥ 1; got {shape[0]}")
+    smallest = limits.input.min_side
+    if smallest is not None and len(shape) == 4 and min(shape[2:]) < smallest:
+        raise RequestRejected(
+            f"input {limits.input.name!r} must be at least {smallest}×{smallest} pixels for this model; got "
+            f"{shape[2]}×{shape[3]}"
+        )
     for axis, (got, want) in enumerate(zip(shape[1:], spec[1:], strict=True), start=1):
         fixed = isinstance(want, int) and want > 0
         if (fixed and got != want) or not 1 <= got <= MAX_SIDE:

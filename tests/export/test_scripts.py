@@ -31,6 +31,8 @@ def test_main_command_full_size_sge_resnet50(full_artifact):
 
 
 def test_dynamic_hw_non_square(export_script, tmp_path):
+    from export.min_side import accepts_side
+
     out = tmp_path / "dyn"
     argv = ["--model", "sge_resnet18", "--dynamic-hw", "--input-size", "96", "128", "--output", str(out)]
     assert export_script.main([*argv, "--init", "random"]) == 0
@@ -44,6 +46,18 @@ def test_dynamic_hw_non_square(export_script, tmp_path):
         with torch.no_grad():
             ref = model(torch.from_numpy(x)).numpy()
         np.testing.assert_allclose(run(x), ref, rtol=0, atol=1e-5 * np.abs(ref).max())
+    # the smallest side it takes is recorded: at 32×32 the last map is 1×1, where SGE's std is undefined
+    assert load_manifest(out).inputs[0].min_side == 33
+    assert accepts_side(model, 33) and not accepts_side(model, 32)
+    import runtime
+    from runtime.backends.base import InputMismatchError
+
+    small = np.zeros((1, 3, 32, 64), np.float32)
+    for backend in ("onnxruntime", "openvino"):  # NaN on one, meaningless finite logits on the other, before
+        with runtime.load(out, backend, threads=1) as runner:
+            with pytest.raises(InputMismatchError, match=r"at least 33×33 pixels for this model; got 32×64"):
+                runner.infer(small)
+            assert runner.infer(np.zeros((1, 3, 33, 40), np.float32)).shape == (1, 1000)
 
 
 @pytest.mark.slow

@@ -188,3 +188,10 @@ def test_a_client_resetting_its_connection_is_one_debug_line(caplog, capsys):
         ("DEBUG", "client ('127.0.0.1', 5000): [Errno 104] Connection reset by peer")
     ]
     assert capsys.readouterr().err == ""  # socketserver's default printed a traceback here
+
+
+def test_a_side_below_the_models_smallest_is_400():
+    limits = RequestLimits(input=TensorSpec("input", ("batch", 3, "height", "width"), min_side=33), max_batch=4)
+    with pytest.raises(RequestRejected, match=r"input 'input' must be at least 33×33 pixels for this model; got 32×64"):
+        check_infer_request(json_body([1, 3, 32, 64], [0.0] * 3 * 32 * 64).encode(), header_length=None, limits=limits)
+    check_infer_request(json_body([1, 3, 33, 33], [0.0] * 3 * 33 * 33).encode(), header_length=None, limits=limits)
