@@ -237,9 +237,11 @@ def model_metadata(address: str, model: str, *, protocol: str) -> dict[str, Any]
     from tritonclient.utils import InferenceServerException
 
     client = client_module.InferenceServerClient(address)
+    as_json = {"as_json": True} if protocol == "grpc" else {}
     try:
         ready = client.is_model_ready(model)
-        meta = client.get_model_metadata(model, **({"as_json": True} if protocol == "grpc" else {})) if ready else {}
+        meta = client.get_model_metadata(model, **as_json) if ready else {}
+        config = client.get_model_config(model, **as_json) if ready else {}
     except (InferenceServerException, OSError) as err:
         raise LoadTestError(
             f"cannot reach {protocol}://{address} ({err}); is the server running on that port?"
@@ -248,8 +250,9 @@ def model_metadata(address: str, model: str, *, protocol: str) -> dict[str, Any]
         client.close()
     if not ready:
         raise LoadTestError(f"model {model!r} is not ready on {address}; check the name and the server log")
-    # gRPC's JSON form gives dims as strings
-    return {k: [{**t, "shape": [int(d) for d in t["shape"]]} for t in meta[k]] for k in ("inputs", "outputs")}
+    # gRPC's JSON form gives dims (and max_batch_size) as strings, and wraps the config in "config"
+    tensors = {k: [{**t, "shape": [int(d) for d in t["shape"]]} for t in meta[k]] for k in ("inputs", "outputs")}
+    return tensors | {"max_batch_size": int(config.get("config", config).get("max_batch_size", 0))}
 
 
 def classify_once(url: str, *, model: str, batch: np.ndarray, protocol: str = "http") -> np.ndarray:
@@ -386,6 +389,12 @@ def run_load(url: str, *, model: str, config: LoadConfig = LoadConfig(), batch: 
     ``batch`` (for example preprocessed photographs), or seeded random input of the model's shape."""
     address = loopback_address(url, protocol=config.protocol)
     meta = model_metadata(address, model, protocol=config.protocol)
+    largest = meta["max_batch_size"]
+    if 0 < largest < (config.batch_size if batch is None else len(batch)):
+        raise LoadTestError(
+            f"a batch of {config.batch_size if batch is None else len(batch)} is above the max_batch_size {largest} "
+            f"that {model!r} is served with: use --batch-size {largest} or less, or serve with a larger --max-batch"
+        )
     if batch is None:
         batch = make_batch(meta, batch_size=config.batch_size, seed=config.seed)
     report = LoadReport(

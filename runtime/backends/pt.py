@@ -92,8 +92,8 @@ class TorchRunner(SourceRunner):
         self.model_name = model or self.source.model_name
         if self.model_name is None:
             raise ValueError(
-                f"{self.source.model_path} is a bare ONNX file with no model name; pass model=NAME (and "
-                "checkpoint=PATH) to the torch backend, or open the artifact directory instead"
+                f"{self.source.model_path} is a bare ONNX file with no model name: give the torch backend its "
+                "artifact directory instead (from Python, runtime.load(..., model=NAME, checkpoint=PATH) also works)"
             )
         self.checkpoint = checkpoint
         self.device = device

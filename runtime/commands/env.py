@@ -12,7 +12,6 @@ from pathlib import Path
 
 from runtime.cli import (
     EXIT_INPUT,
-    OutputPathError,
     check_output_paths,
     make_console,
     make_parser,
@@ -51,7 +50,9 @@ def _main(argv: list[str] | None, prog: str | None) -> int:
     console = make_console(highlight=False, json_path=args.json)
     try:
         check_output_paths(json=args.json)  # before the work
-    except OutputPathError as err:
+        if not args.kernel_dir.is_dir():  # a typo would report "no fused kernel" and exit 0
+            raise ValueError(f"--kernel-dir {args.kernel_dir} is not a folder; give the one holding libsge_ort_op.so")
+    except ValueError as err:  # OutputPathError among them
         print(f"error: {err}", file=sys.stderr)
         return EXIT_INPUT
 

@@ -105,6 +105,8 @@ def _main(argv: list[str] | None, prog: str | None) -> int:
     args = parser.parse_args(argv)
     if args.model_name is None:
         parser.error("--model-name is required: the name the server publishes the model under")
+    if args.labels is not None and not args.images:
+        parser.error("--labels names the classes of --images' predictions; give --images too, or drop --labels")
     console = make_console(min_width=110, json_path=args.json)  # nine columns
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:

@@ -140,3 +140,13 @@ def test_the_int8_row_says_which_weight_ranges_run_as_exported(flags, says):
     component = environment.int8_component(flags)
     assert component.status == environment.OK and component.detail.startswith(says)
     assert ("can saturate" in component.detail) is (flags == {"avx2", "fma"})
+
+
+def test_a_kernel_dir_that_is_not_a_folder_is_refused(tmp_path, capsys):
+    from runtime.commands.env import main
+
+    assert main(["--kernel-dir", str(tmp_path / "typo")]) == 2
+    assert (
+        capsys.readouterr().err
+        == f"error: --kernel-dir {tmp_path / 'typo'} is not a folder; give the one holding libsge_ort_op.so\n"
+    )

@@ -359,6 +359,22 @@ def test_loadtest_refuses_other_hosts_unknown_models_and_closed_ports(server, ca
         assert "is the server running" in err and err.count("\n") == 1, err
 
 
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_loadtest_refuses_a_batch_above_the_served_max_before_any_request(server, capsys, protocol):
+    argv = [f"127.0.0.1:{server.config.http_port if protocol == 'http' else server.config.grpc_port}"]
+    argv += ["--model-name", MODEL, "--protocol", protocol, "--batch-size", str(MAX_BATCH + 1), "--duration", "60"]
+    assert load_script("loadtest").main(argv) == 2  # it ran the whole level, then exit 1 with a table of zeros
+    err = capsys.readouterr().err
+    assert f"a batch of {MAX_BATCH + 1} is above the max_batch_size {MAX_BATCH} that 'r18' is served with" in err
+
+
+def test_loadtest_labels_need_images(capsys, tmp_path):
+    (tmp_path / "labels.txt").write_text("a\n" * 1001)
+    with pytest.raises(SystemExit) as refused:
+        load_script("loadtest").main(["127.0.0.1:1", "--model-name", MODEL, "--labels", str(tmp_path / "labels.txt")])
+    assert refused.value.code == 2 and "give --images too" in capsys.readouterr().err
+
+
 def test_serve_script_refuses_a_bad_artifact(tmp_path, capsys):
     assert load_script("serve").main([str(tmp_path), "--http-port", "1"]) == 2
     assert "manifest.json" in capsys.readouterr().err
