@@ -31,7 +31,10 @@ _KEY_RENAMES = [
 ]
 _SE_LINEAR_WEIGHT = re.compile(r"\.se\.fc[12]\.weight$")
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
-_REFUSED_GLOBAL = re.compile(r"Unsupported global: GLOBAL ([\w.]+)")
+# torch < 2.6 / ≥ 2.6 wording of a global the weights-only unpickler will not rebuild
+_REFUSED_GLOBAL = re.compile(r"(?:Unsupported global: GLOBAL|unsupported GLOBAL) ([\w.]+)")
+# torch's preamble and footer around the cause of a weights-only failure: the preamble suggests weights_only=False
+_BOILERPLATE = ("Weights only load failed", "Check the documentation of torch.load", "Please file an issue")
 
 logger = logging.getLogger(__name__)
 
@@ -103,9 +106,12 @@ def _unreadable(path: Path, err: Exception) -> "CheckpointError":
             f"checkpoint {path} holds a Python object ({refused.group(1)}) that a safe (weights-only) load refuses to "
             "rebuild; re-save only the weights, torch.save(model.state_dict(), path), or convert them to .safetensors"
         )
+    causes = [line.strip() for line in strip_ansi(str(err)).splitlines() if line.strip()]
+    cause = next((line for line in causes if not line.startswith(_BOILERPLATE)), None)
+    said = f"{type(err).__name__}: {cause[:200]}" if cause else type(err).__name__
     return CheckpointError(
-        f"cannot read checkpoint {path}: {type(err).__name__}: {first_line(err)}; "
-        "expected a torch.save'd state dict (.pth/.pt/.pth.tar) or a .safetensors file"
+        f"cannot read checkpoint {path} ({said}); expected a torch.save'd state dict (.pth/.pt/.pth.tar) or a "
+        ".safetensors file"
     )
 
 
@@ -208,6 +214,17 @@ def load_remapped(
         if not report.mismatched:
             hint += ", or pass strict=False to load what matches"
         raise CheckpointError(f"checkpoint {source} does not fit {type(model).__name__}: {report.summary()}; {hint}")
+    own = model.state_dict()
+    not_float = [
+        k for k, v in state_dict.items() if k in own and own[k].is_floating_point() and not v.is_floating_point()
+    ]
+    if not_float:  # load_state_dict would cast them: integer weights (all zeros, or truncated) exported and passed
+        key = not_float[0]
+        raise CheckpointError(
+            f"checkpoint {source} holds {len(not_float)} weights that are not floating point ({key}: "
+            f"{str(state_dict[key].dtype).removeprefix('torch.')}); give the float checkpoint, not a quantised or "
+            "converted one"
+        )
     if not report.ok:
         logger.warning("checkpoint %s loaded partly (strict=False): %s", source, report.summary())
     model.load_state_dict({k: v for k, v in state_dict.items() if k not in report.unexpected}, strict=False)

@@ -229,3 +229,35 @@ def test_missing_and_non_state_dict_files(tmp_path: Path) -> None:
 def test_compare_keys_on_matching_state_is_clean() -> None:
     model = build_model("resnet18")
     assert compare_keys(model, model.state_dict()).ok
+
+
+class _System:
+    def __reduce__(self):
+        import os
+
+        return (os.system, ("echo code ran while loading",))
+
+
+def test_a_torch_save_holding_a_call_names_it_and_never_suggests_an_unsafe_load(tmp_path: Path, capsys) -> None:
+    path = tmp_path / "evil.pth"
+    torch.save({"state_dict": build_model("resnet18").state_dict(), "x": _System()}, path)
+    with pytest.raises(CheckpointError) as err:
+        create_model("resnet18", checkpoint=path)
+    message = str(err.value)
+    assert "holds a Python object (posix.system)" in message and "weights_only" not in message, message
+    assert "code ran" not in capsys.readouterr().out
+    path.write_bytes(path.read_bytes()[:200])  # truncated: torch's own cause, not its weights_only=False advice
+    with pytest.raises(CheckpointError) as err:
+        create_model("resnet18", checkpoint=path)
+    assert "weights_only" not in str(err.value) and str(err.value).startswith(f"cannot read checkpoint {path} (")
+
+
+def test_integer_weights_are_refused_not_cast(tmp_path: Path) -> None:
+    from safetensors.torch import save_file
+
+    weights = {k: v.to(torch.int32).contiguous() for k, v in build_model("resnet18").state_dict().items()}
+    save_file(weights, tmp_path / "int.safetensors")
+    with pytest.raises(
+        CheckpointError, match=r"holds 102 weights that are not floating point \(\S+: int32\); give the float"
+    ):
+        create_model("resnet18", checkpoint=tmp_path / "int.safetensors")  # it exported an all-zero model that passed
