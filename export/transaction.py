@@ -13,6 +13,7 @@ artifact or the complete new one.
 
 import ctypes
 import ctypes.util
+import glob
 import logging
 import os
 import shutil
@@ -146,9 +147,9 @@ def _locked(target: Path) -> Iterator[Path]:
 
 def _clean_leftovers(target: Path) -> None:
     """Remove what a killed export left beside ``target``; restore the old artifact if it was moved aside."""
-    for staging in target.parent.glob(f".{target.name}.staging-*"):
+    for staging in target.parent.glob(f".{glob.escape(target.name)}.staging-*"):  # "x[12]" must not match x1
         shutil.rmtree(staging, ignore_errors=True)
-    for old in sorted(target.parent.glob(f".{target.name}.old-*")):
+    for old in sorted(target.parent.glob(f".{glob.escape(target.name)}.old-*")):
         if not target.exists() and (old / "artifact").is_dir():
             os.rename(old / "artifact", target)
             sync_directory(target.parent)

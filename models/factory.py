@@ -43,6 +43,11 @@ def load_factory(spec: str) -> Callable[[], Any]:
                 "folder to PYTHONPATH, or install its package"
             ) from err
         raise FactoryError(f"--model {spec}: importing {module_name} failed: {err}; install what it needs") from err
+    except SystemExit as err:  # a script's argparse or sys.exit at import: it would end the export with its code
+        raise FactoryError(
+            f"--model {spec}: importing {module_name} called sys.exit({err.code!r}); move the module's script part "
+            "under `if __name__ == '__main__':`"
+        ) from None
     except Exception as err:  # the user's module failed at import: one line, not a traceback
         raise FactoryError(f"--model {spec}: importing {module_name} failed: {type(err).__name__}: {err}") from err
     for part in attribute.split("."):
@@ -66,6 +71,8 @@ def build_from_factory(spec: str) -> Any:
     factory = load_factory(spec)
     try:
         model = factory()
+    except SystemExit as err:
+        raise FactoryError(f"--model {spec}: the factory called sys.exit({err.code!r}); return the model") from None
     except Exception as err:  # the user's code: one line naming it
         raise FactoryError(f"--model {spec}: the factory raised {type(err).__name__}: {err}") from err
     if not isinstance(model, nn.Module):

@@ -86,6 +86,8 @@ def test_a_factory_that_is_not_deterministic_is_refused_by_the_torch_runner(tmp_
         ("tests.cli.tiny_resnext:NOT_CALLABLE", "is a int, not callable"),
         ("tests.cli.tiny_resnext:not_a_module", "returned a dict, not a torch.nn.Module"),
         ("tests.cli.tiny_resnext:broken", "the factory raised RuntimeError: weights server unreachable"),
+        ("tests.cli.tiny_resnext:exits", "the factory called sys.exit(0); return the model"),
+        ("tests.cli.exits_at_import:f", "importing tests.cli.exits_at_import called sys.exit(0); move the module's"),
         ("tests.cli.tiny_resnext:", "expected package.module:factory"),
         ("tests.cli.tiny_resnext:feature_maps", "expected (N, classes) logits from the model; got (2, 4, 62, 62)"),
         ("tests.cli.tiny_resnext:four_channel_input", "the forward pass failed at the example input (2, 3, 64, 64)"),

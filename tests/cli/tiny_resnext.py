@@ -106,3 +106,8 @@ def images_argument() -> nn.Module:
 
 
 NOT_CALLABLE = 3
+
+
+def exits():
+    """A factory that ends the process as a training script would: refused in one line, never exit 0."""
+    raise SystemExit(0)

@@ -134,3 +134,14 @@ def test_a_published_folder_replaces_the_old_one_whole_and_leaves_nothing_beside
         pytest.skip("this file system has no renameat2 exchange")
     assert results == [exchange]
     assert siblings(target) == ["m"] and [p.name for p in target.iterdir()] == ["new.txt"]
+
+
+def test_an_output_name_with_glob_characters_leaves_other_exports_leftovers_alone(tmp_path):
+    """``--output 'g/x[12]'`` cleaned up x1's staging folder and took x2's moved-aside artifact as its own."""
+    (tmp_path / ".x1.staging-run").mkdir()
+    (tmp_path / ".x2.old-a" / "artifact").mkdir(parents=True)
+    export.transaction._clean_leftovers(tmp_path / "x[12]")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".x1.staging-run", ".x2.old-a"]
+    (tmp_path / ".x[12].staging-run").mkdir()  # its own leftovers still go
+    export.transaction._clean_leftovers(tmp_path / "x[12]")
+    assert not (tmp_path / ".x[12].staging-run").exists()
