@@ -2,8 +2,8 @@
 
 Exit codes: 0 ok, 1 parity (or a load test's requests) failed, 2 bad input (one line saying what to do), 3 an
 internal error (one line; the traceback only with ``-v``), 4 a requested TensorRT engine was not built (unless
-``--trt-optional``), 130 interrupted. ``make_parser`` gives every script the same parser: ``--version``, no
-abbreviations, defaults shown in ``--help``. This is the command-line layer, so it
+``--trt-optional``), 130 interrupted (Ctrl-C), 143 terminated (SIGTERM). ``make_parser`` gives every script the
+same parser: ``--version``, no abbreviations, defaults shown in ``--help``. This is the command-line layer, so it
 writes to stderr; library code only raises and logs.
 """
 
@@ -18,6 +18,7 @@ from pathlib import Path
 
 EXIT_OK, EXIT_PARITY, EXIT_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 EXIT_NO_ENGINE = 4  # a requested TensorRT engine was not built (e.g. TensorRT not installed)
+EXIT_TERMINATED = 128 + 15  # SIGTERM, as a shell reports it
 PACKAGE = "sge-deploy"
 
 
@@ -165,14 +166,34 @@ def command_words(prog: str | None, script: str, argv: Sequence[str] | None) -> 
     return [*ran, *(sys.argv[1:] if argv is None else argv)]
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a container stop, ``timeout``, ``kill``), unwound like Ctrl-C: an export in progress cleans up its
+    staging folder and keeps the previous artifact (by default the process died on the spot, leaving both)."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated
+
+
 def run_main(main: Callable[[list[str] | None], int], argv: Sequence[str] | None) -> int:
-    """Run a script's ``main``; an exception it did not handle is an internal error: one line, exit 3."""
+    """Run a script's ``main``; an exception it did not handle is an internal error: one line, exit 3. SIGTERM is
+    handled as Ctrl-C is (exit 143), unless someone installed a handler of their own."""
+    import signal
+    import threading
+
     args = list(sys.argv[1:] if argv is None else argv)
     verbose = "-v" in args or "--verbose" in args
     if os.getcwd() not in sys.path:  # as with python -m: --model my_models:factory is found in the current folder;
         sys.path.append(os.getcwd())  # last on the path, so that it never shadows an installed package
+    handles_term = threading.current_thread() is threading.main_thread()
+    handles_term = handles_term and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+    if handles_term:
+        signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         return main(None if argv is None else list(argv))
+    except Terminated:
+        print("terminated", file=sys.stderr)
+        return EXIT_TERMINATED
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -184,3 +205,6 @@ def run_main(main: Callable[[list[str] | None], int], argv: Sequence[str] | None
         hint = "" if verbose else "; rerun with -v for the traceback"
         print(f"internal error: {type(err).__name__}: {message}{hint}, and report it", file=sys.stderr)
         return EXIT_INTERNAL
+    finally:
+        if handles_term:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)

@@ -176,3 +176,21 @@ def test_a_usage_error_is_one_line(name, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "usage:" not in err, err
     assert err.startswith(f"sge-deploy {name}: error: ") and err.endswith(f"(see sge-deploy {name} --help)\n")
+
+
+def test_sigterm_mid_export_cleans_up_as_ctrl_c_does(tmp_path):
+    """A container stop or `timeout` sends SIGTERM: the process died on the spot, leaving a 47 MB staging folder."""
+    import signal
+    import time
+
+    out = tmp_path / "out"
+    argv = [sys.executable, str(REPO / "scripts" / "export.py"), "--model", FACTORY, "--input-size", "64", "64"]
+    child = subprocess.Popen([*argv, "--output", str(out)], cwd=REPO, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not list(tmp_path.glob(".out.staging-*")) and child.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert child.poll() is None, "the export ended before it staged anything"
+    child.send_signal(signal.SIGTERM)
+    _, err = child.communicate(timeout=120)
+    assert child.returncode == 143 and err.strip().endswith("terminated"), err
+    assert list(tmp_path.iterdir()) in ([], [tmp_path / ".out.lock"])  # no staging folder, no artifact
