@@ -338,3 +338,22 @@ def check_unchanged(directory: str | Path, identities: dict[str, FileIdentity]) 
             f"{', '.join(changed)} in {directory} changed after its hash was checked; refusing to run a file that "
             "was not verified: load the artifact again once nothing is writing to it"
         )
+
+
+def manifest_disagreement(manifest: "Manifest", props: dict[str, str]) -> str | None:
+    """Where the manifest's model name, mean or std differ from what the export wrote into the graph itself (whose
+    bytes the manifest hashes), in words; None where they agree or the graph records none. An edit of manifest.json
+    alone (mean 0, std 1) passed every hash and changed every prediction."""
+    pre = manifest.preprocessing
+    if "model_name" in props and props["model_name"] != manifest.model:
+        return f"model {manifest.model!r}, the graph {props['model_name']!r}"
+    for key in ("mean", "std"):
+        if key not in props or key not in pre:
+            continue
+        try:
+            recorded = [float(v) for v in json.loads(props[key])]
+        except (ValueError, TypeError):
+            return f"the graph's {key} is unreadable ({props[key][:40]!r})"
+        if len(recorded) != len(pre[key]) or any(abs(a - b) > 1e-6 for a, b in zip(recorded, pre[key], strict=False)):
+            return f"preprocessing.{key} {list(pre[key])}, the graph {recorded}"
+    return None

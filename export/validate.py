@@ -17,10 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
 import torch
 from torch import nn
 
-from export.artifacts import ArtifactError, check_unchanged, file_sha256, load_verified
+from export.artifacts import ArtifactError, check_unchanged, file_sha256, load_verified, manifest_disagreement
+from export.metadata import read_metadata
 from export.parity import ParityReport, evaluate_case
 from export.spec import ExportSpec
 
@@ -149,7 +151,15 @@ def check_graphs(
             logger.warning("%s; %s not checked", err, graph)
             continue
         label = backend if graph == manifest.deploy else f"{backend} ({graph})"
-        reports[graph] = run_parity(reference.model, runner, spec=spec, photos=reference.photos, backend=label)
+        try:
+            reports[graph] = run_parity(reference.model, runner, spec=spec, photos=reference.photos, backend=label)
+        except Exception as err:
+            if not type(err).__module__.startswith(("onnxruntime", "openvino")):
+                raise
+            raise ArtifactError(  # the graph refused what extra.spec says it takes: an edited or swapped manifest
+                f"{graph} cannot run the input extra.spec records ({spec.input_name!r} at {spec.input_size}): "
+                f"{' '.join(str(err).split())[:200]}; the manifest does not belong to this graph: re-export it"
+            ) from None
     check_unchanged(reference.directory, reference.identities)  # what was checked is what was verified
     return reports
 
@@ -260,22 +270,35 @@ def open_reference(
             )
         if file_sha256(checkpoint) != source.get("checkpoint_sha256"):
             raise ArtifactError(f"{checkpoint} is not the checkpoint this artifact was exported from (sha256 differs)")
-    if factory:
-        from models.factory import rebuild
+    try:
+        if factory:
+            from models.factory import rebuild
 
-        model = rebuild(factory, checkpoint=checkpoint, weights_sha256=source.get("checkpoint_sha256", ""))
-    else:
-        model = models.create_model(
-            manifest.model,
-            num_classes=source.get("num_classes", 1000),
-            checkpoint=checkpoint,
-            init="calibrated" if checkpoint is not None else source.get("init", "calibrated"),  # unused with one
-            **source.get("block_overrides", {}),
-        )
+            model = rebuild(factory, checkpoint=checkpoint, weights_sha256=source.get("checkpoint_sha256", ""))
+        else:
+            model = models.create_model(
+                manifest.model,
+                num_classes=source.get("num_classes", 1000),
+                checkpoint=checkpoint,
+                init="calibrated" if checkpoint is not None else source.get("init", "calibrated"),  # unused with one
+                **source.get("block_overrides", {}),
+            )
+    except TypeError as err:  # block_overrides the model does not take: an edited manifest
+        raise ArtifactError(
+            f"{directory}/manifest.json: extra.source does not rebuild {manifest.model} ({err}); re-export the model"
+        ) from None
     if checkpoint is not None and file_sha256(checkpoint) != source.get("checkpoint_sha256"):  # changed while read
         raise ArtifactError(f"{checkpoint} changed while it was read; validate again once nothing is writing it")
     pre = manifest.preprocessing
     if not {"mean", "std"} <= pre.keys():
         raise ArtifactError(f"{directory}/manifest.json: preprocessing lacks mean or std; re-export the model")
+    problem = manifest_disagreement(
+        manifest, read_metadata(onnx.load(directory / manifest.deploy, load_external_data=False))
+    )
+    if problem is not None:
+        raise ArtifactError(
+            f"{directory}/manifest.json disagrees with {manifest.deploy} ({problem}); the manifest was edited: "
+            "restore it or re-export the artifact"
+        )
     photos = photo_inputs(tuple(spec.input_size), mean=pre["mean"], std=pre["std"], images=images)
     return Reference(directory, manifest, identities, spec, model, photos)

@@ -119,11 +119,15 @@ def _check_writable_under(start: Path, path: Path, *, flag: str, kind: str) -> N
         raise OutputPathError(f"{flag} {path}: cannot write into {existing}; give {kind} in a writable directory")
 
 
-def check_output_paths(*, inputs: Sequence[str | Path | None] = (), **paths: str | Path | None) -> None:
+def check_output_paths(
+    *, inputs: Sequence[str | Path | None] = (), artifacts: Sequence[str | Path | None] = (), **paths: str | Path | None
+) -> None:
     """``check_output_path`` for several flags, e.g. ``check_output_paths(json=args.json, plot=args.plot)``; and no
     two outputs the same file, none of them one of ``inputs`` or a file in an input folder, and none in an artifact
-    folder (``infer ART img.jpg --json ART/manifest.json`` destroyed what it read)."""
+    folder, one that exists or ``artifacts`` still to be written (``infer ART img.jpg --json ART/manifest.json``
+    destroyed what it read)."""
     written: dict[Path, str] = {}
+    artifacts = [Path(a).resolve() for a in artifacts if a is not None]
     for key, path in paths.items():
         flag = "--" + key.replace("_", "-")
         check_output_path(path, flag=flag)
@@ -133,11 +137,11 @@ def check_output_paths(*, inputs: Sequence[str | Path | None] = (), **paths: str
         if target in written:
             raise OutputPathError(f"{written[target]} and {flag} both name {path}; give each its own file")
         written[target] = flag
-        for source in filter(None, inputs):
+        for source in [*filter(None, inputs), *artifacts]:
             source = Path(source).resolve()
             if target == source or (source in target.parents and target.exists()):
                 raise OutputPathError(f"{flag} {path} would overwrite the input {source}; write it elsewhere")
-            if source in target.parents and (source / "manifest.json").is_file():
+            if source in target.parents and ((source / "manifest.json").is_file() or source in artifacts):
                 raise OutputPathError(
                     f"{flag} {path} lies in the artifact {source}, whose files are hashed; write it elsewhere"
                 )

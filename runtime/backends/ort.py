@@ -118,6 +118,9 @@ class OnnxRuntimeRunner(SourceRunner):
 
         return io(self._session.get_inputs()[0]), io(self._session.get_outputs()[0])
 
+    def _graph_metadata(self):
+        return dict(self._session.get_modelmeta().custom_metadata_map)
+
     def _activate_impl(self) -> None:
         ort = import_onnxruntime()
         if self.precision == "int8" and self.source.manifest is None:

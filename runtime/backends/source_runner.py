@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from export.artifacts import ArtifactError, TensorSpec
+from export.artifacts import ArtifactError, TensorSpec, manifest_disagreement
 from runtime.backends.base import BackendUnavailableError, Runner
 from runtime.source import ModelSource, open_source
 
@@ -76,6 +76,7 @@ class SourceRunner(Runner):
         try:
             self.source.check_unchanged()
             check_model_io(self.source, self._model_io())
+            check_graph_metadata(self.source, self._graph_metadata())
         except BaseException:
             self.deactivate()
             raise
@@ -87,6 +88,22 @@ class SourceRunner(Runner):
     def _model_io(self) -> "ModelIO | None":
         """The active backend's input and output as it reads them from the graph, for ``check_model_io``."""
         return None
+
+    def _graph_metadata(self) -> dict[str, str] | None:
+        """The metadata the export wrote into the graph, as the active backend read it (None where it cannot)."""
+        return None
+
+
+def check_graph_metadata(source: ModelSource, props: dict[str, str] | None) -> None:
+    """ArtifactError where the manifest's model name, mean or std differ from those inside the graph."""
+    if props is None or source.manifest is None:
+        return
+    problem = manifest_disagreement(source.manifest, props)
+    if problem is not None:
+        raise ArtifactError(
+            f"{source.directory}/manifest.json disagrees with the graph it deploys ({problem}); the manifest was "
+            "edited: restore it or re-export the artifact"
+        )
 
 
 # (names the tensor answers to, its dimensions: an int where fixed, None where symbolic), input then output

@@ -252,9 +252,8 @@ def _main(argv: list[str] | None, prog: str | None) -> int:
     from export.tables import ops_table, parity_table, stage_table
 
     try:
-        check_output_paths(
-            json=args.json, inputs=[args.output, args.checkpoint, *(args.images or ())]
-        )  # before the work, not after it
+        # before the work; nothing inside the artifact, which would hold a file its manifest does not record
+        check_output_paths(json=args.json, inputs=[args.checkpoint, *(args.images or ())], artifacts=[args.output])
     except input_errors() as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_INPUT

@@ -74,3 +74,11 @@ def test_infer_refuses_to_write_its_json_into_the_artifact(tmp_path, capsys):
     code = infer.main([str(tmp_path / "art"), str(tmp_path / "x.jpg"), "--json", str(manifest)])
     assert code == 2 and "would overwrite the input" in capsys.readouterr().err
     assert manifest.read_text() == "{}\n"
+
+
+def test_an_export_never_writes_its_json_into_the_artifact_it_makes(tmp_path, capsys):
+    from runtime.commands import export
+
+    out = tmp_path / "out"  # does not exist yet: the run that made it left r.json unrecorded, and the next refused
+    assert export.main(["--model", "resnet18", "--output", str(out), "--json", str(out / "r.json")]) == 2
+    assert "lies in the artifact" in capsys.readouterr().err and not out.exists()

@@ -134,6 +134,32 @@ def test_a_manifest_that_disagrees_with_its_graph_is_refused_at_activation(copy,
     assert not runner.is_active
 
 
+def test_a_manifest_edited_alone_is_caught_against_the_graphs_own_metadata(copy, capsys):
+    """mean 0 and std 1 in manifest.json alone passed every hash and changed the top-1 of every photograph."""
+    edit_manifest(copy, lambda m: m["preprocessing"].update(mean=[0.0, 0.0, 0.0], std=[1.0, 1.0, 1.0]))
+    runner = runtime.load(copy, backend="onnxruntime", threads=1)
+    with pytest.raises(ArtifactError, match=r"disagrees with the graph it deploys \(preprocessing.mean \[0.0, 0.0"):
+        runner.activate()
+    assert load_script("validate").main([str(copy)]) == 2
+    err = capsys.readouterr().err
+    assert "disagrees with model.onnx (preprocessing.mean" in err and "restore it or re-export" in err
+
+
+@pytest.mark.parametrize(
+    ("change", "says"),
+    [
+        (lambda m: m["extra"]["source"].update(block_overrides={"evil": 1}), "extra.source does not rebuild"),
+        (lambda m: m["extra"]["spec"].update(input_size=[96, 96]), "cannot run the input extra.spec records"),
+    ],
+    ids=["overrides", "spec-size"],
+)
+def test_validate_refuses_a_manifest_that_does_not_fit_its_graph_in_one_line(copy, capsys, change, says):
+    edit_manifest(copy, change)
+    assert load_script("validate").main([str(copy)]) == 2  # was exit 3, "internal error"
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and says in err and "re-export" in err, err
+
+
 def test_garbage_graph_with_a_rehashed_manifest_is_one_line(copy):
     (copy / "model.onnx").write_bytes(b"\x08garbage, not a protobuf" * 10)
     rehash(copy, "model.onnx")
