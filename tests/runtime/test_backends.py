@@ -142,7 +142,7 @@ def test_bare_onnx_file_works(artifact, reference_model, backend, photos):
 def test_bare_onnx_on_torch_asks_for_the_model_name(artifact):
     with pytest.raises(
         ValueError,
-        match=r"no model name: give the torch backend its artifact directory instead \(from Python, runtime.load\(\.\.\., model=NAME",
+        match=r"no model name: give the torch backend its artifact directory instead \(from Python, .*model=NAME",
     ):
         runtime.load(artifact / "model.onnx", backend="torch")
 
