@@ -52,8 +52,12 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
 
 def check_args(args: argparse.Namespace, out: Path) -> None:
     """Refuse (ValueError) what would fail only after the forward pass, or say the wrong thing there."""
+    import importlib.util
+
     from export.spec import MAX_INPUT_SIDE, fits_input_side
 
+    if importlib.util.find_spec("matplotlib") is None:  # the figures are the output: say so before the model loads
+        raise ValueError("inspect draws its figures with matplotlib: pip install 'sge-deploy[plot]'")
     check_output_dir(out, flag="--output")
     if args.groups_shown < 1:
         raise ValueError(f"--groups-shown must be at least 1; got {args.groups_shown}")

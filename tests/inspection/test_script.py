@@ -133,3 +133,14 @@ def test_non_finite_activations_are_one_line_and_no_figure(script, tmp_path, cap
     err = capsys.readouterr().err
     assert "activations are not finite (NaN/Inf" in err and "check the checkpoint" in err and err.count("\n") == 1
     assert not out.exists()
+
+
+def test_without_matplotlib_it_says_so_before_the_model_loads(script, tmp_path, capsys, monkeypatch):
+    import importlib.util
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "matplotlib" else find_spec(name))
+    assert script.main(["--model", "sge_resnet18", "--image", "astronaut", "--output", str(tmp_path / "out")]) == 2
+    assert (
+        capsys.readouterr().err == "error: inspect draws its figures with matplotlib: pip install 'sge-deploy[plot]'\n"
+    )
