@@ -60,8 +60,12 @@ class StudyOptions:
         found = []
         if self.threads < 1 or self.rounds < 1 or min(self.batch_sizes) < 1:
             found.append("threads, rounds and batch sizes must be ≥ 1")
-        if min(self.size) < 64:
-            found.append(f"the size must be at least 64×64; got {self.size[0]}×{self.size[1]}")
+        if not 64 <= min(self.size) <= max(self.size) <= 1024:  # the export's own bound on a side (MAX_INPUT_SIDE)
+            found.append(f"the size must lie in 64..1024 on each side; got {self.size[0]}×{self.size[1]}")
+        if not 16 <= self.gemm_n <= 8192:  # the floor's n×n×n MatMul: 0 divided by zero, 8192 already takes seconds
+            found.append(f"--gemm-n must lie in 16..8192; got {self.gemm_n}")
+        if self.profile_runs < 0:
+            found.append(f"--profile-runs must be 0 (no profile) or more; got {self.profile_runs}")
         return found
 
 

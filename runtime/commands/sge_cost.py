@@ -23,6 +23,7 @@ from pathlib import Path
 from runtime.cli import (
     EXIT_INPUT,
     OutputPathError,
+    check_output_dir,
     check_output_paths,
     command_words,
     is_stdout,
@@ -131,6 +132,8 @@ def _main(argv: list[str] | None, prog: str | None) -> int:
     )
     try:
         check_output_paths(json=args.json)  # before the work
+        if args.workdir is not None:
+            check_output_dir(args.workdir, flag="--workdir")
     except OutputPathError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_INPUT

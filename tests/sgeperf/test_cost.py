@@ -80,7 +80,19 @@ def load_script():
     return module
 
 
-@pytest.mark.parametrize("argv", [["--threads", "0"], ["--rounds", "0"], ["--size", "32", "32"]])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--threads", "0"],
+        ["--rounds", "0"],
+        ["--size", "32", "32"],
+        ["--input-size", "2000", "2000"],  # an uncaught SpecError, exit 3
+        ["--gemm-n", "0"],  # ZeroDivisionError, exit 3
+        ["--gemm-n", "-5"],
+        ["--profile-runs", "-1"],  # accepted without a word
+        ["--workdir", __file__],  # FileExistsError, exit 3
+    ],
+)
 def test_script_refuses_bad_options_without_writing(argv, tmp_path, capsys):
     out = tmp_path / "cost.json"
     assert load_script().main([*argv, "--json", str(out)]) == 2
