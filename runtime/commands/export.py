@@ -22,6 +22,7 @@ from runtime.cli import (
     EXIT_INPUT,
     EXIT_NO_ENGINE,
     EXIT_PARITY,
+    check_output_dir,
     check_output_paths,
     make_console,
     make_parser,
@@ -250,10 +251,16 @@ def _main(argv: list[str] | None, prog: str | None) -> int:
     from export.pipeline import export_model
     from export.spec import ExportSpec
     from export.tables import ops_table, parity_table, stage_table
+    from export.trt.cli import trt_argument_problem
+    from export.trt.errors import TrtRequestError
 
     try:
         # before the work; nothing inside the artifact, which would hold a file its manifest does not record
         check_output_paths(json=args.json, inputs=[args.checkpoint, *(args.images or ())], artifacts=[args.output])
+        if args.triton_repo is not None:
+            check_output_dir(args.triton_repo, flag="--triton-repo")
+        if trt_argument_problem(args):  # it failed after every stage, with the artifact already replaced
+            raise TrtRequestError(trt_argument_problem(args))
     except input_errors() as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_INPUT

@@ -154,3 +154,15 @@ def test_island_check_reads_fused_names_and_metadata():
     assert report.nodes_not_found == ["/sge/Sqrt"] and report.opaque and not report.proven
     names_only = check_fp32_islands({"Layers": ["/sge/Sub"]}, {"/sge/Sub"})
     assert not names_only.proven and "DETAILED" in names_only.unknown[0]
+
+
+def test_export_refuses_a_bad_trt_batch_and_a_triton_repo_file_before_any_work(tmp_path, capsys):
+    from runtime.commands.export import main as export_main
+
+    out = tmp_path / "out"
+    argv = ["--model", "resnet18", "--input-size", "32", "32", "--output", str(out)]
+    assert export_main([*argv, "--trt", "fp16", "--trt-batch", "0", "1", "2"]) == 2  # it failed after every stage
+    assert "--trt-batch needs 1 <= MIN <= OPT <= MAX; got 0 1 2" in capsys.readouterr().err and not out.exists()
+    (tmp_path / "repo").write_text("a file")
+    assert export_main([*argv, "--triton-repo", str(tmp_path / "repo")]) == 2  # was "[Errno 17] File exists"
+    assert "--triton-repo" in capsys.readouterr().err and not out.exists()
