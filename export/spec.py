@@ -64,7 +64,9 @@ class ExportSpec:
                 f"opset must be within {MIN_OPSET}..{MAX_OPSET} (TensorRT 10 and ONNX Runtime); got {self.opset}"
             )
         if self.exporter == "dynamo" and self.opset < 18:
-            problems.append(f"the dynamo exporter emits opset 18 or newer; got --opset {self.opset}")
+            problems.append(
+                f"the dynamo exporter emits opset 18 or newer; got opset {self.opset} (17 by default): pass --opset 18"
+            )
         if self.exporter == "dynamo" and self.dynamic_hw and min(self.input_size) < MIN_DYNAMO_DYNAMIC_SIDE:
             problems.append(
                 f"the dynamo exporter with --dynamic-hw needs --input-size of at least {MIN_DYNAMO_DYNAMIC_SIDE}; "

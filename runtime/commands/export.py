@@ -257,6 +257,8 @@ def _main(argv: list[str] | None, prog: str | None) -> int:
     try:
         # before the work; nothing inside the artifact, which would hold a file its manifest does not record
         check_output_paths(json=args.json, inputs=[args.checkpoint, *(args.images or ())], artifacts=[args.output])
+        if args.output is not None:  # a read-only parent failed only after the model loaded, naming the lock file
+            check_output_dir(args.output, flag="--output")
         if args.triton_repo is not None:
             check_output_dir(args.triton_repo, flag="--triton-repo")
         if trt_argument_problem(args):  # it failed after every stage, with the artifact already replaced

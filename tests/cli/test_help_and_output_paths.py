@@ -82,3 +82,18 @@ def test_an_export_never_writes_its_json_into_the_artifact_it_makes(tmp_path, ca
     out = tmp_path / "out"  # does not exist yet: the run that made it left r.json unrecorded, and the next refused
     assert export.main(["--model", "resnet18", "--output", str(out), "--json", str(out / "r.json")]) == 2
     assert "lies in the artifact" in capsys.readouterr().err and not out.exists()
+
+
+def test_an_export_into_a_read_only_folder_is_refused_before_the_model_loads(tmp_path, capsys, monkeypatch):
+    import os
+    from pathlib import Path
+
+    from runtime.commands import export
+
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    access = os.access  # as root every folder is writable: the folder is made read-only in os.access's eyes
+    monkeypatch.setattr(os, "access", lambda path, mode: Path(path) != locked and access(path, mode))
+    assert export.main(["--model", "resnet18", "--output", str(locked / "out")]) == 2
+    err = capsys.readouterr().err
+    assert f"--output {locked / 'out'}: cannot write into {locked}" in err and list(locked.iterdir()) == []
