@@ -231,7 +231,8 @@ def export_model(
             for graph in result.int8.graphs if result.int8 is not None else ():
                 if graph.passed:
                     manifest.record(transaction.staging, graph.name, role=graph.role)
-                    manifest.record(transaction.staging, graph.parity_name, role="report")
+                # a failed graph's report stays, and is recorded: unrecorded, every later validate warned of it
+                manifest.record(transaction.staging, graph.parity_name, role="report")
             write_manifest(transaction.staging, manifest)
         transaction.commit()  # the swap: from here on output_dir is the new artifact
     final = result.output_dir  # the absolute target when the working directory is inside it (see above)

@@ -53,6 +53,7 @@ def test_int8_below_its_gate_exits_1_and_is_not_in_the_manifest(export_script, t
     manifest = load_manifest(out)  # the FP32 artifact and the passing U8S8 graph are complete
     assert "model.int8.onnx" in manifest.files and "model.int8_s8s8.onnx" not in manifest.files
     assert not (out / "model.int8_s8s8.onnx").exists() and (out / "parity_model_int8_s8s8.json").exists()
+    assert manifest.files["parity_model_int8_s8s8.json"].role == "report"  # recorded: validate warns of nothing
     # --batch-sizes 1,2 stops short of the 7 photographs: one more case judges them all (README: the full set)
     cases = json.loads((out / "parity_model_int8.json").read_text())["cases"]
     photos = len(photo_batch((64, 64)))
