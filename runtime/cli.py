@@ -83,6 +83,15 @@ def make_parser(description: str | None = None, *, raw_help: bool = False, **kwa
     return parser
 
 
+def options_given(parser: argparse.ArgumentParser, args: argparse.Namespace, dests: Sequence[str]) -> list[str]:
+    """The option strings of ``dests`` whose parsed value is not the parser's default: what the user gave."""
+    given = []
+    for action in parser._actions:
+        if action.dest in dests and getattr(args, action.dest) != action.default:
+            given.append(max(action.option_strings, key=len))
+    return given
+
+
 class OutputPathError(ValueError):
     """An output path cannot be written (checked before any work starts)."""
 

@@ -26,6 +26,7 @@ from runtime.cli import (
     check_output_paths,
     make_console,
     make_parser,
+    options_given,
     run_main,
     write_json_output,
 )
@@ -214,10 +215,32 @@ def stage_progress(console: Console) -> Iterator[Callable[[str, float | None], N
         yield on_stage
 
 
+# options that mean something only beside another: given without it, they were ignored without a word
+DEPENDENT_OPTIONS = {
+    "int8": ("calib_images", "calib_count", "calib_method", "int8_weight_bits"),
+    "trt": (
+        "trt_batch",
+        "trt_workspace",
+        "trt_timing_cache",
+        "trt_calib_dir",
+        "trt_opt_level",
+        "trt_log",
+        "trt_validate",
+    ),
+}
+
+
+def orphan_option(parser: argparse.ArgumentParser, args: argparse.Namespace) -> str | None:
+    """The refusal for an option given without the one it belongs to (``--calib-count`` without ``--int8``)."""
+    for owner, dests in DEPENDENT_OPTIONS.items():
+        given = options_given(parser, args, dests) if not getattr(args, owner) else []
+        if given:
+            return f"{given[0]} is for --{owner}; add --{owner}"
+    return None
+
+
 def int8_options(args: argparse.Namespace) -> Any:
     if not args.int8:
-        if args.calib_images:
-            raise argparse.ArgumentTypeError("--calib-images is for --int8; add --int8")
         return None
     from export.int8.calibration import CalibrationOptions
 
@@ -234,7 +257,11 @@ def main(argv: list[str] | None = None, *, prog: str | None = None) -> int:
 
 
 def _main(argv: list[str] | None, prog: str | None) -> int:
-    args = build_parser(prog).parse_args(argv)
+    parser = build_parser(prog)
+    args = parser.parse_args(argv)
+    if orphan_option(parser, args):
+        print(f"error: {orphan_option(parser, args)}", file=sys.stderr)
+        return EXIT_INPUT
     console = make_console(highlight=False, min_width=110, json_path=args.json)  # the parity table needs ~105 columns
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(name)s: %(message)s")
     if args.list_models:

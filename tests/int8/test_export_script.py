@@ -61,3 +61,17 @@ def test_int8_below_its_gate_exits_1_and_is_not_in_the_manifest(export_script, t
         *(("photos", b) for b in (1, 2, photos)),
         *(("random", b) for b in (1, 2)),
     }
+
+
+@pytest.mark.parametrize(
+    ("flags", "says"),
+    [
+        (["--calib-count", "64"], "--calib-count is for --int8; add --int8"),
+        (["--calib-method", "entropy"], "--calib-method is for --int8; add --int8"),
+        (["--trt-batch", "1", "2", "4"], "--trt-batch is for --trt; add --trt"),
+        (["--trt-no-validate"], "--trt-no-validate is for --trt; add --trt"),
+    ],
+)
+def test_an_option_without_the_one_it_belongs_to_is_refused(export_script, tmp_path, capsys, flags, says):
+    assert export_script.main([*TINY, "--output", str(tmp_path / "a"), *flags]) == 2  # was ignored without a word
+    assert capsys.readouterr().err == f"error: {says}\n" and not (tmp_path / "a").exists()
