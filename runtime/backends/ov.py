@@ -122,7 +122,7 @@ class OpenVINORunner(SourceRunner):
         # a bare fused-SGE file (no artifact around it): its SgeResidual nodes as standard ops
         from export.ov_sge.native import read_native_model
 
-        model, blocks = read_native_model(core, self.model_path)
+        model, blocks = read_native_model(core, self.model_path, bias_apart=self._reduced_precision())
         self._graph = {"graph": SGE_FORMS["native"], "fused_sge_blocks": blocks, "model_path": str(self.model_path)}
         return model
 
@@ -130,7 +130,7 @@ class OpenVINORunner(SourceRunner):
         if self.sge_form == "native":
             from export.ov_sge.native import read_native_model
 
-            return read_native_model(core, fused)
+            return read_native_model(core, fused, bias_apart=self._reduced_precision())
         from export.ov_sge.build import installed_library
         from export.ov_sge.graph import read_fused_model
 
@@ -138,6 +138,10 @@ class OpenVINORunner(SourceRunner):
         hint = str(self.compile_config()["INFERENCE_PRECISION_HINT"]).lower()  # a config may override the precision
         storage = "bf16" if hint == "bf16" else "f32"  # the op's tensors: see export/ov_sge/graph.py
         return read_fused_model(core, fused, library, storage=storage)
+
+    def _reduced_precision(self) -> bool:
+        """Whether the compiled model computes in bf16 or f16 (a config may override the precision)."""
+        return str(self.compile_config()["INFERENCE_PRECISION_HINT"]).lower() in ("bf16", "f16")
 
     def compile_config(self) -> dict[str, Any]:
         config: dict[str, Any] = {

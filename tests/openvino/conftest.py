@@ -78,3 +78,15 @@ def sge_extension(tmp_path_factory):
     from export.ov_sge.build import build_extension
 
     return build_extension(tmp_path_factory.mktemp("ov_sge"))
+
+
+@pytest.fixture(scope="session")
+def calibrated_artifact(tmp_path_factory):
+    """The tiny artifact with the export's default weights (init "calibrated"), and its eager model."""
+    import export
+    import models
+    from tests.runtime.conftest import MODEL, SIZE
+
+    directory = tmp_path_factory.mktemp("calibrated")
+    export.export_model(MODEL, directory, init="calibrated", input_size=SIZE)
+    return directory, models.create_model(MODEL, init="calibrated")

@@ -146,7 +146,8 @@ def test_runner_runs_the_native_graph_by_default_within_each_gate(artifact, refe
 
 def test_runner_graph_has_no_reorder_or_convert_around_sge(artifact):
     """In the real network, every SGE tensor stays in the convolutions' layout and precision: the only reorders
-    inside a block are of its (N, C, 1, 1) channel mean, where the bf16 graph stores the f32 mean as bf16."""
+    inside a block are of (N, C, 1, 1) tensors (the channel mean, the convolution's bias), where the bf16 graph stores
+    an f32 value as bf16."""
     for precision in ("fp32", "bf16"):
         with runtime.load(artifact, "openvino", threads=2, precision=precision) as runner:
             ops = runner._compiled.get_runtime_model().get_ordered_ops()
@@ -155,7 +156,7 @@ def test_runner_graph_has_no_reorder_or_convert_around_sge(artifact):
             for op in sge:
                 if op.get_rt_info()["layerType"].astype(str) == "Reorder":
                     shape = str(op.get_output_partial_shape(0)).replace(" ", "")
-                    assert "/mean" in op.get_friendly_name() and shape.endswith(",1,1]")
+                    assert shape.endswith(",1,1]"), (op.get_friendly_name(), shape)
 
 
 def test_runner_falls_back_to_the_plain_graph_with_one_warning(artifact, photos, caplog, monkeypatch):
@@ -241,3 +242,12 @@ def test_a_failed_activation_holds_no_compiled_model(artifact, monkeypatch):
     with pytest.raises(RuntimeError, match="made to fail"):
         runner.activate()
     assert not runner.is_active and runner._compiled is None and runner._request is None
+
+
+def test_bf16_keeps_sge_within_its_gate_with_the_default_weights(calibrated_artifact, photos):
+    """The export's default (calibrated) weights fold large BatchNorm shifts into the block's last convolution: a
+    bf16 output rounded with its bias lost SGE's spatial deviations (worst photograph cosine 0.9976, relative L2 0.071
+    on an AMX Xeon). The rewrite runs that convolution without its bias and adds it in the gate's eltwise."""
+    directory, model = calibrated_artifact
+    with runtime.load(directory, "openvino", threads=2, precision="bf16") as runner:
+        assert gate_failures(runner, model, (photos,), "bf16") == []
