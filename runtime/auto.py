@@ -180,7 +180,14 @@ def read_table(table: str | Path | None) -> dict[str, Any]:
 
 
 def table_key(cpu: str, source: ModelSource, batch: int, threads: int | None) -> str:
-    return f"{cpu} | {source.model_name or source.model_path.name} | batch {batch} | threads {threads}"
+    """What a timing holds for: the CPU, the model, its input shape and graph (the deploy file's sha256, where the
+    manifest records it), the batch and the threads. Without the shape and the graph, a 160² export reused the 96²
+    export's medians (a generic CPU name such as "Intel(R) Xeon(R) Processor" did not tell machines apart either)."""
+    entry = source.manifest.files.get(source.manifest.deploy) if source.manifest is not None else None
+    graph = entry.sha256[:12] if entry is not None else source.model_path.name
+    shape = "×".join(str(d) for d in source.input_spec.shape[1:])
+    name = source.model_name or source.model_path.name
+    return f"{cpu} | {name} {shape} {graph} | batch {batch} | threads {threads}"
 
 
 def choose_backend(

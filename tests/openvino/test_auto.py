@@ -1,6 +1,7 @@
 """--backend auto: candidates within the allowed precision, a measured choice, a stored table, the script."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -193,3 +194,22 @@ def test_an_all_null_row_stored_before_that_fix_is_measured_again(artifact, tmp_
     choice = choose_backend(artifact, threads=1, table=table)
     assert (choice.source, choice.backend, calls) == ("measured", "onnxruntime", [1])
     assert json.loads(table.read_text()) == {key: {"onnxruntime fp32": 5.0}}
+
+
+def test_a_timing_table_never_serves_another_input_size_or_graph():
+    from types import SimpleNamespace
+
+    from export.artifacts import TensorSpec
+
+    def source(size, digest):
+        files = {"model.onnx": SimpleNamespace(sha256=digest)}
+        return SimpleNamespace(
+            manifest=SimpleNamespace(files=files, deploy="model.onnx"),
+            input_spec=TensorSpec("input", ("batch", 3, size, size)),
+            model_name="sge_resnet18",
+            model_path=Path("model.onnx"),
+        )
+
+    keys = {table_key("cpu", source(96, "a" * 64), 1, 2), table_key("cpu", source(160, "a" * 64), 1, 2)}
+    keys.add(table_key("cpu", source(96, "b" * 64), 1, 2))  # re-exported: other weights, other timings
+    assert len(keys) == 3  # a 160² export reused the 96² medians
