@@ -18,6 +18,7 @@ Rendering a config is a pure function of its inputs; only ``write_triton_reposit
 """
 
 import logging
+import os
 import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -357,6 +358,18 @@ def engine_max_batch(extra: dict[str, Any], requested: int) -> int:
     return requested
 
 
+def _staging_parent(root: Path) -> Path:
+    """Where a model directory is staged: beside the repository, not in it. Triton loads every folder of its
+    repository, hidden ones too, so a staging folder inside it (briefly holding the previous model after the swap, or
+    left by a killed export) was loaded as a model, and a failed load stops a server started with --exit-on-error.
+    Inside only where the parent is another filesystem (a mounted volume: the swap is a rename) or not writable."""
+    try:
+        same_filesystem = os.stat(root.parent).st_dev == os.stat(root).st_dev
+    except OSError:
+        return root
+    return root.parent if same_filesystem and os.access(root.parent, os.W_OK | os.X_OK) else root
+
+
 def _write_model_dir(
     root: Path,
     name: str,
@@ -366,7 +379,7 @@ def _write_model_dir(
     labels: Sequence[str] | None,
     unchanged: Callable[[], None],
 ) -> Path:
-    staging = staging_directory(root, f".{name}.", ".tmp")
+    staging = staging_directory(_staging_parent(root), f".{root.name}.{name}.", ".tmp")
     try:
         (staging / "1").mkdir()
         shutil.copyfile(model_file, staging / "1" / filename)

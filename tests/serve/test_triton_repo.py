@@ -189,16 +189,18 @@ def test_an_overwritten_model_folder_is_swapped_in_never_removed_first(onnx_arti
 
     repo = tmp_path / "repo"
     write_triton_repository(onnx_artifact, repo, name="m")
-    real, present = export.triton_repo.publish_directory, []
-    monkeypatch.setattr(
-        export.triton_repo,
-        "publish_directory",
-        lambda staging, target: present.append(target.exists()) or real(staging, target),
-    )
+    real, seen = export.triton_repo.publish_directory, []
+
+    def publish(staging, target):  # what a polling Triton would see in the repository at the swap
+        seen.append((target.exists(), sorted(p.name for p in repo.iterdir())))
+        real(staging, target)
+
+    monkeypatch.setattr(export.triton_repo, "publish_directory", publish)
     write_triton_repository(onnx_artifact, repo, name="m", overwrite=True, max_batch_size=8)
-    assert present == [True]
+    # the staging folder is beside the repository, never in it: Triton loads hidden folders as models too
+    assert seen == [(True, ["m"])]
     assert parse((repo / "m" / "config.pbtxt").read_text()).max_batch_size == 8
-    assert sorted(p.name for p in repo.iterdir()) == ["m"]
+    assert sorted(p.name for p in repo.iterdir()) == ["m"] and sorted(p.name for p in tmp_path.iterdir()) == ["repo"]
 
 
 def test_a_tampered_artifact_is_refused(onnx_artifact, tmp_path):
