@@ -148,13 +148,17 @@ def loopback_address(url: str, *, protocol: str) -> str:
 
 
 def percentiles(latencies_s: Sequence[float]) -> dict[str, float]:
-    """Latency summary in milliseconds (empty when no request succeeded); pure."""
+    """Latency summary in milliseconds (empty when no request succeeded); pure. Percentiles as the benchmark's
+    (runtime/latency.py: trtexec's nearest rank, an observed latency, as perf_analyzer reports too), not numpy's
+    interpolation between two requests."""
+    from runtime.latency import trtexec_percentile
+
     if not latencies_s:
         return {}
-    ms = np.asarray(latencies_s, dtype=np.float64) * 1e3
-    summary = {"mean": float(ms.mean()), "min": float(ms.min()), "max": float(ms.max())}
+    ms = np.sort(np.asarray(latencies_s, dtype=np.float64) * 1e3)
+    summary = {"mean": float(ms.mean()), "min": float(ms[0]), "max": float(ms[-1])}
     for p in PERCENTILES:
-        summary[f"p{p}"] = float(np.percentile(ms, p))
+        summary[f"p{p}"] = float(trtexec_percentile(ms, p))
     return summary
 
 

@@ -47,3 +47,15 @@ def test_a_malformed_url_is_one_line(url):
     ) as err:
         loopback_address(url, protocol="http")
     assert "\n" not in str(err.value)
+
+
+def test_load_test_percentiles_are_observed_latencies_as_the_benchmarks():
+    from runtime.latency import trtexec_percentile
+    from runtime.loadtest import percentiles
+
+    latencies_s = [0.010, 0.020, 0.030, 0.040, 0.100]
+    summary = percentiles(latencies_s)
+    observed = {round(t * 1e3, 6) for t in latencies_s}
+    assert all(round(summary[f"p{p}"], 6) in observed for p in (50, 90, 95, 99))  # numpy interpolated: p99 97.6 ms
+    assert summary["p99"] == trtexec_percentile(sorted(t * 1e3 for t in latencies_s), 99) == 100.0
+    assert percentiles([]) == {}
