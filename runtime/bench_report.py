@@ -4,6 +4,7 @@ the latency distributions, the machine description and the versions.
 No clock is read here; every timing comes from ``runtime.bench``.
 """
 
+import datetime
 import importlib.metadata
 import logging
 import math
@@ -26,7 +27,29 @@ from runtime.source import ModelSource, open_source
 
 logger = logging.getLogger(__name__)
 
-VERSIONED_PACKAGES = ("torch", "numpy", "onnx", "onnxruntime", "onnxruntime-gpu", "openvino", "tensorrt")
+VERSIONED_PACKAGES = ("sge-deploy", "torch", "numpy", "onnx", "onnxruntime", "onnxruntime-gpu", "openvino", "tensorrt")
+# the vector extensions that decide CPU figures (a VM's model name may be a generic "Intel(R) Xeon(R) Processor")
+DECIDING_FLAGS = frozenset(
+    {
+        "avx2",
+        "fma",
+        "avx512f",
+        "avx512_vnni",
+        "avx_vnni",
+        "avx512_bf16",
+        "avx512_fp16",
+        "amx_tile",
+        "amx_bf16",
+        "amx_int8",
+    }
+)
+# how LatencyStats reads the times: README, Latency reports
+STATISTICS = {
+    "percentiles": "nearest rank, as trtexec (runtime/latency.py): each an observed latency",
+    "median": "as trtexec: the mean of the two middle values for an even count",
+    "cv": "a fraction: standard deviation / mean",
+    "units": "milliseconds; throughput per second",
+}
 
 
 def comparison(reports: Sequence[LatencyReport]) -> list[dict[str, Any]]:
@@ -107,8 +130,10 @@ def machine_info() -> dict[str, Any]:
         "physical_cores": physical,
         "logical_cpus": os.cpu_count(),
         "usable_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "cpu_flags": sorted(DECIDING_FLAGS & _cpu_flags()),
         "platform": platform.platform(),
         "python": platform.python_version(),
+        "when": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     }
     if hasattr(os, "getloadavg"):
         info["load_average_1_5_15"] = [round(v, 2) for v in os.getloadavg()]
@@ -116,6 +141,13 @@ def machine_info() -> dict[str, Any]:
     if gpus:
         info["gpus"] = gpus
     return info
+
+
+def _cpu_flags() -> set[str]:
+    """This process's view of the CPU's flags (the kernel build's reader: CPUID-aware under the AVX2 view)."""
+    from export.ort_sge.kernels.build import cpu_flags
+
+    return cpu_flags()
 
 
 def gpu_names() -> list[str]:
@@ -185,8 +217,10 @@ class BenchmarkResult:
     def to_dict(self, *, include_times: bool = False) -> dict[str, Any]:
         return {
             "command": self.command,
-            "artifact": self.artifact,
+            "working_directory": os.getcwd(),
+            "artifact": str(Path(self.artifact).resolve()),
             "model": self.model,
+            "statistics": STATISTICS,
             "config": self.config.to_dict(),
             "machine": self.machine,
             "versions": self.versions,

@@ -70,6 +70,15 @@ def test_benchmark_writes_json_times_and_plot(artifact, tmp_path, capsys):
     assert result["agreement_with_first"]["openvino"]["max_abs"] < 1e-4
     assert result["command"][:2] == ["python", "scripts/benchmark.py"] and "--threads" in result["command"]
     assert result["machine"]["logical_cpus"] >= 1 and "onnxruntime" in result["versions"]
+    # self-describing: when, where, what it read, which CPU extensions decided it, how the statistics are defined
+    from export.ort_sge.kernels.build import cpu_flags
+
+    assert result["machine"]["when"].endswith("+00:00") and result["working_directory"]
+    assert Path(result["artifact"]).is_absolute() and "sge-deploy" in result["versions"]
+    assert set(result["machine"]["cpu_flags"]) <= cpu_flags() and ("avx2" in cpu_flags()) == (
+        "avx2" in result["machine"]["cpu_flags"]
+    )
+    assert "nearest rank" in result["statistics"]["percentiles"]
     times = json.loads(paths["times"].read_text())
     assert len(times["openvino"]["times_ms"]) == 4
     assert paths["plot"].read_bytes()[:4] == b"\x89PNG"
