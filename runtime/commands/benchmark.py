@@ -57,7 +57,7 @@ def backend_options(name: str, args: argparse.Namespace) -> dict[str, Any]:
 
 
 # backend → the reduced precisions it runs (fp32 is every backend's default entry)
-REDUCED_PRECISIONS = {"onnxruntime": ("int8",), "openvino": ("bf16", "int8")}
+REDUCED_PRECISIONS = {"onnxruntime": ("int8",), "openvino": ("bf16", "fp16", "int8")}
 
 
 def entries(backends: list[str], precisions: list[str], args: argparse.Namespace) -> dict[str, dict[str, Any]]:
@@ -82,6 +82,11 @@ def entries(backends: list[str], precisions: list[str], args: argparse.Namespace
                 "change --precision or --backends"
             )
     return table
+
+
+def left_out(backends: list[str], runs: dict[str, Any]) -> list[str]:
+    """The backends with no entry in ``runs`` (none of the precisions asked for is one they run)."""
+    return [name for name in backends if not any(key.partition(":")[0] == name for key in runs)]
 
 
 def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
@@ -180,6 +185,12 @@ def _main(argv: list[str] | None, prog: str | None) -> int:
     precisions = [p.strip() for p in args.precision.split(",") if p.strip()]
     try:
         runs = entries(backends, precisions, args)  # an unknown precision is a ValueError: one line, exit 2
+        for name in left_out(backends, runs):  # the base of the ratios changes: say so, never silently
+            print(
+                f"warning: {name} runs none of --precision {args.precision} and is left out; add fp32 to --precision "
+                "to time it too",
+                file=sys.stderr,
+            )
         if args.batch_size > MAX_BATCH:  # 100000 images would be refused only by the OOM killer
             raise ValueError(f"--batch-size must lie in 1..{MAX_BATCH}; got {args.batch_size}")
         check_output_paths(

@@ -101,3 +101,14 @@ def test_benchmark_refuses_bad_arguments(artifact, tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
     assert benchmark.main([str(artifact), "--backends", "onnxruntime", "--precision", "fp32,fp64"]) == 2
     assert "unknown precision 'fp64'" in capsys.readouterr().err
+
+
+def test_benchmark_entries_name_what_they_leave_out():
+    from runtime.commands.benchmark import build_parser, entries, left_out
+
+    args = build_parser().parse_args(["artifact", "--threads", "1"])
+    runs = entries(["onnxruntime", "openvino"], ["bf16"], args)
+    assert list(runs) == ["openvino:bf16"] and left_out(["onnxruntime", "openvino"], runs) == ["onnxruntime"]
+    runs = entries(["onnxruntime", "openvino"], ["fp32", "bf16", "fp16"], args)  # fp16 on OpenVINO, as infer takes
+    assert list(runs) == ["onnxruntime", "openvino", "openvino:bf16", "openvino:fp16"]
+    assert left_out(["onnxruntime", "openvino"], runs) == []
