@@ -170,7 +170,15 @@ def check_int8_graphs(reference: "Reference") -> "Int8Result":  # noqa: F821
     between CPUs (x86 without VNNI saturates 8-bit weights), so the export machine's pass need not hold here. The
     fused INT8 graph is left out, with a warning, where the fused SGE kernel is unavailable; an artifact without
     INT8 graphs is an ArtifactError."""
-    from export.int8.roles import INT8_FUSED_ROLE, SCHEME_OF_ROLE, file_with_role, int8_record, int8_weight_bits
+    from export.int8.roles import (
+        INT8_FUSED_ROLE,
+        INT8_S8S8_ROLE,
+        SCHEME_OF_ROLE,
+        file_with_role,
+        int8_record,
+        int8_saturates,
+        int8_weight_bits,
+    )
     from export.int8.stage import Int8Result, check_int8_graph, int8_references
     from export.ort_sge.kernels import KernelUnavailableError, kernel_library
 
@@ -189,6 +197,13 @@ def check_int8_graphs(reference: "Reference") -> "Int8Result":  # noqa: F821
     result = Int8Result(calibration=dict(int8_record(manifest).get("calibration", {})))
     for name, role in plan:
         library = None
+        if role == INT8_S8S8_ROLE and int8_saturates(manifest, name):  # TensorRT's graph, which no CPU deploys
+            logger.warning(
+                "%s (TensorRT's S8S8 graph, 8-bit weights) not judged here: this CPU's integer kernels add pairs of "
+                "products in 16 bits (no VNNI or AMX), which saturates it; TensorRT sums in 32 bits",
+                name,
+            )
+            continue
         if role == INT8_FUSED_ROLE:
             try:
                 library = kernel_library()

@@ -56,7 +56,7 @@ def _main(argv: list[str] | None, prog: str | None) -> int:
 
     try:
         check_output_paths(json=args.json, inputs=[args.directory, *(args.images or ())])  # before the work
-        graphs = graphs_to_check(args.directory, backend=backend)
+        graphs = graphs_to_check(args.directory, backend=backend, int8=args.int8)
         # the hashes are verified and the eager model rebuilt once, for the FP32 and the INT8 checks alike
         reference = open_reference(
             args.directory, images=args.images, batch_sizes=args.batch_sizes, checkpoint=args.checkpoint
@@ -90,11 +90,18 @@ def _main(argv: list[str] | None, prog: str | None) -> int:
     return 0
 
 
-def graphs_to_check(directory: Path, *, backend: str) -> list[str]:
-    """The deploy file, and with ONNX Runtime the fused-SGE graph when the artifact has one."""
-    from export.artifacts import load_manifest
+def graphs_to_check(directory: Path, *, backend: str, int8: bool = False) -> list[str]:
+    """The deploy file, and with ONNX Runtime the fused-SGE graph when the artifact has one; with ``int8`` an
+    artifact without INT8 graphs is refused here, before the eager model is rebuilt (it took 37 s to say so)."""
+    from export.artifacts import ArtifactError, load_manifest
+    from export.int8.roles import SCHEME_OF_ROLE, file_with_role
     from export.ort_sge.session import fused_graph_file
 
     manifest = load_manifest(directory, verify=False)  # open_reference verifies the hashes
+    if int8 and not any(file_with_role(manifest, role) for role in SCHEME_OF_ROLE):
+        raise ArtifactError(
+            f"{directory} has no INT8 graph to check; re-export it with `sge-deploy export --model {manifest.model} "
+            "--int8`, or drop --int8"
+        )
     fused = fused_graph_file(manifest) if backend == "onnxruntime" else None
     return [manifest.deploy, *([fused] if fused else [])]

@@ -46,10 +46,29 @@ def test_the_command_line_prints_and_writes_them(int8_artifact, validate_script,
     assert reports["model.int8.onnx"]["passed"] is True
 
 
-def test_an_artifact_without_int8_graphs_is_one_line_and_exit_2(fp32_artifact, validate_script, capsys):
+def test_an_artifact_without_int8_graphs_is_one_line_and_exit_2(fp32_artifact, validate_script, capsys, monkeypatch):
+    import export.validate
+
+    def rebuilt(*args, **kwargs):
+        raise AssertionError("the eager model was rebuilt before the refusal")  # it took 37 s at 224²
+
+    monkeypatch.setattr(export.validate, "open_reference", rebuilt)
     assert validate_script.main([str(fp32_artifact), "--int8"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "has no INT8 graph to check" in err[0] and "--int8" in err[0]
+
+
+def test_tensorrts_s8s8_graph_is_not_judged_on_a_cpu_that_saturates_it(int8_artifact, monkeypatch, caplog):
+    """No CPU deploys the S8S8 graph; under the AVX2 view sge_resnet18 at 64² scored 0.9773 there and failed
+    validate --int8 on an AVX2 deployment CPU."""
+    import export.int8.roles as roles
+    from export.validate import check_int8_graphs, open_reference
+
+    directory, _ = int8_artifact
+    monkeypatch.setattr(roles, "int8_saturates", lambda manifest, graph, cpu_flags=None: graph.endswith("s8s8.onnx"))
+    result = check_int8_graphs(open_reference(directory))
+    assert "model.int8_s8s8.onnx" not in {graph.name for graph in result.graphs}
+    assert "model.int8_s8s8.onnx (TensorRT's S8S8 graph, 8-bit weights) not judged here" in caplog.text
 
 
 def test_a_graph_below_its_gate_here_exits_1(int8_artifact, validate_script, monkeypatch, capsys):
