@@ -42,6 +42,15 @@ def test_calib_images_without_int8_is_refused(export_script, tmp_path, capsys):
     assert "--int8" in capsys.readouterr().err
 
 
+def test_a_7_bit_graph_below_its_gate_suggests_8_bit_weights(export_script, tmp_path, capsys, monkeypatch):
+    import export.int8.parity as parity
+
+    monkeypatch.setitem(parity.COSINE_GATES, "u8s8", 1.01)  # as sge_resnet18 at 64² with 7 bits: 0.986 < 0.99
+    argv = [*TINY, "--output", str(tmp_path / "a"), "--int8", "--calib-count", "4", "--no-fused-sge"]
+    assert export_script.main(argv) == 1
+    assert "or --int8-weight-bits 8 if every deployment CPU has VNNI or AMX" in capsys.readouterr().err
+
+
 def test_int8_below_its_gate_exits_1_and_is_not_in_the_manifest(export_script, tmp_path, capsys, monkeypatch):
     import export.int8.parity as parity
 
@@ -49,7 +58,8 @@ def test_int8_below_its_gate_exits_1_and_is_not_in_the_manifest(export_script, t
     out = tmp_path / "artifact"
     code = export_script.main([*TINY, "--output", str(out), "--int8", "--calib-count", "4", "--no-fused-sge"])
     assert code == 1
-    assert "model.int8_s8s8.onnx" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "model.int8_s8s8.onnx" in err and "--int8-weight-bits 8" not in err  # the S8S8 graph has 8 bits already
     manifest = load_manifest(out)  # the FP32 artifact and the passing U8S8 graph are complete
     assert "model.int8.onnx" in manifest.files and "model.int8_s8s8.onnx" not in manifest.files
     assert not (out / "model.int8_s8s8.onnx").exists() and (out / "parity_model_int8_s8s8.json").exists()
