@@ -209,11 +209,20 @@ def default_targets(source: Any) -> list[str]:
 
 
 def load_runners(source: Any, *, targets: Sequence[str], reference: str, threads: int | None) -> dict[str, Any]:
-    """Every target's and the reference's runner, not yet active: an unknown backend or precision, a missing INT8
-    graph or backend package is refused here, before any image runs."""
+    """Every target's and the reference's runner, active: an unknown backend or precision, a missing INT8 graph or
+    backend package (torch is imported only at activation) is refused here, before any image runs; on a refusal the
+    ones already active are closed. ``evaluate`` closes them when it is done."""
     import runtime
 
-    return {name: _load(runtime, source, name, threads) for name in dict.fromkeys([reference, *targets])}
+    runners = {name: _load(runtime, source, name, threads) for name in dict.fromkeys([reference, *targets])}
+    try:
+        for runner in runners.values():
+            runner.activate()
+    except BaseException:
+        for runner in runners.values():
+            runner.deactivate()
+        raise
+    return runners
 
 
 def evaluate(

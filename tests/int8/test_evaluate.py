@@ -199,3 +199,14 @@ def test_a_target_that_cannot_run_is_refused_before_any_image(int8_artifact, tmp
     assert load_script("evaluate").main(argv) == 2
     err = capsys.readouterr().err
     assert "nosuch" in err and "evaluating" not in err  # no progress bar was started
+
+
+def test_a_reference_that_cannot_activate_is_refused_before_the_bar(int8_artifact, tmp_path, capsys, monkeypatch):
+    """Without torch the default reference failed only after "evaluating 0/N" had been printed."""
+    import sys
+
+    save_photos(tmp_path / "photos", ["coffee"])
+    monkeypatch.setitem(sys.modules, "torch", None)  # import torch fails, as in a deploy-only install
+    assert load_script("evaluate").main([str(int8_artifact[0]), "--data", str(tmp_path / "photos")]) == 2
+    err = capsys.readouterr().err
+    assert "evaluating" not in err and "--reference onnxruntime" in err, err
