@@ -153,7 +153,7 @@ PACKAGES = (
         "tensorrt",
         ("tensorrt", "tensorrt-cu12", "tensorrt-cu13"),
         "TensorRT engines (export --trt, trt-build) and the tensorrt backend, on an NVIDIA GPU",
-        "tensorrt (NVIDIA's wheels, on a CUDA machine)",
+        "tensorrt-cu12 (CUDA 12) or tensorrt-cu13 (CUDA 13), NVIDIA's wheels, on a CUDA machine",
     ),
     ("pytriton", "pytriton", ("nvidia-pytriton",), "serve (a Triton Inference Server)", "'sge-deploy[serve]'"),
     ("tritonclient", "tritonclient", ("tritonclient",), "loadtest and Triton clients", "'sge-deploy[serve]'"),

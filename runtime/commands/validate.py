@@ -44,8 +44,14 @@ def main(argv: list[str] | None = None, *, prog: str | None = None) -> int:
 
 
 def _main(argv: list[str] | None, prog: str | None) -> int:
-    args = build_parser(prog).parse_args(argv)
+    parser = build_parser(prog)
+    args = parser.parse_args(argv)
     backend = args.backends[0]
+    if backend != "onnxruntime":  # refused after the model was rebuilt, as an "unknown backend"
+        parser.error(
+            f"--backend {backend}: validate checks the artifact's graphs on onnxruntime only; time or compare other "
+            "backends with benchmark or evaluate"
+        )
     console = make_console(highlight=False, min_width=110, json_path=args.json)
 
     import models

@@ -194,3 +194,12 @@ def test_sigterm_mid_export_cleans_up_as_ctrl_c_does(tmp_path):
     _, err = child.communicate(timeout=120)
     assert child.returncode == 143 and err.strip().endswith("terminated"), err
     assert list(tmp_path.iterdir()) in ([], [tmp_path / ".out.lock"])  # no staging folder, no artifact
+
+
+def test_validate_refuses_a_backend_it_does_not_check_before_any_work(tmp_path, capsys):
+    from runtime.commands import validate
+
+    with pytest.raises(SystemExit) as refused:  # it rebuilt the model, then called openvino an "unknown backend"
+        validate.main([str(tmp_path), "--backend", "openvino"], prog="sge-deploy validate")
+    assert refused.value.code == EXIT_INPUT
+    assert "validate checks the artifact's graphs on onnxruntime only" in capsys.readouterr().err
