@@ -84,7 +84,10 @@ def main(argv: list[str] | None = None) -> int:
             references=args.reference,
         )
         config = BenchmarkConfig(duration_s=args.duration, mode="interleave")
-        photos = photo_batch((224, 224))
+        from runtime.preprocess import preprocessing_for
+        from runtime.source import open_source
+
+        photos = photo_batch(preprocessing_for(open_source(args.sge)).size)  # the artifacts' own size, not 224²
         batch = np.resize(photos, (args.batch_size, *photos.shape[1:])).astype(np.float32)
         timings = time_variants(chosen, batch, threads=args.threads, config=config)
         result = {"command": command, "machine": machine_info(), "versions": versions(), "batch": args.batch_size}
