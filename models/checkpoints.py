@@ -4,8 +4,11 @@ Reads ``.pth``/``.pt``/``.pth.tar`` with ``torch.load(weights_only=True)`` (no c
 Accepts ``{'state_dict': ...}``/``{'model': ...}`` wrappers, DataParallel's ``module.`` prefix (the official SGE
 checkpoints) and numpy scalars beside the weights (a training script's ``best_prec1``), and maps the official CBAM
 layout and the ``nn.Linear`` SE layout (``se.fc.0/fc.2``, as in implus/PytorchInsight; bias-free ones get zero
-biases); timm's SE (``se.fc1/fc2``), the official GC (``context_block.conv_mask``, ``channel_add_conv.{0,1,3}``),
-ECA (``eca.conv``) and SGE layouts are this project's own.
+biases); timm's SE (``se.fc1/fc2``; its hidden widths, C/16 rounded up to a multiple of 8, are read from the
+checkpoint), the official GC (``context_block.conv_mask``, ``channel_add_conv.{0,1,3}``), ECA (``eca.conv``) and SGE
+layouts are this project's own. Not loadable: the SENet authors' Caffe SE-ResNets and their PyTorch port
+(``layer0``/``se_module``/``last_linear``): that network puts the stride on the 1×1 convolution and pools the stem
+without padding in ceil mode, so its weights would compute another function here.
 """
 
 import logging
@@ -179,6 +182,10 @@ def options_from_state_dict(state_dict: dict[str, torch.Tensor], *, attention: s
         convs = [state_dict.get(f"layer{stage}.0.eca.conv.weight") for stage in range(1, 5)]
         if all(c is not None and c.ndim == 3 for c in convs):
             options["kernel_size"] = tuple(int(c.shape[-1]) for c in convs)
+    if attention == "se":  # the hidden width per stage, where it is not C/16 (timm's rounding to multiples of 8)
+        fc1s = [state_dict.get(f"layer{stage}.0.se.fc1.weight") for stage in range(1, 5)]
+        if all(w is not None and w.ndim == 4 for w in fc1s) and any(w.shape[0] != w.shape[1] // 16 for w in fc1s):
+            options["hidden"] = tuple(int(w.shape[0]) for w in fc1s)
     return options
 
 

@@ -12,9 +12,11 @@ from torch import nn
 class SqueezeExcite(nn.Module):
     child_name = "se"
 
-    def __init__(self, channels: int, *, reduction: int = 16) -> None:
+    def __init__(self, channels: int, *, reduction: int = 16, hidden: int | None = None) -> None:
         super().__init__()
-        hidden = channels // reduction
+        # C/r as in the paper; ``hidden`` where a checkpoint says otherwise (timm rounds C/16 up to a multiple of 8:
+        # 8 for the 64 channels of ResNet-18/34's first stage, where C/16 is 4)
+        hidden = channels // reduction if hidden is None else hidden
         if hidden < 1:
             raise ValueError(f"SE reduction {reduction} leaves no hidden units for {channels} channels")
         self.fc1 = nn.Conv2d(channels, hidden, kernel_size=1, bias=True)

@@ -261,3 +261,18 @@ def test_integer_weights_are_refused_not_cast(tmp_path: Path) -> None:
         CheckpointError, match=r"holds 102 weights that are not floating point \(\S+: int32\); give the float"
     ):
         create_model("resnet18", checkpoint=tmp_path / "int.safetensors")  # it exported an all-zero model that passed
+
+
+def test_a_timm_se_checkpoint_with_its_rounded_hidden_widths_loads(tmp_path: Path) -> None:
+    """timm's SEModule rounds C/16 up to a multiple of 8: 8 hidden units for ResNet-18's 64 channels, where the
+    paper's C/16 gives 4; its seresnet18/34 checkpoints failed at layer1 with a shape mismatch."""
+    from safetensors.torch import save_file
+
+    timm_like = build_model("se_resnet18", hidden=(8, 8, 16, 32))  # make_divisible(C/16, 8) per stage
+    save_file({k: v.contiguous() for k, v in timm_like.state_dict().items()}, tmp_path / "seresnet18.safetensors")
+    loaded = create_model("se_resnet18", checkpoint=tmp_path / "seresnet18.safetensors")
+    assert loaded.layer1[0].se.fc1.out_channels == 8 and loaded.layer4[1].se.fc1.out_channels == 32
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), timm_like.eval()(x))
+    assert build_model("se_resnet18").layer1[0].se.fc1.out_channels == 4  # without a checkpoint: the paper's C/16
