@@ -14,7 +14,9 @@ does not know it); its calibration session registers the custom-op library. Rang
 and reused (ORT's calibration cache) for every scheme of that graph.
 """
 
+import contextlib
 import logging
+import sys
 import tempfile
 from pathlib import Path
 
@@ -99,8 +101,10 @@ def calibrate(
         if library is not None:
             options.register_custom_ops_library(str(library))
         calibrator.infer_session = ort.InferenceSession(augmented, options, providers=["CPUExecutionProvider"])
-        calibrator.collect_data(BatchReader(batch, input_name=input_name))
-        ranges = calibrator.compute_data()
+        # the histogram calibrators print their progress to stdout, which `--json -` reserves for the JSON
+        with contextlib.redirect_stdout(sys.stderr):
+            calibrator.collect_data(BatchReader(batch, input_name=input_name))
+            ranges = calibrator.compute_data()
     save_tensors_data(ranges, ranges_path)
     logger.info(
         "calibrated %s: %d tensors, %s on %d images", Path(model_path).name, len(ranges.data), method, len(batch)

@@ -80,3 +80,20 @@ def test_a_graph_below_its_gate_here_exits_1(int8_artifact, validate_script, mon
     assert validate_script.main([str(directory), "--int8"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("error: parity failed: model.int8.onnx: photos") and "< 0.99999" in err
+
+
+def test_cpu_int8_graphs_the_export_dropped_fail_validate(int8_artifact, tmp_path):
+    """sge_resnet18 at 64² with 7-bit weights: both U8S8 graphs failed at export; validate --int8 checked only the
+    S8S8 graph and said "parity passed", while every CPU INT8 runner refused the artifact."""
+    import json
+
+    from runtime.commands.validate import export_failed_cpu_graphs
+
+    directory, _ = int8_artifact
+    assert export_failed_cpu_graphs(directory) == []
+    manifest = json.loads((directory / "manifest.json").read_text())
+    for graph in manifest["extra"]["int8"]["graphs"]:
+        graph["passed"] = graph["file"] != "model.int8.onnx"
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    (failure,) = export_failed_cpu_graphs(tmp_path)
+    assert failure.startswith("model.int8.onnx failed its INT8 gate at export (parity_model_int8.json)")
