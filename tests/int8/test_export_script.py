@@ -85,3 +85,15 @@ def test_int8_below_its_gate_exits_1_and_is_not_in_the_manifest(export_script, t
 def test_an_option_without_the_one_it_belongs_to_is_refused(export_script, tmp_path, capsys, flags, says):
     assert export_script.main([*TINY, "--output", str(tmp_path / "a"), *flags]) == 2  # was ignored without a word
     assert capsys.readouterr().err == f"error: {says}\n" and not (tmp_path / "a").exists()
+
+
+def test_a_failed_int8_gate_still_runs_the_steps_asked_for(export_script, tmp_path, capsys, monkeypatch):
+    """It returned before them: the Triton repository asked for stayed the previous export's, beside a new artifact."""
+    import export.int8.parity as parity
+
+    monkeypatch.setitem(parity.COSINE_GATES, "s8s8", 1.01)
+    repo = tmp_path / "triton"
+    argv = [*TINY, "--output", str(tmp_path / "a"), "--int8", "--calib-count", "4", "--no-fused-sge"]
+    assert export_script.main([*argv, "--triton-repo", str(repo)]) == 1
+    assert "INT8 parity failed" in capsys.readouterr().err
+    assert any(repo.glob("*/config.pbtxt"))  # written from the complete FP32 artifact
