@@ -137,6 +137,9 @@ def quantize_graph(
         "WeightSymmetric": True,
         # TensorRT fuses Relu into the preceding layer itself and wants the Q/DQ placement to say so
         "QDQKeepRemovableActivations": symmetric,
+        # TensorRT's ONNX parser takes DequantizeLinear on int8 activations and weights only: an int32 bias behind one
+        # is refused ("only activation types allowed as input to this layer"); it folds a float bias itself
+        "QuantizeBias": not symmetric,
     }
     with tempfile.TemporaryDirectory(prefix="sge-int8-") as tmp:
         named = Path(tmp) / "named.onnx"

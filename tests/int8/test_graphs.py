@@ -101,3 +101,17 @@ def test_manifest_records_each_graph_and_its_report(int8_artifact):
         cases = {(c["reference"], c["inputs"], c["batch"]) for c in report["cases"]}
         assert {("eager", "photos", 8), ("fp32_onnx", "random", 1)} <= cases
         assert report["worst"]["eager / photos"]["cosine"] >= report["gates"]["photos_cosine"]
+
+
+def test_tensorrts_s8s8_graph_keeps_its_biases_float(int8_artifact):
+    """onnx-tensorrt takes DequantizeLinear on int8 tensors only: an int32 bias behind one fails the parse. ONNX
+    Runtime's U8S8 graphs keep their int32 biases (its integer convolution adds them)."""
+    import onnx
+
+    def int32_dequantized(name):
+        model = onnx.load(str(int8_artifact[0] / name))
+        int32 = {t.name for t in model.graph.initializer if t.data_type == onnx.TensorProto.INT32}
+        return sum(n.op_type == "DequantizeLinear" and n.input[0] in int32 for n in model.graph.node)
+
+    assert int32_dequantized("model.int8_s8s8.onnx") == 0
+    assert int32_dequantized("model.int8.onnx") > 0
