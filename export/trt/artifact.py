@@ -44,9 +44,13 @@ class Fp16Parity:
     max_abs: float
     max_rel: float  # max |Δ| / max |reference logit|, per case, worst case
     top1_agreement: float
+    reference_max: float = 0.0  # the largest |FP32 logit|: beyond FP16's range the FP16 output is Inf on a GPU
 
     def to_dict(self) -> dict[str, Any]:
         return self.__dict__.copy()
+
+
+FP16_MAX = 65504.0  # the largest finite float16
 
 
 def compare_fp16(fp32_onnx: Path, fp16_onnx: Path, batch: np.ndarray, *, input_name: str) -> Fp16Parity:
@@ -54,7 +58,13 @@ def compare_fp16(fp32_onnx: Path, fp16_onnx: Path, batch: np.ndarray, *, input_n
     diff = np.abs(got - ref)
     rel = diff.max(axis=1) / np.abs(ref).max(axis=1)
     agree = float((got.argmax(1) == ref.argmax(1)).mean())
-    return Fp16Parity(cases=len(batch), max_abs=float(diff.max()), max_rel=float(rel.max()), top1_agreement=agree)
+    return Fp16Parity(
+        cases=len(batch),
+        max_abs=float(diff.max()),
+        max_rel=float(rel.max()),
+        top1_agreement=agree,
+        reference_max=float(np.abs(ref).max()),
+    )
 
 
 def add_fp16_onnx(directory: str | Path, *, photos: np.ndarray | None = None) -> tuple[Path, Fp16Parity]:
@@ -73,6 +83,12 @@ def add_fp16_onnx(directory: str | Path, *, photos: np.ndarray | None = None) ->
         mean, std = tuple(manifest.preprocessing["mean"]), tuple(manifest.preprocessing["std"])
         photos = photo_batch((h, w), mean=mean, std=std)
     parity = compare_fp16(fp32_path, path, photos, input_name=manifest.inputs[0].name)
+    if not parity.reference_max <= FP16_MAX:  # ORT's CPU graph skips casts, so its FP16 run stayed finite
+        path.unlink()
+        raise Fp16ConversionError(
+            f"the FP32 logits reach {parity.reference_max:.4g} on the photographs, beyond FP16's {FP16_MAX:g}: the "
+            "FP16 graph would give Inf on a GPU; keep FP32 (no --fp16-onnx, --trt fp32)"
+        )
     manifest.record(directory, FP16_ONNX_NAME, role="model-fp16")
     manifest.parity["fp16_onnx"] = {"against": manifest.deploy, "inputs": "photographs", **parity.to_dict()}
     manifest.extra["fp16_onnx"] = {"file": FP16_ONNX_NAME, "policy": plan.to_dict()}

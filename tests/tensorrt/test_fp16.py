@@ -211,3 +211,28 @@ def test_dynamo_form_of_the_normalisation_is_found(tmp_path):
     x = np.random.default_rng(1).standard_normal((1, 8, 4, 4)).astype(np.float32)
     ref = ReferenceEvaluator(model).run(None, {"x": x})[0]
     np.testing.assert_allclose(run_reference(convert_to_fp16(model, plan), x, name="x"), ref, rtol=0.01, atol=0.05)
+
+
+def test_logits_beyond_fp16s_range_are_refused(tmp_path, monkeypatch):
+    """ONNX Runtime's CPU run of the FP16 graph stayed finite (it skips some casts) where FP16 arithmetic gives Inf:
+    a checkpoint with logits near 2.9e5 was written with a passing parity."""
+    import pytest
+
+    from export.artifacts import load_manifest
+    from export.fp16 import Fp16ConversionError
+    from export.pipeline import export_model
+    from export.trt import artifact
+
+    out = tmp_path / "r18"
+    export_model("resnet18", out, init="random", input_size=(64, 64), batch_sizes=(1,))
+    real = artifact.compare_fp16
+
+    def huge_logits(*args, **kwargs):
+        from dataclasses import replace
+
+        return replace(real(*args, **kwargs), reference_max=2.9e5)
+
+    monkeypatch.setattr(artifact, "compare_fp16", huge_logits)
+    with pytest.raises(Fp16ConversionError, match=r"the FP32 logits reach 2\.9e\+05 .* beyond FP16's 65504"):
+        artifact.add_fp16_onnx(out)
+    assert not (out / "model_fp16.onnx").exists() and "model_fp16.onnx" not in load_manifest(out).files
