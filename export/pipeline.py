@@ -360,6 +360,7 @@ def _export_int8(
         random_inputs=inputs["random"],
         input_name=spec.input_name,
         batch_sizes=spec.batch_sizes,
+        photo_set=len(photos),
     )
 
 

@@ -218,6 +218,7 @@ def check_int8_graphs(reference: "Reference") -> "Int8Result":  # noqa: F821
             references=references,
             input_name=spec.input_name,
             batch_sizes=spec.batch_sizes,
+            photo_set=len(reference.photos),
             weight_bits=int8_weight_bits(manifest, name),
         )
         result.graphs.append(graph)

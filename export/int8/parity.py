@@ -107,21 +107,30 @@ def int8_parity(
     inputs: dict[str, np.ndarray],
     references: dict[str, dict[str, np.ndarray]],
     batch_sizes: tuple[int, ...],
+    photo_set: int | None = None,
 ) -> Int8Parity:
     """``runner`` (array → logits) on each input kind at each batch size, against each reference's logits.
 
     ``references`` maps a reference name ("eager", "fp32_onnx") to {input kind: logits of all of its inputs}. An
     input kind with more rows than the largest batch (the full photo set) is also judged whole, as a case of that
     many rows run in batches of the largest size: every photograph is judged, and none makes one huge batch.
+    ``photo_set``: how many distinct photographs head ``inputs["photos"]`` (it is cycled to fill the largest batch):
+    where the largest batch repeats some, the top-1 gate judges those first rows, each photograph once (8 rows of 7
+    photographs counted the first twice: 6/8 passed the 75 % gate where 5/7 fails it).
     """
     report = Int8Parity(graph=graph, scheme=scheme)
     largest = max(batch_sizes)
     for kind, x in inputs.items():
+        full = photo_set if kind == "photos" and photo_set else len(x)
         batches = [*batch_sizes, len(x)] if len(x) > largest else list(batch_sizes)
+        if full < largest:  # the set, judged once each: the largest batch's first rows, not run again
+            batches.append(full)
         head = None  # the largest batch's output: the whole set's first rows, not run twice
         for batch in batches:
             if batch > largest:  # the whole set, in batches of the largest size
                 got = np.concatenate([head, in_chunks(runner, x[largest:], largest)])
+            elif batch == full < largest:
+                got = head[:full]
             else:
                 got = runner(np.ascontiguousarray(x[:batch]))
                 head = got if batch == largest else head
@@ -133,7 +142,7 @@ def int8_parity(
                     batch,
                     compare(ref, got),
                     clear_top1=clear_top1_agreement(ref, got),
-                    gate_top1=batch == max(batches),
+                    gate_top1=batch == (full if full < largest else max(batches)),
                 )
     return report
 

@@ -99,6 +99,7 @@ def add_int8_graphs(
     random_inputs: np.ndarray,
     input_name: str,
     batch_sizes: tuple[int, ...],
+    photo_set: int | None = None,
 ) -> Int8Result:
     """Write, check and keep-or-delete the INT8 graphs of an FP32 export (see the module docstring)."""
     directory = Path(directory)
@@ -134,6 +135,7 @@ def add_int8_graphs(
                 references=references,
                 input_name=input_name,
                 batch_sizes=batch_sizes,
+                photo_set=photo_set,
                 weight_bits=bits,
             )
             write_json(directory / graph.parity_name, graph.parity.to_dict())
@@ -173,9 +175,11 @@ def check_int8_graph(
     input_name: str,
     batch_sizes: tuple[int, ...],
     weight_bits: int,
+    photo_set: int | None = None,
 ) -> Int8Graph:
     """One INT8 graph against its gates (export.int8.parity) and its structure: no Q/DQ inside SGE, the activation
-    type of its scheme, weights within ``weight_bits``. ``library``: the fused-SGE kernel, for the fused graph."""
+    type of its scheme, weights within ``weight_bits``. ``library``: the fused-SGE kernel, for the fused graph;
+    ``photo_set``: how many distinct photographs head ``inputs["photos"]``."""
     from export.validate import onnxruntime_runner
 
     scheme = SCHEME_OF_ROLE[role]
@@ -184,7 +188,9 @@ def check_int8_graph(
     inside = qdq_inside_sge(model)
     counts = scheme_of(model)
     runner = onnxruntime_runner(path, input_name=input_name, fused=library is not None)
-    parity = int8_parity(path.name, scheme, runner, inputs=inputs, references=references, batch_sizes=batch_sizes)
+    parity = int8_parity(
+        path.name, scheme, runner, inputs=inputs, references=references, batch_sizes=batch_sizes, photo_set=photo_set
+    )
     if inside:
         parity.failures.append(f"Q/DQ inside SGE's float region: {', '.join(inside[:5])}")
     want = "int8" if scheme == "s8s8" else "uint8"

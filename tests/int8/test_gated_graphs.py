@@ -164,3 +164,31 @@ def test_the_photo_gates_judge_every_photograph_whatever_the_batch_sizes(photos)
     assert report.worst("eager", "photos")["top1"] == pytest.approx(2 / n)
     assert any(f"photos batch {n} vs eager: clear top-1 agreement" in failure for failure in report.failures)
     assert not any("batch 2 " in failure or "batch 1 " in failure for failure in report.failures)
+
+
+def test_a_largest_batch_that_repeats_a_photograph_is_not_the_top1_gate(photos):
+    """Batch sizes 1, 3, 8 and 7 photographs: the 8-row batch repeats the first one, so 6 clear of 8 passed the 75 %
+    gate where 5 of the 7 photographs fail it. The gate judges the 7."""
+    n = len(photos)
+    cycled = photos[np.arange(n + 1) % n]
+    reference = np.random.default_rng(0).standard_normal((n + 1, 100)).astype(np.float32)
+    reference[:, 0] = 10.0  # a clear top-1 class on every photograph
+    swapped = {1, 2}  # two photographs (not the repeated first) swap their top two classes
+
+    def runner(x):
+        out = reference[: len(x)].copy()
+        for row in range(len(x)):
+            if row % n in swapped:
+                out[row, [0, 1]] = out[row, [1, 0]]
+        return out
+
+    kwargs = {
+        "inputs": {"photos": cycled},
+        "references": {"eager": {"photos": reference}},
+        "batch_sizes": (1, 3, n + 1),
+    }
+    assert not any("top-1" in f for f in int8_parity("g.onnx", "u8s8", runner, **kwargs).failures)  # 6/8 = 75 %
+    report = int8_parity("g.onnx", "u8s8", runner, **kwargs, photo_set=n)
+    assert [c["batch"] for c in report.cases] == [1, 3, n + 1, n]
+    top1 = [f for f in report.failures if "top-1" in f]  # (the swaps fail the cosine gates too)
+    assert top1 == [f"photos batch {n} vs eager: clear top-1 agreement {(n - 2) / n:.0%} < 75%"]
