@@ -121,9 +121,12 @@ def missing_int8_graph(manifest: "Manifest", *, fused: bool) -> str:  # noqa: F8
     fused_file = file_with_role(manifest, INT8_FUSED_ROLE)
     if fused_file and not fused:
         why += f" ({fused_file}, which it has, runs only on the CPU with the fused-SGE graph: sge_fused=True)"
+    seven_bit = any(recorded_int8_graphs(manifest).get(name, {}).get("weight_bits") == 7 for name in usable)
+    bits = ", or --int8-weight-bits 8 where every CPU it runs on has VNNI or AMX" if failed and seven_bit else ""
     return (
         f"the {manifest.model} artifact was exported with --int8 but {why}; re-export it with --int8 and other "
-        "calibration (--calib-images DIR of your own photographs, --calib-method percentile|entropy), or run fp32"
+        f"calibration (--calib-images DIR of your own photographs, --calib-method percentile|entropy{bits}), or run "
+        "fp32"
     )
 
 

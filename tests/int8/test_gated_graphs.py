@@ -88,6 +88,7 @@ def test_without_the_fused_path_the_error_names_the_failed_graph(fused_only, bac
     message = str(err.value)
     assert "model.int8.onnx (parity_model_int8.json) failed its INT8 parity gate" in message
     assert f"{INT8_FUSED_NAME}, which it has" in message and "sge_fused=True" in message and "\n" not in message
+    assert "--int8-weight-bits 8 where every CPU it runs on has VNNI or AMX" in message  # its graphs have 7 bits
 
 
 def test_onnxruntime_kernel_failure_with_no_plain_graph_says_both(fused_only, photos, monkeypatch):
