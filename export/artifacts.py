@@ -44,6 +44,15 @@ class TensorSpec:
     # feature map is too small (SGE's std over one position is undefined), and each backend failed its own way
     min_side: int | None = None
 
+    def side_refusal(self, height: int, width: int) -> str | None:
+        """Why an input of ``height``×``width`` is too small for this model (``min_side``), in one line; else None."""
+        if self.min_side is None or min(height, width) >= self.min_side:
+            return None
+        return (
+            f"input {self.name!r} must be at least {self.min_side}×{self.min_side} pixels for this model; got "
+            f"{height}×{width} (its last feature map would be too small): resize the images"
+        )
+
     def to_dict(self) -> dict[str, Any]:
         d = {"name": self.name, "shape": list(self.shape), "dtype": self.dtype, "layout": self.layout}
         return d | ({"min_side": self.min_side} if self.min_side is not None else {})
@@ -340,10 +349,21 @@ def check_unchanged(directory: str | Path, identities: dict[str, FileIdentity]) 
         )
 
 
+def check_graph_metadata(manifest: "Manifest", props: dict[str, str], *, directory: str | Path, graph: str) -> None:
+    """ArtifactError where the manifest's model name, mean or std differ from the metadata the export wrote into
+    ``graph`` itself (``props``; the manifest hashes the graph's bytes): an edit of manifest.json alone (mean 0, std 1)
+    passed every hash and changed every prediction."""
+    problem = manifest_disagreement(manifest, props)
+    if problem is not None:
+        raise ArtifactError(
+            f"{directory}/manifest.json disagrees with {graph} ({problem}); the manifest was edited: restore it or "
+            "re-export the artifact"
+        )
+
+
 def manifest_disagreement(manifest: "Manifest", props: dict[str, str]) -> str | None:
-    """Where the manifest's model name, mean or std differ from what the export wrote into the graph itself (whose
-    bytes the manifest hashes), in words; None where they agree or the graph records none. An edit of manifest.json
-    alone (mean 0, std 1) passed every hash and changed every prediction."""
+    """Where the manifest's model name, mean or std differ from the graph's metadata, in words; None where they agree
+    or the graph records none."""
     pre = manifest.preprocessing
     if "model_name" in props and props["model_name"] != manifest.model:
         return f"model {manifest.model!r}, the graph {props['model_name']!r}"

@@ -21,7 +21,7 @@ import onnx
 import torch
 from torch import nn
 
-from export.artifacts import ArtifactError, check_unchanged, file_sha256, load_verified, manifest_disagreement
+from export.artifacts import ArtifactError, check_graph_metadata, check_unchanged, file_sha256, load_verified
 from export.metadata import read_metadata
 from export.parity import ParityReport, evaluate_case
 from export.spec import ExportSpec
@@ -308,13 +308,7 @@ def open_reference(
     pre = manifest.preprocessing
     if not {"mean", "std"} <= pre.keys():
         raise ArtifactError(f"{directory}/manifest.json: preprocessing lacks mean or std; re-export the model")
-    problem = manifest_disagreement(
-        manifest, read_metadata(onnx.load(directory / manifest.deploy, load_external_data=False))
-    )
-    if problem is not None:
-        raise ArtifactError(
-            f"{directory}/manifest.json disagrees with {manifest.deploy} ({problem}); the manifest was edited: "
-            "restore it or re-export the artifact"
-        )
+    deployed = onnx.load(directory / manifest.deploy, load_external_data=False)
+    check_graph_metadata(manifest, read_metadata(deployed), directory=directory, graph=manifest.deploy)
     photos = photo_inputs(tuple(spec.input_size), mean=pre["mean"], std=pre["std"], images=images)
     return Reference(directory, manifest, identities, spec, model, photos)

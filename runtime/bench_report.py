@@ -20,6 +20,8 @@ from typing import Any
 import numpy as np
 
 from export.artifacts import atomic_path
+from export.ort_sge.kernels.build import cpu_flags  # the standard library only
+from runtime.backends.source_runner import usable_cpus
 from runtime.bench import measure_all
 from runtime.latency import BenchmarkConfig, LatencyReport
 from runtime.preprocess import preprocess_arrays, preprocessing_for
@@ -28,21 +30,12 @@ from runtime.source import ModelSource, open_source
 logger = logging.getLogger(__name__)
 
 VERSIONED_PACKAGES = ("sge-deploy", "torch", "numpy", "onnx", "onnxruntime", "onnxruntime-gpu", "openvino", "tensorrt")
-# the vector extensions that decide CPU figures (a VM's model name may be a generic "Intel(R) Xeon(R) Processor")
-DECIDING_FLAGS = frozenset(
-    {
-        "avx2",
-        "fma",
-        "avx512f",
-        "avx512_vnni",
-        "avx_vnni",
-        "avx512_bf16",
-        "avx512_fp16",
-        "amx_tile",
-        "amx_bf16",
-        "amx_int8",
-    }
-)
+# the vector extensions that decide CPU figures, in the order reports list them (a VM's model name may be a generic
+# "Intel(R) Xeon(R) Processor"); `sge-deploy env`, benchmark, load-test and sge-cost reports all show these
+CPU_FLAGS_SHOWN = (
+    "sse2", "avx2", "fma", "avx512f", "avx512vl", "avx512bw", "avx512dq", "avx512_vnni", "avx_vnni", "avx512_bf16",
+    "avx512_fp16", "amx_tile", "amx_bf16", "amx_int8",
+)  # fmt: skip
 # how LatencyStats reads the times: README, Latency reports
 STATISTICS = {
     "percentiles": "nearest rank, as trtexec (runtime/latency.py): each an observed latency",
@@ -129,8 +122,8 @@ def machine_info() -> dict[str, Any]:
         "cpu_model": model or platform.processor() or "unknown",
         "physical_cores": physical,
         "logical_cpus": os.cpu_count(),
-        "usable_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-        "cpu_flags": sorted(DECIDING_FLAGS & _cpu_flags()),
+        "usable_cpus": usable_cpus(),
+        "cpu_flags": shown_cpu_flags(),
         "platform": platform.platform(),
         "python": platform.python_version(),
         "when": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
@@ -143,11 +136,10 @@ def machine_info() -> dict[str, Any]:
     return info
 
 
-def _cpu_flags() -> set[str]:
-    """This process's view of the CPU's flags (the kernel build's reader: CPUID-aware under the AVX2 view)."""
-    from export.ort_sge.kernels.build import cpu_flags
-
-    return cpu_flags()
+def shown_cpu_flags(flags: set[str] | None = None) -> list[str]:
+    """``CPU_FLAGS_SHOWN`` that this CPU has (``flags``: this process's view, CPUID-aware under the AVX2 view)."""
+    flags = cpu_flags() if flags is None else flags
+    return [flag for flag in CPU_FLAGS_SHOWN if flag in flags]
 
 
 def gpu_names() -> list[str]:

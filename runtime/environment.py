@@ -158,9 +158,6 @@ PACKAGES = (
     ("pytriton", "pytriton", ("nvidia-pytriton",), "serve (a Triton Inference Server)", "'sge-deploy[serve]'"),
     ("tritonclient", "tritonclient", ("tritonclient",), "loadtest and Triton clients", "'sge-deploy[serve]'"),
 )
-ISA_SHOWN = (
-    "sse2", "avx2", "fma", "avx512f", "avx512vl", "avx512bw", "avx512dq", "avx512_vnni", "avx512_bf16", "amx_tile"
-)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -187,4 +184,5 @@ def environment_report(*, kernel_dir: Path = KERNEL_DIR) -> EnvironmentReport:
         int8_component(flags),
         *(package(n, m, d, needed_for=f, install=i) for n, m, d, f, i in PACKAGES),
     ]
-    return EnvironmentReport(machine_info(), [f for f in ISA_SHOWN if f in flags], components)
+    machine = machine_info()
+    return EnvironmentReport(machine, machine["cpu_flags"], components)

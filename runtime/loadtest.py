@@ -393,11 +393,11 @@ def run_load(url: str, *, model: str, config: LoadConfig = LoadConfig(), batch: 
     ``batch`` (for example preprocessed photographs), or seeded random input of the model's shape."""
     address = loopback_address(url, protocol=config.protocol)
     meta = model_metadata(address, model, protocol=config.protocol)
-    largest = meta["max_batch_size"]
-    if 0 < largest < (config.batch_size if batch is None else len(batch)):
+    largest, size = meta["max_batch_size"], config.batch_size if batch is None else len(batch)
+    if 0 < largest < size:
         raise LoadTestError(
-            f"a batch of {config.batch_size if batch is None else len(batch)} is above the max_batch_size {largest} "
-            f"that {model!r} is served with: use --batch-size {largest} or less, or serve with a larger --max-batch"
+            f"a batch of {size} is above the max_batch_size {largest} that {model!r} is served with: use "
+            f"--batch-size {largest} or less, or serve with a larger --max-batch"
         )
     if batch is None:
         batch = make_batch(meta, batch_size=config.batch_size, seed=config.seed)

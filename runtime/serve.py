@@ -169,18 +169,20 @@ def triton_tensor(spec: TensorSpec) -> Any:
 def infer_function(runner: Runner) -> Callable[[list[Any]], list[dict[str, np.ndarray]]]:
     """PyTriton callable for one model instance: the requests Triton batched → one runner call → one response each.
 
-    A request whose input holds NaN or Inf gets NaN logits, as ONNX Runtime would give it, and never reaches the
-    runner: PyTriton answers a failed call with one error for every request in the batch, and a backend that hides
-    non-finite input (OpenVINO) refuses it, so one such request failed the others batched with it. (The HTTP gate
-    refuses it before Triton with 400; gRPC has no gate.)"""
+    A request whose input holds NaN or Inf gets NaN logits, as ONNX Runtime gives it. A runner that refuses
+    non-finite input (OpenVINO always, any with ``check_finite``) never sees such a row: PyTriton answers a failed call
+    with one error for every request in the batch, so one such request failed the others batched with it. A runner
+    that propagates NaN row by row gets the batch as it is, with no extra pass over it. (The HTTP gate refuses a
+    non-finite request before Triton with 400; gRPC has no gate.)"""
     input_name, output_name = runner.input_spec.name, runner.output_spec.name
     classes = runner.output_spec.shape[1:]
+    refuses_nonfinite = runner.hides_nonfinite_input or runner.check_finite
 
     def infer(requests: list[Any]) -> list[dict[str, np.ndarray]]:
         inputs = [request.data[input_name] for request in requests]
         batch = np.concatenate(inputs) if len(inputs) > 1 else inputs[0]
-        finite = np.isfinite(batch.reshape(len(batch), -1)).all(axis=1)
-        if finite.all():
+        finite = np.isfinite(batch.reshape(len(batch), -1)).all(axis=1) if refuses_nonfinite else None
+        if finite is None or finite.all():
             out = runner.infer(batch)
         else:
             if not all(isinstance(d, int) and d > 0 for d in classes):

@@ -18,6 +18,7 @@ import json
 import logging
 import math
 import socket
+import sys
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -190,12 +191,9 @@ def _check_shape(shape: Any, limits: RequestLimits) -> int:
         raise RequestRejected(f"unexpected shape {got} for input {limits.input.name!r}; expected {_example(limits)}")
     if not 1 <= shape[0] <= limits.max_batch:
         raise RequestRejected(f"inference request batch-size must be <= {limits.max_batch} and ≥ 1; got {shape[0]}")
-    smallest = limits.input.min_side
-    if smallest is not None and len(shape) == 4 and min(shape[2:]) < smallest:
-        raise RequestRejected(
-            f"input {limits.input.name!r} must be at least {smallest}×{smallest} pixels for this model; got "
-            f"{shape[2]}×{shape[3]}"
-        )
+    too_small = limits.input.side_refusal(*shape[2:]) if len(shape) == 4 else None
+    if too_small:
+        raise RequestRejected(too_small)
     for axis, (got, want) in enumerate(zip(shape[1:], spec[1:], strict=True), start=1):
         fixed = isinstance(want, int) and want > 0
         if (fixed and got != want) or not 1 <= got <= MAX_SIDE:
@@ -329,8 +327,6 @@ class _GateServer(http.server.ThreadingHTTPServer):
     def handle_error(self, request: Any, client_address: Any) -> None:
         """A client that resets or drops its connection is routine: one debug line (socketserver printed a
         17-line traceback to stderr for each); anything else one warning line."""
-        import sys
-
         err = sys.exc_info()[1]
         if isinstance(err, ConnectionError | TimeoutError):
             logger.debug("client %s: %s", client_address, err)

@@ -227,7 +227,7 @@ def machine_description(threads: int) -> dict[str, Any]:
     import os
 
     from export.ort_sge.kernels.build import avx2_view_active, cpu_flags
-    from runtime.bench_report import cpu_model_and_cores
+    from runtime.bench_report import cpu_model_and_cores, shown_cpu_flags
 
     flags = cpu_flags()
     cpu = cpu_model_and_cores()[0] or platform.processor() or "unknown CPU"
@@ -240,7 +240,7 @@ def machine_description(threads: int) -> dict[str, Any]:
     return {
         "cpu": cpu,
         "logical_cpus": os.cpu_count(),
-        "isa": sorted(flags & {"avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile"}),
+        "isa": shown_cpu_flags(flags),
         # under the AVX2 view (export/ort_sge/kernels/avx2_view.py) "isa" is what this process's CPUID shows
         "cpu_view": "AVX2 view: AVX-512, AMX and AVX-VNNI hidden from CPUID" if avx2_view_active() else None,
         "threads": threads,

@@ -123,13 +123,13 @@ def int8_parity(
     for kind, x in inputs.items():
         full = photo_set if kind == "photos" and photo_set else len(x)
         batches = [*batch_sizes, len(x)] if len(x) > largest else list(batch_sizes)
-        if full < largest:  # the set, judged once each: the largest batch's first rows, not run again
+        if full < largest and full not in batches:  # the set, once each: the largest batch's first rows, not rerun
             batches.append(full)
         head = None  # the largest batch's output: the whole set's first rows, not run twice
         for batch in batches:
             if batch > largest:  # the whole set, in batches of the largest size
                 got = np.concatenate([head, in_chunks(runner, x[largest:], largest)])
-            elif batch == full < largest:
+            elif batch == full < largest and head is not None:  # the set appended above
                 got = head[:full]
             else:
                 got = runner(np.ascontiguousarray(x[:batch]))

@@ -122,7 +122,7 @@ def missing_int8_graph(manifest: "Manifest", *, fused: bool) -> str:  # noqa: F8
     if fused_file and not fused:
         why += f" ({fused_file}, which it has, runs only on the CPU with the fused-SGE graph: sge_fused=True)"
     seven_bit = any(recorded_int8_graphs(manifest).get(name, {}).get("weight_bits") == 7 for name in usable)
-    bits = ", or --int8-weight-bits 8 where every CPU it runs on has VNNI or AMX" if failed and seven_bit else ""
+    bits = f", or {EIGHT_BIT_WEIGHTS}" if failed and seven_bit else ""
     return (
         f"the {manifest.model} artifact was exported with --int8 but {why}; re-export it with --int8 and other "
         f"calibration (--calib-images DIR of your own photographs, --calib-method percentile|entropy{bits}), or run "
@@ -145,6 +145,8 @@ def parity_file(graph: str) -> str:
 # /proc/cpuinfo names of the instructions that sum uint8 × int8 products in 32 bits (VNNI, AMX); without them x86
 # kernels pair products in 16 bits (vpmaddubsw), which 8-bit weights can saturate (export.int8.calibration).
 VNNI_FLAGS = frozenset({"avx512_vnni", "avx_vnni", "amx_int8"})
+# what a 7-bit graph below its gate may try instead, where the user knows the CPUs (README: INT8, weight range)
+EIGHT_BIT_WEIGHTS = "--int8-weight-bits 8 where every CPU it runs on has VNNI or AMX"
 
 
 def int8_weight_bits(manifest: "Manifest", graph_file: str) -> int:  # noqa: F821

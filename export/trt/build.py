@@ -123,12 +123,16 @@ class BuildRoute:
         return {**self.__dict__, "onnx": self.onnx.name, "flags": list(self.flags)}
 
 
+def batch_order_problem(batch: tuple[int, int, int]) -> str | None:
+    """What is wrong with ``--trt-batch MIN OPT MAX`` in itself, in one line (no ONNX needed); else None."""
+    lo, opt, hi = batch
+    return None if 1 <= lo <= opt <= hi else f"--trt-batch needs 1 <= MIN <= OPT <= MAX; got {lo} {opt} {hi}"
+
+
 def derive_profile(spec: TensorSpec, batch: tuple[int, int, int]) -> Profile:
     """Min/opt/max shapes from the ONNX input spec and ``--trt-batch MIN OPT MAX``; every problem at once."""
     lo, opt, hi = batch
-    problems = []
-    if not 1 <= lo <= opt <= hi:
-        problems.append(f"--trt-batch needs 1 <= MIN <= OPT <= MAX; got {lo} {opt} {hi}")
+    problems = [problem] if (problem := batch_order_problem(batch)) else []
     if not spec.shape:
         problems.append(f"input {spec.name!r} has no shape in the ONNX")
     else:

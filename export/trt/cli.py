@@ -48,12 +48,3 @@ def trt_options(args: argparse.Namespace) -> TrtBuildOptions:
         verbose=bool(getattr(args, "verbose", False)),
         log_file=args.trt_log,
     )
-
-
-def trt_argument_problem(args: argparse.Namespace) -> str | None:
-    """What is wrong with ``--trt-batch`` in itself, for a refusal before any work (the engine's input spec is
-    checked against it later, in ``derive_profile``)."""
-    lo, opt, hi = args.trt_batch
-    if args.trt and not 1 <= lo <= opt <= hi:
-        return f"--trt-batch needs 1 <= MIN <= OPT <= MAX; got {lo} {opt} {hi}"
-    return None

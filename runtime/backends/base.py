@@ -74,11 +74,9 @@ def check_batch(batch: Any, spec: TensorSpec) -> np.ndarray:
             )
     if batch.shape[0] == 0:
         raise InputMismatchError(f"input {spec.name!r} has an empty batch")
-    if spec.min_side is not None and batch.ndim == 4 and min(batch.shape[2:]) < spec.min_side:
-        raise InputMismatchError(
-            f"input {spec.name!r} must be at least {spec.min_side}×{spec.min_side} pixels for this model; got "
-            f"{batch.shape[2]}×{batch.shape[3]} (its last feature map would be too small): resize the images"
-        )
+    too_small = spec.side_refusal(*batch.shape[2:]) if batch.ndim == 4 else None
+    if too_small:
+        raise InputMismatchError(too_small)
     return np.ascontiguousarray(batch)
 
 

@@ -199,15 +199,18 @@ class OpenVINORunner(SourceRunner):
         logger.info("openvino %s on %s: %s, runs %s", ov.__version__, self.device, self.compile_config(), self._runs)
 
     def _plain_sge_note(self) -> str | None:
-        """One line where SGE runs in bf16/f16 on the plain graph, whose BatchNorm-folded convolutions lose SGE's
-        spatial deviations (README: OpenVINO precisions; the native fused form keeps their bias apart)."""
-        sge = self.source.model_name is not None and self.source.model_name.startswith("sge_")
-        if not sge or self._graph.get("graph") != "plain" or self._runs.get("precision") not in ("bf16", "fp16"):
+        """One line where SGE runs in bf16/f16 on a graph that keeps its BatchNorm-folded convolutions (the plain one,
+        the extension form), which lose SGE's spatial deviations (README: OpenVINO precisions; only the native form
+        keeps their bias apart)."""
+        graph = self._graph.get("graph")
+        plain_sge = graph == "plain" and (self.source.model_name or "").startswith("sge_")
+        if not (plain_sge or graph == SGE_FORMS["extension"]) or self._runs.get("precision") not in ("bf16", "fp16"):
             return None
         return (
-            f"openvino {self._runs['precision']} on the plain SGE graph ({Path(self._graph['model_path']).name}) can "
-            "miss its parity gate: folded BatchNorm shifts drown SGE's spatial deviations in reduced precision (cosine "
-            "0.9976 measured, gate 0.999); the fused graph (sge_fused=True, the default) keeps SGE within it"
+            f"openvino {self._runs['precision']} on the {graph} SGE graph ({Path(self._graph['model_path']).name}) "
+            "can miss its parity gate: folded BatchNorm shifts drown SGE's spatial deviations in reduced precision "
+            "(cosine 0.9976 measured, gate 0.999); the native fused form (sge_fused=True, sge_form='native', the "
+            "defaults) keeps SGE within it"
         )
 
     def _saturation_note(self) -> str | None:

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from export.artifacts import ArtifactError, TensorSpec, manifest_disagreement
+from export.artifacts import ArtifactError, TensorSpec, check_graph_metadata
 from runtime.backends.base import BackendUnavailableError, Runner
 from runtime.source import ModelSource, open_source
 
@@ -20,8 +20,8 @@ def usable_cpus() -> int:
 
 
 def thread_count(threads: int | None) -> int | None:
-    """``threads`` checked: an integer ≥ 1, at most the usable CPUs (more only switch threads: 1000 ONNX Runtime
-    threads on 2 CPUs took 84 s for one image), with one warning when capped; None keeps the backend's default."""
+    """``threads`` checked: an integer ≥ 1, at most the usable CPUs (more threads only take turns on them, many
+    times slower), with one warning when capped; None keeps the backend's default."""
     whole = isinstance(threads, numbers.Integral) and not isinstance(threads, bool)
     if threads is not None and (not whole or threads < 1):
         raise ValueError(f"threads must be an integer ≥ 1 (or None for the backend's default); got {threads!r}")
@@ -76,7 +76,11 @@ class SourceRunner(Runner):
         try:
             self.source.check_unchanged()
             check_model_io(self.source, self._model_io())
-            check_graph_metadata(self.source, self._graph_metadata())
+            props = self._graph_metadata()
+            if props is not None and self.source.manifest is not None:
+                check_graph_metadata(
+                    self.source.manifest, props, directory=self.source.directory, graph="the graph it deploys"
+                )
         except BaseException:
             self.deactivate()
             raise
@@ -92,18 +96,6 @@ class SourceRunner(Runner):
     def _graph_metadata(self) -> dict[str, str] | None:
         """The metadata the export wrote into the graph, as the active backend read it (None where it cannot)."""
         return None
-
-
-def check_graph_metadata(source: ModelSource, props: dict[str, str] | None) -> None:
-    """ArtifactError where the manifest's model name, mean or std differ from those inside the graph."""
-    if props is None or source.manifest is None:
-        return
-    problem = manifest_disagreement(source.manifest, props)
-    if problem is not None:
-        raise ArtifactError(
-            f"{source.directory}/manifest.json disagrees with the graph it deploys ({problem}); the manifest was "
-            "edited: restore it or re-export the artifact"
-        )
 
 
 # (names the tensor answers to, its dimensions: an int where fixed, None where symbolic), input then output

@@ -259,8 +259,9 @@ def main(argv: list[str] | None = None, *, prog: str | None = None) -> int:
 def _main(argv: list[str] | None, prog: str | None) -> int:
     parser = build_parser(prog)
     args = parser.parse_args(argv)
-    if orphan_option(parser, args):
-        print(f"error: {orphan_option(parser, args)}", file=sys.stderr)
+    orphan = orphan_option(parser, args)
+    if orphan:
+        print(f"error: {orphan}", file=sys.stderr)
         return EXIT_INPUT
     console = make_console(highlight=False, min_width=110, json_path=args.json)  # the parity table needs ~105 columns
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(name)s: %(message)s")
@@ -275,10 +276,11 @@ def _main(argv: list[str] | None, prog: str | None) -> int:
 
     import models
     from export.fp16 import fp16_refusal
+    from export.int8.roles import EIGHT_BIT_WEIGHTS
     from export.pipeline import export_model
     from export.spec import ExportSpec
     from export.tables import ops_table, parity_table, stage_table
-    from export.trt.cli import trt_argument_problem
+    from export.trt.build import batch_order_problem
     from export.trt.errors import TrtRequestError
 
     try:
@@ -288,8 +290,9 @@ def _main(argv: list[str] | None, prog: str | None) -> int:
             check_output_dir(args.output, flag="--output")
         if args.triton_repo is not None:
             check_output_dir(args.triton_repo, flag="--triton-repo")
-        if trt_argument_problem(args):  # it failed after every stage, with the artifact already replaced
-            raise TrtRequestError(trt_argument_problem(args))
+        batch_problem = batch_order_problem(args.trt_batch) if args.trt else None
+        if batch_problem:  # derive_profile's own check; it failed after every stage, with the artifact replaced
+            raise TrtRequestError(batch_problem)
     except input_errors() as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_INPUT
@@ -348,11 +351,7 @@ def _main(argv: list[str] | None, prog: str | None) -> int:
             # 7-bit CPU weights cost small or low-resolution models most (sge_resnet18 at 64²: cosine 0.986 with 7
             # bits, 0.993 with 8), and the user may know their CPUs sum in 32 bits
             seven_bit = any(g.passed is False and g.weight_bits == 7 for g in result.int8.graphs)
-            hint = (
-                ", or --int8-weight-bits 8 if every deployment CPU has VNNI or AMX (README: INT8, weight range)"
-                if seven_bit
-                else ""
-            )
+            hint = f", or {EIGHT_BIT_WEIGHTS} (README: INT8, weight range)" if seven_bit else ""
             int8_failure = (
                 f"error: INT8 parity failed ({'; '.join(result.int8.failures())}); those graphs are not in the "
                 f"manifest (re-calibrate: --calib-images with more photographs, or --calib-method{hint})"

@@ -120,12 +120,12 @@ def export_failed_cpu_graphs(directory: Path) -> list[str]:
     --int8`` otherwise checked only TensorRT's S8S8 graph and said "parity passed" for an artifact whose INT8 runners
     all refuse it."""
     from export.artifacts import load_manifest
-    from export.int8.roles import INT8_FUSED_NAME, INT8_NAME, failed_int8_graphs
+    from export.int8.roles import EIGHT_BIT_WEIGHTS, INT8_FUSED_NAME, INT8_NAME, failed_int8_graphs
 
     failed = failed_int8_graphs(load_manifest(directory, verify=False))
     return [
         f"{name} failed its INT8 gate at export ({report}) and is not in the artifact: re-export it (README: INT8, "
-        "weight range: --int8-weight-bits 8 where every deployment CPU has VNNI or AMX)"
+        f"weight range: {EIGHT_BIT_WEIGHTS})"
         for name, report in failed.items()
         if name in (INT8_NAME, INT8_FUSED_NAME)
     ]

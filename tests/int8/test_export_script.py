@@ -48,7 +48,7 @@ def test_a_7_bit_graph_below_its_gate_suggests_8_bit_weights(export_script, tmp_
     monkeypatch.setitem(parity.COSINE_GATES, "u8s8", 1.01)  # as sge_resnet18 at 64² with 7 bits: 0.986 < 0.99
     argv = [*TINY, "--output", str(tmp_path / "a"), "--int8", "--calib-count", "4", "--no-fused-sge"]
     assert export_script.main(argv) == 1
-    assert "or --int8-weight-bits 8 if every deployment CPU has VNNI or AMX" in capsys.readouterr().err
+    assert "or --int8-weight-bits 8 where every CPU it runs on has VNNI or AMX" in capsys.readouterr().err
 
 
 def test_int8_below_its_gate_exits_1_and_is_not_in_the_manifest(export_script, tmp_path, capsys, monkeypatch):

@@ -414,6 +414,7 @@ class RefusesNonFinite:
 
     input_spec = TensorSpec("input", ("batch", 3, 2, 2))
     output_spec = TensorSpec("logits", ("batch", 4), layout="NC")
+    hides_nonfinite_input, check_finite = True, False  # as runtime.backends.ov.OpenVINORunner
 
     def __init__(self):
         self.rows = 0
@@ -439,3 +440,23 @@ def test_one_nan_request_never_fails_the_requests_batched_with_it():
     np.testing.assert_array_equal(responses[0]["logits"], requests[0].reshape(2, -1)[:, :4])
     np.testing.assert_array_equal(responses[2]["logits"], requests[2].reshape(3, -1)[:, :4])
     assert np.isnan(responses[1]["logits"]).all()
+
+
+def test_a_runner_that_propagates_nan_gets_the_batch_as_it_is():
+    from types import SimpleNamespace
+
+    from runtime.serve import infer_function
+
+    class Propagates(RefusesNonFinite):  # as ONNX Runtime: NaN in a row gives NaN in that row's logits only
+        hides_nonfinite_input = False
+
+        def infer(self, batch):
+            self.batches = [*getattr(self, "batches", []), len(batch)]
+            return batch.reshape(len(batch), -1)[:, :4].copy()
+
+    runner = Propagates()
+    x = np.zeros((3, 3, 2, 2), np.float32)
+    x[1, 0, 0, 0] = np.nan
+    responses = infer_function(runner)([SimpleNamespace(data={"input": x[:1]}), SimpleNamespace(data={"input": x[1:]})])
+    assert runner.batches == [3]  # one call holding every row, the NaN one too
+    assert np.isnan(responses[1]["logits"][0]).any() and np.isfinite(responses[0]["logits"]).all()
