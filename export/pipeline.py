@@ -18,7 +18,7 @@ import logging
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -172,6 +172,7 @@ def export_model(
     progress: ProgressCallback | None = None,
     spec: ExportSpec | None = None,
     int8: CalibrationOptions | None = None,
+    fp16_follows: bool = False,
     **spec_options: Any,
 ) -> ExportResult:
     """Export, simplify, verify and package a model; returns paths, op counts, stage times and the parity report.
@@ -180,7 +181,8 @@ def export_model(
     ``atol``, ``rtol``, ...). With ``check`` a parity failure raises ParityError; either way a model that failed
     parity writes nothing and ``output_dir`` keeps the previous artifact, if any, exactly as it was. ``int8`` adds
     the INT8 graphs (export/int8/); one that fails its INT8 parity is left out of the manifest (``result.int8.passed``
-    is then False).
+    is then False). ``fp16_follows``: an FP16 graph or engine will be made from this export, so a model whose FP16
+    graph would be unsafe (export/fp16.py) is refused once loaded, before any file is written.
     """
     if spec is not None and spec_options:
         raise TypeError(f"give either spec or ExportSpec fields, not both; got spec and {sorted(spec_options)}")
@@ -188,16 +190,24 @@ def export_model(
     times: dict[str, float] = {}
     stage = _stage_timer(times, progress)
 
-    with stage("load"):
-        source = load_source(
-            name_or_module, checkpoint=checkpoint, init=init, model_name=model_name, model_kwargs=model_kwargs or {}
-        )
-        photos = photo_inputs(spec.input_size, mean=source.mean, std=source.std, images=images)
-        num_classes = probe_num_classes(source, spec)
-        calibration = _calibration(int8, spec=spec, source=source)  # bad calibration images fail before any file
-
-    output_dir = Path(output_dir) if output_dir is not None else Path("artifacts") / source.name
-    with artifact_transaction(output_dir, replaceable=ARTIFACT_NAMES) as transaction:
+    with ExitStack() as stack:
+        # a named --output is locked before the model loads: a second export to it fails at once, not after the load
+        transaction = None
+        if output_dir is not None:
+            transaction = stack.enter_context(artifact_transaction(output_dir, replaceable=ARTIFACT_NAMES))
+        with stage("load"):
+            source = load_source(
+                name_or_module, checkpoint=checkpoint, init=init, model_name=model_name, model_kwargs=model_kwargs or {}
+            )
+            photos = photo_inputs(spec.input_size, mean=source.mean, std=source.std, images=images)
+            num_classes = probe_num_classes(source, spec)
+            calibration = _calibration(int8, spec=spec, source=source)  # bad calibration images fail before any file
+            if fp16_follows:
+                _refuse_unsafe_fp16(source, spec=spec)
+        if transaction is None:
+            output_dir = Path("artifacts") / source.name
+            transaction = stack.enter_context(artifact_transaction(output_dir, replaceable=ARTIFACT_NAMES))
+        output_dir = Path(output_dir)
         result = _export_into(
             transaction.staging,
             source=source,
@@ -318,6 +328,14 @@ def _export_into(
         ops_after=dict(op_counts(final).most_common()),
         opset=opset,
     )
+
+
+def _refuse_unsafe_fp16(source: ExportSource, *, spec: ExportSpec) -> None:
+    from export.fp16 import Fp16ConversionError, fp16_refusal
+
+    refusal = fp16_refusal(model=source.name, compact_sge_layers=_compact_sge_layers(source.model, spec))
+    if refusal:
+        raise Fp16ConversionError(refusal)
 
 
 def _calibration(options: CalibrationOptions | None, *, spec: ExportSpec, source: ExportSource) -> Any:

@@ -23,7 +23,7 @@ from export.artifacts import atomic_path
 from export.ort_sge.kernels.build import cpu_flags  # the standard library only
 from runtime.backends.source_runner import usable_cpus
 from runtime.bench import measure_all
-from runtime.latency import BenchmarkConfig, LatencyReport
+from runtime.latency import BenchmarkConfig, LatencyReport, trtexec_median, trtexec_percentile
 from runtime.preprocess import preprocess_arrays, preprocessing_for
 from runtime.source import ModelSource, open_source
 
@@ -84,6 +84,22 @@ def can_plot() -> bool:
     return importlib.util.find_spec("matplotlib") is not None
 
 
+def box_stats(times_ms: Sequence[float]) -> dict[str, Any]:
+    """One box of the plot from the statistics the tables quote (trtexec's nearest rank, not numpy's interpolation):
+    box p25–p75, line at the median, whiskers at p1 and p99, the queries beyond them as fliers."""
+    ordered = sorted(times_ms)
+    low, high = trtexec_percentile(ordered, 1), trtexec_percentile(ordered, 99)
+    return {
+        "med": trtexec_median(ordered),
+        "q1": trtexec_percentile(ordered, 25),
+        "q3": trtexec_percentile(ordered, 75),
+        "whislo": low,
+        "whishi": high,
+        "mean": sum(ordered) / len(ordered),
+        "fliers": [t for t in ordered if t < low or t > high],
+    }
+
+
 def plot_latencies(reports: Sequence[LatencyReport], path: str | Path, *, title: str = "") -> Path:
     """A PNG with each backend's latency distribution (box plot) and its per-query trace."""
     try:
@@ -96,7 +112,7 @@ def plot_latencies(reports: Sequence[LatencyReport], path: str | Path, *, title:
     path = Path(path)
     names = [r.backend for r in reports]
     fig, (box_ax, trace_ax) = plt.subplots(1, 2, figsize=(12, 1.2 + 0.9 * max(len(reports), 3)))
-    box_ax.boxplot([r.times_ms for r in reports], vert=False, whis=(1, 99), showmeans=True)
+    box_ax.bxp([box_stats(r.times_ms) for r in reports], vert=False, showmeans=True)
     box_ax.set_yticks(range(1, len(names) + 1), names)
     box_ax.invert_yaxis()  # the first backend (the base of the ratios) on top
     box_ax.set_xlabel("host latency per query (ms); whiskers at p1/p99, triangle = mean")

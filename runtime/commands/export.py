@@ -286,7 +286,7 @@ def _main(argv: list[str] | None, prog: str | None) -> int:
     try:
         # before the work; nothing inside the artifact, which would hold a file its manifest does not record
         check_output_paths(json=args.json, inputs=[args.checkpoint, *(args.images or ())], artifacts=[args.output])
-        if args.output is not None:  # a read-only parent failed only after the model loaded, naming the lock file
+        if args.output is not None:  # a read-only parent would fail at the lock file, naming it rather than --output
             check_output_dir(args.output, flag="--output")
         if args.triton_repo is not None:
             check_output_dir(args.triton_repo, flag="--triton-repo")
@@ -326,6 +326,7 @@ def _main(argv: list[str] | None, prog: str | None) -> int:
                 noise_floor=args.atol is None and args.rtol is None,  # explicit gates are enforced as given
                 batch_sizes=args.batch_sizes,
                 int8=int8,
+                fp16_follows=bool(args.fp16_onnx or args.trt in ("fp16", "int8")),  # a factory model's SGE too
             )
     except input_errors() as err:
         print(f"error: {err}", file=sys.stderr)

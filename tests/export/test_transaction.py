@@ -58,6 +58,16 @@ def test_second_export_to_a_locked_directory_fails_naming_the_lock(artifact, exp
     assert snapshot(artifact) == before
 
 
+def test_a_locked_output_is_refused_before_the_model_loads(artifact, monkeypatch):
+    from export import pipeline
+
+    loads = []
+    monkeypatch.setattr(pipeline, "load_source", lambda *args, **kwargs: loads.append(args) or 1 / 0)
+    with artifact_transaction(artifact), pytest.raises(ExportLockedError):
+        export_tiny(artifact, input_size=(96, 96))
+    assert loads == []  # refused at once, not after the model (seconds to minutes) loaded
+
+
 def test_successful_re_export_swaps_in_a_consistent_artifact_and_cleans_leftovers(artifact):
     (artifact.parent / ".resnet18.staging-killed").mkdir()  # what a SIGKILLed export leaves
     result = export_tiny(artifact, input_size=(96, 96))

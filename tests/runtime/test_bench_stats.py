@@ -8,7 +8,7 @@ import pytest
 from export.artifacts import TensorSpec
 from runtime.backends.base import InputMismatchError, Runner
 from runtime.bench import measure, measure_all
-from runtime.bench_report import comparison, plot_latencies
+from runtime.bench_report import box_stats, comparison, plot_latencies
 from runtime.latency import (
     BenchmarkConfig,
     LatencyStats,
@@ -100,6 +100,15 @@ def test_plot_writes_a_png(tmp_path):
     path = plot_latencies([a, b], tmp_path / "lat.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not list(tmp_path.glob(".*tmp"))
+
+
+def test_plot_boxes_are_the_tables_nearest_rank_statistics():
+    times = [float(t) for t in range(1, 200)] + [1000.0]  # 200 queries, one far outlier
+    box = box_stats(times)
+    # observed latencies, as the tables quote (numpy would draw 2.99, 50.75, 150.25 and 198.01: never observed)
+    assert (box["whislo"], box["q1"], box["q3"], box["whishi"]) == (2.0, 50.0, 150.0, 199.0)
+    assert box["med"] == 100.5 and box["fliers"] == [1.0, 1000.0]
+    assert box["mean"] == pytest.approx((199 * 200 / 2 + 1000) / 200)
 
 
 class MatmulRunner(Runner):
