@@ -426,6 +426,7 @@ def _manifest(
                 "block_overrides": source.model_kwargs,
             },
             "spec": spec.to_dict(),
+            "sge_layers": _sge_layers(source.model),  # runners warn where reduced precision can hurt SGE
             # SGE layers exported in the compact form (whose normalisation the FP16 converter cannot keep FP32)
             "compact_sge_layers": _compact_sge_layers(source.model, spec),
             "sge_fused": {

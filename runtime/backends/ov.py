@@ -203,7 +203,7 @@ class OpenVINORunner(SourceRunner):
         the extension form), which lose SGE's spatial deviations (README: OpenVINO precisions; only the native form
         keeps their bias apart)."""
         graph = self._graph.get("graph")
-        plain_sge = graph == "plain" and (self.source.model_name or "").startswith("sge_")
+        plain_sge = graph == "plain" and self._has_sge()
         if not (plain_sge or graph == SGE_FORMS["extension"]) or self._runs.get("precision") not in ("bf16", "fp16"):
             return None
         return (
@@ -212,6 +212,14 @@ class OpenVINORunner(SourceRunner):
             "(cosine 0.9976 measured, gate 0.999); the native fused form (sge_fused=True, sge_form='native', the "
             "defaults) keeps SGE within it"
         )
+
+    def _has_sge(self) -> bool:
+        """Whether the model has SGE layers: the manifest's count (any model name, a factory's too), else the name
+        (manifests written before the count)."""
+        manifest = self.source.manifest
+        if manifest is not None and "sge_layers" in manifest.extra:
+            return bool(manifest.extra["sge_layers"])
+        return (self.source.model_name or "").startswith("sge_")
 
     def _saturation_note(self) -> str | None:
         """The INT8 graph's one line where its 8-bit weights can saturate on this CPU (export.int8.roles)."""

@@ -2,6 +2,7 @@
 between convolutions (so in OpenVINO's own layouts), at odd shapes, in f32, bf16 and inside an INT8 graph; what the
 CPU plugin compiles it to; the runner's default graph and its fallback."""
 
+import dataclasses
 import logging
 
 import numpy as np
@@ -266,3 +267,21 @@ def test_bf16_on_a_graph_that_keeps_the_folded_bias_warns_once(calibrated_artifa
             assert runner.describe()["graph"] == graph
         notes = [r.getMessage() for r in caplog.records if "can miss its parity gate" in r.getMessage()]
         assert len(notes) == (1 if runs_bf16 and graph in forms else 0), (graph, notes)
+
+
+def test_the_plain_graph_note_follows_the_manifests_sge_count_not_the_name(calibrated_artifact):
+    """A factory SGE model may have any name: the manifest's SGE layer count decides (the name, before the count)."""
+    directory, _ = calibrated_artifact
+    runner = runtime.load(directory, "openvino", threads=1, precision="bf16", sge_fused=False)
+    runner._graph, runner._runs = {"graph": "plain", "model_path": str(runner.model_path)}, {"precision": "bf16"}
+    manifest = runner.source.manifest
+    assert manifest.extra["sge_layers"] == 8 and runner._plain_sge_note() is not None
+    renamed = dataclasses.replace(manifest, model="mynet")
+    runner.source = dataclasses.replace(runner.source, manifest=renamed)
+    assert runner._plain_sge_note() is not None
+    renamed.extra = {**manifest.extra, "sge_layers": 0}
+    assert runner._plain_sge_note() is None
+    del renamed.extra["sge_layers"]  # a manifest written before the count: the name decides
+    assert runner._plain_sge_note() is None
+    runner.source = dataclasses.replace(runner.source, manifest=dataclasses.replace(renamed, model="sge_resnet18"))
+    assert runner._plain_sge_note() is not None
