@@ -5,7 +5,10 @@ those runs, then keep running until at least ``iterations`` runs AND at least ``
 Each run's host latency is ``time.perf_counter()`` around one ``runner.infer(batch)`` call (the batch check
 included, and on OpenVINO the runner's NaN/Inf scan of the input, one pass over it, which it needs because
 OpenVINO turns NaN input into finite-looking output). On GPU runners the host→device copy, the compute and the
-device→host copy are also timed apart with CUDA events. Statistics follow trtexec's definitions (``runtime.latency``).
+device→host copy are also timed apart with CUDA events: by the benchmark between the runner's stages, or, for a
+runner that times its own ``infer`` on its own stream (TensorRT's ``last_timings``), by the runner, so that its
+options (``transfers=False``, CUDA graphs) hold in the timed call. Statistics follow trtexec's definitions
+(``runtime.latency``).
 
 Several backends measured in one call run either in blocks (one backend's warm-up and timing loop after the
 other's; the default) or interleaved (one run of each backend per round, so a slow drift in the machine's load hits
@@ -38,13 +41,16 @@ class _Trace:
         self.runner = runner
         self.batch = batch
         self.gpu = is_gpu_runner(runner)
+        self.self_timed = self.gpu and hasattr(runner, "last_timings")  # events on its own stream, in infer
         self.cuda_events = self.gpu and _torch_sees_cuda()
         self.times_ms: list[float] = []
         self.device_ms: dict[str, list[float]] = {"h2d": [], "compute": [], "d2h": []} if self.gpu else {}
         self.warmup_queries = 0
 
     def run_once(self, *, record: bool) -> None:
-        if self.gpu:
+        if self.self_timed:
+            host_ms, stages = _self_timed_query(self.runner, self.batch)
+        elif self.gpu:
             timer = _timed_gpu_query if self.cuda_events else _host_timed_stages
             host_ms, stages = timer(self.runner, self.batch)
         else:
@@ -66,6 +72,8 @@ class _Trace:
     def _stage_timing(self) -> dict[str, str]:
         if not self.gpu:
             return {}
+        if self.self_timed:
+            return {"stage_timing": "cuda events on the runner's stream"}
         return {"stage_timing": "cuda events" if self.cuda_events else "host clock after device sync"}
 
     def report(self, name: str, *, walltime_s: float, config: BenchmarkConfig) -> LatencyReport:
@@ -83,10 +91,20 @@ class _Trace:
         )
 
 
+def _self_timed_query(runner: Any, batch: np.ndarray) -> tuple[float, dict[str, float]]:
+    """One ``infer`` on a runner that times its stages itself (``last_timings``, CUDA events on its stream)."""
+    start = time.perf_counter()
+    runner.infer(batch)
+    host_ms = (time.perf_counter() - start) * 1e3
+    timings = runner.last_timings
+    return host_ms, {"h2d": timings.h2d_ms, "compute": timings.compute_ms, "d2h": timings.d2h_ms}
+
+
 def _timed_gpu_query(runner: Any, batch: np.ndarray) -> tuple[float, dict[str, float]]:
     """One query on a GPU runner: host latency, and H2D / compute / D2H from CUDA events between the stages.
 
-    The events are torch's, recorded on torch's current stream. Torch runners run on that stream; ONNX Runtime's
+    The events are torch's, recorded on torch's current stream. Torch runners run on that stream (TensorRT's runs on
+    its own and times itself: ``_self_timed_query``); ONNX Runtime's
     ``run_with_iobinding`` and its copies return only when the device work is done, so events recorded between
     those calls bracket each stage as well. (Written for GPU machines; not run on this project's CPU machines.)
     """

@@ -154,6 +154,16 @@ def derive_profile(spec: TensorSpec, batch: tuple[int, int, int]) -> Profile:
     return Profile(spec.name, (lo, *rest), (opt, *rest), (hi, *rest))
 
 
+def check_same_input(onnx_path: Path, profile: Profile, *, batch: tuple[int, int, int]) -> None:
+    """The graph TensorRT parses must have the input the profile (derived from the deploy ONNX) names and shapes."""
+    other = derive_profile(onnx_input_spec(onnx.load(str(onnx_path), load_external_data=False)), batch)
+    if other != profile:
+        raise TrtBuildError(
+            f"{onnx_path.name}'s input {other.input_name!r} {list(other.opt[1:])} differs from the deploy ONNX's "
+            f"{profile.input_name!r} {list(profile.opt[1:])}; re-export the artifact so that its graphs agree"
+        )
+
+
 def plan_route(
     api: TrtApi,
     options: TrtBuildOptions,
@@ -338,6 +348,8 @@ def build_engine(onnx_path: str | Path, out_dir: str | Path, *, options: TrtBuil
         calib_cache_exists=calib_cache.is_file(),
         int8_onnx_exists=options.int8_onnx is not None and Path(options.int8_onnx).is_file(),
     )
+    if route.onnx != onnx_path:  # the FP16-islands or Q/DQ graph is parsed: its input must be the profile's
+        check_same_input(route.onnx, profile, batch=options.batch)
     gpu = gpu_info()
     logger.info("TensorRT %s: building %s from %s (%s)", api.version, options.precision, route.onnx.name, route)
 
@@ -359,7 +371,8 @@ def build_engine(onnx_path: str | Path, out_dir: str | Path, *, options: TrtBuil
         config.builder_optimization_level = options.opt_level
     trt_profile = builder.create_optimization_profile()
     trt_profile.set_shape(profile.input_name, profile.min, profile.opt, profile.max)
-    config.add_optimization_profile(trt_profile)
+    if config.add_optimization_profile(trt_profile) < 0:  # -1: TensorRT found the profile invalid
+        raise TrtBuildError(f"TensorRT refused the optimization profile {profile.to_dict()} (see its log)")
     cache_outcome = attach_timing_cache(config, options.timing_cache)
     for flag in route.flags:
         config.set_flag(getattr(trt.BuilderFlag, flag))
@@ -372,7 +385,10 @@ def build_engine(onnx_path: str | Path, out_dir: str | Path, *, options: TrtBuil
     if route.calibrate:
         from export.trt.calibrate import calibration_source, make_entropy_calibrator
 
-        source = calibration_source(options, profile, cache=calib_cache, onnx_sha256=file_sha256(route.onnx))
+        onnx_sha256 = file_sha256(route.onnx)
+        source = calibration_source(
+            options, profile, cache=calib_cache, onnx_sha256=onnx_sha256, trt_version=trt.__version__
+        )
         calibrator = make_entropy_calibrator(trt, source)
         calibration = source.info
         config.int8_calibrator = calibrator

@@ -67,9 +67,17 @@ def calibration_batches(
 
 
 def fingerprint(
-    *, onnx_sha256: str, paths: list[Path], batch: int, size: tuple[int, int], mean: tuple, std: tuple
+    *,
+    onnx_sha256: str,
+    paths: list[Path],
+    batch: int,
+    size: tuple[int, int],
+    mean: tuple,
+    std: tuple,
+    trt_version: str,
 ) -> dict[str, Any]:
-    """What the scales depend on: the graph, every image's bytes, the batch and the preprocessing."""
+    """What the scales depend on: the graph, every image's bytes, the batch, the preprocessing, and the TensorRT
+    release (a cache is not portable between releases; one TensorRT rejects is no calibration at all)."""
     images = hashlib.sha256()
     for path in paths:
         images.update(path.name.encode() + b"\0" + file_sha256(path).encode())
@@ -81,6 +89,7 @@ def fingerprint(
         "size": list(size),
         "mean": list(mean),
         "std": list(std),
+        "tensorrt_version": trt_version,
     }
 
 
@@ -111,15 +120,23 @@ class CalibrationSource:
 
 
 def calibration_source(
-    options: "TrtBuildOptions", profile: "Profile", *, cache: Path, onnx_sha256: str
+    options: "TrtBuildOptions", profile: "Profile", *, cache: Path, onnx_sha256: str, trt_version: str
 ) -> CalibrationSource:
     """Batches of the profile's OPT batch from ``options.calib_dir``, or the cache when it was made from the same
-    ONNX, images and preprocessing; a stale cache is removed, a cache without a folder must match the ONNX."""
+    ONNX, images and preprocessing by this TensorRT release; a stale cache is removed, a cache without a folder
+    must match the ONNX and the release."""
     batch, size = profile.opt[0], (profile.opt[2], profile.opt[3])
     saved = read_fingerprint(cache)
     if options.calib_dir is None:
-        if saved is None or saved.get("onnx_sha256") != onnx_sha256:
-            why = "has no record of its inputs" if saved is None else "was made for another ONNX"
+        made_by = saved.get("tensorrt_version") if saved is not None else None
+        if saved is None or saved.get("onnx_sha256") != onnx_sha256 or made_by != trt_version:
+            why = (
+                "has no record of its inputs"
+                if saved is None
+                else "was made for another ONNX"
+                if saved.get("onnx_sha256") != onnx_sha256
+                else f"was made by TensorRT {made_by or '(unrecorded)'}, not {trt_version}"
+            )
             raise CalibrationDataError(
                 f"the calibration cache {cache} {why}; pass --trt-calib-dir DIR to calibrate this model again"
             )
@@ -127,7 +144,13 @@ def calibration_source(
         return CalibrationSource(iter(()), batch, cache, saved, 0, {**_info(cache, saved), "reused_cache": True})
     paths = list_calibration_images(options.calib_dir, batch_size=batch, max_images=options.calib_max_images)
     wanted = fingerprint(
-        onnx_sha256=onnx_sha256, paths=paths, batch=batch, size=size, mean=options.mean, std=options.std
+        onnx_sha256=onnx_sha256,
+        paths=paths,
+        batch=batch,
+        size=size,
+        mean=options.mean,
+        std=options.std,
+        trt_version=trt_version,
     )
     if saved == wanted:
         logger.info("INT8: the calibration cache %s matches these images and this ONNX; reusing it", cache)

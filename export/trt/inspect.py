@@ -99,6 +99,8 @@ def engine_layer_info(plan: Path) -> dict[str, Any]:
     if engine is None:
         raise EngineParityError(f"TensorRT could not deserialize {plan} for inspection")
     context = engine.create_execution_context()
+    if context is None:  # null where TensorRT cannot allocate the context's device memory
+        raise EngineParityError(f"TensorRT could not create an execution context for {plan} (out of GPU memory?)")
     names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
     for name in names:
         if engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT:

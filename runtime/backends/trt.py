@@ -131,11 +131,14 @@ class TrtRunner(Runner):
 
     A plan without a sidecar (trtexec ``--saveEngine``) is read from the engine itself: its input, profile and
     output become known on ``activate``; its TensorRT release is checked by TensorRT at deserialisation only.
-    Besides ``infer``, it offers the GPU stages the benchmark times apart (``to_device``, ``compute``, ``to_host``,
-    ``synchronize``), all on the runner's own stream so that events recorded there bracket each stage.
-    ``cuda_graph``: replay ``execute_async_v3`` from a CUDA graph captured per batch size (trtexec
-    ``--useCudaGraph``). ``transfers=False``: after the first call for a batch size, ``infer`` neither copies the
-    input in nor the output out, and returns that first call's output (trtexec ``--noDataTransfers``; for timing).
+    ``infer`` times its stages with CUDA events on the runner's own stream (``last_timings``: what the benchmark
+    reports); the stages are also offered apart (``to_device``, ``compute``, ``to_host``, ``synchronize``), each
+    queued on that stream.
+    ``cuda_graph``: replay ``execute_async_v3`` from a CUDA graph (trtexec ``--useCudaGraph``), captured after an
+    uncaptured run at the batch's shape and captured again whenever the batch size changes: a graph holds the
+    context's state of its capture, which a new input shape changes (TensorRT's CUDA-graph guidance).
+    ``transfers=False``: after the first call for a batch size, ``infer`` neither copies the input in nor the output
+    out, and returns that first call's output (trtexec ``--noDataTransfers``; for timing).
     ``threads`` is accepted for the common backend options and ignored (TensorRT runs on the GPU). ``precision``
     is not a choice here: an engine's precision is fixed when it is built (``trt-build --trt``); given, it must be
     the one the sidecar records, else a PrecisionError says which engine to build.
@@ -225,6 +228,11 @@ class TrtRunner(Runner):
                 "release or GPU?); rebuild the plan on this machine"
             )
         self._context = self._engine.create_execution_context()
+        if self._context is None:  # TensorRT returns null where it cannot allocate the context's device memory
+            raise PlanMismatchError(
+                f"TensorRT could not create an execution context for {self.plan_path.name} (see its log: out of GPU "
+                "memory?); free GPU memory or rebuild with a smaller --trt-batch MAX"
+            )
         names = [self._engine.get_tensor_name(i) for i in range(self._engine.num_io_tensors)]
         inputs = [n for n in names if self._engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         outputs = [n for n in names if n not in inputs]
@@ -245,7 +253,7 @@ class TrtRunner(Runner):
         self._host_in = cuda.empty(hi, in_dtype, pinned=True)
         self._host_out = cuda.empty(out_max, out_dtype, pinned=True)
         self._events = [cuda.event() for _ in range(4)]
-        self._graphs: dict[int, Any] = {}
+        self._graph: tuple[int, Any] | None = None  # (batch size, CUDA graph captured at it)
         self._first_output: dict[int, np.ndarray] = {}
         if self._output is None:
             self._output = TensorSpec(self._out_name, ("batch", *out_max[1:]))  # returned as float32
@@ -283,7 +291,7 @@ class TrtRunner(Runner):
             self._first_output[n] = result
         return result
 
-    # -- the stages the benchmark times apart ----------------------------------------------------------------
+    # -- the stages, each on the runner's stream ------------------------------------------------------------------
     def to_device(self, batch: np.ndarray) -> Any:
         n = batch.shape[0]
         lo, hi = self.batch_range
@@ -299,7 +307,10 @@ class TrtRunner(Runner):
         return device_input
 
     def compute(self, device_input: Any) -> Any:
-        """``execute_async_v3`` on the runner's stream: shapes first, then addresses (or the batch's CUDA graph)."""
+        """``execute_async_v3`` on the runner's stream: shapes first, then addresses (or the batch's CUDA graph).
+
+        The runner's stream is made current throughout: a CUDA graph replays on the current stream, which must be
+        the one the input's copy and the output's copy are queued on."""
         n = device_input.shape[0]
         self._set_shape(tuple(device_input.shape))
         out_shape = tuple(self._context.get_tensor_shape(self._out_name))
@@ -307,10 +318,11 @@ class TrtRunner(Runner):
         for name, tensor in ((self._in_name, device_input), (self._out_name, device_output)):
             if not self._context.set_tensor_address(name, tensor.data_ptr()):
                 raise RuntimeError(f"TensorRT refused the address of {name!r} (see its log)")
-        if self.cuda_graph:
-            self._replay(n)
-        else:
-            self._execute()
+        with self._cuda.use_stream(self._stream):
+            if self.cuda_graph:
+                self._replay(n)
+            else:
+                self._execute()
         return device_output.view(out_shape)
 
     def _execute(self) -> None:
@@ -318,11 +330,11 @@ class TrtRunner(Runner):
             raise RuntimeError("TensorRT execute_async_v3 failed (see its log)")
 
     def _replay(self, n: int) -> None:
-        graph = self._graphs.get(n)
-        if graph is None:
+        if self._graph is None or self._graph[0] != n:
+            self._graph = None  # captured at another shape: the context has changed since
             self._execute()  # TensorRT's shape-dependent set-up happens on a first, uncaptured run
-            graph = self._graphs[n] = self._cuda.capture(self._stream, self._execute)
-        graph.replay()
+            self._graph = (n, self._cuda.capture(self._stream, self._execute))
+        self._graph[1].replay()
 
     def _set_shape(self, shape: tuple[int, ...]) -> None:
         if not self._context.set_input_shape(self._in_name, shape):
@@ -343,7 +355,7 @@ class TrtRunner(Runner):
         self._stream.synchronize()
 
     def _deactivate_impl(self) -> None:
-        for attr in ("_context", "_engine", "_runtime", "_dev_in", "_dev_out", "_host_in", "_host_out", "_graphs"):
+        for attr in ("_graph", "_context", "_engine", "_runtime", "_dev_in", "_dev_out", "_host_in", "_host_out"):
             setattr(self, attr, None)
 
 

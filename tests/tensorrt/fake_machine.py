@@ -40,6 +40,9 @@ class FakeMachine:
     hooks: dict[str, Any] = field(default_factory=dict)  # "Class.method" → called before the behaviour
     parser_metadata: bool = True  # layers carry "[ONNX Layer: node]" (off: names and tensors are all there is)
     onnx_sessions: dict[str, Any] = field(default_factory=dict)
+    contexts: list[Any] = field(default_factory=list)  # every execution context made, for the CUDA-graph checks
+    profile_refused: bool = False  # add_optimization_profile returns -1, as TensorRT does for an invalid profile
+    no_context: bool = False  # create_execution_context() returns None, as TensorRT does out of device memory
 
     # -- helpers ---------------------------------------------------------------------------------------------
     def record(self, name: str) -> None:
@@ -93,6 +96,9 @@ class Behaviours:
             raise AssertionError("build before an optimisation profile was added")
         if machine.build_fails:
             return None
+        if network._state["inputs"][0] not in c["profiles"][0]._state["shapes"]:
+            machine.record("error: the profile does not name the network's input")
+            return None  # TensorRT logs the error and builds nothing
         names = {f._name for f in c["flags_set"]}
         strongly = bool(network._state["flags"] & (1 << 1)) or not hasattr(trt.BuilderFlag, "FP16")
         calibrator = c.get("int8_calibrator")
@@ -187,6 +193,10 @@ class Behaviours:
 
     @staticmethod
     def IBuilderConfig__add_optimization_profile(machine: FakeMachine, self: Any, profile: Any) -> int:
+        shapes = profile._state["shapes"].values()
+        ordered = all(a <= b <= c for lo, opt, hi in shapes for a, b, c in zip(lo, opt, hi, strict=True))
+        if machine.profile_refused or not shapes or not ordered:
+            return -1
         self._state["profiles"].append(profile)
         return len(self._state["profiles"]) - 1
 
@@ -276,7 +286,11 @@ class Behaviours:
 
     @staticmethod
     def ICudaEngine__create_execution_context(machine: FakeMachine, self: Any, *args: Any) -> Any:
-        return trt_of(self).IExecutionContext._new(trt=trt_of(self), engine=self, shapes={}, addresses={})
+        if machine.no_context:
+            return None
+        context = trt_of(self).IExecutionContext._new(trt=trt_of(self), engine=self, shapes={}, addresses={})
+        machine.contexts.append(context)
+        return context
 
     @staticmethod
     def ICudaEngine__create_engine_inspector(machine: FakeMachine, self: Any) -> Any:
@@ -311,6 +325,7 @@ class Behaviours:
         if stream_handle == 0:
             machine.record("warning: legacy default stream")
         shape = self._state["shapes"][plan["input"]]
+        self._state["enqueued"] = shape  # the shape the context's internal state was last set up for
         x = _read(self._state["addresses"][plan["input"]], shape)
         session = machine.onnx_sessions.get(plan["onnx"])
         if session is None:

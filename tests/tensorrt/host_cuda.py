@@ -2,7 +2,10 @@
 
 Buffers are CPU torch tensors (their ``data_ptr()`` is a host address the fake reads and writes), the stream has a
 non-zero handle like any stream other than the legacy default one, events count instead of timing, and a "CUDA
-graph" re-runs what was captured. Nothing here measures or stands for GPU behaviour.
+graph" re-runs what was captured. A graph refuses what CUDA and TensorRT forbid without an error of their own: a
+replay on another stream than its capture's (the copies around it would not be ordered with it), and a replay after
+the context was set up for another input shape (TensorRT's CUDA-graph guidance: capture again after a shape change).
+Nothing here measures or stands for GPU behaviour.
 """
 
 import contextlib
@@ -41,11 +44,17 @@ class HostEvent:
 
 
 class HostGraph:
-    def __init__(self, run: Any, machine: FakeMachine) -> None:
-        self.run, self.machine = run, machine
+    def __init__(self, run: Any, cuda: "HostCuda", stream: HostStream) -> None:
+        self.run, self.cuda, self.machine, self.stream = run, cuda, cuda.machine, stream
+        self.context = self.machine.contexts[-1]
+        self.shape = self.context._state["enqueued"]
 
     def replay(self) -> None:
         self.machine.record("graph.replay")
+        if self.cuda.current is not self.stream:
+            raise RuntimeError("CUDA graph replayed on another stream than its capture's")
+        if self.context._state["enqueued"] != self.shape:
+            raise RuntimeError(f"CUDA graph captured at {self.shape} replayed on a context set up for another shape")
         self.run()
 
 
@@ -54,6 +63,7 @@ class HostCuda:
 
     def __init__(self, machine: FakeMachine, compute_capability: str = "9.0") -> None:
         self.machine, self.compute_capability = machine, compute_capability
+        self.current: HostStream | None = None  # the stream made current by use_stream (None: the default one)
 
     def identity(self) -> dict[str, str]:
         return {"name": self.machine.gpu, "compute_capability": self.compute_capability}
@@ -67,13 +77,19 @@ class HostCuda:
     def event(self) -> HostEvent:
         return HostEvent()
 
+    @contextlib.contextmanager
     def use_stream(self, stream: HostStream) -> Any:
-        return contextlib.nullcontext()
+        before, self.current = self.current, stream
+        try:
+            yield
+        finally:
+            self.current = before
 
     def capture(self, stream: HostStream, run: Any) -> HostGraph:
         self.machine.record("graph.capture")
-        run()  # a real capture records without running; the fake's "kernels" are host code
-        return HostGraph(run, self.machine)
+        with self.use_stream(stream):  # torch.cuda.graph makes the capture stream current while it records
+            run()  # a real capture records without running; the fake's "kernels" are host code
+        return HostGraph(run, self, stream)
 
 
 def host_upload(batch: Any) -> tuple[Any, int]:

@@ -66,6 +66,28 @@ def test_a_failed_build_writes_no_plan(fake_trt, sge_artifact):
     assert (sge_artifact / "b.log").is_file()  # the log that says why is kept
 
 
+def test_a_refused_optimization_profile_is_one_line(fake_trt, sge_artifact):
+    fake_trt.machine.profile_refused = True
+    with pytest.raises(TrtBuildError, match=r"refused the optimization profile \{'input': 'input'"):
+        build(sge_artifact, precision="fp32")
+    assert "Builder.build_serialized_network" not in fake_trt.machine.calls
+
+
+def test_the_parsed_graph_must_have_the_deploy_onnxs_input(fake_trt, sge_artifact):
+    import onnx
+
+    fp16 = onnx.load(str(sge_artifact / FP16_ONNX))
+    for value in (*fp16.graph.input, *(n for n in fp16.graph.node)):  # rename the input everywhere it is named
+        if getattr(value, "name", None) == "input":
+            value.name = "images"
+        if hasattr(value, "input"):
+            value.input[:] = ["images" if i == "input" else i for i in value.input]
+    onnx.save(fp16, str(sge_artifact / FP16_ONNX))
+    with pytest.raises(TrtBuildError, match=r"model_fp16.onnx's input 'images' \[3, 64, 64\] differs from the deploy"):
+        build(sge_artifact, precision="fp16", fp16_onnx=sge_artifact / FP16_ONNX)
+    assert not (sge_artifact / PLAN_NAME).exists()
+
+
 def test_fp16_is_strongly_typed_from_the_fp16_onnx_on_10_13_and_11(fake_trt, sge_artifact):
     result = build(sge_artifact, precision="fp16", fp16_onnx=sge_artifact / FP16_ONNX)
     assert result.info["onnx"] == FP16_ONNX and result.info["route"]["strongly_typed"]

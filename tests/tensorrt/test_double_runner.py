@@ -55,14 +55,35 @@ def test_a_plan_without_its_sidecar_is_read_from_the_engine(fake_trt, plan, phot
             runner.infer(photo_batch((64, 64))[:5])
 
 
-def test_cuda_graph_captured_once_per_batch_size_then_replayed(fake_trt, plan, photos):
+def test_cuda_graph_captured_again_after_each_batch_size_change_and_replayed_on_its_stream(fake_trt, plan, photos):
     with TrtRunner(plan, cuda_graph=True) as runner:
         first = runner.infer(photos[:2])
         second = runner.infer(photos[:2])
         runner.infer(photos[:1])
+        third = runner.infer(photos[:2])  # the context was set up for batch 1 since the first capture
+        runner.compute(runner.to_device(photos[:2]))  # the benchmark's stage calls replay on the runner's stream too
     calls = fake_trt.machine.calls
-    assert calls.count("graph.capture") == 2 and calls.count("graph.replay") == 3
+    assert calls.count("graph.capture") == 3 and calls.count("graph.replay") == 5
     np.testing.assert_array_equal(first, second)
+    np.testing.assert_array_equal(first, third)
+
+
+def test_benchmark_times_the_runners_own_infer_so_no_transfers_holds(fake_trt, plan, photos):
+    from runtime.bench import measure
+    from runtime.latency import BenchmarkConfig
+
+    config = BenchmarkConfig(warmup_ms=0, duration_s=0, iterations=4)
+    with TrtRunner(plan, transfers=False, cuda_graph=True) as runner:
+        report = measure(runner, photos[:2], config)
+    assert report.description["stage_timing"] == "cuda events on the runner's stream"
+    assert report.device_times_ms["h2d"] == [0.0] * 4 and report.device_times_ms["d2h"] == [0.0] * 4
+    assert all(ms > 0 for ms in report.device_times_ms["compute"])
+
+
+def test_no_execution_context_is_one_line_naming_the_plan(fake_trt, plan):
+    fake_trt.machine.no_context = True
+    with pytest.raises(PlanMismatchError, match=r"could not create an execution context for model\.plan"):
+        TrtRunner(plan).activate()
 
 
 def test_no_transfers_after_the_first_call(fake_trt, plan, photos):
