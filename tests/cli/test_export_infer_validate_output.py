@@ -75,3 +75,26 @@ def test_export_progress_is_one_plain_line_per_stage_when_not_a_terminal(exporte
     first_table = next(i for i, line in enumerate(lines) if line.startswith(("┏", "┌", "╭")) or "━" in line)
     assert lines.index(progress[-1]) < first_table  # printed as the stages ended, before the summary tables
     assert "⠋" not in err and "\r" not in err  # no spinner frames in a log
+
+
+def test_infer_refuses_non_finite_logits_in_one_line(exported, tmp_path, capsys, monkeypatch):
+    """A graph that turns a photograph into NaN (an FP16 overflow, a broken kernel) must not print a ranking."""
+    import numpy as np
+
+    from runtime.backends.ort import OnnxRuntimeRunner
+
+    directory, _, _ = exported
+    image = tmp_path / "chelsea.jpg"
+    Image.fromarray(sample_photos(("chelsea",))["chelsea"]).save(image, quality=95)
+    real = OnnxRuntimeRunner._infer_impl
+
+    def one_nan(self, batch):
+        out = real(self, batch)
+        out[0, 7] = np.nan
+        return out
+
+    monkeypatch.setattr(OnnxRuntimeRunner, "_infer_impl", one_nan)
+    assert load("infer").main([str(directory), str(image), "--backend", "onnxruntime"]) == 2
+    captured = capsys.readouterr()
+    assert captured.err.count("\n") == 1 and "produced 1 non-finite values (NaN/Inf) for a batch of 1" in captured.err
+    assert "probability" not in captured.out  # no table of meaningless classes

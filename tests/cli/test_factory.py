@@ -145,10 +145,12 @@ def test_the_weights_digest_takes_any_dtype():
     assert state_dict_sha256(half) != before
 
 
-def test_the_library_call_gives_the_same_module():
-    from torch import nn
+def test_the_library_call_gives_the_same_module(factory_artifact):
+    """The module the library call builds is the one the export recorded: same weights, byte for byte."""
+    from models.factory import STATE_DICT_PREFIX, state_dict_sha256
 
-    assert isinstance(build_from_factory(FACTORY), nn.Module)
+    source = json.loads((factory_artifact / "manifest.json").read_text())["extra"]["source"]
+    assert state_dict_sha256(build_from_factory(FACTORY)) == source["checkpoint_sha256"].removeprefix(STATE_DICT_PREFIX)
 
 
 def test_fp16_of_a_factory_model_with_compact_sge_is_refused_before_any_file(tmp_path, capsys):

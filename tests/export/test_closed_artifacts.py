@@ -146,6 +146,25 @@ def test_a_manifest_edited_alone_is_caught_against_the_graphs_own_metadata(copy,
 
 
 @pytest.mark.parametrize(
+    ("field", "value"), [("mean", [0.5, 0.456, 0.406]), ("std", [0.229, 0.224, 0.5])], ids=["mean", "std"]
+)
+def test_one_preprocessing_field_edited_alone_is_caught(copy, field, value):
+    edit_manifest(copy, lambda m: m["preprocessing"].update({field: value}))
+    with pytest.raises(ArtifactError, match=rf"disagrees with the graph it deploys \(preprocessing\.{field} "):
+        runtime.load(copy, backend="onnxruntime", threads=1).activate()
+
+
+def test_a_deploy_file_the_manifest_does_not_record_is_refused(copy, capsys):
+    """Dropping the deploy graph's entry would leave it unhashed: whatever model.onnx holds would run."""
+    edit_manifest(copy, lambda m: m["files"].pop("model.onnx"))
+    with pytest.raises(ArtifactError, match=r"the deploy file model\.onnx is not recorded.*re-export"):
+        runtime.load(copy, backend="onnxruntime", threads=1)
+    assert load_script("validate").main([str(copy)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "the deploy file model.onnx is not recorded" in err
+
+
+@pytest.mark.parametrize(
     ("change", "says"),
     [
         (lambda m: m["extra"]["source"].update(block_overrides={"evil": 1}), "extra.source does not rebuild"),

@@ -1,8 +1,6 @@
 """Exit codes and gates mean what they say: 0 ok, 1 parity failed, 2 bad input (checked before the work),
 3 an internal error (one line; the traceback only with -v); explicit --atol/--rtol are enforced as given."""
 
-import time
-
 import pytest
 
 TINY_ARGS = ["--model", "resnet18", "--init", "random", "--input-size", "64", "64", "--simplifier", "none"]
@@ -14,11 +12,13 @@ def one_line_error(capsys, prefix="error: "):
     return err
 
 
-def test_huge_input_size_is_refused_before_any_work(export_script, tmp_path, capsys):
+def test_huge_input_size_is_refused_before_any_work(export_script, tmp_path, capsys, monkeypatch):
+    from export import pipeline
+
     out = tmp_path / "out"
-    start = time.monotonic()
+    monkeypatch.setattr(pipeline, "load_source", lambda *a, **k: pytest.fail("the model was loaded"))
     assert export_script.main(["--model", "resnet18", "--input-size", "100000", "100000", "--output", str(out)]) == 2
-    assert time.monotonic() - start < 5  # refused from the numbers alone, not by the OOM killer
+    # refused from the numbers alone, not by the OOM killer after a 100000² forward pass
     assert "1..1024" in one_line_error(capsys) and not out.exists()
 
 

@@ -45,6 +45,23 @@ def test_every_failure_is_collected_and_raised_once():
     assert info.value.report is report and all(f in str(info.value) for f in failures)
 
 
+@pytest.mark.parametrize(
+    ("delta", "atol", "rtol", "failed"),
+    [
+        (1.5e-3, 1e-2, 1e-5, ["relative L2 1.5e-05 > rtol 1e-05"]),  # within atol, 1.5 × rtol
+        (0.9e-3, 1e-2, 1e-5, []),  # both within
+        (1.5e-4, 1e-4, 1e-5, ["max abs 0.00015 > atol 0.0001"]),  # within rtol, 1.5 × atol
+        (0.9e-4, 1e-4, 1e-5, []),
+    ],
+)
+def test_each_gate_at_its_boundary_fails_alone(delta, atol, rtol, failed):
+    ref = np.full((1, 100), 10.0)  # ‖ref‖ = 100: one element off by delta gives max abs delta, rel L2 delta / 100
+    cand = ref.copy()
+    cand[0, 3] += delta
+    case = evaluate_case("photos", ref, cand, atol=atol, rtol=rtol)
+    assert [f.removeprefix("photos batch 1: ") for f in case.failures] == failed
+
+
 def test_an_empty_report_does_not_pass():
     report = ParityReport(backend="onnxruntime", atol=1e-4, rtol=1e-5)
     assert not report.passed

@@ -64,6 +64,8 @@ def test_bad_inputs_raise_clear_errors(runners, backend, random_batch):
     nan_batch[1, 0, 5, 5] = np.nan
     with pytest.raises(InputMismatchError, match="1 NaN/Inf"):
         runner.infer(nan_batch)
+    with pytest.raises(InputMismatchError, match="has an empty batch"):
+        runner.infer(random_batch[:0])
 
 
 def test_inactive_runner_says_how_to_activate(artifact, random_batch):

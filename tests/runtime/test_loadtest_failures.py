@@ -59,3 +59,33 @@ def test_load_test_percentiles_are_observed_latencies_as_the_benchmarks():
     assert all(round(summary[f"p{p}"], 6) in observed for p in (50, 90, 95, 99))  # numpy interpolated: p99 97.6 ms
     assert summary["p99"] == trtexec_percentile(sorted(t * 1e3 for t in latencies_s), 99) == 100.0
     assert percentiles([]) == {}
+
+
+def test_percentiles_of_latencies_in_arrival_order():
+    from runtime.loadtest import percentiles
+
+    arrival = [0.040, 0.010, 0.100, 0.030, 0.020]  # requests finish in any order
+    summary = percentiles(arrival)
+    assert (summary["min"], summary["max"], summary["p50"]) == (10.0, 100.0, 30.0)
+    assert summary["mean"] == pytest.approx(40.0)
+
+
+class EveryThirdFailsClient(ServerGoneClient):
+    """Answers two requests, fails the third, and so on (its warm-up request included)."""
+
+    def infer(self):
+        self.answered += 1
+        if self.answered % 3 == 0:
+            raise RuntimeError("model busy")
+
+
+def test_throughput_counts_answered_requests_only(monkeypatch):
+    monkeypatch.setattr(loadtest, "_Client", EveryThirdFailsClient)
+    meta = {"inputs": [{"name": "input"}], "outputs": [{"name": "output"}]}
+    config = LoadConfig(concurrency=(1,), duration_s=30, max_requests=30)
+    batch = np.zeros((2, 3, 8, 8), np.float32)
+    level = run_level("127.0.0.1:1", "m", batch, meta, concurrency=1, config=config)
+    # one client, 30 tickets after its warm-up (call 1): calls 2..31 fail at 3, 6, ..., 30: 10 failures
+    assert (level.requests, level.errors) == (20, 10) and level.first_error == "model busy"
+    assert level.throughput_rps == pytest.approx(20 / level.elapsed_s)
+    assert level.images_per_s == pytest.approx(2 * 20 / level.elapsed_s)

@@ -39,6 +39,8 @@ def test_good_requests_pass_in_json_and_binary_form():
     ("body", "says"),
     [
         (json_body([100000, 3, 96, 96], [0]), "batch-size must be <= 4"),
+        (json_body([5, 3, 8, 8], [0.5] * 5 * VALUES), "batch-size must be <= 4 and ≥ 1; got 5"),  # max + 1
+        (json_body([0, 3, 8, 8], []), "batch-size must be <= 4 and ≥ 1; got 0"),
         (json_body([-1, 3, 8, 8], [0]), "batch-size"),
         (json_body([1, 3, 8, 9], [0] * 216), "unexpected shape"),
         (json_body([1, 3, 8], [0] * 24), "unexpected shape"),
@@ -80,6 +82,11 @@ def test_binary_requests_must_carry_exactly_the_declared_bytes():
     body, n = binary_body([1, 3, 8, 8], payload[:-4])  # short data
     with pytest.raises(RequestRejected, match="needs 768 bytes"):
         check_infer_request(body, header_length=n, limits=LIMITS)
+    header, _ = binary_body([1, 3, 8, 8], payload)  # the declared size right, the body 4 bytes short or long
+    header = header[: -len(payload)]
+    for data in (payload[:-4], payload + b"\0" * 4):
+        with pytest.raises(RequestRejected, match=r"binary_data_size says 768 and the body holds (764|772)"):
+            check_infer_request(header + data, header_length=len(header), limits=LIMITS)
     body, n = binary_body([1, 3, 8, 8], payload)
     with pytest.raises(RequestRejected, match="does not fit"):
         check_infer_request(body, header_length=len(body) + 1, limits=LIMITS)

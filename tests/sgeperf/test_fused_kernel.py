@@ -245,3 +245,35 @@ def test_bad_shapes_fail_with_one_clear_error(x_shape, identity_shape, groups, m
     with pytest.raises((errors.Fail, errors.InvalidArgument)) as err:
         run(model, tmp_path, x, identity)
     assert message in str(err.value)
+
+
+@pytest.mark.parametrize("stage", ["layer1", "layer4"])
+@pytest.mark.parametrize("around_convs", [False, True], ids=["nchw", "nchwc"])
+def test_kernel_on_photograph_activations(stage, around_convs, tmp_path):
+    """The kernel on what a real SGE block sees: sge_resnet18's (calibrated default weights) last block of a stage,
+    fed the bundled photographs. Its x and identity come from the eager block's own branches; the kernel must match
+    the float64 reference and the eager block's output (layer1: 1 channel a group at 28×28; layer4: 8 at 4×4)."""
+    import torch
+
+    from models import create_model
+    from models.transforms import photo_batch
+
+    model = create_model("sge_resnet18", init="calibrated").eval()
+    block = getattr(model, stage)[-1]
+    sge = getattr(block, block.attn_name)
+    gamma, beta = sge.weight.detach().flatten().numpy(), sge.bias.detach().flatten().numpy()
+    assert np.abs(gamma).max() > 0.1  # the gate depends on the photograph, not only on beta
+    inputs = {}
+    block.register_forward_pre_hook(lambda module, args: inputs.setdefault("x", args[0]))
+    with torch.no_grad():
+        model(torch.from_numpy(photo_batch((112, 112))))
+        x, identity = (t.numpy() for t in block.branches(inputs["x"]))
+        eager = block(inputs["x"]).numpy()
+    model_graph = fused_graph(x.shape, sge.groups, np.random.default_rng(0), around_convs=around_convs)
+    for init in model_graph.graph.initializer:
+        if init.name in ("gamma", "beta"):
+            init.CopyFrom(numpy_helper.from_array(gamma if init.name == "gamma" else beta, init.name))
+    _, got = run(model_graph, tmp_path, np.ascontiguousarray(x), np.ascontiguousarray(identity))
+    scale = max(1.0, float(np.abs(eager).max()))  # activations grow past O(1) in deep stages: a relative gate
+    assert np.abs(got - reference(x, identity, gamma, beta, sge.groups)).max() <= ATOL * scale
+    assert np.abs(got - eager).max() <= ATOL * scale

@@ -19,7 +19,7 @@ def trt_build_main():
     return script_main("trt_build")
 
 
-def test_build_from_an_artifact_validates_and_records_everything(fake_trt, sge_artifact, trt_build_main, capsys):
+def test_build_from_an_artifact_records_the_validation_it_ran(fake_trt, sge_artifact, trt_build_main, capsys):
     args = [str(sge_artifact), "--trt", "fp16", "--trt-batch", "1", "4", "8", "--trt-opt-level", "4"]
     assert trt_build_main([*args, "--trt-log", str(sge_artifact / "build.log")]) == 0
     out = capsys.readouterr().out
@@ -28,6 +28,8 @@ def test_build_from_an_artifact_validates_and_records_everything(fake_trt, sge_a
     roles = {entry.role for entry in manifest.files.values()}
     assert {"engine", "engine-info", "engine-parity", "engine-layers"} <= roles
     parity = json.loads((sge_artifact / "model.plan.parity.json").read_text())
+    # "passed" here is ONNX Runtime against ONNX Runtime (the double's engine): what is proven is that the validation
+    # ran every photograph and recorded its verdict, gate and precision, not any TensorRT accuracy
     assert parity["parity"]["passed"] and parity["parity"]["cases"] == 7
     assert parity["parity"]["gate"]["max_rel"] == 0.02 and parity["parity"]["precision"] == "fp16"
     islands = parity["fp32_islands"]
