@@ -249,6 +249,11 @@ def write_triton_repository(
     final name is always complete.
     """
     artifact = Path(artifact)
+    if Path(repository).resolve().is_relative_to(artifact.resolve()):  # its files would be strays of the artifact
+        raise ArtifactError(
+            f"the Triton repository {repository} lies in the artifact {artifact}, whose files are hashed (a later "
+            "export there would be refused); write it elsewhere"
+        )
     manifest, identities = load_verified(artifact)  # each file's identity taken as its hash was checked
     name = name or manifest.model
     if labels is not None:

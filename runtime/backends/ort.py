@@ -43,6 +43,15 @@ def import_onnxruntime() -> Any:
     )
 
 
+# ONNX Runtime's tensor type names → numpy's, for the manifest check (others: not compared)
+ORT_DTYPES = {
+    "tensor(float)": "float32",
+    "tensor(float16)": "float16",
+    "tensor(double)": "float64",
+    "tensor(uint8)": "uint8",
+}
+
+
 class OnnxRuntimeRunner(SourceRunner):
     name = "onnxruntime"
 
@@ -114,7 +123,8 @@ class OnnxRuntimeRunner(SourceRunner):
 
     def _model_io(self):
         def io(arg):
-            return frozenset([arg.name]), tuple(d if isinstance(d, int) and d > 0 else None for d in arg.shape)
+            dims = tuple(d if isinstance(d, int) and d > 0 else None for d in arg.shape)
+            return frozenset([arg.name]), dims, ORT_DTYPES.get(arg.type)
 
         return io(self._session.get_inputs()[0]), io(self._session.get_outputs()[0])
 

@@ -156,7 +156,7 @@ class OpenVINORunner(SourceRunner):
     def _model_io(self):
         def io(port):
             dims = tuple(d.get_length() if d.is_static else None for d in port.get_partial_shape())
-            return frozenset(port.get_names()), dims
+            return frozenset(port.get_names()), dims, str(port.get_element_type().to_dtype())
 
         return io(self._compiled.input(0)), io(self._compiled.output(0))
 

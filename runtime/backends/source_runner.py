@@ -98,25 +98,30 @@ class SourceRunner(Runner):
         return None
 
 
-# (names the tensor answers to, its dimensions: an int where fixed, None where symbolic), input then output
-TensorIO = tuple[frozenset[str], tuple[int | None, ...]]
+# (names the tensor answers to, its dimensions: an int where fixed, None where symbolic, its numpy dtype name or None
+# where the backend does not say), input then output
+TensorIO = tuple[frozenset[str], tuple[int | None, ...], str | None]
 ModelIO = tuple[TensorIO, TensorIO]
 
 
 def check_model_io(source: ModelSource, io: ModelIO | None) -> None:
-    """ArtifactError unless the manifest's input and output agree with the graph the backend opened: names and fixed
-    dimensions (an edited manifest naming another tensor, or 10 classes for 1000, gave ORT's raw error or a wrong
-    answer)."""
+    """ArtifactError unless the manifest's input and output agree with the graph the backend opened: names, fixed
+    dimensions and dtypes (an edited manifest naming another tensor, 10 classes for 1000, or float16 for float32 gave
+    ORT's raw error, a wrong answer, or a server that refused every request)."""
     if io is None or source.manifest is None:
         return
-    for kind, spec, (names, dims) in (("input", source.input_spec, io[0]), ("output", source.output_spec, io[1])):
+    for kind, spec, (names, dims, dtype) in (
+        ("input", source.input_spec, io[0]),
+        ("output", source.output_spec, io[1]),
+    ):
         recorded = [d if isinstance(d, int) and d > 0 else None for d in spec.shape]
         fixed_differ = len(recorded) != len(dims) or any(
             a is not None and b is not None and a != b for a, b in zip(recorded, dims, strict=False)
         )
-        if spec.name not in names or fixed_differ:
-            found = f"{sorted(names)[0]!r} {tuple('?' if d is None else d for d in dims)}"
+        dtype_differs = dtype is not None and dtype != spec.dtype
+        if spec.name not in names or fixed_differ or dtype_differs:
+            found = f"{sorted(names)[0]!r} {tuple('?' if d is None else d for d in dims)} {dtype or ''}".rstrip()
             raise ArtifactError(
-                f"{source.directory}: the manifest's {kind} {spec.name!r} {tuple(spec.shape)} is not the graph's "
-                f"({found}); the manifest was edited or belongs to another model: re-export the artifact"
+                f"{source.directory}: the manifest's {kind} {spec.name!r} {tuple(spec.shape)} {spec.dtype} is not "
+                f"the graph's ({found}); the manifest was edited or belongs to another model: re-export the artifact"
             )

@@ -123,8 +123,9 @@ def test_malformed_manifest_is_one_line(copy, tmp_path, capsys, change, expected
         (lambda m: m["inputs"][0].update(name="images"), "the manifest's input 'images'"),
         (lambda m: m["outputs"][0].update(name="probs"), "the manifest's output 'probs'"),
         (lambda m: m["outputs"][0].update(shape=["batch", 10]), r"the manifest's output 'logits' \('batch', 10\)"),
+        (lambda m: m["inputs"][0].update(dtype="float16"), r"the manifest's input 'input' .* float16"),
     ],
-    ids=["input-name", "output-name", "classes"],
+    ids=["input-name", "output-name", "classes", "dtype"],
 )
 def test_a_manifest_that_disagrees_with_its_graph_is_refused_at_activation(copy, backend, change, says):
     edit_manifest(copy, change)

@@ -182,6 +182,25 @@ def test_bad_requests_leave_the_repository_untouched(onnx_artifact, tmp_path):
     assert parse((repo / "m" / "config.pbtxt").read_text()).max_batch_size == 8
 
 
+def test_a_repository_inside_the_artifact_is_refused(onnx_artifact):
+    before = sorted(p.name for p in onnx_artifact.iterdir())
+    for inside in (onnx_artifact, onnx_artifact / "repo"):
+        with pytest.raises(ArtifactError, match=r"lies in the artifact .*write it elsewhere"):
+            write_triton_repository(onnx_artifact, inside)
+    assert sorted(p.name for p in onnx_artifact.iterdir()) == before  # no stray left to block the next export
+
+
+def test_the_export_refuses_a_repository_inside_its_output_before_any_work(tmp_path, capsys):
+    from runtime.commands import export as export_command
+
+    out = tmp_path / "art"
+    argv = ["--model", "resnet18", "--init", "random", "--input-size", "64", "64", "--output", str(out)]
+    assert export_command.main([*argv, "--triton-repo", str(out / "repo")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--triton-repo" in err and "lies in the artifact" in err
+    assert not out.exists()
+
+
 def test_an_overwritten_model_folder_is_swapped_in_never_removed_first(onnx_artifact, tmp_path, monkeypatch):
     """A Triton polling the repository must find the old model folder or the new one: the old one is still there
     when the new one is published (one exchange), and nothing is left beside it."""
