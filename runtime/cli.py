@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 EXIT_OK, EXIT_PARITY, EXIT_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+EXIT_FAILED = EXIT_PARITY  # a run that went wrong: load-test requests failed, a server that did not stop cleanly
 EXIT_NO_ENGINE = 4  # a requested TensorRT engine was not built (e.g. TensorRT not installed)
 EXIT_TERMINATED = 128 + 15  # SIGTERM, as a shell reports it
 PACKAGE = "sge-deploy"

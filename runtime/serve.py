@@ -42,6 +42,21 @@ class ServeConfigError(ValueError):
     """A serving option is out of range."""
 
 
+class RequestRefused(ValueError):
+    """Why the requests of one model call cannot run, for the client in one line.
+
+    PyTriton answers a failed call with the exception formatted with its traceback, which put the server's file
+    paths and 25 lines into a gRPC client's error; this exception has no traceback to format."""
+
+    @property
+    def __traceback__(self) -> None:
+        return None
+
+    @__traceback__.setter
+    def __traceback__(self, value: object) -> None:
+        pass
+
+
 MONITOR_PERIOD_S = 1.0  # how often serve_forever checks that Triton is still alive
 
 
@@ -75,6 +90,8 @@ class ServeConfig:
             problems.append(f"queue_delay_us must be ≥ 0; got {self.queue_delay_us}")
         if self.instances < 1:
             problems.append(f"instances must be ≥ 1; got {self.instances}")
+        if self.exit_timeout_s < 0:
+            problems.append(f"exit_timeout_s must be ≥ 0; got {self.exit_timeout_s}")
         if ":" in self.host:  # Triton's gRPC endpoint and PyTriton's readiness check take host:port unbracketed
             problems.append(f"IPv6 hosts are not supported; got {self.host!r}: use 127.0.0.1, or 0.0.0.0 for all IPv4")
         if problems:
@@ -98,6 +115,7 @@ class ServeConfig:
             "max_batch": self.max_batch,
             "queue_delay_us": self.queue_delay_us,
             "instances": self.instances,
+            "exit_timeout_s": self.exit_timeout_s,
             "gate": self.gate,
             "urls": self.urls,
         }
@@ -173,20 +191,38 @@ def infer_function(runner: Runner) -> Callable[[list[Any]], list[dict[str, np.nd
     non-finite input (OpenVINO always, any with ``check_finite``) never sees such a row: PyTriton answers a failed call
     with one error for every request in the batch, so one such request failed the others batched with it. A runner
     that propagates NaN row by row gets the batch as it is, with no extra pass over it. (The HTTP gate refuses a
-    non-finite request before Triton with 400; gRPC has no gate.)"""
+    non-finite request before Triton with 400; gRPC has no gate.)
+
+    A ``--dynamic-hw`` model takes any side from its smallest (``min_side``) up to the gate's ``MAX_SIDE``; Triton
+    batches only requests of one shape, so a call whose images are outside that range fails whole, in one line
+    (``RequestRefused``), before the runner allocates for them."""
+    from runtime.backends.base import InputMismatchError
+    from runtime.serve_gate import MAX_SIDE
+
     input_name, output_name = runner.input_spec.name, runner.output_spec.name
     classes = runner.output_spec.shape[1:]
     refuses_nonfinite = runner.hides_nonfinite_input or runner.check_finite
+    free_sides = [i for i, d in enumerate(runner.input_spec.shape) if i >= 2 and not (isinstance(d, int) and d > 0)]
 
     def infer(requests: list[Any]) -> list[dict[str, np.ndarray]]:
         inputs = [request.data[input_name] for request in requests]
         batch = np.concatenate(inputs) if len(inputs) > 1 else inputs[0]
+        if any(batch.shape[i] > MAX_SIDE for i in free_sides):
+            raise RequestRefused(
+                f"input {input_name!r} of shape {batch.shape[1:]} has a side above {MAX_SIDE}; resize the image"
+            )
+        try:
+            return run(batch, inputs)
+        except InputMismatchError as err:  # e.g. a side below the model's smallest: one line, not a traceback
+            raise RequestRefused(str(err)) from None
+
+    def run(batch: np.ndarray, inputs: list[np.ndarray]) -> list[dict[str, np.ndarray]]:
         finite = np.isfinite(batch.reshape(len(batch), -1)).all(axis=1) if refuses_nonfinite else None
         if finite is None or finite.all():
             out = runner.infer(batch)
         else:
             if not all(isinstance(d, int) and d > 0 for d in classes):
-                raise ValueError(f"input {input_name!r} holds NaN/Inf values; fix the preprocessing or the data")
+                raise RequestRefused(f"input {input_name!r} holds NaN/Inf values; fix the preprocessing or the data")
             out = np.full((len(batch), *classes), np.nan, dtype=np.dtype(runner.output_spec.dtype))
             if finite.any():
                 out[finite] = runner.infer(batch[finite])
@@ -244,6 +280,7 @@ class ModelServer:
         self.config = config
         self._triton: Any = None
         self._gate: Any = None
+        self.triton_exit_code: int | None = None  # how tritonserver last ended (0: cleanly), once it has
 
     @property
     def input_spec(self) -> TensorSpec:
@@ -294,6 +331,7 @@ class ModelServer:
                     strict=True,
                 )
                 self._triton.run()
+            self._watch_exit()
             if c.gate:
                 self._gate = self._start_gate(upstream=triton_http)
             self._check_ready()
@@ -302,6 +340,27 @@ class ModelServer:
             raise
         logger.info("serving %s on %s", c.model_name, ", ".join(f"{k} {v}" for k, v in c.urls.items()))
         return self
+
+    def _watch_exit(self) -> None:
+        """Record how tritonserver ends: an exit timeout that expires with requests in flight makes it exit at once
+        (and it has aborted there), which a stop must not report as clean. PyTriton tells only its own callbacks,
+        on an object it keeps private; without it the exit code stays unknown (None)."""
+        server = getattr(self._triton, "_triton_server", None)
+        if server is not None and hasattr(server, "register_on_exit"):
+            server.register_on_exit(self._on_triton_exit)
+
+    def _on_triton_exit(self, success: bool, exit_code: int) -> None:
+        self.triton_exit_code = 0 if success else exit_code or 1
+
+    def exit_problem(self) -> str | None:
+        """Why the last stop was not clean (Triton's exit code), in one line; None when it was or is unknown."""
+        code = self.triton_exit_code
+        if not code:
+            return None
+        return (
+            f"Triton exited with code {code}: requests in flight when it stopped may have been dropped (they get "
+            f"--exit-timeout, {self.config.exit_timeout_s} s, to finish) or it failed; its log above says which"
+        )
 
     def _start_gate(self, *, upstream: tuple[str, int]) -> Any:
         from runtime.serve_gate import RequestGate, RequestLimits

@@ -19,6 +19,7 @@ from rich.table import Table
 from models.transforms import ImageReadError
 from runtime.bench_report import versions
 from runtime.cli import (
+    EXIT_FAILED,
     EXIT_INPUT,
     OutputPathError,
     check_output_paths,
@@ -165,5 +166,5 @@ def _main(argv: list[str] | None, prog: str | None) -> int:
     if failed:
         first = " ".join(str(failed[0].first_error).split())
         print(f"error: {sum(lv.errors for lv in failed)} requests failed; first: {first}", file=sys.stderr)
-        return 1
+        return EXIT_FAILED
     return 0

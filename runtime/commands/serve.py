@@ -2,14 +2,13 @@
 
     sge-deploy serve ARTIFACT [--backend onnxruntime] [--model-name NAME] [--http-port 8000]
         [--grpc-port 8001] [--metrics-port 8002] [--max-batch 32] [--queue-delay-us 500] [--instances N]
-        [--threads N] [--host 127.0.0.1]
+        [--exit-timeout 10] [--threads N] [--host 127.0.0.1]
 
-Runs until Ctrl+C (SIGINT).
+Runs until Ctrl+C (SIGINT) or SIGTERM, then exits 0; 1 when Triton did not stop cleanly.
 """
 
 import argparse
 import logging
-import signal
 import sys
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from rich.table import Table
 from export.artifacts import ArtifactError, load_manifest
 from runtime import UnknownBackendError
 from runtime.backends.base import BackendUnavailableError
-from runtime.cli import EXIT_INPUT, make_console, make_parser, run_main
+from runtime.cli import EXIT_FAILED, EXIT_INPUT, make_console, make_parser, run_main
 from runtime.cli_flags import add_backends, add_model_name, add_threads, precision_option
 from runtime.serve import ServeConfig, ServeConfigError, ServeError, serve_artifact
 
@@ -35,6 +34,12 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     parser.add_argument("--max-batch", type=int, default=32, help="largest batch the dynamic batcher forms")
     parser.add_argument("--queue-delay-us", type=int, default=500, help="longest wait for a fuller batch (µs)")
     parser.add_argument("--instances", type=int, default=1, help="model instances, one runner each")
+    parser.add_argument(
+        "--exit-timeout",
+        type=int,
+        default=10,
+        help="seconds Triton gives requests in flight to finish when stopped (default 10)",
+    )
     add_threads(parser, help="CPU threads per runner (default: the backend's own)")
     parser.add_argument(
         "--no-gate",
@@ -45,10 +50,6 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     parser.add_argument("--precision", default="fp32", help="fp32 (= f32), bf16 (openvino), int8 (README)")
     parser.add_argument("-v", "--verbose", action="store_true", help="Triton's verbose log")
     return parser
-
-
-def stop_on_sigterm(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt  # PyTriton's serve loop stops Triton gracefully on KeyboardInterrupt
 
 
 def main(argv: list[str] | None = None, *, prog: str | None = None) -> int:
@@ -71,12 +72,12 @@ def _main(argv: list[str] | None, prog: str | None) -> int:
             max_batch=args.max_batch,
             queue_delay_us=args.queue_delay_us,
             instances=args.instances,
+            exit_timeout_s=args.exit_timeout,
             log_verbose=1 if args.verbose else 0,
             gate=args.gate,
         )
         options = {"threads": args.threads} if args.threads is not None else {}
         options.update(precision_option(args.precision))
-        signal.signal(signal.SIGTERM, stop_on_sigterm)  # before the start: a stop while models load cleans up too
         server = serve_artifact(args.artifact, config=config, backend=backend, load_options=options)
         server.start()
     except (
@@ -99,5 +100,9 @@ def _main(argv: list[str] | None, prog: str | None) -> int:
     table.add_row("infer", f"{config.urls['http']}/v2/models/{model_name}/infer")
     console.print(table)
     console.print("Ctrl+C (SIGINT) or SIGTERM stops the server.")
-    server.serve_forever()
+    server.serve_forever()  # Ctrl-C or SIGTERM (run_main raises it as Terminated) stops it: its normal end
+    problem = server.exit_problem()
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return EXIT_FAILED
     return 0

@@ -52,6 +52,7 @@ def server(onnx_artifact):
     with serve_artifact(onnx_artifact, config=config, backend="onnxruntime", load_options=RUNNER_OPTIONS) as running:
         yield running
     assert not running.is_running
+    assert running.triton_exit_code == 0 and running.exit_problem() is None  # PyTriton's exit report reached us
 
 
 @pytest.fixture(scope="module")
@@ -473,3 +474,46 @@ def test_a_runner_that_propagates_nan_gets_the_batch_as_it_is():
     responses = infer_function(runner)([SimpleNamespace(data={"input": x[:1]}), SimpleNamespace(data={"input": x[1:]})])
     assert runner.batches == [3]  # one call holding every row, the NaN one too
     assert np.isnan(responses[1]["logits"][0]).any() and np.isfinite(responses[0]["logits"]).all()
+
+
+def test_a_dynamic_size_call_outside_the_models_sides_fails_in_one_line():
+    """gRPC has no gate: a --dynamic-hw model's too small or too large images reach the infer callable, which refuses
+    them before the runner, with no traceback for PyTriton to put into the client's error."""
+    import traceback
+    from types import SimpleNamespace
+
+    from runtime.backends.base import check_batch
+    from runtime.serve import RequestRefused, infer_function
+
+    class DynamicSides(RefusesNonFinite):
+        input_spec = TensorSpec("input", ("batch", 3, "height", "width"), min_side=33)
+
+        def infer(self, batch):
+            check_batch(batch, self.input_spec)  # as every runner does first
+            self.rows += len(batch)
+            return batch.reshape(len(batch), -1)[:, :4].copy()
+
+    runner = DynamicSides()
+    infer = infer_function(runner)
+    for shape, says in (((1, 3, 8, 8), "must be at least 33×33 pixels"), ((1, 3, 2048, 64), "a side above 1024")):
+        with pytest.raises(RequestRefused, match=says) as info:
+            infer([SimpleNamespace(data={"input": np.zeros(shape, np.float32)})])
+        formatted = "".join(traceback.format_exception(None, info.value, info.value.__traceback__))  # as PyTriton
+        assert (
+            formatted.count("\n") == 1
+            and formatted.startswith("runtime.serve.RequestRefused: input")
+            and "File " not in formatted
+        )
+    assert runner.rows == 0
+    assert infer([SimpleNamespace(data={"input": np.ones((2, 3, 40, 33), np.float32)})])[0]["logits"].shape == (2, 4)
+
+
+def test_an_unclean_triton_exit_is_reported_with_the_exit_timeout(onnx_artifact):
+    server = ModelServer([runtime.load(onnx_artifact)], config=ServeConfig(model_name="m", exit_timeout_s=30))
+    assert server.exit_problem() is None  # not yet stopped: unknown, not a failure
+    server._on_triton_exit(True, 0)
+    assert server.exit_problem() is None
+    server._on_triton_exit(False, 134)  # "Exit timeout expired. Exiting immediately." then an abort
+    assert "Triton exited with code 134" in server.exit_problem() and "--exit-timeout, 30 s" in server.exit_problem()
+    with pytest.raises(ServeConfigError, match="exit_timeout_s must be ≥ 0"):
+        ServeConfig(model_name="m", exit_timeout_s=-1)

@@ -63,4 +63,6 @@ def test_serve_and_loadtest_without_torch(onnx_artifact, tmp_path):
         except subprocess.TimeoutExpired:
             server.kill()
             server.wait()
-    assert "torch" not in server.stderr.read().lower()
+    stderr = server.stderr.read()
+    assert "torch" not in stderr.lower()
+    assert server.returncode == 0, stderr[-2000:]  # SIGTERM once serving: a clean stop, the server's normal end
