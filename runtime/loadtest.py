@@ -134,6 +134,11 @@ def loopback_address(url: str, *, protocol: str) -> str:
         raise LoadTestError(f"cannot read {url!r} ({err}); pass e.g. http://127.0.0.1:8000") from None
     if host is None or port is None:
         raise LoadTestError(f"cannot read host and port from {url!r}; pass e.g. http://127.0.0.1:8000")
+    if parts.scheme != protocol:  # http://...:8000 with --protocol grpc sent gRPC to the HTTP port
+        raise LoadTestError(
+            f"{url!r} is not a {protocol}:// address and the load test speaks {protocol} (--protocol): pass the "
+            f"server's {protocol} address, as serve prints it"
+        )
     if host != "localhost":
         try:
             loopback = ipaddress.ip_address(host).is_loopback

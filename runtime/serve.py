@@ -239,6 +239,43 @@ def _free_loopback_port() -> int:
         return sock.getsockname()[1]
 
 
+PORT_FLAGS = {"http_port": "--http-port", "grpc_port": "--grpc-port", "metrics_port": "--metrics-port"}
+
+
+def reserve_ports(config: ServeConfig) -> contextlib.ExitStack:
+    """A lock per port (a file under the temp directory), held while the server lives; closing the stack frees them.
+
+    Two servers started at the same moment on the same ports both passed ``check_ports_free``; the loser's Triton
+    exited at once, and PyTriton waited 120 s for it before an internal error. Servers of this project now take the
+    locks first and the second one fails at once. (Other programs can still take a port in the moment before Triton
+    binds it.)"""
+    import fcntl
+    import tempfile
+
+    folder = Path(tempfile.gettempdir()) / "sge-deploy-ports"
+    folder.mkdir(exist_ok=True)
+    stack, held = contextlib.ExitStack(), []
+    try:
+        for key in PORT_FLAGS:
+            port = getattr(config, key)
+            fd = os.open(folder / f"{port}.lock", os.O_RDWR | os.O_CREAT, 0o666)
+            stack.callback(os.close, fd)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                held.append(key)
+        if held:
+            ports = "; ".join(f"{key} {getattr(config, key)}" for key in held)
+            flags = ", ".join(PORT_FLAGS[key] for key in held)
+            raise ServeError(
+                f"another sge-deploy server is starting or serving on {ports}; choose free ports with {flags}"
+            )
+    except BaseException:
+        stack.close()
+        raise
+    return stack
+
+
 def check_ports_free(config: ServeConfig) -> None:
     """Fail before Triton starts, naming the flag to change, when a port is taken."""
     taken = []
@@ -280,6 +317,7 @@ class ModelServer:
         self.config = config
         self._triton: Any = None
         self._gate: Any = None
+        self._port_locks: contextlib.ExitStack | None = None
         self.triton_exit_code: int | None = None  # how tritonserver last ended (0: cleanly), once it has
 
     @property
@@ -300,9 +338,14 @@ class ModelServer:
         pytriton = import_pytriton()
         from pytriton.model_config import DynamicBatcher, ModelConfig
 
-        check_ports_free(self.config)
-        for runner in self.runners:
-            runner.activate()
+        try:
+            self._port_locks = reserve_ports(self.config)
+            check_ports_free(self.config)
+            for runner in self.runners:
+                runner.activate()
+        except BaseException:
+            self.stop()  # frees the ports, closes what activated
+            raise
         c = self.config
         triton_http = (c.host, c.http_port) if not c.gate else ("127.0.0.1", _free_loopback_port())
         triton_config = pytriton.triton.TritonConfig(
@@ -401,6 +444,12 @@ class ModelServer:
             self._triton = None
         for runner in self.runners:
             runner.deactivate()
+        self._release_ports()
+
+    def _release_ports(self) -> None:
+        if self._port_locks is not None:
+            self._port_locks.close()
+            self._port_locks = None
 
     def describe(self) -> dict[str, Any]:
         return {

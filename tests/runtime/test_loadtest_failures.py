@@ -49,6 +49,14 @@ def test_a_malformed_url_is_one_line(url):
     assert "\n" not in str(err.value)
 
 
+def test_an_address_of_the_other_protocol_is_one_line():
+    assert loopback_address("grpc://127.0.0.1:8001", protocol="grpc") == "127.0.0.1:8001"
+    assert loopback_address("127.0.0.1:8001", protocol="grpc") == "127.0.0.1:8001"  # no scheme: the protocol's
+    for url, protocol in (("http://127.0.0.1:8000", "grpc"), ("grpc://127.0.0.1:8001", "http")):
+        with pytest.raises(LoadTestError, match=rf"is not a {protocol}:// address .*--protocol"):
+            loopback_address(url, protocol=protocol)
+
+
 def test_load_test_percentiles_are_observed_latencies_as_the_benchmarks():
     from runtime.latency import trtexec_percentile
     from runtime.loadtest import percentiles

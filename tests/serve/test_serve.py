@@ -517,3 +517,37 @@ def test_an_unclean_triton_exit_is_reported_with_the_exit_timeout(onnx_artifact)
     assert "Triton exited with code 134" in server.exit_problem() and "--exit-timeout, 30 s" in server.exit_problem()
     with pytest.raises(ServeConfigError, match="exit_timeout_s must be ≥ 0"):
         ServeConfig(model_name="m", exit_timeout_s=-1)
+
+
+def test_a_second_server_on_the_same_ports_is_refused_at_once_while_the_first_holds_them():
+    """Started at the same moment, both passed the bind check; the loser waited 120 s for PyTriton's timeout."""
+    from runtime.serve import reserve_ports
+
+    http, grpc, metrics = free_ports(3)
+    first = ServeConfig(model_name="a", http_port=http, grpc_port=grpc, metrics_port=metrics)
+    second = ServeConfig(model_name="b", http_port=free_ports(1)[0], grpc_port=grpc, metrics_port=free_ports(1)[0])
+    with (
+        reserve_ports(first),
+        pytest.raises(
+            ServeError, match=rf"another sge-deploy server .* on grpc_port {grpc}; choose free ports with --grpc-port$"
+        ),
+    ):
+        reserve_ports(second)
+    reserve_ports(second).close()  # free again once the first let go
+
+
+def test_a_port_another_program_holds_is_named_with_its_flag():
+    import socket
+
+    from runtime.serve import check_ports_free
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as other:  # not an sge-deploy server: no lock file
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        busy = other.getsockname()[1]
+        http, metrics = free_ports(2)
+        config = ServeConfig(model_name="m", http_port=http, grpc_port=busy, metrics_port=metrics)
+        with pytest.raises(
+            ServeError, match=rf"cannot bind 127\.0\.0\.1: grpc_port {busy} \(.*\); choose free ports with --grpc-port$"
+        ):
+            check_ports_free(config)
