@@ -41,3 +41,33 @@ def test_simplified_graph_is_smaller_keeps_the_batch_and_the_outputs(raw_sge, si
 def test_none_returns_the_graph_unchanged(raw_sge):
     raw, _, _ = raw_sge
     assert simplify(raw, simplifier="none") is raw
+
+
+def test_a_simplifier_that_grows_the_graph_or_fails_its_own_check_is_refused(raw_sge, monkeypatch):
+    import onnxsim
+
+    from export.simplify import SimplifyError
+
+    raw, _, _ = raw_sge
+    grown = onnx.ModelProto()
+    grown.CopyFrom(raw)
+    grown.graph.node.append(onnx.helper.make_node("Identity", ["logits"], ["unused"]))
+    monkeypatch.setattr(onnxsim, "simplify", lambda model: (grown, True))
+    with pytest.raises(SimplifyError, match=rf"grew the graph from {len(raw.graph.node)} to {len(raw.graph.node) + 1}"):
+        simplify(raw)
+    monkeypatch.setattr(onnxsim, "simplify", lambda model: (model, False))
+    with pytest.raises(SimplifyError, match=r"onnxsim's own check .* failed"):
+        simplify(raw)
+
+
+def test_check_io_refuses_a_graph_with_another_class_count_or_a_static_batch(raw_sge):
+    from export.onnx_export import OnnxExportError
+
+    raw, _, spec = raw_sge
+    with pytest.raises(OnnxExportError, match=r"output dims are \['batch', 1000\], expected \['batch', 10\]"):
+        check_io(raw, spec=spec, num_classes=10)
+    static = onnx.ModelProto()
+    static.CopyFrom(raw)
+    static.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 1  # the batch frozen at 1
+    with pytest.raises(OnnxExportError, match=r"input dims are \[1, 3, "):
+        check_io(static, spec=spec, num_classes=1000)

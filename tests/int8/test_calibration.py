@@ -41,6 +41,34 @@ def test_bundled_draws_are_augmented_photographs_not_noise():
     assert not np.allclose(x[0], x[7])
 
 
+def test_bundled_draws_cycle_through_every_photograph():
+    """The 7th bundled photograph ("camera") is the only greyscale one: of 14 draws, exactly the 7th and 14th have
+    equal red, green and blue, so every photograph is drawn in turn (all from one photograph would give 0 or 14)."""
+    from models.transforms import sample_photos
+
+    photos = list(sample_photos().values())
+    x = batch(CalibrationOptions(count=2 * len(photos), seed=5))
+    pixels = (
+        x * np.asarray(IMAGENET_STD, np.float32)[:, None, None] + np.asarray(IMAGENET_MEAN, np.float32)[:, None, None]
+    )
+    grey = [bool(np.abs(d[0] - d[1]).max() < 1e-5 and np.abs(d[1] - d[2]).max() < 1e-5) for d in pixels]
+    source_grey = [bool((p[..., 0] == p[..., 1]).all() and (p[..., 1] == p[..., 2]).all()) for p in photos]
+    assert grey == source_grey * 2 and 0 < sum(grey) < len(grey)
+
+
+def test_the_calibration_reader_gives_every_image_once_then_again_after_rewind():
+    from export.int8.calibration import BatchReader
+
+    images = np.arange(5 * 3 * 2 * 2, dtype=np.float32).reshape(5, 3, 2, 2)
+    reader = BatchReader(images, input_name="input")
+    for _ in range(2):  # ORT's calibrator may read the data twice (rewind between)
+        items = iter(reader.get_next, None)
+        seen = [item["input"] for item in items]
+        assert len(seen) == len(reader) == 5 and all(s.shape == (1, 3, 2, 2) for s in seen)
+        np.testing.assert_array_equal(np.concatenate(seen), images)
+        reader.rewind()
+
+
 def test_bundled_draws_are_seeded():
     assert np.array_equal(batch(CalibrationOptions(count=4, seed=1)), batch(CalibrationOptions(count=4, seed=1)))
     assert not np.array_equal(batch(CalibrationOptions(count=4, seed=1)), batch(CalibrationOptions(count=4, seed=2)))

@@ -76,6 +76,40 @@ def test_target_result_counts_accuracy_and_agreement():
     )
 
 
+def test_top5_counts_a_label_at_rank_5_and_overlap_divides_by_the_classes_there_are():
+    import numpy as np
+
+    logits = np.array([[9.0, 8, 7, 6, 5, 4, 3]])  # ranks 1..7 are classes 0..6
+    for label, top5 in ((4, 1), (5, 0)):
+        result = TargetResult("x")
+        result.add(logits, logits, labels=np.array([label]))
+        assert result.to_dict(labelled=True)["accuracy"] == {"top1": 0.0, "top5": float(top5)}
+    three = TargetResult("x")  # a 3-class model: its "top-5" is every class, and identical rankings overlap fully
+    three.add(np.array([[1.0, 2, 3]]), np.array([[1.0, 2, 3]]), labels=None)
+    assert three.to_dict(labelled=False)["agreement"]["top5_overlap"] == 1.0
+
+
+def test_accuracy_pairs_each_image_with_its_own_label_across_batches(int8_artifact, tmp_path):
+    """4 photographs in batches of 3: the second batch's labels must still belong to its images. The expected count
+    comes from each photograph run alone."""
+
+    import runtime
+    from runtime.evaluate import Dataset, evaluate
+    from runtime.preprocess import preprocess_images, preprocessing_for
+
+    directory, _ = int8_artifact
+    names = ["coffee", "chelsea", "astronaut", "rocket"]
+    save_photos(tmp_path, names)
+    images = tuple(sorted(tmp_path.glob("*.png"), key=lambda p: names.index(p.stem)))
+    source = runtime.open_source(directory)
+    with runtime.load(source, "onnxruntime", threads=1) as runner:
+        alone = [int(runner.infer(preprocess_images([image], preprocessing_for(source))).argmax()) for image in images]
+    labels = (alone[0], (alone[1] + 1) % 1000, alone[2], alone[3])  # the second one wrong, on purpose
+    dataset = Dataset(tmp_path, images, labels, "labels-file")
+    report = evaluate(source, dataset, targets=["onnxruntime"], reference="onnxruntime", batch=3, threads=1)
+    assert report["results"][0]["accuracy"]["top1"] == 0.75
+
+
 def test_evaluate_script_runs_several_targets_against_eager(int8_artifact, tmp_path):
     directory, _ = int8_artifact
     data = tmp_path / "data"
@@ -118,11 +152,11 @@ def test_unlabelled_folder_against_the_fp32_onnx_reference(int8_artifact, tmp_pa
 
 def test_a_class_index_outside_the_model_is_refused_in_one_line(int8_artifact, tmp_path, capsys):
     save_photos(tmp_path, ["coffee", "chelsea"])
-    (tmp_path / "labels.txt").write_text("coffee.png 1500\nchelsea.png -3\n")
+    (tmp_path / "labels.txt").write_text("coffee.png 1000\nchelsea.png -3\n")  # 1000: one past the last class
     argv = [str(int8_artifact[0]), "--data", str(tmp_path), "--labels", str(tmp_path / "labels.txt")]
     assert load_script("evaluate").main([*argv, "--reference", "onnxruntime", "--threads", "1"]) == 2
     err = capsys.readouterr().err.strip()
-    assert "class indices [-3, 1500]" in err and "outside the model's 0..999" in err and "\n" not in err
+    assert "class indices [-3, 1000]" in err and "outside the model's 0..999" in err and "\n" not in err
 
 
 @pytest.mark.parametrize("limit", ["-1", "0"])

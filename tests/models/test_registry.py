@@ -30,6 +30,9 @@ def n_params(model: torch.nn.Module) -> int:
         ("se_resnet50", 28_088_024),
         ("cbam_resnet50", 28_089_624),
         ("resnet18", 11_689_512),
+        # GCNet's r16 blocks on c3-c5: resnet50 + Σ(2C + 1 + 2C·C/16 + 3·C/16) over 4×512, 6×1024 and 3×2048 channels
+        # (conv_mask, the two 1×1 convs with biases, LayerNorm): 25,557,032 + 2,521,741; the paper's 28.08 M
+        ("gc_resnet50", 28_078_773),
     ],
 )
 def test_parameter_counts_equal_the_official_architectures(name: str, count: int) -> None:
@@ -57,6 +60,19 @@ def test_basic_block_models_run_and_place_attention_after_bn2(name: str) -> None
     )
     with torch.no_grad():
         assert model(torch.randn(2, 3, 64, 96)).shape == (2, 1000)
+
+
+@pytest.mark.parametrize("stage", ["layer1", "layer2"])  # identity x, then downsample(x)
+def test_basic_block_applies_attention_before_the_residual_add(stage: str) -> None:
+    """relu(attn(bn2(conv2(relu(bn1(conv1 x))))) + identity), written out here op by op (SENet, CBAM: the attention
+    rescales the residual branch only; after the add it would rescale the identity too)."""
+    block = getattr(build_model("se_resnet18").eval().double(), stage)[0]
+    x = torch.randn(2, block.conv1.in_channels, 14, 18, dtype=torch.float64)
+    with torch.no_grad():
+        identity = x if block.downsample is None else block.downsample(x)
+        branch = block.bn2(block.conv2(torch.relu(block.bn1(block.conv1(x)))))
+        expected = torch.relu(getattr(block, block.attn_name)(branch) + identity)
+        torch.testing.assert_close(block(x), expected, rtol=0, atol=1e-12)
 
 
 def test_unknown_model_lists_close_matches() -> None:

@@ -89,6 +89,20 @@ def test_stored_table_is_reused_when_machine_model_batch_and_threads_match(artif
     assert Candidate("onnxruntime", "fp32").options(2, timing=True) == {"threads": 2, "allow_spinning": False}
 
 
+def test_a_stored_timing_holds_for_its_batch_only(artifact, tmp_path, monkeypatch):
+    """Medians measured at batch 1 say nothing of batch 8: choose_backend at batch 8 measures again."""
+    import runtime.auto as auto
+
+    cpu, _ = openvino_capabilities()
+    source = open_source(artifact)
+    assert table_key(cpu, source, 1, 2) != table_key(cpu, source, 8, 2)
+    table = tmp_path / "auto.json"
+    table.write_text(json.dumps({table_key(cpu, source, 1, 2): {"onnxruntime fp32": 9.0, "openvino fp32": 4.0}}))
+    timed = []
+    monkeypatch.setattr(auto, "measure", lambda *args, batch, **kwargs: timed.append(batch) or {"onnxruntime fp32": 5})
+    assert choose_backend(artifact, batch=8, threads=2, table=table).source != "table" and timed == [8]
+
+
 def test_infer_script_says_what_auto_chose(artifact, tmp_path, capsys):
     from PIL import Image
 

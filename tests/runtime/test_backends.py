@@ -195,3 +195,11 @@ def test_torch_refuses_a_checkpoint_changed_since_export(artifact, tmp_path):
     with pytest.raises(models.CheckpointError, match="which is gone"):
         runtime.load(copy, backend="torch", threads=threads + 1).activate()
     assert torch.get_num_threads() == threads  # a failed activation leaves the process's thread count alone
+
+
+@pytest.mark.parametrize("spinning", [True, False])
+def test_allow_spinning_reaches_the_session_ort_runs(artifact, spinning):
+    """Timing several sessions in one process relies on it (README: ORT's spinning threads steal the CPU)."""
+    with runtime.load(artifact, backend="onnxruntime", threads=1, allow_spinning=spinning) as runner:
+        options = runner._session.get_session_options()
+        assert options.get_session_config_entry("session.intra_op.allow_spinning") == ("1" if spinning else "0")

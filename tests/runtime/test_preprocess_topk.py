@@ -20,6 +20,28 @@ def test_bare_onnx_preprocessing_falls_back_to_the_input_shape(artifact):
     assert preprocessing_for(runtime.open_source(artifact / "model.onnx")).size == (96, 96)
 
 
+def source_like(*, preprocessing=None, model_name=None, shape=("batch", 3, 96, 96)):
+    """What preprocessing_for reads of a ModelSource: the manifest's preprocessing, the model name, the input."""
+    from types import SimpleNamespace
+
+    from export.artifacts import TensorSpec
+
+    manifest = SimpleNamespace(preprocessing=preprocessing) if preprocessing is not None else None
+    return SimpleNamespace(
+        manifest=manifest, model_name=model_name, input_spec=TensorSpec("input", shape), directory=None
+    )
+
+
+def test_the_manifests_own_statistics_win_over_the_models_config():
+    recorded = {"input_size": [64, 80], "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}
+    prep = preprocessing_for(source_like(preprocessing=recorded, model_name="sge_resnet18"))  # config: ImageNet's
+    assert prep == Preprocessing(size=(64, 80), mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+
+
+def test_a_bare_non_square_graph_keeps_height_then_width():
+    assert preprocessing_for(source_like(shape=("batch", 3, 64, 96))).size == (64, 96)
+
+
 def test_image_files_become_the_eval_transformed_batch(tmp_path):
     photos = sample_photos(("chelsea", "camera"))
     paths = []
@@ -51,6 +73,8 @@ def test_top_k_orders_by_probability_and_uses_labels():
     e = np.exp([0.0, 3.0, 1.0, 2.0])
     assert preds[0][0].probability == pytest.approx(e[1] / e.sum())
     assert softmax(logits).sum(axis=1) == pytest.approx([1.0, 1.0])
+    # logits far past exp's float32 range (an FP16 or untrained model): shifted first, never Inf/Inf
+    assert top_k(np.array([[1000.0, 0.0]], np.float32), 1)[0][0].probability == pytest.approx(1.0)
     assert len(top_k(logits, 10)[0]) == 4 and top_k(logits, 1)[0][0].label == "class 1"
 
 

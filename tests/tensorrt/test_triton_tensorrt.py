@@ -34,8 +34,12 @@ def test_plan_config_records_what_the_plan_was_built_with(fake_trt, sge_artifact
     from export.trt.build import TrtBuildOptions
 
     add_engine(sge_artifact, options=TrtBuildOptions(precision="fp32", batch=(1, 2, 4)), validate=False)
-    repo = write_triton_repository(sge_artifact, tmp_path / "repo")
-    params = repo.models["sge_resnet18_tensorrt"].extra
+    repo = write_triton_repository(sge_artifact, tmp_path / "repo", preferred_batch_sizes=(2, 4, 8))
+    plan = repo.models["sge_resnet18_tensorrt"]
+    # the engine's profile ends at 4: its config keeps the preferred sizes up to and including 4
+    assert plan.max_batch_size == 4 and plan.preferred_batch_sizes == (2, 4)
+    assert repo.models["sge_resnet18"].preferred_batch_sizes == (2, 4, 8)
+    params = plan.extra
     assert params == {
         "tensorrt_version": fake_trt.module.__version__,
         "precision": "fp32",
