@@ -236,3 +236,29 @@ def test_logits_beyond_fp16s_range_are_refused(tmp_path, monkeypatch):
     with pytest.raises(Fp16ConversionError, match=r"the FP32 logits reach 2\.9e\+05 .* beyond FP16's 65504"):
         artifact.add_fp16_onnx(out)
     assert not (out / "model_fp16.onnx").exists() and "model_fp16.onnx" not in load_manifest(out).files
+
+
+def test_a_centring_by_another_tensors_mean_is_no_standardisation():
+    """(a − mean(b)) / f(a − mean(b)) with a ≠ b is not a standardisation: only a − mean(a) is kept FP32."""
+    from onnx import helper, numpy_helper
+
+    def graph(mean_of: str) -> onnx.ModelProto:
+        nodes = [
+            helper.make_node("Mul", ["x", "two"], ["a"], name="a"),
+            helper.make_node("Add", ["x", "two"], ["b"], name="b"),
+            helper.make_node("ReduceMean", [mean_of, "axes"], ["mean"], name="mean"),
+            helper.make_node("Sub", ["a", "mean"], ["centred"], name="centred"),
+            helper.make_node("Mul", ["centred", "centred"], ["sq"], name="sq"),
+            helper.make_node("ReduceMean", ["sq", "axes"], ["var"], name="var"),
+            helper.make_node("Sqrt", ["var"], ["std"], name="std"),
+            helper.make_node("Div", ["centred", "std"], ["y"], name="norm"),
+        ]
+        inits = [numpy_helper.from_array(np.float32(2.0), "two"), numpy_helper.from_array(np.array([1]), "axes")]
+        value = helper.make_tensor_value_info
+        g = helper.make_graph(
+            nodes, "centring", [value("x", TensorProto.FLOAT, [1, 16])], [value("y", TensorProto.FLOAT, [1, 16])], inits
+        )
+        return helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
+
+    assert len(plan_precision(graph("a")).islands) == 1  # the standardisation itself
+    assert plan_precision(graph("b")).islands == []
