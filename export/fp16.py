@@ -66,8 +66,8 @@ def fp16_refusal(*, model: str, compact_sge_layers: int) -> str | None:
     """
     if compact_sge_layers:
         return (
-            f"{model} was exported with the compact SGE form, whose normalisation the FP16 converter cannot keep "
-            "in FP32; re-export with --sge-form official for --fp16-onnx or --trt fp16/int8"
+            f"{model} has SGE in the compact form, whose normalisation the FP16 converter cannot keep in FP32; "
+            "export with --sge-form official for --fp16-onnx or --trt fp16/int8"
         )
     return None
 

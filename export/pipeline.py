@@ -111,6 +111,15 @@ class ExportResult:
         }
 
 
+def default_output_dir(name_or_module: str | nn.Module) -> Path | None:
+    """``artifacts/<name>`` where the name is known before the model loads (a registry model's); else None."""
+    import models
+
+    if isinstance(name_or_module, str) and name_or_module in models.MODEL_CONFIGS:
+        return Path("artifacts") / models.get_config(name_or_module).name
+    return None
+
+
 def prepare_for_export(model: nn.Module, *, spec: ExportSpec) -> nn.Module:
     """The one place where a module is rewritten for export: SGE layers → CompactSGE unless sge_form="official".
 
@@ -190,24 +199,25 @@ def export_model(
     times: dict[str, float] = {}
     stage = _stage_timer(times, progress)
 
+    output_dir = Path(output_dir) if output_dir is not None else default_output_dir(name_or_module)
     with ExitStack() as stack:
-        # a named --output is locked before the model loads: a second export to it fails at once, not after the load
+        # an output known before the load is locked first: a second export to it fails at once, not after the load
+        # (where its folder is still to be made, the lock waits: a failed load must leave no folder behind)
         transaction = None
-        if output_dir is not None:
+        if output_dir is not None and output_dir.parent.is_dir():
             transaction = stack.enter_context(artifact_transaction(output_dir, replaceable=ARTIFACT_NAMES))
         with stage("load"):
             source = load_source(
                 name_or_module, checkpoint=checkpoint, init=init, model_name=model_name, model_kwargs=model_kwargs or {}
             )
+            if fp16_follows:
+                _refuse_unsafe_fp16(source, spec=spec)
             photos = photo_inputs(spec.input_size, mean=source.mean, std=source.std, images=images)
             num_classes = probe_num_classes(source, spec)
             calibration = _calibration(int8, spec=spec, source=source)  # bad calibration images fail before any file
-            if fp16_follows:
-                _refuse_unsafe_fp16(source, spec=spec)
+        output_dir = output_dir or Path("artifacts") / source.name
         if transaction is None:
-            output_dir = Path("artifacts") / source.name
             transaction = stack.enter_context(artifact_transaction(output_dir, replaceable=ARTIFACT_NAMES))
-        output_dir = Path(output_dir)
         result = _export_into(
             transaction.staging,
             source=source,

@@ -127,13 +127,14 @@ class LoadReport:
 
 def loopback_address(url: str, *, protocol: str) -> str:
     """``host:port`` for tritonclient from ``url`` (with or without a scheme); refuse non-loopback hosts."""
+    example = "grpc://127.0.0.1:8001" if protocol == "grpc" else "http://127.0.0.1:8000"
     try:
         parts = urlsplit(url if "://" in url else f"{protocol}://{url}")
         host, port = parts.hostname, parts.port  # .port raises on "99999" or "abc"
     except ValueError as err:
-        raise LoadTestError(f"cannot read {url!r} ({err}); pass e.g. http://127.0.0.1:8000") from None
+        raise LoadTestError(f"cannot read {url!r} ({err}); pass e.g. {example}") from None
     if host is None or port is None:
-        raise LoadTestError(f"cannot read host and port from {url!r}; pass e.g. http://127.0.0.1:8000")
+        raise LoadTestError(f"cannot read host and port from {url!r}; pass e.g. {example}")
     if parts.scheme != protocol:  # http://...:8000 with --protocol grpc sent gRPC to the HTTP port
         raise LoadTestError(
             f"{url!r} is not a {protocol}:// address and the load test speaks {protocol} (--protocol): pass the "

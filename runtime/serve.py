@@ -58,6 +58,7 @@ class RequestRefused(ValueError):
 
 
 MONITOR_PERIOD_S = 1.0  # how often serve_forever checks that Triton is still alive
+MAX_EXIT_TIMEOUT_S = 25  # PyTriton waits 30 s for Triton to stop, then kills it: leave it time to unload
 
 
 @dataclass(frozen=True)
@@ -90,8 +91,11 @@ class ServeConfig:
             problems.append(f"queue_delay_us must be ≥ 0; got {self.queue_delay_us}")
         if self.instances < 1:
             problems.append(f"instances must be ≥ 1; got {self.instances}")
-        if self.exit_timeout_s < 0:
-            problems.append(f"exit_timeout_s must be ≥ 0; got {self.exit_timeout_s}")
+        if not 0 <= self.exit_timeout_s <= MAX_EXIT_TIMEOUT_S:
+            problems.append(
+                f"exit_timeout_s must lie in 0..{MAX_EXIT_TIMEOUT_S} (PyTriton kills Triton 30 s after asking it to "
+                f"stop); got {self.exit_timeout_s}"
+            )
         if ":" in self.host:  # Triton's gRPC endpoint and PyTriton's readiness check take host:port unbracketed
             problems.append(f"IPv6 hosts are not supported; got {self.host!r}: use 127.0.0.1, or 0.0.0.0 for all IPv4")
         if problems:
@@ -252,13 +256,17 @@ def reserve_ports(config: ServeConfig) -> contextlib.ExitStack:
     import fcntl
     import tempfile
 
-    folder = Path(tempfile.gettempdir()) / "sge-deploy-ports"
-    folder.mkdir(exist_ok=True)
+    folder = Path(tempfile.gettempdir()) / f"sge-deploy-ports-{os.getuid()}"  # one user's servers: no permissions
     stack, held = contextlib.ExitStack(), []
     try:
         for key in PORT_FLAGS:
             port = getattr(config, key)
-            fd = os.open(folder / f"{port}.lock", os.O_RDWR | os.O_CREAT, 0o666)
+            try:
+                folder.mkdir(mode=0o700, exist_ok=True)
+                fd = os.open(folder / f"{port}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+            except OSError as err:  # an unwritable temp directory: the bind check alone, as before the locks
+                logger.debug("no port lock for %s (%s)", port, err)
+                continue
             stack.callback(os.close, fd)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -279,7 +287,7 @@ def reserve_ports(config: ServeConfig) -> contextlib.ExitStack:
 def check_ports_free(config: ServeConfig) -> None:
     """Fail before Triton starts, naming the flag to change, when a port is taken."""
     taken = []
-    for key in ("http_port", "grpc_port", "metrics_port"):
+    for key in PORT_FLAGS:
         port = getattr(config, key)
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
             # as Triton and the gate bind: a closing connection's TIME_WAIT does not make the port taken
@@ -287,10 +295,10 @@ def check_ports_free(config: ServeConfig) -> None:
             try:
                 sock.bind((config.host, port))
             except OSError as err:
-                taken.append(f"{key} {port} ({err.strerror})")
+                taken.append((key, f"{key} {port} ({err.strerror})"))
     if taken:
-        flags = ", ".join("--" + t.split()[0].replace("_", "-") for t in taken)
-        raise ServeError(f"cannot bind {config.host}: {'; '.join(taken)}; choose free ports with {flags}")
+        flags = ", ".join(PORT_FLAGS[key] for key, _ in taken)
+        raise ServeError(f"cannot bind {config.host}: {'; '.join(t for _, t in taken)}; choose free ports with {flags}")
 
 
 class ModelServer:
@@ -319,6 +327,7 @@ class ModelServer:
         self._gate: Any = None
         self._port_locks: contextlib.ExitStack | None = None
         self.triton_exit_code: int | None = None  # how tritonserver last ended (0: cleanly), once it has
+        self.exited_while_serving = False  # Triton stopped by itself, not because it was asked to
 
     @property
     def input_spec(self) -> TensorSpec:
@@ -400,6 +409,8 @@ class ModelServer:
         code = self.triton_exit_code
         if not code:
             return None
+        if self.exited_while_serving:
+            return "Triton exited while serving, unasked; its log above says why (every request failed from then on)"
         return (
             f"Triton exited with code {code}: requests in flight when it stopped may have been dropped (they get "
             f"--exit-timeout, {self.config.exit_timeout_s} s, to finish) or it failed; its log above says which"
@@ -423,13 +434,16 @@ class ModelServer:
                 )
 
     def serve_forever(self) -> None:
-        """Block until Triton exits or the process gets SIGINT (Ctrl+C); then stop."""
+        """Block until Triton exits (a failure: ``exit_problem`` says so) or the process gets Ctrl+C or SIGTERM (both
+        arrive as KeyboardInterrupt, runtime.cli.run_main); then stop."""
         if self._triton is None:
             raise ServeError("start() the server before serve_forever()")
         try:  # PyTriton's own serve() would stop Triton first, while the gate still forwarded to it
             while self._triton.is_alive():
                 time.sleep(MONITOR_PERIOD_S)
             logger.error("Triton exited; stopping")
+            # PyTriton's own exit callback stops it and leaves ours uncalled: the code may be unknown here
+            self.exited_while_serving, self.triton_exit_code = True, self.triton_exit_code or 1
         except KeyboardInterrupt:
             logger.info("stopping: the gate first, then Triton")
         finally:

@@ -119,6 +119,9 @@ class BuildRoute:
     fp32_islands: bool  # pin SGE normalisation layers to FP32 (weak typing only)
     calibrate: bool
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "onnx", Path(self.onnx))  # options may name the FP16/Q-DQ graph with a str
+
     def to_dict(self) -> dict[str, Any]:
         return {**self.__dict__, "onnx": self.onnx.name, "flags": list(self.flags)}
 
@@ -348,7 +351,7 @@ def build_engine(onnx_path: str | Path, out_dir: str | Path, *, options: TrtBuil
         calib_cache_exists=calib_cache.is_file(),
         int8_onnx_exists=options.int8_onnx is not None and Path(options.int8_onnx).is_file(),
     )
-    if route.onnx != onnx_path:  # the FP16-islands or Q/DQ graph is parsed: its input must be the profile's
+    if route.onnx.resolve() != onnx_path.resolve():  # the FP16-islands or Q/DQ graph is parsed: the profile's input?
         check_same_input(route.onnx, profile, batch=options.batch)
     gpu = gpu_info()
     logger.info("TensorRT %s: building %s from %s (%s)", api.version, options.precision, route.onnx.name, route)

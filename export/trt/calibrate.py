@@ -128,15 +128,14 @@ def calibration_source(
     batch, size = profile.opt[0], (profile.opt[2], profile.opt[3])
     saved = read_fingerprint(cache)
     if options.calib_dir is None:
-        made_by = saved.get("tensorrt_version") if saved is not None else None
-        if saved is None or saved.get("onnx_sha256") != onnx_sha256 or made_by != trt_version:
-            why = (
-                "has no record of its inputs"
-                if saved is None
-                else "was made for another ONNX"
-                if saved.get("onnx_sha256") != onnx_sha256
-                else f"was made by TensorRT {made_by or '(unrecorded)'}, not {trt_version}"
-            )
+        why = None
+        if saved is None:
+            why = "has no record of its inputs"
+        elif saved.get("onnx_sha256") != onnx_sha256:
+            why = "was made for another ONNX"
+        elif saved.get("tensorrt_version") != trt_version:
+            why = f"was made by TensorRT {saved.get('tensorrt_version') or '(unrecorded)'}, not {trt_version}"
+        if why is not None:
             raise CalibrationDataError(
                 f"the calibration cache {cache} {why}; pass --trt-calib-dir DIR to calibrate this model again"
             )

@@ -106,11 +106,9 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
 
 def check_repository_outside(args: argparse.Namespace) -> None:
     """--triton-repo may not lie in the artifact: its files would be strays there, and the next export refused."""
-    import models
+    from export.pipeline import default_output_dir
 
-    output = args.output
-    if output is None and args.model in models.MODEL_CONFIGS:
-        output = Path("artifacts") / args.model  # the default; a factory's name is known only once it loads
+    output = args.output or default_output_dir(args.model)  # a factory's name is known only once it loads
     inside = output is not None and args.triton_repo is not None
     if inside and Path(args.triton_repo).resolve().is_relative_to(Path(output).resolve()):
         raise OutputPathError(
@@ -316,7 +314,8 @@ def _main(argv: list[str] | None, prog: str | None) -> int:
 
     has_sge = args.model in models.MODEL_CONFIGS and models.get_config(args.model).attention == "sge"
     refusal = fp16_refusal(model=args.model, compact_sge_layers=int(has_sge and args.sge_form == "compact"))
-    if refusal and (args.fp16_onnx or args.trt in ("fp16", "int8")):
+    fp16_follows = bool(args.fp16_onnx or args.trt in ("fp16", "int8"))  # an FP16 graph or engine comes after
+    if refusal and fp16_follows:
         print(f"error: {refusal}", file=sys.stderr)  # before any file is written
         return EXIT_INPUT
 
@@ -343,7 +342,7 @@ def _main(argv: list[str] | None, prog: str | None) -> int:
                 noise_floor=args.atol is None and args.rtol is None,  # explicit gates are enforced as given
                 batch_sizes=args.batch_sizes,
                 int8=int8,
-                fp16_follows=bool(args.fp16_onnx or args.trt in ("fp16", "int8")),  # a factory model's SGE too
+                fp16_follows=fp16_follows,  # a factory model's SGE layers are known once it loads
             )
     except input_errors() as err:
         print(f"error: {err}", file=sys.stderr)

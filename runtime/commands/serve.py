@@ -38,7 +38,7 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
         "--exit-timeout",
         type=int,
         default=10,
-        help="seconds Triton gives requests in flight to finish when stopped (default 10)",
+        help="seconds Triton gives requests in flight to finish when stopped (0..25, default 10)",
     )
     add_threads(parser, help="CPU threads per runner (default: the backend's own)")
     parser.add_argument(

@@ -158,5 +158,5 @@ def test_fp16_of_a_factory_model_with_compact_sge_is_refused_before_any_file(tmp
     argv = ["--model", FACTORY, *SIZE, "--output", str(out), "--sge-form", "compact", "--fp16-onnx"]
     assert export_command.main(argv) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "compact SGE form" in err and "--sge-form official" in err
+    assert err.count("\n") == 1 and "SGE in the compact form" in err and "--sge-form official" in err
     assert not out.exists()  # refused once the model loaded: no artifact to clean up, none replaced

@@ -68,6 +68,28 @@ def test_a_locked_output_is_refused_before_the_model_loads(artifact, monkeypatch
     assert loads == []  # refused at once, not after the model (seconds to minutes) loaded
 
 
+def test_a_failed_load_leaves_no_folder_where_the_output_would_go(tmp_path, monkeypatch):
+    from export import pipeline
+
+    def broken(*args, **kwargs):
+        raise ValueError("unreadable checkpoint")
+
+    monkeypatch.setattr(pipeline, "load_source", broken)
+    with pytest.raises(ValueError, match="unreadable checkpoint"):
+        export_tiny(tmp_path / "new" / "deep" / "art")
+    assert list(tmp_path.iterdir()) == []  # the lock waits for the load where its folder is still to be made
+
+
+def test_the_default_output_of_a_registry_model_is_locked_before_the_load(tmp_path, monkeypatch):
+    from export import pipeline
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "artifacts").mkdir()
+    monkeypatch.setattr(pipeline, "load_source", lambda *args, **kwargs: pytest.fail("the model was loaded"))
+    with artifact_transaction(tmp_path / "artifacts" / "resnet18"), pytest.raises(ExportLockedError):
+        pipeline.export_model("resnet18", init="random", input_size=(64, 64))
+
+
 def test_successful_re_export_swaps_in_a_consistent_artifact_and_cleans_leftovers(artifact):
     (artifact.parent / ".resnet18.staging-killed").mkdir()  # what a SIGKILLed export leaves
     result = export_tiny(artifact, input_size=(96, 96))

@@ -509,19 +509,36 @@ def test_a_dynamic_size_call_outside_the_models_sides_fails_in_one_line():
 
 
 def test_an_unclean_triton_exit_is_reported_with_the_exit_timeout(onnx_artifact):
-    server = ModelServer([runtime.load(onnx_artifact)], config=ServeConfig(model_name="m", exit_timeout_s=30))
+    server = ModelServer([runtime.load(onnx_artifact)], config=ServeConfig(model_name="m", exit_timeout_s=25))
     assert server.exit_problem() is None  # not yet stopped: unknown, not a failure
     server._on_triton_exit(True, 0)
     assert server.exit_problem() is None
     server._on_triton_exit(False, 134)  # "Exit timeout expired. Exiting immediately." then an abort
-    assert "Triton exited with code 134" in server.exit_problem() and "--exit-timeout, 30 s" in server.exit_problem()
-    with pytest.raises(ServeConfigError, match="exit_timeout_s must be ≥ 0"):
-        ServeConfig(model_name="m", exit_timeout_s=-1)
+    assert "Triton exited with code 134" in server.exit_problem() and "--exit-timeout, 25 s" in server.exit_problem()
+    for beyond in (-1, 26):  # PyTriton kills Triton 30 s after asking it to stop
+        with pytest.raises(ServeConfigError, match=r"exit_timeout_s must lie in 0\.\.25"):
+            ServeConfig(model_name="m", exit_timeout_s=beyond)
 
 
-def test_a_second_server_on_the_same_ports_is_refused_at_once_while_the_first_holds_them():
+def test_triton_exiting_by_itself_while_serving_is_a_failure(onnx_artifact):
+    """PyTriton's own exit callback stops its Triton object and leaves ours uncalled: serve_forever must see it."""
+    from types import SimpleNamespace
+
+    server = ModelServer([runtime.load(onnx_artifact)], config=ServeConfig(model_name="m"))
+    stopped = []
+    server._triton = SimpleNamespace(is_alive=lambda: False, stop=lambda: stopped.append(True))  # died meanwhile
+    server.serve_forever()
+    assert stopped == [True] and server._triton is None
+    assert "Triton exited while serving, unasked" in server.exit_problem()
+
+
+def test_a_second_server_on_the_same_ports_is_refused_at_once_while_the_first_holds_them(tmp_path, monkeypatch):
     """Started at the same moment, both passed the bind check; the loser waited 120 s for PyTriton's timeout."""
+    import tempfile
+
     from runtime.serve import reserve_ports
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # this test's lock files, not the machine's
 
     http, grpc, metrics = free_ports(3)
     first = ServeConfig(model_name="a", http_port=http, grpc_port=grpc, metrics_port=metrics)
@@ -534,6 +551,11 @@ def test_a_second_server_on_the_same_ports_is_refused_at_once_while_the_first_ho
     ):
         reserve_ports(second)
     reserve_ports(second).close()  # free again once the first let go
+    elsewhere = tmp_path / "other"
+    elsewhere.mkdir()
+    (elsewhere / f"sge-deploy-ports-{os.getuid()}").write_text("a file where the folder would be")
+    monkeypatch.setattr(tempfile, "tempdir", str(elsewhere))
+    reserve_ports(first).close()  # no lock can be taken there: the bind check alone, as before the locks, no crash
 
 
 def test_a_port_another_program_holds_is_named_with_its_flag():

@@ -96,6 +96,11 @@ def test_fp16_is_strongly_typed_from_the_fp16_onnx_on_10_13_and_11(fake_trt, sge
     assert flags == []  # no precision flags: the graph's types decide
 
 
+def test_the_fp16_onnx_may_be_named_by_a_string(fake_trt, sge_artifact):
+    result = build(sge_artifact, precision="fp16", fp16_onnx=str(sge_artifact / FP16_ONNX))  # a library caller's str
+    assert result.info["onnx"] == FP16_ONNX
+
+
 def test_fp16_without_the_fp16_onnx(fake_trt, sge_artifact):
     if fake_trt.major == 11:
         with pytest.raises(TrtRequestError, match="no FP16 builder flag"):

@@ -66,7 +66,7 @@ def test_fp16_of_a_compact_artifact_is_refused_by_the_library(export_main, tmp_p
     from export.trt.artifact import add_fp16_onnx
 
     assert export_main([*SMALL, "--output", str(tmp_path), "--sge-form", "compact"]) == 0
-    with pytest.raises(Fp16ConversionError, match="compact SGE form"):
+    with pytest.raises(Fp16ConversionError, match="SGE in the compact form"):
         add_fp16_onnx(tmp_path)
     assert not (tmp_path / "model_fp16.onnx").exists()
 
@@ -81,5 +81,5 @@ def test_fp16_refusal_follows_the_recorded_layers_not_the_model_name(tmp_path):
     module = models.create_model("sge_resnet18", init="random")
     export_model(module, tmp_path, model_name="mynet", input_size=(64, 64), batch_sizes=(1,), sge_form="compact")
     assert load_manifest(tmp_path).extra["compact_sge_layers"] == 8
-    with pytest.raises(Fp16ConversionError, match="compact SGE form"):
+    with pytest.raises(Fp16ConversionError, match="SGE in the compact form"):
         add_fp16_onnx(tmp_path)
