@@ -97,3 +97,17 @@ def test_an_export_into_a_read_only_folder_is_refused_before_the_model_loads(tmp
     assert export.main(["--model", "resnet18", "--output", str(locked / "out")]) == 2
     err = capsys.readouterr().err
     assert f"--output {locked / 'out'}: cannot write into {locked}" in err and list(locked.iterdir()) == []
+
+
+def test_an_existing_output_that_cannot_be_written_is_refused_before_the_work(tmp_path, monkeypatch):
+    import os
+
+    from runtime.cli import check_output_path
+
+    report = tmp_path / "report.json"
+    report.write_text("{}")
+    real_access = os.access
+    # a read-only file (root writes any file, so the check is driven through os.access)
+    monkeypatch.setattr(os, "access", lambda path, mode: False if path == report else real_access(path, mode))
+    with pytest.raises(OutputPathError, match=r"--json .*report\.json exists and is not writable; give another file"):
+        check_output_path(report, flag="--json")

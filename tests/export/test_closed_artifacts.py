@@ -97,10 +97,15 @@ def test_unchanged_artifact_still_activates_and_runs(copy):
         (lambda m: m["inputs"][0].update(dtype="foo"), "a tensor's dtype must be one of float32, .*; got 'foo'"),
         (lambda m: m["preprocessing"].update(std=[0, 0, 0]), r"preprocessing.std must be 3 positive numbers"),
         (lambda m: m["preprocessing"].update(mean=[0, float("nan"), 0]), r"preprocessing.mean must be 3 finite"),
+        (lambda m: m["preprocessing"].update(std=[float("inf"), 1, 1]), r"preprocessing.std must be 3 positive"),
+        (lambda m: m["inputs"][0].update(shape=[-5, 3, 64, 64]), r"shape holds names or sizes ≥ -1"),
+        (lambda m: m["inputs"][0].update(min_side=0), r"min_side must be a positive integer"),
+        (lambda m: m["extra"]["source"].update(num_classes=0), "num_classes must be a positive integer"),
+        (lambda m: m["files"]["model.onnx"].update(sha256="ab"), r"sha256 must be 64 hex digits"),
     ],
     ids=[
         "files-null", "inputs-string", "size-string", "no-deploy", "source", "spec", "mean", "classes", "overrides",
-        "dtype", "std-zero", "mean-nan",
+        "dtype", "std-zero", "mean-nan", "std-inf", "shape-below-minus-1", "min-side-0", "classes-0", "sha256-short",
     ],
 )  # fmt: skip
 def test_malformed_manifest_is_one_line(copy, tmp_path, capsys, change, expected):
@@ -147,12 +152,23 @@ def test_a_manifest_edited_alone_is_caught_against_the_graphs_own_metadata(copy,
 
 
 @pytest.mark.parametrize(
-    ("field", "value"), [("mean", [0.5, 0.456, 0.406]), ("std", [0.229, 0.224, 0.5])], ids=["mean", "std"]
+    ("field", "value"),
+    [("mean", [0.5, 0.456, 0.406]), ("std", [0.229, 0.224, 0.5]), ("mean", [0.49, 0.456, 0.406])],
+    ids=["mean", "std", "mean-by-0.005"],
 )
 def test_one_preprocessing_field_edited_alone_is_caught(copy, field, value):
     edit_manifest(copy, lambda m: m["preprocessing"].update({field: value}))
     with pytest.raises(ArtifactError, match=rf"disagrees with the graph it deploys \(preprocessing\.{field} "):
         runtime.load(copy, backend="onnxruntime", threads=1).activate()
+
+
+def test_a_manifest_naming_another_model_is_caught_against_the_graph(copy, capsys):
+    """validate would rebuild the named model, and serve publish the artifact under that name."""
+    edit_manifest(copy, lambda m: m.update(model="sge_resnet18"))
+    with pytest.raises(ArtifactError, match=r"disagrees with the graph it deploys \(model"):
+        runtime.load(copy, backend="onnxruntime", threads=1).activate()
+    assert load_script("validate").main([str(copy)]) == 2
+    assert "disagrees with model.onnx (model" in capsys.readouterr().err
 
 
 def test_a_deploy_file_the_manifest_does_not_record_is_refused(copy, capsys):

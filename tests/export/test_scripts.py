@@ -91,7 +91,7 @@ def test_directory_without_manifest_is_incomplete(validate_script, full_artifact
     assert "no manifest.json" in capsys.readouterr().err
 
 
-def test_checkpoint_export_records_its_hash_and_validates(export_script, validate_script, tmp_path):
+def test_checkpoint_export_records_its_hash_and_validates(export_script, validate_script, tmp_path, capsys):
     """--checkpoint end to end: the file's sha256 in metadata and manifest, and validate rebuilds from it."""
     from export.artifacts import file_sha256
     from export.metadata import read_metadata
@@ -106,8 +106,14 @@ def test_checkpoint_export_records_its_hash_and_validates(export_script, validat
     source = load_manifest(out).extra["source"]
     assert source["checkpoint_sha256"] == sha and source["init"] == "checkpoint"
     assert validate_script.main([str(out), "--batch-sizes", "2"]) == 0
+    other = tmp_path / "other.pth"
+    torch.save({"state_dict": models.create_model("resnet18", init="calibrated").state_dict()}, other)
+    capsys.readouterr()
+    assert validate_script.main([str(out), "--checkpoint", str(other)]) == 2  # a moved checkpoint must be the same
+    assert f"{other} is not the checkpoint this artifact was exported from" in capsys.readouterr().err
     checkpoint.write_bytes(checkpoint.read_bytes() + b"\0")  # a different file at the recorded path
     assert validate_script.main([str(out)]) == 2
+    assert "is not the checkpoint this artifact was exported from (sha256 differs)" in capsys.readouterr().err
 
 
 @pytest.mark.slow

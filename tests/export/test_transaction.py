@@ -90,6 +90,18 @@ def test_the_default_output_of_a_registry_model_is_locked_before_the_load(tmp_pa
         pipeline.export_model("resnet18", init="random", input_size=(64, 64))
 
 
+def test_an_artifact_moved_aside_by_a_killed_export_is_restored_by_the_next(artifact, caplog):
+    """A kill between the swap's two renames (no renameat2) leaves the previous artifact under .NAME.old-*: the next
+    export must put it back before anything else, never delete it."""
+    before = snapshot(artifact)
+    aside = artifact.parent / f".{artifact.name}.old-killed"
+    aside.mkdir()
+    artifact.rename(aside / "artifact")
+    with artifact_transaction(artifact):  # the next export, before it writes anything
+        assert snapshot(artifact) == before
+    assert not aside.exists() and "restored" in caplog.text
+
+
 def test_successful_re_export_swaps_in_a_consistent_artifact_and_cleans_leftovers(artifact):
     (artifact.parent / ".resnet18.staging-killed").mkdir()  # what a SIGKILLed export leaves
     result = export_tiny(artifact, input_size=(96, 96))

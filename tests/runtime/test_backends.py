@@ -203,3 +203,35 @@ def test_allow_spinning_reaches_the_session_ort_runs(artifact, spinning):
     with runtime.load(artifact, backend="onnxruntime", threads=1, allow_spinning=spinning) as runner:
         options = runner._session.get_session_options()
         assert options.get_session_config_entry("session.intra_op.allow_spinning") == ("1" if spinning else "0")
+
+
+def test_an_artifacts_manifest_path_opens_the_artifact(artifact):
+    source = runtime.open_source(artifact / "manifest.json")  # the form a user may paste
+    assert source.directory == artifact and source.manifest is not None
+
+
+def test_a_manifest_with_two_outputs_is_one_line(artifact, tmp_path):
+    copy = tmp_path / "copy"
+    shutil.copytree(artifact, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["outputs"].append({**manifest["outputs"][0], "name": "probs"})
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ArtifactError, match="take one input and give one output; the manifest lists 1 inputs and 2"):
+        runtime.open_source(copy)
+
+
+def test_a_bare_graph_listing_its_weights_as_inputs_has_one_input(artifact, tmp_path):
+    """Older exporters (opset < 9, keep_initializers_as_inputs) list every initializer in graph.input too."""
+    import onnx
+
+    model = onnx.load(str(artifact / "model.onnx"))
+    model.graph.input.extend(
+        onnx.helper.make_tensor_value_info(init.name, init.data_type, list(init.dims))
+        for init in model.graph.initializer
+    )
+    path = tmp_path / "old_style.onnx"
+    onnx.save(model, str(path))
+    source = runtime.open_source(path)
+    assert source.input_spec.name == "input" and len(model.graph.input) > 1
+    with runtime.load(source, backend="onnxruntime", threads=1) as runner:
+        assert runner.infer(np.zeros((1, 3, 96, 96), np.float32)).shape == (1, 1000)

@@ -97,3 +97,20 @@ def test_throughput_counts_answered_requests_only(monkeypatch):
     assert (level.requests, level.errors) == (20, 10) and level.first_error == "model busy"
     assert level.throughput_rps == pytest.approx(20 / level.elapsed_s)
     assert level.images_per_s == pytest.approx(2 * 20 / level.elapsed_s)
+
+
+def test_a_level_with_failed_requests_makes_the_command_exit_1_in_one_line(monkeypatch, capsys):
+    from runtime.commands import loadtest as command
+    from runtime.loadtest import LevelResult, LoadReport
+
+    config = LoadConfig(concurrency=(2,), duration_s=0.1)
+    level = LevelResult(2, 10, 3, 1.0, 10.0, 10.0, {"p50": 5.0}, first_error="model busy")
+    report = LoadReport(
+        "http://127.0.0.1:1", "m", config, {}, [level], {"cpu_model": "x", "logical_cpus": 2, "note": ""}
+    )
+    monkeypatch.setattr(command, "run_load", lambda *args, **kwargs: report)
+    assert command.main(["http://127.0.0.1:1", "--model-name", "m", "--concurrency", "2", "--duration", "0.1"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "error: 3 requests failed; first: model busy" in err
+    report.levels[0] = LevelResult(2, 10, 0, 1.0, 10.0, 10.0, {"p50": 5.0})
+    assert command.main(["http://127.0.0.1:1", "--model-name", "m", "--concurrency", "2", "--duration", "0.1"]) == 0

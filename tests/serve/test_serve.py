@@ -302,7 +302,7 @@ def test_one_runner_per_instance(onnx_artifact):
         ModelServer([runtime.load(onnx_artifact)], config=ServeConfig(model_name="m", instances=2))
 
 
-@pytest.mark.parametrize(("batch_range", "max_batch"), [((1, 16), 32), ((4, 32), 8)])
+@pytest.mark.parametrize(("batch_range", "max_batch"), [((1, 16), 32), ((4, 32), 8), ((2, 32), 8)])
 def test_an_engine_profile_must_cover_every_batch_triton_forms(onnx_artifact, batch_range, max_batch):
     runner = runtime.load(onnx_artifact)
     runner.batch_range = batch_range  # what a TensorRT runner reads from its engine's profile
@@ -495,7 +495,7 @@ def test_a_dynamic_size_call_outside_the_models_sides_fails_in_one_line():
 
     runner = DynamicSides()
     infer = infer_function(runner)
-    for shape, says in (((1, 3, 8, 8), "must be at least 33×33 pixels"), ((1, 3, 2048, 64), "a side above 1024")):
+    for shape, says in (((1, 3, 8, 8), "must be at least 33×33 pixels"), ((1, 3, 1025, 64), "a side above 1024")):
         with pytest.raises(RequestRefused, match=says) as info:
             infer([SimpleNamespace(data={"input": np.zeros(shape, np.float32)})])
         formatted = "".join(traceback.format_exception(None, info.value, info.value.__traceback__))  # as PyTriton
@@ -506,6 +506,7 @@ def test_a_dynamic_size_call_outside_the_models_sides_fails_in_one_line():
         )
     assert runner.rows == 0
     assert infer([SimpleNamespace(data={"input": np.ones((2, 3, 40, 33), np.float32)})])[0]["logits"].shape == (2, 4)
+    assert infer([SimpleNamespace(data={"input": np.ones((1, 3, 1024, 33), np.float32)})])[0]["logits"].shape == (1, 4)
 
 
 def test_an_unclean_triton_exit_is_reported_with_the_exit_timeout(onnx_artifact):
@@ -573,3 +574,27 @@ def test_a_port_another_program_holds_is_named_with_its_flag():
             ServeError, match=rf"cannot bind 127\.0\.0\.1: grpc_port {busy} \(.*\); choose free ports with --grpc-port$"
         ):
             check_ports_free(config)
+
+
+def test_the_serve_command_exits_1_in_one_line_when_triton_did_not_stop_cleanly(onnx_artifact, monkeypatch, capsys):
+    from runtime.commands import serve as command
+
+    class Stopped:
+        problem = "Triton exited with code 134: requests in flight when it stopped may have been dropped"
+
+        def start(self):
+            return self
+
+        def serve_forever(self):
+            pass
+
+        def exit_problem(self):
+            return self.problem
+
+    server = Stopped()
+    monkeypatch.setattr(command, "serve_artifact", lambda *args, **kwargs: server)
+    assert command.main([str(onnx_artifact)]) == 1
+    last = capsys.readouterr().err.strip().splitlines()[-1]  # after the endpoint table, which goes to stderr too
+    assert last.startswith("error: Triton exited with code 134: requests in flight")
+    server.problem = None
+    assert command.main([str(onnx_artifact)]) == 0  # a clean stop is the server's normal end
