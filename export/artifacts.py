@@ -34,6 +34,15 @@ class ArtifactError(ValueError):
     """An artifact directory is missing, incomplete or has been modified since export."""
 
 
+# The largest input side an export accepts, and so the largest symbolic side a runner or the server takes: an
+# ImageNet classifier's eager forward, trace and parity at 1024×1024 already take gigabytes (ResNet-50: ~3 GB).
+MAX_INPUT_SIDE = 1024
+
+
+def _fixed(dim: int | str) -> bool:
+    return isinstance(dim, int) and dim > 0
+
+
 @dataclass(frozen=True)
 class TensorSpec:
     name: str
@@ -45,7 +54,12 @@ class TensorSpec:
     min_side: int | None = None
 
     def side_refusal(self, height: int, width: int) -> str | None:
-        """Why an input of ``height``×``width`` is too small for this model (``min_side``), in one line; else None."""
+        """Why an input of ``height``×``width`` cannot run this model, in one line; else None. A symbolic side
+        (``--dynamic-hw``) lies in ``min_side``..MAX_INPUT_SIDE: below, the model's last feature map is too small;
+        above, the largest side an export takes, which no parity check has seen (a 2048² gRPC request ran)."""
+        free = [side for side, dim in zip((height, width), self.shape[2:4], strict=False) if not _fixed(dim)]
+        if any(side > MAX_INPUT_SIDE for side in free):
+            return f"input {self.name!r} has a side above {MAX_INPUT_SIDE} ({height}×{width}): resize the images"
         if self.min_side is None or min(height, width) >= self.min_side:
             return None
         return (

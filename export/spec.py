@@ -8,16 +8,13 @@ import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-from export.artifacts import TensorSpec
+from export.artifacts import MAX_INPUT_SIDE, TensorSpec
 
 EXPORTERS = ("torchscript", "dynamo")
 SIMPLIFIERS = ("onnxsim", "onnxslim", "none")
 SGE_FORMS = ("compact", "official")  # export/sge_compact.py; the README's Performance section has the measurements
 # TensorRT 10's ONNX parser and ONNX Runtime both import opsets up to 20; the dynamo exporter emits 18 or newer.
 MIN_OPSET, MAX_OPSET = 13, 20
-# The largest input side an export accepts: an ImageNet classifier's eager forward, trace and parity at 1024×1024
-# already take gigabytes (ResNet-50: ~3 GB); 100000×100000 would run until the OOM killer stops it.
-MAX_INPUT_SIDE = 1024
 
 # The smallest height and width of the dynamo exporter's symbolic range (--dynamic-hw); the example input, and so
 # --input-size, must lie in that range.

@@ -197,24 +197,18 @@ def infer_function(runner: Runner) -> Callable[[list[Any]], list[dict[str, np.nd
     that propagates NaN row by row gets the batch as it is, with no extra pass over it. (The HTTP gate refuses a
     non-finite request before Triton with 400; gRPC has no gate.)
 
-    A ``--dynamic-hw`` model takes any side from its smallest (``min_side``) up to the gate's ``MAX_SIDE``; Triton
-    batches only requests of one shape, so a call whose images are outside that range fails whole, in one line
-    (``RequestRefused``), before the runner allocates for them."""
+    A ``--dynamic-hw`` model takes sides from its smallest up to the largest an export takes; the runner refuses
+    others before it allocates (``TensorSpec.side_refusal``). Triton batches only requests of one shape, so such a
+    call fails whole, in one line (``RequestRefused``)."""
     from runtime.backends.base import InputMismatchError
-    from runtime.serve_gate import MAX_SIDE
 
     input_name, output_name = runner.input_spec.name, runner.output_spec.name
     classes = runner.output_spec.shape[1:]
     refuses_nonfinite = runner.hides_nonfinite_input or runner.check_finite
-    free_sides = [i for i, d in enumerate(runner.input_spec.shape) if i >= 2 and not (isinstance(d, int) and d > 0)]
 
     def infer(requests: list[Any]) -> list[dict[str, np.ndarray]]:
         inputs = [request.data[input_name] for request in requests]
         batch = np.concatenate(inputs) if len(inputs) > 1 else inputs[0]
-        if any(batch.shape[i] > MAX_SIDE for i in free_sides):
-            raise RequestRefused(
-                f"input {input_name!r} of shape {batch.shape[1:]} has a side above {MAX_SIDE}; resize the image"
-            )
         try:
             return run(batch, inputs)
         except InputMismatchError as err:  # e.g. a side below the model's smallest: one line, not a traceback
@@ -405,12 +399,13 @@ class ModelServer:
         self.triton_exit_code = 0 if success else exit_code or 1
 
     def exit_problem(self) -> str | None:
-        """Why the last stop was not clean (Triton's exit code), in one line; None when it was or is unknown."""
+        """Why the last stop was not clean (Triton exited unasked, or with a failing code), in one line; None when it
+        was or is unknown."""
+        if self.exited_while_serving:
+            return "Triton exited while serving, unasked; its log above says why (every request failed from then on)"
         code = self.triton_exit_code
         if not code:
             return None
-        if self.exited_while_serving:
-            return "Triton exited while serving, unasked; its log above says why (every request failed from then on)"
         return (
             f"Triton exited with code {code}: requests in flight when it stopped may have been dropped (they get "
             f"--exit-timeout, {self.config.exit_timeout_s} s, to finish) or it failed; its log above says which"
@@ -442,8 +437,7 @@ class ModelServer:
             while self._triton.is_alive():
                 time.sleep(MONITOR_PERIOD_S)
             logger.error("Triton exited; stopping")
-            # PyTriton's own exit callback stops it and leaves ours uncalled: the code may be unknown here
-            self.exited_while_serving, self.triton_exit_code = True, self.triton_exit_code or 1
+            self.exited_while_serving = True  # PyTriton's own exit callback left ours uncalled: no code to read
         except KeyboardInterrupt:
             logger.info("stopping: the gate first, then Triton")
         finally:

@@ -26,11 +26,10 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-from export.artifacts import TensorSpec
+from export.artifacts import MAX_INPUT_SIDE, TensorSpec
 
 logger = logging.getLogger(__name__)
 
-MAX_SIDE = 1024  # a symbolic height or width is bounded like an export's input side (export.spec.MAX_INPUT_SIDE)
 MAX_JSON_HEADER = 64 << 10  # the JSON part of a binary request: names, shapes, parameters
 JSON_BYTES_PER_VALUE = 48  # the longest float in JSON text, its separator, and the indentation of pretty-printed JSON
 KSERVE_DTYPES = {"float32": "FP32", "float16": "FP16", "float64": "FP64", "uint8": "UINT8", "int64": "INT64"}
@@ -61,7 +60,7 @@ class RequestLimits:
         return np.dtype(self.input.dtype).itemsize
 
     def max_values(self) -> int:
-        dims = [d if isinstance(d, int) and d > 0 else MAX_SIDE for d in self.input.shape[1:]]
+        dims = [d if isinstance(d, int) and d > 0 else MAX_INPUT_SIDE for d in self.input.shape[1:]]
         return self.max_batch * math.prod(dims)
 
     def max_body_bytes(self) -> int:
@@ -191,12 +190,12 @@ def _check_shape(shape: Any, limits: RequestLimits) -> int:
         raise RequestRejected(f"unexpected shape {got} for input {limits.input.name!r}; expected {_example(limits)}")
     if not 1 <= shape[0] <= limits.max_batch:
         raise RequestRejected(f"inference request batch-size must be <= {limits.max_batch} and ≥ 1; got {shape[0]}")
-    too_small = limits.input.side_refusal(*shape[2:]) if len(shape) == 4 else None
-    if too_small:
-        raise RequestRejected(too_small)
+    refusal = limits.input.side_refusal(*shape[2:]) if len(shape) == 4 else None
+    if refusal:
+        raise RequestRejected(refusal)
     for axis, (got, want) in enumerate(zip(shape[1:], spec[1:], strict=True), start=1):
         fixed = isinstance(want, int) and want > 0
-        if (fixed and got != want) or not 1 <= got <= MAX_SIDE:
+        if (fixed and got != want) or not 1 <= got <= MAX_INPUT_SIDE:
             raise RequestRejected(
                 f"unexpected shape {shape} for input {limits.input.name!r}; expected {_example(limits)} (axis {axis})"
             )

@@ -74,9 +74,9 @@ def check_batch(batch: Any, spec: TensorSpec) -> np.ndarray:
             )
     if batch.shape[0] == 0:
         raise InputMismatchError(f"input {spec.name!r} has an empty batch")
-    too_small = spec.side_refusal(*batch.shape[2:]) if batch.ndim == 4 else None
-    if too_small:
-        raise InputMismatchError(too_small)
+    refusal = spec.side_refusal(*batch.shape[2:]) if batch.ndim == 4 else None
+    if refusal:
+        raise InputMismatchError(refusal)
     return np.ascontiguousarray(batch)
 
 

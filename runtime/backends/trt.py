@@ -132,8 +132,7 @@ class TrtRunner(Runner):
     A plan without a sidecar (trtexec ``--saveEngine``) is read from the engine itself: its input, profile and
     output become known on ``activate``; its TensorRT release is checked by TensorRT at deserialisation only.
     ``infer`` times its stages with CUDA events on the runner's own stream (``last_timings``: what the benchmark
-    reports); the stages are also offered apart (``to_device``, ``compute``, ``to_host``, ``synchronize``), each
-    queued on that stream.
+    reports); ``to_device`` and ``compute`` queue theirs on that stream.
     ``cuda_graph``: replay ``execute_async_v3`` from a CUDA graph (trtexec ``--useCudaGraph``), captured after an
     uncaptured run at the batch's shape and captured again whenever the batch size changes: a graph holds the
     context's state of its capture, which a new input shape changes (TensorRT's CUDA-graph guidance).
@@ -291,7 +290,7 @@ class TrtRunner(Runner):
             self._first_output[n] = result
         return result
 
-    # -- the stages, each on the runner's stream ------------------------------------------------------------------
+    # -- the stages, each queued on the runner's stream -----------------------------------------------------------
     def to_device(self, batch: np.ndarray) -> Any:
         n = batch.shape[0]
         lo, hi = self.batch_range
@@ -340,19 +339,10 @@ class TrtRunner(Runner):
         if not self._context.set_input_shape(self._in_name, shape):
             raise InputMismatchError(f"TensorRT refused the input shape {shape} (outside the profile?)")
 
-    def to_host(self, device_output: Any) -> np.ndarray:
-        with self._cuda.use_stream(self._stream):
-            host = self._copy_to_host(device_output)
-        self.synchronize()
-        return host.numpy().astype(np.float32, copy=True)
-
     def _copy_to_host(self, device_output: Any) -> Any:
         host = self._host_out[: device_output.shape[0]].view(tuple(device_output.shape))
         host.copy_(device_output, non_blocking=True)  # asynchronous: the caller synchronizes
         return host
-
-    def synchronize(self) -> None:
-        self._stream.synchronize()
 
     def _deactivate_impl(self) -> None:
         for attr in ("_graph", "_context", "_engine", "_runtime", "_dev_in", "_dev_out", "_host_in", "_host_out"):

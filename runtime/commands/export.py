@@ -289,7 +289,6 @@ def _main(argv: list[str] | None, prog: str | None) -> int:
         return EXIT_INPUT
 
     import models
-    from export.fp16 import fp16_refusal
     from export.int8.roles import EIGHT_BIT_WEIGHTS
     from export.pipeline import export_model
     from export.spec import ExportSpec
@@ -312,13 +311,7 @@ def _main(argv: list[str] | None, prog: str | None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_INPUT
 
-    has_sge = args.model in models.MODEL_CONFIGS and models.get_config(args.model).attention == "sge"
-    refusal = fp16_refusal(model=args.model, compact_sge_layers=int(has_sge and args.sge_form == "compact"))
     fp16_follows = bool(args.fp16_onnx or args.trt in ("fp16", "int8"))  # an FP16 graph or engine comes after
-    if refusal and fp16_follows:
-        print(f"error: {refusal}", file=sys.stderr)  # before any file is written
-        return EXIT_INPUT
-
     try:
         int8 = int8_options(args)
         with stage_progress(console) as on_stage:
@@ -342,7 +335,7 @@ def _main(argv: list[str] | None, prog: str | None) -> int:
                 noise_floor=args.atol is None and args.rtol is None,  # explicit gates are enforced as given
                 batch_sizes=args.batch_sizes,
                 int8=int8,
-                fp16_follows=fp16_follows,  # a factory model's SGE layers are known once it loads
+                fp16_follows=fp16_follows,  # an unsafe FP16 graph is refused once the model loads, before any file
             )
     except input_errors() as err:
         print(f"error: {err}", file=sys.stderr)

@@ -202,3 +202,14 @@ def test_a_side_below_the_models_smallest_is_400():
     with pytest.raises(RequestRejected, match=r"input 'input' must be at least 33×33 pixels for this model; got 32×64"):
         check_infer_request(json_body([1, 3, 32, 64], [0.0] * 3 * 32 * 64).encode(), header_length=None, limits=limits)
     check_infer_request(json_body([1, 3, 33, 33], [0.0] * 3 * 33 * 33).encode(), header_length=None, limits=limits)
+
+
+def test_one_bound_on_a_symbolic_side_for_runners_the_gate_and_grpc():
+    """TensorSpec.side_refusal is the one place: a symbolic side lies in min_side..1024 (the largest an export takes);
+    a fixed side is the graph's own, whatever its size (a bare ONNX file may fix 2048)."""
+    dynamic = TensorSpec("input", ("batch", 3, "height", "width"), min_side=33)
+    assert dynamic.side_refusal(1024, 33) is None
+    assert "has a side above 1024 (1025×64)" in dynamic.side_refusal(1025, 64)
+    assert "at least 33×33" in dynamic.side_refusal(32, 64)
+    assert TensorSpec("input", ("batch", 3, 2048, 2048)).side_refusal(2048, 2048) is None
+    assert "above 1024" in TensorSpec("input", ("batch", 3, 2048, "width")).side_refusal(2048, 1025)
