@@ -177,10 +177,14 @@ def gpu_names() -> list[str]:
 def cpu_model_and_cores() -> tuple[str | None, int | None]:
     """The CPU's model name and physical core count from /proc/cpuinfo (None for what it does not say)."""
     path = Path("/proc/cpuinfo")
-    if not path.is_file():
-        return None, None
+    return parse_cpuinfo(path.read_text()) if path.is_file() else (None, None)
+
+
+def parse_cpuinfo(text: str) -> tuple[str | None, int | None]:
+    """The first model name and the count of distinct (physical id, core id) pairs: a core id repeats on each
+    socket, and hyper-threads share theirs."""
     model, cores, physical_id = None, set(), "0"
-    for line in path.read_text().splitlines():
+    for line in text.splitlines():
         key, _, value = line.partition(":")
         key, value = key.strip(), value.strip()
         if key == "model name" and model is None:

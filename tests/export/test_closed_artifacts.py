@@ -255,3 +255,11 @@ def test_validate_refuses_a_graph_replaced_while_it_was_checked(copy, monkeypatc
     monkeypatch.setattr(validate, "photo_inputs", swap_then_photos)
     with pytest.raises(ArtifactError, match="changed after its hash was checked"):
         validate.validate_artifact(copy)
+
+
+def test_validate_refuses_a_graph_the_manifest_does_not_record(copy):
+    import export.validate as validate
+
+    (copy / "stray.onnx").write_bytes((copy / "model.onnx").read_bytes())  # on disk, but never recorded
+    with pytest.raises(ArtifactError, match=r"records no ONNX file stray\.onnx; it has .*model\.onnx"):
+        validate.validate_artifact(copy, graphs=["stray.onnx"])

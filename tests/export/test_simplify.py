@@ -71,3 +71,9 @@ def test_check_io_refuses_a_graph_with_another_class_count_or_a_static_batch(raw
     static.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 1  # the batch frozen at 1
     with pytest.raises(OnnxExportError, match=r"input dims are \[1, 3, "):
         check_io(static, spec=spec, num_classes=1000)
+    anonymous = onnx.ModelProto()
+    anonymous.CopyFrom(raw)
+    anonymous.graph.input[0].type.tensor_type.shape.dim[0].Clear()  # a batch dim with neither size nor name
+    assert tensor_dims(anonymous.graph.input[0])[0] == "?"
+    with pytest.raises(OnnxExportError, match=r"input dims are \['\?', 3, "):
+        check_io(anonymous, spec=spec, num_classes=1000)

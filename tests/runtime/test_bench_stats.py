@@ -8,7 +8,7 @@ import pytest
 from export.artifacts import TensorSpec
 from runtime.backends.base import InputMismatchError, Runner
 from runtime.bench import measure, measure_all
-from runtime.bench_report import box_stats, comparison, plot_latencies
+from runtime.bench_report import box_stats, comparison, parse_cpuinfo, plot_latencies
 from runtime.latency import (
     BenchmarkConfig,
     LatencyStats,
@@ -158,6 +158,8 @@ def test_interleaved_mode_times_every_runner():
     reports = measure_all(runners, np.ones((2, 4), np.float32), config)
     assert [r.backend for r in reports] == ["a", "b"]
     assert all(r.queries == 5 and r.mode == "interleave" for r in reports)
+    # each backend's walltime is its own queries' time, not the rounds' (which hold the other backend's too)
+    assert all(r.walltime_s == pytest.approx(sum(r.times_ms) / 1e3) for r in reports)
 
 
 def test_measure_checks_the_batch_before_timing():
@@ -227,3 +229,16 @@ def test_versions_name_the_onnxruntime_this_process_imported():
     from runtime.bench_report import versions
 
     assert versions()["onnxruntime_imported"] == onnxruntime.__version__
+
+
+def cpuinfo(*processors):
+    """/proc/cpuinfo text, one stanza per logical CPU (physical id, core id)."""
+    stanza = "processor\t: {n}\nmodel name\t: Xeon Test {socket}\nphysical id\t: {socket}\ncore id\t\t: {core}\n"
+    return "\n".join(stanza.format(n=n, socket=s, core=c) for n, (s, c) in enumerate(processors))
+
+
+def test_physical_cores_count_each_socket_and_not_hyperthreads():
+    two_sockets_with_threads = [(s, c) for s in (0, 1) for c in (0, 1, 2, 3) for _ in range(2)]  # 16 logical
+    assert parse_cpuinfo(cpuinfo(*two_sockets_with_threads)) == ("Xeon Test 0", 8)
+    assert parse_cpuinfo(cpuinfo((0, 0), (0, 1))) == ("Xeon Test 0", 2)
+    assert parse_cpuinfo("processor\t: 0\nmodel name\t: VM\n") == ("VM", None)  # a VM that hides its cores

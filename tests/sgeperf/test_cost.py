@@ -7,6 +7,7 @@ import torch
 
 from models import create_model
 from runtime.sge_cost import (
+    Timing,
     conv_linear_flops,
     gemm_model,
     gemm_runner,
@@ -25,6 +26,14 @@ def test_time_interleaved_runs_every_runner_each_round():
     assert set(ratio(timings, "a", "b")) == {"wall", "cpu"}
     with pytest.raises(ValueError, match="rounds"):
         time_interleaved({"a": lambda: None}, rounds=0)
+
+
+def test_ratio_divides_wall_medians_and_cpu_medians_apart():
+    timings = {
+        "fused": Timing("fused", wall_ms=[30.0, 31.0, 90.0], cpu_ms=[60.0, 62.0, 64.0]),
+        "resnet50": Timing("resnet50", wall_ms=[29.0, 30.0, 31.0], cpu_ms=[58.0, 59.0, 60.0]),
+    }
+    assert ratio(timings, "fused", "resnet50") == {"wall": round(31 / 30, 4), "cpu": round(62 / 59, 4)}
 
 
 def test_rotated_rounds_put_every_runner_at_every_place():

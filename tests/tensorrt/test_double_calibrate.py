@@ -59,3 +59,34 @@ def test_an_unreadable_image_fails_the_build_instead_of_a_short_calibration(fake
     with pytest.raises(CalibrationDataError, match=r"stopped after 0 of 3 batches.*broken\.png"):
         int8(sge_artifact, calib_dir=photos)
     assert not (sge_artifact / PLAN_NAME).exists() and not (sge_artifact / "calibration.cache").exists()
+
+
+@pytest.mark.parametrize("asked", [None, (0.4, 0.4, 0.4)], ids=["model's own", "asked"])
+def test_int8_calibrates_with_the_artifacts_preprocessing_unless_asked_otherwise(
+    fake_trt, sge_artifact, photos, monkeypatch, asked
+):
+    import export.trt.artifact as artifact_module
+
+    own = {"mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}  # a model trained with other statistics
+    load_manifest = artifact_module.load_manifest
+
+    def manifest_with_own_statistics(*args, **kwargs):
+        manifest = load_manifest(*args, **kwargs)
+        manifest.preprocessing.update(own)
+        return manifest
+
+    built = []
+
+    def capture(onnx_path, directory, *, options):
+        built.append(options)
+        raise KeyboardInterrupt  # stop before TensorRT: only the options matter here
+
+    monkeypatch.setattr(artifact_module, "load_manifest", manifest_with_own_statistics)
+    monkeypatch.setattr(artifact_module, "build_engine", capture)
+    extra = {} if asked is None else {"mean": asked, "std": (0.3, 0.3, 0.3)}
+    with pytest.raises(KeyboardInterrupt):
+        artifact_module.add_engine(
+            sge_artifact, options=TrtBuildOptions(precision="int8", calib_dir=photos, **extra), validate=False
+        )
+    expected = (own["mean"], own["std"]) if asked is None else ([0.4] * 3, [0.3] * 3)
+    assert (list(built[0].mean), list(built[0].std)) == expected
