@@ -30,7 +30,7 @@ from export.artifacts import Manifest, TensorSpec, atomic_path, file_sha256, wri
 from export.metadata import tensor_dims
 from export.trt import PRECISIONS, pinning
 from export.trt.errors import TensorRTNotInstalledError, TrtBuildError, TrtRequestError
-from export.trt.log import make_logger, write_log
+from export.trt.log import capture, check_heard
 from export.trt.timing_cache import attach_timing_cache, save_timing_cache
 from models.transforms import IMAGENET_MEAN, IMAGENET_STD
 
@@ -356,51 +356,55 @@ def build_engine(onnx_path: str | Path, out_dir: str | Path, *, options: TrtBuil
     gpu = gpu_info()
     logger.info("TensorRT %s: building %s from %s (%s)", api.version, options.precision, route.onnx.name, route)
 
-    trt_logger = make_logger(trt, verbose=options.verbose, log_file=options.log_file)
-    builder = trt.Builder(trt_logger)
-    flags = 0
-    for name in network_flag_names(api, route):
-        flags |= 1 << int(getattr(trt.NetworkDefinitionCreationFlag, name))
-    network = builder.create_network(flags)
-    parser = trt.OnnxParser(network, trt_logger)
-    if not parser.parse_from_file(str(route.onnx)):
-        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-        raise TrtBuildError(f"TensorRT's ONNX parser rejected {route.onnx}: {errors}")
+    # the build log is written when this block ends, before any verdict: a failed build's reason is in it
+    with capture(trt, verbose=options.verbose, log_file=options.log_file) as trt_logger:
+        builder = trt.Builder(trt_logger)
+        flags = 0
+        for name in network_flag_names(api, route):
+            flags |= 1 << int(getattr(trt.NetworkDefinitionCreationFlag, name))
+        network = builder.create_network(flags)
+        parser = trt.OnnxParser(network, trt_logger)
+        if not parser.parse_from_file(str(route.onnx)):
+            errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+            raise TrtBuildError(f"TensorRT's ONNX parser rejected {route.onnx}: {errors}")
 
-    config = builder.create_builder_config()
-    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace)
-    config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED  # layer precisions readable by the inspector
-    if options.opt_level is not None:
-        config.builder_optimization_level = options.opt_level
-    trt_profile = builder.create_optimization_profile()
-    trt_profile.set_shape(profile.input_name, profile.min, profile.opt, profile.max)
-    if config.add_optimization_profile(trt_profile) < 0:  # -1: TensorRT found the profile invalid
-        raise TrtBuildError(f"TensorRT refused the optimization profile {profile.to_dict()} (see its log)")
-    cache_outcome = attach_timing_cache(config, options.timing_cache)
-    for flag in route.flags:
-        config.set_flag(getattr(trt.BuilderFlag, flag))
-    if not options.tf32:
-        config.clear_flag(trt.BuilderFlag.TF32)
-    fp32_layers = 0
-    if route.fp32_islands:
-        fp32_layers = pinning.pin_fp32_layers(trt, network, onnx.load(str(route.onnx), load_external_data=False))
-    calibration = calibrator = None
-    if route.calibrate:
-        from export.trt.calibrate import calibration_source, make_entropy_calibrator
+        config = builder.create_builder_config()
+        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace)
+        config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED  # layer precisions readable by the inspector
+        if options.opt_level is not None:
+            config.builder_optimization_level = options.opt_level
+        trt_profile = builder.create_optimization_profile()
+        try:  # the binding raises where a shape is negative or MIN ≤ OPT ≤ MAX does not hold
+            trt_profile.set_shape(profile.input_name, profile.min, profile.opt, profile.max)
+        except RuntimeError as err:
+            raise TrtBuildError(f"TensorRT refused the optimization profile {profile.to_dict()}: {err}") from None
+        if config.add_optimization_profile(trt_profile) < 0:  # -1: TensorRT found the profile invalid
+            raise TrtBuildError(f"TensorRT refused the optimization profile {profile.to_dict()} (see its log)")
+        cache_outcome = attach_timing_cache(config, options.timing_cache)
+        for flag in route.flags:
+            config.set_flag(getattr(trt.BuilderFlag, flag))
+        if not options.tf32:
+            config.clear_flag(trt.BuilderFlag.TF32)
+        fp32_layers = 0
+        if route.fp32_islands:
+            fp32_layers = pinning.pin_fp32_layers(trt, network, onnx.load(str(route.onnx), load_external_data=False))
+        calibration = calibrator = None
+        if route.calibrate:
+            from export.trt.calibrate import calibration_source, make_entropy_calibrator
 
-        onnx_sha256 = file_sha256(route.onnx)
-        source = calibration_source(
-            options, profile, cache=calib_cache, onnx_sha256=onnx_sha256, trt_version=trt.__version__
-        )
-        calibrator = make_entropy_calibrator(trt, source)
-        calibration = source.info
-        config.int8_calibrator = calibrator
-        config.set_calibration_profile(trt_profile)
+            onnx_sha256 = file_sha256(route.onnx)
+            source = calibration_source(
+                options, profile, cache=calib_cache, onnx_sha256=onnx_sha256, trt_version=trt.__version__
+            )
+            calibrator = make_entropy_calibrator(trt, source)
+            calibration = source.info
+            config.int8_calibrator = calibrator
+            config.set_calibration_profile(trt_profile)
 
-    started = time.perf_counter()  # build time for the sidecar, as trtexec reports it; not a latency figure
-    serialized = builder.build_serialized_network(network, config)
-    build_seconds = time.perf_counter() - started
-    log_path = write_log(trt_logger, options.log_file)  # before any verdict: a failed build's reason is in it
+        started = time.perf_counter()  # build time for the sidecar, as trtexec reports it; not a latency figure
+        serialized = builder.build_serialized_network(network, config)
+        build_seconds = time.perf_counter() - started
+        check_heard(trt_logger)
     if calibrator is not None:
         calibrator.check()  # an image that failed inside get_batch, swallowed by the binding, fails the build here
     if serialized is None:
@@ -416,7 +420,7 @@ def build_engine(onnx_path: str | Path, out_dir: str | Path, *, options: TrtBuil
         "seconds": round(build_seconds, 3),
         "engine_bytes": plan.stat().st_size,
         "timing_cache": cache_outcome,
-        "log": str(log_path) if log_path else None,
+        "log": str(options.log_file) if options.log_file else None,
     }
     info = sidecar(
         api=api,

@@ -91,10 +91,11 @@ def engine_parity(plan: Path, onnx_path: Path, photos: np.ndarray, *, precision:
 def engine_layer_info(plan: Path) -> dict[str, Any]:
     """The engine inspector's JSON for ``plan`` with the profile's OPT shape set on an execution context."""
     from export.trt.build import import_tensorrt
+    from export.trt.log import process_logger
+    from runtime.backends.trt import input_shape_range
 
     trt = import_tensorrt()
-    trt_logger = trt.Logger(trt.Logger.WARNING)
-    runtime = trt.Runtime(trt_logger)
+    runtime = trt.Runtime(process_logger(trt))
     engine = runtime.deserialize_cuda_engine(plan.read_bytes())
     if engine is None:
         raise EngineParityError(f"TensorRT could not deserialize {plan} for inspection")
@@ -104,7 +105,7 @@ def engine_layer_info(plan: Path) -> dict[str, Any]:
     names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
     for name in names:
         if engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT:
-            opt = tuple(engine.get_tensor_profile_shape(name, 0)[1])
+            opt = input_shape_range(engine, name)[1]
             if not context.set_input_shape(name, opt):
                 raise EngineParityError(f"TensorRT refused the OPT shape {opt} of {name!r} while inspecting")
     inspector = engine.create_engine_inspector()

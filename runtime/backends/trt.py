@@ -218,8 +218,9 @@ class TrtRunner(Runner):
         else:
             logger.warning("%s has no sidecar: TensorRT alone checks that it fits this machine", self.plan_path.name)
         self._cuda, self._torch = cuda, cuda.torch
-        self._trt_logger = trt.Logger(trt.Logger.WARNING)
-        self._runtime = trt.Runtime(self._trt_logger)
+        from export.trt.log import process_logger
+
+        self._runtime = trt.Runtime(process_logger(trt))  # TensorRT keeps one logger a process: ours, as builds use
         self._engine = self._runtime.deserialize_cuda_engine(self.plan_path.read_bytes())
         if self._engine is None:
             raise PlanMismatchError(
@@ -238,7 +239,7 @@ class TrtRunner(Runner):
         if len(inputs) != 1 or len(outputs) != 1:
             raise PlanMismatchError(f"expected one input and one output; the plan has {inputs} and {outputs}")
         self._in_name, self._out_name = inputs[0], outputs[0]
-        lo, opt, hi = (tuple(s) for s in self._engine.get_tensor_profile_shape(self._in_name, 0))
+        lo, opt, hi = input_shape_range(self._engine, self._in_name)
         if not self.info:
             self.batch_range = (lo[0], hi[0])
             self._input = TensorSpec(name=self._in_name, shape=("batch", *opt[1:]))
@@ -372,8 +373,22 @@ def _import_torch_cuda() -> Any:
     return torch
 
 
+def input_shape_range(engine: Any, name: str) -> tuple[tuple[int, ...], ...]:
+    """The input's (MIN, OPT, MAX): its fixed shape three times where the plan's input is static (built from an ONNX
+    with a static batch, where profile 0's shapes are not documented), else profile 0's."""
+    fixed = tuple(engine.get_tensor_shape(name))
+    if fixed and all(d >= 0 for d in fixed):
+        return fixed, fixed, fixed
+    return tuple(tuple(s) for s in engine.get_tensor_profile_shape(name, 0))
+
+
 def _torch_dtype(torch: Any, trt: Any, dtype: Any) -> Any:
-    table = {trt.float32: torch.float32, trt.float16: torch.float16, trt.int32: torch.int32, trt.int8: torch.int8}
+    """Float I/O only: integer I/O (trtexec's --inputIOFormats=int8:chw) holds quantised values whose scales the
+    plan does not expose, so feeding it images or reading its logits would be silently wrong."""
+    table = {trt.float32: torch.float32, trt.float16: torch.float16}
     if dtype not in table:
-        raise PlanMismatchError(f"unsupported I/O dtype {dtype} in the plan; export with FP32 inputs and outputs")
+        raise PlanMismatchError(
+            f"the plan's input or output is {getattr(dtype, 'name', dtype)}, not FP32 or FP16: this runner feeds "
+            "images and returns logits as floats; build the plan with float I/O (sge-deploy's builds always are)"
+        )
     return table[dtype]

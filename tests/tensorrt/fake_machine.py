@@ -5,6 +5,7 @@ and report layer information as the engine inspector does. Used only through ``f
 
 import ctypes
 import json
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,10 +44,31 @@ class FakeMachine:
     contexts: list[Any] = field(default_factory=list)  # every execution context made, for the CUDA-graph checks
     profile_refused: bool = False  # add_optimization_profile returns -1, as TensorRT does for an invalid profile
     no_context: bool = False  # create_execution_context() returns None, as TensorRT does out of device memory
+    parser_error: str | None = None  # parse_from_file reports this (an op the parser has no importer for, …)
+    io_dtype: str = "float32"  # what get_tensor_dtype answers for the input and the output
+    static_plan: bool = False  # a plan from an ONNX with a static batch: fixed I/O shapes, no profile shapes
+    # TensorRT keeps one logger a process: the first Builder's or Runtime's while any of them lives
+    process_logger: Any = None
+    logger_holders: Any = field(default_factory=weakref.WeakSet)
 
     # -- helpers ---------------------------------------------------------------------------------------------
     def record(self, name: str) -> None:
         self.calls.append(name)
+
+    def register_logger(self, holder: Any, logger: Any) -> None:
+        """What createInferBuilder/createInferRuntime do with their logger: a new one is ignored, with a warning to
+        the one kept, while an object made with that one lives."""
+        if not len(self.logger_holders):
+            self.process_logger = logger
+        elif logger is not self.process_logger:
+            self.log(holder, "WARNING", "the logger passed differs from one already registered; the new one is ignored")
+        self.logger_holders.add(holder)
+
+    def log(self, obj: Any, severity: str, message: str) -> None:
+        """A message to the process logger; TensorRT's own Logger prints it, which the fake leaves out."""
+        logger = self.process_logger
+        if logger is not None and type(logger).__dict__.get("_generated") is None:  # a user ILogger subclass
+            logger.log(getattr(trt_of(obj).ILogger.Severity, severity), message)
 
     def index(self, name: str) -> int:
         """Position of the first call of ``name`` (ValueError if never called)."""
@@ -73,6 +95,7 @@ class Behaviours:
     @staticmethod
     def Builder__init(machine: FakeMachine, self: Any, logger: Any) -> None:
         object.__setattr__(self, "_state", {"logger": logger, "trt": _module_of(self)})
+        machine.register_logger(self, logger)
 
     @staticmethod
     def Builder__create_network(machine: FakeMachine, self: Any, flags: int = 0) -> Any:
@@ -94,7 +117,10 @@ class Behaviours:
         c = config._state
         if not c["profiles"]:
             raise AssertionError("build before an optimisation profile was added")
+        machine.log(self, "INFO", "[fake] building the engine")
+        machine.log(self, "VERBOSE", "[fake] tactic 0x0 timed")
         if machine.build_fails:
+            machine.log(self, "ERROR", "[fake] no tactic fits the workspace")
             return None
         if network._state["inputs"][0] not in c["profiles"][0]._state["shapes"]:
             machine.record("error: the profile does not name the network's input")
@@ -143,9 +169,12 @@ class Behaviours:
     @staticmethod
     def OnnxParser__parse_from_file(machine: FakeMachine, self: Any, model: str) -> bool:
         try:
+            if machine.parser_error:
+                raise ValueError(machine.parser_error)
             proto = onnx.shape_inference.infer_shapes(onnx.load(model))
         except Exception as err:  # the real parser reports, it does not raise
             self._state["errors"].append(str(err))
+            machine.log(self._state["network"], "ERROR", f"[fake] ONNX parser: {err}")
             return False
         _parse(machine, self._state["trt"], self._state["network"], proto, str(Path(model).resolve()))
         return True
@@ -245,12 +274,23 @@ class Behaviours:
     def IOptimizationProfile__set_shape(
         machine: FakeMachine, self: Any, input: str, min: Any, opt: Any, max: Any
     ) -> None:
-        self._state["shapes"][input] = (tuple(min), tuple(opt), tuple(max))
+        # the binding raises where setDimensions refuses: a negative dim, or MIN ≤ OPT ≤ MAX broken
+        shapes = {"min": tuple(min), "opt": tuple(opt), "max": tuple(max)}
+        previous: tuple[int, ...] | None = None
+        for which, dims in shapes.items():
+            broken = previous is not None and (
+                len(dims) != len(previous) or any(a > b for a, b in zip(previous, dims, strict=True))
+            )
+            if any(d < 0 for d in dims) or broken:
+                raise RuntimeError(f"Shape provided for {which} is inconsistent with other shapes.")
+            previous = dims
+        self._state["shapes"][input] = tuple(shapes.values())
 
     # -- runtime -----------------------------------------------------------------------------------------------
     @staticmethod
     def Runtime__init(machine: FakeMachine, self: Any, logger: Any) -> None:
         object.__setattr__(self, "_state", {"trt": _module_of(self)})
+        machine.register_logger(self, logger)
 
     @staticmethod
     def Runtime__deserialize_cuda_engine(machine: FakeMachine, self: Any, serialized_engine: Any) -> Any:
@@ -278,10 +318,21 @@ class Behaviours:
 
     @staticmethod
     def ICudaEngine__get_tensor_dtype(machine: FakeMachine, self: Any, name: str) -> Any:
-        return trt_of(self).float32
+        return getattr(trt_of(self), machine.io_dtype)
+
+    @staticmethod
+    def ICudaEngine__get_tensor_shape(machine: FakeMachine, self: Any, name: str) -> Any:
+        plan = self._state["plan"]
+        lo, _, hi = plan["profile"][plan["input"]]
+        dims = list(hi if name == plan["input"] else (hi[0], *plan["output_tail"]))
+        if not machine.static_plan and lo[0] != hi[0]:
+            dims[0] = -1  # the dynamic batch
+        return tuple(dims)
 
     @staticmethod
     def ICudaEngine__get_tensor_profile_shape(machine: FakeMachine, self: Any, name: str, profile_index: int) -> Any:
+        if machine.static_plan:  # not documented for a static engine: the worst case, dims that say nothing
+            raise ValueError("__len__() should return >= 0")
         return [tuple(s) for s in self._state["plan"]["profile"][name]]
 
     @staticmethod

@@ -2,10 +2,10 @@
 
 Buffers are CPU torch tensors (their ``data_ptr()`` is a host address the fake reads and writes), the stream has a
 non-zero handle like any stream other than the legacy default one, events count instead of timing, and a "CUDA
-graph" re-runs what was captured. A graph refuses what CUDA and TensorRT forbid without an error of their own: a
-replay on another stream than its capture's (the copies around it would not be ordered with it), and a replay after
-the context was set up for another input shape (TensorRT's CUDA-graph guidance: capture again after a shape change).
-Nothing here measures or stands for GPU behaviour.
+graph" re-runs what was captured, on the addresses it was captured with. A graph refuses what CUDA and TensorRT
+forbid without an error of their own: a replay on another stream than its capture's (the copies around it would not
+be ordered with it), and a replay after the context was set up for another input shape (TensorRT's CUDA-graph
+guidance: capture again after a shape change). Nothing here measures or stands for GPU behaviour.
 """
 
 import contextlib
@@ -48,6 +48,7 @@ class HostGraph:
         self.run, self.cuda, self.machine, self.stream = run, cuda, cuda.machine, stream
         self.context = self.machine.contexts[-1]
         self.shape = self.context._state["enqueued"]
+        self.addresses = dict(self.context._state["addresses"])  # a graph keeps the pointers it was captured with
 
     def replay(self) -> None:
         self.machine.record("graph.replay")
@@ -55,7 +56,12 @@ class HostGraph:
             raise RuntimeError("CUDA graph replayed on another stream than its capture's")
         if self.context._state["enqueued"] != self.shape:
             raise RuntimeError(f"CUDA graph captured at {self.shape} replayed on a context set up for another shape")
-        self.run()
+        now = self.context._state["addresses"]
+        self.context._state["addresses"] = dict(self.addresses)  # not the addresses set since: a real replay
+        try:  # reads and writes the buffers it was captured on
+            self.run()
+        finally:
+            self.context._state["addresses"] = now
 
 
 class HostCuda:

@@ -2,6 +2,7 @@
 FP32 pins. The double checks the API of each version; it builds nothing (README: TensorRT, what the double proves)."""
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -131,18 +132,55 @@ def test_int8_routes(fake_trt, sge_artifact):
             build(sge_artifact, precision="int8", calib_dir=sge_artifact)
 
 
-def test_verbose_reaches_tensorrts_logger_and_the_log_file(fake_trt, sge_artifact, caplog):
-    from export.trt.log import make_logger, write_log
+def test_tensorrts_own_messages_reach_python_logging_and_the_build_log(fake_trt, sge_artifact, caplog):
+    with caplog.at_level("DEBUG", logger="tensorrt"):
+        build(sge_artifact, precision="fp32", log_file=sge_artifact / "b.log")  # not verbose: WARNING up only
+        assert not [r for r in caplog.records if r.name == "tensorrt"]
+        build(sge_artifact, precision="fp32", verbose=True)
+    heard = [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "tensorrt"]
+    assert ("DEBUG", "[fake] tactic 0x0 timed") in heard and ("INFO", "[fake] building the engine") in heard
+    text = (sge_artifact / "b.log").read_text()
+    assert text == "[INFO] [fake] building the engine\n[VERBOSE] [fake] tactic 0x0 timed\n"
+
+
+def test_a_build_beside_a_live_runner_still_gets_its_log(fake_trt, sge_artifact):
+    from runtime.backends.trt import TrtRunner
+
+    plan = build(sge_artifact, precision="fp32").plan
+    with TrtRunner(plan):  # its Runtime registered the process's logger first; TensorRT ignores any later one
+        build(sge_artifact, precision="fp32", log_file=sge_artifact / "b.log")
+    assert "[VERBOSE] [fake] tactic 0x0 timed" in (sge_artifact / "b.log").read_text()
+
+
+def test_a_logger_registered_elsewhere_first_is_said_in_the_build_log(fake_trt, sge_artifact, caplog):
+    from export.trt.log import NO_MESSAGES
 
     trt = fake_trt.module
-    severity = trt.ILogger.Severity
-    quiet = make_logger(trt, verbose=False, log_file=None)
-    loud = make_logger(trt, verbose=True, log_file=sge_artifact / "trt.log")
-    assert isinstance(loud, trt.ILogger)  # an ILogger subclass, as the Builder and parser take
-    with caplog.at_level("DEBUG", logger="tensorrt"):
-        quiet.log(severity.VERBOSE, "tactic 0x1 skipped")
-        loud.log(severity.VERBOSE, "tactic 0x2 timed")
-        quiet.log(severity.WARNING, "weights not representable")
-    messages = [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "tensorrt"]
-    assert messages == [("DEBUG", "tactic 0x2 timed"), ("WARNING", "weights not representable")]
-    assert write_log(loud, sge_artifact / "trt.log").read_text() == "[VERBOSE] tactic 0x2 timed\n"
+    foreign = trt.Runtime(trt.Logger(trt.Logger.WARNING))  # another library's TensorRT object, alive
+    with caplog.at_level("WARNING", logger="tensorrt"):
+        build(sge_artifact, precision="fp32", log_file=sge_artifact / "b.log")
+    assert (sge_artifact / "b.log").read_text() == f"[sge-deploy] {NO_MESSAGES}\n"
+    assert NO_MESSAGES in caplog.text
+    del foreign
+
+
+def test_a_parser_failure_keeps_the_log_that_says_why(fake_trt, sge_artifact):
+    fake_trt.machine.parser_error = "no importer registered for op: SgeResidual"
+    with pytest.raises(TrtBuildError, match=r"ONNX parser rejected .*no importer registered for op: SgeResidual"):
+        build(sge_artifact, precision="fp32", log_file=sge_artifact / "p.log")
+    assert "[ERROR] [fake] ONNX parser: no importer" in (sge_artifact / "p.log").read_text()
+
+
+def test_a_profile_the_binding_refuses_is_one_line(fake_trt, sge_artifact, monkeypatch):
+    from export.trt import build as build_module
+
+    derive = build_module.derive_profile
+
+    def unordered(spec, batch):  # past our own check: what TensorRT's binding refuses by raising
+        profile = derive(spec, batch)
+        return replace(profile, opt=(profile.max[0] + 1, *profile.opt[1:]))
+
+    monkeypatch.setattr(build_module, "derive_profile", unordered)
+    with pytest.raises(TrtBuildError, match=r"refused the optimization profile .*: Shape provided for max is"):
+        build(sge_artifact, precision="fp32")
+    assert "Builder.build_serialized_network" not in fake_trt.machine.calls

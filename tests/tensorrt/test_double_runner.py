@@ -55,6 +55,23 @@ def test_a_plan_without_its_sidecar_is_read_from_the_engine(fake_trt, plan, phot
             runner.infer(photo_batch((64, 64))[:5])
 
 
+def test_a_static_plan_without_a_sidecar_runs_at_its_fixed_batch(fake_trt, sge_artifact, photos):
+    options = TrtBuildOptions(precision="fp32", batch=(2, 2, 2))
+    plan = add_engine(sge_artifact, options=options, validate=False)[0].plan
+    (plan.parent / "model.plan.json").unlink()
+    fake_trt.machine.static_plan = True  # as from an ONNX with a fixed batch: no profile shapes to ask
+    with TrtRunner(plan) as runner:
+        assert runner.batch_range == (2, 2) and runner.input_spec.shape == ("batch", 3, 64, 64)
+        np.testing.assert_allclose(runner.infer(photos[:2]), reference(plan.parent, photos[:2]), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("io_dtype", ["int8", "int32"])
+def test_a_plan_with_integer_io_is_refused_in_one_line(fake_trt, plan, io_dtype):
+    fake_trt.machine.io_dtype = io_dtype  # trtexec --inputIOFormats=int8:chw: quantised values without their scale
+    with pytest.raises(PlanMismatchError, match=rf"is {io_dtype.upper()}, not FP32 or FP16"):
+        TrtRunner(plan).activate()
+
+
 def test_cuda_graph_captured_again_after_each_batch_size_change_and_replayed_on_its_stream(fake_trt, plan, photos):
     with TrtRunner(plan, cuda_graph=True) as runner:
         first = runner.infer(photos[:2])
