@@ -41,3 +41,39 @@ def external_data_files(model: onnx.ModelProto) -> set[str]:
         for entry in tensor.external_data
         if entry.key == "location"
     }
+
+
+def external_data_extent(model: onnx.ModelProto) -> dict[str, int]:
+    """Per side file the graph names, the bytes its initializers need: the largest offset + length (a tensor without
+    a length needs at least its offset)."""
+    extent: dict[str, int] = {}
+    for tensor in model.graph.initializer:
+        if tensor.data_location != onnx.TensorProto.EXTERNAL:
+            continue
+        entries = {entry.key: entry.value for entry in tensor.external_data}
+        end = int(entries.get("offset") or 0) + int(entries.get("length") or 0)
+        location = entries.get("location", "")
+        extent[location] = max(extent.get(location, 0), end)
+    return extent
+
+
+def check_external_data(model: onnx.ModelProto, path: Path) -> str | None:
+    """Why the side files of the graph at ``path`` cannot hold its weights (missing, outside its folder, or short), or
+    None: what a runtime would otherwise report deep inside its loader."""
+    folder = path.parent.resolve()
+    for location, needed in sorted(external_data_extent(model).items()):
+        data = (path.parent / location).resolve()
+        if not location or not data.is_relative_to(folder):
+            return f"{path.name} names its weights file {location!r}, which is not a file beside it; re-export it"
+        if not data.is_file():
+            return (
+                f"{path.name}'s weights live in {location} beside it, which is missing; copy it together with "
+                f"{path.name}, or give the artifact's directory"
+            )
+        size = data.stat().st_size
+        if size < needed:
+            return (
+                f"{location} holds {size} bytes, short of the {needed} that {path.name}'s weights need (a cut copy?); "
+                f"copy it again together with {path.name}, or give the artifact's directory"
+            )
+    return None

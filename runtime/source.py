@@ -171,7 +171,12 @@ def _read_model(path: Path) -> Any:
 
 
 def _from_onnx(path: Path) -> ModelSource:
+    from export.external_data import check_external_data
+
     model = _read_model(path)
+    problem = check_external_data(model, path)
+    if problem:
+        raise ArtifactError(problem)
     graph = model.graph
     initializers = {init.name for init in graph.initializer}
     inputs = [value for value in graph.input if value.name not in initializers]

@@ -186,3 +186,18 @@ def test_benchmark_backend_aliases_get_their_backends_options(artifact, benchmar
     # ort's idle threads must sleep while the next backend is timed, as onnxruntime's do; ov runs int8 as openvino
     assert set(seen) == {"onnxruntime", "onnxruntime:int8", "openvino", "openvino:int8"}
     assert seen["onnxruntime"]["allow_spinning"] is False
+
+
+@pytest.mark.parametrize("damage", ["missing", "cut"])
+def test_a_bare_graph_without_its_whole_weights_file_is_one_line(artifact, photo, infer, tmp_path, capsys, damage):
+    graph = tmp_path / "model.sge_fused.onnx"  # copied out of the artifact, as users do, with or without its data
+    shutil.copy(artifact / graph.name, graph)
+    data = artifact / f"{graph.name}.data"
+    if damage == "cut":
+        (tmp_path / data.name).write_bytes(data.read_bytes()[: data.stat().st_size // 2])
+    expected = "which is missing; copy it together with" if damage == "missing" else "short of the"
+    for backend in ("onnxruntime", "openvino"):
+        assert infer.main([str(graph), str(photo), "--backend", backend]) == 2
+        assert_one_error_line(capsys, f"{data.name}", expected)
+    with pytest.raises(ArtifactError, match=expected):
+        runtime.load(graph, "onnxruntime")
