@@ -12,6 +12,7 @@ import json
 import os
 import re
 import sys
+import tempfile
 import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -125,8 +126,24 @@ def _check_writable_under(start: Path, path: Path, *, flag: str, kind: str) -> N
     existing = start
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
-    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-        raise OutputPathError(f"{flag} {path}: cannot write into {existing}; give {kind} in a writable directory")
+    why = "not a directory" if not existing.is_dir() else _cannot_create_in(existing)
+    if why:
+        raise OutputPathError(
+            f"{flag} {path}: cannot write into {existing} ({why}); give {kind} in a writable directory"
+        )
+
+
+def _cannot_create_in(directory: Path) -> str | None:
+    """Why no file can be created in ``directory``, found by creating (and removing) one: ``os.access`` says yes to
+    root everywhere, also on /proc and read-only mounts."""
+    if not os.access(directory, os.W_OK | os.X_OK):
+        return "permission denied"
+    try:
+        with tempfile.NamedTemporaryFile(dir=directory, prefix=".sge-deploy-probe-"):
+            pass
+    except OSError as err:
+        return err.strerror or str(err)
+    return None
 
 
 def check_output_paths(

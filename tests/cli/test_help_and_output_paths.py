@@ -1,6 +1,7 @@
 """--help shows no default for a switch; an output path is refused before the work; `-` is only for --json."""
 
 import importlib
+from pathlib import Path
 
 import pytest
 
@@ -38,8 +39,19 @@ def test_an_output_folder_must_be_a_writable_folder(tmp_path):
     (tmp_path / "taken").write_text("a file\n")
     with pytest.raises(OutputPathError, match=r"--output .*taken is a file; give a folder"):
         check_output_dir(tmp_path / "taken", flag="--output")
-    with pytest.raises(OutputPathError, match=r"cannot write into .*taken; give a folder in a writable directory"):
+    with pytest.raises(OutputPathError, match=r"cannot write into .*taken \(not a directory\); give a folder in a"):
         check_output_dir(tmp_path / "taken" / "report", flag="--output")
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc")
+def test_a_folder_where_no_file_can_be_made_is_refused_even_for_root(tmp_path, capsys):
+    from runtime.commands import export
+
+    with pytest.raises(OutputPathError, match=r"--json /proc/x\.json: cannot write into /proc \("):
+        check_output_paths(json="/proc/x.json")  # os.access says yes to root here; creating a file says no
+    out = tmp_path / "out"
+    assert export.main(["--model", "resnet18", "--output", str(out), "--json", "/proc/x.json"]) == 2
+    assert "cannot write into /proc" in capsys.readouterr().err and not out.exists()
 
 
 def test_an_output_never_overwrites_an_input_or_another_output(tmp_path):
