@@ -132,7 +132,7 @@ def check_graphs(
     runner cannot be opened because the fused SGE kernel is not available here (not built at install, or refused by
     its checks) is left out, with a warning; the result maps file → report."""
     from export.ort_sge.kernels import KernelUnavailableError
-    from export.ort_sge.session import fused_graph_file
+    from export.ort_sge.session import FusedPlanError, fused_graph_file
 
     manifest, spec = reference.manifest, reference.spec
     graphs = list(graphs or [manifest.deploy])
@@ -147,7 +147,7 @@ def check_graphs(
         try:
             fused = graph == fused_graph_file(manifest)
             runner = make_runner(backend, reference.directory / graph, input_name=spec.input_name, fused=fused)
-        except KernelUnavailableError as err:  # only the fused graph needs the kernel
+        except (KernelUnavailableError, FusedPlanError) as err:  # only the fused graph needs the kernel and a plan
             logger.warning("%s; %s not checked", err, graph)
             continue
         label = backend if graph == manifest.deploy else f"{backend} ({graph})"

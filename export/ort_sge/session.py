@@ -8,6 +8,7 @@ sessions here, so what is verified is what runs.
 """
 
 import logging
+import shutil
 import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -72,6 +73,24 @@ class SessionPlan:
         }
 
 
+class FusedPlanError(RuntimeError):
+    """The fused graph could not be planned on this machine (its cause named): runners open the plain graph."""
+
+
+def _short_of_space(graph: Path, scratch: str) -> str | None:
+    """Why planning failed, when the temporary folder cannot hold the optimised weights (about the graph's own
+    weights again): ORT reports that only as a failed write deep in its serialiser."""
+    weights = sum(f.stat().st_size for f in graph.parent.glob(f"{graph.name}*") if f.is_file())
+    free = shutil.disk_usage(scratch).free
+    if free >= 2 * weights:
+        return None
+    folder = Path(scratch).parent
+    return (
+        f"planning {graph.name} writes its optimised weights (about {weights / 1e6:.0f} MB) to the temporary folder "
+        f"{folder}, which has {free / 1e6:.0f} MB free; free space there or set TMPDIR to a larger folder"
+    )
+
+
 def plan_session(path: str | Path, *, fused: bool | None = None) -> SessionPlan:
     """How to open ``path`` on this machine's CPU (checking the installed fused-SGE kernel first if the graph needs it).
 
@@ -100,8 +119,11 @@ def plan_session(path: str | Path, *, fused: bool | None = None) -> SessionPlan:
         blocked = drop_reorders(optimized, block=block)
         planned = Path(scratch.name) / PLANNED_NAME
         onnx.save(optimized, str(planned))  # beside optimized.onnx.data, which its initializers name
-    except BaseException:
+    except BaseException as err:
+        short = _short_of_space(path, scratch.name)
         scratch.cleanup()
+        if short and isinstance(err, Exception):
+            raise FusedPlanError(short) from err
         raise
     return SessionPlan(
         model=str(planned),

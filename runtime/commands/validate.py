@@ -75,7 +75,7 @@ def _main(argv: list[str] | None, prog: str | None) -> int:
     for graph in graphs:
         if graph not in reports:  # the library logged why: the fused SGE kernel is not available here
             print(
-                f"warning: {graph} not checked: the fused SGE kernel is not available here (sge-deploy env says why)",
+                f"warning: {graph} not checked: the fused SGE graph cannot run here (the warning above says why)",
                 file=sys.stderr,
             )
     for report in reports.values():

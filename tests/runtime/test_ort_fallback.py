@@ -49,6 +49,24 @@ def test_a_planning_failure_falls_back(artifact, random_batch, caplog, monkeypat
     assert_fell_back(artifact, random_batch, caplog, "rewiring failed on this graph")
 
 
+def test_a_temporary_folder_too_small_for_the_plan_is_named(artifact, random_batch, caplog, monkeypatch):
+    from collections import namedtuple
+
+    import export.validate as validate
+
+    def full_disk(*args, **kwargs):  # what ORT says when the scratch folder fills up: nothing about space
+        raise RuntimeError("[ONNXRuntimeError] : 1 : FAIL : graph.cc ToGraphProtoWithExternalInitializers failed")
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(ort_session, "optimized_graph", full_disk)
+    monkeypatch.setattr(ort_session.shutil, "disk_usage", lambda path: usage(10**7, 10**7 - 10**6, 10**6))
+    assert_fell_back(artifact, random_batch, caplog, "MB free; free space there or set TMPDIR to a larger folder")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):  # validate leaves the fused graph out, saying why, instead of crashing
+        assert validate.validate_artifact(artifact, graphs=["model.sge_fused.onnx"]) == {}
+    assert "set TMPDIR" in caplog.text and "model.sge_fused.onnx not checked" in caplog.text
+
+
 def test_a_missing_kernel_library_falls_back(artifact, random_batch, caplog, monkeypatch):
     def unavailable(*args, **kwargs):
         raise RuntimeError("the fused SGE kernel library was not built in this install")
