@@ -135,7 +135,24 @@ def _preprocessing(value: Any) -> dict[str, Any]:
         raise TypeError(f"preprocessing.std must be 3 positive numbers; got {value['std']}")
     if "mean" in value and not all(abs(v) < float("inf") for v in value["mean"]):
         raise TypeError(f"preprocessing.mean must be 3 finite numbers; got {value['mean']}")
+    for key, does in _preprocessing_done(value).items():  # descriptions of what the runtime does: they must be true
+        if key in value and value[key] != does and not (key == "scale" and _close(value[key], does)):
+            raise TypeError(f"preprocessing.{key} is {value[key]!r}, but the runtime's preprocessing does {does!r}")
     return value
+
+
+def _preprocessing_done(value: dict[str, Any]) -> dict[str, Any]:
+    """What models.transforms.eval_transform does, which the export records beside the sizes and statistics."""
+    from models.transforms import resize_for_crop
+
+    done: dict[str, Any] = {"interpolation": "bilinear", "scale": 1 / 255, "layout": "NCHW", "color": "RGB"}
+    if "input_size" in value:
+        done["resize_shorter"] = resize_for_crop(max(int(v) for v in value["input_size"]))
+    return done
+
+
+def _close(a: Any, b: float) -> bool:
+    return isinstance(a, int | float) and abs(a - b) <= 1e-9
 
 
 def _extra(value: Any) -> dict[str, Any]:
@@ -364,9 +381,9 @@ def check_unchanged(directory: str | Path, identities: dict[str, FileIdentity]) 
 
 
 def check_graph_metadata(manifest: "Manifest", props: dict[str, str], *, directory: str | Path, graph: str) -> None:
-    """ArtifactError where the manifest's model name, mean or std differ from the metadata the export wrote into
-    ``graph`` itself (``props``; the manifest hashes the graph's bytes): an edit of manifest.json alone (mean 0, std 1)
-    passed every hash and changed every prediction."""
+    """ArtifactError where the manifest's model name, input size, mean or std differ from the metadata the export
+    wrote into ``graph`` itself (``props``; the manifest hashes the graph's bytes): an edit of manifest.json alone
+    (mean 0, std 1) passed every hash and changed every prediction."""
     problem = manifest_disagreement(manifest, props)
     if problem is not None:
         raise ArtifactError(
@@ -376,11 +393,19 @@ def check_graph_metadata(manifest: "Manifest", props: dict[str, str], *, directo
 
 
 def manifest_disagreement(manifest: "Manifest", props: dict[str, str]) -> str | None:
-    """Where the manifest's model name, mean or std differ from the graph's metadata, in words; None where they agree
-    or the graph records none."""
+    """Where the manifest's model name, input size, mean or std differ from the graph's metadata, in words; None where
+    they agree or the graph records none."""
     pre = manifest.preprocessing
     if "model_name" in props and props["model_name"] != manifest.model:
         return f"model {manifest.model!r}, the graph {props['model_name']!r}"
+    if "input_shape" in props and "input_size" in pre:
+        try:
+            recorded_shape = json.loads(props["input_shape"])
+        except ValueError:
+            return f"the graph's input_shape is unreadable ({props['input_shape'][:40]!r})"
+        sides = recorded_shape[2:] if isinstance(recorded_shape, list) else []
+        if len(sides) == 2 and all(isinstance(side, int) for side in sides) and sides != list(pre["input_size"]):
+            return f"preprocessing.input_size {list(pre['input_size'])}, the graph {sides}"
     for key in ("mean", "std"):
         if key not in props or key not in pre:
             continue

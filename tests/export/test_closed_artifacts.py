@@ -102,10 +102,15 @@ def test_unchanged_artifact_still_activates_and_runs(copy):
         (lambda m: m["inputs"][0].update(min_side=0), r"min_side must be a positive integer"),
         (lambda m: m["extra"]["source"].update(num_classes=0), "num_classes must be a positive integer"),
         (lambda m: m["files"]["model.onnx"].update(sha256="ab"), r"sha256 must be 64 hex digits"),
+        (lambda m: m["preprocessing"].update(color="BGR"), r"preprocessing.color is 'BGR', but the runtime's .* 'RGB'"),
+        (lambda m: m["preprocessing"].update(interpolation="nearest"), r"interpolation is 'nearest', but .*bilinear"),
+        (lambda m: m["preprocessing"].update(scale=1.0), r"preprocessing.scale is 1.0, but"),
+        (lambda m: m["preprocessing"].update(resize_shorter=500), r"resize_shorter is 500, but .* does \d+"),
     ],
     ids=[
         "files-null", "inputs-string", "size-string", "no-deploy", "source", "spec", "mean", "classes", "overrides",
         "dtype", "std-zero", "mean-nan", "std-inf", "shape-below-minus-1", "min-side-0", "classes-0", "sha256-short",
+        "color", "interpolation", "scale", "resize",
     ],
 )  # fmt: skip
 def test_malformed_manifest_is_one_line(copy, tmp_path, capsys, change, expected):
@@ -160,6 +165,19 @@ def test_one_preprocessing_field_edited_alone_is_caught(copy, field, value):
     edit_manifest(copy, lambda m: m["preprocessing"].update({field: value}))
     with pytest.raises(ArtifactError, match=rf"disagrees with the graph it deploys \(preprocessing\.{field} "):
         runtime.load(copy, backend="onnxruntime", threads=1).activate()
+
+
+def test_an_input_size_edited_alone_is_caught_by_the_runner_and_validate(copy, capsys):
+    from models.transforms import resize_for_crop
+
+    size = json.loads((copy / "manifest.json").read_text())["preprocessing"]["input_size"]
+    bigger = [side + 32 for side in size]  # and the resize that goes with it, so the manifest is self-consistent
+    resize = resize_for_crop(bigger[0])
+    edit_manifest(copy, lambda m: m["preprocessing"].update(input_size=bigger, resize_shorter=resize))
+    with pytest.raises(ArtifactError, match=r"disagrees with the graph it deploys \(preprocessing\.input_size \["):
+        runtime.load(copy, backend="onnxruntime", threads=1).activate()
+    assert load_script("validate").main([str(copy)]) == 2  # it passed, and infer then refused every image
+    assert f"(preprocessing.input_size {bigger}, the graph {size})" in capsys.readouterr().err
 
 
 def test_a_manifest_naming_another_model_is_caught_against_the_graph(copy, capsys):
