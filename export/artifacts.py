@@ -252,8 +252,10 @@ def _read_manifest(directory: str | Path, *, verify: bool) -> tuple[Manifest, di
             f"{directory} has no {MANIFEST_NAME}: not an artifact directory, or its export did not finish; "
             "run `sge-deploy export --model NAME --output DIR` to make one"
         )
-    if path.is_symlink() or path.stat().st_size > MAX_MANIFEST_BYTES:
-        raise ArtifactError(f"{path} is a symlink or larger than {MAX_MANIFEST_BYTES} bytes; re-export the model")
+    if path.is_symlink():
+        raise ArtifactError(f"{path} is a symlink; an artifact holds its own files: {COPY_FOLLOWING_LINKS}")
+    if path.stat().st_size > MAX_MANIFEST_BYTES:
+        raise ArtifactError(f"{path} is over {MAX_MANIFEST_BYTES} bytes, no manifest of ours; re-export the model")
     try:
         manifest = Manifest.from_dict(json.loads(path.read_bytes()))
     except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as err:
@@ -262,6 +264,10 @@ def _read_manifest(directory: str | Path, *, verify: bool) -> tuple[Manifest, di
     check_paths(directory, manifest)
     identities = verify_files(directory, manifest) if verify else {}
     return manifest, identities
+
+
+# symlinked artifacts come from DVC, git-annex or `cp -s`: a copy that follows the links is the artifact itself
+COPY_FOLLOWING_LINKS = "copy the directory with its links followed (cp -rL ART NEW) and use the copy"
 
 
 def check_relpath(relpath: str) -> str:
@@ -292,7 +298,7 @@ def check_paths(directory: str | Path, manifest: Manifest) -> None:
             if path.is_symlink():
                 raise ArtifactError(
                     f"{Path(directory) / relpath} is (or passes through) a symlink; an artifact holds its own files: "
-                    "copy the real file in and re-export, or re-export the model"
+                    f"{COPY_FOLLOWING_LINKS}"
                 )
 
 

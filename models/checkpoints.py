@@ -81,7 +81,12 @@ def first_line(err: BaseException) -> str:
     """The first line of an error's message (some have none, e.g. torch.load on an empty file), without terminal
     escape codes."""
     lines = strip_ansi(str(err)).strip().splitlines()
-    return lines[0][:200] if lines else "(no message)"
+    return clip(lines[0]) if lines else "(no message)"
+
+
+def clip(text: str, limit: int = 200) -> str:
+    """``text`` up to ``limit`` characters, cut at a word with "…" where it is longer (never mid-word)."""
+    return text if len(text) <= limit else text[:limit].rsplit(" ", 1)[0] + " …"
 
 
 def _numpy_scalar_globals() -> list:
@@ -111,7 +116,7 @@ def _unreadable(path: Path, err: Exception) -> "CheckpointError":
         )
     causes = [line.strip() for line in strip_ansi(str(err)).splitlines() if line.strip()]
     cause = next((line for line in causes if not line.startswith(_BOILERPLATE)), None)
-    said = f"{type(err).__name__}: {cause[:200]}" if cause else type(err).__name__
+    said = f"{type(err).__name__}: {clip(cause)}" if cause else type(err).__name__
     return CheckpointError(
         f"cannot read checkpoint {path} ({said}); expected a torch.save'd state dict (.pth/.pt/.pth.tar) or a "
         ".safetensors file"

@@ -73,7 +73,7 @@ def get_config(name: str) -> ModelConfig:
     try:
         return MODEL_CONFIGS[name]
     except KeyError:
-        close = get_close_matches(name, MODEL_CONFIGS, n=3, cutoff=0.5)
+        close = get_close_matches(name.lower(), MODEL_CONFIGS, n=3, cutoff=0.5)  # SGE_ResNet50 → sge_resnet50
         hint = f"did you mean {', '.join(close)}? " if close else ""
         raise UnknownModelError(
             f"unknown model {name!r}; {hint}run `sge-deploy export --list-models` for all {len(MODEL_CONFIGS)} names"

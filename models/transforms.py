@@ -42,22 +42,22 @@ class ImageReadError(ValueError):
 
 def load_image(path: str | Path) -> np.ndarray:
     """Read an image file as an (H, W, 3) uint8 RGB array (see the module docstring for what is converted)."""
+    too_large = f"more than the {MAX_IMAGE_PIXELS:,} pixels this tool decodes; downscale it first"
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as img:
                 if img.width * img.height > MAX_IMAGE_PIXELS:
-                    raise ImageReadError(
-                        f"image {path} is {img.width}×{img.height} pixels, more than the {MAX_IMAGE_PIXELS:,} this "
-                        "tool decodes; downscale it first"
-                    )
+                    raise ImageReadError(f"image {path} is {img.width}×{img.height} pixels, {too_large}")
                 try:
                     return decode_rgb8(img)
                 except ImageReadError as err:  # what the file holds: say which file
                     raise ImageReadError(f"image {path}: {err}") from None
     except ImageReadError:
         raise
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:  # Pillow's own check, in open()
+        raise ImageReadError(f"image {path} has {too_large}") from err
+    except (OSError, ValueError, SyntaxError) as err:
         raise ImageReadError(f"cannot read image {path}: {err}; give a JPEG or PNG file") from err
 
 

@@ -174,6 +174,34 @@ def check_output_paths(
                 )
 
 
+def check_outside_artifacts(**folders: str | Path | None) -> None:
+    """Refuse an output folder inside an existing artifact (``check_output_paths`` does so for files): its files
+    would be strays there, warned about on every load and refused by the next export."""
+    for key, folder in folders.items():
+        if folder is None:
+            continue
+        artifact = enclosing_artifact(folder)
+        if artifact is not None:
+            raise OutputPathError(
+                f"--{key.replace('_', '-')} {folder} lies in the artifact {artifact}, whose files are hashed; give a "
+                "folder outside it"
+            )
+
+
+def enclosing_artifact(path: str | Path) -> Path | None:
+    """The nearest folder above ``path`` that is an artifact (its manifest.json loads as an sge-deploy manifest)."""
+    from export.artifacts import MANIFEST_NAME, ArtifactError, load_manifest
+
+    for parent in Path(path).resolve().parents:
+        if (parent / MANIFEST_NAME).is_file():
+            try:
+                load_manifest(parent, verify=False)
+            except ArtifactError:
+                continue  # another tool's manifest.json: not an artifact
+            return parent
+    return None
+
+
 def is_stdout(path: str | Path | None) -> bool:
     """``-`` as an output path (``--json -``) means standard output."""
     return path is not None and str(path) == "-"

@@ -53,6 +53,8 @@ def load_dataset(root: str | Path, *, labels_file: str | Path | None = None, lim
     if labels_file is not None:
         images, labels = _read_labels(root, Path(labels_file))
         kind = "labels-file"
+        if not images:
+            raise DatasetError(f"{labels_file} lists no images; give lines of '<relative image path> <class index>'")
     else:
         from runtime.labels import imagenet_wordnet_ids
 

@@ -148,12 +148,14 @@ class TorchRunner(SourceRunner):
         from models import CheckpointError
         from models.atomic import file_sha256
 
+        where = (
+            "give the checkpoint (runtime.load(..., checkpoint=PATH), validate --checkpoint PATH), or use the exported "
+            "graph, which needs none (--backend onnxruntime; evaluate --reference onnxruntime)"
+        )
         if not Path(checkpoint).is_file():
-            raise CheckpointError(f"the artifact was exported from {checkpoint}, which is gone; pass checkpoint=PATH")
+            raise CheckpointError(f"the artifact was exported from {checkpoint}, which is gone; {where}")
         if file_sha256(checkpoint) != recorded:
-            raise CheckpointError(
-                f"{checkpoint} changed since the export (sha256 differs); re-export, or pass checkpoint=PATH"
-            )
+            raise CheckpointError(f"{checkpoint} changed since the export (sha256 differs); re-export, or {where}")
 
     def _activate_impl(self) -> None:
         torch = import_backend("torch", backend="torch", install="'sge-deploy[export]' (PyTorch and the models)")

@@ -25,6 +25,7 @@ from runtime.cli import (
     OutputPathError,
     check_output_dir,
     check_output_paths,
+    check_outside_artifacts,
     make_console,
     make_parser,
     options_given,
@@ -300,6 +301,7 @@ def _main(argv: list[str] | None, prog: str | None) -> int:
         # before the work; nothing inside the artifact, which would hold a file its manifest does not record
         check_output_paths(json=args.json, inputs=[args.checkpoint, *(args.images or ())], artifacts=[args.output])
         check_repository_outside(args)
+        check_outside_artifacts(output=args.output, triton_repo=args.triton_repo)
         if args.output is not None:  # a read-only parent would fail at the lock file, naming it rather than --output
             check_output_dir(args.output, flag="--output")
         if args.triton_repo is not None:

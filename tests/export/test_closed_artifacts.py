@@ -56,8 +56,20 @@ def test_a_symlink_out_of_the_directory_is_refused(copy, tmp_path):
     outside = tmp_path / "elsewhere.onnx"
     shutil.move(copy / "model.onnx", outside)
     (copy / "model.onnx").symlink_to(outside)  # same bytes, same hash
-    with pytest.raises(ArtifactError, match="symlink"):
+    with pytest.raises(ArtifactError, match=r"model\.onnx is \(or passes through\) a symlink; .*cp -rL"):
         runtime.load(copy, backend="onnxruntime")
+
+
+def test_a_symlinked_manifest_is_named_as_such_with_the_fix(copy, tmp_path):
+    linked = tmp_path / "linked"  # as DVC or git-annex leave a checkout: every file a link
+    linked.mkdir()
+    for path in copy.iterdir():
+        (linked / path.name).symlink_to(path)
+    with pytest.raises(ArtifactError, match=r"manifest\.json is a symlink; .*\(cp -rL ART NEW\)"):
+        runtime.load(linked, backend="onnxruntime")
+    shutil.copytree(linked, tmp_path / "followed", symlinks=False)  # what the message says to do
+    with runtime.load(tmp_path / "followed", backend="onnxruntime", threads=1) as runner:
+        assert runner.is_active
 
 
 @pytest.mark.parametrize("how", ["replaced", "rewritten"])
@@ -281,3 +293,18 @@ def test_validate_refuses_a_graph_the_manifest_does_not_record(copy):
     (copy / "stray.onnx").write_bytes((copy / "model.onnx").read_bytes())  # on disk, but never recorded
     with pytest.raises(ArtifactError, match=r"records no ONNX file stray\.onnx; it has .*model\.onnx"):
         validate.validate_artifact(copy, graphs=["stray.onnx"])
+
+
+@pytest.mark.parametrize("flag", ["--output", "--triton-repo"])
+def test_an_export_into_a_folder_inside_an_artifact_is_refused_before_the_work(copy, tmp_path, capsys, flag):
+    from runtime.commands import export
+
+    before = sorted(p.name for p in copy.iterdir())
+    output = copy / "sub" if flag == "--output" else tmp_path / "out"
+    args = ["--model", "resnet18", "--output", str(output)]
+    if flag == "--triton-repo":
+        args += ["--triton-repo", str(copy / "triton")]
+    assert export.main(args) == 2
+    err = capsys.readouterr().err
+    assert f"lies in the artifact {copy}, whose files are hashed" in err and err.count("\n") == 1, err
+    assert sorted(p.name for p in copy.iterdir()) == before  # no sub/, no lock file left in the artifact

@@ -58,6 +58,9 @@ def test_labels_file_and_unlabelled(tmp_path):
     with pytest.raises(DatasetError, match="no images"):
         (tmp_path / "empty").mkdir()
         load_dataset(tmp_path / "empty")
+    (tmp_path / "none.txt").write_text("\n")
+    with pytest.raises(DatasetError, match=r"none\.txt lists no images; give lines of"):
+        load_dataset(tmp_path, labels_file=tmp_path / "none.txt")
 
 
 def test_target_result_counts_accuracy_and_agreement():

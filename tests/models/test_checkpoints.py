@@ -276,3 +276,12 @@ def test_a_timm_se_checkpoint_with_its_rounded_hidden_widths_loads(tmp_path: Pat
     with torch.no_grad():
         assert torch.equal(loaded(x), timm_like.eval()(x))
     assert build_model("se_resnet18").layer1[0].se.fc1.out_channels == 4  # without a checkpoint: the paper's C/16
+
+
+def test_a_long_cause_is_cut_at_a_word_not_mid_sentence():
+    from models.checkpoints import clip
+
+    text = "PytorchStreamReader failed " + "reading zip archive " * 20
+    cut = clip(text)
+    assert len(cut) <= 202 and cut.endswith(" …") and text.startswith(cut[:-2]) and text[len(cut) - 2] == " "
+    assert clip("short cause") == "short cause"

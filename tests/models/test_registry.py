@@ -78,6 +78,8 @@ def test_basic_block_applies_attention_before_the_residual_add(stage: str) -> No
 def test_unknown_model_lists_close_matches() -> None:
     with pytest.raises(UnknownModelError, match="did you mean sge_resnet50"):
         create_model("sge_resnet05")
+    with pytest.raises(UnknownModelError, match="'SGE_ResNet50'; did you mean sge_resnet50,"):  # as the paper spells it
+        create_model("SGE_ResNet50")
 
 
 def test_block_overrides_reach_every_stage_or_each_stage() -> None:

@@ -192,7 +192,7 @@ def test_torch_refuses_a_checkpoint_changed_since_export(artifact, tmp_path):
         runner.activate()
     checkpoint.unlink()
     threads = torch.get_num_threads()
-    with pytest.raises(models.CheckpointError, match="which is gone"):
+    with pytest.raises(models.CheckpointError, match=r"which is gone; give the checkpoint .*--backend onnxruntime"):
         runtime.load(copy, backend="torch", threads=threads + 1).activate()
     assert torch.get_num_threads() == threads  # a failed activation leaves the process's thread count alone
 

@@ -88,7 +88,7 @@ def bomb_png(path, width, height):
 @pytest.mark.parametrize("side", [20_000, 9_500], ids=["400MP", "90MP"])
 def test_decompression_bomb_is_refused_from_its_header(tmp_path, side):
     assert side * side > MAX_IMAGE_PIXELS
-    with pytest.raises(ImageReadError, match=r"downscale it first|decompression bomb"):
+    with pytest.raises(ImageReadError, match=r"more than the 89,478,485 pixels this tool decodes; downscale it first"):
         load_image(bomb_png(tmp_path / "bomb.png", side, side))
 
 
