@@ -53,6 +53,12 @@ def top_k(logits: np.ndarray, k: int = 5, *, labels: list[str] | None = None) ->
         raise ValueError(f"k must be at least 1; got {k}")
     if labels is not None and len(labels) != logits.shape[1]:
         raise LabelsError(f"{len(labels)} labels for {logits.shape[1]} classes; give one label per class")
+    rows = np.flatnonzero(~np.isfinite(logits).all(axis=1))
+    if rows.size:  # ORT and torch carry a NaN/Inf input through: no ranking of NaN means anything
+        raise ValueError(
+            f"the logits of row(s) {', '.join(map(str, rows[:5]))} hold NaN/Inf (the input did, or overflowed): "
+            "check the preprocessing, or load the runner with check_finite=True to refuse such input"
+        )
     probs = softmax(logits.astype(np.float64))
     k = min(k, logits.shape[1])
     order = np.argsort(-probs, axis=1, kind="stable")[:, :k]

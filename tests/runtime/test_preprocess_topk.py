@@ -76,6 +76,10 @@ def test_top_k_orders_by_probability_and_uses_labels():
     # logits far past exp's float32 range (an FP16 or untrained model): shifted first, never Inf/Inf
     assert top_k(np.array([[1000.0, 0.0]], np.float32), 1)[0][0].probability == pytest.approx(1.0)
     assert len(top_k(logits, 10)[0]) == 4 and top_k(logits, 1)[0][0].label == "class 1"
+    broken = logits.copy()
+    broken[1, 2] = np.nan  # what ORT gives for an input holding NaN: no ranking, one line that says what to do
+    with pytest.raises(ValueError, match=r"logits of row\(s\) 1 hold NaN/Inf .*check_finite=True"):
+        top_k(broken, 1)
 
 
 def test_labels_file_must_fit_the_classes(tmp_path):
