@@ -6,7 +6,8 @@ body is a 500 too. The gate listens on the public HTTP port, Triton on a private
 inference request it checks, from the headers and the request's JSON header alone: a declared Content-Length no
 larger than the largest valid request (else 413), parseable JSON, the input's name, datatype and rank, a batch of
 1..max_batch, the fixed dimensions, and that the data (binary or JSON) holds exactly as many values as the shape
-says; anything else gets HTTP 400 with one line saying why. What passes is forwarded byte for byte; every other
+says; anything else gets HTTP 400 with one line saying why. What passes is forwarded byte for byte, under the
+Content-Type of what it is (a valid JSON request sent as form-urlencoded, curl's default, crashed Triton); every other
 endpoint (health, metadata, metrics live on their own port) is forwarded as it is. ``check_infer_request`` is the
 pure check, tested without a server.
 """
@@ -253,6 +254,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self._handle()
 
     def _handle(self) -> None:
+        content_type = None  # as the client sent it
         try:
             body = self._read_body()
             if self.command == "POST" and urlsplit(self.path).path.rstrip("/").endswith("/infer"):
@@ -263,10 +265,13 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                     got = length[:20]
                     raise RequestRejected(f"Inference-Header-Content-Length must be an integer; got {got!r}") from None
                 check_infer_request(body, header_length=header_length, limits=self.server.limits)
+                # what the checked body is, whatever the client called it: Triton 2.x crashed (SIGSEGV, the whole
+                # server) on a valid JSON request of a few MB sent as curl's default form-urlencoded
+                content_type = "application/json" if header_length is None else "application/octet-stream"
         except RequestRejected as err:
             self._reply(err.status, {"Content-Type": "application/json"}, json.dumps({"error": str(err)}).encode())
             return
-        self._forward(body)
+        self._forward(body, content_type=content_type)
 
     def _refuse_unread(self, message: str, status: int) -> RequestRejected:
         self.close_connection = True  # the unread body must not be taken for the next request
@@ -289,10 +294,13 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             raise self._refuse_unread(f"the body ended after {len(body)} of its {length} bytes", 400)
         return body
 
-    def _forward(self, body: bytes) -> None:
+    def _forward(self, body: bytes, *, content_type: str | None = None) -> None:
         upstream = self.server.connection()
         # http.client sets Content-Length from the body it sends: the client's own header is not forwarded
-        headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_BY_HOP | {"expect", "content-length"}}
+        dropped = _HOP_BY_HOP | {"expect", "content-length"} | ({"content-type"} if content_type else set())
+        headers = {k: v for k, v in self.headers.items() if k.lower() not in dropped}
+        if content_type:
+            headers["Content-Type"] = content_type
         try:
             upstream.request(self.command, self.path, body=body or None, headers=headers)
             response = upstream.getresponse()

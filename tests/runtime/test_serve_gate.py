@@ -1,6 +1,11 @@
 """The serving gate's request check (no server): what Triton would allocate for, or answer with 500, is a 400."""
 
+import contextlib
+import http.client
+import http.server
 import json
+import threading
+from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -110,42 +115,59 @@ def test_a_body_that_is_not_utf8_is_refused():
         check_infer_request(body, header_length=None, limits=LIMITS)
 
 
-def test_a_stopped_gate_keeps_no_client_or_upstream_connection():
-    import http.client
-    import http.server
-    import threading
+class Upstream(http.server.BaseHTTPRequestHandler):
+    """Triton's place behind the gate: answers every request, and records each POST's Content-Type."""
 
+    protocol_version = "HTTP/1.1"
+    received: ClassVar[list[str | None]] = []
+
+    def do_GET(self):
+        self._answer(b"ok")
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers["Content-Length"]))
+        Upstream.received.append(self.headers.get("Content-Type"))
+        self._answer(b"{}")
+
+    def _answer(self, data):
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args):
+        pass
+
+
+@contextlib.contextmanager
+def gate_before_upstream():
+    """A gate on a free loopback port in front of ``Upstream``; yields (gate, client connection to the gate)."""
     from runtime.serve import _free_loopback_port
     from runtime.serve_gate import RequestGate
 
-    class Upstream(http.server.BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def do_GET(self):
-            self.send_response(200)
-            self.send_header("Content-Length", "2")
-            self.end_headers()
-            self.wfile.write(b"ok")
-
-        def log_message(self, *args):
-            pass
-
+    Upstream.received = []
     upstream = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Upstream)
     threading.Thread(target=upstream.serve_forever, daemon=True).start()
     port = _free_loopback_port()
     gate = RequestGate("127.0.0.1", port, upstream=upstream.server_address, limits=LIMITS).start()
     client = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     try:
+        yield gate, client
+    finally:
+        client.close()
+        gate.stop()
+        upstream.shutdown()
+        upstream.server_close()
+
+
+def test_a_stopped_gate_keeps_no_client_or_upstream_connection():
+    with gate_before_upstream() as (gate, client):
         client.request("GET", "/v2/health/ready")
         assert client.getresponse().read() == b"ok"  # the client and the gate's upstream connection stay open
         gate.stop()
         assert client.sock.recv(1) == b""  # closed by the gate, not left to its keep-alive
         upstreams = gate._server._upstreams
         assert upstreams and all(conn.sock is None for conn in upstreams)  # the one it opened, now closed
-    finally:
-        client.close()
-        upstream.shutdown()
-        upstream.server_close()
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
@@ -213,3 +235,17 @@ def test_one_bound_on_a_symbolic_side_for_runners_the_gate_and_grpc():
     assert "at least 33×33" in dynamic.side_refusal(32, 64)
     assert TensorSpec("input", ("batch", 3, 2048, 2048)).side_refusal(2048, 2048) is None
     assert "above 1024" in TensorSpec("input", ("batch", 3, 2048, "width")).side_refusal(2048, 1025)
+
+
+@pytest.mark.parametrize("sent", ["application/x-www-form-urlencoded", None])
+def test_a_checked_request_reaches_triton_under_the_content_type_of_what_it_is(sent):
+    headers = {"Content-Type": sent} if sent else {}  # curl -d sends form-urlencoded
+    with gate_before_upstream() as (_, client):
+        client.request("POST", "/v2/models/m/infer", body=json_body([1, 3, 8, 8], [0.5] * VALUES), headers=headers)
+        answer = client.getresponse()
+        assert answer.status == 200 and answer.read() == b"{}"
+        body, length = binary_body([1, 3, 8, 8], np.zeros(VALUES, np.float32).tobytes())
+        binary_headers = {**headers, "Inference-Header-Content-Length": str(length)}
+        client.request("POST", "/v2/models/m/infer", body=body, headers=binary_headers)
+        assert client.getresponse().status == 200
+    assert Upstream.received == ["application/json", "application/octet-stream"]
