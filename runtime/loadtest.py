@@ -12,6 +12,7 @@ batch, truncated JSON, garbage, negative dimensions, too little data, in turn): 
 (counted as ``rejected``), while every good request must still succeed; anything else counts as an error.
 """
 
+import http.client
 import ipaddress
 import logging
 import threading
@@ -31,6 +32,11 @@ PROTOCOLS = ("http", "grpc")
 MAX_BATCH_SIZE = 1024  # images per request: above any server's --max-batch here, and bounded in client memory
 PERCENTILES = (50, 90, 95, 99)
 DTYPES = {"FP32": np.float32, "FP16": np.float16, "FP64": np.float64, "UINT8": np.uint8, "INT64": np.int64}
+
+
+# a level stops when this many requests in a row failed over at least this long: the server has gone (a restart
+# or a brief overload answers again within that time)
+GONE_AFTER_FAILURES, GONE_AFTER_S = 20, 2.0
 
 
 class LoadTestError(ValueError):
@@ -90,6 +96,7 @@ class LevelResult:
     latency_ms: dict[str, float]  # mean, p50, p90, p95, p99, min, max
     first_error: str | None = None
     rejected: int = 0  # malformed requests (bad_every) answered 4xx, as they must be
+    stopped: str | None = None  # why the level ended before its time (the server stopped answering)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -102,6 +109,7 @@ class LevelResult:
             "latency_ms": {k: round(v, 3) for k, v in self.latency_ms.items()},
             "first_error": self.first_error,
             "rejected": self.rejected,
+            "stopped": self.stopped,
         }
 
 
@@ -256,6 +264,11 @@ def model_metadata(address: str, model: str, *, protocol: str) -> dict[str, Any]
         raise LoadTestError(
             f"cannot reach {protocol}://{address} ({err}); is the server running on that port?"
         ) from err
+    except http.client.HTTPException as err:  # geventhttpclient's parse error: an answer that is not HTTP
+        raise LoadTestError(
+            f"{address} does not answer in HTTP ({type(err).__name__}); is it the gRPC port? give the server's HTTP "
+            "port, or a grpc:// URL to test gRPC"
+        ) from err
     finally:
         client.close()
     if not ready:
@@ -315,6 +328,26 @@ def run_level(
         window["deadline"] = window["begin"] + config.duration_s
 
     barrier = threading.Barrier(concurrency, action=open_window)
+    streak = {"failures": 0, "since": 0.0}  # failures since the last answer, and when the first of them came
+    stopped: list[str] = []
+
+    def failed(problem: str) -> None:  # with the lock held
+        errors.append(problem)
+        now = time.perf_counter()
+        if streak["failures"] == 0:
+            streak["since"] = now
+        streak["failures"] += 1
+        quiet = now - streak["since"]
+        if not stopped and streak["failures"] >= GONE_AFTER_FAILURES and quiet >= GONE_AFTER_S:
+            stopped.append(
+                f"the server stopped answering after {len(latencies)} answers ({streak['failures']} requests failed "
+                f"in a row over {quiet:.1f} s; first: {errors[0]}); check that it is still running"
+            )
+            window["deadline"] = now  # no more tickets: the level ends, and the command with it
+
+    def answered(elapsed: float) -> None:  # with the lock held
+        latencies.append(elapsed)
+        streak["failures"] = 0
 
     def take_ticket() -> bool:
         with lock:
@@ -360,11 +393,11 @@ def run_level(
                 client.infer()
             except Exception as err:
                 with lock:
-                    errors.append(failure(err))
+                    failed(failure(err))
                 continue
             elapsed = time.perf_counter() - t0
             with lock:
-                latencies.append(elapsed)
+                answered(elapsed)
 
     threads = [threading.Thread(target=work, args=(c,), daemon=True) for c in clients]
     try:
@@ -391,6 +424,7 @@ def run_level(
         latency_ms=percentiles(latencies),
         first_error=errors[0] if errors else None,
         rejected=rejected[0],
+        stopped=stopped[0] if stopped else None,
     )
 
 
@@ -431,4 +465,6 @@ def run_load(url: str, *, model: str, config: LoadConfig = LoadConfig(), batch: 
             level.latency_ms.get("p50", float("nan")),
         )
         report.levels.append(level)
+        if level.stopped:  # the next levels would only count failures
+            break
     return report

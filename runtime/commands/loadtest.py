@@ -162,6 +162,10 @@ def _main(argv: list[str] | None, prog: str | None) -> int:
         write_json_output(args.json, {**provenance, **report.to_dict(), **extra})
         if not is_stdout(args.json):
             console.print(f"wrote {args.json}")
+    gone = next((level.stopped for level in report.levels if level.stopped), None)
+    if gone:
+        print(f"error: {' '.join(gone.split())}", file=sys.stderr)
+        return EXIT_FAILED
     failed = [level for level in report.levels if level.errors]
     if failed:
         first = " ".join(str(failed[0].first_error).split())

@@ -40,6 +40,51 @@ def test_a_connection_closed_mid_run_is_counted_not_lost(monkeypatch):
     assert level.first_error == "HTTPException: connection closed."
 
 
+def test_a_server_that_stopped_answering_ends_the_level_and_the_command(monkeypatch, capsys):
+    from runtime.commands import loadtest as command
+
+    monkeypatch.setattr(loadtest, "_Client", ServerGoneClient)
+    monkeypatch.setattr(loadtest, "GONE_AFTER_S", 0.2)
+    meta = {"inputs": [{"name": "input", "datatype": "FP32"}], "outputs": [{"name": "output"}], "max_batch_size": 8}
+    monkeypatch.setattr(loadtest, "model_metadata", lambda *args, **kwargs: meta)
+    monkeypatch.setattr(loadtest, "make_batch", lambda *args, **kwargs: np.zeros((1, 3, 8, 8), np.float32))
+    config = LoadConfig(concurrency=(2, 4), duration_s=30.0, max_requests=10**9)
+    report = loadtest.run_load("http://127.0.0.1:1", model="m", config=config)
+    (level,) = report.levels  # the second level never ran: it would only count failures
+    assert level.elapsed_s < 5 and level.stopped.startswith("the server stopped answering after ")
+    assert "requests failed in a row over" in level.stopped and "check that it is still running" in level.stopped
+    monkeypatch.setattr(command, "run_load", lambda *args, **kwargs: report)
+    assert command.main(["http://127.0.0.1:1", "--model-name", "m", "--concurrency", "2", "--duration", "30"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: the server stopped answering after ")
+
+
+def test_an_http_test_of_a_port_that_does_not_speak_http_is_one_line():
+    import socket
+    import threading
+
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def answer_like_grpc():  # an HTTP/2 SETTINGS frame, as a gRPC port sends to an HTTP/1.1 client
+        for _ in range(3):
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            with conn:
+                conn.recv(65536)
+                conn.sendall(b"\x00\x00\x06\x04\x00\x00\x00\x00\x00\x00\x03\x00\x00\x00\x64")
+
+    threading.Thread(target=answer_like_grpc, daemon=True).start()
+    address = f"127.0.0.1:{listener.getsockname()[1]}"
+    try:
+        with pytest.raises(LoadTestError, match=r"does not answer in HTTP .*is it the gRPC port\?") as err:
+            loadtest.model_metadata(address, "m", protocol="http")
+    finally:
+        listener.close()
+    assert "\n" not in str(err.value)
+
+
 @pytest.mark.parametrize("url", ["http://127.0.0.1:99999", "http://[::1", "http://127.0.0.1:abc"])
 def test_a_malformed_url_is_one_line(url):
     with pytest.raises(
