@@ -231,7 +231,21 @@ class Terminated(KeyboardInterrupt):
 
 
 def _raise_terminated(signum: int, frame: object) -> None:
+    _quiet_in_gevent(Terminated)
     raise Terminated
+
+
+def _quiet_in_gevent(error: type[BaseException]) -> None:
+    """Raised while gevent's hub runs (tritonclient's HTTP client, also inside PyTriton's start-up), ``error`` was
+    printed as a traceback before being passed on: add it to the hub's errors that are not printed (the class's and
+    this thread's hub's own, which geventhttpclient extends)."""
+    module = sys.modules.get("gevent.hub")
+    if module is None:
+        return
+    hub = getattr(module, "_get_hub", lambda: None)()  # None where this thread runs no hub
+    for holder in (module.Hub, hub):
+        if holder is not None and not issubclass(error, holder.NOT_ERROR):
+            holder.NOT_ERROR = (*holder.NOT_ERROR, error)
 
 
 def run_main(main: Callable[[list[str] | None], int], argv: Sequence[str] | None) -> int:

@@ -160,3 +160,9 @@ def add_threads(parser: argparse.ArgumentParser, *, default=None, help: str) -> 
 
 def add_json(parser: argparse.ArgumentParser, *, default=None, help: str) -> argparse.Action:
     return _add(parser, "--json", type=Path, metavar="PATH|-", default=default, help=f"{help} (- for standard output)")
+
+
+def artifact_directory(text: str) -> Path:
+    """A positional artifact argument: the directory, or its manifest.json (as infer and runtime.load take it)."""
+    path = Path(text)
+    return path.parent if path.name == "manifest.json" and path.is_file() else path

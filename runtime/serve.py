@@ -16,6 +16,7 @@ transport, which makes multi-instance start-up reliable) and says why.
 """
 
 import contextlib
+import errno
 import logging
 import os
 import socket
@@ -289,6 +290,11 @@ def check_ports_free(config: ServeConfig) -> None:
             try:
                 sock.bind((config.host, port))
             except OSError as err:
+                if err.errno in (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT):  # the address, not the port
+                    raise ServeError(
+                        f"--host {config.host} is not an address of this machine ({err.strerror}); give one of its "
+                        "own, 127.0.0.1 for this machine only or 0.0.0.0 for every interface"
+                    ) from None
                 taken.append((key, f"{key} {port} ({err.strerror})"))
     if taken:
         flags = ", ".join(PORT_FLAGS[key] for key, _ in taken)

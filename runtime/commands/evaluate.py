@@ -19,7 +19,7 @@ from runtime.cli import (
     run_main,
     write_json_output,
 )
-from runtime.cli_flags import add_backends, add_batch_size, add_json, add_threads, backend_name
+from runtime.cli_flags import add_backends, add_batch_size, add_json, add_threads, artifact_directory, backend_name
 
 
 def main(argv: list[str] | None = None, *, prog: str | None = None) -> int:
@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None, *, prog: str | None = None) -> int:
 
 def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     parser = make_parser(__doc__.split("\n\n")[0], prog=prog)
-    parser.add_argument("artifact", type=Path, help="artifact directory")
+    parser.add_argument("artifact", type=artifact_directory, help="artifact directory")
     parser.add_argument("--data", type=Path, required=True, help="ImageFolder directory, or images with --labels")
     parser.add_argument("--labels", type=Path, help="lines of '<relative image path> <class index>'")
     add_backends(

@@ -4,13 +4,14 @@
         [--grpc-port 8001] [--metrics-port 8002] [--max-batch 32] [--queue-delay-us 500] [--instances N]
         [--exit-timeout 10] [--threads N] [--host 127.0.0.1]
 
-Runs until Ctrl+C (SIGINT) or SIGTERM, then exits 0; 1 when Triton did not stop cleanly.
+Runs until Ctrl+C (SIGINT) or SIGTERM (SIGTERM only where started in the background with SIGINT ignored), then exits
+0; 1 when Triton did not stop cleanly.
 """
 
 import argparse
 import logging
+import os
 import sys
-from pathlib import Path
 
 from rich.table import Table
 
@@ -18,13 +19,13 @@ from export.artifacts import ArtifactError, load_manifest
 from runtime import UnknownBackendError
 from runtime.backends.base import BackendUnavailableError
 from runtime.cli import EXIT_FAILED, EXIT_INPUT, make_console, make_parser, run_main
-from runtime.cli_flags import add_backends, add_model_name, add_threads, precision_option
+from runtime.cli_flags import add_backends, add_model_name, add_threads, artifact_directory, precision_option
 from runtime.serve import ServeConfig, ServeConfigError, ServeError, serve_artifact
 
 
 def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     parser = make_parser(__doc__.split("\n\n")[0], prog=prog)
-    parser.add_argument("artifact", type=Path, help="artifact directory (from sge-deploy export)")
+    parser.add_argument("artifact", type=artifact_directory, help="artifact directory (from sge-deploy export)")
     add_backends(parser, default="onnxruntime", one=True, help="runtime backend that runs the model")
     add_model_name(parser, help="name clients use (default: the artifact's model name)")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0 for every interface)")
@@ -99,10 +100,20 @@ def _main(argv: list[str] | None, prog: str | None) -> int:
     table.add_row("metadata", f"{config.urls['http']}/v2/models/{model_name}")
     table.add_row("infer", f"{config.urls['http']}/v2/models/{model_name}/infer")
     console.print(table)
-    console.print("Ctrl+C (SIGINT) or SIGTERM stops the server.")
+    console.print(stop_hint())
     server.serve_forever()  # Ctrl-C or SIGTERM (run_main raises it as Terminated) stops it: its normal end
     problem = server.exit_problem()
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         return EXIT_FAILED
     return 0
+
+
+def stop_hint() -> str:
+    """How to stop the server: a job started in the background by a script inherits SIGINT ignored (so that Ctrl+C
+    in the terminal leaves it running), and then only SIGTERM stops it; PyTriton's own line says SIGINT regardless."""
+    import signal
+
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        return f"SIGINT is ignored in this process (started in the background): stop it with kill {os.getpid()}."
+    return "Ctrl+C (SIGINT) or SIGTERM stops the server."

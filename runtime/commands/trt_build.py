@@ -11,16 +11,16 @@ Exit codes: 0 built and validated, 1 validation failed (the files stay for inspe
 import argparse
 import logging
 import sys
-from pathlib import Path
 
 from runtime.cli import EXIT_INPUT, EXIT_NO_ENGINE, EXIT_PARITY, make_parser, run_main
+from runtime.cli_flags import artifact_directory
 
 
 def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     from export.trt.cli import add_trt_arguments
 
     p = make_parser(__doc__, prog=prog)
-    p.add_argument("artifact", type=Path, help="artifact directory written by sge-deploy export")
+    p.add_argument("artifact", type=artifact_directory, help="artifact directory written by sge-deploy export")
     add_trt_arguments(p, required=True)
     p.add_argument("-v", "--verbose", action="store_true", help="log progress, and TensorRT's log at VERBOSE")
     return p

@@ -21,12 +21,12 @@ from runtime.cli import (
     run_main,
     write_json_output,
 )
-from runtime.cli_flags import add_backends, add_batch_sizes, add_json
+from runtime.cli_flags import add_backends, add_batch_sizes, add_json, artifact_directory
 
 
 def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     p = make_parser(__doc__, prog=prog)  # no export/torch import here: --help works without torch
-    p.add_argument("directory", type=Path, help="artifact directory (with manifest.json)")
+    p.add_argument("directory", type=artifact_directory, help="artifact directory (with manifest.json)")
     add_backends(p, default="onnxruntime", one=True, help="the backend checked against eager PyTorch: onnxruntime")
     p.add_argument("--images", nargs="+", type=Path, metavar="FILE", help="photographs (default: bundled)")
     add_batch_sizes(p, help="parity batch sizes, e.g. 1,3,8 (default: the export's)")

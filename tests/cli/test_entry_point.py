@@ -196,6 +196,28 @@ def test_sigterm_mid_export_cleans_up_as_ctrl_c_does(tmp_path):
     assert list(tmp_path.iterdir()) in ([], [tmp_path / ".out.lock"])  # no staging folder, no artifact
 
 
+GEVENT_WAIT = """
+import os, signal, threading
+import gevent, gevent.hub
+from socket import gaierror
+from runtime.cli import run_main
+
+def main(argv):
+    gevent.get_hub().NOT_ERROR += (gaierror,)  # as geventhttpclient does to the hub of its thread
+    threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGTERM)).start()
+    gevent.sleep(30)  # as PyTriton's client waits for Triton, with gevent's hub running
+    return 0
+
+raise SystemExit(run_main(main, []))
+"""
+
+
+def test_sigterm_while_gevent_waits_is_one_line_not_a_traceback():
+    """SIGTERM during serve's start-up printed gevent's traceback of Terminated before the exit."""
+    child = subprocess.run([sys.executable, "-c", GEVENT_WAIT], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert child.returncode == 143 and child.stderr == "terminated\n", child.stderr
+
+
 def test_validate_refuses_a_backend_it_does_not_check_before_any_work(tmp_path, capsys):
     from runtime.commands import validate
 

@@ -1,5 +1,6 @@
 """The shared flags mean the same in every script: --version, no abbreviations, defaults in --help."""
 
+import importlib
 import importlib.util
 from pathlib import Path
 
@@ -77,3 +78,14 @@ def test_benchmark_openvino_errors_go_to_stderr(capsys):
     assert script.main(["--base", "/nonexistent/base", "--sge", "/nonexistent/sge"]) == 2
     captured = capsys.readouterr()
     assert captured.out == "" and captured.err.startswith("error: /nonexistent/") and "manifest.json" in captured.err
+
+
+@pytest.mark.parametrize("command", ["serve", "validate", "evaluate", "trt_build"])
+def test_an_artifact_may_be_named_by_its_manifest(command, tmp_path):
+    """infer and runtime.load took ART/manifest.json; serve and validate said it had no manifest.json."""
+    module = importlib.import_module(f"runtime.commands.{command}")
+    (tmp_path / "manifest.json").write_text("{}")
+    extra = {"evaluate": ["--data", str(tmp_path)], "trt_build": ["--trt", "fp16"]}.get(command, [])
+    for given in (tmp_path / "manifest.json", tmp_path):
+        args = module.build_parser().parse_args([str(given), *extra])
+        assert vars(args)["directory" if command == "validate" else "artifact"] == tmp_path

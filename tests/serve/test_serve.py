@@ -576,6 +576,15 @@ def test_a_port_another_program_holds_is_named_with_its_flag():
             check_ports_free(config)
 
 
+def test_a_host_that_is_not_this_machines_is_named_not_the_ports():
+    from runtime.serve import check_ports_free
+
+    http, grpc, metrics = free_ports(3)
+    config = ServeConfig(model_name="m", host="192.0.2.1", http_port=http, grpc_port=grpc, metrics_port=metrics)
+    with pytest.raises(ServeError, match=r"^--host 192\.0\.2\.1 is not an address of this machine \(.*\); give one"):
+        check_ports_free(config)  # 192.0.2.1: TEST-NET-1, never a local address
+
+
 def test_the_serve_command_exits_1_in_one_line_when_triton_did_not_stop_cleanly(onnx_artifact, monkeypatch, capsys):
     from runtime.commands import serve as command
 
@@ -598,3 +607,15 @@ def test_the_serve_command_exits_1_in_one_line_when_triton_did_not_stop_cleanly(
     assert last.startswith("error: Triton exited with code 134: requests in flight")
     server.problem = None
     assert command.main([str(onnx_artifact)]) == 0  # a clean stop is the server's normal end
+
+
+def test_the_stop_hint_says_sigterm_where_sigint_is_ignored(monkeypatch):
+    import signal
+
+    from runtime.commands.serve import stop_hint
+
+    monkeypatch.setattr(signal, "getsignal", lambda sig: signal.SIG_IGN)  # `serve.py &` from a script
+    pid = os.getpid()
+    assert stop_hint() == f"SIGINT is ignored in this process (started in the background): stop it with kill {pid}."
+    monkeypatch.setattr(signal, "getsignal", lambda sig: signal.default_int_handler)
+    assert stop_hint().startswith("Ctrl+C (SIGINT) or SIGTERM")
