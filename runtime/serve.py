@@ -31,6 +31,7 @@ import numpy as np
 
 from export.artifacts import TensorSpec
 from runtime.backends.base import BackendUnavailableError, Runner
+from runtime.triton_processes import Stub, clean_up_after, find_stubs, stub_died
 
 logger = logging.getLogger(__name__)
 
@@ -328,6 +329,9 @@ class ModelServer:
         self._port_locks: contextlib.ExitStack | None = None
         self.triton_exit_code: int | None = None  # how tritonserver last ended (0: cleanly), once it has
         self.exited_while_serving = False  # Triton stopped by itself, not because it was asked to
+        self._stubs: list[Stub] = []  # the model instances' Python backend processes (runtime/triton_processes.py)
+        self.dead_stub: Stub | None = None  # one of them ended while serving: Triton still said ready
+        self.cleaned_up: list[str] = []  # what the last stop removed that Triton left behind
 
     @property
     def input_spec(self) -> TensorSpec:
@@ -387,6 +391,7 @@ class ModelServer:
             if c.gate:
                 self._gate = self._start_gate(upstream=triton_http)
             self._check_ready()
+            self._stubs = find_stubs(grpc_port=c.grpc_port)
         except BaseException:
             self.stop()
             raise
@@ -409,6 +414,11 @@ class ModelServer:
         was or is unknown."""
         if self.exited_while_serving:
             return "Triton exited while serving, unasked; its log above says why (every request failed from then on)"
+        if self.dead_stub is not None:
+            return (
+                f"the model's Python backend process (pid {self.dead_stub.pid}) ended while serving (killed, out of "
+                "memory?): Triton still answered ready but failed every request, so the server stopped"
+            )
         code = self.triton_exit_code
         if not code:
             return None
@@ -442,6 +452,10 @@ class ModelServer:
         try:  # PyTriton's own serve() would stop Triton first, while the gate still forwarded to it
             while self._triton.is_alive():
                 time.sleep(MONITOR_PERIOD_S)
+                self.dead_stub = stub_died(self._stubs)
+                if self.dead_stub is not None:
+                    logger.error("the model's Python backend process %d ended; stopping", self.dead_stub.pid)
+                    return
             logger.error("Triton exited; stopping")
             self.exited_while_serving = True  # PyTriton's own exit callback left ours uncalled: no code to read
         except KeyboardInterrupt:
@@ -456,6 +470,10 @@ class ModelServer:
         if self._triton is not None:
             self._triton.stop()
             self._triton = None
+        self.cleaned_up = clean_up_after(self._stubs)  # what a crashed or aborted Triton left running or on disk
+        for phrase in self.cleaned_up:
+            logger.warning("after Triton stopped: %s", phrase)
+        self._stubs = []
         for runner in self.runners:
             runner.deactivate()
         self._release_ports()

@@ -53,6 +53,7 @@ def server(onnx_artifact):
         yield running
     assert not running.is_running
     assert running.triton_exit_code == 0 and running.exit_problem() is None  # PyTriton's exit report reached us
+    assert running.cleaned_up == []  # a clean stop leaves nothing behind to kill or remove
 
 
 @pytest.fixture(scope="module")
@@ -531,6 +532,24 @@ def test_triton_exiting_by_itself_while_serving_is_a_failure(onnx_artifact):
     server.serve_forever()
     assert stopped == [True] and server._triton is None
     assert "Triton exited while serving, unasked" in server.exit_problem()
+
+
+def test_a_model_process_killed_while_serving_stops_the_server(onnx_artifact):
+    """Triton answered ready and failed every request after its Python backend stub was killed (the OOM killer)."""
+    import signal
+
+    http_port, grpc_port, metrics_port = free_ports(3)
+    config = ServeConfig(model_name="m", http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port)
+    server = ModelServer([runtime.load(onnx_artifact, threads=1)], config=config).start()
+    try:
+        (stub,) = server._stubs
+        os.kill(stub.pid, signal.SIGKILL)
+        server.serve_forever()  # returns once it sees the stub gone, having stopped Triton
+    finally:
+        server.stop()
+    assert not server.is_running and f"Python backend process (pid {stub.pid}) ended while serving" in (
+        server.exit_problem() or ""
+    )
 
 
 def test_a_second_server_on_the_same_ports_is_refused_at_once_while_the_first_holds_them(tmp_path, monkeypatch):
