@@ -143,11 +143,12 @@ def _preprocessing(value: Any) -> dict[str, Any]:
 
 def _preprocessing_done(value: dict[str, Any]) -> dict[str, Any]:
     """What models.transforms.eval_transform does, which the export records beside the sizes and statistics."""
-    from models.transforms import resize_for_crop
+    from models.transforms import EVAL_PREPROCESSING, resize_for_crop
 
-    done: dict[str, Any] = {"interpolation": "bilinear", "scale": 1 / 255, "layout": "NCHW", "color": "RGB"}
-    if "input_size" in value:
-        done["resize_shorter"] = resize_for_crop(max(int(v) for v in value["input_size"]))
+    done: dict[str, Any] = dict(EVAL_PREPROCESSING)
+    sides = [int(v) for v in value.get("input_size", ())]
+    if sides and all(1 <= side <= MAX_INPUT_SIDE for side in sides):  # a size out of range is the runners' refusal
+        done["resize_shorter"] = resize_for_crop(max(sides))
     return done
 
 

@@ -404,7 +404,7 @@ def _input_spec(source: ExportSource, spec: ExportSpec) -> TensorSpec:
 def _manifest(
     source: ExportSource, *, spec: ExportSpec, opset: int | None, num_classes: int, result: ExportResult
 ) -> Manifest:
-    from models.transforms import resize_for_crop
+    from models.transforms import EVAL_PREPROCESSING, resize_for_crop
 
     h, w = spec.input_size
     return Manifest(
@@ -416,12 +416,9 @@ def _manifest(
         preprocessing={
             "input_size": [h, w],
             "resize_shorter": resize_for_crop(max(h, w)),
-            "interpolation": "bilinear",
-            "scale": 1 / 255,
             "mean": list(source.mean),
             "std": list(source.std),
-            "layout": "NCHW",
-            "color": "RGB",
+            **EVAL_PREPROCESSING,
         },
         versions=tool_versions(spec.simplifier),
         parity=result.parity.summary(),

@@ -107,6 +107,10 @@ def to_rgb(image: np.ndarray) -> np.ndarray:
     raise ValueError(f"expected an (H, W), (H, W, 3) or (H, W, 4) image; got shape {image.shape}")
 
 
+# what eval_transform does besides the sizes and statistics, as an artifact's manifest records it
+EVAL_PREPROCESSING = {"interpolation": "bilinear", "scale": 1 / 255, "layout": "NCHW", "color": "RGB"}
+
+
 def resize_for_crop(crop: int) -> int:
     """The shorter-side resize that precedes a centre crop (256 for 224, the 0.875 crop ratio)."""
     return round(crop / 0.875)

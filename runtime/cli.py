@@ -151,27 +151,30 @@ def check_output_paths(
 ) -> None:
     """``check_output_path`` for several flags, e.g. ``check_output_paths(json=args.json, plot=args.plot)``; and no
     two outputs the same file, none of them one of ``inputs`` or a file in an input folder, and none in an artifact
-    folder, one that exists or ``artifacts`` still to be written (``infer ART img.jpg --json ART/manifest.json``
+    folder, any that exists or ``artifacts`` still to be written (``infer ART img.jpg --json ART/manifest.json``
     destroyed what it read)."""
+    from export.artifacts import MANIFEST_NAME
+
     written: dict[Path, str] = {}
     artifacts = [Path(a).resolve() for a in artifacts if a is not None]
     for key, path in paths.items():
         flag = "--" + key.replace("_", "-")
-        check_output_path(path, flag=flag)
-        if path is None or is_stdout(path):
-            continue
-        target = Path(path).resolve()
-        if target in written:
-            raise OutputPathError(f"{written[target]} and {flag} both name {path}; give each its own file")
-        written[target] = flag
-        for source in [*filter(None, inputs), *artifacts]:
-            source = Path(source).resolve()
-            if target == source or (source in target.parents and target.exists()):
-                raise OutputPathError(f"{flag} {path} would overwrite the input {source}; write it elsewhere")
-            if source in target.parents and ((source / "manifest.json").is_file() or source in artifacts):
+        if path is not None and not is_stdout(path):  # first: the probe below must not make a file in an artifact
+            target = Path(path).resolve()
+            if target in written:
+                raise OutputPathError(f"{written[target]} and {flag} both name {path}; give each its own file")
+            written[target] = flag
+            sources = [Path(source).resolve() for source in [*filter(None, inputs), *artifacts]]
+            for source in sources:
+                if target == source or (source in target.parents and target.exists()):
+                    raise OutputPathError(f"{flag} {path} would overwrite the input {source}; write it elsewhere")
+            listed = (s for s in sources if s in target.parents and (s in artifacts or (s / MANIFEST_NAME).is_file()))
+            artifact = next(listed, None) or enclosing_artifact(target)
+            if artifact is not None:
                 raise OutputPathError(
-                    f"{flag} {path} lies in the artifact {source}, whose files are hashed; write it elsewhere"
+                    f"{flag} {path} lies in the artifact {artifact}, whose files are hashed; write it elsewhere"
                 )
+        check_output_path(path, flag=flag)
 
 
 def check_outside_artifacts(**folders: str | Path | None) -> None:
@@ -237,8 +240,8 @@ def _raise_terminated(signum: int, frame: object) -> None:
 
 def _quiet_in_gevent(error: type[BaseException]) -> None:
     """Raised while gevent's hub runs (tritonclient's HTTP client, also inside PyTriton's start-up), ``error`` was
-    printed as a traceback before being passed on: add it to the hub's errors that are not printed (the class's and
-    this thread's hub's own, which geventhttpclient extends)."""
+    printed as a traceback before being passed on: add it to the hub's errors that are not printed, the class's and
+    this thread's hub's own (in serve's process an instance list that also holds socket.gaierror and herror)."""
     module = sys.modules.get("gevent.hub")
     if module is None:
         return

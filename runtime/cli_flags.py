@@ -164,5 +164,7 @@ def add_json(parser: argparse.ArgumentParser, *, default=None, help: str) -> arg
 
 def artifact_directory(text: str) -> Path:
     """A positional artifact argument: the directory, or its manifest.json (as infer and runtime.load take it)."""
+    from export.artifacts import MANIFEST_NAME
+
     path = Path(text)
-    return path.parent if path.name == "manifest.json" and path.is_file() else path
+    return path.parent if path.name == MANIFEST_NAME and path.is_file() else path

@@ -34,8 +34,8 @@ PERCENTILES = (50, 90, 95, 99)
 DTYPES = {"FP32": np.float32, "FP16": np.float16, "FP64": np.float64, "UINT8": np.uint8, "INT64": np.int64}
 
 
-# a level stops when this many requests in a row failed over at least this long: the server has gone (a restart
-# or a brief overload answers again within that time)
+# a level stops when this many requests in a row failed over at least this long: the server has gone or fails
+# everything (a restart or a brief overload answers again within that time)
 GONE_AFTER_FAILURES, GONE_AFTER_S = 20, 2.0
 
 
@@ -328,20 +328,22 @@ def run_level(
         window["deadline"] = window["begin"] + config.duration_s
 
     barrier = threading.Barrier(concurrency, action=open_window)
-    streak = {"failures": 0, "since": 0.0}  # failures since the last answer, and when the first of them came
+    # failures since the last answer: how many, when the first came and what it was
+    streak: dict[str, Any] = {"failures": 0, "since": 0.0, "first": ""}
     stopped: list[str] = []
 
     def failed(problem: str) -> None:  # with the lock held
         errors.append(problem)
         now = time.perf_counter()
         if streak["failures"] == 0:
-            streak["since"] = now
+            streak.update(since=now, first=problem)
         streak["failures"] += 1
         quiet = now - streak["since"]
         if not stopped and streak["failures"] >= GONE_AFTER_FAILURES and quiet >= GONE_AFTER_S:
             stopped.append(
-                f"the server stopped answering after {len(latencies)} answers ({streak['failures']} requests failed "
-                f"in a row over {quiet:.1f} s; first: {errors[0]}); check that it is still running"
+                f"every request failed for {quiet:.1f} s ({streak['failures']} in a row, after {len(latencies)} "
+                f"answers; the first: {streak['first']}): the server stopped answering or fails everything; check "
+                "that it is still running and its log"
             )
             window["deadline"] = now  # no more tickets: the level ends, and the command with it
 

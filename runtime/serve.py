@@ -393,6 +393,8 @@ class ModelServer:
             self._check_ready()
             self._stubs = find_stubs(grpc_port=c.grpc_port)
         except BaseException:
+            # while tritonserver lives its stubs are below this process: found now, cleaned up by stop() if left
+            self._stubs = self._stubs or find_stubs(grpc_port=c.grpc_port)
             self.stop()
             raise
         logger.info("serving %s on %s", c.model_name, ", ".join(f"{k} {v}" for k, v in c.urls.items()))
@@ -416,8 +418,8 @@ class ModelServer:
             return "Triton exited while serving, unasked; its log above says why (every request failed from then on)"
         if self.dead_stub is not None:
             return (
-                f"the model's Python backend process (pid {self.dead_stub.pid}) ended while serving (killed, out of "
-                "memory?): Triton still answered ready but failed every request, so the server stopped"
+                f"the model's Python backend process (pid {self.dead_stub.process.pid}) ended while serving (killed, "
+                "out of memory?): Triton still answered ready but failed every request, so the server stopped"
             )
         code = self.triton_exit_code
         if not code:
@@ -454,7 +456,7 @@ class ModelServer:
                 time.sleep(MONITOR_PERIOD_S)
                 self.dead_stub = stub_died(self._stubs)
                 if self.dead_stub is not None:
-                    logger.error("the model's Python backend process %d ended; stopping", self.dead_stub.pid)
+                    logger.error("the model's Python backend process %d ended; stopping", self.dead_stub.process.pid)
                     return
             logger.error("Triton exited; stopping")
             self.exited_while_serving = True  # PyTriton's own exit callback left ours uncalled: no code to read
@@ -464,19 +466,22 @@ class ModelServer:
             self.stop()
 
     def stop(self) -> None:
-        if self._gate is not None:
-            self._gate.stop()
-            self._gate = None
-        if self._triton is not None:
-            self._triton.stop()
-            self._triton = None
-        self.cleaned_up = clean_up_after(self._stubs)  # what a crashed or aborted Triton left running or on disk
-        for phrase in self.cleaned_up:
-            logger.warning("after Triton stopped: %s", phrase)
-        self._stubs = []
-        for runner in self.runners:
-            runner.deactivate()
-        self._release_ports()
+        try:
+            if self._gate is not None:
+                self._gate.stop()
+                self._gate = None
+            if self._triton is not None:
+                self._triton.stop()
+                self._triton = None
+            if self._stubs:  # what a crashed or aborted Triton left running or on disk
+                stubs, self._stubs = self._stubs, []
+                self.cleaned_up = clean_up_after(stubs)
+                for phrase in self.cleaned_up:
+                    logger.warning("after Triton stopped: %s", phrase)
+        finally:
+            for runner in self.runners:
+                runner.deactivate()
+            self._release_ports()
 
     def _release_ports(self) -> None:
         if self._port_locks is not None:

@@ -56,8 +56,8 @@ def top_k(logits: np.ndarray, k: int = 5, *, labels: list[str] | None = None) ->
     rows = np.flatnonzero(~np.isfinite(logits).all(axis=1))
     if rows.size:  # ORT and torch carry a NaN/Inf input through: no ranking of NaN means anything
         raise ValueError(
-            f"the logits of row(s) {', '.join(map(str, rows[:5]))} hold NaN/Inf (the input did, or overflowed): "
-            "check the preprocessing, or load the runner with check_finite=True to refuse such input"
+            f"the logits of row(s) {', '.join(map(str, rows[:5]))} hold NaN/Inf: the input did (a runner loaded "
+            "with check_finite=True refuses such input) or the model overflowed"
         )
     probs = softmax(logits.astype(np.float64))
     k = min(k, logits.shape[1])

@@ -7,10 +7,10 @@ multiprocessing helpers of its own), given its model folder (``/tmp/folderXXXX``
 - a stub killed alone (the OOM killer, a stray ``kill``) leaves Triton answering "ready" while every request fails:
   ``stub_died`` tells the server's watch loop, which then stops;
 - a tritonserver that crashes while stopping leaves its stubs running as orphans, ignoring SIGTERM, with their
-  region and folder: ``clean_up_after`` removes exactly what this server's stubs held (other servers in the same
-  process or on the machine are left alone).
+  region and folder: ``clean_up_after`` removes exactly what this server's stubs held.
 
-Elsewhere than Linux nothing is found, so nothing is watched or cleaned.
+A process is known by its pid and its start time (a pid is reused once its process is gone), so nothing of another
+server, in this process or on the machine, is ever signalled. Elsewhere than Linux nothing is found.
 """
 
 import contextlib
@@ -29,40 +29,68 @@ TRACKER_GRACE_S = 3.0  # how long a killed stub's resource tracker gets to clean
 
 
 @dataclass(frozen=True)
-class Stub:
-    """One model instance's Python backend process: its pid, its tritonserver's, its model folder and its region."""
+class Process:
+    """One process as /proc shows it; ``started`` (clock ticks after boot) tells it from a later one with its pid."""
 
     pid: int
-    server: int
+    parent: int
+    state: str
+    started: int
+    argv: tuple[str, ...]
+
+    @property
+    def name(self) -> str:
+        return Path(self.argv[0]).name if self.argv else ""
+
+
+@dataclass(frozen=True)
+class Stub:
+    """One model instance's Python backend process, its tritonserver, its model folder and its region."""
+
+    process: Process
+    server: Process
     folder: Path | None
     region: str | None
 
 
-def process_table() -> dict[int, tuple[int, str, list[str]]]:
-    """pid → (parent pid, state, command line) of every process /proc shows."""
-    table = {}
-    for entry in PROC.iterdir() if PROC.is_dir() else ():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            argv = (entry / "cmdline").read_bytes().split(b"\0")
-        except OSError:  # ended while being read
-            continue
-        fields = stat[stat.rindex(")") + 2 :].split()  # the name in parentheses may hold spaces
-        table[int(entry.name)] = (int(fields[1]), fields[0], [a.decode(errors="replace") for a in argv if a])
-    return table
+def read_process(pid: int) -> Process | None:
+    """The process ``pid`` is now, or None once it is gone."""
+    try:
+        stat = (PROC / str(pid) / "stat").read_text()
+        argv = (PROC / str(pid) / "cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2 :].split()  # the name in parentheses may hold spaces
+    decoded = tuple(a.decode(errors="replace") for a in argv if a)
+    return Process(pid=pid, parent=int(fields[1]), state=fields[0], started=int(fields[19]), argv=decoded)
 
 
-def descendants(pid: int, table: dict[int, tuple[int, str, list[str]]]) -> list[int]:
+def process_table() -> dict[int, Process]:
+    """Every process /proc shows, by pid."""
+    entries = PROC.iterdir() if PROC.is_dir() else ()
+    found = (read_process(int(entry.name)) for entry in entries if entry.name.isdigit())
+    return {p.pid: p for p in found if p is not None}
+
+
+def descendants(pid: int, table: dict[int, Process]) -> list[Process]:
     """Every process below ``pid``, parents before their children."""
-    found: list[int] = []
+    found: list[Process] = []
     frontier = {pid}
     while frontier:
-        children = [p for p, (parent, _, _) in table.items() if parent in frontier and p not in found]
+        children = [p for p in table.values() if p.parent in frontier and p not in found]
         found += children
-        frontier = set(children)
+        frontier = {p.pid for p in children}
     return found
+
+
+def serves(process: Process, grpc_port: int) -> bool:
+    """Whether ``process`` is a tritonserver serving gRPC on ``grpc_port`` (ports are one server's at a time)."""
+    argv = process.argv
+    if process.name != "tritonserver":
+        return False
+    return f"--grpc-port={grpc_port}" in argv or any(
+        a == "--grpc-port" and b == str(grpc_port) for a, b in itertools.pairwise(argv)
+    )
 
 
 def find_stubs(*, grpc_port: int, root: int | None = None) -> list[Stub]:
@@ -70,70 +98,66 @@ def find_stubs(*, grpc_port: int, root: int | None = None) -> list[Stub]:
     ``grpc_port``: one server's, where a process runs several."""
     table = process_table()
     below = descendants(os.getpid() if root is None else root, table)
-    servers = {pid for pid in below if _serves(table[pid][2], grpc_port)}
+    servers = {p.pid: p for p in below if serves(p, grpc_port)}
     stubs = []
-    for pid in below:
-        parent, _, argv = table[pid]
-        if parent in servers and argv and Path(argv[0]).name == STUB_NAME:
+    for process in below:
+        if process.parent in servers and process.name == STUB_NAME:
+            argv = process.argv
             model = Path(argv[1]) if len(argv) > 1 else None  # /tmp/folderXXXX/<version>/model.py
             folder = model.parents[1] if model is not None and len(model.parents) > 2 else None
             region = argv[2] if len(argv) > 2 and argv[2].startswith("pytrtion") else None
-            stubs.append(Stub(pid=pid, server=parent, folder=folder, region=region))
+            stubs.append(Stub(process=process, server=servers[process.parent], folder=folder, region=region))
     return stubs
 
 
-def _serves(argv: list[str], grpc_port: int) -> bool:
-    """Whether a command line is tritonserver's, serving gRPC on ``grpc_port`` (ports are one server's at a time)."""
-    if not argv or Path(argv[0]).name != "tritonserver":
-        return False
-    pairs = itertools.pairwise(argv)
-    return any(a == "--grpc-port" and b == str(grpc_port) for a, b in pairs) or f"--grpc-port={grpc_port}" in argv
-
-
-def _state(pid: int) -> str | None:
-    """A process's state letter (Z: a zombie), None once it is gone."""
-    try:
-        stat = (PROC / str(pid) / "stat").read_text()
-    except OSError:
-        return None
-    return stat[stat.rindex(")") + 2 :].split()[0]
+def _alive(process: Process) -> bool:
+    """Whether ``process`` itself (not a later one with its pid) still runs: not gone, not a zombie."""
+    now = read_process(process.pid)
+    return now is not None and now.started == process.started and now.state not in ("Z", "X")
 
 
 def stub_died(stubs: list[Stub]) -> Stub | None:
     """The first of ``stubs`` that is gone (or a zombie its tritonserver has not reaped), else None."""
-    return next((s for s in stubs if _state(s.pid) in (None, "Z", "X")), None)
+    return next((s for s in stubs if not _alive(s.process)), None)
+
+
+def _kill(process: Process) -> bool:
+    """SIGKILL ``process`` if it is still itself; whether a signal went."""
+    if not _alive(process):
+        return False
+    with contextlib.suppress(OSError):  # gone in between, or no longer ours to signal
+        os.kill(process.pid, signal.SIGKILL)
+        return True
+    return False
 
 
 def clean_up_after(stubs: list[Stub]) -> list[str]:
     """After Triton stopped: kill these stubs, their helpers and their tritonserver where still running (SIGKILL:
-    orphaned stubs ignore SIGTERM), and remove the stubs' shared-memory regions and model folders. A pid is killed
-    only while its command line is still Triton's (pids are reused). Returns what was done, one phrase each."""
+    orphaned stubs ignore SIGTERM), and remove the stubs' shared-memory regions and model folders. Returns what was
+    done, one phrase each."""
     table = process_table()
-    doomed: set[int] = set()
+    doomed: dict[int, Process] = {}
     for stub in stubs:
-        for pid, name in ((stub.pid, STUB_NAME), (stub.server, "tritonserver")):
-            argv = table.get(pid, (0, "", []))[2]
-            if argv and Path(argv[0]).name == name:
-                doomed |= {pid, *descendants(pid, table)}
+        for process in (stub.process, stub.server):
+            if _alive(process):
+                doomed |= {p.pid: p for p in (process, *descendants(process.pid, table))}
     # a stub's multiprocessing resource tracker unlinks the shared memory its processes leaked once they are gone:
     # it is left to do so, and killed only if it has not ended by then
-    trackers = {pid for pid in doomed if any("multiprocessing.resource_tracker" in a for a in table[pid][2])}
-    for pid in sorted(doomed - trackers):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
+    trackers = [p for p in doomed.values() if any("multiprocessing.resource_tracker" in a for a in p.argv)]
+    killed = [p.pid for p in doomed.values() if p not in trackers and _kill(p)]
     deadline = time.monotonic() + TRACKER_GRACE_S
-    while any(_state(pid) not in (None, "Z", "X") for pid in trackers) and time.monotonic() < deadline:
+    while any(_alive(p) for p in trackers) and time.monotonic() < deadline:
         time.sleep(0.05)
-    for pid in trackers:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-    done = [f"killed {len(doomed)} processes Triton left running (pids {', '.join(map(str, sorted(doomed)))})"]
+    killed += [p.pid for p in trackers if _kill(p)]
     regions = [SHM / s.region for s in stubs if s.region and (SHM / s.region).exists()]
     for region in regions:
         region.unlink(missing_ok=True)
-    done.append(f"removed the shared-memory regions {', '.join(map(str, regions))}")
     folders = sorted({s.folder for s in stubs if s.folder is not None and s.folder.is_dir()})
     for folder in folders:
         shutil.rmtree(folder, ignore_errors=True)
-    done.append(f"removed the model folders {', '.join(map(str, folders))}")
-    return [phrase for phrase, did in zip(done, (doomed, regions, folders), strict=True) if did]
+    done = [
+        f"killed {len(killed)} processes Triton left running (pids {', '.join(map(str, sorted(killed)))})",
+        f"removed the shared-memory regions {', '.join(map(str, regions))}",
+        f"removed the model folders {', '.join(map(str, folders))}",
+    ]
+    return [phrase for phrase, did in zip(done, (killed, regions, folders), strict=True) if did]

@@ -77,17 +77,15 @@ class FusedPlanError(RuntimeError):
     """The fused graph could not be planned on this machine (its cause named): runners open the plain graph."""
 
 
-def _short_of_space(graph: Path, scratch: str) -> str | None:
-    """Why planning failed, when the temporary folder cannot hold the optimised weights (about the graph's own
-    weights again): ORT reports that only as a failed write deep in its serialiser."""
+def _short_of_space(graph: Path, scratch: str, free: int) -> str | None:
+    """Why planning failed, when the temporary folder had less room (``free`` bytes, before planning) than the
+    optimised weights take (about the graph's own): ORT reports that only as a failed write in its serialiser."""
     weights = sum(f.stat().st_size for f in graph.parent.glob(f"{graph.name}*") if f.is_file())
-    free = shutil.disk_usage(scratch).free
-    if free >= 2 * weights:
+    if free >= weights:
         return None
-    folder = Path(scratch).parent
     return (
         f"planning {graph.name} writes its optimised weights (about {weights / 1e6:.0f} MB) to the temporary folder "
-        f"{folder}, which has {free / 1e6:.0f} MB free; free space there or set TMPDIR to a larger folder"
+        f"{Path(scratch).parent}, which had {free / 1e6:.0f} MB free; free space there or set TMPDIR to a larger folder"
     )
 
 
@@ -112,6 +110,7 @@ def plan_session(path: str | Path, *, fused: bool | None = None) -> SessionPlan:
         blocks = sum(n.domain == FUSED_DOMAIN for n in graph.graph.node)
         return SessionPlan(model=str(path), library=library, fused_blocks=blocks, kernel_build=build)
     scratch = tempfile.TemporaryDirectory(prefix="sge-ort-plan-", ignore_cleanup_errors=True)
+    free = shutil.disk_usage(scratch.name).free
     try:
         # ORT optimises once (NCHWc) and writes the weights beside the graph; only the structure is read back here
         optimized = optimized_graph(str(path), threads=1, custom_ops=str(library), weights_dir=scratch.name)
@@ -120,7 +119,7 @@ def plan_session(path: str | Path, *, fused: bool | None = None) -> SessionPlan:
         planned = Path(scratch.name) / PLANNED_NAME
         onnx.save(optimized, str(planned))  # beside optimized.onnx.data, which its initializers name
     except BaseException as err:
-        short = _short_of_space(path, scratch.name)
+        short = _short_of_space(path, scratch.name, free)
         scratch.cleanup()
         if short and isinstance(err, Exception):
             raise FusedPlanError(short) from err

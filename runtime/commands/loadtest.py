@@ -13,6 +13,7 @@ import shlex
 import sys
 from pathlib import Path
 
+import numpy as np
 from rich.console import Console
 from rich.table import Table
 
@@ -84,6 +85,14 @@ def photo_batch(url: str, model: str, images: list[Path], *, batch_size: int, pr
     return photos[[i % len(photos) for i in range(batch_size)]], photos, meta["outputs"][0]["shape"][-1]
 
 
+def check_logits(images: list[Path], logits: np.ndarray) -> None:
+    """The server's logits for the photographs are finite: NaN/Inf there is the served model's fault, not ours."""
+    broken = np.flatnonzero(~np.isfinite(logits).all(axis=1))
+    if broken.size:
+        names = ", ".join(images[i].name for i in broken[:3])
+        raise LoadTestError(f"the server answered NaN/Inf logits for {names}: the served model overflowed or is broken")
+
+
 def print_predictions(console: Console, images: list[Path], logits, labels: list[str] | None) -> list[dict]:
     table = Table(title="the server's top-5")
     for column in ("image", "rank", "class", "label", "probability"):
@@ -127,8 +136,11 @@ def _main(argv: list[str] | None, prog: str | None) -> int:
             )
             labels = labels_for(classes if classes > 0 else None, args.labels)
         report = run_load(args.url, model=args.model_name, config=config, batch=batch)
+        if any(level.stopped for level in report.levels):  # no server to classify the photographs
+            photos = None
         if photos is not None:
             logits = classify_once(args.url, model=args.model_name, batch=photos, protocol=args.protocol)
+            check_logits(args.images, logits)
     except (LoadTestError, OutputPathError, ImageReadError, LabelsError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_INPUT

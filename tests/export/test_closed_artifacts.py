@@ -308,3 +308,20 @@ def test_an_export_into_a_folder_inside_an_artifact_is_refused_before_the_work(c
     err = capsys.readouterr().err
     assert f"lies in the artifact {copy}, whose files are hashed" in err and err.count("\n") == 1, err
     assert sorted(p.name for p in copy.iterdir()) == before  # no sub/, no lock file left in the artifact
+
+
+def test_an_output_file_in_another_artifact_is_refused_without_probing_there(copy, tmp_path, monkeypatch):
+    import tempfile
+
+    from runtime.cli import OutputPathError, check_output_paths
+
+    other = tmp_path / "other"
+    shutil.copytree(copy, other)
+    probed = []
+    real = tempfile.NamedTemporaryFile
+    monkeypatch.setattr(tempfile, "NamedTemporaryFile", lambda **kw: probed.append(kw["dir"]) or real(**kw))
+    with pytest.raises(OutputPathError, match=rf"--json .*x\.json lies in the artifact {other}, whose files are"):
+        check_output_paths(json=other / "sub" / "x.json", inputs=[copy])  # not an input, still an artifact
+    assert probed == []  # refused before a probe file could be made (and left, if killed) inside it
+    check_output_paths(json=tmp_path / "x.json", inputs=[copy])
+    assert probed == [tmp_path]

@@ -1,65 +1,87 @@
 """What Triton's processes leave, found and cleaned up (runtime/triton_processes.py), on stand-in processes named as
 tritonserver and its Python backend stub name themselves: no Triton is started here."""
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
 import time
 import uuid
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from runtime.triton_processes import SHM, clean_up_after, find_stubs, stub_died
+from runtime.triton_processes import SHM, clean_up_after, find_stubs, read_process, stub_died
 
-pytestmark = pytest.mark.skipif(not Path("/proc/self/stat").is_file() or not SHM.is_dir(), reason="needs Linux")
+pytestmark = pytest.mark.skipif(
+    not Path("/proc/self/stat").is_file() or not os.access(SHM, os.W_OK), reason="needs Linux's /proc and /dev/shm"
+)
+PORT = 18765  # only this test's own child processes are searched: no server listens on it
+
+
+def wait_for(condition, seconds=20.0):
+    deadline = time.monotonic() + seconds
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return condition()
 
 
 @pytest.fixture
 def stand_in(tmp_path):
-    """A "tritonserver" (a sleeping Python under that name, serving "gRPC" on 18765) whose child
+    """A "tritonserver" (a sleeping Python under that name, serving "gRPC" on PORT) whose child
     "triton_python_backend_stub" runs the model file of a /tmp/folderXXXX-like folder, with its shared-memory region's
-    name as its second argument, as PyTriton's do."""
+    name as its second argument, as PyTriton's do. Both live in a session of their own, killed whole at the end."""
     model = tmp_path / "folderAbC123" / "1" / "model.py"
     model.parent.mkdir(parents=True)
-    model.write_text("import time\ntime.sleep(300)\n")
+    model.write_text("import time\ntime.sleep(120)\n")
     region = SHM / f"pytrtion{os.getpid()}-{uuid.uuid4().hex}"
     region.write_bytes(b"\0" * 64)
     stub = f"exec -a triton_python_backend_stub {sys.executable} {model} {region.name}"
-    server = f"exec -a tritonserver {sys.executable} -c 'import time; time.sleep(300)' --grpc-port 18765"
-    script = f"({stub}) & {server}"
-    server = subprocess.Popen(["bash", "-c", script])
-    deadline = time.monotonic() + 10
-    while not find_stubs(grpc_port=18765) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    yield server, model.parents[1], region
-    server.kill()
-    server.wait()
+    server = f"exec -a tritonserver {sys.executable} -c 'import time; time.sleep(120)' --grpc-port {PORT}"
+    process = subprocess.Popen(
+        ["bash", "-c", f"({stub}) & {server}"],
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    assert wait_for(lambda: find_stubs(grpc_port=PORT)), "the stand-in stub did not start"
+    yield process, model.parents[1], region
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
     region.unlink(missing_ok=True)
 
 
 def test_a_stub_is_found_with_its_server_folder_and_region(stand_in):
     server, folder, region = stand_in
-    (stub,) = find_stubs(grpc_port=18765)
-    assert (stub.server, stub.folder, stub.region) == (server.pid, folder, region.name)
+    (stub,) = find_stubs(grpc_port=PORT)
+    assert (stub.server.pid, stub.folder, stub.region) == (server.pid, folder, region.name)
     assert stub_died([stub]) is None
-    assert find_stubs(grpc_port=18766) == []  # another server's port: never this server's stubs
+    assert find_stubs(grpc_port=PORT + 1) == []  # another server's port: never this server's stubs
 
 
 def test_a_killed_stub_is_seen_as_died_even_as_an_unreaped_zombie(stand_in):
-    (stub,) = find_stubs(grpc_port=18765)
-    os.kill(stub.pid, 9)  # its "tritonserver" never reaps it: a zombie, as under a hung Triton
-    deadline = time.monotonic() + 10
-    while stub_died([stub]) is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert stub_died([stub]) == stub
+    (stub,) = find_stubs(grpc_port=PORT)
+    os.kill(stub.process.pid, signal.SIGKILL)  # its "tritonserver" never reaps it: a zombie, as under a hung Triton
+    assert wait_for(lambda: stub_died([stub]) == stub)
 
 
 def test_clean_up_after_kills_what_is_left_and_removes_the_region_and_folder(stand_in):
     server, folder, region = stand_in
-    (stub,) = find_stubs(grpc_port=18765)
+    (stub,) = find_stubs(grpc_port=PORT)
     done = clean_up_after([stub])
-    assert server.wait(timeout=10) == -9  # the "tritonserver" still running was killed too
+    assert server.wait(timeout=20) == -signal.SIGKILL  # the "tritonserver" still running was killed too
     assert done[0].startswith("killed 2 processes Triton left running") and len(done) == 3
     assert not region.exists() and not folder.exists()
-    assert clean_up_after([stub]) == []  # nothing left: nothing said, and a reused pid is never killed
+    assert clean_up_after([stub]) == []  # nothing left: nothing said
+
+
+def test_a_pid_now_held_by_another_process_is_never_signalled(stand_in):
+    server, _, _ = stand_in
+    (stub,) = find_stubs(grpc_port=PORT)
+    reused = replace(stub, process=replace(stub.process, started=stub.process.started - 1))  # an earlier process
+    assert stub_died([reused]) == reused  # the recorded one is gone, whatever runs under its pid now
+    clean_up_after([replace(reused, server=replace(reused.server, started=reused.server.started - 1))])
+    assert read_process(stub.process.pid) is not None and server.poll() is None  # both still running
