@@ -59,6 +59,33 @@ def test_a_server_that_stopped_answering_ends_the_level_and_the_command(monkeypa
     assert err.count("\n") == 1 and err.startswith("error: every request failed for ") and "still running" in err
 
 
+def test_photographs_skip_a_server_that_went_away_and_nan_answers_are_one_line(monkeypatch, tmp_path, capsys):
+    from runtime.commands import loadtest as command
+    from runtime.loadtest import LevelResult, LoadReport
+
+    image = tmp_path / "cat.png"
+    image.write_bytes(b"png")  # never decoded: photo_batch is replaced
+    photos = np.zeros((1, 3, 8, 8), np.float32)
+    monkeypatch.setattr(command, "photo_batch", lambda *args, **kwargs: (photos, photos, 4))
+    gone = LevelResult(2, 5, 40, 2.0, 2.5, 2.5, {"p50": 5.0}, first_error="closed", stopped="every request failed")
+    machine = {"cpu_model": "x", "logical_cpus": 2, "note": ""}
+    report = LoadReport("http://127.0.0.1:1", "m", LoadConfig(concurrency=(2,)), {}, [gone], machine)
+    monkeypatch.setattr(command, "run_load", lambda *args, **kwargs: report)
+
+    def no_server(*args, **kwargs):
+        raise AssertionError("classified on a server that went away")
+
+    monkeypatch.setattr(command, "classify_once", no_server)
+    argv = ["http://127.0.0.1:1", "--model-name", "m", "--concurrency", "2", "--images", str(image)]
+    assert command.main(argv) == 1
+    assert capsys.readouterr().err.strip().endswith("error: every request failed")
+    report.levels[0] = LevelResult(2, 5, 0, 2.0, 2.5, 2.5, {"p50": 5.0})
+    monkeypatch.setattr(command, "classify_once", lambda *args, **kwargs: np.full((1, 4), np.nan, np.float32))
+    assert command.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "the server answered NaN/Inf logits for cat.png" in err
+
+
 def test_an_http_test_of_a_port_that_does_not_speak_http_is_one_line():
     import socket
     import threading
