@@ -77,7 +77,7 @@ def fake_trt(request: pytest.FixtureRequest, trt_surfaces: dict[int, Any], monke
     monkeypatch.setitem(sys.modules, "tensorrt", module)
     monkeypatch.setattr("export.trt.build.gpu_info", lambda: HostCuda(machine).identity())
     monkeypatch.setattr("runtime.backends.trt.open_cuda_device", lambda: HostCuda(machine))
-    monkeypatch.setattr("export.trt.calibrate.cuda_upload", host_upload)
+    monkeypatch.setattr("export.trt.calibrate.cuda_upload", lambda batch: host_upload(batch, machine))
     return FakeTrt(module, machine, request.param)
 
 

@@ -47,6 +47,8 @@ class FakeMachine:
     parser_error: str | None = None  # parse_from_file reports this (an op the parser has no importer for, …)
     io_dtype: str = "float32"  # what get_tensor_dtype answers for the input and the output
     static_plan: bool = False  # a plan from an ONNX with a static batch: fixed I/O shapes, no profile shapes
+    # what host_cuda allocated as "device" memory: (start, bytes) of each buffer; TensorRT takes device addresses only
+    device_memory: list[tuple[int, int]] = field(default_factory=list)
     # TensorRT keeps one logger a process: the first Builder's or Runtime's while any of them lives
     process_logger: Any = None
     logger_holders: Any = field(default_factory=weakref.WeakSet)
@@ -54,6 +56,12 @@ class FakeMachine:
     # -- helpers ---------------------------------------------------------------------------------------------
     def record(self, name: str) -> None:
         self.calls.append(name)
+
+    def check_device(self, address: int, what: str) -> None:
+        """TensorRT reads and writes device memory only: a host address there is a crash or garbage on a GPU, so the
+        double refuses it loudly (a real binding takes any integer)."""
+        if not any(start <= address < start + size for start, size in self.device_memory):
+            raise AssertionError(f"{what}: {address:#x} is not device memory (a host buffer passed to TensorRT?)")
 
     def register_logger(self, holder: Any, logger: Any) -> None:
         """What createInferBuilder/createInferRuntime do with their logger: a new one is ignored, with a warning to
@@ -130,7 +138,7 @@ class Behaviours:
         calibrator = c.get("int8_calibrator")
         calibration = None
         if "INT8" in names and calibrator is not None:
-            calibration = _calibrate(calibrator, network._state["inputs"][0])
+            calibration = _calibrate(machine, calibrator, network._state["inputs"][0])
         low = "HALF" if names & {"FP16", "INT8"} else None
         layers = []
         for layer in network._state["layers"]:
@@ -367,6 +375,7 @@ class Behaviours:
         plan = self._state["engine"]._state["plan"]
         if name not in (plan["input"], plan["output"]):
             return False
+        machine.check_device(memory, f"set_tensor_address({name!r})")
         self._state["addresses"][name] = memory
         return True
 
@@ -419,7 +428,7 @@ def host_memory(trt: Any, data: bytes) -> Any:
     return memory
 
 
-def _calibrate(calibrator: Any, input_name: str) -> dict[str, Any]:
+def _calibrate(machine: "FakeMachine", calibrator: Any, input_name: str) -> dict[str, Any]:
     """What TensorRT does with a calibrator: batch size, the cache, then batches until None; errors inside
     get_batch are swallowed (the binding logs them) and end the calibration."""
     size = calibrator.get_batch_size()
@@ -434,6 +443,8 @@ def _calibrate(calibrator: Any, input_name: str) -> dict[str, Any]:
             pointers = None
         if not pointers:
             break
+        for pointer in pointers:  # get_batch must give device pointers (TensorRT's calibrator documentation)
+            machine.check_device(pointer, "get_batch")
         count += 1
     calibrator.write_calibration_cache(b"fake scales")
     return {"batch": size, "batches": count, "from_cache": False}

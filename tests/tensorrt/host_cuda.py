@@ -78,7 +78,10 @@ class HostCuda:
         return HostStream(self.machine)
 
     def empty(self, shape: tuple[int, ...], dtype: Any, *, pinned: bool = False) -> Any:
-        return torch.empty(shape, dtype=dtype)
+        tensor = torch.empty(shape, dtype=dtype)
+        if not pinned:  # "device" memory: the only addresses the double lets TensorRT read or write
+            self.machine.device_memory.append((tensor.data_ptr(), tensor.numel() * tensor.element_size()))
+        return tensor
 
     def event(self) -> HostEvent:
         return HostEvent()
@@ -98,6 +101,8 @@ class HostCuda:
         return HostGraph(run, self, stream)
 
 
-def host_upload(batch: Any) -> tuple[Any, int]:
+def host_upload(batch: Any, machine: FakeMachine) -> tuple[Any, int]:
+    """The calibrator's upload: a copy registered as "device" memory, as torch.cuda's copy would be."""
     tensor = torch.from_numpy(batch).clone()
+    machine.device_memory.append((tensor.data_ptr(), tensor.numel() * tensor.element_size()))
     return tensor, tensor.data_ptr()

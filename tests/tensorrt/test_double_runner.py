@@ -132,3 +132,12 @@ def test_benchmark_passes_trtexecs_cuda_graph_and_no_transfer_options():
     assert benchmark.backend_options("tensorrt", args) == {"cuda_graph": True, "transfers": False}
     default = benchmark.build_parser().parse_args(["artifact", "--backends", "tensorrt"])
     assert benchmark.backend_options("tensorrt", default) == {"cuda_graph": False, "transfers": True}
+
+
+def test_the_double_refuses_a_host_buffer_where_tensorrt_takes_device_memory(fake_trt, plan, photos):
+    """A host address given to TensorRT crashes or reads garbage on a GPU; the double refuses it, so the data-path
+    tests above prove that every address the runner hands over is one of its device buffers."""
+    with TrtRunner(plan) as runner:
+        runner._dev_in = runner._cuda.empty(tuple(runner._dev_in.shape), runner._dev_in.dtype, pinned=True)
+        with pytest.raises(AssertionError, match=r"set_tensor_address\('input'\): .* is not device memory"):
+            runner.infer(photos[:2])
