@@ -177,8 +177,9 @@ def remap_keys(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 def options_from_state_dict(state_dict: dict[str, torch.Tensor], *, attention: str | None) -> dict[str, Any]:
     """What a (remapped) state dict says of the architecture beyond its name: ``num_classes`` (the classifier's
-    rows) and, for ECA, each stage's ``kernel_size`` (the official ImageNet models use per-stage sizes such as
-    3, 5, 5, 7 where the channel-count rule gives 5, 5, 5, 7)."""
+    rows); for ECA each stage's ``kernel_size`` (the official ImageNet models use per-stage sizes such as 3, 5, 5, 7
+    where the channel-count rule gives 5, 5, 5, 7); for SE each stage's ``hidden`` width where it is not C/16; for
+    GC the stages that have a block (``attn_stages``) and the ``ratio``."""
     options: dict[str, Any] = {}
     fc = state_dict.get("fc.weight")
     if fc is not None and fc.ndim == 2:
@@ -191,7 +192,24 @@ def options_from_state_dict(state_dict: dict[str, torch.Tensor], *, attention: s
         fc1s = [state_dict.get(f"layer{stage}.0.se.fc1.weight") for stage in range(1, 5)]
         if all(w is not None and w.ndim == 4 for w in fc1s) and any(w.shape[0] != w.shape[1] // 16 for w in fc1s):
             options["hidden"] = tuple(int(w.shape[0]) for w in fc1s)
+    if attention == "gc":
+        options.update(_gc_options(state_dict))
     return options
+
+
+def _gc_options(state_dict: dict[str, torch.Tensor]) -> dict[str, Any]:
+    """GC's stages and ratio, as the checkpoint has them: GCNet's classification networks put a block in every stage
+    (its detection backbones, this project's default, in c3-c5 only), and its configs use r16 and r4."""
+    blocks = [f"layer{stage}.0.context_block" for stage in range(1, 5)]
+    stages = tuple(f"{block}.conv_mask.weight" in state_dict for block in blocks)
+    if not any(stages):
+        return {}
+    ratios = []
+    for block, on in zip(blocks, stages, strict=True):
+        squeeze = state_dict.get(f"{block}.channel_add_conv.0.weight")
+        ok = on and squeeze is not None and squeeze.ndim == 4
+        ratios.append(squeeze.shape[0] / squeeze.shape[1] if ok else 1 / 16)  # channels are powers of two: exact
+    return {"attn_stages": stages, "ratio": ratios[0] if len(set(ratios)) == 1 else tuple(ratios)}
 
 
 def compare_keys(model: nn.Module, state_dict: dict[str, torch.Tensor]) -> LoadReport:

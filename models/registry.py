@@ -120,9 +120,10 @@ def create_model(
     ``init`` (without a checkpoint): ``"calibrated"`` is a seeded init with every attention path active and
     BatchNorm statistics re-estimated on real photographs (NOT trained weights); ``"random"`` skips the
     photographs. Attention options go to every stage's layer (``groups=32``), or per stage as a 4-sequence.
-    ``num_classes`` (default 1000), ECA's per-stage ``kernel_size`` and SE's per-stage ``hidden`` width, when not
-    given, are read from the checkpoint's shapes (a fine-tuned classifier; the official ECA models' 3, 5, 5, 7;
-    timm's SE widths, C/16 rounded up to a multiple of 8).
+    ``num_classes`` (default 1000), ECA's per-stage ``kernel_size``, SE's per-stage ``hidden`` width and GC's stages
+    and ratio, when not given, are read from the checkpoint's shapes (a fine-tuned classifier; the official ECA
+    models' 3, 5, 5, 7; timm's SE widths, C/16 rounded up to a multiple of 8; GCNet's classification networks with a
+    block in every stage, and its r4 configs).
     """
     from models import default_weights
     from models.checkpoints import load_remapped, options_from_state_dict, read_state_dict, remap_keys
@@ -144,6 +145,10 @@ def create_model(
         if "hidden" in found and not {"hidden", "reduction"} & block_overrides.keys():
             block_overrides["hidden"] = found["hidden"]
             logger.info("%s: SE hidden widths %s per stage, as in the checkpoint", name, found["hidden"])
+        for key in ("attn_stages", "ratio"):  # GC
+            if key in found and key not in block_overrides:
+                block_overrides[key] = found[key]
+                logger.info("%s: GC %s %s, as in the checkpoint", name, key, found[key])
     if num_classes is None:  # no checkpoint and none given
         num_classes = config.num_classes
     model = default_weights.seeded_model(lambda: build_model(name, num_classes=num_classes, **block_overrides), seed=0)

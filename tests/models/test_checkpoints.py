@@ -144,6 +144,24 @@ def test_official_eca_kernel_sizes_are_read_from_the_checkpoint(tmp_path: Path) 
     assert sizes == [3, 5, 5, 7] and torch.equal(model(x), trained(x))
 
 
+@pytest.mark.parametrize(
+    ("stages", "ratio"), [((True,) * 4, 1 / 16), ((False, True, True, True), 1 / 4)], ids=["c2-c5 r16", "c3-c5 r4"]
+)
+def test_gcnet_stages_and_ratio_are_read_from_the_checkpoint(tmp_path: Path, stages, ratio) -> None:
+    # GCNet's classification networks have a block after every residual block (c2-c5); its detection configs
+    # GC(c3-c5, r16) and GC(c3-c5, r4); this project's default gc_resnet50 is c3-c5, r16
+    trained = build_model("gc_resnet50", attn_stages=stages, ratio=ratio).eval()
+    for module in trained.modules():  # the last conv starts at zero: make the blocks do something
+        if hasattr(module, "channel_add_conv"):
+            torch.nn.init.normal_(module.channel_add_conv[3].weight, std=0.05)
+    path = tmp_path / "gc_resnet50.pth.tar"
+    torch.save({"state_dict": {f"module.{k}": v for k, v in trained.state_dict().items()}}, path)
+    model = create_model("gc_resnet50", checkpoint=path)
+    x = torch.randn(1, 3, 64, 64)
+    found = [getattr(getattr(model, f"layer{i}")[0], "context_block", None) is not None for i in range(1, 5)]
+    assert tuple(found) == stages and torch.equal(model(x), trained(x))
+
+
 @pytest.mark.parametrize("bias", [True, False], ids=["PytorchInsight", "bias-free"])
 def test_linear_se_layout_loads(tmp_path: Path, bias: bool) -> None:
     # implus/PytorchInsight's SELayer: fc = Sequential(Linear(C, C/16), ReLU, Linear(C/16, C), Sigmoid)
