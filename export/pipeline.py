@@ -88,6 +88,7 @@ class ExportResult:
     ops_after: dict[str, int] = field(default_factory=dict)
     stage_seconds: dict[str, float] = field(default_factory=dict)
     opset: int | None = None
+    kept_previous: bool = False  # the INT8 graphs failed and an artifact was there: it was left as it was
 
     @property
     def passed(self) -> bool:
@@ -239,6 +240,13 @@ def export_model(
                 for failed in (result.parity, result.fused_parity):
                     if failed is not None:
                         failed.raise_for_failures()
+            return result
+        if result.int8 is not None and not result.int8.passed and (transaction.target / MANIFEST_NAME).is_file():
+            # only a first export publishes its FP32 graphs without the failed INT8 ones: a re-export never
+            # replaces an artifact (which may hold INT8 graphs that passed) with less than it asked for
+            logger.error("INT8 parity failed; the artifact in %s was left as it was (nothing written)", output_dir)
+            result.kept_previous = True
+            result.parity_path = result.onnx_path = result.fused_path = None
             return result
         with stage("manifest"):
             manifest = _manifest(source, spec=spec, opset=result.opset, num_classes=num_classes, result=result)

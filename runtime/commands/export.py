@@ -364,10 +364,18 @@ def _main(argv: list[str] | None, prog: str | None) -> int:
             # bits, 0.993 with 8), and the user may know their CPUs sum in 32 bits
             seven_bit = any(g.passed is False and g.weight_bits == 7 for g in result.int8.graphs)
             hint = f", or {EIGHT_BIT_WEIGHTS} (README: INT8, weight range)" if seven_bit else ""
-            int8_failure = (
-                f"error: INT8 parity failed ({'; '.join(result.int8.failures())}); those graphs are not in the "
-                f"manifest (re-calibrate: --calib-images with more photographs, or --calib-method{hint})"
+            where = (
+                f"the artifact already in {result.output_dir} was left as it was (nothing written)"
+                if result.kept_previous
+                else "those graphs are not in the manifest"
             )
+            int8_failure = (
+                f"error: INT8 parity failed ({'; '.join(result.int8.failures())}); {where} (re-calibrate: "
+                f"--calib-images with more photographs, or --calib-method{hint})"
+            )
+    if result.kept_previous:  # no new artifact: nothing for the follow-up steps to work on
+        print(int8_failure, file=sys.stderr)
+        return EXIT_PARITY
     from export.trt.inspect import EngineParityError
 
     missing_engine = None

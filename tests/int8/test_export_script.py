@@ -97,3 +97,23 @@ def test_a_failed_int8_gate_still_runs_the_steps_asked_for(export_script, tmp_pa
     assert export_script.main([*argv, "--triton-repo", str(repo)]) == 1
     assert "INT8 parity failed" in capsys.readouterr().err
     assert any(repo.glob("*/config.pbtxt"))  # written from the complete FP32 artifact
+
+
+def test_a_re_export_whose_int8_gate_fails_leaves_the_artifact_as_it_was(export_script, tmp_path, capsys, monkeypatch):
+    """It replaced an artifact whose INT8 graphs had passed with one holding none of them."""
+    import hashlib
+
+    import export.int8.parity as parity
+
+    out = tmp_path / "a"
+    argv = [*TINY, "--output", str(out), "--int8", "--calib-count", "4", "--no-fused-sge"]
+    assert export_script.main(argv) == 0
+    before = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in out.iterdir()}
+    assert any(name.startswith("model.int8") for name in before)
+    capsys.readouterr()
+    monkeypatch.setitem(parity.COSINE_GATES, "s8s8", 1.01)  # a gate no graph can pass
+    assert export_script.main(argv) == 1
+    err = capsys.readouterr().err
+    assert "INT8 parity failed" in err and f"the artifact already in {out} was left as it was" in err
+    assert {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in out.iterdir()} == before
+    assert not list(tmp_path.glob(".a.staging-*"))
