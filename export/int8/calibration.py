@@ -20,6 +20,7 @@ logger = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 METHODS = ("minmax", "entropy", "percentile")
+MAX_CALIB_COUNT = 1024  # 10⁸ ran the whole FP32 export, then the OOM killer ended the machine's largest process
 # The U8S8 CPU graphs' weight range. x86 CPUs without VNNI (AVX2 only: AMD Zen 1–3, Intel before Ice Lake/Cascade
 # Lake) multiply uint8 × int8 pairs with vpmaddubsw, whose 16-bit sum of two products saturates above 32767: with
 # 8-bit weights (|w| ≤ 127) a pair can reach 2 × 255 × 127 = 64770, with 7-bit weights (|w| ≤ 64) 32640 never does.
@@ -52,8 +53,11 @@ class CalibrationOptions:
             raise CalibrationImageError(f"--int8-weight-bits must be 7 or 8; got {self.cpu_weight_bits}")
         if self.method not in METHODS:
             raise CalibrationImageError(f"--calib-method must be one of {', '.join(METHODS)}; got {self.method!r}")
-        if self.count < 1:
-            raise CalibrationImageError(f"--calib-count must be at least 1; got {self.count}")
+        if not 1 <= self.count <= MAX_CALIB_COUNT:
+            raise CalibrationImageError(
+                f"--calib-count must lie in 1..{MAX_CALIB_COUNT} (every sample is held in memory with its "
+                f"activations; a few hundred representative photographs are plenty); got {self.count}"
+            )
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -65,12 +69,20 @@ class CalibrationOptions:
         }
 
 
+def _hidden(relative: Path) -> bool:
+    return any(part.startswith(".") for part in relative.parts)
+
+
 def image_files(paths: Sequence[str | Path]) -> list[Path]:
     """The image files named by ``paths`` (directories are listed, recursively, sorted); refuses an empty result."""
     files: list[Path] = []
     for path in map(Path, paths):
         if path.is_dir():
-            files += sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            files += sorted(  # hidden files and folders (._x.jpg, .ipynb_checkpoints) are no photographs of it
+                p
+                for p in path.rglob("*")
+                if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not _hidden(p.relative_to(path))
+            )
         elif path.is_file():
             files.append(path)
         else:
@@ -113,10 +125,8 @@ def calibration_batch(
     for path in files:
         try:
             image = load_image(path)
-        except ImageReadError as err:
-            raise CalibrationImageError(
-                f"calibration image {path} is unreadable; remove it or convert it to JPEG/PNG"
-            ) from err
+        except ImageReadError as err:  # its own reason: unreadable, or too large to decode
+            raise CalibrationImageError(f"{err} (a calibration image: fix it or leave it out)") from err
         if image.size == 0:
             raise CalibrationImageError(f"calibration image {path} is empty; remove it")
         batch.append(eval_transform(image, size=size, mean=mean, std=std))

@@ -98,28 +98,67 @@ def test_calib_count_caps_user_images(tmp_path):
     assert batch(CalibrationOptions(images=(folder,), count=2)).shape[0] == 2
 
 
-@pytest.mark.parametrize("case", ["empty-dir", "missing", "unreadable"])
+@pytest.mark.parametrize("case", ["empty-dir", "missing", "unreadable", "too-large", "only-hidden"])
 def test_bad_calibration_images_raise_one_clear_error(tmp_path, case):
+    from tests.runtime.test_image_decoding import bomb_png
+
     if case == "empty-dir":
         (tmp_path / "empty").mkdir()
         paths, match = (tmp_path / "empty",), "no calibration images"
     elif case == "missing":
         paths, match = (tmp_path / "nowhere",), "does not exist"
-    else:
+    elif case == "unreadable":
         bad = tmp_path / "broken.jpg"
         bad.write_bytes(b"not a jpeg")
-        paths, match = (bad,), "unreadable"
+        paths, match = (bad,), r"cannot read image .*broken\.jpg.* \(a calibration image: fix it or leave it out\)"
+    elif case == "too-large":  # a valid PNG, called "unreadable" before
+        paths, match = (bomb_png(tmp_path / "big.png", 10_000, 10_000),), r"big\.png has more than .*downscale it"
+    else:  # macOS's ._ files and notebook checkpoints are no photographs of the deployment
+        write_photos(tmp_path / "calib" / ".ipynb_checkpoints", 2)
+        (tmp_path / "calib" / "._img00.png").write_bytes(b"\0\5\x16\7 AppleDouble")
+        paths, match = (tmp_path / "calib",), "no calibration images"
     with pytest.raises(CalibrationImageError, match=match):
         batch(CalibrationOptions(images=paths))
 
 
-def test_options_refuse_unknown_method_and_zero_count():
+def test_options_refuse_unknown_method_and_counts_out_of_range():
     with pytest.raises(CalibrationImageError, match="minmax"):
         CalibrationOptions(method="kl")
-    with pytest.raises(CalibrationImageError, match="at least 1"):
-        CalibrationOptions(count=0)
+    for count in (0, 1025, 100_000_000):  # 10⁸ ran the whole FP32 export before the OOM killer ended it
+        with pytest.raises(CalibrationImageError, match=rf"--calib-count must lie in 1\.\.1024 .*got {count}"):
+            CalibrationOptions(count=count)
 
 
 def test_image_files_lists_directories_recursively(tmp_path):
     write_photos(tmp_path / "a" / "b", 2)
     assert [p.name for p in image_files([tmp_path])] == ["img00.png", "img01.png"]
+
+
+def test_entropy_calibration_clips_a_lone_outlier_where_minmax_keeps_it(tmp_path):
+    """With ORT's defaults (128 bins for 128 levels) the entropy search had one threshold to try, minmax's: the
+    '--calib-method entropy' graph was byte for byte the min-max one."""
+    import json
+
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from export.int8.quantize import calibrate
+
+    weight = numpy_helper.from_array(np.eye(4, dtype=np.float32).reshape(4, 4, 1, 1), "w")
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["y"]), helper.make_node("Relu", ["y"], ["z"])],
+        "conv_relu",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4, 8, 8])],
+        [helper.make_tensor_value_info("z", TensorProto.FLOAT, ["n", 4, 8, 8])],
+        [weight],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "m.onnx")
+    x = np.abs(np.random.default_rng(0).standard_normal((8, 4, 8, 8))).astype(np.float32)
+    x[0, 0, 0, 0] = 40.0  # one activation far out of the rest's range
+
+    def highest(method):
+        path = calibrate(tmp_path / "m.onnx", x, input_name="x", method=method, ranges_path=tmp_path / f"{method}.json")
+        value = json.loads(path.read_text())["data"]["z"]["highest"]
+        return float(value["data"][0] if isinstance(value, dict) else value)
+
+    assert highest("minmax") == 40.0 and highest("entropy") < 10.0
