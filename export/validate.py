@@ -178,6 +178,7 @@ def check_int8_graphs(reference: "Reference") -> "Int8Result":  # noqa: F821
         int8_record,
         int8_saturates,
         int8_weight_bits,
+        missing_int8_graph,
     )
     from export.int8.stage import Int8Result, check_int8_graph, int8_references
     from export.ort_sge.kernels import KernelUnavailableError, kernel_library
@@ -186,8 +187,8 @@ def check_int8_graphs(reference: "Reference") -> "Int8Result":  # noqa: F821
     plan = [(name, role) for role in SCHEME_OF_ROLE if (name := file_with_role(manifest, role))]
     if not plan:
         raise ArtifactError(
-            f"{reference.directory} has no INT8 graph to check; re-export it with "
-            f"`sge-deploy export --model {manifest.model} --int8`"
+            f"{reference.directory} has no INT8 graph to check: "
+            f"{missing_int8_graph(manifest, fused=True, directory=reference.directory)}"
         )
     inputs = parity_inputs(spec, reference.photos, every_photo=True)  # the INT8 photo gates judge every photograph
     fp32_onnx = reference.directory / manifest.deploy

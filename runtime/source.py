@@ -92,7 +92,7 @@ class ModelSource:
             return self.model_path  # a bare file runs as given
         from export.int8.roles import plain_int8_file
 
-        plain = plain_int8_file(self.manifest, fused=fused)
+        plain = plain_int8_file(self.manifest, fused=fused, directory=self.directory)
         return self.directory / plain if plain else None
 
     def to_dict(self) -> dict[str, Any]:

@@ -11,6 +11,8 @@ role                   file                        what it is
 =====================  ==========================  =======================================================
 """
 
+from pathlib import Path
+
 INT8_ROLE = "model-int8"
 INT8_FUSED_ROLE = "model-int8-ort-cpu"
 INT8_S8S8_ROLE = "model-int8-s8s8"
@@ -64,7 +66,7 @@ def file_with_role(manifest: "Manifest", role: str) -> str | None:  # noqa: F821
     return next((rel for rel, entry in manifest.files.items() if entry.role == role), None)
 
 
-def int8_graph_file(manifest: "Manifest", *, fused: bool = False) -> str:  # noqa: F821
+def int8_graph_file(manifest: "Manifest", *, fused: bool = False, directory: Path | None = None) -> str:  # noqa: F821
     """The INT8 graph a runner opens: the fused-SGE one when ``fused`` and recorded, else ``model.int8.onnx``.
 
     Each graph passes its parity gate on its own, so either may be missing; a PrecisionError then says which graphs
@@ -72,11 +74,11 @@ def int8_graph_file(manifest: "Manifest", *, fused: bool = False) -> str:  # noq
     """
     found = (fused and file_with_role(manifest, INT8_FUSED_ROLE)) or file_with_role(manifest, INT8_ROLE)
     if not found:
-        raise PrecisionError(missing_int8_graph(manifest, fused=fused))
+        raise PrecisionError(missing_int8_graph(manifest, fused=fused, directory=directory))
     return found
 
 
-def plain_int8_file(manifest: "Manifest", *, fused: bool) -> str | None:  # noqa: F821
+def plain_int8_file(manifest: "Manifest", *, fused: bool, directory: Path | None = None) -> str | None:  # noqa: F821
     """The plain INT8 graph (``model.int8.onnx``) a runner falls back to; None where only the fused INT8 graph
     passed its gate and ``fused`` lets it run alone; a PrecisionError where neither can run."""
     plain = file_with_role(manifest, INT8_ROLE)
@@ -84,7 +86,7 @@ def plain_int8_file(manifest: "Manifest", *, fused: bool) -> str | None:  # noqa
         return plain
     if fused and file_with_role(manifest, INT8_FUSED_ROLE):
         return None
-    raise PrecisionError(missing_int8_graph(manifest, fused=fused))
+    raise PrecisionError(missing_int8_graph(manifest, fused=fused, directory=directory))
 
 
 def int8_record(manifest: "Manifest") -> dict:  # noqa: F821
@@ -105,12 +107,15 @@ def failed_int8_graphs(manifest: "Manifest") -> dict[str, str]:  # noqa: F821
     return {name: str(g.get("parity_json")) for name, g in graphs.items() if g.get("passed") is False}
 
 
-def missing_int8_graph(manifest: "Manifest", *, fused: bool) -> str:  # noqa: F821
-    """Why the artifact records no INT8 graph a runner can open (``fused``: the fused-SGE one would do), in one line."""
+def missing_int8_graph(manifest: "Manifest", *, fused: bool, directory: Path | None = None) -> str:  # noqa: F821
+    """Why the artifact (in ``directory``, where known) records no INT8 graph a runner can open (``fused``: the
+    fused-SGE one would do), in one line."""
+    from export.reexport import export_command
+
     if not int8_record(manifest):
         return (
             f"the {manifest.model} artifact has no INT8 graph (role {INT8_ROLE!r}); re-export it with "
-            f"`sge-deploy export --model {manifest.model} --int8`"
+            f"`{export_command(manifest, directory=directory, adding=('--int8',))}`"
         )
     usable = (INT8_NAME, INT8_FUSED_NAME) if fused else (INT8_NAME,)
     failed = [f"{name} ({report})" for name, report in failed_int8_graphs(manifest).items() if name in usable]
@@ -130,10 +135,17 @@ def missing_int8_graph(manifest: "Manifest", *, fused: bool) -> str:  # noqa: F8
     )
 
 
-def fused_int8_cannot_run(manifest: "Manifest", backend: str, fused_file: str, reason: str) -> PrecisionError:  # noqa: F821
+def fused_int8_cannot_run(
+    manifest: "Manifest",  # noqa: F821
+    backend: str,
+    fused_file: str,
+    reason: str,
+    *,
+    directory: Path | None = None,
+) -> PrecisionError:
     """The fused INT8 graph failed on ``backend`` and the artifact has no plain INT8 graph to fall back to: both, in
     one line (the fused graph was tried, so the message never points back at it)."""
-    missing = missing_int8_graph(manifest, fused=True)
+    missing = missing_int8_graph(manifest, fused=True, directory=directory)
     return PrecisionError(f"{backend} cannot run {fused_file} here ({reason}), and {missing}")
 
 
@@ -173,10 +185,12 @@ def saturation_note(
     cpu_flags: set[str] | None = None,
 ) -> str | None:
     """One line where ``graph_file`` can saturate on this CPU (``int8_saturates``); None where it runs as exported."""
+    from export.reexport import export_command
+
     if not int8_saturates(manifest, graph_file, cpu_flags):
         return None
     return (
         f"{backend}: {graph_file} has 8-bit weights and this CPU has no VNNI ({', '.join(sorted(VNNI_FLAGS))}): "
         "its uint8×int8 sums can saturate here and move the logits beyond the export's INT8 parity; re-export "
-        f"with `sge-deploy export --model {manifest.model} --int8` (7-bit weights, the default)"
+        f"with `{export_command(manifest, adding=('--int8',))}` (7-bit weights, the default)"
     )

@@ -176,7 +176,7 @@ class OnnxRuntimeRunner(SourceRunner):
             return self.source.model_path
         if self.source.manifest is None or self.source.directory is None:
             return self.source.model_path  # a bare .onnx file: the caller chose the INT8 graph itself
-        return self.source.directory / int8_graph_file(self.source.manifest)
+        return self.source.directory / int8_graph_file(self.source.manifest, directory=self.source.directory)
 
     def cpu_model_path(self) -> Path:
         """The graph the CPU session runs: the artifact's fused-SGE graph when it has one, else ``model_path()``."""
@@ -185,7 +185,7 @@ class OnnxRuntimeRunner(SourceRunner):
 
         manifest, directory = self.source.manifest, self.source.directory
         if self.precision == "int8" and manifest is not None and directory is not None:
-            return directory / int8_graph_file(manifest, fused=self.sge_fused)
+            return directory / int8_graph_file(manifest, fused=self.sge_fused, directory=directory)
         fused = fused_graph_file(manifest) if manifest is not None else None
         if self.sge_fused and fused and directory is not None:
             return directory / fused
@@ -213,7 +213,9 @@ class OnnxRuntimeRunner(SourceRunner):
                 if plain is None:
                     from export.int8.roles import fused_int8_cannot_run
 
-                    raise fused_int8_cannot_run(self.source.manifest, "onnxruntime", path.name, reason) from err
+                    raise fused_int8_cannot_run(
+                        self.source.manifest, "onnxruntime", path.name, reason, directory=self.source.directory
+                    ) from err
                 logger.warning("the fused SGE graph cannot run here (%s); running %s instead", reason, plain.name)
         # An artifact says which of its graphs is fused; a bare .onnx file's opsets, read with its specs, say it.
         from export.ort_sge.session import uses_fused_sge

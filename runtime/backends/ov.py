@@ -85,7 +85,9 @@ class OpenVINORunner(SourceRunner):
 
     def _no_plain_graph(self, fused: Path, err: BaseException) -> PrecisionError:
         """The fused INT8 graph failed here and the artifact has no plain one to fall back to: say both."""
-        return fused_int8_cannot_run(self.source.manifest, "openvino", fused.name, one_line(err))
+        return fused_int8_cannot_run(
+            self.source.manifest, "openvino", fused.name, one_line(err), directory=self.source.directory
+        )
 
     def fused_graph_path(self) -> Path | None:
         """The artifact's fused-SGE graph for this precision, if it has one and ``sge_fused`` is on."""

@@ -102,14 +102,14 @@ def graphs_to_check(directory: Path, *, backend: str, int8: bool = False) -> lis
     """The deploy file, and with ONNX Runtime the fused-SGE graph when the artifact has one; with ``int8`` an
     artifact without INT8 graphs is refused here, before the eager model is rebuilt (it took 37 s to say so)."""
     from export.artifacts import ArtifactError, load_manifest
-    from export.int8.roles import SCHEME_OF_ROLE, file_with_role
+    from export.int8.roles import SCHEME_OF_ROLE, file_with_role, missing_int8_graph
     from export.ort_sge.session import fused_graph_file
 
     manifest = load_manifest(directory, verify=False)  # open_reference verifies the hashes
     if int8 and not any(file_with_role(manifest, role) for role in SCHEME_OF_ROLE):
         raise ArtifactError(
-            f"{directory} has no INT8 graph to check; re-export it with `sge-deploy export --model {manifest.model} "
-            "--int8`, or drop --int8"
+            f"{directory} has no INT8 graph to check: {missing_int8_graph(manifest, fused=True, directory=directory)}"
+            "; or drop --int8"
         )
     fused = fused_graph_file(manifest) if backend == "onnxruntime" else None
     return [manifest.deploy, *([fused] if fused else [])]

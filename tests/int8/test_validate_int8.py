@@ -56,6 +56,7 @@ def test_an_artifact_without_int8_graphs_is_one_line_and_exit_2(fp32_artifact, v
     assert validate_script.main([str(fp32_artifact), "--int8"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "has no INT8 graph to check" in err[0] and "--int8" in err[0]
+    assert f"--output {fp32_artifact} --int8`" in err[0]  # the command re-exports this artifact, not a default one
 
 
 def test_tensorrts_s8s8_graph_is_not_judged_on_a_cpu_that_saturates_it(int8_artifact, monkeypatch, caplog):
