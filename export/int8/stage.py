@@ -83,6 +83,15 @@ class Int8Result:
     def failures(self) -> list[str]:
         return [f"{g.name}: {failure}" for g in self.graphs for failure in g.parity.failures]
 
+    def failure_summary(self) -> list[str]:
+        """One phrase per failed graph: how many of its cases failed and the first of them (a line listing every case
+        of every batch, against eager and against the FP32 graph, ran to 3,000 characters; the report has them)."""
+        return [
+            f"{g.name}: {len(g.parity.failures)} case(s) failed, first {g.parity.failures[0]} (all in {g.parity_name})"
+            for g in self.graphs
+            if g.parity.failures
+        ]
+
     def to_dict(self) -> dict[str, Any]:
         return {"calibration": self.calibration, "graphs": [g.to_dict() for g in self.graphs]}
 

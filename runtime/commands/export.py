@@ -370,7 +370,7 @@ def _main(argv: list[str] | None, prog: str | None) -> int:
                 else "those graphs are not in the manifest"
             )
             int8_failure = (
-                f"error: INT8 parity failed ({'; '.join(result.int8.failures())}); {where} (re-calibrate: "
+                f"error: INT8 parity failed ({'; '.join(result.int8.failure_summary())}); {where} (re-calibrate: "
                 f"--calib-images with more photographs, or --calib-method{hint})"
             )
     if result.kept_previous:  # no new artifact: nothing for the follow-up steps to work on

@@ -87,11 +87,12 @@ def _main(argv: list[str] | None, prog: str | None) -> int:
         as_json = {graph: report.to_dict() for graph, report in reports.items()}
         write_json_output(args.json, as_json | {graph.name: graph.parity.to_dict() for graph in int8_graphs})
     failures = [f"{graph}: {failure}" for graph, report in reports.items() for failure in report.failures()]
-    failures += int8.failures() if int8 is not None else []
+    failures += int8.failure_summary() if int8 is not None else []
     if int8 is not None:  # a CPU graph the export dropped: this artifact has no INT8 graph a CPU runner may open
         failures += export_failed_cpu_graphs(args.directory)
     if failures:
-        print(f"error: parity failed: {'; '.join(failures)}", file=sys.stderr)
+        hint = int8_remedy(reference.manifest, args.directory, int8) if int8 is not None and not int8.passed else ""
+        print(f"error: parity failed: {'; '.join(failures)}{hint}", file=sys.stderr)
         return EXIT_PARITY
     checked = [*reports, *(graph.name for graph in int8_graphs)]
     console.print(f"{args.directory}: hashes verified, parity passed on {backend} ({', '.join(checked)})")
@@ -129,3 +130,19 @@ def export_failed_cpu_graphs(directory: Path) -> list[str]:
         for name, report in failed.items()
         if name in (INT8_NAME, INT8_FUSED_NAME)
     ]
+
+
+def int8_remedy(manifest, directory, int8) -> str:
+    """What to do about INT8 graphs that failed here: re-export with 7-bit weights where 8-bit ones saturate on this
+    CPU (no VNNI), else calibrate again."""
+    from export.int8.roles import int8_saturates
+    from export.reexport import export_command
+
+    failed = [g.name for g in int8.graphs if not g.passed]
+    command = export_command(manifest, directory=directory, adding=("--int8",))
+    if any(int8_saturates(manifest, name) for name in failed):
+        return (
+            f"; this CPU has no VNNI, and 8-bit INT8 weights saturate on it: re-export with `{command}` (7-bit "
+            "weights, the default) for such deployment machines"
+        )
+    return f"; re-export with other calibration: `{command} --calib-images DIR` of your own photographs"

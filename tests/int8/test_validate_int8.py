@@ -80,7 +80,13 @@ def test_a_graph_below_its_gate_here_exits_1(int8_artifact, validate_script, mon
     monkeypatch.setitem(parity.COSINE_GATES, "u8s8", 0.99999)
     assert validate_script.main([str(directory), "--int8"]) == 1
     err = capsys.readouterr().err
-    assert err.startswith("error: parity failed: model.int8.onnx: photos") and "< 0.99999" in err
+    assert err.startswith("error: parity failed: model.int8.onnx: ") and "case(s) failed, first photos" in err
+    assert "< 0.99999" in err and "(all in parity_model_int8.json)" in err and err.count("\n") == 1
+    assert len(err) < 600 and "re-export with other calibration: `sge-deploy export" in err  # it ran to 872 chars
+    assert f"--output {directory} --int8 --calib-images DIR`" in err
+    monkeypatch.setattr("export.int8.roles.int8_saturates", lambda manifest, graph, cpu_flags=None: True)
+    assert validate_script.main([str(directory), "--int8"]) == 1
+    assert "this CPU has no VNNI, and 8-bit INT8 weights saturate on it: re-export with" in capsys.readouterr().err
 
 
 def test_cpu_int8_graphs_the_export_dropped_fail_validate(int8_artifact, tmp_path):
