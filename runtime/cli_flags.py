@@ -49,7 +49,9 @@ def backend_name(text: str) -> str:
     from runtime import canonical_name
 
     backend, colon, precision = text.strip().partition(":")
-    return canonical_name(backend) + colon + precision
+    if colon and not precision.strip():  # "openvino:" ran fp32 without a word
+        raise argparse.ArgumentTypeError(f"{text!r} names no precision after ':'; write {backend}:int8, or {backend}")
+    return canonical_name(backend) + colon + precision.strip()
 
 
 def backend_list(text: str) -> tuple[str, ...]:

@@ -79,7 +79,8 @@ class OnnxRuntimeRunner(SourceRunner):
         self.precision = normalise_precision(precision)
         if self.precision not in ("fp32", "int8"):
             raise PrecisionError(
-                f"onnxruntime runs precision fp32 or int8; got {precision!r} (fp16: fp16=True on device='tensorrt')"
+                f"onnxruntime runs precision fp32 or int8; got {precision!r} (bf16 and f16 run on openvino; FP16 on "
+                "a GPU is ONNX Runtime's TensorRT provider, fp16=True with device='tensorrt')"
             )
         if device not in PROVIDERS:
             raise ValueError(f"onnxruntime device must be one of {', '.join(PROVIDERS)}; got {device!r}")

@@ -86,9 +86,15 @@ class TorchRunner(SourceRunner):
         if device not in DEVICES:
             raise ValueError(f"torch device must be one of {', '.join(DEVICES)}; got {device!r}")
         if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}")
+            raise ValueError(
+                f"the torch backend runs precision {' or '.join(PRECISIONS)}; got {precision!r} (int8 runs on "
+                "onnxruntime and openvino, bf16 on openvino)"
+            )
         if precision == "fp16" and device != "cuda":
-            raise ValueError("precision='fp16' needs device='cuda' (PyTorch's CPU kernels are not timed in FP16 here)")
+            raise ValueError(
+                "the torch backend runs fp16 on a CUDA GPU only (device='cuda'; benchmark --device cuda); PyTorch's "
+                "CPU kernels are not timed in FP16 here"
+            )
         self.model_name = model or self.source.model_name
         if self.model_name is None:
             raise ValueError(

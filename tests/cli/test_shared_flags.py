@@ -89,3 +89,13 @@ def test_an_artifact_may_be_named_by_its_manifest(command, tmp_path):
     for given in (tmp_path / "manifest.json", tmp_path):
         args = module.build_parser().parse_args([str(given), *extra])
         assert vars(args)["directory" if command == "validate" else "artifact"] == tmp_path
+
+
+def test_a_backend_with_an_empty_precision_is_refused(capsys):
+    """``evaluate --backends openvino:`` ran fp32 under that label without a word."""
+    from runtime.commands import evaluate
+
+    with pytest.raises(SystemExit) as exit_info:
+        evaluate.build_parser().parse_args(["artifacts/x", "--data", "photos", "--backends", "openvino:"])
+    assert exit_info.value.code == 2
+    assert "'openvino:' names no precision after ':'; write openvino:int8, or openvino" in capsys.readouterr().err

@@ -66,6 +66,15 @@ def test_precision_errors_say_what_to_do():
 def test_onnxruntime_refuses_fp16_on_the_cpu(int8_artifact):
     with pytest.raises(PrecisionError, match="fp32 or int8"):
         runtime.load(int8_artifact[0], "onnxruntime", precision="fp16")
+    with pytest.raises(PrecisionError, match=r"got 'bf16' \(bf16 and f16 run on openvino;"):  # where to go instead
+        runtime.load(int8_artifact[0], "onnxruntime", precision="bf16")
+
+
+def test_torch_names_itself_and_where_the_precision_runs(int8_artifact):
+    with pytest.raises(ValueError, match=r"the torch backend runs precision fp32 or fp16; got 'int8' \(int8 runs on"):
+        runtime.load(int8_artifact[0], "torch", precision="int8")
+    with pytest.raises(ValueError, match=r"the torch backend runs fp16 on a CUDA GPU only"):
+        runtime.load(int8_artifact[0], "torch", precision="fp16")
 
 
 def test_infer_script_takes_the_precision(int8_artifact, tmp_path):
