@@ -226,6 +226,8 @@ class OnnxRuntimeRunner(SourceRunner):
     def _open_cpu(self, path: Path, *, fused: bool) -> None:
         from export.ort_sge.session import cpu_session, plan_session
 
+        if self.precision == "int8" and self.source.manifest is not None:  # as OpenVINO refuses it: a float graph
+            self._check_quantised(path)  # under the INT8 role (re-hashed) would run FP32 under the int8 name
         plan = plan_session(path, fused=fused)
         try:
             session = cpu_session(plan, threads=self.threads, spinning=self.allow_spinning)
@@ -235,6 +237,16 @@ class OnnxRuntimeRunner(SourceRunner):
         self._session = session
         ort = import_onnxruntime()
         logger.info("onnxruntime %s CPU, threads %s: %s", ort.__version__, self.threads, self._graph)
+
+    @staticmethod
+    def _check_quantised(path: Path) -> None:
+        import onnx
+
+        from export.int8.roles import holds_quantised_layer, not_quantised
+
+        graph = onnx.load(str(path), load_external_data=False).graph
+        if not holds_quantised_layer(node.op_type for node in graph.node):
+            raise not_quantised(path)
 
     def _deactivate_impl(self) -> None:
         self._binding = None

@@ -142,6 +142,29 @@ def test_onnxruntime_refuses_a_bare_float_file_for_int8(int8_artifact, photos):
     np.testing.assert_allclose(got, run(directory, "onnxruntime", photos, sge_fused=False)[0], atol=1e-5)
 
 
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+def test_a_float_graph_under_the_int8_role_is_refused_by_every_backend(int8_artifact, tmp_path, backend):
+    """Replaced and re-hashed (out of the manifest's scope), it ran FP32 under the int8 name on onnxruntime, while
+    OpenVINO refused it."""
+    import hashlib
+    import json
+    import shutil
+
+    directory, _ = int8_artifact
+    copy = tmp_path / "artifact"
+    shutil.copytree(directory, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    for name in [n for n in manifest["files"] if n.startswith("model.int8") and n.endswith(".onnx")]:
+        (copy / name).write_bytes((copy / "model.onnx").read_bytes())
+        data = (copy / name).read_bytes()
+        manifest["files"][name].update(sha256=hashlib.sha256(data).hexdigest(), size=len(data))
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    runner = runtime.load(copy, backend, precision="int8", threads=1)
+    with pytest.raises(PrecisionError, match="holds no quantised layer"):
+        runner.activate()
+    assert not runner.is_active
+
+
 def test_the_photo_gates_judge_every_photograph_whatever_the_batch_sizes(photos):
     """With batch sizes 1 and 2, wrong top-1 classes on the photographs past the second must still fail the gate."""
     n = len(photos)
