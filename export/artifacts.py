@@ -143,13 +143,12 @@ def _preprocessing(value: Any) -> dict[str, Any]:
 
 def _preprocessing_done(value: dict[str, Any]) -> dict[str, Any]:
     """What models.transforms.eval_transform does, which the export records beside the sizes and statistics."""
-    from models.transforms import EVAL_PREPROCESSING, resize_for_crop
+    from models.transforms import EVAL_PREPROCESSING, eval_preprocessing
 
-    done: dict[str, Any] = dict(EVAL_PREPROCESSING)
     sides = [int(v) for v in value.get("input_size", ())]
-    if sides and all(1 <= side <= MAX_INPUT_SIDE for side in sides):  # a size out of range is the runners' refusal
-        done["resize_shorter"] = resize_for_crop(max(sides))
-    return done
+    if len(sides) == 2 and all(1 <= side <= MAX_INPUT_SIDE for side in sides):  # out of range: the runners refuse it
+        return {k: v for k, v in eval_preprocessing((sides[0], sides[1])).items() if k != "input_size"}
+    return dict(EVAL_PREPROCESSING)
 
 
 def _close(a: Any, b: float) -> bool:

@@ -34,13 +34,7 @@ def share_mode(data: Path, graph: Path) -> None:
 
 def external_data_files(model: onnx.ModelProto) -> set[str]:
     """The side files a graph's initializers name (read with ``load_external_data=False``)."""
-    return {
-        entry.value
-        for tensor in model.graph.initializer
-        if tensor.data_location == onnx.TensorProto.EXTERNAL
-        for entry in tensor.external_data
-        if entry.key == "location"
-    }
+    return set(external_data_extent(model)) - {""}
 
 
 def external_data_extent(model: onnx.ModelProto) -> dict[str, int]:

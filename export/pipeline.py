@@ -412,22 +412,15 @@ def _input_spec(source: ExportSource, spec: ExportSpec) -> TensorSpec:
 def _manifest(
     source: ExportSource, *, spec: ExportSpec, opset: int | None, num_classes: int, result: ExportResult
 ) -> Manifest:
-    from models.transforms import EVAL_PREPROCESSING, resize_for_crop
+    from models.transforms import eval_preprocessing
 
-    h, w = spec.input_size
     return Manifest(
         model=source.name,
         deploy=ONNX_NAME,
         inputs=[_input_spec(source, spec)],
         outputs=[spec.output_spec(num_classes)],
         opset=opset,
-        preprocessing={
-            "input_size": [h, w],
-            "resize_shorter": resize_for_crop(max(h, w)),
-            "mean": list(source.mean),
-            "std": list(source.std),
-            **EVAL_PREPROCESSING,
-        },
+        preprocessing={**eval_preprocessing(spec.input_size), "mean": list(source.mean), "std": list(source.std)},
         versions=tool_versions(spec.simplifier),
         parity=result.parity.summary(),
         extra={

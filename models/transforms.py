@@ -111,6 +111,12 @@ def to_rgb(image: np.ndarray) -> np.ndarray:
 EVAL_PREPROCESSING = {"interpolation": "bilinear", "scale": 1 / 255, "layout": "NCHW", "color": "RGB"}
 
 
+def eval_preprocessing(input_size: tuple[int, int]) -> dict[str, object]:
+    """What ``eval_transform`` does at ``input_size`` (H, W), in a manifest's words (mean and std aside)."""
+    h, w = input_size
+    return {"input_size": [h, w], "resize_shorter": resize_for_crop(max(h, w)), **EVAL_PREPROCESSING}
+
+
 def resize_for_crop(crop: int) -> int:
     """The shorter-side resize that precedes a centre crop (256 for 224, the 0.875 crop ratio)."""
     return round(crop / 0.875)

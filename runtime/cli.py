@@ -177,13 +177,16 @@ def check_output_paths(
         check_output_path(path, flag=flag)
 
 
-def check_outside_artifacts(**folders: str | Path | None) -> None:
-    """Refuse an output folder inside an existing artifact (``check_output_paths`` does so for files): its files
-    would be strays there, warned about on every load and refused by the next export."""
+def check_outside_artifacts(*, artifacts: Sequence[str | Path | None] = (), **folders: str | Path | None) -> None:
+    """Refuse an output folder inside an existing artifact, or at or inside one of ``artifacts`` still to be written
+    (``check_output_paths`` does so for files): its files would be strays there, warned about on every load and
+    refused by the next export."""
+    future = [Path(a).resolve() for a in artifacts if a is not None]
     for key, folder in folders.items():
         if folder is None:
             continue
-        artifact = enclosing_artifact(folder)
+        target = Path(folder).resolve()
+        artifact = next((a for a in future if target.is_relative_to(a)), None) or enclosing_artifact(folder)
         if artifact is not None:
             raise OutputPathError(
                 f"--{key.replace('_', '-')} {folder} lies in the artifact {artifact}, whose files are hashed; give a "

@@ -166,7 +166,6 @@ def add_json(parser: argparse.ArgumentParser, *, default=None, help: str) -> arg
 
 def artifact_directory(text: str) -> Path:
     """A positional artifact argument: the directory, or its manifest.json (as infer and runtime.load take it)."""
-    from export.artifacts import MANIFEST_NAME
+    from runtime.source import artifact_path
 
-    path = Path(text)
-    return path.parent if path.name == MANIFEST_NAME and path.is_file() else path
+    return artifact_path(text)

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from export.artifacts import TensorSpec
-from runtime.backends.base import BackendUnavailableError, Runner
+from runtime.backends.base import BackendUnavailableError, InputMismatchError, Runner
 from runtime.triton_processes import Stub, clean_up_after, find_stubs, stub_died
 
 logger = logging.getLogger(__name__)
@@ -202,8 +202,6 @@ def infer_function(runner: Runner) -> Callable[[list[Any]], list[dict[str, np.nd
     A ``--dynamic-hw`` model takes sides from its smallest up to the largest an export takes; the runner refuses
     others before it allocates (``TensorSpec.side_refusal``). Triton batches only requests of one shape, so such a
     call fails whole, in one line (``RequestRefused``)."""
-    from runtime.backends.base import InputMismatchError
-
     input_name, output_name = runner.input_spec.name, runner.output_spec.name
     classes = runner.output_spec.shape[1:]
     refuses_nonfinite = runner.hides_nonfinite_input or runner.check_finite
@@ -394,7 +392,7 @@ class ModelServer:
             self._stubs = find_stubs(grpc_port=c.grpc_port)
         except BaseException:
             # while tritonserver lives its stubs are below this process: found now, cleaned up by stop() if left
-            self._stubs = self._stubs or find_stubs(grpc_port=c.grpc_port)
+            self._stubs = find_stubs(grpc_port=c.grpc_port)
             self.stop()
             raise
         logger.info("serving %s on %s", c.model_name, ", ".join(f"{k} {v}" for k, v in c.urls.items()))

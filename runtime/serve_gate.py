@@ -196,7 +196,7 @@ def _check_shape(shape: Any, limits: RequestLimits) -> int:
         raise RequestRejected(refusal)
     for axis, (got, want) in enumerate(zip(shape[1:], spec[1:], strict=True), start=1):
         fixed = isinstance(want, int) and want > 0
-        if (fixed and got != want) or not 1 <= got <= MAX_INPUT_SIDE:
+        if got != want if fixed else not 1 <= got <= MAX_INPUT_SIDE:  # a fixed side is the graph's, whatever it is
             raise RequestRejected(
                 f"unexpected shape {shape} for input {limits.input.name!r}; expected {_example(limits)} (axis {axis})"
             )

@@ -108,9 +108,7 @@ def open_source(path: str | Path | ModelSource) -> ModelSource:
     """Resolve ``path`` (an artifact directory, its ``manifest.json``, or an ``.onnx`` file) to a ``ModelSource``."""
     if isinstance(path, ModelSource):
         return path
-    path = Path(path)
-    if path.name == MANIFEST_NAME:
-        path = path.parent
+    path = artifact_path(path)
     if path.is_dir():
         return _from_directory(path)
     if path.suffix == ".onnx" and path.is_file():
@@ -118,6 +116,12 @@ def open_source(path: str | Path | ModelSource) -> ModelSource:
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist; give an artifact directory or an .onnx file")
     raise ArtifactError(f"{path} is neither an artifact directory nor an .onnx file; give one of those")
+
+
+def artifact_path(path: str | Path) -> Path:
+    """``path``, or the artifact directory where it names the artifact's manifest.json."""
+    path = Path(path)
+    return path.parent if path.name == MANIFEST_NAME else path
 
 
 def recorded_source(manifest: Manifest | None) -> dict[str, Any]:

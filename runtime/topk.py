@@ -11,6 +11,14 @@ class LabelsError(ValueError):
     """A labels file cannot be read or does not fit the model's classes."""
 
 
+class NonFiniteLogits(ValueError):
+    """Logits holding NaN/Inf, which no ranking means anything for; ``rows`` are theirs."""
+
+    def __init__(self, message: str, rows: list[int]) -> None:
+        super().__init__(message)
+        self.rows = rows
+
+
 @dataclass(frozen=True)
 class Prediction:
     index: int
@@ -55,9 +63,10 @@ def top_k(logits: np.ndarray, k: int = 5, *, labels: list[str] | None = None) ->
         raise LabelsError(f"{len(labels)} labels for {logits.shape[1]} classes; give one label per class")
     rows = np.flatnonzero(~np.isfinite(logits).all(axis=1))
     if rows.size:  # ORT and torch carry a NaN/Inf input through: no ranking of NaN means anything
-        raise ValueError(
+        raise NonFiniteLogits(
             f"the logits of row(s) {', '.join(map(str, rows[:5]))} hold NaN/Inf: the input did (a runner loaded "
-            "with check_finite=True refuses such input) or the model overflowed"
+            "with check_finite=True refuses such input) or the model overflowed",
+            rows=rows.tolist(),
         )
     probs = softmax(logits.astype(np.float64))
     k = min(k, logits.shape[1])

@@ -53,16 +53,27 @@ class Stub:
     region: str | None
 
 
-def read_process(pid: int) -> Process | None:
-    """The process ``pid`` is now, or None once it is gone."""
+def _stat(pid: int) -> tuple[int, str, int] | None:
+    """(parent pid, state, start time) of ``pid`` from /proc/PID/stat, or None once it is gone."""
     try:
         stat = (PROC / str(pid) / "stat").read_text()
-        argv = (PROC / str(pid) / "cmdline").read_bytes().split(b"\0")
     except OSError:
         return None
     fields = stat[stat.rindex(")") + 2 :].split()  # the name in parentheses may hold spaces
+    return int(fields[1]), fields[0], int(fields[19])
+
+
+def read_process(pid: int) -> Process | None:
+    """The process ``pid`` is now, or None once it is gone."""
+    stat = _stat(pid)
+    try:
+        argv = (PROC / str(pid) / "cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return None
+    if stat is None:
+        return None
     decoded = tuple(a.decode(errors="replace") for a in argv if a)
-    return Process(pid=pid, parent=int(fields[1]), state=fields[0], started=int(fields[19]), argv=decoded)
+    return Process(pid=pid, parent=stat[0], state=stat[1], started=stat[2], argv=decoded)
 
 
 def process_table() -> dict[int, Process]:
@@ -74,12 +85,15 @@ def process_table() -> dict[int, Process]:
 
 def descendants(pid: int, table: dict[int, Process]) -> list[Process]:
     """Every process below ``pid``, parents before their children."""
+    children: dict[int, list[Process]] = {}
+    for process in table.values():
+        children.setdefault(process.parent, []).append(process)
     found: list[Process] = []
-    frontier = {pid}
+    frontier = [pid]
     while frontier:
-        children = [p for p in table.values() if p.parent in frontier and p not in found]
-        found += children
-        frontier = {p.pid for p in children}
+        below = [child for parent in frontier for child in children.get(parent, ())]
+        found += below
+        frontier = [child.pid for child in below]
     return found
 
 
@@ -112,8 +126,8 @@ def find_stubs(*, grpc_port: int, root: int | None = None) -> list[Stub]:
 
 def _alive(process: Process) -> bool:
     """Whether ``process`` itself (not a later one with its pid) still runs: not gone, not a zombie."""
-    now = read_process(process.pid)
-    return now is not None and now.started == process.started and now.state not in ("Z", "X")
+    now = _stat(process.pid)
+    return now is not None and now[2] == process.started and now[1] not in ("Z", "X")
 
 
 def stub_died(stubs: list[Stub]) -> Stub | None:
@@ -135,12 +149,12 @@ def clean_up_after(stubs: list[Stub]) -> list[str]:
     """After Triton stopped: kill these stubs, their helpers and their tritonserver where still running (SIGKILL:
     orphaned stubs ignore SIGTERM), and remove the stubs' shared-memory regions and model folders. Returns what was
     done, one phrase each."""
-    table = process_table()
+    roots = {p.pid: p for stub in stubs for p in (stub.server, stub.process) if _alive(p)}
+    table = process_table() if roots else {}  # a clean stop left nothing running: no scan of the machine
     doomed: dict[int, Process] = {}
-    for stub in stubs:
-        for process in (stub.process, stub.server):
-            if _alive(process):
-                doomed |= {p.pid: p for p in (process, *descendants(process.pid, table))}
+    for root in roots.values():
+        if root.pid not in doomed:  # a stub lies below its server: one walk covers both
+            doomed |= {p.pid: p for p in (root, *descendants(root.pid, table))}
     # a stub's multiprocessing resource tracker unlinks the shared memory its processes leaked once they are gone:
     # it is left to do so, and killed only if it has not ended by then
     trackers = [p for p in doomed.values() if any("multiprocessing.resource_tracker" in a for a in p.argv)]

@@ -183,8 +183,10 @@ def saturation_note(
     *,
     backend: str,
     cpu_flags: set[str] | None = None,
+    directory: Path | None = None,
 ) -> str | None:
-    """One line where ``graph_file`` can saturate on this CPU (``int8_saturates``); None where it runs as exported."""
+    """One line where ``graph_file`` can saturate on this CPU (``int8_saturates``); None where it runs as exported.
+    ``directory``: the artifact's, for the re-export command."""
     from export.reexport import export_command
 
     if not int8_saturates(manifest, graph_file, cpu_flags):
@@ -192,5 +194,5 @@ def saturation_note(
     return (
         f"{backend}: {graph_file} has 8-bit weights and this CPU has no VNNI ({', '.join(sorted(VNNI_FLAGS))}): "
         "its uint8×int8 sums can saturate here and move the logits beyond the export's INT8 parity; re-export "
-        f"with `{export_command(manifest, adding=('--int8',))}` (7-bit weights, the default)"
+        f"with `{export_command(manifest, directory=directory, adding=('--int8',))}` (7-bit weights, the default)"
     )

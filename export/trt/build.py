@@ -105,6 +105,12 @@ class TrtBuildOptions:
     verbose: bool = False  # TensorRT's own log at VERBOSE severity, into Python logging (logger "tensorrt")
     log_file: Path | None = None  # every TensorRT log line of the build, at VERBOSE, written here
 
+    def __post_init__(self) -> None:  # a library caller may name any of the files with a str
+        for name in ("timing_cache", "calib_dir", "calib_cache", "fp16_onnx", "int8_onnx", "log_file"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, Path):
+                object.__setattr__(self, name, Path(value))
+
     def to_dict(self) -> dict[str, Any]:
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in self.__dict__.items()}
 
@@ -118,9 +124,6 @@ class BuildRoute:
     flags: tuple[str, ...]  # BuilderFlag member names
     fp32_islands: bool  # pin SGE normalisation layers to FP32 (weak typing only)
     calibrate: bool
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "onnx", Path(self.onnx))  # options may name the FP16/Q-DQ graph with a str
 
     def to_dict(self) -> dict[str, Any]:
         return {**self.__dict__, "onnx": self.onnx.name, "flags": list(self.flags)}
@@ -347,13 +350,14 @@ def build_engine(onnx_path: str | Path, out_dir: str | Path, *, options: TrtBuil
         options,
         onnx_path=onnx_path,
         onnx_has_qdq=has_qdq(model),
-        fp16_onnx_exists=options.fp16_onnx is not None and Path(options.fp16_onnx).is_file(),
+        fp16_onnx_exists=options.fp16_onnx is not None and options.fp16_onnx.is_file(),
         calib_cache_exists=calib_cache.is_file(),
-        int8_onnx_exists=options.int8_onnx is not None and Path(options.int8_onnx).is_file(),
+        int8_onnx_exists=options.int8_onnx is not None and options.int8_onnx.is_file(),
     )
     if route.onnx.resolve() != onnx_path.resolve():  # the FP16-islands or Q/DQ graph is parsed: the profile's input?
         check_same_input(route.onnx, profile, batch=options.batch)
     gpu = gpu_info()
+    onnx_sha256 = file_sha256(route.onnx)  # the calibration cache's fingerprint and the sidecar record it
     logger.info("TensorRT %s: building %s from %s (%s)", api.version, options.precision, route.onnx.name, route)
 
     # the build log is written when this block ends, before any verdict: a failed build's reason is in it
@@ -392,9 +396,8 @@ def build_engine(onnx_path: str | Path, out_dir: str | Path, *, options: TrtBuil
         if route.calibrate:
             from export.trt.calibrate import calibration_source, make_entropy_calibrator
 
-            onnx_sha256 = file_sha256(route.onnx)
             source = calibration_source(
-                options, profile, cache=calib_cache, onnx_sha256=onnx_sha256, trt_version=trt.__version__
+                options, profile, cache=calib_cache, onnx_sha256=onnx_sha256, trt_version=api.version
             )
             calibrator = make_entropy_calibrator(trt, source)
             calibration = source.info
@@ -428,7 +431,7 @@ def build_engine(onnx_path: str | Path, out_dir: str | Path, *, options: TrtBuil
         options=options,
         route=route,
         profile=profile,
-        onnx_sha256=file_sha256(route.onnx),
+        onnx_sha256=onnx_sha256,
         fp32_layers=fp32_layers,
         calibration=calibration,
         build=build,

@@ -88,7 +88,6 @@ def check_heard(logger: Any) -> None:
             logger.sink.lines.append(f"[sge-deploy] {NO_MESSAGES}")
 
 
-def write_log(lines: list[str], path: Path) -> Path:
+def write_log(lines: list[str], path: Path) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text("".join(line + "\n" for line in lines))
-    return path

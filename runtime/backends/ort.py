@@ -134,11 +134,13 @@ class OnnxRuntimeRunner(SourceRunner):
 
     def _activate_impl(self) -> None:
         ort = import_onnxruntime()
-        if self.precision == "int8" and self.source.manifest is None:
+        if self.precision == "int8":  # a float graph would run FP32 under the int8 name, as OpenVINO refuses too
             from export.int8.roles import holds_quantised_layer, not_quantised
 
-            if not holds_quantised_layer(self.source.graph_ops):
-                raise not_quantised(self.source.model_path)
+            path = self.cpu_model_path() if self.device == "cpu" else self.model_path()
+            ops = self.source.graph_ops if self.source.manifest is None else _op_types(path)  # a bare file's: read
+            if not holds_quantised_layer(ops):
+                raise not_quantised(path)
         wanted = PROVIDERS[self.device][0]
         if wanted not in ort.get_available_providers():
             raise BackendUnavailableError(
@@ -202,7 +204,9 @@ class OnnxRuntimeRunner(SourceRunner):
         if self.precision == "int8" and self.source.manifest is not None:
             from export.int8.roles import saturation_note
 
-            note = saturation_note(self.source.manifest, path.name, backend="onnxruntime")
+            note = saturation_note(
+                self.source.manifest, path.name, backend="onnxruntime", directory=self.source.directory
+            )
             if note:
                 logger.warning("%s", note)
         if path != plain:
@@ -226,8 +230,6 @@ class OnnxRuntimeRunner(SourceRunner):
     def _open_cpu(self, path: Path, *, fused: bool) -> None:
         from export.ort_sge.session import cpu_session, plan_session
 
-        if self.precision == "int8" and self.source.manifest is not None:  # as OpenVINO refuses it: a float graph
-            self._check_quantised(path)  # under the INT8 role (re-hashed) would run FP32 under the int8 name
         plan = plan_session(path, fused=fused)
         try:
             session = cpu_session(plan, threads=self.threads, spinning=self.allow_spinning)
@@ -237,16 +239,6 @@ class OnnxRuntimeRunner(SourceRunner):
         self._session = session
         ort = import_onnxruntime()
         logger.info("onnxruntime %s CPU, threads %s: %s", ort.__version__, self.threads, self._graph)
-
-    @staticmethod
-    def _check_quantised(path: Path) -> None:
-        import onnx
-
-        from export.int8.roles import holds_quantised_layer, not_quantised
-
-        graph = onnx.load(str(path), load_external_data=False).graph
-        if not holds_quantised_layer(node.op_type for node in graph.node):
-            raise not_quantised(path)
 
     def _deactivate_impl(self) -> None:
         self._binding = None
@@ -290,3 +282,10 @@ class OnnxRuntimeRunner(SourceRunner):
             **self._graph,
             **({"model_path": str(self._cpu_path)} if self._cpu_path is not None else {}),
         }
+
+
+def _op_types(path: Path) -> set[str]:
+    """The node types of the graph in ``path`` (its structure only)."""
+    import onnx
+
+    return {node.op_type for node in onnx.load(str(path), load_external_data=False).graph.node}

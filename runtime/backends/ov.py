@@ -229,7 +229,8 @@ class OpenVINORunner(SourceRunner):
             return None
         from export.int8.roles import saturation_note
 
-        return saturation_note(self.source.manifest, Path(self._graph["model_path"]).name, backend="openvino")
+        graph = Path(self._graph["model_path"]).name
+        return saturation_note(self.source.manifest, graph, backend="openvino", directory=self.source.directory)
 
     def _read_back(self, core: Any) -> dict[str, Any]:
         """What the compiled model runs, from OpenVINO's own properties."""

@@ -22,7 +22,6 @@ from runtime.cli import (
     EXIT_INPUT,
     EXIT_NO_ENGINE,
     EXIT_PARITY,
-    OutputPathError,
     check_output_dir,
     check_output_paths,
     check_outside_artifacts,
@@ -103,19 +102,6 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--list-models", action="store_true", help="list the model names and exit")
     p.add_argument("-v", "--verbose", action="store_true", help="log the library's progress")
     return p
-
-
-def check_repository_outside(args: argparse.Namespace) -> None:
-    """--triton-repo may not lie in the artifact: its files would be strays there, and the next export refused."""
-    from export.pipeline import default_output_dir
-
-    output = args.output or default_output_dir(args.model)  # a factory's name is known only once it loads
-    inside = output is not None and args.triton_repo is not None
-    if inside and Path(args.triton_repo).resolve().is_relative_to(Path(output).resolve()):
-        raise OutputPathError(
-            f"--triton-repo {args.triton_repo} lies in the artifact {output}, whose files are hashed; write the "
-            "repository elsewhere (e.g. --triton-repo triton_models)"
-        )
 
 
 def input_errors() -> tuple[type[BaseException], ...]:
@@ -299,9 +285,12 @@ def _main(argv: list[str] | None, prog: str | None) -> int:
 
     try:
         # before the work; nothing inside the artifact, which would hold a file its manifest does not record
-        check_output_paths(json=args.json, inputs=[args.checkpoint, *(args.images or ())], artifacts=[args.output])
-        check_repository_outside(args)
-        check_outside_artifacts(output=args.output, triton_repo=args.triton_repo)
+        from export.pipeline import default_output_dir
+
+        output = args.output or default_output_dir(args.model)  # a factory's name is known only once it loads
+        check_output_paths(json=args.json, inputs=[args.checkpoint, *(args.images or ())], artifacts=[output])
+        check_outside_artifacts(output=args.output)
+        check_outside_artifacts(triton_repo=args.triton_repo, artifacts=[output])
         if args.output is not None:  # a read-only parent would fail at the lock file, naming it rather than --output
             check_output_dir(args.output, flag="--output")
         if args.triton_repo is not None:

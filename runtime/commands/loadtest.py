@@ -42,7 +42,7 @@ from runtime.loadtest import (
     run_load,
 )
 from runtime.preprocess import Preprocessing, preprocess_images
-from runtime.topk import LabelsError, top_k
+from runtime.topk import LabelsError, NonFiniteLogits, Prediction, top_k
 
 MAX_IMAGES = 8
 
@@ -85,20 +85,23 @@ def photo_batch(url: str, model: str, images: list[Path], *, batch_size: int, pr
     return photos[[i % len(photos) for i in range(batch_size)]], photos, meta["outputs"][0]["shape"][-1]
 
 
-def check_logits(images: list[Path], logits: np.ndarray) -> None:
-    """The server's logits for the photographs are finite: NaN/Inf there is the served model's fault, not ours."""
-    broken = np.flatnonzero(~np.isfinite(logits).all(axis=1))
-    if broken.size:
-        names = ", ".join(images[i].name for i in broken[:3])
-        raise LoadTestError(f"the server answered NaN/Inf logits for {names}: the served model overflowed or is broken")
+def server_top5(images: list[Path], logits: np.ndarray, labels: list[str] | None) -> list[list[Prediction]]:
+    """The server's top-5 for each photograph; NaN/Inf there is the served model's fault, said so in one line."""
+    try:
+        return top_k(logits, 5, labels=labels)
+    except NonFiniteLogits as err:
+        names = ", ".join(images[i].name for i in err.rows[:3])
+        raise LoadTestError(
+            f"the server answered NaN/Inf logits for {names}: the served model overflowed or is broken"
+        ) from None
 
 
-def print_predictions(console: Console, images: list[Path], logits, labels: list[str] | None) -> list[dict]:
+def print_predictions(console: Console, images: list[Path], top5: list[list[Prediction]]) -> list[dict]:
     table = Table(title="the server's top-5")
     for column in ("image", "rank", "class", "label", "probability"):
         table.add_column(column, justify="left" if column in ("image", "label") else "right")
     results = []
-    for image, predictions in zip(images, top_k(logits, 5, labels=labels), strict=True):
+    for image, predictions in zip(images, top5, strict=True):
         for rank, p in enumerate(predictions, start=1):
             table.add_row(image.name if rank == 1 else "", str(rank), str(p.index), p.label, f"{p.probability:.4f}")
         results.append({"image": str(image), "top_k": [p.to_dict() for p in predictions]})
@@ -136,11 +139,11 @@ def _main(argv: list[str] | None, prog: str | None) -> int:
             )
             labels = labels_for(classes if classes > 0 else None, args.labels)
         report = run_load(args.url, model=args.model_name, config=config, batch=batch)
-        if any(level.stopped for level in report.levels):  # no server to classify the photographs
-            photos = None
-        if photos is not None:
+        gone = report.levels[-1].stopped if report.levels else None  # run_load ends at a level that stopped
+        top5 = None
+        if photos is not None and not gone:  # there is a server to classify the photographs
             logits = classify_once(args.url, model=args.model_name, batch=photos, protocol=args.protocol)
-            check_logits(args.images, logits)
+            top5 = server_top5(args.images, logits, labels)
     except (LoadTestError, OutputPathError, ImageReadError, LabelsError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_INPUT
@@ -166,7 +169,7 @@ def _main(argv: list[str] | None, prog: str | None) -> int:
     console.print(
         f"machine: {m['cpu_model']}, {m['logical_cpus']} CPUs, load average {m.get('load_average_1_5_15')}; {m['note']}"
     )
-    predictions = print_predictions(console, args.images, logits, labels) if photos is not None else None
+    predictions = print_predictions(console, args.images, top5) if top5 is not None else None
     if args.json:
         command = shlex.join(command_words(prog, "loadtest", argv))
         provenance = {"command": command, "versions": versions()}  # what ran, as the benchmark's report says
@@ -174,7 +177,6 @@ def _main(argv: list[str] | None, prog: str | None) -> int:
         write_json_output(args.json, {**provenance, **report.to_dict(), **extra})
         if not is_stdout(args.json):
             console.print(f"wrote {args.json}")
-    gone = next((level.stopped for level in report.levels if level.stopped), None)
     if gone:
         print(f"error: {' '.join(gone.split())}", file=sys.stderr)
         return EXIT_FAILED

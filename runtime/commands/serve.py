@@ -4,8 +4,8 @@
         [--grpc-port 8001] [--metrics-port 8002] [--max-batch 32] [--queue-delay-us 500] [--instances N]
         [--exit-timeout 10] [--threads N] [--host 127.0.0.1]
 
-Runs until Ctrl+C (SIGINT) or SIGTERM (SIGTERM only where started in the background with SIGINT ignored), then exits
-0; 1 when Triton did not stop cleanly.
+Runs until Ctrl+C (SIGINT) or SIGTERM (SIGTERM alone where a script started it in the background, with SIGINT
+ignored), then exits 0; 1 when Triton did not stop cleanly.
 """
 
 import argparse

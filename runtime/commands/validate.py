@@ -135,14 +135,13 @@ def export_failed_cpu_graphs(directory: Path) -> list[str]:
 def int8_remedy(manifest, directory, int8) -> str:
     """What to do about INT8 graphs that failed here: re-export with 7-bit weights where 8-bit ones saturate on this
     CPU (no VNNI), else calibrate again."""
-    from export.int8.roles import int8_saturates
+    from export.int8.roles import saturation_note
     from export.reexport import export_command
 
     failed = [g.name for g in int8.graphs if not g.passed]
+    notes = [saturation_note(manifest, name, backend="validate", directory=directory) for name in failed]
+    saturating = next((note for note in notes if note), None)
+    if saturating:
+        return f"; {saturating}"
     command = export_command(manifest, directory=directory, adding=("--int8",))
-    if any(int8_saturates(manifest, name) for name in failed):
-        return (
-            f"; this CPU has no VNNI, and 8-bit INT8 weights saturate on it: re-export with `{command}` (7-bit "
-            "weights, the default) for such deployment machines"
-        )
     return f"; re-export with other calibration: `{command} --calib-images DIR` of your own photographs"

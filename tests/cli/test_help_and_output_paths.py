@@ -123,3 +123,13 @@ def test_an_existing_output_that_cannot_be_written_is_refused_before_the_work(tm
     monkeypatch.setattr(os, "access", lambda path, mode: False if path == report else real_access(path, mode))
     with pytest.raises(OutputPathError, match=r"--json .*report\.json exists and is not writable; give another file"):
         check_output_path(report, flag="--json")
+
+
+def test_an_exports_json_inside_its_default_output_is_refused_before_the_work(tmp_path, monkeypatch, capsys):
+    """Only --output was known as the artifact to be: without it, artifacts/NAME took the JSON as a stray file."""
+    from runtime.commands import export
+
+    monkeypatch.chdir(tmp_path)
+    assert export.main(["--model", "resnet18", "--json", "artifacts/resnet18/x.json"]) == 2
+    assert "--json artifacts/resnet18/x.json lies in the artifact" in capsys.readouterr().err
+    assert not (tmp_path / "artifacts").exists()

@@ -86,7 +86,9 @@ def test_a_graph_below_its_gate_here_exits_1(int8_artifact, validate_script, mon
     assert f"--output {directory} --int8 --calib-images DIR`" in err
     monkeypatch.setattr("export.int8.roles.int8_saturates", lambda manifest, graph, cpu_flags=None: True)
     assert validate_script.main([str(directory), "--int8"]) == 1
-    assert "this CPU has no VNNI, and 8-bit INT8 weights saturate on it: re-export with" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "; validate: model.int8.onnx has 8-bit weights and this CPU has no VNNI" in err
+    assert "re-export with `sge-deploy export" in err and f"--output {directory} --int8` (7-bit weights" in err
 
 
 def test_cpu_int8_graphs_the_export_dropped_fail_validate(int8_artifact, tmp_path):

@@ -235,6 +235,13 @@ def test_one_bound_on_a_symbolic_side_for_runners_the_gate_and_grpc():
     assert "at least 33×33" in dynamic.side_refusal(32, 64)
     assert TensorSpec("input", ("batch", 3, 2048, 2048)).side_refusal(2048, 2048) is None
     assert "above 1024" in TensorSpec("input", ("batch", 3, 2048, "width")).side_refusal(2048, 1025)
+    fixed = RequestLimits(input=TensorSpec("input", ("batch", 3, 2048, 2048), "float32", "NCHW"), max_batch=1)
+    body, length = binary_body([1, 3, 2048, 2048], np.zeros(3 * 2048 * 2048, np.float32).tobytes())
+    check_infer_request(body, header_length=length, limits=fixed)  # the gate refused every request of such a graph
+    wide = RequestLimits(input=TensorSpec("input", ("batch", 3, 2048, "width"), "float32", "NCHW"), max_batch=1)
+    body, length = binary_body([1, 3, 2048, 1025], np.zeros(3 * 2048 * 1025, np.float32).tobytes())
+    with pytest.raises(RequestRejected, match="above 1024"):
+        check_infer_request(body, header_length=length, limits=wide)
 
 
 @pytest.mark.parametrize("sent", ["application/x-www-form-urlencoded", None])

@@ -47,8 +47,9 @@ class FakeMachine:
     parser_error: str | None = None  # parse_from_file reports this (an op the parser has no importer for, …)
     io_dtype: str = "float32"  # what get_tensor_dtype answers for the input and the output
     static_plan: bool = False  # a plan from an ONNX with a static batch: fixed I/O shapes, no profile shapes
-    # what host_cuda allocated as "device" memory: (start, bytes) of each buffer; TensorRT takes device addresses only
-    device_memory: list[tuple[int, int]] = field(default_factory=list)
+    # what host_cuda allocated as "device" memory, while it lives (a freed buffer's addresses may be reused by host
+    # memory); TensorRT takes device addresses only
+    device_memory: list[Any] = field(default_factory=list)  # weak references to the tensors
     # TensorRT keeps one logger a process: the first Builder's or Runtime's while any of them lives
     process_logger: Any = None
     logger_holders: Any = field(default_factory=weakref.WeakSet)
@@ -60,7 +61,9 @@ class FakeMachine:
     def check_device(self, address: int, what: str) -> None:
         """TensorRT reads and writes device memory only: a host address there is a crash or garbage on a GPU, so the
         double refuses it loudly (a real binding takes any integer)."""
-        if not any(start <= address < start + size for start, size in self.device_memory):
+        live = [tensor for ref in self.device_memory if (tensor := ref()) is not None]
+        spans = [(t.data_ptr(), t.numel() * t.element_size()) for t in live]
+        if not any(start <= address < start + size for start, size in spans):
             raise AssertionError(f"{what}: {address:#x} is not device memory (a host buffer passed to TensorRT?)")
 
     def register_logger(self, holder: Any, logger: Any) -> None:

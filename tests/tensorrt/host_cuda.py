@@ -10,6 +10,7 @@ guidance: capture again after a shape change). Nothing here measures or stands f
 
 import contextlib
 import itertools
+import weakref
 from typing import Any
 
 import torch
@@ -80,7 +81,7 @@ class HostCuda:
     def empty(self, shape: tuple[int, ...], dtype: Any, *, pinned: bool = False) -> Any:
         tensor = torch.empty(shape, dtype=dtype)
         if not pinned:  # "device" memory: the only addresses the double lets TensorRT read or write
-            self.machine.device_memory.append((tensor.data_ptr(), tensor.numel() * tensor.element_size()))
+            self.machine.device_memory.append(weakref.ref(tensor))
         return tensor
 
     def event(self) -> HostEvent:
@@ -104,5 +105,5 @@ class HostCuda:
 def host_upload(batch: Any, machine: FakeMachine) -> tuple[Any, int]:
     """The calibrator's upload: a copy registered as "device" memory, as torch.cuda's copy would be."""
     tensor = torch.from_numpy(batch).clone()
-    machine.device_memory.append((tensor.data_ptr(), tensor.numel() * tensor.element_size()))
+    machine.device_memory.append(weakref.ref(tensor))
     return tensor, tensor.data_ptr()
