@@ -1,8 +1,10 @@
 """A test double of the ``tensorrt`` module, generated from the TensorRT 10.13 type stubs (``trt_surface``).
 
 Every class, method, property and enum member of the chosen surface (10.13, or 11.x without the removed names)
-exists, and nothing else: calling, reading or setting a name the version lacks raises AttributeError, a keyword
-the binding does not take raises TypeError, a class without a constructor cannot be built from Python, and a
+exists, and nothing else: calling, reading or setting a name the version lacks raises AttributeError, a call
+that fits none of the stub's overloads (an unknown keyword, too many or too few arguments, a value of a type the
+binding would not convert: ``trt_types``) raises TypeError, as does setting a property to such a value, a class
+without a constructor cannot be built from Python, and a
 stub method without a behaviour here raises NotImplementedError (so the code under test cannot silently rely on
 something the double does not model). Every call is recorded in ``machine.calls`` in order.
 
@@ -17,7 +19,8 @@ import types
 from typing import Any
 
 from tests.tensorrt.fake_machine import Behaviours, FakeMachine
-from tests.tensorrt.trt_surface import ClassSurface, Surface
+from tests.tensorrt.trt_surface import ClassSurface, Signature, Surface
+from tests.tensorrt.trt_types import accepts, binds, describe
 
 
 class _Obj:
@@ -84,22 +87,25 @@ def make_tensorrt(surface: Surface, machine: FakeMachine) -> types.ModuleType:
         if not bases:
             bases = (_Enum,) if is_enum else (bytes, _Obj) if cs.name == "IHostMemory" else (_Obj,)
         ns: dict[str, Any] = {"_generated": True, "__qualname__": qualname, "_members": {}, "_trt": module}
-        for name, params in cs.methods.items():
+        for name, overloads in cs.methods.items():
             if name.startswith("__") and name not in ("__init__", "__enter__", "__exit__"):
                 continue
             if name == "__init__" and is_enum:
                 continue
-            ns[name] = _method(machine, qualname, name, params)
+            ns[name] = _method(machine, module, qualname, name, overloads)
         for name in cs.readonly | cs.readwrite:
             if is_enum and name in ("name", "value"):
                 ns[name] = property(lambda self, n=name: self._name if n == "name" else self._value)
             else:
-                ns[name] = _property(machine, qualname, name, writable=name in cs.readwrite)
+                setter_type = cs.setter_types.get(name, "") if name in cs.readwrite else None
+                ns[name] = _property(machine, module, qualname, name, setter_type=setter_type)
         if "__init__" not in cs.methods and not is_enum:
             ns["__init__"] = _no_constructor(qualname)
         cls = type(cs.name, bases, ns)
         made[qualname] = cls
         for nested_name, nested in cs.nested.items():
+            if any(hasattr(base, nested_name) for base in bases):
+                continue  # stubgen repeats an inherited class (Logger.Severity is ILogger.Severity)
             setattr(cls, nested_name, build(nested, f"{qualname}.{nested_name}"))
         return cls
 
@@ -121,8 +127,8 @@ def make_tensorrt(surface: Surface, machine: FakeMachine) -> types.ModuleType:
             type.__setattr__(cls, member, obj)
     for alias, (enum_name, value) in surface.aliases.items():
         setattr(module, alias, next(m for m in made[enum_name]._members.values() if m._value == value))
-    for name in surface.functions:
-        setattr(module, name, _method(machine, "tensorrt", name, set()))
+    for name, overloads in surface.functions.items():
+        setattr(module, name, _method(machine, module, "tensorrt", name, overloads))
     return module
 
 
@@ -145,13 +151,28 @@ def _no_constructor(qualname: str) -> Any:
     return __init__
 
 
-def _method(machine: FakeMachine, owner: str, name: str, params: set[str]) -> Any:
+def _check_call(
+    module: types.ModuleType, owner: str, name: str, overloads: list[Signature], args: tuple, kwargs: dict
+) -> None:
+    """TypeError, as pybind11 raises it, when the arguments fit none of the overloads."""
+    if any(binds(signature, args, kwargs, module) for signature in overloads):
+        return
+    known = {p.name for signature in overloads for p in signature}
+    unknown = sorted(set(kwargs) - known)
+    if unknown:
+        raise TypeError(f"{owner}.{name}() got unexpected keyword arguments {unknown}; takes {sorted(known)}")
+    given = [type(a).__name__ for a in args] + [f"{k}={type(v).__name__}" for k, v in kwargs.items()]
+    supported = "; ".join(describe(signature) for signature in overloads)
+    raise TypeError(
+        f"{owner}.{name}(): incompatible function arguments. Supported: {supported}. Invoked with: {', '.join(given)}"
+    )
+
+
+def _method(machine: FakeMachine, module: types.ModuleType, owner: str, name: str, overloads: list[Signature]) -> Any:
     behaviour = getattr(Behaviours, f"{owner.replace('.', '_')}__{name.strip('_')}", None)
 
-    def call(self: Any = None, *args: Any, **kwargs: Any) -> Any:
-        unknown = set(kwargs) - params
-        if unknown:
-            raise TypeError(f"{owner}.{name}() got unexpected keyword arguments {sorted(unknown)}; takes {params}")
+    def run(self: Any, args: tuple, kwargs: dict) -> Any:
+        _check_call(module, owner, name, overloads, args, kwargs)
         if name == "__init__" and type(self).__dict__.get("_generated") is None:
             object.__setattr__(self, "_state", {})  # a user subclass calling the base constructor
             return None
@@ -162,11 +183,20 @@ def _method(machine: FakeMachine, owner: str, name: str, params: set[str]) -> An
             raise NotImplementedError(f"the fake tensorrt has no behaviour for {owner}.{name}")
         return behaviour(machine, self, *args, **kwargs)
 
-    call.__name__ = name
-    return call
+    def call(self: Any, *args: Any, **kwargs: Any) -> Any:
+        return run(self, args, kwargs)
+
+    def function(*args: Any, **kwargs: Any) -> Any:  # the module's own: no self
+        return run(None, args, kwargs)
+
+    chosen = function if owner == "tensorrt" else call
+    chosen.__name__ = name
+    return chosen
 
 
-def _property(machine: FakeMachine, owner: str, name: str, *, writable: bool) -> property:
+def _property(
+    machine: FakeMachine, module: types.ModuleType, owner: str, name: str, *, setter_type: str | None
+) -> property:
     def get(self: Any) -> Any:
         if name in self._state:
             return self._state[name]
@@ -176,7 +206,9 @@ def _property(machine: FakeMachine, owner: str, name: str, *, writable: bool) ->
         return behaviour(machine, self)
 
     def set_(self: Any, value: Any) -> None:
+        if not accepts(setter_type, value, module):
+            raise TypeError(f"{owner}.{name} takes {setter_type}; got {type(value).__name__}")
         machine.record(f"{owner}.{name}=")
         self._state[name] = value
 
-    return property(get, set_ if writable else None)
+    return property(get, None if setter_type is None else set_)
