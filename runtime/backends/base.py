@@ -80,6 +80,13 @@ def check_batch(batch: Any, spec: TensorSpec) -> np.ndarray:
     return np.ascontiguousarray(batch)
 
 
+def label_with_precision(label: str, described: dict[str, Any]) -> str:
+    """A table's label for a backend, with the precision that ran where it is not the one asked for
+    ("openvino:bf16 (runs fp32)" on a CPU without bf16); the JSON's runner description keeps both."""
+    ran, asked = described.get("precision"), described.get("precision_requested")
+    return label if asked is None or ran == asked else f"{label} (runs {ran})"
+
+
 def format_shape(shape: tuple[int | str, ...]) -> str:
     return "(" + ", ".join(str(d) for d in shape) + ")"
 

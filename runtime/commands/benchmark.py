@@ -19,7 +19,7 @@ from rich.text import Text
 
 from export.artifacts import ArtifactError, write_json
 from runtime import UnknownBackendError
-from runtime.backends.base import BackendUnavailableError, InputMismatchError
+from runtime.backends.base import BackendUnavailableError, InputMismatchError, label_with_precision
 from runtime.bench_report import PLOT_INSTALL, BenchmarkResult, can_plot, plot_latencies, run_benchmark
 from runtime.cli import (
     EXIT_INPUT,
@@ -140,9 +140,9 @@ def print_result(console: Console, result: BenchmarkResult) -> None:
     for column in ("backend", "median ms", "mean ms", *(f"p{p:g} ms" for p in percentiles), "CV %", "qps", "images/s"):
         table.add_column(column, justify="left" if column == "backend" else "right")
     table.add_column(f"median / {result.reports[0].backend}", justify="right")
-    for row in result.comparison():
+    for row, report in zip(result.comparison(), result.reports, strict=True):
         table.add_row(
-            row["backend"],
+            label_with_precision(row["backend"], report.description),
             f"{row['median_ms']:.3f}",
             f"{row['mean_ms']:.3f}",
             *(f"{row['percentiles_ms'][f'{p:g}']:.3f}" for p in percentiles),

@@ -61,7 +61,7 @@ def _main(argv: list[str] | None, prog: str | None) -> int:
     import runtime
     from export.artifacts import ArtifactError
     from models.transforms import ImageReadError
-    from runtime.backends.base import BackendUnavailableError
+    from runtime.backends.base import BackendUnavailableError, label_with_precision
     from runtime.commands import torch_installed
     from runtime.evaluate import DatasetError, check_evaluation, default_targets, evaluate, load_dataset, load_runners
 
@@ -109,7 +109,7 @@ def _main(argv: list[str] | None, prog: str | None) -> int:
     for row in report["results"]:
         acc, agree = row["accuracy"], row["agreement"]
         table.add_row(
-            row["target"],
+            label_with_precision(row["target"], row["runner"]),
             f"{acc['top1']:.2%}" if acc else "–",
             f"{acc['top5']:.2%}" if acc else "–",
             f"{agree['top1_agreement']:.2%}",

@@ -115,3 +115,19 @@ def test_precision_fallback_warns_once(artifact, caplog):
         assert runner.describe()["precision"] == "fp32"
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "bf16 requested" in warnings[0].getMessage()
+
+
+def test_tables_name_the_precision_that_ran_where_the_cpu_lacks_the_asked_one(artifact, monkeypatch, capsys):
+    # a CPU without native bf16: OpenVINO compiles f32; the table must not present those figures as bf16
+    from runtime.backends import ov as ov_backend
+    from tests.runtime.test_scripts import load_script
+
+    monkeypatch.setattr(ov_backend, "runs_as", lambda precision, hint, capabilities: "fp32")
+    quick = ["--threads", "1", "--iterations", "2", "--duration", "0", "--warmup-ms", "0"]
+    assert (
+        load_script("benchmark").main([str(artifact), "--backends", "openvino", "--precision", "bf16,fp32", *quick])
+        == 0
+    )
+    table = capsys.readouterr().out
+    assert "openvino:bf16 (runs fp32)" in table
+    assert "│ openvino " in table and "openvino (runs" not in table  # fp32 ran as asked: the plain label
