@@ -216,6 +216,8 @@ def test_a_largest_batch_that_repeats_a_photograph_is_not_the_top1_gate(photos):
     assert [c["batch"] for c in report.cases] == [1, 3, n + 1, n]
     top1 = [f for f in report.failures if "top-1" in f]  # (the swaps fail the cosine gates too)
     assert top1 == [f"photos batch {n} vs eager: clear top-1 agreement {(n - 2) / n:.0%} < 75%"]
+    worst = report.summary()["worst"]["eager / photos"]  # what the manifest and the export print: the judged set
+    assert worst["clear_top1"] == worst["top1"] == (n - 2) / n
     kwargs["batch_sizes"] = (1, n, n + 1)  # the set is a batch size already: judged there, not twice
     report = int8_parity("g.onnx", "u8s8", runner, **kwargs, photo_set=n)
     assert [c["batch"] for c in report.cases] == [1, n, n + 1]
