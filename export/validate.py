@@ -40,11 +40,11 @@ def photo_inputs(
     images: Sequence[str | Path] | None = None,
 ) -> np.ndarray:
     """(N, 3, h, w) float32: the given image files, or the bundled photographs, eval-transformed."""
-    from models.transforms import eval_transform, load_image, photo_batch
+    from models.transforms import load_transformed, photo_batch
 
     if not images:
         return photo_batch(size, mean=tuple(mean), std=tuple(std))
-    return np.stack([eval_transform(load_image(p), size=size, mean=tuple(mean), std=tuple(std)) for p in images])
+    return np.stack([load_transformed(p, size=size, mean=tuple(mean), std=tuple(std)) for p in images])
 
 
 def parity_inputs(spec: ExportSpec, photos: np.ndarray, *, every_photo: bool = False) -> dict[str, np.ndarray]:

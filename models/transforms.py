@@ -34,6 +34,9 @@ PHOTO_NAMES = (
 # Pillow's own default warning limit (0.25 GiB of 8-bit RGB); a 400-megapixel PNG of a few kB is refused from its
 # header instead of being decoded into 1.2 GB.
 MAX_IMAGE_PIXELS = 89_478_485
+# The evaluation transform resizes the whole image before its centre crop: a 1×3000 strip would become 768000×256
+# (0.6 GB). A real photograph's resize is far below this bound (1:64 at a 224 crop is 256×16384, 4.2 megapixels).
+MAX_RESIZED_PIXELS = 16 * 2**20
 
 
 class ImageReadError(ValueError):
@@ -140,11 +143,27 @@ def eval_transform(
     else:
         new_w, new_h = int(short * img.width / img.height), short
     new_w, new_h = max(crop_w, new_w), max(crop_h, new_h)
+    if new_w * new_h > MAX_RESIZED_PIXELS:
+        raise ImageReadError(
+            f"a {img.width}×{img.height} image is too elongated for a {crop_h}×{crop_w} centre crop: its shorter side "
+            f"resized to {short} makes it {new_w}×{new_h} pixels; crop it to the region of interest first"
+        )
     img = img.resize((new_w, new_h), Image.BILINEAR, reducing_gap=None)
     left, top = round((new_w - crop_w) / 2.0), round((new_h - crop_h) / 2.0)
     arr = np.asarray(img.crop((left, top, left + crop_w, top + crop_h)), dtype=np.float32) / 255.0
     arr = (arr - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
     return np.ascontiguousarray(arr.transpose(2, 0, 1))
+
+
+def load_transformed(
+    path: str | Path, *, size: tuple[int, int], mean: tuple[float, ...], std: tuple[float, ...]
+) -> np.ndarray:
+    """``eval_transform(load_image(path))``; a refusal of either names the file."""
+    image = load_image(path)
+    try:
+        return eval_transform(image, size=size, mean=mean, std=std)
+    except ImageReadError as err:
+        raise ImageReadError(f"image {path}: {err}") from None
 
 
 def sample_photos(names: tuple[str, ...] = PHOTO_NAMES) -> dict[str, np.ndarray]:

@@ -14,7 +14,7 @@ import numpy as np
 
 from export.artifacts import MANIFEST_NAME, ArtifactError
 from export.spec import MAX_INPUT_SIDE, fits_input_side
-from models.transforms import IMAGENET_MEAN, IMAGENET_STD, eval_transform, load_image
+from models.transforms import IMAGENET_MEAN, IMAGENET_STD, eval_transform, load_transformed
 from runtime.source import ModelSource
 
 
@@ -82,7 +82,8 @@ def preprocess_images(paths: Sequence[str | Path], preprocessing: Preprocessing)
     if not paths:
         raise ValueError("no images given; pass one or more JPEG or PNG files")
     # one decoded image at a time: each may be up to MAX_IMAGE_PIXELS, only the small transformed arrays are kept
-    return np.stack([preprocess_arrays([load_image(path)], preprocessing)[0] for path in paths])
+    p = preprocessing
+    return np.stack([load_transformed(path, size=p.size, mean=p.mean, std=p.std) for path in paths])
 
 
 def preprocess_arrays(images: Sequence[np.ndarray], preprocessing: Preprocessing) -> np.ndarray:

@@ -125,11 +125,12 @@ def calibration_batch(
     for path in files:
         try:
             image = load_image(path)
-        except ImageReadError as err:  # its own reason: unreadable, or too large to decode
-            raise CalibrationImageError(f"{err} (a calibration image: fix it or leave it out)") from err
-        if image.size == 0:
-            raise CalibrationImageError(f"calibration image {path} is empty; remove it")
-        batch.append(eval_transform(image, size=size, mean=mean, std=std))
+            if image.size == 0:
+                raise CalibrationImageError(f"calibration image {path} is empty; remove it")
+            batch.append(eval_transform(image, size=size, mean=mean, std=std))
+        except ImageReadError as err:  # its own reason: unreadable, too large to decode, too elongated to crop
+            words = str(err) if str(path) in str(err) else f"image {path}: {err}"
+            raise CalibrationImageError(f"{words} (a calibration image: fix it or leave it out)") from err
     return np.stack(batch)
 
 

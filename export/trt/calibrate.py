@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from export.artifacts import atomic_path, file_sha256
-from models.transforms import eval_transform, load_image
+from models.transforms import load_transformed
 
 if TYPE_CHECKING:
     from export.trt.build import Profile, TrtBuildOptions
@@ -60,9 +60,7 @@ def calibration_batches(
 ) -> Iterator[np.ndarray]:
     """Yield (batch_size, 3, h, w) float32 batches, preprocessed exactly as at inference (``eval_transform``)."""
     for start in range(0, len(paths) - batch_size + 1, batch_size):
-        images = [
-            eval_transform(load_image(p), size=size, mean=mean, std=std) for p in paths[start : start + batch_size]
-        ]
+        images = [load_transformed(p, size=size, mean=mean, std=std) for p in paths[start : start + batch_size]]
         yield np.ascontiguousarray(np.stack(images))
 
 

@@ -98,7 +98,7 @@ def test_calib_count_caps_user_images(tmp_path):
     assert batch(CalibrationOptions(images=(folder,), count=2)).shape[0] == 2
 
 
-@pytest.mark.parametrize("case", ["empty-dir", "missing", "unreadable", "too-large", "only-hidden"])
+@pytest.mark.parametrize("case", ["empty-dir", "missing", "unreadable", "too-large", "too-elongated", "only-hidden"])
 def test_bad_calibration_images_raise_one_clear_error(tmp_path, case):
     from tests.runtime.test_image_decoding import bomb_png
 
@@ -113,6 +113,10 @@ def test_bad_calibration_images_raise_one_clear_error(tmp_path, case):
         paths, match = (bad,), r"cannot read image .*broken\.jpg.* \(a calibration image: fix it or leave it out\)"
     elif case == "too-large":  # a valid PNG, called "unreadable" before
         paths, match = (bomb_png(tmp_path / "big.png", 10_000, 10_000),), r"big\.png has more than .*downscale it"
+    elif case == "too-elongated":  # 1×6000: its resize before the crop would be 438000×73 pixels at 64×64
+        strip = tmp_path / "strip.png"
+        Image.fromarray(np.full((1, 6000, 3), 128, np.uint8)).save(strip)
+        paths, match = (strip,), r"^image .*strip\.png: a 6000×1 image is too elongated .* \(a calibration image"
     else:  # macOS's ._ files and notebook checkpoints are no photographs of the deployment
         write_photos(tmp_path / "calib" / ".ipynb_checkpoints", 2)
         (tmp_path / "calib" / "._img00.png").write_bytes(b"\0\5\x16\7 AppleDouble")

@@ -7,7 +7,17 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from models.transforms import MAX_IMAGE_PIXELS, ImageReadError, decode_rgb8, load_image, sample_photos
+from models.transforms import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    MAX_IMAGE_PIXELS,
+    ImageReadError,
+    decode_rgb8,
+    eval_transform,
+    load_image,
+    load_transformed,
+    sample_photos,
+)
 from tests.conftest import save_photos
 
 
@@ -101,6 +111,28 @@ def test_bomb_and_garbage_through_infer_are_one_line_exit_2(artifact, tmp_path, 
         assert infer.main([str(artifact), str(image)]) == 2
         err = capsys.readouterr().err.strip()
         assert err.startswith("error:") and "\n" not in err and image.name in err and "Traceback" not in err
+
+
+def test_an_image_too_elongated_to_crop_is_refused_before_its_resize(artifact, tmp_path, capsys):
+    # a 90-byte 1×3000 PNG: resizing its shorter side to 256 before the crop would allocate 768000×256 pixels
+    import tracemalloc
+
+    from tests.runtime.test_scripts import load_script
+
+    strip = tmp_path / "strip.png"
+    Image.fromarray(np.full((1, 3000, 3), 128, np.uint8)).save(strip)
+    tracemalloc.start()
+    try:
+        with pytest.raises(ImageReadError, match=r"strip\.png: a 3000×1 image is too elongated for a 224×224 centre"):
+            load_transformed(strip, size=(224, 224), mean=IMAGENET_MEAN, std=IMAGENET_STD)
+        assert tracemalloc.get_traced_memory()[1] < 50 * 2**20
+    finally:
+        tracemalloc.stop()
+    assert load_script("infer").main([str(artifact), str(strip)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and "\n" not in err and "strip.png" in err and "crop it" in err
+    wide = Image.fromarray(np.full((20, 2000, 3), 128, np.uint8))  # 1:100, a panorama's ratio and more: still runs
+    assert eval_transform(np.asarray(wide), size=(224, 224)).shape == (3, 224, 224)
 
 
 def test_default_weights_are_a_visible_warning_and_marked_in_predictions(artifact, tmp_path, capsys, caplog):
