@@ -63,8 +63,9 @@ class TensorSpec:
         if self.min_side is None or min(height, width) >= self.min_side:
             return None
         return (
-            f"input {self.name!r} must be at least {self.min_side}×{self.min_side} pixels for this model; got "
-            f"{height}×{width} (its last feature map would be too small): resize the images"
+            f"input {self.name!r} must be at least {self.min_side}×{self.min_side} pixels for this model, the smallest "
+            f"square its export verified (below it the last feature map can be too small); got {height}×{width}: "
+            "resize the images"
         )
 
     def to_dict(self) -> dict[str, Any]:
