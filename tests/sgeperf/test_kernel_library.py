@@ -19,7 +19,10 @@ from export.ort_sge.kernels.build import (
     KernelBuildError,
     build_library,
     build_or_record,
+    compiler_cause,
     cpu_flags,
+    find_compiler,
+    run_compiler,
 )
 from tests.conftest import ISA_CPU_FEATURES, expected_kernel_build
 
@@ -248,3 +251,17 @@ def test_floor_builds_compute_only_their_bound_and_are_never_loaded_as_the_kerne
 def test_an_unknown_floor_is_refused(tmp_path):
     with pytest.raises(ValueError, match="unknown floor"):
         build_library(tmp_path / "other", floor="half")
+
+
+def test_a_failed_build_names_its_cause_not_collect2(tmp_path):
+    link_failure = (
+        "/usr/bin/ld: /tmp/cc.o: in function `f':\na.cc:(.text+0x5): undefined reference to `g'\n"
+        "collect2: error: ld returned 1 exit status\n"
+    )
+    assert compiler_cause(link_failure) == "a.cc:(.text+0x5): undefined reference to `g'"
+    assert compiler_cause("a.cc: In function 'int f()':\na.cc:3:5: error: 'x' was not declared\n").endswith("declared")
+    assert compiler_cause("") == "the compiler printed nothing"
+    source = tmp_path / "a.cc"
+    source.write_text("int main() { return 0; }\n")
+    with pytest.raises(KernelBuildError, match=r"ld: cannot open output file .*nowhere/a\.out"):
+        run_compiler([*find_compiler(), str(source), "-o", str(tmp_path / "nowhere" / "a.out")], what="a test")

@@ -51,6 +51,7 @@ def build_avx2_view(output_dir: Path, *, compiler: str | None = None) -> Path:
     if problem:
         raise KernelBuildError(f"the AVX2 view cannot run here: {problem}")
     library = Path(output_dir) / AVX2_VIEW_LIBRARY
+    library.parent.mkdir(parents=True, exist_ok=True)
     flags = ["-O2", "-std=c++17", "-shared", "-fPIC", "-fvisibility=hidden", "-Wall"]
     run_compiler([*find_compiler(compiler), *flags, str(SOURCE), "-o", str(library), "-ldl"], what="the AVX2 view")
     return library

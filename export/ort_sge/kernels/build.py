@@ -99,8 +99,17 @@ def find_compiler(explicit: str | None = None) -> list[str]:
 def run_compiler(command: list[str], *, what: str = "the fused SGE kernel") -> None:
     result = subprocess.run(command, capture_output=True, text=True, check=False)
     if result.returncode != 0:
-        first_error = next((ln for ln in result.stderr.splitlines() if "error" in ln), result.stderr.strip())
-        raise KernelBuildError(f"compiling {what} failed: {first_error}; command: {' '.join(command)}")
+        raise KernelBuildError(
+            f"compiling {what} failed: {compiler_cause(result.stderr)}; command: {' '.join(command)}"
+        )
+
+
+def compiler_cause(stderr: str) -> str:
+    """The line of a failed compile that says why: the first error, or for a failed link the linker's (collect2's
+    "ld returned 1 exit status" only says that the link failed)."""
+    lines = [ln.strip() for ln in stderr.splitlines() if ln.strip() and not ln.startswith("collect2")]
+    causes = [ln for ln in lines if any(word in ln for word in ("error", "undefined reference", "cannot "))]
+    return next(iter(causes or lines), "the compiler printed nothing")
 
 
 def _compiler_version(compiler: list[str]) -> str:
