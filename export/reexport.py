@@ -16,7 +16,7 @@ def export_command(manifest: Any, *, directory: str | Path | None = None, adding
     extra = manifest.extra if isinstance(manifest.extra, dict) else {}
     source = extra.get("source") if isinstance(extra.get("source"), dict) else {}
     spec = extra.get("spec") if isinstance(extra.get("spec"), dict) else {}
-    words = ["sge-deploy", "export", "--model", str(source.get("factory") or source.get("registry") or manifest.model)]
+    words = ["sge-deploy", "export", "--model", str(source.get("factory") or manifest.model)]  # registry: a flag
     if source.get("checkpoint"):
         words += ["--checkpoint", str(source["checkpoint"])]
     elif source.get("init") == "random":

@@ -10,7 +10,7 @@ def manifest(source, spec):
 
 
 def test_the_command_carries_the_checkpoint_size_folder_and_the_flag_added():
-    made = manifest({"registry": "sge_resnet18", "checkpoint": "ck/my weights.pth", "init": "checkpoint"},
+    made = manifest({"registry": True, "checkpoint": "ck/my weights.pth", "init": "checkpoint"},
                     {"input_size": [96, 128], "dynamic_hw": True})  # fmt: skip
     assert export_command(made, directory="out/ack", adding=("--int8",)) == (
         "sge-deploy export --model sge_resnet18 --checkpoint 'ck/my weights.pth' --input-size 96 128 --dynamic-hw "
@@ -19,8 +19,19 @@ def test_the_command_carries_the_checkpoint_size_folder_and_the_flag_added():
 
 
 def test_default_weights_a_factory_and_an_unknown_folder():
-    seeded = manifest({"registry": "sge_resnet18", "init": "random"}, {"input_size": [224, 224]})
+    seeded = manifest({"registry": True, "init": "random"}, {"input_size": [224, 224]})
     assert export_command(seeded) == "sge-deploy export --model sge_resnet18 --init random --input-size 224 224"
-    factory = manifest({"factory": "my_models:tiny", "init": "calibrated"}, {})
+    factory = manifest({"registry": False, "factory": "my_models:tiny", "init": "calibrated"}, {})
     assert export_command(factory, adding=("--int8",)) == "sge-deploy export --model my_models:tiny --int8"
     assert export_command(SimpleNamespace(model="m", extra=None)) == "sge-deploy export --model m"
+
+
+def test_the_command_of_a_real_manifest_names_the_registry_model(tmp_path):
+    # the manifest records `registry` as a flag: "--model True" was printed for every registry model
+    from export.artifacts import load_manifest
+    from export.pipeline import export_model
+
+    out = tmp_path / "r18"
+    export_model("resnet18", out, init="random", input_size=(32, 32), batch_sizes=(1,), fused_sge=False)
+    command = export_command(load_manifest(out), directory=out, adding=("--int8",))
+    assert command == f"sge-deploy export --model resnet18 --init random --input-size 32 32 --output {out} --int8"
