@@ -225,7 +225,16 @@ class OnnxRuntimeRunner(SourceRunner):
         # An artifact says which of its graphs is fused; a bare .onnx file's opsets, read with its specs, say it.
         from export.ort_sge.session import uses_fused_sge
 
-        self._open_cpu(plain, fused=self.source.manifest is None and uses_fused_sge(self.source.graph_domains))
+        fused = self.source.manifest is None and uses_fused_sge(self.source.graph_domains)
+        try:
+            self._open_cpu(plain, fused=fused)
+        except Exception as err:
+            if not fused:
+                raise
+            raise BackendUnavailableError(  # a bare fused file: no plain graph beside it to fall back to
+                f"{plain.name} holds the fused SGE op, which cannot run here ({one_line(err)}); run the plain graph "
+                "instead (model.onnx of the same export)"
+            ) from err
 
     def _open_cpu(self, path: Path, *, fused: bool) -> None:
         from export.ort_sge.session import cpu_session, plan_session

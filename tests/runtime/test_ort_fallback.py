@@ -89,3 +89,24 @@ def test_a_library_from_an_older_version_falls_back(artifact, random_batch, capl
     stale = Path(_ctypes.__file__)  # loads, but cannot say which build it runs (no SgeKernelBuild)
     monkeypatch.setattr(ort_session, "kernel_library", lambda *args, **kwargs: stale)
     assert_fell_back(artifact, random_batch, caplog, "predates this version of the package")
+
+
+def test_a_bare_fused_file_without_the_kernel_is_one_line_exit_2(artifact, monkeypatch, capsys, tmp_path):
+    # no model.onnx to fall back to: a bad input (run the plain graph), not an internal error asking for a report
+    from export.ort_sge.kernels.library import REBUILD, KernelUnavailableError
+    from runtime.backends.base import BackendUnavailableError
+    from tests.conftest import save_photos
+    from tests.runtime.test_scripts import load_script
+
+    def missing(*args, **kwargs):
+        raise KernelUnavailableError(f"the fused SGE kernel library /x/libsge_ort_op.so is missing: {REBUILD}")
+
+    monkeypatch.setattr(ort_session, "kernel_library", missing)
+    bare = artifact / "model.sge_fused.onnx"
+    with pytest.raises(BackendUnavailableError, match=r"model\.sge_fused\.onnx holds the fused SGE op"):
+        runtime.load(bare, "onnxruntime", threads=1).activate()
+    (photo,) = save_photos(tmp_path, ["chelsea"])
+    assert load_script("infer").main([str(bare), str(photo)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: model.sge_fused.onnx holds the fused SGE op") and "\n" not in err
+    assert "is missing" in err and "run the plain graph instead (model.onnx" in err

@@ -13,7 +13,10 @@ from pathlib import Path
 from export.ort_sge.kernels.build import ISA_FLAGS, KERNEL_DIR, LIBRARY_NAME, RECORD_FORMAT, RECORD_NAME
 from models.atomic import file_sha256
 
-REBUILD = "reinstall the package (pip install -e .) or rebuild it in place (python -m export.ort_sge.kernels.build)"
+REBUILD = (
+    "reinstall sge-deploy (pip install --force-reinstall --no-deps sge-deploy; pip install -e . in a checkout) or "
+    "rebuild it in place (python -m export.ort_sge.kernels.build)"
+)
 
 
 class KernelUnavailableError(RuntimeError):
