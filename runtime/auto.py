@@ -12,6 +12,7 @@ is reused only when all four match.
 
 import json
 import logging
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -169,14 +170,18 @@ def read_table(table: str | Path | None) -> dict[str, Any]:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise ValueError(f"--auto-table {table} is not readable JSON ({err}); delete it or pass another file") from None
     valid = isinstance(stored, dict) and all(
-        isinstance(row, dict) and all(ms is None or isinstance(ms, int | float) for ms in row.values())
-        for row in stored.values()
+        isinstance(row, dict) and all(ms is None or _is_median(ms) for ms in row.values()) for row in stored.values()
     )
     if not valid:
         raise ValueError(
-            f"--auto-table {table} is not an auto table ({{key: {{candidate: ms}}}}); delete it or pass another file"
+            f"--auto-table {table} is not an auto table ({{key: {{candidate: ms}}}}, each a positive finite median "
+            "or null); delete it or pass another file"
         )
     return stored
+
+
+def _is_median(ms: Any) -> bool:
+    return isinstance(ms, int | float) and not isinstance(ms, bool) and math.isfinite(ms) and ms > 0
 
 
 def table_key(cpu: str, source: ModelSource, batch: int, threads: int | None) -> str:

@@ -143,7 +143,17 @@ def test_a_fixed_batch_graph_is_stored_under_the_batch_it_runs(artifact, tmp_pat
     assert timed == [1, 1, 1]  # every call timed batch 1 (the fake leaves OpenVINO unmeasured: each call measures)
 
 
-@pytest.mark.parametrize("content", ["{not json", "[1, 2]", '{"k": {"onnxruntime fp32": "fast"}}'])
+@pytest.mark.parametrize(
+    "content",
+    [
+        "{not json",
+        "[1, 2]",
+        '{"k": {"onnxruntime fp32": "fast"}}',
+        '{"k": {"onnxruntime fp32": 7.8, "openvino fp32": -1}}',  # would be "fastest" at -1 ms
+        '{"k": {"onnxruntime fp32": NaN}}',
+        '{"k": {"onnxruntime fp32": true}}',
+    ],
+)
 def test_a_damaged_auto_table_is_one_line_naming_the_file(artifact, tmp_path, content):
     table = tmp_path / "auto.json"
     table.write_text(content)
