@@ -3,7 +3,8 @@
 Data: an ImageFolder-style directory (one sub-folder per class: sub-folders named by ImageNet WordNet ids, any subset
 of the 1000, take their ImageNet-1k index; sub-folders named by integers use those integers; others are numbered in
 sorted order, as torchvision's ImageFolder does, empty ones included), or any directory with a labels file
-(``relative/path.jpg <class index>`` per line), or a directory without labels (every image, recursively). A class
+(``relative/path.jpg <class index>`` per line), or a directory of images without labels and without class folders
+(every image, recursively). Class folders with images beside them are refused: neither layout. A class
 index outside the model's classes is refused. With labels each target gets top-1 and top-5 accuracy. Every target
 is also compared with a reference on the same batches: FP32 eager PyTorch by default (``reference="torch"``; the
 only import of torch), or any other target such as ``onnxruntime:fp32``: top-1 agreement, top-5 overlap (shared
@@ -60,9 +61,14 @@ def load_dataset(root: str | Path, *, labels_file: str | Path | None = None, lim
 
         # empty ones keep their place, as in ImageFolder; hidden ones (.ipynb_checkpoints, .git) are no class
         folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-        if any(_images_under(p) for p in folders) and not any(
-            p.suffix.lower() in IMAGE_SUFFIXES for p in root.iterdir() if p.is_file()
-        ):
+        loose = sorted(p.name for p in root.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        if loose and any(_images_under(p) for p in folders):  # neither layout: one stray file must not drop the labels
+            raise DatasetError(
+                f"{root} holds class folders and {len(loose)} image{'s' if len(loose) > 1 else ''} beside them "
+                f"({', '.join(loose[:3])}{', ...' if len(loose) > 3 else ''}): move those into a class folder or "
+                f"out of {root}, or give --labels FILE"
+            )
+        if any(_images_under(p) for p in folders):
             numbered = all(p.name.isdigit() for p in folders)
             synsets = imagenet_wordnet_ids()
             by_synset = all(p.name in synsets for p in folders)
@@ -118,7 +124,8 @@ def _read_labels(root: Path, path: Path) -> tuple[list[Path], list[int]]:
             raise DatasetError(f"{path}:{number}: expected '<relative image path> <class index>'; got {line!r}")
         image = root / parts[0]
         if not image.is_file():
-            raise DatasetError(f"{path}:{number}: {image} does not exist")
+            what = "is a folder, not an image" if image.is_dir() else "does not exist"
+            raise DatasetError(f"{path}:{number}: {image} {what}")
         images.append(image)
         labels.append(int(parts[1]))
     return images, labels

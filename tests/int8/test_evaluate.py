@@ -46,6 +46,18 @@ def test_an_empty_class_folder_keeps_its_place_in_the_numbering(tmp_path):
     assert dict(zip([p.name for p in data.images], data.labels, strict=True)) == {"coffee.png": 0, "chelsea.png": 2}
 
 
+def test_class_folders_with_images_beside_them_are_refused_not_read_as_unlabelled(tmp_path):
+    save_photos(tmp_path / "n02123045", ["chelsea"])
+    save_photos(tmp_path, ["coffee"])  # a stray preview: it turned the whole set "unlabelled", without a word
+    with pytest.raises(DatasetError, match=r"holds class folders and 1 image beside them \(coffee\.png\): move"):
+        load_dataset(tmp_path)
+    (tmp_path / "labels.txt").write_text("n02123045/chelsea.png 281\n")
+    assert load_dataset(tmp_path, labels_file=tmp_path / "labels.txt").labels == (281,)  # the way out it names
+    (tmp_path / "folder.txt").write_text("n02123045 281\n")
+    with pytest.raises(DatasetError, match=r"folder\.txt:1: .*n02123045 is a folder, not an image"):
+        load_dataset(tmp_path, labels_file=tmp_path / "folder.txt")
+
+
 def test_labels_file_and_unlabelled(tmp_path):
     save_photos(tmp_path, ["coffee", "chelsea"])
     (tmp_path / "labels.txt").write_text("coffee.png 967\nchelsea.png, 281\n")
