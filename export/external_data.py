@@ -6,8 +6,11 @@ tensors, the NCHWc copies); with the weights beside it, ORT reads the small grap
 """
 
 from pathlib import Path
+from typing import BinaryIO
 
+import numpy as np
 import onnx
+from onnx import numpy_helper
 
 SIZE_THRESHOLD = 1024  # tensors of at least this many bytes go to the data file; small ones stay in the graph
 
@@ -71,3 +74,60 @@ def check_external_data(model: onnx.ModelProto, path: Path) -> str | None:
                 f"copy it again together with {path.name}, or give the artifact's directory"
             )
     return None
+
+
+def load_external_weights(model: onnx.ModelProto, path: str | Path) -> None:
+    """Read into ``model`` (the graph at ``path``, read with ``load_external_data=False``) every initializer's bytes
+    from its side files, each opened once; a side file outside the graph's folder, missing or short is one ValueError
+    (check_external_data's words).
+
+    Not onnx's load_external_data_for_model: since onnx 1.20 it refuses a data file with more than one hard link (a
+    guard against a planted link to another file), and hard-linked copies are ordinary (``cp -al``, ``rsync
+    --link-dest``, uv's cache). A link cannot lead out of the folder, and an artifact's data file is checked against
+    its manifest's SHA-256 before any runner reads it."""
+    path = Path(path)
+    problem = check_external_data(model, path)
+    if problem:
+        raise ValueError(problem)
+    by_file: dict[str, list[onnx.TensorProto]] = {}
+    for tensor in model.graph.initializer:
+        if tensor.data_location == onnx.TensorProto.EXTERNAL:
+            by_file.setdefault(_entries(tensor)["location"], []).append(tensor)
+    for location, tensors in by_file.items():
+        with open(path.parent / location, "rb") as data:
+            for tensor in tensors:
+                _inline(tensor, data)
+
+
+def initializer_array(tensor: onnx.TensorProto, path: str | Path) -> np.ndarray:
+    """One initializer of the graph at ``path`` as an array, read from its side file where it has one (as
+    load_external_weights reads it; ``tensor`` itself is left as it is)."""
+    if tensor.data_location != onnx.TensorProto.EXTERNAL:
+        return numpy_helper.to_array(tensor)
+    path = Path(path)
+    location = _entries(tensor).get("location", "")
+    data_path = (path.parent / location).resolve()
+    if not location or not data_path.is_relative_to(path.parent.resolve()) or not data_path.is_file():
+        raise ValueError(f"{path.name} names its weights file {location!r}, which is not a file beside it")
+    copy = onnx.TensorProto()
+    copy.CopyFrom(tensor)
+    with open(data_path, "rb") as data:
+        _inline(copy, data)
+    return numpy_helper.to_array(copy)
+
+
+def _entries(tensor: onnx.TensorProto) -> dict[str, str]:
+    return {entry.key: entry.value for entry in tensor.external_data}
+
+
+def _inline(tensor: onnx.TensorProto, data: BinaryIO) -> None:
+    """Move ``tensor``'s bytes from the open side file into the tensor; short data is a ValueError."""
+    entries = _entries(tensor)
+    offset = int(entries.get("offset") or 0)
+    data.seek(offset)
+    raw = data.read(int(entries["length"])) if "length" in entries else data.read()
+    if "length" in entries and len(raw) != int(entries["length"]):
+        raise ValueError(f"{tensor.name}'s weights end past the end of {entries.get('location')} (a cut copy?)")
+    tensor.raw_data = raw
+    tensor.data_location = onnx.TensorProto.DEFAULT
+    del tensor.external_data[:]

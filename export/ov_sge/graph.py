@@ -15,6 +15,7 @@ import io
 from pathlib import Path
 from typing import Any
 
+from export.external_data import load_external_weights
 from export.ort_sge.nchwc import FUSED_DOMAIN, FUSED_OP
 from export.ov_sge.fused_nodes import replace_fused_nodes
 
@@ -32,7 +33,8 @@ def openvino_onnx_bytes(path: str | Path, *, storage: str = "f32") -> tuple[byte
 
     if storage not in STORAGES:
         raise ValueError(f"storage must be one of {', '.join(STORAGES)}; got {storage!r}")
-    model = onnx.load(str(path))
+    model = onnx.load(str(path), load_external_data=False)
+    load_external_weights(model, path)  # hard-linked data files too (export.external_data)
 
     def for_openvino(node: onnx.NodeProto) -> list[onnx.NodeProto]:
         block = next((a.i for a in node.attribute if a.name == "block"), 0)

@@ -37,6 +37,7 @@ from typing import Any
 
 import numpy as np
 
+from export.external_data import initializer_array, load_external_weights
 from export.ort_sge.nchwc import FUSED_DOMAIN, FUSED_OP
 from export.ov_sge.fused_nodes import replace_fused_nodes
 
@@ -173,12 +174,10 @@ def _owns_bias(conv, x: str, users: dict, initializers: dict) -> bool:
     )
 
 
-def native_onnx_model(model, *, pack: int = DEFAULT_PACK, base_dir: str | Path = "", bias_apart: bool = False):
+def native_onnx_model(model, *, pack: int = DEFAULT_PACK, graph_path: str | Path = "", bias_apart: bool = False):
     """Rewrite the fused-SGE ``model`` (onnx.ModelProto) in place with every ``SgeResidual`` as standard ops; returns
-    it and the count. ``base_dir``: where a model loaded without its external data keeps it (γ and β of 256 groups
-    or more are large enough to be stored there)."""
-    from onnx import numpy_helper
-
+    it and the count. ``graph_path``: the file a model loaded without its external data was read from (γ and β of 256
+    groups or more are large enough to be stored beside it)."""
     graph = model.graph
     shapes = _shapes(model)
     initializers = {t.name: t for t in graph.initializer}
@@ -194,12 +193,10 @@ def native_onnx_model(model, *, pack: int = DEFAULT_PACK, base_dir: str | Path =
         if not dims or len(dims) != 4 or not dims[1]:
             raise NativeRewriteError(f"{node.name}: needs a 4-D input with a known channel count; got shape {dims}")
         spatial = (dims[2], dims[3]) if dims[2] and dims[3] else None
-        gamma_beta = {
-            n: numpy_helper.to_array(initializers[n], str(base_dir)) for n in node.input[2:4] if n in initializers
-        }
+        gamma_beta = {n: initializer_array(initializers[n], graph_path) for n in node.input[2:4] if n in initializers}
         conv, bias = producers.get(node.input[0]), None
         if bias_apart and _owns_bias(conv, node.input[0], users, initializers):  # x = y + b: the module docstring
-            bias = numpy_helper.to_array(initializers[conv.input[2]], str(base_dir)).astype(np.float32)
+            bias = initializer_array(initializers[conv.input[2]], graph_path).astype(np.float32)
             del conv.input[2]
         return _rewrite_block(
             graph, node, channels=dims[1], spatial=spatial, pack=pack, constants=gamma_beta, opset=opset, bias=bias
@@ -212,13 +209,12 @@ def read_native_model(core, path: str | Path, *, pack: int = DEFAULT_PACK, bias_
     """(ov.Model, number of rewritten blocks) of the fused-SGE graph at ``path``, rewritten in memory (the file on
     disk, and its hash in the manifest, are unchanged); no extension library is needed."""
     import onnx
-    from onnx.external_data_helper import load_external_data_for_model
 
     # rewritten without its weights (shape inference then copies kilobytes, not the weights), which come in after
     model, count = native_onnx_model(
-        onnx.load(str(path), load_external_data=False), pack=pack, base_dir=Path(path).parent, bias_apart=bias_apart
+        onnx.load(str(path), load_external_data=False), pack=pack, graph_path=path, bias_apart=bias_apart
     )
-    load_external_data_for_model(model, str(Path(path).parent))
+    load_external_weights(model, path)  # hard-linked data files too (export.external_data)
     if count == 0:
         raise NativeRewriteError(f"{path} holds no {FUSED_DOMAIN}::{FUSED_OP} node")
     return core.read_model(io.BytesIO(model.SerializeToString())), count

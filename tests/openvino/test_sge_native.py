@@ -14,6 +14,7 @@ from onnx import TensorProto, helper
 import runtime
 from export.ov_sge import native
 from export.ov_sge.native import NativeRewriteError, native_onnx_model, ones_weights, read_native_model
+from runtime.backends.ov import SGE_FORMS
 from tests.models.numpy_reference import sge
 from tests.openvino.conftest import gate_failures
 from tests.openvino.test_sge_op import SHAPES, case, conv1x1, fused_graph, int8_case
@@ -208,6 +209,25 @@ def test_bare_fused_file_runs_as_the_native_graph(artifact, photos):
     with runtime.load(fused, "openvino", threads=1) as bare:
         assert bare.describe()["graph"] == "sge_native"
         np.testing.assert_allclose(bare.infer(photos[:2]), expected, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("sge_form", ["native", "extension"])
+def test_a_hard_linked_copy_runs_the_fused_graph(artifact, photos, tmp_path, sge_form):
+    # cp -al, rsync --link-dest, uv's cache: onnx's loader refuses a data file with two links, which sent OpenVINO
+    # to the plain graph with a warning about a "hardlink attack"
+    import os
+
+    linked = tmp_path / "linked"
+    linked.mkdir()
+    for file in artifact.iterdir():
+        if file.is_file():
+            os.link(file, linked / file.name)
+    assert (linked / "model.sge_fused.onnx.data").stat().st_nlink > 1
+    with runtime.load(linked, "openvino", threads=1, sge_form=sge_form) as runner:
+        assert runner.describe()["graph"] == SGE_FORMS[sge_form]
+        got = runner.infer(photos[:2])
+    with runtime.load(artifact, "openvino", threads=1, sge_fused=False) as plain:
+        np.testing.assert_allclose(got, plain.infer(photos[:2]), rtol=0, atol=1e-4)
 
 
 def test_openvino_errors_become_their_cause_in_one_line():

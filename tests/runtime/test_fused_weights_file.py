@@ -58,3 +58,29 @@ def test_a_tampered_or_missing_weights_file_is_refused(artifact, tmp_path, damag
         data.unlink()
     with pytest.raises(ArtifactError, match=f"{FUSED}.data"):
         runtime.load(copy, "onnxruntime")
+
+
+def test_the_weights_reader_matches_onnx_and_refuses_cut_or_escaping_files(artifact, tmp_path):
+    from export.external_data import initializer_array, load_external_weights
+
+    fused = artifact / "model.sge_fused.onnx"
+    ours = onnx.load(str(fused), load_external_data=False)
+    load_external_weights(ours, fused)
+    theirs = onnx.load(str(fused))
+    assert [t.raw_data for t in ours.graph.initializer] == [t.raw_data for t in theirs.graph.initializer]
+    bare = onnx.load(str(fused), load_external_data=False)
+    big = next(t for t in bare.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL)
+    expected = onnx.numpy_helper.to_array(next(t for t in theirs.graph.initializer if t.name == big.name))
+    np.testing.assert_array_equal(initializer_array(big, fused), expected)
+    cut = tmp_path / "cut"
+    cut.mkdir()
+    shutil.copy(fused, cut)
+    data = (artifact / "model.sge_fused.onnx.data").read_bytes()
+    (cut / "model.sge_fused.onnx.data").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match=r"holds \d+ bytes, short of the \d+ that model\.sge_fused\.onnx's weights"):
+        load_external_weights(onnx.load(str(cut / fused.name), load_external_data=False), cut / fused.name)
+    for entry in big.external_data:
+        if entry.key == "location":
+            entry.value = "../../etc/passwd"
+    with pytest.raises(ValueError, match="not a file beside it"):
+        initializer_array(big, fused)
