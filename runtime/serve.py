@@ -61,6 +61,7 @@ class RequestRefused(ValueError):
 
 MONITOR_PERIOD_S = 1.0  # how often serve_forever checks that Triton is still alive
 MAX_EXIT_TIMEOUT_S = 25  # PyTriton waits 30 s for Triton to stop, then kills it: leave it time to unload
+MAX_REQUEST_MB = 16 << 10  # 16 GiB: the gate holds bodies in memory
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,7 @@ class ServeConfig:
     exit_timeout_s: int = 10  # how long Triton waits for in-flight requests when stopping
     log_verbose: int = 0
     gate: bool = True  # HTTP: refuse oversized and malformed requests before Triton sees them (serve_gate.py)
+    max_request_mb: int = 256  # the gate's bound on one request body; twice it bounds the bodies held at once
 
     def __post_init__(self) -> None:
         problems = []
@@ -93,6 +95,8 @@ class ServeConfig:
             problems.append(f"queue_delay_us must be ≥ 0; got {self.queue_delay_us}")
         if self.instances < 1:
             problems.append(f"instances must be ≥ 1; got {self.instances}")
+        if not 1 <= self.max_request_mb <= MAX_REQUEST_MB:
+            problems.append(f"max_request_mb must lie in 1..{MAX_REQUEST_MB}; got {self.max_request_mb}")
         if not 0 <= self.exit_timeout_s <= MAX_EXIT_TIMEOUT_S:
             problems.append(
                 f"exit_timeout_s must lie in 0..{MAX_EXIT_TIMEOUT_S} (PyTriton kills Triton 30 s after asking it to "
@@ -123,6 +127,7 @@ class ServeConfig:
             "instances": self.instances,
             "exit_timeout_s": self.exit_timeout_s,
             "gate": self.gate,
+            "max_request_mb": self.max_request_mb,
             "urls": self.urls,
         }
 
@@ -430,7 +435,9 @@ class ModelServer:
     def _start_gate(self, *, upstream: tuple[str, int]) -> Any:
         from runtime.serve_gate import RequestGate, RequestLimits
 
-        limits = RequestLimits(input=self.input_spec, max_batch=self.config.max_batch)
+        limits = RequestLimits(
+            input=self.input_spec, max_batch=self.config.max_batch, max_request_bytes=self.config.max_request_mb << 20
+        )
         return RequestGate(self.config.host, self.config.http_port, upstream=upstream, limits=limits).start()
 
     def _check_ready(self) -> None:

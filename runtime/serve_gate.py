@@ -4,7 +4,8 @@ Triton's HTTP front end sizes a request from the shape it declares: a 95-byte JS
 [100000, 3, 96, 96] makes it allocate and parse for many seconds and answer HTTP 500, and a truncated or garbage
 body is a 500 too. The gate listens on the public HTTP port, Triton on a private loopback port behind it. For an
 inference request it checks, from the headers and the request's JSON header alone: a declared Content-Length no
-larger than the largest valid request (else 413), parseable JSON, the input's name, datatype and rank, a batch of
+larger than the largest valid request or the server's own bound (else 413; bodies held at once stay within twice that
+bound, else 503), parseable JSON, the input's name, datatype and rank, a batch of
 1..max_batch, the fixed dimensions, and that the data (binary or JSON) holds exactly as many values as the shape
 says; anything else gets HTTP 400 with one line saying why. What passes is forwarded byte for byte, under the
 Content-Type of what it is (a valid JSON request sent as form-urlencoded, curl's default, crashed Triton); every other
@@ -51,6 +52,7 @@ class RequestLimits:
 
     input: TensorSpec
     max_batch: int
+    max_request_bytes: int | None = None  # the server's own bound on a body (serve --max-request-mb); None: none
 
     @property
     def datatype(self) -> str:
@@ -67,6 +69,15 @@ class RequestLimits:
     def max_body_bytes(self) -> int:
         """The largest body a valid request can have (JSON text of every value, or the binary form)."""
         return MAX_JSON_HEADER + self.max_values() * max(JSON_BYTES_PER_VALUE, self.itemsize)
+
+    def body_limit(self) -> tuple[int, str]:
+        """The largest body the gate reads, and what sets it: the model's largest valid request, or the server's
+        own bound where that is lower (a --dynamic-hw model's batch of 32 at 1024² is 4.8 GB of JSON)."""
+        model = self.max_body_bytes()
+        if self.max_request_bytes is not None and self.max_request_bytes < model:
+            cap = self.max_request_bytes
+            return cap, f"this server reads at most {cap} bytes a request (serve --max-request-mb raises it)"
+        return model, f"the largest valid request has {model}"
 
 
 def check_infer_request(body: bytes, *, header_length: int | None, limits: RequestLimits) -> None:
@@ -254,6 +265,13 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self._handle()
 
     def _handle(self) -> None:
+        self._held = 0
+        try:
+            self._check_and_forward()
+        finally:
+            self.server.release(self._held)
+
+    def _check_and_forward(self) -> None:
         content_type = None  # as the client sent it
         try:
             body = self._read_body()
@@ -286,9 +304,12 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if len(declared) != 1 or not declared[0].strip().isascii() or not declared[0].strip().isdigit():
             raise self._refuse_unread("Content-Length must be one decimal integer", 400)
         length = int(declared[0])
-        limit = self.server.limits.max_body_bytes()
+        limit, why = self.server.limits.body_limit()
         if length > limit:
-            raise self._refuse_unread(f"the body declares {length} bytes; the largest valid request has {limit}", 413)
+            raise self._refuse_unread(f"the body declares {length} bytes; {why}", 413)
+        if not self.server.hold(length):
+            raise self._refuse_unread("the server is reading other large requests; retry in a moment", 503)
+        self._held = length
         body = self.rfile.read(length) if length else b""
         if len(body) != length:
             raise self._refuse_unread(f"the body ended after {len(body)} of its {length} bytes", 400)
@@ -348,6 +369,20 @@ class _GateServer(http.server.ThreadingHTTPServer):
         self._lock = threading.Lock()
         self._clients: set[socket.socket] = set()  # open client connections, closed by close_all()
         self._upstreams: set[http.client.HTTPConnection] = set()
+        # bodies held at once, from their reading to Triton's answer: at most two of the largest a request may be
+        self._held, self._budget = 0, 2 * limits.body_limit()[0]
+
+    def hold(self, size: int) -> bool:
+        """Count ``size`` bytes of body as held if the budget allows; False when it does not (the caller says 503)."""
+        with self._lock:
+            if size and self._held + size > self._budget:
+                return False
+            self._held += size
+            return True
+
+    def release(self, size: int) -> None:
+        with self._lock:
+            self._held -= size
 
     def process_request(self, request: Any, client_address: Any) -> None:
         with self._lock:

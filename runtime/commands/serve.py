@@ -2,7 +2,7 @@
 
     sge-deploy serve ARTIFACT [--backend onnxruntime] [--model-name NAME] [--http-port 8000]
         [--grpc-port 8001] [--metrics-port 8002] [--max-batch 32] [--queue-delay-us 500] [--instances N]
-        [--exit-timeout 10] [--threads N] [--host 127.0.0.1]
+        [--exit-timeout 10] [--threads N] [--host 127.0.0.1] [--max-request-mb 256]
 
 Runs until Ctrl+C (SIGINT) or SIGTERM (SIGTERM alone where a script started it in the background, with SIGINT
 ignored), then exits 0; 1 when Triton did not stop cleanly.
@@ -43,6 +43,12 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     )
     add_threads(parser, help="CPU threads per runner (default: the backend's own)")
     parser.add_argument(
+        "--max-request-mb",
+        type=int,
+        default=256,
+        help="largest HTTP request body the gate reads (MiB, default 256); it holds at most twice this at once",
+    )
+    parser.add_argument(
         "--no-gate",
         dest="gate",
         action="store_false",
@@ -76,6 +82,7 @@ def _main(argv: list[str] | None, prog: str | None) -> int:
             exit_timeout_s=args.exit_timeout,
             log_verbose=1 if args.verbose else 0,
             gate=args.gate,
+            max_request_mb=args.max_request_mb,
         )
         options = {"threads": args.threads} if args.threads is not None else {}
         options.update(precision_option(args.precision))

@@ -140,7 +140,7 @@ class Upstream(http.server.BaseHTTPRequestHandler):
 
 
 @contextlib.contextmanager
-def gate_before_upstream():
+def gate_before_upstream(limits=LIMITS):
     """A gate on a free loopback port in front of ``Upstream``; yields (gate, client connection to the gate)."""
     from runtime.serve import _free_loopback_port
     from runtime.serve_gate import RequestGate
@@ -149,7 +149,7 @@ def gate_before_upstream():
     upstream = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Upstream)
     threading.Thread(target=upstream.serve_forever, daemon=True).start()
     port = _free_loopback_port()
-    gate = RequestGate("127.0.0.1", port, upstream=upstream.server_address, limits=LIMITS).start()
+    gate = RequestGate("127.0.0.1", port, upstream=upstream.server_address, limits=limits).start()
     client = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     try:
         yield gate, client
@@ -257,3 +257,43 @@ def test_a_checked_request_reaches_triton_under_the_content_type_of_what_it_is(s
         client.request("POST", "/v2/models/m/infer", body=body, headers=binary_headers)
         assert client.getresponse().status == 200
     assert Upstream.received == ["application/json", "application/octet-stream"]
+
+
+def test_the_server_bounds_one_body_and_the_bodies_held_at_once():
+    """A --dynamic-hw model's largest valid JSON request is 4.8 GB: the server's own bound (serve --max-request-mb)
+    caps one body, and twice it caps the bodies read at once (a third large one is 503, retry)."""
+    import socket
+    import time
+
+    dynamic = TensorSpec("input", ("batch", 3, "height", "width"), "float32", "NCHW")
+    assert RequestLimits(input=dynamic, max_batch=32).max_body_bytes() > 4_800_000_000
+    capped = RequestLimits(input=dynamic, max_batch=32, max_request_bytes=256 << 20)
+    assert capped.body_limit() == (
+        256 << 20,
+        f"this server reads at most {256 << 20} bytes a request (serve --max-request-mb raises it)",
+    )
+    assert LIMITS.body_limit()[0] == LIMITS.max_body_bytes()  # a small model's own bound is lower: it stays
+    small = RequestLimits(input=dynamic, max_batch=1, max_request_bytes=4096)
+    with gate_before_upstream(small) as (gate, client):
+        client.request("POST", "/v2/models/m/infer", body=b"x" * 5000)
+        answer = client.getresponse()
+        assert answer.status == 413 and b"at most 4096 bytes a request (serve --max-request-mb" in answer.read()
+        port = client.port
+        slow = []
+        for _ in range(2):  # two bodies of the largest size, still arriving: the budget is full
+            sock = socket.create_connection(("127.0.0.1", port))
+            sock.sendall(b"POST /v2/models/m/infer HTTP/1.1\r\nHost: x\r\nContent-Length: 4096\r\n\r\n{")
+            slow.append(sock)
+        deadline = time.monotonic() + 5
+        while gate._server._held < 8192 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        third = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        third.request("POST", "/v2/models/m/infer", body=b"{}")
+        answer = third.getresponse()
+        assert answer.status == 503 and b"retry in a moment" in answer.read()
+        third.close()
+        for sock in slow:
+            sock.close()  # each read ends short: 400, and its bytes are released
+        while gate._server._held and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert gate._server._held == 0

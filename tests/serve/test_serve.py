@@ -281,6 +281,8 @@ def test_bad_options_are_refused():
         triton_tensor(TensorSpec("input", (1, 3, SIZE, SIZE)))
     with pytest.raises(ServeConfigError, match="IPv6 hosts are not supported"):
         ServeConfig(model_name="m", host="::1")
+    with pytest.raises(ServeConfigError, match=r"max_request_mb must lie in 1\.\.16384; got 0"):
+        ServeConfig(model_name="m", max_request_mb=0)
 
 
 def test_a_refusal_that_leaves_the_body_unread_closes_the_connection(server):
