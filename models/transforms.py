@@ -88,7 +88,13 @@ def decode_rgb8(img: Image.Image) -> np.ndarray:
                 f"this {img.mode}-mode image holds values above {full_scale:.0f}, the largest its format declares; "
                 "save it as an 8- or 16-bit PNG"
             )
-        img = Image.fromarray(np.clip(np.rint(wide * (255.0 / full_scale)), 0, 255).astype(np.uint8))
+        grey = np.clip(np.rint(wide * (255.0 / full_scale)), 0, 255).astype(np.uint8)
+        key = img.info.get("transparency")  # a 16-bit tRNS grey value: matched before scaling, as in 8 bits below
+        if isinstance(key, int) and not isinstance(key, bool):
+            alpha = np.where(wide == key, 0, 255).astype(np.uint8)
+            img = Image.fromarray(np.dstack([grey, alpha]), "LA")
+        else:
+            img = Image.fromarray(grey)
     elif img.mode == "F":
         raise ImageReadError("floating-point images are not supported; save it as an 8- or 16-bit PNG")
     if img.mode in ("P", "L", "RGB") and "transparency" in img.info:  # a tRNS colour: those pixels are transparent

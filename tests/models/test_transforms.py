@@ -54,3 +54,15 @@ def test_a_transparent_colour_in_grey_and_rgb_pngs_goes_over_white(mode, backgro
     decoded = decode_rgb8(Image.open(data))
     opaque = (pixel,) * 3 if mode == "L" else pixel
     assert tuple(decoded[0, 0]) == (255, 255, 255) and tuple(decoded[1, 1]) == opaque
+
+
+def test_a_transparent_grey_in_a_16_bit_png_goes_over_white():
+    grey = np.full((4, 4), 40000, np.uint16)
+    grey[0, 0] = 0  # the tRNS value: transparent, where it was decoded as black
+    data = io.BytesIO()
+    Image.fromarray(grey).save(data, "PNG", transparency=0)
+    data.seek(0)
+    opened = Image.open(data)
+    assert opened.mode == "I;16" and opened.info["transparency"] == 0
+    decoded = decode_rgb8(opened)
+    assert tuple(decoded[0, 0]) == (255, 255, 255) and tuple(decoded[1, 1]) == (156, 156, 156)  # 40000/65535·255
