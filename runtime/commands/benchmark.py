@@ -1,6 +1,6 @@
 """Time an exported model on several backends in one run, and print trtexec-shaped summaries and a comparison.
 
-sge-deploy benchmark ARTIFACT [--backends torch,onnxruntime,openvino] [--batch-size N] [--threads N]
+sge-deploy benchmark ARTIFACT [--backends torch,onnxruntime,openvino (those installed)] [--batch-size N] [--threads N]
     [--precision fp32,int8] [--warmup-ms 200] [--duration 3] [--iterations 10] [--percentiles 90,95,99] [--json PATH]
     [--export-times FILE] [--plot FILE.png]
 """
@@ -56,6 +56,8 @@ def backend_options(name: str, args: argparse.Namespace) -> dict[str, Any]:
     return table.get(name, {"threads": args.threads})
 
 
+DEFAULT_BACKENDS = ("torch", "onnxruntime", "openvino")
+
 # backend → the reduced precisions it runs (fp32 is every backend's default entry)
 REDUCED_PRECISIONS = {"onnxruntime": ("int8",), "openvino": ("bf16", "fp16", "int8")}
 
@@ -92,7 +94,11 @@ def left_out(backends: list[str], runs: dict[str, Any]) -> list[str]:
 def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     parser = make_parser(__doc__.split("\n\n")[0], prog=prog)
     parser.add_argument("artifact", type=Path, help="artifact directory (or a bare .onnx file)")
-    add_backends(parser, default="torch,onnxruntime,openvino", help="comma-separated; the first is the base")
+    add_backends(
+        parser,
+        default=None,
+        help=f"comma-separated; the first is the base (default: {','.join(DEFAULT_BACKENDS)}, those installed)",
+    )
     add_batch_size(parser, default=1, help=f"images per query, 1..{MAX_BATCH}")
     add_threads(parser, help="intra-op threads for every backend")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="torch and onnxruntime device")
@@ -177,11 +183,27 @@ def main(argv: list[str] | None = None, *, prog: str | None = None) -> int:
     return run_main(lambda a: _main(a, prog), argv)
 
 
+def installed_default_backends() -> list[str]:
+    """The default backends whose package is installed, with one line naming those left out (a deploy-only install
+    has no torch: the default run must not fail on it)."""
+    from runtime.environment import importable
+
+    modules = {"torch": "torch", "onnxruntime": "onnxruntime", "openvino": "openvino"}
+    present = [name for name in DEFAULT_BACKENDS if importable(modules[name])]
+    missing = [name for name in DEFAULT_BACKENDS if name not in present]
+    if missing and present:
+        print(
+            f"note: {', '.join(missing)} not installed: timing {','.join(present)} (--backends chooses)",
+            file=sys.stderr,
+        )
+    return present or list(DEFAULT_BACKENDS)  # none installed: each one's own error says what to install
+
+
 def _main(argv: list[str] | None, prog: str | None) -> int:
     args = build_parser(prog).parse_args(argv)
     console = make_console(json_path=args.json)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    backends = list(args.backends)  # canonical names, no repeats (cli_flags.backend_list)
+    backends = list(args.backends or installed_default_backends())  # canonical names, no repeats
     precisions = [p.strip() for p in args.precision.split(",") if p.strip()]
     try:
         runs = entries(backends, precisions, args)  # an unknown precision is a ValueError: one line, exit 2

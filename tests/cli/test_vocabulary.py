@@ -93,7 +93,7 @@ def test_batch_sizes_take_commas_or_spaces(words):
 
 def test_defaults_are_parsed_like_the_command_line():
     assert PARSERS["sge-cost"].parse_args([]).batch_sizes == (1, 8)
-    assert PARSERS["benchmark"].parse_args(["a"]).backends == ("torch", "onnxruntime", "openvino")
+    assert PARSERS["benchmark"].parse_args(["a"]).backends is None  # resolved at run time: those installed
     assert PARSERS["infer"].parse_args(["a", "i.jpg"]).backends == ("onnxruntime",)
 
 

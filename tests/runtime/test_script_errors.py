@@ -201,3 +201,16 @@ def test_a_bare_graph_without_its_whole_weights_file_is_one_line(artifact, photo
         assert_one_error_line(capsys, f"{data.name}", expected)
     with pytest.raises(ArtifactError, match=expected):
         runtime.load(graph, "onnxruntime")
+
+
+def test_the_default_backends_are_those_installed(benchmark, artifact, tmp_path, monkeypatch, capsys):
+    # a deploy-only install has no torch: `sge-deploy benchmark ARTIFACT` failed on the torch backend by default
+    import runtime.environment
+
+    real = runtime.environment.importable
+    monkeypatch.setattr(runtime.environment, "importable", lambda module: module != "torch" and real(module))
+    out = tmp_path / "bench.json"
+    quick = [a for a in QUICK if a not in ("--backends", "onnxruntime")]
+    assert benchmark.main([str(artifact), *quick, "--json", str(out)]) == 0
+    assert "note: torch not installed: timing onnxruntime,openvino (--backends chooses)" in capsys.readouterr().err
+    assert [r["backend"] for r in json.loads(out.read_text())["reports"]] == ["onnxruntime", "openvino"]
