@@ -63,7 +63,7 @@ INT8_FILES = (
     *map(parity_file, (INT8_NAME, INT8_S8S8_NAME, INT8_FUSED_NAME)),
 )
 STAGES = ("load", "export", "simplify", "parity", "fused", "int8", "manifest")
-# What an export of this pipeline writes: a directory holding only these (and no manifest) may be replaced.
+# What an export of this pipeline writes: an artifact holding these beside what its manifest records may be replaced.
 ARTIFACT_NAMES = frozenset(
     {ONNX_NAME, PARITY_NAME, FUSED_NAME, FUSED_DATA_NAME, FUSED_PARITY_NAME, MANIFEST_NAME, *INT8_FILES}
 )

@@ -79,8 +79,9 @@ def publish_directory(staging: Path, target: Path) -> None:
 def artifact_transaction(target: str | Path, *, replaceable: frozenset[str] = frozenset()) -> Iterator[Transaction]:
     """Lock ``target``, yield a Transaction with an empty staging directory; discard it unless committed.
 
-    ``target`` may be absent, empty, an artifact directory (it holds ``manifest.json``), or hold only names in
-    ``replaceable`` (an earlier export's files); anything else is refused, so a user's folder is never replaced.
+    ``target`` may be absent, empty, or an artifact directory (it holds our ``manifest.json``, which records every
+    other file but names in ``replaceable``, an earlier export's own); anything else is refused, so a user's folder
+    is never replaced (a folder of files named like an export's, without a manifest, is the user's).
     """
     target = Path(target)
     target = target.parent.resolve() / target.name if not target.is_symlink() else target.resolve()
@@ -119,10 +120,11 @@ def _check_replaceable(target: Path, replaceable: frozenset[str]) -> None:
                 "another --output"
             )
         return
-    if names and not names <= replaceable:
+    if names:  # even files named like an export's (a model.onnx of the user's own): without a manifest, not ours
+        shown = ", ".join(sorted(names)[:3]) + (", ..." if len(names) > 3 else "")
         raise ArtifactError(
-            f"{target} is neither empty nor an artifact directory (it holds {', '.join(sorted(names)[:3])}, ...); "
-            "an export replaces the whole directory: choose a new or empty --output"
+            f"{target} is neither empty nor an artifact directory (it holds {shown}, and no {MANIFEST_NAME}); an "
+            "export replaces the whole directory: choose a new or empty --output"
         )
 
 

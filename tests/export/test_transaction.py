@@ -1,5 +1,7 @@
 """Exports are transactions: a failed, interrupted or concurrent re-export leaves the previous artifact as it was."""
 
+import shutil
+
 import pytest
 
 import export.transaction
@@ -114,9 +116,14 @@ def test_export_refuses_to_replace_a_directory_that_is_not_an_artifact(tmp_path)
     folder = tmp_path / "mine"
     folder.mkdir()
     (folder / "notes.txt").write_text("keep me")
-    with pytest.raises(ArtifactError, match="neither empty nor an artifact directory"):
+    with pytest.raises(ArtifactError, match=r"neither empty nor an artifact directory \(it holds notes\.txt, and no"):
         export_tiny(folder)
     assert (folder / "notes.txt").read_text() == "keep me"
+    (folder / "notes.txt").unlink()
+    (folder / "model.onnx").write_text("my own model")  # named like an export's file, but no manifest: the user's
+    with pytest.raises(ArtifactError, match=r"it holds model\.onnx, and no manifest\.json"):
+        export_tiny(folder)
+    assert (folder / "model.onnx").read_text() == "my own model"
 
 
 def test_a_folder_with_someone_elses_manifest_json_is_not_an_artifact(tmp_path):
@@ -139,9 +146,12 @@ def test_an_artifact_holding_a_file_its_manifest_does_not_record_is_not_replaced
 
 def test_commit_puts_every_staged_file_on_the_disk_before_the_swap_and_the_swap_after(tmp_path, fsync_log):
     target = tmp_path / "artifact"
-    for _ in ("new", "replaced"):
+    for case in ("new", "replaced"):
         fsync_log.clear()
-        with artifact_transaction(target, replaceable=frozenset({"model.onnx", "sub"})) as transaction:
+        if case == "replaced":  # an empty folder: replaceable, and swapped by the same exchange as an artifact
+            shutil.rmtree(target)
+            target.mkdir()
+        with artifact_transaction(target) as transaction:
             staging = transaction.staging.resolve()
             (staging / "sub").mkdir()
             (staging / "model.onnx").write_bytes(b"graph")
