@@ -374,6 +374,14 @@ def _main(argv: list[str] | None, prog: str | None) -> int:
                 step(args, result, console)
             except EngineNotBuiltError as err:
                 missing_engine = err  # the later steps (Triton repository) still run
+            except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the new artifact is in place already, whole
+                print(
+                    f"note: the new artifact in {result.output_dir} is complete and in place; what follows it (FP16 "
+                    "ONNX, TensorRT engine, Triton repository) was not made: run the export again, or "
+                    f"`sge-deploy trt-build {result.output_dir}` for the FP16 ONNX and the engine",
+                    file=sys.stderr,
+                )
+                raise
     except input_errors() as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_INPUT

@@ -83,3 +83,17 @@ def test_fp16_refusal_follows_the_recorded_layers_not_the_model_name(tmp_path):
     assert load_manifest(tmp_path).extra["compact_sge_layers"] == 8
     with pytest.raises(Fp16ConversionError, match="SGE in the compact form"):
         add_fp16_onnx(tmp_path)
+
+
+def test_an_interrupt_in_a_follow_up_step_says_the_new_artifact_is_whole(export_main, tmp_path, monkeypatch, capsys):
+    import export.trt.artifact
+
+    def interrupted(directory):
+        raise KeyboardInterrupt  # Ctrl-C, or SIGTERM (handled as Ctrl-C), while the FP16 ONNX is made
+
+    monkeypatch.setattr(export.trt.artifact, "add_fp16_onnx", interrupted)
+    assert export_main([*SMALL, "--output", str(tmp_path), "--fp16-onnx"]) == 130
+    err = capsys.readouterr().err
+    assert f"note: the new artifact in {tmp_path} is complete and in place" in err
+    assert f"sge-deploy trt-build {tmp_path}" in err
+    assert "model_fp16.onnx" not in load_manifest(tmp_path, verify=True).files  # whole, without the step's file
