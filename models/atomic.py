@@ -15,10 +15,20 @@ from contextlib import contextmanager
 from pathlib import Path
 
 
+class NotARegularFileError(OSError):
+    """An output path names a pipe, a device or a socket: a rename would replace it with a file."""
+
+
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds."""
+    """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds. A symbolic link is
+    written through (its target is replaced, the link stays); a pipe, device or socket is refused."""
     path = Path(path)
+    if path.is_symlink():
+        path = path.resolve()
+    problem = not_a_regular_file(path)
+    if problem:
+        raise NotARegularFileError(f"{path} is {problem}, not a regular file; give a file name")
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
@@ -31,6 +41,23 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         sync_directory(path.parent)
     finally:
         tmp_path.unlink(missing_ok=True)
+
+
+def not_a_regular_file(path: str | Path) -> str | None:
+    """What ``path`` is when it exists and is no regular file or directory ("a pipe", "a device", "a socket")."""
+    import stat
+
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None
+    if stat.S_ISFIFO(mode):
+        return "a pipe"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return None
 
 
 def sync_file(path: str | Path) -> None:

@@ -17,6 +17,8 @@ import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from models.atomic import not_a_regular_file
+
 EXIT_OK, EXIT_PARITY, EXIT_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 EXIT_FAILED = EXIT_PARITY  # a run that went wrong: load-test requests failed, a server that did not stop cleanly
 EXIT_NO_ENGINE = 4  # a requested TensorRT engine was not built (e.g. TensorRT not installed)
@@ -108,6 +110,10 @@ def check_output_path(path: str | Path | None, *, flag: str) -> None:
     path = Path(path)
     if path.is_dir():
         raise OutputPathError(f"{flag} {path} is a directory; give a file name")
+    special = not_a_regular_file(path)
+    if special:  # the atomic rename would replace it (/dev/stdout, a named pipe) with a file
+        stdout = ", or --json - for standard output" if flag == "--json" else ""
+        raise OutputPathError(f"{flag} {path} is {special}, not a regular file; give a file name{stdout}")
     if path.exists() and not os.access(path, os.W_OK):
         raise OutputPathError(f"{flag} {path} exists and is not writable; give another file")
     _check_writable_under(path.parent, path, flag=flag, kind="a path")

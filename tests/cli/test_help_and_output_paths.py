@@ -133,3 +133,25 @@ def test_an_exports_json_inside_its_default_output_is_refused_before_the_work(tm
     assert export.main(["--model", "resnet18", "--json", "artifacts/resnet18/x.json"]) == 2
     assert "--json artifacts/resnet18/x.json lies in the artifact" in capsys.readouterr().err
     assert not (tmp_path / "artifacts").exists()
+
+
+def test_a_pipe_or_device_is_refused_and_a_symlink_is_written_through(tmp_path):
+    import os
+
+    from models.atomic import NotARegularFileError
+    from runtime.cli import write_json_output
+
+    pipe = tmp_path / "pipe"
+    os.mkfifo(pipe)
+    for special, what in ((pipe, "a pipe"), (Path("/dev/null"), "a device")):  # the rename replaced /dev/full here
+        with pytest.raises(OutputPathError, match=rf"--json {special} is {what}, not a regular file; .*--json -"):
+            check_output_paths(json=special)
+    with pytest.raises(NotARegularFileError, match="is a pipe"):  # the writer's own check (never tried on /dev)
+        write_json_output(pipe, {"a": 1})
+    assert pipe.exists() and not pipe.is_file()
+    real, link = tmp_path / "real.json", tmp_path / "link.json"
+    real.write_text("old")
+    link.symlink_to(real.name)
+    check_output_paths(json=link)
+    write_json_output(link, {"a": 1})
+    assert link.is_symlink() and '"a": 1' in real.read_text()  # the link stays, its target holds the result
