@@ -103,6 +103,11 @@ def _check_replaceable(target: Path, replaceable: frozenset[str]) -> None:
         return
     if not target.is_dir():
         raise ArtifactError(f"{target} exists and is not a directory; choose another --output")
+    if os.path.ismount(target):  # a volume: the exchange that replaces the folder cannot move it
+        raise ArtifactError(
+            f"{target} is a mount point, which an export cannot replace (it swaps in a whole new folder); give a "
+            f"folder inside it, e.g. --output {target / 'artifact'}"
+        )
     names = {p.name for p in target.iterdir()}
     if MANIFEST_NAME in names:  # an artifact only if the manifest is ours and records every other file
         try:

@@ -254,6 +254,11 @@ def write_triton_repository(
             f"the Triton repository {repository} lies in the artifact {artifact}, whose files are hashed (a later "
             "export there would be refused); write it elsewhere"
         )
+    if artifact.resolve().is_relative_to(Path(repository).resolve()):  # Triton would take it for a model folder
+        raise ArtifactError(
+            f"the artifact {artifact} lies in the Triton repository {repository}, whose model folders are replaced "
+            "whole (the artifact would go with one); keep the artifact outside the repository"
+        )
     manifest, identities = load_verified(artifact)  # each file's identity taken as its hash was checked
     name = name or manifest.model
     if labels is not None:

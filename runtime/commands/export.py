@@ -22,9 +22,11 @@ from runtime.cli import (
     EXIT_INPUT,
     EXIT_NO_ENGINE,
     EXIT_PARITY,
+    OutputPathError,
     check_output_dir,
     check_output_paths,
     check_outside_artifacts,
+    is_stdout,
     make_console,
     make_parser,
     options_given,
@@ -120,7 +122,6 @@ def input_errors() -> tuple[type[BaseException], ...]:
     from export.trt.calibrate import CalibrationDataError
     from models.factory import FactoryError
     from models.transforms import ImageReadError
-    from runtime.cli import OutputPathError
 
     return (
         OutputPathError,
@@ -291,6 +292,15 @@ def _main(argv: list[str] | None, prog: str | None) -> int:
         check_output_paths(json=args.json, inputs=[args.checkpoint, *(args.images or ())], artifacts=[output])
         check_outside_artifacts(output=args.output)
         check_outside_artifacts(triton_repo=args.triton_repo, artifacts=[output])
+        if args.triton_repo is not None and Path(output).resolve().is_relative_to(args.triton_repo.resolve()):
+            raise OutputPathError(  # the repository's model folder replaced the artifact just reported
+                f"--output {output} lies in --triton-repo {args.triton_repo}, whose model folders are replaced whole; "
+                "give an --output outside the repository"
+            )
+        for flag in ("json", "triton_repo"):  # absolute now: --output . swaps the working directory out at the commit
+            value = getattr(args, flag)
+            if value is not None and not is_stdout(value):
+                setattr(args, flag, Path(value).absolute())
         if args.output is not None:  # a read-only parent would fail at the lock file, naming it rather than --output
             check_output_dir(args.output, flag="--output")
         if args.triton_repo is not None:

@@ -155,3 +155,15 @@ def test_a_pipe_or_device_is_refused_and_a_symlink_is_written_through(tmp_path):
     check_output_paths(json=link)
     write_json_output(link, {"a": 1})
     assert link.is_symlink() and '"a": 1' in real.read_text()  # the link stays, its target holds the result
+
+
+def test_an_export_into_the_working_directory_writes_its_json_where_it_was_asked(tmp_path, monkeypatch, capsys):
+    # --output . swaps the working directory out: a relative --json was resolved after it, and failed (exit 3)
+    from runtime.commands import export as export_command
+
+    work = tmp_path / "art"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    argv = ["--model", "resnet18", "--init", "random", "--input-size", "32", "32", "--batch-sizes", "1"]
+    assert export_command.main([*argv, "--output", ".", "--json", "../result.json"]) == 0
+    assert (tmp_path / "result.json").is_file() and (work / "manifest.json").is_file()

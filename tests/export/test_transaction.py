@@ -1,6 +1,7 @@
 """Exports are transactions: a failed, interrupted or concurrent re-export leaves the previous artifact as it was."""
 
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -199,3 +200,14 @@ def test_an_output_name_with_glob_characters_leaves_other_exports_leftovers_alon
     (tmp_path / ".x[12].staging-run").mkdir()  # its own leftovers still go
     export.transaction._clean_leftovers(tmp_path / "x[12]")
     assert not (tmp_path / ".x[12].staging-run").exists()
+
+
+def test_a_mount_point_is_refused_before_the_work(tmp_path, monkeypatch):
+    # a container volume: the exchange failed with EBUSY after every stage, leaving a .NAME.old-* folder
+    volume = tmp_path / "volume"
+    volume.mkdir()
+    monkeypatch.setattr(export.transaction.os.path, "ismount", lambda path: Path(path) == volume)
+    refused = pytest.raises(ArtifactError, match=r"is a mount point, .*give a folder inside it, e\.g\. --output ")
+    with refused, artifact_transaction(volume):
+        pass
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".volume.lock", "volume"]

@@ -188,6 +188,9 @@ def test_a_repository_inside_the_artifact_is_refused(onnx_artifact):
         with pytest.raises(ArtifactError, match=r"lies in the artifact .*write it elsewhere"):
             write_triton_repository(onnx_artifact, inside)
     assert sorted(p.name for p in onnx_artifact.iterdir()) == before  # no stray left to block the next export
+    with pytest.raises(ArtifactError, match=r"lies in the Triton repository .*keep the artifact outside"):
+        write_triton_repository(onnx_artifact, onnx_artifact.parent)  # the reverse: the artifact in the repository
+    assert sorted(p.name for p in onnx_artifact.iterdir()) == before
 
 
 def test_the_export_refuses_a_repository_inside_its_output_before_any_work(tmp_path, capsys):
@@ -261,3 +264,16 @@ def test_an_engines_config_is_capped_by_its_profile():
     assert engine_max_batch(extra, 32) == 16
     assert engine_max_batch(extra, 8) == 8
     assert engine_max_batch({}, 32) == 32
+
+
+def test_an_output_inside_the_triton_repository_is_refused_before_the_work(tmp_path, capsys, monkeypatch):
+    # it was exported, reported as the artifact, then replaced by the repository's model folder of the same name
+    from runtime.commands import export as export_command
+
+    monkeypatch.chdir(tmp_path)
+    repo = tmp_path / "repo"
+    argv = ["--model", "resnet18", "--init", "random", "--input-size", "32", "32", "--triton-repo", "repo"]
+    assert export_command.main([*argv, "--output", "repo/resnet18/1"]) == 2
+    err = capsys.readouterr().err
+    assert "--output repo/resnet18/1 lies in --triton-repo repo, whose model folders are replaced whole" in err
+    assert not repo.exists()
