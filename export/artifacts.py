@@ -351,6 +351,9 @@ def verify_files(directory: str | Path, manifest: Manifest) -> dict[str, FileIde
         identities[relpath] = identity
     if manifest.deploy not in manifest.files:
         problems.append(f"the deploy file {manifest.deploy} is not recorded")
+    elif manifest.files[manifest.deploy].role != "model":  # an edited "deploy": a report or a weights file
+        role = manifest.files[manifest.deploy].role
+        problems.append(f"the deploy file {manifest.deploy} is recorded as {role!r}, not as the model")
     if problems:
         raise ArtifactError(
             f"artifact {directory} failed verification: {'; '.join(problems)}; "

@@ -211,6 +211,16 @@ def test_a_deploy_file_the_manifest_does_not_record_is_refused(copy, capsys):
     assert err.count("\n") == 1 and "the deploy file model.onnx is not recorded" in err
 
 
+@pytest.mark.parametrize("deploy", ["parity.json"])
+def test_a_deploy_field_naming_another_recorded_file_is_refused(copy, capsys, deploy):
+    """validate parsed the named report or weights file as ONNX: an internal error (exit 3)."""
+    edit_manifest(copy, lambda m: m.update(deploy=deploy))
+    with pytest.raises(ArtifactError, match=rf"the deploy file {deploy} is recorded as '[\w-]+', not as the model"):
+        runtime.load(copy, backend="onnxruntime", threads=1)
+    assert load_script("validate").main([str(copy)]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
+
+
 @pytest.mark.parametrize(
     ("change", "says"),
     [
