@@ -179,7 +179,7 @@ def options_from_state_dict(state_dict: dict[str, torch.Tensor], *, attention: s
     """What a (remapped) state dict says of the architecture beyond its name: ``num_classes`` (the classifier's
     rows); for ECA each stage's ``kernel_size`` (the official ImageNet models use per-stage sizes such as 3, 5, 5, 7
     where the channel-count rule gives 5, 5, 5, 7); for SE each stage's ``hidden`` width where it is not C/16; for
-    GC the stages that have a block (``attn_stages``) and the ``ratio``."""
+    GC the stages that have a block (``attn_stages``) and the ``ratio``; for SGE the ``groups`` where not 64."""
     options: dict[str, Any] = {}
     fc = state_dict.get("fc.weight")
     if fc is not None and fc.ndim == 2:
@@ -194,6 +194,12 @@ def options_from_state_dict(state_dict: dict[str, torch.Tensor], *, attention: s
             options["hidden"] = tuple(int(w.shape[0]) for w in fc1s)
     if attention == "gc":
         options.update(_gc_options(state_dict))
+    if attention == "sge":  # γ is (1, G, 1, 1): the groups of each stage, where they are not the official 64
+        gammas = [state_dict.get(f"layer{stage}.0.sge.weight") for stage in range(1, 5)]
+        if all(g is not None and g.ndim == 4 for g in gammas):
+            groups = tuple(int(g.shape[1]) for g in gammas)
+            if set(groups) != {64}:
+                options["groups"] = groups[0] if len(set(groups)) == 1 else groups
     return options
 
 
@@ -237,12 +243,12 @@ def load_remapped(
     was left out)."""
     report = compare_keys(model, state_dict)
     if report.mismatched or (strict and not report.ok):
-        hint = "check the model name and its options (groups, kernel_size, ...)"
+        hint = "check that the checkpoint is of this model (--model)"
         fc, wanted = state_dict.get("fc.weight"), model.state_dict().get("fc.weight")
         if fc is not None and wanted is not None and fc.ndim == wanted.ndim == 2 and fc.shape[0] != wanted.shape[0]:
             hint = f"the checkpoint has {fc.shape[0]} classes: pass num_classes={fc.shape[0]} or omit it; " + hint
         if not report.mismatched:
-            hint += ", or pass strict=False to load what matches"
+            hint += " (from Python, strict=False loads what matches)"
         raise CheckpointError(f"checkpoint {source} does not fit {type(model).__name__}: {report.summary()}; {hint}")
     own = model.state_dict()
     not_float = [

@@ -123,7 +123,7 @@ def create_model(
     ``num_classes`` (default 1000), ECA's per-stage ``kernel_size``, SE's per-stage ``hidden`` width and GC's stages
     and ratio, when not given, are read from the checkpoint's shapes (a fine-tuned classifier; the official ECA
     models' 3, 5, 5, 7; timm's SE widths, C/16 rounded up to a multiple of 8; GCNet's classification networks with a
-    block in every stage, and its r4 configs).
+    block in every stage, and its r4 configs; SGE groups other than 64).
     """
     from models import default_weights
     from models.checkpoints import load_remapped, options_from_state_dict, read_state_dict, remap_keys
@@ -149,6 +149,9 @@ def create_model(
             if key in found and key not in block_overrides:
                 block_overrides[key] = found[key]
                 logger.info("%s: GC %s %s, as in the checkpoint", name, key, found[key])
+        if "groups" in found and "groups" not in block_overrides:  # SGE
+            block_overrides["groups"] = found["groups"]
+            logger.info("%s: SGE groups %s, as in the checkpoint", name, found["groups"])
     if num_classes is None:  # no checkpoint and none given
         num_classes = config.num_classes
     model = default_weights.seeded_model(lambda: build_model(name, num_classes=num_classes, **block_overrides), seed=0)

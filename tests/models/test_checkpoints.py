@@ -121,7 +121,7 @@ def test_a_wider_classifier_input_gets_no_class_count_hint(tmp_path: Path) -> No
     torch.save(build_model("resnet18").state_dict(), path)
     with pytest.raises(CheckpointError, match=r"fc\.weight: checkpoint \(1000, 512\) vs model \(1000, 2048\)") as err:
         create_model("resnet50", checkpoint=path)
-    assert "num_classes" not in str(err.value) and "check the model name" in str(err.value)
+    assert "num_classes" not in str(err.value) and "check that the checkpoint is of this model" in str(err.value)
 
 
 def test_a_fine_tuned_classifier_sets_the_class_count(tmp_path: Path) -> None:
@@ -160,6 +160,20 @@ def test_gcnet_stages_and_ratio_are_read_from_the_checkpoint(tmp_path: Path, sta
     x = torch.randn(1, 3, 64, 64)
     found = [getattr(getattr(model, f"layer{i}")[0], "context_block", None) is not None for i in range(1, 5)]
     assert tuple(found) == stages and torch.equal(model(x), trained(x))
+
+
+def test_sge_groups_are_read_from_the_checkpoint(tmp_path: Path) -> None:
+    # an SGE ResNet trained with SpatialGroupEnhance(32): 16 shape errors and a hint naming options the CLI lacks
+    trained = build_model("sge_resnet18", groups=32).eval()
+    with torch.no_grad():
+        for name, p in trained.named_parameters():
+            if ".sge." in name:
+                p.normal_(1.0, 0.5)  # gates that depend on γ and β
+    path = tmp_path / "sge32.pth"
+    torch.save(trained.state_dict(), path)
+    model = create_model("sge_resnet18", checkpoint=path)
+    x = torch.randn(1, 3, 64, 64)
+    assert model.layer1[0].sge.groups == 32 and torch.equal(model(x), trained(x))
 
 
 @pytest.mark.parametrize("bias", [True, False], ids=["PytorchInsight", "bias-free"])
