@@ -45,6 +45,19 @@ def test_missing_checkpoint_and_missing_image(export_script, tmp_path, capsys):
     assert not out.exists()
 
 
+def test_an_unreadable_photograph_is_refused_before_the_model_loads(export_script, tmp_path, capsys, monkeypatch):
+    import models
+
+    def no_load(*args, **kwargs):
+        raise AssertionError("the model was loaded before the photographs were checked")
+
+    monkeypatch.setattr(models, "create_model", no_load)
+    argv = ["--model", "resnet18", "--init", "random", "--images", str(tmp_path), "--output", str(tmp_path / "out")]
+    assert export_script.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: cannot read image") and err.count("\n") == 1
+
+
 def test_dynamo_with_dynamic_hw_below_its_range_is_refused_by_the_spec():
     from export.spec import ExportSpec, SpecError
 
