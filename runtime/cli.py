@@ -172,6 +172,8 @@ def check_output_paths(
             written[target] = flag
             sources = [Path(source).resolve() for source in [*filter(None, inputs), *artifacts]]
             for source in sources:
+                if target == source and source in artifacts:
+                    raise OutputPathError(f"{flag} {path} is the artifact folder this run writes; write it elsewhere")
                 if target == source or (source in target.parents and target.exists()):
                     raise OutputPathError(f"{flag} {path} would overwrite the input {source}; write it elsewhere")
             listed = (s for s in sources if s in target.parents and (s in artifacts or (s / MANIFEST_NAME).is_file()))

@@ -75,6 +75,8 @@ def test_an_output_never_overwrites_an_input_or_another_output(tmp_path):
         check_output_paths(auto_table=tmp_path / "." / "cat.jpg", inputs=inputs)
     with pytest.raises(OutputPathError, match=r"--json and --export-times both name .*same.json; give each its own"):
         check_output_paths(json=tmp_path / "same.json", export_times=tmp_path / "same.json")
+    with pytest.raises(OutputPathError, match=r"--json .*j1 is the artifact folder this run writes; write it"):
+        check_output_paths(json=tmp_path / "j1", artifacts=[tmp_path / "j1"])  # export --json j1 --output j1
 
 
 def test_infer_refuses_to_write_its_json_into_the_artifact(tmp_path, capsys):
