@@ -13,6 +13,7 @@ without padding in ceil mode, so its weights would compute another function here
 
 import logging
 import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -135,7 +136,9 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 
             obj = load_file(str(path))
         else:
-            with torch.serialization.safe_globals(_numpy_scalar_globals()):
+            # a plain pickle of another protocol draws a two-line UserWarning before its own error, said in one line
+            with torch.serialization.safe_globals(_numpy_scalar_globals()), warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
                 obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # each reader raises its own types for a corrupt file
         raise _unreadable(path, err) from err

@@ -8,7 +8,7 @@ import torch
 from safetensors.torch import save_file
 
 from models import CheckpointError, build_model, create_model, load_checkpoint
-from models.checkpoints import compare_keys, remap_keys
+from models.checkpoints import compare_keys, read_state_dict, remap_keys
 from tests.models.official_sge_resnet import OfficialResNet50, randomised
 
 INPUT = (2, 3, 64, 80)  # small, non-square; 64 > 32 keeps layer4 at 2×3
@@ -317,3 +317,15 @@ def test_a_long_cause_is_cut_at_a_word_not_mid_sentence():
     cut = clip(text)
     assert len(cut) <= 202 and cut.endswith(" …") and text.startswith(cut[:-2]) and text[len(cut) - 2] == " "
     assert clip("short cause") == "short cause"
+
+
+def test_a_plain_pickle_is_one_error_without_torchs_protocol_warning(tmp_path: Path) -> None:
+    import pickle
+    import warnings
+
+    path = tmp_path / "plain.pth"
+    path.write_bytes(pickle.dumps({"fc.weight": torch.zeros(2, 2)}, protocol=4))  # pickle.dump, not torch.save
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # torch's two-line UserWarning went to stderr before the one-line error
+        with pytest.raises(CheckpointError, match=r"cannot read checkpoint .*plain\.pth \(UnpicklingError"):
+            read_state_dict(path)
