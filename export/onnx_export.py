@@ -41,6 +41,8 @@ def export_onnx(model: nn.Module, path: str | Path, *, spec: ExportSpec) -> Path
         warnings.simplefilter("always")
         try:
             if spec.exporter == "dynamo":
+                # its registry logs one warning per torchvision op it skips (nms, roi_align, ...): not this model's
+                logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
                 program = torch.onnx.export(
                     model,
                     (example,),
