@@ -85,6 +85,7 @@ def artifact_transaction(target: str | Path, *, replaceable: frozenset[str] = fr
     """
     target = Path(target)
     target = target.parent.resolve() / target.name if not target.is_symlink() else target.resolve()
+    _check_name_length(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     with _locked(target):
         _clean_leftovers(target)
@@ -96,6 +97,25 @@ def artifact_transaction(target: str | Path, *, replaceable: frozenset[str] = fr
         finally:
             if not transaction.committed:
                 shutil.rmtree(staging, ignore_errors=True)
+
+
+STAGING_EXTRA = len(".") + len(".staging-") + 8  # mkdtemp's 8 random characters: the longest name made beside it
+
+
+def _check_name_length(target: Path) -> None:
+    """ArtifactError when the staging folder beside ``target`` would be a name too long for the file system."""
+    existing = next((p for p in (target.parent, *target.parent.parents) if p.is_dir()), Path("/"))
+    try:
+        limit = os.pathconf(existing, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        limit = 255
+    longest = len(target.name.encode()) + STAGING_EXTRA
+    if longest > limit:
+        raise ArtifactError(
+            f"--output's folder name is {len(target.name)} characters; the export stages it beside under a name "
+            f"{STAGING_EXTRA} longer, and this file system takes at most {limit}: give a name of at most "
+            f"{limit - STAGING_EXTRA}"
+        )
 
 
 def _check_replaceable(target: Path, replaceable: frozenset[str]) -> None:
