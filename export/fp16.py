@@ -125,15 +125,24 @@ class _Graph:
 
 def name_nodes(model: onnx.ModelProto) -> onnx.ModelProto:
     """Give every unnamed node a unique name (in place), so plans and TensorRT layers can refer to nodes."""
+    for node, name in zip(model.graph.node, given_node_names(model), strict=True):
+        node.name = name
+    return model
+
+
+def given_node_names(model: onnx.ModelProto) -> list[str]:
+    """Each node's name as ``name_nodes`` gives it (its own, or ``<op>_<index>`` made unique), without changing it."""
     taken = {n.name for n in model.graph.node if n.name}
+    names = []
     for i, node in enumerate(model.graph.node):
-        if not node.name:
+        name = node.name
+        if not name:
             name = f"{node.op_type}_{i}"
             while name in taken:
                 name += "_"
-            node.name = name
             taken.add(name)
-    return model
+        names.append(name)
+    return names
 
 
 def find_standardisations(model: onnx.ModelProto) -> list[list[str]]:

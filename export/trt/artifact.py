@@ -156,6 +156,7 @@ def validate_engine(
     import onnx
 
     from export.fp16 import plan_precision
+    from export.trt.pinning import parser_aliases
     from models.transforms import photo_batch
 
     pre = manifest.preprocessing
@@ -166,8 +167,9 @@ def validate_engine(
         result.plan, fp32_onnx, photos, precision=result.info["precision"], input_name=manifest.inputs[0].name
     )
     layer_info = engine_layer_info(result.plan)
-    plan = plan_precision(onnx.load(str(fp32_onnx), load_external_data=False))
-    islands = check_fp32_islands(layer_info, {n for island in plan.islands for n in island})
+    graph = onnx.load(str(fp32_onnx), load_external_data=False)
+    plan = plan_precision(graph)
+    islands = check_fp32_islands(layer_info, {n for island in plan.islands for n in island}, parser_aliases(graph))
     write_json(directory / LAYERS_NAME, layer_info)
     write_json(directory / PARITY_NAME, {"parity": parity.to_dict(), "fp32_islands": islands.to_dict()})
     manifest.record(directory, LAYERS_NAME, role=ENGINE_LAYERS_ROLE)

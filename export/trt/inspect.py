@@ -154,8 +154,12 @@ class IslandReport:
         return {**asdict(self), "proven": self.proven}
 
 
-def check_fp32_islands(layer_info: dict[str, Any], fp32_nodes: set[str]) -> IslandReport:
-    """Every layer made from an FP32 ONNX node must have only FP32 float tensors; report every exception."""
+def check_fp32_islands(
+    layer_info: dict[str, Any], fp32_nodes: set[str], aliases: dict[str, str] | None = None
+) -> IslandReport:
+    """Every layer made from an FP32 ONNX node must have only FP32 float tensors; report every exception.
+    ``aliases``: the parser's name of an unnamed node → the plan's name for it (``pinning.parser_aliases``)."""
+    aliases = aliases or {}
     report = IslandReport(island_nodes=len(fp32_nodes), layers_checked=0)
     layers = layer_info.get("Layers", [])
     if layers and isinstance(layers[0], str):
@@ -165,7 +169,7 @@ def check_fp32_islands(layer_info: dict[str, Any], fp32_nodes: set[str]) -> Isla
     for layer in layers:
         name = str(layer.get("Name", ""))
         nodes = set(ONNX_LAYER.findall(str(layer.get("Metadata", "")))) | {p.strip() for p in name.split(" + ")}
-        mine = nodes & fp32_nodes
+        mine = {aliases.get(n, n) for n in nodes} & fp32_nodes
         if not mine:
             continue
         if "ForeignNode[" in name:  # one region's outputs say nothing about the islands inside it

@@ -28,6 +28,21 @@ class LayerView:
 
 
 ONNX_LAYER = re.compile(r"\[ONNX Layer: ([^\]]+)\]")  # the parser's layer metadata names the ONNX node
+
+
+def parser_node_name(node: onnx.NodeProto) -> str:
+    """The name onnx-tensorrt gives a node's layers: its own, or ``node_of_<first output>`` when it has none."""
+    return node.name or f"node_of_{node.output[0]}"
+
+
+def parser_aliases(model: onnx.ModelProto) -> dict[str, str]:
+    """onnx-tensorrt's name of each unnamed node → the name ``export.fp16`` gives it (the plan's)."""
+    from export.fp16 import given_node_names
+
+    names = given_node_names(model)
+    return {parser_node_name(n): given for n, given in zip(model.graph.node, names, strict=True) if not n.name}
+
+
 PARSER_SUFFIX = re.compile(r"_\d+$")  # further layers of one node: "<node>_<counter>" (onnx-tensorrt)
 
 
@@ -70,10 +85,12 @@ def fp32_layer_names(layers: list[LayerView], fp32_nodes: set[str], fp32_tensors
 
 def pin_fp32_layers(trt: Any, network: Any, model: onnx.ModelProto) -> int:
     """Weak typing: force the layers of SGE's normalisation (``export.fp16`` policy) to compute and output FP32."""
-    from export.fp16 import plan_precision
+    from export.fp16 import given_node_names, plan_precision
 
-    fp32_nodes = set(plan_precision(model).fp32_nodes)
-    fp32_tensors = {o for n in model.graph.node if n.name in fp32_nodes for o in n.output}
+    planned = set(plan_precision(model).fp32_nodes)  # names as export.fp16 gives unnamed nodes
+    nodes = list(zip(model.graph.node, given_node_names(model), strict=True))
+    fp32_tensors = {o for node, given in nodes if given in planned for o in node.output}
+    fp32_nodes = planned | {parser_node_name(node) for node, given in nodes if given in planned}
     layers = [network.get_layer(i) for i in range(network.num_layers)]
     views = [_layer_view(layer) for layer in layers]
     chosen = set(fp32_layer_names(views, fp32_nodes, fp32_tensors))

@@ -453,6 +453,11 @@ def _calibrate(machine: "FakeMachine", calibrator: Any, input_name: str) -> dict
     return {"batch": size, "batches": count, "from_cache": False}
 
 
+def node_name(node: onnx.NodeProto) -> str:
+    """onnx-tensorrt's getNodeName: the node's name, or ``node_of_<first output>`` for an unnamed node."""
+    return node.name or f"node_of_{node.output[0]}"
+
+
 def _parse(machine: "FakeMachine", trt: Any, network: Any, proto: onnx.ModelProto, path: str) -> None:
     """Layers as onnx-tensorrt registers them: the first under the node's name, further ones suffixed or unnamed,
     every one carrying the node in its metadata."""
@@ -475,7 +480,7 @@ def _parse(machine: "FakeMachine", trt: Any, network: Any, proto: onnx.ModelProt
         state["layers"].append(
             trt.ILayer._new(
                 name=name,
-                metadata=f"[ONNX Layer: {node.name}]" if machine.parser_metadata else "",
+                metadata=f"[ONNX Layer: {node_name(node)}]" if machine.parser_metadata else "",
                 type=getattr(trt.LayerType, kind),
                 outputs=outputs,
                 inputs=[tensor(i, types_.get(i, 1)) for i in inputs if i and i not in inits],
@@ -495,11 +500,12 @@ def _parse(machine: "FakeMachine", trt: Any, network: Any, proto: onnx.ModelProt
             helper = f"(Unnamed Layer* {unnamed}) [Shuffle]"
             layer(helper, node, inputs[:1], [tensor(helper + "_output", elem)], "SHUFFLE")
             inputs = [helper + "_output", *inputs[1:]]
+        name = node_name(node)
         if node.op_type == "Div":  # a second layer for one node: suffixed with the parser's counter
-            layer(node.name, node, inputs, [tensor(node.name + "_tmp", elem)], kind)
-            layer(f"{node.name}_{len(state['layers'])}", node, [node.name + "_tmp"], outs, kind)
+            layer(name, node, inputs, [tensor(name + "_tmp", elem)], kind)
+            layer(f"{name}_{len(state['layers'])}", node, [name + "_tmp"], outs, kind)
             continue
-        layer(node.name, node, inputs, outs, kind)
+        layer(name, node, inputs, outs, kind)
     state["output_tail"] = [d.dim_value for d in out_dims]
 
 

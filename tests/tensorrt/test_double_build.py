@@ -184,3 +184,33 @@ def test_a_profile_the_binding_refuses_is_one_line(fake_trt, sge_artifact, monke
     with pytest.raises(TrtBuildError, match=r"refused the optimization profile .*: Shape provided for max is"):
         build(sge_artifact, precision="fp32")
     assert "Builder.build_serialized_network" not in fake_trt.machine.calls
+
+
+def test_fp16_pins_the_layers_of_unnamed_island_nodes(fake_trt, sge_artifact):
+    # onnx-tensorrt names an unnamed node's layers node_of_<first output>: the pins matched only export.fp16's own
+    # names for such nodes (and the tensor fallback only named nodes), so those islands built in FP16
+    import onnx
+
+    from export.artifacts import load_manifest, write_manifest
+    from export.fp16 import plan_precision
+
+    path = sge_artifact / "model.onnx"
+    model = onnx.load(str(path))
+    island = {name for nodes in plan_precision(model).islands for name in nodes}
+    unnamed = [node for node in model.graph.node if node.name in island and node.op_type in ("Div", "Sqrt")]
+    for node in unnamed:
+        node.name = ""
+    onnx.save(model, str(path))
+    manifest = load_manifest(sge_artifact, verify=False)
+    manifest.record(sge_artifact, "model.onnx", role="model")
+    write_manifest(sge_artifact, manifest)
+    fake_trt.machine.parser_metadata = False
+    if fake_trt.major == 11:  # no weak typing: FP16 is the strongly typed FP16-islands ONNX, named when it is made
+        with pytest.raises(TrtRequestError, match="no FP16 builder flag"):
+            build(sge_artifact, precision="fp16")
+        return
+    result = build(sge_artifact, precision="fp16")
+    layers = {layer["name"]: layer for layer in json.loads(result.plan.read_bytes().split(b"\n", 1)[1])["layers"]}
+    parser_named = [name for name in layers if name.startswith("node_of_")]
+    assert len(parser_named) >= len(unnamed) > 0
+    assert {o["dtype"] for name in parser_named for o in layers[name]["outputs"]} == {"FLOAT"}

@@ -108,6 +108,16 @@ def test_island_check_reads_the_11x_split_format_and_datatype_fields():
     assert report.not_fp32 == [{"layer": "/sge/Div", "tensor": "t", "precision": "fp16"}] and not report.unknown
 
 
+def test_island_check_finds_an_unnamed_nodes_layers_by_the_parsers_name():
+    # onnx-tensorrt names an unnamed node's layers node_of_<first output>; the plan names it Div_12
+    output = {"Name": "d", "Format/Datatype": "Row major linear FP16 format (kLINEAR)"}
+    info = {"Layers": [{"Name": "node_of_d", "Metadata": "[ONNX Layer: node_of_d]", "Outputs": [output]}]}
+    report = check_fp32_islands(info, {"Div_12"}, {"node_of_d": "Div_12"})
+    assert report.not_fp32 == [{"layer": "node_of_d", "tensor": "d", "precision": "fp16"}]
+    assert report.nodes_not_found == [] and report.layers_checked == 1
+    assert check_fp32_islands(info, {"Div_12"}).nodes_not_found == ["Div_12"]  # without the alias: never seen
+
+
 @pytest.mark.parametrize("profile", [("8", "8", "8"), ("4", "4", "4")])
 def test_a_profile_min_above_the_last_photographs_still_validates(fake_trt, sge_artifact, trt_build_main, profile):
     # 7 photographs in chunks of MAX: the last chunk (7 % 8 = 7, 7 % 4 = 3) is below MIN and must be padded
