@@ -360,8 +360,17 @@ def plan_parameters(extra: dict[str, Any]) -> dict[str, str]:
 
 
 def engine_max_batch(extra: dict[str, Any], requested: int) -> int:
-    """The plan's max_batch_size: ``requested``, capped by the engine's profile (manifest ``extra["tensorrt"]``)."""
-    profile_max = extra.get("tensorrt", {}).get("profile", {}).get("max") or [None]
+    """The plan's max_batch_size: ``requested``, capped by the engine's profile (manifest ``extra["tensorrt"]``). A
+    profile whose smallest batch is above 1 is refused: Triton's dynamic batcher sends whatever it has queued, one
+    request too, and TensorRT refuses a shape below the profile's MIN."""
+    profile = extra.get("tensorrt", {}).get("profile", {})
+    profile_min = profile.get("min") or [None]
+    if isinstance(profile_min[0], int) and profile_min[0] > 1:
+        raise TritonConfigError(
+            f"the engine's optimisation profile starts at batch {profile_min[0]}, but Triton sends batches from 1; "
+            f"rebuild it with --trt-batch 1 OPT MAX (sge-deploy trt-build), or serve the ONNX model alone"
+        )
+    profile_max = profile.get("max") or [None]
     if isinstance(profile_max[0], int) and 0 < profile_max[0] < requested:
         logger.warning("the engine's profile takes batches up to %d; its Triton config says so", profile_max[0])
         return profile_max[0]

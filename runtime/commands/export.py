@@ -308,6 +308,11 @@ def _main(argv: list[str] | None, prog: str | None) -> int:
         batch_problem = batch_order_problem(args.trt_batch) if args.trt else None
         if batch_problem:  # derive_profile's own check; it failed after every stage, with the artifact replaced
             raise TrtRequestError(batch_problem)
+        if args.trt and args.triton_repo is not None and args.trt_batch[0] > 1:  # engine_max_batch's refusal, early
+            raise TrtRequestError(
+                f"--triton-repo serves the engine with Triton's dynamic batcher, which sends batches from 1; "
+                f"--trt-batch starts at {args.trt_batch[0]}: give --trt-batch 1 {args.trt_batch[1]} {args.trt_batch[2]}"
+            )
     except input_errors() as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_INPUT

@@ -264,6 +264,9 @@ def test_an_engines_config_is_capped_by_its_profile():
     assert engine_max_batch(extra, 32) == 16
     assert engine_max_batch(extra, 8) == 8
     assert engine_max_batch({}, 32) == 32
+    above_one = {"tensorrt": {"profile": {"input": "input", "min": [4, 3, 64, 64], "max": [32, 3, 64, 64]}}}
+    with pytest.raises(TritonConfigError, match=r"profile starts at batch 4, but Triton sends batches from 1"):
+        engine_max_batch(above_one, 32)  # a request alone in the queue would fail on the server
 
 
 def test_an_output_inside_the_triton_repository_is_refused_before_the_work(tmp_path, capsys, monkeypatch):

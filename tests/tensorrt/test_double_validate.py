@@ -175,6 +175,9 @@ def test_export_refuses_a_bad_trt_batch_and_a_triton_repo_file_before_any_work(t
     argv = ["--model", "resnet18", "--input-size", "32", "32", "--output", str(out)]
     assert export_main([*argv, "--trt", "fp16", "--trt-batch", "0", "1", "2"]) == 2  # it failed after every stage
     assert "--trt-batch needs 1 <= MIN <= OPT <= MAX; got 0 1 2" in capsys.readouterr().err and not out.exists()
+    served = [*argv, "--trt", "fp16", "--trt-batch", "4", "8", "32", "--triton-repo", str(tmp_path / "served")]
+    assert export_main(served) == 2  # Triton's batcher sends batches from 1: the engine would refuse them
+    assert "give --trt-batch 1 8 32" in capsys.readouterr().err and not out.exists()
     (tmp_path / "repo").write_text("a file")
     assert export_main([*argv, "--triton-repo", str(tmp_path / "repo")]) == 2  # was "[Errno 17] File exists"
     assert "--triton-repo" in capsys.readouterr().err and not out.exists()
