@@ -402,7 +402,8 @@ def build_engine(onnx_path: str | Path, out_dir: str | Path, *, options: TrtBuil
             calibrator = make_entropy_calibrator(trt, source)
             calibration = source.info
             config.int8_calibrator = calibrator
-            config.set_calibration_profile(trt_profile)
+            if not config.set_calibration_profile(trt_profile):  # False: not set (the binding's bool)
+                raise TrtBuildError("TensorRT refused the calibration profile (see the build log); check --trt-batch")
 
         started = time.perf_counter()  # build time for the sidecar, as trtexec reports it; not a latency figure
         serialized = builder.build_serialized_network(network, config)

@@ -260,23 +260,27 @@ class TrtRunner(Runner):
         logger.info("TensorRT %s: %s loaded, batch %d..%d", trt.__version__, self.plan_path.name, *self.batch_range)
 
     def _infer_impl(self, batch: np.ndarray) -> np.ndarray:
+        # Host work first (the pinned staging copy, shapes, addresses, a CUDA graph's capture), so that the events
+        # time device work only, as trtexec's "H2D Latency" and "GPU Compute Time" do: an event recorded on an idle
+        # stream completes at once, and the host work after it counted as H2D or compute time.
         n = batch.shape[0]
+        start, h2d_done, compute_done, d2h_done = self._events
         if not self.transfers and n in self._first_output:
-            device_input = self._dev_in[:n]  # as left by the first call: no host-to-device copy
+            device_output = self._prepare(self._dev_in[:n])  # the input as the first call left it: no copy
             with self._cuda.use_stream(self._stream):
-                start, _, compute_done, _ = self._events
                 start.record(self._stream)
-                self.compute(device_input)
+                self._launch(n)
                 compute_done.record(self._stream)
             compute_done.synchronize()
             self.last_timings = DeviceTimings(h2d_ms=0.0, compute_ms=start.elapsed_time(compute_done), d2h_ms=0.0)
             return self._first_output[n]
-        start, h2d_done, compute_done, d2h_done = self._events
+        self._stage(batch)
+        device_output = self._prepare(self._dev_in[:n])
         with self._cuda.use_stream(self._stream):
             start.record(self._stream)
-            device_input = self.to_device(batch)
+            self._upload(n)
             h2d_done.record(self._stream)
-            device_output = self.compute(device_input)
+            self._launch(n)
             compute_done.record(self._stream)
             host = self._copy_to_host(device_output)
             d2h_done.record(self._stream)
@@ -293,6 +297,17 @@ class TrtRunner(Runner):
 
     # -- the stages, each queued on the runner's stream -----------------------------------------------------------
     def to_device(self, batch: np.ndarray) -> Any:
+        self._stage(batch)
+        return self._upload(batch.shape[0])
+
+    def compute(self, device_input: Any) -> Any:
+        """``execute_async_v3`` on the runner's stream: shapes first, then addresses (or the batch's CUDA graph)."""
+        device_output = self._prepare(device_input)
+        self._launch(device_input.shape[0])
+        return device_output
+
+    def _stage(self, batch: np.ndarray) -> None:
+        """The batch into the pinned host buffer (host work: before any timed event)."""
         n = batch.shape[0]
         lo, hi = self.batch_range
         if not lo <= n <= hi:
@@ -301,16 +316,16 @@ class TrtRunner(Runner):
                 f"--trt-batch MIN OPT MAX covering {n}"
             )
         self._host_in[:n].copy_(self._torch.from_numpy(batch))
+
+    def _upload(self, n: int) -> Any:
         device_input = self._dev_in[:n]
         with self._cuda.use_stream(self._stream):
             device_input.copy_(self._host_in[:n], non_blocking=True)
         return device_input
 
-    def compute(self, device_input: Any) -> Any:
-        """``execute_async_v3`` on the runner's stream: shapes first, then addresses (or the batch's CUDA graph).
-
-        The runner's stream is made current throughout: a CUDA graph replays on the current stream, which must be
-        the one the input's copy and the output's copy are queued on."""
+    def _prepare(self, device_input: Any) -> Any:
+        """Shapes and addresses for this batch, and its CUDA graph captured where asked (host work, and a capture
+        synchronises): the output tensor, viewed at the engine's output shape."""
         n = device_input.shape[0]
         self._set_shape(tuple(device_input.shape))
         out_shape = tuple(self._context.get_tensor_shape(self._out_name))
@@ -318,23 +333,25 @@ class TrtRunner(Runner):
         for name, tensor in ((self._in_name, device_input), (self._out_name, device_output)):
             if not self._context.set_tensor_address(name, tensor.data_ptr()):
                 raise RuntimeError(f"TensorRT refused the address of {name!r} (see its log)")
+        if self.cuda_graph and (self._graph is None or self._graph[0] != n):
+            self._graph = None  # captured at another shape: the context has changed since
+            with self._cuda.use_stream(self._stream):
+                self._execute()  # TensorRT's shape-dependent set-up happens on a first, uncaptured run
+                self._graph = (n, self._cuda.capture(self._stream, self._execute))
+        return device_output.view(out_shape)
+
+    def _launch(self, n: int) -> None:
+        """The work on the device: the batch's CUDA graph replayed, or execute_async_v3. The runner's stream is made
+        current: a CUDA graph replays on the current stream, which must be the one the copies are queued on."""
         with self._cuda.use_stream(self._stream):
             if self.cuda_graph:
-                self._replay(n)
+                self._graph[1].replay()
             else:
                 self._execute()
-        return device_output.view(out_shape)
 
     def _execute(self) -> None:
         if not self._context.execute_async_v3(self._stream.cuda_stream):
             raise RuntimeError("TensorRT execute_async_v3 failed (see its log)")
-
-    def _replay(self, n: int) -> None:
-        if self._graph is None or self._graph[0] != n:
-            self._graph = None  # captured at another shape: the context has changed since
-            self._execute()  # TensorRT's shape-dependent set-up happens on a first, uncaptured run
-            self._graph = (n, self._cuda.capture(self._stream, self._execute))
-        self._graph[1].replay()
 
     def _set_shape(self, shape: tuple[int, ...]) -> None:
         if not self._context.set_input_shape(self._in_name, shape):

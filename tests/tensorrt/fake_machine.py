@@ -43,6 +43,7 @@ class FakeMachine:
     onnx_sessions: dict[str, Any] = field(default_factory=dict)
     contexts: list[Any] = field(default_factory=list)  # every execution context made, for the CUDA-graph checks
     profile_refused: bool = False  # add_optimization_profile returns -1, as TensorRT does for an invalid profile
+    calibration_profile_refused: bool = False  # set_calibration_profile returns False (profile not set)
     no_context: bool = False  # create_execution_context() returns None, as TensorRT does out of device memory
     parser_error: str | None = None  # parse_from_file reports this (an op the parser has no importer for, …)
     io_dtype: str = "float32"  # what get_tensor_dtype answers for the input and the output
@@ -242,7 +243,7 @@ class Behaviours:
 
     @staticmethod
     def IBuilderConfig__set_calibration_profile(machine: FakeMachine, self: Any, profile: Any) -> bool:
-        return True
+        return not machine.calibration_profile_refused
 
     @staticmethod
     def IBuilderConfig__set_flag(machine: FakeMachine, self: Any, flag: Any) -> None:

@@ -31,10 +31,11 @@ class HostStream:
 class HostEvent:
     ticks = itertools.count(1)
 
-    def __init__(self) -> None:
-        self.tick = 0
+    def __init__(self, machine: FakeMachine) -> None:
+        self.tick, self.machine = 0, machine
 
     def record(self, stream: HostStream) -> None:
+        self.machine.record("event.record")  # where the timed windows open and close among the calls
         self.tick = next(self.ticks)
 
     def synchronize(self) -> None:
@@ -85,7 +86,7 @@ class HostCuda:
         return tensor
 
     def event(self) -> HostEvent:
-        return HostEvent()
+        return HostEvent(self.machine)
 
     @contextlib.contextmanager
     def use_stream(self, stream: HostStream) -> Any:

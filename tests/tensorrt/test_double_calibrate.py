@@ -90,3 +90,16 @@ def test_int8_calibrates_with_the_artifacts_preprocessing_unless_asked_otherwise
         )
     expected = (own["mean"], own["std"]) if asked is None else ([0.4] * 3, [0.3] * 3)
     assert (list(built[0].mean), list(built[0].std)) == expected
+
+
+def test_a_refused_calibration_profile_fails_the_build(fake_trt, sge_artifact, photos):
+    from export.trt.build import TrtBuildError, TrtRequestError
+
+    fake_trt.machine.calibration_profile_refused = True  # the binding's False: the profile was not set
+    if fake_trt.major != 10:  # 11.x: no calibrators, refused before any profile is set
+        with pytest.raises(TrtRequestError, match="has no calibrators"):
+            int8(sge_artifact, calib_dir=photos)
+        return
+    with pytest.raises(TrtBuildError, match="refused the calibration profile"):
+        int8(sge_artifact, calib_dir=photos)
+    assert not (sge_artifact / PLAN_NAME).exists()

@@ -85,6 +85,21 @@ def test_cuda_graph_captured_again_after_each_batch_size_change_and_replayed_on_
     np.testing.assert_array_equal(first, third)
 
 
+@pytest.mark.parametrize("cuda_graph", [False, True])
+def test_the_timed_windows_hold_device_work_only(fake_trt, plan, photos, cuda_graph):
+    # trtexec's H2D and GPU compute times are device work: the shapes, addresses and a graph's capture (host work, a
+    # capture synchronises) came after the first event, and counted as H2D or compute time on a real GPU
+    with TrtRunner(plan, cuda_graph=cuda_graph) as runner:
+        runner.infer(photos[:2])
+    calls = fake_trt.machine.calls
+    first_event = calls.index("event.record")
+    host_work = ("IExecutionContext.set_input_shape", "IExecutionContext.set_tensor_address", "graph.capture")
+    assert all(i < first_event for i, call in enumerate(calls) if call in host_work)
+    launched = "graph.replay" if cuda_graph else "IExecutionContext.execute_async_v3"
+    windows = [i for i, call in enumerate(calls) if call == "event.record"]
+    assert len(windows) == 4 and windows[1] < calls.index(launched, first_event) < windows[2]
+
+
 def test_benchmark_times_the_runners_own_infer_so_no_transfers_holds(fake_trt, plan, photos):
     from runtime.bench import measure
     from runtime.latency import BenchmarkConfig
