@@ -2,6 +2,7 @@
 
 import collections
 import logging
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -151,18 +152,23 @@ def test_tampered_fused_graph_is_refused(artifact, tmp_path):
         runtime.load(copy, "onnxruntime")
 
 
-def test_without_a_compiler_the_export_is_complete_without_the_fused_graph(sge18, tmp_path, monkeypatch, caplog):
+def test_without_a_compiler_the_export_is_complete_without_the_fused_graph(
+    artifact, sge18, tmp_path, monkeypatch, caplog
+):
+    import shutil
+
     import export.pipeline as pipeline
 
     def no_compiler(**_):
         raise KernelUnavailableError("the fused SGE kernel is not built")
 
     monkeypatch.setattr(pipeline, "kernel_library", no_compiler)
-    (tmp_path / FUSED_NAME).write_bytes(b"stale")  # an earlier export's file must not survive
+    earlier = Path(shutil.copytree(artifact, tmp_path / "artifact"))  # an earlier export's fused graph
+    assert (earlier / FUSED_NAME).exists()
     with caplog.at_level(logging.WARNING):
-        result = export_model(sge18, tmp_path, model_name="sge_resnet18", input_size=SMALL, batch_sizes=(1,))
-    assert result.passed and result.fused_path is None and not (tmp_path / FUSED_NAME).exists()
-    assert load_manifest(tmp_path, verify=True).extra["sge_fused"] is None
+        result = export_model(sge18, earlier, model_name="sge_resnet18", input_size=SMALL, batch_sizes=(1,))
+    assert result.passed and result.fused_path is None and not (earlier / FUSED_NAME).exists()  # it did not survive
+    assert load_manifest(earlier, verify=True).extra["sge_fused"] is None
     assert any("not built" in r.message for r in caplog.records)
 
 
