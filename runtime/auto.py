@@ -235,7 +235,8 @@ def choose_backend(
         if RANK[normalise_precision(min_precision)] >= RANK["int8"] and int8_saturates_here(source):
             skipped += "; its INT8 graph has 8-bit weights, which saturate without VNNI (re-export: --int8)"
     reason = (
-        f"{best}: fastest of {others} ({origin} on {cpu or 'this CPU'}, batch {batch}, threads {threads}; "
+        f"{best}: fastest of {others} ({origin} on {cpu or 'this CPU'}, batch {batch}, "
+        f"{'each backend its own threads' if threads is None else f'threads {threads}'}; "
         f"precision allowed down to {normalise_precision(min_precision)}{skipped})"
     )
     return AutoChoice(backend=backend, precision=precision, reason=reason, medians_ms=medians, source=origin)
