@@ -83,17 +83,25 @@ class Int8Result:
     def failures(self) -> list[str]:
         return [f"{g.name}: {failure}" for g in self.graphs for failure in g.parity.failures]
 
-    def failure_summary(self) -> list[str]:
+    def failure_summary(self, *, every_case: str) -> list[str]:
         """One phrase per failed graph: how many of its cases failed and the first of them (a line listing every case
-        of every batch, against eager and against the FP32 graph, ran to 3,000 characters; the report has them)."""
+        of every batch, against eager and against the FP32 graph, ran to 3,000 characters), and ``every_case``: where
+        they all are (a failed graph's report is not written into the artifact)."""
         return [
-            f"{g.name}: {len(g.parity.failures)} case(s) failed, first {g.parity.failures[0]} (all in {g.parity_name})"
+            f"{g.name}: {len(g.parity.failures)} case(s) failed, first {g.parity.failures[0]} ({every_case})"
             for g in self.graphs
             if g.parity.failures
         ]
 
     def to_dict(self) -> dict[str, Any]:
         return {"calibration": self.calibration, "graphs": [g.to_dict() for g in self.graphs]}
+
+
+def every_case_phrase(json_path: Any) -> str:
+    """Where a command's output lists every INT8 case: its --json file, or how to get one."""
+    if json_path is None:
+        return "every case: rerun with --json FILE"
+    return "every case in the JSON on standard output" if str(json_path) == "-" else f"every case in {json_path}"
 
 
 def add_int8_graphs(

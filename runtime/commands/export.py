@@ -360,8 +360,10 @@ def _main(argv: list[str] | None, prog: str | None) -> int:
         return EXIT_PARITY
     int8_failure = None  # the FP32 artifact is complete: the steps asked for still run (a --triton-repo was left stale)
     if result.int8 is not None:
+        from export.int8.stage import every_case_phrase
         from export.tables import int8_table
 
+        every_case = every_case_phrase(args.json)
         console.print(int8_table(result.int8))
         if not result.int8.passed:
             # 7-bit CPU weights cost small or low-resolution models most (sge_resnet18 at 64²: cosine 0.986 with 7
@@ -374,7 +376,8 @@ def _main(argv: list[str] | None, prog: str | None) -> int:
                 else "those graphs are not in the manifest"
             )
             int8_failure = (
-                f"error: INT8 parity failed ({'; '.join(result.int8.failure_summary())}); {where} (re-calibrate: "
+                f"error: INT8 parity failed ({'; '.join(result.int8.failure_summary(every_case=every_case))}); "
+                f"{where} (re-calibrate: "
                 f"--calib-images with more photographs, or --calib-method{hint})"
             )
     if result.kept_previous:  # no new artifact: nothing for the follow-up steps to work on

@@ -87,7 +87,10 @@ def _main(argv: list[str] | None, prog: str | None) -> int:
         as_json = {graph: report.to_dict() for graph, report in reports.items()}
         write_json_output(args.json, as_json | {graph.name: graph.parity.to_dict() for graph in int8_graphs})
     failures = [f"{graph}: {failure}" for graph, report in reports.items() for failure in report.failures()]
-    failures += int8.failure_summary() if int8 is not None else []
+    if int8 is not None:
+        from export.int8.stage import every_case_phrase
+
+        failures += int8.failure_summary(every_case=every_case_phrase(args.json))
     if int8 is not None:  # a CPU graph the export dropped: this artifact has no INT8 graph a CPU runner may open
         failures += export_failed_cpu_graphs(args.directory)
     if failures:

@@ -115,5 +115,6 @@ def test_a_re_export_whose_int8_gate_fails_leaves_the_artifact_as_it_was(export_
     assert export_script.main(argv) == 1
     err = capsys.readouterr().err
     assert "INT8 parity failed" in err and f"the artifact already in {out} was left as it was" in err
+    assert "(every case: rerun with --json FILE)" in err and "(all in parity_" not in err  # the kept report passed
     assert {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in out.iterdir()} == before
     assert not list(tmp_path.glob(".a.staging-*"))
