@@ -19,7 +19,15 @@ import runtime
 from export.artifacts import ArtifactError
 from models.transforms import MAX_IMAGE_PIXELS, ImageReadError
 from runtime.backends.base import BackendUnavailableError, InputMismatchError, NonFiniteOutputError
-from runtime.cli import EXIT_INPUT, check_output_paths, make_console, make_parser, run_main, write_json_output
+from runtime.cli import (
+    EXIT_INPUT,
+    check_output_paths,
+    make_console,
+    make_parser,
+    options_given,
+    run_main,
+    write_json_output,
+)
 from runtime.cli_flags import add_backends, add_batch_size, add_json, add_threads, precision_option
 from runtime.labels import labels_for
 from runtime.preprocess import preprocess_images, preprocessing_for
@@ -53,15 +61,34 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+def check_precision_flags(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """ValueError for a flag the chosen backend would ignore: --precision with auto (which picks the precision
+    itself, down to --min-precision), or auto's own flags with a named backend."""
+    if args.backends[0] == "auto":
+        if options_given(parser, args, ["precision"]):
+            raise ValueError(
+                "--backend auto chooses the precision itself: give --min-precision (the lowest it may choose) "
+                "instead of --precision"
+            )
+        return
+    ignored = options_given(parser, args, ["min_precision", "auto_table"])
+    if ignored:
+        raise ValueError(
+            f"{' and '.join(ignored)} go with --backend auto; with --backend {args.backends[0]} give --precision"
+        )
+
+
 def main(argv: list[str] | None = None, *, prog: str | None = None) -> int:
     return run_main(lambda a: _main(a, prog), argv)
 
 
 def _main(argv: list[str] | None, prog: str | None) -> int:
-    args = build_parser(prog).parse_args(argv)
+    parser = build_parser(prog)
+    args = parser.parse_args(argv)
     console = make_console(json_path=args.json)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
+        check_precision_flags(parser, args)
         check_output_paths(
             json=args.json, auto_table=args.auto_table, inputs=[args.artifact, *args.images, args.labels]
         )  # before the work

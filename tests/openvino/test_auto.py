@@ -115,6 +115,23 @@ def test_infer_script_says_what_auto_chose(artifact, tmp_path, capsys):
     assert "auto: " in out and "fastest of" in out
 
 
+@pytest.mark.parametrize(
+    ("flags", "says"),
+    [
+        (["--backend", "auto", "--precision", "int8"], "give --min-precision (the lowest it may choose) instead"),
+        (["--backend", "onnxruntime", "--min-precision", "int8"], "--min-precision go with --backend auto"),
+        (["--backend", "onnxruntime", "--auto-table", "t.json"], "--auto-table go with --backend auto"),
+    ],
+)
+def test_a_precision_flag_the_backend_would_ignore_is_refused(artifact, tmp_path, capsys, flags, says):
+    # --backend auto --precision int8 ran fp32 without a word
+    image = tmp_path / "photo.png"
+    image.write_bytes(b"not read: refused before")
+    assert load_script("infer").main([str(artifact), str(image), *flags]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and says in err and err.count("\n") == 1
+
+
 def test_dynamic_height_and_width_are_timed_at_the_artifacts_own_size(artifact):
     from dataclasses import replace
 
