@@ -115,3 +115,24 @@ def test_tensorrts_s8s8_graph_keeps_its_biases_float(int8_artifact):
 
     assert int32_dequantized("model.int8_s8s8.onnx") == 0
     assert int32_dequantized("model.int8.onnx") > 0
+
+
+@pytest.mark.parametrize("role", [INT8_ROLE, INT8_S8S8_ROLE, INT8_FUSED_ROLE])
+def test_the_logits_stay_float(graphs, int8_artifact, role):
+    """A Q/DQ pair on the classifier's output left 86-162 distinct values among 1000 logits, and exact top-1 ties."""
+    import numpy as np
+    import onnxruntime as ort
+
+    from models.transforms import photo_batch
+
+    model = graphs[role]
+    producer = {out: node for node in model.graph.node for out in node.output}
+    assert producer[model.graph.output[0].name].op_type not in QDQ_OPS  # the Gemm writes the output itself
+    if role == INT8_FUSED_ROLE:
+        return  # the same graph with the fused op: its own session (tests/int8 runs it elsewhere)
+    directory, _ = int8_artifact
+    path = directory / file_with_role(load_manifest(directory), role)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    spec = session.get_inputs()[0]
+    logits = session.run(None, {spec.name: photo_batch(tuple(spec.shape[2:]))})[0]
+    assert min(len(np.unique(row)) for row in logits) > 900
