@@ -145,8 +145,8 @@ def quantize_graph(
         # TensorRT's ONNX parser takes DequantizeLinear on int8 activations and weights only: an int32 bias behind one
         # is refused ("only activation types allowed as input to this layer"); it folds a float bias itself
         "QuantizeBias": not symmetric,
-        # the classifier's output stays float: 256 levels over 1000 logits made exact ties at the top (2 of the 7
-        # bundled photographs tied their top-1 on sge_resnet18), and no consumer of the logits reads int8
+        # the classifier's output stays float: 256 levels over 1000 logits made exact ties at the top, and no
+        # consumer of the logits reads int8
         "OpTypesToExcludeOutputQuantization": ["Gemm"],
     }
     with tempfile.TemporaryDirectory(prefix="sge-int8-") as tmp:
