@@ -212,7 +212,8 @@ class OpenVINORunner(SourceRunner):
             f"openvino {self._runs['precision']} on the {graph} SGE graph ({Path(self._graph['model_path']).name}) "
             "can miss its parity gate: folded BatchNorm shifts drown SGE's spatial deviations in reduced precision "
             "(cosine 0.9976 measured, gate 0.999); the native fused form (sge_fused=True, sge_form='native', the "
-            "defaults) keeps SGE within it"
+            "defaults) keeps the bias apart, which held the gate at 96² and 224² (check other sizes with "
+            "sge-deploy evaluate --backends openvino:bf16)"
         )
 
     def _has_sge(self) -> bool:
