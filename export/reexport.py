@@ -10,9 +10,16 @@ from pathlib import Path
 from typing import Any
 
 
-def export_command(manifest: Any, *, directory: str | Path | None = None, adding: tuple[str, ...] = ()) -> str:
+def export_command(
+    manifest: Any,
+    *,
+    directory: str | Path | None = None,
+    adding: tuple[str, ...] = (),
+    same_calibration: bool = True,
+) -> str:
     """``sge-deploy export`` with the model, checkpoint (or ``--init random``), input size, ``--dynamic-hw`` and
-    ``--output`` the artifact was made with, then ``adding``; in shell quoting."""
+    ``--output`` the artifact was made with, then ``adding``; in shell quoting. Where ``adding`` asks for ``--int8``
+    and ``same_calibration``, the calibration the artifact recorded comes too (its images, method and count)."""
     extra = manifest.extra if isinstance(manifest.extra, dict) else {}
     source = extra.get("source") if isinstance(extra.get("source"), dict) else {}
     spec = extra.get("spec") if isinstance(extra.get("spec"), dict) else {}
@@ -28,4 +35,23 @@ def export_command(manifest: Any, *, directory: str | Path | None = None, adding
         words.append("--dynamic-hw")
     if directory is not None:
         words += ["--output", str(directory)]
-    return shlex.join([*words, *adding])
+    words += adding
+    if "--int8" in adding and same_calibration:
+        words += calibration_words(extra.get("int8"))
+    return shlex.join(words)
+
+
+def calibration_words(int8: Any) -> list[str]:
+    """The ``--calib-*`` flags of a manifest's INT8 calibration record, where they are not the defaults."""
+    calibration = int8.get("calibration") if isinstance(int8, dict) else None
+    if not isinstance(calibration, dict):
+        return []
+    words = []
+    images = calibration.get("images")
+    if isinstance(images, list) and images:  # else "bundled photographs, augmented": the default
+        words += ["--calib-images", *map(str, images)]
+    if calibration.get("method") not in (None, "minmax"):
+        words += ["--calib-method", str(calibration["method"])]
+    if isinstance(calibration.get("count"), int) and calibration["count"] != 32:
+        words += ["--calib-count", str(calibration["count"])]
+    return words

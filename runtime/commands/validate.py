@@ -124,13 +124,25 @@ def export_failed_cpu_graphs(directory: Path) -> list[str]:
     --int8`` otherwise checked only TensorRT's S8S8 graph and said "parity passed" for an artifact whose INT8 runners
     all refuse it."""
     from export.artifacts import load_manifest
-    from export.int8.roles import EIGHT_BIT_WEIGHTS, INT8_FUSED_NAME, INT8_NAME, failed_int8_graphs
+    from export.int8.roles import (
+        EIGHT_BIT_WEIGHTS,
+        INT8_FUSED_NAME,
+        INT8_NAME,
+        failed_int8_graphs,
+        recorded_int8_graphs,
+    )
 
-    failed = failed_int8_graphs(load_manifest(directory, verify=False))
+    manifest = load_manifest(directory, verify=False)
+    bits = {name: graph.get("weight_bits") for name, graph in recorded_int8_graphs(manifest).items()}
+
+    def remedy(name: str) -> str:  # 8-bit weights already: more bits are not the way out
+        if bits.get(name) == 8:
+            return "re-export it with other calibration (--calib-images DIR of your own photographs)"
+        return f"re-export it (README: INT8, weight range: {EIGHT_BIT_WEIGHTS})"
+
     return [
-        f"{name} failed its INT8 gate at export ({report}) and is not in the artifact: re-export it (README: INT8, "
-        f"weight range: {EIGHT_BIT_WEIGHTS})"
-        for name, report in failed.items()
+        f"{name} failed its INT8 gate at export ({report}) and is not in the artifact: {remedy(name)}"
+        for name, report in failed_int8_graphs(manifest).items()
         if name in (INT8_NAME, INT8_FUSED_NAME)
     ]
 
@@ -146,5 +158,5 @@ def int8_remedy(manifest, directory, int8) -> str:
     saturating = next((note for note in notes if note), None)
     if saturating:
         return f"; {saturating}"
-    command = export_command(manifest, directory=directory, adding=("--int8",))
+    command = export_command(manifest, directory=directory, adding=("--int8",), same_calibration=False)
     return f"; re-export with other calibration: `{command} --calib-images DIR` of your own photographs"

@@ -111,3 +111,9 @@ def test_cpu_int8_graphs_the_export_dropped_fail_validate(int8_artifact, tmp_pat
     (tmp_path / "manifest.json").write_text(json.dumps(manifest))
     (failure,) = export_failed_cpu_graphs(tmp_path)
     assert failure.startswith("model.int8.onnx failed its INT8 gate at export (parity_model_int8.json)")
+    graph = next(g for g in manifest["extra"]["int8"]["graphs"] if g["file"] == "model.int8.onnx")
+    for bits, says in ((7, "--int8-weight-bits 8"), (8, "other calibration (--calib-images DIR")):
+        graph["weight_bits"] = bits  # 8 bits already: suggesting them again was no way out
+        (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+        (failure,) = export_failed_cpu_graphs(tmp_path)
+        assert says in failure and (bits == 7 or "--int8-weight-bits" not in failure)
