@@ -55,7 +55,7 @@ def test_dynamic_hw_non_square(export_script, tmp_path):
     small = np.zeros((1, 3, 32, 64), np.float32)
     for backend in ("onnxruntime", "openvino"):  # NaN on one, meaningless finite logits on the other, before
         with runtime.load(out, backend, threads=1) as runner:
-            with pytest.raises(InputMismatchError, match=r"at least 33×33 pixels for this model; got 32×64"):
+            with pytest.raises(InputMismatchError, match=r"at least 33×33 pixels for this model, .*; got 32×64"):
                 runner.infer(small)
             assert runner.infer(np.zeros((1, 3, 33, 40), np.float32)).shape == (1, 1000)
 
