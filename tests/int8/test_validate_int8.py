@@ -93,7 +93,8 @@ def test_a_graph_below_its_gate_here_exits_1(int8_artifact, validate_script, mon
     assert validate_script.main([str(directory), "--int8"]) == 1
     err = capsys.readouterr().err
     assert "; validate: model.int8.onnx has 8-bit weights and this CPU has no VNNI" in err
-    assert "re-export with `sge-deploy export" in err and f"--output {directory} --int8` (7-bit weights" in err
+    assert "re-export with `sge-deploy export" in err  # with the calibration the artifact recorded:
+    assert f"--output {directory} --int8 --calib-count 8` (7-bit weights" in err
 
 
 def test_cpu_int8_graphs_the_export_dropped_fail_validate(int8_artifact, tmp_path):
