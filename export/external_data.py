@@ -83,8 +83,9 @@ def load_external_weights(model: onnx.ModelProto, path: str | Path) -> None:
 
     Not onnx's load_external_data_for_model: since onnx 1.20 it refuses a data file with more than one hard link (a
     guard against a planted link to another file), and hard-linked copies are ordinary (``cp -al``, ``rsync
-    --link-dest``, uv's cache). A link cannot lead out of the folder, and an artifact's data file is checked against
-    its manifest's SHA-256 before any runner reads it."""
+    --link-dest``, uv's cache). A hard link can be any file of the same file system: an artifact's data file is
+    checked against its manifest's SHA-256 before any runner reads it, and a bare graph's is trusted as the user's
+    own file, as ONNX Runtime and OpenVINO trust it."""
     path = Path(path)
     problem = check_external_data(model, path)
     if problem:
@@ -105,15 +106,21 @@ def initializer_array(tensor: onnx.TensorProto, path: str | Path) -> np.ndarray:
     if tensor.data_location != onnx.TensorProto.EXTERNAL:
         return numpy_helper.to_array(tensor)
     path = Path(path)
-    location = _entries(tensor).get("location", "")
-    data_path = (path.parent / location).resolve()
-    if not location or not data_path.is_relative_to(path.parent.resolve()) or not data_path.is_file():
-        raise ValueError(f"{path.name} names its weights file {location!r}, which is not a file beside it")
+    problem = check_external_data(_only(tensor), path)
+    if problem:
+        raise ValueError(problem)
     copy = onnx.TensorProto()
     copy.CopyFrom(tensor)
-    with open(data_path, "rb") as data:
+    with open(path.parent / _entries(tensor)["location"], "rb") as data:
         _inline(copy, data)
     return numpy_helper.to_array(copy)
+
+
+def _only(tensor: onnx.TensorProto) -> onnx.ModelProto:
+    """A graph holding just ``tensor`` (without its data): what check_external_data reads."""
+    model = onnx.ModelProto()
+    model.graph.initializer.append(tensor)
+    return model
 
 
 def _entries(tensor: onnx.TensorProto) -> dict[str, str]:
@@ -124,6 +131,8 @@ def _inline(tensor: onnx.TensorProto, data: BinaryIO) -> None:
     """Move ``tensor``'s bytes from the open side file into the tensor; short data is a ValueError."""
     entries = _entries(tensor)
     offset = int(entries.get("offset") or 0)
+    if offset < 0 or int(entries.get("length") or 0) < 0:
+        raise ValueError(f"{tensor.name}'s weights have a negative offset or length; re-export the graph")
     data.seek(offset)
     raw = data.read(int(entries["length"])) if "length" in entries else data.read()
     if "length" in entries and len(raw) != int(entries["length"]):

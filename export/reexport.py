@@ -50,8 +50,11 @@ def calibration_words(int8: Any) -> list[str]:
     images = calibration.get("images")
     if isinstance(images, list) and images:  # else "bundled photographs, augmented": the default
         words += ["--calib-images", *map(str, images)]
-    if calibration.get("method") not in (None, "minmax"):
+    from export.int8.calibration import CalibrationOptions
+
+    default = CalibrationOptions()
+    if calibration.get("method") not in (None, default.method):
         words += ["--calib-method", str(calibration["method"])]
-    if isinstance(calibration.get("count"), int) and calibration["count"] != 32:
+    if isinstance(calibration.get("count"), int) and calibration["count"] != default.count:
         words += ["--calib-count", str(calibration["count"])]
     return words

@@ -112,9 +112,9 @@ def _check_name_length(target: Path) -> None:
     longest = len(target.name.encode()) + STAGING_EXTRA
     if longest > limit:
         raise ArtifactError(
-            f"--output's folder name is {len(target.name)} characters; the export stages it beside under a name "
-            f"{STAGING_EXTRA} longer, and this file system takes at most {limit}: give a name of at most "
-            f"{limit - STAGING_EXTRA}"
+            f"--output's folder name is {len(target.name.encode())} bytes; the export stages it beside under a name "
+            f"{STAGING_EXTRA} bytes longer, and this file system takes names of at most {limit}: give a name of at "
+            f"most {limit - STAGING_EXTRA} bytes"
         )
 
 

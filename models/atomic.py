@@ -25,7 +25,10 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     written through (its target is replaced, the link stays); a pipe, device or socket is refused."""
     path = Path(path)
     if path.is_symlink():
-        path = path.resolve()
+        try:
+            path = path.resolve(strict=False)
+        except RuntimeError:  # Python 3.11: a loop of links
+            raise NotARegularFileError(f"{path} is a loop of symbolic links; give a file name") from None
     problem = not_a_regular_file(path)
     if problem:
         raise NotARegularFileError(f"{path} is {problem}, not a regular file; give a file name")

@@ -166,7 +166,10 @@ def check_output_paths(
     for key, path in paths.items():
         flag = "--" + key.replace("_", "-")
         if path is not None and not is_stdout(path):  # first: the probe below must not make a file in an artifact
-            target = Path(path).resolve()
+            try:
+                target = Path(path).resolve()
+            except RuntimeError:  # Python 3.11: a loop of symbolic links
+                raise OutputPathError(f"{flag} {path} is a loop of symbolic links; give a file name") from None
             if target in written:
                 raise OutputPathError(f"{written[target]} and {flag} both name {path}; give each its own file")
             written[target] = flag

@@ -22,6 +22,7 @@ import math
 import socket
 import sys
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -33,6 +34,9 @@ from export.artifacts import MAX_INPUT_SIDE, TensorSpec
 logger = logging.getLogger(__name__)
 
 MAX_JSON_HEADER = 64 << 10  # the JSON part of a binary request: names, shapes, parameters
+SMALL_BODY = 1 << 20  # a body this small is not counted against the server's budget (hold): idle clients cannot
+# starve ordinary requests; a larger one must arrive within BODY_DEADLINE_S + its size at BODY_MIN_RATE
+BODY_DEADLINE_S, BODY_MIN_RATE = 30.0, float(1 << 20)
 JSON_BYTES_PER_VALUE = 48  # the longest float in JSON text, its separator, and the indentation of pretty-printed JSON
 KSERVE_DTYPES = {"float32": "FP32", "float16": "FP16", "float64": "FP64", "uint8": "UINT8", "int64": "INT64"}
 _HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "proxy-connection"}
@@ -307,13 +311,29 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         limit, why = self.server.limits.body_limit()
         if length > limit:
             raise self._refuse_unread(f"the body declares {length} bytes; {why}", 413)
-        if not self.server.hold(length):
+        held = length if length > min(SMALL_BODY, limit // 4) else 0  # small bodies pass whatever large ones hold
+        if held and not self.server.hold(held):
             raise self._refuse_unread("the server is reading other large requests; retry in a moment", 503)
-        self._held = length
-        body = self.rfile.read(length) if length else b""
+        self._held = held
+        body = self._read_exactly(length)
         if len(body) != length:
             raise self._refuse_unread(f"the body ended after {len(body)} of its {length} bytes", 400)
         return body
+
+    def _read_exactly(self, length: int) -> bytes:
+        """``length`` bytes or fewer (the client closed), within a deadline for the whole body: a client trickling a
+        byte a minute would otherwise hold its share of the budget for ever (each receive has its own timeout)."""
+        deadline = time.monotonic() + BODY_DEADLINE_S + length / BODY_MIN_RATE
+        chunks, got = [], 0
+        while got < length:
+            chunk = self.rfile.read1(min(1 << 20, length - got))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            got += len(chunk)
+            if got < length and time.monotonic() > deadline:
+                raise self._refuse_unread(f"the body arrived too slowly ({got} of {length} bytes); send it again", 408)
+        return b"".join(chunks)
 
     def _forward(self, body: bytes, *, content_type: str | None = None) -> None:
         upstream = self.server.connection()

@@ -68,6 +68,7 @@ class Int8Graph:
             "sge_regions_float": self.sge_regions_float,
             "weight_bits": self.weight_bits,
             **self.parity.summary(),
+            "failures": list(self.parity.failures),  # every failed case: a failed graph's report is not written
         }
 
 

@@ -188,8 +188,7 @@ def installed_default_backends() -> list[str]:
     has no torch: the default run must not fail on it)."""
     from runtime.environment import importable
 
-    modules = {"torch": "torch", "onnxruntime": "onnxruntime", "openvino": "openvino"}
-    present = [name for name in DEFAULT_BACKENDS if importable(modules[name])]
+    present = [name for name in DEFAULT_BACKENDS if importable(name)]  # each backend's package has its name
     missing = [name for name in DEFAULT_BACKENDS if name not in present]
     if missing and present:
         print(

@@ -158,6 +158,17 @@ def follow_up_steps(args: argparse.Namespace) -> list[Callable]:
     return steps
 
 
+def interrupted_note(args: argparse.Namespace, directory: Path, left: list[Callable]) -> str:
+    """What an interrupt during the follow-up steps leaves: the new artifact whole, and the steps not finished."""
+    names = {tensorrt_step: "the FP16 ONNX" + (" and the TensorRT engine" if args.trt else ""),
+             triton_repo_step: "the Triton repository"}  # fmt: skip
+    again = [f"`sge-deploy trt-build {directory}`" if step is tensorrt_step else "the export again" for step in left]
+    return (
+        f"note: the new artifact in {directory} is complete and in place; {' and '.join(names[s] for s in left)} "
+        f"{'was' if len(left) == 1 else 'were'} not made (run {' or '.join(dict.fromkeys(again))})"
+    )
+
+
 def triton_repo_step(args: argparse.Namespace, result: Any, console: Console) -> None:
     from export.triton_repo import write_triton_repository
 
@@ -292,7 +303,8 @@ def _main(argv: list[str] | None, prog: str | None) -> int:
         check_output_paths(json=args.json, inputs=[args.checkpoint, *(args.images or ())], artifacts=[output])
         check_outside_artifacts(output=args.output)
         check_outside_artifacts(triton_repo=args.triton_repo, artifacts=[output])
-        if args.triton_repo is not None and Path(output).resolve().is_relative_to(args.triton_repo.resolve()):
+        inside = output is not None and args.triton_repo is not None  # a factory's default is known after its load
+        if inside and Path(output).resolve().is_relative_to(args.triton_repo.resolve()):
             raise OutputPathError(  # the repository's model folder replaced the artifact just reported
                 f"--output {output} lies in --triton-repo {args.triton_repo}, whose model folders are replaced whole; "
                 "give an --output outside the repository"
@@ -386,19 +398,15 @@ def _main(argv: list[str] | None, prog: str | None) -> int:
     from export.trt.inspect import EngineParityError
 
     missing_engine = None
+    steps = follow_up_steps(args)
     try:
-        for step in follow_up_steps(args):
+        for index, step in enumerate(steps):
             try:
                 step(args, result, console)
             except EngineNotBuiltError as err:
                 missing_engine = err  # the later steps (Triton repository) still run
             except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the new artifact is in place already, whole
-                print(
-                    f"note: the new artifact in {result.output_dir} is complete and in place; what follows it (FP16 "
-                    "ONNX, TensorRT engine, Triton repository) was not made: run the export again, or "
-                    f"`sge-deploy trt-build {result.output_dir}` for the FP16 ONNX and the engine",
-                    file=sys.stderr,
-                )
+                print(interrupted_note(args, result.output_dir, steps[index:]), file=sys.stderr)
                 raise
     except input_errors() as err:
         print(f"error: {err}", file=sys.stderr)

@@ -64,8 +64,10 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
 def check_precision_flags(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """ValueError for a flag the chosen backend would ignore: --precision with auto (which picks the precision
     itself, down to --min-precision), or auto's own flags with a named backend."""
+    from export.int8.roles import normalise_precision
+
     if args.backends[0] == "auto":
-        if options_given(parser, args, ["precision"]):
+        if normalise_precision(args.precision) != "fp32":  # fp32 (= f32) is auto's own floor anyway
             raise ValueError(
                 "--backend auto chooses the precision itself: give --min-precision (the lowest it may choose) "
                 "instead of --precision"
@@ -73,8 +75,9 @@ def check_precision_flags(parser: argparse.ArgumentParser, args: argparse.Namesp
         return
     ignored = options_given(parser, args, ["min_precision", "auto_table"])
     if ignored:
+        verb = "goes" if len(ignored) == 1 else "go"
         raise ValueError(
-            f"{' and '.join(ignored)} go with --backend auto; with --backend {args.backends[0]} give --precision"
+            f"{' and '.join(ignored)} {verb} with --backend auto; with --backend {args.backends[0]} give --precision"
         )
 
 

@@ -18,7 +18,7 @@ from rich.table import Table
 from export.artifacts import ArtifactError, load_manifest
 from runtime import UnknownBackendError
 from runtime.backends.base import BackendUnavailableError
-from runtime.cli import EXIT_FAILED, EXIT_INPUT, make_console, make_parser, run_main
+from runtime.cli import EXIT_FAILED, EXIT_INPUT, make_console, make_parser, options_given, run_main
 from runtime.cli_flags import add_backends, add_model_name, add_threads, artifact_directory, precision_option
 from runtime.serve import ServeConfig, ServeConfigError, ServeError, serve_artifact
 
@@ -64,11 +64,16 @@ def main(argv: list[str] | None = None, *, prog: str | None = None) -> int:
 
 
 def _main(argv: list[str] | None, prog: str | None) -> int:
-    args = build_parser(prog).parse_args(argv)
+    parser = build_parser(prog)
+    args = parser.parse_args(argv)
     backend = args.backends[0]
     console = make_console(stderr=True)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
+        if not args.gate and options_given(parser, args, ["max_request_mb"]):
+            raise ServeConfigError(
+                "--max-request-mb bounds what the gate reads, and --no-gate removes the gate: drop one of them"
+            )
         model_name = args.model_name or load_manifest(args.artifact, verify=False).model
         config = ServeConfig(
             model_name=model_name,

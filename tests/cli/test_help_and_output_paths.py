@@ -157,6 +157,12 @@ def test_a_pipe_or_device_is_refused_and_a_symlink_is_written_through(tmp_path):
     check_output_paths(json=link)
     write_json_output(link, {"a": 1})
     assert link.is_symlink() and '"a": 1' in real.read_text()  # the link stays, its target holds the result
+    loop = tmp_path / "loop.json"
+    loop.symlink_to(loop.name)
+    with pytest.raises(OutputPathError, match="is a loop of symbolic links"):
+        check_output_paths(json=loop)
+    with pytest.raises(NotARegularFileError, match="is a loop of symbolic links"):
+        write_json_output(loop, {"a": 1})
 
 
 def test_an_export_into_the_working_directory_writes_its_json_where_it_was_asked(tmp_path, monkeypatch, capsys):

@@ -215,7 +215,7 @@ def test_a_mount_point_is_refused_before_the_work(tmp_path, monkeypatch):
 
 def test_a_folder_name_too_long_for_its_staging_name_is_refused_before_the_work(tmp_path):
     # a 245-character --output: [Errno 36] File name too long on the staging folder, after the model loaded
-    refused = pytest.raises(ArtifactError, match=r"folder name is 245 characters; .*give a name of at most 23\d")
+    refused = pytest.raises(ArtifactError, match=r"folder name is 245 bytes; .*give a name of at most 23\d bytes")
     with refused, artifact_transaction(tmp_path / ("a" * 245)):
         pass
     assert list(tmp_path.iterdir()) == []

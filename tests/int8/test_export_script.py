@@ -116,5 +116,10 @@ def test_a_re_export_whose_int8_gate_fails_leaves_the_artifact_as_it_was(export_
     err = capsys.readouterr().err
     assert "INT8 parity failed" in err and f"the artifact already in {out} was left as it was" in err
     assert "(every case: rerun with --json FILE)" in err and "(all in parity_" not in err  # the kept report passed
+    report = tmp_path / "export.json"
+    assert export_script.main([*argv, "--json", str(report)]) == 1
+    assert f"(every case in {report})" in capsys.readouterr().err
+    graphs = json.loads(report.read_text())["int8"]["graphs"]
+    assert all(g["failures"] for g in graphs if not g["passed"]) and any(not g["passed"] for g in graphs)
     assert {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in out.iterdir()} == before
     assert not list(tmp_path.glob(".a.staging-*"))

@@ -119,8 +119,8 @@ def test_infer_script_says_what_auto_chose(artifact, tmp_path, capsys):
     ("flags", "says"),
     [
         (["--backend", "auto", "--precision", "int8"], "give --min-precision (the lowest it may choose) instead"),
-        (["--backend", "onnxruntime", "--min-precision", "int8"], "--min-precision go with --backend auto"),
-        (["--backend", "onnxruntime", "--auto-table", "t.json"], "--auto-table go with --backend auto"),
+        (["--backend", "onnxruntime", "--min-precision", "int8"], "--min-precision goes with --backend auto"),
+        (["--backend", "onnxruntime", "--auto-table", "t.json"], "--auto-table goes with --backend auto"),
     ],
 )
 def test_a_precision_flag_the_backend_would_ignore_is_refused(artifact, tmp_path, capsys, flags, says):

@@ -212,7 +212,7 @@ def test_bare_fused_file_runs_as_the_native_graph(artifact, photos):
 
 
 @pytest.mark.parametrize("sge_form", ["native", "extension"])
-def test_a_hard_linked_copy_runs_the_fused_graph(artifact, photos, tmp_path, sge_form):
+def test_a_hard_linked_copy_runs_the_fused_graph(artifact, photos, tmp_path, sge_form, sge_extension):
     # cp -al, rsync --link-dest, uv's cache: onnx's loader refuses a data file with two links, which sent OpenVINO
     # to the plain graph with a warning about a "hardlink attack"
     import os
@@ -223,7 +223,8 @@ def test_a_hard_linked_copy_runs_the_fused_graph(artifact, photos, tmp_path, sge
         if file.is_file():
             os.link(file, linked / file.name)
     assert (linked / "model.sge_fused.onnx.data").stat().st_nlink > 1
-    with runtime.load(linked, "openvino", threads=1, sge_form=sge_form) as runner:
+    extension = {"sge_extension": sge_extension} if sge_form == "extension" else {}  # built by the tests (README)
+    with runtime.load(linked, "openvino", threads=1, sge_form=sge_form, **extension) as runner:
         assert runner.describe()["graph"] == SGE_FORMS[sge_form]
         got = runner.infer(photos[:2])
     with runtime.load(artifact, "openvino", threads=1, sge_fused=False) as plain:

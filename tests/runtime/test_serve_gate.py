@@ -261,7 +261,8 @@ def test_a_checked_request_reaches_triton_under_the_content_type_of_what_it_is(s
 
 def test_the_server_bounds_one_body_and_the_bodies_held_at_once():
     """A --dynamic-hw model's largest valid JSON request is 4.8 GB: the server's own bound (serve --max-request-mb)
-    caps one body, and twice it caps the bodies read at once (a third large one is 503, retry)."""
+    caps one body, and twice it caps the large bodies read at once (a third large one is 503, retry; a small one is
+    read as ever)."""
     import socket
     import time
 
@@ -288,12 +289,39 @@ def test_the_server_bounds_one_body_and_the_bodies_held_at_once():
         while gate._server._held < 8192 and time.monotonic() < deadline:
             time.sleep(0.01)
         third = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-        third.request("POST", "/v2/models/m/infer", body=b"{}")
+        third.request("POST", "/v2/models/m/infer", body=b"{" + b" " * 2047)
         answer = third.getresponse()
-        assert answer.status == 503 and b"retry in a moment" in answer.read()
+        assert answer.status == 503 and b"retry in a moment" in answer.read()  # a third large body waits its turn
         third.close()
+        small = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        small.request("POST", "/v2/models/m/infer", body=b"{}")
+        assert small.getresponse().status == 400  # a small body is read and checked whatever the large ones hold
+        small.close()
         for sock in slow:
             sock.close()  # each read ends short: 400, and its bytes are released
+        deadline = time.monotonic() + 5
         while gate._server._held and time.monotonic() < deadline:
             time.sleep(0.01)
+        assert gate._server._held == 0
+
+
+def test_a_body_trickling_in_past_its_deadline_is_408_and_releases_its_share(monkeypatch):
+    import socket
+    import time
+
+    import runtime.serve_gate as serve_gate
+
+    monkeypatch.setattr(serve_gate, "BODY_DEADLINE_S", 0.3)
+    monkeypatch.setattr(serve_gate, "BODY_MIN_RATE", 1e12)
+    dynamic = TensorSpec("input", ("batch", 3, "height", "width"), "float32", "NCHW")
+    with gate_before_upstream(RequestLimits(input=dynamic, max_batch=1, max_request_bytes=4096)) as (gate, client):
+        sock = socket.create_connection(("127.0.0.1", client.port))
+        sock.sendall(b"POST /v2/models/m/infer HTTP/1.1\r\nHost: x\r\nContent-Length: 4096\r\n\r\n{")
+        for _ in range(5):  # a byte at a time, slower than the deadline allows
+            time.sleep(0.1)
+            sock.sendall(b" ")
+        sock.settimeout(5)
+        answer = sock.recv(4096)
+        sock.close()
+        assert answer.startswith(b"HTTP/1.1 408") and b"arrived too slowly" in answer
         assert gate._server._held == 0

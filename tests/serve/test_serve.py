@@ -397,6 +397,13 @@ def test_serve_script_refuses_a_bad_artifact(tmp_path, capsys):
     assert "manifest.json" in capsys.readouterr().err
 
 
+def test_serve_script_refuses_a_body_bound_without_the_gate(onnx_artifact, capsys):
+    # --max-request-mb bounds the gate's reads: with --no-gate it was accepted and did nothing
+    assert load_script("serve").main([str(onnx_artifact), "--no-gate", "--max-request-mb", "64"]) == 2
+    err = capsys.readouterr().err
+    assert "--max-request-mb bounds what the gate reads, and --no-gate removes the gate" in err and err.count("\n") == 1
+
+
 def test_serve_script_refuses_an_unknown_backend(onnx_artifact, capsys):
     assert load_script("serve").main([str(onnx_artifact), "--backend", "onnxruntme"]) == 2
     assert "unknown backend" in capsys.readouterr().err

@@ -98,6 +98,13 @@ def test_the_timed_windows_hold_device_work_only(fake_trt, plan, photos, cuda_gr
     launched = "graph.replay" if cuda_graph else "IExecutionContext.execute_async_v3"
     windows = [i for i, call in enumerate(calls) if call == "event.record"]
     assert len(windows) == 4 and windows[1] < calls.index(launched, first_event) < windows[2]
+    with TrtRunner(plan, cuda_graph=cuda_graph, transfers=False) as runner:  # the no-transfer path: compute alone
+        runner.infer(photos[:2])
+        del calls[:]
+        runner.infer(photos[:2])
+    first_event = calls.index("event.record")
+    assert all(i < first_event for i, call in enumerate(calls) if call in host_work)
+    assert calls.count("event.record") == 2 and first_event < calls.index(launched, first_event)
 
 
 def test_benchmark_times_the_runners_own_infer_so_no_transfers_holds(fake_trt, plan, photos):

@@ -94,6 +94,6 @@ def test_an_interrupt_in_a_follow_up_step_says_the_new_artifact_is_whole(export_
     monkeypatch.setattr(export.trt.artifact, "add_fp16_onnx", interrupted)
     assert export_main([*SMALL, "--output", str(tmp_path), "--fp16-onnx"]) == 130
     err = capsys.readouterr().err
-    assert f"note: the new artifact in {tmp_path} is complete and in place" in err
-    assert f"sge-deploy trt-build {tmp_path}" in err
+    assert f"note: the new artifact in {tmp_path} is complete and in place; the FP16 ONNX was not made" in err
+    assert f"(run `sge-deploy trt-build {tmp_path}`)" in err and "Triton" not in err  # only the steps asked for
     assert "model_fp16.onnx" not in load_manifest(tmp_path, verify=True).files  # whole, without the step's file

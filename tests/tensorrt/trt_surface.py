@@ -190,7 +190,7 @@ def _signature(node: ast.FunctionDef, defaults_dropped: set[int], *, method: boo
     if method and "staticmethod" not in {ast.unparse(d) for d in node.decorator_list}:
         pairs = pairs[1:]  # self (stubgen sometimes names or annotates it otherwise)
     if args.vararg or args.kwarg:
-        pairs.append((ast.arg(arg="*", annotation=None), "..."))  # anything goes: see accepts_call
+        pairs.append((ast.arg(arg="*", annotation=None), "..."))  # anything goes: see trt_types.binds
     optional = node.lineno in defaults_dropped
     return tuple(
         Param(a.arg, "" if a.annotation is None else ast.unparse(a.annotation), "..." if optional else d)

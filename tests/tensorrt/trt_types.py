@@ -3,12 +3,13 @@
 pybind11 tries each overload in turn and raises TypeError ("incompatible function arguments") when none takes the
 arguments: too many or too few, an unknown keyword, or a value its type caster refuses. The rules below are those
 casters', as far as the project's calls reach: ``int`` takes integers and anything with ``__index__`` (never a
-float), ``float`` takes integers and floats, ``str`` takes str and bytes (a ``pathlib.Path`` is refused), ``bool`` takes
-booleans and integers, a pybind enum only its own members (never an int), a class its instances and subclasses'
-(a user's logger or calibrator), ``list[T]`` any sequence but a string, of T's. The implicit conversions TensorRT
-registers count too: a Python sequence of integers for ``Dims`` and ``Permutation``, a NumPy array for ``Weights``,
-and anything with the buffer protocol for ``typing_extensions.Buffer``. An annotation these rules do not know (a
-capsule, ``typing.Any``, stubgen's ``...``) takes anything.
+float), ``float`` takes integers and floats, ``str`` takes str and bytes (a ``pathlib.Path`` is refused), ``bool``
+takes booleans, numbers and None (its conversion pass reads any number's truth), a pybind enum only its own members
+(never an int), a class its instances and subclasses' (a user's logger or calibrator), ``list[T]`` any sequence but
+a string, of T's. The implicit conversions TensorRT registers count too: a Python sequence of integers for ``Dims``
+and ``Permutation``, a NumPy array for ``Weights``, and anything with the buffer protocol for
+``typing_extensions.Buffer``. An annotation these rules do not know (a capsule, ``typing.Any``, stubgen's ``...``)
+takes anything.
 """
 
 import numbers
@@ -103,7 +104,7 @@ def _is_buffer(value: Any) -> bool:
 _SIMPLE = {
     "int": _is_integer,
     "float": lambda v: isinstance(v, numbers.Real),
-    "bool": lambda v: isinstance(v, bool | np.bool_ | numbers.Integral),
+    "bool": lambda v: v is None or isinstance(v, bool | np.bool_ | numbers.Number),  # pybind11's convert pass
     "str": lambda v: isinstance(v, str | bytes),  # std::string's caster reads bytes too
     "bytes": lambda v: isinstance(v, bytes),
     "tuple": lambda v: isinstance(v, tuple),
