@@ -317,9 +317,8 @@ def test_a_body_trickling_in_past_its_deadline_is_408_and_releases_its_share(mon
     with gate_before_upstream(RequestLimits(input=dynamic, max_batch=1, max_request_bytes=4096)) as (gate, client):
         sock = socket.create_connection(("127.0.0.1", client.port))
         sock.sendall(b"POST /v2/models/m/infer HTTP/1.1\r\nHost: x\r\nContent-Length: 4096\r\n\r\n{")
-        for _ in range(5):  # a byte at a time, slower than the deadline allows
-            time.sleep(0.1)
-            sock.sendall(b" ")
+        time.sleep(0.6)  # past the deadline: the next byte to arrive ends the read
+        sock.sendall(b" ")  # (nothing after it: a send to the closed connection would reset it)
         sock.settimeout(5)
         answer = sock.recv(4096)
         sock.close()
