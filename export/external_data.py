@@ -5,6 +5,7 @@ A self-contained 100 MB graph is held several times while ONNX Runtime opens it 
 tensors, the NCHWc copies); with the weights beside it, ORT reads the small graph and maps the data file.
 """
 
+from collections.abc import Iterable
 from pathlib import Path
 from typing import BinaryIO
 
@@ -43,8 +44,12 @@ def external_data_files(model: onnx.ModelProto) -> set[str]:
 def external_data_extent(model: onnx.ModelProto) -> dict[str, int]:
     """Per side file the graph names, the bytes its initializers need: the largest offset + length (a tensor without
     a length needs at least its offset)."""
+    return _extent(model.graph.initializer)
+
+
+def _extent(tensors: Iterable[onnx.TensorProto]) -> dict[str, int]:
     extent: dict[str, int] = {}
-    for tensor in model.graph.initializer:
+    for tensor in tensors:
         if tensor.data_location != onnx.TensorProto.EXTERNAL:
             continue
         entries = {entry.key: entry.value for entry in tensor.external_data}
@@ -57,8 +62,12 @@ def external_data_extent(model: onnx.ModelProto) -> dict[str, int]:
 def check_external_data(model: onnx.ModelProto, path: Path) -> str | None:
     """Why the side files of the graph at ``path`` cannot hold its weights (missing, outside its folder, or short), or
     None: what a runtime would otherwise report deep inside its loader."""
+    return _extent_problem(external_data_extent(model), path)
+
+
+def _extent_problem(extent: dict[str, int], path: Path) -> str | None:
     folder = path.parent.resolve()
-    for location, needed in sorted(external_data_extent(model).items()):
+    for location, needed in sorted(extent.items()):
         data = (path.parent / location).resolve()
         if not location or not data.is_relative_to(folder):
             return f"{path.name} names its weights file {location!r}, which is not a file beside it; re-export it"
@@ -106,7 +115,7 @@ def initializer_array(tensor: onnx.TensorProto, path: str | Path) -> np.ndarray:
     if tensor.data_location != onnx.TensorProto.EXTERNAL:
         return numpy_helper.to_array(tensor)
     path = Path(path)
-    problem = check_external_data(_only(tensor), path)
+    problem = _extent_problem(_extent([tensor]), path)
     if problem:
         raise ValueError(problem)
     copy = onnx.TensorProto()
@@ -114,13 +123,6 @@ def initializer_array(tensor: onnx.TensorProto, path: str | Path) -> np.ndarray:
     with open(path.parent / _entries(tensor)["location"], "rb") as data:
         _inline(copy, data)
     return numpy_helper.to_array(copy)
-
-
-def _only(tensor: onnx.TensorProto) -> onnx.ModelProto:
-    """A graph holding just ``tensor`` (without its data): what check_external_data reads."""
-    model = onnx.ModelProto()
-    model.graph.initializer.append(tensor)
-    return model
 
 
 def _entries(tensor: onnx.TensorProto) -> dict[str, str]:

@@ -202,10 +202,10 @@ def export_model(
 
     output_dir = Path(output_dir) if output_dir is not None else default_output_dir(name_or_module)
     if images:  # an unreadable photograph (a folder, a text file) is refused before the model loads
-        from models.transforms import load_image
+        from models.transforms import check_image
 
         for image in images:
-            load_image(image)
+            check_image(image)  # its header only: the photographs are decoded once, after the load
     with ExitStack() as stack:
         # an output known before the load is locked first: a second export to it fails at once, not after the load
         # (where its folder is still to be made, the lock waits: a failed load must leave no folder behind)

@@ -359,16 +359,23 @@ def plan_parameters(extra: dict[str, Any]) -> dict[str, str]:
     return {k: str(v) for k, v in params.items() if v}
 
 
+def triton_batch_problem(min_batch: int) -> str | None:
+    """Why an engine whose profile starts at ``min_batch`` cannot be served by Triton, in words; else None."""
+    if min_batch <= 1:
+        return None
+    return f"the engine's optimisation profile starts at batch {min_batch}, but Triton sends batches from 1"
+
+
 def engine_max_batch(extra: dict[str, Any], requested: int) -> int:
     """The plan's max_batch_size: ``requested``, capped by the engine's profile (manifest ``extra["tensorrt"]``). A
     profile whose smallest batch is above 1 is refused: Triton's dynamic batcher sends whatever it has queued, one
     request too, and TensorRT refuses a shape below the profile's MIN."""
     profile = extra.get("tensorrt", {}).get("profile", {})
     profile_min = profile.get("min") or [None]
-    if isinstance(profile_min[0], int) and profile_min[0] > 1:
+    problem = triton_batch_problem(profile_min[0]) if isinstance(profile_min[0], int) else None
+    if problem:
         raise TritonConfigError(
-            f"the engine's optimisation profile starts at batch {profile_min[0]}, but Triton sends batches from 1; "
-            f"rebuild it with --trt-batch 1 OPT MAX (sge-deploy trt-build), or serve the ONNX model alone"
+            f"{problem}; rebuild it with --trt-batch 1 OPT MAX (sge-deploy trt-build), or serve the ONNX model alone"
         )
     profile_max = profile.get("max") or [None]
     if isinstance(profile_max[0], int) and 0 < profile_max[0] < requested:

@@ -145,13 +145,10 @@ def create_model(
         if "hidden" in found and not {"hidden", "reduction"} & block_overrides.keys():
             block_overrides["hidden"] = found["hidden"]
             logger.info("%s: SE hidden widths %s per stage, as in the checkpoint", name, found["hidden"])
-        for key in ("attn_stages", "ratio"):  # GC
+        for key in ("attn_stages", "ratio", "groups"):  # GC's stages and ratio, SGE's groups
             if key in found and key not in block_overrides:
                 block_overrides[key] = found[key]
-                logger.info("%s: GC %s %s, as in the checkpoint", name, key, found[key])
-        if "groups" in found and "groups" not in block_overrides:  # SGE
-            block_overrides["groups"] = found["groups"]
-            logger.info("%s: SGE groups %s, as in the checkpoint", name, found["groups"])
+                logger.info("%s: %s %s, as in the checkpoint", name, key, found[key])
     if num_classes is None:  # no checkpoint and none given
         num_classes = config.num_classes
     model = default_weights.seeded_model(lambda: build_model(name, num_classes=num_classes, **block_overrides), seed=0)

@@ -45,6 +45,15 @@ class ImageReadError(ValueError):
 
 def load_image(path: str | Path) -> np.ndarray:
     """Read an image file as an (H, W, 3) uint8 RGB array (see the module docstring for what is converted)."""
+    return _read_image(path, decode=True)
+
+
+def check_image(path: str | Path) -> None:
+    """What ``load_image`` refuses from the file's header (not an image, too many pixels), without decoding it."""
+    _read_image(path, decode=False)
+
+
+def _read_image(path: str | Path, *, decode: bool) -> np.ndarray | None:
     too_large = f"more than the {MAX_IMAGE_PIXELS:,} pixels this tool decodes; downscale it first"
     try:
         with warnings.catch_warnings():
@@ -52,6 +61,8 @@ def load_image(path: str | Path) -> np.ndarray:
             with Image.open(path) as img:
                 if img.width * img.height > MAX_IMAGE_PIXELS:
                     raise ImageReadError(f"image {path} is {img.width}×{img.height} pixels, {too_large}")
+                if not decode:
+                    return None
                 try:
                     return decode_rgb8(img)
                 except ImageReadError as err:  # what the file holds: say which file

@@ -31,7 +31,9 @@ GPU_DEVICES = ("cuda", "tensorrt")
 
 
 def is_gpu_runner(runner: Runner) -> bool:
-    return getattr(runner, "device", "cpu") in GPU_DEVICES and hasattr(runner, "compute")
+    """A GPU runner whose stages can be timed: by itself (``last_timings``) or between its stage calls."""
+    stages = hasattr(runner, "last_timings") or hasattr(runner, "compute")
+    return getattr(runner, "device", "cpu") in GPU_DEVICES and stages
 
 
 class _Trace:

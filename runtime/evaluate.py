@@ -62,13 +62,14 @@ def load_dataset(root: str | Path, *, labels_file: str | Path | None = None, lim
         # empty ones keep their place, as in ImageFolder; hidden ones (.ipynb_checkpoints, .git) are no class
         folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
         loose = sorted(p.name for p in root.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-        if loose and any(_images_under(p) for p in folders):  # neither layout: one stray file must not drop the labels
+        classes = any(_images_under(p) for p in folders)
+        if loose and classes:  # neither layout: one stray file must not drop the labels
             raise DatasetError(
                 f"{root} holds class folders and {len(loose)} image{'s' if len(loose) > 1 else ''} beside them "
                 f"({', '.join(loose[:3])}{', ...' if len(loose) > 3 else ''}): move those into a class folder or "
                 f"out of {root}, or give --labels FILE"
             )
-        if any(_images_under(p) for p in folders):
+        if classes:
             numbered = all(p.name.isdigit() for p in folders)
             synsets = imagenet_wordnet_ids()
             by_synset = all(p.name in synsets for p in folders)

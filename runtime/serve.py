@@ -394,12 +394,12 @@ class ModelServer:
             if c.gate:
                 self._gate = self._start_gate(upstream=triton_http)
             self._check_ready()
-            self._stubs = find_stubs(grpc_port=c.grpc_port)
         except BaseException:
             # while tritonserver lives its stubs are below this process: found now, cleaned up by stop() if left
             self._stubs = find_stubs(grpc_port=c.grpc_port)
             self.stop()
             raise
+        self._stubs = find_stubs(grpc_port=c.grpc_port)
         logger.info("serving %s on %s", c.model_name, ", ".join(f"{k} {v}" for k, v in c.urls.items()))
         return self
 

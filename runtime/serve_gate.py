@@ -273,7 +273,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         try:
             self._check_and_forward()
         finally:
-            self.server.release(self._held)
+            if self._held:
+                self.server.release(self._held)
 
     def _check_and_forward(self) -> None:
         content_type = None  # as the client sent it
@@ -308,10 +309,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if len(declared) != 1 or not declared[0].strip().isascii() or not declared[0].strip().isdigit():
             raise self._refuse_unread("Content-Length must be one decimal integer", 400)
         length = int(declared[0])
-        limit, why = self.server.limits.body_limit()
-        if length > limit:
-            raise self._refuse_unread(f"the body declares {length} bytes; {why}", 413)
-        held = length if length > min(SMALL_BODY, limit // 4) else 0  # small bodies pass whatever large ones hold
+        server = self.server
+        if length > server.body_limit:
+            raise self._refuse_unread(f"the body declares {length} bytes; {server.body_limit_why}", 413)
+        held = length if length > server.small_body else 0  # small bodies pass whatever large ones hold
         if held and not self.server.hold(held):
             raise self._refuse_unread("the server is reading other large requests; retry in a moment", 503)
         self._held = held
@@ -389,13 +390,15 @@ class _GateServer(http.server.ThreadingHTTPServer):
         self._lock = threading.Lock()
         self._clients: set[socket.socket] = set()  # open client connections, closed by close_all()
         self._upstreams: set[http.client.HTTPConnection] = set()
-        # bodies held at once, from their reading to Triton's answer: at most two of the largest a request may be
-        self._held, self._budget = 0, 2 * limits.body_limit()[0]
+        self.body_limit, self.body_limit_why = limits.body_limit()  # per server, not per request
+        self.small_body = min(SMALL_BODY, self.body_limit // 4)
+        # large bodies held at once, from their reading to Triton's answer: at most two of the largest a request may be
+        self._held, self._budget = 0, 2 * self.body_limit
 
     def hold(self, size: int) -> bool:
         """Count ``size`` bytes of body as held if the budget allows; False when it does not (the caller says 503)."""
         with self._lock:
-            if size and self._held + size > self._budget:
+            if self._held + size > self._budget:
                 return False
             self._held += size
             return True

@@ -59,7 +59,7 @@ class ModelSource:
             ]
         for path in dict.fromkeys(graphs):
             try:
-                _read_model(path)
+                read_model(path)
             except ArtifactError as err:
                 return err
         return None
@@ -160,7 +160,7 @@ def _onnx_file(directory: Path, manifest: Manifest) -> Path:
     return directory / onnx_files[0]
 
 
-def _read_model(path: Path) -> Any:
+def read_model(path: Path) -> Any:
     """The ONNX model in ``path`` (external weights not loaded), or ArtifactError in one line."""
     import onnx
     from google.protobuf.message import DecodeError
@@ -177,7 +177,7 @@ def _read_model(path: Path) -> Any:
 def _from_onnx(path: Path) -> ModelSource:
     from export.external_data import check_external_data
 
-    model = _read_model(path)
+    model = read_model(path)
     problem = check_external_data(model, path)
     if problem:
         raise ArtifactError(problem)

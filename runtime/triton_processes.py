@@ -34,7 +34,6 @@ class Process:
 
     pid: int
     parent: int
-    state: str
     started: int
     argv: tuple[str, ...]
 
@@ -66,14 +65,14 @@ def _stat(pid: int) -> tuple[int, str, int] | None:
 def read_process(pid: int) -> Process | None:
     """The process ``pid`` is now, or None once it is gone."""
     stat = _stat(pid)
+    if stat is None:  # gone: no second read
+        return None
     try:
         argv = (PROC / str(pid) / "cmdline").read_bytes().split(b"\0")
     except OSError:
         return None
-    if stat is None:
-        return None
     decoded = tuple(a.decode(errors="replace") for a in argv if a)
-    return Process(pid=pid, parent=stat[0], state=stat[1], started=stat[2], argv=decoded)
+    return Process(pid=pid, parent=stat[0], started=stat[2], argv=decoded)
 
 
 def process_table() -> dict[int, Process]:

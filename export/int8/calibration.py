@@ -104,7 +104,7 @@ def calibration_batch(
     std: Sequence[float],
 ) -> np.ndarray:
     """(N, 3, h, w) float32 calibration inputs, preprocessed as the model's inputs are."""
-    from models.transforms import ImageReadError, eval_transform, load_image, sample_photos
+    from models.transforms import ImageReadError, eval_transform, load_transformed, sample_photos
 
     mean, std = tuple(mean), tuple(std)
     if not options.images:
@@ -124,13 +124,9 @@ def calibration_batch(
     batch = []
     for path in files:
         try:
-            image = load_image(path)
-            if image.size == 0:
-                raise CalibrationImageError(f"calibration image {path} is empty; remove it")
-            batch.append(eval_transform(image, size=size, mean=mean, std=std))
-        except ImageReadError as err:  # its own reason: unreadable, too large to decode, too elongated to crop
-            words = str(err) if str(path) in str(err) else f"image {path}: {err}"
-            raise CalibrationImageError(f"{words} (a calibration image: fix it or leave it out)") from err
+            batch.append(load_transformed(path, size=size, mean=mean, std=std))
+        except ImageReadError as err:  # its own reason, naming the file: unreadable, too large, too elongated
+            raise CalibrationImageError(f"{err} (a calibration image: fix it or leave it out)") from err
     return np.stack(batch)
 
 

@@ -81,9 +81,6 @@ class Int8Result:
     def passed(self) -> bool:
         return all(g.passed for g in self.graphs)
 
-    def failures(self) -> list[str]:
-        return [f"{g.name}: {failure}" for g in self.graphs for failure in g.parity.failures]
-
     def failure_summary(self, *, every_case: str) -> list[str]:
         """One phrase per failed graph: how many of its cases failed and the first of them (a line listing every case
         of every batch, against eager and against the FP32 graph, ran to 3,000 characters), and ``every_case``: where

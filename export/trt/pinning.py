@@ -88,9 +88,9 @@ def pin_fp32_layers(trt: Any, network: Any, model: onnx.ModelProto) -> int:
     from export.fp16 import given_node_names, plan_precision
 
     planned = set(plan_precision(model).fp32_nodes)  # names as export.fp16 gives unnamed nodes
-    nodes = list(zip(model.graph.node, given_node_names(model), strict=True))
+    nodes = zip(model.graph.node, given_node_names(model), strict=True)
     fp32_tensors = {o for node, given in nodes if given in planned for o in node.output}
-    fp32_nodes = planned | {parser_node_name(node) for node, given in nodes if given in planned}
+    fp32_nodes = planned | {parser for parser, given in parser_aliases(model).items() if given in planned}
     layers = [network.get_layer(i) for i in range(network.num_layers)]
     views = [_layer_view(layer) for layer in layers]
     chosen = set(fp32_layer_names(views, fp32_nodes, fp32_tensors))

@@ -138,7 +138,8 @@ class OnnxRuntimeRunner(SourceRunner):
             from export.int8.roles import holds_quantised_layer, not_quantised
 
             path = self.cpu_model_path() if self.device == "cpu" else self.model_path()
-            ops = self.source.graph_ops if self.source.manifest is None else _op_types(path)  # a bare file's: read
+            # a bare file's ops were read with its specs; an artifact's INT8 graph is another file, read here
+            ops = self.source.graph_ops if self.source.manifest is None else _op_types(path)
             if not holds_quantised_layer(ops):
                 raise not_quantised(path)
         wanted = PROVIDERS[self.device][0]
@@ -294,7 +295,7 @@ class OnnxRuntimeRunner(SourceRunner):
 
 
 def _op_types(path: Path) -> set[str]:
-    """The node types of the graph in ``path`` (its structure only)."""
-    import onnx
+    """The node types of the graph in ``path`` (its structure only; an unreadable file is one ArtifactError)."""
+    from runtime.source import read_model
 
-    return {node.op_type for node in onnx.load(str(path), load_external_data=False).graph.node}
+    return {node.op_type for node in read_model(path).graph.node}

@@ -266,7 +266,7 @@ class TrtRunner(Runner):
         n = batch.shape[0]
         start, h2d_done, compute_done, d2h_done = self._events
         if not self.transfers and n in self._first_output:
-            device_output = self._prepare(self._dev_in[:n])  # the input as the first call left it: no copy
+            self._prepare(self._dev_in[:n])  # the input as the first call left it: no copy
             with self._cuda.use_stream(self._stream):
                 start.record(self._stream)
                 self._launch(n)
@@ -295,17 +295,7 @@ class TrtRunner(Runner):
             self._first_output[n] = result
         return result
 
-    # -- the stages, each queued on the runner's stream -----------------------------------------------------------
-    def to_device(self, batch: np.ndarray) -> Any:
-        self._stage(batch)
-        return self._upload(batch.shape[0])
-
-    def compute(self, device_input: Any) -> Any:
-        """``execute_async_v3`` on the runner's stream: shapes first, then addresses (or the batch's CUDA graph)."""
-        device_output = self._prepare(device_input)
-        self._launch(device_input.shape[0])
-        return device_output
-
+    # -- the stages, each queued on the runner's stream (infer times them itself: the benchmark reads last_timings) --
     def _stage(self, batch: np.ndarray) -> None:
         """The batch into the pinned host buffer (host work: before any timed event)."""
         n = batch.shape[0]

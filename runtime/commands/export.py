@@ -292,6 +292,7 @@ def _main(argv: list[str] | None, prog: str | None) -> int:
     from export.pipeline import export_model
     from export.spec import ExportSpec
     from export.tables import ops_table, parity_table, stage_table
+    from export.triton_repo import triton_batch_problem
     from export.trt.build import batch_order_problem
     from export.trt.errors import TrtRequestError
 
@@ -303,8 +304,8 @@ def _main(argv: list[str] | None, prog: str | None) -> int:
         check_output_paths(json=args.json, inputs=[args.checkpoint, *(args.images or ())], artifacts=[output])
         check_outside_artifacts(output=args.output)
         check_outside_artifacts(triton_repo=args.triton_repo, artifacts=[output])
-        inside = output is not None and args.triton_repo is not None  # a factory's default is known after its load
-        if inside and Path(output).resolve().is_relative_to(args.triton_repo.resolve()):
+        both = output is not None and args.triton_repo is not None  # a factory's default is known after its load
+        if both and Path(output).resolve().is_relative_to(args.triton_repo.resolve()):
             raise OutputPathError(  # the repository's model folder replaced the artifact just reported
                 f"--output {output} lies in --triton-repo {args.triton_repo}, whose model folders are replaced whole; "
                 "give an --output outside the repository"
@@ -320,10 +321,11 @@ def _main(argv: list[str] | None, prog: str | None) -> int:
         batch_problem = batch_order_problem(args.trt_batch) if args.trt else None
         if batch_problem:  # derive_profile's own check; it failed after every stage, with the artifact replaced
             raise TrtRequestError(batch_problem)
-        if args.trt and args.triton_repo is not None and args.trt_batch[0] > 1:  # engine_max_batch's refusal, early
+        served = triton_batch_problem(args.trt_batch[0]) if args.trt and args.triton_repo is not None else None
+        if served:  # engine_max_batch's refusal, before the work
+            lo, opt, hi = args.trt_batch
             raise TrtRequestError(
-                f"--triton-repo serves the engine with Triton's dynamic batcher, which sends batches from 1; "
-                f"--trt-batch starts at {args.trt_batch[0]}: give --trt-batch 1 {args.trt_batch[1]} {args.trt_batch[2]}"
+                f"--trt-batch {lo} {opt} {hi} for --triton-repo: {served}; give --trt-batch 1 {opt} {hi}"
             )
     except input_errors() as err:
         print(f"error: {err}", file=sys.stderr)

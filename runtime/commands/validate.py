@@ -91,8 +91,8 @@ def _main(argv: list[str] | None, prog: str | None) -> int:
         from export.int8.stage import every_case_phrase
 
         failures += int8.failure_summary(every_case=every_case_phrase(args.json))
-    if int8 is not None:  # a CPU graph the export dropped: this artifact has no INT8 graph a CPU runner may open
-        failures += export_failed_cpu_graphs(args.directory)
+        # a CPU graph the export dropped: this artifact has no INT8 graph a CPU runner may open
+        failures += export_failed_cpu_graphs(reference.manifest)
     if failures:
         hint = int8_remedy(reference.manifest, args.directory, int8) if int8 is not None and not int8.passed else ""
         print(f"error: parity failed: {'; '.join(failures)}{hint}", file=sys.stderr)
@@ -119,11 +119,10 @@ def graphs_to_check(directory: Path, *, backend: str, int8: bool = False) -> lis
     return [manifest.deploy, *([fused] if fused else [])]
 
 
-def export_failed_cpu_graphs(directory: Path) -> list[str]:
+def export_failed_cpu_graphs(manifest: "Manifest") -> list[str]:  # noqa: F821
     """The CPU INT8 graphs (U8S8) the export made and left out for failing their gate, as failures: ``validate
     --int8`` otherwise checked only TensorRT's S8S8 graph and said "parity passed" for an artifact whose INT8 runners
     all refuse it."""
-    from export.artifacts import load_manifest
     from export.int8.roles import (
         EIGHT_BIT_WEIGHTS,
         INT8_FUSED_NAME,
@@ -132,7 +131,6 @@ def export_failed_cpu_graphs(directory: Path) -> list[str]:
         recorded_int8_graphs,
     )
 
-    manifest = load_manifest(directory, verify=False)
     bits = {name: graph.get("weight_bits") for name, graph in recorded_int8_graphs(manifest).items()}
 
     def remedy(name: str) -> str:  # 8-bit weights already: more bits are not the way out

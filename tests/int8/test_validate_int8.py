@@ -102,19 +102,20 @@ def test_cpu_int8_graphs_the_export_dropped_fail_validate(int8_artifact, tmp_pat
     S8S8 graph and said "parity passed", while every CPU INT8 runner refused the artifact."""
     import json
 
+    from export.artifacts import load_manifest
     from runtime.commands.validate import export_failed_cpu_graphs
 
     directory, _ = int8_artifact
-    assert export_failed_cpu_graphs(directory) == []
+    assert export_failed_cpu_graphs(load_manifest(directory, verify=False)) == []
     manifest = json.loads((directory / "manifest.json").read_text())
     for graph in manifest["extra"]["int8"]["graphs"]:
         graph["passed"] = graph["file"] != "model.int8.onnx"
     (tmp_path / "manifest.json").write_text(json.dumps(manifest))
-    (failure,) = export_failed_cpu_graphs(tmp_path)
+    (failure,) = export_failed_cpu_graphs(load_manifest(tmp_path, verify=False))
     assert failure.startswith("model.int8.onnx failed its INT8 gate at export (parity_model_int8.json)")
     graph = next(g for g in manifest["extra"]["int8"]["graphs"] if g["file"] == "model.int8.onnx")
     for bits, says in ((7, "--int8-weight-bits 8"), (8, "other calibration (--calib-images DIR")):
         graph["weight_bits"] = bits  # 8 bits already: suggesting them again was no way out
         (tmp_path / "manifest.json").write_text(json.dumps(manifest))
-        (failure,) = export_failed_cpu_graphs(tmp_path)
+        (failure,) = export_failed_cpu_graphs(load_manifest(tmp_path, verify=False))
         assert says in failure and (bits == 7 or "--int8-weight-bits" not in failure)

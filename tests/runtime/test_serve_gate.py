@@ -274,8 +274,8 @@ def test_the_server_bounds_one_body_and_the_bodies_held_at_once():
         f"this server reads at most {256 << 20} bytes a request (serve --max-request-mb raises it)",
     )
     assert LIMITS.body_limit()[0] == LIMITS.max_body_bytes()  # a small model's own bound is lower: it stays
-    small = RequestLimits(input=dynamic, max_batch=1, max_request_bytes=4096)
-    with gate_before_upstream(small) as (gate, client):
+    tiny = RequestLimits(input=dynamic, max_batch=1, max_request_bytes=4096)
+    with gate_before_upstream(tiny) as (gate, client):
         client.request("POST", "/v2/models/m/infer", body=b"x" * 5000)
         answer = client.getresponse()
         assert answer.status == 413 and b"at most 4096 bytes a request (serve --max-request-mb" in answer.read()

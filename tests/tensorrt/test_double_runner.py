@@ -78,9 +78,8 @@ def test_cuda_graph_captured_again_after_each_batch_size_change_and_replayed_on_
         second = runner.infer(photos[:2])
         runner.infer(photos[:1])
         third = runner.infer(photos[:2])  # the context was set up for batch 1 since the first capture
-        runner.compute(runner.to_device(photos[:2]))  # the benchmark's stage calls replay on the runner's stream too
     calls = fake_trt.machine.calls
-    assert calls.count("graph.capture") == 3 and calls.count("graph.replay") == 5
+    assert calls.count("graph.capture") == 3 and calls.count("graph.replay") == 4
     np.testing.assert_array_equal(first, second)
     np.testing.assert_array_equal(first, third)
 
