@@ -248,6 +248,26 @@ def test_floor_builds_compute_only_their_bound_and_are_never_loaded_as_the_kerne
         np.testing.assert_allclose(got, expected(x, identity), atol=1e-6)
 
 
+def test_every_floor_build_makes_its_pass_in_vectors_of_its_own_width(tmp_path):
+    """The AVX2 view's floor_apply ran slower than the op itself: its pass used 16-lane vectors in every build, and
+    the AVX2 build split them and compared each lane in a scalar register (vucomiss) for the ReLU. A bound must not
+    be slowed by its own code: no floor build may compare scalars."""
+    import subprocess
+
+    from export.ort_sge.kernels.build import COMMON_FLAGS, FLOORS, ISA_FLAGS, KERNEL_DIR
+
+    compiler = shutil.which("g++") or shutil.which("c++")
+    if compiler is None:
+        pytest.skip("needs a C++ compiler")
+    for isa, flags in ISA_FLAGS.items():
+        for floor, number in FLOORS.items():
+            command = [compiler, *COMMON_FLAGS, *flags, f"-DSGE_ISA={isa}", f"-DSGE_FLOOR={number}", "-S", "-o", "-"]
+            assembly = subprocess.run(
+                [*command, str(KERNEL_DIR / "sge_units.cc")], check=True, capture_output=True, text=True
+            ).stdout
+            assert "comiss" not in assembly, (isa, floor)
+
+
 def test_an_unknown_floor_is_refused(tmp_path):
     with pytest.raises(ValueError, match="unknown floor"):
         build_library(tmp_path / "other", floor="half")

@@ -471,7 +471,7 @@ inline void floor_unit(const Problem& p, int64_t item) {
   const float* x = p.x + first;
   const float* identity = p.identity + first;
   float* out = p.out + first;
-  constexpr int W = 16;
+  constexpr int W = kNativeLanes;  // wider GCC vectors are split and their ReLU select scalarised (AVX2: 16 lanes)
   constexpr bool reads_x = SGE_FLOOR != 4, reads_identity = SGE_FLOOR != 3;
   int64_t i = 0;
   for (; i + W <= count; i += W) {
