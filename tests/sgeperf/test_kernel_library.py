@@ -180,7 +180,9 @@ def test_each_instruction_set_build_matches_the_reference(isa, tmp_path, monkeyp
     assert kernel_build(library) == isa  # a one-build library runs that build, whatever the CPU
     monkeypatch.setattr(ort_session, "kernel_library", lambda: library)
     rng = np.random.default_rng(7)
-    for block, channels, groups in [(8, 64, 16), (8, 64, 4), (16, 64, 16), (16, 128, 4), (16, 64, 64), (0, 32, 8)]:
+    # 8 lanes: groups of 1, 2, 4 and 8+ lanes (every AVX2 reduction tree); 16 lanes: 1, 4 and 16+
+    cases = [(8, 64, 64), (8, 64, 32), (8, 64, 16), (8, 64, 4), (16, 64, 16), (16, 128, 4), (16, 64, 64), (0, 32, 8)]
+    for block, channels, groups in cases:
         error = blocked_error(tmp_path, block=block, channels=channels, groups=groups, rng=rng)
         assert error <= 2e-5, (block, channels, groups)
     for case, (draw, tolerance) in HARD_CASES.items():

@@ -119,6 +119,24 @@ inline F<B> sigmoid_of_exponent(F<B> t) {
     return y * (2.0f - d * y);
   }
 #endif
+#if defined(__AVX2__)
+  if constexpr (B == 8) {  // the same steps in AVX2: vroundps, 2^n from exponent bits, a reciprocal and one Newton step
+    // vmaxps/vminps return the second operand when one is NaN: t second keeps NaN
+    const __m256 c = _mm256_min_ps(_mm256_set1_ps(126.0f), _mm256_max_ps(_mm256_set1_ps(-126.0f), (__m256)t));
+    const __m256 n = _mm256_round_ps(c, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    const F<B> e = exp2_reduced<B>((F<B>)c - (F<B>)n);
+    // 2^n for |n| ≤ 126 (a normal float) from its exponent; a NaN lane's bits are 1.0f, and its e is NaN already
+    const __m256i bits = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    const F<B> d = e * (F<B>)_mm256_castsi256_ps(bits) + 1.0f;  // 1 + 2^t
+    // vdivps made the sigmoid the dearest stage per value in the AVX2 build
+#if defined(__AVX512VL__)
+    const F<B> y = (F<B>)_mm256_rcp14_ps((__m256)d);  // 14 bits: ~1 ulp after the Newton step
+#else
+    const F<B> y = (F<B>)_mm256_rcp_ps((__m256)d);  // 12 bits: ~2 ulp after it
+#endif
+    return y * (2.0f - d * y);
+  }
+#endif
   t = t > 126.0f ? splat<B>(126.0f) : t;  // comparisons are false for NaN: it passes through
   t = t < -126.0f ? splat<B>(-126.0f) : t;
   // floor(t + 0.5): t + 126.5 > 0 truncates down. A NaN lane converts 0 instead (its conversion would be INT_MIN,
@@ -270,11 +288,40 @@ inline F<16> lane_tree_chunked(const F<16>* v) {
 }
 #endif
 
+#if defined(__AVX2__)
+// The 8-lane trees from in-chunk shuffles (vshufps) and one lane-crossing step at the end: without AVX-512, GCC
+// builds each two-source shuffle of pair_sums across AVX2's two 128-bit chunks from 4 vpermd and 2 blends, and the
+// similarity pass was bound by them. Chunk q of the result: [a₄q+a₄q₊₁, a₄q₊₂+a₄q₊₃, b₄q+b₄q₊₁, b₄q₊₂+b₄q₊₃].
+inline F<8> chunk_pair_sums(F<8> a, F<8> b) {
+  const __m256 x = (__m256)a, y = (__m256)b;
+  return (F<8>)_mm256_shuffle_ps(x, y, 0x88) + (F<8>)_mm256_shuffle_ps(x, y, 0xDD);
+}
+// lane_tree of 8 lanes, summing in the same order as pair_sums' tree.
+template <int S>
+inline F<8> lane_tree_chunked(const F<8>* v) {
+  if constexpr (S == 2) {  // 64-bit pieces [v0 groups 0–1, v1 groups 0–1, v0 groups 2–3, v1 groups 2–3]: swap 1, 2
+    return (F<8>)_mm256_permute4x64_pd((__m256d)chunk_pair_sums(v[0], v[1]), 0xD8);
+  } else if constexpr (S == 4) {  // chunk q holds group q of v[0], v[1], v[2], v[3]: lane 2j + q wants v[j]'s
+    const F<8> u = chunk_pair_sums(chunk_pair_sums(v[0], v[1]), chunk_pair_sums(v[2], v[3]));
+    return (F<8>)_mm256_permutevar8x32_ps((__m256)u, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+  } else {
+    static_assert(S == 8, "groups of 2, 4 or 8 lanes");
+    const __m256 u0 = (__m256)chunk_pair_sums(chunk_pair_sums(v[0], v[1]), chunk_pair_sums(v[2], v[3]));
+    const __m256 u1 = (__m256)chunk_pair_sums(chunk_pair_sums(v[4], v[5]), chunk_pair_sums(v[6], v[7]));
+    // chunk q of u0 (u1): half q of v[0..3] (v[4..7]); adding the halves leaves lane j = v[j]'s sum, in order
+    return (F<8>)_mm256_permute2f128_ps(u0, u1, 0x20) + (F<8>)_mm256_permute2f128_ps(u0, u1, 0x31);
+  }
+}
+#endif
+
 // Reduces S = 2^L vectors of lane products to one: lane j·B/S + k holds the sum of group k (S lanes) of v[j].
 template <int B, int S>
 inline F<B> lane_tree(const F<B>* v) {
 #if defined(__AVX512F__)
   if constexpr (B == 16 && S >= 4) return lane_tree_chunked<S>(v);
+#endif
+#if defined(__AVX2__)
+  if constexpr (B == 8 && S >= 2) return lane_tree_chunked<S>(v);
 #endif
   if constexpr (S == 1) {
     return v[0];
