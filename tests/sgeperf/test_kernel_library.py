@@ -250,7 +250,7 @@ def test_floor_builds_compute_only_their_bound_and_are_never_loaded_as_the_kerne
         np.testing.assert_allclose(got, expected(x, identity), atol=1e-6)
 
 
-def test_every_floor_build_makes_its_pass_in_vectors_of_its_own_width(tmp_path):
+def test_every_floor_build_makes_its_pass_in_vectors_of_its_own_width():
     """The AVX2 view's floor_apply ran slower than the op itself: its pass used 16-lane vectors in every build, and
     the AVX2 build split them and compared each lane in a scalar register (vucomiss) for the ReLU. A bound must not
     be slowed by its own code: no floor build may compare scalars."""
