@@ -313,7 +313,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if length > server.body_limit:
             raise self._refuse_unread(f"the body declares {length} bytes; {server.body_limit_why}", 413)
         held = length if length > server.small_body else 0  # small bodies pass whatever large ones hold
-        if held and not self.server.hold(held):
+        if held and not server.hold(held):
             raise self._refuse_unread("the server is reading other large requests; retry in a moment", 503)
         self._held = held
         body = self._read_exactly(length)

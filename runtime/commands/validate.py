@@ -11,6 +11,7 @@ sge-deploy validate artifacts/sge_resnet50 --int8
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from runtime.cli import (
     EXIT_INPUT,
@@ -22,6 +23,9 @@ from runtime.cli import (
     write_json_output,
 )
 from runtime.cli_flags import add_backends, add_batch_sizes, add_json, artifact_directory
+
+if TYPE_CHECKING:  # no export import at run time here: --help works without torch
+    from export.artifacts import Manifest
 
 
 def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
@@ -119,7 +123,7 @@ def graphs_to_check(directory: Path, *, backend: str, int8: bool = False) -> lis
     return [manifest.deploy, *([fused] if fused else [])]
 
 
-def export_failed_cpu_graphs(manifest: "Manifest") -> list[str]:  # noqa: F821
+def export_failed_cpu_graphs(manifest: "Manifest") -> list[str]:
     """The CPU INT8 graphs (U8S8) the export made and left out for failing their gate, as failures: ``validate
     --int8`` otherwise checked only TensorRT's S8S8 graph and said "parity passed" for an artifact whose INT8 runners
     all refuse it."""
