@@ -12,7 +12,9 @@ them, and each session's median at each place in the round), and the median of e
 ORT's profiler, also interleaved, gives each SgeResidual node's time by shape (the profiler's own overhead included:
 compare these between runs of one command, not with wall times). The native build is compiled into the work folder.
 `--isolated ROUNDS` times each session in a process of its own instead, with ORT's threads spinning as deployed
-(runtime/isolated_timing.py); the per-round ratio then pairs the processes' medians.
+(runtime/isolated_timing.py); the per-round ratio then pairs the processes' medians. `--shared-pool` interleaves the
+sessions in one fresh process on ORT's global thread pool, whose threads spin as deployed and are shared, so no
+session's threads compete with another's (runtime/shared_pool_timing.py).
 """
 
 import sys
@@ -63,6 +65,12 @@ def build_parser() -> argparse.ArgumentParser:
         "process per session (rotated order), --rounds runs each; the per-round ratio pairs the processes' medians",
     )
     p.add_argument(
+        "--shared-pool",
+        action="store_true",
+        help="interleave the sessions in one fresh process on ORT's global thread pool, its threads spinning as "
+        "deployed (runtime/shared_pool_timing.py): --rounds rotated rounds, each pairing every session's call",
+    )
+    p.add_argument(
         "--fixed-order",
         action="store_true",
         help="every round in the same order, resnet50 first (the reports before rotation); default: round r starts "
@@ -76,6 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
 def timing_mode(args: argparse.Namespace) -> str:
     if args.isolated:
         return f"isolated: one process per session, {args.isolated} rounds of {args.rounds} runs, ORT allow_spinning 1"
+    if args.shared_pool:
+        return f"interleaved (rotated order) in one process, {args.threads} threads of ORT's global pool, spinning"
     if args.spinning:
         return "blocks of 4, ORT allow_spinning 1"
     return f"interleaved ({'fixed order' if args.fixed_order else 'rotated order'}), ORT allow_spinning 0"
@@ -195,9 +205,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.spinning and args.fixed_order:
         print("error: --fixed-order orders interleaved rounds; --spinning times in blocks: choose one", file=sys.stderr)
         return EXIT_INPUT
-    if args.isolated is not None and (args.isolated < 1 or args.spinning or args.fixed_order):
+    if args.isolated is not None and (args.isolated < 1 or args.spinning or args.fixed_order or args.shared_pool):
         print(
-            "error: --isolated needs ROUNDS ≥ 1 and times on its own (not with --spinning or --fixed-order)",
+            "error: --isolated needs ROUNDS ≥ 1 and times on its own (not with --spinning, --fixed-order or "
+            "--shared-pool)",
+            file=sys.stderr,
+        )
+        return EXIT_INPUT
+    if args.shared_pool and (args.spinning or args.fixed_order):
+        print(
+            "error: --shared-pool times rotated interleaved rounds: not with --spinning or --fixed-order",
             file=sys.stderr,
         )
         return EXIT_INPUT
@@ -209,6 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     from export.ort_sge.session import cpu_session, plan_session
     from runtime.isolated_timing import time_isolated, timed_input
     from runtime.sge_cost import machine_description, time_blocked, time_interleaved
+    from runtime.shared_pool_timing import time_shared_pool
 
     try:
         installed = kernel_library()
@@ -231,6 +249,8 @@ def main(argv: list[str] | None = None) -> int:
         spin = args.spinning
         if args.isolated:
             timings = time_isolated(plans, rounds=args.isolated, runs=args.rounds, threads=args.threads)
+        elif args.shared_pool:
+            timings = time_shared_pool(plans, rounds=args.rounds, threads=args.threads)
         else:
             sessions = {name: cpu_session(plan, threads=args.threads, spinning=spin) for name, plan in plans.items()}
             runners = {name: (lambda s=s: s.run(None, {s.get_inputs()[0].name: x})) for name, s in sessions.items()}

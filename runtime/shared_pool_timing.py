@@ -1,0 +1,82 @@
+"""Time ONNX Runtime CPU sessions interleaved in one process, all on ORT's global intra-op thread pool, spinning.
+
+Two in-process modes each distort a comparison in their own way: per-session pools that spin steal the CPU from the
+next session, and pools that sleep (allow_spinning "0", runtime/sge_cost.py) wake late at every short node, which
+ORT as deployed never does. ORT's own answer for several sessions in one process is one global pool that they share
+(``onnxruntime.set_global_thread_pool_sizes`` before the first session, ``use_per_session_threads = False``): its
+threads spin as deployed and no session's threads compete with another's. Here a fresh process sets that pool up,
+opens every planned session on it and runs rotated interleaved rounds (round r starts with session r mod k), so each
+round pairs the sessions within milliseconds of each other on the same threads.
+
+The global pool's spinning is ORT's default (the per-session ``allow_spinning`` entry does not apply to it, and the
+Python API cannot change it); the CPU time beside the wall time shows it: about ``threads`` × wall when threads spin.
+
+    echo '[{"model": "A.onnx", "library": null, "optimize": true}, ...]' | \
+        python -m runtime.shared_pool_timing --rounds 400 --threads 2
+"""
+
+import argparse
+import json
+import subprocess
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+from runtime.isolated_timing import timed_input
+from runtime.sge_cost import Timing, time_interleaved
+
+
+def time_in_shared_pool(sessions: list[dict], *, rounds: int, threads: int) -> list[dict]:
+    """Interleaved rounds of every session (``model``, ``library``, ``optimize``) in this process, on one global pool
+    of ``threads`` threads; one dict of wall and CPU milliseconds and places per session, in order. Must run before
+    any other ORT session of the process (the global pool is set when ORT's environment is created)."""
+    import onnxruntime as ort
+
+    from export.ort_sge.session import session_options
+
+    ort.set_global_thread_pool_sizes(threads, 1)
+    x = timed_input()
+    runners = {}
+    for k, spec in enumerate(sessions):
+        options = session_options(optimize=spec["optimize"])
+        options.use_per_session_threads = False  # the global pool: its size is the process's, set above
+        if spec["library"]:
+            options.register_custom_ops_library(spec["library"])
+        session = ort.InferenceSession(spec["model"], options, providers=["CPUExecutionProvider"])
+        feed = {session.get_inputs()[0].name: x}
+        runners[str(k)] = lambda s=session, f=feed: s.run(None, f)
+    timed = time_interleaved(runners, rounds=rounds, warmup=10, rotate=True)
+    return [{"wall_ms": t.wall_ms, "cpu_ms": t.cpu_ms, "places": t.places} for t in timed.values()]
+
+
+def time_shared_pool(plans: Mapping[str, object], *, rounds: int, threads: int) -> dict[str, Timing]:
+    """Every plan (export/ort_sge/session.py's SessionPlan) timed interleaved in one fresh process on ORT's global
+    spinning pool of ``threads`` threads, ``rounds`` rotated rounds; a Timing per plan, each call paired by round."""
+    if rounds < 1 or threads < 1:
+        raise ValueError(f"rounds and threads must be ≥ 1; got rounds={rounds}, threads={threads}")
+    command = [sys.executable, "-m", "runtime.shared_pool_timing", "--rounds", str(rounds), "--threads", str(threads)]
+    specs = [
+        {"model": str(p.model), "library": str(p.library) if p.library is not None else None, "optimize": p.optimize}
+        for p in plans.values()
+    ]
+    root = Path(__file__).resolve().parents[1]
+    result = subprocess.run(command, input=json.dumps(specs), capture_output=True, text=True, check=False, cwd=root)
+    if result.returncode != 0:
+        last = (result.stderr.strip().splitlines() or [f"exit {result.returncode}"])[-1]
+        raise RuntimeError(f"timing {', '.join(plans)} on a shared thread pool failed: {last}")
+    timed = json.loads(result.stdout)
+    return {name: Timing(name, t["wall_ms"], t["cpu_ms"], t["places"]) for name, t in zip(plans, timed, strict=True)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=400)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args(argv)
+    specs = json.load(sys.stdin)
+    print(json.dumps(time_in_shared_pool(specs, rounds=args.rounds, threads=args.threads)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

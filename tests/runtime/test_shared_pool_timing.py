@@ -1,0 +1,40 @@
+"""Timing sessions interleaved on ORT's global thread pool (runtime/shared_pool_timing.py, kernel_speed
+--shared-pool): every round times every session once in rotated order, in one fresh process whose sessions share
+the pool, and a child that fails says why in one line."""
+
+import pytest
+
+from export.ort_sge.session import SessionPlan
+from runtime.cli import EXIT_INPUT
+from runtime.shared_pool_timing import time_shared_pool
+from tests.runtime.test_isolated_timing import _pooling_model
+from tests.runtime.test_scripts import load_script
+
+
+def test_every_round_times_every_session_in_rotated_order_on_the_shared_pool(tmp_path):
+    # ORT refuses a session with threads of its own once the global pool is set, so a child that returns at all ran
+    # both sessions on the shared pool
+    plans = {
+        "average": _pooling_model(tmp_path / "avg.onnx", "GlobalAveragePool"),
+        "maximum": _pooling_model(tmp_path / "max.onnx", "GlobalMaxPool"),
+    }
+    timings = time_shared_pool(plans, rounds=5, threads=2)
+    assert list(timings) == ["average", "maximum"]
+    assert timings["average"].places == [0, 1, 0, 1, 0] and timings["maximum"].places == [1, 0, 1, 0, 1]
+    for timing in timings.values():
+        assert len(timing.wall_ms) == 5 and len(timing.cpu_ms) == 5
+        assert all(ms > 0 for ms in timing.wall_ms) and not timing.process_medians
+
+
+def test_a_failing_child_says_why_in_one_line(tmp_path):
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(b"not a graph")
+    with pytest.raises(RuntimeError, match=r"timing broken on a shared thread pool failed: .*") as caught:
+        time_shared_pool({"broken": SessionPlan(model=str(broken))}, rounds=1, threads=1)
+    assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize("other", [["--spinning"], ["--fixed-order"], ["--isolated", "4"]])
+def test_kernel_speed_refuses_the_shared_pool_with_another_timing_mode(other, capsys):
+    assert load_script("kernel_speed").main(["--shared-pool", *other]) == EXIT_INPUT
+    assert capsys.readouterr().err.count("\n") == 1
