@@ -30,7 +30,7 @@ import statistics  # noqa: E402
 import tempfile  # noqa: E402
 from dataclasses import replace  # noqa: E402
 
-from runtime.cli import EXIT_INPUT, command_words, is_stdout, make_parser, write_json_output  # noqa: E402
+from runtime.cli import EXIT_INPUT, EXIT_INTERNAL, command_words, is_stdout, make_parser, write_json_output  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -247,10 +247,15 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_INPUT
         x = timed_input()
         spin = args.spinning
-        if args.isolated:
-            timings = time_isolated(plans, rounds=args.isolated, runs=args.rounds, threads=args.threads)
-        elif args.shared_pool:
-            timings = time_shared_pool(plans, rounds=args.rounds, threads=args.threads)
+        if args.isolated or args.shared_pool:
+            try:  # a child process that fails says why in one line
+                if args.isolated:
+                    timings = time_isolated(plans, rounds=args.isolated, runs=args.rounds, threads=args.threads)
+                else:
+                    timings = time_shared_pool(plans, rounds=args.rounds, threads=args.threads)
+            except RuntimeError as err:
+                print(f"error: {err}", file=sys.stderr)
+                return EXIT_INTERNAL
         else:
             sessions = {name: cpu_session(plan, threads=args.threads, spinning=spin) for name, plan in plans.items()}
             runners = {name: (lambda s=s: s.run(None, {s.get_inputs()[0].name: x})) for name, s in sessions.items()}
