@@ -61,7 +61,8 @@ class CalibrationOptions:
 
     def to_dict(self) -> dict[str, object]:
         return {
-            "images": [str(p) for p in self.images] or "bundled photographs, augmented",
+            # absolute: the manifest's re-export command (export/reexport.py) then works from any folder
+            "images": [str(p.absolute()) for p in self.images] or "bundled photographs, augmented",
             "method": self.method,
             "count": self.count,
             "seed": self.seed,

@@ -1,6 +1,7 @@
 """Calibration inputs are real photographs (bundled and augmented, or the user's), and bad ones are refused."""
 
 import logging
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -91,6 +92,19 @@ def test_user_directory_is_used_as_given_and_few_images_warn(tmp_path, caplog):
         x = batch(CalibrationOptions(images=(folder,), count=32))
     assert x.shape[0] == 3  # the three PNGs; the text file is not an image
     assert "only 3 calibration images" in caplog.text and str(MIN_DISTINCT_IMAGES) in caplog.text
+
+
+def test_the_record_names_calibration_images_by_absolute_path(tmp_path, monkeypatch):
+    # given relative to the export's folder, they would name other files (or none) in the re-export command that
+    # validate and the saturation note print, run from anywhere else
+    from export.reexport import calibration_words
+
+    monkeypatch.chdir(tmp_path)
+    write_photos(tmp_path / "calib", 1)
+    record = CalibrationOptions(images=(Path("calib"), Path("calib/img00.png"))).to_dict()
+    assert record["images"] == [str(tmp_path / "calib"), str(tmp_path / "calib" / "img00.png")]
+    assert calibration_words({"calibration": record})[:3] == ["--calib-images", *record["images"]]
+    assert CalibrationOptions().to_dict()["images"] == "bundled photographs, augmented"
 
 
 def test_calib_count_caps_user_images(tmp_path):
