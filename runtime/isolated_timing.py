@@ -75,11 +75,17 @@ def _child(plan, *, runs: int, threads: int) -> dict[str, list]:
         command += ["--library", str(plan.library)]
     if not plan.optimize:
         command.append("--no-optimize")
+    return run_timing_child(command, what=f"timing {plan.model} in its own process")
+
+
+def run_timing_child(command: list[str], *, what: str, stdin: str | None = None) -> object:
+    """The JSON a timing child process prints (run from the repository root); RuntimeError with its last stderr line
+    (``what`` failed: …) if it fails."""
     root = Path(__file__).resolve().parents[1]
-    result = subprocess.run(command, capture_output=True, text=True, check=False, cwd=root)
+    result = subprocess.run(command, input=stdin, capture_output=True, text=True, check=False, cwd=root)
     if result.returncode != 0:
         last = (result.stderr.strip().splitlines() or [f"exit {result.returncode}"])[-1]
-        raise RuntimeError(f"timing {plan.model} in its own process failed: {last}")
+        raise RuntimeError(f"{what} failed: {last}")
     return json.loads(result.stdout)
 
 

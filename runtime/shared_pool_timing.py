@@ -17,12 +17,11 @@ Python API cannot change it); the CPU time beside the wall time shows it: about 
 
 import argparse
 import json
-import subprocess
 import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-from runtime.isolated_timing import timed_input
+from runtime.isolated_timing import run_timing_child, timed_input
 from runtime.sge_cost import Timing, time_interleaved
 
 
@@ -32,17 +31,14 @@ def time_in_shared_pool(sessions: list[dict], *, rounds: int, threads: int) -> l
     any other ORT session of the process (the global pool is set when ORT's environment is created)."""
     import onnxruntime as ort
 
-    from export.ort_sge.session import session_options
+    from export.ort_sge.session import SessionPlan, cpu_session
 
     ort.set_global_thread_pool_sizes(threads, 1)
     x = timed_input()
     runners = {}
     for k, spec in enumerate(sessions):
-        options = session_options(optimize=spec["optimize"])
-        options.use_per_session_threads = False  # the global pool: its size is the process's, set above
-        if spec["library"]:
-            options.register_custom_ops_library(spec["library"])
-        session = ort.InferenceSession(spec["model"], options, providers=["CPUExecutionProvider"])
+        library = Path(spec["library"]) if spec["library"] else None
+        session = cpu_session(SessionPlan(model=spec["model"], library=library, optimize=spec["optimize"]), shared=True)
         feed = {session.get_inputs()[0].name: x}
         runners[str(k)] = lambda s=session, f=feed: s.run(None, f)
     timed = time_interleaved(runners, rounds=rounds, warmup=10, rotate=True)
@@ -59,12 +55,8 @@ def time_shared_pool(plans: Mapping[str, object], *, rounds: int, threads: int) 
         {"model": str(p.model), "library": str(p.library) if p.library is not None else None, "optimize": p.optimize}
         for p in plans.values()
     ]
-    root = Path(__file__).resolve().parents[1]
-    result = subprocess.run(command, input=json.dumps(specs), capture_output=True, text=True, check=False, cwd=root)
-    if result.returncode != 0:
-        last = (result.stderr.strip().splitlines() or [f"exit {result.returncode}"])[-1]
-        raise RuntimeError(f"timing {', '.join(plans)} on a shared thread pool failed: {last}")
-    timed = json.loads(result.stdout)
+    what = f"timing {', '.join(plans)} on a shared thread pool"
+    timed = run_timing_child(command, what=what, stdin=json.dumps(specs))
     return {name: Timing(name, t["wall_ms"], t["cpu_ms"], t["places"]) for name, t in zip(plans, timed, strict=True)}
 
 

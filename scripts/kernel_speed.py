@@ -202,21 +202,19 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads < 1 or args.rounds < 3:
         print("error: --threads must be ≥ 1 and --rounds ≥ 3", file=sys.stderr)
         return EXIT_INPUT
-    if args.spinning and args.fixed_order:
-        print("error: --fixed-order orders interleaved rounds; --spinning times in blocks: choose one", file=sys.stderr)
+    if args.isolated is not None and args.isolated < 1:
+        print(f"error: --isolated needs ROUNDS ≥ 1; got {args.isolated}", file=sys.stderr)
         return EXIT_INPUT
-    if args.isolated is not None and (args.isolated < 1 or args.spinning or args.fixed_order or args.shared_pool):
-        print(
-            "error: --isolated needs ROUNDS ≥ 1 and times on its own (not with --spinning, --fixed-order or "
-            "--shared-pool)",
-            file=sys.stderr,
-        )
-        return EXIT_INPUT
-    if args.shared_pool and (args.spinning or args.fixed_order):
-        print(
-            "error: --shared-pool times rotated interleaved rounds: not with --spinning or --fixed-order",
-            file=sys.stderr,
-        )
+    # the timing modes; --fixed-order is the default interleaved mode in its older order
+    modes = {
+        "--isolated": args.isolated is not None,
+        "--shared-pool": args.shared_pool,
+        "--spinning": args.spinning,
+        "--fixed-order": args.fixed_order,
+    }
+    chosen = [flag for flag, on in modes.items() if on]
+    if len(chosen) > 1:
+        print(f"error: {' and '.join(chosen)} time in different ways: choose one", file=sys.stderr)
         return EXIT_INPUT
     logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
 
@@ -249,10 +247,11 @@ def main(argv: list[str] | None = None) -> int:
         spin = args.spinning
         if args.isolated or args.shared_pool:
             try:  # a child process that fails says why in one line
-                if args.isolated:
-                    timings = time_isolated(plans, rounds=args.isolated, runs=args.rounds, threads=args.threads)
-                else:
-                    timings = time_shared_pool(plans, rounds=args.rounds, threads=args.threads)
+                timings = (
+                    time_isolated(plans, rounds=args.isolated, runs=args.rounds, threads=args.threads)
+                    if args.isolated
+                    else time_shared_pool(plans, rounds=args.rounds, threads=args.threads)
+                )
             except RuntimeError as err:
                 print(f"error: {err}", file=sys.stderr)
                 return EXIT_INTERNAL

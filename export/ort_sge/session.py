@@ -137,14 +137,24 @@ def plan_session(path: str | Path, *, fused: bool | None = None) -> SessionPlan:
 
 
 def session_options(
-    *, threads: int | None = None, spinning: bool = True, optimize: bool = True, profile_prefix: str | None = None
+    *,
+    threads: int | None = None,
+    spinning: bool = True,
+    optimize: bool = True,
+    profile_prefix: str | None = None,
+    shared: bool = False,
 ) -> "onnxruntime.SessionOptions":  # noqa: F821
     """The project's ONNX Runtime session options (every provider): sequential execution, ``threads`` intra-op
     threads, ``spinning=False`` lets idle intra-op threads sleep, ``optimize=False`` for an already optimised graph,
-    ``profile_prefix`` turns on ORT's profiler (``<prefix>_<date>.json``)."""
+    ``profile_prefix`` turns on ORT's profiler (``<prefix>_<date>.json``). ``shared``: the session runs on the
+    process's global thread pool (``onnxruntime.set_global_thread_pool_sizes`` before the first session; its size
+    and spinning are the pool's, so ``threads`` and ``spinning`` must stay at their defaults)."""
     import onnxruntime as ort
 
+    if shared and (threads is not None or not spinning):
+        raise ValueError("a session on the global thread pool takes its threads and spinning from the pool")
     options = ort.SessionOptions()
+    options.use_per_session_threads = not shared
     options.graph_optimization_level = (
         ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize else ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     )
@@ -152,7 +162,8 @@ def session_options(
     if threads is not None:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
-    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
+    if not shared:  # the global pool's spinning is its own
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
     if profile_prefix is not None:
         options.enable_profiling = True
         options.profile_file_prefix = profile_prefix
@@ -160,12 +171,19 @@ def session_options(
 
 
 def cpu_session(
-    plan: SessionPlan, *, threads: int | None = None, spinning: bool = True, profile_prefix: str | None = None
+    plan: SessionPlan,
+    *,
+    threads: int | None = None,
+    spinning: bool = True,
+    profile_prefix: str | None = None,
+    shared: bool = False,
 ) -> "onnxruntime.InferenceSession":  # noqa: F821
     """An ONNX Runtime CPU session for ``plan`` (options as ``session_options``)."""
     import onnxruntime as ort
 
-    options = session_options(threads=threads, spinning=spinning, optimize=plan.optimize, profile_prefix=profile_prefix)
+    options = session_options(
+        threads=threads, spinning=spinning, optimize=plan.optimize, profile_prefix=profile_prefix, shared=shared
+    )
     if plan.library is not None:
         options.register_custom_ops_library(str(plan.library))
     return ort.InferenceSession(plan.model, options, providers=["CPUExecutionProvider"])

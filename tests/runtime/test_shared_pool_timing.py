@@ -34,7 +34,27 @@ def test_a_failing_child_says_why_in_one_line(tmp_path):
     assert "\n" not in str(caught.value)
 
 
-@pytest.mark.parametrize("other", [["--spinning"], ["--fixed-order"], ["--isolated", "4"]])
-def test_kernel_speed_refuses_the_shared_pool_with_another_timing_mode(other, capsys):
-    assert load_script("kernel_speed").main(["--shared-pool", *other]) == EXIT_INPUT
+def test_a_session_on_the_shared_pool_takes_no_threads_or_spinning_of_its_own():
+    from export.ort_sge.session import session_options
+
+    assert not session_options(shared=True).use_per_session_threads
+    assert session_options().use_per_session_threads
+    for own in ({"threads": 2}, {"spinning": False}):
+        with pytest.raises(ValueError, match="global thread pool"):
+            session_options(shared=True, **own)
+
+
+@pytest.mark.parametrize(
+    "words",
+    [
+        ["--shared-pool", "--spinning"],
+        ["--shared-pool", "--fixed-order"],
+        ["--shared-pool", "--isolated", "4"],
+        ["--isolated", "4", "--spinning"],
+        ["--spinning", "--fixed-order"],
+        ["--isolated", "0"],
+    ],
+)
+def test_kernel_speed_refuses_two_timing_modes_at_once(words, capsys):
+    assert load_script("kernel_speed").main(words) == EXIT_INPUT
     assert capsys.readouterr().err.count("\n") == 1
