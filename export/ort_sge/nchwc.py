@@ -125,7 +125,7 @@ def fits_block(channels: int | None, groups: int, block: int) -> bool:
 
 def _reorder_output(blocked: str, plain: str, channels: int | None) -> onnx.NodeProto:
     return helper.make_node(
-        "ReorderOutput", [blocked], [plain], domain=NCHWC_DOMAIN, channels=channels, channels_last=0
+        "ReorderOutput", [blocked], [plain], name=plain, domain=NCHWC_DOMAIN, channels=channels, channels_last=0
     )
 
 
@@ -192,7 +192,7 @@ def drop_reorders(model: onnx.ModelProto, *, block: int) -> int:
         pools = [c for c in plain_readers if _is(c, "", "GlobalAveragePool")]
         for pool in pools:  # pool in the blocked layout, then reorder the [N, C, 1, 1] result (as ORT does in ResNet)
             pooled = f"{pool.output[0]}_nchwc"
-            added.append(helper.make_node("GlobalAveragePool", [blocked], [pooled], domain=NCHWC_DOMAIN))
+            added.append(helper.make_node("GlobalAveragePool", [blocked], [pooled], name=pooled, domain=NCHWC_DOMAIN))
             added.append(_reorder_output(pooled, pool.output[0], channels[blocked]))
         plain_readers = [c for c in plain_readers if not _is(c, "", "GlobalAveragePool")]
         removed.update(map(id, pools))

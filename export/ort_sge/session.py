@@ -2,9 +2,9 @@
 
 A plain graph opens as usual (all graph optimisations). A graph with ``ai.sgedeploy::SgeResidual`` nodes needs the
 custom-op library built at install (``export/ort_sge/kernels``), and is opened in two steps: ORT optimises it
-once (NCHWc convolutions), ``drop_reorders`` wires the fused nodes to the blocked tensors, and the session runs
-that graph with no further optimisation. Export's parity check and the runtime's ONNX Runtime runner both open
-sessions here, so what is verified is what runs.
+once (NCHWc convolutions), ``drop_reorders`` wires the fused nodes to the blocked tensors, ``schedule_x_last``
+fixes the node order, and the session runs that graph as listed, with no further optimisation. Export's parity check
+and the runtime's ONNX Runtime runner both open sessions here, so what is verified is what runs.
 """
 
 import logging
@@ -19,6 +19,7 @@ import onnx
 
 from export.ort_sge.kernels import kernel_build, kernel_library
 from export.ort_sge.nchwc import FUSED_DOMAIN, drop_reorders, nchwc_block_size, optimized_graph
+from export.ort_sge.schedule import schedule_x_last
 
 logger = logging.getLogger(__name__)
 
@@ -116,6 +117,7 @@ def plan_session(path: str | Path, *, fused: bool | None = None) -> SessionPlan:
         optimized = optimized_graph(str(path), threads=1, custom_ops=str(library), weights_dir=scratch.name)
         blocks = sum(node.domain == FUSED_DOMAIN for node in optimized.graph.node)
         blocked = drop_reorders(optimized, block=block)
+        schedule_x_last(optimized.graph)
         planned = Path(scratch.name) / PLANNED_NAME
         onnx.save(optimized, str(planned))  # beside optimized.onnx.data, which its initializers name
     except BaseException as err:
@@ -145,7 +147,8 @@ def session_options(
     shared: bool = False,
 ) -> "onnxruntime.SessionOptions":  # noqa: F821
     """The project's ONNX Runtime session options (every provider): sequential execution, ``threads`` intra-op
-    threads, ``spinning=False`` lets idle intra-op threads sleep, ``optimize=False`` for an already optimised graph,
+    threads, ``spinning=False`` lets idle intra-op threads sleep, ``optimize=False`` for an already optimised graph
+    (run in its listed node order: export/ort_sge/schedule.py),
     ``profile_prefix`` turns on ORT's profiler (``<prefix>_<date>.json``). ``shared``: the session runs on the
     process's global thread pool (``onnxruntime.set_global_thread_pool_sizes`` before the first session; its size
     and spinning are the pool's, so ``threads`` and ``spinning`` must stay at their defaults)."""
@@ -158,6 +161,8 @@ def session_options(
     options.graph_optimization_level = (
         ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize else ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     )
+    if not optimize:  # Kahn's order with ties broken by node index: a topologically sorted graph runs as listed
+        options.execution_order = ort.ExecutionOrder.PRIORITY_BASED
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     if threads is not None:
         options.intra_op_num_threads = threads

@@ -1,6 +1,8 @@
 """The fused-SGE graph: export, NCHWc rewiring, the runner's choice of graph, and what happens without a compiler."""
 
 import collections
+import itertools
+import json
 import logging
 from pathlib import Path
 
@@ -104,6 +106,39 @@ def test_every_block_reads_the_blocked_layout(sge18, tmp_path):
     assert reorder.input[0] == pool.output[0]
     fused_nodes = [n for n in optimized.graph.node if n.op_type == OP_TYPE]
     assert all(a.i == nchwc_block_size() for n in fused_nodes for a in n.attribute if a.name == "block")
+
+
+@pytest.mark.skipif(nchwc_block_size() == 0, reason="ONNX Runtime uses no NCHWc layout on this CPU")
+def test_the_session_runs_each_block_right_after_its_x_in_every_plan(sge18, tmp_path):
+    """ORT's optimised graph lists a downsampling block's two branches in a different order from plan to plan; the
+    plan fixes it (export/ort_sge/schedule.py) and the session runs it as listed, so no block's x is pushed out of
+    cache by its downsample."""
+    fused, _ = fuse_sge_residual(sge18)
+    path = export_onnx(fused, tmp_path / "fused.onnx", spec=ExportSpec(input_size=SMALL))
+    orders = set()
+    for attempt in range(3):
+        plan = plan_session(path)
+        nodes = list(onnx.load(plan.model, load_external_data=False).graph.node)
+        session = cpu_session(plan, threads=2, profile_prefix=str(tmp_path / f"profile{attempt}"))
+        session.run(None, {"input": photo_batch(SMALL)[:1]})
+        events = json.loads(Path(session.end_profiling()).read_text())
+        plan.close()
+        ran = [e["name"].removesuffix("_kernel_time") for e in events if e["name"].endswith("_kernel_time")]
+        assert ran == [n.name for n in nodes]  # as listed (ORT's default order runs independent branches reversed)
+        orders.add(tuple(ran))
+        for before, node in itertools.pairwise(nodes):
+            if node.op_type == OP_TYPE:
+                assert before.output[0] == node.input[0], f"{before.name} ran between {node.name} and its x"
+    assert len(orders) == 1
+    downsampling = [n for n in nodes if n.op_type == OP_TYPE and "downsample" in " ".join(nodes_before(nodes, n))]
+    assert len(downsampling) == 3  # sge_resnet18's layer2-4 first blocks: the case the order is for
+
+
+def nodes_before(nodes: list[onnx.NodeProto], fused_node: onnx.NodeProto) -> list[str]:
+    """Names of the nodes listed after the previous fused block and up to ``fused_node`` (its block's nodes)."""
+    end = nodes.index(fused_node)
+    start = max((k for k in range(end) if nodes[k].op_type == OP_TYPE), default=-1) + 1
+    return [n.name for n in nodes[start:end]]
 
 
 def fused_nodes_last_output(model: onnx.ModelProto) -> str:
