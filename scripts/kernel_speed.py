@@ -4,6 +4,7 @@
     python scripts/kernel_speed.py --json scripts/reports/kernel_speed.json
     python scripts/kernel_speed.py --no-native --workdir /tmp/kspeed      # keep (and reuse) the exported graphs
     python scripts/kernel_speed.py --floors --json floors.json           # and the bounds of any unfused tail
+    python scripts/kernel_speed.py --orders --no-native                  # what the planned node order saves
 
 Batch 1, 224×224, 2 threads, ORT allow_spinning "0"; every round runs each session once, so load from other
 processes hits them alike, and round r starts with session r mod k, so no session always runs at the same place in
@@ -45,6 +46,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="also time diagnostic builds that compute no SGE: the tail's one unavoidable pass "
         "(relu(x/2 + identity)), no work at all, and that pass reading x only or the identity only; bounds for the "
         "fused/resnet50 ratio",
+    )
+    p.add_argument(
+        "--orders",
+        action="store_true",
+        help="also time the fused graph in the worst node order (each downsampling block's identity branch between "
+        "its last convolution and SgeResidual), against the planned order that runs SgeResidual right after its x",
     )
     p.add_argument(
         "--stages",
@@ -153,15 +160,30 @@ def ratio(a, b, *, paired: bool) -> dict[str, float]:
     return out
 
 
+def identity_last_plan(fused):
+    """The fused graph's plan rescheduled in the worst order (export/ort_sge/schedule.py), in the plan's scratch
+    folder beside the weights its initializers name."""
+    import onnx
+
+    from export.ort_sge.schedule import schedule_blocks
+
+    model = onnx.load(fused.model, load_external_data=False)
+    schedule_blocks(model.graph, identity_last=True)
+    path = Path(fused.model).with_name("identity_last.onnx")
+    onnx.save(model, str(path))
+    return replace(fused, model=str(path), scratch=None)
+
+
 def diagnostic_builds(args: argparse.Namespace, fused, tmp: Path) -> dict:
-    """The fused graph's plan with each extra library asked for: the -march=native build and the floors."""
+    """The fused graph's plan with each extra library asked for (the -march=native build and the floors), and in the
+    worst node order."""
     from export.ort_sge.kernels import kernel_build
     from export.ort_sge.kernels.build import FLOORS, build_library
 
     def with_library(library: Path):
         return replace(fused, library=library, kernel_build=kernel_build(library))
 
-    plans = {}
+    plans = {"sge_fused_identity_last": identity_last_plan(fused)} if args.orders else {}
     if not args.no_native:
         plans["sge_fused_native"] = with_library(build_library(tmp / "native", native=True))
     if args.floors:
@@ -237,6 +259,11 @@ def main(argv: list[str] | None = None) -> int:
         workdir.mkdir(parents=True, exist_ok=True)
         paths = export_graphs(workdir)
         plans = {"resnet50": plan_session(paths["resnet50"]), "sge_fused": plan_session(paths["sge_fused"])}
+        if args.orders and plans["sge_fused"].optimize:  # ORT would reorder an unplanned graph itself
+            print(
+                "error: --orders reorders the planned NCHWc graph, and ONNX Runtime runs no NCHWc here", file=sys.stderr
+            )
+            return EXIT_INPUT
         try:  # every build before any timing: a missing compiler fails in one line, not after minutes
             plans.update(diagnostic_builds(args, plans["sge_fused"], Path(tmp)))
             bench = stage_bench_for_this_cpu(Path(tmp), plans["sge_fused"]) if args.stages else None
@@ -279,6 +306,8 @@ def main(argv: list[str] | None = None) -> int:
         pairs[f"{name}/resnet50"] = (name, "resnet50")
     if "floor_apply" in timings:
         pairs["sge_fused/floor_apply"] = ("sge_fused", "floor_apply")
+    if "sge_fused_identity_last" in timings:
+        pairs["identity_last/planned"] = ("sge_fused_identity_last", "sge_fused")
     ratios = {label: ratio(timings[a], timings[b], paired=not spin) for label, (a, b) in pairs.items()}
     report = {
         "command": command,

@@ -2,7 +2,7 @@
 
 A plain graph opens as usual (all graph optimisations). A graph with ``ai.sgedeploy::SgeResidual`` nodes needs the
 custom-op library built at install (``export/ort_sge/kernels``), and is opened in two steps: ORT optimises it
-once (NCHWc convolutions), ``drop_reorders`` wires the fused nodes to the blocked tensors, ``schedule_x_last``
+once (NCHWc convolutions), ``drop_reorders`` wires the fused nodes to the blocked tensors, ``schedule_blocks``
 fixes the node order, and the session runs that graph as listed, with no further optimisation. Export's parity check
 and the runtime's ONNX Runtime runner both open sessions here, so what is verified is what runs.
 """
@@ -19,7 +19,7 @@ import onnx
 
 from export.ort_sge.kernels import kernel_build, kernel_library
 from export.ort_sge.nchwc import FUSED_DOMAIN, drop_reorders, nchwc_block_size, optimized_graph
-from export.ort_sge.schedule import schedule_x_last
+from export.ort_sge.schedule import schedule_blocks
 
 logger = logging.getLogger(__name__)
 
@@ -117,7 +117,7 @@ def plan_session(path: str | Path, *, fused: bool | None = None) -> SessionPlan:
         optimized = optimized_graph(str(path), threads=1, custom_ops=str(library), weights_dir=scratch.name)
         blocks = sum(node.domain == FUSED_DOMAIN for node in optimized.graph.node)
         blocked = drop_reorders(optimized, block=block)
-        schedule_x_last(optimized.graph)
+        schedule_blocks(optimized.graph)
         planned = Path(scratch.name) / PLANNED_NAME
         onnx.save(optimized, str(planned))  # beside optimized.onnx.data, which its initializers name
     except BaseException as err:

@@ -58,3 +58,17 @@ def test_a_session_on_the_shared_pool_takes_no_threads_or_spinning_of_its_own():
 def test_kernel_speed_refuses_two_timing_modes_at_once(words, capsys):
     assert load_script("kernel_speed").main(words) == EXIT_INPUT
     assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_kernel_speed_refuses_orders_where_the_fused_graph_is_not_planned(tmp_path, monkeypatch, capsys):
+    """Without ORT's NCHWc layout the fused graph is opened unplanned and ORT orders it itself: --orders would time
+    the same order twice."""
+    import export.ort_sge.session as ort_session
+
+    kernel_speed = load_script("kernel_speed")
+    paths = {"resnet50": tmp_path / "resnet50.onnx", "sge_fused": tmp_path / "sge_fused.onnx"}
+    monkeypatch.setattr(kernel_speed, "export_graphs", lambda workdir: paths)
+    monkeypatch.setattr(ort_session, "plan_session", lambda path: SessionPlan(model=str(path)))
+    assert kernel_speed.main(["--orders", "--workdir", str(tmp_path)]) == EXIT_INPUT
+    err = capsys.readouterr().err
+    assert "--orders" in err and "NCHWc" in err and err.count("\n") == 1

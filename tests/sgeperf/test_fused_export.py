@@ -23,7 +23,7 @@ from export.spec import ExportSpec
 from models import create_model
 from models.default_weights import calibrate_batchnorm
 from models.transforms import photo_batch
-from tests.export.conftest import SMALL
+from tests.export.conftest import SMALL, load_script
 
 ATOL, RTOL_L2 = 1e-4, 1e-5  # the export's parity gates (ExportSpec defaults)
 
@@ -132,6 +132,22 @@ def test_the_session_runs_each_block_right_after_its_x_in_every_plan(sge18, tmp_
     assert len(orders) == 1
     downsampling = [n for n in nodes if n.op_type == OP_TYPE and "downsample" in " ".join(nodes_before(nodes, n))]
     assert len(downsampling) == 3  # sge_resnet18's layer2-4 first blocks: the case the order is for
+
+
+@pytest.mark.skipif(nchwc_block_size() == 0, reason="ONNX Runtime uses no NCHWc layout on this CPU")
+def test_kernel_speed_orders_puts_each_downsample_right_before_its_block(sge18, tmp_path):
+    """kernel_speed --orders: the same graph and results, each downsampling block's identity computed last."""
+    fused, _ = fuse_sge_residual(sge18)
+    path = export_onnx(fused, tmp_path / "fused.onnx", spec=ExportSpec(input_size=SMALL))
+    plan = plan_session(path)
+    worst = load_script("kernel_speed").identity_last_plan(plan)
+    nodes = list(onnx.load(worst.model, load_external_data=False).graph.node)
+    last_before = [nodes[nodes.index(n) - 1] for n in nodes if n.op_type == OP_TYPE]
+    assert sum("downsample" in n.name for n in last_before) == 3
+    x = photo_batch(SMALL)[:2]
+    want = cpu_session(plan, threads=2).run(None, {"input": x})[0]
+    np.testing.assert_array_equal(cpu_session(worst, threads=2).run(None, {"input": x})[0], want)  # same kernels
+    plan.close()
 
 
 def nodes_before(nodes: list[onnx.NodeProto], fused_node: onnx.NodeProto) -> list[str]:

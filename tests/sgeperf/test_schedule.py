@@ -5,7 +5,7 @@ import pytest
 from onnx import helper
 
 from export.ort_sge.nchwc import FUSED_DOMAIN, FUSED_OP
-from export.ort_sge.schedule import schedule_x_last
+from export.ort_sge.schedule import schedule_blocks
 
 
 def node(op: str, inputs: list[str], output: str, *, fused: bool = False) -> onnx.NodeProto:
@@ -48,8 +48,14 @@ def names(graph: onnx.GraphProto) -> list[str]:
 )
 def test_the_identity_branch_runs_first_and_sge_follows_its_x(listed):
     graph = graph_in_order(listed)
-    schedule_x_last(graph)
+    schedule_blocks(graph)
     assert names(graph) == ["b", "identity", "h1", "h2", "x", "out", "logits"]
+
+
+def test_the_diagnostic_order_puts_the_downsample_between_x_and_sge():
+    graph = graph_in_order(["b", "identity", "h1", "h2", "x", "out", "logits"])
+    schedule_blocks(graph, identity_last=True)
+    assert names(graph) == ["b", "h1", "h2", "x", "identity", "out", "logits"]
 
 
 def test_other_nodes_keep_their_inputs_order_and_nothing_is_lost():
@@ -57,7 +63,7 @@ def test_other_nodes_keep_their_inputs_order_and_nothing_is_lost():
     graph = graph_in_order(["b", "identity", "h1", "h2", "x"], extra=[add, NODES["logits"]])
     unused = node("Relu", ["b"], "unused")  # no output depends on it: kept, after the rest
     graph.node.insert(1, unused)
-    schedule_x_last(graph)
+    schedule_blocks(graph)
     assert names(graph) == ["b", "h1", "h2", "x", "identity", "out", "logits", "unused"]
 
 
@@ -65,4 +71,4 @@ def test_a_cycle_is_refused():
     graph = graph_in_order(["b", "identity", "h1", "h2", "x", "out", "logits"])
     graph.node[2].input[0] = "x"  # h1 reads x, which depends on h1
     with pytest.raises(ValueError, match="cycle"):
-        schedule_x_last(graph)
+        schedule_blocks(graph)
