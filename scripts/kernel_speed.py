@@ -4,7 +4,7 @@
     python scripts/kernel_speed.py --json scripts/reports/kernel_speed.json
     python scripts/kernel_speed.py --no-native --workdir /tmp/kspeed      # keep (and reuse) the exported graphs
     python scripts/kernel_speed.py --floors --json floors.json           # and the bounds of any unfused tail
-    python scripts/kernel_speed.py --orders --no-native                  # what the planned node order saves
+    python scripts/kernel_speed.py --orders --no-native                  # and the worst node order beside the planned
 
 Batch 1, 224×224, 2 threads, ORT allow_spinning "0"; every round runs each session once, so load from other
 processes hits them alike, and round r starts with session r mod k, so no session always runs at the same place in
