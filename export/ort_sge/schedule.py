@@ -23,19 +23,26 @@ def _inputs_in_visit_order(node: onnx.NodeProto, identity_last: bool) -> list[st
     return list(node.input)
 
 
-def schedule_blocks(graph: onnx.GraphProto, *, identity_last: bool = False) -> None:
+def _has_subgraph(graph: onnx.GraphProto) -> bool:
+    graph_kinds = (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
+    return any(a.type in graph_kinds for node in graph.node for a in node.attribute)
+
+
+def schedule_blocks(graph: onnx.GraphProto, *, identity_last: bool = False) -> bool:
     """Reorder ``graph``'s nodes in place into a topological order (depth first from the outputs, each node right
     after the last of its inputs' producers) in which every SgeResidual directly follows the producer of its x
     (``identity_last``: each block's identity branch runs after its x branch, the diagnostic worst case). Nodes no
     output depends on keep their place after the others; the result does not depend on the listed order of
-    independent branches."""
+    independent branches. A graph with control flow (a subgraph may read outer values that no input names) is left
+    as it is. Returns whether the graph was reordered."""
+    if _has_subgraph(graph):
+        return False
     producer = {name: k for k, node in enumerate(graph.node) for name in node.output if name}
     order: list[int] = []
     state = [0] * len(graph.node)  # 0 unvisited, 1 on the stack, 2 placed
 
-    def visit(
-        root: int,
-    ) -> None:  # iterative post-order: deep graphs (ResNet-152: 500 nodes) exceed the recursion limit
+    # iterative post-order: deep graphs (ResNet-152: 500 nodes) would exceed Python's recursion limit
+    def visit(root: int) -> None:
         stack = [(root, iter(_inputs_in_visit_order(graph.node[root], identity_last)))]
         state[root] = 1
         while stack:
@@ -65,3 +72,4 @@ def schedule_blocks(graph: onnx.GraphProto, *, identity_last: bool = False) -> N
         copy.CopyFrom(node)
     del graph.node[:]
     graph.node.extend(copies)
+    return True

@@ -48,7 +48,7 @@ def names(graph: onnx.GraphProto) -> list[str]:
 )
 def test_the_identity_branch_runs_first_and_sge_follows_its_x(listed):
     graph = graph_in_order(listed)
-    schedule_blocks(graph)
+    assert schedule_blocks(graph)
     assert names(graph) == ["b", "identity", "h1", "h2", "x", "out", "logits"]
 
 
@@ -65,6 +65,15 @@ def test_other_nodes_keep_their_inputs_order_and_nothing_is_lost():
     graph.node.insert(1, unused)
     schedule_blocks(graph)
     assert names(graph) == ["b", "h1", "h2", "x", "identity", "out", "logits", "unused"]
+
+
+def test_a_graph_with_control_flow_is_left_as_it_is():
+    listed = ["b", "h1", "h2", "x", "identity", "out", "logits"]
+    graph = graph_in_order(listed)
+    branch = helper.make_graph([node("Relu", ["x"], "y")], "branch", [], [])  # reads x from the outer graph
+    graph.node.insert(4, helper.make_node("If", ["cond"], ["z"], name="z", then_branch=branch, else_branch=branch))
+    assert not schedule_blocks(graph)
+    assert names(graph) == [*listed[:4], "z", *listed[4:]]
 
 
 def test_a_cycle_is_refused():
