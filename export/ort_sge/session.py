@@ -148,10 +148,10 @@ def session_options(
 ) -> "onnxruntime.SessionOptions":  # noqa: F821
     """The project's ONNX Runtime session options (every provider): sequential execution, ``threads`` intra-op
     threads, ``spinning=False`` lets idle intra-op threads sleep, ``optimize=False`` for an already optimised graph
-    (run in its listed node order: export/ort_sge/schedule.py),
-    ``profile_prefix`` turns on ORT's profiler (``<prefix>_<date>.json``). ``shared``: the session runs on the
-    process's global thread pool (``onnxruntime.set_global_thread_pool_sizes`` before the first session; its size
-    and spinning are the pool's, so ``threads`` and ``spinning`` must stay at their defaults)."""
+    (run in its listed node order: export/ort_sge/schedule.py), ``profile_prefix`` turns on ORT's profiler
+    (``<prefix>_<date>.json``). ``shared``: the session runs on the process's global thread pool
+    (``onnxruntime.set_global_thread_pool_sizes`` before the first session; its size and spinning are the pool's, so
+    ``threads`` and ``spinning`` must stay at their defaults)."""
     import onnxruntime as ort
 
     if shared and (threads is not None or not spinning):

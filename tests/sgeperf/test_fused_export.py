@@ -36,6 +36,13 @@ def sge18():
 
 
 @pytest.fixture(scope="module")
+def fused_onnx(sge18, tmp_path_factory) -> Path:
+    """sge_resnet18's fused graph at SMALL (static size), exported once for the tests that only read it."""
+    fused, _ = fuse_sge_residual(sge18)
+    return export_onnx(fused, tmp_path_factory.mktemp("fused_onnx") / "fused.onnx", spec=ExportSpec(input_size=SMALL))
+
+
+@pytest.fixture(scope="module")
 def artifact(sge18, tmp_path_factory):
     out = tmp_path_factory.mktemp("fused") / "sge_resnet18"
     result = export_model(sge18, out, model_name="sge_resnet18", input_size=SMALL, batch_sizes=(1, 3))
@@ -72,26 +79,22 @@ def test_the_export_time_maths_equals_the_block():
         torch.testing.assert_close(got, block(x), atol=1e-5, rtol=1e-5)
 
 
-def test_graph_has_one_node_per_block_and_a_symbolic_batch(sge18, tmp_path):
-    fused, _ = fuse_sge_residual(sge18)
-    path = export_onnx(fused, tmp_path / "fused.onnx", spec=ExportSpec(input_size=SMALL))
-    model = onnx.load(str(path))
+def test_graph_has_one_node_per_block_and_a_symbolic_batch(sge18, fused_onnx):
+    model = onnx.load(str(fused_onnx))
     ops = collections.Counter(n.op_type for n in model.graph.node)
     assert ops[OP_TYPE] == 8 and ops["ReduceMean"] == 0 and ops["Sigmoid"] == 0
     assert isinstance(tensor_dims(model.graph.input[0])[0], str)
-    plan = plan_session(path)
+    plan = plan_session(fused_onnx)
     x = photo_batch(SMALL)[:3]
     with torch.no_grad():
         assert_parity(cpu_session(plan, threads=2).run(None, {"input": x})[0], sge18(torch.from_numpy(x)).numpy())
 
 
 @pytest.mark.skipif(nchwc_block_size() == 0, reason="ONNX Runtime uses no NCHWc layout on this CPU")
-def test_every_block_reads_the_blocked_layout(sge18, tmp_path):
-    fused, _ = fuse_sge_residual(sge18)
-    path = export_onnx(fused, tmp_path / "fused.onnx", spec=ExportSpec(input_size=SMALL))
+def test_every_block_reads_the_blocked_layout(fused_onnx):
     from export.ort_sge.kernels import kernel_library
 
-    optimized = optimized_graph(str(path), threads=1, custom_ops=str(kernel_library()))
+    optimized = optimized_graph(str(fused_onnx), threads=1, custom_ops=str(kernel_library()))
     before = collections.Counter(n.op_type for n in optimized.graph.node if n.domain == NCHWC_DOMAIN)
     blocked = drop_reorders(optimized, block=nchwc_block_size())
     after = collections.Counter(n.op_type for n in optimized.graph.node if n.domain == NCHWC_DOMAIN)
@@ -109,15 +112,13 @@ def test_every_block_reads_the_blocked_layout(sge18, tmp_path):
 
 
 @pytest.mark.skipif(nchwc_block_size() == 0, reason="ONNX Runtime uses no NCHWc layout on this CPU")
-def test_the_session_runs_each_block_right_after_its_x_in_every_plan(sge18, tmp_path):
+def test_the_session_runs_each_block_right_after_its_x_in_every_plan(fused_onnx, tmp_path):
     """ORT's optimised graph lists a downsampling block's two branches in a different order from plan to plan; the
     plan fixes it (export/ort_sge/schedule.py) and the session runs it as listed, so no block's x is pushed out of
     cache by its downsample."""
-    fused, _ = fuse_sge_residual(sge18)
-    path = export_onnx(fused, tmp_path / "fused.onnx", spec=ExportSpec(input_size=SMALL))
     orders = set()
     for attempt in range(3):
-        plan = plan_session(path)
+        plan = plan_session(fused_onnx)
         nodes = list(onnx.load(plan.model, load_external_data=False).graph.node)
         session = cpu_session(plan, threads=2, profile_prefix=str(tmp_path / f"profile{attempt}"))
         session.run(None, {"input": photo_batch(SMALL)[:1]})
@@ -130,31 +131,23 @@ def test_the_session_runs_each_block_right_after_its_x_in_every_plan(sge18, tmp_
             if node.op_type == OP_TYPE:
                 assert before.output[0] == node.input[0], f"{before.name} ran between {node.name} and its x"
     assert len(orders) == 1
-    downsampling = [n for n in nodes if n.op_type == OP_TYPE and "downsample" in " ".join(nodes_before(nodes, n))]
-    assert len(downsampling) == 3  # sge_resnet18's layer2-4 first blocks: the case the order is for
+    producer = {name: n for n in nodes for name in n.output}
+    identities = [producer[n.input[1]].name for n in nodes if n.op_type == OP_TYPE]
+    assert sum("downsample" in name for name in identities) == 3  # layer2-4's first blocks: the case the order is for
 
 
 @pytest.mark.skipif(nchwc_block_size() == 0, reason="ONNX Runtime uses no NCHWc layout on this CPU")
-def test_kernel_speed_orders_puts_each_downsample_right_before_its_block(sge18, tmp_path):
+def test_kernel_speed_orders_puts_each_downsample_right_before_its_block(fused_onnx):
     """kernel_speed --orders: the same graph and results, each downsampling block's identity computed last."""
-    fused, _ = fuse_sge_residual(sge18)
-    path = export_onnx(fused, tmp_path / "fused.onnx", spec=ExportSpec(input_size=SMALL))
-    plan = plan_session(path)
+    plan = plan_session(fused_onnx)
     worst = load_script("kernel_speed").identity_last_plan(plan)
     nodes = list(onnx.load(worst.model, load_external_data=False).graph.node)
-    last_before = [nodes[nodes.index(n) - 1] for n in nodes if n.op_type == OP_TYPE]
-    assert sum("downsample" in n.name for n in last_before) == 3
+    last_before = [before.name for before, node in itertools.pairwise(nodes) if node.op_type == OP_TYPE]
+    assert sum("downsample" in name for name in last_before) == 3
     x = photo_batch(SMALL)[:2]
     want = cpu_session(plan, threads=2).run(None, {"input": x})[0]
     np.testing.assert_array_equal(cpu_session(worst, threads=2).run(None, {"input": x})[0], want)  # same kernels
     plan.close()
-
-
-def nodes_before(nodes: list[onnx.NodeProto], fused_node: onnx.NodeProto) -> list[str]:
-    """Names of the nodes listed after the previous fused block and up to ``fused_node`` (its block's nodes)."""
-    end = nodes.index(fused_node)
-    start = max((k for k in range(end) if nodes[k].op_type == OP_TYPE), default=-1) + 1
-    return [n.name for n in nodes[start:end]]
 
 
 def fused_nodes_last_output(model: onnx.ModelProto) -> str:
