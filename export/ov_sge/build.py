@@ -32,7 +32,9 @@ def openvino_paths() -> tuple[str, Path, Path]:
     try:
         import openvino
     except ImportError as err:
-        raise OvKernelBuildError("the OpenVINO SGE extension needs the openvino package: pip install openvino") from err
+        raise OvKernelBuildError(
+            "the OpenVINO SGE extension needs the openvino package: pip install 'sge-deploy[openvino]'"
+        ) from err
     root = Path(openvino.__file__).parent
     libraries = sorted((root / "libs").glob("libopenvino.so*"))
     if not (root / "include" / "openvino").is_dir() or not libraries:

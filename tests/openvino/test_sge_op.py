@@ -3,6 +3,7 @@ layouts), at odd shapes, in f32 and bf16; the runner's fused graph; every fallba
 
 import logging
 import shutil
+import sys
 
 import numpy as np
 import onnx
@@ -161,6 +162,13 @@ def test_sge_fused_off_runs_the_plain_graph(artifact, sge_extension):
 def test_build_without_a_compiler_raises_a_clear_error(monkeypatch, tmp_path):
     monkeypatch.setattr(shutil, "which", lambda name: None)
     with pytest.raises(ov_build.OvKernelBuildError, match="needs a C\\+\\+ compiler"):
+        ov_build.build_extension(tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_build_without_openvino_names_the_install_profile(monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "openvino", None)  # import openvino raises ImportError
+    with pytest.raises(ov_build.OvKernelBuildError, match=r"pip install 'sge-deploy\[openvino\]'"):
         ov_build.build_extension(tmp_path)
     assert list(tmp_path.iterdir()) == []
 
