@@ -33,6 +33,10 @@ from dataclasses import replace  # noqa: E402
 
 from runtime.cli import EXIT_INPUT, EXIT_INTERNAL, command_words, is_stdout, make_parser, write_json_output  # noqa: E402
 
+# issue 12's target for sge_resnet50 (fused) / resnet50 at batch 1; each paired "/resnet50" ratio counts its rounds
+# within it
+TARGET = 1.02
+
 
 def build_parser() -> argparse.ArgumentParser:
     p = make_parser(__doc__.split("\n\n")[0])
@@ -146,9 +150,10 @@ def node_profile(plans: dict, x, *, threads: int, runs: int, prefix: Path) -> di
     return out
 
 
-def ratio(a, b, *, paired: bool) -> dict[str, float]:
+def ratio(a, b, *, paired: bool, target: float | None = None) -> dict[str, float]:
     """a / b: of the wall and CPU medians; interleaved, also the median of the rounds' own wall ratios (each round
-    runs both sessions back to back, so load that hits a round hits both: a steadier estimate) and its IQR."""
+    runs both sessions back to back, so load that hits a round hits both: a steadier estimate) and its IQR; with
+    ``target``, how many of those rounds are within it."""
     out = {"wall": a.wall_median / b.wall_median, "cpu": a.cpu_median / b.cpu_median}
     if paired:
         per_round = [x / y for x, y in zip(a.paired_wall_ms, b.paired_wall_ms, strict=True)]
@@ -157,6 +162,8 @@ def ratio(a, b, *, paired: bool) -> dict[str, float]:
         else:
             q1, median, q3 = statistics.quantiles(per_round, n=4, method="inclusive")
             out |= {"wall_paired": median, "wall_paired_iqr": q3 - q1}
+        if target is not None:
+            out |= {"rounds_within_target": sum(r <= target for r in per_round), "rounds": len(per_round)}
     return out
 
 
@@ -308,7 +315,10 @@ def main(argv: list[str] | None = None) -> int:
         pairs["sge_fused/floor_apply"] = ("sge_fused", "floor_apply")
     if "sge_fused_identity_last" in timings:
         pairs["identity_last/planned"] = ("sge_fused_identity_last", "sge_fused")
-    ratios = {label: ratio(timings[a], timings[b], paired=not spin) for label, (a, b) in pairs.items()}
+    ratios = {
+        label: ratio(timings[a], timings[b], paired=not spin, target=TARGET if b == "resnet50" else None)
+        for label, (a, b) in pairs.items()
+    }
     report = {
         "command": command,
         "machine": machine_description(args.threads),
@@ -348,6 +358,8 @@ def main(argv: list[str] | None = None) -> int:
         paired = ""
         if "wall_paired" in r:
             paired = f"  per-round wall ratio {r['wall_paired']:.3f} (IQR {r['wall_paired_iqr']:.3f})"
+        if "rounds_within_target" in r:
+            paired += f", {r['rounds_within_target']} of {r['rounds']} rounds ≤ {TARGET}"
         print(f"  {name:28s} wall {r['wall']:.3f}  CPU {r['cpu']:.3f}{paired}", file=out)
     for name, ms in report["sge_residual_ms_per_run"].items():
         print(f"  SgeResidual kernel time, {name}: {ms:.2f} ms per run", file=out)

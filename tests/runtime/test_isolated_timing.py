@@ -55,6 +55,9 @@ def test_isolated_rounds_pair_the_process_medians():
     base = Timing("base", [1.0] * 6, [1.0] * 6, process_medians=[10.0, 10.0, 10.0])
     paired = ratio(fused, base, paired=True)
     assert paired["wall_paired"] == pytest.approx(1.2)  # the median of 1.1, 1.2, 1.3, not of the calls' 1.0
+    assert "rounds_within_target" not in paired  # counted only where a target is given
+    counted = ratio(fused, base, paired=True, target=1.15)
+    assert (counted["rounds_within_target"], counted["rounds"]) == (1, 3)  # 1.1 only
     one = ratio(
         Timing("a", [2.0], [2.0], process_medians=[2.0]), Timing("b", [1.0], [1.0], process_medians=[1.0]), paired=True
     )
