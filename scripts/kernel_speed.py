@@ -150,6 +150,17 @@ def node_profile(plans: dict, x, *, threads: int, runs: int, prefix: Path) -> di
     return out
 
 
+def ms_by_side(nodes: list[dict]) -> dict[str, float]:
+    """The op's ms per run summed by its feature map's side (H of [N, C/B, H, W, B], or of NCHW), largest first: one
+    entry per ResNet stage, so the profiles of the two NCHWc widths compare stage by stage."""
+    sides: dict[int, float] = {}
+    for node in nodes:
+        shape = node.get("shape") or []
+        side = int(shape[2]) if len(shape) >= 4 else 0
+        sides[side] = sides.get(side, 0.0) + node["ms"]
+    return {str(side): round(ms, 3) for side, ms in sorted(sides.items(), reverse=True)}
+
+
 def ratio(a, b, *, paired: bool, target: float | None = None) -> dict[str, float]:
     """a / b: of the wall and CPU medians; interleaved, also the median of the rounds' own wall ratios (each round
     runs both sessions back to back, so load that hits a round hits both: a steadier estimate) and its IQR; with
@@ -332,6 +343,7 @@ def main(argv: list[str] | None = None) -> int:
         "timings": {name: t.to_dict() for name, t in timings.items()},
         "ratios": {k: {m: round(v, 4) for m, v in r.items()} for k, r in ratios.items()},
         "sge_residual_ms_per_run": {n: round(sum(e["ms"] for e in nodes), 3) for n, nodes in profile.items()},
+        "sge_residual_ms_by_side": {n: ms_by_side(nodes) for n, nodes in profile.items()},
         "sge_residual_nodes": profile,
     }
     if stages:
@@ -362,7 +374,8 @@ def main(argv: list[str] | None = None) -> int:
             paired += f", {r['rounds_within_target']} of {r['rounds']} rounds ≤ {TARGET}"
         print(f"  {name:28s} wall {r['wall']:.3f}  CPU {r['cpu']:.3f}{paired}", file=out)
     for name, ms in report["sge_residual_ms_per_run"].items():
-        print(f"  SgeResidual kernel time, {name}: {ms:.2f} ms per run", file=out)
+        sides = ", ".join(f"{s}×{s} {v:.2f}" for s, v in report["sge_residual_ms_by_side"][name].items())
+        print(f"  SgeResidual kernel time, {name}: {ms:.2f} ms per run ({sides})", file=out)
     if stages:
         print_stages(stages, report["timings"]["resnet50"]["wall_ms_median"], out)
     write_json_output(args.json, report)

@@ -150,6 +150,23 @@ def test_kernel_speed_orders_puts_each_downsample_right_before_its_block(fused_o
     plan.close()
 
 
+@pytest.mark.skipif(nchwc_block_size() == 0, reason="ONNX Runtime uses no NCHWc layout on this CPU")
+def test_kernel_speed_splits_the_profiled_op_time_by_stage(fused_onnx, tmp_path):
+    """kernel_speed's profile: each SgeResidual node's time, read from ORT's profile with its input shape, and the
+    sum by feature-map side, one entry per ResNet stage, largest first."""
+    script = load_script("kernel_speed")
+    plan = plan_session(fused_onnx)
+    x = photo_batch(SMALL)[:1]
+    nodes = script.node_profile({"sge_fused": plan}, x, threads=1, runs=2, prefix=tmp_path / "p")["sge_fused"]
+    assert len(nodes) == 8  # sge_resnet18: two blocks a stage
+    side = SMALL[0] // 4  # the stem and its pooling: 1/4 of the input
+    by_side = script.ms_by_side(nodes)
+    assert list(by_side) == [str(side), str(side // 2), str(side // 4), str(side // 8)]
+    assert sum(by_side.values()) == pytest.approx(sum(n["ms"] for n in nodes), abs=5e-3)
+    assert all(ms > 0 for ms in by_side.values())
+    plan.close()
+
+
 def fused_nodes_last_output(model: onnx.ModelProto) -> str:
     return [n for n in model.graph.node if n.op_type == OP_TYPE][-1].output[0]
 
