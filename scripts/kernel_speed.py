@@ -5,6 +5,7 @@
     python scripts/kernel_speed.py --no-native --workdir /tmp/kspeed      # keep (and reuse) the exported graphs
     python scripts/kernel_speed.py --floors --json floors.json           # and the bounds of any unfused tail
     python scripts/kernel_speed.py --orders --no-native                  # and the worst node order beside the planned
+    python scripts/kernel_speed.py --through-layer 1 --floors            # both networks cut after layer1: 5× faster
 
 Batch 1, 224×224, 2 threads, ORT allow_spinning "0"; every round runs each session once, so load from other
 processes hits them alike, and round r starts with session r mod k, so no session always runs at the same place in
@@ -87,6 +88,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="every round in the same order, resnet50 first (the reports before rotation); default: round r starts "
         "with runner r mod k",
     )
+    p.add_argument(
+        "--through-layer",
+        type=int,
+        choices=(1, 2, 3, 4),
+        default=4,
+        help="time both networks cut after this ResNet stage (then pooled into a new classifier), so the ratio "
+        "isolates the stages kept: a run through layer 1 takes a fifth of the time; default 4, the whole network "
+        "(the only one the issue's target and --stages apply to)",
+    )
     p.add_argument("--workdir", type=Path, help="exported graphs kept (and reused) here; default: a temporary folder")
     p.add_argument("--json", type=Path, default=Path("kernel_speed.json"))
     return p
@@ -102,9 +112,26 @@ def timing_mode(args: argparse.Namespace) -> str:
     return f"interleaved ({'fixed order' if args.fixed_order else 'rotated order'}), ORT allow_spinning 0"
 
 
-def export_graphs(workdir: Path) -> dict[str, Path]:
-    """resnet50 and sge_resnet50's fused graph at 224×224 (random weights: speed does not depend on them)."""
-    paths = {"resnet50": workdir / "resnet50.onnx", "sge_fused": workdir / "sge_fused.onnx"}
+def cut_after_layer(model, layer: int):
+    """A ResNet through its stage ``layer`` (1–4): the later stages become identities and the classifier takes that
+    stage's channels (as many classes). The graph up to there is the whole network's, node for node."""
+    import torch.nn as nn
+
+    if layer == 4:
+        return model
+    last_block = getattr(model, f"layer{layer}")[-1]
+    channels = (last_block.conv3 if hasattr(last_block, "conv3") else last_block.conv2).out_channels
+    for later in range(layer + 1, 5):
+        setattr(model, f"layer{later}", nn.Identity())
+    model.fc = nn.Linear(channels, model.fc.out_features)
+    return model
+
+
+def export_graphs(workdir: Path, *, through_layer: int = 4) -> dict[str, Path]:
+    """resnet50 and sge_resnet50's fused graph at 224×224 (random weights: speed does not depend on them), cut after
+    stage ``through_layer``."""
+    suffix = "" if through_layer == 4 else f"_through_layer{through_layer}"
+    paths = {"resnet50": workdir / f"resnet50{suffix}.onnx", "sge_fused": workdir / f"sge_fused{suffix}.onnx"}
     if all(p.exists() for p in paths.values()):
         return paths
     from export.onnx_export import export_onnx
@@ -113,8 +140,8 @@ def export_graphs(workdir: Path) -> dict[str, Path]:
     from models import create_model
 
     spec = ExportSpec(input_size=(224, 224))
-    export_onnx(create_model("resnet50", init="random"), paths["resnet50"], spec=spec)
-    fused, _ = fuse_sge_residual(create_model("sge_resnet50", init="random"))
+    export_onnx(cut_after_layer(create_model("resnet50", init="random"), through_layer), paths["resnet50"], spec=spec)
+    fused, _ = fuse_sge_residual(cut_after_layer(create_model("sge_resnet50", init="random"), through_layer))
     export_onnx(fused, paths["sge_fused"], spec=spec)
     return paths
 
@@ -245,6 +272,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.isolated is not None and args.isolated < 1:
         print(f"error: --isolated needs ROUNDS ≥ 1; got {args.isolated}", file=sys.stderr)
         return EXIT_INPUT
+    whole = args.through_layer == 4
+    if args.stages and not whole:
+        print("error: --stages projects onto the whole network: drop --through-layer", file=sys.stderr)
+        return EXIT_INPUT
     # the timing modes; --fixed-order is the default interleaved mode in its older order
     modes = {
         "--isolated": args.isolated is not None,
@@ -275,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="kernel-speed-") as tmp:
         workdir = args.workdir or Path(tmp)
         workdir.mkdir(parents=True, exist_ok=True)
-        paths = export_graphs(workdir)
+        paths = export_graphs(workdir, through_layer=args.through_layer)
         plans = {"resnet50": plan_session(paths["resnet50"]), "sge_fused": plan_session(paths["sge_fused"])}
         if args.orders and plans["sge_fused"].optimize:  # ORT would reorder an unplanned graph itself
             print(
@@ -327,7 +358,7 @@ def main(argv: list[str] | None = None) -> int:
     if "sge_fused_identity_last" in timings:
         pairs["identity_last/planned"] = ("sge_fused_identity_last", "sge_fused")
     ratios = {
-        label: ratio(timings[a], timings[b], paired=not spin, target=TARGET if b == "resnet50" else None)
+        label: ratio(timings[a], timings[b], paired=not spin, target=TARGET if b == "resnet50" and whole else None)
         for label, (a, b) in pairs.items()
     }
     report = {
@@ -339,6 +370,7 @@ def main(argv: list[str] | None = None) -> int:
             "runs": plans["sge_fused"].kernel_build,  # the build its dispatcher picked on this CPU
         },
         "nchwc_block": plans["sge_fused"].nchwc_block,
+        "graphs": "the whole networks" if whole else f"both networks through layer{args.through_layer} only",
         "timing_mode": timing_mode(args),
         "timings": {name: t.to_dict() for name, t in timings.items()},
         "ratios": {k: {m: round(v, 4) for m, v in r.items()} for k, r in ratios.items()},
@@ -354,7 +386,8 @@ def main(argv: list[str] | None = None) -> int:
     print(command, file=out)
     print(
         f"{m['cpu']}, {m['logical_cpus']} logical CPUs, {'/'.join(m['isa'])}{view}; {args.threads} threads; "
-        f"NCHWc block {report['nchwc_block']}; the installed library runs its {report['library']['runs']} build; "
+        f"NCHWc block {report['nchwc_block']}; {report['graphs']}; "
+        f"the installed library runs its {report['library']['runs']} build; "
         f"{report['timing_mode']}; load average {m['load_average']}",
         file=out,
     )

@@ -53,9 +53,10 @@ def test_a_session_on_the_shared_pool_takes_no_threads_or_spinning_of_its_own():
         ["--isolated", "4", "--spinning"],
         ["--spinning", "--fixed-order"],
         ["--isolated", "0"],
+        ["--stages", "--through-layer", "2"],  # the stages project onto the whole network
     ],
 )
-def test_kernel_speed_refuses_two_timing_modes_at_once(words, capsys):
+def test_kernel_speed_refuses_options_that_clash(words, capsys):
     assert load_script("kernel_speed").main(words) == EXIT_INPUT
     assert capsys.readouterr().err.count("\n") == 1
 
@@ -67,7 +68,7 @@ def test_kernel_speed_refuses_orders_where_the_fused_graph_is_not_planned(tmp_pa
 
     kernel_speed = load_script("kernel_speed")
     paths = {"resnet50": tmp_path / "resnet50.onnx", "sge_fused": tmp_path / "sge_fused.onnx"}
-    monkeypatch.setattr(kernel_speed, "export_graphs", lambda workdir: paths)
+    monkeypatch.setattr(kernel_speed, "export_graphs", lambda workdir, **_: paths)
     monkeypatch.setattr(ort_session, "plan_session", lambda path: SessionPlan(model=str(path)))
     assert kernel_speed.main(["--orders", "--workdir", str(tmp_path)]) == EXIT_INPUT
     err = capsys.readouterr().err

@@ -167,6 +167,24 @@ def test_kernel_speed_splits_the_profiled_op_time_by_stage(fused_onnx, tmp_path)
     plan.close()
 
 
+def test_kernel_speed_cuts_both_networks_after_a_stage(sge18):
+    """kernel_speed --through-layer: the network up to that stage unchanged, its later stages gone, and a classifier
+    of as many classes on that stage's channels; fused, only the kept stages' blocks."""
+    import copy
+
+    script = load_script("kernel_speed")
+    cut = script.cut_after_layer(copy.deepcopy(sge18), 2)
+    assert not any(name.startswith(("layer3.", "layer4.")) for name in cut.state_dict())
+    assert cut.fc.in_features == 128 and cut.fc.out_features == sge18.fc.out_features  # BasicBlock: 128 channels
+    x = torch.from_numpy(photo_batch(SMALL)[:2])
+    with torch.no_grad():
+        stem = sge18.maxpool(sge18.relu(sge18.bn1(sge18.conv1(x))))
+        torch.testing.assert_close(cut.forward_features(x), sge18.layer2(sge18.layer1(stem)), rtol=0, atol=0)
+        assert cut(x).shape == (2, sge18.fc.out_features)
+    assert fuse_sge_residual(cut)[1] == 4  # two blocks in each of layer1 and layer2
+    assert script.cut_after_layer(sge18, 4) is sge18
+
+
 def fused_nodes_last_output(model: onnx.ModelProto) -> str:
     return [n for n in model.graph.node if n.op_type == OP_TYPE][-1].output[0]
 
