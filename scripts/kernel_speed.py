@@ -6,6 +6,7 @@
     python scripts/kernel_speed.py --floors --json floors.json           # and the bounds of any unfused tail
     python scripts/kernel_speed.py --orders --no-native                  # and the worst node order beside the planned
     python scripts/kernel_speed.py --through-layer 1 --floors            # both networks cut after layer1: 5× faster
+    python scripts/kernel_speed.py --through-layer 1 2 3 4 --shared-pool # all four cuts in one run: the extra by stage
 
 Batch 1, 224×224, 2 threads, ORT allow_spinning "0"; every round runs each session once, so load from other
 processes hits them alike, and round r starts with session r mod k, so no session always runs at the same place in
@@ -91,11 +92,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--through-layer",
         type=int,
+        nargs="+",
         choices=(1, 2, 3, 4),
-        default=4,
-        help="time both networks cut after this ResNet stage (then pooled into a new classifier), so the ratio "
-        "isolates the stages kept: a run through layer 1 takes a fifth of the time; default 4, the whole network "
-        "(the only one the issue's target and --stages apply to)",
+        default=[4],
+        metavar="K",
+        help="time both networks cut after ResNet stage K (then pooled into a new classifier), so the ratio "
+        "isolates the stages kept: a run through layer 1 takes a fifth of the time; several K time every cut in the "
+        "same rounds and give the extra over resnet50 stage by stage, paired per round; default 4, the whole network "
+        "(the only one the issue's target and --stages apply to; the floors, --orders and the native build use the "
+        "largest K)",
     )
     p.add_argument("--workdir", type=Path, help="exported graphs kept (and reused) here; default: a temporary folder")
     p.add_argument("--json", type=Path, default=Path("kernel_speed.json"))
@@ -188,6 +193,27 @@ def ms_by_side(nodes: list[dict]) -> dict[str, float]:
     return {str(side): round(ms, 3) for side, ms in sorted(sides.items(), reverse=True)}
 
 
+def cut_names(layer: int, top: int) -> tuple[str, str]:
+    """The sessions of one cut: the largest cut asked for is the plain "resnet50" and "sge_fused"."""
+    suffix = "" if layer == top else f"_through_layer{layer}"
+    return f"resnet50{suffix}", f"sge_fused{suffix}"
+
+
+def extra_by_stage(timings: dict, cuts: list[int]) -> dict[str, float]:
+    """The fused graph's extra ms over resnet50 added by each run of stages between consecutive cuts ("layer1",
+    "layer2–3", …): per round, the extra through one cut minus the extra through the cut before, then the median
+    over the rounds (all cuts run in the same rounds, so each difference pairs calls milliseconds apart)."""
+    out, before, previous = {}, None, 0
+    for layer in sorted(cuts):
+        resnet, fused = (timings[n].paired_wall_ms for n in cut_names(layer, max(cuts)))
+        extra = [f - r for f, r in zip(fused, resnet, strict=True)]
+        added = extra if before is None else [e - b for e, b in zip(extra, before, strict=True)]
+        label = f"layer{layer}" if layer == previous + 1 else f"layer{previous + 1}–{layer}"
+        out[label] = round(statistics.median(added), 3)
+        before, previous = extra, layer
+    return out
+
+
 def ratio(a, b, *, paired: bool, target: float | None = None) -> dict[str, float]:
     """a / b: of the wall and CPU medians; interleaved, also the median of the rounds' own wall ratios (each round
     runs both sessions back to back, so load that hits a round hits both: a steadier estimate) and its IQR; with
@@ -272,7 +298,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.isolated is not None and args.isolated < 1:
         print(f"error: --isolated needs ROUNDS ≥ 1; got {args.isolated}", file=sys.stderr)
         return EXIT_INPUT
-    whole = args.through_layer == 4
+    cuts = sorted(set(args.through_layer))
+    whole = cuts[-1] == 4
     if args.stages and not whole:
         print("error: --stages projects onto the whole network: drop --through-layer", file=sys.stderr)
         return EXIT_INPUT
@@ -306,8 +333,11 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="kernel-speed-") as tmp:
         workdir = args.workdir or Path(tmp)
         workdir.mkdir(parents=True, exist_ok=True)
-        paths = export_graphs(workdir, through_layer=args.through_layer)
-        plans = {"resnet50": plan_session(paths["resnet50"]), "sge_fused": plan_session(paths["sge_fused"])}
+        plans = {}
+        for layer in reversed(cuts):  # the largest first: "resnet50" and "sge_fused" lead the rounds as before
+            paths = export_graphs(workdir, through_layer=layer)
+            resnet, fused = cut_names(layer, cuts[-1])
+            plans |= {resnet: plan_session(paths["resnet50"]), fused: plan_session(paths["sge_fused"])}
         if args.orders and plans["sge_fused"].optimize:  # ORT would reorder an unplanned graph itself
             print(
                 "error: --orders reorders the planned NCHWc graph, and ONNX Runtime runs no NCHWc here", file=sys.stderr
@@ -348,6 +378,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: --stages: {err}", file=sys.stderr)
             return EXIT_INPUT
     pairs = {"sge_fused/resnet50": ("sge_fused", "resnet50")}
+    for layer in cuts[:-1]:
+        resnet, fused = cut_names(layer, cuts[-1])
+        pairs[f"{fused}/{resnet}"] = (fused, resnet)
     if "sge_fused_native" in timings:
         pairs["sge_fused_native/resnet50"] = ("sge_fused_native", "resnet50")
         pairs["dispatched/native"] = ("sge_fused", "sge_fused_native")
@@ -370,7 +403,8 @@ def main(argv: list[str] | None = None) -> int:
             "runs": plans["sge_fused"].kernel_build,  # the build its dispatcher picked on this CPU
         },
         "nchwc_block": plans["sge_fused"].nchwc_block,
-        "graphs": "the whole networks" if whole else f"both networks through layer{args.through_layer} only",
+        "graphs": ("the whole networks" if whole else f"both networks through layer{cuts[-1]} only")
+        + "".join(f", and through layer{layer}" for layer in cuts[:-1]),
         "timing_mode": timing_mode(args),
         "timings": {name: t.to_dict() for name, t in timings.items()},
         "ratios": {k: {m: round(v, 4) for m, v in r.items()} for k, r in ratios.items()},
@@ -378,6 +412,8 @@ def main(argv: list[str] | None = None) -> int:
         "sge_residual_ms_by_side": {n: ms_by_side(nodes) for n, nodes in profile.items()},
         "sge_residual_nodes": profile,
     }
+    if len(cuts) > 1 and not spin:
+        report["extra_ms_by_stage"] = extra_by_stage(timings, cuts)
     if stages:
         report["stages"] = stages
     out = sys.stderr if is_stdout(args.json) else sys.stdout  # `--json -`: stdout carries only the JSON
@@ -395,7 +431,7 @@ def main(argv: list[str] | None = None) -> int:
         places = t.get("wall_ms_median_by_place", [])  # rotated rounds only
         by_place = f"  by place in the round {' '.join(f'{m:.2f}' for m in places)}" if places else ""
         print(
-            f"  {name:19s} wall median {t['wall_ms_median']:8.2f} ms  CPU {t['cpu_ms_median']:8.2f} ms  "
+            f"  {name:24s} wall median {t['wall_ms_median']:8.2f} ms  CPU {t['cpu_ms_median']:8.2f} ms  "
             f"IQR/median {t['wall_spread_iqr']:.3f}{by_place}",
             file=out,
         )
@@ -406,6 +442,9 @@ def main(argv: list[str] | None = None) -> int:
         if "rounds_within_target" in r:
             paired += f", {r['rounds_within_target']} of {r['rounds']} rounds ≤ {TARGET}"
         print(f"  {name:28s} wall {r['wall']:.3f}  CPU {r['cpu']:.3f}{paired}", file=out)
+    if "extra_ms_by_stage" in report:
+        stages_text = ", ".join(f"{label} {ms:+.3f} ms" for label, ms in report["extra_ms_by_stage"].items())
+        print(f"  fused - resnet50 added by each stage (per-round medians): {stages_text}", file=out)
     for name, ms in report["sge_residual_ms_per_run"].items():
         sides = ", ".join(f"{s}×{s} {v:.2f}" for s, v in report["sge_residual_ms_by_side"][name].items())
         print(f"  SgeResidual kernel time, {name}: {ms:.2f} ms per run ({sides})", file=out)

@@ -6,6 +6,7 @@ import pytest
 
 from export.ort_sge.session import SessionPlan
 from runtime.cli import EXIT_INPUT
+from runtime.sge_cost import Timing
 from runtime.shared_pool_timing import time_shared_pool
 from tests.runtime.test_isolated_timing import _pooling_model
 from tests.runtime.test_scripts import load_script
@@ -54,6 +55,7 @@ def test_a_session_on_the_shared_pool_takes_no_threads_or_spinning_of_its_own():
         ["--spinning", "--fixed-order"],
         ["--isolated", "0"],
         ["--stages", "--through-layer", "2"],  # the stages project onto the whole network
+        ["--stages", "--through-layer", "1", "3"],
     ],
 )
 def test_kernel_speed_refuses_options_that_clash(words, capsys):
@@ -73,3 +75,25 @@ def test_kernel_speed_refuses_orders_where_the_fused_graph_is_not_planned(tmp_pa
     assert kernel_speed.main(["--orders", "--workdir", str(tmp_path)]) == EXIT_INPUT
     err = capsys.readouterr().err
     assert "--orders" in err and "NCHWc" in err and err.count("\n") == 1
+
+
+def test_kernel_speed_splits_the_extra_by_stage_round_by_round():
+    """--through-layer with several cuts: each stage's extra is the round's extra through its cut minus the same
+    round's extra through the cut before (then the median), the largest cut under the plain names."""
+    kernel_speed = load_script("kernel_speed")
+
+    def timing(name, wall):
+        return Timing(name, wall_ms=wall, cpu_ms=wall)
+
+    timings = {
+        "resnet50_through_layer1": timing("r1", [10.0, 10.0, 10.0]),
+        "sge_fused_through_layer1": timing("f1", [10.5, 10.4, 10.6]),  # extra 0.5, 0.4, 0.6
+        "resnet50_through_layer2": timing("r2", [20.0, 21.0, 20.0]),
+        "sge_fused_through_layer2": timing("f2", [20.9, 21.8, 21.0]),  # extra 0.9, 0.8, 1.0: +0.4 each round
+        "resnet50": timing("r4", [40.0, 40.0, 40.0]),
+        "sge_fused": timing("f4", [41.5, 41.0, 41.2]),  # extra 1.5, 1.0, 1.2: +0.6, +0.2, +0.2
+    }
+    # medians of the round's differences, not differences of medians (which would give layer2 0.5 here)
+    assert kernel_speed.extra_by_stage(timings, [1, 2, 4]) == {"layer1": 0.5, "layer2": 0.4, "layer3–4": 0.2}
+    assert kernel_speed.cut_names(2, 4) == ("resnet50_through_layer2", "sge_fused_through_layer2")
+    assert kernel_speed.cut_names(4, 4) == ("resnet50", "sge_fused")
