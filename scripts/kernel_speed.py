@@ -119,23 +119,26 @@ def timing_mode(args: argparse.Namespace) -> str:
 
 def cut_after_layer(model, layer: int):
     """A ResNet through its stage ``layer`` (1–4): the later stages become identities and the classifier takes that
-    stage's channels (as many classes). The graph up to there is the whole network's, node for node."""
+    stage's channels (as many classes; each stage doubles them). The graph up to there is the whole network's."""
     import torch.nn as nn
 
     if layer == 4:
         return model
-    last_block = getattr(model, f"layer{layer}")[-1]
-    channels = (last_block.conv3 if hasattr(last_block, "conv3") else last_block.conv2).out_channels
     for later in range(layer + 1, 5):
         setattr(model, f"layer{later}", nn.Identity())
-    model.fc = nn.Linear(channels, model.fc.out_features)
+    model.fc = nn.Linear(model.fc.in_features >> (4 - layer), model.fc.out_features)
     return model
+
+
+def through_suffix(layer: int, top: int) -> str:
+    """How files and sessions of the cut after stage ``layer`` are named; the cut ``top`` goes unnamed."""
+    return "" if layer == top else f"_through_layer{layer}"
 
 
 def export_graphs(workdir: Path, *, through_layer: int = 4) -> dict[str, Path]:
     """resnet50 and sge_resnet50's fused graph at 224×224 (random weights: speed does not depend on them), cut after
     stage ``through_layer``."""
-    suffix = "" if through_layer == 4 else f"_through_layer{through_layer}"
+    suffix = through_suffix(through_layer, 4)
     paths = {"resnet50": workdir / f"resnet50{suffix}.onnx", "sge_fused": workdir / f"sge_fused{suffix}.onnx"}
     if all(p.exists() for p in paths.values()):
         return paths
@@ -195,7 +198,7 @@ def ms_by_side(nodes: list[dict]) -> dict[str, float]:
 
 def cut_names(layer: int, top: int) -> tuple[str, str]:
     """The sessions of one cut: the largest cut asked for is the plain "resnet50" and "sge_fused"."""
-    suffix = "" if layer == top else f"_through_layer{layer}"
+    suffix = through_suffix(layer, top)
     return f"resnet50{suffix}", f"sge_fused{suffix}"
 
 
