@@ -48,9 +48,8 @@ def test_a_child_that_fails_says_why_in_one_line(tmp_path):
 
 
 def test_isolated_rounds_pair_the_process_medians():
-    from tests.runtime.test_scripts import load_script
+    from runtime.kernel_speed.ratios import ratio
 
-    ratio = load_script("kernel_speed").ratio
     fused = Timing("fused", [1.0] * 6, [1.0] * 6, process_medians=[11.0, 12.0, 13.0])
     base = Timing("base", [1.0] * 6, [1.0] * 6, process_medians=[10.0, 10.0, 10.0])
     paired = ratio(fused, base, paired=True)

@@ -6,6 +6,8 @@ import pytest
 
 from export.ort_sge.session import SessionPlan
 from runtime.cli import EXIT_INPUT
+from runtime.kernel_speed.graphs import cut_names
+from runtime.kernel_speed.ratios import extra_by_stage, ratio_pairs
 from runtime.sge_cost import Timing
 from runtime.shared_pool_timing import time_shared_pool
 from tests.runtime.test_isolated_timing import _pooling_model
@@ -67,12 +69,12 @@ def test_kernel_speed_refuses_orders_where_the_fused_graph_is_not_planned(tmp_pa
     """Without ORT's NCHWc layout the fused graph is opened unplanned and ORT orders it itself: --orders would time
     the same order twice."""
     import export.ort_sge.session as ort_session
+    import runtime.kernel_speed.graphs as graphs
 
-    kernel_speed = load_script("kernel_speed")
     paths = {"resnet50": tmp_path / "resnet50.onnx", "sge_fused": tmp_path / "sge_fused.onnx"}
-    monkeypatch.setattr(kernel_speed, "export_graphs", lambda workdir, **_: paths)
+    monkeypatch.setattr(graphs, "export_graphs", lambda workdir, **_: paths)
     monkeypatch.setattr(ort_session, "plan_session", lambda path: SessionPlan(model=str(path)))
-    assert kernel_speed.main(["--orders", "--workdir", str(tmp_path)]) == EXIT_INPUT
+    assert load_script("kernel_speed").main(["--orders", "--workdir", str(tmp_path)]) == EXIT_INPUT
     err = capsys.readouterr().err
     assert "--orders" in err and "NCHWc" in err and err.count("\n") == 1
 
@@ -80,7 +82,6 @@ def test_kernel_speed_refuses_orders_where_the_fused_graph_is_not_planned(tmp_pa
 def test_kernel_speed_splits_the_extra_by_stage_round_by_round():
     """--through-layer with several cuts: each stage's extra is the round's extra through its cut minus the same
     round's extra through the cut before (then the median), the largest cut under the plain names."""
-    kernel_speed = load_script("kernel_speed")
 
     def timing(name, wall):
         return Timing(name, wall_ms=wall, cpu_ms=wall)
@@ -94,6 +95,34 @@ def test_kernel_speed_splits_the_extra_by_stage_round_by_round():
         "sge_fused": timing("f4", [41.5, 41.0, 41.2]),  # extra 1.5, 1.0, 1.2: +0.6, +0.2, +0.2
     }
     # medians of the round's differences, not differences of medians (which would give layer2 0.5 here)
-    assert kernel_speed.extra_by_stage(timings, [1, 2, 4]) == {"layer1": 0.5, "layer2": 0.4, "layer3–4": 0.2}
-    assert kernel_speed.cut_names(2, 4) == ("resnet50_through_layer2", "sge_fused_through_layer2")
-    assert kernel_speed.cut_names(4, 4) == ("resnet50", "sge_fused")
+    assert extra_by_stage(timings, [1, 2, 4]) == {"layer1": 0.5, "layer2": 0.4, "layer3–4": 0.2}
+    assert cut_names(2, 4) == ("resnet50_through_layer2", "sge_fused_through_layer2")
+    assert cut_names(4, 4) == ("resnet50", "sge_fused")
+
+
+def test_kernel_speed_compares_each_session_with_its_baseline():
+    """The ratios reported, in order: the fused graph against resnet50 at every cut (the largest under the plain
+    names), the native build against resnet50 and the dispatched build against it, each floor against resnet50, the
+    fused graph against the one pass, the worst order against the planned one; none for a session that did not run."""
+    names = ["resnet50", "sge_fused", "resnet50_through_layer1", "sge_fused_through_layer1", "sge_fused_native"]
+    names += ["floor_apply", "floor_none", "sge_fused_identity_last"]
+    assert ratio_pairs(names, [1, 4]) == {
+        "sge_fused/resnet50": ("sge_fused", "resnet50"),
+        "sge_fused_through_layer1/resnet50_through_layer1": ("sge_fused_through_layer1", "resnet50_through_layer1"),
+        "sge_fused_native/resnet50": ("sge_fused_native", "resnet50"),
+        "dispatched/native": ("sge_fused", "sge_fused_native"),
+        "floor_apply/resnet50": ("floor_apply", "resnet50"),
+        "floor_none/resnet50": ("floor_none", "resnet50"),
+        "sge_fused/floor_apply": ("sge_fused", "floor_apply"),
+        "identity_last/planned": ("sge_fused_identity_last", "sge_fused"),
+    }
+    assert list(ratio_pairs(names, [1, 4]))[:4] == [
+        "sge_fused/resnet50",
+        "sge_fused_through_layer1/resnet50_through_layer1",
+        "sge_fused_native/resnet50",
+        "dispatched/native",
+    ]
+    assert list(ratio_pairs(["resnet50", "sge_fused", "floor_none"], [4])) == [
+        "sge_fused/resnet50",
+        "floor_none/resnet50",
+    ]

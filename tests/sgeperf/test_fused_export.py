@@ -23,7 +23,9 @@ from export.spec import ExportSpec
 from models import create_model
 from models.default_weights import calibrate_batchnorm
 from models.transforms import photo_batch
-from tests.export.conftest import SMALL, load_script
+from runtime.kernel_speed.graphs import cut_after_layer, identity_last_plan
+from runtime.kernel_speed.profile import ms_by_side, node_profile
+from tests.export.conftest import SMALL
 
 ATOL, RTOL_L2 = 1e-4, 1e-5  # the export's parity gates (ExportSpec defaults)
 
@@ -140,7 +142,7 @@ def test_the_session_runs_each_block_right_after_its_x_in_every_plan(fused_onnx,
 def test_kernel_speed_orders_puts_each_downsample_right_before_its_block(fused_onnx):
     """kernel_speed --orders: the same graph and results, each downsampling block's identity computed last."""
     plan = plan_session(fused_onnx)
-    worst = load_script("kernel_speed").identity_last_plan(plan)
+    worst = identity_last_plan(plan)
     nodes = list(onnx.load(worst.model, load_external_data=False).graph.node)
     last_before = [before.name for before, node in itertools.pairwise(nodes) if node.op_type == OP_TYPE]
     assert sum("downsample" in name for name in last_before) == 3
@@ -154,13 +156,12 @@ def test_kernel_speed_orders_puts_each_downsample_right_before_its_block(fused_o
 def test_kernel_speed_splits_the_profiled_op_time_by_stage(fused_onnx, tmp_path):
     """kernel_speed's profile: each SgeResidual node's time, read from ORT's profile with its input shape, and the
     sum by feature-map side, one entry per ResNet stage, largest first."""
-    script = load_script("kernel_speed")
     plan = plan_session(fused_onnx)
     x = photo_batch(SMALL)[:1]
-    nodes = script.node_profile({"sge_fused": plan}, x, threads=1, runs=2, prefix=tmp_path / "p")["sge_fused"]
+    nodes = node_profile({"sge_fused": plan}, x, threads=1, runs=2, prefix=tmp_path / "p")["sge_fused"]
     assert len(nodes) == 8  # sge_resnet18: two blocks a stage
     side = SMALL[0] // 4  # the stem and its pooling: 1/4 of the input
-    by_side = script.ms_by_side(nodes)
+    by_side = ms_by_side(nodes)
     assert list(by_side) == [str(side), str(side // 2), str(side // 4), str(side // 8)]
     assert sum(by_side.values()) == pytest.approx(sum(n["ms"] for n in nodes), abs=5e-3)
     assert all(ms > 0 for ms in by_side.values())
@@ -172,8 +173,7 @@ def test_kernel_speed_cuts_both_networks_after_a_stage(sge18):
     of as many classes on that stage's channels; fused, only the kept stages' blocks."""
     import copy
 
-    script = load_script("kernel_speed")
-    cut = script.cut_after_layer(copy.deepcopy(sge18), 2)
+    cut = cut_after_layer(copy.deepcopy(sge18), 2)
     assert not any(name.startswith(("layer3.", "layer4.")) for name in cut.state_dict())
     assert cut.fc.in_features == 128 and cut.fc.out_features == sge18.fc.out_features  # BasicBlock: 128 channels
     x = torch.from_numpy(photo_batch(SMALL)[:2])
@@ -182,7 +182,7 @@ def test_kernel_speed_cuts_both_networks_after_a_stage(sge18):
         torch.testing.assert_close(cut.forward_features(x), sge18.layer2(sge18.layer1(stem)), rtol=0, atol=0)
         assert cut(x).shape == (2, sge18.fc.out_features)
     assert fuse_sge_residual(cut)[1] == 4  # two blocks in each of layer1 and layer2
-    assert script.cut_after_layer(sge18, 4) is sge18
+    assert cut_after_layer(sge18, 4) is sge18
 
 
 def fused_nodes_last_output(model: onnx.ModelProto) -> str:

@@ -124,7 +124,7 @@ def test_the_dispatcher_reads_the_same_features_as_sge_ort_op():
 def test_kernel_speed_refuses_stages_where_ort_runs_no_nchwc(tmp_path):
     from export.ort_sge.kernels.build import KernelBuildError
     from export.ort_sge.session import SessionPlan
-    from tests.runtime.test_scripts import load_script
+    from runtime.kernel_speed.graphs import stage_bench_for_this_cpu
 
     with pytest.raises(KernelBuildError, match="runs no NCHWc on this CPU"):
-        load_script("kernel_speed").stage_bench_for_this_cpu(tmp_path, SessionPlan(model="m.onnx", kernel_build="avx2"))
+        stage_bench_for_this_cpu(tmp_path, SessionPlan(model="m.onnx", kernel_build="avx2"))
