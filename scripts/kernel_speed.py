@@ -29,7 +29,17 @@ import argparse  # noqa: E402
 import logging  # noqa: E402
 import shlex  # noqa: E402
 
-from runtime.cli import EXIT_INPUT, EXIT_INTERNAL, command_words, is_stdout, make_parser, write_json_output  # noqa: E402
+from runtime.cli import (  # noqa: E402
+    EXIT_INPUT,
+    EXIT_INTERNAL,
+    check_output_dir,
+    check_output_paths,
+    command_words,
+    is_stdout,
+    make_console,
+    make_parser,
+    write_json_output,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -100,15 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def options_from(args: argparse.Namespace):
-    """The study's options from the flags; ValueError in one line where they ask for the impossible or clash."""
+    """The study's options from the flags; ValueError in one line with every reason they cannot run."""
     from runtime.kernel_speed.study import SpeedOptions
 
-    if args.threads < 1 or args.rounds < 3:
-        raise ValueError("--threads must be ≥ 1 and --rounds ≥ 3")
-    if args.isolated is not None and args.isolated < 1:
-        raise ValueError(f"--isolated needs ROUNDS ≥ 1; got {args.isolated}")
-    if args.stages and max(args.through_layer) != 4:
-        raise ValueError("--stages projects onto the whole network: drop --through-layer")
     # the timing modes; --fixed-order is the default interleaved mode in its older order
     modes = {
         "--isolated": args.isolated is not None,
@@ -119,7 +123,7 @@ def options_from(args: argparse.Namespace):
     chosen = [flag for flag, on in modes.items() if on]
     if len(chosen) > 1:
         raise ValueError(f"{' and '.join(chosen)} time in different ways: choose one")
-    return SpeedOptions(
+    options = SpeedOptions(
         threads=args.threads,
         rounds=args.rounds,
         mode=chosen[0][2:] if chosen else "interleaved",
@@ -131,16 +135,23 @@ def options_from(args: argparse.Namespace):
         stages=args.stages,
         cuts=tuple(sorted(set(args.through_layer))),
     )
+    if options.problems():
+        raise ValueError("; ".join(options.problems()))
+    return options
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         options = options_from(args)
-    except ValueError as err:
+        check_output_paths(json=args.json)  # before minutes of work
+        if args.workdir is not None:
+            check_output_dir(args.workdir, flag="--workdir")
+    except ValueError as err:  # OutputPathError is one
         print(f"error: {err}", file=sys.stderr)
         return EXIT_INPUT
     logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
+    console = make_console(json_path=args.json)  # progress on stderr when --json - takes stdout
     from export.ort_sge.kernels import KernelUnavailableError
     from export.ort_sge.kernels.build import KernelBuildError
     from runtime.kernel_speed.study import StudyInputError, TimingChildError, run_study
@@ -148,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
 
     command = shlex.join(command_words(None, "kernel_speed", argv))
     try:
-        report = run_study(options, command=command, workdir=args.workdir)
+        report = run_study(options, command=command, workdir=args.workdir, progress=console.print)
     except (KernelUnavailableError, KernelBuildError, StudyInputError) as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_INPUT
@@ -164,4 +175,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from runtime.cli import run_main
+
+    sys.exit(run_main(main, None))  # Ctrl-C and SIGTERM in one line; any other failure one line, exit 3

@@ -11,7 +11,9 @@ spinning pool: runtime/shared_pool_timing.py).
 """
 
 import json
+import logging
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,8 @@ from typing import Any
 from runtime.kernel_speed.graphs import WHOLE, diagnostic_plans, plan_cuts, stage_bench_for_this_cpu
 from runtime.kernel_speed.profile import ms_by_side, node_profile
 from runtime.kernel_speed.ratios import TARGET, extra_by_stage, ratio, ratio_pairs
+
+logger = logging.getLogger(__name__)
 
 MODES = ("interleaved", "fixed-order", "spinning", "isolated", "shared-pool")
 
@@ -49,6 +53,21 @@ class SpeedOptions:
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ValueError(f"unknown timing mode {self.mode!r}; choose one of {', '.join(MODES)}")
+
+    def problems(self) -> list[str]:
+        """Every reason these options cannot run (named by scripts/kernel_speed.py's flags), or none."""
+        found = []
+        if self.threads < 1 or self.rounds < 3:
+            found.append("--threads must be ≥ 1 and --rounds ≥ 3")
+        if self.mode == "isolated" and self.isolated_rounds < 1:
+            found.append(f"--isolated needs ROUNDS ≥ 1; got {self.isolated_rounds}")
+        if self.profile_runs < 0:
+            found.append(f"--profile-runs must be 0 (no profile) or more; got {self.profile_runs}")
+        if not set(self.cuts) <= {1, 2, 3, WHOLE}:
+            found.append(f"--through-layer takes stages 1 to {WHOLE}; got {' '.join(map(str, self.cuts))}")
+        elif self.stages and not self.whole:
+            found.append("--stages projects onto the whole network: drop --through-layer")
+        return found
 
     @property
     def whole(self) -> bool:
@@ -94,10 +113,16 @@ def time_plans(plans: dict, x, options: SpeedOptions) -> dict:
     return time_interleaved(runners, rounds=options.rounds, rotate=options.mode != "fixed-order")
 
 
-def run_study(options: SpeedOptions, *, command: str, workdir: Path | None = None) -> dict[str, Any]:
-    """The report (JSON-ready) of one run. ``workdir`` keeps the exported graphs for the next run. Raises
-    KernelUnavailableError (no usable installed library), KernelBuildError (a diagnostic build failed: before any
-    timing), StudyInputError, or TimingChildError, each in one line."""
+def run_study(
+    options: SpeedOptions,
+    *,
+    command: str,
+    workdir: Path | None = None,
+    progress: Callable[[str], None] = logger.info,
+) -> dict[str, Any]:
+    """The report (JSON-ready) of one run; ``progress`` gets one line per step. ``workdir`` keeps the exported graphs
+    for the next run. Raises KernelUnavailableError (no usable installed library), KernelBuildError (a diagnostic
+    build failed: before any timing), StudyInputError, or TimingChildError, each in one line."""
     from export.ort_sge.kernels import kernel_library
     from export.ort_sge.kernels.stage_bench import resnet50_stage_cost
     from runtime.isolated_timing import timed_input
@@ -108,18 +133,36 @@ def run_study(options: SpeedOptions, *, command: str, workdir: Path | None = Non
     with tempfile.TemporaryDirectory(prefix="kernel-speed-") as tmp:
         graphs = workdir or Path(tmp)
         graphs.mkdir(parents=True, exist_ok=True)
+        through = ", ".join(f"layer{k}" for k in cuts)
+        progress(f"exporting (or reusing, in {graphs}) and planning resnet50 and the fused graph through {through}…")
         plans = plan_cuts(graphs, cuts)
         fused = plans["sge_fused"]
         if options.orders and fused.optimize:  # ORT would reorder an unplanned graph itself
             raise StudyInputError("--orders reorders the planned NCHWc graph, and ONNX Runtime runs no NCHWc here")
         # every build before any timing: a missing compiler fails in one line, not after minutes
+        builds = [
+            n
+            for n, on in (
+                ("the -march=native build", options.native),
+                ("the floors", options.floors),
+                ("the stage bench", options.stages),
+            )
+            if on
+        ]
+        if builds:
+            progress(f"building {', '.join(builds)}…")
         plans |= diagnostic_plans(fused, Path(tmp), orders=options.orders, native=options.native, floors=options.floors)
         bench = stage_bench_for_this_cpu(Path(tmp), fused) if options.stages else None
         x = timed_input()
+        runs = options.rounds * (options.isolated_rounds if options.mode == "isolated" else 1)
+        progress(f"timing {len(plans)} sessions, {runs} calls each: {options.describe_mode()}…")
         timings = time_plans(plans, x, options)
         profile = {}
         if options.profile_runs > 0:
+            progress(f"profiling the fused op: {options.profile_runs} runs of each fused session…")
             profile = node_profile(plans, x, threads=options.threads, runs=options.profile_runs, prefix=Path(tmp) / "p")
+        if bench:
+            progress("timing the tail's stages in cache…")
         stages = bench and resnet50_stage_cost(bench, block=fused.nchwc_block, threads=options.threads)
     ratios = {
         label: ratio(
