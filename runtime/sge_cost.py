@@ -274,20 +274,16 @@ def ratio(timings: Mapping[str, Timing], numerator: str, denominator: str) -> di
     return {"wall": round(a.wall_median / b.wall_median, 4), "cpu": round(a.cpu_median / b.cpu_median, 4)}
 
 
-def ort_profiles(
+def profiled_kernel_events(
     plans: Mapping[str, "SessionPlan"],  # noqa: F821  (export.ort_sge.session)
     batch: np.ndarray,
     *,
     threads: int,
     runs: int,
     prefix: str | Path,
-) -> dict[str, dict[str, Any]]:
-    """ORT's profiler over ``runs`` calls of each model, interleaved round by round (as the timings are).
-
-    Per model: kernel ms per run by op type, and the SGE nodes' share. Nodes are attributed to SGE by the
-    exporter's scope names (``/sge/``) or, in the fused graph, by the op (``SgeResidual``, which also does the
-    residual add and ReLU); NCHWc reorders and the residual Add/ReLU that SGE keeps from fusing are listed by op type.
-    """
+) -> dict[str, list[dict[str, Any]]]:
+    """ORT's profiler over ``runs`` calls of each model after one untimed call, interleaved round by round (as the
+    timings are): each model's kernel-time events of the timed calls (``timed_kernel_events``)."""
     import json
 
     from export.ort_sge.session import cpu_session
@@ -301,19 +297,45 @@ def ort_profiles(
         for name, session in sessions.items():
             session.run(None, feeds[name])
     return {
-        name: _profile_summary(json.loads(Path(session.end_profiling()).read_text()), runs=runs)
+        name: timed_kernel_events(json.loads(Path(session.end_profiling()).read_text()))
         for name, session in sessions.items()
     }
 
 
-def _profile_summary(events: list[dict[str, Any]], *, runs: int) -> dict[str, Any]:
+def timed_kernel_events(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The nodes' kernel-time events of an ORT profile, without the first run's (allocations)."""
     starts = sorted(e["ts"] for e in events if e.get("name") == "model_run")
     after_first = starts[1] if len(starts) > 1 else 0
+    return [
+        e
+        for e in events
+        if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time") and e["ts"] >= after_first
+    ]
+
+
+def ort_profiles(
+    plans: Mapping[str, "SessionPlan"],  # noqa: F821  (export.ort_sge.session)
+    batch: np.ndarray,
+    *,
+    threads: int,
+    runs: int,
+    prefix: str | Path,
+) -> dict[str, dict[str, Any]]:
+    """ORT's profiler over ``runs`` calls of each model, interleaved round by round (``profiled_kernel_events``).
+
+    Per model: kernel ms per run by op type, and the SGE nodes' share. Nodes are attributed to SGE by the
+    exporter's scope names (``/sge/``) or, in the fused graph, by the op (``SgeResidual``, which also does the
+    residual add and ReLU); NCHWc reorders and the residual Add/ReLU that SGE keeps from fusing are listed by op type.
+    """
+    profiled = profiled_kernel_events(plans, batch, threads=threads, runs=runs, prefix=prefix)
+    return {name: _profile_summary(events, runs=runs) for name, events in profiled.items()}
+
+
+def _profile_summary(events: list[dict[str, Any]], *, runs: int) -> dict[str, Any]:
+    """Kernel ms per run by op type and for SGE's nodes, from the timed calls' kernel events."""
     by_op: dict[str, float] = {}
     sge_ms = 0.0
     for e in events:
-        if e.get("cat") != "Node" or not e.get("name", "").endswith("_kernel_time") or e["ts"] < after_first:
-            continue
         ms = e["dur"] / 1e3 / runs
         op = e.get("args", {}).get("op_name", "?")
         by_op[op] = by_op.get(op, 0.0) + ms

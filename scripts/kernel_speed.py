@@ -113,27 +113,27 @@ def options_from(args: argparse.Namespace):
     """The study's options from the flags; ValueError in one line with every reason they cannot run."""
     from runtime.kernel_speed.study import SpeedOptions
 
-    # the timing modes; --fixed-order is the default interleaved mode in its older order
+    # the timing modes, each its flag's name; --fixed-order is the default interleaved mode in its older order
     modes = {
-        "--isolated": args.isolated is not None,
-        "--shared-pool": args.shared_pool,
-        "--spinning": args.spinning,
-        "--fixed-order": args.fixed_order,
+        "isolated": args.isolated is not None,
+        "shared-pool": args.shared_pool,
+        "spinning": args.spinning,
+        "fixed-order": args.fixed_order,
     }
-    chosen = [flag for flag, on in modes.items() if on]
+    chosen = [mode for mode, on in modes.items() if on]
     if len(chosen) > 1:
-        raise ValueError(f"{' and '.join(chosen)} time in different ways: choose one")
+        raise ValueError(f"{' and '.join('--' + mode for mode in chosen)} time in different ways: choose one")
     options = SpeedOptions(
         threads=args.threads,
         rounds=args.rounds,
-        mode=chosen[0][2:] if chosen else "interleaved",
+        mode=chosen[0] if chosen else "interleaved",
         isolated_rounds=args.isolated or 0,
         profile_runs=args.profile_runs,
         native=not args.no_native,
         floors=args.floors,
         orders=args.orders,
         stages=args.stages,
-        cuts=tuple(sorted(set(args.through_layer))),
+        cuts=tuple(args.through_layer),
     )
     if options.problems():
         raise ValueError("; ".join(options.problems()))

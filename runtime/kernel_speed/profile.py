@@ -1,34 +1,22 @@
 """ONNX Runtime's profile of the fused op in the kernel-speed study: each SgeResidual node's kernel time per run, and
 their sum by feature-map side (one entry per ResNet stage)."""
 
-import json
 from pathlib import Path
 
 
 def node_profile(plans: dict, x, *, threads: int, runs: int, prefix: Path) -> dict[str, list[dict]]:
-    """Each SgeResidual node's kernel ms per run (after one untimed run), interleaved across the fused sessions (the
-    floors are left out: their timings say all there is)."""
+    """Each SgeResidual node's kernel ms per run and input shape, profiled interleaved across the fused sessions
+    (runtime/sge_cost.py's ``profiled_kernel_events``); the floors are left out: their timings say all there is."""
     from export.ort_sge.nchwc import FUSED_OP
-    from export.ort_sge.session import cpu_session
+    from runtime.sge_cost import profiled_kernel_events
 
-    sessions = {
-        name: cpu_session(plan, threads=threads, spinning=False, profile_prefix=f"{prefix}_{name}")
-        for name, plan in plans.items()
-        if plan.library is not None and not name.startswith("floor_")
-    }
-    for _ in range(runs + 1):
-        for session in sessions.values():
-            session.run(None, {session.get_inputs()[0].name: x})
+    fused = {n: plan for n, plan in plans.items() if plan.library is not None and not n.startswith("floor_")}
     out = {}
-    for name, session in sessions.items():
-        events = json.loads(Path(session.end_profiling()).read_text())
-        starts = sorted(e["ts"] for e in events if e.get("name") == "model_run")
+    for name, events in profiled_kernel_events(fused, x, threads=threads, runs=runs, prefix=prefix).items():
         nodes: dict[str, dict] = {}
         for e in events:
             args = e.get("args", {})
-            if e.get("cat") != "Node" or args.get("op_name") != FUSED_OP or not e["name"].endswith("_kernel_time"):
-                continue
-            if len(starts) > 1 and e["ts"] < starts[1]:
+            if args.get("op_name") != FUSED_OP:
                 continue
             node = nodes.setdefault(e["name"], {"node": e["name"][: -len("_kernel_time")], "ms": 0.0})
             node["shape"] = next(iter(args.get("input_type_shape", [{}])[0].values()), None)

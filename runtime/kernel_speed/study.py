@@ -48,11 +48,12 @@ class SpeedOptions:
     floors: bool = False
     orders: bool = False
     stages: bool = False
-    cuts: tuple[int, ...] = (WHOLE,)
+    cuts: tuple[int, ...] = (WHOLE,)  # kept sorted, each once
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ValueError(f"unknown timing mode {self.mode!r}; choose one of {', '.join(MODES)}")
+        object.__setattr__(self, "cuts", tuple(sorted(set(self.cuts))))
 
     def problems(self) -> list[str]:
         """Every reason these options cannot run (named by scripts/kernel_speed.py's flags), or none."""
@@ -71,7 +72,7 @@ class SpeedOptions:
 
     @property
     def whole(self) -> bool:
-        return max(self.cuts) == WHOLE
+        return self.cuts[-1] == WHOLE
 
     @property
     def paired(self) -> bool:
@@ -129,7 +130,7 @@ def run_study(
     from runtime.sge_cost import machine_description
 
     installed = kernel_library()
-    cuts = sorted(set(options.cuts))
+    cuts = list(options.cuts)
     with tempfile.TemporaryDirectory(prefix="kernel-speed-") as tmp:
         graphs = workdir or Path(tmp)
         graphs.mkdir(parents=True, exist_ok=True)
@@ -140,17 +141,13 @@ def run_study(
         if options.orders and fused.optimize:  # ORT would reorder an unplanned graph itself
             raise StudyInputError("--orders reorders the planned NCHWc graph, and ONNX Runtime runs no NCHWc here")
         # every build before any timing: a missing compiler fails in one line, not after minutes
-        builds = [
-            n
-            for n, on in (
-                ("the -march=native build", options.native),
-                ("the floors", options.floors),
-                ("the stage bench", options.stages),
-            )
-            if on
-        ]
-        if builds:
-            progress(f"building {', '.join(builds)}…")
+        builds = {
+            "the -march=native build": options.native,
+            "the floors": options.floors,
+            "the stage bench": options.stages,
+        }
+        if any(builds.values()):
+            progress(f"building {', '.join(name for name, wanted in builds.items() if wanted)}…")
         plans |= diagnostic_plans(fused, Path(tmp), orders=options.orders, native=options.native, floors=options.floors)
         bench = stage_bench_for_this_cpu(Path(tmp), fused) if options.stages else None
         x = timed_input()

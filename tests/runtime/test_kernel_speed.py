@@ -97,6 +97,7 @@ def test_kernel_speed_compares_each_session_with_its_baseline():
 
 def test_the_options_name_every_reason_they_cannot_run():
     assert SpeedOptions().problems() == []
+    assert SpeedOptions(cuts=(4, 1, 4)).cuts == (1, 4)  # sorted, each once: the split by stage relies on it
     wrong = SpeedOptions(threads=0, mode="isolated", isolated_rounds=0, profile_runs=-1, stages=True, cuts=(1, 2))
     assert wrong.problems() == [
         "--threads must be ≥ 1 and --rounds ≥ 3",

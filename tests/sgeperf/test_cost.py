@@ -110,7 +110,7 @@ def test_script_refuses_bad_options_without_writing(argv, tmp_path, capsys):
 
 
 def test_profile_summary_leaves_out_the_first_run_and_attributes_sge():
-    from runtime.sge_cost import _profile_summary
+    from runtime.sge_cost import _profile_summary, timed_kernel_events
 
     def node(ts, name, op, dur):
         return {"cat": "Node", "ts": ts, "name": f"{name}_kernel_time", "dur": dur, "args": {"op_name": op}}
@@ -125,7 +125,7 @@ def test_profile_summary_leaves_out_the_first_run_and_attributes_sge():
         {"name": "model_run", "ts": 20},
         node(21, "/conv/Conv", "Conv", 4_000),
     ]
-    summary = _profile_summary(events, runs=2)
+    summary = _profile_summary(timed_kernel_events(events), runs=2)
     assert summary["by_op_ms_per_run"] == {"Conv": 3.0, "SgeResidual": 0.25, "Mul": 0.125}
     assert summary["sge_nodes_ms_per_run"] == 0.375 and summary["kernel_ms_per_run"] == 3.375
 
