@@ -168,13 +168,15 @@ def test_a_library_that_cannot_report_its_build_is_refused_in_one_line():
 @pytest.mark.parametrize("isa", sorted(ISA_CPU_FEATURES))
 def test_each_instruction_set_build_matches_the_reference(isa, tmp_path, monkeypatch):
     """Each build alone (SSE2, AVX2, AVX-512 with its own sigmoid: one a CPU would not pick is tested here only)
-    against the float64 reference, on 8- and 16-lane blocks fed directly and on NCHW, hard statistics included."""
+    against the float64 reference, on 8- and 16-lane blocks fed directly and on NCHW, hard statistics included; and
+    its SgeResidualQ (uint8 NHWC, at this build's vector width)."""
     if shutil.which("g++") is None and shutil.which("c++") is None:
         pytest.skip("no C++ compiler to build the single-ISA library")
     if not ISA_CPU_FEATURES[isa] <= cpu_flags():
         pytest.skip(f"this CPU lacks {isa}'s instructions")
     import export.ort_sge.session as ort_session
     from tests.sgeperf.test_fused_kernel import HARD_CASES, assert_nan_stays_in_its_group, blocked_error
+    from tests.sgeperf.test_fused_kernel_q import assert_matches, run_case
 
     library = build_library(tmp_path / "lib", isas=(isa,))
     assert kernel_build(library) == isa  # a one-build library runs that build, whatever the CPU
@@ -194,6 +196,8 @@ def test_each_instruction_set_build_matches_the_reference(isa, tmp_path, monkeyp
         assert blocked_error(tmp_path, block=16, channels=channels, groups=groups, rng=other) <= 2e-5, groups
     for block in (0, 8, 16):
         assert_nan_stays_in_its_group(tmp_path, block)
+    for channels, groups in [(64, 64), (64, 16), (256, 64), (256, 8)]:  # SgeResidualQ at this build's width
+        assert_matches(*run_case(library, channels, groups, (5, 7), np.random.default_rng(channels + groups)))
 
 
 def test_no_instruction_set_build_defines_a_symbol_outside_its_namespace(tmp_path):

@@ -112,7 +112,8 @@ def test_the_dispatcher_reads_the_same_features_as_sge_ort_op():
     """ISA_CPU_FEATURES and the __builtin_cpu_supports checks of each branch of choose_build() must agree, and each
     branch reports the build it calls by build.py's name (SgeKernelBuild)."""
     source = (KERNEL_DIR / "sge_ort_op.cc").read_text()
-    branches = re.findall(r'if \(((?:[^;])*?)\)\s*\n?\s*return \{sge::(\w+)::run_unit, "(\w+)"\}', source)
+    branches = re.findall(r'if \(((?:[^;])*?)\)\s*\n?\s*return SGE_BUILD\((\w+), "(\w+)"\)', source)
+    assert len(branches) == 2  # avx512, avx2; baseline is the fall-through
     assert all(isa == name for _, isa, name in branches)
     checked = {isa: set(re.findall(r'__builtin_cpu_supports\("(\w+)"\)', cond)) for cond, isa, _ in branches}
     assert checked == {isa: set(f) for isa, f in ISA_CPU_FEATURES.items() if f}

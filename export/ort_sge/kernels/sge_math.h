@@ -229,11 +229,13 @@ inline void gates_in_place(float* s, int64_t count, const Gate<B, per>& gate) {
 // Pairwise sums of adjacent lanes of a and b: [a0+a1, a2+a3, …, b0+b1, b2+b3, …].
 template <int B>
 inline F<B> pair_sums(F<B> a, F<B> b) {
-  if constexpr (B == 8) {
+  if constexpr (B == 4) {  // the baseline build's vectors (SgeResidualQ only)
+    return __builtin_shufflevector(a, b, 0, 2, 4, 6) + __builtin_shufflevector(a, b, 1, 3, 5, 7);
+  } else if constexpr (B == 8) {
     return __builtin_shufflevector(a, b, 0, 2, 4, 6, 8, 10, 12, 14) +
            __builtin_shufflevector(a, b, 1, 3, 5, 7, 9, 11, 13, 15);
   } else {
-    static_assert(B == 16, "8 or 16 lanes");
+    static_assert(B == 16, "4, 8 or 16 lanes");
     return __builtin_shufflevector(a, b, 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30) +
            __builtin_shufflevector(a, b, 1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
   }
@@ -353,24 +355,11 @@ inline void channel_means(const float* x, int64_t size, int64_t blocks, int64_t 
   }
 }
 
-// The similarity map of a unit ([hw][B / 2^L] floats): per position, the lane products x · mean summed over the
-// unit's blocks, then over each group's lanes by lane_tree, S positions at a time; and its moments about μ.
-template <int B, int L>
-inline Moments<B> similarity_map(const float* x, const float* identity, int64_t size, int64_t blocks, int64_t stride,
-                                 const float* means, F<B> mu, float* similarity) {
+// A similarity map ([size][B / 2^L] floats) from `product(i)`, the B lane products of position i: S positions at a
+// time reduced over each group's lanes by lane_tree; and the map's moments about μ.
+template <int B, int L, typename Product>
+inline Moments<B> map_by_trees(int64_t size, const Product& product, F<B> mu, float* similarity) {
   constexpr int S = 1 << L, per = B / S;
-  const F<B> m0 = load<B>(means);
-  const auto product = [&](int64_t i) {
-    // identity is read only by the last pass: fetched into L2 now, while this pass computes (into L1 it evicted the
-    // lines this pass reads, and the whole network ran measurably slower on a Zen 4)
-    if ((i * B) % 16 == 0) __builtin_prefetch(identity + i * B, 0, 2);
-    F<B> sum = load<B>(x + i * B) * m0;
-    for (int64_t b = 1; b < blocks; ++b) {
-      if ((i * B) % 16 == 0) __builtin_prefetch(identity + b * stride + i * B, 0, 2);
-      sum += load<B>(x + b * stride + i * B) * load<B>(means + b * B);
-    }
-    return sum;
-  };
   Moments<B> moments;
   int64_t i0 = 0;
   for (; i0 + S <= size; i0 += S) {
@@ -390,6 +379,27 @@ inline Moments<B> similarity_map(const float* x, const float* identity, int64_t 
     accumulate_part<B>(moments, c, mu, count * per);
   }
   return moments;
+}
+
+// The similarity map of a unit ([hw][B / 2^L] floats): per position, the lane products x · mean summed over the
+// unit's blocks, then over each group's lanes by lane_tree, S positions at a time; and its moments about μ.
+template <int B, int L>
+inline Moments<B> similarity_map(const float* x, const float* identity, int64_t size, int64_t blocks, int64_t stride,
+                                 const float* means, F<B> mu, float* similarity) {
+  constexpr int S = 1 << L, per = B / S;
+  const F<B> m0 = load<B>(means);
+  const auto product = [&](int64_t i) {
+    // identity is read only by the last pass: fetched into L2 now, while this pass computes (into L1 it evicted the
+    // lines this pass reads, and the whole network ran measurably slower on a Zen 4)
+    if ((i * B) % 16 == 0) __builtin_prefetch(identity + i * B, 0, 2);
+    F<B> sum = load<B>(x + i * B) * m0;
+    for (int64_t b = 1; b < blocks; ++b) {
+      if ((i * B) % 16 == 0) __builtin_prefetch(identity + b * stride + i * B, 0, 2);
+      sum += load<B>(x + b * stride + i * B) * load<B>(means + b * B);
+    }
+    return sum;
+  };
+  return map_by_trees<B, L>(size, product, mu, similarity);
 }
 
 // out = relu(x · gate + identity) over one block's positions. Groups narrower than the block (1 < S < B): one

@@ -26,7 +26,7 @@ struct ShapeInferContext;
 struct CustomOp;
 
 enum ErrorCode : int { kOk = 0, kFail = 1, kInvalidArgument = 2 };  // OrtErrorCode
-enum ElementType : int { kFloat = 1 };                               // ONNXTensorElementDataType
+enum ElementType : int { kFloat = 1, kUint8 = 2 };                   // ONNXTensorElementDataType
 enum Characteristic : int { kRequired = 0 };                         // OrtCustomOpInputOutputCharacteristic
 enum MemType : int { kMemDefault = 0 };                              // OrtMemType
 

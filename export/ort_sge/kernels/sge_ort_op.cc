@@ -1,6 +1,6 @@
-// ONNX Runtime custom-op library: ai.sgedeploy::SgeResidual. The ORT side (typed ABI in sge_ort_abi.h), the
-// checks of every input, and the run-time choice of the maths build (sge_units.cc, one per instruction set) that
-// this CPU supports. Compiled for baseline x86-64: nothing here may use an instruction the oldest CPU lacks.
+// ONNX Runtime custom-op library: ai.sgedeploy::SgeResidual and its quantised-IO form SgeResidualQ. The ORT side
+// (typed ABI in sge_ort_abi.h), the checks of every input, and the run-time choice of the maths build (sge_units.cc,
+// one per instruction set) that this CPU supports. Compiled for baseline x86-64: nothing here may use an instruction the oldest CPU lacks.
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "sge_ort_abi.h"
+#include "sge_q_shape.h"
 #include "sge_shape.h"
 
 namespace {
@@ -15,11 +16,16 @@ namespace {
 const ort::Api* g_api = nullptr;
 
 using RunUnit = void (*)(const sge::Problem&, int64_t, float*);
+using RunQUnit = void (*)(const sge::QProblem&, int64_t, float*);
 
 struct Build {
   RunUnit run_unit;
+  RunQUnit run_q_unit;
+  int64_t q_lanes;   // the vector width of the quantised-IO maths: its units depend on it
   const char* name;  // build.py's name for it: what SgeKernelBuild() reports
 };
+
+#define SGE_BUILD(isa, name) {sge::isa::run_unit, sge::isa::run_q_unit, sge::isa::q_lanes, name}
 
 #define SGE_NAME_OF(isa) #isa
 #define SGE_NAME(isa) SGE_NAME_OF(isa)
@@ -29,15 +35,15 @@ struct Build {
 // comparisons, or one ISA for tests: SGE_ONLY_ISA) calls that build.
 Build choose_build() {
 #if defined(SGE_ONLY_ISA)
-  return {sge::SGE_ONLY_ISA::run_unit, SGE_NAME(SGE_ONLY_ISA)};
+  return SGE_BUILD(SGE_ONLY_ISA, SGE_NAME(SGE_ONLY_ISA));
 #else
   __builtin_cpu_init();
   if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
       __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx2") &&
       __builtin_cpu_supports("fma"))
-    return {sge::avx512::run_unit, "avx512"};
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return {sge::avx2::run_unit, "avx2"};
-  return {sge::baseline::run_unit, "baseline"};
+    return SGE_BUILD(avx512, "avx512");
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return SGE_BUILD(avx2, "avx2");
+  return SGE_BUILD(baseline, "baseline");
 #endif
 }
 
@@ -88,25 +94,40 @@ struct Scratch {
   ~Scratch() { std::free(data); }
 };
 
-struct Work {
-  sge::Problem problem;
-  std::atomic<bool> out_of_memory{false};
-};
-
-void run_item(void* data, size_t item) {
+// This thread's scratch of at least `needed` floats, or nullptr when there is no memory for it.
+float* thread_scratch(size_t needed) {
   thread_local Scratch scratch;
-  Work& work = *static_cast<Work*>(data);
-  const size_t needed = static_cast<size_t>(sge::scratch_floats(work.problem.shape));
   if (scratch.floats < needed) {
     std::free(scratch.data);
     scratch.data = static_cast<float*>(std::malloc(needed * sizeof(float)));
     scratch.floats = scratch.data ? needed : 0;
-    if (!scratch.data) {
-      work.out_of_memory.store(true, std::memory_order_relaxed);
-      return;
-    }
   }
-  g_build.run_unit(work.problem, static_cast<int64_t>(item), scratch.data);
+  return scratch.data;
+}
+
+template <typename P>
+struct Work {
+  P problem;
+  size_t scratch_floats;
+  std::atomic<bool> out_of_memory{false};
+};
+
+void run_item(void* data, size_t item) {
+  auto& work = *static_cast<Work<sge::Problem>*>(data);
+  float* scratch = thread_scratch(work.scratch_floats);
+  if (!scratch) return work.out_of_memory.store(true, std::memory_order_relaxed);
+  g_build.run_unit(work.problem, static_cast<int64_t>(item), scratch);
+}
+
+void run_q_item(void* data, size_t item) {
+  auto& work = *static_cast<Work<sge::QProblem>*>(data);
+  float* scratch = thread_scratch(work.scratch_floats);
+  if (!scratch) return work.out_of_memory.store(true, std::memory_order_relaxed);
+  g_build.run_q_unit(work.problem, static_cast<int64_t>(item), scratch);
+}
+
+ort::Status* out_of_memory(size_t floats) {
+  return error("out of memory for the kernel's scratch (" + std::to_string(floats) + " floats per thread)");
 }
 
 std::string dims_text(const std::vector<int64_t>& dims) {
@@ -144,21 +165,19 @@ ort::Status* compute(void* kernel_ptr, ort::KernelContext* context) {
   SGE_TRY(g_api->KernelContext_GetOutput(context, 0, dims.data(), dims.size(), &output));
   void* out = nullptr;
   SGE_TRY(g_api->GetTensorMutableData(output, &out));
-  Work work{{data[0], data[1], data[2], data[3], static_cast<float*>(out), shape}};
+  Work<sge::Problem> work{{data[0], data[1], data[2], data[3], static_cast<float*>(out), shape},
+                          static_cast<size_t>(sge::scratch_floats(shape))};
   const size_t items = static_cast<size_t>(shape.n * sge::units_per_image(shape));
   if (items == 0) return nullptr;
   SGE_TRY(g_api->KernelContext_ParallelFor(context, run_item, items, 0, &work));
-  if (work.out_of_memory.load()) {
-    return error("out of memory for the kernel's scratch (" + std::to_string(sge::scratch_floats(shape)) +
-                 " floats per thread)");
-  }
-  return nullptr;
+  return work.out_of_memory.load() ? out_of_memory(work.scratch_floats) : nullptr;
 }
 
-ort::Status* create_kernel(const ort::CustomOp*, const ort::Api*, const ort::KernelInfo* info, void** kernel_out) {
+// The attributes: groups, eps, and for the float op its layout (block).
+ort::Status* read_kernel(const ort::KernelInfo* info, bool has_block, void** kernel_out) {
   auto* kernel = new Kernel;
   ort::Status* status = g_api->KernelInfoGetAttribute_int64(info, "groups", &kernel->groups);
-  if (!status) status = g_api->KernelInfoGetAttribute_int64(info, "block", &kernel->block);
+  if (!status && has_block) status = g_api->KernelInfoGetAttribute_int64(info, "block", &kernel->block);
   if (!status) status = g_api->KernelInfoGetAttribute_float(info, "eps", &kernel->eps);
   if (status) {
     delete kernel;
@@ -168,15 +187,81 @@ ort::Status* create_kernel(const ort::CustomOp*, const ort::Api*, const ort::Ker
   return nullptr;
 }
 
-ort::CustomOp make_op() {
+ort::Status* create_kernel(const ort::CustomOp*, const ort::Api*, const ort::KernelInfo* info, void** kernel_out) {
+  return read_kernel(info, true, kernel_out);
+}
+
+// SgeResidualQ (sge_q_math.h): uint8 NHWC x and identity, each with a scale and a zero point; γ, β; the output's
+// scale and zero point. Inputs in that order, as export/ort_sge/quantized_io.py wires them.
+enum QInput : size_t { kX, kXScale, kXZero, kId, kIdScale, kIdZero, kGamma, kBeta, kYScale, kYZero, kQInputs };
+
+ort::ElementType q_input_type(size_t index) {
+  switch (index) {
+    case kX: case kXZero: case kId: case kIdZero: case kYZero: return ort::kUint8;
+    default: return ort::kFloat;
+  }
+}
+
+ort::Status* compute_q(void* kernel_ptr, ort::KernelContext* context) {
+  const Kernel& kernel = *static_cast<const Kernel*>(kernel_ptr);
+  size_t inputs = 0;
+  SGE_TRY(g_api->KernelContext_GetInputCount(context, &inputs));
+  if (inputs != kQInputs) return error("SgeResidualQ expects 10 inputs (x, scale, zero point, identity, ...)");
+  TensorInfo info[kQInputs];
+  void* data[kQInputs];
+  for (size_t i = 0; i < kQInputs; ++i) {
+    const ort::Value* value = nullptr;
+    SGE_TRY(g_api->KernelContext_GetInput(context, i, &value));
+    SGE_TRY(describe(value, info[i]));
+    if (info[i].type != q_input_type(i))
+      return error("SgeResidualQ input " + std::to_string(i) + " must be " +
+                   (q_input_type(i) == ort::kUint8 ? "uint8" : "float32"));
+    SGE_TRY(g_api->GetTensorMutableData(const_cast<ort::Value*>(value), &data[i]));  // read only
+  }
+  const std::vector<int64_t>& dims = info[kX].dims;
+  if (dims.size() != 4) return error("SgeResidualQ x must be 4-D (N, H, W, C); got " + dims_text(dims));
+  if (info[kId].dims != dims)
+    return error("identity " + dims_text(info[kId].dims) + " differs from x " + dims_text(dims));
+  for (size_t i : {kXScale, kXZero, kIdScale, kIdZero, kYScale, kYZero})
+    if (info[i].elements != 1) return error("scales and zero points must be single values (per-tensor)");
+  if (info[kGamma].elements != kernel.groups || info[kBeta].elements != kernel.groups)
+    return error("gamma and beta must hold one value per group (" + std::to_string(kernel.groups) + ")");
+  const auto scale = [&](size_t i) { return *static_cast<const float*>(data[i]); };
+  const auto zero = [&](size_t i) { return static_cast<int32_t>(*static_cast<const uint8_t*>(data[i])); };
+  for (size_t i : {kXScale, kIdScale, kYScale})
+    if (!(scale(i) > 0.0f && scale(i) < 3.4e38f)) return error("scales must be positive and finite");
+  const sge::QShape shape{dims[0], dims[1], dims[2], dims[3], kernel.groups, kernel.eps};
+  if (const char* problem = sge::q_shape_problem(shape, g_build.q_lanes))
+    return error(std::string(problem) + "; x " + dims_text(dims) + " (NHWC), groups " + std::to_string(kernel.groups));
+
+  ort::Value* output = nullptr;
+  SGE_TRY(g_api->KernelContext_GetOutput(context, 0, dims.data(), dims.size(), &output));
+  void* out = nullptr;
+  SGE_TRY(g_api->GetTensorMutableData(output, &out));
+  const auto bytes = [&](size_t i) { return static_cast<const uint8_t*>(data[i]); };
+  const auto floats = [&](size_t i) { return static_cast<const float*>(data[i]); };
+  Work<sge::QProblem> work{{bytes(kX), bytes(kId), scale(kXScale), scale(kIdScale), scale(kYScale), zero(kXZero),
+                            zero(kIdZero), zero(kYZero), floats(kGamma), floats(kBeta), static_cast<uint8_t*>(out),
+                            shape},
+                           static_cast<size_t>(sge::q_scratch_floats(shape, g_build.q_lanes))};
+  const size_t items = static_cast<size_t>(shape.n * sge::q_units_per_image(shape, g_build.q_lanes));
+  if (items == 0) return nullptr;
+  SGE_TRY(g_api->KernelContext_ParallelFor(context, run_q_item, items, 0, &work));
+  return work.out_of_memory.load() ? out_of_memory(work.scratch_floats) : nullptr;
+}
+
+ort::Status* create_q_kernel(const ort::CustomOp*, const ort::Api*, const ort::KernelInfo* info, void** kernel_out) {
+  return read_kernel(info, false, kernel_out);
+}
+
+// What both ops share: the CPU provider, required inputs and outputs, any opset version, and the output allowed to
+// take x's buffer (each position of x is read before it is written): the block then writes into cache lines it has
+// just read instead of allocating a fresh map, which saves a read-for-ownership pass.
+ort::CustomOp common_op() {
   ort::CustomOp op;
   std::memset(&op, 0, sizeof(op));  // unused entries (V1 kernel, shape inference, alias map) stay NULL
   op.version = ort::kVersion;
-  op.GetName = [](const ort::CustomOp*) { return "SgeResidual"; };
   op.GetExecutionProviderType = [](const ort::CustomOp*) { return "CPUExecutionProvider"; };
-  op.GetInputType = [](const ort::CustomOp*, size_t) { return ort::kFloat; };
-  op.GetInputTypeCount = [](const ort::CustomOp*) -> size_t { return 4; };
-  op.GetOutputType = [](const ort::CustomOp*, size_t) { return ort::kFloat; };
   op.GetOutputTypeCount = [](const ort::CustomOp*) -> size_t { return 1; };
   op.KernelDestroy = [](void* kernel) { delete static_cast<Kernel*>(kernel); };
   op.GetInputCharacteristic = [](const ort::CustomOp*, size_t) { return ort::kRequired; };
@@ -186,12 +271,8 @@ ort::CustomOp make_op() {
   op.GetVariadicInputHomogeneity = [](const ort::CustomOp*) { return 1; };
   op.GetVariadicOutputMinArity = [](const ort::CustomOp*) { return 1; };
   op.GetVariadicOutputHomogeneity = [](const ort::CustomOp*) { return 1; };
-  op.CreateKernelV2 = create_kernel;
-  op.KernelComputeV2 = compute;
   op.GetStartVersion = [](const ort::CustomOp*) { return 1; };
   op.GetEndVersion = [](const ort::CustomOp*) { return 1 << 30; };
-  // The output may take x's buffer (each position of x is read before it is written): the block then writes into
-  // cache lines it has just read instead of allocating a fresh map, which saves a read-for-ownership pass.
   op.GetMayInplace = [](int** input_index, int** output_index) -> size_t {
     *input_index = new int[1]{0};
     *output_index = new int[1]{0};
@@ -204,7 +285,30 @@ ort::CustomOp make_op() {
   return op;
 }
 
+ort::CustomOp make_op() {
+  ort::CustomOp op = common_op();
+  op.GetName = [](const ort::CustomOp*) { return "SgeResidual"; };
+  op.GetInputType = [](const ort::CustomOp*, size_t) { return ort::kFloat; };
+  op.GetInputTypeCount = [](const ort::CustomOp*) -> size_t { return 4; };
+  op.GetOutputType = [](const ort::CustomOp*, size_t) { return ort::kFloat; };
+  op.CreateKernelV2 = create_kernel;
+  op.KernelComputeV2 = compute;
+  return op;
+}
+
+ort::CustomOp make_q_op() {
+  ort::CustomOp op = common_op();
+  op.GetName = [](const ort::CustomOp*) { return "SgeResidualQ"; };
+  op.GetInputType = [](const ort::CustomOp*, size_t index) { return q_input_type(index); };
+  op.GetInputTypeCount = [](const ort::CustomOp*) -> size_t { return kQInputs; };
+  op.GetOutputType = [](const ort::CustomOp*, size_t) { return ort::kUint8; };
+  op.CreateKernelV2 = create_q_kernel;
+  op.KernelComputeV2 = compute_q;
+  return op;
+}
+
 const ort::CustomOp g_op = make_op();
+const ort::CustomOp g_q_op = make_q_op();
 
 }  // namespace
 
@@ -219,6 +323,7 @@ extern "C" __attribute__((visibility("default"))) ort::Status* RegisterCustomOps
     ort::CustomOpDomain* created = nullptr;
     SGE_TRY(g_api->CreateCustomOpDomain("ai.sgedeploy", &created));
     SGE_TRY(g_api->CustomOpDomain_Add(created, &g_op));
+    SGE_TRY(g_api->CustomOpDomain_Add(created, &g_q_op));
     domain = created;
   }
   return g_api->AddCustomOpDomain(options, domain);

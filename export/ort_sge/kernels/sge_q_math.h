@@ -1,0 +1,151 @@
+// SgeResidualQ: the fused SGE block tail of sge_math.h for ONNX Runtime's INT8 graphs, with quantised inputs and
+// output: y = quantize(relu(x · sigmoid(γ_g · ĉ + β_g) + identity)), x and identity dequantised on load.
+//
+// ORT runs U8S8 convolutions channels last (uint8 NHWC). The float op reads NCHW float, so the INT8 graph wrapped it
+// in a uint8 Transpose, a DequantizeLinear, a QuantizeLinear and a Transpose back: four passes over the map around
+// the op's three. This op reads the convolution's uint8 NHWC output as it is and writes uint8 NHWC, a quarter of the
+// float op's bytes. The statistics and the gate are the float op's (sge_math.h: the same moments about the known
+// group mean, the same Gate and sigmoid, the same lane trees); only the loads and the store differ.
+//
+// A unit is max(C/G, B) channels of every position (B = this build's vector width); position i of channel block b
+// is at x[i·C + b·B]. The sums of the channel means are exact (int32 over the uint8 values).
+#pragma once
+
+#include <immintrin.h>  // SSE2 in every x86-64 build; AVX2 and AVX-512 where the build has them
+
+#include "sge_math.h"
+#include "sge_q_shape.h"
+
+namespace sge {
+namespace SGE_ISA {
+
+// B uint8 values widened to int32 lanes, and back (values already in [0, 255]). Intrinsics: GCC's
+// __builtin_convertvector between uint8 and int32 vectors took each byte apart in general registers.
+template <int B>
+inline I<B> load_u8(const uint8_t* p) {
+#if defined(__AVX512F__)
+  if constexpr (B == 16) return (I<B>)_mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+#endif
+#if defined(__AVX2__)
+  if constexpr (B == 8) return (I<B>)_mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
+#endif
+  if constexpr (B == 4) {  // SSE2: unpack with zeros twice
+    int32_t word;
+    __builtin_memcpy(&word, p, sizeof(word));
+    const __m128i zero = _mm_setzero_si128();
+    return (I<B>)_mm_unpacklo_epi16(_mm_unpacklo_epi8(_mm_cvtsi32_si128(word), zero), zero);
+  }
+  static_assert(B == 4 || B == 8 || B == 16, "4, 8 or 16 lanes");
+  return I<B>{};
+}
+
+template <int B>
+inline void store_u8(uint8_t* p, I<B> v) {
+#if defined(__AVX512F__)
+  if constexpr (B == 16) return _mm_storeu_si128(reinterpret_cast<__m128i*>(p), _mm512_cvtepi32_epi8((__m512i)v));
+#endif
+#if defined(__AVX2__)
+  if constexpr (B == 8) {
+    const __m256i w = (__m256i)v;
+    const __m128i words = _mm_packus_epi32(_mm256_castsi256_si128(w), _mm256_extracti128_si256(w, 1));
+    return _mm_storel_epi64(reinterpret_cast<__m128i*>(p), _mm_packus_epi16(words, words));
+  }
+#endif
+  if constexpr (B == 4) {  // SSE2: signed packs are exact for values in [0, 255]
+    const __m128i words = _mm_packs_epi32((__m128i)v, (__m128i)v);
+    const int32_t word = _mm_cvtsi128_si32(_mm_packus_epi16(words, words));
+    __builtin_memcpy(p, &word, sizeof(word));
+  }
+}
+
+// scale · (q − zero), exact up to the one rounding of the product (q − zero is a small integer).
+template <int B>
+inline F<B> dequantize(const uint8_t* p, int32_t zero, float scale) {
+  return __builtin_convertvector(load_u8<B>(p) - zero, F<B>) * scale;
+}
+
+// saturate(round(v · inverse_scale) + zero) to uint8, rounding half to even as ONNX's QuantizeLinear does (the
+// clamp first, then 1.5·2²³ added and taken away rounds any value in [0, 255] to the nearest even integer). Scaling
+// by the inverse instead of dividing may move a value that lies within one rounding of a half step by one step.
+template <int B>
+inline void quantize_store(uint8_t* p, F<B> v, float inverse_scale, float zero) {
+  v = v * inverse_scale + zero;
+  v = v < 0.0f ? F<B>{} : v;
+  v = v > 255.0f ? splat<B>(255.0f) : v;  // NaN passes both and converts to 0 below
+  const F<B> rounded = (v + 12582912.0f) - 12582912.0f;
+  store_u8<B>(p, __builtin_convertvector(rounded, I<B>));
+}
+
+template <int B, int L>
+void q_unit(const QProblem& p, int64_t n, int64_t u, float* scratch) {
+  constexpr int S = 1 << L, per = B / S;  // positions per tree; groups per vector (1 when a group spans vectors)
+  const QShape& s = p.shape;
+  const int64_t size = q_hw(s), uc = q_unit_channels(s, B), blocks = uc / B, stride = s.c;
+  const int64_t offset = n * size * s.c + u * uc;
+  const uint8_t* x = p.x + offset;
+  const uint8_t* identity = p.identity + offset;
+  uint8_t* out = p.out + offset;
+  float* means = scratch;            // [blocks][B]: the channel means, as floats
+  float* similarity = scratch + uc;  // [blocks or 1][hw][per]: the map, then the gates
+
+  for (int64_t b = 0; b < blocks; ++b) {  // exact integer sums, then scale · (sum / n − zero)
+    I<B> sum = {};
+    for (int64_t i = 0; i < size; ++i) sum += load_u8<B>(x + i * stride + b * B);
+    const F<B> mean = (__builtin_convertvector(sum, F<B>) / static_cast<float>(size) - static_cast<float>(p.x_zero));
+    store<B>(means + b * B, mean * p.x_scale);
+  }
+
+  // The map's groups: within one vector (blocks of `per` groups each, mapped one after the other) or spanning vectors.
+  const int64_t maps = S < B ? blocks : 1;
+  for (int64_t m = 0; m < maps; ++m) {
+    const int64_t first = S < B ? m : 0, count = S < B ? 1 : blocks;  // the channel blocks of this map
+    const float* mean_of = means + first * B;
+    float* map = similarity + m * size * per;
+    const F<B> mu = group_means<B, per>(mean_of, count * B);
+    const auto product = [&](int64_t i) {
+      F<B> sum = dequantize<B>(x + i * stride + first * B, p.x_zero, p.x_scale) * load<B>(mean_of);
+      for (int64_t b = 1; b < count; ++b)
+        sum += dequantize<B>(x + i * stride + (first + b) * B, p.x_zero, p.x_scale) * load<B>(mean_of + b * B);
+      return sum;
+    };
+    const Moments<B> moments = map_by_trees<B, L>(size, product, mu, map);
+    const int64_t first_group = (u * uc + first * B) / q_group_channels(s);
+    const Gate<B, per> gate(moments, mu, size, p.gamma + first_group, p.beta + first_group, s.eps);
+    gates_in_place<B, per>(map, size * per, gate);
+  }
+
+  const float inverse = 1.0f / p.y_scale, y_zero = static_cast<float>(p.y_zero);
+  for (int64_t b = 0; b < blocks; ++b) {
+    const float* gates = similarity + (S < B ? b * size * per : 0);
+    for (int64_t i = 0; i < size; ++i) {
+      const int64_t at = i * stride + b * B;
+      const F<B> xv = dequantize<B>(x + at, p.x_zero, p.x_scale);
+      const F<B> id = dequantize<B>(identity + at, p.identity_zero, p.identity_scale);
+      quantize_store<B>(out + at, relu<B>(xv * expand<B, L>(gates + i * per) + id), inverse, y_zero);
+    }
+  }
+}
+
+template <int B>
+inline void q_unit_blocked(const QProblem& p, int64_t n, int64_t u, float* scratch) {
+  const int64_t cg = q_group_channels(p.shape);
+  switch (cg < B ? cg : B) {  // lanes per group within a vector: 1, 2, 4, 8 or 16
+    case 1: return q_unit<B, 0>(p, n, u, scratch);
+    case 2: return q_unit<B, 1>(p, n, u, scratch);
+    case 4: return q_unit<B, 2>(p, n, u, scratch);
+    case 8:
+      if constexpr (B >= 8) return q_unit<B, 3>(p, n, u, scratch);
+      return;
+    default:
+      if constexpr (B == 16) return q_unit<B, 4>(p, n, u, scratch);
+  }
+}
+
+// Runs unit `item` of the flattened (image, unit) range; the shape passed q_shape_problem() for this width.
+inline void run_q_unit_impl(const QProblem& p, int64_t item, float* scratch) {
+  const int64_t per_image = q_units_per_image(p.shape, kNativeLanes);
+  q_unit_blocked<kNativeLanes>(p, item / per_image, item % per_image, scratch);
+}
+
+}  // namespace SGE_ISA
+}  // namespace sge

@@ -1,0 +1,68 @@
+// The problem one SgeResidualQ call solves (the quantised-IO form of SgeResidual, for ONNX Runtime's INT8 graphs),
+// shared by the dispatcher and every ISA build, as sge_shape.h is for the float op. Plain data; `static` helpers.
+#pragma once
+
+#include <cstdint>
+
+namespace sge {
+
+// uint8 maps in NHWC ([N, H, W, C], channels last: ORT's layout for QLinearConv on x86), each with its scale and
+// zero point: value = scale · (q − zero_point).
+struct QShape {
+  int64_t n, h, w, c;
+  int64_t groups;
+  float eps;
+};
+
+struct QProblem {
+  const uint8_t *x, *identity;
+  float x_scale, identity_scale, y_scale;
+  int32_t x_zero, identity_zero, y_zero;
+  const float *gamma, *beta;
+  uint8_t* out;  // may be x itself
+  QShape shape;
+};
+
+static inline int64_t q_hw(const QShape& s) { return s.h * s.w; }
+static inline int64_t q_group_channels(const QShape& s) { return s.c / s.groups; }
+
+// A unit is `lanes` channels (several whole groups) when groups are narrower than a vector, else one group: the
+// channels of every position that one call works on. `lanes` is the build's vector width (16, 8 or 4 floats).
+static inline int64_t q_unit_channels(const QShape& s, int64_t lanes) {
+  const int64_t cg = q_group_channels(s);
+  return cg >= lanes ? cg : lanes;
+}
+static inline int64_t q_units_per_image(const QShape& s, int64_t lanes) { return s.c / q_unit_channels(s, lanes); }
+
+// Floats of scratch one unit needs: its channels' means, its similarity map (one value per group and position), and
+// one vector of padding.
+static inline int64_t q_scratch_floats(const QShape& s, int64_t lanes) {
+  const int64_t uc = q_unit_channels(s, lanes);
+  return uc + q_hw(s) * (uc / q_group_channels(s)) + 16;
+}
+
+// Why a shape cannot run with vectors of `lanes` floats, or nullptr. Checked before any division by a dimension.
+static inline const char* q_shape_problem(const QShape& s, int64_t lanes) {
+  if (s.n < 0 || s.c <= 0 || s.h <= 0 || s.w <= 0) return "x needs at least one channel and a non-empty H*W";
+  if (s.groups <= 0) return "the groups attribute must be positive";
+  if (s.c % s.groups) return "channels must be divisible by the groups attribute";
+  if (s.h * s.w < 2) return "H*W must be at least 2: the unbiased std of one value is undefined";
+  if (!(s.eps >= 0.0f)) return "eps must be a non-negative number";
+  const int64_t cg = q_group_channels(s);
+  if (cg < lanes ? lanes % cg || s.c % lanes : cg % lanes)
+    return "channels per group must divide the vector width or be a multiple of it (and channels a multiple of it)";
+  return nullptr;
+}
+
+#define SGE_DECLARE_Q_ISA(isa)                                              \
+  namespace isa {                                                           \
+  extern const int64_t q_lanes;                                             \
+  void run_q_unit(const QProblem& problem, int64_t item, float* scratch);   \
+  }
+SGE_DECLARE_Q_ISA(baseline)
+SGE_DECLARE_Q_ISA(avx2)
+SGE_DECLARE_Q_ISA(avx512)
+SGE_DECLARE_Q_ISA(native)
+#undef SGE_DECLARE_Q_ISA
+
+}  // namespace sge
