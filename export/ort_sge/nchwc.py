@@ -123,6 +123,33 @@ def fits_block(channels: int | None, groups: int, block: int) -> bool:
     return block % per_group == 0 if per_group < block else per_group % block == 0
 
 
+def graph_links(graph: onnx.GraphProto) -> tuple[dict[str, onnx.NodeProto], dict[str, list[onnx.NodeProto]]]:
+    """Each tensor's producing node, and the nodes that read it."""
+    producer = {out: n for n in graph.node for out in n.output}
+    consumers: dict[str, list[onnx.NodeProto]] = defaultdict(list)
+    for n in graph.node:
+        for name in n.input:
+            consumers[name].append(n)
+    return producer, consumers
+
+
+def relist(graph: onnx.GraphProto, kept: list[onnx.NodeProto], added: list[onnx.NodeProto]) -> None:
+    """Make ``graph``'s node list ``kept`` (in its order) with each node of ``added`` right after the producer of its
+    first input (and a node added to read an added one right after that), so the list stays topologically sorted."""
+    after: dict[str, list[onnx.NodeProto]] = defaultdict(list)
+    for node in added:
+        after[node.input[0]].append(node)
+
+    def place(node: onnx.NodeProto) -> None:
+        graph.node.append(node)
+        for reader in after[node.output[0]]:
+            place(reader)
+
+    del graph.node[:]
+    for node in kept:
+        place(node)
+
+
 def _reorder_output(blocked: str, plain: str, channels: int | None) -> onnx.NodeProto:
     return helper.make_node(
         "ReorderOutput", [blocked], [plain], name=plain, domain=NCHWC_DOMAIN, channels=channels, channels_last=0
@@ -138,11 +165,7 @@ def drop_reorders(model: onnx.ModelProto, *, block: int) -> int:
     ``ReorderOutput``.
     """
     graph = model.graph
-    producer = {out: n for n in graph.node for out in n.output}
-    consumers: dict[str, list[onnx.NodeProto]] = defaultdict(list)
-    for n in graph.node:
-        for name in n.input:
-            consumers[name].append(n)
+    producer, consumers = graph_links(graph)
     graph_outputs = {o.name for o in graph.output}
 
     def plain_reorder_out(node: onnx.NodeProto | None) -> bool:
@@ -209,17 +232,6 @@ def drop_reorders(model: onnx.ModelProto, *, block: int) -> int:
     kept = [
         n for n in graph.node if id(n) not in removed and not (plain_reorder_out(n) and n.output[0] not in still_read)
     ]
-    after: dict[str, list[onnx.NodeProto]] = defaultdict(list)
-    for node in added:  # each right after its producer, so the node list stays topologically sorted
-        after[node.input[0]].append(node)
-
-    def place(node: onnx.NodeProto) -> None:  # the node, then what was added to read its output (recursively)
-        graph.node.append(node)
-        for reader in after[node.output[0]]:
-            place(reader)
-
-    del graph.node[:]
-    for node in kept:
-        place(node)
+    relist(graph, kept, added)
     logger.info("NCHWc: %d of %d fused SGE blocks read the blocked layout directly", len(chosen), len(fused))
     return len(chosen)

@@ -2,7 +2,8 @@
 
 A plain graph opens as usual (all graph optimisations). A graph with ``ai.sgedeploy::SgeResidual`` nodes needs the
 custom-op library built at install (``export/ort_sge/kernels``), and is opened in two steps: ORT optimises it
-once (NCHWc convolutions), ``drop_reorders`` wires the fused nodes to the blocked tensors, ``schedule_blocks``
+once (NCHWc convolutions), ``drop_reorders`` wires the fused nodes to the blocked tensors (in an INT8 graph,
+``fold_quantized_io`` to the uint8 NHWC ones), ``schedule_blocks``
 fixes the node order, and the session runs that graph as listed, with no further optimisation. Export's parity check
 and the runtime's ONNX Runtime runner both open sessions here, so what is verified is what runs.
 """
@@ -19,6 +20,7 @@ import onnx
 
 from export.ort_sge.kernels import kernel_build, kernel_library
 from export.ort_sge.nchwc import FUSED_DOMAIN, drop_reorders, nchwc_block_size, optimized_graph
+from export.ort_sge.quantized_io import fold_quantized_io
 from export.ort_sge.schedule import schedule_blocks
 
 logger = logging.getLogger(__name__)
@@ -53,6 +55,7 @@ class SessionPlan:
     fused_blocks: int = 0
     nchwc_blocks: int = 0
     nchwc_block: int = 0
+    quantized_blocks: int = 0  # INT8 graphs: fused blocks that read and write uint8 NHWC (SgeResidualQ)
     kernel_build: str = ""  # the kernel's instruction-set build on this CPU (export/ort_sge/kernels/library.py)
     scratch: tempfile.TemporaryDirectory | None = field(default=None, compare=False, repr=False)
 
@@ -69,6 +72,7 @@ class SessionPlan:
             "fused_sge_blocks": self.fused_blocks,
             "nchwc_sge_blocks": self.nchwc_blocks,
             "nchwc_block": self.nchwc_block,
+            "uint8_nhwc_sge_blocks": self.quantized_blocks,
             "kernel": str(self.library),
             "kernel_build": self.kernel_build,
         }
@@ -117,6 +121,7 @@ def plan_session(path: str | Path, *, fused: bool | None = None) -> SessionPlan:
         optimized = optimized_graph(str(path), threads=1, custom_ops=str(library), weights_dir=scratch.name)
         blocks = sum(node.domain == FUSED_DOMAIN for node in optimized.graph.node)
         blocked = drop_reorders(optimized, block=block)
+        quantized = fold_quantized_io(optimized)  # an INT8 graph's blocks; none in a float graph
         schedule_blocks(optimized.graph)
         planned = Path(scratch.name) / PLANNED_NAME
         onnx.save(optimized, str(planned))  # beside optimized.onnx.data, which its initializers name
@@ -133,6 +138,7 @@ def plan_session(path: str | Path, *, fused: bool | None = None) -> SessionPlan:
         fused_blocks=blocks,
         nchwc_blocks=blocked,
         nchwc_block=block,
+        quantized_blocks=quantized,
         kernel_build=build,
         scratch=scratch,
     )

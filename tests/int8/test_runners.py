@@ -9,7 +9,7 @@ import runtime
 from export.artifacts import Manifest
 from export.int8.roles import PrecisionError, int8_graph_file, normalise_precision
 from tests.conftest import save_photos
-from tests.int8.conftest import SIZE, cosine
+from tests.int8.conftest import SGE_BLOCKS, SIZE, cosine
 
 
 def logits(artifact, backend, batch, **options):
@@ -31,6 +31,24 @@ def test_onnxruntime_int8_runs_the_fused_int8_graph_close_to_fp32(int8_artifact,
         assert described["graph"] == "sge_fused"
         assert cosine(int8, fp32).min() >= gate
         assert not np.allclose(int8, fp32, atol=1e-4)  # it is a different (quantised) graph
+
+
+def test_the_fused_int8_graph_keeps_its_blocks_in_uint8_nhwc(int8_artifact, photos, monkeypatch):
+    """Every SGE block runs as SgeResidualQ on the convolutions' uint8 NHWC maps (export/ort_sge/quantized_io.py),
+    and its logits follow those of the same graph with the float op between DequantizeLinear and QuantizeLinear."""
+    from export.ort_sge import session
+    from export.ort_sge.nchwc import nchwc_block_size
+
+    if nchwc_block_size() == 0:
+        pytest.skip("ORT uses no blocked layout on this CPU: the fused graph is not re-planned")
+    directory, _ = int8_artifact
+    folded, described = logits(directory, "onnxruntime", photos, precision="int8")
+    assert described["uint8_nhwc_sge_blocks"] == described["fused_sge_blocks"] == SGE_BLOCKS
+    monkeypatch.setattr(session, "fold_quantized_io", lambda model: 0)
+    detour, described = logits(directory, "onnxruntime", photos, precision="int8")
+    assert described["uint8_nhwc_sge_blocks"] == 0
+    # the two differ by the identities (quantised now, as the convolutions read them) and the output's rounding
+    assert cosine(folded, detour).min() >= 0.999
 
 
 def test_onnxruntime_int8_without_the_fused_graph_runs_model_int8(int8_artifact, photos):
