@@ -84,8 +84,9 @@ def run_case(library, channels, groups, size, rng, q=QUANT, batch=2) -> tuple[np
     return y, reference(x, identity, gamma, beta, groups, q)
 
 
-# channels per group 1, 2, 4, 8, 16, 32 (within one vector, or spanning several); H·W not a multiple of the trees
-GROUPINGS = [(64, 64), (64, 32), (256, 64), (128, 16), (256, 16), (256, 8)]
+# channels per group 1, 2, 4, 8, 16, 32 (within one vector, or spanning several); units of 4, 2 and 1 vectors (48 and
+# 32 channels: 3 and 2 vectors of 16 lanes); H·W not a multiple of the trees
+GROUPINGS = [(64, 64), (64, 32), (256, 64), (128, 16), (256, 16), (256, 8), (48, 12), (32, 8)]
 SIZES = [(7, 9), (4, 4), (1, 3)]
 
 

@@ -196,7 +196,7 @@ def test_each_instruction_set_build_matches_the_reference(isa, tmp_path, monkeyp
         assert blocked_error(tmp_path, block=16, channels=channels, groups=groups, rng=other) <= 2e-5, groups
     for block in (0, 8, 16):
         assert_nan_stays_in_its_group(tmp_path, block)
-    for channels, groups in [(64, 64), (64, 16), (256, 64), (256, 8)]:  # SgeResidualQ at this build's width
+    for channels, groups in [(64, 64), (64, 16), (256, 64), (256, 8), (48, 12)]:  # SgeResidualQ at this build's width
         assert_matches(*run_case(library, channels, groups, (5, 7), np.random.default_rng(channels + groups)))
 
 

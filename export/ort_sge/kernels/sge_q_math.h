@@ -76,52 +76,126 @@ inline void quantize_store(uint8_t* p, F<B> v, float inverse_scale, float zero) 
   store_u8<B>(p, __builtin_convertvector(rounded, I<B>));
 }
 
-template <int B, int L>
-void q_unit(const QProblem& p, int64_t n, int64_t u, float* scratch) {
-  constexpr int S = 1 << L, per = B / S;  // positions per tree; groups per vector (1 when a group spans vectors)
-  const QShape& s = p.shape;
-  const int64_t size = q_hw(s), uc = q_unit_channels(s, B), blocks = uc / B, stride = s.c;
-  const int64_t offset = n * size * s.c + u * uc;
-  const uint8_t* x = p.x + offset;
-  const uint8_t* identity = p.identity + offset;
-  uint8_t* out = p.out + offset;
-  float* means = scratch;            // [blocks][B]: the channel means, as floats
-  float* similarity = scratch + uc;  // [blocks or 1][hw][per]: the map, then the gates
-
-  for (int64_t b = 0; b < blocks; ++b) {  // exact integer sums, then scale · (sum / n − zero)
-    I<B> sum = {};
-    for (int64_t i = 0; i < size; ++i) sum += load_u8<B>(x + i * stride + b * B);
-    const F<B> mean = (__builtin_convertvector(sum, F<B>) / static_cast<float>(size) - static_cast<float>(p.x_zero));
-    store<B>(means + b * B, mean * p.x_scale);
+// Exact integer sums of `vectors` channel vectors over the unit's positions (one sweep over its rows), then each
+// channel's mean, scale · (sum / n − zero).
+template <int B, int K>
+inline void q_channel_means(const QProblem& p, const uint8_t* x, int64_t vectors, float* means) {
+  const int64_t size = q_hw(p.shape), stride = p.shape.c;
+  I<B> sums[K] = {};
+  for (int64_t i = 0; i < size; ++i)
+#pragma GCC unroll 4
+    for (int k = 0; k < K; ++k)
+      if (K > 1 || k < vectors) sums[k] += load_u8<B>(x + i * stride + k * B);
+  for (int64_t k = 0; k < (K > 1 ? K : vectors); ++k) {  // K = 1: one sweep per vector (groups spanning vectors)
+    if (K == 1 && k > 0) {
+      sums[0] = I<B>{};
+      for (int64_t i = 0; i < size; ++i) sums[0] += load_u8<B>(x + i * stride + k * B);
+    }
+    const F<B> mean = __builtin_convertvector(sums[K > 1 ? k : 0], F<B>) / static_cast<float>(size);
+    store<B>(means + k * B, (mean - static_cast<float>(p.x_zero)) * p.x_scale);
   }
+}
 
-  // The map's groups: within one vector (blocks of `per` groups each, mapped one after the other) or spanning vectors.
-  const int64_t maps = S < B ? blocks : 1;
-  for (int64_t m = 0; m < maps; ++m) {
-    const int64_t first = S < B ? m : 0, count = S < B ? 1 : blocks;  // the channel blocks of this map
-    const float* mean_of = means + first * B;
-    float* map = similarity + m * size * per;
-    const F<B> mu = group_means<B, per>(mean_of, count * B);
-    const auto product = [&](int64_t i) {
-      F<B> sum = dequantize<B>(x + i * stride + first * B, p.x_zero, p.x_scale) * load<B>(mean_of);
-      for (int64_t b = 1; b < count; ++b)
-        sum += dequantize<B>(x + i * stride + (first + b) * B, p.x_zero, p.x_scale) * load<B>(mean_of + b * B);
-      return sum;
-    };
-    const Moments<B> moments = map_by_trees<B, L>(size, product, mu, map);
-    const int64_t first_group = (u * uc + first * B) / q_group_channels(s);
-    const Gate<B, per> gate(moments, mu, size, p.gamma + first_group, p.beta + first_group, s.eps);
-    gates_in_place<B, per>(map, size * per, gate);
-  }
-
+// out = quantize(relu(x · gate + identity)) over the unit's rows; `gates(i, k)` points at vector k's gates of row i.
+template <int B, int L, int K, typename Gates>
+inline void q_apply_gates(const QProblem& p, const uint8_t* x, const uint8_t* identity, uint8_t* out, int64_t vectors,
+                          const Gates& gates) {
+  const int64_t size = q_hw(p.shape), stride = p.shape.c;
   const float inverse = 1.0f / p.y_scale, y_zero = static_cast<float>(p.y_zero);
-  for (int64_t b = 0; b < blocks; ++b) {
-    const float* gates = similarity + (S < B ? b * size * per : 0);
-    for (int64_t i = 0; i < size; ++i) {
-      const int64_t at = i * stride + b * B;
+  for (int64_t i = 0; i < size; ++i)
+#pragma GCC unroll 4
+    for (int k = 0; k < (K > 1 ? K : vectors); ++k) {
+      const int64_t at = i * stride + k * B;
       const F<B> xv = dequantize<B>(x + at, p.x_zero, p.x_scale);
       const F<B> id = dequantize<B>(identity + at, p.identity_zero, p.identity_scale);
-      quantize_store<B>(out + at, relu<B>(xv * expand<B, L>(gates + i * per) + id), inverse, y_zero);
+      quantize_store<B>(out + at, relu<B>(xv * expand<B, L>(gates(i, k)) + id), inverse, y_zero);
+    }
+}
+
+// Groups narrower than a vector (S = 2^L < B lanes): K vectors of channels a unit, each with its own map
+// ([K][hw][B / S]), all K swept together row by row so that each pass reads a row's bytes once.
+template <int B, int L, int K>
+void q_unit_narrow(const QProblem& p, const uint8_t* x, const uint8_t* identity, uint8_t* out, int64_t first_group,
+                   float* scratch) {
+  constexpr int S = 1 << L, per = B / S;
+  const QShape& s = p.shape;
+  const int64_t size = q_hw(s), stride = s.c;
+  float* means = scratch;                // [K][B]
+  float* similarity = scratch + K * B;  // [K][hw][per]: the maps, then the gates
+  q_channel_means<B, K>(p, x, K, means);
+  F<B> mu[K], mean[K];
+  Moments<B> moments[K];
+  for (int k = 0; k < K; ++k) {
+    mu[k] = group_means<B, per>(means + k * B, B);
+    mean[k] = load<B>(means + k * B);
+  }
+  const auto trees = [&](int64_t i0, int64_t count) {  // positions i0 .. i0 + count − 1 of every vector
+#pragma GCC unroll 4
+    for (int k = 0; k < K; ++k) {
+      F<B> v[S] = {};
+#pragma GCC unroll 16
+      for (int j = 0; j < S; ++j)
+        if (j < count) v[j] = dequantize<B>(x + (i0 + j) * stride + k * B, p.x_zero, p.x_scale) * mean[k];
+      const F<B> c = lane_tree<B, S>(v);
+      float* map = similarity + (k * size + i0) * per;
+      if (count == S) {
+        store<B>(map, c);
+        accumulate<B>(moments[k], c, mu[k]);
+      } else {
+        store_part<B>(map, c, count * per);
+        accumulate_part<B>(moments[k], c, mu[k], count * per);
+      }
+    }
+  };
+  int64_t i0 = 0;
+  for (; i0 + S <= size; i0 += S) trees(i0, S);
+  if (i0 < size) trees(i0, size - i0);
+  for (int k = 0; k < K; ++k) {
+    const int64_t g = first_group + k * per;
+    const Gate<B, per> gate(moments[k], mu[k], size, p.gamma + g, p.beta + g, s.eps);
+    gates_in_place<B, per>(similarity + k * size * per, size * per, gate);
+  }
+  q_apply_gates<B, L, K>(p, x, identity, out, K,
+                         [&](int64_t i, int k) { return similarity + (k * size + i) * per; });
+}
+
+// Groups of whole vectors (C/G = count · B): one group a unit, one map ([hw]).
+template <int B>
+void q_unit_wide(const QProblem& p, const uint8_t* x, const uint8_t* identity, uint8_t* out, int64_t group,
+                 float* scratch) {
+  constexpr int L = __builtin_ctz(B);
+  const QShape& s = p.shape;
+  const int64_t size = q_hw(s), count = q_group_channels(s) / B, stride = s.c;
+  float* means = scratch;                          // [count][B]
+  float* similarity = scratch + count * B;        // [hw]: the map, then the gates
+  q_channel_means<B, 1>(p, x, count, means);
+  const F<B> mu = group_means<B, 1>(means, count * B);
+  const auto product = [&](int64_t i) {
+    F<B> sum = dequantize<B>(x + i * stride, p.x_zero, p.x_scale) * load<B>(means);
+    for (int64_t b = 1; b < count; ++b)
+      sum += dequantize<B>(x + i * stride + b * B, p.x_zero, p.x_scale) * load<B>(means + b * B);
+    return sum;
+  };
+  const Moments<B> moments = map_by_trees<B, L>(size, product, mu, similarity);
+  const Gate<B, 1> gate(moments, mu, size, p.gamma + group, p.beta + group, s.eps);
+  gates_in_place<B, 1>(similarity, size, gate);
+  q_apply_gates<B, L, 1>(p, x, identity, out, count, [&](int64_t i, int) { return similarity + i; });
+}
+
+template <int B, int L>
+inline void q_unit_of(const QProblem& p, int64_t n, int64_t u, float* scratch) {
+  const QShape& s = p.shape;
+  const int64_t uc = q_unit_channels(s, B), offset = n * q_hw(s) * s.c + u * uc;
+  const int64_t first_group = u * uc / q_group_channels(s);
+  const uint8_t *x = p.x + offset, *identity = p.identity + offset;
+  uint8_t* out = p.out + offset;
+  if constexpr ((1 << L) == B) {
+    q_unit_wide<B>(p, x, identity, out, first_group, scratch);
+  } else {
+    switch (uc / B) {
+      case 4: return q_unit_narrow<B, L, 4>(p, x, identity, out, first_group, scratch);
+      case 2: return q_unit_narrow<B, L, 2>(p, x, identity, out, first_group, scratch);
+      default: return q_unit_narrow<B, L, 1>(p, x, identity, out, first_group, scratch);
     }
   }
 }
@@ -130,14 +204,14 @@ template <int B>
 inline void q_unit_blocked(const QProblem& p, int64_t n, int64_t u, float* scratch) {
   const int64_t cg = q_group_channels(p.shape);
   switch (cg < B ? cg : B) {  // lanes per group within a vector: 1, 2, 4, 8 or 16
-    case 1: return q_unit<B, 0>(p, n, u, scratch);
-    case 2: return q_unit<B, 1>(p, n, u, scratch);
-    case 4: return q_unit<B, 2>(p, n, u, scratch);
+    case 1: return q_unit_of<B, 0>(p, n, u, scratch);
+    case 2: return q_unit_of<B, 1>(p, n, u, scratch);
+    case 4: return q_unit_of<B, 2>(p, n, u, scratch);
     case 8:
-      if constexpr (B >= 8) return q_unit<B, 3>(p, n, u, scratch);
+      if constexpr (B >= 8) return q_unit_of<B, 3>(p, n, u, scratch);
       return;
     default:
-      if constexpr (B == 16) return q_unit<B, 4>(p, n, u, scratch);
+      if constexpr (B == 16) return q_unit_of<B, 4>(p, n, u, scratch);
   }
 }
 

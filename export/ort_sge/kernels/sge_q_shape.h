@@ -26,11 +26,14 @@ struct QProblem {
 static inline int64_t q_hw(const QShape& s) { return s.h * s.w; }
 static inline int64_t q_group_channels(const QShape& s) { return s.c / s.groups; }
 
-// A unit is `lanes` channels (several whole groups) when groups are narrower than a vector, else one group: the
-// channels of every position that one call works on. `lanes` is the build's vector width (16, 8 or 4 floats).
+// A unit, the channels of every position that one call works on: one group when groups are a vector wide or wider;
+// else up to four vectors of channels (several whole groups; 64 bytes, a cache line of each row, with 16 lanes).
+// `lanes` is the build's vector width (16, 8 or 4 floats).
 static inline int64_t q_unit_channels(const QShape& s, int64_t lanes) {
   const int64_t cg = q_group_channels(s);
-  return cg >= lanes ? cg : lanes;
+  if (cg >= lanes) return cg;
+  const int64_t vectors = s.c / lanes;
+  return lanes * (vectors % 4 == 0 ? 4 : vectors % 2 == 0 ? 2 : 1);
 }
 static inline int64_t q_units_per_image(const QShape& s, int64_t lanes) { return s.c / q_unit_channels(s, lanes); }
 
