@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from export.ort_sge.nchwc import FUSED_OP
+from export.ort_sge.quantized_io import QUANTIZED_OP
 
 logger = logging.getLogger(__name__)
 
@@ -324,8 +325,9 @@ def ort_profiles(
     """ORT's profiler over ``runs`` calls of each model, interleaved round by round (``profiled_kernel_events``).
 
     Per model: kernel ms per run by op type, and the SGE nodes' share. Nodes are attributed to SGE by the
-    exporter's scope names (``/sge/``) or, in the fused graph, by the op (``SgeResidual``, which also does the
-    residual add and ReLU); NCHWc reorders and the residual Add/ReLU that SGE keeps from fusing are listed by op type.
+    exporter's scope names (``/sge/``) or, in the fused graph, by the op (``SgeResidual``, or ``SgeResidualQ`` in a
+    planned INT8 graph, which also does the residual add and ReLU); NCHWc reorders and the residual Add/ReLU that
+    SGE keeps from fusing are listed by op type.
     """
     profiled = profiled_kernel_events(plans, batch, threads=threads, runs=runs, prefix=prefix)
     return {name: _profile_summary(events, runs=runs) for name, events in profiled.items()}
@@ -339,7 +341,7 @@ def _profile_summary(events: list[dict[str, Any]], *, runs: int) -> dict[str, An
         ms = e["dur"] / 1e3 / runs
         op = e.get("args", {}).get("op_name", "?")
         by_op[op] = by_op.get(op, 0.0) + ms
-        if "/sge/" in e["name"] or op == FUSED_OP:
+        if "/sge/" in e["name"] or op in (FUSED_OP, QUANTIZED_OP):
             sge_ms += ms
     return {
         "kernel_ms_per_run": round(sum(by_op.values()), 3),

@@ -164,11 +164,14 @@ def print_result(console: Console, result: BenchmarkResult) -> None:
     for report in result.reports:
         graph = report.description.get("graph")
         if graph == "sge_fused" and "nchwc_sge_blocks" in report.description:  # ONNX Runtime's
-            blocked = f"{report.description['nchwc_sge_blocks']}/{report.description['fused_sge_blocks']}"
+            total = report.description["fused_sge_blocks"]
+            layout = f"{report.description['nchwc_sge_blocks']}/{total} blocks in NCHWc"
+            if report.description.get("uint8_nhwc_sge_blocks"):  # a planned INT8 graph (SgeResidualQ)
+                layout = f"{report.description['uint8_nhwc_sge_blocks']}/{total} blocks in uint8 NHWC"
             graph_file = Path(report.description.get("model_path", "model.sge_fused.onnx")).name
             build = report.description.get("kernel_build")
             kernel = f"; its kernel's {build} build" if build else ""
-            console.print(f"{report.backend} ran the fused-SGE graph ({graph_file}; {blocked} blocks in NCHWc{kernel})")
+            console.print(f"{report.backend} ran the fused-SGE graph ({graph_file}; {layout}{kernel})")
         elif graph is not None:
             graph_file = Path(report.description.get("model_path", "model.onnx")).name
             console.print(f"{report.backend} ran {graph_file}")

@@ -124,10 +124,11 @@ def test_profile_summary_leaves_out_the_first_run_and_attributes_sge():
         node(13, "/layer1/layer1.0/sge/Mul", "Mul", 250),
         {"name": "model_run", "ts": 20},
         node(21, "/conv/Conv", "Conv", 4_000),
+        node(22, "/layer1/layer1.1/SgeResidual_q_nhwc", "SgeResidualQ", 300),  # a planned INT8 graph's block
     ]
     summary = _profile_summary(timed_kernel_events(events), runs=2)
-    assert summary["by_op_ms_per_run"] == {"Conv": 3.0, "SgeResidual": 0.25, "Mul": 0.125}
-    assert summary["sge_nodes_ms_per_run"] == 0.375 and summary["kernel_ms_per_run"] == 3.375
+    assert summary["by_op_ms_per_run"] == {"Conv": 3.0, "SgeResidual": 0.25, "SgeResidualQ": 0.15, "Mul": 0.125}
+    assert summary["sge_nodes_ms_per_run"] == 0.525 and summary["kernel_ms_per_run"] == 3.525
 
 
 def test_the_study_end_to_end_at_a_small_size(tmp_path):
