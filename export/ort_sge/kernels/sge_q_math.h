@@ -1,14 +1,16 @@
 // SgeResidualQ: the fused SGE block tail of sge_math.h for ONNX Runtime's INT8 graphs, with quantised inputs and
-// output: y = quantize(relu(x · sigmoid(γ_g · ĉ + β_g) + identity)), x and identity dequantised on load.
+// output: y = quantize(relu(x · sigmoid(γ_g · ĉ + β_g) + identity)), x = x_scale · (q_x − x_zero) and likewise the
+// identity.
 //
 // ORT runs U8S8 convolutions channels last (uint8 NHWC). The float op reads NCHW float, so the INT8 graph wrapped it
 // in a uint8 Transpose, a DequantizeLinear, a QuantizeLinear and a Transpose back: four passes over the map around
 // the op's three. This op reads the convolution's uint8 NHWC output as it is and writes uint8 NHWC, a quarter of the
 // float op's bytes. The statistics and the gate are the float op's (sge_math.h: the same moments about the known
-// group mean, the same Gate and sigmoid, the same lane trees); only the loads and the store differ.
+// group mean, the same Gate and sigmoid, the same lane trees), computed on x less its zero point's constant; the
+// output pass works in the output's quantised units.
 //
-// A unit is max(C/G, B) channels of every position (B = this build's vector width); position i of channel block b
-// is at x[i·C + b·B]. The sums of the channel means are exact (int32 over the uint8 values).
+// A unit is the channels of every position that one call works on (sge_q_shape.h); position i of the unit's channel
+// vector k is at x[i·C + k·B], B this build's vector width. The channel sums are exact (int32 over the uint8 values).
 #pragma once
 
 #include <immintrin.h>  // SSE2 in every x86-64 build; AVX2 and AVX-512 where the build has them
@@ -58,57 +60,78 @@ inline void store_u8(uint8_t* p, I<B> v) {
   }
 }
 
-// scale · (q − zero), exact up to the one rounding of the product (q − zero is a small integer).
+// q as a float, exact: the uint8 itself, or less its zero point.
 template <int B>
-inline F<B> dequantize(const uint8_t* p, int32_t zero, float scale) {
-  return __builtin_convertvector(load_u8<B>(p) - zero, F<B>) * scale;
+inline F<B> q_float(const uint8_t* p, int32_t zero = 0) {
+  return __builtin_convertvector(load_u8<B>(p) - zero, F<B>);
 }
 
-// saturate(round(v · inverse_scale) + zero) to uint8, rounding half to even as ONNX's QuantizeLinear does (the
-// clamp first, then 1.5·2²³ added and taken away rounds any value in [0, 255] to the nearest even integer). Scaling
-// by the inverse instead of dividing may move a value that lies within one rounding of a half step by one step.
-template <int B>
-inline void quantize_store(uint8_t* p, F<B> v, float inverse_scale, float zero) {
-  v = v * inverse_scale + zero;
-  v = v < 0.0f ? F<B>{} : v;
-  v = v > 255.0f ? splat<B>(255.0f) : v;  // NaN passes both and converts to 0 below
-  const F<B> rounded = (v + 12582912.0f) - 12582912.0f;
-  store_u8<B>(p, __builtin_convertvector(rounded, I<B>));
-}
+// The statistics work on x' = x_scale · q: x less a constant per channel, x_scale · x_zero, so each group's map is
+// t' = Σ m_c · x'_c = t + a constant per group, which the standardisation (t − mean t) / (std t + eps) takes away
+// exactly; only the map's known mean changes (q_group_centre). One multiply a value instead of three.
 
-// Exact integer sums of `vectors` channel vectors over the unit's positions (one sweep over its rows), then each
-// channel's mean, scale · (sum / n − zero).
+// Per channel of `vectors` vectors, from exact integer sums over the unit's rows (one sweep over its rows; K = 1: a
+// sweep per vector): coeff = x_scale · m (m the channel's mean of x, the gate's weights for raw q) and x'-mean =
+// x_scale · mean(q).
 template <int B, int K>
-inline void q_channel_means(const QProblem& p, const uint8_t* x, int64_t vectors, float* means) {
+inline void q_channel_means(const QProblem& p, const uint8_t* x, int64_t vectors, float* coeff, float* x_mean) {
   const int64_t size = q_hw(p.shape), stride = p.shape.c;
   I<B> sums[K] = {};
   for (int64_t i = 0; i < size; ++i)
 #pragma GCC unroll 4
     for (int k = 0; k < K; ++k)
       if (K > 1 || k < vectors) sums[k] += load_u8<B>(x + i * stride + k * B);
-  for (int64_t k = 0; k < (K > 1 ? K : vectors); ++k) {  // K = 1: one sweep per vector (groups spanning vectors)
+  for (int64_t k = 0; k < (K > 1 ? K : vectors); ++k) {
     if (K == 1 && k > 0) {
       sums[0] = I<B>{};
       for (int64_t i = 0; i < size; ++i) sums[0] += load_u8<B>(x + i * stride + k * B);
     }
-    const F<B> mean = __builtin_convertvector(sums[K > 1 ? k : 0], F<B>) / static_cast<float>(size);
-    store<B>(means + k * B, (mean - static_cast<float>(p.x_zero)) * p.x_scale);
+    const F<B> q_mean = __builtin_convertvector(sums[K > 1 ? k : 0], F<B>) / static_cast<float>(size);
+    store<B>(coeff + k * B, (q_mean - static_cast<float>(p.x_zero)) * (p.x_scale * p.x_scale));
+    store<B>(x_mean + k * B, q_mean * p.x_scale);
   }
 }
 
-// out = quantize(relu(x · gate + identity)) over the unit's rows; `gates(i, k)` points at vector k's gates of row i.
+// Lane l of the result: the mean of t' for group l % per, Σ_{c∈g} m_c · mean(x'_c) = Σ coeff_c · x'-mean_c / x_scale,
+// in double (the unit's channels in order, as group_means).
+template <int B, int per>
+inline F<B> q_group_centre(const QProblem& p, const float* coeff, const float* x_mean, int64_t unit_channels) {
+  double mu[per] = {};
+  const int64_t cg = unit_channels / per;
+  for (int k = 0; k < per; ++k)
+    for (int64_t c = k * cg; c < (k + 1) * cg; ++c) mu[k] += static_cast<double>(coeff[c]) * x_mean[c];
+  F<B> lanes;
+  for (int l = 0; l < B; ++l) lanes[l] = static_cast<float>(mu[l % per] / p.x_scale);
+  return lanes;
+}
+
+// The gates of a map, times x_scale / y_scale: the output pass then works in the output's quantised units.
+template <int B, int per>
+inline void q_gates_in_place(const QProblem& p, float* map, int64_t count, const Gate<B, per>& gate) {
+  const float factor = p.x_scale / p.y_scale;
+  const int64_t whole = count - count % B;
+  for (int64_t e = 0; e < whole; e += B) store<B>(map + e, gate(load<B>(map + e)) * factor);
+  if (whole < count) store_part<B>(map + whole, gate(load_part<B>(map + whole, count - whole)) * factor, count - whole);
+}
+
+// out = quantize(relu(x · gate + identity)) over the unit's rows, in the output's units: v = (q_x − x_zero) · gate'
+// + q_id · k + c, gate' = gate · x_scale / y_scale, k = id_scale / y_scale, c = y_zero − k · id_zero; the ReLU is
+// v ≥ y_zero (where the float value is 0), then saturation at 255 and rounding half to even (1.5·2²³ added and taken
+// away), as QuantizeLinear does. A NaN gate gives 0. `gates(i, k)` points at vector k's gates of row i.
 template <int B, int L, int K, typename Gates>
 inline void q_apply_gates(const QProblem& p, const uint8_t* x, const uint8_t* identity, uint8_t* out, int64_t vectors,
                           const Gates& gates) {
   const int64_t size = q_hw(p.shape), stride = p.shape.c;
-  const float inverse = 1.0f / p.y_scale, y_zero = static_cast<float>(p.y_zero);
+  const float k_id = p.identity_scale / p.y_scale, y_zero = static_cast<float>(p.y_zero);
+  const float c = y_zero - k_id * static_cast<float>(p.identity_zero);
   for (int64_t i = 0; i < size; ++i)
 #pragma GCC unroll 4
     for (int k = 0; k < (K > 1 ? K : vectors); ++k) {
       const int64_t at = i * stride + k * B;
-      const F<B> xv = dequantize<B>(x + at, p.x_zero, p.x_scale);
-      const F<B> id = dequantize<B>(identity + at, p.identity_zero, p.identity_scale);
-      quantize_store<B>(out + at, relu<B>(xv * expand<B, L>(gates(i, k)) + id), inverse, y_zero);
+      F<B> v = q_float<B>(x + at, p.x_zero) * expand<B, L>(gates(i, k)) + (q_float<B>(identity + at) * k_id + c);
+      v = v < y_zero ? splat<B>(y_zero) : v;
+      v = v > 255.0f ? splat<B>(255.0f) : v;
+      store_u8<B>(out + at, __builtin_convertvector((v + 12582912.0f) - 12582912.0f, I<B>));
     }
 }
 
@@ -120,14 +143,15 @@ void q_unit_narrow(const QProblem& p, const uint8_t* x, const uint8_t* identity,
   constexpr int S = 1 << L, per = B / S;
   const QShape& s = p.shape;
   const int64_t size = q_hw(s), stride = s.c;
-  float* means = scratch;                // [K][B]
-  float* similarity = scratch + K * B;  // [K][hw][per]: the maps, then the gates
-  q_channel_means<B, K>(p, x, K, means);
-  F<B> mu[K], mean[K];
+  float* coeff = scratch;                    // [K][B]
+  float* x_mean = scratch + K * B;           // [K][B]
+  float* similarity = scratch + 2 * K * B;  // [K][hw][per]: the maps, then the gates
+  q_channel_means<B, K>(p, x, K, coeff, x_mean);
+  F<B> mu[K], weight[K];
   Moments<B> moments[K];
   for (int k = 0; k < K; ++k) {
-    mu[k] = group_means<B, per>(means + k * B, B);
-    mean[k] = load<B>(means + k * B);
+    mu[k] = q_group_centre<B, per>(p, coeff + k * B, x_mean + k * B, B);
+    weight[k] = load<B>(coeff + k * B);
   }
   const auto trees = [&](int64_t i0, int64_t count) {  // positions i0 .. i0 + count − 1 of every vector
 #pragma GCC unroll 4
@@ -135,7 +159,7 @@ void q_unit_narrow(const QProblem& p, const uint8_t* x, const uint8_t* identity,
       F<B> v[S] = {};
 #pragma GCC unroll 16
       for (int j = 0; j < S; ++j)
-        if (j < count) v[j] = dequantize<B>(x + (i0 + j) * stride + k * B, p.x_zero, p.x_scale) * mean[k];
+        if (j < count) v[j] = q_float<B>(x + (i0 + j) * stride + k * B) * weight[k];
       const F<B> c = lane_tree<B, S>(v);
       float* map = similarity + (k * size + i0) * per;
       if (count == S) {
@@ -153,7 +177,7 @@ void q_unit_narrow(const QProblem& p, const uint8_t* x, const uint8_t* identity,
   for (int k = 0; k < K; ++k) {
     const int64_t g = first_group + k * per;
     const Gate<B, per> gate(moments[k], mu[k], size, p.gamma + g, p.beta + g, s.eps);
-    gates_in_place<B, per>(similarity + k * size * per, size * per, gate);
+    q_gates_in_place<B, per>(p, similarity + k * size * per, size * per, gate);
   }
   q_apply_gates<B, L, K>(p, x, identity, out, K,
                          [&](int64_t i, int k) { return similarity + (k * size + i) * per; });
@@ -166,19 +190,19 @@ void q_unit_wide(const QProblem& p, const uint8_t* x, const uint8_t* identity, u
   constexpr int L = __builtin_ctz(B);
   const QShape& s = p.shape;
   const int64_t size = q_hw(s), count = q_group_channels(s) / B, stride = s.c;
-  float* means = scratch;                          // [count][B]
-  float* similarity = scratch + count * B;        // [hw]: the map, then the gates
-  q_channel_means<B, 1>(p, x, count, means);
-  const F<B> mu = group_means<B, 1>(means, count * B);
+  float* coeff = scratch;                        // [count][B]
+  float* x_mean = scratch + count * B;           // [count][B]
+  float* similarity = scratch + 2 * count * B;  // [hw]: the map, then the gates
+  q_channel_means<B, 1>(p, x, count, coeff, x_mean);
+  const F<B> mu = q_group_centre<B, 1>(p, coeff, x_mean, count * B);
   const auto product = [&](int64_t i) {
-    F<B> sum = dequantize<B>(x + i * stride, p.x_zero, p.x_scale) * load<B>(means);
-    for (int64_t b = 1; b < count; ++b)
-      sum += dequantize<B>(x + i * stride + b * B, p.x_zero, p.x_scale) * load<B>(means + b * B);
+    F<B> sum = q_float<B>(x + i * stride) * load<B>(coeff);
+    for (int64_t b = 1; b < count; ++b) sum += q_float<B>(x + i * stride + b * B) * load<B>(coeff + b * B);
     return sum;
   };
   const Moments<B> moments = map_by_trees<B, L>(size, product, mu, similarity);
   const Gate<B, 1> gate(moments, mu, size, p.gamma + group, p.beta + group, s.eps);
-  gates_in_place<B, 1>(similarity, size, gate);
+  q_gates_in_place<B, 1>(p, similarity, size, gate);
   q_apply_gates<B, L, 1>(p, x, identity, out, count, [&](int64_t i, int) { return similarity + i; });
 }
 

@@ -37,11 +37,11 @@ static inline int64_t q_unit_channels(const QShape& s, int64_t lanes) {
 }
 static inline int64_t q_units_per_image(const QShape& s, int64_t lanes) { return s.c / q_unit_channels(s, lanes); }
 
-// Floats of scratch one unit needs: its channels' means, its similarity map (one value per group and position), and
-// one vector of padding.
+// Floats of scratch one unit needs: two values per channel (its weight in the map and its mean), its similarity map
+// (one value per group and position), and one vector of padding.
 static inline int64_t q_scratch_floats(const QShape& s, int64_t lanes) {
   const int64_t uc = q_unit_channels(s, lanes);
-  return uc + q_hw(s) * (uc / q_group_channels(s)) + 16;
+  return 2 * uc + q_hw(s) * (uc / q_group_channels(s)) + 16;
 }
 
 // Why a shape cannot run with vectors of `lanes` floats, or nullptr. Checked before any division by a dimension.
