@@ -1,6 +1,7 @@
 // ONNX Runtime custom-op library: ai.sgedeploy::SgeResidual and its quantised-IO form SgeResidualQ. The ORT side
 // (typed ABI in sge_ort_abi.h), the checks of every input, and the run-time choice of the maths build (sge_units.cc,
-// one per instruction set) that this CPU supports. Compiled for baseline x86-64: nothing here may use an instruction the oldest CPU lacks.
+// one per instruction set) that this CPU supports. Compiled for baseline x86-64: nothing here may use an instruction
+// the oldest CPU lacks.
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
@@ -126,7 +127,7 @@ void run_q_item(void* data, size_t item) {
   g_build.run_q_unit(work.problem, static_cast<int64_t>(item), scratch);
 }
 
-ort::Status* out_of_memory(size_t floats) {
+ort::Status* no_scratch_error(size_t floats) {
   return error("out of memory for the kernel's scratch (" + std::to_string(floats) + " floats per thread)");
 }
 
@@ -170,7 +171,7 @@ ort::Status* compute(void* kernel_ptr, ort::KernelContext* context) {
   const size_t items = static_cast<size_t>(shape.n * sge::units_per_image(shape));
   if (items == 0) return nullptr;
   SGE_TRY(g_api->KernelContext_ParallelFor(context, run_item, items, 0, &work));
-  return work.out_of_memory.load() ? out_of_memory(work.scratch_floats) : nullptr;
+  return work.out_of_memory.load() ? no_scratch_error(work.scratch_floats) : nullptr;
 }
 
 // The attributes: groups, eps, and for the float op its layout (block).
@@ -247,7 +248,7 @@ ort::Status* compute_q(void* kernel_ptr, ort::KernelContext* context) {
   const size_t items = static_cast<size_t>(shape.n * sge::q_units_per_image(shape, g_build.q_lanes));
   if (items == 0) return nullptr;
   SGE_TRY(g_api->KernelContext_ParallelFor(context, run_q_item, items, 0, &work));
-  return work.out_of_memory.load() ? out_of_memory(work.scratch_floats) : nullptr;
+  return work.out_of_memory.load() ? no_scratch_error(work.scratch_floats) : nullptr;
 }
 
 ort::Status* create_q_kernel(const ort::CustomOp*, const ort::Api*, const ort::KernelInfo* info, void** kernel_out) {
