@@ -124,3 +124,43 @@ def test_bad_shapes_fail_with_one_clear_error(x_shape, identity_shape, message):
     x = np.zeros(x_shape, np.uint8)
     with pytest.raises(Exception, match=message):
         session(model, kernel_library()).run(None, {"x": x, "identity": np.zeros(identity_shape, np.uint8)})
+
+
+def min_max_quantization(values: np.ndarray) -> tuple[float, int]:
+    """Asymmetric uint8 scale and zero point over ``values``' range (0 included), as min-max calibration sets them."""
+    low, high = min(float(values.min()), 0.0), max(float(values.max()), 0.0)
+    scale = (high - low) / 255.0 or 1.0
+    return scale, round(-low / scale)
+
+
+@pytest.mark.parametrize("stage", ["layer1", "layer4"])
+def test_kernel_on_photograph_activations(stage):
+    """What a real block sees: sge_resnet18's (calibrated default weights) last block of a stage, fed the bundled
+    photographs, its x and identity quantised by min-max (x signed: a non-zero zero point) and given in NHWC; the
+    kernel must match the float64 reference on the same quantised values (layer1: 1 channel a group; layer4: 8)."""
+    import torch
+
+    from models import create_model
+    from models.transforms import photo_batch
+
+    model = create_model("sge_resnet18", init="calibrated").eval()
+    block = getattr(model, stage)[-1]
+    sge = getattr(block, block.attn_name)
+    gamma, beta = sge.weight.detach().flatten().numpy(), sge.bias.detach().flatten().numpy()
+    inputs = {}
+    block.register_forward_pre_hook(lambda module, args: inputs.setdefault("x", args[0]))
+    with torch.no_grad():
+        model(torch.from_numpy(photo_batch((112, 112))))
+        x, identity = (t.numpy().transpose(0, 2, 3, 1) for t in block.branches(inputs["x"]))
+        eager = block(inputs["x"]).numpy()
+    q = {}
+    for name, values in (("x", x), ("identity", identity), ("y", eager)):
+        q[f"{name}_scale"], q[f"{name}_zero"] = min_max_quantization(values)
+    assert q["x_zero"] > 0  # the convolution's output is signed: the zero point is exercised
+    x_q, identity_q = (quantize(v, q[f"{n}_scale"], q[f"{n}_zero"]) for n, v in (("x", x), ("identity", identity)))
+    model_graph = q_graph(x.shape[-1], sge.groups, q, np.random.default_rng(0))
+    for init in model_graph.graph.initializer:
+        if init.name in ("gamma", "beta"):
+            init.CopyFrom(numpy_helper.from_array(gamma if init.name == "gamma" else beta, init.name))
+    y = session(model_graph, kernel_library()).run(None, {"x": np.ascontiguousarray(x_q), "identity": identity_q})[0]
+    assert_matches(y, reference(x_q, np.ascontiguousarray(identity_q), gamma, beta, sge.groups, q))
