@@ -55,10 +55,12 @@ def fold_quantized_io(model: onnx.ModelProto) -> int:
     the output of a node rewritten before it, its output is read by exactly one ``QuantizeLinear``, neither is a graph
     output, every scale and zero point involved is a scalar initializer (float scale, uint8 zero point), and the
     kernel runs its shape (``runs_quantized``, channels read off the weights of the convolution writing x). The
-    ``QuantizeLinear``'s ``Transpose[0,2,3,1]`` readers are bypassed; its other readers (the head's pooling) read one
-    new ``Transpose[0,3,1,2]``, the same uint8 NCHW tensor. A node that still wants the float output (one left as it
-    was) reads ``DequantizeLinear`` of that: the quantised value, no longer the float one. Likewise a chained block's
-    identity is now its predecessor's quantised output, the tensor the convolutions already read.
+    ``QuantizeLinear``'s ``Transpose[0,2,3,1]`` readers are bypassed; the head's ``QLinearGlobalAveragePool`` reads
+    NHWC itself (``channels_last``) where only a ``Flatten`` reads its result ([N, 1, 1, C] flattens as [N, C, 1, 1]
+    does); other readers read one new ``Transpose[0,3,1,2]``, the same uint8 NCHW tensor. A node that still wants the
+    float output (one left as it was) reads ``DequantizeLinear`` of that: the quantised value, no longer the float
+    one. Likewise a chained block's identity is now its predecessor's quantised output, the tensor the convolutions
+    already read.
     """
     graph = model.graph
     producer, consumers = graph_links(graph)
@@ -98,6 +100,13 @@ def fold_quantized_io(model: onnx.ModelProto) -> int:
         conv = producer.get(x)
         weights = constants.get(conv.input[3]) if _is(conv, "com.microsoft", "QLinearConv") else None
         return weights is not None and bool(groups) and runs_quantized(weights.dims[0], groups)
+
+    def pools_into_flatten(node: onnx.NodeProto) -> bool:  # an NCHW QLinearGlobalAveragePool read only by Flatten
+        if not _is(node, "com.microsoft", "QLinearGlobalAveragePool") or _attr(node, "channels_last", 0) != 0:
+            return False
+        readers, pooled = consumers[node.output[0]], node.output[0]
+        flat = all(_is(r, "", "Flatten") and _attr(r, "axis", 1) == 1 for r in readers)
+        return bool(readers) and flat and pooled not in graph_outputs
 
     fused = [n for n in graph.node if _is(n, FUSED_DOMAIN, FUSED_OP)]
     folded: dict[str, list[str]] = {}  # a rewritten node's float output → [uint8 NHWC output, scale, zero point]
@@ -142,6 +151,11 @@ def fold_quantized_io(model: onnx.ModelProto) -> int:
             if _is(c, "", "Transpose") and _attr(c, "perm") == TO_NHWC and c.output[0] not in graph_outputs:
                 _rename(consumers[c.output[0]], c.output[0], y)
                 candidates.add(id(c))
+            elif pools_into_flatten(c):  # the head's pooling reads NHWC itself: [N, 1, 1, C], flattened alike
+                _rename([c], q.output[0], y)
+                kept_attributes = [a for a in c.attribute if a.name != "channels_last"]
+                c.ClearField("attribute")
+                c.attribute.extend([*kept_attributes, helper.make_attribute("channels_last", 1)])
             else:
                 nchw_readers.append(c)
         float_readers = [c for c in consumers[out] if c is not q and id(c) not in replaced]

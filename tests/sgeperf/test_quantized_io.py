@@ -9,7 +9,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from export.ort_sge.nchwc import FUSED_DOMAIN, FUSED_OP
+from export.ort_sge.nchwc import FUSED_DOMAIN, FUSED_OP, _attr
 from export.ort_sge.quantized_io import QUANTIZED_OP, TO_NCHW, TO_NHWC, fold_quantized_io, runs_quantized
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -43,14 +43,17 @@ def sge_graph(
     float_outputs: frozenset[int] = frozenset(),
     per_channel: frozenset[int] = frozenset(),
     domain_import: bool = True,
+    flatten: bool = False,
 ) -> onnx.ModelProto:
     """Blocks as ORT leaves them: ``identities`` has a ``d`` for a block whose identity is a downsample convolution,
     a ``c`` for one chained to the block before (a float graph input for the first). The blocks in ``plain`` read a
     float graph input as x; those in ``float_outputs`` make their float output a graph output; those in
-    ``per_channel`` have a per-channel x scale."""
+    ``per_channel`` have a per-channel x scale. ``flatten``: the pooled result goes through a Flatten, as in a ResNet's
+    head, instead of being the graph's output."""
     nodes, shapes, quantized = [], [], ["input", "pooled"]  # quantized: tensors with a scale and zero point
     inputs = [helper.make_tensor_value_info("input", TensorProto.UINT8, [1, 4, 4, C])]
-    outputs = [helper.make_tensor_value_info("pooled", TensorProto.UINT8, [1, C, 1, 1])]
+    head, head_shape = ("flat", [1, C]) if flatten else ("pooled", [1, C, 1, 1])
+    outputs = [helper.make_tensor_value_info(head, TensorProto.UINT8, head_shape)]
     source, source_quantization = "input", "input"
     for b, kind in enumerate(identities):
         nodes.append(conv(source, source_quantization, f"x{b}"))
@@ -100,6 +103,8 @@ def sge_graph(
                     channels_last=0,
                 )
             )
+            if flatten:
+                nodes.append(helper.make_node("Flatten", ["pooled"], ["flat"], name="flat", axis=1))
     weights = {
         "w": np.ones((C, C, 1, 1), np.uint8),
         "w_scale": np.full(C, 0.01, np.float32),
@@ -153,7 +158,7 @@ def test_a_chain_of_blocks_runs_in_uint8_nhwc_end_to_end():
         folded_wiring(1, "y0_q_nhwc", "y0"),
         conv_wiring("y1_q_nhwc", "y1", "x2"),
         folded_wiring(2, "y1_q_nhwc", "y1"),
-        ("Transpose", ["y2_q_nhwc"], ["y2_q_nchw"]),  # the head's pooling still reads uint8 NCHW
+        ("Transpose", ["y2_q_nhwc"], ["y2_q_nchw"]),  # the pooled result is the graph's output: NCHW stays
         ("QLinearGlobalAveragePool", ["y2_q_nchw", *q("y2"), *q("pooled")], ["pooled"]),
     ]
     for node in model.graph.node:
@@ -168,6 +173,19 @@ def test_a_chain_of_blocks_runs_in_uint8_nhwc_end_to_end():
     nhwc = shapes["y0_q_nhwc"].type.tensor_type
     assert nhwc.elem_type == TensorProto.UINT8
     assert [d.dim_param or d.dim_value for d in nhwc.shape.dim] == ["batch", 4, 4, C]
+    onnx.checker.check_model(model)
+
+
+def test_the_head_s_pooling_reads_nhwc_when_a_flatten_reads_its_result():
+    model = sge_graph("dc", flatten=True)
+    assert fold_quantized_io(model) == 2
+    assert wiring(model)[-2:] == [
+        ("QLinearGlobalAveragePool", ["y1_q_nhwc", *q("y1"), *q("pooled")], ["pooled"]),
+        ("Flatten", ["pooled"], ["flat"]),
+    ]
+    pool = model.graph.node[-2]
+    assert attributes(pool) == {"channels_last": 1}
+    assert not any(n.op_type == "Transpose" for n in model.graph.node)
     onnx.checker.check_model(model)
 
 
@@ -255,8 +273,10 @@ def test_sge_resnet50_int8_folds_every_block():
     assert not any(
         producer.get(name) and producer[name].op_type == "DequantizeLinear" for n in folded for name in n.input
     )
-    # left: the input's Transpose to NHWC and the one before the pooling
-    assert before["Transpose"] > after["Transpose"] == 2
+    # left: the input's Transpose to NHWC; the head's pooling reads the last block's NHWC output itself
+    assert before["Transpose"] > after["Transpose"] == 1
+    pool = next(n for n in model.graph.node if n.op_type == "QLinearGlobalAveragePool")
+    assert producer[pool.input[0]].op_type == QUANTIZED_OP and _attr(pool, "channels_last") == 1
     onnx.checker.check_model(model)
 
 
