@@ -51,7 +51,7 @@ Build choose_build() {
 const Build g_build = choose_build();
 
 ort::Status* error(const std::string& message) {
-  return g_api->CreateStatus(ort::kInvalidArgument, ("SgeResidual: " + message).c_str());
+  return g_api->CreateStatus(ort::kInvalidArgument, ("fused SGE kernel: " + message).c_str());
 }
 
 #define SGE_TRY(call)                         \
@@ -137,22 +137,49 @@ std::string dims_text(const std::vector<int64_t>& dims) {
   return text + "]";
 }
 
-ort::Status* compute(void* kernel_ptr, ort::KernelContext* context) {
-  const Kernel& kernel = *static_cast<const Kernel*>(kernel_ptr);
-  size_t inputs = 0;
-  SGE_TRY(g_api->KernelContext_GetInputCount(context, &inputs));
-  if (inputs != 4) return error("expects 4 inputs (x, identity, gamma, beta)");
-  TensorInfo info[4];
-  float* data[4];
-  for (size_t i = 0; i < 4; ++i) {
+const char* type_name(ort::ElementType type) { return type == ort::kUint8 ? "uint8" : "float32"; }
+
+// The op's `count` inputs, each checked against `type_of` its index: shape and element count into `info`, the data
+// (read only) into `data`. `inputs` names them for the error of a wrong count.
+ort::Status* read_inputs(ort::KernelContext* context, size_t count, ort::ElementType (*type_of)(size_t),
+                         const char* inputs, TensorInfo* info, void** data) {
+  size_t given = 0;
+  SGE_TRY(g_api->KernelContext_GetInputCount(context, &given));
+  if (given != count) return error("expects " + std::to_string(count) + " inputs (" + inputs + ")");
+  for (size_t i = 0; i < count; ++i) {
     const ort::Value* value = nullptr;
     SGE_TRY(g_api->KernelContext_GetInput(context, i, &value));
     SGE_TRY(describe(value, info[i]));
-    if (info[i].type != ort::kFloat) return error("every input must be float32");
-    void* raw = nullptr;
-    SGE_TRY(g_api->GetTensorMutableData(const_cast<ort::Value*>(value), &raw));  // read only
-    data[i] = static_cast<float*>(raw);
+    if (info[i].type != type_of(i))
+      return error("input " + std::to_string(i) + " must be " + type_name(type_of(i)));
+    SGE_TRY(g_api->GetTensorMutableData(const_cast<ort::Value*>(value), &data[i]));
   }
+  return nullptr;
+}
+
+// The output, of x's shape (and element type): its data.
+ort::Status* output_like_x(ort::KernelContext* context, const std::vector<int64_t>& dims, void** out) {
+  ort::Value* output = nullptr;
+  SGE_TRY(g_api->KernelContext_GetOutput(context, 0, dims.data(), dims.size(), &output));
+  return g_api->GetTensorMutableData(output, out);
+}
+
+// `work`'s `items` units on ORT's intra-op threads, each thread with its scratch.
+template <typename P>
+ort::Status* run_work(ort::KernelContext* context, void (*run)(void*, size_t), size_t items, Work<P>& work) {
+  if (items == 0) return nullptr;
+  SGE_TRY(g_api->KernelContext_ParallelFor(context, run, items, 0, &work));
+  return work.out_of_memory.load() ? no_scratch_error(work.scratch_floats) : nullptr;
+}
+
+ort::ElementType float_input(size_t) { return ort::kFloat; }
+
+ort::Status* compute(void* kernel_ptr, ort::KernelContext* context) {
+  const Kernel& kernel = *static_cast<const Kernel*>(kernel_ptr);
+  TensorInfo info[4];
+  void* raw[4];
+  SGE_TRY(read_inputs(context, 4, float_input, "x, identity, gamma, beta", info, raw));
+  const auto data = [&](size_t i) { return static_cast<const float*>(raw[i]); };
   const std::vector<int64_t>& dims = info[0].dims;
   if (dims.size() != 4) return error("x must be 4-D (N, C, H, W); got " + dims_text(dims));
   if (info[1].dims != dims) return error("identity " + dims_text(info[1].dims) + " differs from x " + dims_text(dims));
@@ -162,16 +189,11 @@ ort::Status* compute(void* kernel_ptr, ort::KernelContext* context) {
   if (const char* problem = sge::shape_problem(shape))
     return error(std::string(problem) + "; x " + dims_text(dims) + ", groups " + std::to_string(kernel.groups));
 
-  ort::Value* output = nullptr;
-  SGE_TRY(g_api->KernelContext_GetOutput(context, 0, dims.data(), dims.size(), &output));
   void* out = nullptr;
-  SGE_TRY(g_api->GetTensorMutableData(output, &out));
-  Work<sge::Problem> work{{data[0], data[1], data[2], data[3], static_cast<float*>(out), shape},
+  SGE_TRY(output_like_x(context, dims, &out));
+  Work<sge::Problem> work{{data(0), data(1), data(2), data(3), static_cast<float*>(out), shape},
                           static_cast<size_t>(sge::scratch_floats(shape))};
-  const size_t items = static_cast<size_t>(shape.n * sge::units_per_image(shape));
-  if (items == 0) return nullptr;
-  SGE_TRY(g_api->KernelContext_ParallelFor(context, run_item, items, 0, &work));
-  return work.out_of_memory.load() ? no_scratch_error(work.scratch_floats) : nullptr;
+  return run_work(context, run_item, static_cast<size_t>(shape.n * sge::units_per_image(shape)), work);
 }
 
 // The attributes: groups, eps, and for the float op its layout (block).
@@ -205,22 +227,13 @@ ort::ElementType q_input_type(size_t index) {
 
 ort::Status* compute_q(void* kernel_ptr, ort::KernelContext* context) {
   const Kernel& kernel = *static_cast<const Kernel*>(kernel_ptr);
-  size_t inputs = 0;
-  SGE_TRY(g_api->KernelContext_GetInputCount(context, &inputs));
-  if (inputs != kQInputs) return error("SgeResidualQ expects 10 inputs (x, scale, zero point, identity, ...)");
   TensorInfo info[kQInputs];
   void* data[kQInputs];
-  for (size_t i = 0; i < kQInputs; ++i) {
-    const ort::Value* value = nullptr;
-    SGE_TRY(g_api->KernelContext_GetInput(context, i, &value));
-    SGE_TRY(describe(value, info[i]));
-    if (info[i].type != q_input_type(i))
-      return error("SgeResidualQ input " + std::to_string(i) + " must be " +
-                   (q_input_type(i) == ort::kUint8 ? "uint8" : "float32"));
-    SGE_TRY(g_api->GetTensorMutableData(const_cast<ort::Value*>(value), &data[i]));  // read only
-  }
+  SGE_TRY(read_inputs(context, kQInputs, q_input_type,
+                      "x, x_scale, x_zero_point, identity, its scale and zero point, gamma, beta, y_scale, y_zero_point",
+                      info, data));
   const std::vector<int64_t>& dims = info[kX].dims;
-  if (dims.size() != 4) return error("SgeResidualQ x must be 4-D (N, H, W, C); got " + dims_text(dims));
+  if (dims.size() != 4) return error("x must be 4-D (N, H, W, C); got " + dims_text(dims));
   if (info[kId].dims != dims)
     return error("identity " + dims_text(info[kId].dims) + " differs from x " + dims_text(dims));
   for (size_t i : {kXScale, kXZero, kIdScale, kIdZero, kYScale, kYZero})
@@ -235,20 +248,16 @@ ort::Status* compute_q(void* kernel_ptr, ort::KernelContext* context) {
   if (const char* problem = sge::q_shape_problem(shape, g_build.q_lanes))
     return error(std::string(problem) + "; x " + dims_text(dims) + " (NHWC), groups " + std::to_string(kernel.groups));
 
-  ort::Value* output = nullptr;
-  SGE_TRY(g_api->KernelContext_GetOutput(context, 0, dims.data(), dims.size(), &output));
   void* out = nullptr;
-  SGE_TRY(g_api->GetTensorMutableData(output, &out));
+  SGE_TRY(output_like_x(context, dims, &out));
   const auto bytes = [&](size_t i) { return static_cast<const uint8_t*>(data[i]); };
   const auto floats = [&](size_t i) { return static_cast<const float*>(data[i]); };
   Work<sge::QProblem> work{{bytes(kX), bytes(kId), scale(kXScale), scale(kIdScale), scale(kYScale), zero(kXZero),
                             zero(kIdZero), zero(kYZero), floats(kGamma), floats(kBeta), static_cast<uint8_t*>(out),
                             shape},
                            static_cast<size_t>(sge::q_scratch_floats(shape, g_build.q_lanes))};
-  const size_t items = static_cast<size_t>(shape.n * sge::q_units_per_image(shape, g_build.q_lanes));
-  if (items == 0) return nullptr;
-  SGE_TRY(g_api->KernelContext_ParallelFor(context, run_q_item, items, 0, &work));
-  return work.out_of_memory.load() ? no_scratch_error(work.scratch_floats) : nullptr;
+  return run_work(context, run_q_item, static_cast<size_t>(shape.n * sge::q_units_per_image(shape, g_build.q_lanes)),
+                  work);
 }
 
 ort::Status* create_q_kernel(const ort::CustomOp*, const ort::Api*, const ort::KernelInfo* info, void** kernel_out) {
