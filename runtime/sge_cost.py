@@ -19,8 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from export.ort_sge.nchwc import FUSED_OP
-from export.ort_sge.quantized_io import QUANTIZED_OP
+from export.ort_sge.nchwc import FUSED_OP, QUANTIZED_OP
 
 logger = logging.getLogger(__name__)
 

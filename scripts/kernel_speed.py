@@ -40,11 +40,12 @@ from runtime.cli import (  # noqa: E402
     make_parser,
     write_json_output,
 )
+from runtime.cli_flags import add_json, add_threads  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = make_parser(__doc__.split("\n\n")[0])
-    p.add_argument("--threads", type=int, default=2)
+    add_threads(p, default=2, help="intra-op threads of every session")
     p.add_argument("--rounds", type=int, default=40, help="interleaved timed rounds")
     p.add_argument("--profile-runs", type=int, default=10, help="ORT profiler runs per session (0: skip)")
     p.add_argument("--no-native", action="store_true", help="skip the -march=native build")
@@ -105,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
         "largest K)",
     )
     p.add_argument("--workdir", type=Path, help="exported graphs kept (and reused) here; default: a temporary folder")
-    p.add_argument("--json", type=Path, default=Path("kernel_speed.json"))
+    add_json(p, default=Path("kernel_speed.json"), help="the report")
     return p
 
 

@@ -29,16 +29,17 @@ NCHWC_DOMAIN = "com.microsoft.nchwc"
 OPTIMIZED_NAME = "optimized.onnx"  # ORT's saved optimised graph, in a scratch directory
 FUSED_DOMAIN = "ai.sgedeploy"
 FUSED_OP = "SgeResidual"
+QUANTIZED_OP = "SgeResidualQ"  # its quantised-IO form (export/ort_sge/quantized_io.py)
 
 
-def _attr(node: onnx.NodeProto, name: str, default: int | None = None) -> int | None:
+def node_attribute(node: onnx.NodeProto, name: str, default: int | None = None) -> int | None:
     for a in node.attribute:
         if a.name == name:
             return helper.get_attribute_value(a)
     return default
 
 
-def _is(node: onnx.NodeProto | None, domain: str, op_type: str) -> bool:
+def is_op(node: onnx.NodeProto | None, domain: str, op_type: str) -> bool:
     return node is not None and node.domain == domain and node.op_type == op_type
 
 
@@ -65,7 +66,7 @@ def nchwc_block_size() -> int:
     optimized = optimized_graph(block_probe().SerializeToString(), threads=1)
     padded_to_block = {24: 8, 32: 16}  # 20 output channels pad to 24 with 8-wide blocks, to 32 with 16-wide ones
     for node in optimized.graph.node:
-        if _is(node, NCHWC_DOMAIN, "Conv"):
+        if is_op(node, NCHWC_DOMAIN, "Conv"):
             for init in optimized.graph.initializer:
                 if init.name == node.input[1]:
                     return padded_to_block.get(init.dims[0], 0)
@@ -169,20 +170,22 @@ def drop_reorders(model: onnx.ModelProto, *, block: int) -> int:
     graph_outputs = {o.name for o in graph.output}
 
     def plain_reorder_out(node: onnx.NodeProto | None) -> bool:
-        return _is(node, NCHWC_DOMAIN, "ReorderOutput") and not _attr(node, "channels_last", 0)
+        return is_op(node, NCHWC_DOMAIN, "ReorderOutput") and not node_attribute(node, "channels_last", 0)
 
     def plain_reorder_in(node: onnx.NodeProto) -> bool:
-        return _is(node, NCHWC_DOMAIN, "ReorderInput") and not _attr(node, "channels_last", 0)
+        return is_op(node, NCHWC_DOMAIN, "ReorderInput") and not node_attribute(node, "channels_last", 0)
 
-    fused = [n for n in graph.node if _is(n, FUSED_DOMAIN, FUSED_OP)]
+    fused = [n for n in graph.node if is_op(n, FUSED_DOMAIN, FUSED_OP)]
     channels: dict[str, int | None] = {}  # of each fused node's output; nodes are in topological order
     for n in fused:
         source = producer.get(n.input[0])
-        channels[n.output[0]] = _attr(source, "channels") if plain_reorder_out(source) else channels.get(n.input[0])
+        channels[n.output[0]] = (
+            node_attribute(source, "channels") if plain_reorder_out(source) else channels.get(n.input[0])
+        )
     chosen = {
         id(n)
         for n in fused
-        if fits_block(channels[n.output[0]], _attr(n, "groups"), block)
+        if fits_block(channels[n.output[0]], node_attribute(n, "groups"), block)
         and n.output[0] not in graph_outputs
         and not any(plain_reorder_in(c) and c.output[0] in graph_outputs for c in consumers[n.output[0]])
     }
@@ -212,12 +215,12 @@ def drop_reorders(model: onnx.ModelProto, *, block: int) -> int:
                 for reader in consumers[c.output[0]]:
                     reader.input[:] = [blocked if name == c.output[0] else name for name in reader.input]
                 removed.add(id(c))
-        pools = [c for c in plain_readers if _is(c, "", "GlobalAveragePool")]
+        pools = [c for c in plain_readers if is_op(c, "", "GlobalAveragePool")]
         for pool in pools:  # pool in the blocked layout, then reorder the [N, C, 1, 1] result (as ORT does in ResNet)
             pooled = f"{pool.output[0]}_nchwc"
             added.append(helper.make_node("GlobalAveragePool", [blocked], [pooled], name=pooled, domain=NCHWC_DOMAIN))
             added.append(_reorder_output(pooled, pool.output[0], channels[blocked]))
-        plain_readers = [c for c in plain_readers if not _is(c, "", "GlobalAveragePool")]
+        plain_readers = [c for c in plain_readers if not is_op(c, "", "GlobalAveragePool")]
         removed.update(map(id, pools))
         if plain_readers:
             plain = f"{blocked}_nchw"

@@ -13,11 +13,18 @@ import logging
 import onnx
 from onnx import TensorProto, helper
 
-from export.ort_sge.nchwc import FUSED_DOMAIN, FUSED_OP, _attr, _is, graph_links, relist
+from export.ort_sge.nchwc import (
+    FUSED_DOMAIN,
+    FUSED_OP,
+    QUANTIZED_OP,
+    graph_links,
+    is_op,
+    node_attribute,
+    relist,
+)
 
 logger = logging.getLogger(__name__)
 
-QUANTIZED_OP = "SgeResidualQ"
 TO_NCHW = [0, 3, 1, 2]
 TO_NHWC = [0, 2, 3, 1]
 
@@ -89,36 +96,39 @@ def fold_quantized_io(model: onnx.ModelProto) -> int:
 
     def from_nhwc(name: str) -> list[str] | None:  # [x, scale, zero point] for DequantizeLinear(Transpose(x))
         dq = producer.get(name)
-        if not _is(dq, "", "DequantizeLinear") or (quantization := per_tensor(dq)) is None:
+        if not is_op(dq, "", "DequantizeLinear") or (quantization := per_tensor(dq)) is None:
             return None
         transpose = producer.get(dq.input[0])
-        if not _is(transpose, "", "Transpose") or _attr(transpose, "perm") != TO_NCHW:
+        if not is_op(transpose, "", "Transpose") or node_attribute(transpose, "perm") != TO_NCHW:
             return None
         return [transpose.input[0], *quantization]
 
     def kernel_runs(x: str, groups: int | None) -> bool:  # x's channels, from the weights of the conv writing it
         conv = producer.get(x)
-        weights = constants.get(conv.input[3]) if _is(conv, "com.microsoft", "QLinearConv") else None
+        weights = constants.get(conv.input[3]) if is_op(conv, "com.microsoft", "QLinearConv") else None
         return weights is not None and bool(groups) and runs_quantized(weights.dims[0], groups)
 
     def pools_into_flatten(node: onnx.NodeProto) -> bool:  # an NCHW QLinearGlobalAveragePool read only by Flatten
-        if not _is(node, "com.microsoft", "QLinearGlobalAveragePool") or _attr(node, "channels_last", 0) != 0:
+        if (
+            not is_op(node, "com.microsoft", "QLinearGlobalAveragePool")
+            or node_attribute(node, "channels_last", 0) != 0
+        ):
             return False
         readers, pooled = consumers[node.output[0]], node.output[0]
-        flat = all(_is(r, "", "Flatten") and _attr(r, "axis", 1) == 1 for r in readers)
+        flat = all(is_op(r, "", "Flatten") and node_attribute(r, "axis", 1) == 1 for r in readers)
         return bool(readers) and flat and pooled not in graph_outputs
 
-    fused = [n for n in graph.node if _is(n, FUSED_DOMAIN, FUSED_OP)]
+    fused = [n for n in graph.node if is_op(n, FUSED_DOMAIN, FUSED_OP)]
     folded: dict[str, list[str]] = {}  # a rewritten node's float output → [uint8 NHWC output, scale, zero point]
     rewrites: list[tuple[onnx.NodeProto, onnx.NodeProto]] = []  # (SgeResidual, the QuantizeLinear reading it)
     replaced: dict[int, onnx.NodeProto] = {}  # id of a rewritten SgeResidual → its SgeResidualQ
     for n in fused:  # in topological order, so a chained identity's producer is decided first
         out = n.output[0]
         x, identity = from_nhwc(n.input[0]), from_nhwc(n.input[1]) or folded.get(n.input[1])
-        quantizers = [c for c in consumers[out] if _is(c, "", "QuantizeLinear")]
+        quantizers = [c for c in consumers[out] if is_op(c, "", "QuantizeLinear")]
         if x is None or identity is None or len(quantizers) != 1 or out in graph_outputs:
             continue
-        if not kernel_runs(x[0], _attr(n, "groups")):
+        if not kernel_runs(x[0], node_attribute(n, "groups")):
             continue
         q = quantizers[0]
         if (y_quantization := per_tensor(q)) is None or q.output[0] in graph_outputs:
@@ -148,7 +158,7 @@ def fold_quantized_io(model: onnx.ModelProto) -> int:
         candidates.add(id(q))
         nchw_readers = []
         for c in consumers[q.output[0]]:
-            if _is(c, "", "Transpose") and _attr(c, "perm") == TO_NHWC and c.output[0] not in graph_outputs:
+            if is_op(c, "", "Transpose") and node_attribute(c, "perm") == TO_NHWC and c.output[0] not in graph_outputs:
                 _rename(consumers[c.output[0]], c.output[0], y)
                 candidates.add(id(c))
             elif pools_into_flatten(c):  # the head's pooling reads NHWC itself: [N, 1, 1, C], flattened alike

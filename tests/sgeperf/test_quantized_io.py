@@ -9,8 +9,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from export.ort_sge.nchwc import FUSED_DOMAIN, FUSED_OP, _attr
-from export.ort_sge.quantized_io import QUANTIZED_OP, TO_NCHW, TO_NHWC, fold_quantized_io, runs_quantized
+from export.ort_sge.nchwc import FUSED_DOMAIN, FUSED_OP, QUANTIZED_OP, node_attribute
+from export.ort_sge.quantized_io import TO_NCHW, TO_NHWC, fold_quantized_io, runs_quantized
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACT = ROOT / "artifacts" / "sge_resnet50" / "model.int8.sge_fused.onnx"
@@ -276,7 +276,7 @@ def test_sge_resnet50_int8_folds_every_block():
     # left: the input's Transpose to NHWC; the head's pooling reads the last block's NHWC output itself
     assert before["Transpose"] > after["Transpose"] == 1
     pool = next(n for n in model.graph.node if n.op_type == "QLinearGlobalAveragePool")
-    assert producer[pool.input[0]].op_type == QUANTIZED_OP and _attr(pool, "channels_last") == 1
+    assert producer[pool.input[0]].op_type == QUANTIZED_OP and node_attribute(pool, "channels_last") == 1
     onnx.checker.check_model(model)
 
 
