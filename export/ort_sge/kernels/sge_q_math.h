@@ -70,25 +70,21 @@ inline F<B> q_float(const uint8_t* p, int32_t zero = 0) {
 // t' = Σ m_c · x'_c = t + a constant per group, which the standardisation (t − mean t) / (std t + eps) takes away
 // exactly; only the map's known mean changes (q_group_centre). One multiply a value instead of three.
 
-// Per channel of `vectors` vectors, from exact integer sums over the unit's rows (one sweep over its rows; K = 1: a
-// sweep per vector): coeff = x_scale · m (m the channel's mean of x, the gate's weights for raw q) and x'-mean =
-// x_scale · mean(q).
+// Per channel of `vectors` vectors, from exact integer sums over the unit's rows (K vectors a sweep): coeff =
+// x_scale · m (m the channel's mean of x, the gate's weights for raw q) and x'-mean = x_scale · mean(q).
 template <int B, int K>
 inline void q_channel_means(const QProblem& p, const uint8_t* x, int64_t vectors, float* coeff, float* x_mean) {
   const int64_t size = q_hw(p.shape), stride = p.shape.c;
-  I<B> sums[K] = {};
-  for (int64_t i = 0; i < size; ++i)
+  for (int64_t first = 0; first < vectors; first += K) {  // K vectors a sweep over the rows (vectors: a multiple of K)
+    I<B> sums[K] = {};
+    for (int64_t i = 0; i < size; ++i)
 #pragma GCC unroll 4
-    for (int k = 0; k < K; ++k)
-      if (K > 1 || k < vectors) sums[k] += load_u8<B>(x + i * stride + k * B);
-  for (int64_t k = 0; k < (K > 1 ? K : vectors); ++k) {
-    if (K == 1 && k > 0) {
-      sums[0] = I<B>{};
-      for (int64_t i = 0; i < size; ++i) sums[0] += load_u8<B>(x + i * stride + k * B);
+      for (int k = 0; k < K; ++k) sums[k] += load_u8<B>(x + i * stride + (first + k) * B);
+    for (int k = 0; k < K; ++k) {
+      const F<B> q_mean = __builtin_convertvector(sums[k], F<B>) / static_cast<float>(size);
+      store<B>(coeff + (first + k) * B, (q_mean - static_cast<float>(p.x_zero)) * (p.x_scale * p.x_scale));
+      store<B>(x_mean + (first + k) * B, q_mean * p.x_scale);
     }
-    const F<B> q_mean = __builtin_convertvector(sums[K > 1 ? k : 0], F<B>) / static_cast<float>(size);
-    store<B>(coeff + k * B, (q_mean - static_cast<float>(p.x_zero)) * (p.x_scale * p.x_scale));
-    store<B>(x_mean + k * B, q_mean * p.x_scale);
   }
 }
 
