@@ -4,6 +4,7 @@
     python scripts/kernel_speed.py --json scripts/reports/kernel_speed.json
     python scripts/kernel_speed.py --no-native --workdir /tmp/kspeed      # keep (and reuse) the exported graphs
     python scripts/kernel_speed.py --floors --json floors.json           # and the bounds of any unfused tail
+    python scripts/kernel_speed.py --floors --floor-layer 1 --shared-pool # those bounds in layer1's tails only
     python scripts/kernel_speed.py --orders --no-native                  # and the worst node order beside the planned
     python scripts/kernel_speed.py --through-layer 1 --floors            # both networks cut after layer1: 5× faster
     python scripts/kernel_speed.py --through-layer 1 2 3 4 --shared-pool # all four cuts in one run: the extra by stage
@@ -55,6 +56,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="also time diagnostic builds that compute no SGE: the tail's one unavoidable pass "
         "(relu(x/2 + identity)), no work at all, and that pass reading x only or the identity only; bounds for the "
         "fused/resnet50 ratio",
+    )
+    p.add_argument(
+        "--floor-layer",
+        type=int,
+        choices=(1, 2, 3, 4),
+        metavar="K",
+        help="with --floors: the floors replace the tail in ResNet stage K's blocks only, the other blocks compute SGE "
+        "in full; sge_fused/floor_none is then stage K's whole tail, sge_fused/floor_apply its SGE statistics",
     )
     p.add_argument(
         "--orders",
@@ -132,6 +141,7 @@ def options_from(args: argparse.Namespace):
         profile_runs=args.profile_runs,
         native=not args.no_native,
         floors=args.floors,
+        floor_layer=args.floor_layer or 0,
         orders=args.orders,
         stages=args.stages,
         cuts=tuple(args.through_layer),

@@ -21,6 +21,11 @@ def cut_after_layer(model, layer: int):
     return model
 
 
+def stage_positions(layer: int) -> int:
+    """H·W of ResNet stage ``layer``'s blocks at the study's 224×224 input (56², 28², 14², 7²)."""
+    return (56 >> (layer - 1)) ** 2
+
+
 def through_suffix(layer: int, top: int) -> str:
     """How files and sessions of the cut after stage ``layer`` are named; the cut ``top`` goes unnamed."""
     return "" if layer == top else f"_through_layer{layer}"
@@ -78,9 +83,10 @@ def identity_last_plan(fused):
     return replace(fused, model=str(path), scratch=None)
 
 
-def diagnostic_plans(fused, build_dir: Path, *, orders: bool, native: bool, floors: bool) -> dict:
+def diagnostic_plans(fused, build_dir: Path, *, orders: bool, native: bool, floors: bool, floor_layer: int = 0) -> dict:
     """The fused graph's plan in the worst node order (``orders``) and with each extra library asked for: the
-    ``-march=native`` build and the floors, compiled into ``build_dir``."""
+    ``-march=native`` build and the floors, compiled into ``build_dir``; ``floor_layer`` K (1–4) gives the floors
+    to stage K's blocks only, the others computing SGE in full (0: every block)."""
     from export.ort_sge.kernels import kernel_build
     from export.ort_sge.kernels.build import FLOORS, build_library
 
@@ -92,7 +98,9 @@ def diagnostic_plans(fused, build_dir: Path, *, orders: bool, native: bool, floo
         plans["sge_fused_native"] = with_library(build_library(build_dir / "native", native=True))
     if floors:
         for floor in FLOORS:
-            plans[f"floor_{floor}"] = with_library(build_library(build_dir / f"floor_{floor}", floor=floor))
+            size = stage_positions(floor_layer) if floor_layer else 0
+            library = build_library(build_dir / f"floor_{floor}", floor=floor, floor_size=size)
+            plans[f"floor_{floor}"] = with_library(library)
     return plans
 
 

@@ -43,6 +43,8 @@ def ratio_pairs(session_names, cuts: list[int]) -> dict[str, tuple[str, str]]:
         pairs[f"{name}/resnet50"] = (name, "resnet50")
     if "floor_apply" in names:
         pairs["sge_fused/floor_apply"] = ("sge_fused", "floor_apply")
+    if "floor_none" in names:
+        pairs["sge_fused/floor_none"] = ("sge_fused", "floor_none")
     if "sge_fused_identity_last" in names:
         pairs["identity_last/planned"] = ("sge_fused_identity_last", "sge_fused")
     return pairs

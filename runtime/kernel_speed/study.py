@@ -46,6 +46,7 @@ class SpeedOptions:
     profile_runs: int = 10
     native: bool = True
     floors: bool = False
+    floor_layer: int = 0  # the floors in stage K's blocks only (0: every block)
     orders: bool = False
     stages: bool = False
     cuts: tuple[int, ...] = (WHOLE,)  # kept sorted, each once
@@ -64,6 +65,10 @@ class SpeedOptions:
             found.append(f"--isolated needs ROUNDS ≥ 1; got {self.isolated_rounds}")
         if self.profile_runs < 0:
             found.append(f"--profile-runs must be 0 (no profile) or more; got {self.profile_runs}")
+        if self.floor_layer and not self.floors:
+            found.append("--floor-layer says where the floors go: add --floors")
+        elif self.floor_layer and not 1 <= self.floor_layer <= self.cuts[-1]:
+            found.append(f"--floor-layer must be a stage the graphs run (1 to {self.cuts[-1]}); got {self.floor_layer}")
         if not set(self.cuts) <= {1, 2, 3, WHOLE}:
             found.append(f"--through-layer takes stages 1 to {WHOLE}; got {' '.join(map(str, self.cuts))}")
         elif self.stages and not self.whole:
@@ -148,7 +153,14 @@ def run_study(
         }
         if any(builds.values()):
             progress(f"building {', '.join(name for name, wanted in builds.items() if wanted)}…")
-        plans |= diagnostic_plans(fused, Path(tmp), orders=options.orders, native=options.native, floors=options.floors)
+        plans |= diagnostic_plans(
+            fused,
+            Path(tmp),
+            orders=options.orders,
+            native=options.native,
+            floors=options.floors,
+            floor_layer=options.floor_layer,
+        )
         bench = stage_bench_for_this_cpu(Path(tmp), fused) if options.stages else None
         x = timed_input()
         runs = options.rounds * (options.isolated_rounds if options.mode == "isolated" else 1)
@@ -179,6 +191,9 @@ def run_study(
         "graphs": ("the whole networks" if options.whole else f"both networks through layer{cuts[-1]} only")
         + "".join(f", and through layer{layer}" for layer in cuts[:-1]),
         "timing_mode": options.describe_mode(),
+        "floors_in": (f"layer{options.floor_layer}'s blocks only" if options.floor_layer else "every block")
+        if options.floors
+        else None,
         "timings": {name: t.to_dict() for name, t in timings.items()},
         "ratios": {k: {m: round(v, 4) for m, v in r.items()} for k, r in ratios.items()},
         "sge_residual_ms_per_run": {n: round(sum(e["ms"] for e in nodes), 3) for n, nodes in profile.items()},

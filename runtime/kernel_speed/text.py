@@ -28,6 +28,8 @@ def report_lines(report: dict) -> list[str]:
         f"the installed library runs its {report['library']['runs']} build; "
         f"{report['timing_mode']}; load average {m['load_average']}",
     ]
+    if report.get("floors_in"):
+        lines.append(f"  the floors replace the tail in {report['floors_in']}")
     for name, t in report["timings"].items():
         places = t.get("wall_ms_median_by_place", [])  # rotated rounds only
         by_place = f"  by place in the round {' '.join(f'{ms:.2f}' for ms in places)}" if places else ""

@@ -7,7 +7,7 @@ import pytest
 
 from export.ort_sge.session import SessionPlan
 from runtime.cli import EXIT_INPUT
-from runtime.kernel_speed.graphs import cut_names
+from runtime.kernel_speed.graphs import cut_names, stage_positions
 from runtime.kernel_speed.ratios import extra_by_stage, ratio_pairs
 from runtime.kernel_speed.study import SpeedOptions
 from runtime.sge_cost import Timing
@@ -81,6 +81,7 @@ def test_kernel_speed_compares_each_session_with_its_baseline():
         "floor_apply/resnet50": ("floor_apply", "resnet50"),
         "floor_none/resnet50": ("floor_none", "resnet50"),
         "sge_fused/floor_apply": ("sge_fused", "floor_apply"),
+        "sge_fused/floor_none": ("sge_fused", "floor_none"),
         "identity_last/planned": ("sge_fused_identity_last", "sge_fused"),
     }
     assert list(ratio_pairs(names, [1, 4]))[:4] == [
@@ -92,7 +93,13 @@ def test_kernel_speed_compares_each_session_with_its_baseline():
     assert list(ratio_pairs(["resnet50", "sge_fused", "floor_none"], [4])) == [
         "sge_fused/resnet50",
         "floor_none/resnet50",
+        "sge_fused/floor_none",
     ]
+
+
+def test_each_stage_of_the_floors_is_named_by_its_blocks_positions():
+    """--floor-layer K finds stage K's blocks by H·W at the study's 224×224 input."""
+    assert [stage_positions(k) for k in (1, 2, 3, 4)] == [56 * 56, 28 * 28, 14 * 14, 7 * 7]
 
 
 def test_the_options_name_every_reason_they_cannot_run():
@@ -106,6 +113,11 @@ def test_the_options_name_every_reason_they_cannot_run():
         "--stages projects onto the whole network: drop --through-layer",
     ]
     assert SpeedOptions(cuts=(0, 4)).problems() == ["--through-layer takes stages 1 to 4; got 0 4"]
+    assert SpeedOptions(floors=True, floor_layer=1).problems() == []
+    assert SpeedOptions(floor_layer=1).problems() == ["--floor-layer says where the floors go: add --floors"]
+    assert SpeedOptions(floors=True, floor_layer=3, cuts=(2,)).problems() == [
+        "--floor-layer must be a stage the graphs run (1 to 2); got 3"
+    ]
     with pytest.raises(ValueError, match="unknown timing mode 'blocks'"):
         SpeedOptions(mode="blocks")
 

@@ -254,6 +254,29 @@ def test_floor_builds_compute_only_their_bound_and_are_never_loaded_as_the_kerne
         np.testing.assert_allclose(got, expected(x, identity), atol=1e-6)
 
 
+def test_a_floor_for_one_stage_leaves_the_other_blocks_their_sge(tmp_path, monkeypatch):
+    """scripts/kernel_speed.py --floor-layer: blocks of the floor's H·W make only its pass; blocks of any other H·W
+    compute SGE in full, against the float64 reference, in either layout."""
+    if shutil.which("g++") is None and shutil.which("c++") is None:
+        pytest.skip("no C++ compiler to build the diagnostic library")
+    import export.ort_sge.session as ort_session
+    from tests.sgeperf.test_fused_kernel import ATOL, fused_graph, params, reference, run_in_layout
+
+    library = build_library(tmp_path / "floor", floor="apply", floor_size=5 * 7)
+    assert json.loads((tmp_path / "floor" / RECORD_NAME).read_text())["floor_size"] == 35
+    monkeypatch.setattr(ort_session, "kernel_library", lambda: library)
+    rng = np.random.default_rng(5)
+    for size in [(5, 7), (6, 7)]:
+        shape = (2, 32, *size)
+        x, identity = rng.standard_normal(shape, dtype=np.float32), rng.standard_normal(shape, dtype=np.float32)
+        model = fused_graph(shape, 4, rng, around_convs=False)
+        floor = size == (5, 7)
+        want = np.maximum(x * 0.5 + identity, 0) if floor else reference(x, identity, *params(model), 4)
+        for block in (0, 16):
+            got = run_in_layout(model, tmp_path, x, identity, block)
+            assert np.abs(got - want).max() <= (1e-6 if floor else ATOL), (size, block)
+
+
 def test_every_floor_build_makes_its_pass_in_vectors_of_its_own_width():
     """The AVX2 view's floor_apply ran slower than the op itself: its pass used 16-lane vectors in every build, and
     the AVX2 build split them and compared each lane in a scalar register (vucomiss) for the ReLU. A bound must not
@@ -278,6 +301,8 @@ def test_every_floor_build_makes_its_pass_in_vectors_of_its_own_width():
 def test_an_unknown_floor_is_refused(tmp_path):
     with pytest.raises(ValueError, match="unknown floor"):
         build_library(tmp_path / "other", floor="half")
+    with pytest.raises(ValueError, match="floor_size needs a floor"):
+        build_library(tmp_path / "other", floor_size=49)
 
 
 def test_a_failed_build_names_its_cause_not_collect2(tmp_path):

@@ -146,16 +146,21 @@ def build_library(
     native: bool = False,
     isas: tuple[str, ...] = (),
     floor: str | None = None,
+    floor_size: int = 0,
 ) -> Path:
     """Compile the library into ``output_dir`` and write its record; returns the library's path.
 
     ``native``: one build for this CPU only (-march=native), for speed comparisons; never installed.
     ``isas``: only these builds of ISA_FLAGS (one: no dispatch), for tests of a path this CPU would not pick.
     ``floor``: a diagnostic build of FLOORS that computes no SGE (wrong results by design), for speed bounds only.
+    ``floor_size``: with ``floor``, only blocks of this H·W take the floor (one ResNet stage); the others compute SGE.
     """
     if floor is not None and floor not in FLOORS:
         raise ValueError(f"unknown floor {floor!r}; choose from {sorted(FLOORS)}")
+    if floor_size and (floor is None or floor_size < 0):
+        raise ValueError(f"floor_size needs a floor and a positive H·W; got floor={floor!r}, floor_size={floor_size}")
     floor_flags = (f"-DSGE_FLOOR={FLOORS[floor]}",) if floor else ()
+    floor_flags += (f"-DSGE_FLOOR_SIZE={floor_size}",) if floor_size else ()
     machine = platform.machine().lower()
     if machine not in X86_64:
         raise KernelBuildError(f"the fused SGE kernel is built for x86-64 CPUs only; this one is {machine}")
@@ -196,6 +201,8 @@ def build_library(
     }
     if floor:
         record["floor"] = floor
+    if floor_size:
+        record["floor_size"] = floor_size
     _write_atomically(record_path, (json.dumps(record, indent=2) + "\n").encode())
     logger.info("built %s (%s) with %s", library, ", ".join(sorted(builds)), record["compiler"])
     return library

@@ -523,7 +523,7 @@ inline void unit_blocked(const Problem& p, int64_t n, int64_t u, float* scratch)
 #if defined(SGE_FLOOR)
 // Diagnostic builds (build.py FLOORS, never installed), each one pass over the unit's memory (one contiguous run in
 // either layout): 1, out = relu(x · ½ + identity); 3 and 4, the same pass with identity or x not read (taken as 0):
-// relu(x · ½), relu(identity); 2, nothing.
+// relu(x · ½), relu(identity); 2, nothing. With SGE_FLOOR_SIZE, only blocks of that H·W take the floor.
 inline void floor_unit(const Problem& p, int64_t item) {
   if (SGE_FLOOR == 2) return;
   const int64_t count = unit_channels(p.shape) * hw(p.shape), first = item * count;
@@ -548,7 +548,9 @@ inline void floor_unit(const Problem& p, int64_t item) {
 
 // Runs unit `item` of the flattened (image, unit) range; the shape passed shape_problem().
 inline void run_unit_impl(const Problem& p, int64_t item, float* scratch) {
-#if defined(SGE_FLOOR)
+#if defined(SGE_FLOOR) && defined(SGE_FLOOR_SIZE)
+  if (hw(p.shape) == SGE_FLOOR_SIZE) return floor_unit(p, item);  // one ResNet stage's blocks; the others in full
+#elif defined(SGE_FLOOR)
   return floor_unit(p, item);
 #endif
   const int64_t per_image = units_per_image(p.shape);
