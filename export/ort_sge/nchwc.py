@@ -134,6 +134,12 @@ def graph_links(graph: onnx.GraphProto) -> tuple[dict[str, onnx.NodeProto], dict
     return producer, consumers
 
 
+def rename_input(readers: list[onnx.NodeProto], old: str, new: str) -> None:
+    """Make ``readers`` read tensor ``new`` wherever they read ``old``."""
+    for reader in readers:
+        reader.input[:] = [new if name == old else name for name in reader.input]
+
+
 def relist(graph: onnx.GraphProto, kept: list[onnx.NodeProto], added: list[onnx.NodeProto]) -> None:
     """Make ``graph``'s node list ``kept`` (in its order) with each node of ``added`` right after the producer of its
     first input (and a node added to read an added one right after that), so the list stays topologically sorted."""
@@ -212,8 +218,7 @@ def drop_reorders(model: onnx.ModelProto, *, block: int) -> int:
         plain_readers = [c for c in consumers[blocked] if not plain_reorder_in(c) and id(c) not in chosen]
         for c in consumers[blocked]:
             if plain_reorder_in(c):  # its consumers now read the fused node's blocked output directly
-                for reader in consumers[c.output[0]]:
-                    reader.input[:] = [blocked if name == c.output[0] else name for name in reader.input]
+                rename_input(consumers[c.output[0]], c.output[0], blocked)
                 removed.add(id(c))
         pools = [c for c in plain_readers if is_op(c, "", "GlobalAveragePool")]
         for pool in pools:  # pool in the blocked layout, then reorder the [N, C, 1, 1] result (as ORT does in ResNet)
@@ -225,8 +230,7 @@ def drop_reorders(model: onnx.ModelProto, *, block: int) -> int:
         if plain_readers:
             plain = f"{blocked}_nchw"
             added.append(_reorder_output(blocked, plain, channels[blocked]))
-            for reader in plain_readers:
-                reader.input[:] = [plain if name == blocked else name for name in reader.input]
+            rename_input(plain_readers, blocked, plain)
         for a in n.attribute:
             if a.name == "block":
                 a.i = block

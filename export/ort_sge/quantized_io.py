@@ -21,17 +21,13 @@ from export.ort_sge.nchwc import (
     is_op,
     node_attribute,
     relist,
+    rename_input,
 )
 
 logger = logging.getLogger(__name__)
 
 TO_NCHW = [0, 3, 1, 2]
 TO_NHWC = [0, 2, 3, 1]
-
-
-def _rename(readers: list[onnx.NodeProto], old: str, new: str) -> None:
-    for reader in readers:
-        reader.input[:] = [new if name == old else name for name in reader.input]
 
 
 def _nhwc_info(nchw: onnx.ValueInfoProto, name: str) -> onnx.ValueInfoProto | None:
@@ -159,10 +155,10 @@ def fold_quantized_io(model: onnx.ModelProto) -> int:
         nchw_readers = []
         for c in consumers[q.output[0]]:
             if is_op(c, "", "Transpose") and node_attribute(c, "perm") == TO_NHWC and c.output[0] not in graph_outputs:
-                _rename(consumers[c.output[0]], c.output[0], y)
+                rename_input(consumers[c.output[0]], c.output[0], y)
                 candidates.add(id(c))
             elif pools_into_flatten(c):  # the head's pooling reads NHWC itself: [N, 1, 1, C], flattened alike
-                _rename([c], q.output[0], y)
+                rename_input([c], q.output[0], y)
                 kept_attributes = [a for a in c.attribute if a.name != "channels_last"]
                 c.ClearField("attribute")
                 c.attribute.extend([*kept_attributes, helper.make_attribute("channels_last", 1)])
@@ -172,13 +168,13 @@ def fold_quantized_io(model: onnx.ModelProto) -> int:
         if nchw_readers or float_readers:
             nchw = unique(f"{out}_q_nchw")
             added.append(helper.make_node("Transpose", [y], [nchw], name=nchw, perm=TO_NCHW))
-            _rename(nchw_readers, q.output[0], nchw)
+            rename_input(nchw_readers, q.output[0], nchw)
         if float_readers:
             dequantized = unique(f"{out}_dq")
             added.append(
                 helper.make_node("DequantizeLinear", [nchw, y_scale, y_zero_point], [dequantized], name=dequantized)
             )
-            _rename(float_readers, out, dequantized)
+            rename_input(float_readers, out, dequantized)
 
     kept = [replaced.get(id(n), n) for n in graph.node]
     while True:  # drop what became unread (a DQ before its Transpose), never anything still read or a graph output

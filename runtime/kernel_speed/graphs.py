@@ -97,8 +97,8 @@ def diagnostic_plans(fused, build_dir: Path, *, orders: bool, native: bool, floo
     if native:
         plans["sge_fused_native"] = with_library(build_library(build_dir / "native", native=True))
     if floors:
+        size = stage_positions(floor_layer) if floor_layer else 0
         for floor in FLOORS:
-            size = stage_positions(floor_layer) if floor_layer else 0
             library = build_library(build_dir / f"floor_{floor}", floor=floor, floor_size=size)
             plans[f"floor_{floor}"] = with_library(library)
     return plans

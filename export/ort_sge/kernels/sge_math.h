@@ -218,12 +218,13 @@ struct Gate {
   F<B> operator()(F<B> c) const { return sigmoid_of_exponent<B>((c - centre) * scale + shift); }
 };
 
-// Turns a similarity map s ([count] floats, lane mapping as the gate's: s[e] in group e % per) into gates in place.
+// Turns a similarity map s ([count] floats, lane mapping as the gate's: s[e] in group e % per) into gates in place,
+// each times `factor` (SgeResidualQ's x_scale / y_scale; the float op's 1 folds away: x · 1 is x).
 template <int B, int per>
-inline void gates_in_place(float* s, int64_t count, const Gate<B, per>& gate) {
+inline void gates_in_place(float* s, int64_t count, const Gate<B, per>& gate, float factor = 1.0f) {
   const int64_t whole = count - count % B;
-  for (int64_t e = 0; e < whole; e += B) store<B>(s + e, gate(load<B>(s + e)));
-  if (whole < count) store_part<B>(s + whole, gate(load_part<B>(s + whole, count - whole)), count - whole);
+  for (int64_t e = 0; e < whole; e += B) store<B>(s + e, gate(load<B>(s + e)) * factor);
+  if (whole < count) store_part<B>(s + whole, gate(load_part<B>(s + whole, count - whole)) * factor, count - whole);
 }
 
 // Pairwise sums of adjacent lanes of a and b: [a0+a1, a2+a3, …, b0+b1, b2+b3, …].
@@ -386,7 +387,6 @@ inline Moments<B> map_by_trees(int64_t size, const Product& product, F<B> mu, fl
 template <int B, int L>
 inline Moments<B> similarity_map(const float* x, const float* identity, int64_t size, int64_t blocks, int64_t stride,
                                  const float* means, F<B> mu, float* similarity) {
-  constexpr int S = 1 << L, per = B / S;
   const F<B> m0 = load<B>(means);
   const auto product = [&](int64_t i) {
     // identity is read only by the last pass: fetched into L2 now, while this pass computes (into L1 it evicted the

@@ -26,7 +26,8 @@ namespace SGE_ISA {
 template <int B>
 inline I<B> load_u8(const uint8_t* p) {
 #if defined(__AVX512F__)
-  if constexpr (B == 16) return (I<B>)_mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+  if constexpr (B == 16)  // the zero-masked form: the unmasked one trips GCC 12's -Wmaybe-uninitialized
+    return (I<B>)_mm512_maskz_cvtepu8_epi32(0xFFFF, _mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
 #endif
 #if defined(__AVX2__)
   if constexpr (B == 8) return (I<B>)_mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
@@ -44,7 +45,8 @@ inline I<B> load_u8(const uint8_t* p) {
 template <int B>
 inline void store_u8(uint8_t* p, I<B> v) {
 #if defined(__AVX512F__)
-  if constexpr (B == 16) return _mm_storeu_si128(reinterpret_cast<__m128i*>(p), _mm512_cvtepi32_epi8((__m512i)v));
+  if constexpr (B == 16)  // zero-masked, as in load_u8
+    return _mm_storeu_si128(reinterpret_cast<__m128i*>(p), _mm512_maskz_cvtepi32_epi8(0xFFFF, (__m512i)v));
 #endif
 #if defined(__AVX2__)
   if constexpr (B == 8) {
@@ -101,19 +103,10 @@ inline F<B> q_group_centre(const QProblem& p, const float* coeff, const float* x
   return lanes;
 }
 
-// The gates of a map, times x_scale / y_scale: the output pass then works in the output's quantised units.
-template <int B, int per>
-inline void q_gates_in_place(const QProblem& p, float* map, int64_t count, const Gate<B, per>& gate) {
-  const float factor = p.x_scale / p.y_scale;
-  const int64_t whole = count - count % B;
-  for (int64_t e = 0; e < whole; e += B) store<B>(map + e, gate(load<B>(map + e)) * factor);
-  if (whole < count) store_part<B>(map + whole, gate(load_part<B>(map + whole, count - whole)) * factor, count - whole);
-}
-
 // out = quantize(relu(x · gate + identity)) over the unit's rows, in the output's units: v = (q_x − x_zero) · gate'
-// + q_id · k + c, gate' = gate · x_scale / y_scale, k = id_scale / y_scale, c = y_zero − k · id_zero; the ReLU is
-// v ≥ y_zero (where the float value is 0), then saturation at 255 and rounding half to even (1.5·2²³ added and taken
-// away), as QuantizeLinear does. A NaN gate gives 0. `gates(i, k)` points at vector k's gates of row i.
+// + q_id · k + c, gate' = gate · x_scale / y_scale (gates_in_place's factor), k = id_scale / y_scale,
+// c = y_zero − k · id_zero; the ReLU is v ≥ y_zero (where the float value is 0), then saturation at 255 and rounding
+// half to even (1.5·2²³ added and taken away), as QuantizeLinear does. A NaN gate gives 0. `gates(i, k)` points at vector k's gates of row i.
 template <int B, int L, int K, typename Gates>
 inline void q_apply_gates(const QProblem& p, const uint8_t* x, const uint8_t* identity, uint8_t* out, int64_t vectors,
                           const Gates& gates) {
@@ -173,7 +166,7 @@ void q_unit_narrow(const QProblem& p, const uint8_t* x, const uint8_t* identity,
   for (int k = 0; k < K; ++k) {
     const int64_t g = first_group + k * per;
     const Gate<B, per> gate(moments[k], mu[k], size, p.gamma + g, p.beta + g, s.eps);
-    q_gates_in_place<B, per>(p, similarity + k * size * per, size * per, gate);
+    gates_in_place<B, per>(similarity + k * size * per, size * per, gate, p.x_scale / p.y_scale);
   }
   q_apply_gates<B, L, K>(p, x, identity, out, K,
                          [&](int64_t i, int k) { return similarity + (k * size + i) * per; });
@@ -198,7 +191,7 @@ void q_unit_wide(const QProblem& p, const uint8_t* x, const uint8_t* identity, u
   };
   const Moments<B> moments = map_by_trees<B, L>(size, product, mu, similarity);
   const Gate<B, 1> gate(moments, mu, size, p.gamma + group, p.beta + group, s.eps);
-  q_gates_in_place<B, 1>(p, similarity, size, gate);
+  gates_in_place<B, 1>(similarity, size, gate, p.x_scale / p.y_scale);
   q_apply_gates<B, L, 1>(p, x, identity, out, count, [&](int64_t i, int) { return similarity + i; });
 }
 

@@ -4,6 +4,8 @@
 
 #include <cstdint>
 
+#include "sge_shape.h"  // map_problem
+
 namespace sge {
 
 // uint8 maps in NHWC ([N, H, W, C], channels last: ORT's layout for QLinearConv on x86), each with its scale and
@@ -46,11 +48,7 @@ static inline int64_t q_scratch_floats(const QShape& s, int64_t lanes) {
 
 // Why a shape cannot run with vectors of `lanes` floats, or nullptr. Checked before any division by a dimension.
 static inline const char* q_shape_problem(const QShape& s, int64_t lanes) {
-  if (s.n < 0 || s.c <= 0 || s.h <= 0 || s.w <= 0) return "x needs at least one channel and a non-empty H*W";
-  if (s.groups <= 0) return "the groups attribute must be positive";
-  if (s.c % s.groups) return "channels must be divisible by the groups attribute";
-  if (s.h * s.w < 2) return "H*W must be at least 2: the unbiased std of one value is undefined";
-  if (!(s.eps >= 0.0f)) return "eps must be a non-negative number";
+  if (const char* problem = map_problem(s.n, s.c, s.h, s.w, s.groups, s.eps)) return problem;
   const int64_t cg = q_group_channels(s);
   if (cg < lanes ? lanes % cg || s.c % lanes : cg % lanes)
     return "channels per group must divide the vector width or be a multiple of it (and channels a multiple of it)";

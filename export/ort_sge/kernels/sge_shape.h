@@ -38,13 +38,20 @@ static inline int64_t scratch_floats(const Shape& s) {
   return uc + hw(s) * (uc / cg) + 16;
 }
 
+// Why a map of these dimensions and attributes cannot run in either op's layout, or nullptr: the checks both ops
+// make (sge_q_shape.h too) before any division by a dimension.
+static inline const char* map_problem(int64_t n, int64_t c, int64_t h, int64_t w, int64_t groups, float eps) {
+  if (n < 0 || c <= 0 || h <= 0 || w <= 0) return "x needs at least one channel and a non-empty H*W";
+  if (groups <= 0) return "the groups attribute must be positive";
+  if (c % groups) return "channels must be divisible by the groups attribute";
+  if (h * w < 2) return "H*W must be at least 2: the unbiased std of one value is undefined";
+  if (!(eps >= 0.0f)) return "eps must be a non-negative number";
+  return nullptr;
+}
+
 // Why a shape cannot run, or nullptr. Checked before any division by a dimension.
 static inline const char* shape_problem(const Shape& s) {
-  if (s.n < 0 || s.c <= 0 || s.h <= 0 || s.w <= 0) return "x needs at least one channel and a non-empty H*W";
-  if (s.groups <= 0) return "the groups attribute must be positive";
-  if (s.c % s.groups) return "channels must be divisible by the groups attribute";
-  if (s.h * s.w < 2) return "H*W must be at least 2: the unbiased std of one value is undefined";
-  if (!(s.eps >= 0.0f)) return "eps must be a non-negative number";
+  if (const char* problem = map_problem(s.n, s.c, s.h, s.w, s.groups, s.eps)) return problem;
   if (s.block != 0 && s.block != 8 && s.block != 16) return "block must be 0 (NCHW), 8 or 16 (NCHWc)";
   const int64_t cg = group_channels(s);
   if (s.block && s.c % s.block) return "NCHWc channels must be a multiple of the block";
