@@ -7,6 +7,7 @@ SIGBUS or SIGILL inside ``register_custom_ops_library``, with no chance of a fal
 
 import json
 import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +24,7 @@ from export.ort_sge.kernels.build import (
     cpu_flags,
     find_compiler,
     run_compiler,
+    run_compilers,
 )
 from tests.conftest import ISA_CPU_FEATURES, expected_kernel_build
 
@@ -200,11 +202,11 @@ def test_each_instruction_set_build_matches_the_reference(isa, tmp_path, monkeyp
         assert_matches(*run_case(library, channels, groups, (5, 7), np.random.default_rng(channels + groups)))
 
 
-def test_the_installed_library_compiles_without_a_warning(tmp_path):
-    """build.py keeps the compiler's output only when a build fails, so a warning (an unused variable left by a
-    refactor, an intrinsic GCC 12 calls maybe-uninitialised) would pass unseen: every ISA build of the maths and the
-    dispatcher, with the install's flags, must compile silently."""
-    import subprocess
+@pytest.fixture(scope="module")
+def compiled_objects(tmp_path_factory) -> dict[str, tuple[Path, str]]:
+    """Every ISA build of the maths and the dispatcher, compiled side by side with the install's flags and compiler:
+    name → (object file, the compiler's stderr)."""
+    from concurrent.futures import ThreadPoolExecutor
 
     from export.ort_sge.kernels.build import COMMON_FLAGS, ISA_FLAGS, KERNEL_DIR
 
@@ -212,27 +214,35 @@ def test_the_installed_library_compiles_without_a_warning(tmp_path):
         compiler = find_compiler()  # as the build finds it
     except KernelBuildError:
         pytest.skip("needs a C++ compiler")
-    units = [[*flags, f"-DSGE_ISA={isa}", str(KERNEL_DIR / "sge_units.cc")] for isa, flags in ISA_FLAGS.items()]
-    for source in [*units, [str(KERNEL_DIR / "sge_ort_op.cc")]]:
-        command = [*compiler, *COMMON_FLAGS, *source, "-c", "-o", str(tmp_path / "unit.o")]
-        result = subprocess.run(command, capture_output=True, text=True, check=True)
-        assert "warning:" not in result.stderr, result.stderr[:2000]
+    out = tmp_path_factory.mktemp("objects")
+    sources = {isa: [*flags, f"-DSGE_ISA={isa}", str(KERNEL_DIR / "sge_units.cc")] for isa, flags in ISA_FLAGS.items()}
+    sources["op"] = [str(KERNEL_DIR / "sge_ort_op.cc")]
+
+    def compile_one(name: str) -> tuple[Path, str]:
+        obj = out / f"{name}.o"
+        command = [*compiler, *COMMON_FLAGS, *sources[name], "-c", "-o", str(obj)]
+        return obj, subprocess.run(command, capture_output=True, text=True, check=True).stderr
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        return dict(zip(sources, pool.map(compile_one, sources), strict=True))
 
 
-def test_no_instruction_set_build_defines_a_symbol_outside_its_namespace(tmp_path):
+def test_the_installed_library_compiles_without_a_warning(compiled_objects):
+    """build.py keeps the compiler's output only when a build fails, so a warning (an unused variable left by a
+    refactor, an intrinsic GCC 12 calls maybe-uninitialised) would pass unseen: every ISA build of the maths and the
+    dispatcher, with the install's flags, must compile silently."""
+    for name, (_, stderr) in compiled_objects.items():
+        assert "warning:" not in stderr, (name, stderr[:2000])
+
+
+def test_no_instruction_set_build_defines_a_symbol_outside_its_namespace(compiled_objects):
     """The linker merges same-named weak definitions (inline functions, std templates) across object files: one
     compiled with -mavx512f that replaced the baseline's copy would crash an older CPU with SIGILL."""
-    import subprocess
-
-    from export.ort_sge.kernels.build import COMMON_FLAGS, ISA_FLAGS, KERNEL_DIR
-
-    compiler = shutil.which("g++") or shutil.which("c++")
-    if compiler is None or shutil.which("nm") is None:
-        pytest.skip("needs a C++ compiler and nm")
-    for isa, flags in ISA_FLAGS.items():
-        obj = tmp_path / f"{isa}.o"
-        command = [compiler, *COMMON_FLAGS, *flags, f"-DSGE_ISA={isa}", "-c", str(KERNEL_DIR / "sge_units.cc")]
-        subprocess.run([*command, "-o", str(obj)], check=True)
+    if shutil.which("nm") is None:
+        pytest.skip("needs nm")
+    for isa, (obj, _) in compiled_objects.items():
+        if isa == "op":
+            continue
         symbols = subprocess.run(["nm", "-C", "--defined-only", str(obj)], capture_output=True, text=True).stdout
         # global and weak definitions (local ones are never merged)
         shared = [ln for ln in symbols.splitlines() if ln.split()[1] in "TWVuv" and f"sge::{isa}::" not in ln]
@@ -300,21 +310,24 @@ def test_every_floor_build_makes_its_pass_in_vectors_of_its_own_width():
     """The AVX2 view's floor_apply ran slower than the op itself: its pass used 16-lane vectors in every build, and
     the AVX2 build split them and compared each lane in a scalar register (vucomiss) for the ReLU. A bound must not
     be slowed by its own code: no floor build may compare scalars."""
-    import subprocess
-
     from export.ort_sge.kernels.build import COMMON_FLAGS, FLOORS, ISA_FLAGS, KERNEL_DIR
 
     try:
         compiler = find_compiler()  # as the build finds it
     except KernelBuildError:
         pytest.skip("needs a C++ compiler")
-    for isa, flags in ISA_FLAGS.items():
-        for floor, number in FLOORS.items():
-            command = [*compiler, *COMMON_FLAGS, *flags, f"-DSGE_ISA={isa}", f"-DSGE_FLOOR={number}", "-S", "-o", "-"]
-            assembly = subprocess.run(
-                [*command, str(KERNEL_DIR / "sge_units.cc")], check=True, capture_output=True, text=True
-            ).stdout
-            assert "comiss" not in assembly, (isa, floor)
+    from concurrent.futures import ThreadPoolExecutor
+
+    def assembly(isa: str, number: int) -> str:
+        command = [*compiler, *COMMON_FLAGS, *ISA_FLAGS[isa], f"-DSGE_ISA={isa}", f"-DSGE_FLOOR={number}", "-S"]
+        source = str(KERNEL_DIR / "sge_units.cc")
+        return subprocess.run([*command, "-o", "-", source], check=True, capture_output=True, text=True).stdout
+
+    cases = [(isa, floor) for isa in ISA_FLAGS for floor in FLOORS]
+    with ThreadPoolExecutor(max_workers=2) as pool:  # independent compiles: one per core
+        listings = pool.map(lambda case: assembly(case[0], FLOORS[case[1]]), cases)
+        for case, listing in zip(cases, listings, strict=True):
+            assert "comiss" not in listing, case
 
 
 def test_an_unknown_floor_is_refused(tmp_path):
@@ -336,3 +349,20 @@ def test_a_failed_build_names_its_cause_not_collect2(tmp_path):
     source.write_text("int main() { return 0; }\n")
     with pytest.raises(KernelBuildError, match=r"ld: cannot open output file .*nowhere/a\.out"):
         run_compiler([*find_compiler(), str(source), "-o", str(tmp_path / "nowhere" / "a.out")], what="a test")
+
+
+def test_side_by_side_compiles_all_end_and_the_first_failure_is_raised(tmp_path):
+    """build_library compiles the ISA builds and the op at once: a failure is reported as a sequential build would
+    report it, and only once every compile has ended (none is left writing into the scratch folder)."""
+    compiler = find_compiler()
+    good, bad = tmp_path / "good.cc", tmp_path / "bad.cc"
+    good.write_text("int f() { return 1; }\n")
+    bad.write_text("int g() { return missing; }\n")
+    commands = [
+        [*compiler, "-c", str(source), "-o", str(tmp_path / f"{source.stem}{i}.o")]
+        for i, source in enumerate([bad, good, bad])
+    ]
+    with pytest.raises(KernelBuildError, match=r"bad0\.o") as raised:
+        run_compilers(commands)
+    assert "was not declared" in str(raised.value)
+    assert (tmp_path / "good1.o").is_file()

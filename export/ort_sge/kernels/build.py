@@ -23,6 +23,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
@@ -104,6 +105,14 @@ def run_compiler(command: list[str], *, what: str = "the fused SGE kernel") -> N
         )
 
 
+def run_compilers(commands: list[list[str]]) -> None:
+    """Run independent compiles side by side, one per CPU (each is a process of its own); the first failure in the
+    given order is raised once all have ended."""
+    with ThreadPoolExecutor(max_workers=max(1, min(len(commands), os.cpu_count() or 1))) as pool:
+        for future in [pool.submit(run_compiler, command) for command in commands]:
+            future.result()
+
+
 def compiler_cause(stderr: str) -> str:
     """The line of a failed compile that says why: the first error, or for a failed link the linker's (collect2's
     "ld returned 1 exit status" only says that the link failed)."""
@@ -172,21 +181,23 @@ def build_library(
         raise ValueError(f"unknown instruction sets {sorted(unknown)}; choose from {sorted(ISA_FLAGS)}")
     builds = {"native": ("-march=native",)} if native else {k: ISA_FLAGS[k] for k in isas} if isas else ISA_FLAGS
     with tempfile.TemporaryDirectory() as scratch:
-        objects = []
-        for isa, flags in builds.items():
-            obj = Path(scratch) / f"sge_units_{isa}.o"
-            source = str(KERNEL_DIR / "sge_units.cc")
-            run_compiler([*cxx, *COMMON_FLAGS, *flags, *floor_flags, f"-DSGE_ISA={isa}", "-c", source, "-o", str(obj)])
-            objects.append(str(obj))
+        source = str(KERNEL_DIR / "sge_units.cc")
+        objects = {isa: str(Path(scratch) / f"sge_units_{isa}.o") for isa in builds}
+        compiles = [
+            [*cxx, *COMMON_FLAGS, *flags, *floor_flags, f"-DSGE_ISA={isa}", "-c", source, "-o", objects[isa]]
+            for isa, flags in builds.items()
+        ]
         op_flags = ("-march=native",) if native else ()
         if len(builds) == 1:  # no run-time choice: the one build is called directly
             op_flags += (f"-DSGE_ONLY_ISA={next(iter(builds))}",)
         elif set(builds) != set(ISA_FLAGS):
             raise ValueError("a dispatched library needs every build of ISA_FLAGS; pass one ISA for a fixed one")
         op = Path(scratch) / "sge_ort_op.o"
-        run_compiler([*cxx, *COMMON_FLAGS, *op_flags, "-c", str(KERNEL_DIR / "sge_ort_op.cc"), "-o", str(op)])
+        run_compilers(
+            [*compiles, [*cxx, *COMMON_FLAGS, *op_flags, "-c", str(KERNEL_DIR / "sge_ort_op.cc"), "-o", str(op)]]
+        )
         linked = Path(scratch) / LIBRARY_NAME
-        run_compiler([*cxx, "-shared", "-o", str(linked), str(op), *objects])
+        run_compiler([*cxx, "-shared", "-o", str(linked), str(op), *objects.values()])
         data = linked.read_bytes()
     record_path, library = output_dir / RECORD_NAME, output_dir / LIBRARY_NAME
     record_path.unlink(missing_ok=True)  # a library without its record reads as "not built", never as valid
