@@ -16,14 +16,11 @@ transport, which makes multi-instance start-up reliable) and says why.
 """
 
 import contextlib
-import errno
 import logging
 import os
-import socket
 import sysconfig
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,17 +28,11 @@ import numpy as np
 
 from export.artifacts import TensorSpec
 from runtime.backends.base import BackendUnavailableError, InputMismatchError, Runner
+from runtime.serve_config import MONITOR_PERIOD_S, ServeConfig, ServeConfigError, ServeError
+from runtime.serve_ports import check_ports_free, free_loopback_port, reserve_ports
 from runtime.triton_processes import Stub, clean_up_after, find_stubs, stub_died
 
 logger = logging.getLogger(__name__)
-
-
-class ServeError(RuntimeError):
-    """The server could not start or is not serving the model (the message says what to do)."""
-
-
-class ServeConfigError(ValueError):
-    """A serving option is out of range."""
 
 
 class RequestRefused(ValueError):
@@ -57,79 +48,6 @@ class RequestRefused(ValueError):
     @__traceback__.setter
     def __traceback__(self, value: object) -> None:
         pass
-
-
-MONITOR_PERIOD_S = 1.0  # how often serve_forever checks that Triton is still alive
-MAX_EXIT_TIMEOUT_S = 25  # PyTriton waits 30 s for Triton to stop, then kills it: leave it time to unload
-MAX_REQUEST_MB = 16 << 10  # 16 GiB: the gate holds bodies in memory
-
-
-@dataclass(frozen=True)
-class ServeConfig:
-    model_name: str
-    host: str = "127.0.0.1"
-    http_port: int = 8000
-    grpc_port: int = 8001
-    metrics_port: int = 8002
-    max_batch: int = 32
-    queue_delay_us: int = 500
-    instances: int = 1
-    exit_timeout_s: int = 10  # how long Triton waits for in-flight requests when stopping
-    log_verbose: int = 0
-    gate: bool = True  # HTTP: refuse oversized and malformed requests before Triton sees them (serve_gate.py)
-    max_request_mb: int = 256  # the gate's bound on one request body; twice it bounds the bodies held at once
-
-    def __post_init__(self) -> None:
-        problems = []
-        if not self.model_name or not all(c.isalnum() or c in "._-" for c in self.model_name):
-            problems.append(f"model name {self.model_name!r} may only hold letters, digits, '.', '_' and '-'")
-        ports = {"http_port": self.http_port, "grpc_port": self.grpc_port, "metrics_port": self.metrics_port}
-        for key, port in ports.items():
-            if not 1 <= port <= 65535:
-                problems.append(f"{key} must lie in 1..65535; got {port}")
-        if len(set(ports.values())) != len(ports):
-            problems.append(f"the HTTP, gRPC and metrics ports must differ; got {sorted(ports.values())}")
-        if self.max_batch < 1:
-            problems.append(f"max_batch must be ≥ 1; got {self.max_batch}")
-        if self.queue_delay_us < 0:
-            problems.append(f"queue_delay_us must be ≥ 0; got {self.queue_delay_us}")
-        if self.instances < 1:
-            problems.append(f"instances must be ≥ 1; got {self.instances}")
-        if not 1 <= self.max_request_mb <= MAX_REQUEST_MB:
-            problems.append(f"max_request_mb must lie in 1..{MAX_REQUEST_MB}; got {self.max_request_mb}")
-        if not 0 <= self.exit_timeout_s <= MAX_EXIT_TIMEOUT_S:
-            problems.append(
-                f"exit_timeout_s must lie in 0..{MAX_EXIT_TIMEOUT_S} (PyTriton kills Triton 30 s after asking it to "
-                f"stop); got {self.exit_timeout_s}"
-            )
-        if ":" in self.host:  # Triton's gRPC endpoint and PyTriton's readiness check take host:port unbracketed
-            problems.append(f"IPv6 hosts are not supported; got {self.host!r}: use 127.0.0.1, or 0.0.0.0 for all IPv4")
-        if problems:
-            raise ServeConfigError("; ".join(problems))
-
-    @property
-    def urls(self) -> dict[str, str]:
-        return {
-            "http": f"http://{self.host}:{self.http_port}",
-            "grpc": f"grpc://{self.host}:{self.grpc_port}",
-            "metrics": f"http://{self.host}:{self.metrics_port}/metrics",
-        }
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "model_name": self.model_name,
-            "host": self.host,
-            "http_port": self.http_port,
-            "grpc_port": self.grpc_port,
-            "metrics_port": self.metrics_port,
-            "max_batch": self.max_batch,
-            "queue_delay_us": self.queue_delay_us,
-            "instances": self.instances,
-            "exit_timeout_s": self.exit_timeout_s,
-            "gate": self.gate,
-            "max_request_mb": self.max_request_mb,
-            "urls": self.urls,
-        }
 
 
 def library_path_with_libpython(current: str | None) -> str:
@@ -235,76 +153,6 @@ def infer_function(runner: Runner) -> Callable[[list[Any]], list[dict[str, np.nd
     return infer
 
 
-def _free_loopback_port() -> int:
-    """A loopback port free right now, for Triton's HTTP endpoint behind the gate."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-PORT_FLAGS = {"http_port": "--http-port", "grpc_port": "--grpc-port", "metrics_port": "--metrics-port"}
-
-
-def reserve_ports(config: ServeConfig) -> contextlib.ExitStack:
-    """A lock per port (a file under the temp directory), held while the server lives; closing the stack frees them.
-
-    Two servers started at the same moment on the same ports both passed ``check_ports_free``; the loser's Triton
-    exited at once, and PyTriton waited 120 s for it before an internal error. Servers of this project now take the
-    locks first and the second one fails at once. (Other programs can still take a port in the moment before Triton
-    binds it.)"""
-    import fcntl
-    import tempfile
-
-    folder = Path(tempfile.gettempdir()) / f"sge-deploy-ports-{os.getuid()}"  # one user's servers: no permissions
-    stack, held = contextlib.ExitStack(), []
-    try:
-        for key in PORT_FLAGS:
-            port = getattr(config, key)
-            try:
-                folder.mkdir(mode=0o700, exist_ok=True)
-                fd = os.open(folder / f"{port}.lock", os.O_RDWR | os.O_CREAT, 0o600)
-            except OSError as err:  # an unwritable temp directory: the bind check alone, as before the locks
-                logger.debug("no port lock for %s (%s)", port, err)
-                continue
-            stack.callback(os.close, fd)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                held.append(key)
-        if held:
-            ports = "; ".join(f"{key} {getattr(config, key)}" for key in held)
-            flags = ", ".join(PORT_FLAGS[key] for key in held)
-            raise ServeError(
-                f"another sge-deploy server is starting or serving on {ports}; choose free ports with {flags}"
-            )
-    except BaseException:
-        stack.close()
-        raise
-    return stack
-
-
-def check_ports_free(config: ServeConfig) -> None:
-    """Fail before Triton starts, naming the flag to change, when a port is taken."""
-    taken = []
-    for key in PORT_FLAGS:
-        port = getattr(config, key)
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            # as Triton and the gate bind: a closing connection's TIME_WAIT does not make the port taken
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                sock.bind((config.host, port))
-            except OSError as err:
-                if err.errno in (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT):  # the address, not the port
-                    raise ServeError(
-                        f"--host {config.host} is not an address of this machine ({err.strerror}); give one of its "
-                        "own, 127.0.0.1 for this machine only or 0.0.0.0 for every interface"
-                    ) from None
-                taken.append((key, f"{key} {port} ({err.strerror})"))
-    if taken:
-        flags = ", ".join(PORT_FLAGS[key] for key, _ in taken)
-        raise ServeError(f"cannot bind {config.host}: {'; '.join(t for _, t in taken)}; choose free ports with {flags}")
-
-
 class ModelServer:
     """A Triton Inference Server serving ``runners`` (one per model instance) under ``config.model_name``.
 
@@ -363,7 +211,7 @@ class ModelServer:
             self.stop()  # frees the ports, closes what activated
             raise
         c = self.config
-        triton_http = (c.host, c.http_port) if not c.gate else ("127.0.0.1", _free_loopback_port())
+        triton_http = (c.host, c.http_port) if not c.gate else ("127.0.0.1", free_loopback_port())
         triton_config = pytriton.triton.TritonConfig(
             http_address=triton_http[0],
             http_port=triton_http[1],

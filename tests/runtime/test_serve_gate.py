@@ -142,13 +142,13 @@ class Upstream(http.server.BaseHTTPRequestHandler):
 @contextlib.contextmanager
 def gate_before_upstream(limits=LIMITS):
     """A gate on a free loopback port in front of ``Upstream``; yields (gate, client connection to the gate)."""
-    from runtime.serve import _free_loopback_port
     from runtime.serve_gate import RequestGate
+    from runtime.serve_ports import free_loopback_port
 
     Upstream.received = []
     upstream = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Upstream)
     threading.Thread(target=upstream.serve_forever, daemon=True).start()
-    port = _free_loopback_port()
+    port = free_loopback_port()
     gate = RequestGate("127.0.0.1", port, upstream=upstream.server_address, limits=limits).start()
     client = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     try:

@@ -565,7 +565,7 @@ def test_a_second_server_on_the_same_ports_is_refused_at_once_while_the_first_ho
     """Started at the same moment, both passed the bind check; the loser waited 120 s for PyTriton's timeout."""
     import tempfile
 
-    from runtime.serve import reserve_ports
+    from runtime.serve_ports import reserve_ports
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # this test's lock files, not the machine's
 
@@ -590,7 +590,7 @@ def test_a_second_server_on_the_same_ports_is_refused_at_once_while_the_first_ho
 def test_a_port_another_program_holds_is_named_with_its_flag():
     import socket
 
-    from runtime.serve import check_ports_free
+    from runtime.serve_ports import check_ports_free
 
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as other:  # not an sge-deploy server: no lock file
         other.bind(("127.0.0.1", 0))
@@ -607,7 +607,7 @@ def test_a_port_another_program_holds_is_named_with_its_flag():
 def test_a_host_that_is_not_this_machines_is_named_not_the_ports():
     import socket
 
-    from runtime.serve import check_ports_free
+    from runtime.serve_ports import check_ports_free
 
     with socket.socket() as probe:  # 192.0.2.1: TEST-NET-1, never a local address
         try:
