@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from export.artifacts import TensorSpec
+from runtime.infer_request_check import RequestLimits, RequestRejected, check_infer_request
 from runtime.loadtest import BAD_KINDS, bad_requests
-from runtime.serve_gate import RequestLimits, RequestRejected, check_infer_request
 
 LIMITS = RequestLimits(input=TensorSpec("input", ("batch", 3, 8, 8), "float32", "NCHW"), max_batch=4)
 VALUES = 3 * 8 * 8
