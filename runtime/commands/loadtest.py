@@ -32,15 +32,9 @@ from runtime.cli import (
     write_json_output,
 )
 from runtime.cli_flags import add_batch_size, add_json, add_model_name
+from runtime.kserve_client import LoadTestError, classify_once, loopback_address, model_metadata
 from runtime.labels import labels_for
-from runtime.loadtest import (
-    LoadConfig,
-    LoadTestError,
-    classify_once,
-    loopback_address,
-    model_metadata,
-    run_load,
-)
+from runtime.loadtest import LoadConfig, run_load
 from runtime.preprocess import Preprocessing, preprocess_images
 from runtime.topk import LabelsError, NonFiniteLogits, Prediction, top_k
 

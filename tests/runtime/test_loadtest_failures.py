@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 import runtime.loadtest as loadtest
-from runtime.loadtest import LoadConfig, LoadTestError, loopback_address, run_level
+from runtime.kserve_client import LoadTestError, loopback_address
+from runtime.loadtest import LoadConfig, run_level
 
 
 class ServerGoneClient:
@@ -31,7 +32,7 @@ class ServerGoneClient:
 
 
 def test_a_connection_closed_mid_run_is_counted_not_lost(monkeypatch):
-    monkeypatch.setattr(loadtest, "_Client", ServerGoneClient)
+    monkeypatch.setattr(loadtest, "KServeClient", ServerGoneClient)
     meta = {"inputs": [{"name": "input"}], "outputs": [{"name": "output"}]}
     config = LoadConfig(concurrency=(2,), duration_s=0.3, max_requests=50)
     level = run_level("127.0.0.1:1", "m", np.zeros((1, 3, 8, 8), np.float32), meta, concurrency=2, config=config)
@@ -43,7 +44,7 @@ def test_a_connection_closed_mid_run_is_counted_not_lost(monkeypatch):
 def test_a_server_that_stopped_answering_ends_the_level_and_the_command(monkeypatch, capsys):
     from runtime.commands import loadtest as command
 
-    monkeypatch.setattr(loadtest, "_Client", ServerGoneClient)
+    monkeypatch.setattr(loadtest, "KServeClient", ServerGoneClient)
     monkeypatch.setattr(loadtest, "GONE_AFTER_S", 0.2)
     meta = {"inputs": [{"name": "input", "datatype": "FP32"}], "outputs": [{"name": "output"}], "max_batch_size": 8}
     monkeypatch.setattr(loadtest, "model_metadata", lambda *args, **kwargs: meta)
@@ -160,7 +161,7 @@ class EveryThirdFailsClient(ServerGoneClient):
 
 
 def test_throughput_counts_answered_requests_only(monkeypatch):
-    monkeypatch.setattr(loadtest, "_Client", EveryThirdFailsClient)
+    monkeypatch.setattr(loadtest, "KServeClient", EveryThirdFailsClient)
     meta = {"inputs": [{"name": "input"}], "outputs": [{"name": "output"}]}
     config = LoadConfig(concurrency=(1,), duration_s=30, max_requests=30)
     batch = np.zeros((2, 3, 8, 8), np.float32)

@@ -12,7 +12,7 @@ import pytest
 
 from export.artifacts import TensorSpec
 from runtime.infer_request_check import RequestLimits, RequestRejected, check_infer_request
-from runtime.loadtest import BAD_KINDS, bad_requests
+from runtime.kserve_client import BAD_KINDS, bad_requests
 
 LIMITS = RequestLimits(input=TensorSpec("input", ("batch", 3, 8, 8), "float32", "NCHW"), max_batch=4)
 VALUES = 3 * 8 * 8

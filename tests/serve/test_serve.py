@@ -215,7 +215,7 @@ def requests_triton_saw(server) -> float:
 
 
 def test_requests_beyond_the_models_limits_are_refused_before_triton(server, reference):
-    from runtime.loadtest import bad_requests
+    from runtime.kserve_client import bad_requests
 
     before = requests_triton_saw(server)
     for what, body in bad_requests(INPUT.name):  # a 95-byte body declaring [100000, 3, 96, 96] among them
@@ -410,7 +410,8 @@ def test_serve_script_refuses_an_unknown_backend(onnx_artifact, capsys):
 
 
 def test_a_load_test_duration_must_be_a_finite_positive_time():
-    from runtime.loadtest import LoadConfig, LoadTestError
+    from runtime.kserve_client import LoadTestError
+    from runtime.loadtest import LoadConfig
 
     for bad in (float("nan"), 0.0, 601.0):
         with pytest.raises(LoadTestError, match="duration must lie in"):
