@@ -1,6 +1,7 @@
 """The client side of one KServe v2 server (Triton) on this machine: its loopback address, the model's metadata, one
 worker's tritonclient client with its prepared request, malformed requests that must be refused, and one
-classification request. runtime/loadtest.py drives these; ``infer.py --url`` uses ``classify_once``."""
+classification request. runtime/loadtest.py drives these; ``loadtest.py --images`` classifies its photographs with
+``classify_once``."""
 
 import http.client
 import ipaddress
@@ -10,7 +11,7 @@ from urllib.parse import urlsplit
 import numpy as np
 
 DTYPES = {"FP32": np.float32, "FP16": np.float16, "FP64": np.float64, "UINT8": np.uint8, "INT64": np.int64}
-CLASSIFY_TIMEOUT_S = 30.0  # one classification request (infer.py --url)
+CLASSIFY_TIMEOUT_S = 30.0  # one classification request (loadtest.py --images), as a load-test request's default
 
 
 class LoadTestError(ValueError):
@@ -74,8 +75,6 @@ class KServeClient:
 
     def send_bad(self, number: int) -> str | None:
         """Send the ``number``-th kind of malformed request; None if it was refused with 4xx, else what went wrong."""
-        import http.client
-
         name, body = bad_requests(self.input_name)[number % len(BAD_KINDS)]
         host, port = self.address.rsplit(":", 1)
         conn = http.client.HTTPConnection(host.strip("[]"), int(port), timeout=self.timeout)

@@ -28,11 +28,13 @@ import numpy as np
 
 from export.artifacts import TensorSpec
 from runtime.backends.base import BackendUnavailableError, InputMismatchError, Runner
-from runtime.serve_config import MONITOR_PERIOD_S, ServeConfig, ServeConfigError, ServeError
+from runtime.serve_config import ServeConfig, ServeConfigError, ServeError
 from runtime.serve_ports import check_ports_free, free_loopback_port, reserve_ports
 from runtime.triton_processes import Stub, clean_up_after, find_stubs, stub_died
 
 logger = logging.getLogger(__name__)
+
+MONITOR_PERIOD_S = 1.0  # how often serve_forever checks that Triton is still alive
 
 
 class RequestRefused(ValueError):

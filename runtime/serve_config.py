@@ -14,7 +14,6 @@ class ServeConfigError(ValueError):
     """A serving option is out of range."""
 
 
-MONITOR_PERIOD_S = 1.0  # how often serve_forever checks that Triton is still alive
 MAX_EXIT_TIMEOUT_S = 25  # PyTriton waits 30 s for Triton to stop, then kills it: leave it time to unload
 MAX_REQUEST_MB = 16 << 10  # 16 GiB: the gate holds bodies in memory
 
