@@ -34,13 +34,17 @@ from export.artifacts import (
     write_json,
     write_manifest,
 )
-from export.external_data import data_file_for, save_with_external_weights, share_mode
 from export.int8.calibration import CalibrationOptions
 from export.int8.roles import INT8_FUSED_NAME, INT8_NAME, INT8_S8S8_NAME, parity_file
 from export.metadata import build_metadata, set_metadata, tool_versions
 from export.onnx_export import check_io, check_onnx, export_onnx, op_counts, opset_of
-from export.ort_sge.graph import DOMAIN, OP_TYPE, fuse_sge_residual
-from export.ort_sge.kernels import KernelUnavailableError, kernel_library
+from export.ort_sge.export_stage import (
+    FUSED_DATA_NAME,
+    FUSED_NAME,
+    FUSED_PARITY_NAME,
+    export_fused_graph,
+    fused_manifest_entry,
+)
 from export.ort_sge.session import FUSED_DATA_ROLE, FUSED_ROLE
 from export.parity import ParityReport
 from export.sge_compact import compact_sge, restore_batch_symbol
@@ -55,9 +59,6 @@ logger = logging.getLogger(__name__)
 
 ONNX_NAME = "model.onnx"
 PARITY_NAME = "parity.json"
-FUSED_NAME = "model.sge_fused.onnx"  # ONNX Runtime CPU only: needs the custom-op library (export/ort_sge/kernels)
-FUSED_DATA_NAME = data_file_for(FUSED_NAME)  # its weights, mapped by ORT instead of parsed (export/external_data.py)
-FUSED_PARITY_NAME = "parity_sge_fused.json"
 INT8_FILES = (
     *(INT8_NAME, INT8_S8S8_NAME, INT8_FUSED_NAME),
     *map(parity_file, (INT8_NAME, INT8_S8S8_NAME, INT8_FUSED_NAME)),
@@ -139,34 +140,6 @@ def _sge_layers(model: nn.Module) -> int:
 def _compact_sge_layers(model: nn.Module, spec: ExportSpec) -> int:
     """How many SGE layers ``prepare_for_export`` rewrote into the compact form."""
     return _sge_layers(model) if spec.sge_form == "compact" else 0
-
-
-def _export_fused(
-    source: ExportSource, *, spec: ExportSpec, photos: Any, props: dict[str, str], num_classes: int, out: Path
-) -> tuple[Path, ParityReport] | None:
-    """``model.sge_fused.onnx`` and its parity report, or None (with a warning) where the kernel cannot compile."""
-    try:
-        kernel_library()  # installed and intact? without it the graph cannot be checked
-    except KernelUnavailableError as err:
-        logger.warning("%s; writing no %s (model.onnx is complete without it)", err, FUSED_NAME)
-        return None
-    fused_model, blocks = fuse_sge_residual(source.model)
-    if blocks == 0:  # SGE layers outside a ResNet block's tail: nothing to fuse
-        return None
-    fused_spec = replace(spec, exporter="torchscript")  # the op's symbolic is the TorchScript exporter's
-    with tempfile.TemporaryDirectory(prefix="sge-fused-") as tmp:
-        raw = check_onnx(export_onnx(fused_model, Path(tmp) / "fused.onnx", spec=fused_spec))
-    final = simplify(raw, simplifier=spec.simplifier)
-    check_io(final, spec=spec, num_classes=num_classes)
-    path = out / FUSED_NAME
-    with atomic_path(path) as tmp_path:
-        final = set_metadata(final, {**props, "exporter": "torchscript", "sge_fused_blocks": str(blocks)})
-        data = save_with_external_weights(final, tmp_path, data_name=FUSED_DATA_NAME)
-    share_mode(data, path)
-    runner = onnxruntime_runner(path, input_name=spec.input_name, fused=True)
-    report = run_parity(source.model, runner, spec=spec, photos=photos, backend="onnxruntime (sge_fused)")
-    write_json(out / FUSED_PARITY_NAME, report.to_dict())
-    return path, report
 
 
 def export_model(
@@ -320,7 +293,7 @@ def _export_into(
     fused_path, fused_report = None, None
     if spec.fused_sge and _sge_layers(source.model) and report.passed:
         with stage("fused"):
-            fused = _export_fused(source, spec=spec, photos=photos, props=props, num_classes=num_classes, out=out)
+            fused = export_fused_graph(source, spec=spec, photos=photos, props=props, num_classes=num_classes, out=out)
             if fused is not None:
                 fused_path, fused_report = fused
     int8_result = None
@@ -442,15 +415,7 @@ def _manifest(
             "sge_layers": _sge_layers(source.model),  # runners warn where reduced precision can hurt SGE
             # SGE layers exported in the compact form (whose normalisation the FP16 converter cannot keep FP32)
             "compact_sge_layers": _compact_sge_layers(source.model, spec),
-            "sge_fused": {
-                "file": FUSED_NAME,
-                "weights": FUSED_DATA_NAME,
-                "op": f"{DOMAIN}::{OP_TYPE}",
-                "parity": result.fused_parity.summary(),
-                "runs_on": "onnxruntime CPU with the custom-op library built at install (export/ort_sge/kernels)",
-            }
-            if result.fused_path is not None and result.fused_parity is not None
-            else None,
+            "sge_fused": fused_manifest_entry(result.fused_parity) if result.fused_path is not None else None,
             "int8": result.int8.to_dict() if result.int8 is not None else None,
             "ops_before": result.ops_before,
             "ops_after": result.ops_after,

@@ -236,12 +236,12 @@ def test_without_a_compiler_the_export_is_complete_without_the_fused_graph(
 ):
     import shutil
 
-    import export.pipeline as pipeline
+    import export.ort_sge.export_stage as fused_stage
 
     def no_compiler(**_):
         raise KernelUnavailableError("the fused SGE kernel is not built")
 
-    monkeypatch.setattr(pipeline, "kernel_library", no_compiler)
+    monkeypatch.setattr(fused_stage, "kernel_library", no_compiler)
     earlier = Path(shutil.copytree(artifact, tmp_path / "artifact"))  # an earlier export's fused graph
     assert (earlier / FUSED_NAME).exists()
     with caplog.at_level(logging.WARNING):
