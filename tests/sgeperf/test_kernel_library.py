@@ -204,10 +204,8 @@ def test_each_instruction_set_build_matches_the_reference(isa, tmp_path, monkeyp
 
 @pytest.fixture(scope="module")
 def compiled_objects(tmp_path_factory) -> dict[str, tuple[Path, str]]:
-    """Every ISA build of the maths and the dispatcher, compiled side by side with the install's flags and compiler:
-    name → (object file, the compiler's stderr)."""
-    from concurrent.futures import ThreadPoolExecutor
-
+    """Every ISA build of the maths and the dispatcher, compiled side by side as the install compiles them (its flags,
+    its compiler, its run_compilers): name → (object file, the compiler's diagnostics)."""
     from export.ort_sge.kernels.build import COMMON_FLAGS, ISA_FLAGS, KERNEL_DIR
 
     try:
@@ -217,19 +215,16 @@ def compiled_objects(tmp_path_factory) -> dict[str, tuple[Path, str]]:
     out = tmp_path_factory.mktemp("objects")
     sources = {isa: [*flags, f"-DSGE_ISA={isa}", str(KERNEL_DIR / "sge_units.cc")] for isa, flags in ISA_FLAGS.items()}
     sources["op"] = [str(KERNEL_DIR / "sge_ort_op.cc")]
-
-    def compile_one(name: str) -> tuple[Path, str]:
-        obj = out / f"{name}.o"
-        command = [*compiler, *COMMON_FLAGS, *sources[name], "-c", "-o", str(obj)]
-        return obj, subprocess.run(command, capture_output=True, text=True, check=True).stderr
-
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        return dict(zip(sources, pool.map(compile_one, sources), strict=True))
+    objects = {name: out / f"{name}.o" for name in sources}
+    diagnostics = run_compilers(
+        [[*compiler, *COMMON_FLAGS, *source, "-c", "-o", str(objects[name])] for name, source in sources.items()]
+    )
+    return {name: (objects[name], stderr) for name, stderr in zip(sources, diagnostics, strict=True)}
 
 
 def test_the_installed_library_compiles_without_a_warning(compiled_objects):
-    """build.py keeps the compiler's output only when a build fails, so a warning (an unused variable left by a
-    refactor, an intrinsic GCC 12 calls maybe-uninitialised) would pass unseen: every ISA build of the maths and the
+    """A warning (an unused variable left by a refactor, an intrinsic GCC 12 calls maybe-uninitialised) once passed
+    unseen, the install showing the compiler's output only on failure: every ISA build of the maths and the
     dispatcher, with the install's flags, must compile silently."""
     for name, (_, stderr) in compiled_objects.items():
         assert "warning:" not in stderr, (name, stderr[:2000])
@@ -306,7 +301,7 @@ def test_a_floor_for_one_stage_leaves_the_other_blocks_their_sge(tmp_path, monke
             assert np.abs(got - want).max() <= (1e-6 if floor else ATOL), (size, block)
 
 
-def test_every_floor_build_makes_its_pass_in_vectors_of_its_own_width():
+def test_every_floor_build_makes_its_pass_in_vectors_of_its_own_width(tmp_path):
     """The AVX2 view's floor_apply ran slower than the op itself: its pass used 16-lane vectors in every build, and
     the AVX2 build split them and compared each lane in a scalar register (vucomiss) for the ReLU. A bound must not
     be slowed by its own code: no floor build may compare scalars."""
@@ -316,18 +311,13 @@ def test_every_floor_build_makes_its_pass_in_vectors_of_its_own_width():
         compiler = find_compiler()  # as the build finds it
     except KernelBuildError:
         pytest.skip("needs a C++ compiler")
-    from concurrent.futures import ThreadPoolExecutor
-
-    def assembly(isa: str, number: int) -> str:
-        command = [*compiler, *COMMON_FLAGS, *ISA_FLAGS[isa], f"-DSGE_ISA={isa}", f"-DSGE_FLOOR={number}", "-S"]
-        source = str(KERNEL_DIR / "sge_units.cc")
-        return subprocess.run([*command, "-o", "-", source], check=True, capture_output=True, text=True).stdout
-
     cases = [(isa, floor) for isa in ISA_FLAGS for floor in FLOORS]
-    with ThreadPoolExecutor(max_workers=2) as pool:  # independent compiles: one per core
-        listings = pool.map(lambda case: assembly(case[0], FLOORS[case[1]]), cases)
-        for case, listing in zip(cases, listings, strict=True):
-            assert "comiss" not in listing, case
+    listings = {case: tmp_path / f"{case[0]}_{case[1]}.s" for case in cases}
+    source = str(KERNEL_DIR / "sge_units.cc")
+    flags = {case: [*ISA_FLAGS[case[0]], f"-DSGE_ISA={case[0]}", f"-DSGE_FLOOR={FLOORS[case[1]]}"] for case in cases}
+    run_compilers([[*compiler, *COMMON_FLAGS, *flags[c], "-S", "-o", str(listings[c]), source] for c in cases])
+    for case, listing in listings.items():
+        assert "comiss" not in listing.read_text(), case
 
 
 def test_an_unknown_floor_is_refused(tmp_path):
@@ -366,3 +356,20 @@ def test_side_by_side_compiles_all_end_and_the_first_failure_is_raised(tmp_path)
         run_compilers(commands)
     assert "was not declared" in str(raised.value)
     assert (tmp_path / "good1.o").is_file()
+
+
+def test_a_built_library_shows_what_the_compiler_warned(tmp_path, caplog):
+    """The install logs a successful compile's warnings instead of dropping them (a compiler that warns on every
+    file stands in for one that warns on the sources)."""
+    import logging
+    import stat
+
+    compiler = tmp_path / "warning-g++"
+    compiler.write_text(
+        f'#!/bin/sh\necho "sge_units.cc:1:1: warning: a stand-in warning" >&2\nexec {find_compiler()[0]} "$@"\n'
+    )
+    compiler.chmod(compiler.stat().st_mode | stat.S_IXUSR)
+    with caplog.at_level(logging.WARNING, logger="export.ort_sge.kernels.build"):
+        build_library(tmp_path / "lib", compiler=str(compiler), isas=("baseline",))
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warned) == 2 and all("warning: a stand-in warning" in m for m in warned)  # the maths and the op

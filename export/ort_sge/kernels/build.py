@@ -97,20 +97,22 @@ def find_compiler(explicit: str | None = None) -> list[str]:
     raise KernelBuildError(f"no C++ compiler found ({wanted}): install one (Debian: apt install g++) and reinstall")
 
 
-def run_compiler(command: list[str], *, what: str = "the fused SGE kernel") -> None:
+def run_compiler(command: list[str], *, what: str = "the fused SGE kernel") -> str:
+    """Run one compile; its diagnostics (warnings) when it succeeds, KernelBuildError naming the cause when not."""
     result = subprocess.run(command, capture_output=True, text=True, check=False)
     if result.returncode != 0:
         raise KernelBuildError(
             f"compiling {what} failed: {compiler_cause(result.stderr)}; command: {' '.join(command)}"
         )
+    return result.stderr
 
 
-def run_compilers(commands: list[list[str]]) -> None:
-    """Run independent compiles side by side, one per CPU (each is a process of its own); the first failure in the
-    given order is raised once all have ended."""
+def run_compilers(commands: list[list[str]]) -> list[str]:
+    """Run independent compiles side by side, one per CPU (each is a process of its own): their diagnostics, in the
+    given order; the first failure in that order is raised once all have ended."""
     with ThreadPoolExecutor(max_workers=max(1, min(len(commands), os.cpu_count() or 1))) as pool:
-        for future in [pool.submit(run_compiler, command) for command in commands]:
-            future.result()
+        futures = [pool.submit(run_compiler, command) for command in commands]
+        return [future.result() for future in futures]
 
 
 def compiler_cause(stderr: str) -> str:
@@ -193,9 +195,11 @@ def build_library(
         elif set(builds) != set(ISA_FLAGS):
             raise ValueError("a dispatched library needs every build of ISA_FLAGS; pass one ISA for a fixed one")
         op = Path(scratch) / "sge_ort_op.o"
-        run_compilers(
+        diagnostics = run_compilers(
             [*compiles, [*cxx, *COMMON_FLAGS, *op_flags, "-c", str(KERNEL_DIR / "sge_ort_op.cc"), "-o", str(op)]]
         )
+        for text in filter(str.strip, diagnostics):  # a built library's warnings are shown, never dropped
+            logger.warning("the compiler warned while building the fused SGE kernel:\n%s", text.strip())
         linked = Path(scratch) / LIBRARY_NAME
         run_compiler([*cxx, "-shared", "-o", str(linked), str(op), *objects.values()])
         data = linked.read_bytes()

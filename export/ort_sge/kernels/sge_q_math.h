@@ -106,7 +106,8 @@ inline F<B> q_group_centre(const QProblem& p, const float* coeff, const float* x
 // out = quantize(relu(x · gate + identity)) over the unit's rows, in the output's units: v = (q_x − x_zero) · gate'
 // + q_id · k + c, gate' = gate · x_scale / y_scale (gates_in_place's factor), k = id_scale / y_scale,
 // c = y_zero − k · id_zero; the ReLU is v ≥ y_zero (where the float value is 0), then saturation at 255 and rounding
-// half to even (1.5·2²³ added and taken away), as QuantizeLinear does. A NaN gate gives 0. `gates(i, k)` points at vector k's gates of row i.
+// half to even (1.5·2²³ added and taken away), as QuantizeLinear does. A NaN gate gives 0. `gates(i, k)` points at
+// vector k's gates of row i.
 template <int B, int L, int K, typename Gates>
 inline void q_apply_gates(const QProblem& p, const uint8_t* x, const uint8_t* identity, uint8_t* out, int64_t vectors,
                           const Gates& gates) {
