@@ -119,7 +119,8 @@ def test_other_faults_still_end_the_process(view_library, faulthandler):
 def test_avx2_paths_pass_in_the_view(view_library, tmp_path):
     """The AVX2 paths' tests, run where they would skip or take the AVX-512 path otherwise: all pass, none skip."""
     report = tmp_path / "junit.xml"
-    pytest_args = ["-m", "pytest", "-q", "-p", "no:cacheprovider", f"--basetemp={tmp_path / 'runs'}"]
+    # -n 0: the child runs its tests itself (two workers of its own beside the suite's two would only contend)
+    pytest_args = ["-m", "pytest", "-q", "-n", "0", "-p", "no:cacheprovider", f"--basetemp={tmp_path / 'runs'}"]
     result = run_in_view(
         view_library, sys.executable, *pytest_args, f"--junitxml={report}", *AVX2_PATH_TESTS, timeout=600
     )
