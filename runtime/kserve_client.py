@@ -87,11 +87,11 @@ class KServeClient:
             conn.close()
         return None if 400 <= status < 500 else f"malformed request {name!r} got HTTP {status}, not 4xx"
 
-    def infer(self) -> None:
+    def infer(self) -> Any:
+        """One request of the prepared batch; tritonclient's result (``as_numpy(output name)``)."""
         if self.protocol == "http":
-            self.client.infer(self.model, self.inputs, outputs=self.outputs)
-        else:
-            self.client.infer(self.model, self.inputs, outputs=self.outputs, client_timeout=self.timeout)
+            return self.client.infer(self.model, self.inputs, outputs=self.outputs)
+        return self.client.infer(self.model, self.inputs, outputs=self.outputs, client_timeout=self.timeout)
 
     def close(self) -> None:
         self.client.close()
@@ -154,10 +154,7 @@ def classify_once(url: str, *, model: str, batch: np.ndarray, protocol: str = "h
     meta = model_metadata(address, model, protocol=protocol)
     client = KServeClient(address, model, batch, meta, protocol=protocol, timeout_s=CLASSIFY_TIMEOUT_S)
     try:
-        if protocol == "http":
-            result = client.client.infer(model, client.inputs, outputs=client.outputs)
-        else:
-            result = client.client.infer(model, client.inputs, outputs=client.outputs, client_timeout=client.timeout)
+        result = client.infer()
     except (client.error_type, OSError) as err:
         raise LoadTestError(f"the server refused the classification request: {err}") from err
     finally:

@@ -8,8 +8,8 @@ import pytest
 from export.ort_sge.kernels.build import cpu_flags
 
 # PyTorch's idle OpenMP threads busy-wait: with two test workers on two cores they took the CPU from each other's
-# work (tests/export and tests/runtime: 112 s with them spinning, 85 s with PASSIVE). PASSIVE makes them sleep; set
-# here, before any worker imports torch (the workers inherit it); a value already set wins.
+# work (`pytest -n 2 tests/export tests/runtime`: 112 s with them spinning, 85 s with PASSIVE). PASSIVE makes them
+# sleep; set here, before any worker imports torch (the workers inherit it); a value already set wins.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 # The tests' oracle for the kernel's dispatcher: the CPU features (as /proc/cpuinfo names them) each build of

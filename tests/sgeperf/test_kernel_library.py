@@ -362,12 +362,12 @@ def test_a_built_library_shows_what_the_compiler_warned(tmp_path, caplog):
     """The install logs a successful compile's warnings instead of dropping them (a compiler that warns on every
     file stands in for one that warns on the sources)."""
     import logging
+    import shlex
     import stat
 
     compiler = tmp_path / "warning-g++"
-    compiler.write_text(
-        f'#!/bin/sh\necho "sge_units.cc:1:1: warning: a stand-in warning" >&2\nexec {find_compiler()[0]} "$@"\n'
-    )
+    real = shlex.join(find_compiler())  # the whole command the build would run ($CXX may be a launcher and g++)
+    compiler.write_text(f'#!/bin/sh\necho "sge_units.cc:1:1: warning: a stand-in warning" >&2\nexec {real} "$@"\n')
     compiler.chmod(compiler.stat().st_mode | stat.S_IXUSR)
     with caplog.at_level(logging.WARNING, logger="export.ort_sge.kernels.build"):
         build_library(tmp_path / "lib", compiler=str(compiler), isas=("baseline",))
