@@ -194,6 +194,17 @@ def test_hard_statistics_stay_within_float32_accuracy(case, block, channels, gro
     assert error <= tolerance
 
 
+# Activations of order 1e10 and beyond: the similarity map's squared deviations pass float32's range (~1.8e19), so
+# the gate's moments are taken again in double from the map (eager PyTorch, in float32, normalises these too). Before
+# that, these outputs were off by up to twice the activations' scale: the variance became inf, every gate sigmoid(β).
+@pytest.mark.parametrize("x_std", [1e10, 1e15], ids=["1e10", "1e15"])
+@pytest.mark.parametrize(("block", "channels", "groups"), [(16, 64, 16), (16, 128, 4), (8, 64, 16), (0, 64, 16)])
+def test_huge_activations_keep_their_statistics(x_std, block, channels, groups, tmp_path):
+    rng = np.random.default_rng(13)
+    error = blocked_error(tmp_path, block=block, channels=channels, groups=groups, rng=rng, size=(7, 7), x_std=x_std)
+    assert error <= 2e-6 * x_std  # relative to the activations' scale: float32's accuracy, as on O(1) data
+
+
 def test_every_batch_item_is_its_own(tmp_path):
     """Batch 1 and batch 3 give the same rows: the kernel's (image, unit) split has no cross-talk."""
     rng = np.random.default_rng(1)

@@ -107,6 +107,15 @@ def test_zero_points_and_saturation():
     assert_matches(y, expected)
 
 
+@pytest.mark.parametrize(("channels", "groups"), [(64, 16), (256, 8)], ids=["narrow-groups", "wide-groups"])
+def test_huge_scales_keep_their_statistics(channels, groups):
+    """Scales of 1e9 (dequantized values up to 2.5e11): the similarity map's squared deviations pass float32's range,
+    and the gates come from its moments taken again in double, as in the float op."""
+    rng = np.random.default_rng(17)
+    q = {**QUANT, "x_scale": 1e9, "identity_scale": 1e9, "y_scale": 2e9}
+    assert_matches(*run_case(kernel_library(), channels, groups, (7, 7), rng, q=q))
+
+
 @pytest.mark.parametrize(
     ("x_shape", "identity_shape", "message"),
     [

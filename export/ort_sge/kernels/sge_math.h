@@ -26,6 +26,10 @@
 #error "define SGE_ISA: the namespace of this instruction set's build (see build.py)"
 #endif
 
+// The passes over a unit's memory, always inlined into the unit: GCC's size heuristics outlined the similarity pass
+// once the gate grew its overflow check.
+#define SGE_PASS __attribute__((always_inline)) inline
+
 namespace sge {
 namespace SGE_ISA {
 
@@ -187,18 +191,44 @@ inline F<B> group_means(const float* means, int64_t unit_channels) {
   return lanes;
 }
 
+// Whether every lane is finite (v · 0 is NaN for ±inf and NaN, 0 otherwise).
+template <int B>
+inline bool all_finite(F<B> v) {
+  const I<B> bad = v * 0.0f != 0.0f;
+  int32_t any = 0;
+  for (int l = 0; l < B; ++l) any |= bad[l];
+  return any == 0;
+}
+
+// The moments about μ of a similarity map ([count] floats, map[e] in group e % per), in double: the path taken only
+// when the float32 running sums overflowed (|c − μ| above ~1.8e19, activations of order 1e10, which eager PyTorch
+// still normalises); a NaN in the map gives NaN sums here too, as it does there.
+// Out of line and cold: the unit's hot code stays as it was.
+template <int B, int per>
+__attribute__((noinline, cold)) void exact_moments(const float* map, int64_t count, F<B> mu, double* sums,
+                                                   double* squares) {
+  for (int k = 0; k < per; ++k) sums[k] = squares[k] = 0.0;
+  for (int64_t e = 0; e < count; ++e) {
+    const double d = static_cast<double>(map[e]) - static_cast<double>(mu[e % per]);
+    sums[e % per] += d;
+    squares[e % per] += d * d;
+  }
+}
+
 // The affine map of each lane's group, a = (c − centre) · scale + shift, from the moments of its n = H·W values:
 // var = (Σd² − (Σd)²/n) / (n − 1) (unbiased, as torch.std), ĉ = (c − mean) / (std + eps), a = γ·ĉ + β. Per group
-// in double; only `per` divisions and square roots.
+// in double; only `per` divisions and square roots. `map` is the similarity map the moments came from ([n · per]
+// floats), read again only when the float32 sums did not stay finite.
 template <int B, int per>
 struct Gate {
   F<B> centre, scale, shift;
-  Gate(const Moments<B>& m, F<B> mu, int64_t n, const float* gamma, const float* beta, float eps) {
+  Gate(const Moments<B>& m, F<B> mu, int64_t n, const float* gamma, const float* beta, float eps, const float* map) {
     double sums[per] = {}, squares[per] = {};
     for (int l = 0; l < B; ++l) {
       sums[l % per] += m.sum[l];
       squares[l % per] += m.squares[l];
     }
+    if (!all_finite<B>(m.sum + m.squares)) exact_moments<B, per>(map, n * per, mu, sums, squares);
     float centres[per], scales[per], shifts[per];
     const double count = static_cast<double>(n);
     for (int k = 0; k < per; ++k) {
@@ -221,7 +251,7 @@ struct Gate {
 // Turns a similarity map s ([count] floats, lane mapping as the gate's: s[e] in group e % per) into gates in place,
 // each times `factor` (SgeResidualQ's x_scale / y_scale; the float op's 1 folds away: x · 1 is x).
 template <int B, int per>
-inline void gates_in_place(float* s, int64_t count, const Gate<B, per>& gate, float factor = 1.0f) {
+SGE_PASS void gates_in_place(float* s, int64_t count, const Gate<B, per>& gate, float factor = 1.0f) {
   const int64_t whole = count - count % B;
   for (int64_t e = 0; e < whole; e += B) store<B>(s + e, gate(load<B>(s + e)) * factor);
   if (whole < count) store_part<B>(s + whole, gate(load_part<B>(s + whole, count - whole)) * factor, count - whole);
@@ -340,7 +370,7 @@ inline F<B> lane_tree(const F<B>* v) {
 
 // The mean over H·W of each channel of a unit's `blocks` blocks ([blocks][B] floats), four accumulators a block.
 template <int B>
-inline void channel_means(const float* x, int64_t size, int64_t blocks, int64_t stride, float* means) {
+SGE_PASS void channel_means(const float* x, int64_t size, int64_t blocks, int64_t stride, float* means) {
   for (int64_t b = 0; b < blocks; ++b) {
     const float* xb = x + b * stride;
     F<B> a0 = {}, a1 = {}, a2 = {}, a3 = {};
@@ -359,7 +389,7 @@ inline void channel_means(const float* x, int64_t size, int64_t blocks, int64_t 
 // A similarity map ([size][B / 2^L] floats) from `product(i)`, the B lane products of position i: S positions at a
 // time reduced over each group's lanes by lane_tree; and the map's moments about μ.
 template <int B, int L, typename Product>
-inline Moments<B> map_by_trees(int64_t size, const Product& product, F<B> mu, float* similarity) {
+SGE_PASS Moments<B> map_by_trees(int64_t size, const Product& product, F<B> mu, float* similarity) {
   constexpr int S = 1 << L, per = B / S;
   Moments<B> moments;
   int64_t i0 = 0;
@@ -385,7 +415,7 @@ inline Moments<B> map_by_trees(int64_t size, const Product& product, F<B> mu, fl
 // The similarity map of a unit ([hw][B / 2^L] floats): per position, the lane products x · mean summed over the
 // unit's blocks, then over each group's lanes by lane_tree, S positions at a time; and its moments about μ.
 template <int B, int L>
-inline Moments<B> similarity_map(const float* x, const float* identity, int64_t size, int64_t blocks, int64_t stride,
+SGE_PASS Moments<B> similarity_map(const float* x, const float* identity, int64_t size, int64_t blocks, int64_t stride,
                                  const float* means, F<B> mu, float* similarity) {
   const F<B> m0 = load<B>(means);
   const auto product = [&](int64_t i) {
@@ -406,7 +436,7 @@ inline Moments<B> similarity_map(const float* x, const float* identity, int64_t 
 // aligned load of S positions' gates, expanded to each position by a permute in registers (a load per position
 // would split a cache line three times in four); otherwise a load or broadcast per position.
 template <int B, int L>
-inline void apply_gates(const float* x, const float* identity, float* out, int64_t size, const float* gates) {
+SGE_PASS void apply_gates(const float* x, const float* identity, float* out, int64_t size, const float* gates) {
   constexpr int S = 1 << L, per = B / S;
   const auto apply = [&](int64_t i, F<B> g) {
     store<B>(out + i * B, relu<B>(load<B>(x + i * B) * g + load<B>(identity + i * B)));
@@ -443,7 +473,7 @@ void unit_nchwc(const Problem& p, int64_t n, int64_t u, float* scratch) {
                                  ? similarity_map<B, L>(x, identity, size, 1, stride, means, mu, similarity)
                                  : similarity_map<B, L>(x, identity, size, blocks, stride, means, mu, similarity);
   const int64_t first_group = u * uc / group_channels(s);
-  const Gate<B, per> gate(moments, mu, size, p.gamma + first_group, p.beta + first_group, s.eps);
+  const Gate<B, per> gate(moments, mu, size, p.gamma + first_group, p.beta + first_group, s.eps, similarity);
   gates_in_place<B, per>(similarity, size * per, gate);
   for (int64_t b = 0; b < blocks; ++b)
     apply_gates<B, L>(x + b * stride, identity + b * stride, out + b * stride, size, similarity);
@@ -489,7 +519,7 @@ inline void unit_nchw(const Problem& p, int64_t n, int64_t g, float* scratch) {
     store_part<W>(similarity + i, acc, count);
     accumulate_part<W>(moments, acc, mu, count);
   }
-  const Gate<W, 1> gate(moments, mu, size, p.gamma + g, p.beta + g, s.eps);
+  const Gate<W, 1> gate(moments, mu, size, p.gamma + g, p.beta + g, s.eps, similarity);
   gates_in_place<W, 1>(similarity, size, gate);
   for (int64_t c = 0; c < cg; ++c) {
     const float* xc = x + c * size;

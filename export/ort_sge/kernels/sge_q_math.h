@@ -166,7 +166,7 @@ void q_unit_narrow(const QProblem& p, const uint8_t* x, const uint8_t* identity,
   if (i0 < size) trees(i0, size - i0);
   for (int k = 0; k < K; ++k) {
     const int64_t g = first_group + k * per;
-    const Gate<B, per> gate(moments[k], mu[k], size, p.gamma + g, p.beta + g, s.eps);
+    const Gate<B, per> gate(moments[k], mu[k], size, p.gamma + g, p.beta + g, s.eps, similarity + k * size * per);
     gates_in_place<B, per>(similarity + k * size * per, size * per, gate, p.x_scale / p.y_scale);
   }
   q_apply_gates<B, L, K>(p, x, identity, out, K,
@@ -191,7 +191,7 @@ void q_unit_wide(const QProblem& p, const uint8_t* x, const uint8_t* identity, u
     return sum;
   };
   const Moments<B> moments = map_by_trees<B, L>(size, product, mu, similarity);
-  const Gate<B, 1> gate(moments, mu, size, p.gamma + group, p.beta + group, s.eps);
+  const Gate<B, 1> gate(moments, mu, size, p.gamma + group, p.beta + group, s.eps, similarity);
   gates_in_place<B, 1>(similarity, size, gate, p.x_scale / p.y_scale);
   q_apply_gates<B, L, 1>(p, x, identity, out, count, [&](int64_t i, int) { return similarity + i; });
 }

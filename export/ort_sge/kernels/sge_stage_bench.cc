@@ -73,7 +73,7 @@ std::string bench_shape(const sge::Shape& s, int repeats, int iterations) {
   const auto map_stage = [&] {
     moments = similarity_map<B, L>(x.data(), identity.data(), size, blocks, stride, means, mu, map);
   };
-  const auto gate = [&] { return Gate<B, per>(moments, mu, size, gamma.data(), beta.data(), s.eps); };
+  const auto gate = [&] { return Gate<B, per>(moments, mu, size, gamma.data(), beta.data(), s.eps, map); };
   const auto apply_stage = [&] {
     for (int64_t b = 0; b < blocks; ++b)
       apply_gates<B, L>(x.data() + b * stride, identity.data() + b * stride, out.data() + b * stride, size, map);
