@@ -416,7 +416,7 @@ SGE_PASS Moments<B> map_by_trees(int64_t size, const Product& product, F<B> mu, 
 // unit's blocks, then over each group's lanes by lane_tree, S positions at a time; and its moments about μ.
 template <int B, int L>
 SGE_PASS Moments<B> similarity_map(const float* x, const float* identity, int64_t size, int64_t blocks, int64_t stride,
-                                 const float* means, F<B> mu, float* similarity) {
+                                   const float* means, F<B> mu, float* similarity) {
   const F<B> m0 = load<B>(means);
   const auto product = [&](int64_t i) {
     // identity is read only by the last pass: fetched into L2 now, while this pass computes (into L1 it evicted the
