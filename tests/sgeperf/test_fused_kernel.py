@@ -195,14 +195,43 @@ def test_hard_statistics_stay_within_float32_accuracy(case, block, channels, gro
 
 
 # Activations of order 1e10 and beyond: the similarity map's squared deviations pass float32's range (~1.8e19), so
-# the gate's moments are taken again in double from the map (eager PyTorch, in float32, normalises these too). Before
-# that, these outputs were off by up to twice the activations' scale: the variance became inf, every gate sigmoid(β).
-@pytest.mark.parametrize("x_std", [1e10, 1e15], ids=["1e10", "1e15"])
+# the gate's moments are taken again in double from the map. Before that, these outputs were off by up to twice the
+# activations' scale: the variance became inf, every gate sigmoid(β). The error is relative to the activations' scale
+# (float32 rounds each value to ~1e-7 of its size); eager PyTorch, in float32, is held to the same bound below.
+HUGE_SCALES = pytest.mark.parametrize("x_std", [1e10, 1e15], ids=["1e10", "1e15"])
+HUGE_RELATIVE_ERROR = 2e-6
+
+
+@HUGE_SCALES
 @pytest.mark.parametrize(("block", "channels", "groups"), [(16, 64, 16), (16, 128, 4), (8, 64, 16), (0, 64, 16)])
 def test_huge_activations_keep_their_statistics(x_std, block, channels, groups, tmp_path):
     rng = np.random.default_rng(13)
     error = blocked_error(tmp_path, block=block, channels=channels, groups=groups, rng=rng, size=(7, 7), x_std=x_std)
-    assert error <= 2e-6 * x_std  # relative to the activations' scale: float32's accuracy, as on O(1) data
+    assert error <= HUGE_RELATIVE_ERROR * x_std
+
+
+@HUGE_SCALES
+def test_eager_pytorch_normalises_huge_activations(x_std):
+    """What the kernel is held to above: the official layer's maths, in float32, keeps these statistics too."""
+    import torch
+
+    from models.layers.sge import spatial_group_enhance
+
+    rng = np.random.default_rng(13)
+    shape, groups = (2, 64, 7, 7), 16
+    x = (x_std * rng.standard_normal(shape)).astype(np.float32)
+    identity = rng.standard_normal(shape, dtype=np.float32)
+    gamma, beta = rng.standard_normal(groups, dtype=np.float32), rng.standard_normal(groups, dtype=np.float32)
+    with torch.no_grad():
+        sge = spatial_group_enhance(
+            torch.from_numpy(x),
+            torch.from_numpy(gamma).reshape(1, groups, 1, 1),
+            torch.from_numpy(beta).reshape(1, groups, 1, 1),
+            groups=groups,
+            eps=EPS,
+        )
+    got = np.maximum(sge.numpy() + identity, 0.0)
+    assert np.abs(got - reference(x, identity, gamma, beta, groups)).max() <= HUGE_RELATIVE_ERROR * x_std
 
 
 def test_every_batch_item_is_its_own(tmp_path):
