@@ -26,6 +26,7 @@ PROC = Path("/proc")
 SHM = Path("/dev/shm")
 STUB_NAME = "triton_python_backend_stub"
 TRACKER_GRACE_S = 3.0  # how long a killed stub's resource tracker gets to clean up after it
+KILL_WAIT_S = 5.0  # how long a SIGKILLed process gets to end (the signal is delivered when it next runs)
 
 
 @dataclass(frozen=True)
@@ -162,6 +163,11 @@ def clean_up_after(stubs: list[Stub]) -> list[str]:
     while any(_alive(p) for p in trackers) and time.monotonic() < deadline:
         time.sleep(0.05)
     killed += [p.pid for p in trackers if _kill(p)]
+    # SIGKILL is acted on when the process next runs: on a busy machine it may still run for a moment, so this
+    # returns once what it killed has ended (a zombie counts), and says which, if any, had not by the deadline
+    deadline = time.monotonic() + KILL_WAIT_S
+    while (ending := [pid for pid in killed if _alive(doomed[pid])]) and time.monotonic() < deadline:
+        time.sleep(0.02)
     regions = [SHM / s.region for s in stubs if s.region and (SHM / s.region).exists()]
     for region in regions:
         region.unlink(missing_ok=True)
@@ -169,7 +175,8 @@ def clean_up_after(stubs: list[Stub]) -> list[str]:
     for folder in folders:
         shutil.rmtree(folder, ignore_errors=True)
     done = [
-        f"killed {len(killed)} processes Triton left running (pids {', '.join(map(str, sorted(killed)))})",
+        f"killed {len(killed)} processes Triton left running (pids {', '.join(map(str, sorted(killed)))})"
+        + (f"; pids {', '.join(map(str, sorted(ending)))} had not ended after {KILL_WAIT_S:g} s" if ending else ""),
         f"removed the shared-memory regions {', '.join(map(str, regions))}",
         f"removed the model folders {', '.join(map(str, folders))}",
     ]

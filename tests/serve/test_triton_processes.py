@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from dataclasses import replace
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+import runtime.triton_processes as triton_processes
 from runtime.triton_processes import SHM, clean_up_after, find_stubs, read_process, stub_died
 
 pytestmark = pytest.mark.skipif(
@@ -76,6 +78,25 @@ def test_clean_up_after_kills_what_is_left_and_removes_the_region_and_folder(sta
     assert done[0].startswith("killed 2 processes Triton left running") and len(done) == 3
     assert not region.exists() and not folder.exists()
     assert clean_up_after([stub]) == []  # nothing left: nothing said
+
+
+@pytest.mark.parametrize("wait_s", [5.0, 0.1])
+def test_clean_up_after_returns_once_what_it_killed_has_ended(stand_in, monkeypatch, wait_s):
+    """SIGKILL takes effect when the process next runs; each signal here lands 0.5 s late, as on a busy machine."""
+    server, _, _ = stand_in
+    (stub,) = find_stubs(grpc_port=PORT)
+    send = os.kill
+    monkeypatch.setattr(os, "kill", lambda pid, sig: threading.Timer(0.5, send, (pid, sig)).start())
+    monkeypatch.setattr(triton_processes, "KILL_WAIT_S", wait_s)
+    done = clean_up_after([stub])
+    if wait_s > 0.5:  # waited long enough: both ended, and a second clean-up finds nothing to kill
+        assert "had not ended" not in done[0]
+        assert stub_died([stub]) == stub and server.poll() == -signal.SIGKILL
+        assert clean_up_after([stub]) == []
+    else:  # gave up first: says so, naming both
+        pids = ", ".join(map(str, sorted((stub.server.pid, stub.process.pid))))
+        assert done[0].endswith(f"pids {pids} had not ended after 0.1 s")
+        assert wait_for(lambda: server.poll() == -signal.SIGKILL)
 
 
 def test_a_pid_now_held_by_another_process_is_never_signalled(stand_in):
