@@ -173,8 +173,27 @@ class SharedBufferRunner(Runner):
         return self._buffer[: len(batch)].copy()
 
 
+class AnnouncingLock:
+    """The runner's call lock, announcing when a thread starts to wait on it (sleeping instead left a thread on a
+    busy machine short of the lock, testing another path)."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self.waited_on = threading.Event()
+
+    def __enter__(self):
+        if not self._lock.acquire(blocking=False):
+            self.waited_on.set()
+            self._lock.acquire()
+        return self
+
+    def __exit__(self, *exc):
+        self._lock.release()
+
+
 def test_a_runner_that_shares_call_state_takes_calls_one_at_a_time_and_closes_after_them():
     runner = SharedBufferRunner().activate()
+    runner._call_lock = AnnouncingLock()
     wrong = []
 
     def call(value):
@@ -186,7 +205,7 @@ def test_a_runner_that_shares_call_state_takes_calls_one_at_a_time_and_closes_af
     closing = threading.Thread(target=runner.deactivate)
     with runner._call_lock:  # a call in flight: the close waits for it; a call after the close is refused
         closing.start()
-        time.sleep(0.05)
+        assert runner._call_lock.waited_on.wait(timeout=60)
         assert runner.is_active
     closing.join()
     with pytest.raises(RuntimeError, match="not active"):
@@ -195,6 +214,7 @@ def test_a_runner_that_shares_call_state_takes_calls_one_at_a_time_and_closes_af
 
 def test_a_call_waiting_on_a_runner_closed_meanwhile_is_refused():
     runner = SharedBufferRunner().activate()
+    runner._call_lock = AnnouncingLock()
     batch = np.ones((1, 1, 1, 1), np.float32)
     errors = []
 
@@ -207,7 +227,7 @@ def test_a_call_waiting_on_a_runner_closed_meanwhile_is_refused():
     with runner._call_lock:  # a call in flight; the next one passes the active check and waits here
         waiting = threading.Thread(target=call)
         waiting.start()
-        time.sleep(0.2)
+        assert runner._call_lock.waited_on.wait(timeout=60)
         runner.is_active = False  # what deactivate does, under the same lock, while the call waits
     waiting.join()
     assert len(errors) == 1 and "was closed while this call waited" in str(errors[0])
