@@ -96,7 +96,7 @@ def test_clean_up_after_returns_once_what_it_killed_has_ended(stand_in, monkeypa
     else:  # gave up first: says so, naming both
         pids = ", ".join(map(str, sorted((stub.server.pid, stub.process.pid))))
         assert done[0].endswith(f"pids {pids} had not ended after 0.1 s")
-        assert wait_for(lambda: server.poll() == -signal.SIGKILL)
+        assert wait_for(lambda: stub_died([stub]) == stub and server.poll() == -signal.SIGKILL)  # the late signals
 
 
 def test_a_pid_now_held_by_another_process_is_never_signalled(stand_in):
