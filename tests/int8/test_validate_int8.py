@@ -21,11 +21,23 @@ def fp32_artifact(tmp_path_factory):
     return directory
 
 
+S8S8 = "model.int8_s8s8.onnx"
+
+
+def s8s8_judged_here(directory) -> bool:
+    """Whether this CPU judges TensorRT's S8S8 graph: not where its integer kernels saturate it (x86 without VNNI or
+    AMX, as an AVX2-only CI machine; the suite under the AVX2 view found these tests assuming VNNI)."""
+    from export.artifacts import load_manifest
+    from export.int8.roles import int8_saturates
+
+    return not int8_saturates(load_manifest(directory), S8S8)
+
+
 def test_on_the_export_machine_it_repeats_the_export_gates(int8_artifact):
     directory, exported = int8_artifact
     checked = check_int8_graphs(open_reference(directory))
-    assert [g.name for g in checked.graphs] == ["model.int8.onnx", "model.int8.sge_fused.onnx", "model.int8_s8s8.onnx"]
-    assert [g.weight_bits for g in checked.graphs] == [7, 7, 8]
+    judged = [("model.int8.onnx", 7), ("model.int8.sge_fused.onnx", 7)] + [(S8S8, 8)] * s8s8_judged_here(directory)
+    assert [(g.name, g.weight_bits) for g in checked.graphs] == judged
     at_export = {g.name: g for g in exported.int8.graphs}
     for graph in checked.graphs:
         assert graph.passed
@@ -40,9 +52,11 @@ def test_the_command_line_prints_and_writes_them(int8_artifact, validate_script,
     assert validate_script.main([str(directory), "--int8", "--json", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "INT8 graphs" in printed and "7-bit" in printed
-    assert "model.int8_s8s8.onnx" in printed.splitlines()[-1] + printed.splitlines()[-2]  # the closing line names it
+    closing = printed.splitlines()[-1] + printed.splitlines()[-2]
+    assert "model.int8.sge_fused.onnx" in closing and (S8S8 in closing) == s8s8_judged_here(directory)
     reports = json.loads(out.read_text())
-    assert {"model.onnx", "model.int8.onnx", "model.int8.sge_fused.onnx", "model.int8_s8s8.onnx"} <= reports.keys()
+    assert {"model.onnx", "model.int8.onnx", "model.int8.sge_fused.onnx"} <= reports.keys()
+    assert (S8S8 in reports) == s8s8_judged_here(directory)
     assert reports["model.int8.onnx"]["passed"] is True
 
 

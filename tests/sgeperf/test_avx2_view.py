@@ -150,6 +150,8 @@ def test_the_child_gets_the_library_first_in_ld_preload():
     env = avx2_view.avx2_view_env(Path("/v/libavx2_view.so"), {"LD_PRELOAD": "/other.so", "HOME": "/h"})
     assert env == {"LD_PRELOAD": "/v/libavx2_view.so /other.so", "HOME": "/h"}
     assert avx2_view.avx2_view_env(Path("/v/l.so"), {})["LD_PRELOAD"] == "/v/l.so"
+    outer = {"LD_PRELOAD": "/a.so:/outer/libavx2_view.so /b.so"}  # a suite already under the view: one view, not two
+    assert avx2_view.avx2_view_env(Path("/v/libavx2_view.so"), outer)["LD_PRELOAD"] == "/v/libavx2_view.so /a.so /b.so"
 
 
 @needs_view
