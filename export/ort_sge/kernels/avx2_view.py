@@ -59,7 +59,8 @@ def build_avx2_view(output_dir: Path, *, compiler: str | None = None) -> Path:
 
 def avx2_view_env(library: Path, env: dict[str, str] | None = None) -> dict[str, str]:
     """``env`` (default: this process's) with the view's library first in LD_PRELOAD, for a child process. An outer
-    view's library is dropped: two would each trap CPUID, and which one answers (and counts) would be left to chance."""
+    view's library is dropped: two would each install a CPUID trap, and the counter a caller reads could be that of
+    the one that never answers."""
     env = dict(os.environ if env is None else env)
     others = [p for p in env.get("LD_PRELOAD", "").replace(":", " ").split() if Path(p).name != AVX2_VIEW_LIBRARY]
     env["LD_PRELOAD"] = " ".join([str(library), *others])
