@@ -145,6 +145,15 @@ def _kill(process: Process) -> bool:
     return False
 
 
+def _still_running(processes: list[Process], *, within_s: float) -> list[Process]:
+    """Those of ``processes`` still running (not gone, not zombies) after up to ``within_s`` seconds of waiting for
+    them to end."""
+    deadline = time.monotonic() + within_s
+    while (running := [p for p in processes if _alive(p)]) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return running
+
+
 def clean_up_after(stubs: list[Stub]) -> list[str]:
     """After Triton stopped: kill these stubs, their helpers and their tritonserver where still running (SIGKILL:
     orphaned stubs ignore SIGTERM), and remove the stubs' shared-memory regions and model folders. Returns what was
@@ -159,15 +168,10 @@ def clean_up_after(stubs: list[Stub]) -> list[str]:
     # it is left to do so, and killed only if it has not ended by then
     trackers = [p for p in doomed.values() if any("multiprocessing.resource_tracker" in a for a in p.argv)]
     killed = [p.pid for p in doomed.values() if p not in trackers and _kill(p)]
-    deadline = time.monotonic() + TRACKER_GRACE_S
-    while any(_alive(p) for p in trackers) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    killed += [p.pid for p in trackers if _kill(p)]
+    killed += [p.pid for p in _still_running(trackers, within_s=TRACKER_GRACE_S) if _kill(p)]
     # SIGKILL is acted on when the process next runs: on a busy machine it may still run for a moment, so this
-    # returns once what it killed has ended (a zombie counts), and says which, if any, had not by the deadline
-    deadline = time.monotonic() + KILL_WAIT_S
-    while (ending := [pid for pid in killed if _alive(doomed[pid])]) and time.monotonic() < deadline:
-        time.sleep(0.02)
+    # returns once what it killed has ended, and says which, if any, had not by the deadline
+    ending = [p.pid for p in _still_running([doomed[pid] for pid in killed], within_s=KILL_WAIT_S)]
     regions = [SHM / s.region for s in stubs if s.region and (SHM / s.region).exists()]
     for region in regions:
         region.unlink(missing_ok=True)

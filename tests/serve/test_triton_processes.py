@@ -30,14 +30,27 @@ def wait_for(condition, seconds=20.0):
     return condition()
 
 
+SLEEPING_MODEL = "import time\ntime.sleep(120)\n"
+# a model whose stub starts a stand-in multiprocessing resource tracker: one that ends when the stub is gone (its
+# stdin pipe closes), as the real one does, or one that does not
+# (the interpreter named: under `exec -a`, the stub's own sys.executable is empty)
+TRACKER_MODEL = """import subprocess, time
+subprocess.Popen([{python!r}, "-c", {code!r}, "multiprocessing.resource_tracker"], stdin=subprocess.PIPE)
+time.sleep(120)
+"""
+TRACKER_THAT_ENDS = TRACKER_MODEL.format(python=sys.executable, code="import sys; sys.stdin.read()")
+TRACKER_THAT_STAYS = TRACKER_MODEL.format(python=sys.executable, code="import time; time.sleep(120)")
+
+
 @pytest.fixture
-def stand_in(tmp_path):
+def stand_in(tmp_path, request):
     """A "tritonserver" (a sleeping Python under that name, serving "gRPC" on PORT) whose child
     "triton_python_backend_stub" runs the model file of a /tmp/folderXXXX-like folder, with its shared-memory region's
-    name as its second argument, as PyTriton's do. Both live in a session of their own, killed whole at the end."""
+    name as its second argument, as PyTriton's do. All live in a session of their own, killed whole at the end. The
+    model's code: SLEEPING_MODEL, or the test's indirect parameter."""
     model = tmp_path / "folderAbC123" / "1" / "model.py"
     model.parent.mkdir(parents=True)
-    model.write_text("import time\ntime.sleep(120)\n")
+    model.write_text(getattr(request, "param", SLEEPING_MODEL))
     region = SHM / f"pytrtion{os.getpid()}-{uuid.uuid4().hex}"
     region.write_bytes(b"\0" * 64)
     stub = f"exec -a triton_python_backend_stub {sys.executable} {model} {region.name}"
@@ -97,6 +110,30 @@ def test_clean_up_after_returns_once_what_it_killed_has_ended(stand_in, monkeypa
         pids = ", ".join(map(str, sorted((stub.server.pid, stub.process.pid))))
         assert done[0].endswith(f"pids {pids} had not ended after 0.1 s")
         assert wait_for(lambda: stub_died([stub]) == stub and server.poll() == -signal.SIGKILL)  # the late signals
+
+
+@pytest.mark.parametrize(
+    ("stand_in", "grace_s", "ends_itself"),
+    [(TRACKER_THAT_ENDS, 10.0, True), (TRACKER_THAT_STAYS, 0.3, False)],
+    ids=["tracker-ends", "tracker-stays"],
+    indirect=["stand_in"],
+)
+def test_a_stubs_resource_tracker_is_left_to_end_and_killed_only_if_it_has_not(
+    stand_in, monkeypatch, grace_s, ends_itself
+):
+    (stub,) = find_stubs(grpc_port=PORT)  # stand_in: the processes, started
+
+    def tracker():
+        below = triton_processes.descendants(stub.process.pid, triton_processes.process_table())
+        return next((p for p in below if "multiprocessing.resource_tracker" in p.argv), None)
+
+    assert wait_for(lambda: tracker() is not None), "the stand-in tracker did not start"
+    found = tracker()
+    monkeypatch.setattr(triton_processes, "TRACKER_GRACE_S", grace_s)
+    done = clean_up_after([stub])
+    pids = sorted([stub.server.pid, stub.process.pid] + ([] if ends_itself else [found.pid]))
+    assert done[0] == f"killed {len(pids)} processes Triton left running (pids {', '.join(map(str, pids))})"
+    assert not triton_processes._alive(found)  # ended by itself, or killed after the grace
 
 
 def test_a_pid_now_held_by_another_process_is_never_signalled(stand_in):
