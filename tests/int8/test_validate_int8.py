@@ -52,11 +52,11 @@ def test_the_command_line_prints_and_writes_them(int8_artifact, validate_script,
     assert validate_script.main([str(directory), "--int8", "--json", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "INT8 graphs" in printed and "7-bit" in printed
-    closing = printed.splitlines()[-1] + printed.splitlines()[-2]
-    assert "model.int8.sge_fused.onnx" in closing and (S8S8 in closing) == s8s8_judged_here(directory)
+    closing, judged = printed.splitlines()[-1] + printed.splitlines()[-2], s8s8_judged_here(directory)
+    assert "model.int8.sge_fused.onnx" in closing and (S8S8 in closing) == judged
     reports = json.loads(out.read_text())
     assert {"model.onnx", "model.int8.onnx", "model.int8.sge_fused.onnx"} <= reports.keys()
-    assert (S8S8 in reports) == s8s8_judged_here(directory)
+    assert (S8S8 in reports) == judged
     assert reports["model.int8.onnx"]["passed"] is True
 
 

@@ -166,8 +166,9 @@ void q_unit_narrow(const QProblem& p, const uint8_t* x, const uint8_t* identity,
   if (i0 < size) trees(i0, size - i0);
   for (int k = 0; k < K; ++k) {
     const int64_t g = first_group + k * per;
-    const Gate<B, per> gate(moments[k], mu[k], size, p.gamma + g, p.beta + g, s.eps, similarity + k * size * per);
-    gates_in_place<B, per>(similarity + k * size * per, size * per, gate, p.x_scale / p.y_scale);
+    float* map = similarity + k * size * per;
+    const Gate<B, per> gate(moments[k], mu[k], size, p.gamma + g, p.beta + g, s.eps, map);
+    gates_in_place<B, per>(map, size * per, gate, p.x_scale / p.y_scale);
   }
   q_apply_gates<B, L, K>(p, x, identity, out, K,
                          [&](int64_t i, int k) { return similarity + (k * size + i) * per; });
