@@ -1,8 +1,9 @@
 """``sge-deploy <command>``: one installed command whose sub-commands are the project's scripts.
 
 Each sub-command is a module here with ``main(argv=None, *, prog=None) -> int``; ``scripts/<name>.py`` and
-``python -m runtime <command>`` run the same function. Modules are imported only when their command runs, so the
-deploy-side commands (infer, benchmark, serve, loadtest, env) work where PyTorch is not installed.
+``python -m runtime <command>`` run the same function. A module without ``main`` holds one command's helpers
+(export_follow_up.py). Modules are imported only when their command runs, so the deploy-side commands (infer,
+benchmark, serve, loadtest, env) work where PyTorch is not installed.
 """
 
 import importlib
