@@ -17,7 +17,7 @@ import numpy as np
 
 from export.artifacts import Manifest, load_manifest, write_json, write_manifest
 from export.fp16 import Fp16ConversionError, fp16_refusal, write_fp16_onnx
-from export.trt.build import EngineResult, TrtBuildOptions, build_engine, record_engine
+from export.trt.build import EngineResult, build_engine, record_engine
 from export.trt.inspect import (
     LAYERS_NAME,
     PARITY_NAME,
@@ -28,6 +28,7 @@ from export.trt.inspect import (
     engine_layer_info,
     engine_parity,
 )
+from export.trt.route import TrtBuildOptions
 from export.validate import onnxruntime_runner
 
 logger = logging.getLogger(__name__)

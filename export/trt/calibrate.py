@@ -22,7 +22,7 @@ from export.artifacts import atomic_path, file_sha256
 from models.transforms import load_transformed
 
 if TYPE_CHECKING:
-    from export.trt.build import Profile, TrtBuildOptions
+    from export.trt.route import Profile, TrtBuildOptions
 
 logger = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ import argparse
 from pathlib import Path
 
 from export.trt import PRECISIONS
-from export.trt.build import TrtBuildOptions
+from export.trt.route import TrtBuildOptions
 
 
 def add_trt_arguments(parser: argparse.ArgumentParser, *, required: bool = False) -> None:

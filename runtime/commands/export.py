@@ -239,8 +239,8 @@ def _main(argv: list[str] | None, prog: str | None) -> int:
     from export.spec import ExportSpec
     from export.tables import ops_table, parity_table, stage_table
     from export.triton_repo import triton_batch_problem
-    from export.trt.build import batch_order_problem
     from export.trt.errors import TrtRequestError
+    from export.trt.route import batch_order_problem
 
     try:
         # before the work; nothing inside the artifact, which would hold a file its manifest does not record

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from export.trt.build import PLAN_NAME, SIDECAR_NAME, TrtBuildError, TrtBuildOptions, TrtRequestError, build_engine
+from export.trt.build import PLAN_NAME, SIDECAR_NAME, TrtBuildError, TrtRequestError, build_engine
+from export.trt.route import TrtBuildOptions
 
 FP16_ONNX = "model_fp16.onnx"
 

@@ -6,8 +6,9 @@ import json
 import pytest
 from PIL import Image
 
-from export.trt.build import PLAN_NAME, TrtBuildOptions, build_engine
+from export.trt.build import PLAN_NAME, build_engine
 from export.trt.calibrate import CalibrationDataError, fingerprint_path
+from export.trt.route import TrtBuildOptions
 from models.transforms import sample_photos
 
 

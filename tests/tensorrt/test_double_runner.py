@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from export.trt.artifact import add_engine
-from export.trt.build import TrtBuildOptions
+from export.trt.route import TrtBuildOptions
 from export.validate import onnxruntime_runner
 from models.transforms import photo_batch
 from runtime.backends.base import InputMismatchError

@@ -31,7 +31,7 @@ def test_fp16_or_int8_accelerator_without_islands_onnx_is_refused(sge_artifact, 
 
 def test_plan_config_records_what_the_plan_was_built_with(fake_trt, sge_artifact, tmp_path):
     from export.trt.artifact import add_engine
-    from export.trt.build import TrtBuildOptions
+    from export.trt.route import TrtBuildOptions
 
     add_engine(sge_artifact, options=TrtBuildOptions(precision="fp32", batch=(1, 2, 4)), validate=False)
     repo = write_triton_repository(sge_artifact, tmp_path / "repo", preferred_batch_sizes=(2, 4, 8))

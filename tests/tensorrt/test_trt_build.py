@@ -12,23 +12,25 @@ from export.artifacts import ArtifactError, Manifest, TensorSpec, file_sha256, l
 from export.trt.build import (
     PLAN_NAME,
     SIDECAR_NAME,
-    BuildRoute,
-    Profile,
     TensorRTNotInstalledError,
-    TrtApi,
-    TrtBuildOptions,
     TrtRequestError,
     build_engine,
-    derive_profile,
     import_tensorrt,
-    network_flag_names,
-    onnx_input_spec,
-    plan_route,
     record_engine,
     sidecar,
     workspace_bytes,
 )
 from export.trt.pinning import LayerView, fp32_layer_names
+from export.trt.route import (
+    BuildRoute,
+    Profile,
+    TrtApi,
+    TrtBuildOptions,
+    derive_profile,
+    network_flag_names,
+    onnx_input_spec,
+    plan_route,
+)
 
 TRT10, TRT11 = TrtApi.from_version("10.13.3"), TrtApi.from_version("11.1.0")
 TRT10_8 = TrtApi.from_version("10.8.0")  # before 10.12 deprecated weak typing

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from export.trt.build import Profile, TrtBuildOptions
 from export.trt.calibrate import (
     CalibrationDataError,
     calibration_batches,
@@ -14,6 +13,7 @@ from export.trt.calibrate import (
     fingerprint_path,
     list_calibration_images,
 )
+from export.trt.route import Profile, TrtBuildOptions
 from models.transforms import eval_transform, sample_photos
 
 TRT = "10.13.0.35"  # the release a cache was made by, as trt.__version__ reads

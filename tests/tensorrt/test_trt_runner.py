@@ -133,7 +133,8 @@ def test_device_timings_total():
 def test_fp32_engine_matches_eager_pytorch_on_a_gpu(trt_gpu, tmp_path):
     import torch
 
-    from export.trt.build import TrtBuildOptions, build_engine
+    from export.trt.build import build_engine
+    from export.trt.route import TrtBuildOptions
     from models.transforms import photo_batch
 
     model, onnx_path = trt_gpu
