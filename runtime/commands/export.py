@@ -118,7 +118,7 @@ def input_errors() -> tuple[type[BaseException], ...]:
     from export.simplify import SimplifyError
     from export.source import ModelOutputError
     from export.spec import SpecError
-    from export.triton_repo import TritonConfigError
+    from export.triton_config import TritonConfigError
     from export.trt.build import TrtBuildError, TrtRequestError
     from export.trt.calibrate import CalibrationDataError
     from models.factory import FactoryError

@@ -8,14 +8,8 @@ import onnx
 import pytest
 
 from export.artifacts import ArtifactError, TensorSpec
-from export.triton_repo import (
-    TensorRTAccelerator,
-    TritonConfigError,
-    TritonModelConfig,
-    engine_max_batch,
-    render_config,
-    write_triton_repository,
-)
+from export.triton_config import TensorRTAccelerator, TritonConfigError, TritonModelConfig, render_config
+from export.triton_repo import engine_max_batch, write_triton_repository
 
 model_config_pb2 = pytest.importorskip("tritonclient.grpc.model_config_pb2")
 text_format = pytest.importorskip("google.protobuf.text_format")

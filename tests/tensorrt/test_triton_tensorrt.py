@@ -4,7 +4,8 @@ normalisation to TensorRT's FP16 flag, and a plan's config names the TensorRT re
 import pytest
 
 from export.artifacts import load_manifest, write_manifest
-from export.triton_repo import TensorRTAccelerator, TritonConfigError, plan_parameters, write_triton_repository
+from export.triton_config import TensorRTAccelerator, TritonConfigError
+from export.triton_repo import plan_parameters, write_triton_repository
 
 
 def test_fp16_accelerator_ships_the_fp16_islands_onnx(sge_artifact, tmp_path):
