@@ -21,7 +21,8 @@ import onnx
 import torch
 from torch import nn
 
-from export.artifacts import ArtifactError, check_graph_metadata, check_unchanged, file_sha256, load_verified
+from export.artifacts import ArtifactError, check_unchanged, file_sha256, load_verified
+from export.manifest_metadata import check_graph_metadata
 from export.metadata import read_metadata
 from export.parity import ParityReport, evaluate_case
 from export.spec import ExportSpec

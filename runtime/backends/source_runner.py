@@ -7,7 +7,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from export.artifacts import ArtifactError, TensorSpec, check_graph_metadata
+from export.artifacts import ArtifactError, TensorSpec
+from export.manifest_metadata import check_graph_metadata
 from runtime.backends.base import BackendUnavailableError, Runner
 from runtime.source import ModelSource, open_source
 
