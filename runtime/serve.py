@@ -10,17 +10,16 @@ stands in front of Triton and refuses, before anything is allocated, a body larg
 (413) and a request whose JSON, shape or data size is wrong (400); Triton itself would allocate what a tiny body
 declares and answer such requests with 500. ``gate=False`` exposes Triton's HTTP port directly.
 
-PyTriton runs the model's Python backend stubs as children of ``tritonserver``; ``triton_child_environment`` sets
-what they need from their environment (this interpreter's libpython first on ``LD_LIBRARY_PATH``; PyTriton's socket
-transport, which makes multi-instance start-up reliable) and says why.
+PyTriton runs the model's Python backend stubs as children of ``tritonserver``; runtime/pytriton_startup.py sets what
+they need from their environment (this interpreter's libpython first on ``LD_LIBRARY_PATH``; PyTriton's socket
+transport for several instances) and says why, and tells a start lost to PyTriton's start-up race between instances,
+which ``start`` tries again, from a real load failure.
 """
 
 import contextlib
 import logging
-import os
-import sysconfig
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +27,7 @@ import numpy as np
 
 from export.artifacts import TensorSpec
 from runtime.backends.base import BackendUnavailableError, InputMismatchError, Runner
+from runtime.pytriton_startup import LOAD_ATTEMPTS, handshake_race, triton_child_environment
 from runtime.serve_config import ServeConfig, ServeConfigError, ServeError
 from runtime.serve_ports import check_ports_free, free_loopback_port, reserve_ports
 from runtime.triton_processes import Stub, clean_up_after, find_stubs, stub_died
@@ -50,49 +50,6 @@ class RequestRefused(ValueError):
     @__traceback__.setter
     def __traceback__(self, value: object) -> None:
         pass
-
-
-def library_path_with_libpython(current: str | None) -> str:
-    """``LD_LIBRARY_PATH`` with this interpreter's library directory first (pure; ``current`` may be None)."""
-    libdir = sysconfig.get_config_var("LIBDIR")
-    rest = [p for p in (current or "").split(os.pathsep) if p and p != libdir]
-    return os.pathsep.join([libdir, *rest]) if libdir else os.pathsep.join(rest)
-
-
-@contextlib.contextmanager
-def triton_child_environment(*, instances: int) -> Iterator[dict[str, str]]:
-    """The environment PyTriton hands to ``tritonserver`` and its Python backend stubs, set while the server starts.
-
-    PyTriton builds the child's environment from this process's environment (and reads the transport switch at
-    bind time), so this is the one place where the project writes environment variables; the previous values are
-    restored once the server is up.
-
-    - ``LD_LIBRARY_PATH``: this interpreter's libpython first. The stub links the system libpython; when this
-      interpreter is another build, model load fails with
-      ``'_thread.RLock' object has no attribute '_recursion_count'``.
-    - ``PYTRITON_NO_TENSORSTORE=1`` when ``instances > 1``: requests and responses travel between the stubs and
-      this process over PyTriton's socket transport instead of its shared-memory tensor store. With the tensor
-      store, instance 0 spawns a store process before it opens the handshake socket that the other instances wait
-      on for only one second, so on a busy machine model load fails with ``Timeout occurred while waiting for config
-      file``. A single instance keeps the tensor store, which the load test measured as the faster of the two
-      (README: Serving).
-    """
-    libdir = sysconfig.get_config_var("LIBDIR")
-    if not libdir or not any(Path(libdir).glob("libpython3*.so*")):
-        logger.warning("no shared libpython in %s; Triton's Python backend stub may fail to load the model", libdir)
-    wanted = {"LD_LIBRARY_PATH": library_path_with_libpython(os.environ.get("LD_LIBRARY_PATH"))}
-    if instances > 1:
-        wanted["PYTRITON_NO_TENSORSTORE"] = "1"
-    previous = {key: os.environ.get(key) for key in wanted}
-    os.environ.update(wanted)
-    try:
-        yield wanted
-    finally:
-        for key, value in previous.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 def import_pytriton() -> Any:
@@ -199,8 +156,27 @@ class ModelServer:
         return self._triton is not None and self._triton.is_alive()
 
     def start(self) -> "ModelServer":
+        """Start Triton and return once the model is ready; a load lost to PyTriton's handshake race (below) is
+        started again, up to ``LOAD_ATTEMPTS`` times in all."""
         if self._triton is not None:
             raise ServeError("the server is already running; stop() it first")
+        attempt = 1
+        while True:
+            try:
+                return self._start_once()
+            except Exception as err:  # _start_once has stopped everything it started
+                if attempt == LOAD_ATTEMPTS or not handshake_race(err):
+                    raise
+            attempt += 1
+            logger.warning(
+                "Triton could not load %r: its instances' start-up handshake raced (PyTriton, a busy machine); "
+                "starting again (attempt %d of %d)",
+                self.config.model_name,
+                attempt,
+                LOAD_ATTEMPTS,
+            )
+
+    def _start_once(self) -> "ModelServer":
         pytriton = import_pytriton()
         from pytriton.model_config import DynamicBatcher, ModelConfig
 

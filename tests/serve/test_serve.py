@@ -13,16 +13,8 @@ import pytest
 
 import runtime
 from export.artifacts import TensorSpec
-from runtime.serve import (
-    ModelServer,
-    ServeConfig,
-    ServeConfigError,
-    ServeError,
-    library_path_with_libpython,
-    serve_artifact,
-    triton_child_environment,
-    triton_tensor,
-)
+from runtime.pytriton_startup import library_path_with_libpython, triton_child_environment
+from runtime.serve import ModelServer, ServeConfig, ServeConfigError, ServeError, serve_artifact, triton_tensor
 from tests.serve.conftest import INPUT, OUTPUT, SIZE, free_ports, load_script
 
 pytestmark = [pytest.mark.serve, pytest.mark.timeout(180)]
