@@ -20,6 +20,7 @@ import numpy as np
 from export.artifacts import TensorSpec
 from export.trt import PRECISIONS as BUILD_PRECISIONS
 from runtime.backends.base import BackendUnavailableError, InputMismatchError, Runner
+from runtime.backends.cuda_device import CudaDevice
 from runtime.source import ModelSource, open_source
 
 logger = logging.getLogger(__name__)
@@ -84,38 +85,6 @@ def check_precision(plan: Path, info: dict[str, Any], precision: str) -> None:
     raise PrecisionError(
         f"a TensorRT engine's precision is fixed when it is built, and {what}; {todo}, then run it without --precision"
     )
-
-
-class CudaDevice:
-    """The few ``torch.cuda`` calls the runner makes: device identity, buffers, a stream, events, CUDA graphs."""
-
-    def __init__(self) -> None:
-        self.torch = _import_torch_cuda()
-
-    def identity(self) -> dict[str, str]:
-        major, minor = self.torch.cuda.get_device_capability(0)
-        return {"name": self.torch.cuda.get_device_name(0), "compute_capability": f"{major}.{minor}"}
-
-    def stream(self) -> Any:
-        return self.torch.cuda.Stream()  # not the legacy default stream
-
-    def empty(self, shape: tuple[int, ...], dtype: Any, *, pinned: bool = False) -> Any:
-        if pinned:
-            return self.torch.empty(shape, dtype=dtype).pin_memory()
-        return self.torch.empty(shape, dtype=dtype, device="cuda")
-
-    def event(self) -> Any:
-        return self.torch.cuda.Event(enable_timing=True)
-
-    def use_stream(self, stream: Any) -> Any:
-        return self.torch.cuda.stream(stream)
-
-    def capture(self, stream: Any, run: Any) -> Any:
-        """Record ``run()`` on ``stream`` into a CUDA graph and return it (``graph.replay()`` re-runs it)."""
-        graph = self.torch.cuda.CUDAGraph()
-        with self.torch.cuda.graph(graph, stream=stream, capture_error_mode="thread_local"):  # others may use CUDA
-            run()
-        return graph
 
 
 def open_cuda_device() -> CudaDevice:
@@ -367,17 +336,6 @@ def _import_trt() -> Any:
     if not hasattr(tensorrt, "__version__"):  # a namespace package, e.g. tensorrt-stubs alone
         raise BackendUnavailableError(f"the importable `tensorrt` is not TensorRT; install it with `{TENSORRT_HINT}`")
     return tensorrt
-
-
-def _import_torch_cuda() -> Any:
-    import torch
-
-    if not torch.cuda.is_available():
-        raise BackendUnavailableError(
-            "the TensorRT runner keeps its buffers on the GPU with torch.cuda, and this PyTorch sees no CUDA device: "
-            "install a CUDA build of torch on a machine with an NVIDIA GPU"
-        )
-    return torch
 
 
 def input_shape_range(engine: Any, name: str) -> tuple[tuple[int, ...], ...]:

@@ -1,4 +1,4 @@
-"""Host memory in place of ``runtime.backends.trt.CudaDevice``, for running the TensorRT runner against the fake.
+"""Host memory in place of ``runtime.backends.cuda_device.CudaDevice``, to run the TensorRT runner against the fake.
 
 Buffers are CPU torch tensors (their ``data_ptr()`` is a host address the fake reads and writes), the stream has a
 non-zero handle like any stream other than the legacy default one, events count instead of timing, and a "CUDA
