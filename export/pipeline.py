@@ -19,7 +19,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,22 +28,20 @@ from torch import nn
 
 from export.artifacts import (
     MANIFEST_NAME,
-    Manifest,
-    TensorSpec,
     atomic_path,
     write_json,
     write_manifest,
 )
+from export.export_manifest import ONNX_NAME, compact_sge_layers, export_manifest, sge_layers
 from export.int8.calibration import CalibrationOptions
 from export.int8.roles import INT8_FUSED_NAME, INT8_NAME, INT8_S8S8_NAME, parity_file
-from export.metadata import build_metadata, set_metadata, tool_versions
+from export.metadata import build_metadata, set_metadata
 from export.onnx_export import check_io, check_onnx, export_onnx, op_counts, opset_of
 from export.ort_sge.export_stage import (
     FUSED_DATA_NAME,
     FUSED_NAME,
     FUSED_PARITY_NAME,
     export_fused_graph,
-    fused_manifest_entry,
 )
 from export.ort_sge.session import FUSED_DATA_ROLE, FUSED_ROLE
 from export.parity import ParityReport
@@ -53,11 +51,9 @@ from export.source import ExportSource, load_source, probe_num_classes
 from export.spec import ExportSpec
 from export.transaction import artifact_transaction
 from export.validate import eager_runner, onnxruntime_runner, parity_inputs, photo_inputs, run_parity
-from models.layers.sge import SpatialGroupEnhance
 
 logger = logging.getLogger(__name__)
 
-ONNX_NAME = "model.onnx"
 PARITY_NAME = "parity.json"
 INT8_FILES = (
     *(INT8_NAME, INT8_S8S8_NAME, INT8_FUSED_NAME),
@@ -131,15 +127,6 @@ def prepare_for_export(model: nn.Module, *, spec: ExportSpec) -> nn.Module:
     if spec.sge_form == "official":
         return model
     return compact_sge(copy.deepcopy(model), input_size=None if spec.dynamic_hw else spec.input_size)
-
-
-def _sge_layers(model: nn.Module) -> int:
-    return sum(isinstance(m, SpatialGroupEnhance) for m in model.modules())
-
-
-def _compact_sge_layers(model: nn.Module, spec: ExportSpec) -> int:
-    """How many SGE layers ``prepare_for_export`` rewrote into the compact form."""
-    return _sge_layers(model) if spec.sge_form == "compact" else 0
 
 
 def export_model(
@@ -227,7 +214,7 @@ def export_model(
             result.parity_path = result.onnx_path = result.fused_path = None
             return result
         with stage("manifest"):
-            manifest = _manifest(source, spec=spec, opset=result.opset, num_classes=num_classes, result=result)
+            manifest = export_manifest(source, spec=spec, opset=result.opset, num_classes=num_classes, result=result)
             manifest.record(transaction.staging, ONNX_NAME, role="model")
             manifest.record(transaction.staging, PARITY_NAME, role="report")
             if result.fused_path is not None:
@@ -291,7 +278,7 @@ def _export_into(
         write_json(parity_path, report.to_dict())
 
     fused_path, fused_report = None, None
-    if spec.fused_sge and _sge_layers(source.model) and report.passed:
+    if spec.fused_sge and sge_layers(source.model) and report.passed:
         with stage("fused"):
             fused = export_fused_graph(source, spec=spec, photos=photos, props=props, num_classes=num_classes, out=out)
             if fused is not None:
@@ -329,7 +316,7 @@ def _export_into(
 def _refuse_unsafe_fp16(source: ExportSource, *, spec: ExportSpec) -> None:
     from export.fp16 import Fp16ConversionError, fp16_refusal
 
-    refusal = fp16_refusal(model=source.name, compact_sge_layers=_compact_sge_layers(source.model, spec))
+    refusal = fp16_refusal(model=source.name, compact_sge_layers=compact_sge_layers(source.model, spec))
     if refusal:
         raise Fp16ConversionError(refusal)
 
@@ -339,7 +326,7 @@ def _calibration(options: CalibrationOptions | None, *, spec: ExportSpec, source
         return None
     from export.int8.calibration import Int8RequestError, calibration_batch
 
-    if _compact_sge_layers(source.model, spec):
+    if compact_sge_layers(source.model, spec):
         raise Int8RequestError(
             f"{source.name} with --sge-form compact: the INT8 export cannot find (and keep float) the compact SGE's "
             "normalisation; re-export with --sge-form official for --int8"
@@ -375,52 +362,6 @@ def _export_int8(
         input_name=spec.input_name,
         batch_sizes=spec.batch_sizes,
         photo_set=len(photos),
-    )
-
-
-def _input_spec(source: ExportSource, spec: ExportSpec) -> TensorSpec:
-    """The manifest's input: with --dynamic-hw, the smallest side the model takes (export/min_side.py)."""
-    if not spec.dynamic_hw:
-        return spec.input_spec()
-    from export.min_side import smallest_input_side
-
-    return replace(spec.input_spec(), min_side=smallest_input_side(source.model, min(spec.input_size)))
-
-
-def _manifest(
-    source: ExportSource, *, spec: ExportSpec, opset: int | None, num_classes: int, result: ExportResult
-) -> Manifest:
-    from models.transforms import eval_preprocessing
-
-    return Manifest(
-        model=source.name,
-        deploy=ONNX_NAME,
-        inputs=[_input_spec(source, spec)],
-        outputs=[spec.output_spec(num_classes)],
-        opset=opset,
-        preprocessing={**eval_preprocessing(spec.input_size), "mean": list(source.mean), "std": list(source.std)},
-        versions=tool_versions(spec.simplifier),
-        parity=result.parity.summary(),
-        extra={
-            "source": {
-                "registry": source.registry,
-                "factory": source.factory,
-                "checkpoint": str(source.checkpoint) if source.checkpoint else None,
-                "checkpoint_sha256": source.checkpoint_sha256,
-                "init": source.init,
-                "num_classes": num_classes,
-                "block_overrides": source.model_kwargs,
-            },
-            "spec": spec.to_dict(),
-            "sge_layers": _sge_layers(source.model),  # runners warn where reduced precision can hurt SGE
-            # SGE layers exported in the compact form (whose normalisation the FP16 converter cannot keep FP32)
-            "compact_sge_layers": _compact_sge_layers(source.model, spec),
-            "sge_fused": fused_manifest_entry(result.fused_parity) if result.fused_path is not None else None,
-            "int8": result.int8.to_dict() if result.int8 is not None else None,
-            "ops_before": result.ops_before,
-            "ops_after": result.ops_after,
-            "stage_seconds": {k: round(v, 3) for k, v in result.stage_seconds.items()},
-        },
     )
 
 
