@@ -20,8 +20,7 @@ ONNX_NAME = "model.onnx"
 
 
 def sge_layers(model: nn.Module) -> int:
-    """How many SGE layers ``model`` holds (the manifest records it: runners warn where reduced precision can hurt
-    SGE)."""
+    """How many SGE layers ``model`` holds."""
     return sum(isinstance(m, SpatialGroupEnhance) for m in model.modules())
 
 

@@ -10,8 +10,7 @@ from export.artifacts import ArtifactError, Manifest
 
 def check_graph_metadata(manifest: Manifest, props: dict[str, str], *, directory: str | Path, graph: str) -> None:
     """ArtifactError where the manifest's model name, input size, mean or std differ from the metadata the export
-    wrote into ``graph`` itself (``props``; the manifest hashes the graph's bytes): an edit of manifest.json alone
-    (mean 0, std 1) passed every hash and changed every prediction."""
+    wrote into ``graph`` itself (``props``)."""
     problem = manifest_disagreement(manifest, props)
     if problem is not None:
         raise ArtifactError(

@@ -5,37 +5,28 @@ from types import SimpleNamespace
 
 import pytest
 
-from export.artifacts import TensorSpec
 from runtime.pytriton_startup import LOAD_ATTEMPTS, handshake_race
 from runtime.serve import ModelServer
 from runtime.serve_config import ServeConfig
+from tests.serve.conftest import INPUT, OUTPUT
 
 InferenceServerException = pytest.importorskip("tritonclient.utils").InferenceServerException
 
-STUB_TRACEBACK = (
-    "Internal: TritonModelException: Model initialize error: Traceback (most recent call last):\n"
-    '  File "/tmp/folderE1xH25/1/model.py", line 425, in initialize\n'
-    "    inference_handler_config = get_config_from_handshake_server(handshake_socket)\n"
-    '  File "/tmp/folderE1xH25/1/communication.py", line {line}, in get_config_from_handshake_server\n'
-    "    {where}\n{error}\n"
-)
-# what the suite's server fixture got on a busy 2-core machine (CI log, 2026-12-07), and the race's other outcome
-REFUSED = InferenceServerException(
-    "[400] load failed for model 'r18': version 1 is at UNAVAILABLE state: "
-    + STUB_TRACEBACK.format(
-        line=550,
-        where="sock.connect(socket_path.as_posix())",
-        error="ConnectionRefusedError: [Errno 111] Connection refused",
+
+def handshake_failure(stub_error: str) -> Exception:
+    """Triton's answer when a second instance's stub fails to read instance 0's handshake socket (the CI log's text,
+    2026-12-07, with the stub's error line given)."""
+    return InferenceServerException(
+        "[400] load failed for model 'r18': version 1 is at UNAVAILABLE state: Internal: TritonModelException: Model "
+        'initialize error: Traceback (most recent call last):\n  File "/tmp/folderE1xH25/1/model.py", line 425, in '
+        "initialize\n    inference_handler_config = get_config_from_handshake_server(handshake_socket)\n"
+        f"{stub_error}\n"
     )
-)
-LATE = InferenceServerException(
-    "[400] load failed for model 'r18': version 1 is at UNAVAILABLE state: "
-    + STUB_TRACEBACK.format(
-        line=545,
-        where="raise TimeoutError(...)",
-        error="TimeoutError: Timeout occurred while waiting for config file /tmp/w/r18-config.sock",
-    )
-)
+
+
+# what the suite's server fixture got on a busy 2-core machine, and the race's other outcome
+REFUSED = handshake_failure("ConnectionRefusedError: [Errno 111] Connection refused")
+LATE = handshake_failure("TimeoutError: Timeout occurred while waiting for config file /tmp/w/r18-config.sock")
 REAL_FAILURE = InferenceServerException(
     "[400] load failed for model 'r18': version 1 is at UNAVAILABLE state: Internal: ModuleNotFoundError: "
     "No module named 'numpy'"
@@ -50,8 +41,7 @@ def test_only_the_handshake_race_counts_as_one():
 
 def server_failing(monkeypatch, errors):
     """A ModelServer whose single start fails with each of ``errors`` in turn, then succeeds; and its list of calls."""
-    spec = TensorSpec("input", ("batch", 3, 8, 8))
-    runner = SimpleNamespace(input_spec=spec, output_spec=TensorSpec("logits", ("batch", 10), layout="NC"))
+    runner = SimpleNamespace(input_spec=INPUT, output_spec=OUTPUT)
     server, calls, pending = ModelServer([runner], config=ServeConfig(model_name="m")), [], list(errors)
 
     def start_once():
