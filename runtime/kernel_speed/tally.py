@@ -1,0 +1,164 @@
+"""The kept kernel-speed runs tallied: sge_fused / resnet50 per round (the issue's ratio) over every run of one timing
+mode in one or more reports, by CPU and ORT's NCHWc block (16: the AVX-512 paths, 8: the AVX2 paths), with how the
+ratio moves with the machine's speed (resnet50's median). The medians README quotes come from here."""
+
+import json
+import re
+import statistics
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from runtime.kernel_speed.ratios import TARGET
+
+WHOLE_NETWORK = "the whole networks"
+TWO_GRAPHS = {"resnet50", "sge_fused"}
+MODES = ("shared-pool", "isolated", "interleaved", "spinning")
+
+
+class TallyInputError(ValueError):
+    """A report that cannot be read or holds no kernel-speed run; the message is one line."""
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which runs count: one timing mode, the whole networks, at least ``min_rounds`` timed calls per session (an
+    isolated run counts its processes' calls), the two graphs alone unless ``extra_sessions``, and optionally only
+    the runs numbered ``first``..``last`` (1-based, in each report's order)."""
+
+    mode: str = "shared-pool"
+    min_rounds: int = 0
+    extra_sessions: bool = False
+    first: int = 1
+    last: int | None = None
+
+    def describe(self) -> str:
+        sessions = "any sessions" if self.extra_sessions else "the two graphs only"
+        numbers = f", runs {self.first}–{self.last if self.last else 'last'}" if self.first > 1 or self.last else ""
+        return f"{self.mode}, {sessions}, the whole networks, ≥ {self.min_rounds} rounds{numbers}"
+
+
+def parse_runs(text: str) -> tuple[int, int | None]:
+    """``--runs`` as ``A-B``, ``A-`` or ``A``: the first and last run numbers kept (None: to the end)."""
+    match = re.fullmatch(r"\s*(\d+)\s*(?:([-–])\s*(\d*)\s*)?", text)
+    if not match or int(match[1]) < 1:
+        raise ValueError(f"--runs {text!r}: give run numbers as A-B, A- or A (from 1)")
+    first = int(match[1])
+    last = first if not match[2] else (int(match[3]) if match[3] else None)
+    if last is not None and last < first:
+        raise ValueError(f"--runs {text!r}: the last run comes before the first")
+    return first, last
+
+
+def load_runs(path: Path) -> list[dict]:
+    """A report's runs in order: a ``{"runs": [...]}`` collection or one run as ``kernel_speed.py --json`` writes it."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise TallyInputError(f"{path}: no such file; give a report that kernel_speed.py --json wrote") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise TallyInputError(f"{path} cannot be read as JSON ({err}); give a kernel_speed.py report") from None
+    runs = data.get("runs", [data]) if isinstance(data, dict) else None
+    if not isinstance(runs, list) or not all(isinstance(r, dict) and "ratios" in r and "timings" in r for r in runs):
+        raise TallyInputError(f"{path} holds no kernel_speed.py run (no ratios and timings); give one of its reports")
+    return runs
+
+
+def timing_mode(run: dict) -> str:
+    """The run's timing mode, named as kernel_speed.py's flags name it, from the report's own description."""
+    text = run.get("timing_mode", "")
+    if "global pool" in text:
+        return "shared-pool"
+    for mode in ("isolated", "interleaved"):
+        if text.startswith(mode):
+            return mode
+    return "spinning" if text.startswith("blocks") else text
+
+
+def timed_rounds(run: dict) -> int:
+    return int(run["timings"].get("resnet50", {}).get("rounds", 0))
+
+
+def kept(run: dict, number: int, selection: Selection) -> bool:
+    """Whether ``run`` (the ``number``-th in its report) counts under ``selection``."""
+    ratio = run["ratios"].get("sge_fused/resnet50", {})
+    return (
+        "wall_paired" in ratio
+        and timing_mode(run) == selection.mode
+        and run.get("graphs", WHOLE_NETWORK) == WHOLE_NETWORK  # reports from before the cuts timed whole networks
+        and (selection.extra_sessions or set(run["timings"]) == TWO_GRAPHS)
+        and timed_rounds(run) >= selection.min_rounds
+        and selection.first <= number <= (selection.last or number)
+    )
+
+
+def group_of(run: dict) -> tuple[str, int, str]:
+    """(CPU, NCHWc block, the code paths in words): runs compare only within one group."""
+    block = int(run["nchwc_block"])
+    paths = "AVX-512 paths" if block == 16 else "AVX2 paths" if block == 8 else f"{block}-lane paths"
+    if run["machine"].get("cpu_view"):
+        paths += ", AVX2 view"
+    return run["machine"].get("cpu", "?"), block, paths
+
+
+def summarize(entries: list[tuple[str, int, dict]]) -> dict:
+    """One group's figures from its (report, run number, run) entries."""
+    ratios = [run["ratios"]["sge_fused/resnet50"]["wall_paired"] for _, _, run in entries]
+    resnet_ms = [run["timings"]["resnet50"]["wall_ms_median"] for _, _, run in entries]
+    out = {
+        "runs": [f"{Path(report).name}#{number}" for report, number, _ in entries],
+        "count": len(ratios),
+        "median": round(statistics.median(ratios), 4),
+        "min": round(min(ratios), 4),
+        "max": round(max(ratios), 4),
+        "runs_within_target": sum(r <= TARGET for r in ratios),
+        "resnet50_ms": [round(min(resnet_ms), 2), round(max(resnet_ms), 2)],
+    }
+    if len(ratios) >= 3 and len(set(ratios)) > 1 and len(set(resnet_ms)) > 1:
+        # positive: the fused graph's share grows as the machine slows (its tail waits on memory)
+        out["correlation_with_resnet50_ms"] = round(statistics.correlation(resnet_ms, ratios), 2)
+    return out
+
+
+def tally(reports: list[Path], selection: Selection) -> dict:
+    """Every kept run of ``reports`` grouped by CPU and code paths; TallyInputError when none is kept."""
+    groups: dict[tuple, list] = {}
+    modes_seen, total, with_extra = set(), 0, 0
+    wider = replace(selection, extra_sessions=True)
+    for report in reports:
+        runs = load_runs(report)
+        total += len(runs)
+        for number, run in enumerate(runs, 1):
+            modes_seen.add(timing_mode(run))
+            if kept(run, number, selection):
+                groups.setdefault(group_of(run), []).append((str(report), number, run))
+            with_extra += kept(run, number, wider)
+    if not groups:
+        hint = f"; {with_extra} with --extra-sessions" if with_extra else ""
+        raise TallyInputError(
+            f"no run of {total} matches ({selection.describe()}); the reports hold: "
+            f"{', '.join(sorted(modes_seen))}{hint}"
+        )
+    return {
+        "reports": [str(r) for r in reports],
+        "selection": selection.describe(),
+        "target": TARGET,
+        "groups": [
+            {"cpu": cpu, "nchwc_block": block, "paths": paths} | summarize(entries)
+            for (cpu, block, paths), entries in sorted(groups.items(), key=lambda item: (item[0][0], -item[0][1]))
+        ],
+    }
+
+
+def tally_lines(result: dict) -> list[str]:
+    """The tally for people: one line per group."""
+    lines = [f"{', '.join(result['reports'])}: {result['selection']}; sge_fused/resnet50, per-round medians"]
+    for g in result["groups"]:
+        corr = g.get("correlation_with_resnet50_ms")
+        moves = f", correlation with resnet50's ms {corr:+.2f}" if corr is not None else ""
+        runs = f"{g['count']} run{'s' * (g['count'] > 1)}"
+        lines.append(
+            f"  {g['cpu']}, NCHWc {g['nchwc_block']} ({g['paths']}): {runs}, median {g['median']:.4f}, "
+            f"{g['min']:.4f}–{g['max']:.4f}, {g['runs_within_target']} of {g['count']} ≤ {result['target']}; "
+            f"resnet50 {g['resnet50_ms'][0]:.2f}–{g['resnet50_ms'][1]:.2f} ms{moves}"
+        )
+    return lines
