@@ -126,3 +126,10 @@ def test_the_script_prints_a_line_per_group_and_json_alone_on_stdout(tmp_path, c
     assert load_script("kernel_speed_tally").main([str(path), "--json", "-"]) == 0
     out = capsys.readouterr()
     assert [g["median"] for g in json.loads(out.out)["groups"]] == [1.016, 1.024] and "NCHWc 8" in out.err
+
+
+def test_the_script_never_writes_its_json_over_a_report_it_reads(tmp_path, capsys):
+    path = write(tmp_path, [run(1.016)])
+    before = path.read_bytes()
+    assert load_script("kernel_speed_tally").main([str(path), "--json", str(path)]) == EXIT_INPUT
+    assert "would overwrite the input" in capsys.readouterr().err and path.read_bytes() == before
