@@ -114,7 +114,7 @@ def summarize(entries: list[tuple[str, int, dict]]) -> dict:
         "resnet50_ms": [round(min(resnet_ms), 2), round(max(resnet_ms), 2)],
     }
     if len(ratios) >= 3 and len(set(ratios)) > 1 and len(set(resnet_ms)) > 1:
-        # positive: the fused graph's share grows as the machine slows (its tail waits on memory)
+        # positive: the fused graph's share grows as the machine slows (likely: its tail waits on memory)
         out["correlation_with_resnet50_ms"] = round(statistics.correlation(resnet_ms, ratios), 2)
     return out
 
