@@ -7,7 +7,7 @@ from runtime.backends.base import BackendUnavailableError
 
 
 class CudaDevice:
-    """The few ``torch.cuda`` calls the runner makes: device identity, buffers, a stream, events, CUDA graphs."""
+    """One CUDA device through ``torch.cuda`` (torch imported when it is made)."""
 
     def __init__(self) -> None:
         self.torch = import_torch_cuda()

@@ -43,8 +43,8 @@ class EngineNotBuiltError(Exception):
 def tensorrt_step(args: argparse.Namespace, result: Any, console: Console) -> None:
     """The FP16-islands ONNX, then the engine; without TensorRT, EngineNotBuiltError (a warning with --trt-optional)."""
     from export.trt.artifact import add_engine, add_fp16_onnx
-    from export.trt.build import TensorRTNotInstalledError
     from export.trt.cli import trt_options
+    from export.trt.errors import TensorRTNotInstalledError
 
     if args.fp16_onnx or args.trt == "fp16":
         path, parity = add_fp16_onnx(result.output_dir)

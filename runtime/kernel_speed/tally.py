@@ -95,8 +95,9 @@ def group_of(run: dict) -> tuple[str, int, str]:
     """(CPU, NCHWc block, the code paths in words): runs compare only within one group."""
     block = int(run["nchwc_block"])
     paths = "AVX-512 paths" if block == 16 else "AVX2 paths" if block == 8 else f"{block}-lane paths"
-    if run["machine"].get("cpu_view"):
-        paths += ", AVX2 view"
+    view = run["machine"].get("cpu_view")  # e.g. "AVX2 view: AVX-512, AMX and AVX-VNNI hidden from CPUID"
+    if view:
+        paths += f", {view.split(':')[0]}"
     return run["machine"].get("cpu", "?"), block, paths
 
 
