@@ -22,6 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     p = make_parser(__doc__.split("\n\n")[0])
     p.add_argument("reports", type=Path, nargs="+", help='kernel_speed.py reports (one run, or {"runs": [...]})')
     p.add_argument("--mode", choices=MODES, default="shared-pool", help="the timing mode counted")
+    p.add_argument("--threads", type=int, default=2, metavar="N", help="only runs timed with N intra-op threads")
     p.add_argument("--min-rounds", type=int, default=0, metavar="N", help="only runs of at least N timed calls each")
     p.add_argument(
         "--extra-sessions",
@@ -35,8 +36,10 @@ def main(argv: list[str] | None = None) -> int:
         first, last = parse_runs(args.runs) if args.runs else (1, None)
         if args.min_rounds < 0:
             raise ValueError(f"--min-rounds {args.min_rounds}: give 0 or more")
+        if args.threads < 1:
+            raise ValueError(f"--threads {args.threads}: give 1 or more")
         check_output_paths(json=args.json, inputs=args.reports)
-        selection = Selection(args.mode, args.min_rounds, args.extra_sessions, first, last)
+        selection = Selection(args.mode, args.min_rounds, args.extra_sessions, first, last, args.threads)
         result = tally(args.reports, selection)
     except (TallyInputError, ValueError) as err:  # OutputPathError is a ValueError
         print(f"error: {err}", file=sys.stderr)

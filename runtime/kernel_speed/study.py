@@ -88,8 +88,8 @@ class SpeedOptions:
         return {
             "isolated": f"isolated: one process per session, {self.isolated_rounds} rounds of {self.rounds} runs, "
             "ORT allow_spinning 1",
-            "shared-pool": f"interleaved (rotated order) in one process, {self.threads} threads of ORT's global pool, "
-            "spinning",
+            "shared-pool": f"interleaved (rotated order) in one process, {self.threads} "
+            f"thread{'s' * (self.threads > 1)} of ORT's global pool, spinning",
             "spinning": "blocks of 4, ORT allow_spinning 1",
             "fixed-order": "interleaved (fixed order), ORT allow_spinning 0",
             "interleaved": "interleaved (rotated order), ORT allow_spinning 0",

@@ -21,20 +21,23 @@ class TallyInputError(ValueError):
 
 @dataclass(frozen=True)
 class Selection:
-    """Which runs count: one timing mode, the whole networks, at least ``min_rounds`` timed calls per session (an
-    isolated run counts its processes' calls), the two graphs alone unless ``extra_sessions``, and optionally only
-    the runs numbered ``first``..``last`` (1-based, in each report's order)."""
+    """Which runs count: one timing mode, ``threads`` intra-op threads (the issue's target is for 2), the whole
+    networks, at least ``min_rounds`` timed calls per session (an isolated run counts its processes' calls), the two
+    graphs alone unless ``extra_sessions``, and optionally only the runs numbered ``first``..``last`` (1-based, in
+    each report's order)."""
 
     mode: str = "shared-pool"
     min_rounds: int = 0
     extra_sessions: bool = False
     first: int = 1
     last: int | None = None
+    threads: int = 2
 
     def describe(self) -> str:
         sessions = "any sessions" if self.extra_sessions else "the two graphs only"
         numbers = f", runs {self.first}–{self.last if self.last else 'last'}" if self.first > 1 or self.last else ""
-        return f"{self.mode}, {sessions}, the whole networks, ≥ {self.min_rounds} rounds{numbers}"
+        threads = f"{self.threads} thread{'s' * (self.threads > 1)}"
+        return f"{self.mode}, {threads}, {sessions}, the whole networks, ≥ {self.min_rounds} rounds{numbers}"
 
 
 def parse_runs(text: str) -> tuple[int, int | None]:
@@ -84,6 +87,7 @@ def kept(run: dict, number: int, selection: Selection) -> bool:
     return (
         "wall_paired" in ratio
         and timing_mode(run) == selection.mode
+        and run["machine"].get("threads") == selection.threads
         and run.get("graphs", WHOLE_NETWORK) == WHOLE_NETWORK  # reports from before the cuts timed whole networks
         and (selection.extra_sessions or set(run["timings"]) == TWO_GRAPHS)
         and timed_rounds(run) >= selection.min_rounds

@@ -13,11 +13,11 @@ SHARED = "interleaved (rotated order) in one process, 2 threads of ORT's global 
 ISOLATED = "isolated: one process per session, 32 rounds of 150 runs, ORT allow_spinning 1"
 
 
-def run(ratio, *, block=16, mode=SHARED, rounds=2000, resnet_ms=40.0, graphs=None, extra=(), view=None):
+def run(ratio, *, block=16, mode=SHARED, rounds=2000, resnet_ms=40.0, graphs=None, extra=(), view=None, threads=2):
     """One run as kernel_speed.py --json writes it (the fields the tally reads)."""
     timings = {name: {"wall_ms_median": resnet_ms, "rounds": rounds} for name in ("resnet50", "sge_fused", *extra)}
     out = {
-        "machine": {"cpu": "AMD EPYC", "cpu_view": view},
+        "machine": {"cpu": "AMD EPYC", "cpu_view": view, "threads": threads},
         "nchwc_block": block,
         "timing_mode": mode,
         "timings": timings,
@@ -43,6 +43,7 @@ def test_only_whole_network_runs_of_the_mode_with_the_two_graphs_and_enough_roun
             run(1.050, graphs="both networks through layer1 only"),  # a cut
             run(1.040, extra=("floor_none",)),  # more sessions: its ratio sits higher
             run(1.060, rounds=400),  # too short
+            run(1.070, threads=1),  # not the target's 2 threads
             run(1.022),
             run(1.025, block=8, view=view),
             run(1.021, block=8, view=view),
@@ -52,7 +53,7 @@ def test_only_whole_network_runs_of_the_mode_with_the_two_graphs_and_enough_roun
     wide, narrow = result["groups"]
     assert (wide["nchwc_block"], wide["paths"], wide["count"]) == (16, "AVX-512 paths", 3)
     assert (wide["median"], wide["min"], wide["max"], wide["runs_within_target"]) == (1.018, 1.016, 1.022, 2)
-    assert wide["runs"] == ["report.json#1", "report.json#3", "report.json#7"]
+    assert wide["runs"] == ["report.json#1", "report.json#3", "report.json#8"]
     assert (narrow["paths"], narrow["count"], narrow["median"], narrow["runs_within_target"]) == (
         "AVX2 paths, AVX2 view",
         2,
@@ -63,6 +64,8 @@ def test_only_whole_network_runs_of_the_mode_with_the_two_graphs_and_enough_roun
     assert with_extra["count"] == 4 and with_extra["max"] == 1.04
     isolated = tally([report], Selection(mode="isolated"))["groups"]
     assert [g["median"] for g in isolated] == [1.03]
+    one_thread = tally([report], Selection(min_rounds=2000, threads=1))["groups"]
+    assert [(g["count"], g["median"]) for g in one_thread] == [(1, 1.07)]
 
 
 def test_runs_are_numbered_from_one_in_each_report_and_a_range_keeps_only_those(tmp_path):
@@ -103,6 +106,8 @@ def test_a_single_run_report_is_tallied_as_one_run(tmp_path):
         ("EXTRA", [], "1 with --extra-sessions"),
         ("RUNS", ["--runs", "3-1"], "the last run comes before the first"),
         ("RUNS", ["--min-rounds", "-1"], "give 0 or more"),
+        ("RUNS", ["--threads", "0"], "give 1 or more"),
+        ("RUNS", ["--threads", "1"], "no run of 2 matches (shared-pool, 1 thread,"),
     ],
 )
 def test_the_script_refuses_in_one_line(tmp_path, capsys, content, words, expected):
