@@ -21,9 +21,10 @@ def stage_lines(stages: dict, resnet50_ms: float) -> list[str]:
 def report_lines(report: dict) -> list[str]:
     m = report["machine"]
     view = f" ({m['cpu_view']})" if m["cpu_view"] else ""
+    threads = f"{m['threads']} thread{'s' * (m['threads'] > 1)}"
     lines = [
         report["command"],
-        f"{m['cpu']}, {m['logical_cpus']} logical CPUs, {'/'.join(m['isa'])}{view}; {m['threads']} threads; "
+        f"{m['cpu']}, {m['logical_cpus']} logical CPUs, {'/'.join(m['isa'])}{view}; {threads}; "
         f"NCHWc block {report['nchwc_block']}; {report['graphs']}; "
         f"the installed library runs its {report['library']['runs']} build; "
         f"{report['timing_mode']}; load average {m['load_average']}",
