@@ -21,6 +21,7 @@ from typing import Any
 from runtime.kernel_speed.graphs import WHOLE, diagnostic_plans, plan_cuts, stage_bench_for_this_cpu
 from runtime.kernel_speed.profile import ms_by_side, node_profile
 from runtime.kernel_speed.ratios import TARGET, extra_by_stage, ratio, ratio_pairs
+from runtime.kernel_speed.text import counted
 
 logger = logging.getLogger(__name__)
 
@@ -88,8 +89,8 @@ class SpeedOptions:
         return {
             "isolated": f"isolated: one process per session, {self.isolated_rounds} rounds of {self.rounds} runs, "
             "ORT allow_spinning 1",
-            "shared-pool": f"interleaved (rotated order) in one process, {self.threads} "
-            f"thread{'s' * (self.threads > 1)} of ORT's global pool, spinning",
+            "shared-pool": f"interleaved (rotated order) in one process, {counted(self.threads, 'thread')} of ORT's "
+            "global pool, spinning",
             "spinning": "blocks of 4, ORT allow_spinning 1",
             "fixed-order": "interleaved (fixed order), ORT allow_spinning 0",
             "interleaved": "interleaved (rotated order), ORT allow_spinning 0",

@@ -9,6 +9,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from runtime.kernel_speed.ratios import TARGET
+from runtime.kernel_speed.text import counted
 
 WHOLE_NETWORK = "the whole networks"
 TWO_GRAPHS = {"resnet50", "sge_fused"}
@@ -36,7 +37,7 @@ class Selection:
     def describe(self) -> str:
         sessions = "any sessions" if self.extra_sessions else "the two graphs only"
         numbers = f", runs {self.first}–{self.last if self.last else 'last'}" if self.first > 1 or self.last else ""
-        threads = f"{self.threads} thread{'s' * (self.threads > 1)}"
+        threads = counted(self.threads, "thread")
         return f"{self.mode}, {threads}, {sessions}, the whole networks, ≥ {self.min_rounds} rounds{numbers}"
 
 
@@ -160,9 +161,9 @@ def tally_lines(result: dict) -> list[str]:
     for g in result["groups"]:
         corr = g.get("correlation_with_resnet50_ms")
         moves = f", correlation with resnet50's ms {corr:+.2f}" if corr is not None else ""
-        runs = f"{g['count']} run{'s' * (g['count'] > 1)}"
         lines.append(
-            f"  {g['cpu']}, NCHWc {g['nchwc_block']} ({g['paths']}): {runs}, median {g['median']:.4f}, "
+            f"  {g['cpu']}, NCHWc {g['nchwc_block']} ({g['paths']}): {counted(g['count'], 'run')}, "
+            f"median {g['median']:.4f}, "
             f"{g['min']:.4f}–{g['max']:.4f}, {g['runs_within_target']} of {g['count']} ≤ {result['target']}; "
             f"resnet50 {g['resnet50_ms'][0]:.2f}–{g['resnet50_ms'][1]:.2f} ms{moves}"
         )

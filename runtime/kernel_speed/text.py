@@ -4,6 +4,11 @@ each ratio with its rounds within the target, the split by stage, the profile an
 from runtime.kernel_speed.ratios import TARGET
 
 
+def counted(count: int, noun: str) -> str:
+    """``count`` and ``noun``, plural unless there is one: "1 thread", "2 threads"."""
+    return f"{count} {noun}{'s' * (count != 1)}"
+
+
 def stage_lines(stages: dict, resnet50_ms: float) -> list[str]:
     """The warm stage costs per network run, in µs and as a share of this run's resnet50 wall median."""
     cost = stages["us_per_network"]
@@ -21,10 +26,9 @@ def stage_lines(stages: dict, resnet50_ms: float) -> list[str]:
 def report_lines(report: dict) -> list[str]:
     m = report["machine"]
     view = f" ({m['cpu_view']})" if m["cpu_view"] else ""
-    threads = f"{m['threads']} thread{'s' * (m['threads'] > 1)}"
     lines = [
         report["command"],
-        f"{m['cpu']}, {m['logical_cpus']} logical CPUs, {'/'.join(m['isa'])}{view}; {threads}; "
+        f"{m['cpu']}, {m['logical_cpus']} logical CPUs, {'/'.join(m['isa'])}{view}; {counted(m['threads'], 'thread')}; "
         f"NCHWc block {report['nchwc_block']}; {report['graphs']}; "
         f"the installed library runs its {report['library']['runs']} build; "
         f"{report['timing_mode']}; load average {m['load_average']}",
