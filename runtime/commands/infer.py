@@ -134,7 +134,7 @@ def _main(argv: list[str] | None, prog: str | None) -> int:
                 "export with --checkpoint for real ones",
                 file=sys.stderr,
             )
-        results = print_predictions(console, args.images, predictions, backend=backend, untrained=untrained)
+        results = print_predictions(console, args.images, predictions, backend=backend, untrained=source.untrained)
         if args.json:
             write_json_output(
                 args.json,
@@ -164,12 +164,13 @@ def _main(argv: list[str] | None, prog: str | None) -> int:
 
 
 def print_predictions(
-    console: Console, images: list[Path], predictions: list[list[Prediction]], *, backend: str, untrained: str | None
+    console: Console, images: list[Path], predictions: list[list[Prediction]], *, backend: str, untrained: bool
 ) -> list[dict[str, Any]]:
     """One table per image; returns the predictions as JSON-ready dicts."""
     results = []
     for image, preds in zip(images, predictions, strict=True):
-        table = Table(title=f"{image.name} ({backend}{'; ' + untrained if untrained else ''})")
+        # short enough to stay one line over the table: the warning and the JSON name the weights in full
+        table = Table(title=f"{image.name} ({backend}{'; NOT trained' if untrained else ''})")
         for column in ("rank", "class", "label", "probability"):
             table.add_column(column, justify="right" if column != "label" else "left")
         for rank, p in enumerate(preds, start=1):
