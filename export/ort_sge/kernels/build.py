@@ -158,6 +158,7 @@ def build_library(
     isas: tuple[str, ...] = (),
     floor: str | None = None,
     floor_size: int = 0,
+    trace: bool = False,
 ) -> Path:
     """Compile the library into ``output_dir`` and write its record; returns the library's path.
 
@@ -165,6 +166,7 @@ def build_library(
     ``isas``: only these builds of ISA_FLAGS (one: no dispatch), for tests of a path this CPU would not pick.
     ``floor``: a diagnostic build of FLOORS that computes no SGE (wrong results by design), for speed bounds only.
     ``floor_size``: with ``floor``, only blocks of this H·W take the floor (one ResNet stage); the others compute SGE.
+    ``trace``: a diagnostic build that records which thread ran each unit and when (sge_unit_trace.h); never installed.
     """
     if floor is not None and floor not in FLOORS:
         raise ValueError(f"unknown floor {floor!r}; choose from {sorted(FLOORS)}")
@@ -190,6 +192,7 @@ def build_library(
             for isa, flags in builds.items()
         ]
         op_flags = ("-march=native",) if native else ()
+        op_flags += ("-DSGE_TRACE",) if trace else ()
         if len(builds) == 1:  # no run-time choice: the one build is called directly
             op_flags += (f"-DSGE_ONLY_ISA={next(iter(builds))}",)
         elif set(builds) != set(ISA_FLAGS):
@@ -218,6 +221,8 @@ def build_library(
         record["floor"] = floor
     if floor_size:
         record["floor_size"] = floor_size
+    if trace:
+        record["trace"] = True
     _write_atomically(record_path, (json.dumps(record, indent=2) + "\n").encode())
     logger.info("built %s (%s) with %s", library, ", ".join(sorted(builds)), record["compiler"])
     return library

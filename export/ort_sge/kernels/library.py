@@ -49,6 +49,8 @@ def kernel_library(directory: Path = KERNEL_DIR) -> Path:
         raise KernelUnavailableError(
             f"{library} is a diagnostic build that computes no SGE (floor {record['floor']!r}): {REBUILD}"
         )
+    if record.get("trace"):
+        raise KernelUnavailableError(f"{library} is a diagnostic build that traces its units: {REBUILD}")
     try:
         size = library.stat().st_size
     except OSError:

@@ -11,6 +11,7 @@
 #include "sge_ort_abi.h"
 #include "sge_q_shape.h"
 #include "sge_shape.h"
+#include "sge_unit_trace.h"
 
 namespace {
 
@@ -111,13 +112,16 @@ struct Work {
   P problem;
   size_t scratch_floats;
   std::atomic<bool> out_of_memory{false};
+  sge_trace::Call trace;  // empty unless the library is a trace build (sge_unit_trace.h)
 };
 
 void run_item(void* data, size_t item) {
   auto& work = *static_cast<Work<sge::Problem>*>(data);
   float* scratch = thread_scratch(work.scratch_floats);
   if (!scratch) return work.out_of_memory.store(true, std::memory_order_relaxed);
+  const uint64_t start = sge_trace::now();
   g_build.run_unit(work.problem, static_cast<int64_t>(item), scratch);
+  sge_trace::unit(work.trace, item, work.problem.shape.c, work.problem.shape.h * work.problem.shape.w, start);
 }
 
 void run_q_item(void* data, size_t item) {
@@ -193,6 +197,7 @@ ort::Status* compute(void* kernel_ptr, ort::KernelContext* context) {
   SGE_TRY(output_like_x(context, dims, &out));
   Work<sge::Problem> work{{data(0), data(1), data(2), data(3), static_cast<float*>(out), shape},
                           static_cast<size_t>(sge::scratch_floats(shape))};
+  work.trace = sge_trace::begin_call();
   return run_work(context, run_item, static_cast<size_t>(shape.n * sge::units_per_image(shape)), work);
 }
 

@@ -1,0 +1,209 @@
+"""Which of ORT's threads ran each SgeResidual unit, and for how long: sge_resnet50's fused graph with a trace build of
+the kernel (export/ort_sge/kernels/sge_unit_trace.h), interleaved with resnet50 on ORT's global spinning pool as in
+``kernel_speed.py --shared-pool``. Per fused node: how the units fell on the thread that called the op and the
+pool's other thread, and each unit's median time relative to the node's. A diagnostic, not a timing.
+
+    python -m runtime.kernel_speed.unit_trace --workdir /tmp/kspeed --rounds 200 [--floor x_only] [--json FILE]
+"""
+
+import argparse
+import ctypes
+import json
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+# sge_trace::Record, 48 bytes
+RECORD_DTYPE = np.dtype(
+    [
+        ("call", "<u4"),
+        ("unit", "<u4"),
+        ("on_caller", "<u4"),
+        ("reserved", "<u4"),
+        ("channels", "<i8"),
+        ("positions", "<i8"),
+        ("start", "<u8"),
+        ("end", "<u8"),
+    ]
+)
+
+
+def read_trace(library: Path) -> np.ndarray:
+    """Every unit a loaded trace build of ``library`` has recorded since its last reset."""
+    lib = ctypes.CDLL(str(library))  # the process's copy, as ORT loaded it
+    lib.SgeTraceUnits.restype = ctypes.c_uint64
+    lib.SgeTraceUnits.argtypes = [ctypes.c_void_p, ctypes.c_uint64]
+    count = lib.SgeTraceUnits(None, 0)
+    records = np.empty(count, dtype=RECORD_DTYPE)
+    lib.SgeTraceUnits(records.ctypes.data, count)
+    return records
+
+
+def reset_trace(library: Path) -> None:
+    ctypes.CDLL(str(library)).SgeTraceReset()
+
+
+def ticks_per_us(library: Path, seconds: float = 0.2) -> float:
+    """The trace's clock (the TSC), timed against perf_counter over a sleep."""
+    import time
+
+    lib = ctypes.CDLL(str(library))
+    lib.SgeTraceTicks.restype = ctypes.c_uint64
+    t0, c0 = time.perf_counter(), lib.SgeTraceTicks()
+    time.sleep(seconds)
+    t1, c1 = time.perf_counter(), lib.SgeTraceTicks()
+    return (c1 - c0) / ((t1 - t0) * 1e6)
+
+
+def node_names(shapes: list[tuple[int, int]]) -> list[str]:
+    """ResNet-style names for the fused nodes of one run in order: a new stage wherever the positions change."""
+    names, stage, block = [], 0, 0
+    for k, (_, positions) in enumerate(shapes):
+        if k == 0 or positions != shapes[k - 1][1]:
+            stage, block = stage + 1, 0
+        names.append(f"layer{stage}.{block}")
+        block += 1
+    return names
+
+
+def summarize(records: np.ndarray, nodes_per_run: int, ticks_per_us: float) -> list[dict]:
+    """Per fused node of a run (calls numbered from 0, ``nodes_per_run`` a run): units, runs, the share of units the
+    calling thread ran, the share run by the thread whose half it was not (the caller's half is the first, as ORT's
+    parallel-for shards it), the node's median unit in µs, and each unit's median relative to it."""
+    if nodes_per_run < 1 or len(records) == 0:
+        raise ValueError("no traced unit: run the traced fused graph first")
+    node = records["call"] % nodes_per_run
+    ticks = records["end"].astype(np.int64) - records["start"].astype(np.int64)
+    shapes = []
+    for k in range(nodes_per_run):
+        first = records[node == k][:1]
+        shapes.append((int(first["channels"][0]), int(first["positions"][0])) if len(first) else (0, 0))
+    out = []
+    for k, name in enumerate(node_names(shapes)):
+        mine = node == k
+        units = int(records["unit"][mine].max()) + 1 if mine.any() else 0
+        if not units:
+            continue
+        unit, caller = records["unit"][mine], records["on_caller"][mine] == 1
+        half = units // 2
+        off_half = np.where(caller, unit >= half, unit < half)
+        per_unit = [float(np.median(ticks[mine][unit == u])) for u in range(units)]
+        typical = statistics.median(per_unit)
+        out.append(
+            {
+                "node": name,
+                "channels": shapes[k][0],
+                "positions": shapes[k][1],
+                "units": units,
+                "runs": len(np.unique(records["call"][mine])),
+                "caller_share": round(float(caller.mean()), 3),
+                "off_half_share": round(float(off_half.mean()), 3),
+                "median_unit_us": round(typical / ticks_per_us, 2),
+                "unit_time_vs_median": [round(t / typical, 2) for t in per_unit],
+            }
+        )
+    return out
+
+
+def summary_lines(nodes: list[dict], *, only: str | None = "layer1") -> list[str]:
+    lines = []
+    for n in nodes:
+        if only and not n["node"].startswith(only):
+            continue
+        shape = f"{n['channels']} channels, {n['positions']} positions, {n['units']} units, {n['runs']} runs"
+        lines.append(
+            f"  {n['node']} ({shape}): the calling thread ran {n['caller_share']:.2f} of the units, "
+            f"{n['off_half_share']:.3f} ran off their half; median unit {n['median_unit_us']:.1f} µs"
+        )
+        profile = n["unit_time_vs_median"]
+        half = len(profile) // 2
+        for label, part in (("the caller's half", profile[:half]), ("the other half", profile[half:])):
+            lines.append(f"    unit time / the node's median, {label:17s}: " + " ".join(f"{t:.1f}" for t in part))
+    return lines
+
+
+def child(spec: dict) -> list[dict]:
+    """In a fresh process: resnet50 and the traced fused graph interleaved on ORT's global pool; the summary."""
+    import onnxruntime as ort
+
+    from export.ort_sge.session import SessionPlan, cpu_session
+    from runtime.shared_pool_timing import timed_input
+
+    ort.set_global_thread_pool_sizes(spec["threads"], 1)
+    library = Path(spec["library"])
+    fused = cpu_session(SessionPlan(model=spec["fused"], library=library, optimize=spec["fused_optimize"]), shared=True)
+    resnet = cpu_session(SessionPlan(model=spec["resnet"], optimize=spec["resnet_optimize"]), shared=True)
+    x = timed_input()
+    feeds = [(s, {s.get_inputs()[0].name: x}) for s in (resnet, fused)]
+    for _ in range(10):
+        for session, feed in feeds:
+            session.run(None, feed)
+    reset_trace(library)
+    for _ in range(spec["rounds"]):
+        for session, feed in feeds:
+            session.run(None, feed)
+    return summarize(read_trace(library), spec["nodes_per_run"], ticks_per_us(library))
+
+
+def trace_units(workdir: Path, *, rounds: int, threads: int = 2, floor: str | None = None) -> list[dict]:
+    """Export (or reuse) the two graphs in ``workdir``, build the trace library (with ``floor``'s pass instead of
+    SGE, if given), and trace ``rounds`` interleaved rounds in a child process."""
+    from export.ort_sge.kernels.build import build_library
+    from export.ort_sge.session import plan_session
+    from runtime.isolated_timing import run_timing_child
+    from runtime.kernel_speed.graphs import export_graphs
+
+    if rounds < 1 or threads < 1:
+        raise ValueError(f"rounds and threads must be ≥ 1; got rounds={rounds}, threads={threads}")
+    paths = export_graphs(Path(workdir))
+    fused, resnet = plan_session(paths["sge_fused"]), plan_session(paths["resnet50"])
+    with tempfile.TemporaryDirectory() as build_dir:
+        library = build_library(Path(build_dir), floor=floor, trace=True)
+        spec = {
+            "library": str(library),
+            "fused": str(fused.model),
+            "fused_optimize": fused.optimize,
+            "resnet": str(resnet.model),
+            "resnet_optimize": resnet.optimize,
+            "nodes_per_run": fused.fused_blocks,
+            "rounds": rounds,
+            "threads": threads,
+        }
+        command = [sys.executable, "-m", "runtime.kernel_speed.unit_trace", "--child"]
+        return run_timing_child(command, what="tracing the fused graph's units", stdin=json.dumps(spec))
+
+
+def main(argv: list[str] | None = None) -> int:
+    from export.ort_sge.kernels.build import FLOORS
+
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--workdir", type=Path, required=False, help="exported graphs kept (and reused) here")
+    p.add_argument("--rounds", type=int, default=200, help="traced rounds of resnet50 and the fused graph")
+    p.add_argument("--threads", type=int, default=2, help="ORT's global pool size")
+    p.add_argument("--floor", choices=sorted(FLOORS), help="trace a floor build (kernel_speed.py --floors)")
+    p.add_argument("--all", action="store_true", help="print every fused node, not layer1's only")
+    p.add_argument("--json", type=Path, help="write the per-node summary here")
+    p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.child:
+        print(json.dumps(child(json.loads(sys.stdin.read()))))
+        return 0
+    try:
+        with tempfile.TemporaryDirectory() as scratch:
+            nodes = trace_units(
+                args.workdir or Path(scratch), rounds=args.rounds, threads=args.threads, floor=args.floor
+            )
+    except (ValueError, RuntimeError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print("\n".join(summary_lines(nodes, only=None if args.all else "layer1")))
+    if args.json:
+        args.json.write_text(json.dumps({"floor": args.floor, "rounds": args.rounds, "nodes": nodes}, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,78 @@
+"""runtime/kernel_speed/unit_trace.py and the kernel's trace build (export/ort_sge/kernels/sge_unit_trace.h): a trace
+build records every unit of every call with its thread, computes what the shipped library computes, and is never
+taken for the kernel; the summary's shares and per-unit profile."""
+
+import ctypes
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from export.ort_sge.kernels import KernelUnavailableError, kernel_library
+from export.ort_sge.kernels.build import RECORD_NAME, build_library
+from runtime.kernel_speed.unit_trace import RECORD_DTYPE, node_names, read_trace, reset_trace, summarize, summary_lines
+
+
+def records(rows) -> np.ndarray:
+    """(call, unit, on_caller, ticks) rows as the trace build writes them, 256 channels × 3136 positions each."""
+    out = np.zeros(len(rows), dtype=RECORD_DTYPE)
+    for k, (call, unit, on_caller, ticks) in enumerate(rows):
+        out[k] = (call, unit, on_caller, 0, 256, 3136, 1000, 1000 + ticks)
+    return out
+
+
+def test_the_summary_counts_who_ran_what_and_profiles_each_unit():
+    # two runs of one node, 4 units: the caller's half is units 0-1; in run 1 the other thread takes unit 1
+    rows = [(0, 0, 1, 400), (0, 1, 1, 100), (0, 2, 0, 100), (0, 3, 0, 100)]
+    rows += [(1, 0, 1, 400), (1, 1, 0, 100), (1, 2, 0, 100), (1, 3, 0, 100)]
+    (node,) = summarize(records(rows), nodes_per_run=1, ticks_per_us=100.0)
+    assert (node["node"], node["units"], node["runs"]) == ("layer1.0", 4, 2)
+    assert node["caller_share"] == 3 / 8 and node["off_half_share"] == 1 / 8
+    assert node["median_unit_us"] == 1.0 and node["unit_time_vs_median"] == [4.0, 1.0, 1.0, 1.0]
+    lines = summary_lines([node])
+    assert "ran 0.38 of the units, 0.125 ran off their half; median unit 1.0 µs" in lines[0]
+    assert lines[1].endswith(": 4.0 1.0") and lines[2].endswith(": 1.0 1.0")
+
+
+def test_nodes_are_named_by_stage_where_the_positions_change():
+    shapes = [(256, 3136)] * 3 + [(512, 784)] * 2 + [(1024, 196)]
+    assert node_names(shapes) == ["layer1.0", "layer1.1", "layer1.2", "layer2.0", "layer2.1", "layer3.0"]
+
+
+def test_nothing_traced_is_refused():
+    with pytest.raises(ValueError, match="no traced unit"):
+        summarize(np.zeros(0, dtype=RECORD_DTYPE), nodes_per_run=16, ticks_per_us=1.0)
+
+
+def test_the_shipped_library_records_nothing():
+    assert not hasattr(ctypes.CDLL(str(kernel_library())), "SgeTraceUnits")
+
+
+@pytest.mark.slow
+def test_a_trace_build_records_every_unit_and_computes_what_the_kernel_does(tmp_path, monkeypatch):
+    if shutil.which("g++") is None and shutil.which("c++") is None:
+        pytest.skip("no C++ compiler to build the diagnostic library")
+    import export.ort_sge.session as ort_session
+    from tests.sgeperf.test_fused_kernel import fused_graph, run
+
+    library = build_library(tmp_path / "trace", trace=True)
+    assert json.loads((tmp_path / "trace" / RECORD_NAME).read_text())["trace"] is True
+    with pytest.raises(KernelUnavailableError, match="traces its units"):
+        kernel_library(tmp_path / "trace")
+    rng = np.random.default_rng(5)
+    shape = (2, 32, 5, 7)  # 4 groups: 4 NCHW units an image, 8 a call
+    x, identity = rng.standard_normal(shape, dtype=np.float32), rng.standard_normal(shape, dtype=np.float32)
+    model = fused_graph(shape, 4, rng, around_convs=False)
+    (tmp_path / "shipped").mkdir()
+    _, shipped = run(model, tmp_path / "shipped", x, identity)
+    monkeypatch.setattr(ort_session, "kernel_library", lambda: library)
+    reset_trace(library)
+    _, traced = run(model, tmp_path, x, identity)
+    np.testing.assert_array_equal(traced, shipped)
+    got = read_trace(library)
+    assert sorted(got["unit"]) == list(range(8)) and set(got["call"]) == {0}
+    assert set(got["channels"]) == {32} and set(got["positions"]) == {35} and set(got["on_caller"]) <= {0, 1}
+    assert got["on_caller"].any() and (got["end"] >= got["start"]).all()
+    (node,) = summarize(got, nodes_per_run=1, ticks_per_us=1.0)
+    assert (node["units"], node["runs"]) == (8, 1)
