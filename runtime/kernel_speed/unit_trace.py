@@ -130,7 +130,7 @@ def child(spec: dict) -> list[dict]:
     import onnxruntime as ort
 
     from export.ort_sge.session import SessionPlan, cpu_session
-    from runtime.shared_pool_timing import timed_input
+    from runtime.isolated_timing import timed_input
 
     ort.set_global_thread_pool_sizes(spec["threads"], 1)
     library = Path(spec["library"])
