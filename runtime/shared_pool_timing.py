@@ -25,22 +25,40 @@ from runtime.isolated_timing import run_timing_child, timed_input
 from runtime.sge_cost import Timing, time_interleaved
 
 
-def time_in_shared_pool(sessions: list[dict], *, rounds: int, threads: int) -> list[dict]:
-    """Interleaved rounds of every session (``model``, ``library``, ``optimize``) in this process, on one global pool
-    of ``threads`` threads; one dict of wall and CPU milliseconds and places per session, in order. Must run before
-    any other ORT session of the process (the global pool is set when ORT's environment is created)."""
+def check_rounds_and_threads(rounds: int, threads: int) -> None:
+    if rounds < 1 or threads < 1:
+        raise ValueError(f"rounds and threads must be ≥ 1; got rounds={rounds}, threads={threads}")
+
+
+def session_spec(plan) -> dict:
+    """A plan (export/ort_sge/session.py's SessionPlan) as the child process reopens it: model, library, optimize."""
+    return {"model": str(plan.model), "library": str(plan.library) if plan.library else None, "optimize": plan.optimize}
+
+
+def shared_pool_runners(sessions: list[dict], *, threads: int) -> list:
+    """One call per session spec, each running its session once on the timed input, every session on one global pool
+    of ``threads`` threads. Must run before any other ORT session of the process (the global pool is set when ORT's
+    environment is created)."""
     import onnxruntime as ort
 
     from export.ort_sge.session import SessionPlan, cpu_session
 
     ort.set_global_thread_pool_sizes(threads, 1)
     x = timed_input()
-    runners = {}
-    for k, spec in enumerate(sessions):
+    runners = []
+    for spec in sessions:
         library = Path(spec["library"]) if spec["library"] else None
         session = cpu_session(SessionPlan(model=spec["model"], library=library, optimize=spec["optimize"]), shared=True)
         feed = {session.get_inputs()[0].name: x}
-        runners[str(k)] = lambda s=session, f=feed: s.run(None, f)
+        runners.append(lambda s=session, f=feed: s.run(None, f))
+    return runners
+
+
+def time_in_shared_pool(sessions: list[dict], *, rounds: int, threads: int) -> list[dict]:
+    """Interleaved rounds of every session (``model``, ``library``, ``optimize``) in this process, on one global pool
+    of ``threads`` threads (``shared_pool_runners``); one dict of wall and CPU milliseconds and places per session, in
+    order."""
+    runners = {str(k): run for k, run in enumerate(shared_pool_runners(sessions, threads=threads))}
     timed = time_interleaved(runners, rounds=rounds, warmup=10, rotate=True)
     return [{"wall_ms": t.wall_ms, "cpu_ms": t.cpu_ms, "places": t.places} for t in timed.values()]
 
@@ -48,13 +66,9 @@ def time_in_shared_pool(sessions: list[dict], *, rounds: int, threads: int) -> l
 def time_shared_pool(plans: Mapping[str, object], *, rounds: int, threads: int) -> dict[str, Timing]:
     """Every plan (export/ort_sge/session.py's SessionPlan) timed interleaved in one fresh process on ORT's global
     spinning pool of ``threads`` threads, ``rounds`` rotated rounds; a Timing per plan, each call paired by round."""
-    if rounds < 1 or threads < 1:
-        raise ValueError(f"rounds and threads must be ≥ 1; got rounds={rounds}, threads={threads}")
+    check_rounds_and_threads(rounds, threads)
     command = [sys.executable, "-m", "runtime.shared_pool_timing", "--rounds", str(rounds), "--threads", str(threads)]
-    specs = [
-        {"model": str(p.model), "library": str(p.library) if p.library is not None else None, "optimize": p.optimize}
-        for p in plans.values()
-    ]
+    specs = [session_spec(p) for p in plans.values()]
     what = f"timing {', '.join(plans)} on a shared thread pool"
     timed = run_timing_child(command, what=what, stdin=json.dumps(specs))
     return {name: Timing(name, t["wall_ms"], t["cpu_ms"], t["places"]) for name, t in zip(plans, timed, strict=True)}

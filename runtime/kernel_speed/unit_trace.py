@@ -87,10 +87,10 @@ def summarize(records: np.ndarray, nodes_per_run: int, ticks_per_us: float) -> l
         units = int(records["unit"][mine].max()) + 1 if mine.any() else 0
         if not units:
             continue
-        unit, caller = records["unit"][mine], records["on_caller"][mine] == 1
+        unit, caller, node_ticks = records["unit"][mine], records["on_caller"][mine] == 1, ticks[mine]
         half = units // 2
         off_half = np.where(caller, unit >= half, unit < half)
-        per_unit = [float(np.median(ticks[mine][unit == u])) for u in range(units)]
+        per_unit = [float(np.median(node_ticks[unit == u])) for u in range(units)]
         typical = statistics.median(per_unit)
         out.append(
             {
@@ -127,24 +127,15 @@ def summary_lines(nodes: list[dict], *, only: str | None = "layer1") -> list[str
 
 def child(spec: dict) -> list[dict]:
     """In a fresh process: resnet50 and the traced fused graph interleaved on ORT's global pool; the summary."""
-    import onnxruntime as ort
+    from runtime.shared_pool_timing import shared_pool_runners
 
-    from export.ort_sge.session import SessionPlan, cpu_session
-    from runtime.isolated_timing import timed_input
-
-    ort.set_global_thread_pool_sizes(spec["threads"], 1)
-    library = Path(spec["library"])
-    fused = cpu_session(SessionPlan(model=spec["fused"], library=library, optimize=spec["fused_optimize"]), shared=True)
-    resnet = cpu_session(SessionPlan(model=spec["resnet"], optimize=spec["resnet_optimize"]), shared=True)
-    x = timed_input()
-    feeds = [(s, {s.get_inputs()[0].name: x}) for s in (resnet, fused)]
-    for _ in range(10):
-        for session, feed in feeds:
-            session.run(None, feed)
-    reset_trace(library)
-    for _ in range(spec["rounds"]):
-        for session, feed in feeds:
-            session.run(None, feed)
+    resnet, fused = shared_pool_runners([spec["resnet"], spec["fused"]], threads=spec["threads"])
+    library = Path(spec["fused"]["library"])
+    for rounds in (10, spec["rounds"]):  # untraced warm-up rounds, then the traced ones
+        reset_trace(library)
+        for _ in range(rounds):
+            resnet()
+            fused()
     return summarize(read_trace(library), spec["nodes_per_run"], ticks_per_us(library))
 
 
@@ -155,19 +146,16 @@ def trace_units(workdir: Path, *, rounds: int, threads: int = 2, floor: str | No
     from export.ort_sge.session import plan_session
     from runtime.isolated_timing import run_timing_child
     from runtime.kernel_speed.graphs import export_graphs
+    from runtime.shared_pool_timing import check_rounds_and_threads, session_spec
 
-    if rounds < 1 or threads < 1:
-        raise ValueError(f"rounds and threads must be ≥ 1; got rounds={rounds}, threads={threads}")
+    check_rounds_and_threads(rounds, threads)
     paths = export_graphs(Path(workdir))
     fused, resnet = plan_session(paths["sge_fused"]), plan_session(paths["resnet50"])
     with tempfile.TemporaryDirectory() as build_dir:
         library = build_library(Path(build_dir), floor=floor, trace=True)
         spec = {
-            "library": str(library),
-            "fused": str(fused.model),
-            "fused_optimize": fused.optimize,
-            "resnet": str(resnet.model),
-            "resnet_optimize": resnet.optimize,
+            "resnet": session_spec(resnet),
+            "fused": session_spec(fused) | {"library": str(library)},
             "nodes_per_run": fused.fused_blocks,
             "rounds": rounds,
             "threads": threads,
