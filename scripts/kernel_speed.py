@@ -6,6 +6,7 @@
     python scripts/kernel_speed.py --floors --json floors.json           # and the bounds of any unfused tail
     python scripts/kernel_speed.py --floors --floor-layer 1 --shared-pool # those bounds in layer1's tails only
     python scripts/kernel_speed.py --orders --no-native                  # and the worst node order beside the planned
+    python scripts/kernel_speed.py --swap-halves --no-native --shared-pool # and the threads' halves of units swapped
     python scripts/kernel_speed.py --through-layer 1 --floors            # both networks cut after layer1: 5× faster
     python scripts/kernel_speed.py --through-layer 1 2 3 4 --shared-pool # all four cuts in one run: the extra by stage
 
@@ -70,6 +71,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also time the fused graph in the worst node order (each downsampling block's identity branch between "
         "its last convolution and SgeResidual), against the planned order that runs SgeResidual right after its x",
+    )
+    p.add_argument(
+        "--swap-halves",
+        action="store_true",
+        help="also time a build of the kernel that hands the thread calling each SgeResidual the upper half of its "
+        "units and the pool's other thread the lower (the same results): does moving which core reads which "
+        "channels change the time",
     )
     p.add_argument(
         "--stages",
@@ -143,6 +151,7 @@ def options_from(args: argparse.Namespace):
         floors=args.floors,
         floor_layer=args.floor_layer or 0,
         orders=args.orders,
+        swap_halves=args.swap_halves,
         stages=args.stages,
         cuts=tuple(args.through_layer),
     )

@@ -83,10 +83,19 @@ def identity_last_plan(fused):
     return replace(fused, model=str(path), scratch=None)
 
 
-def diagnostic_plans(fused, build_dir: Path, *, orders: bool, native: bool, floors: bool, floor_layer: int = 0) -> dict:
+def diagnostic_plans(
+    fused,
+    build_dir: Path,
+    *,
+    orders: bool,
+    native: bool,
+    floors: bool,
+    floor_layer: int = 0,
+    swap_halves: bool = False,
+) -> dict:
     """The fused graph's plan in the worst node order (``orders``) and with each extra library asked for: the
-    ``-march=native`` build and the floors, compiled into ``build_dir``; ``floor_layer`` K (1–4) gives the floors
-    to stage K's blocks only, the others computing SGE in full (0: every block)."""
+    ``-march=native`` build, the floors and the swapped-halves build, compiled into ``build_dir``; ``floor_layer`` K
+    (1–4) gives the floors to stage K's blocks only, the others computing SGE in full (0: every block)."""
     from export.ort_sge.kernels import kernel_build
     from export.ort_sge.kernels.build import FLOORS, build_library
 
@@ -96,6 +105,8 @@ def diagnostic_plans(fused, build_dir: Path, *, orders: bool, native: bool, floo
     plans = {"sge_fused_identity_last": identity_last_plan(fused)} if orders else {}
     if native:
         plans["sge_fused_native"] = with_library(build_library(build_dir / "native", native=True))
+    if swap_halves:
+        plans["sge_fused_swapped"] = with_library(build_library(build_dir / "swapped", swap_halves=True))
     if floors:
         size = stage_positions(floor_layer) if floor_layer else 0
         for floor in FLOORS:

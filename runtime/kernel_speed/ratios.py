@@ -29,7 +29,7 @@ def ratio(a, b, *, paired: bool, target: float | None = None) -> dict[str, float
 
 def ratio_pairs(session_names, cuts: list[int]) -> dict[str, tuple[str, str]]:
     """Each reported ratio's label → (numerator, denominator) among the sessions timed: the fused graph against
-    resnet50 at every cut, then the native build, the floors and the worst order where they ran."""
+    resnet50 at every cut, then the native build, the swapped halves, the floors and the worst order where they ran."""
     names = set(session_names)
     top = max(cuts)
     pairs = {"sge_fused/resnet50": ("sge_fused", "resnet50")}
@@ -39,6 +39,9 @@ def ratio_pairs(session_names, cuts: list[int]) -> dict[str, tuple[str, str]]:
     if "sge_fused_native" in names:
         pairs["sge_fused_native/resnet50"] = ("sge_fused_native", "resnet50")
         pairs["dispatched/native"] = ("sge_fused", "sge_fused_native")
+    if "sge_fused_swapped" in names:
+        pairs["sge_fused_swapped/resnet50"] = ("sge_fused_swapped", "resnet50")
+        pairs["swapped/dispatched"] = ("sge_fused_swapped", "sge_fused")
     for name in [n for n in session_names if n.startswith("floor_")]:
         pairs[f"{name}/resnet50"] = (name, "resnet50")
     if "floor_apply" in names:

@@ -49,6 +49,7 @@ class SpeedOptions:
     floors: bool = False
     floor_layer: int = 0  # the floors in stage K's blocks only (0: every block)
     orders: bool = False
+    swap_halves: bool = False  # also the build whose threads take each other's half of the units
     stages: bool = False
     cuts: tuple[int, ...] = (WHOLE,)  # kept sorted, each once
 
@@ -150,6 +151,7 @@ def run_study(
         builds = {
             "the -march=native build": options.native,
             "the floors": options.floors,
+            "the swapped-halves build": options.swap_halves,
             "the stage bench": options.stages,
         }
         if any(builds.values()):
@@ -158,6 +160,7 @@ def run_study(
             fused,
             Path(tmp),
             orders=options.orders,
+            swap_halves=options.swap_halves,
             native=options.native,
             floors=options.floors,
             floor_layer=options.floor_layer,

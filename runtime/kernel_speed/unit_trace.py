@@ -4,6 +4,7 @@ the kernel (export/ort_sge/kernels/sge_unit_trace.h), interleaved with resnet50 
 pool's other thread, and each unit's median time relative to the node's. A diagnostic, not a timing.
 
     python -m runtime.kernel_speed.unit_trace --workdir /tmp/kspeed --rounds 200 [--floor x_only] [--json FILE]
+    python -m runtime.kernel_speed.unit_trace --workdir /tmp/kspeed --rounds 200 --swap-halves  # halves swapped
 """
 
 import argparse
@@ -69,10 +70,11 @@ def node_names(shapes: list[tuple[int, int]]) -> list[str]:
     return names
 
 
-def summarize(records: np.ndarray, nodes_per_run: int, ticks_per_us: float) -> list[dict]:
+def summarize(records: np.ndarray, nodes_per_run: int, ticks_per_us: float, *, swapped: bool = False) -> list[dict]:
     """Per fused node of a run (calls numbered from 0, ``nodes_per_run`` a run): units, runs, the share of units the
     calling thread ran, the share run by the thread whose half it was not (the caller's half is the first, as ORT's
-    parallel-for shards it), the node's median unit in µs, and each unit's median relative to it."""
+    parallel-for shards it; the second in a ``swapped`` build), the node's median unit in µs, and each unit's median
+    relative to it (in unit order)."""
     if nodes_per_run < 1 or len(records) == 0:
         raise ValueError("no traced unit: run the traced fused graph first")
     node = records["call"] % nodes_per_run
@@ -89,7 +91,8 @@ def summarize(records: np.ndarray, nodes_per_run: int, ticks_per_us: float) -> l
             continue
         unit, caller, node_ticks = records["unit"][mine], records["on_caller"][mine] == 1, ticks[mine]
         half = units // 2
-        off_half = np.where(caller, unit >= half, unit < half)
+        in_first = unit < half
+        off_half = np.where(caller, in_first == swapped, in_first != swapped)
         per_unit = [float(np.median(node_ticks[unit == u])) for u in range(units)]
         typical = statistics.median(per_unit)
         out.append(
@@ -101,6 +104,7 @@ def summarize(records: np.ndarray, nodes_per_run: int, ticks_per_us: float) -> l
                 "runs": len(np.unique(records["call"][mine])),
                 "caller_share": round(float(caller.mean()), 3),
                 "off_half_share": round(float(off_half.mean()), 3),
+                "caller_half": "second" if swapped else "first",
                 "median_unit_us": round(typical / ticks_per_us, 2),
                 "unit_time_vs_median": [round(t / typical, 2) for t in per_unit],
             }
@@ -120,8 +124,10 @@ def summary_lines(nodes: list[dict], *, only: str | None = "layer1") -> list[str
         )
         profile = n["unit_time_vs_median"]
         half = len(profile) // 2
-        for label, part in (("the caller's half", profile[:half]), ("the other half", profile[half:])):
-            lines.append(f"    unit time / the node's median, {label:17s}: " + " ".join(f"{t:.1f}" for t in part))
+        owners = ("the caller's", "the other's")[:: -1 if n.get("caller_half") == "second" else 1]
+        for which, owner, part in zip(("first", "second"), owners, (profile[:half], profile[half:]), strict=True):
+            label = f"{which} half ({owner})"
+            lines.append(f"    unit time / the node's median, {label:25s}: " + " ".join(f"{t:.1f}" for t in part))
     return lines
 
 
@@ -136,12 +142,15 @@ def child(spec: dict) -> list[dict]:
         for _ in range(rounds):
             resnet()
             fused()
-    return summarize(read_trace(library), spec["nodes_per_run"], ticks_per_us(library))
+    return summarize(read_trace(library), spec["nodes_per_run"], ticks_per_us(library), swapped=spec["swapped"])
 
 
-def trace_units(workdir: Path, *, rounds: int, threads: int = 2, floor: str | None = None) -> list[dict]:
+def trace_units(
+    workdir: Path, *, rounds: int, threads: int = 2, floor: str | None = None, swap_halves: bool = False
+) -> list[dict]:
     """Export (or reuse) the two graphs in ``workdir``, build the trace library (with ``floor``'s pass instead of
-    SGE, if given), and trace ``rounds`` interleaved rounds in a child process."""
+    SGE, if given; with the threads' halves swapped, if ``swap_halves``), and trace ``rounds`` interleaved rounds in a
+    child process."""
     from export.ort_sge.kernels.build import build_library
     from export.ort_sge.session import plan_session
     from runtime.isolated_timing import run_timing_child
@@ -152,13 +161,14 @@ def trace_units(workdir: Path, *, rounds: int, threads: int = 2, floor: str | No
     paths = export_graphs(Path(workdir))
     fused, resnet = plan_session(paths["sge_fused"]), plan_session(paths["resnet50"])
     with tempfile.TemporaryDirectory() as build_dir:
-        library = build_library(Path(build_dir), floor=floor, trace=True)
+        library = build_library(Path(build_dir), floor=floor, trace=True, swap_halves=swap_halves)
         spec = {
             "resnet": session_spec(resnet),
             "fused": session_spec(fused) | {"library": str(library)},
             "nodes_per_run": fused.fused_blocks,
             "rounds": rounds,
             "threads": threads,
+            "swapped": swap_halves,
         }
         command = [sys.executable, "-m", "runtime.kernel_speed.unit_trace", "--child"]
         return run_timing_child(command, what="tracing the fused graph's units", stdin=json.dumps(spec))
@@ -172,6 +182,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=200, help="traced rounds of resnet50 and the fused graph")
     p.add_argument("--threads", type=int, default=2, help="ORT's global pool size")
     p.add_argument("--floor", choices=sorted(FLOORS), help="trace a floor build (kernel_speed.py --floors)")
+    p.add_argument(
+        "--swap-halves",
+        action="store_true",
+        help="trace a build that hands the calling thread the upper half of each node's units (same results)",
+    )
     p.add_argument("--all", action="store_true", help="print every fused node, not layer1's only")
     p.add_argument("--json", type=Path, help="write the per-node summary here")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
@@ -182,14 +197,19 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with tempfile.TemporaryDirectory() as scratch:
             nodes = trace_units(
-                args.workdir or Path(scratch), rounds=args.rounds, threads=args.threads, floor=args.floor
+                args.workdir or Path(scratch),
+                rounds=args.rounds,
+                threads=args.threads,
+                floor=args.floor,
+                swap_halves=args.swap_halves,
             )
     except (ValueError, RuntimeError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print("\n".join(summary_lines(nodes, only=None if args.all else "layer1")))
     if args.json:
-        args.json.write_text(json.dumps({"floor": args.floor, "rounds": args.rounds, "nodes": nodes}, indent=1) + "\n")
+        report = {"floor": args.floor, "swap_halves": args.swap_halves, "rounds": args.rounds, "nodes": nodes}
+        args.json.write_text(json.dumps(report, indent=1) + "\n")
     return 0
 
 

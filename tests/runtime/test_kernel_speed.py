@@ -95,6 +95,10 @@ def test_kernel_speed_compares_each_session_with_its_baseline():
         "floor_none/resnet50",
         "sge_fused/floor_none",
     ]
+    assert list(ratio_pairs(["resnet50", "sge_fused", "sge_fused_swapped"], [4]).items())[1:] == [
+        ("sge_fused_swapped/resnet50", ("sge_fused_swapped", "resnet50")),
+        ("swapped/dispatched", ("sge_fused_swapped", "sge_fused")),
+    ]
 
 
 def test_each_stage_of_the_floors_is_named_by_its_blocks_positions():

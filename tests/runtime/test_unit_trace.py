@@ -35,6 +35,18 @@ def test_the_summary_counts_who_ran_what_and_profiles_each_unit():
     assert lines[1].endswith(": 4.0 1.0") and lines[2].endswith(": 1.0 1.0")
 
 
+def test_a_swapped_summary_gives_the_caller_the_second_half():
+    # the caller ran units 2-3 (its half in a swapped build) and, in run 1, unit 0 of the other thread's half
+    rows = [(0, 2, 1, 100), (0, 3, 1, 100), (0, 0, 0, 300), (0, 1, 0, 100)]
+    rows += [(1, 2, 1, 100), (1, 3, 1, 100), (1, 0, 1, 300), (1, 1, 0, 100)]
+    (node,) = summarize(records(rows), nodes_per_run=1, ticks_per_us=100.0, swapped=True)
+    assert node["caller_half"] == "second" and node["off_half_share"] == 1 / 8
+    assert node["unit_time_vs_median"] == [3.0, 1.0, 1.0, 1.0]  # in unit order, whoever ran them
+    lines = summary_lines([node])
+    assert "first half (the other's)" in lines[1] and lines[1].endswith(": 3.0 1.0")
+    assert "second half (the caller's)" in lines[2]
+
+
 def test_nodes_are_named_by_stage_where_the_positions_change():
     shapes = [(256, 3136)] * 3 + [(512, 784)] * 2 + [(1024, 196)]
     assert node_names(shapes) == ["layer1.0", "layer1.1", "layer1.2", "layer2.0", "layer2.1", "layer3.0"]
@@ -43,6 +55,17 @@ def test_nodes_are_named_by_stage_where_the_positions_change():
 def test_nothing_traced_is_refused():
     with pytest.raises(ValueError, match="no traced unit"):
         summarize(np.zeros(0, dtype=RECORD_DTYPE), nodes_per_run=16, ticks_per_us=1.0)
+
+
+def test_a_swapped_halves_build_is_never_taken_for_the_kernel(tmp_path):
+    shipped = kernel_library()
+    shutil.copy(shipped, tmp_path / shipped.name)
+    record = json.loads((shipped.parent / RECORD_NAME).read_text())
+    (tmp_path / RECORD_NAME).write_text(json.dumps(record))
+    assert kernel_library(tmp_path) == tmp_path / shipped.name  # the copy, as shipped, is taken
+    (tmp_path / RECORD_NAME).write_text(json.dumps(record | {"swap_halves": True}))
+    with pytest.raises(KernelUnavailableError, match="swaps its threads' halves"):
+        kernel_library(tmp_path)
 
 
 def test_the_shipped_library_records_nothing():
@@ -76,3 +99,36 @@ def test_a_trace_build_records_every_unit_and_computes_what_the_kernel_does(tmp_
     assert got["on_caller"].any() and (got["end"] >= got["start"]).all()
     (node,) = summarize(got, nodes_per_run=1, ticks_per_us=1.0)
     assert (node["units"], node["runs"]) == (8, 1)
+
+
+@pytest.mark.slow
+def test_a_swapped_halves_build_runs_the_upper_half_first_and_computes_what_the_kernel_does(tmp_path, monkeypatch):
+    if shutil.which("g++") is None and shutil.which("c++") is None:
+        pytest.skip("no C++ compiler to build the diagnostic library")
+    import onnx
+    import onnxruntime as ort
+
+    import export.ort_sge.session as ort_session
+    from export.ort_sge.session import plan_session, session_options
+    from tests.sgeperf.test_fused_kernel import fused_graph, run
+
+    library = build_library(tmp_path / "swapped", trace=True, swap_halves=True)
+    assert json.loads((tmp_path / "swapped" / RECORD_NAME).read_text())["swap_halves"] is True
+    rng = np.random.default_rng(6)
+    shape = (1, 48, 5, 7)  # 6 groups: 6 NCHW units, an odd half
+    x, identity = rng.standard_normal(shape, dtype=np.float32), rng.standard_normal(shape, dtype=np.float32)
+    model = fused_graph(shape, 6, rng, around_convs=False)
+    (tmp_path / "shipped").mkdir()
+    _, shipped = run(model, tmp_path / "shipped", x, identity)
+    monkeypatch.setattr(ort_session, "kernel_library", lambda: library)
+    onnx.save(model, str(tmp_path / "one.onnx"))
+    plan = plan_session(tmp_path / "one.onnx")
+    options = session_options(threads=1, spinning=False, optimize=plan.optimize)
+    options.register_custom_ops_library(str(plan.library))
+    session = ort.InferenceSession(plan.model, options, providers=["CPUExecutionProvider"])
+    reset_trace(library)
+    swapped = session.run(None, {"x": x, "identity": identity})[0]
+    np.testing.assert_array_equal(swapped, shipped)
+    got = read_trace(library)
+    # one thread runs ORT's items in order: item k is unit (k + 3) mod 6
+    assert list(got["unit"]) == [3, 4, 5, 0, 1, 2] and got["on_caller"].all()

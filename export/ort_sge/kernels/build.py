@@ -159,6 +159,7 @@ def build_library(
     floor: str | None = None,
     floor_size: int = 0,
     trace: bool = False,
+    swap_halves: bool = False,
 ) -> Path:
     """Compile the library into ``output_dir`` and write its record; returns the library's path.
 
@@ -167,6 +168,8 @@ def build_library(
     ``floor``: a diagnostic build of FLOORS that computes no SGE (wrong results by design), for speed bounds only.
     ``floor_size``: with ``floor``, only blocks of this H·W take the floor (one ResNet stage); the others compute SGE.
     ``trace``: a diagnostic build that records which thread ran each unit and when (sge_unit_trace.h); never installed.
+    ``swap_halves``: a diagnostic build whose float op hands the thread that calls it the upper half of the units and
+    the pool's thread the lower (sge_ort_op.cc's unit_of); same results, for where-the-data-is studies; never installed.
     """
     if floor is not None and floor not in FLOORS:
         raise ValueError(f"unknown floor {floor!r}; choose from {sorted(FLOORS)}")
@@ -193,6 +196,7 @@ def build_library(
         ]
         op_flags = ("-march=native",) if native else ()
         op_flags += ("-DSGE_TRACE",) if trace else ()
+        op_flags += ("-DSGE_SWAP_HALVES",) if swap_halves else ()
         if len(builds) == 1:  # no run-time choice: the one build is called directly
             op_flags += (f"-DSGE_ONLY_ISA={next(iter(builds))}",)
         elif set(builds) != set(ISA_FLAGS):
@@ -223,6 +227,8 @@ def build_library(
         record["floor_size"] = floor_size
     if trace:
         record["trace"] = True
+    if swap_halves:
+        record["swap_halves"] = True
     _write_atomically(record_path, (json.dumps(record, indent=2) + "\n").encode())
     logger.info("built %s (%s) with %s", library, ", ".join(sorted(builds)), record["compiler"])
     return library

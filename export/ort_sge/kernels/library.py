@@ -51,6 +51,8 @@ def kernel_library(directory: Path = KERNEL_DIR) -> Path:
         )
     if record.get("trace"):
         raise KernelUnavailableError(f"{library} is a diagnostic build that traces its units: {REBUILD}")
+    if record.get("swap_halves"):
+        raise KernelUnavailableError(f"{library} is a diagnostic build that swaps its threads' halves: {REBUILD}")
     try:
         size = library.stat().st_size
     except OSError:

@@ -113,15 +113,30 @@ struct Work {
   size_t scratch_floats;
   std::atomic<bool> out_of_memory{false};
   sge_trace::Call trace;  // empty unless the library is a trace build (sge_unit_trace.h)
+  size_t items = 0;
 };
+
+// The unit ORT's item `item` of `items` runs: the item itself, except in a swapped-halves build (diagnostic, never
+// installed: build.py's swap_halves=True), where it is the unit half the call away, so that the calling thread's
+// shard of ORT's parallel-for (its first half) runs the upper half of the channels and the pool's thread the lower.
+inline int64_t unit_of(size_t item, size_t items) {
+#if defined(SGE_SWAP_HALVES)
+  return static_cast<int64_t>((item + items / 2) % items);
+#else
+  (void)items;
+  return static_cast<int64_t>(item);
+#endif
+}
 
 void run_item(void* data, size_t item) {
   auto& work = *static_cast<Work<sge::Problem>*>(data);
   float* scratch = thread_scratch(work.scratch_floats);
   if (!scratch) return work.out_of_memory.store(true, std::memory_order_relaxed);
+  const int64_t unit = unit_of(item, work.items);
   const uint64_t start = sge_trace::now();
-  g_build.run_unit(work.problem, static_cast<int64_t>(item), scratch);
-  sge_trace::unit(work.trace, item, work.problem.shape.c, work.problem.shape.h * work.problem.shape.w, start);
+  g_build.run_unit(work.problem, unit, scratch);
+  sge_trace::unit(work.trace, static_cast<size_t>(unit), work.problem.shape.c,
+                  work.problem.shape.h * work.problem.shape.w, start);
 }
 
 void run_q_item(void* data, size_t item) {
@@ -198,7 +213,8 @@ ort::Status* compute(void* kernel_ptr, ort::KernelContext* context) {
   Work<sge::Problem> work{{data(0), data(1), data(2), data(3), static_cast<float*>(out), shape},
                           static_cast<size_t>(sge::scratch_floats(shape))};
   work.trace = sge_trace::begin_call();
-  return run_work(context, run_item, static_cast<size_t>(shape.n * sge::units_per_image(shape)), work);
+  work.items = static_cast<size_t>(shape.n * sge::units_per_image(shape));
+  return run_work(context, run_item, work.items, work);
 }
 
 // The attributes: groups, eps, and for the float op its layout (block).
