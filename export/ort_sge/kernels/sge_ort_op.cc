@@ -118,7 +118,8 @@ struct Work {
 
 // The unit ORT's item `item` of `items` runs: the item itself, except in a swapped-halves build (diagnostic, never
 // installed: build.py's swap_halves=True), where it is the unit half the call away, so that the calling thread's
-// shard of ORT's parallel-for (its first half) runs the upper half of the channels and the pool's thread the lower.
+// shard of ORT's parallel-for (its first half) runs the upper half of the units (at batch 1, of the channels) and the
+// pool's thread the lower.
 inline int64_t unit_of(size_t item, size_t items) {
 #if defined(SGE_SWAP_HALVES)
   return static_cast<int64_t>((item + items / 2) % items);
