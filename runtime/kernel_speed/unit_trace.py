@@ -79,17 +79,14 @@ def summarize(records: np.ndarray, nodes_per_run: int, ticks_per_us: float, *, s
         raise ValueError("no traced unit: run the traced fused graph first")
     node = records["call"] % nodes_per_run
     ticks = records["end"].astype(np.int64) - records["start"].astype(np.int64)
-    shapes = []
-    for k in range(nodes_per_run):
-        first = records[node == k][:1]
-        shapes.append((int(first["channels"][0]), int(first["positions"][0])) if len(first) else (0, 0))
+    masks = [node == k for k in range(nodes_per_run)]
+    shapes = [(int(records["channels"][m][0]), int(records["positions"][m][0])) if m.any() else (0, 0) for m in masks]
     out = []
-    for k, name in enumerate(node_names(shapes)):
-        mine = node == k
-        units = int(records["unit"][mine].max()) + 1 if mine.any() else 0
-        if not units:
+    for mine, name, shape in zip(masks, node_names(shapes), shapes, strict=True):
+        if not mine.any():
             continue
         unit, caller, node_ticks = records["unit"][mine], records["on_caller"][mine] == 1, ticks[mine]
+        units = int(unit.max()) + 1
         half = units // 2
         in_first = unit < half
         off_half = np.where(caller, in_first == swapped, in_first != swapped)
@@ -98,8 +95,8 @@ def summarize(records: np.ndarray, nodes_per_run: int, ticks_per_us: float, *, s
         out.append(
             {
                 "node": name,
-                "channels": shapes[k][0],
-                "positions": shapes[k][1],
+                "channels": shape[0],
+                "positions": shape[1],
                 "units": units,
                 "runs": len(np.unique(records["call"][mine])),
                 "caller_share": round(float(caller.mean()), 3),

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from export.ort_sge.kernels import KernelUnavailableError, kernel_library
-from export.ort_sge.kernels.build import RECORD_NAME, build_library
+from export.ort_sge.kernels.build import RECORD_NAME, build_library, diagnostic_record
 from runtime.kernel_speed.unit_trace import RECORD_DTYPE, node_names, read_trace, reset_trace, summarize, summary_lines
 
 
@@ -63,7 +63,7 @@ def test_a_swapped_halves_build_is_never_taken_for_the_kernel(tmp_path):
     record = json.loads((shipped.parent / RECORD_NAME).read_text())
     (tmp_path / RECORD_NAME).write_text(json.dumps(record))
     assert kernel_library(tmp_path) == tmp_path / shipped.name  # the copy, as shipped, is taken
-    (tmp_path / RECORD_NAME).write_text(json.dumps(record | {"swap_halves": True}))
+    (tmp_path / RECORD_NAME).write_text(json.dumps(record | diagnostic_record(swap_halves=True)))
     with pytest.raises(KernelUnavailableError, match="swaps its threads' halves"):
         kernel_library(tmp_path)
 

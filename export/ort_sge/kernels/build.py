@@ -150,6 +150,18 @@ def _write_atomically(path: Path, data: bytes) -> None:
 FLOORS = {"apply": 1, "none": 2, "x_only": 3, "identity_only": 4}
 
 
+def diagnostic_record(
+    *, floor: str | None = None, floor_size: int = 0, trace: bool = False, swap_halves: bool = False
+) -> dict:
+    """The build record's entries for a diagnostic build (none for the shipped one): each option given, and under
+    "diagnostic" what the build does instead of the kernel, which library.kernel_library refuses."""
+    does = [f"computes no SGE (floor {floor!r})"] if floor else []
+    does += ["traces its units"] if trace else []
+    does += ["swaps its threads' halves"] if swap_halves else []
+    entries = {"floor": floor, "floor_size": floor_size, "trace": trace, "swap_halves": swap_halves}
+    return {k: v for k, v in entries.items() if v} | ({"diagnostic": " and ".join(does)} if does else {})
+
+
 def build_library(
     output_dir: Path,
     *,
@@ -221,14 +233,7 @@ def build_library(
         "builds": sorted(builds),
         "compiler": _compiler_version(cxx),
     }
-    if floor:
-        record["floor"] = floor
-    if floor_size:
-        record["floor_size"] = floor_size
-    if trace:
-        record["trace"] = True
-    if swap_halves:
-        record["swap_halves"] = True
+    record |= diagnostic_record(floor=floor, floor_size=floor_size, trace=trace, swap_halves=swap_halves)
     _write_atomically(record_path, (json.dumps(record, indent=2) + "\n").encode())
     logger.info("built %s (%s) with %s", library, ", ".join(sorted(builds)), record["compiler"])
     return library

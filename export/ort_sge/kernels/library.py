@@ -45,14 +45,8 @@ def kernel_library(directory: Path = KERNEL_DIR) -> Path:
         raise KernelUnavailableError(
             f"the fused SGE kernel was not built at install: {record.get('reason', 'no reason recorded')}"
         )
-    if record.get("floor"):
-        raise KernelUnavailableError(
-            f"{library} is a diagnostic build that computes no SGE (floor {record['floor']!r}): {REBUILD}"
-        )
-    if record.get("trace"):
-        raise KernelUnavailableError(f"{library} is a diagnostic build that traces its units: {REBUILD}")
-    if record.get("swap_halves"):
-        raise KernelUnavailableError(f"{library} is a diagnostic build that swaps its threads' halves: {REBUILD}")
+    if record.get("diagnostic"):  # build.py's diagnostic_record
+        raise KernelUnavailableError(f"{library} is a diagnostic build that {record['diagnostic']}: {REBUILD}")
     try:
         size = library.stat().st_size
     except OSError:
