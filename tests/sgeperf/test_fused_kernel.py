@@ -26,7 +26,8 @@ def reference(x, identity, gamma, beta, groups: int) -> np.ndarray:
     similarity = (xg * xg.mean(axis=-1, keepdims=True)).sum(axis=2)  # (n, G, hw)
     centred = similarity - similarity.mean(axis=-1, keepdims=True)
     normalised = centred / (centred.std(axis=-1, ddof=1, keepdims=True) + EPS)  # unbiased std, eps outside
-    gate = 1.0 / (1.0 + np.exp(-(normalised * gamma[None, :, None] + beta[None, :, None])))
+    with np.errstate(over="ignore"):  # the hard cases' large negative logits: exp gives inf, the gate exactly 0
+        gate = 1.0 / (1.0 + np.exp(-(normalised * gamma[None, :, None] + beta[None, :, None])))
     out = (xg * gate[:, :, None, :]).reshape(n, c, h, w) + identity
     return np.maximum(out, 0.0)
 
