@@ -70,13 +70,19 @@ def node_names(shapes: list[tuple[int, int]]) -> list[str]:
     return names
 
 
-def summarize(records: np.ndarray, nodes_per_run: int, ticks_per_us: float, *, swapped: bool = False) -> list[dict]:
+def summarize(
+    records: np.ndarray, nodes_per_run: int, ticks_per_us: float, *, swapped: bool = False, rounds: int = 0
+) -> list[dict]:
     """Per fused node of a run (calls numbered from 0, ``nodes_per_run`` a run): units, runs, the share of units the
     calling thread ran, the share run by the thread whose half it was not (the caller's half is the first, as ORT's
     parallel-for shards it; the second in a ``swapped`` build), the node's median unit in µs, and each unit's median
-    relative to it (in unit order)."""
+    relative to it (in unit order). ``rounds``: the runs traced; a trace that holds fewer (the trace build's buffer
+    full) is refused."""
     if nodes_per_run < 1 or len(records) == 0:
         raise ValueError("no traced unit: run the traced fused graph first")
+    per_run = int((records["call"] < nodes_per_run).sum())  # the first run's units
+    if rounds and len(records) != rounds * per_run:
+        raise ValueError(f"the trace holds {len(records)} units, not {rounds} runs of {per_run}: trace fewer rounds")
     node = records["call"] % nodes_per_run
     ticks = records["end"].astype(np.int64) - records["start"].astype(np.int64)
     masks = [node == k for k in range(nodes_per_run)]
@@ -139,7 +145,8 @@ def child(spec: dict) -> list[dict]:
         for _ in range(rounds):
             resnet()
             fused()
-    return summarize(read_trace(library), spec["nodes_per_run"], ticks_per_us(library), swapped=spec["swapped"])
+    records = read_trace(library)
+    return summarize(records, spec["nodes_per_run"], ticks_per_us(library), swapped=spec["swapped"], rounds=rounds)
 
 
 def trace_units(
