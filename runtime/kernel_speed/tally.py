@@ -1,6 +1,7 @@
 """The kept kernel-speed runs tallied: sge_fused / resnet50 per round (the issue's ratio) over every run of one timing
 mode in one or more reports, by CPU and ORT's NCHWc block (16: the AVX-512 paths, 8: the AVX2 paths), with how the
-ratio moves with the machine's speed (resnet50's median). The medians README quotes come from here."""
+ratio moves with the machine's speed (resnet50's median) and how steady each run's rounds were (its per-round IQR).
+The medians README quotes come from here."""
 
 import json
 import re
@@ -119,6 +120,10 @@ def summarize(entries: list[tuple[str, int, dict]]) -> dict:
         "runs_within_target": sum(r <= TARGET for r in ratios),
         "resnet50_ms": [round(min(resnet_ms), 2), round(max(resnet_ms), 2)],
     }
+    spreads = [r["ratios"]["sge_fused/resnet50"].get("wall_paired_iqr") for _, _, r in entries]
+    spreads = [s for s in spreads if s is not None]  # reports from before it was kept have none
+    if spreads:  # how steady a run's rounds are in this mode: the spread of each run's per-round ratio
+        out["per_round_iqr"] = [round(min(spreads), 4), round(statistics.median(spreads), 4), round(max(spreads), 4)]
     if len(ratios) >= 3 and len(set(ratios)) > 1 and len(set(resnet_ms)) > 1:
         # positive: the fused graph's share grows as the machine slows (likely: its tail waits on memory)
         out["correlation_with_resnet50_ms"] = round(statistics.correlation(resnet_ms, ratios), 2)
@@ -161,10 +166,12 @@ def tally_lines(result: dict) -> list[str]:
     for g in result["groups"]:
         corr = g.get("correlation_with_resnet50_ms")
         moves = f", correlation with resnet50's ms {corr:+.2f}" if corr is not None else ""
+        iqr = g.get("per_round_iqr")
+        steady = f"; per-round IQR {iqr[0]:.3f}–{iqr[2]:.3f}, median {iqr[1]:.3f}" if iqr else ""
         lines.append(
             f"  {g['cpu']}, NCHWc {g['nchwc_block']} ({g['paths']}): {counted(g['count'], 'run')}, "
             f"median {g['median']:.4f}, "
             f"{g['min']:.4f}–{g['max']:.4f}, {g['runs_within_target']} of {g['count']} ≤ {result['target']}; "
-            f"resnet50 {g['resnet50_ms'][0]:.2f}–{g['resnet50_ms'][1]:.2f} ms{moves}"
+            f"resnet50 {g['resnet50_ms'][0]:.2f}–{g['resnet50_ms'][1]:.2f} ms{moves}{steady}"
         )
     return lines

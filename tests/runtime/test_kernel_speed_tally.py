@@ -6,22 +6,25 @@ import json
 import pytest
 
 from runtime.cli import EXIT_INPUT
-from runtime.kernel_speed.tally import Selection, parse_runs, tally
+from runtime.kernel_speed.tally import Selection, parse_runs, tally, tally_lines
 from tests.runtime.test_scripts import load_script
 
 SHARED = "interleaved (rotated order) in one process, 2 threads of ORT's global pool, spinning"
 ISOLATED = "isolated: one process per session, 32 rounds of 150 runs, ORT allow_spinning 1"
 
 
-def run(ratio, *, block=16, mode=SHARED, rounds=2000, resnet_ms=40.0, graphs=None, extra=(), view=None, threads=2):
+def run(
+    ratio, *, block=16, mode=SHARED, rounds=2000, resnet_ms=40.0, graphs=None, extra=(), view=None, threads=2, iqr=None
+):
     """One run as kernel_speed.py --json writes it (the fields the tally reads)."""
     timings = {name: {"wall_ms_median": resnet_ms, "rounds": rounds} for name in ("resnet50", "sge_fused", *extra)}
+    paired = {"wall": ratio, "wall_paired": ratio} | ({"wall_paired_iqr": iqr} if iqr is not None else {})
     out = {
         "machine": {"cpu": "AMD EPYC", "cpu_view": view, "threads": threads},
         "nchwc_block": block,
         "timing_mode": mode,
         "timings": timings,
-        "ratios": {"sge_fused/resnet50": {"wall": ratio, "wall_paired": ratio}},
+        "ratios": {"sge_fused/resnet50": paired},
     }
     return out | ({"graphs": graphs} if graphs else {})
 
@@ -87,6 +90,15 @@ def test_the_correlation_says_whether_the_ratio_rises_as_the_machine_slows(tmp_p
     assert tally([falling], Selection())["groups"][0]["correlation_with_resnet50_ms"] < -0.9
     two = write(tmp_path, [run(1.015, resnet_ms=40), run(1.020, resnet_ms=44)], "two.json")
     assert "correlation_with_resnet50_ms" not in tally([two], Selection())["groups"][0]
+
+
+def test_the_per_round_spread_is_given_over_the_runs_that_kept_it(tmp_path):
+    runs = [run(1.015, iqr=0.030), run(1.020, iqr=0.010), run(1.025), run(1.018, iqr=0.100)]  # one older run: no IQR
+    result = tally([write(tmp_path, runs)], Selection())
+    assert result["groups"][0]["per_round_iqr"] == [0.01, 0.03, 0.1]
+    assert tally_lines(result)[1].endswith("per-round IQR 0.010–0.100, median 0.030")
+    older = tally([write(tmp_path, [run(1.015), run(1.020)], "old.json")], Selection())
+    assert "per_round_iqr" not in older["groups"][0] and "IQR" not in tally_lines(older)[1]
 
 
 def test_a_single_run_report_is_tallied_as_one_run(tmp_path):
