@@ -1,6 +1,7 @@
 """Fixtures every test folder may use."""
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,12 @@ ISA_CPU_FEATURES = {
     "avx2": frozenset({"avx2", "fma"}),
     "avx512": frozenset({"avx512f", "avx512vl", "avx512bw", "avx512dq", "avx2", "fma"}),
 }
+
+
+# For tests that compile a helper of their own (the stage bench, the cache probe): the compilers find_compiler tries.
+needs_compiler = pytest.mark.skipif(
+    not any(shutil.which(c) for c in ("g++", "c++", "clang++")), reason="no C++ compiler (g++, c++ or clang++)"
+)
 
 
 def dispatched_isa(flags: set[str]) -> str:

@@ -5,7 +5,6 @@ sge_ort_op.cc makes it.
 """
 
 import re
-import shutil
 
 import pytest
 
@@ -19,12 +18,7 @@ from export.ort_sge.kernels.stage_bench import (
     network_cost,
     run_stage_bench,
 )
-from tests.conftest import ISA_CPU_FEATURES, dispatched_isa, expected_kernel_build
-
-needs_compiler = pytest.mark.skipif(
-    shutil.which("g++") is None and shutil.which("c++") is None and shutil.which("clang++") is None,
-    reason="no C++ compiler to build the stage bench",
-)
+from tests.conftest import ISA_CPU_FEATURES, dispatched_isa, expected_kernel_build, needs_compiler
 
 
 @pytest.fixture(scope="module")
