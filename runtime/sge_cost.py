@@ -33,6 +33,7 @@ class Timing:
     cpu_ms: list[float]
     places: list[int] = field(default_factory=list)  # each sample's place in its round (interleaved timing)
     process_medians: list[float] = field(default_factory=list)  # one per process (runtime/isolated_timing.py)
+    spans: list[tuple[float, float]] = field(default_factory=list)  # each call's wall-clock start and end (shared pool)
 
     @property
     def paired_wall_ms(self) -> list[float]:

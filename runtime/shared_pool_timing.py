@@ -18,6 +18,7 @@ Python API cannot change it); the CPU time beside the wall time shows it: about 
 import argparse
 import json
 import sys
+import time
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -58,9 +59,29 @@ def time_in_shared_pool(sessions: list[dict], *, rounds: int, threads: int) -> l
     """Interleaved rounds of every session (``model``, ``library``, ``optimize``) in this process, on one global pool
     of ``threads`` threads (``shared_pool_runners``); one dict of wall and CPU milliseconds and places per session, in
     order."""
-    runners = {str(k): run for k, run in enumerate(shared_pool_runners(sessions, threads=threads))}
-    timed = time_interleaved(runners, rounds=rounds, warmup=10, rotate=True)
-    return [{"wall_ms": t.wall_ms, "cpu_ms": t.cpu_ms, "places": t.places} for t in timed.values()]
+    warmup = 10
+    spans: dict[str, list[tuple[float, float]]] = {}
+    runners = {}
+    for k, run in enumerate(shared_pool_runners(sessions, threads=threads)):
+        spans[str(k)] = []
+        runners[str(k)] = stamped(run, spans[str(k)])
+    timed = time_interleaved(runners, rounds=rounds, warmup=warmup, rotate=True)
+    return [
+        {"wall_ms": t.wall_ms, "cpu_ms": t.cpu_ms, "places": t.places, "spans": spans[name][warmup:]}
+        for name, t in timed.items()
+    ]
+
+
+def stamped(run, log: list[tuple[float, float]]):
+    """``run``, appending each call's wall-clock start and end to ``log`` (to set the rounds beside another
+    process's record, such as runtime/kernel_speed/cpu_placement.py's)."""
+
+    def call():
+        start = time.time()
+        run()
+        log.append((start, time.time()))
+
+    return call
 
 
 def time_shared_pool(plans: Mapping[str, object], *, rounds: int, threads: int) -> dict[str, Timing]:
@@ -71,7 +92,10 @@ def time_shared_pool(plans: Mapping[str, object], *, rounds: int, threads: int) 
     specs = [session_spec(p) for p in plans.values()]
     what = f"timing {', '.join(plans)} on a shared thread pool"
     timed = run_timing_child(command, what=what, stdin=json.dumps(specs))
-    return {name: Timing(name, t["wall_ms"], t["cpu_ms"], t["places"]) for name, t in zip(plans, timed, strict=True)}
+    return {
+        name: Timing(name, t["wall_ms"], t["cpu_ms"], t["places"], spans=[tuple(span) for span in t["spans"]])
+        for name, t in zip(plans, timed, strict=True)
+    }
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,6 +9,7 @@
     python scripts/kernel_speed.py --swap-halves --no-native --shared-pool # and the threads' halves of units swapped
     python scripts/kernel_speed.py --through-layer 1 --floors            # both networks cut after layer1: 5× faster
     python scripts/kernel_speed.py --through-layer 1 2 3 4 --shared-pool # all four cuts in one run: the extra by stage
+    python scripts/kernel_speed.py --shared-pool --cpu-placement --no-native # per round: the CPUs on one L3, on two
 
 Batch 1, 224×224, 2 threads, ORT allow_spinning "0"; every round runs each session once, so load from other
 processes hits them alike, and round r starts with session r mod k, so no session always runs at the same place in
@@ -19,7 +20,9 @@ compare these between runs of one command, not with wall times). The native buil
 `--isolated ROUNDS` times each session in a process of its own instead, with ORT's threads spinning as deployed
 (runtime/isolated_timing.py); the per-round ratio then pairs the processes' medians. `--shared-pool` interleaves the
 sessions in one fresh process on ORT's global thread pool, whose threads spin as deployed and are shared, so no
-session's threads compete with another's (runtime/shared_pool_timing.py). The study itself: runtime/kernel_speed/.
+session's threads compete with another's (runtime/shared_pool_timing.py). `--cpu-placement` samples once a second
+where the host has the VM's two CPUs, on one L3 or on two, and splits that mode's per-round ratio by it
+(runtime/kernel_speed/cpu_placement.py). The study itself: runtime/kernel_speed/.
 """
 
 import sys
@@ -104,6 +107,12 @@ def build_parser() -> argparse.ArgumentParser:
         "deployed (runtime/shared_pool_timing.py): --rounds rotated rounds, each pairing every session's call",
     )
     p.add_argument(
+        "--cpu-placement",
+        action="store_true",
+        help="with --shared-pool: sample once a second where the host has the two CPUs (one L3 or two; "
+        "runtime/kernel_speed/cpu_placement.py) and give the per-round ratio for each",
+    )
+    p.add_argument(
         "--fixed-order",
         action="store_true",
         help="every round in the same order, resnet50 first (the reports before rotation); default: round r starts "
@@ -154,6 +163,7 @@ def options_from(args: argparse.Namespace):
         swap_halves=args.swap_halves,
         stages=args.stages,
         cuts=tuple(args.through_layer),
+        cpu_placement=args.cpu_placement,
     )
     if options.problems():
         raise ValueError("; ".join(options.problems()))

@@ -1,21 +1,28 @@
 // How far this machine's caches reach, as one process on it sees them now: the latency of a dependent load at random
 // over buffers of growing size (a pointer chase), and the one-way latency of a cache line handed between two CPUs.
 // On a VM the L3 that lscpu reports is shared with other guests; the chase shows how much of it answers like a cache.
-// Built and run by runtime/kernel_speed/cache_probe.py:
+// Built and run by runtime/kernel_speed/cache_probe.py and cpu_placement.py:
 //
 //   cache_probe LOADS KB [KB ...]
-//
-// prints one JSON object: {"chase_ns": [[KB, ns a load], ...], "handoff_ns": ns or null, "cpus": [a, b]}.
+//     prints one JSON object: {"chase_ns": [[KB, ns a load], ...], "handoff_ns": ns or null, "cpus": [a, b]}
+//   cache_probe placement PERIOD_MS
+//     every PERIOD_MS until killed, times a short handoff between the first two CPUs and prints one line
+//     "START END NS" (wall-clock seconds at its start and end, and the fastest of its chunks' one-way latencies),
+//     so that another process's work can be told apart by where the host had put the two CPUs at the time.
 #include <pthread.h>
 #include <sched.h>
 #include <sys/mman.h>
+#include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <mutex>
 #include <vector>
 
 namespace {
@@ -94,9 +101,92 @@ double handoff_ns(int a, int b, long rounds) {
   return elapsed.count() / static_cast<double>(2 * rounds);
 }
 
+double wall_seconds() {
+  const std::chrono::duration<double> since_epoch = std::chrono::system_clock::now().time_since_epoch();
+  return since_epoch.count();
+}
+
+// The placement monitor's two sides: the answering thread sleeps between samples, so the monitor takes a CPU from
+// the work it watches only for the sample itself (a fraction of a millisecond).
+struct Placement {
+  alignas(128) std::atomic<long> turn{0};
+  alignas(128) std::atomic<bool> ready{false};
+  std::mutex mutex;
+  std::condition_variable wake;
+  long sample = 0;
+  int cpu = 0;
+};
+
+constexpr int kChunks = 10, kTripsPerChunk = 100;
+
+void* answer_samples(void* arg) {
+  auto* p = static_cast<Placement*>(arg);
+  pin(p->cpu);
+  for (long seen = 0;; ++seen) {
+    {
+      std::unique_lock<std::mutex> lock(p->mutex);
+      p->wake.wait(lock, [&] { return p->sample > seen; });
+    }
+    p->ready.store(true, std::memory_order_release);
+    for (long i = 1; i <= kChunks * kTripsPerChunk; ++i) {
+      while (p->turn.load(std::memory_order_acquire) != 2 * i - 1) {
+      }
+      p->turn.store(2 * i, std::memory_order_release);
+    }
+  }
+  return nullptr;
+}
+
+int watch_placement(int a, int b, long period_ms) {
+  Placement p;
+  p.cpu = b;
+  pthread_t thread;
+  if (pthread_create(&thread, nullptr, answer_samples, &p) != 0) return 1;
+  pin(a);
+  for (;;) {
+    usleep(static_cast<useconds_t>(period_ms * 1000));
+    p.turn.store(0), p.ready.store(false);
+    const double start = wall_seconds();
+    {
+      std::lock_guard<std::mutex> lock(p.mutex);
+      ++p.sample;
+    }
+    p.wake.notify_one();
+    while (!p.ready.load(std::memory_order_acquire)) {
+    }
+    double fastest = 1e18;
+    for (long c = 0, i = 1; c < kChunks; ++c) {
+      const auto chunk_start = std::chrono::steady_clock::now();
+      for (int k = 0; k < kTripsPerChunk; ++k, ++i) {
+        p.turn.store(2 * i - 1, std::memory_order_release);
+        while (p.turn.load(std::memory_order_acquire) != 2 * i) {
+        }
+      }
+      const std::chrono::duration<double, std::nano> took = std::chrono::steady_clock::now() - chunk_start;
+      fastest = std::min(fastest, took.count() / (2 * kTripsPerChunk));
+    }
+    std::printf("%.4f %.4f %.1f\n", start, wall_seconds(), fastest);
+    std::fflush(stdout);
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (argc == 3 && std::strcmp(argv[1], "placement") == 0) {
+    cpu_set_t allowed;
+    sched_getaffinity(0, sizeof allowed, &allowed);
+    std::vector<int> two;
+    for (int c = 0; c < CPU_SETSIZE && two.size() < 2; ++c) {
+      if (CPU_ISSET(c, &allowed)) two.push_back(c);
+    }
+    const long period_ms = std::atol(argv[2]);
+    if (two.size() < 2 || period_ms < 1) {
+      std::fprintf(stderr, "cache_probe: placement needs two CPUs and a period of at least 1 ms\n");
+      return 2;
+    }
+    return watch_placement(two[0], two[1], period_ms);
+  }
   if (argc < 3) {
     std::fprintf(stderr, "usage: cache_probe LOADS KB [KB ...]\n");
     return 2;

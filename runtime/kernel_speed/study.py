@@ -18,6 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from runtime.kernel_speed.cpu_placement import (
+    PlacementError,
+    PlacementMonitor,
+    ratios_by_placement,
+    round_placements,
+)
 from runtime.kernel_speed.graphs import WHOLE, diagnostic_plans, plan_cuts, stage_bench_for_this_cpu
 from runtime.kernel_speed.profile import ms_by_side, node_profile
 from runtime.kernel_speed.ratios import TARGET, extra_by_stage, ratio, ratio_pairs
@@ -52,6 +58,7 @@ class SpeedOptions:
     swap_halves: bool = False  # also the build whose threads take each other's half of the units
     stages: bool = False
     cuts: tuple[int, ...] = (WHOLE,)  # kept sorted, each once
+    cpu_placement: bool = False  # label each round by where the host had the two CPUs (cpu_placement.py)
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -75,6 +82,8 @@ class SpeedOptions:
             found.append(f"--through-layer takes stages 1 to {WHOLE}; got {' '.join(map(str, self.cuts))}")
         elif self.stages and not self.whole:
             found.append("--stages projects onto the whole network: drop --through-layer")
+        if self.cpu_placement and (self.mode != "shared-pool" or self.threads != 2 or not self.whole):
+            found.append("--cpu-placement labels the rounds of --shared-pool on 2 threads over the whole networks")
         return found
 
     @property
@@ -169,7 +178,14 @@ def run_study(
         x = timed_input()
         runs = options.rounds * (options.isolated_rounds if options.mode == "isolated" else 1)
         progress(f"timing {len(plans)} sessions, {runs} calls each: {options.describe_mode()}…")
-        timings = time_plans(plans, x, options)
+        if options.cpu_placement:
+            try:
+                with PlacementMonitor() as monitor:
+                    timings = time_plans(plans, x, options)
+            except PlacementError as err:
+                raise StudyInputError(f"--cpu-placement: {err}") from err
+        else:
+            timings = time_plans(plans, x, options)
         profile = {}
         if options.profile_runs > 0:
             progress(f"profiling the fused op: {options.profile_runs} runs of each fused session…")
@@ -204,8 +220,18 @@ def run_study(
         "sge_residual_ms_by_side": {n: ms_by_side(nodes) for n, nodes in profile.items()},
         "sge_residual_nodes": profile,
     }
+    if options.cpu_placement:
+        report["by_cpu_placement"] = by_cpu_placement(timings, monitor.samples)
     if len(cuts) > 1 and options.paired:
         report["extra_ms_by_stage"] = extra_by_stage(timings, cuts)
     if stages:
         report["stages"] = stages
     return report
+
+
+def by_cpu_placement(timings: dict, samples: list) -> dict:
+    """The fused graph against resnet50, round by round, split by where the host had the two CPUs."""
+    fused, base = timings["sge_fused"], timings["resnet50"]
+    spans = [(min(f[0], b[0]), max(f[1], b[1])) for f, b in zip(fused.spans, base.spans, strict=True)]
+    labels = round_placements(spans, samples)
+    return {"samples": len(samples)} | ratios_by_placement(fused.wall_ms, base.wall_ms, labels, target=TARGET)

@@ -93,6 +93,7 @@ def kept(run: dict, number: int, selection: Selection) -> bool:
         and run.get("graphs", WHOLE_NETWORK) == WHOLE_NETWORK  # reports from before the cuts timed whole networks
         and (selection.extra_sessions or set(run["timings"]) == TWO_GRAPHS)
         and timed_rounds(run) >= selection.min_rounds
+        and "by_cpu_placement" not in run  # a placement monitor shared its CPUs: split by placement, not tallied
         and selection.first <= number <= (selection.last or number)
     )
 

@@ -1,6 +1,7 @@
 """The kernel-speed report (runtime/kernel_speed/study.py) as lines for people: the machine, each session's medians,
 each ratio with its rounds within the target, the split by stage, the profile and the stages in cache."""
 
+from runtime.kernel_speed.cpu_placement import placement_lines
 from runtime.kernel_speed.ratios import TARGET
 
 
@@ -49,6 +50,8 @@ def report_lines(report: dict) -> list[str]:
         if "rounds_within_target" in r:
             paired += f", {r['rounds_within_target']} of {r['rounds']} rounds ≤ {TARGET}"
         lines.append(f"  {name:28s} wall {r['wall']:.3f}  CPU {r['cpu']:.3f}{paired}")
+    if "by_cpu_placement" in report:
+        lines += placement_lines(report["by_cpu_placement"], target=TARGET)
     if "extra_ms_by_stage" in report:
         split = ", ".join(f"{label} {ms:+.3f} ms" for label, ms in report["extra_ms_by_stage"].items())
         lines.append(f"  fused - resnet50 added by each stage (per-round medians): {split}")

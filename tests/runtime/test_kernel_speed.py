@@ -122,6 +122,10 @@ def test_the_options_name_every_reason_they_cannot_run():
     assert SpeedOptions(floors=True, floor_layer=3, cuts=(2,)).problems() == [
         "--floor-layer must be a stage the graphs run (1 to 2); got 3"
     ]
+    placement = "--cpu-placement labels the rounds of --shared-pool on 2 threads over the whole networks"
+    assert SpeedOptions(mode="shared-pool", cpu_placement=True).problems() == []
+    assert SpeedOptions(cpu_placement=True).problems() == [placement]
+    assert SpeedOptions(mode="shared-pool", cpu_placement=True, cuts=(1,)).problems() == [placement]
     with pytest.raises(ValueError, match="unknown timing mode 'blocks'"):
         SpeedOptions(mode="blocks")
 

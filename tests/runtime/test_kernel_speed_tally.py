@@ -50,6 +50,7 @@ def test_only_whole_network_runs_of_the_mode_with_the_two_graphs_and_enough_roun
             run(1.022),
             run(1.025, block=8, view=view),
             run(1.021, block=8, view=view),
+            run(1.001) | {"by_cpu_placement": {}},  # a placement monitor shared its CPUs
         ],
     )
     result = tally([report], Selection(min_rounds=2000))

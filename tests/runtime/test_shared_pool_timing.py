@@ -2,6 +2,8 @@
 --shared-pool): every round times every session once in rotated order, in one fresh process whose sessions share
 the pool, and a child that fails says why in one line."""
 
+import itertools
+
 import pytest
 
 from export.ort_sge.session import SessionPlan
@@ -22,6 +24,11 @@ def test_every_round_times_every_session_in_rotated_order_on_the_shared_pool(tmp
     for timing in timings.values():
         assert len(timing.wall_ms) == 5 and len(timing.cpu_ms) == 5
         assert all(ms > 0 for ms in timing.wall_ms) and not timing.process_medians
+        # each timed call's wall-clock span, in order, the warm-up calls left out
+        assert len(timing.spans) == 5 and all(start < end for start, end in timing.spans)
+        assert all(a[1] <= b[0] for a, b in itertools.pairwise(timing.spans))
+    rounds = list(zip(timings["average"].spans, timings["maximum"].spans, strict=True))
+    assert rounds[0][0][1] <= rounds[0][1][0] and rounds[1][1][1] <= rounds[1][0][0]  # round 1 starts with "maximum"
 
 
 def test_a_failing_child_says_why_in_one_line(tmp_path):
