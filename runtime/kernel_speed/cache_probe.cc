@@ -215,7 +215,7 @@ int main(int argc, char** argv) {
   }
   if (cpus.size() == 2) {
     pin(cpus[0]);
-    std::printf("], \"handoff_ns\": %.2f, \"cpus\": [%d, %d]}\n", handoff_ns(cpus[0], cpus[1], loads / 4), cpus[0],
+    std::printf("], \"handoff_ns\": %.2f, \"cpus\": [%d, %d]}\n", handoff_ns(cpus[0], cpus[1], std::max(loads / 4, 1L)), cpus[0],
                 cpus[1]);
   } else {
     std::printf("], \"handoff_ns\": null, \"cpus\": [%d]}\n", cpus.empty() ? -1 : cpus[0]);

@@ -110,7 +110,12 @@ class PlacementMonitor:
         self._process = subprocess.Popen(
             [str(probe), "placement", str(self.period_ms)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
         )
-        return self
+        try:  # a probe that cannot watch (one CPU, say) ends at once: say so before minutes of timing
+            _, err = self._process.communicate(timeout=0.2)
+        except subprocess.TimeoutExpired:
+            return self
+        self._scratch.cleanup()
+        raise PlacementError(f"the placement monitor stopped at once: {err.strip() or 'no reason given'}")
 
     def __exit__(self, *exc) -> None:
         self._process.terminate()

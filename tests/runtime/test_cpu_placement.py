@@ -10,6 +10,7 @@ import pytest
 from runtime.kernel_speed.cpu_placement import (
     ONE_L3,
     TWO_L3S,
+    PlacementError,
     PlacementMonitor,
     parse_samples,
     placement_lines,
@@ -71,3 +72,13 @@ def test_the_monitor_samples_the_two_cpus_until_it_is_stopped():
     assert 5 <= len(samples) <= 25, len(samples)
     assert all(start <= end and 0 < ns < 100_000 for start, end, ns in samples)
     assert all(a[0] < b[0] for a, b in itertools.pairwise(samples))
+
+
+def test_a_monitor_that_cannot_watch_says_why_before_any_timing(tmp_path, monkeypatch):
+    probe = tmp_path / "probe"
+    probe.write_text("#!/bin/sh\necho 'cache_probe: placement needs two CPUs' >&2\nexit 2\n")
+    probe.chmod(0o755)
+    monkeypatch.setattr("runtime.kernel_speed.cache_probe.build_probe", lambda folder: probe)
+    stopped = pytest.raises(PlacementError, match="stopped at once: cache_probe: placement needs two CPUs")
+    with stopped, PlacementMonitor():
+        pytest.fail("the monitor let the timing start")
