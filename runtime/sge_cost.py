@@ -33,7 +33,9 @@ class Timing:
     cpu_ms: list[float]
     places: list[int] = field(default_factory=list)  # each sample's place in its round (interleaved timing)
     process_medians: list[float] = field(default_factory=list)  # one per process (runtime/isolated_timing.py)
-    spans: list[tuple[float, float]] = field(default_factory=list)  # each call's wall-clock start and end (shared pool)
+    # each call's start, in seconds (interleaved timing: time.perf_counter, the clock of wall_ms; the shared-pool
+    # child sends them as wall-clock time, to set the rounds beside runtime/kernel_speed/cpu_placement.py's samples)
+    starts: list[float] = field(default_factory=list)
 
     @property
     def paired_wall_ms(self) -> list[float]:
@@ -105,6 +107,7 @@ def time_interleaved(
     wall: dict[str, list[float]] = {name: [] for name in names}
     cpu: dict[str, list[float]] = {name: [] for name in names}
     places: dict[str, list[int]] = {name: [] for name in names}
+    starts: dict[str, list[float]] = {name: [] for name in names}
     for r in range(rounds):
         for place, name in enumerate(round_order(names, r) if rotate else names):
             c0, t0 = time.process_time(), time.perf_counter()
@@ -112,7 +115,8 @@ def time_interleaved(
             wall[name].append((time.perf_counter() - t0) * 1e3)
             cpu[name].append((time.process_time() - c0) * 1e3)
             places[name].append(place)
-    return {name: Timing(name, wall[name], cpu[name], places[name]) for name in names}
+            starts[name].append(t0)
+    return {name: Timing(name, wall[name], cpu[name], places[name], starts=starts[name]) for name in names}
 
 
 def time_blocked(runners: Mapping[str, Runner], *, rounds: int, blocks: int = 3, warmup: int = 2) -> dict[str, Timing]:

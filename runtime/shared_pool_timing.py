@@ -57,31 +57,15 @@ def shared_pool_runners(sessions: list[dict], *, threads: int) -> list:
 
 def time_in_shared_pool(sessions: list[dict], *, rounds: int, threads: int) -> list[dict]:
     """Interleaved rounds of every session (``model``, ``library``, ``optimize``) in this process, on one global pool
-    of ``threads`` threads (``shared_pool_runners``); one dict of wall and CPU milliseconds and places per session, in
-    order."""
-    warmup = 10
-    spans: dict[str, list[tuple[float, float]]] = {}
-    runners = {}
-    for k, run in enumerate(shared_pool_runners(sessions, threads=threads)):
-        spans[str(k)] = []
-        runners[str(k)] = stamped(run, spans[str(k)])
-    timed = time_interleaved(runners, rounds=rounds, warmup=warmup, rotate=True)
+    of ``threads`` threads (``shared_pool_runners``); one dict of wall and CPU milliseconds, places and wall-clock
+    starts per session, in order."""
+    runners = {str(k): run for k, run in enumerate(shared_pool_runners(sessions, threads=threads))}
+    timed = time_interleaved(runners, rounds=rounds, warmup=10, rotate=True)
+    to_wall_clock = time.time() - time.perf_counter()  # the starts as wall-clock time, as other processes see it
     return [
-        {"wall_ms": t.wall_ms, "cpu_ms": t.cpu_ms, "places": t.places, "spans": spans[name][warmup:]}
-        for name, t in timed.items()
+        {"wall_ms": t.wall_ms, "cpu_ms": t.cpu_ms, "places": t.places, "starts": [to_wall_clock + s for s in t.starts]}
+        for t in timed.values()
     ]
-
-
-def stamped(run, log: list[tuple[float, float]]):
-    """``run``, appending each call's wall-clock start and end to ``log`` (to set the rounds beside another
-    process's record, such as runtime/kernel_speed/cpu_placement.py's)."""
-
-    def call():
-        start = time.time()
-        run()
-        log.append((start, time.time()))
-
-    return call
 
 
 def time_shared_pool(plans: Mapping[str, object], *, rounds: int, threads: int) -> dict[str, Timing]:
@@ -93,7 +77,7 @@ def time_shared_pool(plans: Mapping[str, object], *, rounds: int, threads: int) 
     what = f"timing {', '.join(plans)} on a shared thread pool"
     timed = run_timing_child(command, what=what, stdin=json.dumps(specs))
     return {
-        name: Timing(name, t["wall_ms"], t["cpu_ms"], t["places"], spans=[tuple(span) for span in t["spans"]])
+        name: Timing(name, t["wall_ms"], t["cpu_ms"], t["places"], starts=t["starts"])
         for name, t in zip(plans, timed, strict=True)
     }
 

@@ -59,12 +59,6 @@ double chase_ns(size_t bytes, long loads) {
   return elapsed.count() / static_cast<double>(loads);
 }
 
-struct Handoff {
-  alignas(128) std::atomic<long> turn{0};
-  int cpu = 0;
-  long rounds = 0;
-};
-
 void pin(int cpu) {
   cpu_set_t set;
   CPU_ZERO(&set);
@@ -72,33 +66,93 @@ void pin(int cpu) {
   pthread_setaffinity_np(pthread_self(), sizeof set, &set);
 }
 
-void* answer(void* arg) {
-  auto* h = static_cast<Handoff*>(arg);
-  pin(h->cpu);
-  for (long i = 1; i <= h->rounds; ++i) {
-    while (h->turn.load(std::memory_order_acquire) != 2 * i - 1) {
+// The first two CPUs this process may run on (fewer where it may run on fewer).
+std::vector<int> first_two_cpus() {
+  cpu_set_t allowed;
+  sched_getaffinity(0, sizeof allowed, &allowed);
+  std::vector<int> cpus;
+  for (int c = 0; c < CPU_SETSIZE && cpus.size() < 2; ++c) {
+    if (CPU_ISSET(c, &allowed)) cpus.push_back(c);
+  }
+  return cpus;
+}
+
+// A line handed back and forth: the driver stores 2i-1 and waits for 2i, the answering side the reverse, for i in
+// [first, first + trips). Both modes below time these same loops.
+void drive_trips(std::atomic<long>& turn, long first, long trips) {
+  for (long i = first; i < first + trips; ++i) {
+    turn.store(2 * i - 1, std::memory_order_release);
+    while (turn.load(std::memory_order_acquire) != 2 * i) {
     }
-    h->turn.store(2 * i, std::memory_order_release);
+  }
+}
+
+void answer_trips(std::atomic<long>& turn, long first, long trips) {
+  for (long i = first; i < first + trips; ++i) {
+    while (turn.load(std::memory_order_acquire) != 2 * i - 1) {
+    }
+    turn.store(2 * i, std::memory_order_release);
+  }
+}
+
+// The answering thread of either mode: pinned to its CPU, it answers `trips` round trips each time `sample` moves
+// on, sleeping in between (so the monitor takes a CPU from the work it watches only for the sample itself), up to
+// `last_sample`.
+struct Answerer {
+  alignas(128) std::atomic<long> turn{0};
+  alignas(128) std::atomic<bool> ready{false};
+  std::mutex mutex;
+  std::condition_variable wake;
+  long sample = 0;
+  long trips = 0;
+  long last_sample = 0;  // 0: answer until the process ends
+  int cpu = 0;
+};
+
+void* answer_samples(void* arg) {
+  auto* a = static_cast<Answerer*>(arg);
+  pin(a->cpu);
+  for (long seen = 0; a->last_sample == 0 || seen < a->last_sample; ++seen) {
+    {
+      std::unique_lock<std::mutex> lock(a->mutex);
+      a->wake.wait(lock, [&] { return a->sample > seen; });
+    }
+    a->ready.store(true, std::memory_order_release);
+    answer_trips(a->turn, 1, a->trips);
   }
   return nullptr;
 }
 
-// Nanoseconds for one CPU's store to a line to reach the other's load: half a round trip between `a` and `b`.
-double handoff_ns(int a, int b, long rounds) {
-  Handoff h;
-  h.cpu = b, h.rounds = rounds;
-  pthread_t thread;
-  if (pthread_create(&thread, nullptr, answer, &h) != 0) return -1.0;
-  pin(a);
-  const auto start = std::chrono::steady_clock::now();
-  for (long i = 1; i <= rounds; ++i) {
-    h.turn.store(2 * i - 1, std::memory_order_release);
-    while (h.turn.load(std::memory_order_acquire) != 2 * i) {
-    }
+// Starts one sample of `answerer` and waits until its thread is answering.
+void start_sample(Answerer& answerer) {
+  answerer.turn.store(0), answerer.ready.store(false);
+  {
+    std::lock_guard<std::mutex> lock(answerer.mutex);
+    ++answerer.sample;
   }
-  const std::chrono::duration<double, std::nano> elapsed = std::chrono::steady_clock::now() - start;
+  answerer.wake.notify_one();
+  while (!answerer.ready.load(std::memory_order_acquire)) {
+  }
+}
+
+double nanoseconds_since(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double, std::nano>(std::chrono::steady_clock::now() - start).count();
+}
+
+// Nanoseconds for one CPU's store to a line to reach the other's load: half a round trip between `a` and `b`,
+// the mean over `trips` round trips.
+double handoff_ns(int a, int b, long trips) {
+  Answerer answerer;
+  answerer.cpu = b, answerer.trips = trips, answerer.last_sample = 1;
+  pthread_t thread;
+  if (pthread_create(&thread, nullptr, answer_samples, &answerer) != 0) return -1.0;
+  pin(a);
+  start_sample(answerer);
+  const auto start = std::chrono::steady_clock::now();
+  drive_trips(answerer.turn, 1, trips);
+  const double ns = nanoseconds_since(start) / static_cast<double>(2 * trips);
   pthread_join(thread, nullptr);
-  return elapsed.count() / static_cast<double>(2 * rounds);
+  return ns;
 }
 
 double wall_seconds() {
@@ -106,64 +160,25 @@ double wall_seconds() {
   return since_epoch.count();
 }
 
-// The placement monitor's two sides: the answering thread sleeps between samples, so the monitor takes a CPU from
-// the work it watches only for the sample itself (a fraction of a millisecond).
-struct Placement {
-  alignas(128) std::atomic<long> turn{0};
-  alignas(128) std::atomic<bool> ready{false};
-  std::mutex mutex;
-  std::condition_variable wake;
-  long sample = 0;
-  int cpu = 0;
-};
-
 constexpr int kChunks = 10, kTripsPerChunk = 100;
 
-void* answer_samples(void* arg) {
-  auto* p = static_cast<Placement*>(arg);
-  pin(p->cpu);
-  for (long seen = 0;; ++seen) {
-    {
-      std::unique_lock<std::mutex> lock(p->mutex);
-      p->wake.wait(lock, [&] { return p->sample > seen; });
-    }
-    p->ready.store(true, std::memory_order_release);
-    for (long i = 1; i <= kChunks * kTripsPerChunk; ++i) {
-      while (p->turn.load(std::memory_order_acquire) != 2 * i - 1) {
-      }
-      p->turn.store(2 * i, std::memory_order_release);
-    }
-  }
-  return nullptr;
-}
-
+// Every `period_ms` until killed, one sample: the fastest of kChunks chunks' one-way latency, with its wall-clock
+// start and end, one line each.
 int watch_placement(int a, int b, long period_ms) {
-  Placement p;
-  p.cpu = b;
+  Answerer answerer;
+  answerer.cpu = b, answerer.trips = kChunks * kTripsPerChunk;
   pthread_t thread;
-  if (pthread_create(&thread, nullptr, answer_samples, &p) != 0) return 1;
+  if (pthread_create(&thread, nullptr, answer_samples, &answerer) != 0) return 1;
   pin(a);
   for (;;) {
     usleep(static_cast<useconds_t>(period_ms * 1000));
-    p.turn.store(0), p.ready.store(false);
     const double start = wall_seconds();
-    {
-      std::lock_guard<std::mutex> lock(p.mutex);
-      ++p.sample;
-    }
-    p.wake.notify_one();
-    while (!p.ready.load(std::memory_order_acquire)) {
-    }
+    start_sample(answerer);
     double fastest = 1e18;
-    for (long c = 0, i = 1; c < kChunks; ++c) {
+    for (long c = 0; c < kChunks; ++c) {
       const auto chunk_start = std::chrono::steady_clock::now();
-      for (int k = 0; k < kTripsPerChunk; ++k, ++i) {
-        p.turn.store(2 * i - 1, std::memory_order_release);
-        while (p.turn.load(std::memory_order_acquire) != 2 * i) {
-        }
-      }
-      const std::chrono::duration<double, std::nano> took = std::chrono::steady_clock::now() - chunk_start;
-      fastest = std::min(fastest, took.count() / (2 * kTripsPerChunk));
+      drive_trips(answerer.turn, 1 + c * kTripsPerChunk, kTripsPerChunk);
+      fastest = std::min(fastest, nanoseconds_since(chunk_start) / (2 * kTripsPerChunk));
     }
     std::printf("%.4f %.4f %.1f\n", start, wall_seconds(), fastest);
     std::fflush(stdout);
@@ -173,31 +188,20 @@ int watch_placement(int a, int b, long period_ms) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  const std::vector<int> cpus = first_two_cpus();
   if (argc == 3 && std::strcmp(argv[1], "placement") == 0) {
-    cpu_set_t allowed;
-    sched_getaffinity(0, sizeof allowed, &allowed);
-    std::vector<int> two;
-    for (int c = 0; c < CPU_SETSIZE && two.size() < 2; ++c) {
-      if (CPU_ISSET(c, &allowed)) two.push_back(c);
-    }
     const long period_ms = std::atol(argv[2]);
-    if (two.size() < 2 || period_ms < 1) {
+    if (cpus.size() < 2 || period_ms < 1) {
       std::fprintf(stderr, "cache_probe: placement needs two CPUs and a period of at least 1 ms\n");
       return 2;
     }
-    return watch_placement(two[0], two[1], period_ms);
+    return watch_placement(cpus[0], cpus[1], period_ms);
   }
   if (argc < 3) {
     std::fprintf(stderr, "usage: cache_probe LOADS KB [KB ...]\n");
     return 2;
   }
   const long loads = std::atol(argv[1]);
-  cpu_set_t allowed;
-  sched_getaffinity(0, sizeof allowed, &allowed);
-  std::vector<int> cpus;
-  for (int c = 0; c < CPU_SETSIZE && cpus.size() < 2; ++c) {
-    if (CPU_ISSET(c, &allowed)) cpus.push_back(c);
-  }
   std::printf("{\"chase_ns\": [");
   for (int i = 2; i < argc; ++i) {
     const long kb = std::atol(argv[i]);
@@ -214,9 +218,8 @@ int main(int argc, char** argv) {
     std::printf("%s[%ld, %.2f]", i > 2 ? ", " : "", kb, ns);
   }
   if (cpus.size() == 2) {
-    pin(cpus[0]);
-    std::printf("], \"handoff_ns\": %.2f, \"cpus\": [%d, %d]}\n", handoff_ns(cpus[0], cpus[1], std::max(loads / 4, 1L)), cpus[0],
-                cpus[1]);
+    const double ns = handoff_ns(cpus[0], cpus[1], std::max(loads / 4, 1L));
+    std::printf("], \"handoff_ns\": %.2f, \"cpus\": [%d, %d]}\n", ns, cpus[0], cpus[1]);
   } else {
     std::printf("], \"handoff_ns\": null, \"cpus\": [%d]}\n", cpus.empty() ? -1 : cpus[0]);
   }

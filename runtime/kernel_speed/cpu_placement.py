@@ -7,11 +7,13 @@ wall clock. ``round_placements`` then labels each timed round by the samples aro
 sample ran inside (it took a CPU from them for a fraction of a millisecond).
 """
 
-import statistics
 import subprocess
 import tempfile
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
+
+from runtime.kernel_speed.ratios import ratio
 
 ONE_L3, TWO_L3S = "one L3", "two L3s"
 # one-way handoff latencies, ns: at most ONE_L3_BELOW on one L3, at least TWO_L3S_ABOVE across two (45 against 170
@@ -50,22 +52,30 @@ def round_placements(spans: Sequence[tuple[float, float]], samples: Sequence[tup
     return labels
 
 
-def ratios_by_placement(fused_ms: Sequence[float], base_ms: Sequence[float], labels: Sequence, *, target: float):
-    """Per placement: the rounds it labels, the median of their per-round ratios and how many are within ``target``;
-    and how many rounds no placement labels."""
-    if not len(fused_ms) == len(base_ms) == len(labels):
+def ratios_by_placement(fused, base, labels: Sequence, *, target: float) -> dict:
+    """Per placement, ``fused`` against ``base`` (runtime/sge_cost.py's Timing, paired by round) over the rounds it
+    labels, as runtime/kernel_speed/ratios.py's ``ratio`` gives it: the rounds, the median of their per-round ratios
+    and how many are within ``target``; and how many rounds no placement labels."""
+    if not len(fused.wall_ms) == len(base.wall_ms) == len(labels):
         raise ValueError("one fused time, one base time and one label a round")
     result: dict = {}
     for place in (ONE_L3, TWO_L3S):
-        ratios = [f / b for f, b, label in zip(fused_ms, base_ms, labels, strict=True) if label == place]
-        if ratios:
+        rounds = [i for i, label in enumerate(labels) if label == place]
+        if rounds:
+            r = ratio(rounds_of(fused, rounds), rounds_of(base, rounds), paired=True, target=target)
             result[place] = {
-                "rounds": len(ratios),
-                "per_round_ratio": round(statistics.median(ratios), 4),
-                "rounds_within_target": sum(r <= target for r in ratios),
+                "rounds": r["rounds"],
+                "per_round_ratio": round(r["wall_paired"], 4),
+                "rounds_within_target": r["rounds_within_target"],
             }
     result["unlabelled_rounds"] = sum(label is None for label in labels)
     return result
+
+
+def rounds_of(timing, rounds: list[int]):
+    """``timing`` (a Timing of interleaved calls) cut down to the calls of ``rounds``."""
+    w, c = timing.wall_ms, timing.cpu_ms
+    return replace(timing, wall_ms=[w[i] for i in rounds], cpu_ms=[c[i] for i in rounds], places=[], starts=[])
 
 
 def placement_lines(by_placement: dict, *, target: float) -> list[str]:

@@ -232,6 +232,9 @@ def run_study(
 def by_cpu_placement(timings: dict, samples: list) -> dict:
     """The fused graph against resnet50, round by round, split by where the host had the two CPUs."""
     fused, base = timings["sge_fused"], timings["resnet50"]
-    spans = [(min(f[0], b[0]), max(f[1], b[1])) for f, b in zip(fused.spans, base.spans, strict=True)]
+    spans = [
+        (min(f_start, b_start), max(f_start + f_ms / 1e3, b_start + b_ms / 1e3))
+        for f_start, f_ms, b_start, b_ms in zip(fused.starts, fused.wall_ms, base.starts, base.wall_ms, strict=True)
+    ]
     labels = round_placements(spans, samples)
-    return {"samples": len(samples)} | ratios_by_placement(fused.wall_ms, base.wall_ms, labels, target=TARGET)
+    return {"samples": len(samples)} | ratios_by_placement(fused, base, labels, target=TARGET)

@@ -18,6 +18,7 @@ from runtime.kernel_speed.cpu_placement import (
     ratios_by_placement,
     round_placements,
 )
+from runtime.sge_cost import Timing
 from tests.conftest import needs_compiler
 
 
@@ -41,8 +42,8 @@ def test_each_round_takes_the_placement_the_samples_on_both_sides_agree_on():
 
 
 def test_the_ratio_is_split_by_placement_and_the_unlabelled_rounds_counted():
-    fused = [101.0, 103.0, 105.0, 110.0, 99.0]
-    base = [100.0] * 5
+    fused = Timing("sge_fused", [101.0, 103.0, 105.0, 110.0, 99.0], [1.0] * 5, places=[0, 1, 0, 1, 0])
+    base = Timing("resnet50", [100.0] * 5, [1.0] * 5, places=[1, 0, 1, 0, 1])
     labels = [ONE_L3, TWO_L3S, TWO_L3S, None, ONE_L3]
     split = ratios_by_placement(fused, base, labels, target=1.02)
     assert split[ONE_L3] == {"rounds": 2, "per_round_ratio": 1.0, "rounds_within_target": 2}

@@ -3,6 +3,7 @@
 the pool, and a child that fails says why in one line."""
 
 import itertools
+import time
 
 import pytest
 
@@ -21,13 +22,15 @@ def test_every_round_times_every_session_in_rotated_order_on_the_shared_pool(tmp
     timings = time_shared_pool(plans, rounds=5, threads=2)
     assert list(timings) == ["average", "maximum"]
     assert timings["average"].places == [0, 1, 0, 1, 0] and timings["maximum"].places == [1, 0, 1, 0, 1]
-    for timing in timings.values():
+    spans = {}
+    for name, timing in timings.items():
         assert len(timing.wall_ms) == 5 and len(timing.cpu_ms) == 5
         assert all(ms > 0 for ms in timing.wall_ms) and not timing.process_medians
-        # each timed call's wall-clock span, in order, the warm-up calls left out
-        assert len(timing.spans) == 5 and all(start < end for start, end in timing.spans)
-        assert all(a[1] <= b[0] for a, b in itertools.pairwise(timing.spans))
-    rounds = list(zip(timings["average"].spans, timings["maximum"].spans, strict=True))
+        # each timed call's wall-clock (start, end), in order, the warm-up calls left out
+        spans[name] = [(start, start + ms / 1e3) for start, ms in zip(timing.starts, timing.wall_ms, strict=True)]
+        assert len(spans[name]) == 5 and abs(spans[name][0][0] - time.time()) < 600
+        assert all(a[1] <= b[0] for a, b in itertools.pairwise(spans[name]))
+    rounds = list(zip(spans["average"], spans["maximum"], strict=True))
     assert rounds[0][0][1] <= rounds[0][1][0] and rounds[1][1][1] <= rounds[1][0][0]  # round 1 starts with "maximum"
 
 
