@@ -5,6 +5,10 @@ pool's other thread, and each unit's median time relative to the node's. A diagn
 
     python -m runtime.kernel_speed.unit_trace --workdir /tmp/kspeed --rounds 200 [--floor x_only] [--json FILE]
     python -m runtime.kernel_speed.unit_trace --workdir /tmp/kspeed --rounds 200 --swap-halves  # halves swapped
+    python -m runtime.kernel_speed.unit_trace --workdir /tmp/kspeed --rounds 400 --cpu-placement  # split by placement
+
+``--cpu-placement`` also summarises the traced rounds by where the host had the VM's two CPUs while each ran (one L3
+or two: runtime/kernel_speed/cpu_placement.py), beside the summary of them all.
 """
 
 import argparse
@@ -16,6 +20,8 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from runtime.kernel_speed.cpu_placement import ONE_L3, TWO_L3S, PlacementError, PlacementMonitor, round_placements
 
 # sge_trace::Record, 48 bytes
 RECORD_DTYPE = np.dtype(
@@ -115,6 +121,24 @@ def summarize(
     return out
 
 
+def summarize_by_placement(
+    records: np.ndarray, nodes_per_run: int, ticks_per_us: float, labels: list, *, swapped: bool = False
+) -> dict:
+    """``summarize`` over the traced rounds of each placement (``labels``: one per round, in order, as
+    cpu_placement.round_placements gives them), and how many rounds no placement labels."""
+    if len(records) and int(records["call"].max()) // nodes_per_run >= len(labels):
+        raise ValueError(f"the trace holds more rounds than the {len(labels)} labelled")
+    round_of = records["call"] // nodes_per_run
+    out: dict = {}
+    for place in (ONE_L3, TWO_L3S):
+        rounds = [r for r, label in enumerate(labels) if label == place]
+        if rounds:
+            mine = records[np.isin(round_of, rounds)]
+            out[place] = {"rounds": len(rounds), "nodes": summarize(mine, nodes_per_run, ticks_per_us, swapped=swapped)}
+    out["unlabelled_rounds"] = sum(label is None for label in labels)
+    return out
+
+
 def summary_lines(nodes: list[dict], *, only: str | None = "layer1") -> list[str]:
     lines = []
     for n in nodes:
@@ -134,27 +158,53 @@ def summary_lines(nodes: list[dict], *, only: str | None = "layer1") -> list[str
     return lines
 
 
-def child(spec: dict) -> list[dict]:
-    """In a fresh process: resnet50 and the traced fused graph interleaved on ORT's global pool; the summary."""
+def placement_summary_lines(split: dict, *, only: str | None = "layer1") -> list[str]:
+    """``summarize_by_placement``'s split for people: each placement's rounds and summary, then the rounds left out."""
+    lines = []
+    for place in (ONE_L3, TWO_L3S):
+        if place in split:
+            lines.append(f"the rounds with the two CPUs on {place} ({split[place]['rounds']}):")
+            lines += summary_lines(split[place]["nodes"], only=only)
+    samples = f" (beside one of {split['samples']} samples, or the placement unclear)" if "samples" in split else ""
+    lines.append(f"{split['unlabelled_rounds']} rounds unlabelled{samples}")
+    return lines
+
+
+def child(spec: dict) -> dict:
+    """In a fresh process: resnet50 and the traced fused graph interleaved on ORT's global pool. The trace's records
+    go to ``spec["records"]`` (a .npy file); returned: the trace clock's ticks per µs and each traced fused call's
+    wall-clock (start, end)."""
+    import time
+
     from runtime.shared_pool_timing import shared_pool_runners
 
     resnet, fused = shared_pool_runners([spec["resnet"], spec["fused"]], threads=spec["threads"])
     library = Path(spec["fused"]["library"])
     for rounds in (10, spec["rounds"]):  # untraced warm-up rounds, then the traced ones
         reset_trace(library)
+        spans = []
         for _ in range(rounds):
             resnet()
+            start = time.time()
             fused()
-    records = read_trace(library)
-    return summarize(records, spec["nodes_per_run"], ticks_per_us(library), swapped=spec["swapped"], rounds=rounds)
+            spans.append((start, time.time()))
+    np.save(spec["records"], read_trace(library))
+    return {"ticks_per_us": ticks_per_us(library), "spans": spans}
 
 
 def trace_units(
-    workdir: Path, *, rounds: int, threads: int = 2, floor: str | None = None, swap_halves: bool = False
-) -> list[dict]:
+    workdir: Path,
+    *,
+    rounds: int,
+    threads: int = 2,
+    floor: str | None = None,
+    swap_halves: bool = False,
+    cpu_placement: bool = False,
+) -> dict:
     """Export (or reuse) the two graphs in ``workdir``, build the trace library (with ``floor``'s pass instead of
     SGE, if given; with the threads' halves swapped, if ``swap_halves``), and trace ``rounds`` interleaved rounds in a
-    child process."""
+    child process: ``{"nodes": summary}``, and with ``cpu_placement`` (2 threads) ``"by_cpu_placement"``, the rounds
+    summarised by where the host had the two CPUs."""
     from export.ort_sge.kernels.build import build_library
     from export.ort_sge.session import plan_session
     from runtime.isolated_timing import run_timing_child
@@ -162,10 +212,13 @@ def trace_units(
     from runtime.shared_pool_timing import check_rounds_and_threads, session_spec
 
     check_rounds_and_threads(rounds, threads)
+    if cpu_placement and threads != 2:
+        raise ValueError("--cpu-placement labels rounds run on the VM's two CPUs: --threads 2")
     paths = export_graphs(Path(workdir))
     fused, resnet = plan_session(paths["sge_fused"]), plan_session(paths["resnet50"])
     with tempfile.TemporaryDirectory() as build_dir:
         library = build_library(Path(build_dir), floor=floor, trace=True, swap_halves=swap_halves)
+        records_file = Path(build_dir) / "records.npy"
         spec = {
             "resnet": session_spec(resnet),
             "fused": session_spec(fused) | {"library": str(library)},
@@ -173,9 +226,23 @@ def trace_units(
             "rounds": rounds,
             "threads": threads,
             "swapped": swap_halves,
+            "records": str(records_file),
         }
         command = [sys.executable, "-m", "runtime.kernel_speed.unit_trace", "--child"]
-        return run_timing_child(command, what="tracing the fused graph's units", stdin=json.dumps(spec))
+        what = "tracing the fused graph's units"
+        if cpu_placement:
+            with PlacementMonitor() as monitor:
+                traced = run_timing_child(command, what=what, stdin=json.dumps(spec))
+        else:
+            traced = run_timing_child(command, what=what, stdin=json.dumps(spec))
+        records = np.load(records_file)
+    per_us, nodes_per_run = traced["ticks_per_us"], fused.fused_blocks
+    out = {"nodes": summarize(records, nodes_per_run, per_us, swapped=swap_halves, rounds=rounds)}
+    if cpu_placement:
+        labels = round_placements([tuple(span) for span in traced["spans"]], monitor.samples)
+        split = summarize_by_placement(records, nodes_per_run, per_us, labels, swapped=swap_halves)
+        out["by_cpu_placement"] = {"samples": len(monitor.samples)} | split
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -191,6 +258,11 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="trace a build that hands the calling thread the upper half of each node's units (same results)",
     )
+    p.add_argument(
+        "--cpu-placement",
+        action="store_true",
+        help="also summarise the rounds by where the host had the two CPUs (one L3 or two; cpu_placement.py)",
+    )
     p.add_argument("--all", action="store_true", help="print every fused node, not layer1's only")
     p.add_argument("--json", type=Path, help="write the per-node summary here")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
@@ -200,19 +272,26 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         with tempfile.TemporaryDirectory() as scratch:
-            nodes = trace_units(
+            traced = trace_units(
                 args.workdir or Path(scratch),
                 rounds=args.rounds,
                 threads=args.threads,
                 floor=args.floor,
                 swap_halves=args.swap_halves,
+                cpu_placement=args.cpu_placement,
             )
+    except PlacementError as err:
+        print(f"error: --cpu-placement: {err}", file=sys.stderr)
+        return 2
     except (ValueError, RuntimeError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print("\n".join(summary_lines(nodes, only=None if args.all else "layer1")))
+    only = None if args.all else "layer1"
+    print("\n".join(summary_lines(traced["nodes"], only=only)))
+    if args.cpu_placement:
+        print("\n".join(placement_summary_lines(traced["by_cpu_placement"], only=only)))
     if args.json:
-        report = {"floor": args.floor, "swap_halves": args.swap_halves, "rounds": args.rounds, "nodes": nodes}
+        report = {"floor": args.floor, "swap_halves": args.swap_halves, "rounds": args.rounds} | traced
         args.json.write_text(json.dumps(report, indent=1) + "\n")
     return 0
 

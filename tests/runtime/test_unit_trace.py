@@ -11,7 +11,18 @@ import pytest
 
 from export.ort_sge.kernels import KernelUnavailableError, kernel_library
 from export.ort_sge.kernels.build import RECORD_NAME, build_library, diagnostic_record
-from runtime.kernel_speed.unit_trace import RECORD_DTYPE, node_names, read_trace, reset_trace, summarize, summary_lines
+from runtime.kernel_speed.cpu_placement import ONE_L3, TWO_L3S
+from runtime.kernel_speed.unit_trace import (
+    RECORD_DTYPE,
+    node_names,
+    placement_summary_lines,
+    read_trace,
+    reset_trace,
+    summarize,
+    summarize_by_placement,
+    summary_lines,
+    trace_units,
+)
 
 
 def records(rows) -> np.ndarray:
@@ -54,6 +65,36 @@ def test_a_trace_missing_units_of_the_rounds_asked_for_is_refused():
     for kept, rounds in ((rows, 3), (rows[:-1], 2)):
         with pytest.raises(ValueError, match="trace fewer rounds"):
             summarize(records(kept), nodes_per_run=1, ticks_per_us=1.0, rounds=rounds)
+
+
+def test_the_rounds_are_summarised_by_where_the_two_cpus_were():
+    # three runs of one 4-unit node: unit 0 slow in run 1 only; run 0 on one L3, run 1 on two, run 2 unlabelled
+    rows = [(call, unit, 1, 400 if (call, unit) == (1, 0) else 100) for call in range(3) for unit in range(4)]
+    split = summarize_by_placement(records(rows), 1, 100.0, [ONE_L3, TWO_L3S, None])
+    assert split[ONE_L3]["rounds"] == 1 and split[ONE_L3]["nodes"][0]["unit_time_vs_median"] == [1.0] * 4
+    assert split[TWO_L3S]["rounds"] == 1 and split[TWO_L3S]["nodes"][0]["unit_time_vs_median"] == [4.0, 1.0, 1.0, 1.0]
+    assert split["unlabelled_rounds"] == 1
+    lines = placement_summary_lines(split | {"samples": 5})
+    assert (
+        lines[0] == "the rounds with the two CPUs on one L3 (1):"
+        and lines[4] == "the rounds with the two CPUs on two L3s (1):"
+    )
+    assert lines[5].startswith("  layer1.0 (256 channels, 3136 positions, 4 units, 1 runs)")
+    assert lines[6].endswith(": 4.0 1.0") and lines[7].endswith(": 1.0 1.0")
+    assert lines[-1] == "1 rounds unlabelled (beside one of 5 samples, or the placement unclear)"
+    # a placement no round had is left out, not summarised empty
+    assert TWO_L3S not in summarize_by_placement(records(rows), 1, 100.0, [ONE_L3, None, None])
+
+
+def test_a_trace_with_more_rounds_than_labels_is_refused():
+    rows = [(call, 0, 1, 100) for call in range(3)]
+    with pytest.raises(ValueError, match="more rounds than the 2 labelled"):
+        summarize_by_placement(records(rows), 1, 1.0, [ONE_L3, TWO_L3S])
+
+
+def test_placement_needs_the_two_cpus(tmp_path):
+    with pytest.raises(ValueError, match="--threads 2"):
+        trace_units(tmp_path, rounds=5, threads=1, cpu_placement=True)
 
 
 def test_nodes_are_named_by_stage_where_the_positions_change():
