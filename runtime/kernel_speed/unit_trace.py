@@ -12,6 +12,7 @@ or two: runtime/kernel_speed/cpu_placement.py), beside the summary of them all.
 """
 
 import argparse
+import contextlib
 import ctypes
 import json
 import statistics
@@ -229,12 +230,8 @@ def trace_units(
             "records": str(records_file),
         }
         command = [sys.executable, "-m", "runtime.kernel_speed.unit_trace", "--child"]
-        what = "tracing the fused graph's units"
-        if cpu_placement:
-            with PlacementMonitor() as monitor:
-                traced = run_timing_child(command, what=what, stdin=json.dumps(spec))
-        else:
-            traced = run_timing_child(command, what=what, stdin=json.dumps(spec))
+        with PlacementMonitor() if cpu_placement else contextlib.nullcontext() as monitor:
+            traced = run_timing_child(command, what="tracing the fused graph's units", stdin=json.dumps(spec))
         records = np.load(records_file)
     per_us, nodes_per_run = traced["ticks_per_us"], fused.fused_blocks
     out = {"nodes": summarize(records, nodes_per_run, per_us, swapped=swap_halves, rounds=rounds)}
