@@ -10,6 +10,7 @@ spinning as deployed: runtime/isolated_timing.py) and "shared-pool" (interleaved
 spinning pool: runtime/shared_pool_timing.py).
 """
 
+import contextlib
 import json
 import logging
 import tempfile
@@ -178,14 +179,11 @@ def run_study(
         x = timed_input()
         runs = options.rounds * (options.isolated_rounds if options.mode == "isolated" else 1)
         progress(f"timing {len(plans)} sessions, {runs} calls each: {options.describe_mode()}…")
-        if options.cpu_placement:
-            try:
-                with PlacementMonitor() as monitor:
-                    timings = time_plans(plans, x, options)
-            except PlacementError as err:
-                raise StudyInputError(f"--cpu-placement: {err}") from err
-        else:
-            timings = time_plans(plans, x, options)
+        try:
+            with PlacementMonitor() if options.cpu_placement else contextlib.nullcontext() as monitor:
+                timings = time_plans(plans, x, options)
+        except PlacementError as err:
+            raise StudyInputError(f"--cpu-placement: {err}") from err
         profile = {}
         if options.profile_runs > 0:
             progress(f"profiling the fused op: {options.profile_runs} runs of each fused session…")

@@ -23,6 +23,7 @@ from runtime.kernel_speed.unit_trace import (
     summary_lines,
     trace_units,
 )
+from tests.conftest import needs_compiler
 
 
 def records(rows) -> np.ndarray:
@@ -123,9 +124,8 @@ def test_the_shipped_library_records_nothing():
 
 
 @pytest.mark.slow
+@needs_compiler
 def test_a_trace_build_records_every_unit_and_computes_what_the_kernel_does(tmp_path, monkeypatch):
-    if shutil.which("g++") is None and shutil.which("c++") is None:
-        pytest.skip("no C++ compiler to build the diagnostic library")
     import export.ort_sge.session as ort_session
     from tests.sgeperf.test_fused_kernel import fused_graph, run
 
@@ -154,9 +154,8 @@ def test_a_trace_build_records_every_unit_and_computes_what_the_kernel_does(tmp_
 
 
 @pytest.mark.slow
+@needs_compiler
 def test_a_swapped_halves_build_runs_the_upper_half_first_and_computes_what_the_kernel_does(tmp_path, monkeypatch):
-    if shutil.which("g++") is None and shutil.which("c++") is None:
-        pytest.skip("no C++ compiler to build the diagnostic library")
     import onnx
     import onnxruntime as ort
 

@@ -26,7 +26,7 @@ from export.ort_sge.kernels.build import (
     run_compiler,
     run_compilers,
 )
-from tests.conftest import ISA_CPU_FEATURES, expected_kernel_build
+from tests.conftest import ISA_CPU_FEATURES, expected_kernel_build, needs_compiler
 
 
 @pytest.fixture
@@ -168,12 +168,11 @@ def test_a_library_that_cannot_report_its_build_is_refused_in_one_line():
 
 
 @pytest.mark.parametrize("isa", sorted(ISA_CPU_FEATURES))
+@needs_compiler
 def test_each_instruction_set_build_matches_the_reference(isa, tmp_path, monkeypatch):
     """Each build alone (SSE2, AVX2, AVX-512 with its own sigmoid: one a CPU would not pick is tested here only)
     against the float64 reference, on 8- and 16-lane blocks fed directly and on NCHW, hard statistics included; and
     its SgeResidualQ (uint8 NHWC, at this build's vector width)."""
-    if shutil.which("g++") is None and shutil.which("c++") is None:
-        pytest.skip("no C++ compiler to build the single-ISA library")
     if not ISA_CPU_FEATURES[isa] <= cpu_flags():
         pytest.skip(f"this CPU lacks {isa}'s instructions")
     import export.ort_sge.session as ort_session
@@ -252,14 +251,13 @@ def test_no_instruction_set_build_defines_a_symbol_outside_its_namespace(compile
         ("identity_only", lambda x, identity: np.maximum(identity, 0)),
     ],
 )
+@needs_compiler
 def test_floor_builds_compute_only_their_bound_and_are_never_loaded_as_the_kernel(
     tmp_path, monkeypatch, floor, expected
 ):
     """scripts/kernel_speed.py --floors: each build makes only its one pass, in either layout, reading only its inputs
     (x and identity are random and different, so reading the other would show); the record names the floor, and
     kernel_library refuses such a library."""
-    if shutil.which("g++") is None and shutil.which("c++") is None:
-        pytest.skip("no C++ compiler to build the diagnostic library")
     import export.ort_sge.session as ort_session
     from tests.sgeperf.test_fused_kernel import fused_graph, run_in_layout
 
@@ -278,11 +276,10 @@ def test_floor_builds_compute_only_their_bound_and_are_never_loaded_as_the_kerne
         np.testing.assert_allclose(got, expected(x, identity), atol=1e-6)
 
 
+@needs_compiler
 def test_a_floor_for_one_stage_leaves_the_other_blocks_their_sge(tmp_path, monkeypatch):
     """scripts/kernel_speed.py --floor-layer: blocks of the floor's H·W make only its pass; blocks of any other H·W
     compute SGE in full, against the float64 reference, in either layout."""
-    if shutil.which("g++") is None and shutil.which("c++") is None:
-        pytest.skip("no C++ compiler to build the diagnostic library")
     import export.ort_sge.session as ort_session
     from tests.sgeperf.test_fused_kernel import ATOL, fused_graph, params, reference, run_in_layout
 
