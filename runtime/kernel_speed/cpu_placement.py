@@ -9,7 +9,7 @@ sample ran inside (it took a CPU from them for a fraction of a millisecond).
 
 import subprocess
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -58,18 +58,28 @@ def ratios_by_placement(fused, base, labels: Sequence, *, target: float) -> dict
     and how many are within ``target``; and how many rounds no placement labels."""
     if not len(fused.wall_ms) == len(base.wall_ms) == len(labels):
         raise ValueError("one fused time, one base time and one label a round")
-    result: dict = {}
+
+    def ratio_of(rounds: list[int]) -> dict:
+        r = ratio(rounds_of(fused, rounds), rounds_of(base, rounds), paired=True, target=target)
+        return {
+            "rounds": r["rounds"],
+            "per_round_ratio": round(r["wall_paired"], 4),
+            "rounds_within_target": r["rounds_within_target"],
+        }
+
+    return split_by_placement(labels, ratio_of)
+
+
+def split_by_placement(labels: Sequence, summarize: Callable[[list[int]], dict]) -> dict:
+    """``summarize(rounds)`` for each placement that labels any round (``rounds``: their indices, in order, from
+    ``round_placements``'s ``labels``), and how many rounds no placement labels."""
+    split: dict = {}
     for place in (ONE_L3, TWO_L3S):
         rounds = [i for i, label in enumerate(labels) if label == place]
         if rounds:
-            r = ratio(rounds_of(fused, rounds), rounds_of(base, rounds), paired=True, target=target)
-            result[place] = {
-                "rounds": r["rounds"],
-                "per_round_ratio": round(r["wall_paired"], 4),
-                "rounds_within_target": r["rounds_within_target"],
-            }
-    result["unlabelled_rounds"] = sum(label is None for label in labels)
-    return result
+            split[place] = summarize(rounds)
+    split["unlabelled_rounds"] = sum(label is None for label in labels)
+    return split
 
 
 def rounds_of(timing, rounds: list[int]):

@@ -22,7 +22,14 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.kernel_speed.cpu_placement import ONE_L3, TWO_L3S, PlacementError, PlacementMonitor, round_placements
+from runtime.kernel_speed.cpu_placement import (
+    ONE_L3,
+    TWO_L3S,
+    PlacementError,
+    PlacementMonitor,
+    round_placements,
+    split_by_placement,
+)
 
 # sge_trace::Record, 48 bytes
 RECORD_DTYPE = np.dtype(
@@ -130,14 +137,12 @@ def summarize_by_placement(
     if len(records) and int(records["call"].max()) // nodes_per_run >= len(labels):
         raise ValueError(f"the trace holds more rounds than the {len(labels)} labelled")
     round_of = records["call"] // nodes_per_run
-    out: dict = {}
-    for place in (ONE_L3, TWO_L3S):
-        rounds = [r for r, label in enumerate(labels) if label == place]
-        if rounds:
-            mine = records[np.isin(round_of, rounds)]
-            out[place] = {"rounds": len(rounds), "nodes": summarize(mine, nodes_per_run, ticks_per_us, swapped=swapped)}
-    out["unlabelled_rounds"] = sum(label is None for label in labels)
-    return out
+
+    def summary_of(rounds: list[int]) -> dict:
+        mine = records[np.isin(round_of, rounds)]
+        return {"rounds": len(rounds), "nodes": summarize(mine, nodes_per_run, ticks_per_us, swapped=swapped)}
+
+    return split_by_placement(labels, summary_of)
 
 
 def summary_lines(nodes: list[dict], *, only: str | None = "layer1") -> list[str]:
