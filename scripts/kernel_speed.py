@@ -21,8 +21,9 @@ compare these between runs of one command, not with wall times). The native buil
 (runtime/isolated_timing.py); the per-round ratio then pairs the processes' medians. `--shared-pool` interleaves the
 sessions in one fresh process on ORT's global thread pool, whose threads spin as deployed and are shared, so no
 session's threads compete with another's (runtime/shared_pool_timing.py). `--cpu-placement` samples once a second
-where the host has the VM's two CPUs, on one L3 or on two, and splits that mode's per-round ratio by it
-(runtime/kernel_speed/cpu_placement.py). The study itself: runtime/kernel_speed/.
+where the host has the VM's two CPUs, on one L3 or on two, and splits that mode's per-round ratio by it, and with
+several `--through-layer` cuts the extra by stage too (runtime/kernel_speed/cpu_placement.py). The study itself:
+runtime/kernel_speed/.
 """
 
 import sys
@@ -110,7 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--cpu-placement",
         action="store_true",
         help="with --shared-pool: sample once a second where the host has the two CPUs (one L3 or two; "
-        "runtime/kernel_speed/cpu_placement.py) and give the per-round ratio for each",
+        "runtime/kernel_speed/cpu_placement.py) and give the per-round ratio for each, and with several "
+        "--through-layer cuts the extra by stage for each",
     )
     p.add_argument(
         "--fixed-order",

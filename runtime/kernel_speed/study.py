@@ -20,10 +20,14 @@ from pathlib import Path
 from typing import Any
 
 from runtime.kernel_speed.cpu_placement import (
+    ONE_L3,
+    TWO_L3S,
     PlacementError,
     PlacementMonitor,
     ratios_by_placement,
     round_placements,
+    rounds_of,
+    split_by_placement,
 )
 from runtime.kernel_speed.graphs import WHOLE, diagnostic_plans, plan_cuts, stage_bench_for_this_cpu
 from runtime.kernel_speed.profile import ms_by_side, node_profile
@@ -219,7 +223,7 @@ def run_study(
         "sge_residual_nodes": profile,
     }
     if options.cpu_placement:
-        report["by_cpu_placement"] = by_cpu_placement(timings, monitor.samples)
+        report["by_cpu_placement"] = by_cpu_placement(timings, monitor.samples, cuts)
     if len(cuts) > 1 and options.paired:
         report["extra_ms_by_stage"] = extra_by_stage(timings, cuts)
     if stages:
@@ -227,12 +231,25 @@ def run_study(
     return report
 
 
-def by_cpu_placement(timings: dict, samples: list) -> dict:
-    """The fused graph against resnet50, round by round, split by where the host had the two CPUs."""
-    fused, base = timings["sge_fused"], timings["resnet50"]
-    spans = [
-        (min(f_start, b_start), max(f_start + f_ms / 1e3, b_start + b_ms / 1e3))
-        for f_start, f_ms, b_start, b_ms in zip(fused.starts, fused.wall_ms, base.starts, base.wall_ms, strict=True)
+def round_spans(timings) -> list[tuple[float, float]]:
+    """Each round's wall-clock (start, end): from its first session's start to its last session's end."""
+    calls = [list(zip(t.starts, t.wall_ms, strict=True)) for t in timings]
+    return [
+        (min(start for start, _ in round_), max(start + ms / 1e3 for start, ms in round_))
+        for round_ in zip(*calls, strict=True)
     ]
-    labels = round_placements(spans, samples)
-    return {"samples": len(samples)} | ratios_by_placement(fused, base, labels, target=TARGET)
+
+
+def by_cpu_placement(timings: dict, samples: list, cuts: list[int]) -> dict:
+    """The fused graph against resnet50, round by round, split by where the host had the two CPUs; with several
+    cuts, each placement's extra by stage too (ratios.py's ``extra_by_stage`` over that placement's rounds)."""
+    labels = round_placements(round_spans(timings.values()), samples)
+    split = ratios_by_placement(timings["sge_fused"], timings["resnet50"], labels, target=TARGET)
+    if len(cuts) > 1:
+        by_stage = split_by_placement(
+            labels, lambda rounds: extra_by_stage({n: rounds_of(t, rounds) for n, t in timings.items()}, cuts)
+        )
+        for place in (ONE_L3, TWO_L3S):
+            if place in split:
+                split[place]["extra_ms_by_stage"] = by_stage[place]
+    return {"samples": len(samples)} | split

@@ -1,13 +1,17 @@
 """The kernel-speed report (runtime/kernel_speed/study.py) as lines for people: the machine, each session's medians,
 each ratio with its rounds within the target, the split by stage, the profile and the stages in cache."""
 
-from runtime.kernel_speed.cpu_placement import placement_lines
+from runtime.kernel_speed.cpu_placement import ONE_L3, TWO_L3S, placement_lines
 from runtime.kernel_speed.ratios import TARGET
 
 
 def counted(count: int, noun: str) -> str:
     """``count`` and ``noun``, plural unless there is one: "1 thread", "2 threads"."""
     return f"{count} {noun}{'s' * (count != 1)}"
+
+
+def stage_split(extra_ms_by_stage: dict[str, float]) -> str:
+    return ", ".join(f"{label} {ms:+.3f} ms" for label, ms in extra_ms_by_stage.items())
 
 
 def stage_lines(stages: dict, resnet50_ms: float) -> list[str]:
@@ -53,8 +57,13 @@ def report_lines(report: dict) -> list[str]:
     if "by_cpu_placement" in report:
         lines += placement_lines(report["by_cpu_placement"], target=TARGET)
     if "extra_ms_by_stage" in report:
-        split = ", ".join(f"{label} {ms:+.3f} ms" for label, ms in report["extra_ms_by_stage"].items())
-        lines.append(f"  fused - resnet50 added by each stage (per-round medians): {split}")
+        lines.append(
+            f"  fused - resnet50 added by each stage (per-round medians): {stage_split(report['extra_ms_by_stage'])}"
+        )
+        for place in (ONE_L3, TWO_L3S):
+            if "extra_ms_by_stage" in report.get("by_cpu_placement", {}).get(place, {}):
+                split = stage_split(report["by_cpu_placement"][place]["extra_ms_by_stage"])
+                lines.append(f"    the two CPUs on {place:7s}  {split}")
     for name, ms in report["sge_residual_ms_per_run"].items():
         sides = ", ".join(f"{s}×{s} {v:.2f}" for s, v in report["sge_residual_ms_by_side"][name].items())
         lines.append(f"  SgeResidual kernel time, {name}: {ms:.2f} ms per run ({sides})")

@@ -7,9 +7,10 @@ import pytest
 
 from export.ort_sge.session import SessionPlan
 from runtime.cli import EXIT_INPUT
-from runtime.kernel_speed.graphs import cut_names, stage_positions
+from runtime.kernel_speed.cpu_placement import ONE_L3, TWO_L3S
+from runtime.kernel_speed.graphs import WHOLE, cut_names, stage_positions
 from runtime.kernel_speed.ratios import extra_by_stage, ratio_pairs
-from runtime.kernel_speed.study import SpeedOptions
+from runtime.kernel_speed.study import SpeedOptions, by_cpu_placement
 from runtime.sge_cost import Timing
 from tests.runtime.test_scripts import load_script
 
@@ -65,6 +66,58 @@ def test_kernel_speed_splits_the_extra_by_stage_round_by_round():
     assert extra_by_stage(timings, [1, 2, 4]) == {"layer1": 0.5, "layer2": 0.4, "layer3–4": 0.2}
     assert cut_names(2, 4) == ("resnet50_through_layer2", "sge_fused_through_layer2")
     assert cut_names(4, 4) == ("resnet50", "sge_fused")
+
+
+def test_the_split_by_stage_is_also_taken_per_placement_over_each_rounds_whole_span():
+    """--through-layer 1 4 --cpu-placement: each placement's extra by stage comes from its own rounds, and a round
+    is labelled by the samples around all its sessions, not only the two whole networks."""
+
+    def timing(name, wall, first_start):
+        starts = [first_start + 10.0 * r for r in range(len(wall))]  # one round every 10 s
+        return Timing(name, wall_ms=wall, cpu_ms=wall, starts=starts)
+
+    # each round: resnet50 through layer1 at +0 s, the fused cut at +1 s, resnet50 at +2 s, the fused graph at +3 s
+    timings = {
+        "resnet50_through_layer1": timing("r1", [10.0] * 4, 100.0),
+        "sge_fused_through_layer1": timing("f1", [10.2, 10.2, 10.6, 10.6], 101.0),
+        "resnet50": timing("r4", [40.0] * 4, 102.0),
+        "sge_fused": timing("f4", [40.4, 40.4, 41.4, 41.4], 103.0),
+    }
+    # rounds 0-1 on one L3, rounds 2-3 on two; the sample at 121.5 s lands in round 2's span (120-123 s) but in none
+    # of its calls, and before its two whole networks: that round is left out
+    samples = [(95.0, 95.001, 45.0), (108.0, 108.001, 45.0), (118.0, 118.001, 45.0)]
+    samples += [(119.5, 119.501, 170.0), (121.5, 121.501, 170.0), (128.0, 128.001, 170.0), (138.0, 138.001, 170.0)]
+    split = by_cpu_placement(timings, samples, [1, WHOLE])
+    assert split[ONE_L3]["rounds"] == 2 and split[ONE_L3]["extra_ms_by_stage"] == {"layer1": 0.2, "layer2–4": 0.2}
+    assert split[TWO_L3S]["rounds"] == 1 and split[TWO_L3S]["extra_ms_by_stage"] == {"layer1": 0.6, "layer2–4": 0.8}
+    assert split["unlabelled_rounds"] == 1 and split["samples"] == 7
+    assert "extra_ms_by_stage" not in by_cpu_placement(timings, samples, [WHOLE])[ONE_L3]
+    lines = report_lines_of_split(split)
+    assert lines[-2:] == [
+        "    the two CPUs on one L3   layer1 +0.200 ms, layer2–4 +0.200 ms",
+        "    the two CPUs on two L3s  layer1 +0.600 ms, layer2–4 +0.800 ms",
+    ]
+
+
+def report_lines_of_split(split: dict) -> list[str]:
+    """The people's lines of a report that holds only ``split`` and the whole run's split by stage."""
+    from runtime.kernel_speed.text import report_lines
+
+    machine = {"cpu": "a CPU", "logical_cpus": 2, "isa": ["avx2"], "cpu_view": None, "threads": 2, "load_average": []}
+    report = {
+        "command": "kernel_speed.py",
+        "machine": machine,
+        "nchwc_block": 8,
+        "graphs": "the whole networks, and through layer1",
+        "library": {"runs": "avx2"},
+        "timing_mode": "shared pool",
+        "timings": {},
+        "ratios": {},
+        "by_cpu_placement": split,
+        "extra_ms_by_stage": {"layer1": 0.3, "layer2–4": 0.5},
+        "sge_residual_ms_per_run": {},
+    }
+    return report_lines(report)
 
 
 def test_kernel_speed_compares_each_session_with_its_baseline():
