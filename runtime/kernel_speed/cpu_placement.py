@@ -52,20 +52,24 @@ def round_placements(spans: Sequence[tuple[float, float]], samples: Sequence[tup
     return labels
 
 
-def ratios_by_placement(fused, base, labels: Sequence, *, target: float) -> dict:
+def ratios_by_placement(
+    fused, base, labels: Sequence, *, target: float, more: Callable[[list[int]], dict] | None = None
+) -> dict:
     """Per placement, ``fused`` against ``base`` (runtime/sge_cost.py's Timing, paired by round) over the rounds it
     labels, as runtime/kernel_speed/ratios.py's ``ratio`` gives it: the rounds, the median of their per-round ratios
-    and how many are within ``target``; and how many rounds no placement labels."""
+    and how many are within ``target``, and what ``more(rounds)`` adds where given; and how many rounds no placement
+    labels."""
     if not len(fused.wall_ms) == len(base.wall_ms) == len(labels):
         raise ValueError("one fused time, one base time and one label a round")
 
     def ratio_of(rounds: list[int]) -> dict:
         r = ratio(rounds_of(fused, rounds), rounds_of(base, rounds), paired=True, target=target)
-        return {
+        entry = {
             "rounds": r["rounds"],
             "per_round_ratio": round(r["wall_paired"], 4),
             "rounds_within_target": r["rounds_within_target"],
         }
+        return entry | more(rounds) if more else entry
 
     return split_by_placement(labels, ratio_of)
 

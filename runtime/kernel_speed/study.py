@@ -20,14 +20,11 @@ from pathlib import Path
 from typing import Any
 
 from runtime.kernel_speed.cpu_placement import (
-    ONE_L3,
-    TWO_L3S,
     PlacementError,
     PlacementMonitor,
     ratios_by_placement,
     round_placements,
     rounds_of,
-    split_by_placement,
 )
 from runtime.kernel_speed.graphs import WHOLE, diagnostic_plans, plan_cuts, stage_bench_for_this_cpu
 from runtime.kernel_speed.profile import ms_by_side, node_profile
@@ -243,13 +240,12 @@ def round_spans(timings) -> list[tuple[float, float]]:
 def by_cpu_placement(timings: dict, samples: list, cuts: list[int]) -> dict:
     """The fused graph against resnet50, round by round, split by where the host had the two CPUs; with several
     cuts, each placement's extra by stage too (ratios.py's ``extra_by_stage`` over that placement's rounds)."""
+
+    def stages_of(rounds: list[int]) -> dict:
+        return {"extra_ms_by_stage": extra_by_stage({n: rounds_of(t, rounds) for n, t in timings.items()}, cuts)}
+
     labels = round_placements(round_spans(timings.values()), samples)
-    split = ratios_by_placement(timings["sge_fused"], timings["resnet50"], labels, target=TARGET)
-    if len(cuts) > 1:
-        by_stage = split_by_placement(
-            labels, lambda rounds: extra_by_stage({n: rounds_of(t, rounds) for n, t in timings.items()}, cuts)
-        )
-        for place in (ONE_L3, TWO_L3S):
-            if place in split:
-                split[place]["extra_ms_by_stage"] = by_stage[place]
+    split = ratios_by_placement(
+        timings["sge_fused"], timings["resnet50"], labels, target=TARGET, more=stages_of if len(cuts) > 1 else None
+    )
     return {"samples": len(samples)} | split

@@ -60,10 +60,10 @@ def report_lines(report: dict) -> list[str]:
         lines.append(
             f"  fused - resnet50 added by each stage (per-round medians): {stage_split(report['extra_ms_by_stage'])}"
         )
+        placed = report.get("by_cpu_placement", {})
         for place in (ONE_L3, TWO_L3S):
-            if "extra_ms_by_stage" in report.get("by_cpu_placement", {}).get(place, {}):
-                split = stage_split(report["by_cpu_placement"][place]["extra_ms_by_stage"])
-                lines.append(f"    the two CPUs on {place:7s}  {split}")
+            if "extra_ms_by_stage" in placed.get(place, {}):
+                lines.append(f"    the two CPUs on {place:7s}  {stage_split(placed[place]['extra_ms_by_stage'])}")
     for name, ms in report["sge_residual_ms_per_run"].items():
         sides = ", ".join(f"{s}×{s} {v:.2f}" for s, v in report["sge_residual_ms_by_side"][name].items())
         lines.append(f"  SgeResidual kernel time, {name}: {ms:.2f} ms per run ({sides})")
