@@ -32,6 +32,16 @@ def placement_of(ns: float) -> str | None:
     return TWO_L3S if ns >= TWO_L3S_ABOVE else None
 
 
+def round_spans(timings: Sequence) -> list[tuple[float, float]]:
+    """Each round's wall-clock (start, end), for ``round_placements``: from its first session's start to its last
+    session's end (``timings``: runtime/sge_cost.py's Timing of interleaved calls, one a round)."""
+    calls = [list(zip(t.starts, t.wall_ms, strict=True)) for t in timings]
+    return [
+        (min(start for start, _ in round_), max(start + ms / 1e3 for start, ms in round_))
+        for round_ in zip(*calls, strict=True)
+    ]
+
+
 def round_placements(spans: Sequence[tuple[float, float]], samples: Sequence[tuple[float, float, float]]) -> list:
     """Each round's placement (``ONE_L3``, ``TWO_L3S``) from the samples (start, end, ns) before and after it, or
     None: no sample on one side, the two disagree or are unclear, or a sample ran during the round. ``spans``: each

@@ -24,6 +24,7 @@ from runtime.kernel_speed.cpu_placement import (
     PlacementMonitor,
     ratios_by_placement,
     round_placements,
+    round_spans,
     rounds_of,
 )
 from runtime.kernel_speed.graphs import WHOLE, diagnostic_plans, plan_cuts, stage_bench_for_this_cpu
@@ -226,15 +227,6 @@ def run_study(
     if stages:
         report["stages"] = stages
     return report
-
-
-def round_spans(timings) -> list[tuple[float, float]]:
-    """Each round's wall-clock (start, end): from its first session's start to its last session's end."""
-    calls = [list(zip(t.starts, t.wall_ms, strict=True)) for t in timings]
-    return [
-        (min(start for start, _ in round_), max(start + ms / 1e3 for start, ms in round_))
-        for round_ in zip(*calls, strict=True)
-    ]
 
 
 def by_cpu_placement(timings: dict, samples: list, cuts: list[int]) -> dict:
