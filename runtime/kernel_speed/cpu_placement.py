@@ -36,6 +36,8 @@ def round_spans(timings: Sequence) -> list[tuple[float, float]]:
     """Each round's wall-clock (start, end), for ``round_placements``: from its first session's start to its last
     session's end (``timings``: runtime/sge_cost.py's Timing of interleaved calls, one a round)."""
     calls = [list(zip(t.starts, t.wall_ms, strict=True)) for t in timings]
+    if len({len(c) for c in calls}) > 1:
+        raise ValueError("one call a round in every session")
     return [
         (min(start for start, _ in round_), max(start + ms / 1e3 for start, ms in round_))
         for round_ in zip(*calls, strict=True)
@@ -62,26 +64,16 @@ def round_placements(spans: Sequence[tuple[float, float]], samples: Sequence[tup
     return labels
 
 
-def ratios_by_placement(
-    fused, base, labels: Sequence, *, target: float, more: Callable[[list[int]], dict] | None = None
-) -> dict:
-    """Per placement, ``fused`` against ``base`` (runtime/sge_cost.py's Timing, paired by round) over the rounds it
-    labels, as runtime/kernel_speed/ratios.py's ``ratio`` gives it: the rounds, the median of their per-round ratios
-    and how many are within ``target``, and what ``more(rounds)`` adds where given; and how many rounds no placement
-    labels."""
-    if not len(fused.wall_ms) == len(base.wall_ms) == len(labels):
-        raise ValueError("one fused time, one base time and one label a round")
-
-    def ratio_of(rounds: list[int]) -> dict:
-        r = ratio(rounds_of(fused, rounds), rounds_of(base, rounds), paired=True, target=target)
-        entry = {
-            "rounds": r["rounds"],
-            "per_round_ratio": round(r["wall_paired"], 4),
-            "rounds_within_target": r["rounds_within_target"],
-        }
-        return entry | more(rounds) if more else entry
-
-    return split_by_placement(labels, ratio_of)
+def placement_ratio(fused, base, rounds: list[int], *, target: float) -> dict:
+    """``fused`` against ``base`` (runtime/sge_cost.py's Timing, paired by round) over ``rounds``, as
+    runtime/kernel_speed/ratios.py's ``ratio`` gives it: the rounds, the median of their per-round ratios and how many
+    are within ``target``."""
+    r = ratio(rounds_of(fused, rounds), rounds_of(base, rounds), paired=True, target=target)
+    return {
+        "rounds": r["rounds"],
+        "per_round_ratio": round(r["wall_paired"], 4),
+        "rounds_within_target": r["rounds_within_target"],
+    }
 
 
 def split_by_placement(labels: Sequence, summarize: Callable[[list[int]], dict]) -> dict:

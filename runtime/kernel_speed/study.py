@@ -22,10 +22,11 @@ from typing import Any
 from runtime.kernel_speed.cpu_placement import (
     PlacementError,
     PlacementMonitor,
-    ratios_by_placement,
+    placement_ratio,
     round_placements,
     round_spans,
     rounds_of,
+    split_by_placement,
 )
 from runtime.kernel_speed.graphs import WHOLE, diagnostic_plans, plan_cuts, stage_bench_for_this_cpu
 from runtime.kernel_speed.profile import ms_by_side, node_profile
@@ -232,12 +233,13 @@ def run_study(
 def by_cpu_placement(timings: dict, samples: list, cuts: list[int]) -> dict:
     """The fused graph against resnet50, round by round, split by where the host had the two CPUs; with several
     cuts, each placement's extra by stage too (ratios.py's ``extra_by_stage`` over that placement's rounds)."""
+    fused, base = timings["sge_fused"], timings["resnet50"]
 
-    def stages_of(rounds: list[int]) -> dict:
-        return {"extra_ms_by_stage": extra_by_stage({n: rounds_of(t, rounds) for n, t in timings.items()}, cuts)}
+    def summarize(rounds: list[int]) -> dict:
+        entry = placement_ratio(fused, base, rounds, target=TARGET)
+        if len(cuts) > 1:
+            entry["extra_ms_by_stage"] = extra_by_stage({n: rounds_of(t, rounds) for n, t in timings.items()}, cuts)
+        return entry
 
     labels = round_placements(round_spans(timings.values()), samples)
-    split = ratios_by_placement(
-        timings["sge_fused"], timings["resnet50"], labels, target=TARGET, more=stages_of if len(cuts) > 1 else None
-    )
-    return {"samples": len(samples)} | split
+    return {"samples": len(samples)} | split_by_placement(labels, summarize)

@@ -15,8 +15,10 @@ from runtime.kernel_speed.cpu_placement import (
     parse_samples,
     placement_lines,
     placement_of,
-    ratios_by_placement,
+    placement_ratio,
     round_placements,
+    round_spans,
+    split_by_placement,
 )
 from runtime.sge_cost import Timing
 from tests.conftest import needs_compiler
@@ -45,13 +47,19 @@ def test_the_ratio_is_split_by_placement_and_the_unlabelled_rounds_counted():
     fused = Timing("sge_fused", [101.0, 103.0, 105.0, 110.0, 99.0], [1.0] * 5, places=[0, 1, 0, 1, 0])
     base = Timing("resnet50", [100.0] * 5, [1.0] * 5, places=[1, 0, 1, 0, 1])
     labels = [ONE_L3, TWO_L3S, TWO_L3S, None, ONE_L3]
-    split = ratios_by_placement(fused, base, labels, target=1.02)
+
+    def ratio_of(rounds):
+        return placement_ratio(fused, base, rounds, target=1.02)
+
+    split = split_by_placement(labels, ratio_of)
     assert split[ONE_L3] == {"rounds": 2, "per_round_ratio": 1.0, "rounds_within_target": 2}
     assert split[TWO_L3S] == {"rounds": 2, "per_round_ratio": 1.04, "rounds_within_target": 0}
     assert split["unlabelled_rounds"] == 1
-    assert TWO_L3S not in ratios_by_placement(fused, base, [ONE_L3] * 5, target=1.02)
-    with pytest.raises(ValueError, match="one label a round"):
-        ratios_by_placement(fused, base, labels[:4], target=1.02)
+    assert TWO_L3S not in split_by_placement([ONE_L3] * 5, ratio_of)
+    with pytest.raises(ValueError, match="one call a round"):
+        round_spans(
+            [Timing("a", [1.0] * 5, [1.0] * 5, starts=[0.0] * 5), Timing("b", [1.0] * 4, [1.0] * 4, starts=[0.0] * 4)]
+        )
     lines = placement_lines(split | {"samples": 7}, target=1.02)
     assert "one L3" in lines[0] and "2 rounds, per-round ratio 1.000, 2 ≤ 1.02" in lines[0]
     assert "two L3s" in lines[1] and "per-round ratio 1.040, 0 ≤ 1.02" in lines[1]

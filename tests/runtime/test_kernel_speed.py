@@ -11,6 +11,7 @@ from runtime.kernel_speed.cpu_placement import ONE_L3, TWO_L3S
 from runtime.kernel_speed.graphs import WHOLE, cut_names, stage_positions
 from runtime.kernel_speed.ratios import extra_by_stage, ratio_pairs
 from runtime.kernel_speed.study import SpeedOptions, by_cpu_placement
+from runtime.kernel_speed.text import report_lines
 from runtime.sge_cost import Timing
 from tests.runtime.test_scripts import load_script
 
@@ -101,8 +102,6 @@ def test_the_split_by_stage_is_also_taken_per_placement_over_each_rounds_whole_s
 
 def report_lines_of_split(split: dict) -> list[str]:
     """The people's lines of a report that holds only ``split`` and the whole run's split by stage."""
-    from runtime.kernel_speed.text import report_lines
-
     machine = {"cpu": "a CPU", "logical_cpus": 2, "isa": ["avx2"], "cpu_view": None, "threads": 2, "load_average": []}
     report = {
         "command": "kernel_speed.py",
