@@ -4,6 +4,7 @@ code paths (median, range, runs within the 1.02 target, and how the ratio moves 
     python scripts/kernel_speed_tally.py scripts/reports/kernel_speed_scheduled_amd_zen4.json --min-rounds 2000
     python scripts/kernel_speed_tally.py scripts/reports/kernel_speed_scheduled_amd_zen4.json --mode isolated
     python scripts/kernel_speed_tally.py REPORT.json --runs 47-71 --json -
+    python scripts/kernel_speed_tally.py scripts/reports/kernel_speed_cpu_placement_amd_zen4.json --by-placement
 
 The study itself: runtime/kernel_speed/tally.py.
 """
@@ -29,6 +30,12 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="also runs that timed more than the two graphs (the native build, floors): their ratio sits higher",
     )
+    p.add_argument(
+        "--by-placement",
+        action="store_true",
+        help="the runs of kernel_speed.py --cpu-placement instead: each placement's per-round ratio over the runs, "
+        "and how far two L3s put a run above one",
+    )
     p.add_argument("--runs", metavar="A-B", help="only the runs numbered A to B in each report (A-: to the last)")
     add_json(p, help="the tally")
     args = p.parse_args(argv)
@@ -39,7 +46,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.threads < 1:
             raise ValueError(f"--threads {args.threads}: give 1 or more")
         check_output_paths(json=args.json, inputs=args.reports)
-        selection = Selection(args.mode, args.min_rounds, args.extra_sessions, first, last, args.threads)
+        selection = Selection(
+            args.mode, args.min_rounds, args.extra_sessions, first, last, args.threads, args.by_placement
+        )
         result = tally(args.reports, selection)
     except (TallyInputError, ValueError) as err:  # OutputPathError is a ValueError
         print(f"error: {err}", file=sys.stderr)

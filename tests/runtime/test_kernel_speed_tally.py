@@ -151,3 +151,47 @@ def test_the_script_never_writes_its_json_over_a_report_it_reads(tmp_path, capsy
     before = path.read_bytes()
     assert load_script("kernel_speed_tally").main([str(path), "--json", str(path)]) == EXIT_INPUT
     assert "would overwrite the input" in capsys.readouterr().err and path.read_bytes() == before
+
+
+def placed(ratio, one=None, two=None, **kwargs):
+    """A --cpu-placement run: each placement as (per-round ratio, rounds labelled), or absent."""
+    split = {"unlabelled_rounds": 0, "samples": 100}
+    for place, entry in (("one L3", one), ("two L3s", two)):
+        if entry:
+            split[place] = {"per_round_ratio": entry[0], "rounds": entry[1], "rounds_within_target": 0}
+    return run(ratio, **kwargs) | {"by_cpu_placement": split}
+
+
+def test_by_placement_tallies_only_the_placement_runs_and_the_gap_where_both_placements_have_rounds(tmp_path):
+    report = write(
+        tmp_path,
+        [
+            run(1.016),  # no placement split: not in this tally
+            placed(1.020, one=(1.014, 900), two=(1.026, 800)),
+            placed(1.021, one=(1.018, 1200), two=(1.024, 40)),  # too few rounds on two L3s for the gap
+            placed(1.025, two=(1.027, 1900)),  # never on one L3
+            placed(1.019, one=(1.022, 700), two=(1.020, 600)),
+        ],
+    )
+    result = tally([report], Selection(by_placement=True))
+    (group,) = result["groups"]
+    assert group["runs"] == ["report.json#2", "report.json#3", "report.json#4", "report.json#5"]
+    assert group["one L3"] == {"count": 3, "median": 1.018, "min": 1.014, "max": 1.022, "runs_within_target": 2}
+    assert group["two L3s"] == {"count": 4, "median": 1.025, "min": 1.02, "max": 1.027, "runs_within_target": 1}
+    assert group["two_minus_one_points"] == {"runs": 2, "higher_on_two": 1, "min": -0.2, "max": 1.2}
+    lines = tally_lines(result)
+    assert lines[0].endswith("split by the two CPUs' placement; sge_fused/resnet50, per-round medians")
+    assert lines[2] == "    the two CPUs on one L3   3 runs, median 1.0180, 1.0140–1.0220, 2 of 3 ≤ 1.02"
+    assert (
+        lines[4]
+        == "    two L3s - one L3, in the 2 runs with ≥ 100 rounds on each: -0.20 to +1.20 points, higher on two in 1"
+    )
+    plain = tally([report], Selection())["groups"][0]
+    assert plain["runs"] == ["report.json#1"]
+
+
+def test_the_script_tallies_by_placement_on_request(tmp_path, capsys):
+    report = write(tmp_path, [run(1.016), placed(1.020, one=(1.014, 900), two=(1.026, 800))])
+    assert load_script("kernel_speed_tally").main([str(report), "--by-placement"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[1].endswith("(AVX-512 paths): 1 run") and "+1.20 to +1.20 points, higher on two in 1" in out[-1]
