@@ -94,16 +94,21 @@ def rounds_of(timing, rounds: list[int]):
     return replace(timing, wall_ms=[w[i] for i in rounds], cpu_ms=[c[i] for i in rounds], places=[], starts=[])
 
 
+def per_placement_lines(split: dict, describe: Callable[[dict], str], *, indent: str = "  ") -> list[str]:
+    """For each placement ``split`` holds, one L3 first: the line "the two CPUs on <placement>  <describe(entry)>"."""
+    return [
+        f"{indent}the two CPUs on {place:7s}  {describe(split[place])}" for place in (ONE_L3, TWO_L3S) if place in split
+    ]
+
+
 def placement_lines(by_placement: dict, *, target: float) -> list[str]:
     """The split for people: a line per placement, then the rounds left out."""
-    lines = []
-    for place in (ONE_L3, TWO_L3S):
-        if place in by_placement:
-            p = by_placement[place]
-            lines.append(
-                f"  the two CPUs on {place:7s}  {p['rounds']:5d} rounds, per-round ratio {p['per_round_ratio']:.3f}, "
-                f"{p['rounds_within_target']} ≤ {target}"
-            )
+
+    def describe(p: dict) -> str:
+        ratio_text = f"per-round ratio {p['per_round_ratio']:.3f}"
+        return f"{p['rounds']:5d} rounds, {ratio_text}, {p['rounds_within_target']} ≤ {target}"
+
+    lines = per_placement_lines(by_placement, describe)
     lines.append(
         f"  {by_placement['unlabelled_rounds']} rounds unlabelled (beside one of {by_placement['samples']} samples, "
         "or the two CPUs' placement unclear)"

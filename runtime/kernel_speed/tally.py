@@ -10,7 +10,7 @@ import statistics
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from runtime.kernel_speed.cpu_placement import ONE_L3, TWO_L3S
+from runtime.kernel_speed.cpu_placement import ONE_L3, TWO_L3S, per_placement_lines
 from runtime.kernel_speed.ratios import TARGET
 from runtime.kernel_speed.text import counted
 
@@ -126,11 +126,16 @@ def ratio_figures(ratios: list[float]) -> dict:
     }
 
 
+def run_names(entries: list[tuple[str, int, dict]]) -> list[str]:
+    """Each entry as "report.json#N"."""
+    return [f"{Path(report).name}#{number}" for report, number, _ in entries]
+
+
 def summarize(entries: list[tuple[str, int, dict]]) -> dict:
     """One group's figures from its (report, run number, run) entries."""
     ratios = [run["ratios"]["sge_fused/resnet50"]["wall_paired"] for _, _, run in entries]
     resnet_ms = [run["timings"]["resnet50"]["wall_ms_median"] for _, _, run in entries]
-    out = {"runs": [f"{Path(report).name}#{number}" for report, number, _ in entries]} | ratio_figures(ratios)
+    out = {"runs": run_names(entries)} | ratio_figures(ratios)
     out["resnet50_ms"] = [round(min(resnet_ms), 2), round(max(resnet_ms), 2)]
     spreads = [r["ratios"]["sge_fused/resnet50"].get("wall_paired_iqr") for _, _, r in entries]
     spreads = [s for s in spreads if s is not None]  # reports from before it was kept have none
@@ -146,19 +151,18 @@ def summarize_by_placement(entries: list[tuple[str, int, dict]]) -> dict:
     """One group's runs split by placement: per placement, its runs' per-round ratios (median, range, runs within the
     target); and, over the runs with ``PLACEMENT_MIN_ROUNDS`` rounds on each, two L3s' ratio minus one L3's, in
     points of resnet50 (per run, paired by run)."""
-    out: dict = {"runs": [f"{Path(report).name}#{number}" for report, number, _ in entries], "count": len(entries)}
+    out: dict = {"runs": run_names(entries), "count": len(entries)}
     splits = [run["by_cpu_placement"] for _, _, run in entries]
     for place in (ONE_L3, TWO_L3S):
         ratios = [split[place]["per_round_ratio"] for split in splits if place in split]
         if ratios:
             out[place] = ratio_figures(ratios)
-    both = [
-        split[TWO_L3S]["per_round_ratio"] - split[ONE_L3]["per_round_ratio"]
+    points = [
+        100 * (split[TWO_L3S]["per_round_ratio"] - split[ONE_L3]["per_round_ratio"])
         for split in splits
         if all(split.get(place, {}).get("rounds", 0) >= PLACEMENT_MIN_ROUNDS for place in (ONE_L3, TWO_L3S))
     ]
-    if both:
-        points = [100 * d for d in both]
+    if points:
         out["two_minus_one_points"] = {
             "runs": len(points),
             "higher_on_two": sum(p > 0 for p in points),
@@ -222,14 +226,15 @@ def tally_lines(result: dict) -> list[str]:
 
 def placement_group_lines(group: dict, target: float) -> list[str]:
     """A group of the tally by placement for people: its runs, a line per placement, then the gap between them."""
+
+    def describe(p: dict) -> str:
+        return (
+            f"{counted(p['count'], 'run')}, median {p['median']:.4f}, {p['min']:.4f}–{p['max']:.4f}, "
+            f"{p['runs_within_target']} of {p['count']} ≤ {target}"
+        )
+
     lines = [f"  {group['cpu']}, NCHWc {group['nchwc_block']} ({group['paths']}): {counted(group['count'], 'run')}"]
-    for place in (ONE_L3, TWO_L3S):
-        if place in group:
-            p = group[place]
-            lines.append(
-                f"    the two CPUs on {place:7s}  {counted(p['count'], 'run')}, median {p['median']:.4f}, "
-                f"{p['min']:.4f}–{p['max']:.4f}, {p['runs_within_target']} of {p['count']} ≤ {target}"
-            )
+    lines += per_placement_lines(group, describe, indent="    ")
     gap = group.get("two_minus_one_points")
     if gap:
         lines.append(

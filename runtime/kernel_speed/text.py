@@ -1,7 +1,7 @@
 """The kernel-speed report (runtime/kernel_speed/study.py) as lines for people: the machine, each session's medians,
 each ratio with its rounds within the target, the split by stage, the profile and the stages in cache."""
 
-from runtime.kernel_speed.cpu_placement import ONE_L3, TWO_L3S, placement_lines
+from runtime.kernel_speed.cpu_placement import ONE_L3, TWO_L3S, per_placement_lines, placement_lines
 from runtime.kernel_speed.ratios import TARGET
 
 
@@ -61,9 +61,8 @@ def report_lines(report: dict) -> list[str]:
             f"  fused - resnet50 added by each stage (per-round medians): {stage_split(report['extra_ms_by_stage'])}"
         )
         placed = report.get("by_cpu_placement", {})
-        for place in (ONE_L3, TWO_L3S):
-            if "extra_ms_by_stage" in placed.get(place, {}):
-                lines.append(f"    the two CPUs on {place:7s}  {stage_split(placed[place]['extra_ms_by_stage'])}")
+        staged = {p: placed[p] for p in (ONE_L3, TWO_L3S) if "extra_ms_by_stage" in placed.get(p, {})}
+        lines += per_placement_lines(staged, lambda p: stage_split(p["extra_ms_by_stage"]), indent="    ")
     for name, ms in report["sge_residual_ms_per_run"].items():
         sides = ", ".join(f"{s}×{s} {v:.2f}" for s, v in report["sge_residual_ms_by_side"][name].items())
         lines.append(f"  SgeResidual kernel time, {name}: {ms:.2f} ms per run ({sides})")
